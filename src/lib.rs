@@ -1,0 +1,21 @@
+//! moziplus — a multi-agent orchestration daemon.
+//!
+//! The crate is cut along the product's seams (see `docs/ARCHITECTURE.md`):
+//!
+//! * [`home`] — where everything lives on disk (`$MOZI_HOME`).
+//! * [`config`] — layered, strictly validated configuration.
+//! * [`blackboard`] — one SQLite blackboard per project: tasks, their lifecycle,
+//!   and every record agents and the daemon write.
+//! * [`registry`] — the project registry (`projects/_registry.yaml`) and the
+//!   project folder tree.
+//! * [`inbox`] — the append-only `inbox/daemon.jsonl` that wakes the daemon.
+//! * [`backup`] — online snapshots and restore.
+//! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
+
+pub mod backup;
+pub mod blackboard;
+pub mod cli;
+pub mod config;
+pub mod home;
+pub mod inbox;
+pub mod registry;

@@ -1,0 +1,248 @@
+//! One SQLite blackboard per project (SPEC §3).
+//!
+//! [`Blackboard`] owns a small sqlx pool over `projects/<id>/blackboard.db`
+//! (WAL, `busy_timeout` 5 s, foreign keys on, file mode 0600). Every state change
+//! runs inside a `BEGIN IMMEDIATE` transaction — the write lock is taken up front,
+//! so read-check-write sequences cannot be interleaved by another process — and
+//! writes an `event` row in the same transaction.
+//!
+//! The schema lives in `migrations/` and is embedded in the binary. Opening checks
+//! `PRAGMA user_version` (one cheap read) and runs the migrator only when the
+//! database is behind; a database from a newer moziplus is refused.
+
+mod events;
+pub mod ids;
+pub mod model;
+mod open;
+mod records;
+pub mod sessions;
+mod summary;
+mod tasks;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+pub use model::*;
+pub use open::{OpenMode, LATEST_SCHEMA_VERSION};
+pub use records::{NewDecision, NewExperience};
+pub use sessions::NewSession;
+pub use summary::TaskFilter;
+pub use tasks::{NewTask, ReviewConclusion};
+
+use sqlx::SqlitePool;
+
+/// Errors of the blackboard layer. [`BbError::is_conflict`] separates "someone
+/// else got there first" (CLI exit code 3) from real errors.
+#[derive(Debug, thiserror::Error)]
+pub enum BbError {
+    #[error("{what} {id} not found")]
+    NotFound { what: &'static str, id: String },
+    /// Lost a race or the task is held by someone else: retrying later may work.
+    #[error("{0}")]
+    Conflict(String),
+    #[error("task {task}: illegal transition from {from} to {to}")]
+    IllegalTransition {
+        task: String,
+        from: TaskStatus,
+        to: TaskStatus,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{path}: schema version {found} is newer than this moziplus supports ({known}); upgrade moziplus before opening it")]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("{path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("{path}: no blackboard here ({detail})")]
+    Missing { path: PathBuf, detail: String },
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl BbError {
+    /// True for "claimed by someone else"-style refusals (exit code 3).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, BbError::Conflict(_))
+    }
+}
+
+pub type BbResult<T> = Result<T, BbError>;
+
+/// The source of "now" for everything the blackboard stamps or compares.
+/// Injected so leases, expiry and scheduling can be tested on a controlled clock.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now_ms(&self) -> Millis;
+}
+
+/// Wall-clock UTC.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> Millis {
+        chrono::Utc::now().timestamp_millis()
+    }
+}
+
+/// A clock that only moves when told to (tests, time travel).
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn new(start_ms: Millis) -> Self {
+        ManualClock(AtomicI64::new(start_ms))
+    }
+    pub fn set(&self, ms: Millis) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+    pub fn advance(&self, ms: Millis) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> Millis {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Who is writing. Agents running under a daemon session are verified by their
+/// session token and may only touch their own work; operators (a person at the
+/// CLI) and the daemon may also cancel, block, reopen and decide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub name: String,
+    pub kind: ActorKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    /// An agent run verified by `MOZI_SESSION` + `MOZI_SESSION_TOKEN`.
+    Session,
+    /// A person or script at the CLI (no session).
+    Operator,
+    /// The daemon itself.
+    Daemon,
+}
+
+impl Actor {
+    pub fn operator(name: impl Into<String>) -> Actor {
+        Actor {
+            name: name.into(),
+            kind: ActorKind::Operator,
+        }
+    }
+    pub fn session(agent: impl Into<String>) -> Actor {
+        Actor {
+            name: agent.into(),
+            kind: ActorKind::Session,
+        }
+    }
+    pub fn daemon() -> Actor {
+        Actor {
+            name: "daemon".into(),
+            kind: ActorKind::Daemon,
+        }
+    }
+    /// May perform administrative changes (cancel, block, reopen, decide).
+    pub fn is_privileged(&self) -> bool {
+        !matches!(self.kind, ActorKind::Session)
+    }
+}
+
+/// An open project blackboard.
+#[derive(Debug, Clone)]
+pub struct Blackboard {
+    pool: SqlitePool,
+    path: Arc<PathBuf>,
+    project: Arc<str>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Blackboard {
+    /// Opens (and, with [`OpenMode::Create`], creates) the blackboard at `path`.
+    pub async fn open(path: &Path, project: &str, mode: OpenMode) -> BbResult<Blackboard> {
+        Self::open_with_clock(path, project, mode, Arc::new(SystemClock)).await
+    }
+
+    pub async fn open_with_clock(
+        path: &Path,
+        project: &str,
+        mode: OpenMode,
+        clock: Arc<dyn Clock>,
+    ) -> BbResult<Blackboard> {
+        let pool = open::open_pool(path, mode).await?;
+        Ok(Blackboard {
+            pool,
+            path: Arc::new(path.to_path_buf()),
+            project: Arc::from(project),
+            clock,
+        })
+    }
+
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+    pub fn now(&self) -> Millis {
+        self.clock.now_ms()
+    }
+
+    /// Closes the pool, checkpointing the WAL.
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+
+    /// Size of the database file plus its WAL, in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        let wal = self.path.with_extension("db-wal");
+        std::fs::metadata(&*self.path).map(|m| m.len()).unwrap_or(0)
+            + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// `PRAGMA quick_check` — `Ok(())` when the file is sound.
+    pub async fn quick_check(&self) -> BbResult<()> {
+        let res: String = sqlx::query_scalar("PRAGMA quick_check")
+            .fetch_one(&self.pool)
+            .await?;
+        if res == "ok" {
+            Ok(())
+        } else {
+            Err(BbError::Corrupt {
+                path: self.path.to_path_buf(),
+                detail: format!("quick_check: {res}"),
+            })
+        }
+    }
+
+    /// Writes a consistent snapshot of the live database to `dest` with
+    /// `VACUUM INTO` (a read transaction: writers keep going).
+    pub async fn snapshot_to(&self, dest: &Path) -> BbResult<()> {
+        let dest_str = dest
+            .to_str()
+            .ok_or_else(|| BbError::Invalid(format!("{}: path is not UTF-8", dest.display())))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(dest_str)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,401 @@
+//! The blackboard's vocabulary: statuses, priorities, verdicts, levels, and the
+//! record types read back from the database.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $s),+ }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    _ => Err(format!(
+                        "unknown {} {:?}; expected one of: {}",
+                        stringify!($name).to_lowercase(),
+                        s,
+                        [$($s),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+string_enum!(
+    /// Where a task is in its lifecycle (SPEC §3).
+    TaskStatus {
+        Pending = "pending",
+        Working = "working",
+        Review = "review",
+        Done = "done",
+        Blocked = "blocked",
+        Failed = "failed",
+        Cancelled = "cancelled",
+    }
+);
+
+impl TaskStatus {
+    /// The lifecycle's legal transitions — the single place they are defined.
+    pub fn can_become(self, to: TaskStatus) -> bool {
+        use TaskStatus::*;
+        matches!(
+            (self, to),
+            (Pending, Working | Blocked | Cancelled)
+                | (
+                    Working,
+                    Review | Done | Pending | Failed | Blocked | Cancelled
+                )
+                | (Review, Done | Pending | Failed | Cancelled)
+                | (Blocked, Pending | Cancelled)
+                | (Failed, Pending)
+                | (Cancelled, Pending)
+        )
+    }
+
+    /// No further work happens on the task.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskStatus::Done | TaskStatus::Failed | TaskStatus::Cancelled
+        )
+    }
+}
+
+string_enum!(
+    /// Task and request priority; lower number is more urgent.
+    Priority {
+        Urgent = "urgent",
+        High = "high",
+        Normal = "normal",
+        Low = "low",
+    }
+);
+
+impl Priority {
+    /// 1 (urgent) … 4 (low), as stored.
+    pub fn rank(self) -> i64 {
+        match self {
+            Priority::Urgent => 1,
+            Priority::High => 2,
+            Priority::Normal => 3,
+            Priority::Low => 4,
+        }
+    }
+    pub fn from_rank(n: i64) -> Priority {
+        match n {
+            1 => Priority::Urgent,
+            2 => Priority::High,
+            4 => Priority::Low,
+            _ => Priority::Normal,
+        }
+    }
+}
+
+string_enum!(
+    /// A reviewer's verdict.
+    Verdict {
+        Approve = "approve",
+        Revise = "revise",
+        Reject = "reject",
+    }
+);
+
+string_enum!(
+    /// Kinds of comment.
+    CommentType {
+        Comment = "comment",
+        Question = "question",
+        Answer = "answer",
+        Rebuttal = "rebuttal",
+        Note = "note",
+        System = "system",
+    }
+);
+
+string_enum!(
+    /// Decision status.
+    DecisionStatus {
+        Proposed = "proposed",
+        Approved = "approved",
+        Rejected = "rejected",
+    }
+);
+
+string_enum!(
+    /// Observation level.
+    ObservationLevel {
+        Info = "info",
+        Warn = "warn",
+        Alert = "alert",
+    }
+);
+
+string_enum!(
+    /// Experience status.
+    ExperienceStatus {
+        Active = "active",
+        Distilled = "distilled",
+        Deprecated = "deprecated",
+    }
+);
+
+string_enum!(
+    /// How an agent run ended.
+    Outcome {
+        Succeeded = "succeeded",
+        Failed = "failed",
+        TimedOut = "timed_out",
+        Killed = "killed",
+        Lost = "lost",
+    }
+);
+
+string_enum!(
+    /// Event levels (SPEC §6): who must look, and how soon.
+    EventLevel {
+        Urgent = "urgent",
+        Attention = "attention",
+        Daily = "daily",
+        Optional = "optional",
+    }
+);
+
+/// Milliseconds since the Unix epoch, UTC.
+pub type Millis = i64;
+
+/// Formats stored milliseconds as RFC 3339 (UTC) for output.
+pub fn rfc3339(ms: Millis) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}
+
+mod ts {
+    //! serde helpers: times are stored as millis, shown as RFC 3339.
+    use super::{rfc3339, Millis};
+    use serde::Serializer;
+    pub fn ser<S: Serializer>(v: &Millis, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&rfc3339(*v))
+    }
+    pub fn ser_opt<S: Serializer>(v: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&rfc3339(*v)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub kind: String,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub assignee: Option<String>,
+    pub claimed_by: Option<String>,
+    pub creator: String,
+    pub parent_id: Option<String>,
+    pub review_protocol: Option<String>,
+    pub round: i64,
+    pub max_rounds: i64,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub lease_expires_at: Option<Millis>,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+    #[serde(serialize_with = "ts::ser")]
+    pub updated_at: Millis,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub claimed_at: Option<Millis>,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub finished_at: Option<Millis>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comment {
+    pub id: i64,
+    pub task_id: String,
+    pub author: String,
+    pub comment_type: CommentType,
+    pub body: String,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Output {
+    pub id: i64,
+    pub task_id: String,
+    pub agent: String,
+    pub round: i64,
+    pub summary: String,
+    pub artifact_path: Option<String>,
+    pub inline_text: Option<String>,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Review {
+    pub id: i64,
+    pub task_id: String,
+    pub reviewer: String,
+    pub protocol: Option<String>,
+    pub round: i64,
+    pub verdict: Verdict,
+    pub confidence: f64,
+    pub body: String,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub id: i64,
+    pub task_id: Option<String>,
+    pub author: String,
+    pub question: String,
+    pub decision: String,
+    pub rationale: String,
+    pub status: DecisionStatus,
+    pub decided_by: Option<String>,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub decided_at: Option<Millis>,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub expires_at: Option<Millis>,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observation {
+    pub id: i64,
+    pub level: ObservationLevel,
+    pub source: String,
+    pub task_id: Option<String>,
+    pub body: String,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Experience {
+    pub id: i64,
+    pub task_id: Option<String>,
+    pub agent: String,
+    pub lesson: String,
+    pub tags: Vec<String>,
+    pub times_referenced: i64,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub last_referenced_at: Option<Millis>,
+    pub status: ExperienceStatus,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Session {
+    pub id: String,
+    pub task_id: String,
+    pub agent: String,
+    pub pid: Option<i64>,
+    pub pgid: Option<i64>,
+    pub command: String,
+    pub round: i64,
+    #[serde(serialize_with = "ts::ser")]
+    pub started_at: Millis,
+    #[serde(serialize_with = "ts::ser_opt")]
+    pub ended_at: Option<Millis>,
+    pub exit_code: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub log_path: Option<String>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub cost: f64,
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    pub id: i64,
+    #[serde(serialize_with = "ts::ser")]
+    pub created_at: Millis,
+    pub level: EventLevel,
+    pub kind: String,
+    pub task_id: Option<String>,
+    pub actor: String,
+    pub payload: serde_json::Value,
+}
+
+/// A task with everything attached to it (`bb read T-0001`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub task: Task,
+    pub depends_on: Vec<DependencyRef>,
+    pub dependents: Vec<DependencyRef>,
+    pub comments: Vec<Comment>,
+    pub outputs: Vec<Output>,
+    pub reviews: Vec<Review>,
+    pub sessions: Vec<Session>,
+}
+
+/// A dependency edge as seen from one side, with the other task's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DependencyRef {
+    pub id: String,
+    pub title: String,
+    pub status: TaskStatus,
+}
+
+/// The board at a glance (`bb read`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BoardSummary {
+    pub project: String,
+    pub counts: std::collections::BTreeMap<String, i64>,
+    pub total: i64,
+    /// Ready tasks, most urgent first (at most `limit`).
+    pub ready: Vec<TaskLine>,
+    /// Tasks being worked on or in review.
+    pub active: Vec<TaskLine>,
+    pub decisions_proposed: i64,
+    pub running_sessions: i64,
+    pub last_event_id: i64,
+}
+
+/// One line of a task listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskLine {
+    pub id: String,
+    pub title: String,
+    pub status: TaskStatus,
+    pub priority: Priority,
+    pub kind: String,
+    pub assignee: Option<String>,
+    pub claimed_by: Option<String>,
+    pub round: i64,
+}

@@ -1,0 +1,262 @@
+//! Agent runs (sessions): who ran, with which process group, how it ended, and
+//! the per-session secret that lets an agent's CLI calls prove who they are.
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::events::emit;
+use super::tasks::fetch_task;
+use super::{Actor, BbError, BbResult, Blackboard, EventLevel, Millis, Outcome, Session};
+
+/// A run about to start.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub id: String,
+    pub task_id: String,
+    pub agent: String,
+    /// The plain token handed to the agent in `MOZI_SESSION_TOKEN`; only its
+    /// hash is stored.
+    pub token: String,
+    pub command: String,
+    pub log_path: Option<String>,
+}
+
+/// Hex SHA-256 of a session token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A fresh random session token (256 bits, hex).
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+fn session_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Session> {
+    let outcome: Option<String> = r.try_get("outcome")?;
+    let detail: Option<String> = r.try_get("detail")?;
+    Ok(Session {
+        id: r.try_get("id")?,
+        task_id: r.try_get("task_id")?,
+        agent: r.try_get("agent")?,
+        pid: r.try_get("pid")?,
+        pgid: r.try_get("pgid")?,
+        command: r.try_get("command")?,
+        round: r.try_get("round")?,
+        started_at: r.try_get("started_at")?,
+        ended_at: r.try_get("ended_at")?,
+        exit_code: r.try_get("exit_code")?,
+        outcome: outcome.and_then(|o| o.parse::<Outcome>().ok()),
+        log_path: r.try_get("log_path")?,
+        prompt_tokens: r.try_get("prompt_tokens")?,
+        completion_tokens: r.try_get("completion_tokens")?,
+        cost: r.try_get("cost")?,
+        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, task_id, agent, pid, pgid, command, round, started_at, ended_at,
+    exit_code, outcome, log_path, prompt_tokens, completion_tokens, cost, detail";
+
+impl Blackboard {
+    /// Records a run that is starting (before its process is spawned).
+    pub async fn create_session(&self, new: &NewSession) -> BbResult<Session> {
+        let now = self.now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let task = fetch_task(&mut tx, &new.task_id).await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
+        ))
+        .bind(&new.id)
+        .bind(&new.task_id)
+        .bind(&new.agent)
+        .bind(hash_token(&new.token))
+        .bind(&new.command)
+        .bind(task.round)
+        .bind(now)
+        .bind(&new.log_path)
+        .fetch_one(&mut *tx)
+        .await?;
+        let session = session_from_row(&row)?;
+        emit(
+            &mut tx,
+            now,
+            EventLevel::Optional,
+            "session.started",
+            Some(&new.task_id),
+            &Actor::daemon(),
+            json!({ "session_id": new.id, "agent": new.agent, "round": task.round }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(session)
+    }
+
+    /// Stores the spawned process's pid and process group.
+    pub async fn set_session_process(&self, id: &str, pid: i64, pgid: i64) -> BbResult<()> {
+        sqlx::query("UPDATE session SET pid = ?, pgid = ? WHERE id = ?")
+            .bind(pid)
+            .bind(pgid)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks a run ended (idempotent: a second call changes nothing).
+    pub async fn end_session(
+        &self,
+        id: &str,
+        outcome: Outcome,
+        exit_code: Option<i64>,
+        detail: Option<serde_json::Value>,
+    ) -> BbResult<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(
+            "UPDATE session SET ended_at = ?, outcome = ?, exit_code = ?,
+                 detail = COALESCE(?, detail)
+             WHERE id = ? AND ended_at IS NULL RETURNING task_id, agent",
+        )
+        .bind(now)
+        .bind(outcome.as_str())
+        .bind(exit_code)
+        .bind(detail.as_ref().map(|d| d.to_string()))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let task: String = row.get(0);
+        let agent: String = row.get(1);
+        let level = match outcome {
+            Outcome::Succeeded => EventLevel::Optional,
+            Outcome::Failed | Outcome::TimedOut | Outcome::Killed => EventLevel::Attention,
+            Outcome::Lost => EventLevel::Urgent,
+        };
+        emit(
+            &mut tx,
+            now,
+            level,
+            "session.ended",
+            Some(&task),
+            &Actor::daemon(),
+            json!({ "session_id": id, "agent": agent, "outcome": outcome, "exit_code": exit_code }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Adds token usage reported by the gateway to a session.
+    pub async fn add_session_usage(
+        &self,
+        id: &str,
+        prompt_tokens: i64,
+        completion_tokens: i64,
+        cost: f64,
+    ) -> BbResult<()> {
+        sqlx::query(
+            "UPDATE session SET prompt_tokens = prompt_tokens + ?,
+                 completion_tokens = completion_tokens + ?, cost = cost + ? WHERE id = ?",
+        )
+        .bind(prompt_tokens)
+        .bind(completion_tokens)
+        .bind(cost)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn session(&self, id: &str) -> BbResult<Session> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| BbError::NotFound {
+            what: "session",
+            id: id.to_string(),
+        })?;
+        session_from_row(&row)
+    }
+
+    /// Sessions not yet ended (what crash recovery inspects).
+    pub async fn running_sessions(&self) -> BbResult<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE ended_at IS NULL ORDER BY started_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    pub async fn sessions_for_task(&self, task: &str) -> BbResult<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE task_id = ? ORDER BY started_at"
+        ))
+        .bind(task)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    pub async fn recent_sessions(&self, limit: i64) -> BbResult<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session ORDER BY started_at DESC LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    /// Checks an agent's claimed identity: the session must exist, be running,
+    /// belong to `agent`, and `token` must hash to the stored value.
+    pub async fn verify_session(&self, id: &str, agent: &str, token: &str) -> BbResult<Session> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS}, token_hash FROM session WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Err(BbError::Forbidden(format!(
+                "session {id} is not known on project {}",
+                self.project()
+            )));
+        };
+        let stored: String = row.try_get("token_hash")?;
+        let session = session_from_row(&row)?;
+        // Compare hashes (fixed length) rather than secrets.
+        if stored != hash_token(token) {
+            return Err(BbError::Forbidden(format!(
+                "MOZI_SESSION_TOKEN does not match session {id}"
+            )));
+        }
+        if session.agent != agent {
+            return Err(BbError::Forbidden(format!(
+                "session {id} belongs to agent {}, not {agent}: an agent may only write as itself",
+                session.agent
+            )));
+        }
+        if session.ended_at.is_some() {
+            return Err(BbError::Forbidden(format!(
+                "session {id} has already ended"
+            )));
+        }
+        Ok(session)
+    }
+
+    /// Milliseconds since the session started (for supervision).
+    pub fn session_age(&self, s: &Session) -> Millis {
+        self.now() - s.started_at
+    }
+}

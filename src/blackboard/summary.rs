@@ -1,0 +1,196 @@
+//! Read models: the board summary and filtered task lists.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use super::tasks::{fetch_task, task_from_row, TASK_COLUMNS};
+use super::{
+    BbResult, Blackboard, BoardSummary, DependencyRef, Priority, Task, TaskDetail, TaskLine,
+    TaskStatus,
+};
+
+/// Filters for `bb list` and the task API.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    /// Matches the designated assignee or the current claimant.
+    pub assignee: Option<String>,
+    pub tag: Option<String>,
+    pub kind: Option<String>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+fn line_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<TaskLine> {
+    let status: String = r.try_get("status")?;
+    Ok(TaskLine {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        status: status.parse().map_err(super::BbError::Invalid)?,
+        priority: Priority::from_rank(r.try_get("priority")?),
+        kind: r.try_get("kind")?,
+        assignee: r.try_get("assignee")?,
+        claimed_by: r.try_get("claimed_by")?,
+        round: r.try_get("round")?,
+    })
+}
+
+const LINE_COLUMNS: &str =
+    "t.id, t.title, t.status, t.priority, t.kind, t.assignee, t.claimed_by, t.round";
+
+/// SQL condition: a pending task whose dependencies are all done and whose
+/// not-before time (if any) has passed. `?1` is now.
+pub(super) const READY_CONDITION: &str = "t.status = 'pending'
+    AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= ?1)
+    AND NOT EXISTS (SELECT 1 FROM dependency d JOIN task dt ON dt.id = d.depends_on
+                    WHERE d.task_id = t.id AND dt.status <> 'done')";
+
+impl Blackboard {
+    /// Counts by status, the most urgent ready tasks, and the active ones.
+    pub async fn board_summary(&self, limit: i64) -> BbResult<BoardSummary> {
+        let mut conn = self.pool.acquire().await?;
+        let mut counts: BTreeMap<String, i64> =
+            TaskStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+        let mut total = 0;
+        for r in sqlx::query("SELECT status, COUNT(*) FROM task GROUP BY status")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let n: i64 = r.get(1);
+            total += n;
+            counts.insert(r.get(0), n);
+        }
+        let ready = sqlx::query(&format!(
+            "SELECT {LINE_COLUMNS} FROM task t WHERE {READY_CONDITION}
+             ORDER BY t.priority, t.seq LIMIT ?2"
+        ))
+        .bind(self.now())
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(line_from_row)
+        .collect::<BbResult<Vec<_>>>()?;
+        let active = sqlx::query(&format!(
+            "SELECT {LINE_COLUMNS} FROM task t WHERE t.status IN ('working', 'review')
+             ORDER BY t.priority, t.seq LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(line_from_row)
+        .collect::<BbResult<Vec<_>>>()?;
+        let (decisions_proposed, running_sessions, last_event_id): (i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT (SELECT COUNT(*) FROM decision WHERE status = 'proposed'),
+                        (SELECT COUNT(*) FROM session WHERE ended_at IS NULL),
+                        (SELECT COALESCE(MAX(id), 0) FROM event)",
+            )
+            .fetch_one(&mut *conn)
+            .await?;
+        Ok(BoardSummary {
+            project: self.project().to_string(),
+            counts,
+            total,
+            ready,
+            active,
+            decisions_proposed,
+            running_sessions,
+            last_event_id,
+        })
+    }
+
+    /// Task counts by status only (cheap; used by the daemon status).
+    pub async fn status_counts(&self) -> BbResult<BTreeMap<String, i64>> {
+        let mut counts: BTreeMap<String, i64> =
+            TaskStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
+        for r in sqlx::query("SELECT status, COUNT(*) FROM task GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?
+        {
+            counts.insert(r.get(0), r.get(1));
+        }
+        Ok(counts)
+    }
+
+    /// Tasks matching a filter, most urgent first, then oldest.
+    pub async fn list_tasks(&self, f: &TaskFilter) -> BbResult<Vec<Task>> {
+        let limit = if f.limit <= 0 {
+            100
+        } else {
+            f.limit.min(10_000)
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM task t
+             WHERE (?1 IS NULL OR t.status = ?1)
+               AND (?2 IS NULL OR t.assignee = ?2 OR t.claimed_by = ?2)
+               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM task_tag g WHERE g.task_id = t.id AND g.tag = ?3))
+               AND (?4 IS NULL OR t.kind = ?4)
+             ORDER BY t.priority, t.seq LIMIT ?5 OFFSET ?6"
+        ))
+        .bind(f.status.map(|s| s.as_str()))
+        .bind(&f.assignee)
+        .bind(&f.tag)
+        .bind(&f.kind)
+        .bind(limit)
+        .bind(f.offset.max(0))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// Ready tasks (pending, dependencies done, not-before passed), most
+    /// urgent first then oldest — the scheduler's input.
+    pub async fn ready_tasks(&self, limit: i64) -> BbResult<Vec<Task>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM task t WHERE {READY_CONDITION}
+             ORDER BY t.priority, t.seq LIMIT ?2"
+        ))
+        .bind(self.now())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    /// A task with its dependencies, comments, outputs, reviews and sessions.
+    pub async fn task_detail(&self, id: &str, comment_limit: i64) -> BbResult<TaskDetail> {
+        let task = {
+            let mut conn = self.pool.acquire().await?;
+            fetch_task(&mut conn, id).await?
+        };
+        let dep = |sql: &'static str| {
+            let pool = self.pool.clone();
+            let id = id.to_string();
+            async move {
+                sqlx::query(sql)
+                    .bind(id)
+                    .fetch_all(&pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let s: String = r.get(2);
+                        Ok(DependencyRef {
+                            id: r.get(0),
+                            title: r.get(1),
+                            status: s.parse().map_err(super::BbError::Invalid)?,
+                        })
+                    })
+                    .collect::<BbResult<Vec<_>>>()
+            }
+        };
+        let depends_on = dep("SELECT t.id, t.title, t.status FROM dependency d JOIN task t ON t.id = d.depends_on WHERE d.task_id = ? ORDER BY t.seq").await?;
+        let dependents = dep("SELECT t.id, t.title, t.status FROM dependency d JOIN task t ON t.id = d.task_id WHERE d.depends_on = ? ORDER BY t.seq").await?;
+        Ok(TaskDetail {
+            comments: self.comments(id, comment_limit).await?,
+            outputs: self.outputs(id).await?,
+            reviews: self.reviews(id).await?,
+            sessions: self.sessions_for_task(id).await?,
+            depends_on,
+            dependents,
+            task,
+        })
+    }
+}

@@ -1,0 +1,140 @@
+//! The `moziplus` command line: argument definitions and dispatch.
+//!
+//! Exit codes (documented in the README): 0 ok, 1 error, 2 usage, 3 conflict
+//! (the task is held by someone else or not ready; retrying later may work).
+
+mod bb;
+mod ops;
+mod output;
+mod project;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::home::Home;
+
+pub use output::Printer;
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for errors (bad input, unknown ids, I/O, forbidden writes).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code for usage errors (clap's own).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for conflicts: claimed by someone else, not ready, already decided.
+pub const EXIT_CONFLICT: i32 = 3;
+
+/// moziplus — multi-agent orchestration daemon and its CLIs.
+#[derive(Debug, Parser)]
+#[command(name = "moziplus", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The moziplus home (config/, projects/, inbox/ …). Default: $MOZI_HOME, else the current directory.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage projects (create, list, show, archive, restore).
+    #[command(subcommand)]
+    Project(project::ProjectCmd),
+    /// The blackboard CLI agents (and people) use.
+    Bb(bb::BbArgs),
+    /// Take online snapshots of blackboards (all projects, or one).
+    Backup(ops::BackupArgs),
+    /// Restore a project's blackboard from a snapshot.
+    Restore(ops::RestoreArgs),
+    /// Check configuration, permissions, databases and agent commands.
+    Doctor(ops::DoctorArgs),
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Runs a parsed command line; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    let home = Home::resolve(cli.home.as_deref());
+    if let Command::Completions { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(
+            *shell,
+            &mut Cli::command(),
+            "moziplus",
+            &mut std::io::stdout(),
+        );
+        return EXIT_OK;
+    }
+    // The CLI does little concurrent work: a current-thread runtime starts in
+    // microseconds, which matters for a command called many times per run.
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("moziplus: error: cannot start the runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Project(cmd) => project::run(&home, cmd).await,
+            Command::Bb(args) => bb::run(&home, args).await,
+            Command::Backup(args) => ops::backup(&home, args).await,
+            Command::Restore(args) => ops::restore(&home, args).await,
+            Command::Doctor(args) => ops::doctor(&home, args).await,
+            Command::Completions { .. } => Ok(()),
+        }
+    });
+    match result {
+        Ok(()) => EXIT_OK,
+        Err(e) => report(&e),
+    }
+}
+
+/// Prints an error and picks its exit code.
+fn report(e: &anyhow::Error) -> i32 {
+    let conflict = e.chain().any(|c| {
+        c.downcast_ref::<crate::blackboard::BbError>()
+            .is_some_and(|b| b.is_conflict())
+    });
+    let message = chain_message(e);
+    if conflict {
+        eprintln!("moziplus: conflict: {message}");
+        EXIT_CONFLICT
+    } else {
+        eprintln!("moziplus: error: {message}");
+        EXIT_ERROR
+    }
+}
+
+/// Joins an error's chain with ": ", skipping causes whose text the message
+/// already contains (wrapped library errors often repeat their source).
+pub fn chain_message(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if msg.contains(&part) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&part);
+    }
+    msg
+}
+
+/// Options shared by commands that can print JSON.
+#[derive(Debug, Clone, Args)]
+pub struct JsonFlag {
+    /// Print machine-readable JSON instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}

@@ -1,0 +1,257 @@
+//! Operations commands: `backup`, `restore`, `doctor`.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::bail;
+use clap::Args;
+use serde::Serialize;
+
+use super::Printer;
+use crate::backup;
+use crate::blackboard::{Blackboard, OpenMode, LATEST_SCHEMA_VERSION};
+use crate::config::{agents::AgentsFile, Config};
+use crate::home::Home;
+use crate::registry::{self, ProjectId, ProjectStatus};
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Only this project (default: every active project).
+    #[arg(long)]
+    project: Option<String>,
+    /// Snapshots to keep per project.
+    #[arg(long, default_value_t = 24)]
+    keep: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[arg(long)]
+    project: String,
+    /// A snapshot file.
+    #[arg(long, conflicts_with = "latest")]
+    from: Option<PathBuf>,
+    /// The newest snapshot in backups/<project>/.
+    #[arg(long)]
+    latest: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn backup(home: &Home, args: BackupArgs) -> anyhow::Result<()> {
+    let ids: Vec<ProjectId> = match &args.project {
+        Some(p) => vec![registry::active_project(home, p)?],
+        None => registry::load(home)?
+            .into_iter()
+            .filter(|e| e.status == ProjectStatus::Active)
+            .map(|e| ProjectId::parse(&e.id))
+            .collect::<Result<_, _>>()?,
+    };
+    let mut done = Vec::new();
+    let mut failed = Vec::new();
+    for id in ids {
+        match backup::snapshot_project(home, &id, args.keep).await {
+            Ok(s) => done.push(s),
+            // One broken project must not stop the others' backups.
+            Err(e) => failed.push(format!("{id}: {e}")),
+        }
+    }
+    Printer { json: args.json }.emit(&done, || {
+        done.iter()
+            .map(|s| format!("{}: {} ({} bytes)\n", s.project, s.path.display(), s.bytes))
+            .collect()
+    })?;
+    if !failed.is_empty() {
+        bail!("backup failed for {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+pub async fn restore(home: &Home, args: RestoreArgs) -> anyhow::Result<()> {
+    let id = registry::active_project(home, &args.project)?;
+    let snapshot = match (args.from, args.latest) {
+        (Some(f), _) => f,
+        (None, true) => backup::list_snapshots(home, &id)?.pop().ok_or_else(|| {
+            anyhow::anyhow!(
+                "no snapshots in {}",
+                home.project_backups_dir(&id).display()
+            )
+        })?,
+        (None, false) => bail!("pass --from FILE or --latest"),
+    };
+    let rows = backup::restore_project(home, &id, &snapshot).await?;
+    println!("restored {id} from {} ({rows} rows)", snapshot.display());
+    crate::inbox::wake(home, id.as_str());
+    Ok(())
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: String,
+    ok: bool,
+    /// `false` for advisory findings that do not fail the doctor.
+    required: bool,
+    detail: String,
+}
+
+pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
+    let mut checks = Vec::new();
+    let mut push = |name: &str, ok: bool, required: bool, detail: String| {
+        checks.push(Check {
+            name: name.into(),
+            ok,
+            required,
+            detail,
+        })
+    };
+    push(
+        "home",
+        home.root().is_dir(),
+        true,
+        home.root().display().to_string(),
+    );
+    match Config::load_global(home, &[]) {
+        Ok(c) => push(
+            "config",
+            true,
+            true,
+            format!(
+                "{} ok (bind {})",
+                home.default_config_file().display(),
+                c.server.bind
+            ),
+        ),
+        Err(e) => push("config", false, true, e.to_string()),
+    }
+    match AgentsFile::load(&home.agents_file()) {
+        Ok(agents) => {
+            push(
+                "agents.yaml",
+                true,
+                true,
+                format!("{} agents", agents.agents.len()),
+            );
+            for a in &agents.agents {
+                let program = agents
+                    .command_template(a)
+                    .and_then(|c| c.first())
+                    .cloned()
+                    .unwrap_or_default();
+                let found = which(&program, home);
+                push(
+                    &format!("agent {}", a.id),
+                    found.is_some(),
+                    false,
+                    match found {
+                        Some(p) => format!("{} ({})", program, p.display()),
+                        None => format!("{program:?} not found on PATH"),
+                    },
+                );
+            }
+        }
+        Err(e) => push("agents.yaml", false, true, e.to_string()),
+    }
+    match registry::load(home) {
+        Ok(entries) => {
+            push(
+                "registry",
+                true,
+                true,
+                format!("{} projects", entries.len()),
+            );
+            for e in entries.iter().filter(|e| e.status == ProjectStatus::Active) {
+                let Ok(id) = ProjectId::parse(&e.id) else {
+                    continue;
+                };
+                if let Err(err) = Config::load_for_project(home, &id, &[]) {
+                    push(
+                        &format!("project {id} config"),
+                        false,
+                        true,
+                        err.to_string(),
+                    );
+                }
+                let path = home.blackboard_file(&id);
+                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+                push(
+                    &format!("project {id} permissions"),
+                    matches!(mode, Ok(m) if m & 0o077 == 0),
+                    true,
+                    match mode {
+                        Ok(m) => format!("{} mode {:o}", path.display(), m),
+                        Err(err) => format!("{}: {err}", path.display()),
+                    },
+                );
+                match Blackboard::open(&path, id.as_str(), OpenMode::CLI).await {
+                    Ok(bb) => {
+                        let r = bb.quick_check().await;
+                        push(
+                            &format!("project {id} blackboard"),
+                            r.is_ok(),
+                            true,
+                            match r {
+                                Ok(()) => format!(
+                                    "schema v{LATEST_SCHEMA_VERSION}, {} bytes, integrity ok",
+                                    bb.size_bytes()
+                                ),
+                                Err(err) => err.to_string(),
+                            },
+                        );
+                        bb.close().await;
+                    }
+                    Err(err) => push(
+                        &format!("project {id} blackboard"),
+                        false,
+                        true,
+                        err.to_string(),
+                    ),
+                }
+            }
+        }
+        Err(e) => push("registry", false, true, e.to_string()),
+    }
+    let failed = checks.iter().filter(|c| c.required && !c.ok).count();
+    Printer { json: args.json }.emit(&checks, || {
+        let mut s: String = checks
+            .iter()
+            .map(|c| {
+                let mark = match (c.ok, c.required) {
+                    (true, _) => "ok  ",
+                    (false, true) => "FAIL",
+                    (false, false) => "warn",
+                };
+                format!("{mark} {:<32} {}\n", c.name, c.detail)
+            })
+            .collect();
+        s.push_str(&if failed == 0 {
+            "all required checks passed\n".to_string()
+        } else {
+            format!("{failed} required check(s) failed\n")
+        });
+        s
+    })?;
+    if failed > 0 {
+        bail!("doctor found {failed} problem(s)");
+    }
+    Ok(())
+}
+
+/// Finds a program on PATH (or relative to the home for `{home}/…` commands).
+fn which(program: &str, home: &Home) -> Option<PathBuf> {
+    let program = program.replace("{home}", &home.root().to_string_lossy());
+    let p = PathBuf::from(&program);
+    if p.components().count() > 1 {
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(&program))
+            .find(|c| c.is_file())
+    })
+}

@@ -1,0 +1,237 @@
+//! `config/agents.yaml`: the agent team and the runtimes that start them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ConfigError, Source};
+
+/// An agent's heartbeat category (SPEC §5): sets its suspect/recover times and
+/// round limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Category {
+    #[default]
+    Dev,
+    Business,
+    HighFrequency,
+}
+
+/// The limits of one [`Category`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CategoryPolicy {
+    pub heartbeat_secs: u64,
+    pub suspect_after_secs: u64,
+    pub recover_after_secs: u64,
+    pub max_rounds: u32,
+    /// Share of `max_rounds` at which a warning is raised.
+    pub warn_at_percent: u32,
+    /// A task waiting on dependencies longer than this notifies their assignee.
+    pub dependency_wait_secs: u64,
+}
+
+impl Category {
+    pub fn policy(self) -> CategoryPolicy {
+        match self {
+            Category::Dev => CategoryPolicy {
+                heartbeat_secs: 15 * 60,
+                suspect_after_secs: 30 * 60,
+                recover_after_secs: 45 * 60,
+                max_rounds: 100,
+                warn_at_percent: 80,
+                dependency_wait_secs: 2 * 3600,
+            },
+            Category::Business => CategoryPolicy {
+                heartbeat_secs: 15 * 60,
+                suspect_after_secs: 30 * 60,
+                recover_after_secs: 45 * 60,
+                max_rounds: 30,
+                warn_at_percent: 80,
+                dependency_wait_secs: 2 * 3600,
+            },
+            Category::HighFrequency => CategoryPolicy {
+                heartbeat_secs: 10 * 60,
+                suspect_after_secs: 20 * 60,
+                recover_after_secs: 30 * 60,
+                max_rounds: 50,
+                warn_at_percent: 80,
+                dependency_wait_secs: 3600,
+            },
+        }
+    }
+}
+
+/// How a runtime starts an agent: a command template with placeholders
+/// `{agent}`, `{session}`, `{brief}`, `{timeout}`, `{project}`, `{task}`, `{home}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeDef {
+    pub command: Vec<String>,
+    /// Parse stdout as OpenClaw's `--json` result to judge success.
+    #[serde(default)]
+    pub json_result: bool,
+}
+
+/// One agent of the team.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentDef {
+    pub id: String,
+    pub runtime: String,
+    #[serde(default)]
+    pub category: Category,
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Replaces the runtime's command template for this agent.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// Task kinds this agent takes (empty = any).
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Roles (e.g. `reviewer`, `senior-reviewer`) used by review protocols.
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// The whole `agents.yaml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsFile {
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, RuntimeDef>,
+    #[serde(default)]
+    pub agents: Vec<AgentDef>,
+}
+
+impl AgentsFile {
+    /// The runtimes every installation has, before `agents.yaml` adds or
+    /// replaces any.
+    pub fn builtin_runtimes() -> BTreeMap<String, RuntimeDef> {
+        let mk = |cmd: &[&str], json: bool| RuntimeDef {
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+            json_result: json,
+        };
+        BTreeMap::from([
+            (
+                "openclaw".to_string(),
+                mk(
+                    &[
+                        "openclaw",
+                        "agent",
+                        "--agent",
+                        "{agent}",
+                        "--session-key",
+                        "{session}",
+                        "--message-file",
+                        "{brief}",
+                        "--timeout",
+                        "{timeout}",
+                        "--json",
+                    ],
+                    true,
+                ),
+            ),
+            (
+                "claude-code".to_string(),
+                mk(
+                    &["claude", "-p", "--output-format", "json", "@{brief}"],
+                    false,
+                ),
+            ),
+            (
+                "codex".to_string(),
+                mk(&["codex", "exec", "--full-auto", "@{brief}"], false),
+            ),
+            (
+                "demo".to_string(),
+                mk(
+                    &["python3", "{home}/agents/demo_agent.py", "{brief}"],
+                    false,
+                ),
+            ),
+        ])
+    }
+
+    /// Loads and checks `agents.yaml`: unique valid ids, known runtimes, and the
+    /// `command` runtime only with a per-agent command.
+    pub fn load(path: &Path) -> Result<AgentsFile, ConfigError> {
+        let source = Source::File(path.to_path_buf());
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(error) => {
+                return Err(ConfigError::Read {
+                    origin: source,
+                    error,
+                })
+            }
+        };
+        let mut file: AgentsFile = if text.trim().is_empty() {
+            AgentsFile::default()
+        } else {
+            serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Invalid {
+                origin: source.clone(),
+                message: e.to_string(),
+            })?
+        };
+        let mut runtimes = AgentsFile::builtin_runtimes();
+        runtimes.append(&mut file.runtimes);
+        file.runtimes = runtimes;
+        let bad = |key: String, message: String| ConfigError::OutOfRange {
+            line: super::find_key_line(&text, "agents"),
+            origin: source.clone(),
+            key,
+            message,
+        };
+        let mut seen = std::collections::HashSet::new();
+        for a in &file.agents {
+            if !crate::blackboard::ids::is_valid_agent_id(&a.id) {
+                return Err(bad(
+                    "agents.id".into(),
+                    format!("{:?} is not a valid agent id", a.id),
+                ));
+            }
+            if !seen.insert(a.id.clone()) {
+                return Err(bad(
+                    "agents.id".into(),
+                    format!("{:?} is defined twice", a.id),
+                ));
+            }
+            if a.runtime == "command" {
+                if a.command.as_ref().is_none_or(|c| c.is_empty()) {
+                    return Err(bad(
+                        format!("agents.{}.command", a.id),
+                        "is required for the `command` runtime".into(),
+                    ));
+                }
+            } else if !file.runtimes.contains_key(&a.runtime) {
+                return Err(bad(
+                    format!("agents.{}.runtime", a.id),
+                    format!(
+                        "names unknown runtime {:?}; known: command, {}",
+                        a.runtime,
+                        file.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentDef> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+
+    /// The command template for an agent (its own, else its runtime's).
+    pub fn command_template<'a>(&'a self, agent: &'a AgentDef) -> Option<&'a [String]> {
+        if let Some(c) = &agent.command {
+            return Some(c);
+        }
+        self.runtimes
+            .get(&agent.runtime)
+            .map(|r| r.command.as_slice())
+    }
+}

@@ -1,0 +1,153 @@
+//! Range checks for [`Config`](super::Config) and the line finder used to point
+//! at the offending key.
+
+use super::{parse_size, Config};
+
+impl Config {
+    /// Checks every value against its allowed range. On failure returns the
+    /// dotted key and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        fn check(ok: bool, key: &str, message: impl Into<String>) -> Result<(), (String, String)> {
+            if ok {
+                Ok(())
+            } else {
+                Err((key.to_string(), message.into()))
+            }
+        }
+        let d = &self.daemon;
+        check(
+            (1..=86_400).contains(&d.tick_interval),
+            "daemon.tick_interval",
+            format!(
+                "must be between 1 and 86400 seconds, got {}",
+                d.tick_interval
+            ),
+        )?;
+        check(
+            (1..=7 * 86_400).contains(&d.task_timeout),
+            "daemon.task_timeout",
+            format!(
+                "must be between 1 and 604800 seconds, got {}",
+                d.task_timeout
+            ),
+        )?;
+        check(
+            (1..=1024).contains(&d.max_global_agents),
+            "daemon.max_global_agents",
+            format!("must be between 1 and 1024, got {}", d.max_global_agents),
+        )?;
+        check(
+            (1..=1024).contains(&d.max_per_agent),
+            "daemon.max_per_agent",
+            format!("must be between 1 and 1024, got {}", d.max_per_agent),
+        )?;
+        check(
+            d.zombie_threshold >= 1,
+            "daemon.zombie_threshold",
+            "must be at least 1",
+        )?;
+        check(
+            d.kill_grace <= 600,
+            "daemon.kill_grace",
+            format!("must be at most 600 seconds, got {}", d.kill_grace),
+        )?;
+        let i = &self.inbox;
+        check(
+            i.watch_interval > 0.0 && i.watch_interval <= 60.0,
+            "inbox.watch_interval",
+            format!("must be > 0 and <= 60 seconds, got {}", i.watch_interval),
+        )?;
+        check(
+            i.max_size_bytes >= 1024,
+            "inbox.max_size_bytes",
+            format!("must be at least 1024, got {}", i.max_size_bytes),
+        )?;
+        check(
+            !i.path.as_os_str().is_empty(),
+            "inbox.path",
+            "must not be empty",
+        )?;
+        let r = &self.review;
+        check(
+            (1..=100).contains(&r.default_max_rounds),
+            "review.default_max_rounds",
+            format!("must be between 1 and 100, got {}", r.default_max_rounds),
+        )?;
+        check(
+            (1..=100).contains(&r.debate_max_rounds),
+            "review.debate_max_rounds",
+            format!("must be between 1 and 100, got {}", r.debate_max_rounds),
+        )?;
+        check(
+            (0.0..=1.0).contains(&r.confidence_threshold),
+            "review.confidence_threshold",
+            format!("must be between 0 and 1, got {}", r.confidence_threshold),
+        )?;
+        let e = &self.experience;
+        check(
+            (2..=1000).contains(&e.distill_threshold),
+            "experience.distill_threshold",
+            format!("must be between 2 and 1000, got {}", e.distill_threshold),
+        )?;
+        check(
+            (1..=3650).contains(&e.expire_days),
+            "experience.expire_days",
+            format!("must be between 1 and 3650, got {}", e.expire_days),
+        )?;
+        check(
+            self.server.bind.parse::<std::net::SocketAddr>().is_ok(),
+            "server.bind",
+            format!(
+                "must be host:port with an IP address, got {:?}",
+                self.server.bind
+            ),
+        )?;
+        check(
+            ["trace", "debug", "info", "warn", "error"].contains(&self.logging.level.as_str()),
+            "logging.level",
+            format!(
+                "must be one of trace, debug, info, warn, error; got {:?}",
+                self.logging.level
+            ),
+        )?;
+        check(
+            parse_size(&self.logging.max_file_size).is_some_and(|n| n >= 1024),
+            "logging.max_file_size",
+            format!(
+                "must be a size like 10MB (at least 1KB), got {:?}",
+                self.logging.max_file_size
+            ),
+        )?;
+        Ok(())
+    }
+}
+
+/// Finds the 1-based line of a dotted key (`daemon.tick_interval`) in YAML text
+/// by following indentation. Good enough for error messages; `None` if absent.
+pub fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
+    let parts: Vec<&str> = dotted.split('.').collect();
+    let mut depth = 0;
+    let mut parent_indent: Option<usize> = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if let Some(pi) = parent_indent {
+            if indent <= pi {
+                // Left the parent mapping without finding the child.
+                return None;
+            }
+        }
+        let key = parts[depth];
+        if trimmed.starts_with(&format!("{key}:")) {
+            if depth + 1 == parts.len() {
+                return Some(n + 1);
+            }
+            depth += 1;
+            parent_indent = Some(indent);
+        }
+    }
+    None
+}

@@ -1,0 +1,111 @@
+//! The moziplus *home*: the directory holding configuration and runtime data.
+//!
+//! Resolution order (SPEC §1): `--home` flag, else `$MOZI_HOME`, else the current
+//! directory. Every path the program touches is derived here so the layout is
+//! defined in exactly one place.
+
+use std::path::{Path, PathBuf};
+
+use crate::registry::ProjectId;
+
+/// Paths of one moziplus home. Cheap to clone; holds no open handles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// A home rooted at `root` (not required to exist yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        let root = root.into();
+        // Make the root absolute so paths handed to agents stay valid whatever
+        // their working directory is.
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map(|cwd| cwd.join(&root))
+                .unwrap_or(root)
+        };
+        Home { root }
+    }
+
+    /// Resolves the home from an explicit flag, then `$MOZI_HOME`, then the cwd.
+    pub fn resolve(flag: Option<&Path>) -> Self {
+        if let Some(p) = flag {
+            return Home::new(p);
+        }
+        match std::env::var_os("MOZI_HOME") {
+            Some(v) if !v.is_empty() => Home::new(PathBuf::from(v)),
+            _ => Home::new(std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."))),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    pub fn config_dir(&self) -> PathBuf {
+        self.root.join("config")
+    }
+    pub fn default_config_file(&self) -> PathBuf {
+        self.config_dir().join("default.yaml")
+    }
+    pub fn agents_file(&self) -> PathBuf {
+        self.config_dir().join("agents.yaml")
+    }
+    pub fn guardrails_file(&self) -> PathBuf {
+        self.config_dir().join("guardrails.yaml")
+    }
+    pub fn template_components_file(&self) -> PathBuf {
+        self.config_dir().join("template_components.yaml")
+    }
+    pub fn review_protocols_dir(&self) -> PathBuf {
+        self.config_dir().join("review_protocols")
+    }
+    pub fn prompt_templates_dir(&self) -> PathBuf {
+        self.root.join("prompt_templates")
+    }
+    pub fn skills_dir(&self) -> PathBuf {
+        self.root.join("skills")
+    }
+    pub fn projects_dir(&self) -> PathBuf {
+        self.root.join("projects")
+    }
+    pub fn registry_file(&self) -> PathBuf {
+        self.projects_dir().join("_registry.yaml")
+    }
+    pub fn archived_dir(&self) -> PathBuf {
+        self.projects_dir().join("_archived")
+    }
+    pub fn project_dir(&self, id: &ProjectId) -> PathBuf {
+        self.projects_dir().join(id.as_str())
+    }
+    pub fn archived_project_dir(&self, id: &ProjectId) -> PathBuf {
+        self.archived_dir().join(id.as_str())
+    }
+    pub fn blackboard_file(&self, id: &ProjectId) -> PathBuf {
+        self.project_dir(id).join("blackboard.db")
+    }
+    pub fn project_config_file(&self, id: &ProjectId) -> PathBuf {
+        self.project_dir(id).join("config").join("project.yaml")
+    }
+    pub fn artifacts_dir(&self, id: &ProjectId) -> PathBuf {
+        self.project_dir(id).join("artifacts")
+    }
+    /// `artifacts/<task>/` — task ids are validated before they reach here.
+    pub fn task_artifacts_dir(&self, id: &ProjectId, task: &str) -> PathBuf {
+        self.artifacts_dir(id).join(task)
+    }
+    pub fn inbox_dir(&self) -> PathBuf {
+        self.root.join("inbox")
+    }
+    pub fn backups_dir(&self) -> PathBuf {
+        self.root.join("backups")
+    }
+    pub fn project_backups_dir(&self, id: &ProjectId) -> PathBuf {
+        self.backups_dir().join(id.as_str())
+    }
+    pub fn logs_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+}

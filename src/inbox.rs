@@ -1,0 +1,66 @@
+//! The daemon's inbox (SPEC §5): `inbox/daemon.jsonl`, one JSON object per line.
+//!
+//! Writers append whole lines while holding a *shared* `flock` on the file; the
+//! daemon compacts it while holding an *exclusive* one, by renaming a fresh empty
+//! file over it. A writer that was waiting for its lock during a compaction would
+//! hold the old, unlinked file: after locking it therefore compares the inode of
+//! its descriptor with the inode at the path and reopens when they differ. So no
+//! line appended concurrently with a compaction is ever lost.
+//!
+//! CLI writes also *wake* a running daemon through a datagram on
+//! `inbox/wake.sock`: instant, free when no daemon listens, and it leaves no
+//! trace on disk.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+
+/// The wake socket of a home.
+pub fn wake_socket_path(home: &crate::home::Home) -> PathBuf {
+    home.inbox_dir().join("wake.sock")
+}
+
+/// Tells a running daemon that `project` changed. Never fails the caller:
+/// without a daemon there is nobody to wake.
+pub fn wake(home: &crate::home::Home, project: &str) {
+    let path = wake_socket_path(home);
+    if let Ok(sock) = UnixDatagram::unbound() {
+        let _ = sock.set_nonblocking(true);
+        let _ = sock.send_to(project.as_bytes(), &path);
+    }
+}
+
+/// Appends one JSON value as a line, safely against concurrent compaction.
+pub fn append(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(value)?;
+    line.push(b'\n');
+    append_raw(path, &line)
+}
+
+/// Appends raw bytes (must be whole lines) under a shared lock.
+pub fn append_raw(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)?;
+        let mut locked =
+            Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))?;
+        // Did a compaction replace the file while we waited for the lock?
+        let ours = locked.metadata()?.ino();
+        match std::fs::metadata(path) {
+            Ok(m) if m.ino() == ours => {
+                locked.write_all(bytes)?;
+                return Ok(());
+            }
+            _ => continue,
+        }
+    }
+}

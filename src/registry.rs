@@ -1,0 +1,562 @@
+//! Projects: ids, the registry file and the folder tree (SPEC §1, §4).
+//!
+//! `projects/_registry.yaml` is meant to be read and diffed by people, so edits
+//! are made to its text: a new project is appended as a block, a status change
+//! rewrites one line. Comments and order survive. Only when the file's shape is
+//! not recognised does it fall back to a full (comment-losing) rewrite. All
+//! edits hold an advisory lock and replace the file atomically (write + rename).
+
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::blackboard::{ids, BbError, Blackboard, OpenMode, TaskStatus};
+use crate::home::Home;
+
+/// A validated project id (`^[a-z0-9][a-z0-9_-]{0,63}$`): safe to use as a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn parse(s: &str) -> Result<ProjectId, RegistryError> {
+        if ids::is_valid_project_id(s) {
+            Ok(ProjectId(s.to_string()))
+        } else {
+            Err(RegistryError::InvalidId(s.to_string()))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProjectStatus {
+    #[default]
+    Active,
+    Archived,
+}
+
+/// One registry entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectEntry {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub agents: Vec<String>,
+    #[serde(default)]
+    pub status: ProjectStatus,
+    #[serde(default)]
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistryFile {
+    #[serde(default)]
+    projects: Option<Vec<ProjectEntry>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("invalid project id {0:?}: use 1-64 of a-z, 0-9, '_' or '-', starting with a letter or digit (ids become folder names)")]
+    InvalidId(String),
+    #[error("unknown project {0:?} (see `moziplus project list`)")]
+    Unknown(String),
+    #[error("project {0:?} already exists")]
+    Exists(String),
+    #[error("project {0:?} is archived; `moziplus project restore {0}` first")]
+    Archived(String),
+    #[error("project {0:?} is not archived")]
+    NotArchived(String),
+    #[error("cannot archive project {id:?}: {n} task(s) are working ({tasks}); wait for them or release them")]
+    Busy { id: String, n: usize, tasks: String },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Blackboard(#[from] BbError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+const REGISTRY_HEADER: &str = "\
+# moziplus project registry: one entry per project.
+# Maintained by `moziplus project create|archive|restore`; hand edits are fine,
+# comments and order are kept.
+projects:
+";
+
+/// Reads the registry (a missing file is an empty registry).
+pub fn load(home: &Home) -> Result<Vec<ProjectEntry>, RegistryError> {
+    let path = home.registry_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    parse(&path, &text)
+}
+
+fn parse(path: &Path, text: &str) -> Result<Vec<ProjectEntry>, RegistryError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let file: RegistryFile = serde_yaml_ng::from_str(text).map_err(|e| RegistryError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let projects = file.projects.unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for p in &projects {
+        if !ids::is_valid_project_id(&p.id) {
+            return Err(RegistryError::File {
+                path: path.display().to_string(),
+                message: format!("entry has invalid project id {:?}", p.id),
+            });
+        }
+        if !seen.insert(p.id.clone()) {
+            return Err(RegistryError::File {
+                path: path.display().to_string(),
+                message: format!("project {:?} is listed twice", p.id),
+            });
+        }
+    }
+    Ok(projects)
+}
+
+/// Finds a registered project.
+pub fn find(home: &Home, id: &ProjectId) -> Result<ProjectEntry, RegistryError> {
+    load(home)?
+        .into_iter()
+        .find(|p| p.id == id.as_str())
+        .ok_or_else(|| RegistryError::Unknown(id.to_string()))
+}
+
+/// An exclusive lock on the registry for the duration of an edit.
+fn lock_registry(home: &Home) -> Result<nix::fcntl::Flock<std::fs::File>, RegistryError> {
+    std::fs::create_dir_all(home.projects_dir())?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(home.projects_dir().join(".registry.lock"))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| RegistryError::Io(e.into()))
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<(), RegistryError> {
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+fn yaml_scalar(s: &str) -> String {
+    // serde_yaml_ng quotes where YAML needs it; strip the document framing.
+    serde_yaml_ng::to_string(s)
+        .unwrap_or_else(|_| format!("{s:?}"))
+        .trim_end()
+        .to_string()
+}
+
+fn entry_block(e: &ProjectEntry) -> String {
+    let agents = if e.agents.is_empty() {
+        "[]".to_string()
+    } else {
+        format!(
+            "[{}]",
+            e.agents
+                .iter()
+                .map(|a| yaml_scalar(a))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "  - id: {}\n    name: {}\n    description: {}\n    agents: {}\n    status: {}\n    created_at: {}\n",
+        e.id,
+        yaml_scalar(&e.name),
+        yaml_scalar(&e.description),
+        agents,
+        match e.status {
+            ProjectStatus::Active => "active",
+            ProjectStatus::Archived => "archived",
+        },
+        yaml_scalar(&e.created_at),
+    )
+}
+
+/// Appends an entry, keeping the existing text.
+fn append_entry(home: &Home, entry: &ProjectEntry) -> Result<(), RegistryError> {
+    let path = home.registry_file();
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut entries = parse(&path, &text)?;
+    if entries.iter().any(|p| p.id == entry.id) {
+        return Err(RegistryError::Exists(entry.id.clone()));
+    }
+    // Appending text is only safe when `projects:` is the last top-level key
+    // and holds a block list (or nothing yet).
+    let last_top = text
+        .lines()
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('-')
+        })
+        .last()
+        .map(str::trim_end);
+    let new_text = if text.trim().is_empty() {
+        format!("{REGISTRY_HEADER}{}", entry_block(entry))
+    } else if last_top == Some("projects:") {
+        let mut t = text.clone();
+        if !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t.push_str(&entry_block(entry));
+        t
+    } else {
+        entries.push(entry.clone());
+        full_text(&entries)
+    };
+    verify_and_write(&path, &new_text, |parsed| parsed.iter().any(|p| p == entry))
+}
+
+fn full_text(entries: &[ProjectEntry]) -> String {
+    let mut t = REGISTRY_HEADER.to_string();
+    for e in entries {
+        t.push_str(&entry_block(e));
+    }
+    t
+}
+
+fn verify_and_write(
+    path: &Path,
+    text: &str,
+    check: impl Fn(&[ProjectEntry]) -> bool,
+) -> Result<(), RegistryError> {
+    match parse(path, text) {
+        Ok(parsed) if check(&parsed) => write_atomic(path, text),
+        _ => Err(RegistryError::File {
+            path: path.display().to_string(),
+            message: "internal error: the edited registry did not parse back; nothing was written"
+                .into(),
+        }),
+    }
+}
+
+/// Sets one entry's `status:` by editing its line in place.
+fn set_status(home: &Home, id: &str, status: ProjectStatus) -> Result<(), RegistryError> {
+    let path = home.registry_file();
+    let text = std::fs::read_to_string(&path)?;
+    let mut entries = parse(&path, &text)?;
+    let word = match status {
+        ProjectStatus::Active => "active",
+        ProjectStatus::Archived => "archived",
+    };
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.iter().position(|l| {
+        let t = l.trim_start();
+        t.strip_prefix("- id:")
+            .or_else(|| t.strip_prefix("id:"))
+            .map(|v| v.trim().trim_matches(['"', '\'']))
+            == Some(id)
+    });
+    let mut new_text = None;
+    if let Some(start) = start {
+        let item_indent = lines[start].len() - lines[start].trim_start().len();
+        let mut out: Vec<String> = lines.iter().map(|s| s.to_string()).collect();
+        let mut replaced = false;
+        for (i, line) in lines.iter().enumerate().skip(start + 1) {
+            let t = line.trim_start();
+            let indent = line.len() - t.len();
+            if !t.is_empty()
+                && (indent <= item_indent || t.starts_with("- "))
+                && !t.starts_with('#')
+            {
+                break;
+            }
+            if let Some(rest) = t.strip_prefix("status:") {
+                let comment = rest
+                    .find('#')
+                    .map(|i| format!(" {}", &rest[i..]))
+                    .unwrap_or_default();
+                out[i] = format!("{}status: {word}{comment}", &line[..indent]);
+                replaced = true;
+                break;
+            }
+        }
+        if !replaced {
+            out.insert(
+                start + 1,
+                format!("{}status: {word}", " ".repeat(item_indent + 2)),
+            );
+        }
+        let mut t = out.join("\n");
+        t.push('\n');
+        new_text = Some(t);
+    }
+    let new_text = match new_text {
+        Some(t) => t,
+        None => {
+            for e in entries.iter_mut().filter(|e| e.id == id) {
+                e.status = status;
+            }
+            full_text(&entries)
+        }
+    };
+    verify_and_write(&path, &new_text, |parsed| {
+        parsed.iter().any(|p| p.id == id && p.status == status)
+    })
+    .or_else(|_| {
+        // The text edit did not produce the expected result: rewrite in full.
+        for e in entries.iter_mut().filter(|e| e.id == id) {
+            e.status = status;
+        }
+        write_atomic(&path, &full_text(&entries))
+    })
+}
+
+/// What `project create` needs.
+#[derive(Debug, Clone)]
+pub struct NewProject {
+    pub id: ProjectId,
+    pub name: String,
+    pub description: String,
+    pub agents: Vec<String>,
+}
+
+/// Creates the folder tree, the migrated blackboard (0600), `project.yaml` and
+/// the registry entry.
+pub async fn create_project(home: &Home, new: NewProject) -> Result<ProjectEntry, RegistryError> {
+    if new.name.trim().is_empty() {
+        return Err(RegistryError::Invalid(
+            "project name must not be empty".into(),
+        ));
+    }
+    for a in &new.agents {
+        if !ids::is_valid_agent_id(a) {
+            return Err(RegistryError::Invalid(format!(
+                "invalid agent id {a:?} in --agents"
+            )));
+        }
+    }
+    let _lock = lock_registry(home)?;
+    let id = &new.id;
+    if load(home)?.iter().any(|p| p.id == id.as_str()) {
+        return Err(RegistryError::Exists(id.to_string()));
+    }
+    let dir = home.project_dir(id);
+    if home.archived_project_dir(id).exists() {
+        return Err(RegistryError::Archived(id.to_string()));
+    }
+    if dir.exists() {
+        return Err(RegistryError::Invalid(format!(
+            "{} already exists but is not in the registry; move it away or add it to {}",
+            dir.display(),
+            home.registry_file().display()
+        )));
+    }
+    for sub in ["config", "artifacts", "experiences", "skills"] {
+        std::fs::create_dir_all(dir.join(sub))?;
+    }
+    let mut project_yaml = String::from(
+        "# Per-project overrides (see README: Configuration).\n\
+         # max_global_agents: 3        # project-level cap on concurrent agents\n\
+         # context:                    # rendered into every brief of this project\n\
+         #   repo: /path/to/checkout\n",
+    );
+    if !new.agents.is_empty() {
+        project_yaml.push_str(&format!("agents: [{}]\n", new.agents.join(", ")));
+    }
+    std::fs::write(home.project_config_file(id), project_yaml)?;
+    let bb = Blackboard::open(
+        &home.blackboard_file(id),
+        id.as_str(),
+        OpenMode::Create { max_connections: 1 },
+    )
+    .await?;
+    bb.close().await;
+    let entry = ProjectEntry {
+        id: id.to_string(),
+        name: new.name.trim().to_string(),
+        description: new.description,
+        agents: new.agents,
+        status: ProjectStatus::Active,
+        created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    append_entry(home, &entry)?;
+    Ok(entry)
+}
+
+fn set_tree_mode(path: &Path, dir_mode: u32, file_mode: u32) -> std::io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        return Ok(());
+    }
+    if meta.is_dir() {
+        // Children first: a read-only directory cannot be changed inside.
+        if dir_mode & 0o200 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(dir_mode))?;
+        }
+        for entry in std::fs::read_dir(path)? {
+            set_tree_mode(&entry?.path(), dir_mode, file_mode)?;
+        }
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(dir_mode))?;
+    } else {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(file_mode))?;
+    }
+    Ok(())
+}
+
+/// Archives a project: refused while any task is `working`; the folder moves
+/// under `projects/_archived/` and becomes read-only.
+pub async fn archive_project(home: &Home, id: &ProjectId) -> Result<(), RegistryError> {
+    let _lock = lock_registry(home)?;
+    let entry = find(home, id)?;
+    if entry.status == ProjectStatus::Archived {
+        return Err(RegistryError::Archived(id.to_string()));
+    }
+    let bb = Blackboard::open(&home.blackboard_file(id), id.as_str(), OpenMode::CLI).await?;
+    let working = bb
+        .list_tasks(&crate::blackboard::TaskFilter {
+            status: Some(TaskStatus::Working),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await?;
+    if !working.is_empty() {
+        bb.close().await;
+        return Err(RegistryError::Busy {
+            id: id.to_string(),
+            n: working.len(),
+            tasks: working
+                .iter()
+                .map(|t| t.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    }
+    // Fold the WAL into the main file so the archive is one self-contained file.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(bb.pool())
+        .await
+        .map_err(BbError::from)?;
+    bb.close().await;
+    std::fs::create_dir_all(home.archived_dir())?;
+    let dest = home.archived_project_dir(id);
+    if dest.exists() {
+        return Err(RegistryError::Invalid(format!(
+            "{} already exists; remove it before archiving {id} again",
+            dest.display()
+        )));
+    }
+    std::fs::rename(home.project_dir(id), &dest)?;
+    set_tree_mode(&dest, 0o500, 0o400)?;
+    set_status(home, id.as_str(), ProjectStatus::Archived)
+}
+
+/// Brings an archived project back.
+pub async fn restore_project(home: &Home, id: &ProjectId) -> Result<(), RegistryError> {
+    let _lock = lock_registry(home)?;
+    let entry = find(home, id)?;
+    if entry.status != ProjectStatus::Archived {
+        return Err(RegistryError::NotArchived(id.to_string()));
+    }
+    let src = home.archived_project_dir(id);
+    if !src.exists() {
+        return Err(RegistryError::Invalid(format!(
+            "{} is missing; cannot restore {id}",
+            src.display()
+        )));
+    }
+    if home.project_dir(id).exists() {
+        return Err(RegistryError::Invalid(format!(
+            "{} already exists; move it away before restoring {id}",
+            home.project_dir(id).display()
+        )));
+    }
+    set_tree_mode(&src, 0o755, 0o644)?;
+    std::fs::rename(&src, home.project_dir(id))?;
+    let db = home.blackboard_file(id);
+    if db.exists() {
+        std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600))?;
+    }
+    set_status(home, id.as_str(), ProjectStatus::Active)
+}
+
+/// Resolves an active project's id for commands that work on its blackboard.
+/// Cheap: checks the id and the folder, not the registry file.
+pub fn active_project(home: &Home, raw: &str) -> Result<ProjectId, RegistryError> {
+    let id = ProjectId::parse(raw)?;
+    if home.project_dir(&id).is_dir() {
+        return Ok(id);
+    }
+    if home.archived_project_dir(&id).is_dir() {
+        return Err(RegistryError::Archived(id.to_string()));
+    }
+    Err(RegistryError::Unknown(id.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str) -> ProjectEntry {
+        ProjectEntry {
+            id: id.into(),
+            name: format!("Project {id}: \"quoted\""),
+            description: String::new(),
+            agents: vec!["a".into()],
+            status: ProjectStatus::Active,
+            created_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn edits_keep_comments_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        std::fs::create_dir_all(home.projects_dir()).unwrap();
+        std::fs::write(
+            home.registry_file(),
+            "# my notes about projects\nprojects:\n  # the first one\n  - id: zeta\n    name: Zeta\n    status: active # keep me\n",
+        )
+        .unwrap();
+        append_entry(&home, &entry("alpha")).unwrap();
+        set_status(&home, "zeta", ProjectStatus::Archived).unwrap();
+        let text = std::fs::read_to_string(home.registry_file()).unwrap();
+        assert!(text.starts_with("# my notes about projects\n"), "{text}");
+        assert!(text.contains("  # the first one\n"), "{text}");
+        assert!(text.contains("status: archived # keep me"), "{text}");
+        let parsed = load(&home).unwrap();
+        assert_eq!(
+            parsed.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(),
+            ["zeta", "alpha"]
+        );
+        assert_eq!(parsed[0].status, ProjectStatus::Archived);
+        assert_eq!(parsed[1], entry("alpha"));
+    }
+
+    #[test]
+    fn garbage_registry_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        std::fs::create_dir_all(home.projects_dir()).unwrap();
+        std::fs::write(home.registry_file(), "projects: [\n").unwrap();
+        let err = load(&home).unwrap_err().to_string();
+        assert!(err.contains("_registry.yaml"), "{err}");
+    }
+}
