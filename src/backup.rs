@@ -102,6 +102,7 @@ const TABLES: &[&str] = &[
     "experience_tag",
     "session",
     "event",
+    "inbox_applied",
 ];
 
 /// Replaces a project's blackboard content with a snapshot's, online.

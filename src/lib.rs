@@ -10,12 +10,16 @@
 //!   project folder tree.
 //! * [`inbox`] — the append-only `inbox/daemon.jsonl` that wakes the daemon.
 //! * [`backup`] — online snapshots and restore.
+//! * [`daemon`] — the ticker, inbox consumer, agent runs and their supervision.
+//! * [`http`] — the axum server: health, status, control, metrics.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
 
 pub mod backup;
 pub mod blackboard;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod home;
+pub mod http;
 pub mod inbox;
 pub mod registry;

@@ -213,10 +213,10 @@ fn append_entry(home: &Home, entry: &ProjectEntry) -> Result<(), RegistryError> 
     // and holds a block list (or nothing yet).
     let last_top = text
         .lines()
-        .filter(|l| {
+        .rev()
+        .find(|l| {
             !l.is_empty() && !l.starts_with(' ') && !l.starts_with('#') && !l.starts_with('-')
         })
-        .last()
         .map(str::trim_end);
     let new_text = if text.trim().is_empty() {
         format!("{REGISTRY_HEADER}{}", entry_block(entry))

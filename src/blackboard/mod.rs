@@ -244,5 +244,3 @@ impl Blackboard {
     }
 }
 
-#[cfg(test)]
-mod tests;

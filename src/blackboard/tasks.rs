@@ -316,6 +316,29 @@ pub(super) async fn requeue_or_fail(
 impl Blackboard {
     /// Creates a task (status `pending`) with its tags and dependencies.
     pub async fn create_task(&self, new: NewTask, actor: &Actor) -> BbResult<Task> {
+        self.create_task_inner(new, actor, None)
+            .await
+            .map(|t| t.expect("no key, always created"))
+    }
+
+    /// Creates a task exactly once for an inbox line: `key` is recorded in the
+    /// same transaction, and a second call with the same key creates nothing
+    /// and returns `None`.
+    pub async fn create_task_once(
+        &self,
+        new: NewTask,
+        actor: &Actor,
+        key: &str,
+    ) -> BbResult<Option<Task>> {
+        self.create_task_inner(new, actor, Some(key)).await
+    }
+
+    async fn create_task_inner(
+        &self,
+        new: NewTask,
+        actor: &Actor,
+        key: Option<&str>,
+    ) -> BbResult<Option<Task>> {
         let title = new.title.trim();
         if title.is_empty() {
             return Err(BbError::Invalid("task title must not be empty".into()));
@@ -354,6 +377,18 @@ impl Blackboard {
         }
         let now = self.now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        if let Some(key) = key {
+            let fresh =
+                sqlx::query("INSERT OR IGNORE INTO inbox_applied (key, applied_at) VALUES (?, ?)")
+                    .bind(key)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            if fresh == 0 {
+                return Ok(None);
+            }
+        }
         for d in &new.depends_on {
             fetch_task(&mut tx, d).await.map_err(|e| match e {
                 BbError::NotFound { id, .. } => BbError::NotFound {
@@ -433,7 +468,7 @@ impl Blackboard {
         .await?;
         let task = fetch_task(&mut tx, &id).await?;
         tx.commit().await?;
-        Ok(task)
+        Ok(Some(task))
     }
 
     /// Adds `task → depends_on`, refusing cycles.

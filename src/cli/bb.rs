@@ -385,7 +385,7 @@ pub async fn run(home: &Home, args: BbArgs) -> anyhow::Result<()> {
 /// Lease length: `--lease`, else the project's `daemon.task_timeout`.
 fn lease_ms(home: &Home, project: &ProjectId, flag: Option<u64>) -> anyhow::Result<i64> {
     let secs = match flag {
-        Some(s) if s == 0 => bail!("--lease must be at least 1 second"),
+        Some(0) => bail!("--lease must be at least 1 second"),
         Some(s) => s,
         None => {
             Config::load_for_project(home, project, &[])?
@@ -625,7 +625,7 @@ async fn write(
             let id = task_id(&t)?;
             let (_, settings) = Config::load_for_project(home, project, &[])?;
             if let Some(allowed) = &settings.agents {
-                if !allowed.iter().any(|a| *a == actor.name) {
+                if !allowed.contains(&actor.name) {
                     return Err(BbError::Forbidden(format!(
                         "agent {} is not allowed on project {project} (allowed: {})",
                         actor.name,

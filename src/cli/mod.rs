@@ -7,6 +7,7 @@ mod bb;
 mod ops;
 mod output;
 mod project;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the daemon: ticker, inbox, agent runs, HTTP API on server.bind.
+    Serve(serve::ServeArgs),
     /// Manage projects (create, list, show, archive, restore).
     #[command(subcommand)]
     Project(project::ProjectCmd),
@@ -84,6 +87,7 @@ pub fn run(cli: Cli) -> i32 {
     };
     let result = rt.block_on(async move {
         match cli.command {
+            Command::Serve(args) => serve::run(&home, args).await,
             Command::Project(cmd) => project::run(&home, cmd).await,
             Command::Bb(args) => bb::run(&home, args).await,
             Command::Backup(args) => ops::backup(&home, args).await,

@@ -414,7 +414,7 @@ impl Config {
         home: &crate::home::Home,
         overrides: &[Layer],
     ) -> Result<Config, ConfigError> {
-        Ok(Config::from_layers(&global_layers(home, overrides)?)?)
+        Config::from_layers(&global_layers(home, overrides)?)
     }
 
     /// The configuration as seen by one project: the global layers with the

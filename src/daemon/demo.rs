@@ -1,0 +1,101 @@
+//! The bundled demo (`moziplus serve --demo`): a project whose tasks — with
+//! dependencies and a review step — are worked through by the demo agent
+//! (`agents/demo_agent.py`) using the real blackboard CLI. No API key needed.
+
+use crate::blackboard::{Actor, Blackboard, NewTask, OpenMode, Priority};
+use crate::home::Home;
+use crate::registry::{self, NewProject, ProjectId, RegistryError};
+
+/// The demo project's id.
+pub const DEMO_PROJECT: &str = "demo";
+
+/// Creates the demo project if needed and gives it a batch of work when it has
+/// none open. Returns the ids of tasks created.
+pub async fn ensure_demo(home: &Home) -> Result<Vec<String>, RegistryError> {
+    let id = ProjectId::parse(DEMO_PROJECT)?;
+    match registry::find(home, &id) {
+        Ok(e) if e.status == registry::ProjectStatus::Archived => {
+            registry::restore_project(home, &id).await?;
+        }
+        Ok(_) => {}
+        Err(RegistryError::Unknown(_)) => {
+            registry::create_project(
+                home,
+                NewProject {
+                    id: id.clone(),
+                    name: "Demo: weather report".into(),
+                    description:
+                        "Seeded by `moziplus serve --demo`; worked by the bundled demo agents."
+                            .into(),
+                    agents: vec![],
+                },
+            )
+            .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let bb = Blackboard::open(
+        &home.blackboard_file(&id),
+        id.as_str(),
+        OpenMode::Create { max_connections: 1 },
+    )
+    .await?;
+    let counts = bb.status_counts().await?;
+    let open: i64 = ["pending", "working", "review", "blocked"]
+        .iter()
+        .map(|s| counts.get(*s).copied().unwrap_or(0))
+        .sum();
+    let mut created = Vec::new();
+    if open == 0 {
+        let actor = Actor::operator("demo-seed");
+        let add = |t: NewTask| {
+            let bb = bb.clone();
+            let actor = actor.clone();
+            async move { bb.create_task(t, &actor).await }
+        };
+        let plan = add(NewTask {
+            title: "Plan the weekly weather report".into(),
+            description: "Decide which cities and figures the report covers.".into(),
+            kind: Some("plan".into()),
+            priority: Some(Priority::High),
+            tags: vec!["demo".into(), "planning".into()],
+            ..Default::default()
+        })
+        .await?;
+        let data = add(NewTask {
+            title: "Collect sample temperatures".into(),
+            description: "Produce a CSV of daily temperatures for the planned cities.".into(),
+            kind: Some("data".into()),
+            depends_on: vec![plan.id.clone()],
+            tags: vec!["demo".into(), "data".into()],
+            ..Default::default()
+        })
+        .await?;
+        let code = add(NewTask {
+            title: "Write the report generator".into(),
+            description:
+                "A script turning the CSV into a Markdown summary. Reviewed before it counts."
+                    .into(),
+            kind: Some("code".into()),
+            depends_on: vec![plan.id.clone()],
+            review_protocol: Some("output".into()),
+            tags: vec!["demo".into(), "demo-rework".into()],
+            ..Default::default()
+        })
+        .await?;
+        let report = add(NewTask {
+            title: "Publish the weather report".into(),
+            description: "Run the generator on the data and publish the summary.".into(),
+            kind: Some("analysis".into()),
+            priority: Some(Priority::Low),
+            depends_on: vec![data.id.clone(), code.id.clone()],
+            review_protocol: Some("final".into()),
+            tags: vec!["demo".into()],
+            ..Default::default()
+        })
+        .await?;
+        created = vec![plan.id, data.id, code.id, report.id];
+    }
+    bb.close().await;
+    Ok(created)
+}

@@ -1,0 +1,304 @@
+//! The inbox consumer (SPEC §5) and the wake socket.
+//!
+//! Lines are read from the persisted offset; each is applied once. `wake` is
+//! idempotent by nature; `create_task` records the line's key
+//! (`<inode>:<offset>`) in the project's `inbox_applied` table in the same
+//! transaction as the task, so a crash between applying a line and saving the
+//! offset cannot apply it twice. Malformed lines become observations (in the
+//! project they name, else in the daemon's status) and are skipped.
+//!
+//! Compaction (see [`crate::inbox`] for the writers' side): once the file is
+//! fully consumed and larger than `max_size_bytes`, the daemon takes the
+//! exclusive lock, checks again that nothing arrived, and renames a fresh empty
+//! file over it. The new inode tells a restarted daemon to start at 0.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use notify::Watcher;
+use serde::{Deserialize, Serialize};
+
+use super::Daemon;
+use crate::blackboard::{Actor, NewTask, ObservationLevel};
+
+/// What the status endpoint shows of the inbox.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InboxStats {
+    pub applied: u64,
+    pub malformed: u64,
+    pub compactions: u64,
+    pub pending_bytes: u64,
+    pub last_error: Option<String>,
+}
+
+/// The persisted read position.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+struct Position {
+    inode: u64,
+    offset: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum InboxLine {
+    Wake {
+        /// Accepted for the writers' benefit; every wake ticks all projects.
+        #[serde(default)]
+        #[allow(dead_code)]
+        project: Option<String>,
+    },
+    CreateTask {
+        project: String,
+        task: Box<NewTask>,
+        #[serde(default)]
+        creator: Option<String>,
+    },
+}
+
+fn inbox_path(d: &Daemon) -> PathBuf {
+    let p = &d.config().inbox.path;
+    if p.is_absolute() {
+        p.clone()
+    } else {
+        d.home().root().join(p)
+    }
+}
+
+fn position_path(inbox: &Path) -> PathBuf {
+    inbox.with_extension("offset")
+}
+
+fn load_position(inbox: &Path) -> Position {
+    std::fs::read_to_string(position_path(inbox))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+fn save_position(inbox: &Path, pos: Position) -> std::io::Result<()> {
+    let path = position_path(inbox);
+    let tmp = path.with_extension("offset.tmp");
+    std::fs::write(&tmp, serde_json::to_vec(&pos)?)?;
+    std::fs::rename(tmp, path)
+}
+
+/// Runs until shutdown: watches the inbox and the wake socket.
+pub async fn run(d: Daemon) {
+    let path = inbox_path(&d);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // The wake socket: CLI writes send their project id here.
+    let sock_path = crate::inbox::wake_socket_path(d.home());
+    let _ = std::fs::remove_file(&sock_path);
+    let socket = tokio::net::UnixDatagram::bind(&sock_path).ok();
+    if socket.is_none() {
+        tracing::warn!(path = %sock_path.display(), "cannot bind the wake socket; CLI writes wake the daemon only via the inbox");
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+    let watcher = {
+        let tx = tx.clone();
+        notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        })
+        .and_then(|mut w| {
+            w.watch(
+                path.parent().unwrap_or(Path::new(".")),
+                notify::RecursiveMode::NonRecursive,
+            )?;
+            Ok(w)
+        })
+    };
+    if let Err(e) = &watcher {
+        tracing::warn!(error = %e, "file notifications unavailable; polling the inbox");
+    }
+    let poll = Duration::from_secs_f64(d.config().inbox.watch_interval);
+    let mut shutdown = d.shutdown_signal();
+    let mut pos = load_position(&path);
+    let mut buf = [0u8; 256];
+    loop {
+        pos = consume(&d, &path, pos).await;
+        tokio::select! {
+            _ = rx.recv() => {}
+            _ = tokio::time::sleep(poll) => {}
+            r = async { match &socket { Some(s) => s.recv(&mut buf).await, None => std::future::pending().await } } => {
+                if r.is_ok() { d.wake(); }
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(watcher);
+    let _ = std::fs::remove_file(&sock_path);
+}
+
+/// Applies every complete line after `pos`; compacts when due. Returns the
+/// new position.
+async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return pos;
+    };
+    if meta.ino() != pos.inode {
+        // A new file (first start, or compacted before the last save).
+        pos = Position {
+            inode: meta.ino(),
+            offset: 0,
+        };
+    }
+    if meta.len() < pos.offset {
+        // Truncated by hand: start over on what is there.
+        pos.offset = 0;
+    }
+    if meta.len() > pos.offset {
+        let data = match read_from(path, pos.offset) {
+            Ok(data) => data,
+            Err(e) => {
+                d.update_inbox_stats(|s| s.last_error = Some(e.to_string()));
+                return pos;
+            }
+        };
+        // Only complete lines; a partial last line waits for its newline.
+        let complete = data
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map(|i| i + 1)
+            .unwrap_or(0);
+        let mut woke = false;
+        let mut at = pos.offset;
+        for line in data[..complete].split_inclusive(|b| *b == b'\n') {
+            let key = format!("{}:{}", pos.inode, at);
+            at += line.len() as u64;
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim();
+            if !text.is_empty() {
+                apply(d, text, &key).await;
+                woke = true;
+            }
+            pos.offset = at;
+            // Saving after every line keeps the redo window to one line (which
+            // the idempotency key makes harmless).
+            if let Err(e) = save_position(path, pos) {
+                d.update_inbox_stats(|s| {
+                    s.last_error = Some(format!("cannot save inbox offset: {e}"))
+                });
+            }
+        }
+        if woke {
+            d.wake();
+        }
+    }
+    d.update_inbox_stats(|s| s.pending_bytes = meta.len().saturating_sub(pos.offset));
+    if pos.offset >= d.config().inbox.max_size_bytes {
+        match compact(path, pos) {
+            Ok(Some(new)) => {
+                pos = new;
+                let _ = save_position(path, pos);
+                d.update_inbox_stats(|s| s.compactions += 1);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                d.update_inbox_stats(|s| s.last_error = Some(format!("compaction failed: {e}")))
+            }
+        }
+    }
+    pos
+}
+
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::Start(offset))?;
+    let mut data = Vec::new();
+    // Bounded per pass: a huge backlog is consumed over several passes.
+    f.take(8 << 20).read_to_end(&mut data)?;
+    Ok(data)
+}
+
+/// Replaces a fully consumed inbox by an empty file, under the exclusive lock.
+fn compact(path: &Path, pos: Position) -> std::io::Result<Option<Position>> {
+    let f = std::fs::OpenOptions::new().read(true).open(path)?;
+    let locked = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| std::io::Error::from(e))?;
+    let meta = locked.metadata()?;
+    if meta.ino() != pos.inode || meta.len() != pos.offset {
+        // A writer got in before our lock: consume first, compact later.
+        return Ok(None);
+    }
+    let tmp = path.with_extension("jsonl.new");
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+    }
+    std::fs::rename(&tmp, path)?;
+    let ino = std::fs::metadata(path)?.ino();
+    drop(locked);
+    Ok(Some(Position {
+        inode: ino,
+        offset: 0,
+    }))
+}
+
+async fn apply(d: &Daemon, text: &str, key: &str) {
+    let parsed: Result<InboxLine, String> = serde_json::from_str(text).map_err(|e| e.to_string());
+    match parsed {
+        Ok(InboxLine::Wake { .. }) => {
+            d.update_inbox_stats(|s| s.applied += 1);
+        }
+        Ok(InboxLine::CreateTask {
+            project,
+            task,
+            creator,
+        }) => {
+            let Some(slot) = d.projects().get(&project) else {
+                malformed(
+                    d,
+                    Some(&project),
+                    text,
+                    &format!("unknown or unavailable project {project:?}"),
+                )
+                .await;
+                return;
+            };
+            let Some(bb) = slot.bb else {
+                malformed(d, None, text, &format!("project {project} is unavailable")).await;
+                return;
+            };
+            let actor = Actor::operator(creator.unwrap_or_else(|| "inbox".into()));
+            match bb.create_task_once(*task, &actor, key).await {
+                Ok(_) => d.update_inbox_stats(|s| s.applied += 1),
+                Err(e) => malformed(d, Some(&project), text, &e.to_string()).await,
+            }
+        }
+        Err(e) => {
+            // Name the project if the line has one, so the right board shows it.
+            let project = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| {
+                    v.get("project")
+                        .and_then(|p| p.as_str())
+                        .map(str::to_string)
+                });
+            malformed(d, project.as_deref(), text, &e).await;
+        }
+    }
+}
+
+async fn malformed(d: &Daemon, project: Option<&str>, line: &str, why: &str) {
+    let shown: String = line.chars().take(300).collect();
+    let body = format!("inbox line skipped ({why}): {shown}");
+    tracing::warn!(%body, "inbox");
+    d.update_inbox_stats(|s| {
+        s.malformed += 1;
+        s.last_error = Some(body.clone());
+    });
+    if let Some(bb) = project.and_then(|p| d.projects().get(p)).and_then(|s| s.bb) {
+        let _ = bb
+            .add_observation(ObservationLevel::Warn, &Actor::daemon(), None, &body)
+            .await;
+    }
+}

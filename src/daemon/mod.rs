@@ -1,0 +1,232 @@
+//! The daemon (SPEC §5): one tokio process that ticks, consumes the inbox,
+//! starts agent runs and supervises them.
+//!
+//! [`Daemon`] is the single explicit context every part receives — no globals —
+//! so tests can run two daemons in one process. Its parts:
+//!
+//! * [`projects`] — the open blackboards; one broken project never stalls the rest.
+//! * [`ticker`] — the tick loop (never overlapping; woken by the inbox and CLI writes).
+//! * [`runs`] — spawning agent processes in their own process groups and
+//!   supervising them (timeouts, exit judgement, kill of the whole group).
+//! * [`recovery`] — what a start finds after a crash.
+//! * [`inbox`] — the JSONL inbox consumer and the wake socket.
+//! * [`demo`] — the bundled demo project.
+//!
+//! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
+//! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
+
+pub mod demo;
+pub mod inbox;
+pub mod projects;
+pub mod recovery;
+pub mod runs;
+pub mod ticker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use tokio::sync::{watch, Notify};
+
+use crate::config::agents::AgentsFile;
+use crate::config::{Config, Layer};
+use crate::home::Home;
+
+pub use runs::RunInfo;
+
+/// Ticker statistics shown by `/api/daemon/status`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TickStats {
+    pub ticks: u64,
+    pub last_tick: Option<String>,
+    pub last_tick_ms: f64,
+    pub last_tick_at_ms: Option<i64>,
+}
+
+/// Shared daemon state. Clone is cheap.
+#[derive(Clone)]
+pub struct Daemon {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    home: Home,
+    config: Config,
+    overrides: Vec<Layer>,
+    agents: AgentsFile,
+    projects: projects::ProjectSet,
+    runs: Mutex<HashMap<String, RunInfo>>,
+    wake: Notify,
+    ticker_paused: AtomicBool,
+    stats: Mutex<TickStats>,
+    inbox_stats: Mutex<inbox::InboxStats>,
+    shutdown_tx: watch::Sender<bool>,
+    exe: PathBuf,
+    spawned: AtomicU64,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("home", &self.inner.home)
+            .finish()
+    }
+}
+
+/// Errors that stop the daemon from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl Daemon {
+    /// Loads configuration and agents; opens nothing yet.
+    pub fn new(home: Home, overrides: Vec<Layer>) -> Result<Daemon, DaemonError> {
+        let config = Config::load_global(&home, &overrides)?;
+        let agents = AgentsFile::load(&home.agents_file())?;
+        let (shutdown_tx, _) = watch::channel(false);
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moziplus"));
+        Ok(Daemon {
+            inner: Arc::new(Inner {
+                projects: projects::ProjectSet::default(),
+                home,
+                config,
+                overrides,
+                agents,
+                runs: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+                ticker_paused: AtomicBool::new(false),
+                stats: Mutex::new(TickStats::default()),
+                inbox_stats: Mutex::new(inbox::InboxStats::default()),
+                shutdown_tx,
+                exe,
+                spawned: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn home(&self) -> &Home {
+        &self.inner.home
+    }
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+    pub fn overrides(&self) -> &[Layer] {
+        &self.inner.overrides
+    }
+    pub fn agents(&self) -> &AgentsFile {
+        &self.inner.agents
+    }
+    pub fn projects(&self) -> &projects::ProjectSet {
+        &self.inner.projects
+    }
+    /// The `moziplus` binary agents should call.
+    pub fn exe(&self) -> &std::path::Path {
+        &self.inner.exe
+    }
+
+    /// Asks for a tick as soon as possible (coalesced).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+    pub(crate) fn wake_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.wake.notified()
+    }
+
+    pub fn pause_ticker(&self) {
+        self.inner.ticker_paused.store(true, Ordering::SeqCst);
+    }
+    pub fn resume_ticker(&self) {
+        self.inner.ticker_paused.store(false, Ordering::SeqCst);
+        self.wake();
+    }
+    pub fn ticker_paused(&self) -> bool {
+        self.inner.ticker_paused.load(Ordering::SeqCst)
+    }
+
+    pub fn tick_stats(&self) -> TickStats {
+        self.inner.stats.lock().expect("stats lock").clone()
+    }
+    pub(crate) fn record_tick(&self, ms: f64) {
+        let mut s = self.inner.stats.lock().expect("stats lock");
+        s.ticks += 1;
+        s.last_tick_ms = ms;
+        let now = chrono::Utc::now();
+        s.last_tick = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        s.last_tick_at_ms = Some(now.timestamp_millis());
+    }
+
+    pub fn inbox_stats(&self) -> inbox::InboxStats {
+        self.inner
+            .inbox_stats
+            .lock()
+            .expect("inbox stats lock")
+            .clone()
+    }
+    pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut inbox::InboxStats)) {
+        f(&mut self.inner.inbox_stats.lock().expect("inbox stats lock"));
+    }
+
+    /// Snapshot of the runs in flight.
+    pub fn runs(&self) -> Vec<RunInfo> {
+        let mut v: Vec<RunInfo> = self
+            .inner
+            .runs
+            .lock()
+            .expect("runs lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|r| r.started_at_ms);
+        v
+    }
+    pub(crate) fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunInfo>> {
+        self.inner.runs.lock().expect("runs lock")
+    }
+    pub fn runs_spawned(&self) -> u64 {
+        self.inner.spawned.load(Ordering::Relaxed)
+    }
+    pub(crate) fn count_spawn(&self) {
+        self.inner.spawned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A receiver that turns `true` when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown_tx.subscribe()
+    }
+    pub fn is_shutting_down(&self) -> bool {
+        *self.inner.shutdown_tx.borrow()
+    }
+
+    /// Starts the background parts (recovery, inbox, ticker). Returns their
+    /// join handles; [`Daemon::shutdown`] stops them.
+    pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
+        self.projects().refresh(self).await?;
+        recovery::recover(self).await;
+        Ok(vec![
+            tokio::spawn(inbox::run(self.clone())),
+            tokio::spawn(ticker::run(self.clone())),
+        ])
+    }
+
+    /// Graceful shutdown: stop ticking, give runs `kill_grace`, kill the rest,
+    /// close the databases.
+    pub async fn shutdown(&self, handles: Vec<tokio::task::JoinHandle<()>>) {
+        let _ = self.inner.shutdown_tx.send(true);
+        self.wake();
+        for h in handles {
+            let _ = h.await;
+        }
+        runs::stop_all(self).await;
+        self.projects().close_all().await;
+    }
+}

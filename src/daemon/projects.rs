@@ -1,0 +1,188 @@
+//! The daemon's set of active projects and their open blackboards.
+//!
+//! Physical isolation (SPEC §1): each project is opened, ticked and reported on
+//! its own. A project whose database is corrupt or locked is marked with its
+//! error and skipped; the others carry on. A missing `blackboard.db` of a
+//! registered project is recreated empty (and that is recorded).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use serde::Serialize;
+
+use super::{Daemon, DaemonError};
+use crate::blackboard::{Actor, Blackboard, ObservationLevel, OpenMode};
+use crate::config::{Config, ProjectSettings};
+use crate::registry::{self, ProjectId, ProjectStatus};
+
+/// One active project as the daemon sees it.
+#[derive(Debug, Clone)]
+pub struct ProjectSlot {
+    pub id: ProjectId,
+    pub bb: Option<Blackboard>,
+    /// Why the project is unusable right now (open error, bad config).
+    pub error: Option<String>,
+    pub config: Config,
+    pub settings: ProjectSettings,
+    /// Consecutive ticks with outstanding work and no new event.
+    pub zombie_ticks: u32,
+    pub last_event_id: i64,
+}
+
+/// What the status endpoint shows of a broken project.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProjectProblem {
+    pub project: String,
+    pub error: String,
+}
+
+#[derive(Debug, Default)]
+pub struct ProjectSet {
+    slots: Mutex<BTreeMap<String, ProjectSlot>>,
+}
+
+impl ProjectSet {
+    /// Re-reads the registry: opens new projects, drops archived ones,
+    /// retries broken ones.
+    pub async fn refresh(&self, d: &Daemon) -> Result<(), DaemonError> {
+        let entries = registry::load(d.home())?;
+        let active: Vec<ProjectId> = entries
+            .iter()
+            .filter(|e| e.status == ProjectStatus::Active)
+            .filter_map(|e| ProjectId::parse(&e.id).ok())
+            .collect();
+        let (to_open, to_close): (Vec<ProjectId>, Vec<ProjectSlot>) = {
+            let mut slots = self.slots.lock().expect("projects lock");
+            let to_close: Vec<String> = slots
+                .keys()
+                .filter(|k| !active.iter().any(|a| a.as_str() == k.as_str()))
+                .cloned()
+                .collect();
+            let closed = to_close.iter().filter_map(|k| slots.remove(k)).collect();
+            let to_open = active
+                .iter()
+                .filter(|id| slots.get(id.as_str()).is_none_or(|s| s.bb.is_none()))
+                .cloned()
+                .collect();
+            (to_open, closed)
+        };
+        for slot in to_close {
+            if let Some(bb) = slot.bb {
+                bb.close().await;
+            }
+        }
+        for id in to_open {
+            let slot = open_slot(d, &id).await;
+            if let Some(e) = &slot.error {
+                tracing::warn!(project = %id, error = %e, "project unavailable");
+            }
+            self.slots
+                .lock()
+                .expect("projects lock")
+                .insert(id.to_string(), slot);
+        }
+        Ok(())
+    }
+
+    /// A copy of every slot (blackboards are cheap handles).
+    pub fn snapshot(&self) -> Vec<ProjectSlot> {
+        self.slots
+            .lock()
+            .expect("projects lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<ProjectSlot> {
+        self.slots.lock().expect("projects lock").get(id).cloned()
+    }
+
+    /// Changes one slot in place.
+    pub fn update(&self, id: &str, f: impl FnOnce(&mut ProjectSlot)) {
+        if let Some(s) = self.slots.lock().expect("projects lock").get_mut(id) {
+            f(s);
+        }
+    }
+
+    /// Marks a project broken: its handle is dropped and retried next refresh.
+    pub fn fail(&self, id: &str, error: String) {
+        self.update(id, |s| {
+            s.bb = None;
+            s.error = Some(error);
+        });
+    }
+
+    pub fn problems(&self) -> Vec<ProjectProblem> {
+        self.slots
+            .lock()
+            .expect("projects lock")
+            .values()
+            .filter_map(|s| {
+                s.error.as_ref().map(|e| ProjectProblem {
+                    project: s.id.to_string(),
+                    error: e.clone(),
+                })
+            })
+            .collect()
+    }
+
+    pub async fn close_all(&self) {
+        let slots: Vec<ProjectSlot> =
+            std::mem::take(&mut *self.slots.lock().expect("projects lock"))
+                .into_values()
+                .collect();
+        for s in slots {
+            if let Some(bb) = s.bb {
+                bb.close().await;
+            }
+        }
+    }
+}
+
+async fn open_slot(d: &Daemon, id: &ProjectId) -> ProjectSlot {
+    let (config, settings, config_error) =
+        match Config::load_for_project(d.home(), id, d.overrides()) {
+            Ok((c, s)) => (c, s, None),
+            Err(e) => (
+                d.config().clone(),
+                ProjectSettings::default(),
+                Some(e.to_string()),
+            ),
+        };
+    let mut slot = ProjectSlot {
+        id: id.clone(),
+        bb: None,
+        error: config_error,
+        config,
+        settings,
+        zombie_ticks: 0,
+        last_event_id: 0,
+    };
+    if slot.error.is_some() {
+        return slot;
+    }
+    let path = d.home().blackboard_file(id);
+    let missing = !path.exists();
+    match Blackboard::open(&path, id.as_str(), OpenMode::Create { max_connections: 4 }).await {
+        Ok(bb) => {
+            if missing {
+                let _ = bb
+                    .add_observation(
+                        ObservationLevel::Alert,
+                        &Actor::daemon(),
+                        None,
+                        &format!(
+                            "{} was missing; the daemon created an empty, migrated blackboard",
+                            path.display()
+                        ),
+                    )
+                    .await;
+            }
+            slot.last_event_id = bb.last_event_id().await.unwrap_or(0);
+            slot.bb = Some(bb);
+        }
+        Err(e) => slot.error = Some(format!("blackboard unavailable: {e}")),
+    }
+    slot
+}

@@ -1,0 +1,252 @@
+//! The ticker (SPEC §5): every `tick_interval`, or at once when woken.
+//!
+//! One loop, so ticks never overlap: a wake during a tick is remembered by the
+//! `Notify` and causes exactly one more tick afterwards. Each project is ticked
+//! under its own time limit and its errors stay its own.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use super::projects::ProjectSlot;
+use super::runs::{run_counts, start_run, RunKind};
+use super::Daemon;
+use crate::blackboard::{Actor, ActorKind, EventLevel, ObservationLevel, TaskStatus};
+use crate::config::agents::AgentDef;
+
+/// Runs until shutdown.
+pub async fn run(d: Daemon) {
+    let interval = Duration::from_secs(d.config().daemon.tick_interval);
+    let mut shutdown = d.shutdown_signal();
+    loop {
+        if d.is_shutting_down() {
+            break;
+        }
+        if !d.ticker_paused() {
+            tick(&d).await;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = d.wake_notified() => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// One tick over every project. Public so tests and benchmarks can drive it.
+pub async fn tick(d: &Daemon) {
+    let started = Instant::now();
+    if let Err(e) = d.projects().refresh(d).await {
+        tracing::warn!(error = %e, "cannot re-read the project registry; using the last one");
+    }
+    for slot in d.projects().snapshot() {
+        if d.is_shutting_down() {
+            break;
+        }
+        let Some(bb) = slot.bb.clone() else { continue };
+        let id = slot.id.to_string();
+        // A project stuck on a lock must not stall the others.
+        match tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(project = %id, error = %e, "tick failed for project");
+                if matches!(
+                    e,
+                    crate::blackboard::BbError::Corrupt { .. }
+                        | crate::blackboard::BbError::Missing { .. }
+                ) || e.to_string().contains("malformed")
+                    || e.to_string().contains("not a database")
+                {
+                    bb.close().await;
+                    d.projects().fail(&id, e.to_string());
+                }
+            }
+            Err(_) => tracing::warn!(project = %id, "tick timed out for project"),
+        }
+    }
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    metrics::histogram!("moziplus_tick_duration_seconds").record(ms / 1000.0);
+    d.record_tick(ms);
+}
+
+/// Whether `agent` takes work of `kind` (no kinds = any kind).
+fn takes_kind(agent: &AgentDef, kind: &str) -> bool {
+    agent.kinds.is_empty() || agent.kinds.iter().any(|k| k == kind)
+}
+
+fn allowed(slot: &ProjectSlot, agent: &str) -> bool {
+    slot.settings
+        .agents
+        .as_ref()
+        .is_none_or(|list| list.iter().any(|a| a == agent))
+}
+
+async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::blackboard::BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let project = slot.id.as_str();
+    let cfg = &slot.config.daemon;
+
+    // 1. Leases and approvals that ran out.
+    for (task, status) in bb.expire_leases().await? {
+        tracing::info!(project, task, %status, "lease expired");
+    }
+    bb.expire_decisions().await?;
+
+    // 2. Reviews: conclude rounds that have a verdict; route the others.
+    conclude_reviews(d, slot).await?;
+
+    // 3. Ready work, most urgent then oldest, within the limits.
+    let timeout = cfg.task_timeout;
+    let (running, per_project, per_agent) = run_counts(d);
+    let global_free = (d.config().daemon.max_global_agents as usize).saturating_sub(running);
+    let project_cap = slot
+        .settings
+        .max_global_agents
+        .unwrap_or(d.config().daemon.max_global_agents) as usize;
+    let project_free = project_cap.saturating_sub(*per_project.get(project).unwrap_or(&0));
+    let mut free = global_free.min(project_free);
+    let mut busy = per_agent;
+    if free > 0 && !d.is_shutting_down() {
+        let ready = bb.ready_tasks((free as i64) * 4 + 16).await?;
+        metrics::gauge!("moziplus_ready_tasks", "project" => project.to_string())
+            .set(ready.len() as f64);
+        for task in ready {
+            if free == 0 {
+                break;
+            }
+            let candidates: Vec<&AgentDef> = d
+                .agents()
+                .agents
+                .iter()
+                .filter(|a| match &task.assignee {
+                    Some(x) => *x == a.id,
+                    None => takes_kind(a, &task.kind),
+                })
+                .filter(|a| allowed(slot, &a.id))
+                .filter(|a| *busy.get(&a.id).unwrap_or(&0) < cfg.max_per_agent as usize)
+                .collect();
+            let Some(agent) = candidates
+                .into_iter()
+                .min_by_key(|a| *busy.get(&a.id).unwrap_or(&0))
+            else {
+                continue;
+            };
+            // Claim for the agent; the lease outlives the run's own timeout so
+            // the supervisor, not lease expiry, ends a slow run.
+            let holder = Actor {
+                name: agent.id.clone(),
+                kind: ActorKind::Daemon,
+            };
+            let lease_ms = ((timeout + cfg.kill_grace + 60) * 1000) as i64;
+            let claimed = match bb.claim_task(&task.id, &holder, lease_ms).await {
+                Ok(t) => t,
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e),
+            };
+            start_run(d, bb, &claimed, agent, RunKind::Work, timeout).await;
+            *busy.entry(agent.id.clone()).or_insert(0) += 1;
+            free -= 1;
+        }
+    }
+
+    // 4. Zombie detection: outstanding work but nothing happened.
+    let last = bb.last_event_id().await?;
+    let counts = bb.status_counts().await?;
+    let outstanding = counts.get("pending").copied().unwrap_or(0)
+        + counts.get("working").copied().unwrap_or(0)
+        + counts.get("review").copied().unwrap_or(0);
+    let mut alert = false;
+    d.projects().update(project, |s| {
+        if outstanding > 0 && last == s.last_event_id {
+            s.zombie_ticks += 1;
+            if s.zombie_ticks >= cfg.zombie_threshold {
+                alert = true;
+                s.zombie_ticks = 0;
+            }
+        } else {
+            s.zombie_ticks = 0;
+        }
+        s.last_event_id = last;
+    });
+    if alert {
+        let body = format!(
+            "zombie: {outstanding} open task(s) and no state change for {} ticks",
+            cfg.zombie_threshold
+        );
+        bb.add_observation(ObservationLevel::Alert, &Actor::daemon(), None, &body)
+            .await?;
+        bb.record_event(
+            EventLevel::Urgent,
+            "daemon.zombie",
+            None,
+            &Actor::daemon(),
+            json!({ "open_tasks": outstanding }),
+        )
+        .await?;
+        // The alert itself is an event; do not count it as progress.
+        let last = bb.last_event_id().await?;
+        d.projects().update(project, |s| s.last_event_id = last);
+    }
+    Ok(())
+}
+
+/// Concludes review rounds with a verdict and starts reviewer runs for the rest.
+///
+/// The rule until review protocols land (issue 6): the first review of the
+/// round decides — approve → done, revise/reject → another round (or failed at
+/// the limit).
+async fn conclude_reviews(
+    d: &Daemon,
+    slot: &ProjectSlot,
+) -> Result<(), crate::blackboard::BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let in_review = bb
+        .list_tasks(&crate::blackboard::TaskFilter {
+            status: Some(TaskStatus::Review),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    for task in in_review {
+        let reviews = bb.reviews(&task.id).await?;
+        if let Some(r) = reviews.iter().find(|r| r.round == task.round) {
+            let approved = r.verdict == crate::blackboard::Verdict::Approve;
+            let why = format!(
+                "{} {} round {} ({:.2}): {}",
+                r.reviewer, r.verdict, r.round, r.confidence, r.body
+            );
+            bb.conclude_review(&task.id, approved, &Actor::daemon(), &why)
+                .await?;
+            continue;
+        }
+        // Someone already reviewing it?
+        if d.runs()
+            .iter()
+            .any(|r| r.project == slot.id.as_str() && r.task_id == task.id)
+        {
+            continue;
+        }
+        let (running, _, per_agent) = run_counts(d);
+        if running >= d.config().daemon.max_global_agents as usize {
+            return Ok(());
+        }
+        let reviewer = d.agents().agents.iter().find(|a| {
+            a.roles.iter().any(|r| r == "reviewer")
+                && Some(a.id.as_str()) != task.claimed_by.as_deref()
+                && allowed(slot, &a.id)
+                && *per_agent.get(&a.id).unwrap_or(&0) < slot.config.daemon.max_per_agent as usize
+        });
+        if let Some(agent) = reviewer {
+            start_run(
+                d,
+                bb,
+                &task,
+                agent,
+                RunKind::Review,
+                slot.config.daemon.task_timeout,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
