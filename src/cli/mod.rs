@@ -53,6 +53,8 @@ pub enum Command {
     Restore(ops::RestoreArgs),
     /// Check configuration, permissions, databases and agent commands.
     Doctor(ops::DoctorArgs),
+    /// Append JSON lines (from the arguments, or stdin) to the daemon's inbox.
+    Inbox(InboxArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -93,6 +95,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Backup(args) => ops::backup(&home, args).await,
             Command::Restore(args) => ops::restore(&home, args).await,
             Command::Doctor(args) => ops::doctor(&home, args).await,
+            Command::Inbox(args) => inbox_push(&home, args),
             Command::Completions { .. } => Ok(()),
         }
     });
@@ -116,6 +119,54 @@ fn report(e: &anyhow::Error) -> i32 {
         eprintln!("moziplus: error: {message}");
         EXIT_ERROR
     }
+}
+
+/// `moziplus inbox push`.
+#[derive(Debug, Args)]
+pub struct InboxArgs {
+    #[command(subcommand)]
+    verb: InboxVerb,
+}
+
+#[derive(Debug, Subcommand)]
+enum InboxVerb {
+    /// Append each argument (or each stdin line when none) as one inbox line.
+    /// Every line must be a JSON object; invalid ones are refused, nothing of
+    /// them is written.
+    Push { lines: Vec<String> },
+}
+
+fn inbox_push(home: &Home, args: InboxArgs) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let InboxVerb::Push { lines } = args.verb;
+    let config = crate::config::Config::load_global(home, &[])?;
+    let path = if config.inbox.path.is_absolute() {
+        config.inbox.path.clone()
+    } else {
+        home.root().join(&config.inbox.path)
+    };
+    let push = |n: usize, line: &str| -> anyhow::Result<()> {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| anyhow::anyhow!("line {n}: not JSON ({e}): {line}"))?;
+        if !value.is_object() {
+            anyhow::bail!("line {n}: must be a JSON object: {line}");
+        }
+        crate::inbox::append(&path, &value)?;
+        Ok(())
+    };
+    if lines.is_empty() {
+        for (n, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line?;
+            if !line.trim().is_empty() {
+                push(n + 1, &line)?;
+            }
+        }
+    } else {
+        for (n, line) in lines.iter().enumerate() {
+            push(n + 1, line)?;
+        }
+    }
+    Ok(())
 }
 
 /// Joins an error's chain with ": ", skipping causes whose text the message

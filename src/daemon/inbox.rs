@@ -34,10 +34,50 @@ pub struct InboxStats {
 }
 
 /// The persisted read position.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+///
+/// Inode numbers are recycled by the file system, so a line's idempotency key
+/// is not `inode:offset` but `epoch.generation:offset`: `generation` grows by
+/// one each time the file is replaced (compaction, or found replaced at
+/// start), and `epoch` is random per fresh state so a deleted state file can
+/// never make new lines collide with old keys.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 struct Position {
     inode: u64,
     offset: u64,
+    #[serde(default)]
+    generation: u64,
+    #[serde(default = "new_epoch")]
+    epoch: u64,
+}
+
+fn new_epoch() -> u64 {
+    rand::random::<u64>()
+}
+
+impl Default for Position {
+    fn default() -> Self {
+        Position {
+            inode: 0,
+            offset: 0,
+            generation: 0,
+            epoch: new_epoch(),
+        }
+    }
+}
+
+impl Position {
+    /// The position at the start of a replaced file.
+    fn next_file(self, inode: u64) -> Position {
+        Position {
+            inode,
+            offset: 0,
+            generation: self.generation + 1,
+            epoch: self.epoch,
+        }
+    }
+    fn key(&self, offset: u64) -> String {
+        format!("{:016x}.{}:{}", self.epoch, self.generation, offset)
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +88,10 @@ enum InboxLine {
         #[serde(default)]
         #[allow(dead_code)]
         project: Option<String>,
+        /// The writer's own line id, for its tracing; ignored.
+        #[serde(default)]
+        #[allow(dead_code)]
+        id: Option<serde_json::Value>,
     },
     CreateTask {
         project: String,
@@ -141,10 +185,7 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
     };
     if meta.ino() != pos.inode {
         // A new file (first start, or compacted before the last save).
-        pos = Position {
-            inode: meta.ino(),
-            offset: 0,
-        };
+        pos = pos.next_file(meta.ino());
     }
     if meta.len() < pos.offset {
         // Truncated by hand: start over on what is there.
@@ -167,7 +208,7 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
         let mut woke = false;
         let mut at = pos.offset;
         for line in data[..complete].split_inclusive(|b| *b == b'\n') {
-            let key = format!("{}:{}", pos.inode, at);
+            let key = pos.key(at);
             at += line.len() as u64;
             let text = String::from_utf8_lossy(line);
             let text = text.trim();
@@ -176,13 +217,11 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
                 woke = true;
             }
             pos.offset = at;
-            // Saving after every line keeps the redo window to one line (which
-            // the idempotency key makes harmless).
-            if let Err(e) = save_position(path, pos) {
-                d.update_inbox_stats(|s| {
-                    s.last_error = Some(format!("cannot save inbox offset: {e}"))
-                });
-            }
+        }
+        // Saved once per pass: lines re-read after a crash are harmless, since
+        // `wake` is idempotent and `create_task` carries its idempotency key.
+        if let Err(e) = save_position(path, pos) {
+            d.update_inbox_stats(|s| s.last_error = Some(format!("cannot save inbox offset: {e}")));
         }
         if woke {
             d.wake();
@@ -237,10 +276,7 @@ fn compact(path: &Path, pos: Position) -> std::io::Result<Option<Position>> {
     std::fs::rename(&tmp, path)?;
     let ino = std::fs::metadata(path)?.ino();
     drop(locked);
-    Ok(Some(Position {
-        inode: ino,
-        offset: 0,
-    }))
+    Ok(Some(pos.next_file(ino)))
 }
 
 async fn apply(d: &Daemon, text: &str, key: &str) {
