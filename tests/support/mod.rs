@@ -301,3 +301,15 @@ pub fn alive(pid: i32) -> bool {
         })
         .unwrap_or(false)
 }
+
+/// Live agent processes of a home (those with a `MOZI_SESSION`).
+pub fn agent_processes(home: &Path) -> Vec<i32> {
+    processes_of_home(home)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .map(|env| env.split(|b| *b == 0).any(|kv| kv.starts_with(b"MOZI_SESSION=")))
+                .unwrap_or(false)
+        })
+        .collect()
+}
