@@ -52,7 +52,10 @@ impl Pm2 {
 
 impl Drop for Pm2 {
     fn drop(&mut self) {
-        let _ = Command::new(&self.bin).arg("kill").env("PM2_HOME", self.pm2_home.path()).output();
+        let _ = Command::new(&self.bin)
+            .arg("kill")
+            .env("PM2_HOME", self.pm2_home.path())
+            .output();
     }
 }
 
@@ -63,7 +66,9 @@ fn no_orphan_work(home: &TestHome) {
     for t in working {
         let pids = query_strings(
             &db,
-            &format!("SELECT CAST(pid AS TEXT) FROM session WHERE task_id = '{t}' AND ended_at IS NULL"),
+            &format!(
+                "SELECT CAST(pid AS TEXT) FROM session WHERE task_id = '{t}' AND ended_at IS NULL"
+            ),
         );
         assert!(
             pids.iter().any(|p| p.parse().is_ok_and(alive)),
@@ -74,11 +79,17 @@ fn no_orphan_work(home: &TestHome) {
 
 #[test]
 fn pm2_start_restart_stop_leave_no_orphans_and_no_unowned_work() {
-    let home = TestHome::new("daemon:\n  tick_interval: 1\n  task_timeout: 600\n  kill_grace: 2\n  max_per_agent: 2\n", "");
+    let home = TestHome::new(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 600\n  kill_grace: 2\n  max_per_agent: 2\n",
+        "",
+    );
     let script = home.script("stuck.sh", "#!/bin/bash\nsleep 1000 &\nsleep 1000\n");
     std::fs::write(
         home.path().join("config/agents.yaml"),
-        format!("agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n", script.display()),
+        format!(
+            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
     )
     .unwrap();
     home.create_project("p");
@@ -98,31 +109,61 @@ fn pm2_start_restart_stop_leave_no_orphans_and_no_unowned_work() {
     let ecosystem = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ecosystem.config.cjs");
     pm2.run(&["start", ecosystem.to_str().unwrap()]);
     let healthy = || http(port, "GET", "/health").is_some_and(|(c, _)| c == 200);
-    wait_for(Duration::from_secs(60), "moziplus under pm2 to answer", healthy);
+    wait_for(
+        Duration::from_secs(60),
+        "moziplus under pm2 to answer",
+        healthy,
+    );
     let db = home.db("p");
     wait_for(Duration::from_secs(30), "two runs", || {
         agent_processes(home.path()).len() >= 4
-            && query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL AND pid IS NOT NULL") == 2
+            && query_i64(
+                &db,
+                "SELECT COUNT(*) FROM session WHERE ended_at IS NULL AND pid IS NOT NULL",
+            ) == 2
     });
     let before = agent_processes(home.path());
     no_orphan_work(&home);
 
     pm2.run(&["restart", "moziplus-test"]);
-    wait_for(Duration::from_secs(60), "old agents to be gone after restart", || before.iter().all(|p| !alive(*p)));
-    wait_for(Duration::from_secs(60), "moziplus to answer after restart", healthy);
+    wait_for(
+        Duration::from_secs(60),
+        "old agents to be gone after restart",
+        || before.iter().all(|p| !alive(*p)),
+    );
+    wait_for(
+        Duration::from_secs(60),
+        "moziplus to answer after restart",
+        healthy,
+    );
     wait_for(Duration::from_secs(30), "runs to start again", || {
-        query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL AND pid IS NOT NULL") == 2
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NULL AND pid IS NOT NULL",
+        ) == 2
     });
     no_orphan_work(&home);
     // A graceful stop is not the agent's fault: same round, killed outcome.
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM session WHERE outcome = 'killed'"), 2);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session WHERE outcome = 'killed'"),
+        2
+    );
     assert_eq!(query_i64(&db, "SELECT MAX(round) FROM task"), 1);
 
     pm2.run(&["stop", "moziplus-test"]);
-    wait_for(Duration::from_secs(60), "every agent process to be gone after stop", || {
-        agent_processes(home.path()).is_empty()
-    });
+    wait_for(
+        Duration::from_secs(60),
+        "every agent process to be gone after stop",
+        || agent_processes(home.path()).is_empty(),
+    );
     assert!(!healthy(), "the daemon is stopped");
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM task WHERE status = 'working'"), 0, "no working task without a run");
-    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL"), 0);
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM task WHERE status = 'working'"),
+        0,
+        "no working task without a run"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL"),
+        0
+    );
 }

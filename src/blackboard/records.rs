@@ -514,6 +514,18 @@ impl Blackboard {
     /// Rejects proposals past their expiry; returns how many expired.
     pub async fn expire_decisions(&self) -> BbResult<u64> {
         let now = self.now();
+        // Cheap read first: the tick calls this every time, and a write
+        // transaction with nothing to write still takes the lock.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM decision WHERE status = 'proposed' AND expires_at IS NOT NULL
+             AND expires_at <= ? LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(0);
+        }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
             "UPDATE decision SET status = 'rejected', decided_by = 'daemon', decided_at = ?1,

@@ -10,6 +10,16 @@ use super::{
     TaskStatus,
 };
 
+/// See [`Blackboard::tick_probe`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickProbe {
+    pub leases_due: bool,
+    pub decisions_due: bool,
+    pub in_review: i64,
+    pub open: i64,
+    pub last_event_id: i64,
+}
+
 /// Filters for `bb list` and the task API.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
@@ -115,6 +125,41 @@ impl Blackboard {
         Ok(counts)
     }
 
+    /// What the ticker needs to know before doing any work on a project, in
+    /// one indexed query: whether leases or proposals are due, how many tasks
+    /// are in review and open, and the newest event id.
+    pub async fn tick_probe(&self) -> BbResult<TickProbe> {
+        let (leases_due, decisions_due, in_review, open, last_event_id): (i64, i64, i64, i64, i64) =
+            sqlx::query_as(
+                "SELECT
+                   EXISTS (SELECT 1 FROM task WHERE status = 'working' AND lease_expires_at <= ?1),
+                   EXISTS (SELECT 1 FROM decision WHERE status = 'proposed' AND expires_at <= ?1),
+                   (SELECT COUNT(*) FROM task WHERE status = 'review'),
+                   (SELECT COUNT(*) FROM task WHERE status IN ('pending', 'working', 'review')),
+                   (SELECT COALESCE(MAX(id), 0) FROM event)",
+            )
+            .bind(self.now())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(TickProbe {
+            leases_due: leases_due != 0,
+            decisions_due: decisions_due != 0,
+            in_review,
+            open,
+            last_event_id,
+        })
+    }
+
+    /// Tasks that are still open (`pending`, `working`, `review`): counted
+    /// through the status index, so the cost follows open work, not history.
+    pub async fn open_task_count(&self) -> BbResult<i64> {
+        Ok(sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task WHERE status IN ('pending', 'working', 'review')",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
     /// Tasks matching a filter, most urgent first, then oldest.
     pub async fn list_tasks(&self, f: &TaskFilter) -> BbResult<Vec<Task>> {
         let limit = if f.limit <= 0 {
@@ -122,22 +167,31 @@ impl Blackboard {
         } else {
             f.limit.min(10_000)
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM task t
-             WHERE (?1 IS NULL OR t.status = ?1)
-               AND (?2 IS NULL OR t.assignee = ?2 OR t.claimed_by = ?2)
-               AND (?3 IS NULL OR EXISTS (SELECT 1 FROM task_tag g WHERE g.task_id = t.id AND g.tag = ?3))
-               AND (?4 IS NULL OR t.kind = ?4)
-             ORDER BY t.priority, t.seq LIMIT ?5 OFFSET ?6"
-        ))
-        .bind(f.status.map(|s| s.as_str()))
-        .bind(&f.assignee)
-        .bind(&f.tag)
-        .bind(&f.kind)
-        .bind(limit)
-        .bind(f.offset.max(0))
-        .fetch_all(&self.pool)
-        .await?;
+        // Only the filters given appear in the SQL, so SQLite can use the
+        // status index (an `?1 IS NULL OR …` condition would defeat it).
+        let mut sql = format!("SELECT {TASK_COLUMNS} FROM task t WHERE 1 = 1");
+        if f.status.is_some() {
+            sql.push_str(" AND t.status = ?1");
+        }
+        if f.assignee.is_some() {
+            sql.push_str(" AND (t.assignee = ?2 OR t.claimed_by = ?2)");
+        }
+        if f.tag.is_some() {
+            sql.push_str(" AND t.id IN (SELECT g.task_id FROM task_tag g WHERE g.tag = ?3)");
+        }
+        if f.kind.is_some() {
+            sql.push_str(" AND t.kind = ?4");
+        }
+        sql.push_str(" ORDER BY t.priority, t.seq LIMIT ?5 OFFSET ?6");
+        let rows = sqlx::query(&sql)
+            .bind(f.status.map(|s| s.as_str()))
+            .bind(&f.assignee)
+            .bind(&f.tag)
+            .bind(&f.kind)
+            .bind(limit)
+            .bind(f.offset.max(0))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(task_from_row).collect()
     }
 

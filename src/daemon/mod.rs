@@ -59,6 +59,9 @@ struct Inner {
     projects: projects::ProjectSet,
     runs: Mutex<HashMap<String, RunInfo>>,
     wake: Notify,
+    /// Serializes the decisions that share the global limits (project ticks
+    /// run concurrently; starting runs must not race past the caps).
+    schedule: tokio::sync::Mutex<()>,
     ticker_paused: AtomicBool,
     stats: Mutex<TickStats>,
     inbox_stats: Mutex<inbox::InboxStats>,
@@ -104,6 +107,7 @@ impl Daemon {
                 agents,
                 runs: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                schedule: tokio::sync::Mutex::new(()),
                 ticker_paused: AtomicBool::new(false),
                 stats: Mutex::new(TickStats::default()),
                 inbox_stats: Mutex::new(inbox::InboxStats::default()),
@@ -140,6 +144,11 @@ impl Daemon {
     }
     pub(crate) fn wake_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.wake.notified()
+    }
+
+    /// Held while deciding and starting runs (see `Inner::schedule`).
+    pub(crate) async fn schedule_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.schedule.lock().await
     }
 
     pub fn pause_ticker(&self) {

@@ -39,13 +39,32 @@ pub struct ProjectProblem {
 #[derive(Debug, Default)]
 pub struct ProjectSet {
     slots: Mutex<BTreeMap<String, ProjectSlot>>,
+    /// (mtime, length) of the registry at the last refresh: an unchanged
+    /// registry with no broken project is not re-read every tick.
+    registry_stamp: Mutex<Option<(std::time::SystemTime, u64)>>,
 }
 
 impl ProjectSet {
     /// Re-reads the registry: opens new projects, drops archived ones,
     /// retries broken ones.
     pub async fn refresh(&self, d: &Daemon) -> Result<(), DaemonError> {
+        let stamp = std::fs::metadata(d.home().registry_file())
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())));
+        let any_broken = self
+            .slots
+            .lock()
+            .expect("projects lock")
+            .values()
+            .any(|s| s.bb.is_none());
+        if stamp.is_some()
+            && !any_broken
+            && *self.registry_stamp.lock().expect("stamp lock") == stamp
+        {
+            return Ok(());
+        }
         let entries = registry::load(d.home())?;
+        *self.registry_stamp.lock().expect("stamp lock") = stamp;
         let active: Vec<ProjectId> = entries
             .iter()
             .filter(|e| e.status == ProjectStatus::Active)

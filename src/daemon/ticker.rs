@@ -4,6 +4,7 @@
 //! `Notify` and causes exactly one more tick afterwards. Each project is ticked
 //! under its own time limit and its errors stay its own.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -39,13 +40,38 @@ pub async fn tick(d: &Daemon) {
     if let Err(e) = d.projects().refresh(d).await {
         tracing::warn!(error = %e, "cannot re-read the project registry; using the last one");
     }
+    // Projects are independent: tick several at once (their SQLite work runs
+    // on each connection's own thread), each under its own time limit so one
+    // stuck on a lock cannot stall the others. Scheduling decisions that share
+    // the global limits are serialized by `schedule_lock`.
+    let limit = Arc::new(tokio::sync::Semaphore::new(PROJECT_CONCURRENCY));
+    let mut set = tokio::task::JoinSet::new();
     for slot in d.projects().snapshot() {
         if d.is_shutting_down() {
             break;
         }
-        let Some(bb) = slot.bb.clone() else { continue };
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            break;
+        };
+        let d = d.clone();
+        set.spawn(async move {
+            tick_one(&d, slot).await;
+            drop(permit);
+        });
+    }
+    while set.join_next().await.is_some() {}
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    metrics::histogram!("moziplus_tick_duration_seconds").record(ms / 1000.0);
+    d.record_tick(ms);
+}
+
+/// How many projects are ticked at once.
+const PROJECT_CONCURRENCY: usize = 8;
+
+async fn tick_one(d: &Daemon, slot: ProjectSlot) {
+    {
+        let Some(bb) = slot.bb.clone() else { return };
         let id = slot.id.to_string();
-        // A project stuck on a lock must not stall the others.
         match tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
@@ -64,9 +90,6 @@ pub async fn tick(d: &Daemon) {
             Err(_) => tracing::warn!(project = %id, "tick timed out for project"),
         }
     }
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    metrics::histogram!("moziplus_tick_duration_seconds").record(ms / 1000.0);
-    d.record_tick(ms);
 }
 
 /// Whether `agent` takes work of `kind` (no kinds = any kind).
@@ -86,32 +109,44 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
     let project = slot.id.as_str();
     let cfg = &slot.config.daemon;
 
+    // One cheap query says what else is worth doing.
+    let probe = bb.tick_probe().await?;
+
     // 1. Leases and approvals that ran out.
-    for (task, status) in bb.expire_leases().await? {
-        tracing::info!(project, task, %status, "lease expired");
+    if probe.leases_due {
+        for (task, status) in bb.expire_leases().await? {
+            tracing::info!(project, task, %status, "lease expired");
+        }
     }
-    bb.expire_decisions().await?;
+    if probe.decisions_due {
+        bb.expire_decisions().await?;
+    }
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.
-    conclude_reviews(d, slot).await?;
+    if probe.in_review > 0 {
+        conclude_reviews(d, slot).await?;
+    }
 
-    // 3. Ready work, most urgent then oldest, within the limits.
+    // 3. Ready work, most urgent then oldest, within the limits. The query
+    // runs outside the schedule lock; the counts are taken again under it.
     let timeout = cfg.task_timeout;
-    let (running, per_project, per_agent) = run_counts(d);
-    let global_free = (d.config().daemon.max_global_agents as usize).saturating_sub(running);
+    let max_global = d.config().daemon.max_global_agents as usize;
     let project_cap = slot
         .settings
         .max_global_agents
-        .unwrap_or(d.config().daemon.max_global_agents) as usize;
-    let project_free = project_cap.saturating_sub(*per_project.get(project).unwrap_or(&0));
-    let mut free = global_free.min(project_free);
-    let mut busy = per_agent;
-    if free > 0 && !d.is_shutting_down() {
-        let ready = bb.ready_tasks((free as i64) * 4 + 16).await?;
+        .map(|c| c as usize)
+        .unwrap_or(max_global);
+    if probe.open > 0 && run_counts(d).0 < max_global && !d.is_shutting_down() {
+        let ready = bb.ready_tasks((max_global as i64) * 4 + 16).await?;
         metrics::gauge!("moziplus_ready_tasks", "project" => project.to_string())
             .set(ready.len() as f64);
+        let _guard = d.schedule_lock().await;
+        let (running, per_project, mut busy) = run_counts(d);
+        let mut free = max_global
+            .saturating_sub(running)
+            .min(project_cap.saturating_sub(*per_project.get(project).unwrap_or(&0)));
         for task in ready {
-            if free == 0 {
+            if free == 0 || d.is_shutting_down() {
                 break;
             }
             let candidates: Vec<&AgentDef> = d
@@ -150,11 +185,9 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
-    let last = bb.last_event_id().await?;
-    let counts = bb.status_counts().await?;
-    let outstanding = counts.get("pending").copied().unwrap_or(0)
-        + counts.get("working").copied().unwrap_or(0)
-        + counts.get("review").copied().unwrap_or(0);
+    // (Events written by this tick count as progress on the next one.)
+    let last = probe.last_event_id;
+    let outstanding = probe.open;
     let mut alert = false;
     d.projects().update(project, |s| {
         if outstanding > 0 && last == s.last_event_id {
@@ -226,8 +259,15 @@ async fn conclude_reviews(
         {
             continue;
         }
-        let (running, _, per_agent) = run_counts(d);
-        if running >= d.config().daemon.max_global_agents as usize {
+        let _guard = d.schedule_lock().await;
+        let (running, per_project, per_agent) = run_counts(d);
+        let project_cap = slot
+            .settings
+            .max_global_agents
+            .unwrap_or(d.config().daemon.max_global_agents) as usize;
+        if running >= d.config().daemon.max_global_agents as usize
+            || *per_project.get(slot.id.as_str()).unwrap_or(&0) >= project_cap
+        {
             return Ok(());
         }
         let reviewer = d.agents().agents.iter().find(|a| {

@@ -308,7 +308,10 @@ pub fn agent_processes(home: &Path) -> Vec<i32> {
         .into_iter()
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv.starts_with(b"MOZI_SESSION=")))
+                .map(|env| {
+                    env.split(|b| *b == 0)
+                        .any(|kv| kv.starts_with(b"MOZI_SESSION="))
+                })
                 .unwrap_or(false)
         })
         .collect()
