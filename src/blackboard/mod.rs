@@ -27,7 +27,7 @@ pub use model::*;
 pub use open::{OpenMode, LATEST_SCHEMA_VERSION};
 pub use records::{NewDecision, NewExperience};
 pub use sessions::NewSession;
-pub use summary::{TaskFilter, TickProbe};
+pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
 pub use tasks::{NewTask, ReviewConclusion};
 
 use sqlx::SqlitePool;

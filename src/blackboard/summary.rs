@@ -10,6 +10,27 @@ use super::{
     TaskStatus,
 };
 
+/// See [`Blackboard::working_activity`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkActivity {
+    pub task_id: String,
+    pub agent: String,
+    pub creator: String,
+    pub round: i64,
+    pub last_activity: super::Millis,
+    pub nudged_at: Option<super::Millis>,
+}
+
+/// See [`Blackboard::long_dependency_waits`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DependencyWait {
+    pub task_id: String,
+    pub task_assignee: Option<String>,
+    pub waiting_since: super::Millis,
+    pub dependency_id: String,
+    pub dependency_agent: Option<String>,
+}
+
 /// See [`Blackboard::tick_probe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickProbe {
@@ -148,6 +169,64 @@ impl Blackboard {
             open,
             last_event_id,
         })
+    }
+
+    /// Working tasks with the time of their holder's last activity (the newest
+    /// event on the task not written by the daemon) and whether the daemon
+    /// already nudged them since. For the heartbeat policy.
+    pub async fn working_activity(&self) -> BbResult<Vec<WorkActivity>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.claimed_by, t.creator, t.round,
+                    COALESCE((SELECT MAX(e.created_at) FROM event e WHERE e.task_id = t.id AND e.actor <> 'daemon'),
+                             t.claimed_at, t.updated_at) AS last_activity,
+                    (SELECT MAX(e.created_at) FROM event e WHERE e.task_id = t.id AND e.kind = 'task.suspect') AS nudged_at
+             FROM task t WHERE t.status = 'working' AND t.claimed_by IS NOT NULL ORDER BY t.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(WorkActivity {
+                    task_id: r.try_get(0)?,
+                    agent: r.try_get(1)?,
+                    creator: r.try_get(2)?,
+                    round: r.try_get(3)?,
+                    last_activity: r.try_get(4)?,
+                    nudged_at: r.try_get(5)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Pending tasks waiting on unfinished dependencies since before `before`,
+    /// one row per (task, dependency) with the dependency's agent, skipping
+    /// pairs already notified.
+    pub async fn long_dependency_waits(
+        &self,
+        before: super::Millis,
+    ) -> BbResult<Vec<DependencyWait>> {
+        let rows = sqlx::query(
+            "SELECT t.id, t.assignee, t.updated_at, dt.id, COALESCE(dt.claimed_by, dt.assignee)
+             FROM task t JOIN dependency d ON d.task_id = t.id JOIN task dt ON dt.id = d.depends_on
+             WHERE t.status = 'pending' AND dt.status <> 'done' AND t.updated_at <= ?
+               AND NOT EXISTS (SELECT 1 FROM event e WHERE e.task_id = dt.id AND e.kind = 'task.dependency_wait'
+                               AND json_extract(e.payload, '$.waiting') = t.id)
+             ORDER BY t.seq",
+        )
+        .bind(before)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DependencyWait {
+                    task_id: r.try_get(0)?,
+                    task_assignee: r.try_get(1)?,
+                    waiting_since: r.try_get(2)?,
+                    dependency_id: r.try_get(3)?,
+                    dependency_agent: r.try_get(4)?,
+                })
+            })
+            .collect()
     }
 
     /// Tasks that are still open (`pending`, `working`, `review`): counted

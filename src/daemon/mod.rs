@@ -16,6 +16,7 @@
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
 pub mod demo;
+pub mod heartbeat;
 pub mod inbox;
 pub mod projects;
 pub mod recovery;

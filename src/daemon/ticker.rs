@@ -127,6 +127,14 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
         conclude_reviews(d, slot).await?;
     }
 
+    // 2b. The heartbeat policy (suspect / recover / dependency waits).
+    if probe.open > 0 {
+        let report = super::heartbeat::check(bb, d.agents(), &d.runs()).await?;
+        if report != Default::default() {
+            tracing::info!(project, ?report, "heartbeat policy acted");
+        }
+    }
+
     // 3. Ready work, most urgent then oldest, within the limits. The query
     // runs outside the schedule lock; the counts are taken again under it.
     let timeout = cfg.task_timeout;
