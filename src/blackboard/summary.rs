@@ -39,6 +39,10 @@ pub struct TickProbe {
     pub in_review: i64,
     pub open: i64,
     pub last_event_id: i64,
+    pub working: i64,
+    /// Some pending task with dependencies has waited at least an hour (the
+    /// shortest dependency-wait threshold of any category).
+    pub long_waits: bool,
 }
 
 /// Filters for `bb list` and the task API.
@@ -150,24 +154,37 @@ impl Blackboard {
     /// one indexed query: whether leases or proposals are due, how many tasks
     /// are in review and open, and the newest event id.
     pub async fn tick_probe(&self) -> BbResult<TickProbe> {
-        let (leases_due, decisions_due, in_review, open, last_event_id): (i64, i64, i64, i64, i64) =
-            sqlx::query_as(
-                "SELECT
+        let (leases_due, decisions_due, in_review, open, last_event_id, working, long_waits): (
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+        ) = sqlx::query_as(
+            "SELECT
                    EXISTS (SELECT 1 FROM task WHERE status = 'working' AND lease_expires_at <= ?1),
                    EXISTS (SELECT 1 FROM decision WHERE status = 'proposed' AND expires_at <= ?1),
                    (SELECT COUNT(*) FROM task WHERE status = 'review'),
                    (SELECT COUNT(*) FROM task WHERE status IN ('pending', 'working', 'review')),
-                   (SELECT COALESCE(MAX(id), 0) FROM event)",
-            )
-            .bind(self.now())
-            .fetch_one(&self.pool)
-            .await?;
+                   (SELECT COALESCE(MAX(id), 0) FROM event),
+                   (SELECT COUNT(*) FROM task WHERE status = 'working'),
+                   EXISTS (SELECT 1 FROM task t JOIN dependency d ON d.task_id = t.id
+                           WHERE t.status = 'pending' AND t.updated_at <= ?2)",
+        )
+        .bind(self.now())
+        .bind(self.now() - 3_600_000)
+        .fetch_one(&self.pool)
+        .await?;
         Ok(TickProbe {
             leases_due: leases_due != 0,
             decisions_due: decisions_due != 0,
             in_review,
             open,
             last_event_id,
+            working,
+            long_waits: long_waits != 0,
         })
     }
 

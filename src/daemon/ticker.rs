@@ -128,7 +128,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
     }
 
     // 2b. The heartbeat policy (suspect / recover / dependency waits).
-    if probe.open > 0 {
+    if probe.working > 0 || probe.long_waits {
         let report = super::heartbeat::check(bb, d.agents(), &d.runs()).await?;
         if report != Default::default() {
             tracing::info!(project, ?report, "heartbeat policy acted");
