@@ -1,0 +1,108 @@
+//! The daemon's HTTP surface so far: status shape (SPEC §6), ticker control,
+//! sessions, health/readiness, metrics, and JSON errors for unknown routes.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn status_control_sessions_metrics_and_errors() {
+    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
+    let script = home.script(
+        "ok.sh",
+        "#!/bin/bash\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: w\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let d = Daemon::start(&home);
+
+    let s = d.status();
+    for key in [
+        "ticker_running",
+        "last_tick",
+        "tick_interval_seconds",
+        "projects",
+        "inbox_pending",
+        "active_sessions",
+    ] {
+        assert!(s.get(key).is_some(), "status has {key}: {s}");
+    }
+    assert_eq!(s["tick_interval_seconds"], 1);
+    let summary = &s["projects"]["p"]["tasks_summary"];
+    for st in ["pending", "working", "review", "done"] {
+        assert_eq!(summary[st], 0, "{summary}");
+    }
+    assert!(s["projects"]["p"]["db_size_bytes"].as_u64().unwrap() > 0);
+
+    // Pausing the ticker stops scheduling; a CLI write does not start work.
+    let (code, body) = d.post("/api/daemon/stop").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(d.status()["ticker_running"], false);
+    let t = home.create_task("p", &["--title", "waits for the ticker"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM session"),
+        0,
+        "paused ticker starts nothing"
+    );
+    // A manual tick works while paused…
+    let (code, body) = d.post("/api/daemon/tick").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"ticked\":true"), "{body}");
+    // …and resuming lets the task finish.
+    assert_eq!(d.post("/api/daemon/start").unwrap().0, 200);
+    wait_for(Duration::from_secs(30), "the task to be done", || {
+        query_i64(
+            &home.db("p"),
+            &format!("SELECT COUNT(*) FROM task WHERE id = '{t}' AND status = 'done'"),
+        ) == 1
+    });
+    let (code, body) = d.get("/api/daemon/sessions").unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(v["recent"].as_array().is_some_and(|r| !r.is_empty()), "{v}");
+
+    assert_eq!(d.get("/health").unwrap().0, 200);
+    let (code, body) = d.get("/health/ready").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let (code, metrics) = d.get("/metrics").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "moziplus_tick_duration_seconds",
+        "moziplus_runs_total",
+        "moziplus_active_agents",
+        "moziplus_inbox_lag_bytes",
+    ] {
+        assert!(metrics.contains(name), "metrics has {name}");
+    }
+    let (code, body) = d.get("/api/nope").unwrap();
+    assert_eq!(code, 404);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/api/nope"),
+        "{v}"
+    );
+    assert!(v["error"]["type"].is_string());
+    d.stop();
+}
+
+#[test]
+fn a_non_loopback_bind_without_a_token_is_refused() {
+    let home = TestHome::new("", "");
+    let out = home.run(&["serve", "--bind", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("api_token"), "{err}");
+}
