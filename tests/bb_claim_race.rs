@@ -67,7 +67,11 @@ fn sixty_four_processes_one_winner_every_round() {
     let mut winners = Vec::new();
     for (round, task) in tasks.iter().enumerate() {
         let outs = race(&home, "race", task);
-        let won: Vec<(usize, &Out)> = outs.iter().enumerate().filter(|(_, o)| o.code == 0).collect();
+        let won: Vec<(usize, &Out)> = outs
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.code == 0)
+            .collect();
         assert_eq!(
             won.len(),
             1,
@@ -92,7 +96,10 @@ fn sixty_four_processes_one_winner_every_round() {
             if i == winner_idx {
                 continue;
             }
-            assert_eq!(o.code, 3, "round {round}: a loser must exit 3 (conflict):\n{o}");
+            assert_eq!(
+                o.code, 3,
+                "round {round}: a loser must exit 3 (conflict):\n{o}"
+            );
             assert!(
                 o.stderr
                     .contains(&format!("{task} is already claimed by {winner}")),

@@ -172,9 +172,7 @@ impl TestHome {
         }
         c.stdout(Stdio::piped()).stderr(Stdio::piped());
         let what = describe(args, env);
-        let child = c
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        let child = c.spawn().unwrap_or_else(|e| panic!("spawning {what}: {e}"));
         wait_child(child, what)
     }
 
@@ -194,8 +192,15 @@ impl TestHome {
     /// Creates a project through the CLI.
     #[track_caller]
     pub fn create_project(&self, id: &str) {
-        self.run(&["project", "create", "--id", id, "--name", &format!("Project {id}")])
-            .ok();
+        self.run(&[
+            "project",
+            "create",
+            "--id",
+            id,
+            "--name",
+            &format!("Project {id}"),
+        ])
+        .ok();
     }
 
     /// Creates a task through the CLI; returns its id.
@@ -293,12 +298,11 @@ pub async fn dump(db: &Path) -> Dump {
         .await
         .expect("user_version");
     lines.insert(format!("pragma|user_version={version}"));
-    let tables: Vec<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
-    )
-    .fetch_all(&mut conn)
-    .await
-    .expect("tables");
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .fetch_all(&mut conn)
+            .await
+            .expect("tables");
     for t in tables {
         let cols: Vec<String> = sqlx::query(&format!("PRAGMA table_info(\"{t}\")"))
             .fetch_all(&mut conn)
