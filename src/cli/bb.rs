@@ -7,7 +7,7 @@
 //! `human`. (The token stops agents from writing as each other by mistake or by
 //! prompt; it is not a boundary against code running as the same OS user.)
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -722,7 +722,15 @@ async fn write(
                         std::fs::read(src).with_context(|| format!("reading {}", src.display()))?
                     };
                     let tmp = dest.with_extension("partial~");
-                    std::fs::write(&tmp, &bytes)?;
+                    // Never write through whatever already sits at the
+                    // temporary path: a planted symlink would send the bytes
+                    // outside outputs/. Remove it and create the file afresh.
+                    let _ = std::fs::remove_file(&tmp);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)?
+                        .write_all(&bytes)?;
                     std::fs::rename(&tmp, &dest)?;
                     Some(name)
                 }
