@@ -343,12 +343,19 @@ pub fn artifact_path(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
         }
     }
     let full = base.join(rel);
-    let parent = full.parent().unwrap_or(base);
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Create missing folders one level at a time, checking that each level
+    // resolves inside `base` before anything is created below it: folders
+    // must never be created through a symlink that points outside.
     let canon_base = base.canonicalize()?;
-    let canon_parent = parent.canonicalize()?;
-    if !canon_parent.starts_with(&canon_base) {
-        bail!("artifact name {name:?} resolves outside {}", base.display());
+    let mut dir = base.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(Path::components) {
+        dir.push(c);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if !dir.canonicalize()?.starts_with(&canon_base) {
+            bail!("artifact name {name:?} resolves outside {}", base.display());
+        }
     }
     if full.is_symlink() {
         bail!("artifact {name:?} is a symlink; refusing to write through it");
