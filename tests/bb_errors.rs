@@ -11,10 +11,8 @@
 
 mod support;
 
-use std::path::Path;
-
 use moziplus::blackboard::{sessions, Blackboard, NewSession, OpenMode, Outcome};
-use support::{block_on, Out, TestHome};
+use support::{block_on, listing_of, Out, TestHome};
 
 const ERROR: i32 = 1;
 const USAGE: i32 = 2;
@@ -41,18 +39,6 @@ fn refused(h: &TestHome, args: &[&str], env: &[(&str, &str)], code: i32, needles
     );
     h.dump("p").assert_same(&before, &out.what);
     out
-}
-
-/// Names of the entries of a directory, sorted (empty if it does not exist).
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
 }
 
 /// A project `p` with one task in every interesting state:
@@ -216,7 +202,7 @@ fn unknown_projects_and_tasks_are_named() {
     refused(&h, &["project", "restore", "nope"], &[], ERROR, unknown);
     refused(&h, &["backup", "--project", "nope"], &[], ERROR, unknown);
     refused(&h, &["restore", "--project", "nope", "--latest"], &[], ERROR, unknown);
-    assert_eq!(listing(&h.root().join("projects")), [".registry.lock", "_registry.yaml", "p"], "an unknown project left files behind");
+    assert_eq!(listing_of(&h.root().join("projects")), [".registry.lock", "_registry.yaml", "p"], "an unknown project left files behind");
     assert!(!h.root().join("backups/nope").exists());
 
     let cases: &[&[&str]] = &[
@@ -291,7 +277,7 @@ fn malformed_task_ids_are_refused() {
             );
         }
     }
-    let artifacts = listing(&h.project_dir("p").join("artifacts"));
+    let artifacts = listing_of(&h.project_dir("p").join("artifacts"));
     assert!(
         artifacts.is_empty(),
         "a malformed id created artifact folders: {artifacts:?}"
@@ -301,8 +287,8 @@ fn malformed_task_ids_are_refused() {
 #[test]
 fn malformed_project_ids_are_refused() {
     let h = fixture();
-    let root_before = listing(h.root());
-    let projects_before = listing(&h.root().join("projects"));
+    let root_before = listing_of(h.root());
+    let projects_before = listing_of(&h.root().join("projects"));
     let registry = h.root().join("projects/_registry.yaml");
     let registry_before = std::fs::read_to_string(&registry).unwrap();
     for id in ["../etc", "A", "a.b", "a/b", "..", "-a", "p ", ""] {
@@ -340,9 +326,13 @@ fn malformed_project_ids_are_refused() {
             needles,
         );
     }
-    assert_eq!(listing(h.root()), root_before, "files appeared in the home");
     assert_eq!(
-        listing(&h.root().join("projects")),
+        listing_of(h.root()),
+        root_before,
+        "files appeared in the home"
+    );
+    assert_eq!(
+        listing_of(&h.root().join("projects")),
         projects_before,
         "files appeared in projects/"
     );
@@ -487,7 +477,7 @@ fn artifact_paths_cannot_escape_outputs() {
     // created outside, not even the folders.
     post("link/new/x", "resolves outside");
 
-    let leaked = listing(outside.path());
+    let leaked = listing_of(outside.path());
     assert!(
         leaked.is_empty(),
         "files or folders were created outside outputs/: {leaked:?}"

@@ -232,6 +232,18 @@ fn describe(args: &[&str], env: &[(&str, &str)]) -> String {
     s
 }
 
+/// Names of the entries of a directory, sorted (empty if it does not exist).
+pub fn listing_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
 /// Runs a future to completion on a fresh current-thread runtime (for the
 /// synchronous tests that need a store call or a dump).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
