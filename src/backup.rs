@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::blackboard::{BbError, Blackboard, OpenMode};
+use crate::blackboard::{BbError, Blackboard, OpenMode, TABLES};
 use crate::home::Home;
 use crate::registry::ProjectId;
 
@@ -88,23 +88,6 @@ fn prune(dir: &Path, keep: usize) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Tables copied by a restore, parents before children.
-const TABLES: &[&str] = &[
-    "task",
-    "task_tag",
-    "dependency",
-    "comment",
-    "output",
-    "review",
-    "decision",
-    "observation",
-    "experience",
-    "experience_tag",
-    "session",
-    "event",
-    "inbox_applied",
-];
-
 /// Replaces a project's blackboard content with a snapshot's, online.
 pub async fn restore_project(home: &Home, id: &ProjectId, snapshot: &Path) -> Result<u64, BbError> {
     if !snapshot.is_file() {
@@ -134,12 +117,41 @@ pub async fn restore_project(home: &Home, id: &ProjectId, snapshot: &Path) -> Re
         let _ = std::fs::remove_file(&work);
         return Err(e);
     }
-    let live = Blackboard::open(
-        &home.blackboard_file(id),
+    let live_path = home.blackboard_file(id);
+    let live = match Blackboard::open(
+        &live_path,
         id.as_str(),
         OpenMode::Create { max_connections: 1 },
     )
-    .await?;
+    .await
+    {
+        Ok(live) => live,
+        // The live file is unreadable: nobody can be using it, so the
+        // snapshot copy takes its place; the broken file is kept aside.
+        Err(BbError::Corrupt { .. }) => {
+            let aside = live_path.with_extension(format!(
+                "db.corrupt-{}",
+                chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+            ));
+            std::fs::rename(&live_path, &aside)?;
+            for ext in ["db-wal", "db-shm"] {
+                let _ = std::fs::remove_file(live_path.with_extension(ext));
+            }
+            std::fs::rename(&work, &live_path)?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&live_path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            let restored = Blackboard::open(&live_path, id.as_str(), OpenMode::CLI).await?;
+            let rows = restored.total_rows().await;
+            restored.close().await;
+            return rows;
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&work);
+            return Err(e);
+        }
+    };
     let result = async {
         let mut conn = live.pool().acquire().await?;
         sqlx::query("ATTACH DATABASE ? AS snap")

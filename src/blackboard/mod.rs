@@ -32,6 +32,23 @@ pub use tasks::{NewTask, ReviewConclusion};
 
 use sqlx::SqlitePool;
 
+/// Every table of the schema, parents before children (restore order).
+pub const TABLES: &[&str] = &[
+    "task",
+    "task_tag",
+    "dependency",
+    "comment",
+    "output",
+    "review",
+    "decision",
+    "observation",
+    "experience",
+    "experience_tag",
+    "session",
+    "event",
+    "inbox_applied",
+];
+
 /// Errors of the blackboard layer. [`BbError::is_conflict`] separates "someone
 /// else got there first" (CLI exit code 3) from real errors.
 #[derive(Debug, thiserror::Error)]
@@ -213,6 +230,18 @@ impl Blackboard {
         let wal = self.path.with_extension("db-wal");
         std::fs::metadata(&*self.path).map(|m| m.len()).unwrap_or(0)
             + std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+    }
+
+    /// Rows in every table (what a restore reports).
+    pub async fn total_rows(&self) -> BbResult<u64> {
+        let mut n = 0u64;
+        for t in TABLES {
+            let c: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {t}"))
+                .fetch_one(&self.pool)
+                .await?;
+            n += c as u64;
+        }
+        Ok(n)
     }
 
     /// `PRAGMA quick_check` — `Ok(())` when the file is sound.

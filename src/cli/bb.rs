@@ -7,7 +7,7 @@
 //! `human`. (The token stops agents from writing as each other by mistake or by
 //! prompt; it is not a boundary against code running as the same OS user.)
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
@@ -343,12 +343,19 @@ pub fn artifact_path(base: &Path, name: &str) -> anyhow::Result<PathBuf> {
         }
     }
     let full = base.join(rel);
-    let parent = full.parent().unwrap_or(base);
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+    // Create missing folders one level at a time, checking that each level
+    // resolves inside `base` before anything is created below it: folders
+    // must never be created through a symlink that points outside.
     let canon_base = base.canonicalize()?;
-    let canon_parent = parent.canonicalize()?;
-    if !canon_parent.starts_with(&canon_base) {
-        bail!("artifact name {name:?} resolves outside {}", base.display());
+    let mut dir = base.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(Path::components) {
+        dir.push(c);
+        if std::fs::symlink_metadata(&dir).is_err() {
+            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        if !dir.canonicalize()?.starts_with(&canon_base) {
+            bail!("artifact name {name:?} resolves outside {}", base.display());
+        }
     }
     if full.is_symlink() {
         bail!("artifact {name:?} is a symlink; refusing to write through it");
@@ -722,7 +729,15 @@ async fn write(
                         std::fs::read(src).with_context(|| format!("reading {}", src.display()))?
                     };
                     let tmp = dest.with_extension("partial~");
-                    std::fs::write(&tmp, &bytes)?;
+                    // Never write through whatever already sits at the
+                    // temporary path: a planted symlink would send the bytes
+                    // outside outputs/. Remove it and create the file afresh.
+                    let _ = std::fs::remove_file(&tmp);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)?
+                        .write_all(&bytes)?;
                     std::fs::rename(&tmp, &dest)?;
                     Some(name)
                 }

@@ -1,0 +1,631 @@
+//! Every refusal of the blackboard CLI: a clear message naming what was
+//! wrong, a non-zero exit code (1 error, 2 usage, 3 conflict) and the
+//! database left exactly as it was (every row of every table compared).
+//!
+//! Illegal transitions, unknown and malformed ids, wrong-agent writes under a
+//! daemon session, artifact path escapes, dependency cycles and bad
+//! configuration files are all exercised through the real binary.
+//!
+//! The case tables are kept one case per line (`rustfmt::skip`) so each reads
+//! as "command → exit code → what the message must say".
+
+#[path = "cli_support/mod.rs"]
+mod support;
+
+use moziplus::blackboard::{sessions, Blackboard, NewSession, OpenMode, Outcome};
+use support::{block_on, listing_of, Out, TestHome};
+
+const ERROR: i32 = 1;
+const USAGE: i32 = 2;
+const CONFLICT: i32 = 3;
+
+/// `bb --project p REST…`
+fn bb<'a>(rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["bb", "--project", "p"];
+    v.extend_from_slice(rest);
+    v
+}
+
+/// Runs a command that must be refused: checks the exit code, the message,
+/// that nothing was printed as a success, and that project `p`'s database is
+/// unchanged.
+#[track_caller]
+fn refused(h: &TestHome, args: &[&str], env: &[(&str, &str)], code: i32, needles: &[&str]) -> Out {
+    let before = h.dump("p");
+    let out = h.run_env(args, env);
+    out.fails(code, needles);
+    assert!(
+        out.stdout.trim().is_empty(),
+        "a refused command printed a result:\n{out}"
+    );
+    h.dump("p").assert_same(&before, &out.what);
+    out
+}
+
+/// A project `p` with one task in every interesting state:
+///
+/// | task   | state                                                     |
+/// |--------|-----------------------------------------------------------|
+/// | T-0001 | pending                                                   |
+/// | T-0002 | working, claimed by `a`                                   |
+/// | T-0003 | done (by `a`)                                             |
+/// | T-0004 | review (protocol `output`, by `a`; `r` reviewed round 1)  |
+/// | T-0005 | pending, depends on T-0001                                |
+/// | T-0006 | cancelled                                                 |
+/// | T-0007 | blocked                                                   |
+///
+/// plus decision 1, recorded (approved) by `human`.
+fn fixture() -> TestHome {
+    let h = TestHome::new();
+    h.create_project("p");
+    let tasks: [(&str, &[&str]); 7] = [
+        ("pending", &[]),
+        ("working", &[]),
+        ("done", &[]),
+        ("in review", &["--protocol", "output"]),
+        ("waits", &["--depends-on", "T-0001"]),
+        ("cancelled", &[]),
+        ("blocked", &[]),
+    ];
+    for (i, (title, extra)) in tasks.iter().enumerate() {
+        assert_eq!(h.create_task("p", title, extra), format!("T-{:04}", i + 1));
+    }
+    for t in ["T-0002", "T-0003", "T-0004"] {
+        h.bb_ok("p", &["claim", t, "--agent", "a"]);
+    }
+    h.bb_ok("p", &["done", "T-0003", "--agent", "a"]);
+    h.bb_ok("p", &["done", "T-0004", "--agent", "a"]);
+    h.bb_ok(
+        "p",
+        &[
+            "review",
+            "T-0004",
+            "--agent",
+            "r",
+            "--verdict",
+            "approve",
+            "--confidence",
+            "0.9",
+        ],
+    );
+    h.bb_ok("p", &["cancel", "T-0006", "--reason", "not needed"]);
+    h.bb_ok(
+        "p",
+        &["block", "T-0007", "--reason", "waiting for a person"],
+    );
+    h.bb_ok(
+        "p",
+        &["decide", "--question", "which db?", "--decision", "sqlite"],
+    );
+    for (t, want) in [
+        ("T-0001", "pending"),
+        ("T-0002", "working"),
+        ("T-0003", "done"),
+        ("T-0004", "review"),
+        ("T-0005", "pending"),
+        ("T-0006", "cancelled"),
+        ("T-0007", "blocked"),
+    ] {
+        let status = h.bb("p", &["read", t, "--json"]).json()["status"].clone();
+        assert_eq!(status, want, "fixture {t}");
+    }
+    h
+}
+
+#[test]
+#[rustfmt::skip]
+fn illegal_transitions_are_refused_and_change_nothing() {
+    let h = fixture();
+    let cases: &[(&[&str], i32, &[&str])] = &[
+        // done/submit on a pending task
+        (&["done", "T-0001", "--agent", "a"], CONFLICT, &["cannot submit task T-0001", "it is pending, not working"]),
+        // review on a working task
+        (&["review", "T-0002", "--agent", "r", "--verdict", "approve", "--confidence", "1"], CONFLICT, &["cannot review task T-0002", "it is working, not in review"]),
+        // claim a done task; reopen, fail or cancel a done task
+        (&["claim", "T-0003", "--agent", "b"], ERROR, &["task T-0003: illegal transition from done to working"]),
+        (&["reopen", "T-0003"], ERROR, &["task T-0003: illegal transition from done to pending"]),
+        (&["fail", "T-0003", "--reason", "x"], ERROR, &["illegal transition from done to failed"]),
+        (&["cancel", "T-0003"], ERROR, &["illegal transition from done to cancelled"]),
+        // claim a task whose dependency is not done
+        (&["claim", "T-0005", "--agent", "b"], CONFLICT, &["task T-0005 is not ready: waiting on T-0001 (pending)"]),
+        // claim a task someone else holds
+        (&["claim", "T-0002", "--agent", "b"], CONFLICT, &["task T-0002 is already claimed by a (working)"]),
+        (&["claim", "T-0004", "--agent", "b"], CONFLICT, &["task T-0004 is already claimed by a (review)"]),
+        // claim a blocked or cancelled task
+        (&["claim", "T-0007", "--agent", "b"], ERROR, &["illegal transition from blocked to working"]),
+        (&["claim", "T-0006", "--agent", "b"], ERROR, &["illegal transition from cancelled to working"]),
+        // release / heartbeat / output / done on tasks that are not working
+        (&["release", "T-0001", "--agent", "a"], CONFLICT, &["cannot release task T-0001: it is pending, not working"]),
+        (&["heartbeat", "T-0003", "--agent", "a"], CONFLICT, &["task T-0003: it is done, not working"]),
+        (&["output", "T-0004", "--agent", "a", "--summary", "s", "--text", "x"], CONFLICT, &["cannot post an output to task T-0004: it is review, not working"]),
+        (&["done", "T-0006", "--agent", "a"], CONFLICT, &["task T-0006: it is cancelled, not working"]),
+        // block a task in review; reopen a pending one
+        (&["block", "T-0004", "--reason", "x"], ERROR, &["illegal transition from review to blocked"]),
+        (&["reopen", "T-0001"], ERROR, &["illegal transition from pending to pending"]),
+        // a second review of the same round; reviewing your own work
+        (&["review", "T-0004", "--agent", "r", "--verdict", "approve", "--confidence", "1"], CONFLICT, &["r already reviewed round 1 of task T-0004"]),
+        (&["review", "T-0004", "--agent", "a", "--verdict", "approve", "--confidence", "1"], ERROR, &["a wrote task T-0004 and cannot review it"]),
+        // deciding a settled decision again
+        (&["decision", "approve", "1"], CONFLICT, &["decision 1 is already approved by human"]),
+        (&["decision", "reject", "1"], CONFLICT, &["decision 1 is already approved by human"]),
+    ];
+    for (args, code, needles) in cases {
+        refused(&h, &bb(args), &[], *code, needles);
+    }
+}
+
+#[test]
+#[rustfmt::skip]
+fn invalid_values_are_errors_and_bad_syntax_is_a_usage_error() {
+    let h = fixture();
+    let cases: &[(&[&str], i32, &[&str])] = &[
+        (&["review", "T-0004", "--agent", "s", "--verdict", "approve", "--confidence", "1.5"], ERROR, &["confidence must be between 0 and 1, got 1.5"]),
+        (&["review", "T-0004", "--agent", "s", "--verdict", "reject", "--confidence", "0.5"], ERROR, &["must not be empty"]),
+        (&["create", "--title", "   "], ERROR, &["task title must not be empty"]),
+        (&["create", "--title", "x", "--tags", "Bad Tag"], ERROR, &["invalid tag \"Bad Tag\""]),
+        (&["create", "--title", "x", "--max-rounds", "0"], ERROR, &["max_rounds must be between 1 and 1000, got 0"]),
+        (&["create", "--title", "x", "--kind", "Big/Kind"], ERROR, &["invalid task kind \"Big/Kind\""]),
+        (&["create", "--title", "x", "--assignee", "../b"], ERROR, &["invalid assignee agent id \"../b\""]),
+        (&["claim", "T-0001", "--agent", "a", "--lease", "0"], ERROR, &["--lease must be at least 1 second"]),
+        (&["comment", "T-0001", "--agent", "../evil", "--body", "x"], ERROR, &["invalid agent id \"../evil\""]),
+        (&["comment", "T-0001", "--body", "  "], ERROR, &["comment body must not be empty"]),
+        (&["fail", "T-0002", "--reason", " "], ERROR, &["a failure needs a reason"]),
+        (&["output", "T-0002", "--agent", "a", "--summary", "s", "--text", "x", "--file", "f"], ERROR, &["pass either --file or --text, not both"]),
+        (&["output", "T-0002", "--agent", "a", "--summary", "s", "--name", "n"], ERROR, &["--name needs --file"]),
+        (&["observe", "--level", "info", "--body", ""], ERROR, &["observation body must not be empty"]),
+        (&["experience", "add", "--tags", "Nope!", "--lesson", "l"], ERROR, &["invalid tag \"Nope!\""]),
+        // clap's usage errors: exit 2
+        (&["claim"], USAGE, &["required", "<TASK>"]),
+        (&["create"], USAGE, &["--title"]),
+        (&["review", "T-0004", "--verdict", "maybe", "--confidence", "1"], USAGE, &["maybe"]),
+        (&["claim", "T-0001", "--lease", "soon"], USAGE, &["soon"]),
+        (&["list", "--status", "sleeping"], USAGE, &["sleeping"]),
+        (&["create", "--title", "x", "--priority", "asap"], USAGE, &["asap"]),
+        (&["frobnicate"], USAGE, &["frobnicate"]),
+    ];
+    for (args, code, needles) in cases {
+        refused(&h, &bb(args), &[], *code, needles);
+    }
+    refused(&h, &["project", "create", "--id", "x"], &[], USAGE, &["--name"]);
+    refused(&h, &["bb", "read"], &[], ERROR, &["no project: pass --project ID or set MOZI_PROJECT"]);
+}
+
+#[test]
+#[rustfmt::skip]
+fn unknown_projects_and_tasks_are_named() {
+    let h = fixture();
+    let unknown = &["unknown project \"nope\""][..];
+    refused(&h, &["bb", "--project", "nope", "read"], &[], ERROR, unknown);
+    refused(&h, &["bb", "read"], &[("MOZI_PROJECT", "nope")], ERROR, unknown);
+    refused(&h, &["bb", "--project", "nope", "create", "--title", "x"], &[], ERROR, unknown);
+    refused(&h, &["project", "show", "nope"], &[], ERROR, unknown);
+    refused(&h, &["project", "archive", "nope"], &[], ERROR, unknown);
+    refused(&h, &["project", "restore", "nope"], &[], ERROR, unknown);
+    refused(&h, &["backup", "--project", "nope"], &[], ERROR, unknown);
+    refused(&h, &["restore", "--project", "nope", "--latest"], &[], ERROR, unknown);
+    assert_eq!(listing_of(&h.root().join("projects")), [".registry.lock", "_registry.yaml", "p"], "an unknown project left files behind");
+    assert!(!h.root().join("backups/nope").exists());
+
+    let cases: &[&[&str]] = &[
+        &["read", "T-9999"],
+        &["claim", "T-9999", "--agent", "a"],
+        &["comment", "T-9999", "--body", "x"],
+        &["done", "T-9999", "--agent", "a"],
+        &["heartbeat", "T-9999", "--agent", "a"],
+        &["release", "T-9999", "--agent", "a"],
+        &["output", "T-9999", "--agent", "a", "--summary", "s", "--text", "x"],
+        &["cancel", "T-9999"],
+        &["reopen", "T-9999"],
+        &["depend", "T-0001", "--on", "T-9999"],
+        &["depend", "T-9999", "--on", "T-0001"],
+        &["observe", "--body", "x", "--task", "T-9999"],
+    ];
+    for args in cases {
+        refused(&h, &bb(args), &[], ERROR, &["task T-9999 not found"]);
+    }
+    refused(&h, &bb(&["create", "--title", "x", "--depends-on", "T-9999"]), &[], ERROR, &["dependency task T-9999 not found"]);
+    refused(&h, &bb(&["create", "--title", "x", "--parent", "T-9999"]), &[], ERROR, &["parent task T-9999 not found"]);
+    refused(&h, &bb(&["decision", "show", "99"]), &[], ERROR, &["decision 99 not found"]);
+    refused(&h, &bb(&["decision", "approve", "99"]), &[], ERROR, &["decision 99 not found"]);
+}
+
+#[test]
+fn malformed_task_ids_are_refused() {
+    let h = fixture();
+    for id in [
+        "T-1",
+        "../x",
+        "t-0001",
+        "T-0001/..",
+        "T-00a1",
+        "/etc/passwd",
+        "",
+    ] {
+        let needle = format!("malformed task id {id:?}");
+        for args in [
+            vec!["read", id],
+            vec!["claim", id, "--agent", "a"],
+            vec!["comment", id, "--body", "x"],
+            vec!["done", id, "--agent", "a"],
+            vec!["heartbeat", id, "--agent", "a"],
+            vec![
+                "output",
+                id,
+                "--agent",
+                "a",
+                "--summary",
+                "s",
+                "--text",
+                "x",
+            ],
+            vec!["depend", "T-0001", "--on", id],
+            vec!["create", "--title", "x", "--depends-on", id],
+            vec!["create", "--title", "x", "--parent", id],
+        ] {
+            if id.is_empty() && args.contains(&"--depends-on") {
+                continue; // an empty list element is skipped, by design
+            }
+            refused(&h, &bb(&args), &[], ERROR, &[needle.as_str()]);
+        }
+        if !id.is_empty() {
+            // The task may also come from the daemon-provided environment.
+            refused(
+                &h,
+                &bb(&["claim", "--agent", "a"]),
+                &[("MOZI_TASK", id)],
+                ERROR,
+                &[needle.as_str()],
+            );
+        }
+    }
+    let artifacts = listing_of(&h.project_dir("p").join("artifacts"));
+    assert!(
+        artifacts.is_empty(),
+        "a malformed id created artifact folders: {artifacts:?}"
+    );
+}
+
+#[test]
+fn malformed_project_ids_are_refused() {
+    let h = fixture();
+    let root_before = listing_of(h.root());
+    let projects_before = listing_of(&h.root().join("projects"));
+    let registry = h.root().join("projects/_registry.yaml");
+    let registry_before = std::fs::read_to_string(&registry).unwrap();
+    for id in ["../etc", "A", "a.b", "a/b", "..", "-a", "p ", ""] {
+        let needle = format!("invalid project id {id:?}");
+        let needles = &[needle.as_str()][..];
+        // `--opt=value` so that ids starting with '-' reach the program.
+        let project_flag = format!("--project={id}");
+        let id_flag = format!("--id={id}");
+        refused(&h, &["bb", &project_flag, "read"], &[], ERROR, needles);
+        refused(
+            &h,
+            &["bb", &project_flag, "create", "--title", "x"],
+            &[],
+            ERROR,
+            needles,
+        );
+        if !id.is_empty() {
+            refused(&h, &["bb", "read"], &[("MOZI_PROJECT", id)], ERROR, needles);
+        }
+        refused(
+            &h,
+            &["project", "create", &id_flag, "--name", "X"],
+            &[],
+            ERROR,
+            needles,
+        );
+        refused(&h, &["project", "show", "--", id], &[], ERROR, needles);
+        refused(&h, &["project", "archive", "--", id], &[], ERROR, needles);
+        refused(&h, &["backup", &project_flag], &[], ERROR, needles);
+        refused(
+            &h,
+            &["restore", &project_flag, "--latest"],
+            &[],
+            ERROR,
+            needles,
+        );
+    }
+    assert_eq!(
+        listing_of(h.root()),
+        root_before,
+        "files appeared in the home"
+    );
+    assert_eq!(
+        listing_of(&h.root().join("projects")),
+        projects_before,
+        "files appeared in projects/"
+    );
+    assert_eq!(std::fs::read_to_string(&registry).unwrap(), registry_before);
+}
+
+/// Records a running session for `agent` on `task` through the store API (as
+/// the daemon does) and returns its secret token.
+fn start_session(h: &TestHome, id: &str, task: &str, agent: &str) -> String {
+    let token = sessions::new_token();
+    block_on(async {
+        let bb = Blackboard::open(&h.db("p"), "p", OpenMode::CLI)
+            .await
+            .unwrap();
+        bb.create_session(&NewSession {
+            id: id.into(),
+            task_id: task.into(),
+            agent: agent.into(),
+            token: token.clone(),
+            command: "test".into(),
+            log_path: None,
+        })
+        .await
+        .unwrap();
+        bb.close().await;
+    });
+    token
+}
+
+fn end_session(h: &TestHome, id: &str) {
+    block_on(async {
+        let bb = Blackboard::open(&h.db("p"), "p", OpenMode::CLI)
+            .await
+            .unwrap();
+        assert!(bb
+            .end_session(id, Outcome::Succeeded, Some(0), None)
+            .await
+            .unwrap());
+        bb.close().await;
+    });
+}
+
+/// The environment the daemon gives a run on T-0001 of project `p`.
+fn session_env<'a>(session: &'a str, agent: &'a str, token: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("MOZI_PROJECT", "p"),
+        ("MOZI_SESSION", session),
+        ("MOZI_AGENT", agent),
+        ("MOZI_TASK", "T-0001"),
+        ("MOZI_SESSION_TOKEN", token),
+    ]
+}
+
+#[test]
+#[rustfmt::skip]
+fn an_agent_may_only_write_as_itself() {
+    let h = fixture();
+    let tok_a = start_session(&h, "S-a", "T-0001", "a");
+    let tok_b = start_session(&h, "S-b", "T-0001", "b");
+    let env_a = session_env("S-a", "a", &tok_a);
+
+    // Impersonation attempts while a's session is valid.
+    refused(&h, &["bb", "claim", "--agent", "other"], &env_a, ERROR, &["--agent other refused: this run is agent a, and an agent may only write as itself"]);
+    refused(&h, &["bb", "claim"], &session_env("S-a", "a", "0000"), ERROR, &["MOZI_SESSION_TOKEN does not match session S-a"]);
+    refused(&h, &["bb", "claim"], &session_env("S-a", "a", &tok_b), ERROR, &["MOZI_SESSION_TOKEN does not match session S-a"]);
+    refused(&h, &["bb", "claim"], &session_env("S-a", "a", ""), ERROR, &["MOZI_SESSION=S-a is set but MOZI_SESSION_TOKEN is missing"]);
+    refused(&h, &["bb", "claim"], &session_env("S-a", "b", &tok_a), ERROR, &["session S-a belongs to agent a, not b"]);
+    refused(&h, &["bb", "claim"], &session_env("S-a", "", &tok_a), ERROR, &["MOZI_SESSION is set but MOZI_AGENT is missing"]);
+    refused(&h, &["bb", "claim"], &session_env("S-404", "a", &tok_a), ERROR, &["session S-404 is not known on project p"]);
+
+    // The genuine agent succeeds: the refusals above were about identity.
+    let out = h.run_env(&["bb", "claim"], &env_a);
+    assert!(out.ok().contains("claimed T-0001 for a"), "{out}");
+
+    // Agents cannot use operator powers, nor write system comments.
+    refused(&h, &["bb", "cancel"], &env_a, ERROR, &["agent a may not set task T-0001 to cancelled"]);
+    refused(&h, &["bb", "block", "--reason", "x"], &env_a, ERROR, &["agent a may not set task T-0001 to blocked"]);
+    refused(&h, &["bb", "decision", "approve", "1"], &env_a, ERROR, &["agent a may not approve or reject decisions"]);
+    refused(&h, &["bb", "comment", "--type", "system", "--body", "x"], &env_a, ERROR, &["system comments are written by the daemon only"]);
+
+    // Agent b, with its own valid session, cannot touch a's task.
+    let env_b = session_env("S-b", "b", &tok_b);
+    refused(&h, &["bb", "output", "--summary", "mine now", "--text", "x"], &env_b, ERROR, &["only the assignee of task T-0001 (a) may post its output, not b"]);
+    refused(&h, &["bb", "done"], &env_b, ERROR, &["cannot submit task T-0001: it is claimed by a, not b"]);
+    refused(&h, &["bb", "heartbeat"], &env_b, ERROR, &["cannot renew the lease of task T-0001: it is claimed by a, not b"]);
+    refused(&h, &["bb", "release"], &env_b, ERROR, &["cannot release task T-0001: it is claimed by a, not b"]);
+    refused(&h, &["bb", "fail", "--reason", "sabotage"], &env_b, ERROR, &["cannot fail task T-0001: it is claimed by a, not b"]);
+
+    // Without a session, naming another agent does not make you the holder.
+    refused(&h, &bb(&["output", "T-0002", "--agent", "b", "--summary", "s", "--text", "x"]), &[], ERROR, &["only the assignee of task T-0002 (a) may post its output, not b"]);
+    refused(&h, &bb(&["done", "T-0002", "--agent", "b"]), &[], ERROR, &["cannot submit task T-0002: it is claimed by a, not b"]);
+    refused(&h, &bb(&["heartbeat", "T-0002", "--agent", "b"]), &[], ERROR, &["claimed by a, not b"]);
+    refused(&h, &bb(&["release", "T-0002", "--agent", "b"]), &[], ERROR, &["claimed by a, not b"]);
+
+    // Once the run has ended, its credentials are worthless.
+    end_session(&h, "S-a");
+    refused(&h, &["bb", "comment", "--body", "still here"], &env_a, ERROR, &["session S-a has already ended"]);
+    refused(&h, &["bb", "done"], &env_a, ERROR, &["session S-a has already ended"]);
+}
+
+#[test]
+fn artifact_paths_cannot_escape_outputs() {
+    let h = fixture();
+    let outside = tempfile::tempdir().unwrap();
+    let src = h.root().join("report.txt");
+    std::fs::write(&src, "the report").unwrap();
+    let src = src.to_str().unwrap();
+    let outputs = h.project_dir("p").join("artifacts/T-0002/outputs");
+    std::fs::create_dir_all(&outputs).unwrap();
+    std::os::unix::fs::symlink(outside.path(), outputs.join("link")).unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("planted.txt"),
+        outputs.join("planted.txt"),
+    )
+    .unwrap();
+    let absolute = outside.path().join("abs.txt");
+
+    let post = |name: &str, needle: &str| {
+        let args = [
+            "output",
+            "T-0002",
+            "--agent",
+            "a",
+            "--summary",
+            "s",
+            "--file",
+            src,
+            "--name",
+            name,
+        ];
+        refused(&h, &bb(&args), &[], ERROR, &[needle]);
+    };
+    let relative = "must be a relative path inside outputs/";
+    post("../x", relative);
+    post("../../../../x", relative);
+    post("sub/../../x", relative);
+    post("./x", relative);
+    post(absolute.to_str().unwrap(), relative);
+    post("link/x", "resolves outside");
+    post("planted.txt", "is a symlink");
+    // A folder chain below a symlink that points outside: nothing may be
+    // created outside, not even the folders.
+    post("link/new/x", "resolves outside");
+
+    let leaked = listing_of(outside.path());
+    assert!(
+        leaked.is_empty(),
+        "files or folders were created outside outputs/: {leaked:?}"
+    );
+    assert!(!h.project_dir("p").join("artifacts/T-0002/x").exists());
+    assert!(!h.project_dir("p").join("artifacts/x").exists());
+
+    // The legitimate path works and lands inside outputs/.
+    let out = h.bb(
+        "p",
+        &[
+            "output",
+            "T-0002",
+            "--agent",
+            "a",
+            "--summary",
+            "s",
+            "--file",
+            src,
+            "--name",
+            "sub/ok.txt",
+        ],
+    );
+    assert!(out.ok().contains("outputs/sub/ok.txt"), "{out}");
+    assert_eq!(
+        std::fs::read_to_string(outputs.join("sub/ok.txt")).unwrap(),
+        "the report"
+    );
+}
+
+/// The temporary file an artifact is first written to must not be a planted
+/// symlink either: the bytes would land outside `outputs/`.
+#[test]
+fn artifact_temp_file_cannot_be_a_planted_symlink() {
+    let h = fixture();
+    let outside = tempfile::tempdir().unwrap();
+    let src = h.root().join("report.txt");
+    std::fs::write(&src, "the report").unwrap();
+    let outputs = h.project_dir("p").join("artifacts/T-0002/outputs");
+    std::fs::create_dir_all(&outputs).unwrap();
+    // `bb output` writes `<name without extension>.partial~`, then renames it.
+    std::os::unix::fs::symlink(outside.path().join("hijack"), outputs.join("x.partial~")).unwrap();
+    let out = h.bb(
+        "p",
+        &[
+            "output",
+            "T-0002",
+            "--agent",
+            "a",
+            "--summary",
+            "s",
+            "--file",
+            src.to_str().unwrap(),
+            "--name",
+            "x.txt",
+        ],
+    );
+    assert!(
+        !outside.path().join("hijack").exists(),
+        "artifact bytes were written outside outputs/ through a planted symlink:\n{out}"
+    );
+    if out.code == 0 {
+        let meta = std::fs::symlink_metadata(outputs.join("x.txt")).unwrap();
+        assert!(meta.is_file(), "the stored artifact is a symlink:\n{out}");
+        assert_eq!(
+            std::fs::read_to_string(outputs.join("x.txt")).unwrap(),
+            "the report"
+        );
+    }
+}
+
+#[test]
+#[rustfmt::skip]
+fn dependency_cycles_are_refused() {
+    let h = TestHome::new();
+    h.create_project("p");
+    h.create_task("p", "one", &[]);
+    h.create_task("p", "two", &["--depends-on", "T-0001"]);
+    h.create_task("p", "three", &["--depends-on", "T-0002"]);
+    refused(&h, &bb(&["depend", "T-0001", "--on", "T-0001"]), &[], ERROR, &["T-0001 depending on T-0001 would create a dependency cycle"]);
+    refused(&h, &bb(&["depend", "T-0001", "--on", "T-0002"]), &[], ERROR, &["T-0001 depending on T-0002 would create a dependency cycle"]);
+    refused(&h, &bb(&["depend", "T-0001", "--on", "T-0003"]), &[], ERROR, &["T-0001 depending on T-0003 would create a dependency cycle"]);
+    refused(&h, &bb(&["depend", "T-0002", "--on", "T-0003"]), &[], ERROR, &["T-0002 depending on T-0003 would create a dependency cycle"]);
+    // A legal edge is accepted, and is what makes the next one a cycle.
+    h.create_task("p", "four", &[]);
+    h.bb_ok("p", &["depend", "T-0004", "--on", "T-0003"]);
+    refused(&h, &bb(&["depend", "T-0001", "--on", "T-0004"]), &[], ERROR, &["T-0001 depending on T-0004 would create a dependency cycle"]);
+    // Dependencies cannot be added to finished tasks.
+    h.bb_ok("p", &["cancel", "T-0004"]);
+    refused(&h, &bb(&["depend", "T-0004", "--on", "T-0001"]), &[], ERROR, &["task T-0004 is cancelled: dependencies can only be added to open tasks"]);
+}
+
+#[test]
+#[rustfmt::skip]
+fn bad_configuration_is_refused_naming_file_key_and_line() {
+    let h = TestHome::new();
+    h.create_project("p");
+    h.create_task("p", "t", &[]);
+    let global = h.root().join("config/default.yaml");
+    let project = h.project_dir("p").join("config/project.yaml");
+    std::fs::create_dir_all(global.parent().unwrap()).unwrap();
+    let project_original = std::fs::read_to_string(&project).unwrap();
+    let claim = bb(&["claim", "T-0001", "--agent", "a"]);
+
+    let global_cases: &[(&str, &[&str])] = &[
+        ("daemon:\n  tick_interval: 30\n  tick_intervall: 5\n", &["default.yaml", "unknown field `tick_intervall`", "line 3"]),
+        ("daemon:\n  tick_interval: \"30\n", &["default.yaml", "found unexpected end of stream", "while scanning a quoted scalar at line 2 column 18"]),
+        ("logging:\n  level: info\n   max_file_size: 10MB\n", &["default.yaml", "mapping values are not allowed in this context at line 3 column 17"]),
+        ("daemon:\n  tick_interval: 0\n", &["default.yaml line 2", "`daemon.tick_interval` must be between 1 and 86400 seconds, got 0"]),
+        ("daemon:\n  task_timeout: soon\n", &["default.yaml", "task_timeout", "line 2"]),
+        ("demon:\n  tick_interval: 5\n", &["default.yaml", "unknown field `demon`"]),
+        ("review:\n  confidence_threshold: 1.5\n", &["default.yaml line 2", "`review.confidence_threshold` must be between 0 and 1"]),
+    ];
+    for (text, needles) in global_cases {
+        std::fs::write(&global, text).unwrap();
+        refused(&h, &claim, &[], ERROR, needles);
+        // doctor reports the same problem (on stdout) and fails.
+        let before = h.dump("p");
+        let doctor = h.run(&["doctor"]);
+        doctor.fails(ERROR, &["doctor found"]);
+        assert!(doctor.stdout.contains("FAIL config"), "{doctor}");
+        for n in *needles {
+            assert!(doctor.stdout.contains(n), "doctor does not mention {n:?}:\n{doctor}");
+        }
+        h.dump("p").assert_same(&before, "doctor");
+    }
+    std::fs::remove_file(&global).unwrap();
+
+    let project_cases: &[(&str, &[&str])] = &[
+        ("max_agents: 3\n", &["project.yaml", "unknown field `max_agents`"]),
+        ("max_global_agents: 0\n", &["project.yaml", "`max_global_agents` must be at least 1"]),
+        ("max_global_agents: 50\n", &["project.yaml", "`max_global_agents` (50) exceeds the global daemon.max_global_agents (5)"]),
+        ("agents: [\"../x\"]\n", &["project.yaml", "invalid agent id \"../x\""]),
+        ("daemon:\n  tick_interval: 5\n", &["project.yaml", "unknown field `tick_interval`"]),
+        ("daemon:\n  task_timeout: 0\n", &["project.yaml line 2", "`daemon.task_timeout` must be between 1 and 604800"]),
+        ("agents: [a,\n", &["project.yaml", "did not find expected node content at line 2 column 1"]),
+        ("context:\n  a: 1\n   b: 2\n", &["project.yaml", "mapping values are not allowed in this context at line 3 column 5"]),
+    ];
+    for (text, needles) in project_cases {
+        std::fs::write(&project, text).unwrap();
+        refused(&h, &claim, &[], ERROR, needles);
+    }
+    std::fs::write(&project, &project_original).unwrap();
+
+    refused(&h, &claim, &[("MOZI_DAEMON__TASK_TIMEOUT", "0")], ERROR, &["environment variable MOZI_DAEMON__TASK_TIMEOUT", "daemon.task_timeout"]);
+    refused(&h, &claim, &[("MOZI_DAEMON__NO_SUCH_KEY", "1")], ERROR, &["environment variable MOZI_DAEMON__NO_SUCH_KEY", "no_such_key"]);
+
+    // Repaired, the same command works: the refusals were about configuration.
+    assert!(h.bb_ok("p", &["claim", "T-0001", "--agent", "a"]).contains("claimed T-0001 for a"));
+}
