@@ -13,6 +13,10 @@
 //!   minute of refill would otherwise allow `capacity + rate` requests in the
 //!   first minute, which is exactly what NVIDIA's per-minute limit punishes.
 //!
+//! While the window is full the bucket does not refill, so under sustained
+//! demand grants settle into an even pace (one every `60 / rate` seconds)
+//! after the initial burst, instead of a burst at the top of every minute.
+//!
 //! Adaptive retreat only reacts to ratios computed over at least
 //! `min_samples` responses, and deepens or recovers at most once per window,
 //! so one 429 is never read as a 100 % rate (a defect of the old system).
@@ -109,11 +113,27 @@ impl AdaptiveBucket {
         }
     }
 
+    /// Add the tokens earned since the last refill. While the rolling window
+    /// is full the bucket earns nothing: otherwise a saturated lane would
+    /// bank a full bucket during every blocked stretch and release it as a
+    /// burst at the top of each minute, making urgent requests wait for the
+    /// next burst. With the pause it settles into an even pace.
     fn refill(&mut self, now: Instant) {
-        let elapsed = now
-            .saturating_duration_since(self.last_refill)
-            .as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.rate_per_min / 60.0).min(self.capacity);
+        let mut from = self.last_refill;
+        if self.cfg.window_guard {
+            let cap = self.window_cap();
+            let first = self
+                .grants
+                .partition_point(|t| from.saturating_duration_since(*t) >= MINUTE);
+            let in_window = self.grants.len() - first;
+            if in_window >= cap {
+                if let Some(t) = self.grants.get(first + (in_window - cap)) {
+                    from = from.max(*t + MINUTE);
+                }
+            }
+        }
+        let earning = now.saturating_duration_since(from).as_secs_f64();
+        self.tokens = (self.tokens + earning * self.rate_per_min / 60.0).min(self.capacity);
         self.last_refill = now;
     }
 
