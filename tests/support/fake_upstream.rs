@@ -295,6 +295,8 @@ fn sse(
                 match model.as_str() {
                     "stall" => futures_util::future::pending::<()>().await,
                     "reset" => {
+                        // Let the headers and first chunk reach the client first.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                         return Some((
                             Err(std::io::Error::other("fake reset")),
                             (usize::MAX, guard),
