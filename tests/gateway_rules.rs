@@ -114,8 +114,10 @@ async fn one_429_is_not_a_100_percent_rate() {
 
 #[tokio::test(start_paused = true)]
 async fn retreat_floor_recovery_steps_and_retry_after_pause() {
-    let mut cfg = LimiterConfig::default();
-    cfg.floor_per_minute = 20.0;
+    let cfg = LimiterConfig {
+        floor_per_minute: 20.0,
+        ..LimiterConfig::default()
+    };
     let mut bucket = AdaptiveBucket::new(cfg, Instant::now());
     for _ in 0..5 {
         for _ in 0..10 {

@@ -42,8 +42,10 @@ pub mod tools;
 mod admin;
 mod handlers;
 mod proxy;
+mod respond;
 mod stream;
 mod upstream;
+mod validate;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
