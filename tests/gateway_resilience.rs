@@ -513,3 +513,33 @@ async fn upstream_with_its_own_limit_sees_the_gateway_back_off() {
     );
     assert!(gw.lane("nv").unwrap().snapshot().bucket.paused_for_seconds > 50.0);
 }
+
+#[tokio::test]
+async fn client_disconnect_cancels_a_pending_non_streaming_call() {
+    let fake = FakeUpstream::start().await;
+    let (url, gw, _) = start(config(vec![provider("nv", &fake.base_url, true)])).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let result = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&chat("nv/slow-3000", "gone"))
+        .send()
+        .await;
+    assert!(result.is_err(), "the client gave up");
+    let t = Instant::now();
+    while fake.state.in_flight.load(Ordering::SeqCst) > 0 && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        fake.state.in_flight.load(Ordering::SeqCst),
+        0,
+        "upstream request cancelled well before its 3 s"
+    );
+    assert_eq!(
+        gw.lane("nv").unwrap().snapshot().in_flight,
+        0,
+        "slot released"
+    );
+}
