@@ -110,6 +110,9 @@ async fn gateway(port: &str, upstream: &str) {
         "providers": [{"name": "fake", "base_url": upstream, "limited": false, "stream_usage": false}]
     }))
     .expect("config");
+    // As in the daemon: a Prometheus recorder is installed, so metric
+    // recording is part of the measured cost.
+    let _metrics = moziplus::gateway::install_prometheus_recorder().expect("recorder");
     let gw = Gateway::new(cfg, Arc::new(NoopHooks)).expect("gateway");
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
