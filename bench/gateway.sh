@@ -67,6 +67,8 @@ model_list:
 litellm_settings:
   drop_params: true
   telemetry: false
+general_settings:
+  master_key: sk-bench-master-key-0123456789
 EOF
     LITELLM_TELEMETRY=False "$VENV/bin/litellm" --config "$OUT/litellm.yaml" --port "$LITELLM_PORT" \
       >"$OUT/litellm.log" 2>&1 & LITELLM_PID=$!; PIDS+=($LITELLM_PID)

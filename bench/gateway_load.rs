@@ -60,6 +60,11 @@ fn main() {
     });
 }
 
+/// Sent by the load generator to every target. LiteLLM's proxy refuses to
+/// start without a master key; the gateway (NoopHooks) treats it as an
+/// anonymous key and the fake ignores it, so all three see the same request.
+const BENCH_KEY: &str = "sk-bench-master-key-0123456789";
+
 const COMPLETION: &str = r#"{"id":"cmpl-1","object":"chat.completion","created":0,"model":"echo","choices":[{"index":0,"message":{"role":"assistant","content":"pong"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}"#;
 
 async fn fake_chat(body: Bytes) -> Response {
@@ -144,6 +149,7 @@ async fn load(url: &str, model: &str, rate: u64, seconds: u64) {
     for _ in 0..200 {
         let _ = client
             .post(&endpoint)
+            .bearer_auth(BENCH_KEY)
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
@@ -160,6 +166,7 @@ async fn load(url: &str, model: &str, rate: u64, seconds: u64) {
             let t = Instant::now();
             let resp = client
                 .post(&endpoint)
+                .bearer_auth(BENCH_KEY)
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
