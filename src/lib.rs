@@ -11,6 +11,8 @@
 //! * [`inbox`] — the append-only `inbox/daemon.jsonl` that wakes the daemon.
 //! * [`backup`] — online snapshots and restore.
 //! * [`daemon`] — the ticker, inbox consumer, agent runs and their supervision.
+//! * [`gateway`] — the OpenAI-compatible LLM gateway (`/v1`): NVIDIA rate limiter,
+//!   priority queue, circuit breaker, fallback.
 //! * [`http`] — the axum server: health, status, control, metrics.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
 
@@ -19,6 +21,7 @@ pub mod blackboard;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod gateway;
 pub mod home;
 pub mod http;
 pub mod inbox;

@@ -84,6 +84,13 @@ fn status_control_sessions_metrics_and_errors() {
     ] {
         assert!(metrics.contains(name), "metrics has {name}");
     }
+    // The gateway is mounted in the same server and reported in the status.
+    let (code, body) = d.get("/api/gateway/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(d.status()["gateway"].is_object(), "status includes the gateway");
+    let (code, body) = d.get("/v1/nope").unwrap();
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("\"error\""), "OpenAI-shaped error: {body}");
     let (code, body) = d.get("/api/nope").unwrap();
     assert_eq!(code, 404);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();

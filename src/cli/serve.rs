@@ -77,6 +77,12 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     crate::http::metrics_handle();
+    let gateway = crate::gateway::Gateway::new(
+        daemon.config().gateway.clone(),
+        crate::daemon::gateway_hooks::DaemonHooks::new(daemon.clone()),
+    )
+    .map_err(|e| anyhow::anyhow!("gateway: `{}` {}", e.key, e.reason))?;
+    daemon.set_gateway(gateway);
     let handles = daemon.start().await?;
     tracing::info!(%addr, home = %home.root().display(), "moziplus serving; dashboard at http://{addr}/");
     println!(

@@ -67,7 +67,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration, after layering.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub daemon: DaemonConfig,
@@ -76,6 +76,8 @@ pub struct Config {
     pub experience: ExperienceConfig,
     pub server: ServerConfig,
     pub logging: LoggingConfig,
+    /// The LLM gateway (see `docs/GATEWAY.md`).
+    pub gateway: crate::gateway::GatewayConfig,
 }
 
 /// `daemon:` — the ticker and agent-run limits.

@@ -118,6 +118,9 @@ impl Config {
                 self.logging.max_file_size
             ),
         )?;
+        self.gateway
+            .validate()
+            .map_err(|e| (e.key.clone(), e.reason.clone()))?;
         Ok(())
     }
 }

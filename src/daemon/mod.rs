@@ -16,6 +16,7 @@
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
 pub mod demo;
+pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod inbox;
 pub mod projects;
@@ -59,6 +60,9 @@ struct Inner {
     agents: AgentsFile,
     projects: projects::ProjectSet,
     runs: Mutex<HashMap<String, RunInfo>>,
+    /// Per-run API keys (`mozi-<token>`) → the run, for the gateway.
+    run_keys: Mutex<HashMap<String, gateway_hooks::RunKey>>,
+    gateway: std::sync::OnceLock<crate::gateway::Gateway>,
     wake: Notify,
     /// Serializes the decisions that share the global limits (project ticks
     /// run concurrently; starting runs must not race past the caps).
@@ -107,6 +111,8 @@ impl Daemon {
                 overrides,
                 agents,
                 runs: Mutex::new(HashMap::new()),
+                run_keys: Mutex::new(HashMap::new()),
+                gateway: std::sync::OnceLock::new(),
                 wake: Notify::new(),
                 schedule: tokio::sync::Mutex::new(()),
                 ticker_paused: AtomicBool::new(false),
@@ -137,6 +143,37 @@ impl Daemon {
     /// The `moziplus` binary agents should call.
     pub fn exe(&self) -> &std::path::Path {
         &self.inner.exe
+    }
+
+    /// The embedded gateway, once mounted.
+    pub fn gateway(&self) -> Option<&crate::gateway::Gateway> {
+        self.inner.gateway.get()
+    }
+    /// Mounts the gateway (once).
+    pub fn set_gateway(&self, gw: crate::gateway::Gateway) {
+        let _ = self.inner.gateway.set(gw);
+    }
+    pub(crate) fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
+        self.inner
+            .run_keys
+            .lock()
+            .expect("keys lock")
+            .insert(key, run);
+    }
+    pub(crate) fn remove_run_keys(&self, session_id: &str) {
+        self.inner
+            .run_keys
+            .lock()
+            .expect("keys lock")
+            .retain(|_, r| r.session_id != session_id);
+    }
+    pub fn run_key(&self, key: &str) -> Option<gateway_hooks::RunKey> {
+        self.inner
+            .run_keys
+            .lock()
+            .expect("keys lock")
+            .get(key)
+            .cloned()
     }
 
     /// Asks for a tick as soon as possible (coalesced).

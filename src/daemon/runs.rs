@@ -269,6 +269,16 @@ pub async fn start_run(
         log_path: log_path.clone(),
     };
     d.runs_lock().insert(session_id.clone(), info.clone());
+    d.add_run_key(
+        format!("mozi-{token}"),
+        super::gateway_hooks::RunKey {
+            session_id: session_id.clone(),
+            project: project.clone(),
+            task: task.id.clone(),
+            agent: agent.id.clone(),
+            priority: task.priority,
+        },
+    );
     d.count_spawn();
     metrics::counter!("moziplus_runs_started_total").increment(1);
     tracing::info!(project, task = %task.id, agent = %agent.id, session = %session_id, pid, "run started");
@@ -497,6 +507,7 @@ async fn supervise(
     }
     tracing::info!(project = %info.project, task = %info.task_id, session = %info.session_id, outcome = %outcome, "run ended");
     d.runs_lock().remove(&info.session_id);
+    d.remove_run_keys(&info.session_id);
     d.wake();
 }
 

@@ -71,6 +71,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 
 /// All routes of the daemon.
 pub fn router(d: Daemon) -> Router {
+    let gateway = d.gateway().map(|g| g.router()).unwrap_or_default();
     Router::new()
         .route("/health", get(health))
         .route("/health/ready", get(ready))
@@ -82,6 +83,7 @@ pub fn router(d: Daemon) -> Router {
         .route("/api/daemon/tick", post(tick_now))
         .fallback(not_found)
         .with_state(d)
+        .merge(gateway)
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
@@ -155,6 +157,7 @@ pub async fn status_value(d: &Daemon) -> Value {
         "inbox_pending": inbox.pending_bytes,
         "inbox": inbox,
         "active_sessions": runs.len(),
+        "gateway": d.gateway().map(|g| serde_json::to_value(g.status()).unwrap_or(Value::Null)),
         "runs_started": d.runs_spawned(),
         "limits": {
             "max_global_agents": d.config().daemon.max_global_agents,

@@ -1,0 +1,455 @@
+//! Gateway configuration: the `gateway:` section of `config/default.yaml`.
+//!
+//! Every number has the SPEC default (section 7) so an empty section is a
+//! working gateway. Unknown keys are refused (`deny_unknown_fields`) and
+//! [`GatewayConfig::validate`] names the first out-of-range key, because a
+//! silent reset to a default is how the old system hid configuration mistakes.
+//!
+//! Durations are plain seconds (floats), as in the rest of the daemon config.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use super::validate::ConfigError;
+
+/// Full configuration of the embedded LLM gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Upstream providers. When the key is absent the built-in list of
+    /// [`default_providers`] is used (NVIDIA limited, the others unlimited).
+    #[serde(default = "default_providers")]
+    pub providers: Vec<ProviderConfig>,
+    /// Provider that receives models whose first segment names no provider.
+    /// Requests routed this way are never rate limited. `None` refuses them.
+    pub default_provider: Option<String>,
+    /// Refuse (401) calls whose bearer key is not a known run key.
+    pub require_session_key: bool,
+    /// Bearer token for `POST /api/gateway/config`. `None` leaves the admin
+    /// API open, which is only acceptable on a loopback bind.
+    pub admin_token: Option<Secret>,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Token bucket and adaptive retreat of limited providers (SPEC 7.2).
+    pub limiter: LimiterConfig,
+    /// Priority queue and concurrency of limited providers (SPEC 7.3).
+    pub queue: QueueConfig,
+    /// Per-provider circuit breaker (SPEC 7.4).
+    pub breaker: BreakerConfig,
+    /// Upstream retry policy (SPEC 7.4).
+    pub retry: RetryConfig,
+    /// High-risk tool approval (SPEC 7.6).
+    pub approval: ApprovalConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            providers: default_providers(),
+            default_provider: None,
+            require_session_key: false,
+            admin_token: None,
+            max_body_bytes: 32 * 1024 * 1024,
+            limiter: LimiterConfig::default(),
+            queue: QueueConfig::default(),
+            breaker: BreakerConfig::default(),
+            retry: RetryConfig::default(),
+            approval: ApprovalConfig::default(),
+        }
+    }
+}
+
+/// One upstream OpenAI-compatible provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Name used as the first segment of `model` (`nvidia/meta/llama…`).
+    pub name: String,
+    /// Base URL including the API version, e.g. `https://integrate.api.nvidia.com/v1`.
+    /// The gateway appends `/chat/completions` etc. and never adds `/v1`.
+    pub base_url: String,
+    /// Environment variable holding the API key. The key itself never
+    /// appears in config, logs or API output.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Limited providers go through the token bucket and priority queue.
+    #[serde(default)]
+    pub limited: bool,
+    /// Other first segments that select this provider.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Any first segment starting with this prefix selects this provider
+    /// (SPEC 7.1: "any other name starting with `nvidia`").
+    #[serde(default)]
+    pub alias_prefix: Option<String>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutConfig,
+    /// Where requests go while this provider's breaker is open or after all
+    /// retries failed.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
+    /// Ordered model chain for degrading low-priority requests that could not
+    /// get a token in time, e.g. `[nvidia/qwen/qwen3.5-397b,
+    /// nvidia/deepseek-ai/deepseek-v4-pro, local/llama3]`.
+    #[serde(default)]
+    pub degrade_chain: Vec<String>,
+    /// Static model list for `/v1/models`; empty asks the upstream.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Validate tool calls in non-streaming chat responses (SPEC 7.6).
+    #[serde(default)]
+    pub validate_tool_calls: bool,
+    /// Overrides `approval.high_risk_tools` for this provider.
+    #[serde(default)]
+    pub high_risk_tools: Option<Vec<String>>,
+    /// Ask the upstream for a final usage chunk on streams
+    /// (`stream_options.include_usage`) so the ledger sees stream tokens. The
+    /// extra chunk is removed again when the client did not ask for it.
+    #[serde(default = "default_true")]
+    pub stream_usage: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Fallback target of a provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackConfig {
+    /// Provider name to send the request to.
+    pub provider: String,
+    /// Model name sent upstream; `None` keeps the original model name.
+    #[serde(default)]
+    pub model: Option<String>,
+}
+
+/// Upstream timeouts, seconds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TimeoutConfig {
+    /// TCP/TLS connect.
+    pub connect: f64,
+    /// Until response headers arrive (for non-streaming calls this includes
+    /// the whole generation on most servers).
+    pub first_byte: f64,
+    /// Longest gap between two chunks of a stream; a stalled stream is cut so
+    /// it does not hold a concurrency slot.
+    pub idle: f64,
+    /// Whole exchange including the body.
+    pub total: f64,
+}
+
+impl Default for TimeoutConfig {
+    fn default() -> Self {
+        TimeoutConfig {
+            connect: 10.0,
+            first_byte: 120.0,
+            idle: 60.0,
+            total: 600.0,
+        }
+    }
+}
+
+/// Token bucket plus adaptive retreat (SPEC 7.2).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimiterConfig {
+    /// Base rate, requests per minute.
+    pub rate_per_minute: f64,
+    /// Bucket capacity (burst size); the bucket starts full.
+    pub capacity: f64,
+    /// Also cap grants in any rolling 60 s window at the effective rate, so
+    /// a full bucket plus refill never exceeds the per-minute promise.
+    pub window_guard: bool,
+    /// Retreat window, seconds.
+    pub retreat_window: f64,
+    /// Recover window, seconds.
+    pub recover_window: f64,
+    /// Samples a window needs before its 429 ratio counts.
+    pub min_samples: usize,
+    /// 429 ratio (60 s) that starts a retreat.
+    pub retreat_ratio: f64,
+    /// 429 ratio (60 s) that deepens a retreat, at most once per window.
+    pub deep_retreat_ratio: f64,
+    /// 429 ratio (120 s) under which recovery starts.
+    pub recover_ratio: f64,
+    /// Multiplier applied on each retreat step.
+    pub retreat_factor: f64,
+    /// Rate never goes below this, requests per minute.
+    pub floor_per_minute: f64,
+    /// Recovery step, requests per minute.
+    pub recover_step_per_minute: f64,
+    /// Seconds between two recovery steps.
+    pub recover_step_interval: f64,
+    /// Longest upstream `Retry-After` honoured, seconds.
+    pub max_retry_after: f64,
+}
+
+impl Default for LimiterConfig {
+    fn default() -> Self {
+        LimiterConfig {
+            rate_per_minute: 40.0,
+            capacity: 40.0,
+            window_guard: true,
+            retreat_window: 60.0,
+            recover_window: 120.0,
+            min_samples: 10,
+            retreat_ratio: 0.05,
+            deep_retreat_ratio: 0.10,
+            recover_ratio: 0.02,
+            retreat_factor: 0.75,
+            floor_per_minute: 5.0,
+            recover_step_per_minute: 2.0,
+            recover_step_interval: 60.0,
+            max_retry_after: 300.0,
+        }
+    }
+}
+
+/// What happens to a request arriving at a full queue (SPEC 7.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FullPolicy {
+    /// The newcomer gets 503 at once.
+    Reject,
+    /// The newest request of the lowest queued priority (if lower than the
+    /// newcomer's) is answered 503 at once and the newcomer takes its place;
+    /// otherwise the newcomer gets 503.
+    DropLowest,
+    /// The newcomer skips the queue but must still get a token immediately
+    /// (429 otherwise); it is not counted against the concurrency limit.
+    Passthrough,
+}
+
+impl fmt::Display for FullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FullPolicy::Reject => "reject",
+            FullPolicy::DropLowest => "drop_lowest",
+            FullPolicy::Passthrough => "passthrough",
+        })
+    }
+}
+
+/// Priority queue of limited providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// Waiting requests per limited provider.
+    pub max_size: usize,
+    /// Requests in flight upstream at once per limited provider.
+    pub concurrency: usize,
+    /// Queue-full policy.
+    pub full_policy: FullPolicy,
+    /// How long urgent/high/normal requests wait for a token, seconds.
+    pub request_timeout: f64,
+    /// How long low-priority requests wait before degrading, seconds.
+    pub low_priority_timeout: f64,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_size: 500,
+            concurrency: 3,
+            full_policy: FullPolicy::Reject,
+            request_timeout: 60.0,
+            low_priority_timeout: 2.0,
+        }
+    }
+}
+
+/// Circuit breaker per provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive failures (connect error, timeout, 5xx) that open it.
+    pub failure_threshold: u32,
+    /// Seconds it stays open before one half-open probe.
+    pub open_seconds: f64,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_threshold: 5,
+            open_seconds: 60.0,
+        }
+    }
+}
+
+/// Retry with jittered exponential backoff.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// First backoff, seconds.
+    pub base: f64,
+    /// Multiplier per attempt.
+    pub factor: f64,
+    /// Longest backoff, seconds.
+    pub cap: f64,
+    /// Retries after the first attempt.
+    pub max_retries: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            base: 1.0,
+            factor: 2.0,
+            cap: 30.0,
+            max_retries: 3,
+        }
+    }
+}
+
+/// High-risk tool approval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// Seconds after which an unanswered approval counts as rejected.
+    pub expiry: f64,
+    /// Tool names that need a human decision.
+    pub high_risk_tools: Vec<String>,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        ApprovalConfig {
+            expiry: 300.0,
+            high_risk_tools: [
+                "restart_deployment",
+                "scale_deployment",
+                "delete_resource",
+                "apply_manifest",
+                "rollback_deployment",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+}
+
+/// A secret string (admin token). `Debug` and `Serialize` mask it so it can
+/// never leak through logs or the config API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    /// The clear value; use only to compare or to send upstream.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&mask_secret(&self.0))
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&mask_secret(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// Mask a key for display: first 4 and last 4 characters of long keys,
+/// `****` for short ones.
+pub fn mask_secret(value: &str) -> String {
+    let chars: Vec<char> = value.chars().collect();
+    if chars.len() < 12 {
+        return "****".to_string();
+    }
+    let head: String = chars[..4].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}…{tail}")
+}
+
+/// The NVIDIA account names of SPEC 7.1.
+pub const NVIDIA_ALIASES: &[&str] = &[
+    "nvidia-gateway",
+    "nvidia_gateway",
+    "nvidia98053",
+    "nvidialiuweicheng84",
+    "nvidiavx",
+    "nvidiavx18088980513",
+    "nvidiavx64391942",
+];
+
+fn provider(name: &str, base_url: &str, key_env: &str) -> ProviderConfig {
+    ProviderConfig {
+        name: name.to_string(),
+        base_url: base_url.to_string(),
+        api_key_env: Some(key_env.to_string()),
+        limited: false,
+        aliases: Vec::new(),
+        alias_prefix: None,
+        timeouts: TimeoutConfig::default(),
+        fallback: None,
+        degrade_chain: Vec::new(),
+        models: Vec::new(),
+        validate_tool_calls: false,
+        high_risk_tools: None,
+        stream_usage: true,
+    }
+}
+
+/// Providers used when the config names none: NVIDIA (limited, all aliases of
+/// SPEC 7.1 and the `nvidia` prefix) and the known unlimited providers.
+pub fn default_providers() -> Vec<ProviderConfig> {
+    let mut nvidia = provider(
+        "nvidia",
+        "https://integrate.api.nvidia.com/v1",
+        "NVIDIA_API_KEY",
+    );
+    nvidia.limited = true;
+    nvidia.aliases = NVIDIA_ALIASES.iter().map(|a| a.to_string()).collect();
+    nvidia.alias_prefix = Some("nvidia".to_string());
+    nvidia.validate_tool_calls = true;
+    let mut deepseek = provider(
+        "deepseek",
+        "https://api.deepseek.com/v1",
+        "DEEPSEEK_API_KEY",
+    );
+    deepseek.aliases = vec!["deepseek-api".to_string()];
+    vec![
+        nvidia,
+        provider(
+            "volcengine",
+            "https://ark.cn-beijing.volces.com/api/v3",
+            "VOLCENGINE_API_KEY",
+        ),
+        provider(
+            "volcengine-plan",
+            "https://ark.cn-beijing.volces.com/api/coding/v3",
+            "VOLCENGINE_API_KEY",
+        ),
+        provider(
+            "siliconflow",
+            "https://api.siliconflow.cn/v1",
+            "SILICONFLOW_API_KEY",
+        ),
+        deepseek,
+    ]
+}
+
+/// Seconds as a `Duration`, saturating on absurd values (validated earlier).
+pub(crate) fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v.max(0.0)).unwrap_or(Duration::from_secs(u32::MAX as u64))
+}

@@ -1,0 +1,98 @@
+//! The boundary between the gateway and the rest of the daemon.
+//!
+//! The gateway knows nothing of tasks, sessions or blackboards. Everything
+//! it needs from the daemon goes through [`GatewayHooks`]: who a bearer key
+//! belongs to, where token usage goes, and how a high-risk tool call becomes
+//! a `proposed` decision. [`NoopHooks`] serves tests and standalone use.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+
+use super::queue::Priority;
+
+/// Which agent run a call belongs to, resolved from its per-session key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RunAttribution {
+    /// Session (agent run) id.
+    pub session_id: String,
+    /// Project id.
+    pub project: String,
+    /// Task id, if the run works on one.
+    pub task: Option<String>,
+    /// Agent id.
+    pub agent: String,
+    /// The task's priority; used when the call has no `X-Priority` header.
+    pub task_priority: Option<Priority>,
+}
+
+/// Token usage of one upstream response.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TokenUsage {
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Total tokens as reported (or the sum).
+    pub total_tokens: u64,
+    /// Model name as sent upstream.
+    pub model: String,
+    /// Provider name.
+    pub provider: String,
+}
+
+/// A high-risk tool call awaiting a human decision (SPEC 7.6).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApprovalRequest {
+    /// The calling run, if known.
+    pub attribution: Option<RunAttribution>,
+    /// Tool name.
+    pub tool_name: String,
+    /// The tool call's arguments (cleaned JSON).
+    pub arguments_json: String,
+    /// Id of the tool call in the response.
+    pub tool_call_id: String,
+    /// After this long an unanswered approval counts as rejected.
+    pub expires_in: Duration,
+}
+
+/// Everything the gateway asks of the daemon. Implementations must be cheap
+/// and non-blocking in `resolve_key` and `record_usage` (they run on the
+/// request path); `propose_approval` may do I/O.
+pub trait GatewayHooks: Send + Sync + 'static {
+    /// Map a bearer key (the run's `OPENAI_API_KEY`) to its run. `None` =
+    /// unknown key: anonymous, or 401 when `require_session_key` is set.
+    fn resolve_key(&self, bearer_token: &str) -> Option<RunAttribution>;
+
+    /// Called once per response that reported usage (non-streaming bodies
+    /// and the final usage chunk of streams).
+    fn record_usage(&self, attribution: &RunAttribution, usage: &TokenUsage);
+
+    /// Write a `proposed` decision for a high-risk tool call and return its
+    /// id, which the agent sees under `requires_approval`.
+    fn propose_approval(
+        &self,
+        request: ApprovalRequest,
+    ) -> BoxFuture<'static, Result<String, String>>;
+}
+
+/// Hooks that attribute nothing, record nothing and refuse approvals (the
+/// response then carries the refusal so the agent does not run the tool).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoopHooks;
+
+impl GatewayHooks for NoopHooks {
+    fn resolve_key(&self, _bearer_token: &str) -> Option<RunAttribution> {
+        None
+    }
+
+    fn record_usage(&self, _attribution: &RunAttribution, _usage: &TokenUsage) {}
+
+    fn propose_approval(
+        &self,
+        _request: ApprovalRequest,
+    ) -> BoxFuture<'static, Result<String, String>> {
+        Box::pin(async { Err("no approval service is attached to this gateway".to_string()) })
+    }
+}

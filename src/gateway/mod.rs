@@ -1,0 +1,270 @@
+//! The embedded OpenAI-compatible LLM gateway (SPEC section 7).
+//!
+//! Agents call `/v1/chat/completions` & co. with `model = "provider/model"`.
+//! The gateway routes the call ([`routing`]), and for limited providers
+//! (NVIDIA's free tier) admits it through a [`lane::RateLane`]: adaptive
+//! token bucket ([`limiter`]), strict-priority queue ([`queue`]) and a
+//! concurrency limit. Every provider has a circuit breaker ([`breaker`]),
+//! jittered retries ([`retry`]) and an optional fallback provider. Responses
+//! stream through chunk by chunk ([`stream`]); usage goes to an in-memory
+//! ledger and to the daemon via [`GatewayHooks`]; high-risk tool calls become
+//! approval requests ([`tools`]).
+//!
+//! # Mounting
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use moziplus::gateway::{Gateway, GatewayConfig, NoopHooks};
+//! let gateway = Gateway::new(GatewayConfig::default(), Arc::new(NoopHooks))?;
+//! let app = axum::Router::new().merge(gateway.router());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8083").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The gateway knows nothing of tasks: [`GatewayHooks`] is its only view of
+//! the daemon. Time is `tokio::time::Instant` throughout, so tests on a
+//! paused clock control every timer; jitter comes from a seedable RNG.
+
+pub mod breaker;
+pub mod config;
+pub mod error;
+pub mod hooks;
+pub mod lane;
+pub mod limiter;
+pub mod metrics;
+pub mod queue;
+pub mod retry;
+pub mod routing;
+pub mod status;
+pub mod tools;
+
+mod admin;
+mod handlers;
+mod proxy;
+mod respond;
+mod stream;
+mod upstream;
+mod validate;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::time::Instant;
+
+pub use admin::SettingsUpdate;
+pub use breaker::{BreakerState, CircuitBreaker};
+pub use config::{ConfigError, FullPolicy, GatewayConfig, ProviderConfig, Secret};
+pub use error::{GatewayError, LimitSource};
+pub use hooks::{ApprovalRequest, GatewayHooks, NoopHooks, RunAttribution, TokenUsage};
+pub use lane::{LaneSettings, RateLane};
+pub use limiter::RetreatState;
+pub use metrics::install_prometheus_recorder;
+pub use queue::Priority;
+pub use status::{GatewayStatus, RuntimeSettings};
+
+use status::{Ledger, ProviderCounters, ProviderStatus};
+
+/// The gateway. Cheap to clone (shared state behind an `Arc`).
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<GatewayInner>,
+}
+
+pub(crate) struct ProviderRuntime {
+    pub cfg: ProviderConfig,
+    pub key: Option<Secret>,
+    pub client: reqwest::Client,
+    pub lane: Option<RateLane>,
+    pub breaker: Mutex<CircuitBreaker>,
+    pub counters: Mutex<ProviderCounters>,
+}
+
+impl ProviderRuntime {
+    pub fn breaker(&self) -> MutexGuard<'_, CircuitBreaker> {
+        lock(&self.breaker)
+    }
+
+    pub fn count(&self, f: impl FnOnce(&mut ProviderCounters)) {
+        f(&mut lock(&self.counters));
+    }
+}
+
+pub(crate) struct GatewayInner {
+    pub config: GatewayConfig,
+    pub providers: Vec<ProviderRuntime>,
+    pub settings: Mutex<RuntimeSettings>,
+    pub hooks: Arc<dyn GatewayHooks>,
+    pub ledger: Mutex<Ledger>,
+    rng: Mutex<StdRng>,
+    started: Instant,
+}
+
+/// Lock a mutex, ignoring poisoning: gateway state stays usable after a
+/// panicking request task.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl GatewayInner {
+    /// A random number in `[0, 1)` for backoff jitter.
+    pub fn jitter_unit(&self) -> f64 {
+        lock(&self.rng).gen::<f64>()
+    }
+
+    pub fn settings(&self) -> RuntimeSettings {
+        lock(&self.settings).clone()
+    }
+
+    /// Book one response's usage: ledger, metrics, and the daemon hook.
+    pub fn record_usage(&self, attribution: Option<&RunAttribution>, usage: &TokenUsage) {
+        lock(&self.ledger).record(attribution, usage);
+        metrics::usage(
+            &usage.provider,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+        );
+        if let Some(a) = attribution {
+            self.hooks.record_usage(a, usage);
+        }
+    }
+}
+
+impl Gateway {
+    /// Build the gateway: validates the config, reads provider keys from the
+    /// environment, creates HTTP clients and one rate lane per limited
+    /// provider (which spawns its dispatcher: call inside a tokio runtime).
+    pub fn new(
+        config: GatewayConfig,
+        hooks: Arc<dyn GatewayHooks>,
+    ) -> Result<Gateway, ConfigError> {
+        Self::build(config, hooks, StdRng::from_entropy())
+    }
+
+    /// Like [`Gateway::new`] with a fixed jitter seed, for reproducible tests.
+    pub fn with_jitter_seed(
+        config: GatewayConfig,
+        hooks: Arc<dyn GatewayHooks>,
+        seed: u64,
+    ) -> Result<Gateway, ConfigError> {
+        Self::build(config, hooks, StdRng::seed_from_u64(seed))
+    }
+
+    fn build(
+        config: GatewayConfig,
+        hooks: Arc<dyn GatewayHooks>,
+        rng: StdRng,
+    ) -> Result<Gateway, ConfigError> {
+        config.validate()?;
+        let lane_settings = LaneSettings {
+            limiter: config.limiter.clone(),
+            max_size: config.queue.max_size,
+            concurrency: config.queue.concurrency,
+            policy: config.queue.full_policy,
+        };
+        let mut providers = Vec::with_capacity(config.providers.len());
+        for (i, p) in config.providers.iter().enumerate() {
+            let client = reqwest::Client::builder()
+                .connect_timeout(config::secs(p.timeouts.connect))
+                .pool_idle_timeout(std::time::Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|e| ConfigError {
+                    key: format!("gateway.providers[{i}]"),
+                    reason: format!("cannot build HTTP client: {e}"),
+                })?;
+            let key = p
+                .api_key_env
+                .as_deref()
+                .and_then(|env| std::env::var(env).ok())
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| Secret::new(k.trim()));
+            providers.push(ProviderRuntime {
+                cfg: p.clone(),
+                key,
+                client,
+                lane: p
+                    .limited
+                    .then(|| RateLane::new(&p.name, lane_settings.clone())),
+                breaker: Mutex::new(CircuitBreaker::new(
+                    config.breaker.failure_threshold,
+                    config::secs(config.breaker.open_seconds),
+                )),
+                counters: Mutex::new(ProviderCounters::default()),
+            });
+            metrics::breaker_state(&p.name, BreakerState::Closed);
+        }
+        let settings = RuntimeSettings {
+            rate_per_minute: config.limiter.rate_per_minute,
+            capacity: config.limiter.capacity,
+            queue_max_size: config.queue.max_size,
+            full_policy: config.queue.full_policy,
+            concurrency: config.queue.concurrency,
+            request_timeout: config.queue.request_timeout,
+            low_priority_timeout: config.queue.low_priority_timeout,
+        };
+        Ok(Gateway {
+            inner: Arc::new(GatewayInner {
+                config,
+                providers,
+                settings: Mutex::new(settings),
+                hooks,
+                ledger: Mutex::new(Ledger::default()),
+                rng: Mutex::new(rng),
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// Routes: `POST /v1/chat/completions`, `POST /v1/completions`,
+    /// `POST /v1/embeddings`, `GET /v1/models`, `GET /api/gateway/status`,
+    /// `GET|POST /api/gateway/config`. Merge into the daemon's router.
+    pub fn router(&self) -> axum::Router {
+        handlers::router(self.clone())
+    }
+
+    /// Live status: settings, per-provider breaker/lane/counters (keys
+    /// masked) and the usage ledger.
+    pub fn status(&self) -> GatewayStatus {
+        let now = Instant::now();
+        let inner = &self.inner;
+        let providers = inner
+            .providers
+            .iter()
+            .map(|p| ProviderStatus {
+                name: p.cfg.name.clone(),
+                base_url: p.cfg.base_url.clone(),
+                limited: p.cfg.limited,
+                api_key_env: p.cfg.api_key_env.clone(),
+                api_key: p.key.as_ref().map(|k| config::mask_secret(k.expose())),
+                aliases: p.cfg.aliases.clone(),
+                fallback: p.cfg.fallback.as_ref().map(|f| f.provider.clone()),
+                breaker: p.breaker().snapshot(now),
+                lane: p.lane.as_ref().map(RateLane::snapshot),
+                requests: lock(&p.counters).clone(),
+            })
+            .collect();
+        GatewayStatus {
+            uptime_seconds: now.duration_since(inner.started).as_secs_f64(),
+            settings: inner.settings(),
+            default_provider: inner.config.default_provider.clone(),
+            providers,
+            usage: lock(&inner.ledger).snapshot(),
+        }
+    }
+
+    /// The rate lane of a limited provider (for the dashboard or tests).
+    pub fn lane(&self, provider: &str) -> Option<RateLane> {
+        self.inner
+            .providers
+            .iter()
+            .find(|p| p.cfg.name == provider)
+            .and_then(|p| p.lane.clone())
+    }
+
+    /// The configuration the gateway was built with.
+    pub fn config(&self) -> &GatewayConfig {
+        &self.inner.config
+    }
+}

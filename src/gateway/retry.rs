@@ -1,0 +1,69 @@
+//! Jittered exponential backoff (SPEC 7.4).
+//!
+//! `base × factor^attempt`, capped, with "equal jitter": half the delay is
+//! fixed and half random, so a herd of retries spreads out while each one
+//! still waits a meaningful time. An upstream `Retry-After` wins when it is
+//! longer. The random unit is passed in so the gateway's seedable RNG (and
+//! tests) decide it.
+
+use std::time::Duration;
+
+use super::config::{secs, RetryConfig};
+
+/// Delay before retry number `attempt` (0 = first retry). `unit` is a random
+/// number in `[0, 1)`.
+pub fn backoff(
+    cfg: &RetryConfig,
+    attempt: u32,
+    unit: f64,
+    retry_after: Option<Duration>,
+) -> Duration {
+    let exp = cfg.base * cfg.factor.powi(attempt.min(30) as i32);
+    let ceiling = exp.min(cfg.cap);
+    let jittered = ceiling / 2.0 + ceiling / 2.0 * unit.clamp(0.0, 1.0);
+    let delay = secs(jittered);
+    match retry_after {
+        Some(ra) => delay.max(ra),
+        None => delay,
+    }
+}
+
+/// Parse a `Retry-After` header: delta-seconds (fractions tolerated). HTTP
+/// dates are not used by the OpenAI-compatible servers we proxy; they are
+/// ignored rather than guessed.
+pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
+    let v: f64 = value?.trim().parse().ok()?;
+    (v.is_finite() && v >= 0.0).then(|| secs(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_exponentially_with_bounded_jitter_and_cap() {
+        let cfg = RetryConfig::default();
+        assert_eq!(backoff(&cfg, 0, 0.0, None), Duration::from_millis(500));
+        assert_eq!(backoff(&cfg, 0, 1.0, None), Duration::from_secs(1));
+        assert_eq!(backoff(&cfg, 2, 1.0, None), Duration::from_secs(4));
+        assert_eq!(backoff(&cfg, 10, 1.0, None), Duration::from_secs(30));
+        assert_eq!(
+            backoff(&cfg, 0, 0.5, Some(Duration::from_secs(7))),
+            Duration::from_secs(7)
+        );
+    }
+
+    #[test]
+    fn retry_after_parsing() {
+        assert_eq!(parse_retry_after(Some(" 3 ")), Some(Duration::from_secs(3)));
+        assert_eq!(
+            parse_retry_after(Some("0.5")),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(
+            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            None
+        );
+        assert_eq!(parse_retry_after(None), None);
+    }
+}

@@ -1,0 +1,272 @@
+//! Streaming passthrough (`stream: true`).
+//!
+//! Upstream bytes are forwarded event by event as they arrive: the body is a
+//! pull stream, so nothing is read from the upstream faster than the client
+//! takes it, and at most one incomplete event ([`MAX_EVENT_BYTES`]) is held.
+//! Each complete event is inspected for a `usage` object (the final chunk
+//! with `stream_options.include_usage`) for the ledger; when the gateway
+//! itself asked for usage, that usage-only chunk is removed again.
+//!
+//! The stream owns the rate-lane permit, so its slot is held until the last
+//! byte — and released at once when the client disconnects (the body is
+//! dropped, which drops the upstream response and closes its connection) or
+//! when the upstream stalls for longer than the idle timeout.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::hooks::{RunAttribution, TokenUsage};
+use super::lane::LanePermit;
+use super::{metrics, GatewayInner};
+
+/// Largest event buffered for inspection; beyond it bytes pass through raw.
+pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
+
+/// Splits SSE bytes into events and extracts usage.
+pub(crate) struct SseScanner {
+    buf: BytesMut,
+    inspect: bool,
+    strip_usage_only: bool,
+    /// Usage found so far (the last one wins).
+    pub usage: Option<(u64, u64, u64)>,
+}
+
+fn event_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some(i + 2);
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some(i + 3);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn parse_usage(v: &Value) -> Option<(u64, u64, u64)> {
+    let u = v.get("usage")?.as_object()?;
+    let prompt = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
+    let completion = u
+        .get("completion_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let total = u
+        .get("total_tokens")
+        .and_then(Value::as_u64)
+        .unwrap_or(prompt + completion);
+    Some((prompt, completion, total))
+}
+
+/// Usage of a non-streaming response body.
+pub(crate) fn usage_of(body: &Value) -> Option<(u64, u64, u64)> {
+    parse_usage(body)
+}
+
+impl SseScanner {
+    pub fn new(strip_usage_only: bool) -> Self {
+        SseScanner {
+            buf: BytesMut::new(),
+            inspect: true,
+            strip_usage_only,
+            usage: None,
+        }
+    }
+
+    /// Feed upstream bytes; returns the bytes to forward now.
+    pub fn push(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) {
+        if !self.inspect {
+            out.push_back(chunk);
+            return;
+        }
+        self.buf.extend_from_slice(&chunk);
+        while let Some(end) = event_end(&self.buf) {
+            let event = self.buf.split_to(end).freeze();
+            if self.keep(&event) {
+                out.push_back(event);
+            }
+        }
+        if self.buf.len() > MAX_EVENT_BYTES {
+            // Not SSE as we know it: stop inspecting, pass everything on.
+            self.inspect = false;
+            out.push_back(self.buf.split().freeze());
+        }
+    }
+
+    /// Upstream ended: flush what is left.
+    pub fn finish(&mut self, out: &mut VecDeque<Bytes>) {
+        if !self.buf.is_empty() {
+            let rest = self.buf.split().freeze();
+            if self.keep(&rest) {
+                out.push_back(rest);
+            }
+        }
+    }
+
+    fn keep(&mut self, event: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(event) else {
+            return true;
+        };
+        if !text.contains("\"usage\"") {
+            return true;
+        }
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data:") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
+                continue;
+            };
+            if let Some(u) = parse_usage(&v) {
+                self.usage = Some(u);
+                let usage_only = v
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| c.is_empty());
+                if self.strip_usage_only && usage_only {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// Everything the body stream needs to finish the books.
+pub(crate) struct StreamContext {
+    pub gateway: Arc<GatewayInner>,
+    pub attribution: Option<RunAttribution>,
+    pub provider: String,
+    pub model: String,
+    pub permit: Option<LanePermit>,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub strip_usage_only: bool,
+}
+
+struct State {
+    upstream: BoxStream<'static, reqwest::Result<Bytes>>,
+    scanner: SseScanner,
+    pending: VecDeque<Bytes>,
+    ctx: StreamContext,
+    received_any: bool,
+    done: bool,
+}
+
+impl State {
+    fn book_usage(&mut self) {
+        if let Some((prompt, completion, total)) = self.scanner.usage.take() {
+            let usage = TokenUsage {
+                prompt_tokens: prompt,
+                completion_tokens: completion,
+                total_tokens: total,
+                model: self.ctx.model.clone(),
+                provider: self.ctx.provider.clone(),
+            };
+            self.ctx
+                .gateway
+                .record_usage(self.ctx.attribution.as_ref(), &usage);
+        }
+    }
+}
+
+fn error_event(message: &str) -> Bytes {
+    let body = serde_json::json!({"error": {"message": message, "type": "upstream_error", "code": "stream_interrupted"}});
+    Bytes::from(format!("data: {body}\n\n"))
+}
+
+/// Turn an upstream streaming response into the client's body stream.
+pub(crate) fn passthrough(
+    resp: reqwest::Response,
+    ctx: StreamContext,
+) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    let state = State {
+        upstream: resp.bytes_stream().boxed(),
+        scanner: SseScanner::new(ctx.strip_usage_only),
+        pending: VecDeque::new(),
+        ctx,
+        received_any: false,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut st| async move {
+        loop {
+            if let Some(bytes) = st.pending.pop_front() {
+                return Some((Ok(bytes), st));
+            }
+            if st.done {
+                st.book_usage();
+                // Free the lane slot before the stream value is dropped.
+                st.ctx.permit.take();
+                return None;
+            }
+            let limit = if st.received_any { st.ctx.idle } else { st.ctx.first_byte };
+            match tokio::time::timeout(limit, st.upstream.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    st.received_any = true;
+                    st.scanner.push(bytes, &mut st.pending);
+                }
+                Ok(Some(Err(e))) => {
+                    metrics::upstream_error(&st.ctx.provider, "reset");
+                    tracing::warn!(provider = %st.ctx.provider, model = %st.ctx.model, error = %e, "upstream stream broke");
+                    st.scanner.finish(&mut st.pending);
+                    st.pending.push_back(error_event(&format!("upstream stream broke: {e}")));
+                    st.done = true;
+                }
+                Ok(None) => {
+                    st.scanner.finish(&mut st.pending);
+                    st.done = true;
+                }
+                Err(_) => {
+                    metrics::upstream_error(&st.ctx.provider, "timeout");
+                    tracing::warn!(provider = %st.ctx.provider, model = %st.ctx.model, "upstream stream stalled");
+                    st.scanner.finish(&mut st.pending);
+                    st.pending.push_back(error_event(&format!(
+                        "upstream stream stalled: no data for {:.1}s",
+                        limit.as_secs_f64()
+                    )));
+                    st.done = true;
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_events_across_chunks_and_strips_injected_usage() {
+        let mut s = SseScanner::new(true);
+        let mut out = VecDeque::new();
+        s.push(
+            Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n"),
+            &mut out,
+        );
+        assert!(out.is_empty());
+        s.push(Bytes::from_static(b"\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":5,\"total_tokens\":8}}\n\ndata: [DONE]\n\n"), &mut out);
+        assert_eq!(out.len(), 2);
+        assert!(out[0].starts_with(b"data: {\"choices\":[{"));
+        assert_eq!(&out[1][..], b"data: [DONE]\n\n");
+        assert_eq!(s.usage, Some((3, 5, 8)));
+    }
+
+    #[test]
+    fn keeps_usage_chunk_when_client_asked_and_handles_crlf() {
+        let mut s = SseScanner::new(false);
+        let mut out = VecDeque::new();
+        s.push(Bytes::from_static(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\r\n\r\n"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(s.usage, Some((1, 2, 3)));
+    }
+}

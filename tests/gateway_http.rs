@@ -1,0 +1,426 @@
+//! End-to-end gateway behaviour over real loopback HTTP: the gateway's own
+//! router served on 127.0.0.1, a fake upstream (standing in for NVIDIA and
+//! the other providers) on another port, and reqwest as the agent.
+
+#[path = "support/fake_upstream.rs"]
+mod fake_upstream;
+#[path = "support/gateway_harness.rs"]
+mod harness;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fake_upstream::FakeUpstream;
+use futures_util::StreamExt;
+use harness::{chat, config, provider, start, KEY_VALUE, RUN_KEY};
+use serde_json::{json, Value};
+
+async fn post(url: &str, body: &Value) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn unlimited_provider_passes_through_unqueued_with_prefix_stripped() {
+    let fake = FakeUpstream::start().await;
+    let cfg = config(vec![
+        provider("fake", &fake.base_url, false),
+        provider("nv", &fake.base_url, true),
+    ]);
+    let (url, gw, hooks) = start(cfg).await;
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(RUN_KEY)
+        .json(&chat("fake/org/echo-model", "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-moziplus-provider"], "fake");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "echo:hello");
+    let seen = fake.state.last();
+    assert_eq!(
+        seen.body["model"], "org/echo-model",
+        "provider prefix stripped"
+    );
+    assert_eq!(
+        seen.authorization.as_deref(),
+        Some(format!("Bearer {KEY_VALUE}").as_str()),
+        "provider key, not the run key"
+    );
+
+    let status = gw.status();
+    let fake_status = status.providers.iter().find(|p| p.name == "fake").unwrap();
+    assert!(
+        fake_status.lane.is_none(),
+        "unlimited providers have no queue or bucket"
+    );
+    let nv = status.providers.iter().find(|p| p.name == "nv").unwrap();
+    assert_eq!(
+        nv.lane.as_ref().unwrap().counters.granted,
+        0,
+        "the limited lane was not touched"
+    );
+    assert_eq!(nv.lane.as_ref().unwrap().bucket.tokens, 40.0);
+    // Usage booked for the run and reported to the daemon hook.
+    assert_eq!(status.usage.by_session["S-1"].total_tokens, 15);
+    assert_eq!(status.usage.by_task["demo/T-0042"].prompt_tokens, 10);
+    assert_eq!(hooks.usage.lock().unwrap().len(), 1);
+    // Keys are masked everywhere the gateway shows them.
+    let text = serde_json::to_string(&status).unwrap();
+    assert!(!text.contains(KEY_VALUE), "raw key leaked into status");
+    assert_eq!(fake_status.api_key.as_deref(), Some("nvap…7890"));
+}
+
+#[tokio::test]
+async fn several_limited_requests_are_in_flight_at_once() {
+    let fake = FakeUpstream::start().await;
+    let mut cfg = config(vec![provider("nv", &fake.base_url, true)]);
+    cfg.queue.concurrency = 3;
+    let (url, _gw, _) = start(cfg).await;
+    let calls = (0..6).map(|i| {
+        let url = url.clone();
+        async move {
+            post(&url, &chat("nv/slow-300", &format!("c{i}")))
+                .await
+                .status()
+        }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(
+        fake.state.max_in_flight.load(Ordering::SeqCst),
+        3,
+        "exactly the concurrency limit, never one serial worker"
+    );
+}
+
+#[tokio::test]
+async fn client_mistakes_get_clear_4xx_errors() {
+    let fake = FakeUpstream::start().await;
+    let mut cfg = config(vec![provider("fake", &fake.base_url, false)]);
+    cfg.max_body_bytes = 4096;
+    let (url, _gw, _) = start(cfg).await;
+    let client = reqwest::Client::new();
+    let endpoint = format!("{url}/v1/chat/completions");
+    let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
+        (
+            client.post(&endpoint).body("{not json"),
+            400,
+            "not valid JSON",
+        ),
+        (client.post(&endpoint).body("[1,2]"), 400, "JSON object"),
+        (client.post(&endpoint).body(""), 400, "empty"),
+        (
+            client.post(&endpoint).json(&json!({"messages": []})),
+            400,
+            "`model` is required",
+        ),
+        (
+            client
+                .post(&endpoint)
+                .json(&json!({"model": 3, "messages": []})),
+            400,
+            "must be a string",
+        ),
+        (
+            client.post(&endpoint).json(&json!({"model": "fake/x"})),
+            400,
+            "`messages`",
+        ),
+        (
+            client.post(&endpoint).json(&chat("openai/gpt-4o", "x")),
+            400,
+            "known providers: fake",
+        ),
+        (
+            client.post(&endpoint).json(&chat("fake", "x")),
+            400,
+            "no model",
+        ),
+        (
+            client
+                .post(&endpoint)
+                .header("x-priority", "asap")
+                .json(&chat("fake/x", "x")),
+            400,
+            "X-Priority",
+        ),
+        (
+            client
+                .post(&endpoint)
+                .header("x-fallback-model", "nowhere/x")
+                .json(&chat("fake/x", "x")),
+            400,
+            "X-Fallback-Model",
+        ),
+        (
+            client.post(&endpoint).body(vec![b' '; 10_000]),
+            413,
+            "4096 bytes",
+        ),
+        (
+            client.post(format!("{url}/v1/assistants")).json(&json!({})),
+            404,
+            "unknown endpoint",
+        ),
+        (
+            client
+                .post(format!("{url}/v1/embeddings"))
+                .json(&json!({"model": "fake/e", "input": "x", "stream": true})),
+            400,
+            "cannot be streamed",
+        ),
+    ];
+    for (i, (req, status, needle)) in cases.into_iter().enumerate() {
+        let resp = req
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        let body: Value = resp.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "case {i}: {message}");
+        assert!(body["error"]["type"].is_string(), "case {i}: {body}");
+    }
+    assert_eq!(fake.state.hits(), 0, "nothing reached the upstream");
+}
+
+#[tokio::test]
+async fn unknown_key_is_anonymous_unless_session_keys_are_required() {
+    let fake = FakeUpstream::start().await;
+    let mut cfg = config(vec![provider("fake", &fake.base_url, false)]);
+    cfg.require_session_key = true;
+    let (url, _gw, _) = start(cfg).await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth("stolen")
+        .json(&chat("fake/x", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(RUN_KEY)
+        .json(&chat("fake/x", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
+    let (url, gw, _) = start(config(vec![provider("fake", &fake.base_url, false)])).await;
+    let resp = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth("unknown")
+        .json(&chat("fake/x", "x"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(gw.status().usage.anonymous.total_tokens, 15);
+}
+
+async fn read_stream(resp: reqwest::Response) -> String {
+    let mut body = resp.bytes_stream();
+    let mut text = String::new();
+    while let Some(chunk) = body.next().await {
+        text.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    text
+}
+
+#[tokio::test]
+async fn streams_pass_through_and_their_usage_is_booked() {
+    let fake = FakeUpstream::start().await;
+    let (url, gw, hooks) = start(config(vec![provider("nv", &fake.base_url, true)])).await;
+    let client = reqwest::Client::new();
+    let mut body = chat("nv/echo", "s1");
+    body["stream"] = json!(true);
+    let resp = client
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(RUN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let text = read_stream(resp).await;
+    assert_eq!(text.matches("s1#").count(), 5, "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("\"usage\""),
+        "usage chunk the client did not ask for is removed: {text}"
+    );
+    assert_eq!(
+        fake.state.last().body["stream_options"]["include_usage"],
+        true,
+        "gateway asked upstream for usage"
+    );
+    let usage = hooks.usage.lock().unwrap().clone();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(
+        (
+            usage[0].1.prompt_tokens,
+            usage[0].1.completion_tokens,
+            usage[0].1.total_tokens
+        ),
+        (7, 5, 12)
+    );
+    assert_eq!(usage[0].1.provider, "nv");
+
+    // A client that asks for usage gets the chunk.
+    body["stream_options"] = json!({"include_usage": true});
+    let resp = client
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let text = read_stream(resp).await;
+    assert!(text.contains("\"usage\""), "{text}");
+    assert_eq!(gw.status().usage.anonymous.completion_tokens, 5);
+    let lane = gw.lane("nv").unwrap().snapshot();
+    assert_eq!(lane.in_flight, 0, "slots are released when streams end");
+}
+
+#[tokio::test]
+async fn tool_calls_are_cleaned_and_high_risk_ones_need_approval() {
+    let fake = FakeUpstream::start().await;
+    let mut p = provider("nv", &fake.base_url, false);
+    p.validate_tool_calls = true;
+    let (url, _gw, hooks) = start(config(vec![p])).await;
+    let tools = json!([{"type": "function", "function": {"name": "scale_deployment",
+        "parameters": {"type": "object", "required": ["name", "replicas"]}}}]);
+    let mut body = chat("nv/tool-scale_deployment", "scale it");
+    body["tools"] = tools.clone();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(RUN_KEY)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-moziplus-requires-approval"], "D-1");
+    let v: Value = resp.json().await.unwrap();
+    let args = v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(args).unwrap(),
+        json!({"name": "api", "replicas": 3}),
+        "fences stripped"
+    );
+    assert_eq!(v["requires_approval"][0]["decision_id"], "D-1");
+    assert_eq!(
+        v["requires_approval"][0]["wait_command"],
+        "moziplus bb decision wait D-1"
+    );
+    let approvals = hooks.approvals.lock().unwrap().clone();
+    assert_eq!(approvals[0].tool_name, "scale_deployment");
+    assert_eq!(approvals[0].attribution.as_ref().unwrap().session_id, "S-1");
+    assert_eq!(approvals[0].expires_in, Duration::from_secs(300));
+
+    // Broken arguments are retried; the second answer is valid.
+    let mut body = chat("nv/toolflaky", "again");
+    body["tools"] = tools;
+    let resp = post(&url, &body).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(fake.state.hits_for("toolflaky"), 2);
+}
+
+#[tokio::test]
+async fn completions_embeddings_and_models() {
+    let fake = FakeUpstream::start().await;
+    let mut listed = provider("static", &fake.base_url, false);
+    listed.models = vec!["fixed-model".into()];
+    let (url, gw, _) = start(config(vec![
+        provider("fake", &fake.base_url, false),
+        listed,
+    ]))
+    .await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{url}/v1/embeddings"))
+        .json(&json!({"model": "fake/embed", "input": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(fake.state.last().body["model"], "embed");
+    let resp = client
+        .post(format!("{url}/v1/completions"))
+        .json(&json!({"model": "fake/text", "prompt": "p"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let models: Value = client
+        .get(format!("{url}/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["fake/m1", "fake/org/m2", "static/fixed-model"]);
+    assert_eq!(gw.status().usage.by_provider["fake"].prompt_tokens, 13);
+    let status: Value = client
+        .get(format!("{url}/api/gateway/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["providers"][0]["requests"]["ok"], 2);
+}
+
+#[tokio::test]
+async fn metrics_use_bounded_labels() {
+    let handle = moziplus::gateway::install_prometheus_recorder()
+        .expect("first recorder in this test binary");
+    let fake = FakeUpstream::start().await;
+    let (url, _gw, _) = start(config(vec![provider("metered", &fake.base_url, true)])).await;
+    assert_eq!(
+        post(&url, &chat("metered/some-model-v1.2", "m"))
+            .await
+            .status(),
+        200
+    );
+    // Gauges are published by the lane dispatcher within its idle tick.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let text = handle.render();
+    for needle in [
+        "moziplus_gateway_requests_total{provider=\"metered\",priority=\"normal\",status=\"2xx\"} 1",
+        "moziplus_gateway_rate_base_per_minute{provider=\"metered\"} 40",
+        "moziplus_gateway_queue_depth{provider=\"metered\",priority=\"urgent\"} 0",
+        "moziplus_gateway_upstream_latency_seconds_bucket{provider=\"metered\"",
+        "moziplus_gateway_breaker_state{provider=\"metered\"} 0",
+        "moziplus_gateway_tokens_available{provider=\"metered\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    assert!(
+        !text.contains("some-model"),
+        "model ids never become labels"
+    );
+}
