@@ -213,23 +213,10 @@ async fn backup_under_eight_writers_holds_every_committed_row() {
     let out = run_async(&home, &["restore", "--project", "p", "--latest"]).await;
     let text = out.ok();
     // The restore copies the blackboard's tables (not sqlx's bookkeeping).
-    let rows: usize = [
-        "task",
-        "task_tag",
-        "dependency",
-        "comment",
-        "output",
-        "review",
-        "decision",
-        "observation",
-        "experience",
-        "experience_tag",
-        "session",
-        "event",
-    ]
-    .iter()
-    .map(|t| snap_dump.table_rows(t))
-    .sum();
+    let rows: usize = moziplus::blackboard::TABLES
+        .iter()
+        .map(|t| snap_dump.table_rows(t))
+        .sum();
     assert!(
         text.contains(&format!(
             "restored p from {} ({rows} rows)",

@@ -87,7 +87,10 @@ fn status_control_sessions_metrics_and_errors() {
     // The gateway is mounted in the same server and reported in the status.
     let (code, body) = d.get("/api/gateway/status").unwrap();
     assert_eq!(code, 200, "{body}");
-    assert!(d.status()["gateway"].is_object(), "status includes the gateway");
+    assert!(
+        d.status()["gateway"].is_object(),
+        "status includes the gateway"
+    );
     let (code, body) = d.get("/v1/nope").unwrap();
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("\"error\""), "OpenAI-shaped error: {body}");
