@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Benchmark of the blackboard CLI (issue 2, "Performance").
+#
+# On a project with 10,000 pending tasks, measures side by side in ONE
+# hyperfine run:
+#   (a) `moziplus bb claim T-xxxx` as a whole process,
+#   (b) the physical floor: the sqlite3 shell running the same single
+#       UPDATE … RETURNING the claim runs,
+#   (c) a python3 sqlite3 one-liner doing the same UPDATE (the least the
+#       current Python CLI can cost),
+#   (d) `moziplus bb read` (board summary) on the 10,000 tasks.
+# and prints the medians and the ratios moziplus/sqlite3 and moziplus/python.
+# Targets: claim median < 5 ms, read median < 10 ms.
+#
+# Every claim run claims a different pending task, with no shell in between
+# (hyperfine -N measures fork+exec+wait of the program itself): hyperfine's
+# --parameter-scan runs each command once per value of {n} = 100…(99+RUNS),
+# the commands interleaved value by value (so background load hits them
+# alike), and each claim command owns a disjoint id range:
+#   moziplus claims T-1{n}, sqlite3 claims T-2{n}, python3 claims T-3{n}.
+# Medians are computed over those single runs from hyperfine's JSON.
+#
+# Usage: bench/bb_cli.sh [RUNS]        (default 300 runs per command)
+# Env:   CARGO_TARGET_DIR (default: <repo>/target), KEEP=1 keeps the temp home.
+set -euo pipefail
+
+RUNS="${1:-300}"
+[ "$RUNS" -ge 2 ] && [ "$RUNS" -le 900 ] || { echo "RUNS must be 2..900 (ids T-1100..T-1999 etc.)" >&2; exit 2; }
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET/release/moziplus"
+TASKS=10000
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need hyperfine || ! need sqlite3; then
+    echo "installing hyperfine and sqlite3 with apt-get…" >&2
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq hyperfine sqlite3 >&2
+fi
+need python3 || { echo "python3 is required" >&2; exit 1; }
+
+echo "building the release binary…" >&2
+(cd "$ROOT" && cargo build --release --quiet)
+
+WORK="$(mktemp -d -t moziplus-bench-XXXXXX)"
+if [ "${KEEP:-0}" != 1 ]; then trap 'rm -rf "$WORK"' EXIT; fi
+HOMEDIR="$WORK/home"
+DB="$HOMEDIR/projects/bench/blackboard.db"
+
+# A clean environment: no MOZI_* of the caller may leak into the runs.
+for v in $(env | grep -o '^MOZI_[A-Za-z0-9_]*' || true); do unset "$v"; done
+
+"$BIN" --home "$HOMEDIR" project create --id bench --name "Benchmark" >/dev/null
+
+# 10,000 pending tasks consistent with migrations/0001_blackboard.sql, each
+# with its task.created event as the store would write it.
+NOW_MS="$(($(date +%s) * 1000))"
+sqlite3 "$DB" <<SQL
+.timeout 5000
+BEGIN;
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $TASKS)
+INSERT INTO task (id, seq, title, description, kind, status, priority, creator,
+                  round, max_rounds, created_at, updated_at)
+SELECT printf('T-%04d', i), i, 'benchmark task ' || i, 'seeded by bench/bb_cli.sh',
+       'code', 'pending', 1 + (i % 4), 'bench', 1, 3, $NOW_MS + i, $NOW_MS + i
+FROM n;
+INSERT INTO event (created_at, level, kind, task_id, actor, payload)
+SELECT created_at, 'optional', 'task.created', id, 'bench',
+       json_object('title', title, 'kind', kind)
+FROM task ORDER BY seq;
+COMMIT;
+SQL
+echo "seeded $(sqlite3 "$DB" "SELECT COUNT(*) FROM task WHERE status='pending'") pending tasks" >&2
+
+NOW_SQL="CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
+# The statement moziplus' claim_task runs (src/blackboard/tasks.rs), as text;
+# ID is replaced per command.
+claim_sql() {
+    local id="$1"
+    echo "UPDATE task SET status = 'working', claimed_by = 'bench-floor', claimed_at = $NOW_SQL,
+    updated_at = $NOW_SQL, lease_expires_at = $NOW_SQL + 600000
+  WHERE id = $id AND status = 'pending'
+    AND (lease_expires_at IS NULL OR lease_expires_at <= $NOW_SQL)
+    AND (assignee IS NULL OR assignee = 'bench-floor')
+    AND NOT EXISTS (SELECT 1 FROM dependency d JOIN task dt ON dt.id = d.depends_on
+                    WHERE d.task_id = $id AND dt.status <> 'done')
+  RETURNING id;" | tr '\n' ' '
+}
+# The real interpreter, not a version-manager shim (pyenv's adds ~100 ms).
+PY="$(python3 -c 'import sys; print(sys.executable)')"
+PY_CODE="import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=5, isolation_level=None); c.execute('PRAGMA synchronous=NORMAL'); print(c.execute(sys.argv[2], (sys.argv[3], sys.argv[3])).fetchall()); c.close()"
+
+LAST=$((99 + RUNS))
+JSON="$WORK/hyperfine.json"
+echo "hyperfine: 4 commands x $RUNS runs, interleaved…" >&2
+hyperfine -N --style none --runs 1 --parameter-scan n 100 "$LAST" \
+    --export-json "$JSON" \
+    "$BIN --home $HOMEDIR bb --project bench claim T-1{n} --agent bench" \
+    "sqlite3 -cmd '.timeout 5000' -cmd 'PRAGMA synchronous=NORMAL' $DB \"$(claim_sql "'T-2{n}'")\"" \
+    "$PY -c \"$PY_CODE\" $DB \"$(claim_sql '?')\" T-3{n}" \
+    "$BIN --home $HOMEDIR bb --project bench read"
+
+# Every claim run claimed its own task, and only moziplus wrote events.
+WORKING="$(sqlite3 "$DB" "SELECT COUNT(*) FROM task WHERE status = 'working'")"
+EVENTS="$(sqlite3 "$DB" "SELECT COUNT(*) FROM event WHERE kind = 'task.claimed'")"
+echo "tasks now working: $WORKING (want $((3 * RUNS))); task.claimed events: $EVENTS (want $RUNS)" >&2
+[ "$WORKING" -eq $((3 * RUNS)) ] && [ "$EVENTS" -eq "$RUNS" ] || { echo "a claim run did not claim its task" >&2; exit 1; }
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "versions: $("$BIN" --version), sqlite3 $(sqlite3 --version | cut -d' ' -f1), $("$PY" --version), $(hyperfine --version)"
+python3 - "$JSON" <<'PY'
+import json, statistics, sys
+names = ["moziplus bb claim", "sqlite3 UPDATE…RETURNING", "python3 sqlite3 UPDATE…RETURNING",
+         "moziplus bb read (10k tasks)"]
+results = json.load(open(sys.argv[1]))["results"]
+times = {n: [] for n in names}
+for i, r in enumerate(results):          # parameter by parameter, commands in order
+    assert all(c == 0 for c in r["exit_codes"]), r["command"]
+    times[names[i % len(names)]].extend(r["times"])
+med = {n: statistics.median(t) * 1000 for n, t in times.items()}
+print()
+print("| command | median | mean ± σ | p10 | p90 | runs |")
+print("|---|---|---|---|---|---|")
+for n, t in times.items():
+    ms = sorted(x * 1000 for x in t)
+    q = statistics.quantiles(ms, n=10)
+    print(f"| {n} | {med[n]:.2f} ms | {statistics.mean(ms):.2f} ± {statistics.stdev(ms):.2f} ms"
+          f" | {q[0]:.2f} ms | {q[-1]:.2f} ms | {len(ms)} |")
+claim, floor, py, read = (med[n] for n in names)
+print()
+print(f"claim: moziplus / sqlite3 = {claim / floor:.2f}x, moziplus / python3 = {claim / py:.2f}x")
+print(f"targets: claim median {claim:.2f} ms (< 5 ms: {'met' if claim < 5 else 'MISSED'}), "
+      f"read median {read:.2f} ms (< 10 ms: {'met' if read < 10 else 'MISSED'})")
+PY
