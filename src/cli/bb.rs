@@ -630,7 +630,8 @@ async fn write(
         }
         Verb::Claim { t, lease } => {
             let id = task_id(&t)?;
-            let (_, settings) = Config::load_for_project(home, project, &[])?;
+            // One config load serves both the allowed-agents check and the lease.
+            let (config, settings) = Config::load_for_project(home, project, &[])?;
             if let Some(allowed) = &settings.agents {
                 if !allowed.contains(&actor.name) {
                     return Err(BbError::Forbidden(format!(
@@ -641,8 +642,13 @@ async fn write(
                     .into());
                 }
             }
+            let lease_secs = match lease {
+                Some(0) => bail!("--lease must be at least 1 second"),
+                Some(s) => s,
+                None => config.daemon.task_timeout,
+            };
             let task = bb
-                .claim_task(id, actor, lease_ms(home, project, lease)?)
+                .claim_task(id, actor, (lease_secs as i64).saturating_mul(1000))
                 .await?;
             out.emit(&task, || {
                 format!(
