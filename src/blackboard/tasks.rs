@@ -177,9 +177,14 @@ async fn write_status(
         });
     }
     let finished = to.is_terminal().then_some(now);
+    // Leaving `working` always ends the lease; going back to `pending` (or
+    // being cancelled) also ends the claim. The author stays recorded in
+    // `claimed_by` through review, done and failed.
     sqlx::query(
-        "UPDATE task SET status = ?, updated_at = ?, finished_at = COALESCE(?, finished_at)
-         WHERE id = ?",
+        "UPDATE task SET status = ?1, updated_at = ?2, finished_at = COALESCE(?3, finished_at),
+             lease_expires_at = CASE WHEN ?1 = 'working' THEN lease_expires_at ELSE NULL END,
+             claimed_by = CASE WHEN ?1 IN ('pending', 'cancelled') THEN NULL ELSE claimed_by END
+         WHERE id = ?4",
     )
     .bind(to.as_str())
     .bind(now)
@@ -259,10 +264,6 @@ pub(super) async fn requeue_or_fail(
             json!({ "reason": why, "cause": kind }),
         )
         .await?;
-        sqlx::query("UPDATE task SET lease_expires_at = NULL WHERE id = ?")
-            .bind(&task.id)
-            .execute(&mut *conn)
-            .await?;
         let body = format!(
             "{} failed after {} of {} rounds: {why}",
             task.id, task.round, task.max_rounds
@@ -290,13 +291,10 @@ pub(super) async fn requeue_or_fail(
             json!({ "reason": why, "next_round": task.round + 1 }),
         )
         .await?;
-        sqlx::query(
-            "UPDATE task SET round = round + 1, claimed_by = NULL, lease_expires_at = NULL
-             WHERE id = ?",
-        )
-        .bind(&task.id)
-        .execute(&mut *conn)
-        .await?;
+        sqlx::query("UPDATE task SET round = round + 1 WHERE id = ?")
+            .bind(&task.id)
+            .execute(&mut *conn)
+            .await?;
         system_comment(
             conn,
             now,
@@ -668,10 +666,6 @@ impl Blackboard {
             json!({ "reason": reason }),
         )
         .await?;
-        sqlx::query("UPDATE task SET claimed_by = NULL, lease_expires_at = NULL WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         if !reason.is_empty() {
             system_comment(
                 &mut tx,
@@ -700,10 +694,6 @@ impl Blackboard {
             (TaskStatus::Done, EventLevel::Daily, "task.done")
         };
         write_status(&mut tx, now, &task, to, actor, level, kind, json!({})).await?;
-        sqlx::query("UPDATE task SET lease_expires_at = NULL WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         let task = fetch_task(&mut tx, id).await?;
         tx.commit().await?;
         Ok(task)
@@ -733,10 +723,6 @@ impl Blackboard {
             json!({ "reason": reason }),
         )
         .await?;
-        sqlx::query("UPDATE task SET lease_expires_at = NULL WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
         system_comment(&mut tx, now, id, &actor.name, &format!("failed: {reason}")).await?;
         observe(
             &mut tx,
@@ -794,12 +780,6 @@ impl Blackboard {
             json!({ "reason": reason }),
         )
         .await?;
-        if to == TaskStatus::Pending || to == TaskStatus::Cancelled {
-            sqlx::query("UPDATE task SET claimed_by = NULL, lease_expires_at = NULL WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
         if task.status == TaskStatus::Failed && to == TaskStatus::Pending {
             // Reopening a failed task grants it one more round.
             sqlx::query(
