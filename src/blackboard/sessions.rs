@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::events::emit;
 use super::tasks::fetch_task;
-use super::{Actor, BbError, BbResult, Blackboard, EventLevel, Millis, Outcome, Session};
+use super::{Actor, BbError, BbResult, Blackboard, EventLevel, Outcome, Session};
 
 /// A run about to start.
 #[derive(Debug, Clone)]
@@ -253,10 +253,5 @@ impl Blackboard {
             )));
         }
         Ok(session)
-    }
-
-    /// Milliseconds since the session started (for supervision).
-    pub fn session_age(&self, s: &Session) -> Millis {
-        self.now() - s.started_at
     }
 }

@@ -84,18 +84,9 @@ pub(super) const READY_CONDITION: &str = "t.status = 'pending'
 impl Blackboard {
     /// Counts by status, the most urgent ready tasks, and the active ones.
     pub async fn board_summary(&self, limit: i64) -> BbResult<BoardSummary> {
+        let counts = self.status_counts().await?;
+        let total = counts.values().sum();
         let mut conn = self.pool.acquire().await?;
-        let mut counts: BTreeMap<String, i64> =
-            TaskStatus::ALL.iter().map(|s| (s.to_string(), 0)).collect();
-        let mut total = 0;
-        for r in sqlx::query("SELECT status, COUNT(*) FROM task GROUP BY status")
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            let n: i64 = r.get(1);
-            total += n;
-            counts.insert(r.get(0), n);
-        }
         let ready = sqlx::query(&format!(
             "SELECT {LINE_COLUMNS} FROM task t WHERE {READY_CONDITION}
              ORDER BY t.priority, t.seq LIMIT ?2"
@@ -244,16 +235,6 @@ impl Blackboard {
                 })
             })
             .collect()
-    }
-
-    /// Tasks that are still open (`pending`, `working`, `review`): counted
-    /// through the status index, so the cost follows open work, not history.
-    pub async fn open_task_count(&self) -> BbResult<i64> {
-        Ok(sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task WHERE status IN ('pending', 'working', 'review')",
-        )
-        .fetch_one(&self.pool)
-        .await?)
     }
 
     /// Tasks matching a filter, most urgent first, then oldest.

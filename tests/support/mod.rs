@@ -222,21 +222,31 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// Runs one SQL query on a blackboard with the sqlite3 bindings of sqlx
-/// through a throwaway runtime; returns rows as JSON-ish strings.
-pub fn query_i64(db: &Path, sql: &str) -> i64 {
+/// Opens `db` on a throwaway runtime and runs `f` with the connection.
+fn with_db<T, F, Fut>(db: &Path, f: F) -> T
+where
+    F: FnOnce(sqlx::SqliteConnection) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
         use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        let conn = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(db)
             .busy_timeout(Duration::from_secs(10))
             .connect()
             .await
             .expect("open db");
+        f(conn).await
+    })
+}
+
+/// One integer from a query on a blackboard.
+pub fn query_i64(db: &Path, sql: &str) -> i64 {
+    with_db(db, |mut conn| async move {
         sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(&mut conn)
             .await
@@ -244,19 +254,9 @@ pub fn query_i64(db: &Path, sql: &str) -> i64 {
     })
 }
 
+/// A column of strings from a query on a blackboard.
 pub fn query_strings(db: &Path, sql: &str) -> Vec<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .busy_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("open db");
+    with_db(db, |mut conn| async move {
         sqlx::query_scalar::<_, String>(sql)
             .fetch_all(&mut conn)
             .await
