@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use model::*;
-pub use open::{OpenMode, LATEST_SCHEMA_VERSION};
+pub use open::{OpenMode, AGENT_WAL_LIMIT_BYTES, LATEST_SCHEMA_VERSION};
 pub use records::{NewDecision, NewExperience};
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
@@ -184,6 +184,8 @@ pub struct Blackboard {
     path: Arc<PathBuf>,
     project: Arc<str>,
     clock: Arc<dyn Clock>,
+    /// See [`open::Opened::keeps_wal`].
+    keeps_wal: bool,
 }
 
 impl Blackboard {
@@ -198,9 +200,10 @@ impl Blackboard {
         mode: OpenMode,
         clock: Arc<dyn Clock>,
     ) -> BbResult<Blackboard> {
-        let pool = open::open_pool(path, mode).await?;
+        let open::Opened { pool, keeps_wal } = open::open_pool(path, mode).await?;
         Ok(Blackboard {
             pool,
+            keeps_wal,
             path: Arc::new(path.to_path_buf()),
             project: Arc::from(project),
             clock,
@@ -220,8 +223,20 @@ impl Blackboard {
         self.clock.now_ms()
     }
 
-    /// Closes the pool, checkpointing the WAL.
+    /// Closes the pool. The last connection to close checkpoints the WAL,
+    /// except in [`OpenMode::Agent`], which folds it in only once it has grown
+    /// past [`open::AGENT_WAL_LIMIT_BYTES`].
     pub async fn close(self) {
+        if self.keeps_wal {
+            let wal = std::fs::metadata(self.path.with_extension("db-wal")).map_or(0, |m| m.len());
+            if wal > open::AGENT_WAL_LIMIT_BYTES {
+                // Best effort: if another process holds the database now, its
+                // connections checkpoint the WAL instead.
+                let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&self.pool)
+                    .await;
+            }
+        }
         self.pool.close().await;
     }
 

@@ -23,18 +23,54 @@ pub enum OpenMode {
     Existing { max_connections: u32 },
     /// Create the file (mode 0600) if it is missing.
     Create { max_connections: u32 },
+    /// One connection to an existing file that leaves the write-ahead log in
+    /// place when it closes instead of checkpointing it into the database and
+    /// deleting it: what `moziplus bb`, called many times per agent run, uses.
+    ///
+    /// When the CLI is the only connection (no daemon running), closing the
+    /// last connection otherwise checkpoints the WAL (an `fsync` of the
+    /// database file) and deletes it, and the next call creates it again —
+    /// the largest part of a claim's wall time. Left in place, the WAL is
+    /// checkpointed by SQLite's automatic checkpoint (every 1,000 pages) and by
+    /// the daemon, and is read back by the next connection like any WAL; it is
+    /// as durable as a committed transaction in `synchronous=NORMAL` already is.
+    Agent,
 }
 
 impl OpenMode {
-    /// One connection: what a CLI invocation needs.
+    /// One connection: what an admin CLI invocation needs.
     pub const CLI: OpenMode = OpenMode::Existing { max_connections: 1 };
 }
 
-pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<SqlitePool> {
+/// An open pool and whether it leaves the WAL in place when it closes.
+pub(super) struct Opened {
+    pub pool: SqlitePool,
+    /// Set in [`OpenMode::Agent`] when no other process had the database
+    /// open: the connection will not checkpoint on close, so
+    /// [`super::Blackboard::close`] bounds the WAL itself.
+    pub keeps_wal: bool,
+}
+
+/// In [`OpenMode::Agent`] with no other process on the database, the WAL is
+/// folded into the database (`wal_checkpoint(TRUNCATE)`) once it grows past
+/// this size: each process that opens the database alone rebuilds the WAL
+/// index by reading the whole WAL, so it must stay small.
+pub const AGENT_WAL_LIMIT_BYTES: u64 = 256 * 1024;
+
+pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
+    let mut keeps_wal = false;
     let max_connections = match mode {
         OpenMode::Existing { max_connections } => {
             check_header(path)?;
             max_connections
+        }
+        OpenMode::Agent => {
+            check_header(path)?;
+            // With another process on the database (the daemon), closing is
+            // not the last close and checkpoints nothing anyway; that
+            // process's connections keep the WAL short.
+            keeps_wal = !wal_index_in_use(path);
+            1
         }
         OpenMode::Create { max_connections } => {
             if let Some(dir) = path.parent() {
@@ -46,6 +82,9 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<SqlitePoo
                 .mode(0o600)
                 .open(path)
             {
+                // A WAL left beside a database that was deleted by hand is
+                // not replayed into this new, empty file: SQLite deletes a WAL
+                // it finds beside a zero-length database (tests/bb_wal.rs).
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => check_header(path)?,
                 Err(e) => return Err(e.into()),
@@ -70,7 +109,17 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<SqlitePoo
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .pragma("temp_store", "memory");
-    let pool = SqlitePoolOptions::new()
+    let mut pool_options = SqlitePoolOptions::new();
+    if keeps_wal {
+        pool_options = pool_options.after_connect(|conn, _meta| {
+            Box::pin(async move {
+                let mut handle = conn.lock_handle().await?;
+                keep_wal_on_close(handle.as_raw_handle().as_ptr());
+                Ok(())
+            })
+        });
+    }
+    let pool = pool_options
         .max_connections(max_connections.max(1))
         .min_connections(0)
         .acquire_timeout(Duration::from_secs(30))
@@ -78,7 +127,49 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<SqlitePoo
         .await
         .map_err(|e| classify_open_error(path, e))?;
     ensure_schema(&pool, path).await?;
-    Ok(pool)
+    Ok(Opened { pool, keeps_wal })
+}
+
+/// Whether another process has the database's WAL index open: every
+/// connection holds a shared POSIX lock on byte 128 of `<db>-shm` (SQLite's
+/// "DMS" lock) while it is open. `F_GETLK` only reports other processes'
+/// locks, and this process has not opened the file yet.
+fn wal_index_in_use(db: &Path) -> bool {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let Ok(shm) = std::fs::File::open(db.with_extension("db-shm")) else {
+        return false;
+    };
+    // SAFETY: flock is plain old data; all-zero is a valid value.
+    let mut probe: nix::libc::flock = unsafe { std::mem::zeroed() };
+    probe.l_type = nix::libc::F_WRLCK as _;
+    probe.l_whence = nix::libc::SEEK_SET as _;
+    probe.l_start = 128;
+    probe.l_len = 1;
+    match fcntl(
+        std::os::fd::AsRawFd::as_raw_fd(&shm),
+        FcntlArg::F_GETLK(&mut probe),
+    ) {
+        Ok(_) => i32::from(probe.l_type) != nix::libc::F_UNLCK,
+        // Cannot tell: behave as before (checkpoint on close).
+        Err(_) => true,
+    }
+}
+
+/// Tells SQLite not to checkpoint (and so not to delete) the WAL when this
+/// connection closes (`SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE`, see [`OpenMode::Agent`]).
+fn keep_wal_on_close(db: *mut libsqlite3_sys::sqlite3) {
+    // SAFETY: `db` is the live handle of a connection we hold the lock of;
+    // this db_config verb takes an int and an optional int* to report into.
+    let rc = unsafe {
+        libsqlite3_sys::sqlite3_db_config(
+            db,
+            libsqlite3_sys::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+            1 as std::ffi::c_int,
+            std::ptr::null_mut::<std::ffi::c_int>(),
+        )
+    };
+    // Only an unknown verb fails, and then SQLite behaves as before.
+    debug_assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
 }
 
 /// A blackboard file either is empty (fresh) or starts with SQLite's magic.

@@ -380,7 +380,7 @@ pub async fn run(home: &Home, args: BbArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("no project: pass --project ID or set MOZI_PROJECT"))?;
     let project = registry::active_project(home, raw_project)?;
     let path = home.blackboard_file(&project);
-    let bb = Blackboard::open(&path, project.as_str(), OpenMode::CLI)
+    let bb = Blackboard::open(&path, project.as_str(), OpenMode::Agent)
         .await
         .with_context(|| format!("project {project}"))?;
     let out = Printer { json: args.json };
