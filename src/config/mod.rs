@@ -72,6 +72,7 @@ pub enum ConfigError {
 pub struct Config {
     pub daemon: DaemonConfig,
     pub inbox: InboxConfig,
+    pub backup: BackupConfig,
     pub review: ReviewConfig,
     pub experience: ExperienceConfig,
     pub server: ServerConfig,
@@ -129,6 +130,25 @@ impl Default for InboxConfig {
             path: PathBuf::from("inbox/daemon.jsonl"),
             watch_interval: 1.0,
             max_size_bytes: 1_048_576,
+        }
+    }
+}
+
+/// `backup:` — automatic online snapshots taken by the daemon (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Minutes between snapshots of each blackboard; 0 turns them off.
+    pub interval_minutes: u32,
+    /// Snapshots kept per project (older ones are deleted).
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            interval_minutes: 60,
+            keep: 24,
         }
     }
 }

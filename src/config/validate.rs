@@ -83,6 +83,20 @@ impl Config {
             "review.confidence_threshold",
             format!("must be between 0 and 1, got {}", r.confidence_threshold),
         )?;
+        let b = &self.backup;
+        check(
+            b.interval_minutes <= 10_080,
+            "backup.interval_minutes",
+            format!(
+                "must be between 0 (off) and 10080 (a week), got {}",
+                b.interval_minutes
+            ),
+        )?;
+        check(
+            (1..=10_000).contains(&b.keep),
+            "backup.keep",
+            format!("must be between 1 and 10000, got {}", b.keep),
+        )?;
         let e = &self.experience;
         check(
             (2..=1000).contains(&e.distill_threshold),

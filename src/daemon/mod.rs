@@ -10,6 +10,7 @@
 //!   supervising them (timeouts, exit judgement, kill of the whole group).
 //! * [`recovery`] — what a start finds after a crash.
 //! * [`inbox`] — the JSONL inbox consumer and the wake socket.
+//! * [`snapshots`] — automatic online snapshots with retention.
 //! * [`demo`] — the bundled demo project.
 //!
 //! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
@@ -22,6 +23,7 @@ pub mod inbox;
 pub mod projects;
 pub mod recovery;
 pub mod runs;
+pub mod snapshots;
 pub mod ticker;
 
 use std::collections::HashMap;
@@ -254,7 +256,7 @@ impl Daemon {
         *self.inner.shutdown_tx.borrow()
     }
 
-    /// Starts the background parts (recovery, inbox, ticker). Returns their
+    /// Starts the background parts (recovery, inbox, ticker, snapshots). Returns their
     /// join handles; [`Daemon::shutdown`] stops them.
     pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
         self.projects().refresh(self).await?;
@@ -262,6 +264,7 @@ impl Daemon {
         Ok(vec![
             tokio::spawn(inbox::run(self.clone())),
             tokio::spawn(ticker::run(self.clone())),
+            tokio::spawn(snapshots::run(self.clone())),
         ])
     }
 

@@ -28,12 +28,29 @@ pub fn backoff(
     }
 }
 
-/// Parse a `Retry-After` header: delta-seconds (fractions tolerated). HTTP
-/// dates are not used by the OpenAI-compatible servers we proxy; they are
-/// ignored rather than guessed.
+/// Parse a `Retry-After` header (RFC 9110 §10.2.3): delta-seconds (fractions
+/// tolerated) or an HTTP date, which counts from now (a date in the past
+/// means "now": zero).
 pub fn parse_retry_after(value: Option<&str>) -> Option<Duration> {
-    let v: f64 = value?.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| secs(v))
+    parse_retry_after_at(value, chrono::Utc::now())
+}
+
+/// [`parse_retry_after`] with the current time given.
+pub fn parse_retry_after_at(
+    value: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<Duration> {
+    let value = value?.trim();
+    if let Ok(v) = value.parse::<f64>() {
+        return (v.is_finite() && v >= 0.0).then(|| secs(v));
+    }
+    // IMF-fixdate ("Wed, 21 Oct 2015 07:28:00 GMT") is RFC 2822 syntax.
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 #[cfg(test)]
@@ -60,10 +77,20 @@ mod tests {
             parse_retry_after(Some("0.5")),
             Some(Duration::from_millis(500))
         );
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:27:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
         assert_eq!(
-            parse_retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
-            None
+            parse_retry_after_at(Some("Wed, 21 Oct 2015 07:28:00 GMT"), now),
+            Some(Duration::from_secs(30))
         );
+        assert_eq!(
+            parse_retry_after_at(Some("Wed, 21 Oct 2015 07:00:00 GMT"), now),
+            Some(Duration::ZERO),
+            "a date in the past means now"
+        );
+        assert_eq!(parse_retry_after(Some("soon")), None);
+        assert_eq!(parse_retry_after(Some("-3")), None);
         assert_eq!(parse_retry_after(None), None);
     }
 }
