@@ -16,6 +16,7 @@
 //! * [`http`] — the axum server: health, status, control, metrics.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
 
+pub mod api;
 pub mod backup;
 pub mod blackboard;
 pub mod cli;
