@@ -133,3 +133,50 @@ fn a_wal_left_beside_a_deleted_database_is_not_replayed() {
     let id = h.create_task("p", "new", &[]);
     assert_eq!(id, "T-0001");
 }
+
+/// A second handle opened and closed in a process that already has the
+/// database open (the daemon taking a snapshot, say) must not drop that
+/// process's SQLite locks: if it did, a CLI call would think it closed the
+/// last connection, checkpoint and delete the WAL under the first handle, and
+/// the first handle's later writes would vanish from everyone else's view.
+#[test]
+fn a_second_handle_in_the_same_process_keeps_the_first_ones_writes_visible() {
+    use moziplus::blackboard::{Actor, Blackboard, NewTask, OpenMode};
+    let h = TestHome::new();
+    h.create_project("p");
+    let db = h.db("p");
+    block_on(async {
+        let daemon = Blackboard::open(&db, "p", OpenMode::Create { max_connections: 2 })
+            .await
+            .unwrap();
+        daemon.status_counts().await.unwrap();
+        // The second handle, opened and closed while the first stays open.
+        let second = Blackboard::open(&db, "p", OpenMode::CLI).await.unwrap();
+        second.status_counts().await.unwrap();
+        second.close().await;
+        // Another process writes and exits.
+        let from_cli = h.create_task("p", "from the CLI", &[]);
+        // The first handle writes after that …
+        let mine = daemon
+            .create_task(
+                NewTask {
+                    title: "from the long-lived handle".into(),
+                    ..Default::default()
+                },
+                &Actor::daemon(),
+            )
+            .await
+            .unwrap();
+        // … and both writes are visible to a new process.
+        let listed = h.bb("p", &["list", "--json"]).json();
+        let ids: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&from_cli.as_str()), "{ids:?}");
+        assert!(ids.contains(&mine.id.as_str()), "{ids:?}");
+        daemon.close().await;
+    });
+}

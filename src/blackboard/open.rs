@@ -1,6 +1,5 @@
 //! Opening a blackboard file: permissions, pragmas, schema version, migrations.
 
-use std::io::Read;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::str::FromStr;
@@ -172,35 +171,37 @@ fn keep_wal_on_close(db: *mut libsqlite3_sys::sqlite3) {
     debug_assert_eq!(rc, libsqlite3_sys::SQLITE_OK);
 }
 
-/// A blackboard file either is empty (fresh) or starts with SQLite's magic.
+/// The blackboard file must exist (an empty file is a fresh database).
+///
+/// Only `stat`: this must never open and close a descriptor of the database
+/// file, because closing any descriptor of a file drops every POSIX lock this
+/// process holds on it — including the locks of the daemon's own open SQLite
+/// connections, after which another process may checkpoint and delete the WAL
+/// under them. A file that is not a database is reported by SQLite itself when
+/// the connection opens it (see [`classify_open_error`]).
 fn check_header(path: &Path) -> BbResult<()> {
-    let mut f = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BbError::Missing {
+    match std::fs::metadata(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BbError::Missing {
             path: path.to_path_buf(),
             detail:
                 "blackboard.db does not exist; `moziplus serve` recreates it, or restore a backup"
                     .into(),
         }),
-        Err(e) => return Err(e.into()),
-    };
-    let mut magic = [0u8; 16];
-    let n = f.read(&mut magic)?;
-    if n == 0 {
-        return Ok(());
+        Err(e) => Err(e.into()),
     }
-    if n < 16 || &magic != b"SQLite format 3\0" {
-        return Err(BbError::Corrupt {
-            path: path.to_path_buf(),
-            detail: "not an SQLite database (bad header); restore it from backups/ with `moziplus restore`".into(),
-        });
-    }
-    Ok(())
 }
 
 fn classify_open_error(path: &Path, e: sqlx::Error) -> BbError {
     let text = e.to_string();
-    if text.contains("not a database") || text.contains("malformed") {
+    if text.contains("not a database") {
+        BbError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!(
+                "not an SQLite database ({text}); restore it from backups/ with `moziplus restore`"
+            ),
+        }
+    } else if text.contains("malformed") {
         BbError::Corrupt {
             path: path.to_path_buf(),
             detail: text,
