@@ -33,6 +33,10 @@ pub enum OpenMode {
     /// checkpointed by SQLite's automatic checkpoint (every 1,000 pages) and by
     /// the daemon, and is read back by the next connection like any WAL; it is
     /// as durable as a committed transaction in `synchronous=NORMAL` already is.
+    ///
+    /// Only for a process with no other connection to this database: the
+    /// probe for other processes opens and closes the `-shm` file, which would
+    /// drop this process's own locks on it.
     Agent,
 }
 
