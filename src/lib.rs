@@ -15,9 +15,13 @@
 //!   priority queue, circuit breaker, fallback.
 //! * [`http`] — the axum server: health, status, control, metrics.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
+//! * [`brief`] — agent briefs rendered from `prompt_templates/` (minijinja).
+//! * [`review`] — review protocols and the verdict rule.
+//! * [`skills`] — skill folders, and distilling experiences into skills.
 
 pub mod backup;
 pub mod blackboard;
+pub mod brief;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -26,3 +30,5 @@ pub mod home;
 pub mod http;
 pub mod inbox;
 pub mod registry;
+pub mod review;
+pub mod skills;

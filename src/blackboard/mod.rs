@@ -12,6 +12,7 @@
 
 mod events;
 pub mod ids;
+mod learning;
 pub mod model;
 mod open;
 mod records;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+pub use learning::distill_tag;
 pub use model::*;
 pub use open::{OpenMode, LATEST_SCHEMA_VERSION};
 pub use records::{NewDecision, NewExperience};
