@@ -251,10 +251,8 @@ fn output_view(project: &str, o: &Output) -> OutputView {
 fn yaml_scalar(v: &serde_yaml_ng::Value) -> String {
     match v {
         serde_yaml_ng::Value::String(s) => s.clone(),
-        other => serde_yaml_ng::to_string(other)
-            .unwrap_or_default()
-            .trim_end()
-            .to_string(),
+        // Lists and maps on one line, as JSON (YAML's flow style).
+        other => serde_json::to_string(other).unwrap_or_default(),
     }
 }
 
@@ -334,8 +332,15 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
             }
         })
         .collect();
+    // A distill task's lessons are in its description; showing (and
+    // counting) them again would only keep them from expiring.
+    let experience_limit = if task.kind == "distill" {
+        0
+    } else {
+        input.experience_limit
+    };
     let experiences = bb
-        .experiences_for_tags(&match_tags, input.experience_limit)
+        .experiences_for_tags(&match_tags, experience_limit)
         .await?
         .into_iter()
         .map(|e| ExperienceView {

@@ -293,10 +293,7 @@ async fn conclude_reviews(
             .collect();
         match state {
             RoundState::Concluded(outcome) => {
-                let why = format!(
-                    "round {} under protocol {}: {}",
-                    task.round, protocol.name, outcome.summary
-                );
+                let why = format!("protocol {}: {}", protocol.name, outcome.summary);
                 match bb
                     .conclude_review_round(
                         &task.id,
@@ -367,8 +364,8 @@ async fn conclude_reviews(
                     lenient.senior_reviewer = None;
                     if let RoundState::Concluded(o) = evaluate_round(&lenient, &round) {
                         let why = format!(
-                            "round {} under protocol {}: {} (no senior reviewer ({spec}) other than this round's reviewers is available; low-confidence verdicts stand)",
-                            task.round, protocol.name, o.summary
+                            "protocol {}: {} (no senior reviewer ({spec}) other than this round's reviewers is available; low-confidence verdicts stand)",
+                            protocol.name, o.summary
                         );
                         bb.add_observation(
                             ObservationLevel::Warn,
