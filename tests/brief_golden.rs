@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use moziplus::blackboard::{
-    Actor, Blackboard, CommentType, ManualClock, NewExperience, NewTask, OpenMode, Priority,
-    Task, Verdict,
+    Actor, Blackboard, CommentType, ManualClock, NewExperience, NewTask, OpenMode, Priority, Task,
+    Verdict,
 };
-use moziplus::brief::{gather, BriefContext, BriefEngine, BriefError, BriefKind, GatherInput, Guardrail};
+use moziplus::brief::{
+    gather, BriefContext, BriefEngine, BriefError, BriefKind, GatherInput, Guardrail,
+};
 use moziplus::config::agents::AgentsFile;
 use moziplus::config::ReviewConfig;
 use moziplus::home::Home;
@@ -54,8 +56,12 @@ async fn world() -> World {
     let agents = AgentsFile::load(&home.agents_file()).unwrap();
     World {
         engine: BriefEngine::load(&home).unwrap(),
-        protocols: Protocols::load(&home.review_protocols_dir(), &ReviewConfig::default(), &agents)
-            .unwrap(),
+        protocols: Protocols::load(
+            &home.review_protocols_dir(),
+            &ReviewConfig::default(),
+            &agents,
+        )
+        .unwrap(),
         skills: list_skills(&home, None).unwrap(),
         context: serde_yaml_ng::from_str(
             "repo: /srv/weather\nservice: http://127.0.0.1:9000\nframeworks: [python, pandas]\n",
@@ -72,7 +78,14 @@ impl World {
         self.clock.advance(MINUTE);
     }
 
-    async fn task(&self, title: &str, kind: &str, protocol: Option<&str>, deps: &[&str], tags: &[&str]) -> Task {
+    async fn task(
+        &self,
+        title: &str,
+        kind: &str,
+        protocol: Option<&str>,
+        deps: &[&str],
+        tags: &[&str],
+    ) -> Task {
         self.tick();
         self.bb
             .create_task(
@@ -99,7 +112,10 @@ impl World {
         self.bb.claim_task(id, &a, 600_000).await.unwrap();
         for (summary, file, text) in outputs {
             self.tick();
-            self.bb.add_output(id, &a, summary, *file, *text).await.unwrap();
+            self.bb
+                .add_output(id, &a, summary, *file, *text)
+                .await
+                .unwrap();
         }
         self.tick();
         self.bb.submit_task(id, &a).await.unwrap();
@@ -107,12 +123,18 @@ impl World {
 
     async fn comment(&self, id: &str, who: &str, kind: CommentType, body: &str) {
         self.tick();
-        self.bb.add_comment(id, &Actor::session(who), kind, body).await.unwrap();
+        self.bb
+            .add_comment(id, &Actor::session(who), kind, body)
+            .await
+            .unwrap();
     }
 
     async fn render(&self, task: &str, kind: BriefKind, agent: &str) -> String {
         let task = self.bb.task(task).await.unwrap();
-        let protocol = task.review_protocol.as_deref().and_then(|n| self.protocols.get(n));
+        let protocol = task
+            .review_protocol
+            .as_deref()
+            .and_then(|n| self.protocols.get(n));
         let ctx: BriefContext = gather(
             &self.bb,
             GatherInput {
@@ -142,7 +164,10 @@ fn golden(name: &str, actual: &str) {
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e} (create it with UPDATE_GOLDEN=1 cargo test --test brief_golden)", path.display())
+        panic!(
+            "{}: {e} (create it with UPDATE_GOLDEN=1 cargo test --test brief_golden)",
+            path.display()
+        )
     });
     if expected != actual {
         let line = expected
@@ -164,43 +189,119 @@ fn golden(name: &str, actual: &str) {
 #[tokio::test]
 async fn first_round_work_brief() {
     let w = world().await;
-    let t = w.task("Validate the temperature CSV", "data", None, &[], &["data", "validation"]).await;
-    w.comment(&t.id, "lead", CommentType::Comment, "Use the Celsius columns only.").await;
-    w.comment(&t.id, "demo-coder", CommentType::Question, "Is a missing day an error or a warning?").await;
-    w.comment(&t.id, "lead", CommentType::Answer, "A warning, listed in the output.").await;
+    let t = w
+        .task(
+            "Validate the temperature CSV",
+            "data",
+            None,
+            &[],
+            &["data", "validation"],
+        )
+        .await;
+    w.comment(
+        &t.id,
+        "lead",
+        CommentType::Comment,
+        "Use the Celsius columns only.",
+    )
+    .await;
+    w.comment(
+        &t.id,
+        "demo-coder",
+        CommentType::Question,
+        "Is a missing day an error or a warning?",
+    )
+    .await;
+    w.comment(
+        &t.id,
+        "lead",
+        CommentType::Answer,
+        "A warning, listed in the output.",
+    )
+    .await;
     w.tick();
-    w.bb.claim_task(&t.id, &Actor::session("demo-coder"), 600_000).await.unwrap();
-    golden("work_first_round.md", &w.render(&t.id, BriefKind::Work, "demo-coder").await);
+    w.bb.claim_task(&t.id, &Actor::session("demo-coder"), 600_000)
+        .await
+        .unwrap();
+    golden(
+        "work_first_round.md",
+        &w.render(&t.id, BriefKind::Work, "demo-coder").await,
+    );
 }
 
 #[tokio::test]
 async fn rework_round_brief_carries_the_reviewers_requests() {
     let w = world().await;
-    let t = w.task("Write the report generator", "code", Some("output"), &[], &["review"]).await;
-    w.work(&t.id, "demo-coder", &[("generator, first cut", Some("report.py"), None)]).await;
+    let t = w
+        .task(
+            "Write the report generator",
+            "code",
+            Some("output"),
+            &[],
+            &["review"],
+        )
+        .await;
+    w.work(
+        &t.id,
+        "demo-coder",
+        &[("generator, first cut", Some("report.py"), None)],
+    )
+    .await;
     w.tick();
     w.bb.add_review(&t.id, &Actor::session("demo-reviewer"), Verdict::Revise, 0.85,
         "Handle an empty CSV (raise a clear error) and document the output format in the module doc.")
         .await
         .unwrap();
     w.tick();
-    w.bb.conclude_review_round(&t.id, Some(1), false, Some(3), &Actor::daemon(), "protocol output: all_approve: demo-reviewer revise 0.85 (0 of 1 approve)")
+    w.bb.conclude_review_round(
+        &t.id,
+        Some(1),
+        false,
+        Some(3),
+        &Actor::daemon(),
+        "protocol output: all_approve: demo-reviewer revise 0.85 (0 of 1 approve)",
+    )
+    .await
+    .unwrap();
+    w.comment(
+        &t.id,
+        "lead",
+        CommentType::Note,
+        "The empty-CSV case matters: Mondays have no data.",
+    )
+    .await;
+    w.tick();
+    w.bb.claim_task(&t.id, &Actor::session("demo-coder"), 600_000)
         .await
         .unwrap();
-    w.comment(&t.id, "lead", CommentType::Note, "The empty-CSV case matters: Mondays have no data.").await;
-    w.tick();
-    w.bb.claim_task(&t.id, &Actor::session("demo-coder"), 600_000).await.unwrap();
-    golden("work_rework_round.md", &w.render(&t.id, BriefKind::Work, "demo-coder").await);
+    golden(
+        "work_rework_round.md",
+        &w.render(&t.id, BriefKind::Work, "demo-coder").await,
+    );
     // The reviewer of round 2 is told what round 1 asked for.
     w.work_again(&t.id).await;
-    golden("review_rework_round.md", &w.render(&t.id, BriefKind::Review, "demo-reviewer").await);
+    golden(
+        "review_rework_round.md",
+        &w.render(&t.id, BriefKind::Review, "demo-reviewer").await,
+    );
 }
 
 impl World {
     async fn work_again(&self, id: &str) {
         let a = Actor::session("demo-coder");
         self.tick();
-        self.bb.add_output(id, &a, "generator, empty CSV handled", Some("report.py"), Some("def summary(rows):\n    if not rows:\n        raise ValueError(\"empty CSV\")")).await.unwrap();
+        self.bb
+            .add_output(
+                id,
+                &a,
+                "generator, empty CSV handled",
+                Some("report.py"),
+                Some(
+                    "def summary(rows):\n    if not rows:\n        raise ValueError(\"empty CSV\")",
+                ),
+            )
+            .await
+            .unwrap();
         self.comment(id, "demo-coder", CommentType::Rebuttal, "The output format is documented in README.md, not the module doc, as for the other tools.").await;
         self.tick();
         self.bb.submit_task(id, &a).await.unwrap();
@@ -210,27 +311,74 @@ impl World {
 #[tokio::test]
 async fn brief_with_dependency_outputs_skills_and_lessons() {
     let w = world().await;
-    let plan = w.task("Plan the weekly weather report", "plan", None, &[], &[]).await;
-    w.work(&plan.id, "demo-planner", &[("cities and figures", None, Some("Cities: Beijing, Shanghai, Chengdu.\nFigures: daily min/max."))]).await;
-    let data = w.task("Collect sample temperatures", "data", None, &[], &[]).await;
-    w.work(&data.id, "demo-coder", &[("temperatures CSV", Some("temps.csv"), None), ("notes", None, Some("Three days per city."))]).await;
+    let plan = w
+        .task("Plan the weekly weather report", "plan", None, &[], &[])
+        .await;
+    w.work(
+        &plan.id,
+        "demo-planner",
+        &[(
+            "cities and figures",
+            None,
+            Some("Cities: Beijing, Shanghai, Chengdu.\nFigures: daily min/max."),
+        )],
+    )
+    .await;
+    let data = w
+        .task("Collect sample temperatures", "data", None, &[], &[])
+        .await;
+    w.work(
+        &data.id,
+        "demo-coder",
+        &[
+            ("temperatures CSV", Some("temps.csv"), None),
+            ("notes", None, Some("Three days per city.")),
+        ],
+    )
+    .await;
     for (tags, lesson) in [
-        (vec!["blackboard"], "Post the output before `bb done`; a done without output is sent back."),
-        (vec!["blackboard", "cli"], "`bb heartbeat` every few minutes; the lease is the run's timeout."),
-        (vec!["weather"], "Chengdu's station reports in Fahrenheit on weekends."),
+        (
+            vec!["blackboard"],
+            "Post the output before `bb done`; a done without output is sent back.",
+        ),
+        (
+            vec!["blackboard", "cli"],
+            "`bb heartbeat` every few minutes; the lease is the run's timeout.",
+        ),
+        (
+            vec!["weather"],
+            "Chengdu's station reports in Fahrenheit on weekends.",
+        ),
     ] {
         w.tick();
         w.bb.add_experience(
-            NewExperience { task_id: None, tags: tags.into_iter().map(str::to_string).collect(), lesson: lesson.into() },
+            NewExperience {
+                task_id: None,
+                tags: tags.into_iter().map(str::to_string).collect(),
+                lesson: lesson.into(),
+            },
             &Actor::session("demo-planner"),
         )
         .await
         .unwrap();
     }
-    let t = w.task("Publish the weather report", "analysis", None, &[&plan.id, &data.id], &["blackboard", "weather"]).await;
+    let t = w
+        .task(
+            "Publish the weather report",
+            "analysis",
+            None,
+            &[&plan.id, &data.id],
+            &["blackboard", "weather"],
+        )
+        .await;
     w.tick();
-    w.bb.claim_task(&t.id, &Actor::session("demo-planner"), 600_000).await.unwrap();
-    golden("work_with_dependencies_and_skills.md", &w.render(&t.id, BriefKind::Work, "demo-planner").await);
+    w.bb.claim_task(&t.id, &Actor::session("demo-planner"), 600_000)
+        .await
+        .unwrap();
+    golden(
+        "work_with_dependencies_and_skills.md",
+        &w.render(&t.id, BriefKind::Work, "demo-planner").await,
+    );
 }
 
 #[tokio::test]
@@ -239,27 +387,56 @@ async fn distill_brief_lists_the_lessons_and_the_format() {
     for n in 1..=5 {
         w.tick();
         w.bb.add_experience(
-            NewExperience { task_id: None, tags: vec!["csv".into()], lesson: format!("CSV lesson {n}: check the header row.") },
+            NewExperience {
+                task_id: None,
+                tags: vec!["csv".into()],
+                lesson: format!("CSV lesson {n}: check the header row."),
+            },
             &Actor::session("demo-coder"),
         )
         .await
         .unwrap();
     }
     w.tick();
-    let t = w.bb.create_distill_task_once("csv", 5, "skill-check").await.unwrap().expect("created");
+    let t =
+        w.bb.create_distill_task_once("csv", 5, "skill-check")
+            .await
+            .unwrap()
+            .expect("created");
     w.tick();
-    w.bb.claim_task(&t.id, &Actor::session("demo-planner"), 600_000).await.unwrap();
-    golden("distill.md", &w.render(&t.id, BriefKind::Work, "demo-planner").await);
+    w.bb.claim_task(&t.id, &Actor::session("demo-planner"), 600_000)
+        .await
+        .unwrap();
+    golden(
+        "distill.md",
+        &w.render(&t.id, BriefKind::Work, "demo-planner").await,
+    );
 }
 
 // --- strictness -----------------------------------------------------------
 
 fn engine_with(work: &str, components: &[(&str, &str)]) -> Result<BriefEngine, BriefError> {
-    let t = |n: &str, s: &str| (n.to_string(), s.to_string(), PathBuf::from(format!("prompt_templates/{n}")));
+    let t = |n: &str, s: &str| {
+        (
+            n.to_string(),
+            s.to_string(),
+            PathBuf::from(format!("prompt_templates/{n}")),
+        )
+    };
     BriefEngine::from_parts(
-        vec![t("work.md.j2", work), t("review.md.j2", "r"), t("distill.md.j2", "d")],
-        components.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<BTreeMap<_, _>>(),
-        vec![Guardrail { id: "g".into(), text: "rule".into() }],
+        vec![
+            t("work.md.j2", work),
+            t("review.md.j2", "r"),
+            t("distill.md.j2", "d"),
+        ],
+        components
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<BTreeMap<_, _>>(),
+        vec![Guardrail {
+            id: "g".into(),
+            text: "rule".into(),
+        }],
         Path::new("prompt_templates"),
         Path::new("config/template_components.yaml"),
     )
@@ -300,19 +477,36 @@ async fn a_missing_variable_is_an_error_naming_it() {
     let err = e.render(&ctx).unwrap_err().to_string();
     assert!(err.contains("undefined variable(s) deadline"), "{err}");
     // The same templates render when the variable exists.
-    assert_eq!(engine_with("{{ task.title }}", &[]).unwrap().render(&ctx).unwrap(), "A task");
+    assert_eq!(
+        engine_with("{{ task.title }}", &[])
+            .unwrap()
+            .render(&ctx)
+            .unwrap(),
+        "A task"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_component_is_an_error_naming_it() {
     let w = world().await;
     let ctx = some_context(&w).await;
-    let e = engine_with("{{ component(\"finish\") }}/{{ component(\"sign_off\") }}", &[("finish", "done with {{ task.id }}")]).unwrap();
+    let e = engine_with(
+        "{{ component(\"finish\") }}/{{ component(\"sign_off\") }}",
+        &[("finish", "done with {{ task.id }}")],
+    )
+    .unwrap();
     let err = e.render(&ctx).unwrap_err().to_string();
     assert!(err.contains("unknown component \"sign_off\""), "{err}");
     assert!(err.contains("defines: finish"), "{err}");
-    let ok = engine_with("{{ component(\"finish\") }}", &[("finish", "done with {{ task.id }}")]).unwrap();
-    assert_eq!(ok.render(&ctx).unwrap(), format!("done with {}", ctx.task.id));
+    let ok = engine_with(
+        "{{ component(\"finish\") }}",
+        &[("finish", "done with {{ task.id }}")],
+    )
+    .unwrap();
+    assert_eq!(
+        ok.render(&ctx).unwrap(),
+        format!("done with {}", ctx.task.id)
+    );
     // A component reading a missing variable fails too, naming the component.
     let e = engine_with("{{ component(\"finish\") }}", &[("finish", "{{ nope }}")]).unwrap();
     let err = e.render(&ctx).unwrap_err().to_string();
@@ -321,13 +515,27 @@ async fn an_unknown_component_is_an_error_naming_it() {
 
 #[test]
 fn broken_template_sources_are_refused_naming_file_and_line() {
-    let err = engine_with("fine\n{% if x %}never closed\n", &[]).unwrap_err().to_string();
-    assert!(err.starts_with("prompt_templates/work.md.j2: syntax error"), "{err}");
+    let err = engine_with("fine\n{% if x %}never closed\n", &[])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("prompt_templates/work.md.j2: syntax error"),
+        "{err}"
+    );
     assert!(err.contains("work.md.j2:2"), "{err}");
-    let err = engine_with("ok", &[("finish", "{{ oops")]).unwrap_err().to_string();
-    assert!(err.starts_with("config/template_components.yaml: components.finish:"), "{err}");
+    let err = engine_with("ok", &[("finish", "{{ oops")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.starts_with("config/template_components.yaml: components.finish:"),
+        "{err}"
+    );
     let missing = BriefEngine::from_parts(
-        vec![("work.md.j2".into(), "w".into(), PathBuf::from("prompt_templates/work.md.j2"))],
+        vec![(
+            "work.md.j2".into(),
+            "w".into(),
+            PathBuf::from("prompt_templates/work.md.j2"),
+        )],
         BTreeMap::new(),
         vec![],
         Path::new("prompt_templates"),
@@ -335,15 +543,27 @@ fn broken_template_sources_are_refused_naming_file_and_line() {
     )
     .unwrap_err()
     .to_string();
-    assert!(missing.contains("prompt_templates/review.md.j2: missing"), "{missing}");
+    assert!(
+        missing.contains("prompt_templates/review.md.j2: missing"),
+        "{missing}"
+    );
 }
 
 #[test]
 fn a_bad_guardrails_file_names_file_key_and_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("config")).unwrap();
-    std::fs::write(dir.path().join("config/guardrails.yaml"), "rules:\n  - id: a\n    txt: typo\n").unwrap();
-    let err = BriefEngine::load(&Home::new(dir.path())).unwrap_err().to_string();
-    assert!(err.contains("guardrails.yaml: rules[0]: unknown field `txt`"), "{err}");
+    std::fs::write(
+        dir.path().join("config/guardrails.yaml"),
+        "rules:\n  - id: a\n    txt: typo\n",
+    )
+    .unwrap();
+    let err = BriefEngine::load(&Home::new(dir.path()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("guardrails.yaml: rules[0]: unknown field `txt`"),
+        "{err}"
+    );
     assert!(err.contains("line 3"), "{err}");
 }
