@@ -3,7 +3,9 @@
 
 It does real, visible work on demo tasks through the blackboard CLI, the same
 way an LLM agent would, without any model or API key: it reads its task, posts
-heartbeats and an output file, and finishes (or reviews, on a review run).
+heartbeats and an output file, records a lesson, and finishes (or reviews,
+on a review run). On a `distill` task it turns the lessons listed in the
+task into a skill (SKILL.md + meta.yaml) for the daemon to install.
 
 The daemon starts it with MOZI_* set (project, task, agent, session and its
 token) and passes the brief file as the only argument.
@@ -58,8 +60,44 @@ def work(task):
     step("posting output")
     bb("output", TASK, "--summary", f"{task['kind']} result, round {task['round']}", "--file", path, "--name", f"result-r{task['round']}.md")
     os.unlink(path)
+    # One lesson per run, all tagged alike: after five the daemon asks for a
+    # distilled skill (experience.distill_threshold).
+    bb("experience", "add", "--task", TASK, "--tags", "weather-report", "--lesson", LESSONS[task["kind"]])
     bb("done", TASK)
     print(f"[{AGENT}] done", flush=True)
+
+
+LESSONS = {
+    "plan": "Fix the list of cities before anyone collects data; changing it later invalidates every CSV.",
+    "data": "Write temperatures in Celsius with one row per city and day; the generator expects that shape.",
+    "code": "An empty CSV must raise a clear error, not produce an empty report.",
+    "analysis": "Quote the weekly mean with its unit and the number of cities it covers.",
+}
+
+
+def distill(task):
+    """Writes the skill the daemon checks and installs under skills/custom/."""
+    step(f"distilling {TASK}: {task['title']}")
+    lessons = [l for l in task["description"].splitlines() if l.startswith("- experience ")]
+    ids = [int(l.split()[2]) for l in lessons]
+    steps = "\n".join(f"{n}. {l.split('): ', 1)[1]}" for n, l in enumerate(lessons, 1))
+    skill = (
+        "---\nname: weather-report\n"
+        "description: Producing the weekly weather report — cities, data shape, generator and summary — as the demo team learned it.\n"
+        "---\n\n# Weekly weather report\n\n"
+        "## When to use\nAny task tagged weather-report: planning, collecting, generating or publishing the report.\n\n"
+        f"## Steps\n{steps}\n\n"
+        "## Pitfalls\n- Changing the cities after data collection started.\n- Empty input files.\n"
+    )
+    meta = f"version: 1\ntags: [weather-report, demo]\nsource_experiences: {ids}\n"
+    step("posting the skill")
+    d = tempfile.mkdtemp()
+    for name, text in (("SKILL.md", skill), ("meta.yaml", meta)):
+        with open(os.path.join(d, name), "w") as f:
+            f.write(text)
+        bb("output", TASK, "--summary", f"distilled {name}", "--file", os.path.join(d, name), "--name", name)
+    bb("done", TASK)
+    print(f"[{AGENT}] skill submitted", flush=True)
 
 
 def review(task):
@@ -77,6 +115,8 @@ def main():
     task = json.loads(bb("read", TASK, "--json"))
     if KIND == "review":
         review(task)
+    elif task["kind"] == "distill":
+        distill(task)
     else:
         work(task)
 

@@ -15,10 +15,14 @@
 //!   priority queue, circuit breaker, fallback.
 //! * [`http`] — the axum server: health, status, control, metrics.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
+//! * [`brief`] — agent briefs rendered from `prompt_templates/` (minijinja).
+//! * [`review`] — review protocols and the verdict rule.
+//! * [`skills`] — skill folders, and distilling experiences into skills.
 
 pub mod api;
 pub mod backup;
 pub mod blackboard;
+pub mod brief;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -27,3 +31,5 @@ pub mod home;
 pub mod http;
 pub mod inbox;
 pub mod registry;
+pub mod review;
+pub mod skills;

@@ -12,6 +12,7 @@
 
 mod events;
 pub mod ids;
+mod learning;
 pub mod model;
 mod open;
 mod pages;
@@ -24,6 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+pub use learning::distill_tag;
 pub use model::*;
 pub use open::{OpenMode, AGENT_WAL_LIMIT_BYTES, LATEST_SCHEMA_VERSION};
 pub use pages::{ProjectStats, TaskPage, TaskQuery};

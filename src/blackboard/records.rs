@@ -119,7 +119,7 @@ pub(super) fn observation_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Obse
     })
 }
 
-fn experience_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Experience> {
+pub(super) fn experience_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Experience> {
     let s: String = r.try_get("status")?;
     let tags: Option<String> = r.try_get("tags")?;
     Ok(Experience {
@@ -137,7 +137,7 @@ fn experience_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Experience> {
     })
 }
 
-const EXPERIENCE_COLUMNS: &str = "e.id, e.task_id, e.agent, e.lesson, e.times_referenced,
+pub(super) const EXPERIENCE_COLUMNS: &str = "e.id, e.task_id, e.agent, e.lesson, e.times_referenced,
     e.last_referenced_at, e.status, e.created_at,
     (SELECT group_concat(tag, ',') FROM (SELECT tag FROM experience_tag WHERE experience_id = e.id ORDER BY tag)) AS tags";
 

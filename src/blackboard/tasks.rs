@@ -159,7 +159,7 @@ async fn would_cycle(conn: &mut SqliteConnection, task: &str, depends_on: &str) 
 
 /// Writes a transition and its event; the caller has checked legality.
 #[allow(clippy::too_many_arguments)]
-async fn write_status(
+pub(super) async fn write_status(
     conn: &mut SqliteConnection,
     now: Millis,
     task: &Task,
@@ -850,7 +850,8 @@ impl Blackboard {
         Ok(status)
     }
 
-    /// Concludes the current review round of a task in `review`.
+    /// Concludes the current review round of a task in `review` with the
+    /// task's own round limit (see [`Blackboard::conclude_review_round`]).
     pub async fn conclude_review(
         &self,
         id: &str,
@@ -858,14 +859,54 @@ impl Blackboard {
         actor: &Actor,
         why: &str,
     ) -> BbResult<ReviewConclusion> {
+        self.conclude_review_round(id, None, approved, None, actor, why)
+            .await
+    }
+
+    /// Concludes a review round: approved → `done`; otherwise `pending` with
+    /// round + 1, or `failed` (with an alert observation) at the limit.
+    ///
+    /// `round`, when given, must be the task's current round, so two ticks
+    /// that judged the same round cannot conclude it twice (the second gets a
+    /// conflict). `max_rounds`, when given (the review protocol's limit),
+    /// replaces the task's own before the limit is checked. The one event of
+    /// the change (`task.done` with `review`, or `task.review_rejected` /
+    /// `task.failed` with `reason`) carries `why`.
+    pub async fn conclude_review_round(
+        &self,
+        id: &str,
+        round: Option<i64>,
+        approved: bool,
+        max_rounds: Option<i64>,
+        actor: &Actor,
+        why: &str,
+    ) -> BbResult<ReviewConclusion> {
         let now = self.now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let task = fetch_task(&mut tx, id).await?;
+        let mut task = fetch_task(&mut tx, id).await?;
         if task.status != TaskStatus::Review {
             return Err(BbError::Conflict(format!(
                 "task {id} is {}, not in review",
                 task.status
             )));
+        }
+        if let Some(r) = round {
+            if r != task.round {
+                return Err(BbError::Conflict(format!(
+                    "task {id} is in round {}, not {r}",
+                    task.round
+                )));
+            }
+        }
+        if let Some(m) = max_rounds {
+            if m != task.max_rounds {
+                sqlx::query("UPDATE task SET max_rounds = ? WHERE id = ?")
+                    .bind(m)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                task.max_rounds = m;
+            }
         }
         let outcome = if approved {
             write_status(

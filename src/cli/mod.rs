@@ -4,6 +4,7 @@
 //! (the task is held by someone else or not ready; retrying later may work).
 
 mod bb;
+mod brief;
 mod ops;
 mod output;
 mod project;
@@ -47,6 +48,9 @@ pub enum Command {
     Project(project::ProjectCmd),
     /// The blackboard CLI agents (and people) use.
     Bb(bb::BbArgs),
+    /// Agent briefs: `brief render --project P --task T` prints what a run gets.
+    #[command(subcommand)]
+    Brief(brief::BriefCmd),
     /// Take online snapshots of blackboards (all projects, or one).
     Backup(ops::BackupArgs),
     /// Restore a project's blackboard from a snapshot.
@@ -92,6 +96,7 @@ pub fn run(cli: Cli) -> i32 {
             Command::Serve(args) => serve::run(&home, args).await,
             Command::Project(cmd) => project::run(&home, cmd).await,
             Command::Bb(args) => bb::run(&home, args).await,
+            Command::Brief(cmd) => brief::run(&home, cmd).await,
             Command::Backup(args) => ops::backup(&home, args).await,
             Command::Restore(args) => ops::restore(&home, args).await,
             Command::Doctor(args) => ops::doctor(&home, args).await,

@@ -62,6 +62,10 @@ struct Inner {
     config: Config,
     overrides: Vec<Layer>,
     agents: AgentsFile,
+    /// `config/review_protocols/*.yaml`, checked at start.
+    protocols: crate::review::Protocols,
+    /// Templates, components and guardrails of briefs, checked at start.
+    briefs: crate::brief::BriefEngine,
     projects: projects::ProjectSet,
     runs: Mutex<HashMap<String, RunInfo>>,
     /// Per-run API keys (`mozi-<token>`) → the run, for the gateway.
@@ -100,6 +104,12 @@ pub enum DaemonError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Refused(String),
+    #[error("review protocol: {0}")]
+    Protocol(#[from] crate::review::ProtocolError),
+    #[error("briefs: {0}")]
+    Brief(#[from] crate::brief::BriefError),
+    #[error("skills: {0}")]
+    Skill(#[from] crate::skills::SkillError),
 }
 
 impl Daemon {
@@ -107,6 +117,11 @@ impl Daemon {
     pub fn new(home: Home, overrides: Vec<Layer>) -> Result<Daemon, DaemonError> {
         let config = Config::load_global(&home, &overrides)?;
         let agents = AgentsFile::load(&home.agents_file())?;
+        let protocols =
+            crate::review::Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
+        let briefs = crate::brief::BriefEngine::load(&home)?;
+        // A malformed skill folder is refused now rather than at the first run.
+        crate::skills::list_skills(&home, None)?;
         let (shutdown_tx, _) = watch::channel(false);
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moziplus"));
         Ok(Daemon {
@@ -116,6 +131,8 @@ impl Daemon {
                 config,
                 overrides,
                 agents,
+                protocols,
+                briefs,
                 runs: Mutex::new(HashMap::new()),
                 run_keys: Mutex::new(HashMap::new()),
                 gateway: std::sync::OnceLock::new(),
@@ -143,6 +160,12 @@ impl Daemon {
     }
     pub fn agents(&self) -> &AgentsFile {
         &self.inner.agents
+    }
+    pub fn protocols(&self) -> &crate::review::Protocols {
+        &self.inner.protocols
+    }
+    pub fn briefs(&self) -> &crate::brief::BriefEngine {
+        &self.inner.briefs
     }
     pub fn projects(&self) -> &projects::ProjectSet {
         &self.inner.projects

@@ -72,36 +72,33 @@ fn render_command(template: &[String], vars: &[(&str, String)]) -> Vec<String> {
         .collect()
 }
 
-/// Writes the brief for a run. (The brief issue replaces this with templates.)
-fn write_brief(d: &Daemon, project: &str, task: &Task, kind: RunKind, agent: &str) -> String {
-    let bin = d.exe().display().to_string();
-    let what = match kind {
-        RunKind::Work => format!(
-            "You are agent `{agent}`. Work on task {id} and record the result.\n\n\
-             1. Read it: `{bin} bb read {id}`\n\
-             2. Renew your lease while working: `{bin} bb heartbeat {id}`\n\
-             3. Post your output: `{bin} bb output {id} --summary \"…\" [--file PATH]`\n\
-             4. Finish: `{bin} bb done {id}` (or `{bin} bb fail {id} --reason \"…\"`)\n",
-            id = task.id
-        ),
-        RunKind::Review => format!(
-            "You are agent `{agent}`, reviewing task {id} (round {round}).\n\n\
-             1. Read it with its outputs: `{bin} bb read {id}`\n\
-             2. Give your verdict: `{bin} bb review {id} --verdict approve|revise|reject --confidence 0..1 --body \"…\"`\n",
-            id = task.id,
-            round = task.round
-        ),
-    };
-    format!(
-        "# Brief: {title}\n\nProject `{project}` · task {id} · kind {kind} · priority {prio} · round {round}/{max}\n\n{desc}\n\n## What to do\n\n{what}\n",
-        title = task.title,
-        id = task.id,
-        kind = task.kind,
-        prio = task.priority,
-        round = task.round,
-        max = task.max_rounds,
-        desc = if task.description.is_empty() { "(no description)" } else { &task.description },
+/// Renders the brief of a run (see `brief::render_task_brief`); counts the
+/// lessons it shows as referenced.
+async fn write_brief(
+    d: &Daemon,
+    bb: &Blackboard,
+    task: &Task,
+    kind: RunKind,
+    agent: &str,
+) -> Result<String, crate::brief::TaskBriefError> {
+    let settings = d.projects().get(bb.project()).map(|s| s.settings);
+    crate::brief::render_task_brief(
+        d.home(),
+        bb,
+        d.briefs(),
+        d.protocols(),
+        task,
+        crate::brief::BriefRequest {
+            kind: match kind {
+                RunKind::Work => crate::brief::BriefKind::Work,
+                RunKind::Review => crate::brief::BriefKind::Review,
+            },
+            agent,
+            project_context: settings.as_ref().and_then(|s| s.context.as_ref()),
+            count_references: true,
+        },
     )
+    .await
 }
 
 /// Starts a run of `agent` on `task`. For work runs the caller has already
@@ -149,11 +146,17 @@ pub async fn start_run(
         .get(&agent.runtime)
         .is_some_and(|r| r.json_result)
         && agent.command.is_none();
-    let prepared = (|| -> std::io::Result<std::fs::File> {
-        std::fs::create_dir_all(&sessions_dir)?;
-        std::fs::write(&brief_path, write_brief(d, &project, task, kind, &agent.id))?;
-        std::fs::File::create(&log_path)
-    })();
+    let brief = write_brief(d, bb, task, kind, &agent.id)
+        .await
+        .map_err(|e| format!("cannot render the brief: {e}"));
+    let prepared = brief.and_then(|text| {
+        (|| -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(&sessions_dir)?;
+            std::fs::write(&brief_path, text)?;
+            std::fs::File::create(&log_path)
+        })()
+        .map_err(|e| format!("cannot prepare the run's files: {e}"))
+    });
     let session = bb
         .create_session(&NewSession {
             id: session_id.clone(),
@@ -178,15 +181,8 @@ pub async fn start_run(
     }
     let log = match prepared {
         Ok(f) => f,
-        Err(e) => {
-            fail_to_start(
-                bb,
-                &session_id,
-                task,
-                kind,
-                &format!("cannot prepare the run's files: {e}"),
-            )
-            .await;
+        Err(why) => {
+            fail_to_start(bb, &session_id, task, kind, &why).await;
             return;
         }
     };

@@ -12,8 +12,9 @@ use serde_json::json;
 use super::projects::ProjectSlot;
 use super::runs::{run_counts, start_run, RunKind};
 use super::Daemon;
-use crate::blackboard::{Actor, ActorKind, EventLevel, ObservationLevel, TaskStatus};
+use crate::blackboard::{Actor, ActorKind, EventLevel, ObservationLevel, Review, TaskStatus};
 use crate::config::agents::AgentDef;
+use crate::review::{evaluate_round, ReviewerSpec, RoundState, SKILL_CHECK_PROTOCOL};
 
 /// Runs until shutdown.
 pub async fn run(d: Daemon) {
@@ -135,6 +136,21 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
         }
     }
 
+    // 2c. Experience (SPEC §9): lessons unreferenced for `expire_days` are
+    // deprecated; a tag with `distill_threshold` active lessons gets one
+    // distill task (the blackboard guarantees one, even across ticks).
+    let exp = &slot.config.experience;
+    let expired = bb.expire_experiences(exp.expire_days).await?;
+    if !expired.is_empty() {
+        tracing::info!(project, ?expired, "experiences deprecated");
+    }
+    if !crate::skills::distill::create_distill_tasks(bb, exp)
+        .await?
+        .is_empty()
+    {
+        d.wake();
+    }
+
     // 3. Ready work, most urgent then oldest, within the limits. The query
     // runs outside the schedule lock; the counts are taken again under it.
     let timeout = cfg.task_timeout;
@@ -231,11 +247,11 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
     Ok(())
 }
 
-/// Concludes review rounds with a verdict and starts reviewer runs for the rest.
-///
-/// The rule until review protocols land (issue 6): the first review of the
-/// round decides — approve → done, revise/reject → another round (or failed at
-/// the limit).
+/// Review rounds (SPEC §9): for every task in `review`, applies its protocol
+/// to the reviews of the current round — concludes the round when it is
+/// decided, starts reviewer runs for open seats, or escalates doubtful
+/// verdicts to the senior reviewer. `distill` tasks (protocol `skill-check`)
+/// are checked by the daemon itself (`skills::distill::check_output`).
 async fn conclude_reviews(
     d: &Daemon,
     slot: &ProjectSlot,
@@ -249,52 +265,197 @@ async fn conclude_reviews(
         })
         .await?;
     for task in in_review {
-        let reviews = bb.reviews(&task.id).await?;
-        if let Some(r) = reviews.iter().find(|r| r.round == task.round) {
-            let approved = r.verdict == crate::blackboard::Verdict::Approve;
+        let name = task.review_protocol.clone().unwrap_or_default();
+        if name == SKILL_CHECK_PROTOCOL {
+            crate::skills::distill::check_output(d.home(), bb, &task).await?;
+            continue;
+        }
+        let Some(protocol) = d.protocols().get(&name) else {
             let why = format!(
-                "{} {} round {} ({:.2}): {}",
-                r.reviewer, r.verdict, r.round, r.confidence, r.body
+                "unknown review protocol {name:?}; config/review_protocols/ defines: {}",
+                d.protocols().names().join(", ")
             );
-            bb.conclude_review(&task.id, approved, &Actor::daemon(), &why)
-                .await?;
+            bb.fail_task(&task.id, &Actor::daemon(), &why).await?;
             continue;
-        }
-        // Someone already reviewing it?
-        if d.runs()
-            .iter()
-            .any(|r| r.project == slot.id.as_str() && r.task_id == task.id)
-        {
-            continue;
-        }
-        let _guard = d.schedule_lock().await;
-        let (running, per_project, per_agent) = run_counts(d);
-        let project_cap = slot
-            .settings
-            .max_global_agents
-            .unwrap_or(d.config().daemon.max_global_agents) as usize;
-        if running >= d.config().daemon.max_global_agents as usize
-            || *per_project.get(slot.id.as_str()).unwrap_or(&0) >= project_cap
-        {
-            return Ok(());
-        }
-        let reviewer = d.agents().agents.iter().find(|a| {
-            a.roles.iter().any(|r| r == "reviewer")
-                && Some(a.id.as_str()) != task.claimed_by.as_deref()
-                && allowed(slot, &a.id)
-                && *per_agent.get(&a.id).unwrap_or(&0) < slot.config.daemon.max_per_agent as usize
-        });
-        if let Some(agent) = reviewer {
-            start_run(
-                d,
-                bb,
-                &task,
-                agent,
-                RunKind::Review,
-                slot.config.daemon.task_timeout,
-            )
-            .await;
+        };
+        let round: Vec<Review> = bb
+            .reviews(&task.id)
+            .await?
+            .into_iter()
+            .filter(|r| r.round == task.round)
+            .collect();
+        let state = evaluate_round(protocol, &round);
+        let reviewing: Vec<String> = d
+            .runs()
+            .into_iter()
+            .filter(|r| r.project == slot.id.as_str() && r.task_id == task.id)
+            .map(|r| r.agent)
+            .collect();
+        match state {
+            RoundState::Concluded(outcome) => {
+                let why = format!("protocol {}: {}", protocol.name, outcome.summary);
+                match bb
+                    .conclude_review_round(
+                        &task.id,
+                        Some(task.round),
+                        outcome.approved,
+                        Some(protocol.max_rounds),
+                        &Actor::daemon(),
+                        &why,
+                    )
+                    .await
+                {
+                    Ok(c) => {
+                        tracing::info!(project = %slot.id, task = %task.id, conclusion = ?c, "review round concluded")
+                    }
+                    Err(e) if e.is_conflict() => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            RoundState::AwaitingReviewers { .. } => {
+                // Seats already taken by a review or a running review run.
+                let mut taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
+                taken.extend(reviewing.iter().cloned());
+                let mut open: Vec<&ReviewerSpec> = protocol.reviewers.iter().collect();
+                for who in &taken {
+                    if let Some(def) = d.agents().agents.iter().find(|a| a.id == *who) {
+                        if let Some(i) = open.iter().position(|s| s.matches(def)) {
+                            open.remove(i);
+                            continue;
+                        }
+                    }
+                    // A reviewer outside the protocol's seats still fills one.
+                    if !open.is_empty() {
+                        open.pop();
+                    }
+                }
+                for spec in open {
+                    if !start_reviewer(d, slot, &task, spec, &taken, RunKind::Review).await? {
+                        break;
+                    }
+                    // start_reviewer records whom it started in `d.runs()`.
+                    taken = d
+                        .runs()
+                        .into_iter()
+                        .filter(|r| r.project == slot.id.as_str() && r.task_id == task.id)
+                        .map(|r| r.agent)
+                        .chain(round.iter().map(|r| r.reviewer.clone()))
+                        .collect();
+                }
+            }
+            RoundState::AwaitingSenior { doubtful } => {
+                if !reviewing.is_empty() {
+                    continue;
+                }
+                let spec = protocol
+                    .senior_reviewer
+                    .as_ref()
+                    .expect("AwaitingSenior needs one");
+                let taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
+                let can_ever = d.agents().agents.iter().any(|a| {
+                    spec.matches(a)
+                        && !taken.contains(&a.id)
+                        && Some(a.id.as_str()) != task.claimed_by.as_deref()
+                        && allowed(slot, &a.id)
+                });
+                if !can_ever {
+                    // Nobody left who could answer: the verdicts stand as given.
+                    let mut lenient = protocol.clone();
+                    lenient.senior_reviewer = None;
+                    if let RoundState::Concluded(o) = evaluate_round(&lenient, &round) {
+                        let why = format!(
+                            "protocol {}: {} (no senior reviewer ({spec}) other than this round's reviewers is available; low-confidence verdicts stand)",
+                            protocol.name, o.summary
+                        );
+                        bb.add_observation(
+                            ObservationLevel::Warn,
+                            &Actor::daemon(),
+                            Some(&task.id),
+                            &why,
+                        )
+                        .await?;
+                        match bb
+                            .conclude_review_round(
+                                &task.id,
+                                Some(task.round),
+                                o.approved,
+                                Some(protocol.max_rounds),
+                                &Actor::daemon(),
+                                &why,
+                            )
+                            .await
+                        {
+                            Ok(_) => {}
+                            Err(e) if e.is_conflict() => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    continue;
+                }
+                if start_reviewer(d, slot, &task, spec, &taken, RunKind::Review).await? {
+                    let body = format!(
+                        "{} round {}: confidence of {} below {:.2}; escalated to the senior reviewer ({spec})",
+                        task.id,
+                        task.round,
+                        doubtful.join(", "),
+                        protocol.confidence_threshold
+                    );
+                    bb.add_observation(
+                        ObservationLevel::Info,
+                        &Actor::daemon(),
+                        Some(&task.id),
+                        &body,
+                    )
+                    .await?;
+                    bb.record_event(
+                        EventLevel::Attention,
+                        "review.escalated",
+                        Some(&task.id),
+                        &Actor::daemon(),
+                        json!({ "round": task.round, "doubtful": doubtful, "threshold": protocol.confidence_threshold }),
+                    )
+                    .await?;
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Starts a review run on `task` by an agent that fits `spec`, is not its
+/// author, has not taken a seat this round (`taken`), is allowed on the
+/// project and is under its limits. Returns false when the limits are full
+/// or nobody fits right now.
+async fn start_reviewer(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    task: &crate::blackboard::Task,
+    spec: &ReviewerSpec,
+    taken: &[String],
+    kind: RunKind,
+) -> Result<bool, crate::blackboard::BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let _guard = d.schedule_lock().await;
+    let (running, per_project, per_agent) = run_counts(d);
+    let project_cap = slot
+        .settings
+        .max_global_agents
+        .unwrap_or(d.config().daemon.max_global_agents) as usize;
+    if running >= d.config().daemon.max_global_agents as usize
+        || *per_project.get(slot.id.as_str()).unwrap_or(&0) >= project_cap
+    {
+        return Ok(false);
+    }
+    let reviewer = d.agents().agents.iter().find(|a| {
+        spec.matches(a)
+            && Some(a.id.as_str()) != task.claimed_by.as_deref()
+            && !taken.contains(&a.id)
+            && allowed(slot, &a.id)
+            && *per_agent.get(&a.id).unwrap_or(&0) < slot.config.daemon.max_per_agent as usize
+    });
+    let Some(agent) = reviewer else {
+        return Ok(false);
+    };
+    start_run(d, bb, task, agent, kind, slot.config.daemon.task_timeout).await;
+    Ok(true)
 }

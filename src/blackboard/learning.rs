@@ -1,0 +1,252 @@
+//! Experience bookkeeping for briefs and distillation (SPEC §9): which
+//! lessons a brief shows (and that it showed them), which tags have enough
+//! active lessons to distill, the one open `distill` task per tag, and expiry.
+
+use serde_json::json;
+
+use super::events::emit;
+use super::ids::format_task_id;
+use super::records::EXPERIENCE_COLUMNS;
+use super::tasks::fetch_task;
+use super::{Actor, BbResult, Blackboard, EventLevel, Experience, Millis, Task};
+
+/// The task tag that marks the distill task of experience tag `tag`.
+pub fn distill_tag(tag: &str) -> String {
+    format!("distill:{tag}")
+}
+
+impl Blackboard {
+    /// Active experiences sharing a tag with `tags`: most referenced, then
+    /// newest, at most `limit`.
+    pub async fn experiences_for_tags(
+        &self,
+        tags: &[String],
+        limit: i64,
+    ) -> BbResult<Vec<Experience>> {
+        if tags.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tags_json = serde_json::to_string(tags).expect("strings serialize");
+        let rows = sqlx::query(&format!(
+            "SELECT {EXPERIENCE_COLUMNS} FROM experience e
+             WHERE e.status = 'active'
+               AND EXISTS (SELECT 1 FROM experience_tag x WHERE x.experience_id = e.id
+                           AND x.tag IN (SELECT value FROM json_each(?1)))
+             ORDER BY e.times_referenced DESC, e.id DESC LIMIT ?2"
+        ))
+        .bind(tags_json)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(super::records::experience_from_row)
+            .collect()
+    }
+
+    /// Counts one reference of each experience (a brief showed it).
+    pub async fn reference_experiences(&self, ids: &[i64]) -> BbResult<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let now = self.now();
+        let ids_json = serde_json::to_string(ids).expect("ints serialize");
+        sqlx::query(
+            "UPDATE experience SET times_referenced = times_referenced + 1, last_referenced_at = ?1
+             WHERE id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(now)
+        .bind(ids_json)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Experience tags with at least `threshold` active experiences, by tag.
+    pub async fn distill_candidates(&self, threshold: u32) -> BbResult<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT x.tag, COUNT(*) FROM experience_tag x JOIN experience e ON e.id = x.experience_id
+             WHERE e.status = 'active' GROUP BY x.tag HAVING COUNT(*) >= ? ORDER BY x.tag",
+        )
+        .bind(threshold as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Creates the `distill` task for experience tag `tag`, unless one is
+    /// already open, fewer than `threshold` active experiences carry the tag,
+    /// or the last distill task of the tag failed (or was cancelled) and no
+    /// experience was added since. The check and the insert share one
+    /// `BEGIN IMMEDIATE` transaction, so concurrent ticks — in one daemon or
+    /// across a restart — create at most one. `review_protocol` is the
+    /// daemon's own skill check.
+    pub async fn create_distill_task_once(
+        &self,
+        tag: &str,
+        threshold: u32,
+        review_protocol: &str,
+    ) -> BbResult<Option<Task>> {
+        let now = self.now();
+        let marker = distill_tag(tag);
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let open: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM task t JOIN task_tag g ON g.task_id = t.id
+             WHERE g.tag = ? AND t.kind = 'distill'
+               AND t.status NOT IN ('done','failed','cancelled')",
+        )
+        .bind(&marker)
+        .fetch_one(&mut *tx)
+        .await?;
+        if open > 0 {
+            return Ok(None);
+        }
+        let lessons: Vec<(i64, String, String, Millis)> = sqlx::query_as(
+            "SELECT e.id, e.agent, e.lesson, e.created_at FROM experience e
+             JOIN experience_tag x ON x.experience_id = e.id
+             WHERE x.tag = ? AND e.status = 'active' ORDER BY e.id",
+        )
+        .bind(tag)
+        .fetch_all(&mut *tx)
+        .await?;
+        if (lessons.len() as u32) < threshold || lessons.is_empty() {
+            return Ok(None);
+        }
+        let last_given_up: Option<Millis> = sqlx::query_scalar(
+            "SELECT MAX(t.finished_at) FROM task t JOIN task_tag g ON g.task_id = t.id
+             WHERE g.tag = ? AND t.kind = 'distill' AND t.status IN ('failed','cancelled')",
+        )
+        .bind(&marker)
+        .fetch_one(&mut *tx)
+        .await?;
+        let newest = lessons.iter().map(|l| l.3).max().unwrap_or(0);
+        if last_given_up.is_some_and(|t| newest <= t) {
+            return Ok(None);
+        }
+        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM task")
+            .fetch_one(&mut *tx)
+            .await?;
+        let id = format_task_id(seq);
+        let title = format!(
+            "Distill {} lessons tagged {tag} into a skill",
+            lessons.len()
+        );
+        let mut description =
+            format!("Turn these active experiences tagged `{tag}` into one reusable skill.\n\n");
+        for (eid, agent, lesson, _) in &lessons {
+            description.push_str(&format!("- experience {eid} ({agent}): {lesson}\n"));
+        }
+        sqlx::query(
+            "INSERT INTO task (id, seq, title, description, kind, status, priority, assignee,
+                 creator, parent_id, review_protocol, round, max_rounds, created_at, updated_at)
+             VALUES (?, ?, ?, ?, 'distill', 'pending', 3, NULL, 'daemon', NULL, ?, 1, 3, ?, ?)",
+        )
+        .bind(&id)
+        .bind(seq)
+        .bind(&title)
+        .bind(&description)
+        .bind(review_protocol)
+        .bind(now)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let mut tags = vec![marker.clone(), tag.to_string()];
+        tags.sort();
+        tags.dedup();
+        for t in &tags {
+            sqlx::query("INSERT INTO task_tag (task_id, tag) VALUES (?, ?)")
+                .bind(&id)
+                .bind(t)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let ids: Vec<i64> = lessons.iter().map(|l| l.0).collect();
+        emit(
+            &mut tx,
+            now,
+            EventLevel::Daily,
+            "task.created",
+            Some(&id),
+            &Actor::daemon(),
+            json!({ "title": title, "kind": "distill", "priority": "normal", "depends_on": [], "distill_tag": tag, "experiences": ids }),
+        )
+        .await?;
+        let task = fetch_task(&mut tx, &id).await?;
+        tx.commit().await?;
+        Ok(Some(task))
+    }
+
+    /// Marks the active experiences tagged `tag` and created no later than
+    /// `until` as `distilled` into `skill`. Returns their ids.
+    pub async fn mark_distilled(
+        &self,
+        tag: &str,
+        until: Millis,
+        task: &str,
+        skill: &str,
+    ) -> BbResult<Vec<i64>> {
+        let now = self.now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE experience SET status = 'distilled'
+             WHERE status = 'active' AND created_at <= ?
+               AND id IN (SELECT experience_id FROM experience_tag WHERE tag = ?)
+             RETURNING id",
+        )
+        .bind(until)
+        .bind(tag)
+        .fetch_all(&mut *tx)
+        .await?;
+        emit(
+            &mut tx,
+            now,
+            EventLevel::Daily,
+            "experience.distilled",
+            Some(task),
+            &Actor::daemon(),
+            json!({ "tag": tag, "skill": skill, "experiences": ids }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    /// Active experiences not referenced (nor created) for `expire_days`
+    /// become `deprecated`. Returns their ids.
+    pub async fn expire_experiences(&self, expire_days: u32) -> BbResult<Vec<i64>> {
+        let now = self.now();
+        let cutoff = now - (expire_days as i64) * 86_400_000;
+        // Read first: most ticks find nothing and should not take the write lock.
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM experience
+             WHERE status = 'active' AND COALESCE(last_referenced_at, created_at) <= ? LIMIT 1",
+        )
+        .bind(cutoff)
+        .fetch_optional(&self.pool)
+        .await?;
+        if due.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "UPDATE experience SET status = 'deprecated'
+             WHERE status = 'active' AND COALESCE(last_referenced_at, created_at) <= ?
+             RETURNING id",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        if !ids.is_empty() {
+            emit(
+                &mut tx,
+                now,
+                EventLevel::Optional,
+                "experience.deprecated",
+                None,
+                &Actor::daemon(),
+                json!({ "experiences": ids, "expire_days": expire_days }),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(ids)
+    }
+}

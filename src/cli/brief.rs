@@ -1,0 +1,94 @@
+//! `moziplus brief render`: print the brief an agent would get.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use crate::blackboard::{Blackboard, OpenMode};
+use crate::brief::{render_task_brief, BriefEngine, BriefKind, BriefRequest};
+use crate::config::agents::AgentsFile;
+use crate::config::Config;
+use crate::home::Home;
+use crate::registry;
+use crate::review::Protocols;
+
+/// `moziplus brief …`
+#[derive(Debug, Subcommand)]
+pub enum BriefCmd {
+    /// Render the brief of a task as a run would get it (a preview: the
+    /// lessons it shows are not counted as referenced).
+    Render(RenderArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// The project.
+    #[arg(long, env = "MOZI_PROJECT")]
+    project: String,
+    /// The task (e.g. T-0042).
+    #[arg(long)]
+    task: String,
+    /// The brief of a review run instead of a work run.
+    #[arg(long)]
+    review: bool,
+    /// The agent the brief is for. Default: the task's holder, else its
+    /// assignee, else `agent`.
+    #[arg(long)]
+    agent: Option<String>,
+}
+
+pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
+    let BriefCmd::Render(args) = cmd;
+    let project = registry::active_project(home, &args.project)?;
+    let (config, settings) = Config::load_for_project(home, &project, &[])?;
+    let agents = AgentsFile::load(&home.agents_file())?;
+    let protocols = Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
+    let engine = BriefEngine::load(home)?;
+    let bb = Blackboard::open(
+        &home.blackboard_file(&project),
+        project.as_str(),
+        OpenMode::CLI,
+    )
+    .await
+    .with_context(|| format!("project {project}"))?;
+    let result = async {
+        let task = bb.task(&args.task).await?;
+        let agent = match args.agent {
+            Some(a) => a,
+            None if args.review => "reviewer".to_string(),
+            None => task
+                .claimed_by
+                .clone()
+                .or_else(|| task.assignee.clone())
+                .unwrap_or_else(|| "agent".into()),
+        };
+        if args.review && task.review_protocol.is_none() {
+            bail!(
+                "task {} has no review protocol; it is never reviewed",
+                task.id
+            );
+        }
+        let text = render_task_brief(
+            home,
+            &bb,
+            &engine,
+            &protocols,
+            &task,
+            BriefRequest {
+                kind: if args.review {
+                    BriefKind::Review
+                } else {
+                    BriefKind::Work
+                },
+                agent: &agent,
+                project_context: settings.context.as_ref(),
+                count_references: false,
+            },
+        )
+        .await?;
+        print!("{text}");
+        Ok(())
+    }
+    .await;
+    bb.close().await;
+    result
+}

@@ -1,0 +1,189 @@
+//! From experiences to skills (SPEC §9).
+//!
+//! Each tick, [`create_distill_tasks`] asks the blackboard for experience tags
+//! with `distill_threshold` active lessons and creates one `distill` task per
+//! tag (`Blackboard::create_distill_task_once` makes that exactly one, even
+//! under concurrent ticks or a restart). The distill run posts two outputs,
+//! `SKILL.md` and `meta.yaml`, and submits; the task's protocol is
+//! [`SKILL_CHECK_PROTOCOL`], so instead of reviewer runs the daemon calls
+//! [`check_output`]: a valid skill is installed under
+//! `skills/custom/<name>/`, the lessons become `distilled` and the task
+//! `done`; an invalid one is refused with an observation naming the defect,
+//! and the task goes back for another round (or fails at the limit).
+
+use std::path::{Path, PathBuf};
+
+use super::{parse_skill, SkillError, SkillSource};
+use crate::blackboard::{Actor, BbResult, Blackboard, ObservationLevel, Task};
+use crate::config::ExperienceConfig;
+use crate::home::Home;
+use crate::registry::ProjectId;
+use crate::review::SKILL_CHECK_PROTOCOL;
+
+/// The output names a distill run must post.
+pub const SKILL_OUTPUT: &str = "SKILL.md";
+pub const META_OUTPUT: &str = "meta.yaml";
+
+/// Creates the `distill` tasks that are due. Returns the new tasks.
+pub async fn create_distill_tasks(bb: &Blackboard, cfg: &ExperienceConfig) -> BbResult<Vec<Task>> {
+    let mut created = Vec::new();
+    for (tag, _) in bb.distill_candidates(cfg.distill_threshold).await? {
+        if let Some(t) = bb
+            .create_distill_task_once(&tag, cfg.distill_threshold, SKILL_CHECK_PROTOCOL)
+            .await?
+        {
+            tracing::info!(project = bb.project(), task = %t.id, tag, "distill task created");
+            created.push(t);
+        }
+    }
+    Ok(created)
+}
+
+/// The experience tag a distill task works on (from its `distill:<tag>` tag).
+pub fn distilled_tag(task: &Task) -> Option<&str> {
+    task.tags.iter().find_map(|t| t.strip_prefix("distill:"))
+}
+
+/// The `name` in a `SKILL.md` front matter, if it can be read at all.
+fn front_matter_name(md: &str) -> Option<String> {
+    let rest = md.strip_prefix("---\n")?;
+    let front = &rest[..rest.find("\n---")?];
+    front
+        .lines()
+        .find_map(|l| l.strip_prefix("name:"))
+        .map(|n| n.trim().trim_matches(['"', '\'']).to_string())
+}
+
+/// Validates a distill run's output as a skill for experience tag `tag`.
+/// `outputs` is the task's `outputs/` folder.
+pub fn validate_distill_output(
+    outputs: &Path,
+    tag: &str,
+    custom_dir: &Path,
+) -> Result<super::Skill, SkillError> {
+    let read = |name: &str| {
+        std::fs::read_to_string(outputs.join(name)).map_err(|e| SkillError {
+            file: outputs.join(name),
+            message: format!(
+                "cannot read the distill output {name} ({e}); post it with `moziplus bb output --file … --name {name}`"
+            ),
+        })
+    };
+    let md = read(SKILL_OUTPUT)?;
+    let meta = read(META_OUTPUT)?;
+    let name = front_matter_name(&md).unwrap_or_default();
+    let dir = custom_dir.join(if name.is_empty() { "?" } else { &name });
+    let skill = parse_skill(&name, &md, &meta, &dir, SkillSource::Custom).map_err(|mut e| {
+        // Name the file the agent wrote, not the folder it would go to.
+        if let Some(f) = e.file.file_name() {
+            e.file = outputs.join(f);
+        }
+        e
+    })?;
+    if !skill.tags.iter().any(|t| t == tag) {
+        return Err(SkillError {
+            file: outputs.join(META_OUTPUT),
+            message: format!(
+                "`tags` must include the distilled tag {tag:?} (it has {:?})",
+                skill.tags
+            ),
+        });
+    }
+    Ok(skill)
+}
+
+/// Writes a checked skill into `skills/custom/<id>/`, replacing an older one
+/// of the same id. The files are written into a temporary folder first and
+/// renamed into place.
+fn install(outputs: &Path, dest: &Path) -> std::io::Result<()> {
+    let parent = dest.parent().expect("skill folder has a parent");
+    std::fs::create_dir_all(parent)?;
+    let tmp: PathBuf = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir(&tmp)?;
+    for f in [SKILL_OUTPUT, META_OUTPUT] {
+        std::fs::copy(outputs.join(f), tmp.join(f))?;
+    }
+    if dest.exists() {
+        std::fs::remove_dir_all(dest)?;
+    }
+    std::fs::rename(&tmp, dest)
+}
+
+/// The daemon's review of a `distill` task in `review` (see the module doc).
+pub async fn check_output(home: &Home, bb: &Blackboard, task: &Task) -> BbResult<()> {
+    let daemon = Actor::daemon();
+    let Some(tag) = distilled_tag(task) else {
+        let why = format!(
+            "{} has no distill:<tag> tag; cannot tell which lessons it distills",
+            task.id
+        );
+        bb.conclude_review_round(&task.id, Some(task.round), false, None, &daemon, &why)
+            .await?;
+        return Ok(());
+    };
+    let project = ProjectId::parse(bb.project())
+        .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
+    let outputs = home.task_artifacts_dir(&project, &task.id).join("outputs");
+    let custom = home.skills_dir().join("custom");
+    let checked = validate_distill_output(&outputs, tag, &custom);
+    let result = match checked {
+        Ok(skill) => match install(&outputs, &skill.path) {
+            Ok(()) => Ok(skill),
+            Err(e) => Err(SkillError {
+                file: skill.path.clone(),
+                message: format!("cannot install the skill: {e}"),
+            }),
+        },
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(skill) => {
+            let ids = bb
+                .mark_distilled(tag, task.created_at, &task.id, &skill.id)
+                .await?;
+            let why = format!(
+                "skill {} installed at {} from {} experience(s) tagged {tag}",
+                skill.id,
+                skill
+                    .path
+                    .strip_prefix(home.root())
+                    .unwrap_or(&skill.path)
+                    .display(),
+                ids.len()
+            );
+            bb.add_observation(ObservationLevel::Info, &daemon, Some(&task.id), &why)
+                .await?;
+            match bb
+                .conclude_review_round(&task.id, Some(task.round), true, None, &daemon, &why)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => {
+            let rel = e
+                .file
+                .strip_prefix(home.root())
+                .unwrap_or(&e.file)
+                .display()
+                .to_string();
+            let why = format!(
+                "distill output rejected: {rel}: {}. Fix it and post SKILL.md and meta.yaml again.",
+                e.message
+            );
+            bb.add_observation(ObservationLevel::Warn, &daemon, Some(&task.id), &why)
+                .await?;
+            match bb
+                .conclude_review_round(&task.id, Some(task.round), false, None, &daemon, &why)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
