@@ -81,13 +81,9 @@ pub fn router(d: Daemon) -> Router {
         .route("/api/daemon/stop", post(stop_ticker))
         .route("/api/daemon/start", post(start_ticker))
         .route("/api/daemon/tick", post(tick_now))
-        .fallback(not_found)
+        .fallback(crate::dashboard::serve)
         .with_state(d)
         .merge(gateway)
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
 async fn health() -> Json<Value> {
