@@ -86,3 +86,37 @@ export async function run(name, body, viewport = { width: 1400, height: 900 }) {
   }
   await browser.close();
 }
+
+// ---- the harness protocol: actions the Rust test performs for a script ----
+
+let stdinLines = null;
+
+/**
+ * Asks the Rust test to do something only it may do (stop or start the
+ * daemon it owns) and waits for its answer line.
+ */
+export async function ask(action) {
+  if (!stdinLines) {
+    const { createInterface } = await import('node:readline');
+    stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  }
+  console.log(`@@ACTION ${action}`);
+  const { value, done } = await stdinLines.next();
+  if (done || value.trim() !== 'ok') throw new Error(`harness refused ${action}: ${value}`);
+}
+
+/** Runs the `moziplus` CLI of the test (MOZI_BIN, MOZI_HOME) and returns stdout. */
+export async function cli(...args) {
+  const { execFileSync } = await import('node:child_process');
+  return execFileSync(process.env.MOZI_BIN, args, { encoding: 'utf8', env: process.env }).trim();
+}
+
+/** Whether the daemon serves the full API (docs/API.md), not only /api/daemon/*. */
+export async function hasFullApi() {
+  const r = await fetch(`${BASE}/api/projects`);
+  return r.status !== 404;
+}
+
+export function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
