@@ -17,6 +17,7 @@
 //! * [`dashboard`] — the embedded web dashboard, served for `/` and the app's routes.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
 
+pub mod api;
 pub mod backup;
 pub mod blackboard;
 pub mod cli;

@@ -14,6 +14,7 @@ mod events;
 pub mod ids;
 pub mod model;
 mod open;
+mod pages;
 mod records;
 pub mod sessions;
 mod summary;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 
 pub use model::*;
 pub use open::{OpenMode, LATEST_SCHEMA_VERSION};
+pub use pages::{ProjectStats, TaskPage, TaskQuery};
 pub use records::{NewDecision, NewExperience};
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};

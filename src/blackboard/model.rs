@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "snake_case")]
         pub enum $name { $($variant),+ }
 
@@ -207,7 +207,7 @@ mod ts {
 }
 
 /// A task as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Task {
     pub id: String,
     pub title: String,
@@ -223,19 +223,24 @@ pub struct Task {
     pub round: i64,
     pub max_rounds: i64,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub lease_expires_at: Option<Millis>,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub claimed_at: Option<Millis>,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Millis>,
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Comment {
     pub id: i64,
     pub task_id: String,
@@ -243,10 +248,11 @@ pub struct Comment {
     pub comment_type: CommentType,
     pub body: String,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Output {
     pub id: i64,
     pub task_id: String,
@@ -256,10 +262,11 @@ pub struct Output {
     pub artifact_path: Option<String>,
     pub inline_text: Option<String>,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Review {
     pub id: i64,
     pub task_id: String,
@@ -270,10 +277,11 @@ pub struct Review {
     pub confidence: f64,
     pub body: String,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Decision {
     pub id: i64,
     pub task_id: Option<String>,
@@ -284,14 +292,17 @@ pub struct Decision {
     pub status: DecisionStatus,
     pub decided_by: Option<String>,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub decided_at: Option<Millis>,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Millis>,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Observation {
     pub id: i64,
     pub level: ObservationLevel,
@@ -299,10 +310,11 @@ pub struct Observation {
     pub task_id: Option<String>,
     pub body: String,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Experience {
     pub id: i64,
     pub task_id: Option<String>,
@@ -311,13 +323,15 @@ pub struct Experience {
     pub tags: Vec<String>,
     pub times_referenced: i64,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_referenced_at: Option<Millis>,
     pub status: ExperienceStatus,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Session {
     pub id: String,
     pub task_id: String,
@@ -327,8 +341,10 @@ pub struct Session {
     pub command: String,
     pub round: i64,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: Millis,
     #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Millis>,
     pub exit_code: Option<i64>,
     pub outcome: Option<Outcome>,
@@ -339,10 +355,11 @@ pub struct Session {
     pub detail: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: i64,
     #[serde(serialize_with = "ts::ser")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     pub level: EventLevel,
     pub kind: String,
@@ -352,7 +369,7 @@ pub struct Event {
 }
 
 /// A task with everything attached to it (`bb read T-0001`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TaskDetail {
     #[serde(flatten)]
     pub task: Task,
@@ -365,7 +382,7 @@ pub struct TaskDetail {
 }
 
 /// A dependency edge as seen from one side, with the other task's status.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct DependencyRef {
     pub id: String,
     pub title: String,
@@ -388,7 +405,7 @@ pub struct BoardSummary {
 }
 
 /// One line of a task listing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct TaskLine {
     pub id: String,
     pub title: String,

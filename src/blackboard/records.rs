@@ -107,7 +107,7 @@ pub(super) fn decision_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Decisio
     })
 }
 
-fn observation_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Observation> {
+pub(super) fn observation_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Observation> {
     let l: String = r.try_get("level")?;
     Ok(Observation {
         id: r.try_get("id")?,

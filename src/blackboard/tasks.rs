@@ -50,7 +50,7 @@ pub(super) fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Task> {
 }
 
 /// What `bb create` (or the inbox, or the API) asks for.
-#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     pub title: String,
@@ -457,7 +457,7 @@ impl Blackboard {
         emit(
             &mut tx,
             now,
-            EventLevel::Optional,
+            EventLevel::Daily,
             "task.created",
             Some(&id),
             actor,
@@ -689,7 +689,7 @@ impl Blackboard {
         let task = fetch_task(&mut tx, id).await?;
         Self::require_holder(&task, actor, "submit")?;
         let (to, level, kind) = if task.review_protocol.is_some() {
-            (TaskStatus::Review, EventLevel::Optional, "task.submitted")
+            (TaskStatus::Review, EventLevel::Daily, "task.submitted")
         } else {
             (TaskStatus::Done, EventLevel::Daily, "task.done")
         };

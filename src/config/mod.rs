@@ -78,6 +78,50 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The LLM gateway (see `docs/GATEWAY.md`).
     pub gateway: crate::gateway::GatewayConfig,
+    /// Where events are pushed besides the dashboard (SPEC §8).
+    pub notifications: NotificationsConfig,
+}
+
+/// `notifications:` — webhooks (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook: matching events are POSTed to `url` as the SSE JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Event levels delivered (default urgent and attention).
+    #[serde(default = "WebhookConfig::default_levels")]
+    pub levels: Vec<crate::blackboard::EventLevel>,
+    /// Per attempt, 100..=60000 ms.
+    #[serde(default = "WebhookConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts per event before it is given up (1..=20).
+    #[serde(default = "WebhookConfig::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Extra request headers (e.g. an authorization token).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl WebhookConfig {
+    fn default_levels() -> Vec<crate::blackboard::EventLevel> {
+        vec![
+            crate::blackboard::EventLevel::Urgent,
+            crate::blackboard::EventLevel::Attention,
+        ]
+    }
+    fn default_timeout_ms() -> u64 {
+        5000
+    }
+    fn default_max_attempts() -> u32 {
+        5
+    }
 }
 
 /// `daemon:` — the ticker and agent-run limits.

@@ -118,6 +118,48 @@ impl Config {
                 self.logging.max_file_size
             ),
         )?;
+        for (i, w) in self.notifications.webhooks.iter().enumerate() {
+            let key = "notifications.webhooks";
+            let url_ok = reqwest::Url::parse(&w.url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            check(
+                url_ok,
+                key,
+                format!(
+                    "entry {i}: url must be an http:// or https:// URL, got {:?}",
+                    w.url
+                ),
+            )?;
+            check(
+                !w.levels.is_empty(),
+                key,
+                format!("entry {i}: levels must name at least one level"),
+            )?;
+            check(
+                (100..=60_000).contains(&w.timeout_ms),
+                key,
+                format!(
+                    "entry {i}: timeout_ms must be between 100 and 60000, got {}",
+                    w.timeout_ms
+                ),
+            )?;
+            check(
+                (1..=20).contains(&w.max_attempts),
+                key,
+                format!(
+                    "entry {i}: max_attempts must be between 1 and 20, got {}",
+                    w.max_attempts
+                ),
+            )?;
+            for (name, value) in &w.headers {
+                check(
+                    reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+                        && reqwest::header::HeaderValue::from_str(value).is_ok(),
+                    key,
+                    format!("entry {i}: header {name:?} is not a valid HTTP header"),
+                )?;
+            }
+        }
         self.gateway
             .validate()
             .map_err(|e| (e.key.clone(), e.reason.clone()))?;

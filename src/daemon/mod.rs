@@ -16,6 +16,7 @@
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
 pub mod demo;
+pub mod events;
 pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod inbox;
@@ -23,6 +24,7 @@ pub mod projects;
 pub mod recovery;
 pub mod runs;
 pub mod ticker;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -64,6 +66,8 @@ struct Inner {
     run_keys: Mutex<HashMap<String, gateway_hooks::RunKey>>,
     gateway: std::sync::OnceLock<crate::gateway::Gateway>,
     wake: Notify,
+    /// The event pump's fan-out (SSE clients, webhooks).
+    events: events::EventHub,
     /// Serializes the decisions that share the global limits (project ticks
     /// run concurrently; starting runs must not race past the caps).
     schedule: tokio::sync::Mutex<()>,
@@ -114,6 +118,7 @@ impl Daemon {
                 run_keys: Mutex::new(HashMap::new()),
                 gateway: std::sync::OnceLock::new(),
                 wake: Notify::new(),
+                events: events::EventHub::default(),
                 schedule: tokio::sync::Mutex::new(()),
                 ticker_paused: AtomicBool::new(false),
                 stats: Mutex::new(TickStats::default()),
@@ -179,6 +184,11 @@ impl Daemon {
     /// Asks for a tick as soon as possible (coalesced).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+        self.inner.events.wake();
+    }
+    /// The event fan-out (`GET /api/events`, webhooks).
+    pub fn events(&self) -> &events::EventHub {
+        &self.inner.events
     }
     pub(crate) fn wake_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.wake.notified()
@@ -262,6 +272,8 @@ impl Daemon {
         Ok(vec![
             tokio::spawn(inbox::run(self.clone())),
             tokio::spawn(ticker::run(self.clone())),
+            tokio::spawn(events::run(self.clone())),
+            tokio::spawn(webhooks::run(self.clone())),
         ])
     }
 

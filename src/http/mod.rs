@@ -6,15 +6,16 @@
 //! 4xx with `{"error":{"message","type"}}`.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde_json::{json, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::daemon::Daemon;
 
@@ -39,6 +40,98 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             kind: "not_found",
             message: message.into(),
+        }
+    }
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::CONFLICT,
+            kind: "conflict",
+            message: message.into(),
+        }
+    }
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            kind: "authentication_error",
+            message: message.into(),
+        }
+    }
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            kind: "permission_error",
+            message: message.into(),
+        }
+    }
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            kind: "unavailable",
+            message: message.into(),
+        }
+    }
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            kind: "internal_error",
+            message: message.into(),
+        }
+    }
+    /// An error with the status axum chose for a rejected request part
+    /// (body, query, path), typed by that status.
+    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
+        let kind = match status {
+            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+            s if s.is_server_error() => "internal_error",
+            _ => "invalid_request_error",
+        };
+        // Client mistakes stay 4xx even when axum files them otherwise, and
+        // a well-formed body with wrong fields is a plain 400 like any other.
+        let status = if status.is_server_error() || status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Blackboard refusals are client mistakes (400/403/404/409); database and I/O
+/// trouble is ours (500/503).
+impl From<crate::blackboard::BbError> for ApiError {
+    fn from(e: crate::blackboard::BbError) -> Self {
+        use crate::blackboard::BbError as E;
+        let message = e.to_string();
+        match e {
+            E::NotFound { .. } => ApiError::not_found(message),
+            E::Conflict(_) | E::IllegalTransition { .. } => ApiError::conflict(message),
+            E::Invalid(_) => ApiError::bad_request(message),
+            E::Forbidden(_) => ApiError::forbidden(message),
+            E::SchemaTooNew { .. } | E::Corrupt { .. } | E::Missing { .. } => {
+                ApiError::unavailable(message)
+            }
+            E::Db(_) | E::Migrate(_) | E::Io(_) => ApiError::internal(message),
+        }
+    }
+}
+
+impl From<crate::registry::RegistryError> for ApiError {
+    fn from(e: crate::registry::RegistryError) -> Self {
+        use crate::registry::RegistryError as E;
+        let message = e.to_string();
+        match e {
+            E::InvalidId(_) | E::Invalid(_) => ApiError::bad_request(message),
+            E::Unknown(_) => ApiError::not_found(message),
+            E::Exists(_) | E::Archived(_) | E::NotArchived(_) | E::Busy { .. } => {
+                ApiError::conflict(message)
+            }
+            E::Blackboard(b) => b.into(),
+            E::File { .. } | E::Io(_) => ApiError::internal(message),
         }
     }
 }
@@ -69,27 +162,61 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-/// All routes of the daemon.
+/// All routes of the daemon: the routes here and in `crate::api` (described
+/// by the OpenAPI document they generate, served at `/api/openapi.json`),
+/// behind the bearer-token rule for writes, then the gateway (own auth).
 pub fn router(d: Daemon) -> Router {
     let gateway = d.gateway().map(|g| g.router()).unwrap_or_default();
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/ready", get(ready))
-        .route("/metrics", get(render_metrics))
-        .route("/api/daemon/status", get(status))
-        .route("/api/daemon/sessions", get(sessions))
-        .route("/api/daemon/stop", post(stop_ticker))
-        .route("/api/daemon/start", post(start_ticker))
-        .route("/api/daemon/tick", post(tick_now))
+    let (routes, doc) = OpenApiRouter::with_openapi(crate::api::base_document())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(render_metrics))
+        .routes(routes!(status))
+        .routes(routes!(sessions))
+        .routes(routes!(stop_ticker))
+        .routes(routes!(start_ticker))
+        .routes(routes!(tick_now))
+        .routes(routes!(openapi_json))
+        .merge(crate::api::router())
+        .split_for_parts();
+    let doc = Arc::new(OpenApiDocument(
+        doc.to_json().expect("the OpenAPI document serializes"),
+    ));
+    routes
         .fallback(crate::dashboard::serve)
+        .layer(axum::Extension(doc))
+        .layer(axum::middleware::from_fn_with_state(
+            d.clone(),
+            crate::api::require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::MAX_BODY_BYTES,
+        ))
         .with_state(d)
         .merge(gateway)
 }
 
+/// The generated OpenAPI document, serialized once.
+#[derive(Debug)]
+struct OpenApiDocument(String);
+
+/// The OpenAPI 3.1 document of this API, generated from the handlers.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "daemon",
+    responses((status = 200, content_type = "application/json", body = Object)))]
+async fn openapi_json(axum::Extension(doc): axum::Extension<Arc<OpenApiDocument>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        doc.0.clone(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(get, path = "/health", tag = "daemon", responses((status = 200, body = Object, description = "liveness")))]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "daemon", responses((status = 200, body = Object), (status = 503, body = Object)))]
 async fn ready(State(d): State<Daemon>) -> Response {
     let problems = d.projects().problems();
     let stats = d.tick_stats();
@@ -99,7 +226,28 @@ async fn ready(State(d): State<Daemon>) -> Response {
             .last_tick_at_ms
             .is_some_and(|t| chrono::Utc::now().timestamp_millis() - t < 3 * interval_ms + 10_000);
     let ok = problems.is_empty() && ticker_alive;
-    let body = json!({ "ready": ok, "ticker_alive": ticker_alive, "project_problems": problems });
+    // Informational: an upstream's breaker being open does not make the
+    // daemon unready (readiness must not flap with a provider's health).
+    let gateway = d.gateway().map(|g| {
+        let providers: serde_json::Map<String, Value> = g
+            .status()
+            .providers
+            .into_iter()
+            .map(|p| {
+                (
+                    p.name,
+                    json!({ "breaker": p.breaker.state, "key_set": p.api_key.is_some() }),
+                )
+            })
+            .collect();
+        json!({ "providers": providers })
+    });
+    let body = json!({
+        "ready": ok,
+        "ticker_alive": ticker_alive,
+        "project_problems": problems,
+        "gateway": gateway,
+    });
     let code = if ok {
         StatusCode::OK
     } else {
@@ -108,6 +256,7 @@ async fn ready(State(d): State<Daemon>) -> Response {
     (code, Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "daemon", responses((status = 200, content_type = "text/plain", body = String)))]
 async fn render_metrics(State(d): State<Daemon>) -> Response {
     metrics::gauge!("moziplus_active_agents").set(d.runs().len() as f64);
     metrics::gauge!("moziplus_inbox_lag_bytes").set(d.inbox_stats().pending_bytes as f64);
@@ -162,10 +311,12 @@ pub async fn status_value(d: &Daemon) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/daemon/status", tag = "daemon", responses((status = 200, body = Object)))]
 async fn status(State(d): State<Daemon>) -> Json<Value> {
     Json(status_value(&d).await)
 }
 
+#[utoipa::path(get, path = "/api/daemon/sessions", tag = "daemon", responses((status = 200, body = Object)))]
 async fn sessions(State(d): State<Daemon>) -> Json<Value> {
     let mut recent = Vec::new();
     for slot in d.projects().snapshot() {
@@ -181,16 +332,19 @@ async fn sessions(State(d): State<Daemon>) -> Json<Value> {
     Json(json!({ "active": d.runs(), "recent": recent }))
 }
 
+#[utoipa::path(post, path = "/api/daemon/stop", tag = "daemon", security(("bearer" = [])), responses((status = 200, body = Object)))]
 async fn stop_ticker(State(d): State<Daemon>) -> Json<Value> {
     d.pause_ticker();
     Json(json!({ "ticker_running": false }))
 }
 
+#[utoipa::path(post, path = "/api/daemon/start", tag = "daemon", security(("bearer" = [])), responses((status = 200, body = Object)))]
 async fn start_ticker(State(d): State<Daemon>) -> Json<Value> {
     d.resume_ticker();
     Json(json!({ "ticker_running": true }))
 }
 
+#[utoipa::path(post, path = "/api/daemon/tick", tag = "daemon", security(("bearer" = [])), responses((status = 200, body = Object)))]
 async fn tick_now(State(d): State<Daemon>) -> Json<Value> {
     crate::daemon::ticker::tick(&d).await;
     Json(json!({ "ticked": true, "last_tick_ms": d.tick_stats().last_tick_ms }))

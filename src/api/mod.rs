@@ -1,0 +1,270 @@
+//! The REST API and the event stream of docs/API.md (SPEC §6).
+//!
+//! One file per resource, each with its own `router()` returning a
+//! [`utoipa_axum::router::OpenApiRouter`]: the handlers carry their
+//! `#[utoipa::path]`, so `GET /api/openapi.json` is generated from the same
+//! code that routes. [`router`] merges them; `http::router` mounts the result.
+//!
+//! Shared here: the extractors that turn every malformed request into a 4xx
+//! [`ApiError`] ([`ApiJson`], [`ApiQuery`], [`ApiPath`]), the project lookup
+//! ([`open_project`]), the operator actor of API writes ([`actor`]) and the
+//! bearer-token rule for mutating routes ([`require_token`]).
+
+pub mod decisions;
+pub mod events;
+pub mod projects;
+pub mod records;
+pub mod sessions;
+pub mod tasks;
+
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::blackboard::{ids, Actor, Blackboard};
+use crate::daemon::Daemon;
+use crate::http::ApiError;
+use crate::registry::{self, ProjectId};
+
+/// Largest request body the API accepts (bodies are small JSON documents).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+/// Every API route, with its OpenAPI description.
+pub fn router() -> OpenApiRouter<Daemon> {
+    OpenApiRouter::new()
+        .merge(projects::router())
+        .merge(tasks::router())
+        .merge(decisions::router())
+        .merge(records::router())
+        .merge(sessions::router())
+        .merge(events::router())
+}
+
+/// The document's header: title, version, the bearer scheme, and the
+/// gateway's routes (served by `gateway::handlers`, described here).
+pub fn base_document() -> utoipa::openapi::OpenApi {
+    let mut doc = utoipa::openapi::OpenApiBuilder::new()
+        .info(
+            utoipa::openapi::InfoBuilder::new()
+                .title("moziplus")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "The moziplus daemon's HTTP API (docs/API.md). Mutating routes need \
+                     `Authorization: Bearer <server.api_token>` when a token is configured.",
+                ))
+                .build(),
+        )
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    for (method, path, summary) in GATEWAY_ROUTES {
+        let op = utoipa::openapi::path::OperationBuilder::new()
+            .summary(Some(*summary))
+            .tag("gateway")
+            .description(Some("See docs/GATEWAY.md."))
+            .response("200", utoipa::openapi::Response::new("OK"))
+            .build();
+        doc.paths
+            .add_path_operation(*path, vec![method.clone()], op);
+    }
+    doc
+}
+
+/// The gateway's routes (`gateway::handlers::router`).
+const GATEWAY_ROUTES: &[(utoipa::openapi::HttpMethod, &str, &str)] = {
+    use utoipa::openapi::HttpMethod::{Get, Post};
+    &[
+        (
+            Post,
+            "/v1/chat/completions",
+            "OpenAI-compatible chat completions (streaming or not)",
+        ),
+        (Post, "/v1/completions", "OpenAI-compatible completions"),
+        (Post, "/v1/embeddings", "OpenAI-compatible embeddings"),
+        (Get, "/v1/models", "Models the gateway routes"),
+        (
+            Get,
+            "/api/gateway/status",
+            "Gateway snapshot: settings, providers, breakers, lanes, usage",
+        ),
+        (
+            Get,
+            "/api/gateway/config",
+            "Runtime gateway settings (admin)",
+        ),
+        (
+            Post,
+            "/api/gateway/config",
+            "Change runtime gateway settings (admin)",
+        ),
+    ]
+};
+
+/// A JSON body; malformed JSON, a wrong content type, missing fields and
+/// oversized bodies are 4xx [`ApiError`]s naming what was wrong.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(ApiJson(v)),
+            Err(rej) => Err(ApiError::from_status(rej.status(), rej.body_text())),
+        }
+    }
+}
+
+/// A JSON body that may be left out entirely (then `T::default()`); when
+/// present it is checked like [`ApiJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned + Default, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let has_type = req.headers().contains_key(axum::http::header::CONTENT_TYPE);
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|rej| ApiError::from_status(rej.status(), rej.body_text()))?;
+        if bytes.is_empty() && !has_type {
+            return Ok(OptionalJson(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        ApiJson::<T>::from_request(req, state)
+            .await
+            .map(|ApiJson(v)| OptionalJson(v))
+    }
+}
+
+/// Query parameters; a bad one is a 400 naming it.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
+        }
+    }
+}
+
+/// Path parameters; a bad one is a 400 naming it.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(ApiPath(v)),
+            Err(rej) => Err(ApiError::bad_request(rej.body_text())),
+        }
+    }
+}
+
+/// The open blackboard of an active project: 400 for a malformed id, 404 for
+/// an unknown or archived project, 503 when the project is registered but its
+/// database cannot be used.
+pub async fn open_project(d: &Daemon, raw: &str) -> Result<Blackboard, ApiError> {
+    let id = ProjectId::parse(raw)?;
+    if d.projects().get(id.as_str()).is_none() {
+        // Created by the CLI since the last tick: pick it up now.
+        if let Err(e) = d.projects().refresh(d).await {
+            return Err(ApiError::unavailable(e.to_string()));
+        }
+    }
+    match d.projects().get(id.as_str()) {
+        Some(slot) => match slot.bb {
+            Some(bb) => Ok(bb),
+            None => Err(ApiError::unavailable(format!(
+                "project {id} is unavailable: {}",
+                slot.error.unwrap_or_default()
+            ))),
+        },
+        None => match registry::active_project(d.home(), id.as_str()) {
+            Err(e) => Err(ApiError::not_found(e.to_string())),
+            Ok(_) => Err(ApiError::not_found(format!(
+                "project {id:?} is not in the registry (see `moziplus project list`)"
+            ))),
+        },
+    }
+}
+
+/// Who an API write is recorded as: `operator:api`, or the `X-Mozi-Actor`
+/// header's name (validated as an agent id).
+pub fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
+    match headers.get("x-mozi-actor") {
+        None => Ok(Actor::operator("operator:api")),
+        Some(v) => {
+            let name = v.to_str().unwrap_or("");
+            if ids::is_valid_agent_id(name) {
+                Ok(Actor::operator(name))
+            } else {
+                Err(ApiError::bad_request(format!(
+                    "X-Mozi-Actor {name:?} is not a valid agent id (lowercase letters, digits, - and _)"
+                )))
+            }
+        }
+    }
+}
+
+/// With `server.api_token` set, every request that is not a read (GET, HEAD,
+/// OPTIONS) needs `Authorization: Bearer <token>`.
+pub async fn require_token(State(d): State<Daemon>, req: Request, next: Next) -> Response {
+    use axum::response::IntoResponse;
+    let token = d.config().server.api_token.as_deref().unwrap_or("");
+    let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if token.is_empty() || read {
+        return next.run(req).await;
+    }
+    let given = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+        Some(_) => ApiError::unauthorized("wrong bearer token").into_response(),
+        None => ApiError::unauthorized(
+            "this route changes state: send Authorization: Bearer <server.api_token>",
+        )
+        .into_response(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Parses a comma list of values (`status=pending,working`).
+pub(crate) fn parse_list<T: std::str::FromStr<Err = String>>(
+    raw: Option<&str>,
+) -> Result<Vec<T>, ApiError> {
+    raw.unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<T>().map_err(ApiError::bad_request))
+        .collect()
+}
+
+/// Checks a `limit` parameter against `1..=max`, defaulting when absent.
+pub(crate) fn check_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit must be between 1 and {max}, got {n}"
+        ))),
+    }
+}

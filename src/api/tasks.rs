@@ -1,0 +1,202 @@
+//! `/api/projects/{id}/tasks`: keyset-paginated listing, creation with
+//! dependencies, detail, operator transitions, comments.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{actor, check_limit, open_project, parse_list, ApiJson, ApiPath, ApiQuery};
+use crate::blackboard::{Comment, CommentType, NewTask, Task, TaskDetail, TaskQuery, TaskStatus};
+use crate::daemon::Daemon;
+use crate::http::ApiError;
+
+pub fn router() -> OpenApiRouter<Daemon> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tasks, create_task))
+        .routes(routes!(show_task))
+        .routes(routes!(set_task_status))
+        .routes(routes!(add_comment))
+}
+
+/// Largest page of tasks.
+pub const MAX_PAGE: i64 = 500;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct TaskListQuery {
+    /// Comma list of statuses.
+    pub status: Option<String>,
+    /// Designated assignee or current claimant.
+    pub assignee: Option<String>,
+    pub tag: Option<String>,
+    pub kind: Option<String>,
+    /// `urgent`, `high`, `normal` or `low`.
+    pub priority: Option<String>,
+    /// Text in the title or description, or a task id.
+    pub q: Option<String>,
+    /// 1..=500, default 100.
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskList {
+    pub tasks: Vec<Task>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// Tasks matching the filters, all pages.
+    pub total: i64,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusChange {
+    /// `pending` (unblock, retry), `blocked`, `cancelled` or `failed`.
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewComment {
+    pub body: String,
+    /// `comment` (default), `question`, `answer`, `rebuttal` or `note`.
+    #[serde(default)]
+    pub comment_type: Option<String>,
+}
+
+/// The opaque cursor: the hex of `priority:seq` of the last row served.
+fn encode_cursor((p, s): (i64, i64)) -> String {
+    hex::encode(format!("{p}:{s}"))
+}
+
+fn decode_cursor(raw: &str) -> Result<(i64, i64), ApiError> {
+    let bad = || ApiError::bad_request(format!("bad cursor {raw:?}: pass next_cursor unchanged"));
+    let text = String::from_utf8(hex::decode(raw).map_err(|_| bad())?).map_err(|_| bad())?;
+    let (p, s) = text.split_once(':').ok_or_else(bad)?;
+    Ok((p.parse().map_err(|_| bad())?, s.parse().map_err(|_| bad())?))
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|s| !s.trim().is_empty())
+}
+
+/// Tasks of a project, most urgent first, then oldest.
+#[utoipa::path(get, path = "/api/projects/{id}/tasks", tag = "tasks",
+    params(("id" = String, Path, description = "project id"), TaskListQuery),
+    responses((status = 200, body = TaskList), (status = 400), (status = 404)))]
+async fn list_tasks(
+    State(d): State<Daemon>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TaskListQuery>,
+) -> Result<Json<TaskList>, ApiError> {
+    let bb = open_project(&d, &id).await?;
+    let query = TaskQuery {
+        statuses: parse_list(q.status.as_deref())?,
+        assignee: non_empty(q.assignee),
+        tag: non_empty(q.tag),
+        kind: non_empty(q.kind),
+        priority: non_empty(q.priority)
+            .map(|p| p.parse())
+            .transpose()
+            .map_err(ApiError::bad_request)?,
+        q: non_empty(q.q),
+        limit: check_limit(q.limit, 100, MAX_PAGE)?,
+        after: non_empty(q.cursor)
+            .as_deref()
+            .map(decode_cursor)
+            .transpose()?,
+    };
+    let page = bb.task_page(&query).await?;
+    Ok(Json(TaskList {
+        tasks: page.tasks,
+        next_cursor: page.next.map(encode_cursor),
+        total: page.total,
+    }))
+}
+
+/// Creates a task (with its dependencies and tags).
+#[utoipa::path(post, path = "/api/projects/{id}/tasks", tag = "tasks",
+    params(("id" = String, Path, description = "project id")), request_body = NewTask,
+    security(("bearer" = [])),
+    responses((status = 201, body = Task), (status = 400), (status = 404)))]
+async fn create_task(
+    State(d): State<Daemon>,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(new): ApiJson<NewTask>,
+) -> Result<(StatusCode, Json<Task>), ApiError> {
+    let who = actor(&headers)?;
+    let bb = open_project(&d, &id).await?;
+    let task = bb.create_task(new, &who).await?;
+    d.wake();
+    Ok((StatusCode::CREATED, Json(task)))
+}
+
+/// A task with its dependencies, comments, outputs, reviews and sessions.
+#[utoipa::path(get, path = "/api/projects/{id}/tasks/{task}", tag = "tasks",
+    params(("id" = String, Path, description = "project id"),
+           ("task" = String, Path, description = "task id, e.g. T-0042")),
+    responses((status = 200, body = TaskDetail), (status = 400), (status = 404)))]
+async fn show_task(
+    State(d): State<Daemon>,
+    ApiPath((id, task)): ApiPath<(String, String)>,
+) -> Result<Json<TaskDetail>, ApiError> {
+    let bb = open_project(&d, &id).await?;
+    Ok(Json(bb.task_detail(&task, 500).await?))
+}
+
+/// An operator transition: cancel, block, unblock or retry (409 naming both
+/// states when the lifecycle does not allow it).
+#[utoipa::path(post, path = "/api/projects/{id}/tasks/{task}/status", tag = "tasks",
+    params(("id" = String, Path, description = "project id"),
+           ("task" = String, Path, description = "task id")),
+    request_body = StatusChange, security(("bearer" = [])),
+    responses((status = 200, body = Task), (status = 400), (status = 404), (status = 409)))]
+async fn set_task_status(
+    State(d): State<Daemon>,
+    ApiPath((id, task)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(change): ApiJson<StatusChange>,
+) -> Result<Json<Task>, ApiError> {
+    let who = actor(&headers)?;
+    let to: TaskStatus = change.status.parse().map_err(ApiError::bad_request)?;
+    let bb = open_project(&d, &id).await?;
+    let task = bb.set_status(&task, to, &who, change.reason.trim()).await?;
+    d.wake();
+    Ok(Json(task))
+}
+
+/// Adds a comment to a task.
+#[utoipa::path(post, path = "/api/projects/{id}/tasks/{task}/comments", tag = "tasks",
+    params(("id" = String, Path, description = "project id"),
+           ("task" = String, Path, description = "task id")),
+    request_body = NewComment, security(("bearer" = [])),
+    responses((status = 201, body = Comment), (status = 400), (status = 404)))]
+async fn add_comment(
+    State(d): State<Daemon>,
+    ApiPath((id, task)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(c): ApiJson<NewComment>,
+) -> Result<(StatusCode, Json<Comment>), ApiError> {
+    let who = actor(&headers)?;
+    let kind: CommentType = match c.comment_type.as_deref() {
+        None | Some("") => CommentType::Comment,
+        Some(k) => k.parse().map_err(ApiError::bad_request)?,
+    };
+    if kind == CommentType::System {
+        return Err(ApiError::bad_request(
+            "comment_type system is written by the daemon only",
+        ));
+    }
+    let bb = open_project(&d, &id).await?;
+    let comment = bb.add_comment(&task, &who, kind, &c.body).await?;
+    d.wake();
+    Ok((StatusCode::CREATED, Json(comment)))
+}

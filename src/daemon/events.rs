@@ -1,0 +1,188 @@
+//! The event pump: tails every open project's `event` table and fans the new
+//! rows out to the SSE clients and webhooks through one bounded
+//! `tokio::sync::broadcast`.
+//!
+//! The database is the source, not in-process calls: agents write through
+//! `moziplus bb` in other processes. The pump reads after every wake (the same
+//! signals that wake the ticker: the wake socket, the inbox, API writes) and
+//! at least every [`POLL`]. A receiver that falls more than [`CAPACITY`]
+//! events behind is told so (`Lagged`) instead of holding memory; SSE clients
+//! then get `event: resync` and reconnect with their cursor, replaying from
+//! the blackboards — which is also what makes a daemon restart lose nothing.
+//!
+//! The gateway snapshot for `gateway=1` clients is built here, at most once
+//! per second and only while such a client is connected, and shared through a
+//! `watch` channel.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{broadcast, watch, Notify};
+
+use super::Daemon;
+use crate::blackboard::{Event, EventLevel};
+
+/// Events kept for slow receivers before they are told they lagged.
+pub const CAPACITY: usize = 4096;
+/// Longest time between two reads of the event tables.
+pub const POLL: Duration = Duration::from_millis(200);
+/// Rows read per project per query.
+const BATCH: i64 = 1000;
+
+/// One blackboard event, ready to send.
+#[derive(Debug)]
+pub struct StreamEvent {
+    pub project: Arc<str>,
+    pub id: i64,
+    pub level: EventLevel,
+    /// The SSE/webhook JSON: `{"project","id","created_at","level","kind",
+    /// "task_id","actor","payload"}`.
+    pub json: String,
+}
+
+impl StreamEvent {
+    pub fn new(project: &str, e: &Event) -> StreamEvent {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("project".into(), json!(project));
+        }
+        StreamEvent {
+            project: Arc::from(project),
+            id: e.id,
+            level: e.level,
+            json: v.to_string(),
+        }
+    }
+}
+
+/// The fan-out point, owned by the [`Daemon`].
+#[derive(Debug)]
+pub struct EventHub {
+    tx: broadcast::Sender<Arc<StreamEvent>>,
+    /// Last event id pumped, per project.
+    head: Mutex<BTreeMap<String, i64>>,
+    wake: Notify,
+    gateway_tx: watch::Sender<Option<Arc<str>>>,
+    gateway_clients: AtomicUsize,
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub {
+            tx: broadcast::channel(CAPACITY).0,
+            head: Mutex::new(BTreeMap::new()),
+            wake: Notify::new(),
+            gateway_tx: watch::channel(None).0,
+            gateway_clients: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// Counts a `gateway=1` client while alive (snapshots are built only then).
+pub struct GatewayInterest<'a>(&'a EventHub);
+
+impl Drop for GatewayInterest<'_> {
+    fn drop(&mut self) {
+        self.0.gateway_clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EventHub {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StreamEvent>> {
+        self.tx.subscribe()
+    }
+    /// The last event id pumped per project (the live stream's start).
+    pub fn head(&self) -> BTreeMap<String, i64> {
+        self.head.lock().expect("head lock").clone()
+    }
+    /// Asks the pump to read now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+    /// The shared gateway snapshot channel; hold the guard while subscribed.
+    pub fn gateway_snapshots(&self) -> (watch::Receiver<Option<Arc<str>>>, GatewayInterest<'_>) {
+        self.gateway_clients.fetch_add(1, Ordering::Relaxed);
+        (self.gateway_tx.subscribe(), GatewayInterest(self))
+    }
+    /// Receivers currently subscribed (SSE clients and webhooks).
+    pub fn receivers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+}
+
+/// Runs until shutdown: pumps events, builds gateway snapshots.
+pub async fn run(d: Daemon) {
+    let hub = d.events();
+    let mut shutdown = d.shutdown_signal();
+    // Projects open now start at their end; ones that appear later (created
+    // while running) from their first event.
+    for slot in d.projects().snapshot() {
+        if let Some(bb) = &slot.bb {
+            let last = bb.last_event_id().await.unwrap_or(0);
+            hub.head
+                .lock()
+                .expect("head lock")
+                .insert(slot.id.to_string(), last);
+        }
+    }
+    let mut poll = tokio::time::interval(POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gateway_tick = tokio::time::interval(Duration::from_secs(1));
+    gateway_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = hub.wake.notified() => pump(&d, hub).await,
+            _ = poll.tick() => pump(&d, hub).await,
+            _ = gateway_tick.tick() => snapshot_gateway(&d, hub),
+        }
+    }
+}
+
+/// Reads every project's new events and broadcasts them in id order.
+async fn pump(d: &Daemon, hub: &EventHub) {
+    for slot in d.projects().snapshot() {
+        let Some(bb) = &slot.bb else { continue };
+        let project = slot.id.as_str();
+        loop {
+            let after = hub
+                .head
+                .lock()
+                .expect("head lock")
+                .get(project)
+                .copied()
+                .unwrap_or(0);
+            let events = match bb.events_after(after, BATCH).await {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(project, error = %e, "event pump cannot read events");
+                    break;
+                }
+            };
+            let n = events.len() as i64;
+            for e in &events {
+                hub.head
+                    .lock()
+                    .expect("head lock")
+                    .insert(project.to_string(), e.id);
+                // No receiver is fine: nobody is listening.
+                let _ = hub.tx.send(Arc::new(StreamEvent::new(project, e)));
+            }
+            if n < BATCH {
+                break;
+            }
+        }
+    }
+}
+
+fn snapshot_gateway(d: &Daemon, hub: &EventHub) {
+    if hub.gateway_clients.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let Some(gw) = d.gateway() else { return };
+    let text = serde_json::to_string(&gw.status()).unwrap_or_else(|_| "null".into());
+    hub.gateway_tx.send_replace(Some(Arc::from(text)));
+}
