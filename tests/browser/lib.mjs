@@ -85,11 +85,19 @@ export async function run(name, body, viewport = { width: 1400, height: 900 }) {
     process.exit(1);
   }
   await browser.close();
+  // An open stdin reader would keep node alive after the script is done.
+  if (stdinReader) {
+    stdinReader.close();
+    process.stdin.destroy();
+    stdinReader = null;
+    stdinLines = null;
+  }
 }
 
 // ---- the harness protocol: actions the Rust test performs for a script ----
 
 let stdinLines = null;
+let stdinReader = null;
 
 /**
  * Asks the Rust test to do something only it may do (stop or start the
@@ -98,7 +106,8 @@ let stdinLines = null;
 export async function ask(action) {
   if (!stdinLines) {
     const { createInterface } = await import('node:readline');
-    stdinLines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+    stdinReader = createInterface({ input: process.stdin });
+    stdinLines = stdinReader[Symbol.asyncIterator]();
   }
   console.log(`@@ACTION ${action}`);
   const { value, done } = await stdinLines.next();

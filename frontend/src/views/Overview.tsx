@@ -1,7 +1,7 @@
 // Overview: daemon and ticker state with its controls, active sessions, and a
 // summary card per project.
 
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { STATUSES, ago, fmtBytes, get, post, type DaemonStatus, type Project, type RunInfo } from '../api';
 import { useProjectRev } from '../live';
 import { Badge, Empty, ErrorBox, Link, Section, useClock, useFetch, useThrottled } from '../ui';
@@ -32,6 +32,10 @@ export function Overview() {
   };
 
   const s = status.data;
+  // The first data on screen (bench/dashboard.sh reads this mark).
+  useEffect(() => {
+    if (s && performance.getEntriesByName('mozi:first-data').length === 0) performance.mark('mozi:first-data');
+  }, [s]);
   const projectList = mergeProjects(s, projects.data ?? null);
   return (
     <div class="stack">
