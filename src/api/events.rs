@@ -129,6 +129,7 @@ impl Client {
     }
 
     fn resync(&self, reason: &str) {
+        metrics::counter!("moziplus_sse_resyncs_total").increment(1);
         let data = json!({ "reason": reason, "cursor": format_cursor(&self.pos) });
         let _ = self
             .out
@@ -240,6 +241,22 @@ fn sse(rx: mpsc::Receiver<SseEvent>) -> Sse<impl Stream<Item = Result<SseEvent, 
     Sse::new(stream)
 }
 
+/// Counts the connected SSE clients in `moziplus_sse_clients`.
+struct ClientGauge;
+
+impl ClientGauge {
+    fn new() -> ClientGauge {
+        metrics::gauge!("moziplus_sse_clients").increment(1.0);
+        ClientGauge
+    }
+}
+
+impl Drop for ClientGauge {
+    fn drop(&mut self) {
+        metrics::gauge!("moziplus_sse_clients").decrement(1.0);
+    }
+}
+
 async fn run_client(
     mut c: Client,
     mut live: broadcast::Receiver<Arc<StreamEvent>>,
@@ -248,6 +265,7 @@ async fn run_client(
 ) {
     let d = c.d.clone();
     let mut shutdown = d.shutdown_signal();
+    let _connected = ClientGauge::new();
     if replay && c.replay().await.is_err() {
         return;
     }

@@ -1,0 +1,547 @@
+//! `GET /api/events` and webhooks against a real `moziplus serve`: resume
+//! with `Last-Event-ID` across a daemon crash while CLI processes keep
+//! writing; level and project filters; 500 concurrent clients with one that
+//! never reads; webhook delivery with a retry and a dead URL.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+use tokio::io::AsyncWriteExt;
+
+/// One SSE frame.
+#[derive(Debug, Clone, Default)]
+struct Frame {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+impl Frame {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+/// Reads frames from a streaming response.
+struct Sse {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Sse {
+    async fn open(port: u16, query: &str, last_event_id: Option<&str>) -> Sse {
+        let mut req =
+            reqwest::Client::new().get(format!("http://127.0.0.1:{port}/api/events{query}"));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let resp = req.send().await.expect("connect to /api/events");
+        assert_eq!(resp.status().as_u16(), 200);
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        Sse {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next frame, or `None` at the end of the stream or after `limit`.
+    async fn next(&mut self, limit: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let raw: String = self.buf.drain(..i + 2).collect();
+                let mut f = Frame {
+                    event: "message".into(),
+                    ..Default::default()
+                };
+                for line in raw.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        f.event = v.trim().into();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        f.id = Some(v.trim().into());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        f.data.push_str(v.trim_start());
+                    }
+                }
+                if raw.trim().starts_with(':') && f.data.is_empty() {
+                    continue; // comment / keep-alive
+                }
+                return Some(f);
+            }
+            match tokio::time::timeout_at(deadline, self.resp.chunk()).await {
+                Ok(Ok(Some(bytes))) => self.buf.push_str(&String::from_utf8_lossy(&bytes)),
+                _ => return None,
+            }
+        }
+    }
+
+    /// The next blackboard event (skipping heartbeats).
+    async fn next_event(&mut self, limit: Duration) -> Option<Frame> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let f = self.next(left).await?;
+            if f.event == "message" {
+                return Some(f);
+            }
+        }
+    }
+}
+
+/// `(project, id, kind)` of a frame.
+fn key(f: &Frame) -> (String, i64, String) {
+    let v = f.json();
+    (
+        v["project"].as_str().unwrap().to_string(),
+        v["id"].as_i64().unwrap(),
+        v["kind"].as_str().unwrap().to_string(),
+    )
+}
+
+/// Runs a blocking helper (CLI processes, SQLite reads) off the runtime.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+/// Event ids of a project after `after`, as the database has them.
+fn db_event_ids(db: &std::path::Path, after: i64) -> Vec<i64> {
+    query_strings(
+        db,
+        &format!("SELECT CAST(id AS TEXT) FROM event WHERE id > {after} ORDER BY id"),
+    )
+    .into_iter()
+    .map(|s| s.parse().unwrap())
+    .collect()
+}
+
+const ALL: &str = "?levels=urgent,attention,daily,optional";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
+    let home = std::sync::Arc::new(TestHome::new("", ""));
+    home.create_project("a");
+    home.create_project("b");
+    let d = Daemon::start(&home);
+    let mut s = Sse::open(d.port, ALL, None).await;
+    let h = home.clone();
+    let t1 = blocking(move || h.create_task("a", &["--title", "before the crash"])).await;
+    let f = s
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("live event");
+    assert_eq!(f.json()["task_id"], json!(t1));
+    assert_eq!(f.json()["kind"], "task.created");
+    let cursor = f.id.clone().expect("an id: cursor");
+    assert!(cursor.contains("a:"), "{cursor}");
+    // The heartbeat comes every 2 s and carries the same cursor.
+    let hb = loop {
+        let f = s.next(Duration::from_secs(5)).await.expect("a heartbeat");
+        if f.event == "heartbeat" {
+            break f;
+        }
+    };
+    assert_eq!(hb.json()["cursor"], json!(cursor), "{}", hb.data);
+    assert!(hb.id.is_none());
+    drop(s);
+    d.crash();
+
+    // While the daemon is down, CLI processes write to both projects.
+    let h = home.clone();
+    blocking(move || {
+        for i in 0..5 {
+            let t = h.create_task("a", &["--title", &format!("a{i}")]);
+            h.ok(&["bb", "--project", "a", "comment", &t, "--body", "note"]);
+            h.create_task("b", &["--title", &format!("b{i}")]);
+        }
+    })
+    .await;
+    let d = Daemon::start(&home);
+    let mut s = Sse::open(d.port, ALL, Some(&cursor)).await;
+    // And more while it runs.
+    let h = home.clone();
+    blocking(move || {
+        for i in 0..3 {
+            h.create_task("a", &["--title", &format!("late a{i}")]);
+            h.create_task("b", &["--title", &format!("late b{i}")]);
+        }
+    })
+    .await;
+    let (ha, hb) = (home.db("a"), home.db("b"));
+    let after_a: i64 = cursor
+        .split(',')
+        .find_map(|p| p.strip_prefix("a:"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let want_a = blocking(move || db_event_ids(&ha, after_a)).await;
+    let after_b: i64 = cursor
+        .split(',')
+        .find_map(|p| p.strip_prefix("b:"))
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0);
+    let want_b = blocking(move || db_event_ids(&hb, after_b)).await;
+    assert_eq!(want_a.len(), 13, "5 creates + 5 comments + 3 late creates");
+    assert!(want_b.len() >= 8);
+    let mut got: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut last_id = String::new();
+    while got.get("a").map_or(0, Vec::len) < want_a.len()
+        || got.get("b").map_or(0, Vec::len) < want_b.len()
+    {
+        let f = s
+            .next_event(Duration::from_secs(15))
+            .await
+            .unwrap_or_else(|| panic!("stream stalled; got {got:?}"));
+        let (p, id, _) = key(&f);
+        got.entry(p).or_default().push(id);
+        last_id = f.id.unwrap();
+    }
+    assert_eq!(got["a"], want_a, "project a: every event once, in order");
+    assert_eq!(got["b"], want_b, "project b: every event once, in order");
+    // Nothing more (no duplicates trailing behind).
+    assert!(s.next_event(Duration::from_millis(1500)).await.is_none());
+    assert!(
+        last_id.contains(&format!("a:{}", want_a.last().unwrap())),
+        "{last_id}"
+    );
+    drop(s);
+
+    // `?since=` resumes the same way (for clients that cannot set headers).
+    let mut s = Sse::open(d.port, &format!("{ALL}&since={cursor}&project=b"), None).await;
+    let mut ids = Vec::new();
+    while ids.len() < want_b.len() {
+        let f = s.next_event(Duration::from_secs(10)).await.expect("replay");
+        let (p, id, _) = key(&f);
+        assert_eq!(p, "b", "project filter");
+        ids.push(id);
+    }
+    assert_eq!(ids, want_b);
+
+    // An unusable cursor: resync, then the stream closes.
+    let mut s = Sse::open(d.port, "", Some("a:notanumber")).await;
+    let f = s.next(Duration::from_secs(5)).await.expect("resync frame");
+    assert_eq!(f.event, "resync", "{f:?}");
+    assert!(f.json()["cursor"].is_string());
+    assert!(s.next(Duration::from_secs(5)).await.is_none(), "closed");
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_levels_leave_out_agent_activity() {
+    let home = std::sync::Arc::new(TestHome::new("", ""));
+    home.create_project("a");
+    let t = home.create_task("a", &["--title", "x"]);
+    let d = Daemon::start(&home);
+    let mut default = Sse::open(d.port, "", None).await;
+    let mut urgent = Sse::open(d.port, "?levels=urgent", None).await;
+    let h = home.clone();
+    let t2 = blocking(move || {
+        h.ok(&[
+            "bb",
+            "--project",
+            "a",
+            "comment",
+            &t,
+            "--body",
+            "optional level",
+        ]);
+        h.ok(&[
+            "bb",
+            "--project",
+            "a",
+            "observe",
+            "--level",
+            "alert",
+            "--body",
+            "on fire",
+        ]);
+        h.create_task("a", &["--title", "daily level"])
+    })
+    .await;
+    let f = default.next_event(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        f.json()["kind"],
+        "observation.added",
+        "the comment is skipped: {f:?}"
+    );
+    assert_eq!(f.json()["level"], "urgent");
+    let f = default.next_event(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(
+        (f.json()["kind"].clone(), f.json()["task_id"].clone()),
+        (json!("task.created"), json!(t2))
+    );
+    assert_eq!(f.json()["level"], "daily");
+    let f = urgent.next_event(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(f.json()["kind"], "observation.added");
+    assert!(urgent
+        .next_event(Duration::from_millis(1000))
+        .await
+        .is_none());
+    // A bad level is a 400 before the stream starts.
+    let r = reqwest::get(format!(
+        "http://127.0.0.1:{}/api/events?levels=loud",
+        d.port
+    ))
+    .await
+    .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    d.stop();
+}
+
+fn metric(port: u16, name: &str) -> f64 {
+    let (_, text) = http(port, "GET", "/metrics").expect("metrics");
+    text.lines()
+        .find(|l| l.starts_with(name) && !l.starts_with('#'))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_hundred_clients_and_one_that_never_reads() {
+    const CLIENTS: usize = 499;
+    let home = std::sync::Arc::new(TestHome::new("", ""));
+    home.create_project("a");
+    home.create_project("flood");
+    let d = Daemon::start(&home);
+    let port = d.port;
+
+    // The stuck client: a tiny receive buffer, never reads; it asks for the
+    // flood project.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = sock
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    stuck
+        .write_all(b"GET /api/events?levels=urgent,attention,daily,optional&project=flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // 499 readers of project a, each reporting when it sees a title.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
+    let mut readers = Vec::new();
+    for n in 0..CLIENTS {
+        let tx = tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut s = Sse::open(port, "?project=a", None).await;
+            tx.send((n, "connected".into(), Instant::now())).ok();
+            while let Some(f) = s.next_event(Duration::from_secs(120)).await {
+                let title = f.json()["payload"]["title"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                tx.send((n, title, Instant::now())).ok();
+            }
+        }));
+    }
+    let mut connected = 0;
+    while connected < CLIENTS {
+        let (_, what, _) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+            .await
+            .expect("clients connect")
+            .unwrap();
+        if what == "connected" {
+            connected += 1;
+        }
+    }
+    blocking(move || {
+        wait_for(Duration::from_secs(10), "every client registered", || {
+            metric(port, "moziplus_sse_clients") >= (CLIENTS + 1) as f64
+        })
+    })
+    .await;
+
+    let api = reqwest::Client::new();
+    let create = |project: &'static str, title: String| {
+        let api = api.clone();
+        async move {
+            let r = api
+                .post(format!(
+                    "http://127.0.0.1:{port}/api/projects/{project}/tasks"
+                ))
+                .json(&json!({ "title": title }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+        }
+    };
+    // Wait until every reader saw `title`; returns the slowest delivery.
+    async fn all_see(
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<(usize, String, Instant)>,
+        title: &str,
+        sent: Instant,
+    ) -> Duration {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut slowest = Duration::ZERO;
+        while seen.len() < CLIENTS {
+            let (n, t, at) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {} clients saw {title}", seen.len()))
+                .unwrap();
+            if t == title && seen.insert(n) {
+                slowest = slowest.max(at - sent);
+            }
+        }
+        slowest
+    }
+
+    // Flood the stuck client's project until its buffer is full and the
+    // daemon gives up on it.
+    let long = "x".repeat(480);
+    let mut flooded = 0;
+    while metric(port, "moziplus_sse_resyncs_total") < 1.0 {
+        assert!(flooded < 5000, "the stuck client was never cut off");
+        let batch: Vec<_> = (0..50)
+            .map(|i| create("flood", format!("{long}{flooded}-{i}")))
+            .collect();
+        futures_util::future::join_all(batch).await;
+        flooded += 50;
+    }
+    // With the stuck client cut off, the others still get news promptly.
+    for round in 0..3 {
+        let title = format!("ping {round}");
+        let sent = Instant::now();
+        create("a", title.clone()).await;
+        let slowest = all_see(&mut rx, &title, sent).await;
+        eprintln!("ping {round}: all {CLIENTS} clients within {slowest:?}");
+        assert!(slowest < Duration::from_secs(2), "{slowest:?}");
+    }
+    // The stuck client, once it reads, finds `resync` and the end of the stream.
+    // (The response ends with the last chunk; the connection may stay open.)
+    let mut text = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(20), async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 65536];
+        while !text.ends_with(b"\r\n0\r\n\r\n") {
+            let n = stuck.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the stuck client's response ended");
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains("event: resync"),
+        "{}",
+        &text[text.len().saturating_sub(500)..]
+    );
+    assert!(text.contains("not reading"), "resync names the reason");
+    for r in readers {
+        r.abort();
+    }
+    d.stop();
+}
+
+/// A webhook receiver: answers 500 to the first request, 200 after; keeps
+/// the bodies.
+async fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(u16, Value)>>>) {
+    use axum::routing::post;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let l = l.clone();
+            async move {
+                let mut log = l.lock().unwrap();
+                let code = if log.is_empty() { 500 } else { 200 };
+                assert_eq!(headers["x-test"], "yes", "configured headers are sent");
+                log.push((code, serde_json::from_str(&body).unwrap_or(Value::Null)));
+                axum::http::StatusCode::from_u16(code).unwrap()
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, log)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
+    let (port, log) = receiver().await;
+    let dead = free_port();
+    let home = std::sync::Arc::new(TestHome::new(
+        &format!(
+            "notifications:\n  webhooks:\n    - url: http://127.0.0.1:{port}/hook\n      levels: [daily]\n      max_attempts: 3\n      timeout_ms: 2000\n      headers: {{ X-Test: \"yes\" }}\n    - url: http://127.0.0.1:{dead}/gone\n      levels: [daily]\n      max_attempts: 2\n      timeout_ms: 500\n"
+        ),
+        "",
+    ));
+    home.create_project("a");
+    let d = Daemon::start(&home);
+    let h = home.clone();
+    let t = blocking(move || h.create_task("a", &["--title", "hook me"])).await;
+    let l = log.clone();
+    blocking(move || {
+        wait_for(Duration::from_secs(20), "a delivery after the 500", || {
+            l.lock().unwrap().iter().any(|(c, _)| *c == 200)
+        })
+    })
+    .await;
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len(), 2, "one failure, one retry: {got:?}");
+    assert_eq!(got[0].1, got[1].1, "the retry sends the same event");
+    let ev = &got[1].1;
+    assert_eq!(ev["project"], "a");
+    assert_eq!(ev["kind"], "task.created");
+    assert_eq!(ev["task_id"], json!(t));
+    assert_eq!(ev["level"], "daily");
+    assert!(ev["id"].as_i64().is_some() && ev["created_at"].is_string());
+    // The dead URL became an observation naming it.
+    let db = home.db("a");
+    blocking(move || {
+        wait_for(Duration::from_secs(20), "the failure observation", || {
+            query_i64(
+                &db,
+                &format!("SELECT COUNT(*) FROM observation WHERE body LIKE '%{dead}/gone%' AND level = 'warn'"),
+            ) == 1
+        })
+    })
+    .await;
+    // Optional-level events (the comment) are not sent to a daily webhook:
+    // the next daily event arrives and nothing came before it.
+    let h = home.clone();
+    let t3 = blocking(move || {
+        h.ok(&["bb", "--project", "a", "comment", &t, "--body", "quiet"]);
+        h.create_task("a", &["--title", "after the comment"])
+    })
+    .await;
+    let l = log.clone();
+    blocking(move || {
+        wait_for(Duration::from_secs(20), "the next daily event", || {
+            l.lock().unwrap().len() >= 3
+        })
+    })
+    .await;
+    let got = log.lock().unwrap().clone();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[2].1["task_id"], json!(t3), "{got:?}");
+    d.stop();
+
+    // A bad webhook is a config error naming the file and key.
+    let home = TestHome::new(
+        "notifications:\n  webhooks:\n    - url: ftp://example.com/x\n",
+        "",
+    );
+    let out = home.run(&["serve", "--bind", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("default.yaml")
+            && err.contains("notifications.webhooks")
+            && err.contains("ftp://"),
+        "{err}"
+    );
+}
