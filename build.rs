@@ -4,8 +4,11 @@
 //! Node is optional: when npm is missing, `MOZI_SKIP_FRONTEND=1` is set, or
 //! the frontend build fails, the folder is left empty, the Rust build still
 //! succeeds (with a cargo warning), and `/` serves a short page saying how to
-//! build the dashboard. Cargo reruns this script only when the frontend's
-//! sources, manifest, lock file or build configuration change.
+//! build the dashboard. Without npm, a `frontend/dist/` built elsewhere
+//! (`npm run build`) is embedded as it is. Cargo reruns this script only when
+//! the frontend's sources, manifest, lock file or build configuration change
+//! (and `frontend/dist/` when it exists); a path that does not exist is never
+//! watched, since Cargo would then rerun the script on every build.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,6 +27,10 @@ fn main() {
     for input in FRONTEND_INPUTS {
         println!("cargo:rerun-if-changed={input}");
     }
+    let prebuilt = Path::new("frontend/dist");
+    if prebuilt.join("index.html").exists() {
+        println!("cargo:rerun-if-changed=frontend/dist");
+    }
     println!("cargo:rerun-if-env-changed=MOZI_SKIP_FRONTEND");
 
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
@@ -40,8 +47,13 @@ fn main() {
     if !frontend.join("package.json").exists() {
         return;
     }
+    if !npm_works() && prebuilt.join("index.html").exists() {
+        copy_dir(prebuilt, &dist).expect("copy frontend/dist into $OUT_DIR/dashboard");
+        println!("cargo:warning=npm not found: embedding the prebuilt frontend/dist as it is");
+        return;
+    }
     if let Err(why) = build_frontend(frontend, &dist) {
-        println!("cargo:warning=dashboard not built ({why}); `/` serves build instructions. To build it: cd frontend && npm ci && npm run build, then rebuild");
+        println!("cargo:warning=dashboard not built ({why}); `/` serves build instructions. To build it: install Node.js 20+ and npm, then cargo clean -p moziplus && cargo build");
         let _ = std::fs::remove_dir_all(&dist);
         std::fs::create_dir_all(&dist).expect("create $OUT_DIR/dashboard");
     }
@@ -49,11 +61,7 @@ fn main() {
 
 /// `npm ci` when `node_modules` is missing, then `npm run build` into `dist`.
 fn build_frontend(frontend: &Path, dist: &Path) -> Result<(), String> {
-    let npm_works = Command::new("npm")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !npm_works {
+    if !npm_works() {
         return Err("npm not found".into());
     }
     if !frontend.join("node_modules").is_dir() {
@@ -73,6 +81,27 @@ fn build_frontend(frontend: &Path, dist: &Path) -> Result<(), String> {
     )?;
     if !dist.join("index.html").exists() {
         return Err("npm run build wrote no index.html".into());
+    }
+    Ok(())
+}
+
+fn npm_works() -> bool {
+    Command::new("npm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
     }
     Ok(())
 }

@@ -149,9 +149,13 @@ const NOT_BUILT_PAGE: &str = r#"<!doctype html>
 <h1>moziplus</h1>
 <p>The daemon is running, but this binary was built without the dashboard
 (Node.js/npm was not found, the frontend build failed, or <code>MOZI_SKIP_FRONTEND=1</code> was set).</p>
-<p>To build it, install Node.js 20+ and npm, then:</p>
-<pre>cd frontend &amp;&amp; npm ci &amp;&amp; npm run build
+<p>To build it, install Node.js 20+ and npm, then rebuild from a clean state
+(<code>build.rs</code> runs <code>npm ci</code> and <code>npm run build</code> itself):</p>
+<pre>cargo clean -p moziplus
 cargo build --release</pre>
+<p>Where Node cannot run at build time, build the frontend elsewhere and copy
+<code>frontend/dist/</code> into the checkout; it is embedded as it is:</p>
+<pre>cd frontend &amp;&amp; npm ci &amp;&amp; npm run build</pre>
 <p>The JSON API works without it: <a href="/api/daemon/status">/api/daemon/status</a>,
 <a href="/api/gateway/status">/api/gateway/status</a>, <a href="/metrics">/metrics</a>.</p>
 </body></html>
