@@ -15,31 +15,43 @@ export function Decisions({ project }: { project?: string }) {
     }
     return (await get<{ decisions: Decision[] }>('/api/decisions?status=proposed')).decisions;
   });
+  // Decided here: kept on screen (with their new status) after the refetch
+  // drops them from the proposed list, until the page is left.
+  const [settled, setSettled] = useState<Decision[]>([]);
+  const key = (d: Decision) => `${d.project}:${d.id}`;
+  const open = list.data ?? [];
+  const shown = [...open.filter((d) => !settled.some((x) => key(x) === key(d))), ...settled];
   return (
-    <Section title={`Awaiting approval${list.data ? ` (${list.data.length})` : ''}`}>
+    <Section title={`Awaiting approval${list.data ? ` (${open.filter((d) => !settled.some((x) => key(x) === key(d))).length})` : ''}`}>
       <ErrorBox error={list.error} what="decisions" />
-      {list.data && list.data.length === 0 && <Empty>Nothing waits for a decision.</Empty>}
+      {list.data && shown.length === 0 && <Empty>Nothing waits for a decision.</Empty>}
       <ul class="decisions" data-testid="decisions">
-        {list.data?.map((d) => (
-          <DecisionCard key={`${d.project}:${d.id}`} d={d} onDone={list.reload} />
+        {shown.map((d) => (
+          <DecisionCard
+            key={key(d)}
+            d={d}
+            onDone={(after) => {
+              setSettled((xs) => [...xs.filter((x) => key(x) !== key(d)), { ...d, ...after, project: d.project }]);
+              list.reload();
+            }}
+          />
         ))}
       </ul>
     </Section>
   );
 }
 
-function DecisionCard({ d, onDone }: { d: Decision; onDone: () => void }) {
+function DecisionCard({ d, onDone }: { d: Decision; onDone: (after: Decision) => void }) {
   const [rationale, setRationale] = useState('');
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const [done, setDone] = useState<string | null>(null);
+  const done = d.status !== 'proposed' ? d.status : null;
   const decide = async (verdict: 'approve' | 'reject') => {
     setBusy(true);
     setError(null);
     try {
       const r = await post<Decision>(`/api/projects/${enc(d.project ?? '')}/decisions/${d.id}/${verdict}`, rationale.trim() ? { rationale } : {});
-      setDone(r.status);
-      onDone();
+      onDone(r);
     } catch (e) {
       setError(e instanceof Error ? e.message : String(e));
     } finally {
@@ -60,7 +72,10 @@ function DecisionCard({ d, onDone }: { d: Decision; onDone: () => void }) {
       {d.decision && <p class="pre proposal">{d.decision}</p>}
       {d.rationale && <p class="muted">{d.rationale}</p>}
       {done ? (
-        <p class="ok">{done}</p>
+        <p class={done === 'approved' ? 'ok' : 'attn'}>
+          {done}
+          {d.decided_by ? ` by ${d.decided_by}` : ''}
+        </p>
       ) : (
         <div class="row">
           <input
