@@ -12,8 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-20}
 TARGET=${CARGO_TARGET_DIR:-target}
-cargo build --release --quiet
-BIN="$TARGET/release/moziplus"
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --quiet
+  BIN="$TARGET/release/moziplus"
+fi
 HOME_DIR=$(mktemp -d)
 trap 'kill $DPID 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$HOME_DIR"' EXIT
 mkdir -p "$HOME_DIR/projects"

@@ -1,17 +1,24 @@
 // A project's skills and experiences.
 
-import { enc, get, type Experience, type Skill } from '../api';
+import { ApiFailure, enc, get, type Experience, type Skill } from '../api';
 import { useProjectRev } from '../live';
 import { Badge, Empty, ErrorBox, Link, Section, Time, useFetch, useThrottled } from '../ui';
 
 export function Knowledge({ project }: { project: string }) {
   const rev = useThrottled(useProjectRev(project), 2000);
-  const skills = useFetch(`s${project}`, () => get<{ skills: Skill[] }>(`/api/projects/${enc(project)}/skills`));
+  // A daemon without the skills route (older build) answers 404: say so plainly.
+  const skills = useFetch(`s${project}`, () =>
+    get<{ skills: Skill[] }>(`/api/projects/${enc(project)}/skills`).catch((e: unknown) => {
+      if (e instanceof ApiFailure && e.status === 404 && /no route/.test(e.message)) return null;
+      throw e;
+    }),
+  );
   const exps = useFetch(`e${project}:${rev}`, () => get<{ experiences: Experience[] }>(`/api/projects/${enc(project)}/experiences`));
   return (
     <div class="stack">
       <Section title="Skills">
         <ErrorBox error={skills.error} what="skills" />
+        {skills.data === null && <Empty>This daemon does not list skills yet.</Empty>}
         {skills.data && skills.data.skills.length === 0 && <Empty>No skills for this project yet.</Empty>}
         <ul class="items">
           {skills.data?.skills.map((s) => (
