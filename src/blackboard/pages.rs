@@ -4,9 +4,10 @@
 //! Task pages are ordered by `(priority, seq)` — priority, then creation, then
 //! id, since `seq` is the id's number and grows with creation — and continue
 //! after the last row of the previous page, so a page costs the same at row
-//! 10 as at row 10,000. The ids of a page are chosen first on the narrow
-//! columns; the wide columns (with the per-row tag subquery) are read only
-//! for those ids.
+//! 10 as at row 10,000. The rows of a page are chosen first on the narrow
+//! columns (from the `task_open` index when no other filter narrows them);
+//! the wide columns (with the per-row tag subquery) are read only for those
+//! rows.
 
 use std::collections::BTreeMap;
 
@@ -54,9 +55,17 @@ pub struct ProjectStats {
 fn task_conditions(q: &TaskQuery) -> (String, Vec<String>) {
     let mut sql = String::from("1 = 1");
     let mut binds = Vec::new();
-    if !q.statuses.is_empty() {
+    // Without a narrower filter, "any status" is spelled as every status: the
+    // page is then read from the covering `task_open (status, priority, seq)`
+    // index (one ordered range per status, keyset included) instead of
+    // scanning the wide task rows.
+    let statuses: &[TaskStatus] = match (&q.statuses[..], &q.tag, &q.assignee, &q.q) {
+        ([], None, None, None) => TaskStatus::ALL,
+        (given, ..) => given,
+    };
+    if !statuses.is_empty() {
         sql.push_str(" AND t.status IN (");
-        for (i, s) in q.statuses.iter().enumerate() {
+        for (i, s) in statuses.iter().enumerate() {
             sql.push_str(if i == 0 { "?" } else { ", ?" });
             binds.push(s.as_str().to_string());
         }
@@ -114,8 +123,8 @@ impl Blackboard {
             ""
         };
         let sql = format!(
-            "SELECT {TASK_COLUMNS}, t.seq FROM task t WHERE t.id IN (
-                 SELECT t.id FROM task t WHERE {cond}{keyset}
+            "SELECT {TASK_COLUMNS}, t.seq FROM task t WHERE t.rowid IN (
+                 SELECT t.rowid FROM task t WHERE {cond}{keyset}
                  ORDER BY t.priority, t.seq LIMIT ?)
              ORDER BY t.priority, t.seq"
         );
