@@ -283,6 +283,27 @@ async fn default_levels_leave_out_agent_activity() {
         .next_event(Duration::from_millis(1000))
         .await
         .is_none());
+    // `gateway=1` adds the shared gateway snapshot about once a second.
+    let mut gw = Sse::open(d.port, "?gateway=1", None).await;
+    let mut snapshots = Vec::new();
+    let started = Instant::now();
+    while snapshots.len() < 2 {
+        let f = gw
+            .next(Duration::from_secs(5))
+            .await
+            .expect("a gateway frame");
+        if f.event == "gateway" {
+            assert!(f.json()["providers"].is_array(), "{}", f.data);
+            assert!(f.id.is_none());
+            snapshots.push(Instant::now());
+        }
+    }
+    assert!(
+        snapshots[1] - snapshots[0] >= Duration::from_millis(900),
+        "at most one snapshot a second: {:?}",
+        snapshots[1] - snapshots[0]
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
     // A bad level is a 400 before the stream starts.
     let r = reqwest::get(format!(
         "http://127.0.0.1:{}/api/events?levels=loud",
