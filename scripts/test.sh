@@ -11,4 +11,15 @@ if [ ! -x .tools/node_modules/.bin/pm2 ]; then
 fi
 export MOZI_TEST_PM2="$PWD/.tools/node_modules/.bin/pm2"
 
+# Headless Chromium (Debian's package) and playwright-core drive the dashboard
+# browser tests (tests/dashboard_browser.rs); under CI they must run.
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test.sh: installing chromium (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+if [ ! -d .tools/node_modules/playwright-core ]; then
+  echo "test.sh: installing playwright-core into .tools/ (npm)"
+  npm install --prefix .tools --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null
+fi
+
 cargo test --locked "$@"

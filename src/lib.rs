@@ -14,6 +14,7 @@
 //! * [`gateway`] — the OpenAI-compatible LLM gateway (`/v1`): NVIDIA rate limiter,
 //!   priority queue, circuit breaker, fallback.
 //! * [`http`] — the axum server: health, status, control, metrics.
+//! * [`dashboard`] — the embedded web dashboard, served for `/` and the app's routes.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
 //! * [`brief`] — agent briefs rendered from `prompt_templates/` (minijinja).
 //! * [`review`] — review protocols and the verdict rule.
@@ -26,6 +27,7 @@ pub mod brief;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dashboard;
 pub mod gateway;
 pub mod home;
 pub mod http;

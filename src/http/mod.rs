@@ -183,7 +183,7 @@ pub fn router(d: Daemon) -> Router {
         doc.to_json().expect("the OpenAPI document serializes"),
     ));
     routes
-        .fallback(not_found)
+        .fallback(crate::dashboard::serve)
         .layer(axum::Extension(doc))
         .layer(axum::middleware::from_fn_with_state(
             d.clone(),
@@ -209,10 +209,6 @@ async fn openapi_json(axum::Extension(doc): axum::Extension<Arc<OpenApiDocument>
         doc.0.clone(),
     )
         .into_response()
-}
-
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no route for {}", uri.path()))
 }
 
 #[utoipa::path(get, path = "/health", tag = "daemon", responses((status = 200, body = Object, description = "liveness")))]

@@ -1,0 +1,227 @@
+// Overview: daemon and ticker state with its controls, active sessions, and a
+// summary card per project.
+
+import { useEffect, useState } from 'preact/hooks';
+import { STATUSES, ago, fmtBytes, get, post, type DaemonStatus, type Project, type RunInfo } from '../api';
+import { useProjectRev } from '../live';
+import { Badge, Empty, ErrorBox, Link, Section, useClock, useFetch, useThrottled } from '../ui';
+
+export function Overview() {
+  const rev = useThrottled(useProjectRev(null), 1000);
+  useClock(5000);
+  const status = useFetch(`s${rev}`, () => get<DaemonStatus>('/api/daemon/status'));
+  const sessions = useFetch(`x${rev}`, () => get<{ active: RunInfo[] }>('/api/daemon/sessions'));
+  const projects = useFetch(`p${rev}`, () =>
+    get<{ projects: Project[] }>('/api/projects').then((r) => r.projects).catch(() => null),
+  );
+  const [busy, setBusy] = useState<string | null>(null);
+  const [actionError, setActionError] = useState<string | null>(null);
+
+  const act = async (what: 'stop' | 'start' | 'tick') => {
+    setBusy(what);
+    setActionError(null);
+    try {
+      await post(`/api/daemon/${what}`);
+      status.reload();
+      sessions.reload();
+    } catch (e) {
+      setActionError(e instanceof Error ? e.message : String(e));
+    } finally {
+      setBusy(null);
+    }
+  };
+
+  const s = status.data;
+  // The first data on screen (bench/dashboard.sh reads this mark).
+  useEffect(() => {
+    if (s && performance.getEntriesByName('mozi:first-data').length === 0) performance.mark('mozi:first-data');
+  }, [s]);
+  const projectList = mergeProjects(s, projects.data ?? null);
+  return (
+    <div class="stack">
+      <Section
+        title="Daemon"
+        actions={
+          s && (
+            <>
+              {s.ticker_running ? (
+                <button onClick={() => act('stop')} disabled={busy !== null} data-testid="pause">
+                  Pause
+                </button>
+              ) : (
+                <button class="primary" onClick={() => act('start')} disabled={busy !== null} data-testid="resume">
+                  Resume
+                </button>
+              )}
+              <button onClick={() => act('tick')} disabled={busy !== null} data-testid="tick">
+                Tick now
+              </button>
+            </>
+          )
+        }
+      >
+        <ErrorBox error={status.error} what="status" />
+        <ErrorBox error={actionError} />
+        {s && (
+          <dl class="stats" data-testid="daemon-stats">
+            <div>
+              <dt>Ticker</dt>
+              <dd>
+                <Badge kind={s.ticker_running ? 'ok' : 'warn'}>{s.ticker_running ? 'running' : 'paused'}</Badge>
+              </dd>
+            </div>
+            <div>
+              <dt>Last tick</dt>
+              <dd title={s.last_tick ?? ''}>
+                {ago(s.last_tick)}
+                {s.last_tick_ms !== null && s.last_tick_ms !== undefined && <small> · {Number(s.last_tick_ms).toFixed(1)} ms</small>}
+              </dd>
+            </div>
+            <div>
+              <dt>Interval</dt>
+              <dd>{s.tick_interval_seconds} s</dd>
+            </div>
+            <div>
+              <dt>Active sessions</dt>
+              <dd>
+                {s.active_sessions}
+                {s.limits && <small> / {s.limits.max_global_agents}</small>}
+              </dd>
+            </div>
+            <div>
+              <dt>Runs started</dt>
+              <dd>{s.runs_started ?? '—'}</dd>
+            </div>
+            <div>
+              <dt>Inbox pending</dt>
+              <dd>{fmtBytes(s.inbox_pending)}</dd>
+            </div>
+          </dl>
+        )}
+      </Section>
+
+      <Section title="Active sessions">
+        <ErrorBox error={sessions.error} what="sessions" />
+        {sessions.data && sessions.data.active.length === 0 && <Empty>No agent is running.</Empty>}
+        {sessions.data && sessions.data.active.length > 0 && (
+          <div class="table-wrap">
+            <table>
+              <thead>
+                <tr>
+                  <th>Project</th>
+                  <th>Task</th>
+                  <th>Agent</th>
+                  <th>Kind</th>
+                  <th>Started</th>
+                  <th>Deadline</th>
+                </tr>
+              </thead>
+              <tbody>
+                {sessions.data.active.map((r) => (
+                  <tr key={r.session_id}>
+                    <td>{r.project}</td>
+                    <td>
+                      <Link href={`/projects/${r.project}/tasks/${r.task_id}`}>{r.task_id}</Link>
+                    </td>
+                    <td>{r.agent}</td>
+                    <td>{r.kind}</td>
+                    <td>{ago(r.started_at_ms)}</td>
+                    <td>{inSeconds(r.deadline_ms)}</td>
+                  </tr>
+                ))}
+              </tbody>
+            </table>
+          </div>
+        )}
+      </Section>
+
+      <Section title="Projects">
+        {projectList.length === 0 && s && <Empty>No projects yet. Create one with <code>moziplus project create</code>.</Empty>}
+        <div class="projects">
+          {projectList.map((p) => (
+            <ProjectCard key={p.id} p={p} />
+          ))}
+        </div>
+      </Section>
+    </div>
+  );
+}
+
+interface ProjectLine {
+  id: string;
+  name: string;
+  summary: Record<string, number>;
+  activeAgents: number;
+  dbSize?: number;
+  decisions?: number;
+  error?: string;
+  archived: boolean;
+}
+
+function mergeProjects(s: DaemonStatus | undefined, list: Project[] | null): ProjectLine[] {
+  const byId = new Map<string, ProjectLine>();
+  for (const [id, p] of Object.entries(s?.projects ?? {})) {
+    byId.set(id, {
+      id,
+      name: id,
+      summary: p.tasks_summary ?? {},
+      activeAgents: p.active_agents,
+      dbSize: p.db_size_bytes,
+      error: p.error,
+      archived: false,
+    });
+  }
+  for (const p of list ?? []) {
+    const line = byId.get(p.id);
+    byId.set(p.id, {
+      id: p.id,
+      name: p.name || p.id,
+      summary: line?.summary ?? p.tasks_summary ?? {},
+      activeAgents: line?.activeAgents ?? p.active_agents,
+      dbSize: line?.dbSize ?? p.db_size_bytes,
+      decisions: p.decisions_proposed,
+      error: line?.error,
+      archived: p.status === 'archived',
+    });
+  }
+  return [...byId.values()].sort((a, b) => a.id.localeCompare(b.id));
+}
+
+function ProjectCard({ p }: { p: ProjectLine }) {
+  const total = STATUSES.reduce((n, st) => n + (p.summary[st] ?? 0), 0);
+  return (
+    <Link href={`/projects/${p.id}`} class="project" title={`Open the board of ${p.id}`}>
+      <div class="project-head">
+        <strong>{p.name}</strong>
+        {p.name !== p.id && <code>{p.id}</code>}
+        {p.archived && <Badge kind="cancelled">archived</Badge>}
+      </div>
+      {p.error && <div class="error">{p.error}</div>}
+      <div class="bar" aria-label="tasks by status">
+        {STATUSES.map((st) =>
+          p.summary[st] ? <span key={st} class={`seg s-${st}`} style={{ flexGrow: p.summary[st] }} title={`${st}: ${p.summary[st]}`} /> : null,
+        )}
+        {total === 0 && <span class="seg" style={{ flexGrow: 1 }} />}
+      </div>
+      <div class="counts">
+        {STATUSES.filter((st) => p.summary[st]).map((st) => (
+          <span key={st}>
+            <i class={`dot s-${st}`} /> {st} {p.summary[st]}
+          </span>
+        ))}
+        {total === 0 && <span>no tasks</span>}
+      </div>
+      <div class="meta">
+        <span>{p.activeAgents} running</span>
+        {p.decisions ? <span class="attn">{p.decisions} awaiting approval</span> : null}
+        <span>{fmtBytes(p.dbSize)}</span>
+      </div>
+    </Link>
+  );
+}
+
+function inSeconds(ms: number): string {
+  const s = Math.round((ms - Date.now()) / 1000);
+  if (s <= 0) return 'overdue';
+  return s < 120 ? `in ${s}s` : `in ${Math.round(s / 60)}m`;
+}

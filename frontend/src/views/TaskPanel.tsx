@@ -1,0 +1,262 @@
+// Task detail: description, dependencies, comments (with a form), outputs,
+// reviews by round, and sessions with a live log tail.
+
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { enc, get, post, type Comment, type TaskDetail } from '../api';
+import { Badge, Empty, ErrorBox, Link, Time, navigate, useFetch } from '../ui';
+
+export function TaskPanel({ project, taskId, rev }: { project: string; taskId: string; rev: string }) {
+  const base = `/api/projects/${enc(project)}/tasks/${enc(taskId)}`;
+  const detail = useFetch(`${taskId}:${rev}`, () => get<TaskDetail>(base));
+  const t = detail.data && detail.data.id === taskId ? detail.data : undefined;
+  const [logSession, setLogSession] = useState<string | null>(null);
+
+  useEffect(() => setLogSession(null), [taskId]);
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => e.key === 'Escape' && navigate(`/projects/${project}`);
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [project]);
+
+  return (
+    <aside class="panel" aria-label={`Task ${taskId}`} data-testid="task-panel">
+      <header class="panel-head">
+        <div>
+          <code>{taskId}</code> {t && <Badge kind={`s-${t.status}`}>{t.status}</Badge>}
+        </div>
+        <Link href={`/projects/${project}`} class="close" title="Close (Esc)">
+          ×
+        </Link>
+      </header>
+      <ErrorBox error={detail.error} what="task" />
+      {!t && !detail.error && <p class="muted">loading…</p>}
+      {t && (
+        <div class="panel-body">
+          <h2 class="task-heading">{t.title}</h2>
+          <dl class="facts">
+            <dt>Priority</dt>
+            <dd><Badge kind={`p-${t.priority}`}>{t.priority}</Badge></dd>
+            <dt>Kind</dt>
+            <dd>{t.kind}</dd>
+            <dt>Assignee</dt>
+            <dd>{t.claimed_by ?? t.assignee ?? '—'}</dd>
+            <dt>Round</dt>
+            <dd>{t.round} / {t.max_rounds}</dd>
+            {t.review_protocol && (
+              <>
+                <dt>Review</dt>
+                <dd>{t.review_protocol}</dd>
+              </>
+            )}
+            <dt>Created</dt>
+            <dd><Time t={t.created_at} /> by {t.creator}</dd>
+            <dt>Updated</dt>
+            <dd><Time t={t.updated_at} /></dd>
+            {t.tags.length > 0 && (
+              <>
+                <dt>Tags</dt>
+                <dd>{t.tags.map((g) => <span class="tag" key={g}>{g}</span>)}</dd>
+              </>
+            )}
+          </dl>
+          {t.description && <p class="description">{t.description}</p>}
+
+          {(t.depends_on.length > 0 || t.dependents.length > 0) && (
+            <>
+              <h3>Dependencies</h3>
+              <ul class="deps">
+                {t.depends_on.map((d) => (
+                  <li key={`d${d.id}`}>
+                    needs <Link href={`/projects/${project}/tasks/${d.id}`}>{d.id}</Link> {d.title}{' '}
+                    <Badge kind={`s-${d.status}`}>{d.status}</Badge>
+                  </li>
+                ))}
+                {t.dependents.map((d) => (
+                  <li key={`r${d.id}`}>
+                    unblocks <Link href={`/projects/${project}/tasks/${d.id}`}>{d.id}</Link> {d.title}{' '}
+                    <Badge kind={`s-${d.status}`}>{d.status}</Badge>
+                  </li>
+                ))}
+              </ul>
+            </>
+          )}
+
+          <h3>Reviews</h3>
+          {t.reviews.length === 0 ? (
+            <Empty>No reviews.</Empty>
+          ) : (
+            <ul class="items">
+              {t.reviews.map((r) => (
+                <li key={r.id}>
+                  <div class="item-head">
+                    <Badge kind={`v-${r.verdict}`}>{r.verdict}</Badge>
+                    <span>round {r.round}</span>
+                    <span title="confidence">{Math.round(r.confidence * 100)}%</span>
+                    <span class="muted">{r.reviewer}{r.protocol ? ` · ${r.protocol}` : ''}</span>
+                    <Time t={r.created_at} />
+                  </div>
+                  {r.body && <p class="pre">{r.body}</p>}
+                </li>
+              ))}
+            </ul>
+          )}
+
+          <h3>Outputs</h3>
+          {t.outputs.length === 0 ? (
+            <Empty>No outputs yet.</Empty>
+          ) : (
+            <ul class="items">
+              {t.outputs.map((o) => (
+                <li key={o.id}>
+                  <div class="item-head">
+                    <strong>{o.agent}</strong>
+                    <span>round {o.round}</span>
+                    <Time t={o.created_at} />
+                  </div>
+                  <p>{o.summary}</p>
+                  {o.artifact_path && <code class="path">{o.artifact_path}</code>}
+                  {o.inline_text && <pre class="inline">{o.inline_text}</pre>}
+                </li>
+              ))}
+            </ul>
+          )}
+
+          <h3>Sessions</h3>
+          {t.sessions.length === 0 ? (
+            <Empty>No runs yet.</Empty>
+          ) : (
+            <ul class="items">
+              {t.sessions.map((s) => (
+                <li key={s.id}>
+                  <div class="item-head">
+                    <strong>{s.agent}</strong>
+                    <span>round {s.round}</span>
+                    {s.outcome ? <Badge kind={`o-${s.outcome}`}>{s.outcome}</Badge> : <Badge kind="ok">running</Badge>}
+                    <Time t={s.started_at} />
+                    {(s.prompt_tokens > 0 || s.completion_tokens > 0) && (
+                      <span class="muted">{s.prompt_tokens + s.completion_tokens} tokens</span>
+                    )}
+                    <button class="small" onClick={() => setLogSession(logSession === s.id ? null : s.id)}>
+                      {logSession === s.id ? 'Hide log' : 'Log'}
+                    </button>
+                  </div>
+                  {logSession === s.id && <LogTail project={project} session={s.id} />}
+                </li>
+              ))}
+            </ul>
+          )}
+
+          <h3>Comments</h3>
+          {t.comments.length === 0 && <Empty>No comments.</Empty>}
+          <ul class="items">
+            {t.comments.map((c) => (
+              <li key={c.id}>
+                <div class="item-head">
+                  <strong>{c.author}</strong>
+                  {c.comment_type !== 'comment' && <Badge kind="muted">{c.comment_type}</Badge>}
+                  <Time t={c.created_at} />
+                </div>
+                <p class="pre">{c.body}</p>
+              </li>
+            ))}
+          </ul>
+          <CommentForm url={`${base}/comments`} onDone={detail.reload} />
+        </div>
+      )}
+    </aside>
+  );
+}
+
+function CommentForm({ url, onDone }: { url: string; onDone: () => void }) {
+  const [body, setBody] = useState('');
+  const [type, setType] = useState('comment');
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: Event) => {
+    e.preventDefault();
+    if (!body.trim()) return;
+    setBusy(true);
+    setError(null);
+    try {
+      await post<Comment>(url, { body, comment_type: type });
+      setBody('');
+      onDone();
+    } catch (err) {
+      setError(err instanceof Error ? err.message : String(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <form class="comment-form" onSubmit={submit}>
+      <textarea
+        rows={3}
+        placeholder="Add a comment…"
+        value={body}
+        onInput={(e) => setBody((e.target as HTMLTextAreaElement).value)}
+        aria-label="Comment"
+      />
+      <div class="row">
+        <select value={type} onChange={(e) => setType((e.target as HTMLSelectElement).value)} aria-label="Comment type">
+          {['comment', 'question', 'answer', 'note'].map((k) => (
+            <option key={k}>{k}</option>
+          ))}
+        </select>
+        <button class="primary" disabled={busy || !body.trim()}>
+          Comment
+        </button>
+      </div>
+      <ErrorBox error={error} />
+    </form>
+  );
+}
+
+/** Live tail of a session log over its SSE stream; a plain read when that fails. */
+function LogTail({ project, session }: { project: string; session: string }) {
+  const [text, setText] = useState('');
+  const [ended, setEnded] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const pre = useRef<HTMLPreElement>(null);
+  useEffect(() => {
+    const base = `/api/projects/${enc(project)}/sessions/${enc(session)}/log`;
+    let offset = 0;
+    let closed = false;
+    const src = new EventSource(`${base}/stream?offset=0`);
+    src.addEventListener('log', (m) => {
+      const d = JSON.parse((m as MessageEvent).data) as { offset: number; text: string };
+      if (d.offset < offset) return;
+      offset = d.offset + d.text.length;
+      setText((t) => (t + d.text).slice(-200_000));
+    });
+    src.addEventListener('end', () => {
+      setEnded(true);
+      src.close();
+    });
+    src.onerror = () => {
+      if (src.readyState !== EventSource.CLOSED || closed) return;
+      // No stream (older daemon or an error answer): read the log once.
+      get<{ text: string; ended: boolean }>(`${base}?offset=0&limit=65536`).then(
+        (r) => {
+          setText(r.text);
+          setEnded(r.ended);
+        },
+        (e: unknown) => setError(e instanceof Error ? e.message : String(e)),
+      );
+    };
+    return () => {
+      closed = true;
+      src.close();
+    };
+  }, [project, session]);
+  useEffect(() => {
+    const el = pre.current;
+    if (el) el.scrollTop = el.scrollHeight;
+  }, [text]);
+  return (
+    <div class="log">
+      <ErrorBox error={error} what="log" />
+      <pre ref={pre} data-testid="log">{text || (ended ? '(empty log)' : 'waiting for output…')}</pre>
+      <small class="muted">{ended ? 'session ended' : 'live'}</small>
+    </div>
+  );
+}

@@ -1,0 +1,315 @@
+//! The dashboard in a real headless Chromium (Debian's `/usr/bin/chromium`,
+//! driven by `playwright-core` from `.tools/`) against a real daemon.
+//!
+//! Each test starts `moziplus serve` in a temporary home and runs one script
+//! of `tests/browser/` against it; a failing script fails the test with its
+//! whole output. Scripts may ask the test to stop or start the daemon (a line
+//! `@@ACTION stop-daemon` on their stdout, answered `ok` on their stdin), so
+//! every process stays owned here. Screenshots go to `<target>/screenshots/`.
+//!
+//! `scripts/test.sh` installs the browser tools. Without them the tests skip
+//! with a loud message, unless `CI` is set: then they fail.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use support::{free_port, http, wait_for, TestHome, BIN};
+
+/// One browser at a time: two cores are shared with the rest of the suite.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+const SCRIPT_LIMIT: Duration = Duration::from_secs(240);
+
+struct Tools {
+    node: PathBuf,
+    playwright: PathBuf,
+    chromium: PathBuf,
+}
+
+/// The browser tools, or `None` (after a loud message) when they are absent
+/// outside CI.
+fn tools() -> Option<Tools> {
+    let chromium = std::env::var_os("MOZI_CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+    let playwright = std::env::var_os("MOZI_PLAYWRIGHT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(REPO).join(".tools"));
+    let node = PathBuf::from("node");
+    let has_node = Command::new(&node)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut missing = Vec::new();
+    if !has_node {
+        missing.push("node".to_string());
+    }
+    if !chromium.exists() {
+        missing.push(chromium.display().to_string());
+    }
+    if !playwright.join("node_modules/playwright-core").is_dir() {
+        missing.push(format!(
+            "{}/node_modules/playwright-core",
+            playwright.display()
+        ));
+    }
+    if missing.is_empty() {
+        return Some(Tools {
+            node,
+            playwright,
+            chromium,
+        });
+    }
+    let msg = format!(
+        "browser tools missing: {} — run scripts/test.sh (it installs chromium and playwright-core)",
+        missing.join(", ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("\n!!!!!!!!!! SKIPPED dashboard browser test: {msg} !!!!!!!!!!\n");
+    None
+}
+
+/// `<target>/screenshots`, next to the test binaries.
+fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap_or(Path::new("target"))
+        .join("screenshots")
+}
+
+/// A home with the repository's configuration, agents and templates, so the
+/// demo runs as `moziplus serve --demo` runs it from a checkout.
+fn demo_home() -> TestHome {
+    let home = TestHome::new("", "");
+    for dir in ["config", "agents", "prompt_templates", "skills"] {
+        copy_dir(&Path::new(REPO).join(dir), &home.path().join(dir));
+    }
+    home
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    if !from.is_dir() {
+        return;
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            copy_dir(&path, &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// `moziplus serve` on a fixed port (so it can come back on the same one).
+struct Serve {
+    child: Option<Child>,
+    port: u16,
+    demo: bool,
+}
+
+impl Serve {
+    fn start(home: &TestHome, port: u16, demo: bool) -> Serve {
+        let mut s = Serve {
+            child: None,
+            port,
+            demo,
+        };
+        s.spawn(home);
+        s
+    }
+
+    fn spawn(&mut self, home: &TestHome) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.path().join("daemon.log"))
+            .unwrap();
+        let mut cmd = home.cmd();
+        cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port)]);
+        if self.demo {
+            cmd.arg("--demo");
+        }
+        let child = cmd
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn daemon");
+        self.child = Some(child);
+        let port = self.port;
+        wait_for(Duration::from_secs(30), "daemon /health", || {
+            http(port, "GET", "/health").is_some_and(|(c, _)| c == 200)
+        });
+    }
+
+    /// SIGTERM and wait for the exit.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .ok();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().ok();
+                child.wait().ok();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().ok();
+            child.wait().ok();
+        }
+    }
+}
+
+/// Runs `tests/browser/<script>` against `serve`, answering its actions;
+/// panics with the script's output when it fails.
+fn run_script(tools: &Tools, home: &TestHome, serve: &mut Serve, script: &str, project: &str) {
+    let script_path = Path::new(REPO).join("tests/browser").join(script);
+    let mut child = Command::new(&tools.node)
+        .arg(&script_path)
+        .current_dir(REPO)
+        .env("MOZI_URL", format!("http://127.0.0.1:{}", serve.port))
+        .env("MOZI_PLAYWRIGHT", &tools.playwright)
+        .env("MOZI_CHROMIUM", &tools.chromium)
+        .env("MOZI_SCREENSHOTS", screenshot_dir())
+        .env("MOZI_BIN", BIN)
+        .env("MOZI_HOME", home.path())
+        .env("MOZI_PROJECT", project)
+        .env_remove("MOZI_SESSION")
+        .env_remove("MOZI_AGENT")
+        .env_remove("MOZI_TASK")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn node");
+    let mut stdin = child.stdin.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    let out_tx = tx.clone();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(format!("[stderr] {line}"));
+        }
+    });
+
+    let deadline = Instant::now() + SCRIPT_LIMIT;
+    let mut output = Vec::new();
+    let status = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                println!("{line}");
+                if let Some(action) = line.strip_prefix("@@ACTION ") {
+                    match action.trim() {
+                        "stop-daemon" => serve.stop(),
+                        "start-daemon" => serve.spawn(home),
+                        other => panic!("{script} asked for an unknown action {other:?}"),
+                    }
+                    writeln!(stdin, "ok").expect("answer the script");
+                }
+                output.push(line);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                break child.wait().expect("wait node");
+            }
+        }
+        if let Some(status) = child.try_wait().expect("poll node") {
+            // Drain what the reader threads still hold.
+            while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
+                println!("{line}");
+                output.push(line);
+            }
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().ok();
+            child.wait().ok();
+            panic!(
+                "{script} did not finish within {SCRIPT_LIMIT:?}:\n{}",
+                output.join("\n")
+            );
+        }
+    };
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{script} failed ({status}):\n{}\n--- daemon log (tail) ---\n{}",
+        output.join("\n"),
+        tail(&log, 40)
+    );
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A daemon whose home has a project `live` that no demo agent works on.
+fn live_daemon() -> (TestHome, Serve) {
+    let home = demo_home();
+    home.create_project("live");
+    let serve = Serve::start(&home, free_port(), false);
+    (home, serve)
+}
+
+#[test]
+fn dashboard_loads_against_the_demo() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = demo_home();
+    let mut serve = Serve::start(&home, free_port(), true);
+    run_script(&tools, &home, &mut serve, "dashboard_loads.mjs", "demo");
+}
+
+#[test]
+fn board_moves_a_task_live() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "board_live.mjs", "live");
+}
+
+#[test]
+fn approving_a_decision_on_the_page_settles_it() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "decision_approve.mjs", "live");
+}
+
+#[test]
+fn overlay_shows_while_the_daemon_is_down() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "overlay_reconnect.mjs", "live");
+}
