@@ -80,7 +80,8 @@ def distill(task):
     step(f"distilling {TASK}: {task['title']}")
     lessons = [l for l in task["description"].splitlines() if l.startswith("- experience ")]
     ids = [int(l.split()[2]) for l in lessons]
-    steps = "\n".join(f"{n}. {l.split('): ', 1)[1]}" for n, l in enumerate(lessons, 1))
+    texts = list(dict.fromkeys(l.split("): ", 1)[1] for l in lessons))  # same lesson twice: once
+    steps = "\n".join(f"{n}. {t}" for n, t in enumerate(texts, 1))
     skill = (
         "---\nname: weather-report\n"
         "description: Producing the weekly weather report — cities, data shape, generator and summary — as the demo team learned it.\n"
