@@ -842,3 +842,93 @@ async fn openapi_lists_every_route_and_only_routes_that_exist() {
     }
     d.stop();
 }
+
+/// Writes a skill folder in the format of `skills/builtins/*`.
+fn write_skill(dir: &std::path::Path, id: &str, description: &str, tags: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("SKILL.md"),
+        format!(
+            "---\nname: {id}\ndescription: {description}\n---\n\n# {id}\n\n## When to use\nAlways.\n\n## Steps\n1. Do it.\n\n## Pitfalls\n- None.\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("meta.yaml"),
+        format!("version: 1\ntags: [{tags}]\nsource_experiences: []\n"),
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skills_of_a_project_with_overrides_and_errors() {
+    let home = TestHome::new("", "");
+    home.create_project("p");
+    home.create_project("q");
+    let root = home.path();
+    write_skill(
+        &root.join("skills/custom/csv-hygiene"),
+        "csv-hygiene",
+        "global version",
+        "data",
+    );
+    write_skill(
+        &root.join("skills/custom/other"),
+        "other",
+        "only global",
+        "misc",
+    );
+    // p overrides csv-hygiene with its own; q sees the global one.
+    write_skill(
+        &root.join("projects/p/skills/csv-hygiene"),
+        "csv-hygiene",
+        "p's own version",
+        "data, p",
+    );
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, None);
+
+    let (code, v) = api.get("/api/projects/p/skills").await;
+    assert_eq!(code, 200, "{v}");
+    let skills = v["skills"].as_array().unwrap();
+    let csv = skills
+        .iter()
+        .find(|s| s["id"] == "csv-hygiene")
+        .expect("csv-hygiene");
+    assert_eq!(csv["source"], "project", "{csv}");
+    assert_eq!(csv["description"], "p's own version");
+    assert!(
+        skills
+            .iter()
+            .any(|s| s["id"] == "other" && s["source"] == "custom"),
+        "{v}"
+    );
+
+    let (code, v) = api.get("/api/projects/q/skills").await;
+    assert_eq!(code, 200, "{v}");
+    let csv = v["skills"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == "csv-hygiene")
+        .cloned()
+        .unwrap();
+    assert_eq!(csv["source"], "custom");
+    assert_eq!(csv["description"], "global version");
+    assert_eq!(csv["tags"], json!(["data"]));
+
+    assert_error(&api.get("/api/projects/nope/skills").await, 404, &["nope"]);
+    assert_error(&api.get("/api/projects/..%2Fetc/skills").await, 400, &[]);
+    // A broken skill folder is reported, not skipped silently.
+    std::fs::write(
+        root.join("projects/p/skills/csv-hygiene/meta.yaml"),
+        "version: [\n",
+    )
+    .unwrap();
+    assert_error(
+        &api.get("/api/projects/p/skills").await,
+        503,
+        &["meta.yaml"],
+    );
+    d.stop();
+}

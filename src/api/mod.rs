@@ -15,6 +15,7 @@ pub mod events;
 pub mod projects;
 pub mod records;
 pub mod sessions;
+pub mod skills;
 pub mod tasks;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -42,6 +43,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(decisions::router())
         .merge(records::router())
         .merge(sessions::router())
+        .merge(skills::router())
         .merge(events::router())
 }
 
