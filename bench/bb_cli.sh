@@ -13,6 +13,11 @@
 # and prints the medians and the ratios moziplus/sqlite3 and moziplus/python.
 # Targets: claim median < 5 ms, read median < 10 ms.
 #
+# Each tool works on its own copy of the seeded database (moziplus on the
+# project's, sqlite3 and python3 on byte-identical copies), so one tool's exit
+# (which checkpoints and deletes the WAL when it is the last connection) does
+# not change the state the next tool's run starts from.
+#
 # Every claim run claims a different pending task, with no shell in between
 # (hyperfine -N measures fork+exec+wait of the program itself): hyperfine's
 # --parameter-scan runs each command once per value of {n} = 100…(99+RUNS),
@@ -26,7 +31,7 @@
 #        HOLD_OPEN=1 keeps one extra connection open on the database during the
 #        measurement, as a running `moziplus serve` will: the WAL then persists
 #        between calls instead of being created and checkpointed by each one
-#        (applies to all four commands alike).
+#        (applies to all three databases alike).
 set -euo pipefail
 
 RUNS="${1:-300}"
@@ -76,6 +81,11 @@ FROM task ORDER BY seq;
 COMMIT;
 SQL
 echo "seeded $(sqlite3 "$DB" "SELECT COUNT(*) FROM task WHERE status='pending'") pending tasks" >&2
+sqlite3 "$DB" "PRAGMA wal_checkpoint(TRUNCATE);" >/dev/null
+DB_SQLITE="$WORK/floor-sqlite3.db"
+DB_PY="$WORK/floor-python3.db"
+cp "$DB" "$DB_SQLITE"
+cp "$DB" "$DB_PY"
 
 NOW_SQL="CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 # The statement moziplus' claim_task runs (src/blackboard/tasks.rs), as text;
@@ -101,13 +111,14 @@ PY_CODE="import sqlite3,sys; c=sqlite3.connect(sys.argv[1], timeout=5, isolation
 HOLDER_PID=""
 if [ "${HOLD_OPEN:-0}" = 1 ]; then
     "$PY" -c "import sqlite3, sys, time
-c = sqlite3.connect(sys.argv[1]); c.execute('SELECT COUNT(*) FROM task').fetchall()
-time.sleep(3600)" "$DB" &
+cs = [sqlite3.connect(f) for f in sys.argv[1:]]
+for c in cs: c.execute('SELECT COUNT(*) FROM task').fetchall()
+time.sleep(3600)" "$DB" "$DB_SQLITE" "$DB_PY" &
     HOLDER_PID=$!
     trap 'kill "$HOLDER_PID" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
     # Wait until it has the WAL index open before the first measured run.
-    for _ in $(seq 100); do [ -e "$DB-shm" ] && break; sleep 0.05; done
-    [ -e "$DB-shm" ] || { echo "the holder did not open $DB" >&2; exit 1; }
+    for _ in $(seq 100); do [ -e "$DB-shm" ] && [ -e "$DB_SQLITE-shm" ] && [ -e "$DB_PY-shm" ] && break; sleep 0.05; done
+    [ -e "$DB-shm" ] && [ -e "$DB_SQLITE-shm" ] && [ -e "$DB_PY-shm" ] || { echo "the holder did not open the databases" >&2; exit 1; }
     echo "holding the database open (pid $HOLDER_PID), as a running daemon would" >&2
 fi
 
@@ -117,15 +128,18 @@ echo "hyperfine: 5 commands x $RUNS runs, interleaved…" >&2
 hyperfine -N --style none --runs 1 --parameter-scan n 100 "$LAST" \
     --export-json "$JSON" \
     "$BIN --home $HOMEDIR bb --project bench claim T-1{n} --agent bench" \
-    "sqlite3 -cmd '.timeout 5000' -cmd 'PRAGMA synchronous=NORMAL' $DB \"$(claim_sql "'T-2{n}'")\"" \
-    "$PY $PY_FLAGS -c \"$PY_CODE\" $DB \"$(claim_sql '?')\" T-3{n}" \
+    "sqlite3 -cmd '.timeout 5000' -cmd 'PRAGMA synchronous=NORMAL' $DB_SQLITE \"$(claim_sql "'T-2{n}'")\"" \
+    "$PY $PY_FLAGS -c \"$PY_CODE\" $DB_PY \"$(claim_sql '?')\" T-3{n}" \
     "$BIN --home $HOMEDIR bb --project bench read" \
     "$BIN --version"
 
 # Every claim run claimed its own task, and only moziplus wrote events.
-WORKING="$(sqlite3 "$DB" "SELECT COUNT(*) FROM task WHERE status = 'working'")"
+WORKING=0
+for f in "$DB" "$DB_SQLITE" "$DB_PY"; do
+    WORKING=$((WORKING + $(sqlite3 "$f" "SELECT COUNT(*) FROM task WHERE status = 'working'")))
+done
 EVENTS="$(sqlite3 "$DB" "SELECT COUNT(*) FROM event WHERE kind = 'task.claimed'")"
-echo "tasks now working: $WORKING (want $((3 * RUNS))); task.claimed events: $EVENTS (want $RUNS)" >&2
+echo "tasks now working in the three copies: $WORKING (want $((3 * RUNS))); task.claimed events: $EVENTS (want $RUNS)" >&2
 [ "$WORKING" -eq $((3 * RUNS)) ] && [ "$EVENTS" -eq "$RUNS" ] || { echo "a claim run did not claim its task" >&2; exit 1; }
 
 [ -n "$HOLDER_PID" ] && echo "mode: HOLD_OPEN=1 (database held open by another connection)" || echo "mode: cold (no other connection to the database)"
