@@ -5,9 +5,8 @@
 use serde_json::json;
 
 use super::events::emit;
-use super::ids::format_task_id;
 use super::records::EXPERIENCE_COLUMNS;
-use super::tasks::fetch_task;
+use super::tasks::{insert_task, NewTask};
 use super::{Actor, BbResult, Blackboard, EventLevel, Experience, Millis, Task};
 
 /// The task tag that marks the distill task of experience tag `tag`.
@@ -121,10 +120,6 @@ impl Blackboard {
         if last_given_up.is_some_and(|t| newest <= t) {
             return Ok(None);
         }
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM task")
-            .fetch_one(&mut *tx)
-            .await?;
-        let id = format_task_id(seq);
         let title = format!(
             "Distill {} lessons tagged {tag} into a skill",
             lessons.len()
@@ -134,42 +129,19 @@ impl Blackboard {
         for (eid, agent, lesson, _) in &lessons {
             description.push_str(&format!("- experience {eid} ({agent}): {lesson}\n"));
         }
-        sqlx::query(
-            "INSERT INTO task (id, seq, title, description, kind, status, priority, assignee,
-                 creator, parent_id, review_protocol, round, max_rounds, created_at, updated_at)
-             VALUES (?, ?, ?, ?, 'distill', 'pending', 3, NULL, 'daemon', NULL, ?, 1, 3, ?, ?)",
-        )
-        .bind(&id)
-        .bind(seq)
-        .bind(&title)
-        .bind(&description)
-        .bind(review_protocol)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let mut tags = vec![marker.clone(), tag.to_string()];
-        tags.sort();
-        tags.dedup();
-        for t in &tags {
-            sqlx::query("INSERT INTO task_tag (task_id, tag) VALUES (?, ?)")
-                .bind(&id)
-                .bind(t)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let new = NewTask {
+            title,
+            description,
+            kind: Some("distill".into()),
+            tags: vec![marker.clone(), tag.to_string()],
+            review_protocol: Some(review_protocol.to_string()),
+            ..Default::default()
+        };
         let ids: Vec<i64> = lessons.iter().map(|l| l.0).collect();
-        emit(
-            &mut tx,
-            now,
-            EventLevel::Daily,
-            "task.created",
-            Some(&id),
-            &Actor::daemon(),
-            json!({ "title": title, "kind": "distill", "priority": "normal", "depends_on": [], "distill_tag": tag, "experiences": ids }),
-        )
-        .await?;
-        let task = fetch_task(&mut tx, &id).await?;
+        let mut extra = serde_json::Map::new();
+        extra.insert("distill_tag".into(), json!(tag));
+        extra.insert("experiences".into(), json!(ids));
+        let task = insert_task(&mut tx, now, &new, &Actor::daemon(), extra).await?;
         tx.commit().await?;
         Ok(Some(task))
     }

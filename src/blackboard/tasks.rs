@@ -103,6 +103,147 @@ pub(super) fn check_task_id(id: &str) -> BbResult<()> {
 }
 
 /// Reads one task inside a transaction (or on a pooled connection).
+/// Checks a [`NewTask`] before anything is written.
+fn validate_new_task(new: &NewTask) -> BbResult<()> {
+    let title = new.title.trim();
+    if title.is_empty() {
+        return Err(BbError::Invalid("task title must not be empty".into()));
+    }
+    if title.len() > 500 {
+        return Err(BbError::Invalid(
+            "task title is longer than 500 bytes".into(),
+        ));
+    }
+    if let Some(kind) = &new.kind {
+        if !is_valid_kind(kind) {
+            return Err(BbError::Invalid(format!(
+                "invalid task kind {kind:?}: use lowercase letters, digits, - or _"
+            )));
+        }
+    }
+    if let Some(a) = &new.assignee {
+        if !is_valid_agent_id(a) {
+            return Err(BbError::Invalid(format!("invalid assignee agent id {a:?}")));
+        }
+    }
+    for tag in &new.tags {
+        if !is_valid_tag(tag) {
+            return Err(BbError::Invalid(format!(
+                "invalid tag {tag:?}: use lowercase letters, digits, - _ . :"
+            )));
+        }
+    }
+    let max_rounds = new.max_rounds.unwrap_or(3);
+    if !(1..=1000).contains(&max_rounds) {
+        return Err(BbError::Invalid(format!(
+            "max_rounds must be between 1 and 1000, got {max_rounds}"
+        )));
+    }
+    for d in new.depends_on.iter().chain(new.parent_id.iter()) {
+        check_task_id(d)?;
+    }
+    Ok(())
+}
+
+/// Inserts a new `pending` task with its tags and dependencies and its
+/// `task.created` event (`extra` is added to the event's payload), inside the
+/// caller's `BEGIN IMMEDIATE` transaction. Every way a task is created goes
+/// through here.
+pub(super) async fn insert_task(
+    conn: &mut SqliteConnection,
+    now: Millis,
+    new: &NewTask,
+    actor: &Actor,
+    extra: serde_json::Map<String, serde_json::Value>,
+) -> BbResult<Task> {
+    validate_new_task(new)?;
+    let title = new.title.trim();
+    let kind = new.kind.clone().unwrap_or_else(|| "code".into());
+    let max_rounds = new.max_rounds.unwrap_or(3);
+    for d in &new.depends_on {
+        fetch_task(conn, d).await.map_err(|e| match e {
+            BbError::NotFound { id, .. } => BbError::NotFound {
+                what: "dependency task",
+                id,
+            },
+            e => e,
+        })?;
+    }
+    if let Some(p) = &new.parent_id {
+        fetch_task(conn, p).await.map_err(|e| match e {
+            BbError::NotFound { id, .. } => BbError::NotFound {
+                what: "parent task",
+                id,
+            },
+            e => e,
+        })?;
+    }
+    let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM task")
+        .fetch_one(&mut *conn)
+        .await?;
+    let id = format_task_id(seq);
+    let priority = new.priority.unwrap_or(Priority::Normal);
+    sqlx::query(
+        "INSERT INTO task (id, seq, title, description, kind, status, priority, assignee,
+             creator, parent_id, review_protocol, round, max_rounds, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 1, ?, ?, ?)",
+    )
+    .bind(&id)
+    .bind(seq)
+    .bind(title)
+    .bind(&new.description)
+    .bind(&kind)
+    .bind(priority.rank())
+    .bind(&new.assignee)
+    .bind(&actor.name)
+    .bind(&new.parent_id)
+    .bind(&new.review_protocol)
+    .bind(max_rounds)
+    .bind(now)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let mut tags = new.tags.clone();
+    tags.sort();
+    tags.dedup();
+    for tag in &tags {
+        sqlx::query("INSERT INTO task_tag (task_id, tag) VALUES (?, ?)")
+            .bind(&id)
+            .bind(tag)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut deps = new.depends_on.clone();
+    deps.sort();
+    deps.dedup();
+    for d in &deps {
+        // A brand-new task has no dependents, so no cycle can pass through it.
+        sqlx::query("INSERT INTO dependency (task_id, depends_on, created_at) VALUES (?, ?, ?)")
+            .bind(&id)
+            .bind(d)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    let mut payload = serde_json::Map::new();
+    payload.insert("title".into(), json!(title));
+    payload.insert("kind".into(), json!(kind));
+    payload.insert("priority".into(), json!(priority));
+    payload.insert("depends_on".into(), json!(deps));
+    payload.extend(extra);
+    emit(
+        conn,
+        now,
+        EventLevel::Daily,
+        "task.created",
+        Some(&id),
+        actor,
+        serde_json::Value::Object(payload),
+    )
+    .await?;
+    fetch_task(conn, &id).await
+}
+
 pub(super) async fn fetch_task(conn: &mut SqliteConnection, id: &str) -> BbResult<Task> {
     check_task_id(id)?;
     let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM task t WHERE t.id = ?"))
@@ -337,42 +478,8 @@ impl Blackboard {
         actor: &Actor,
         key: Option<&str>,
     ) -> BbResult<Option<Task>> {
-        let title = new.title.trim();
-        if title.is_empty() {
-            return Err(BbError::Invalid("task title must not be empty".into()));
-        }
-        if title.len() > 500 {
-            return Err(BbError::Invalid(
-                "task title is longer than 500 bytes".into(),
-            ));
-        }
-        let kind = new.kind.clone().unwrap_or_else(|| "code".into());
-        if !is_valid_kind(&kind) {
-            return Err(BbError::Invalid(format!(
-                "invalid task kind {kind:?}: use lowercase letters, digits, - or _"
-            )));
-        }
-        if let Some(a) = &new.assignee {
-            if !is_valid_agent_id(a) {
-                return Err(BbError::Invalid(format!("invalid assignee agent id {a:?}")));
-            }
-        }
-        for tag in &new.tags {
-            if !is_valid_tag(tag) {
-                return Err(BbError::Invalid(format!(
-                    "invalid tag {tag:?}: use lowercase letters, digits, - _ . :"
-                )));
-            }
-        }
-        let max_rounds = new.max_rounds.unwrap_or(3);
-        if !(1..=1000).contains(&max_rounds) {
-            return Err(BbError::Invalid(format!(
-                "max_rounds must be between 1 and 1000, got {max_rounds}"
-            )));
-        }
-        for d in new.depends_on.iter().chain(new.parent_id.iter()) {
-            check_task_id(d)?;
-        }
+        // Refused before the transaction: a bad line records no inbox key.
+        validate_new_task(&new)?;
         let now = self.now();
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         if let Some(key) = key {
@@ -387,84 +494,7 @@ impl Blackboard {
                 return Ok(None);
             }
         }
-        for d in &new.depends_on {
-            fetch_task(&mut tx, d).await.map_err(|e| match e {
-                BbError::NotFound { id, .. } => BbError::NotFound {
-                    what: "dependency task",
-                    id,
-                },
-                e => e,
-            })?;
-        }
-        if let Some(p) = &new.parent_id {
-            fetch_task(&mut tx, p).await.map_err(|e| match e {
-                BbError::NotFound { id, .. } => BbError::NotFound {
-                    what: "parent task",
-                    id,
-                },
-                e => e,
-            })?;
-        }
-        let seq: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) + 1 FROM task")
-            .fetch_one(&mut *tx)
-            .await?;
-        let id = format_task_id(seq);
-        let priority = new.priority.unwrap_or(Priority::Normal);
-        sqlx::query(
-            "INSERT INTO task (id, seq, title, description, kind, status, priority, assignee,
-                 creator, parent_id, review_protocol, round, max_rounds, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, 1, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(seq)
-        .bind(title)
-        .bind(&new.description)
-        .bind(&kind)
-        .bind(priority.rank())
-        .bind(&new.assignee)
-        .bind(&actor.name)
-        .bind(&new.parent_id)
-        .bind(&new.review_protocol)
-        .bind(max_rounds)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let mut tags = new.tags.clone();
-        tags.sort();
-        tags.dedup();
-        for tag in &tags {
-            sqlx::query("INSERT INTO task_tag (task_id, tag) VALUES (?, ?)")
-                .bind(&id)
-                .bind(tag)
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut deps = new.depends_on.clone();
-        deps.sort();
-        deps.dedup();
-        for d in &deps {
-            // A brand-new task has no dependents, so no cycle can pass through it.
-            sqlx::query(
-                "INSERT INTO dependency (task_id, depends_on, created_at) VALUES (?, ?, ?)",
-            )
-            .bind(&id)
-            .bind(d)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        emit(
-            &mut tx,
-            now,
-            EventLevel::Daily,
-            "task.created",
-            Some(&id),
-            actor,
-            json!({ "title": title, "kind": kind, "priority": priority, "depends_on": deps }),
-        )
-        .await?;
-        let task = fetch_task(&mut tx, &id).await?;
+        let task = insert_task(&mut tx, now, &new, actor, serde_json::Map::new()).await?;
         tx.commit().await?;
         Ok(Some(task))
     }
