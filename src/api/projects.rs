@@ -173,6 +173,17 @@ async fn show_project(
     Ok(Json(view(&d, e).await))
 }
 
+/// After an archive or restore: the daemon's open projects follow the
+/// registry, the ticker looks again, and the project is answered as it is now.
+async fn reopened(d: &Daemon, id: &str) -> Result<Json<Project>, ApiError> {
+    d.projects()
+        .refresh(d)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    d.wake();
+    Ok(Json(view(d, entry(d, id).await?).await))
+}
+
 /// Archives a project (refused while a task is working).
 #[utoipa::path(post, path = "/api/projects/{id}/archive", tag = "projects",
     params(("id" = String, Path, description = "project id")), security(("bearer" = [])),
@@ -183,12 +194,7 @@ async fn archive_project(
 ) -> Result<Json<Project>, ApiError> {
     let pid = ProjectId::parse(&id)?;
     registry::archive_project(d.home(), &pid).await?;
-    d.projects()
-        .refresh(&d)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    d.wake();
-    Ok(Json(view(&d, entry(&d, &id).await?).await))
+    reopened(&d, &id).await
 }
 
 /// Brings an archived project back.
@@ -201,10 +207,5 @@ async fn restore_project(
 ) -> Result<Json<Project>, ApiError> {
     let pid = ProjectId::parse(&id)?;
     registry::restore_project(d.home(), &pid).await?;
-    d.projects()
-        .refresh(&d)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    d.wake();
-    Ok(Json(view(&d, entry(&d, &id).await?).await))
+    reopened(&d, &id).await
 }
