@@ -27,7 +27,9 @@
 # Medians are computed over those single runs from hyperfine's JSON.
 #
 # Usage: bench/bb_cli.sh [RUNS]        (default 300 runs per command)
-# Env:   CARGO_TARGET_DIR (default: <repo>/target), KEEP=1 keeps the temp home,
+# Env:   CARGO_TARGET_DIR (default: <repo>/target), BIN=path measures that
+#        moziplus binary instead of building one (A/B of two builds),
+#        KEEP=1 keeps the temp home,
 #        HOLD_OPEN=1 keeps one extra connection open on the database during the
 #        measurement, as a running `moziplus serve` will: the WAL then persists
 #        between calls instead of being created and checkpointed by each one
@@ -35,10 +37,11 @@
 set -euo pipefail
 
 RUNS="${1:-300}"
+BIN_GIVEN="${BIN:-}"
 [ "$RUNS" -ge 2 ] && [ "$RUNS" -le 900 ] || { echo "RUNS must be 2..900 (ids T-1100..T-1999 etc.)" >&2; exit 2; }
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$TARGET/release/moziplus"
+BIN="${BIN:-$TARGET/release/moziplus}"
 TASKS=10000
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -49,8 +52,10 @@ if ! need hyperfine || ! need sqlite3; then
 fi
 need python3 || { echo "python3 is required" >&2; exit 1; }
 
-echo "building the release binary…" >&2
-(cd "$ROOT" && cargo build --release --quiet)
+if [ -z "${BIN_GIVEN:-}" ]; then
+    echo "building the release binary…" >&2
+    (cd "$ROOT" && cargo build --release --quiet)
+fi
 
 WORK="$(mktemp -d -t moziplus-bench-XXXXXX)"
 if [ "${KEEP:-0}" != 1 ]; then trap 'rm -rf "$WORK"' EXIT; fi

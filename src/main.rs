@@ -1,9 +1,6 @@
-//! The `moziplus` binary: parses the command line and hands over to
-//! [`moziplus::cli::run`], which picks the exit code.
-
-use clap::Parser;
+//! The `moziplus` binary: [`moziplus::cli::main`] parses the command line,
+//! runs it and picks the exit code.
 
 fn main() {
-    let cli = moziplus::cli::Cli::parse();
-    std::process::exit(moziplus::cli::run(cli));
+    std::process::exit(moziplus::cli::main());
 }

@@ -2,7 +2,6 @@
 
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -100,10 +99,16 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
     if meta.permissions().mode() & 0o077 != 0 {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
     }
-    let path_str = path
-        .to_str()
-        .ok_or_else(|| BbError::Invalid(format!("{}: path is not UTF-8", path.display())))?;
-    let options = SqliteConnectOptions::from_str(&format!("sqlite://{path_str}"))?
+    if path.to_str().is_none() {
+        return Err(BbError::Invalid(format!(
+            "{}: path is not UTF-8",
+            path.display()
+        )));
+    }
+    // The path as it is (not a `sqlite://` URL, whose parsing would treat a
+    // `?` or `%` in a folder name as URL syntax).
+    let options = SqliteConnectOptions::new()
+        .filename(path)
         .create_if_missing(false)
         .journal_mode(SqliteJournalMode::Wal)
         // NORMAL in WAL mode: a committed transaction survives any process crash;
@@ -112,7 +117,10 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true)
         .pragma("temp_store", "memory");
-    let mut pool_options = SqlitePoolOptions::new();
+    // No ping before handing out an idle connection: an SQLite connection is
+    // a handle in this process, not a socket that can go stale, and the ping
+    // is one more round trip to the connection's worker thread per query.
+    let mut pool_options = SqlitePoolOptions::new().test_before_acquire(false);
     if keeps_wal {
         pool_options = pool_options.after_connect(|conn, _meta| {
             Box::pin(async move {
@@ -121,6 +129,11 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
                 Ok(())
             })
         });
+    }
+    if matches!(mode, OpenMode::Agent) {
+        // A pool that lives for one command: no reaper task for idle or old
+        // connections (it would only be spawned and cancelled again).
+        pool_options = pool_options.idle_timeout(None).max_lifetime(None);
     }
     let pool = pool_options
         .max_connections(max_connections.max(1))

@@ -19,7 +19,7 @@ use crate::blackboard::{
     ids, Actor, BbError, Blackboard, CommentType, DecisionStatus, ExperienceStatus, NewDecision,
     NewExperience, NewTask, ObservationLevel, OpenMode, Priority, TaskFilter, TaskStatus, Verdict,
 };
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ProjectSettings};
 use crate::home::Home;
 use crate::registry::{self, ProjectId};
 
@@ -373,40 +373,139 @@ fn task_id(t: &TaskArg) -> anyhow::Result<&str> {
     Ok(&t.task)
 }
 
-pub async fn run(home: &Home, args: BbArgs) -> anyhow::Result<()> {
+/// Opens a project's blackboard for one `moziplus bb` command.
+pub(super) async fn open(home: &Home, project: &ProjectId) -> anyhow::Result<Blackboard> {
+    let path = home.blackboard_file(project);
+    Blackboard::open(&path, project.as_str(), OpenMode::Agent)
+        .await
+        .with_context(|| format!("project {project}"))
+}
+
+/// Runs `moziplus bb …`. `early` is the blackboard [`super::early`] opened
+/// while the arguments were parsed; it is used only if it is the home and
+/// project the parsed arguments name.
+pub async fn run(
+    home: &Home,
+    args: BbArgs,
+    early: Option<super::early::EarlyBlackboard>,
+) -> anyhow::Result<()> {
     let raw_project = args
         .project
         .as_deref()
         .ok_or_else(|| anyhow!("no project: pass --project ID or set MOZI_PROJECT"))?;
-    let project = registry::active_project(home, raw_project)?;
-    let path = home.blackboard_file(&project);
-    let bb = Blackboard::open(&path, project.as_str(), OpenMode::Agent)
-        .await
-        .with_context(|| format!("project {project}"))?;
+    let project = match registry::active_project(home, raw_project) {
+        Ok(p) => p,
+        Err(e) => {
+            if let Some(early) = early {
+                early.bb.close().await;
+            }
+            return Err(e.into());
+        }
+    };
+    let (bb, config) = match early {
+        Some(e) if e.home == *home && e.project == project => {
+            let config = e
+                .config
+                .unwrap_or_else(|| ProjectConfig::start(home, &project, &args.verb));
+            (e.bb, config)
+        }
+        other => {
+            if let Some(e) = other {
+                e.bb.close().await;
+            }
+            let config = ProjectConfig::start(home, &project, &args.verb);
+            (open(home, &project).await?, config)
+        }
+    };
     let out = Printer { json: args.json };
-    let result = dispatch(home, &project, &bb, args.agent.as_deref(), args.verb, out).await;
+    let ctx = Ctx {
+        home,
+        project: &project,
+        config,
+    };
+    let result = dispatch(ctx, &bb, args.agent.as_deref(), args.verb, out).await;
     bb.close().await;
     result
 }
 
+/// What a verb knows besides its arguments.
+struct Ctx<'a> {
+    home: &'a Home,
+    project: &'a ProjectId,
+    config: ProjectConfig,
+}
+
+/// The project's configuration, for the verbs that need it: a claim checks
+/// the project's allowed agents and takes its lease from
+/// `daemon.task_timeout`, as does a heartbeat without `--lease`.
+///
+/// Reading and merging the YAML layers does not need the database, so for
+/// those verbs it runs on a thread of its own while the main thread opens the
+/// blackboard (and sqlx's connection thread parses the schema): on two cores
+/// the two overlap instead of adding up in every claim.
+pub(super) enum ProjectConfig {
+    /// Being loaded on its own thread.
+    Loading(std::thread::JoinHandle<Result<(Config, ProjectSettings), ConfigError>>),
+    /// Already loaded (by [`super::early`], on the thread that parsed the
+    /// arguments).
+    Loaded(Box<Result<(Config, ProjectSettings), ConfigError>>),
+    /// Loaded on the calling thread when asked for.
+    OnDemand,
+}
+
+impl ProjectConfig {
+    fn needed_by(verb: &Verb) -> bool {
+        matches!(
+            verb,
+            Verb::Claim { .. } | Verb::Heartbeat { lease: None, .. }
+        )
+    }
+
+    /// Loads the configuration on this thread if `args`' verb needs it.
+    pub(super) fn load_now(home: &Home, project: &ProjectId, args: &BbArgs) -> Option<Self> {
+        Self::needed_by(&args.verb)
+            .then(|| ProjectConfig::Loaded(Box::new(Config::load_for_project(home, project, &[]))))
+    }
+
+    fn start(home: &Home, project: &ProjectId, verb: &Verb) -> ProjectConfig {
+        if !Self::needed_by(verb) {
+            return ProjectConfig::OnDemand;
+        }
+        let (home, project) = (home.clone(), project.clone());
+        std::thread::Builder::new()
+            .name("moziplus-config".into())
+            .spawn(move || Config::load_for_project(&home, &project, &[]))
+            .map_or(ProjectConfig::OnDemand, ProjectConfig::Loading)
+    }
+
+    fn get(self, home: &Home, project: &ProjectId) -> anyhow::Result<(Config, ProjectSettings)> {
+        match self {
+            ProjectConfig::Loading(thread) => Ok(thread.join().map_err(|_| {
+                anyhow!("loading the configuration of project {project} panicked")
+            })??),
+            ProjectConfig::Loaded(result) => Ok((*result)?),
+            ProjectConfig::OnDemand => Ok(Config::load_for_project(home, project, &[])?),
+        }
+    }
+}
+
 /// Lease length: `--lease`, else the project's `daemon.task_timeout`.
-fn lease_ms(home: &Home, project: &ProjectId, flag: Option<u64>) -> anyhow::Result<i64> {
+fn lease_ms(
+    config: ProjectConfig,
+    home: &Home,
+    project: &ProjectId,
+    flag: Option<u64>,
+) -> anyhow::Result<i64> {
     let secs = match flag {
         Some(0) => bail!("--lease must be at least 1 second"),
         Some(s) => s,
-        None => {
-            Config::load_for_project(home, project, &[])?
-                .0
-                .daemon
-                .task_timeout
-        }
+        None => config.get(home, project)?.0.daemon.task_timeout,
     };
     Ok((secs as i64).saturating_mul(1000))
 }
 
 async fn dispatch(
-    home: &Home,
-    project: &ProjectId,
+    ctx: Ctx<'_>,
     bb: &Blackboard,
     agent_flag: Option<&str>,
     verb: Verb,
@@ -581,7 +680,8 @@ async fn dispatch(
     }
 
     let actor = resolve_actor(bb, agent_flag).await?;
-    let result = write(home, project, bb, &actor, verb, out).await;
+    let (home, project) = (ctx.home, ctx.project);
+    let result = write(ctx, bb, &actor, verb, out).await;
     if result.is_ok() {
         crate::inbox::wake(home, project.as_str());
     }
@@ -589,13 +689,17 @@ async fn dispatch(
 }
 
 async fn write(
-    home: &Home,
-    project: &ProjectId,
+    ctx: Ctx<'_>,
     bb: &Blackboard,
     actor: &Actor,
     verb: Verb,
     out: Printer,
 ) -> anyhow::Result<()> {
+    let Ctx {
+        home,
+        project,
+        config,
+    } = ctx;
     match verb {
         Verb::Create {
             title,
@@ -631,7 +735,7 @@ async fn write(
         Verb::Claim { t, lease } => {
             let id = task_id(&t)?;
             // One config load serves both the allowed-agents check and the lease.
-            let (config, settings) = Config::load_for_project(home, project, &[])?;
+            let (config, settings) = config.get(home, project)?;
             if let Some(allowed) = &settings.agents {
                 if !allowed.contains(&actor.name) {
                     return Err(BbError::Forbidden(format!(
@@ -664,7 +768,7 @@ async fn write(
         Verb::Heartbeat { t, lease } => {
             let id = task_id(&t)?;
             let task = bb
-                .heartbeat(id, actor, lease_ms(home, project, lease)?)
+                .heartbeat(id, actor, lease_ms(config, home, project, lease)?)
                 .await?;
             out.emit(&task, || {
                 format!(
