@@ -106,6 +106,9 @@ async fn five_lessons_make_exactly_one_distill_task_under_concurrent_ticks_and_a
     b.close().await;
     let c = open(&db, clock.clone()).await;
     lesson(&c, &["csv"], "lesson 6").await;
+    // Not even a candidate while its task is open: the tick takes no write lock.
+    let threshold = cfg.distill_threshold;
+    assert!(c.distill_candidates(threshold).await.unwrap().is_empty());
     assert!(create_distill_tasks(&c, &cfg).await.unwrap().is_empty());
     assert_eq!(distill_tasks(&c).await.len(), 1);
     // Once it was given up (cancelled or failed), it is not retried until a
@@ -119,9 +122,11 @@ async fn five_lessons_make_exactly_one_distill_task_under_concurrent_ticks_and_a
     .await
     .unwrap();
     clock.advance(1000);
+    assert!(c.distill_candidates(threshold).await.unwrap().is_empty());
     assert!(create_distill_tasks(&c, &cfg).await.unwrap().is_empty());
     clock.advance(1000);
     lesson(&c, &["csv"], "lesson 7").await;
+    assert_eq!(c.distill_candidates(threshold).await.unwrap(), ["csv"]);
     assert_eq!(create_distill_tasks(&c, &cfg).await.unwrap().len(), 1);
     assert_eq!(distill_tasks(&c).await.len(), 2);
 }

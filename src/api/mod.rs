@@ -229,23 +229,16 @@ pub async fn require_token(State(d): State<Daemon>, req: Request, next: Next) ->
     if token.is_empty() || read {
         return next.run(req).await;
     }
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(g) if constant_time_eq(g.trim().as_bytes(), token.as_bytes()) => next.run(req).await,
+    match crate::gateway::bearer(req.headers()) {
+        Some(g) if crate::gateway::constant_time_eq(g.as_bytes(), token.as_bytes()) => {
+            next.run(req).await
+        }
         Some(_) => ApiError::unauthorized("wrong bearer token").into_response(),
         None => ApiError::unauthorized(
             "this route changes state: send Authorization: Bearer <server.api_token>",
         )
         .into_response(),
     }
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Parses a comma list of values (`status=pending,working`).

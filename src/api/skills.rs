@@ -48,10 +48,15 @@ async fn list_skills(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SkillList>, ApiError> {
     // Same checks (and errors) as every project route.
-    open_project(&d, &id).await?;
-    let project = ProjectId::parse(&id)?;
-    let skills = crate::skills::list_skills(d.home(), Some(&project))
-        .map_err(|e| ApiError::unavailable(format!("skills cannot be read: {e}")))?;
+    let bb = open_project(&d, &id).await?;
+    let project = ProjectId::parse(bb.project())?;
+    // Reads every skill folder: off the runtime.
+    let home = d.home().clone();
+    let skills =
+        tokio::task::spawn_blocking(move || crate::skills::list_skills(&home, Some(&project)))
+            .await
+            .map_err(|e| ApiError::unavailable(format!("skills cannot be read: {e}")))?
+            .map_err(|e| ApiError::unavailable(format!("skills cannot be read: {e}")))?;
     Ok(Json(SkillList {
         skills: skills
             .into_iter()

@@ -9,9 +9,12 @@ use super::records::EXPERIENCE_COLUMNS;
 use super::tasks::{insert_task, NewTask};
 use super::{Actor, BbResult, Blackboard, EventLevel, Experience, Millis, Task};
 
+/// What [`distill_tag`] puts before the experience tag.
+pub const DISTILL_TAG_PREFIX: &str = "distill:";
+
 /// The task tag that marks the distill task of experience tag `tag`.
 pub fn distill_tag(tag: &str) -> String {
-    format!("distill:{tag}")
+    format!("{DISTILL_TAG_PREFIX}{tag}")
 }
 
 impl Blackboard {
@@ -60,13 +63,27 @@ impl Blackboard {
         Ok(())
     }
 
-    /// Experience tags with at least `threshold` active experiences, by tag.
-    pub async fn distill_candidates(&self, threshold: u32) -> BbResult<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT x.tag, COUNT(*) FROM experience_tag x JOIN experience e ON e.id = x.experience_id
-             WHERE e.status = 'active' GROUP BY x.tag HAVING COUNT(*) >= ? ORDER BY x.tag",
+    /// Experience tags due for a distill task, by tag: at least `threshold`
+    /// active experiences, no open distill task, and no give-up (failed or
+    /// cancelled distill task) since the newest of them. A read, so the
+    /// daemon's tick takes the write lock of [`Self::create_distill_task_once`]
+    /// (which checks all this again) only for tags that are due.
+    pub async fn distill_candidates(&self, threshold: u32) -> BbResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT x.tag FROM experience_tag x JOIN experience e ON e.id = x.experience_id
+             WHERE e.status = 'active' GROUP BY x.tag
+             HAVING COUNT(*) >= ?1
+                AND NOT EXISTS (SELECT 1 FROM task t JOIN task_tag g ON g.task_id = t.id
+                                WHERE g.tag = ?2 || x.tag AND t.kind = 'distill'
+                                  AND t.status NOT IN ('done','failed','cancelled'))
+                AND MAX(e.created_at) > COALESCE(
+                    (SELECT MAX(t.finished_at) FROM task t JOIN task_tag g ON g.task_id = t.id
+                     WHERE g.tag = ?2 || x.tag AND t.kind = 'distill'
+                       AND t.status IN ('failed','cancelled')), -1)
+             ORDER BY x.tag",
         )
         .bind(threshold as i64)
+        .bind(DISTILL_TAG_PREFIX)
         .fetch_all(&self.pool)
         .await?)
     }

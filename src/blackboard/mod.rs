@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-pub use learning::distill_tag;
+pub use learning::{distill_tag, DISTILL_TAG_PREFIX};
 pub use model::*;
 pub use open::{OpenMode, AGENT_WAL_LIMIT_BYTES, LATEST_SCHEMA_VERSION};
 pub use pages::{ProjectStats, TaskPage, TaskQuery};

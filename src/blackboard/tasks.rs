@@ -15,9 +15,8 @@ use super::{
     TaskStatus,
 };
 
-/// Columns selected for a [`Task`], tags folded into one string.
 /// The columns [`task_from_row`] reads, each qualified with `$t` (the table
-/// or its alias and a dot).
+/// or its alias and a dot), tags folded into one string.
 macro_rules! task_columns {
     ($t:literal) => {
         concat!(
@@ -63,6 +62,7 @@ macro_rules! task_columns {
         )
     };
 }
+/// Columns selected for a [`Task`] from `task t`.
 pub(super) const TASK_COLUMNS: &str = task_columns!("t.");
 /// The same columns for `UPDATE task … RETURNING`, where SQLite accepts no
 /// table alias.

@@ -389,30 +389,29 @@ pub async fn run(
     args: BbArgs,
     early: Option<super::early::EarlyBlackboard>,
 ) -> anyhow::Result<()> {
-    let raw_project = args
+    let project = args
         .project
         .as_deref()
-        .ok_or_else(|| anyhow!("no project: pass --project ID or set MOZI_PROJECT"))?;
-    let project = match registry::active_project(home, raw_project) {
-        Ok(p) => p,
-        Err(e) => {
-            if let Some(early) = early {
-                early.bb.close().await;
-            }
-            return Err(e.into());
+        .ok_or_else(|| anyhow!("no project: pass --project ID or set MOZI_PROJECT"))
+        .and_then(|raw| Ok(registry::active_project(home, raw)?));
+    // The early blackboard is kept only if it is the one the arguments name.
+    let early = match early {
+        Some(e) if matches!(&project, Ok(p) if e.home == *home && e.project == *p) => Some(e),
+        Some(e) => {
+            e.bb.close().await;
+            None
         }
+        None => None,
     };
+    let project = project?;
     let (bb, config) = match early {
-        Some(e) if e.home == *home && e.project == project => {
+        Some(e) => {
             let config = e
                 .config
                 .unwrap_or_else(|| ProjectConfig::start(home, &project, &args.verb));
             (e.bb, config)
         }
-        other => {
-            if let Some(e) = other {
-                e.bb.close().await;
-            }
+        None => {
             let config = ProjectConfig::start(home, &project, &args.verb);
             (open(home, &project).await?, config)
         }

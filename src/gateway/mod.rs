@@ -41,6 +41,9 @@ pub mod tools;
 
 mod admin;
 mod handlers;
+/// Shared with the daemon API's bearer check.
+pub(crate) use admin::constant_time_eq;
+pub(crate) use handlers::bearer;
 mod proxy;
 mod respond;
 mod stream;

@@ -27,7 +27,7 @@ pub const META_OUTPUT: &str = "meta.yaml";
 /// Creates the `distill` tasks that are due. Returns the new tasks.
 pub async fn create_distill_tasks(bb: &Blackboard, cfg: &ExperienceConfig) -> BbResult<Vec<Task>> {
     let mut created = Vec::new();
-    for (tag, _) in bb.distill_candidates(cfg.distill_threshold).await? {
+    for tag in bb.distill_candidates(cfg.distill_threshold).await? {
         if let Some(t) = bb
             .create_distill_task_once(&tag, cfg.distill_threshold, SKILL_CHECK_PROTOCOL)
             .await?
@@ -41,7 +41,9 @@ pub async fn create_distill_tasks(bb: &Blackboard, cfg: &ExperienceConfig) -> Bb
 
 /// The experience tag a distill task works on (from its `distill:<tag>` tag).
 pub fn distilled_tag(task: &Task) -> Option<&str> {
-    task.tags.iter().find_map(|t| t.strip_prefix("distill:"))
+    task.tags
+        .iter()
+        .find_map(|t| t.strip_prefix(crate::blackboard::DISTILL_TAG_PREFIX))
 }
 
 /// The `name` in a `SKILL.md` front matter, if it can be read at all.
