@@ -6,7 +6,7 @@ use super::Guardrail;
 use crate::blackboard::{
     rfc3339, BbResult, Blackboard, Comment, CommentType, Output, Review, Task, Verdict,
 };
-use crate::review::{PassRule, Protocol};
+use crate::review::Protocol;
 use crate::skills::{matching, Skill};
 
 /// Which run the brief is for.
@@ -390,10 +390,7 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
         experiences,
         protocol: input.protocol.map(|p| ProtocolView {
             name: p.name.clone(),
-            pass_rule: match p.pass_rule {
-                PassRule::AllApprove => "all_approve".into(),
-                PassRule::Majority => "majority".into(),
-            },
+            pass_rule: p.pass_rule.as_str().into(),
             seats: p.reviewers.len(),
             confidence_threshold: format!("{:.2}", p.confidence_threshold),
             max_rounds: p.max_rounds,

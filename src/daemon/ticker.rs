@@ -330,7 +330,7 @@ async fn conclude_reviews(
                     }
                 }
                 for spec in open {
-                    if !start_reviewer(d, slot, &task, spec, &taken, RunKind::Review).await? {
+                    if !start_reviewer(d, slot, &task, spec, &taken).await? {
                         break;
                     }
                     // start_reviewer records whom it started in `d.runs()`.
@@ -392,7 +392,7 @@ async fn conclude_reviews(
                     }
                     continue;
                 }
-                if start_reviewer(d, slot, &task, spec, &taken, RunKind::Review).await? {
+                if start_reviewer(d, slot, &task, spec, &taken).await? {
                     let body = format!(
                         "{} round {}: confidence of {} below {:.2}; escalated to the senior reviewer ({spec})",
                         task.id,
@@ -432,7 +432,6 @@ async fn start_reviewer(
     task: &crate::blackboard::Task,
     spec: &ReviewerSpec,
     taken: &[String],
-    kind: RunKind,
 ) -> Result<bool, crate::blackboard::BbError> {
     let bb = slot.bb.as_ref().expect("caller checked");
     let _guard = d.schedule_lock().await;
@@ -456,6 +455,14 @@ async fn start_reviewer(
     let Some(agent) = reviewer else {
         return Ok(false);
     };
-    start_run(d, bb, task, agent, kind, slot.config.daemon.task_timeout).await;
+    start_run(
+        d,
+        bb,
+        task,
+        agent,
+        RunKind::Review,
+        slot.config.daemon.task_timeout,
+    )
+    .await;
     Ok(true)
 }

@@ -105,10 +105,7 @@ pub fn evaluate_round(protocol: &Protocol, reviews: &[Review]) -> RoundState {
         escalated,
         summary: format!(
             "{}: {} ({approvals} of {seats} approve)",
-            match protocol.pass_rule {
-                PassRule::AllApprove => "all_approve",
-                PassRule::Majority => "majority",
-            },
+            protocol.pass_rule.as_str(),
             lines.join("; ")
         ),
     })

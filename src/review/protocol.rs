@@ -78,6 +78,16 @@ pub enum PassRule {
     Majority,
 }
 
+impl PassRule {
+    /// The name used in protocol files (`pass_rule:`), briefs and verdicts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PassRule::AllApprove => "all_approve",
+            PassRule::Majority => "majority",
+        }
+    }
+}
+
 /// One protocol, with the defaults from `review:` applied.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Protocol {
