@@ -34,6 +34,8 @@ fn flag(layers: &mut Vec<Layer>, name: &str, path: &[&str], value: String) -> an
 
 pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    // Before anything opens a file: the connection cap is computed from it.
+    let fd_limit = crate::http::serve::raise_fd_limit();
     let mut overrides = Vec::new();
     if let Some(b) = &args.bind {
         flag(&mut overrides, "--bind", &["server", "bind"], b.clone())?;
@@ -90,11 +92,18 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         home.root().display()
     );
     let app = crate::http::router(daemon.clone());
+    let limits = crate::http::serve::Limits::new(&daemon.config().server, fd_limit);
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        header_timeout_s = limits.header_timeout.as_secs(),
+        "listener limits"
+    );
     let mut stop = daemon.shutdown_signal();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = crate::http::serve::serve(listener, app, limits, async move {
         let _ = stop.changed().await;
     });
-    let server_task = tokio::spawn(async move { server.await });
+    let server_task = tokio::spawn(server);
     wait_for_signal().await;
     tracing::info!("shutting down: stopping the ticker, giving runs their grace period");
     daemon.shutdown(handles).await;

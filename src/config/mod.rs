@@ -242,6 +242,12 @@ pub struct ServerConfig {
     pub bind: String,
     /// Bearer token for mutating and admin routes (empty = none).
     pub api_token: Option<String>,
+    /// Open connections at most; above it the server stops accepting until
+    /// one closes. Also capped below the descriptor limit (see `http::serve`).
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers (also the idle time
+    /// of a kept-alive connection) before it is closed.
+    pub header_timeout: u64,
 }
 
 impl Default for ServerConfig {
@@ -249,6 +255,8 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: "127.0.0.1:8083".into(),
             api_token: None,
+            max_connections: 1024,
+            header_timeout: 10,
         }
     }
 }

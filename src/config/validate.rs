@@ -117,6 +117,22 @@ impl Config {
             ),
         )?;
         check(
+            (1..=1_000_000).contains(&self.server.max_connections),
+            "server.max_connections",
+            format!(
+                "must be between 1 and 1000000, got {}",
+                self.server.max_connections
+            ),
+        )?;
+        check(
+            (1..=3600).contains(&self.server.header_timeout),
+            "server.header_timeout",
+            format!(
+                "must be between 1 and 3600 seconds, got {}",
+                self.server.header_timeout
+            ),
+        )?;
+        check(
             ["trace", "debug", "info", "warn", "error"].contains(&self.logging.level.as_str()),
             "logging.level",
             format!(

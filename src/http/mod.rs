@@ -19,6 +19,8 @@ use utoipa_axum::routes;
 
 use crate::daemon::Daemon;
 
+pub mod serve;
+
 /// An API error: a status and a message naming what was wrong.
 #[derive(Debug)]
 pub struct ApiError {
