@@ -2,16 +2,102 @@
 //! the attack or fault the issue describes against the real `moziplus serve`
 //! child process, over real loopback sockets, with real blackboard files.
 //!
+//! * defect 3 — the gateway admin API needs the token and JSON;
+//! * defect 5 — cross-origin writes, non-JSON writes and foreign `Host`s;
 //! * defect 9 — idle sockets under a 1,024-descriptor limit;
+//! * defect 10 — the gateway as an open relay, and its body memory;
 
+#[path = "support/fake_upstream.rs"]
+mod fake_upstream;
 mod support;
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use serde_json::{json, Value};
 use support::*;
+
+/// One raw HTTP/1.1 request with the given headers and body; `Host` is
+/// `127.0.0.1:<port>` unless given. Returns (status, head, body).
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        head.push_str(&format!("Host: 127.0.0.1:{port}\r\n"));
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !headers.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("transfer-encoding") || k.eq_ignore_ascii_case("content-length")
+    }) {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (code, head.to_string(), body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n.min(rest.len())]);
+        s = rest.get(n + 2..).unwrap_or("");
+    }
+    out
+}
+
+/// The JSON error of a refusal: asserts the status, the `{"error":
+/// {"message","type"}}` shape, and that the message names `needle`.
+fn assert_json_error(got: &(u16, String, String), code: u16, needle: &str) {
+    let (status, head, body) = got;
+    assert_eq!(*status, code, "{head}\n{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "a JSON error: {head}"
+    );
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.to_lowercase().contains(&needle.to_lowercase()),
+        "{needle:?} in {v}"
+    );
+    assert!(v["error"]["type"].is_string(), "{v}");
+}
+
+const JSON: (&str, &str) = ("Content-Type", "application/json");
 
 /// An agent that finishes its task at once.
 fn done_agent(home: &TestHome) {
@@ -34,6 +120,168 @@ fn task_done(home: &TestHome, project: &str, task: &str) -> bool {
         &home.db(project),
         &format!("SELECT COUNT(*) FROM task WHERE id = '{task}' AND status = 'done'"),
     ) == 1
+}
+
+#[test]
+fn gateway_admin_api_needs_the_token_and_a_json_body() {
+    let home = TestHome::new(
+        "server:\n  api_token: s3cret\ngateway:\n  admin_token: adm1n\n",
+        "",
+    );
+    let d = Daemon::start(&home);
+    let change = br#"{"rate_per_minute":0.001,"queue_max_size":1}"#;
+    // The issue's exploit: no credentials.
+    let got = request(d.port, "POST", "/api/gateway/config", &[JSON], change);
+    assert_json_error(&got, 401, "Authorization");
+    // As text/plain from another origin, even with the token.
+    let got = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Authorization", "Bearer s3cret"),
+        ],
+        change,
+    );
+    assert_json_error(&got, 415, "application/json");
+    let got = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[
+            JSON,
+            ("Authorization", "Bearer s3cret"),
+            ("Origin", "http://evil.example"),
+        ],
+        change,
+    );
+    assert_json_error(&got, 403, "cross-origin");
+    let got = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON, ("Authorization", "Bearer wrong")],
+        change,
+    );
+    assert_json_error(&got, 401, "wrong");
+    // Nothing changed.
+    let (_, _, body) = request(
+        d.port,
+        "GET",
+        "/api/gateway/config",
+        &[("Authorization", "Bearer adm1n")],
+        b"",
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(v["rate_per_minute"], json!(0.001), "{v}");
+    // The API token and the gateway admin token both work.
+    for token in ["s3cret", "adm1n"] {
+        let auth = format!("Bearer {token}");
+        let (code, _, body) = request(
+            d.port,
+            "POST",
+            "/api/gateway/config",
+            &[JSON, ("Authorization", &auth)],
+            br#"{"rate_per_minute":30}"#,
+        );
+        assert_eq!(code, 200, "{token}: {body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["rate_per_minute"], json!(30.0), "{v}");
+    }
+    d.stop();
+}
+
+#[test]
+fn cross_origin_writes_non_json_writes_and_foreign_hosts_are_refused() {
+    let home = TestHome::new("server:\n  allowed_hosts: [\"mozi.lan\"]\n", "");
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    let port = d.port;
+    // The issue's exploit: a page on another origin stops the ticker.
+    let got = request(
+        port,
+        "POST",
+        "/api/daemon/stop",
+        &[("Origin", "http://evil.example")],
+        b"",
+    );
+    assert_json_error(&got, 403, "cross-origin");
+    assert_eq!(d.status()["ticker_running"], true, "the ticker still runs");
+    // `Origin: null` (sandboxed frames, file://) is not ours either.
+    let got = request(port, "POST", "/api/daemon/stop", &[("Origin", "null")], b"");
+    assert_json_error(&got, 403, "cross-origin");
+    // A form post (a "simple" cross-site request) with a JSON-looking body.
+    let body = br#"{"title":"injected"}"#;
+    for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+        let got = request(
+            port,
+            "POST",
+            "/api/projects/p/tasks",
+            &[("Content-Type", ct)],
+            body,
+        );
+        assert_json_error(&got, 415, "application/json");
+    }
+    // A body with no content type at all.
+    let got = request(port, "POST", "/api/projects/p/tasks", &[], body);
+    assert_json_error(&got, 415, "application/json");
+    assert_eq!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM task"),
+        0,
+        "no refused write created a task"
+    );
+    // DNS rebinding: a foreign name for our address, for reads too.
+    for host in [
+        "evil.example",
+        "evil.example:{port}",
+        "127.0.0.1:1",
+        "mozi.lan.evil.example",
+    ] {
+        let host = host.replace("{port}", &port.to_string());
+        let got = request(port, "GET", "/api/daemon/status", &[("Host", &host)], b"");
+        assert_json_error(&got, 403, "allowed_hosts");
+        let got = request(port, "GET", "/", &[("Host", &host)], b"");
+        assert_eq!(got.0, 403, "the dashboard too: {host}");
+    }
+    // Our own names, and server.allowed_hosts, work.
+    for host in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+        "localhost".to_string(),
+        format!("mozi.lan:{port}"),
+    ] {
+        let got = request(port, "GET", "/api/daemon/status", &[("Host", &host)], b"");
+        assert_eq!(got.0, 200, "{host}: {}", got.2);
+    }
+    // The dashboard's own writes: same origin, JSON body (frontend/src/api.ts).
+    let own = format!("http://127.0.0.1:{port}");
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/api/projects/p/tasks",
+        &[JSON, ("Origin", &own)],
+        br#"{"title":"from the dashboard"}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    let own = format!("http://localhost:{port}");
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/api/daemon/stop",
+        &[
+            ("Host", &format!("localhost:{port}")),
+            ("Origin", &own),
+            JSON,
+        ],
+        b"{}",
+    );
+    assert_eq!(code, 200, "{body}");
+    // A script with no Origin and no body (curl -X POST) still works.
+    let (code, _, body) = request(port, "POST", "/api/daemon/start", &[], b"");
+    assert_eq!(code, 200, "{body}");
+    d.stop();
 }
 
 /// `moziplus serve` with its descriptor limit (soft and hard) set to
@@ -143,5 +391,199 @@ fn idle_sockets_under_a_1024_descriptor_limit_leave_the_daemon_answering() {
         !log.contains("os error 24"),
         "no run hit the descriptor limit:\n{log}"
     );
+    assert!(d.stop().success());
+}
+
+static SINK_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
+/// An upstream that reads a chat request of any size and answers a minimal
+/// completion; counts what it served. Stands in for NVIDIA.
+async fn sink_upstream() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
+    use axum::routing::post;
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = served.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(move |body: axum::body::Bytes| {
+                let counter = counter.clone();
+                async move {
+                    assert!(body.len() > 1024 * 1024);
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    axum::Json(json!({
+                        "id": "chatcmpl-sink", "object": "chat.completion", "created": 0,
+                        "model": "any",
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": "ok"}}],
+                        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+                    }))
+                }
+            }),
+        )
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let port = *SINK_PORT
+        .get()
+        .expect("the sink's port is chosen with the config");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    served
+}
+
+/// Peak resident memory of a process (VmHWM), in bytes.
+fn peak_rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// Sends a large body the way curl does (`Expect: 100-continue`): the body
+/// goes only once the server asks for it. Returns the final status.
+fn post_large(port: u16, path: &str, token: &str, body: &[u8]) -> u16 {
+    use std::io::BufRead;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = std::io::BufReader::new(s.try_clone().unwrap());
+    let status_of = |reader: &mut std::io::BufReader<TcpStream>| -> u16 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let code = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                break;
+            }
+        }
+        code
+    };
+    let first = status_of(&mut reader);
+    if first != 100 {
+        return first;
+    }
+    s.write_all(body).unwrap();
+    status_of(&mut reader)
+}
+
+#[test]
+fn the_gateway_needs_a_key_when_a_token_is_set_and_bounds_body_memory() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The fake stands in for NVIDIA, which the tests cannot reach.
+    let up = rt.block_on(fake_upstream::FakeUpstream::start());
+    let home = TestHome::new(
+        &format!(
+            "server:\n  api_token: s3cret\ngateway:\n  providers:\n    - name: fake\n      base_url: {}\n      limited: false\n    - name: sink\n      base_url: http://127.0.0.1:{}/v1\n      limited: false\n",
+            up.base_url,
+            SINK_PORT.get_or_init(free_port)
+        ),
+        "",
+    );
+    let d = Daemon::start(&home);
+    let port = d.port;
+    let chat = br#"{"model":"fake/echo","messages":[{"role":"user","content":"hi"}]}"#;
+    // The issue's relay: no key at all, or a made-up one.
+    let got = request(port, "POST", "/v1/chat/completions", &[JSON], chat);
+    assert_json_error(&got, 401, "Authorization");
+    let got = request(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("Authorization", "Bearer sk-guess")],
+        chat,
+    );
+    assert_json_error(&got, 401, "unknown key");
+    let got = request(port, "GET", "/v1/models", &[], b"");
+    assert_eq!(got.0, 401, "{}", got.2);
+    assert_eq!(up.state.hits(), 0, "nothing was forwarded");
+    // The operator's token works.
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &[JSON, ("Authorization", "Bearer s3cret")],
+        chat,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(up.state.hits(), 1);
+
+    // One body over the gateway's 32 MiB limit: 413, as JSON, unread.
+    let got = request(
+        port,
+        "POST",
+        "/v1/chat/completions",
+        &[
+            JSON,
+            ("Authorization", "Bearer s3cret"),
+            ("Content-Length", "41943040"),
+        ],
+        b"",
+    );
+    assert_json_error(&got, 413, "limit");
+
+    // 20 concurrent 30 MB bodies (the issue: 16 MB -> 1.1 GB), to an
+    // upstream that takes bodies of any size (the fake's JSON extractor
+    // stops at 2 MB).
+    let sink = rt.block_on(sink_upstream());
+    let before = peak_rss(d.pid());
+    let content = "x".repeat(30 * 1024 * 1024);
+    let big = serde_json::to_vec(&json!({
+        "model": "sink/any",
+        "messages": [{"role": "user", "content": content}],
+    }))
+    .unwrap();
+    drop(content);
+    let big = std::sync::Arc::new(big);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|_| {
+                let big = big.clone();
+                scope.spawn(move || post_large(port, "/v1/chat/completions", "s3cret", &big))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let after = peak_rss(d.pid());
+    println!(
+        "20 x 30 MB bodies: statuses {statuses:?}; daemon peak RSS {} MB before, {} MB after",
+        before / (1 << 20),
+        after / (1 << 20)
+    );
+    assert!(
+        statuses.iter().all(|s| [200, 503].contains(s)),
+        "each body is served or refused for memory: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&200),
+        "some bodies are served: {statuses:?}"
+    );
+    assert!(
+        statuses.contains(&503),
+        "past the bound bodies are refused: {statuses:?}"
+    );
+    assert_eq!(
+        sink.load(std::sync::atomic::Ordering::SeqCst),
+        statuses.iter().filter(|s| **s == 200).count(),
+        "every served body reached the upstream"
+    );
+    assert!(
+        after < 450 * (1 << 20),
+        "peak RSS {} MB: request bodies are not bounded",
+        after / (1 << 20)
+    );
+    // The daemon is still fine.
+    assert_eq!(d.get("/health").unwrap().0, 200);
     assert!(d.stop().success());
 }

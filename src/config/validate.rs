@@ -133,6 +133,21 @@ impl Config {
             ),
         )?;
         check(
+            parse_size(&self.server.max_body_memory).is_some_and(|n| n >= 1024 * 1024),
+            "server.max_body_memory",
+            format!(
+                "must be a size like 128MB (at least 1MB), got {:?}",
+                self.server.max_body_memory
+            ),
+        )?;
+        for h in &self.server.allowed_hosts {
+            check(
+                !h.trim().is_empty() && !h.contains(['/', ' ', '@']),
+                "server.allowed_hosts",
+                format!("each entry must be a host name or host:port, got {h:?}"),
+            )?;
+        }
+        check(
             ["trace", "debug", "info", "warn", "error"].contains(&self.logging.level.as_str()),
             "logging.level",
             format!(
