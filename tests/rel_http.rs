@@ -6,6 +6,7 @@
 //! * defect 5 — cross-origin writes, non-JSON writes and foreign `Host`s;
 //! * defect 9 — idle sockets under a 1,024-descriptor limit;
 //! * defect 10 — the gateway as an open relay, and its body memory;
+//! * defect 11 — a session log replaced by a symlink;
 
 #[path = "support/fake_upstream.rs"]
 mod fake_upstream;
@@ -585,5 +586,110 @@ fn the_gateway_needs_a_key_when_a_token_is_set_and_bounds_body_memory() {
     );
     // The daemon is still fine.
     assert_eq!(d.get("/health").unwrap().0, 200);
+    assert!(d.stop().success());
+}
+
+/// An agent whose script is `body` (bash), for every task.
+fn agent_script(home: &TestHome, body: &str) {
+    let script = home.script("agent.sh", &format!("#!/bin/bash\n{body}\n"));
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: w\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_session_log_replaced_by_a_symlink_is_not_followed() {
+    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
+    let secret = home.path().join("secret.txt");
+    std::fs::write(&secret, "TOP-SECRET outside the project\n").unwrap();
+    // The issue's agent: it swaps its own log for a link to a file it wants
+    // the daemon to serve.
+    agent_script(
+        &home,
+        &format!(
+            "log=\"$MOZI_HOME/projects/p/artifacts/$MOZI_TASK/sessions/$MOZI_SESSION.log\"\n\
+             echo 'my honest output'\n\
+             rm -f \"$log\" && ln -s {} \"$log\"\n\
+             exec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"",
+            secret.display()
+        ),
+    );
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    let t = home.create_task("p", &["--title", "swap the log"]);
+    wait_for(Duration::from_secs(60), "the task to be done", || {
+        task_done(&home, "p", &t)
+    });
+    let sid = query_strings(
+        &home.db("p"),
+        &format!("SELECT id FROM session WHERE task_id = '{t}'"),
+    )
+    .remove(0);
+    let log = home
+        .path()
+        .join(format!("projects/p/artifacts/{t}/sessions/{sid}.log"));
+    assert!(
+        std::fs::symlink_metadata(&log)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the agent replaced its log with a link"
+    );
+    let got = request(
+        d.port,
+        "GET",
+        &format!("/api/projects/p/sessions/{sid}/log"),
+        &[],
+        b"",
+    );
+    assert!(
+        !got.2.contains("TOP-SECRET"),
+        "the linked file leaked: {}",
+        got.2
+    );
+    assert_json_error(&got, 403, "symbolic link");
+    let got = request(
+        d.port,
+        "GET",
+        &format!("/api/projects/p/sessions/{sid}/log/stream"),
+        &[],
+        b"",
+    );
+    assert!(
+        !got.2.contains("TOP-SECRET"),
+        "the linked file leaked: {}",
+        got.2
+    );
+    assert_json_error(&got, 403, "symbolic link");
+
+    // A link to a file inside the project is refused too (never followed),
+    // and so is a log path whose folder leads out of the project.
+    let sessions = log.parent().unwrap().to_path_buf();
+    std::fs::remove_file(&log).unwrap();
+    std::fs::remove_dir_all(&sessions).unwrap();
+    std::os::unix::fs::symlink(home.path(), &sessions).unwrap();
+    std::fs::write(
+        home.path().join(format!("{sid}.log")),
+        "TOP-SECRET via a folder\n",
+    )
+    .unwrap();
+    let got = request(
+        d.port,
+        "GET",
+        &format!("/api/projects/p/sessions/{sid}/log"),
+        &[],
+        b"",
+    );
+    assert!(
+        !got.2.contains("TOP-SECRET"),
+        "the linked folder leaked: {}",
+        got.2
+    );
+    assert_json_error(&got, 403, "outside");
     assert!(d.stop().success());
 }
