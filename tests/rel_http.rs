@@ -7,6 +7,7 @@
 //! * defect 9 — idle sockets under a 1,024-descriptor limit;
 //! * defect 10 — the gateway as an open relay, and its body memory;
 //! * defect 11 — a session log replaced by a symlink;
+//! * defect 12 — a removed or replaced `blackboard.db`;
 
 #[path = "support/fake_upstream.rs"]
 mod fake_upstream;
@@ -692,4 +693,57 @@ fn a_session_log_replaced_by_a_symlink_is_not_followed() {
     );
     assert_json_error(&got, 403, "outside");
     assert!(d.stop().success());
+}
+
+#[test]
+fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
+    let home = TestHome::new("", "");
+    home.create_project("gone");
+    home.create_project("swapped");
+    home.create_project("fine");
+    let d = Daemon::start(&home);
+    let create = |project: &str| {
+        request(
+            d.port,
+            "POST",
+            &format!("/api/projects/{project}/tasks"),
+            &[JSON],
+            br#"{"title":"must not vanish"}"#,
+        )
+    };
+    assert_eq!(create("gone").0, 201);
+    let (code, body) = d.get("/health/ready").unwrap();
+    assert_eq!(code, 200, "{body}");
+
+    // The issue: delete the file under the running daemon.
+    std::fs::remove_file(home.db("gone")).unwrap();
+    let got = create("gone");
+    assert_json_error(&got, 503, "removed");
+    // Replace one by another file (a restore done by hand, an editor's save).
+    let other = home.path().join("other.db");
+    std::fs::copy(home.db("swapped"), &other).unwrap();
+    std::fs::rename(&other, home.db("swapped")).unwrap();
+    let got = create("swapped");
+    assert_json_error(&got, 503, "replaced");
+    // Readiness names both; the healthy project keeps working.
+    let (code, body) = d.get("/health/ready").unwrap();
+    assert_eq!(code, 503, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let problems = v["project_problems"].to_string();
+    assert!(
+        problems.contains("gone") && problems.contains("removed"),
+        "{v}"
+    );
+    assert!(
+        problems.contains("swapped") && problems.contains("replaced"),
+        "{v}"
+    );
+    assert!(!problems.contains("\"fine\""), "{v}");
+    assert_eq!(create("fine").0, 201);
+    let status = d.stop();
+    assert!(
+        status.success(),
+        "{status}: {}",
+        std::fs::read_to_string(home.path().join("daemon.log")).unwrap()
+    );
 }

@@ -187,7 +187,14 @@ pub async fn open_project(d: &Daemon, raw: &str) -> Result<Blackboard, ApiError>
     }
     match d.projects().get(id.as_str()) {
         Some(slot) => match slot.bb {
-            Some(bb) => Ok(bb),
+            // Removed or replaced under the daemon: refuse rather than let
+            // writes vanish into the unlinked file.
+            Some(bb) => match bb.file_problem() {
+                None => Ok(bb),
+                Some(e) => Err(ApiError::unavailable(format!(
+                    "project {id} is unavailable: {e}"
+                ))),
+            },
             None => Err(ApiError::unavailable(format!(
                 "project {id} is unavailable: {}",
                 slot.error.unwrap_or_default()

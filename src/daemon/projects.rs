@@ -138,9 +138,14 @@ impl ProjectSet {
             .expect("projects lock")
             .values()
             .filter_map(|s| {
-                s.error.as_ref().map(|e| ProjectProblem {
+                let error = s.error.clone().or_else(|| {
+                    s.bb.as_ref()
+                        .and_then(|bb| bb.file_problem())
+                        .map(|e| e.to_string())
+                })?;
+                Some(ProjectProblem {
                     project: s.id.to_string(),
-                    error: e.clone(),
+                    error,
                 })
             })
             .collect()

@@ -73,6 +73,14 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
     {
         let Some(bb) = slot.bb.clone() else { return };
         let id = slot.id.to_string();
+        if let Some(e) = bb.file_problem() {
+            // Removed or replaced under us: stop using it, say so on
+            // readiness (and the API answers 503 for it).
+            tracing::error!(project = %id, error = %e, "blackboard file gone; project closed");
+            bb.close().await;
+            d.projects().fail(&id, e.to_string());
+            return;
+        }
         match tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
