@@ -6,9 +6,24 @@
 mod support;
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use support::*;
+
+fn agents_yaml(script: &std::path::Path) -> String {
+    format!(
+        "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+        script.display()
+    )
+}
+
+/// A home whose one agent runs `script_body`.
+fn home_with_agent(config: &str, script_body: &str) -> TestHome {
+    let home = TestHome::new(config, "agents: []\n");
+    let script = home.script("agent.sh", script_body);
+    std::fs::write(home.path().join("config/agents.yaml"), agents_yaml(&script)).unwrap();
+    home
+}
 
 fn append(path: &std::path::Path, bytes: &[u8]) {
     std::fs::OpenOptions::new()
@@ -146,5 +161,63 @@ fn defect2_a_torn_tail_waits_without_spinning_and_the_next_push_starts_on_a_new_
         daemon.status()["inbox"]["malformed"] == 1
     });
     daemon.stop();
+}
+
+// ---- Defect 6: two daemons on one home --------------------------------------
+
+#[test]
+fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid() {
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 600\n",
+        "#!/bin/sh\necho $$ > \"$MOZI_HOME/agent.pid\"\nexec sleep 1000\n",
+    );
+    home.create_project("p");
+    home.create_task("p", &["--title", "long"]);
+    let first = Daemon::start(&home);
+    let pidfile = home.path().join("agent.pid");
+    wait_for(Duration::from_secs(30), "the first daemon's run", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
+    });
+    let agent: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut second = home
+        .cmd()
+        .args(["serve", "--bind", &format!("127.0.0.1:{}", free_port())])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second serve on the same home keeps running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.pid())),
+        "the refusal names the running daemon's pid {}: {stderr}",
+        first.pid()
+    );
+    // The first daemon and its run are untouched.
+    assert!(alive(agent), "the first daemon's run survives");
+    assert_eq!(first.get("/health").map(|(c, _)| c), Some(200));
+    assert_eq!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM session"),
+        1,
+        "no second run"
+    );
+    first.stop();
+    assert!(!alive(agent));
 }
 

@@ -34,6 +34,8 @@ fn flag(layers: &mut Vec<Layer>, name: &str, path: &[&str], value: String) -> an
 
 pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    // First, before anything touches the home: one daemon per home.
+    let _home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
     let mut overrides = Vec::new();
     if let Some(b) = &args.bind {
         flag(&mut overrides, "--bind", &["server", "bind"], b.clone())?;

@@ -20,6 +20,7 @@ pub mod demo;
 pub mod events;
 pub mod gateway_hooks;
 pub mod heartbeat;
+pub mod home_lock;
 pub mod inbox;
 pub mod projects;
 pub mod recovery;
