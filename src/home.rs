@@ -44,6 +44,11 @@ impl Home {
     pub fn root(&self) -> &Path {
         &self.root
     }
+    /// Held (`flock`, with the holder's PID inside) by the one daemon
+    /// serving this home.
+    pub fn daemon_lock_file(&self) -> PathBuf {
+        self.root.join("daemon.lock")
+    }
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("config")
     }

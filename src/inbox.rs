@@ -41,12 +41,19 @@ pub fn append(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
 }
 
 /// Appends raw bytes (must be whole lines) under a shared lock.
+///
+/// Every append starts on a line boundary: if the file ends inside a line (a
+/// writer died mid-write), a newline is written first, in the same `write`,
+/// so the fragment becomes a line of its own (skipped as malformed by the
+/// daemon) instead of swallowing this one.
 pub fn append_raw(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     loop {
         let file = std::fs::OpenOptions::new()
+            .read(true)
             .append(true)
             .create(true)
             .mode(0o600)
@@ -54,10 +61,21 @@ pub fn append_raw(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let mut locked =
             Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| std::io::Error::from(e))?;
         // Did a compaction replace the file while we waited for the lock?
-        let ours = locked.metadata()?.ino();
+        let meta = locked.metadata()?;
         match std::fs::metadata(path) {
-            Ok(m) if m.ino() == ours => {
-                locked.write_all(bytes)?;
+            Ok(m) if m.ino() == meta.ino() => {
+                let mut last = [b'\n'];
+                if meta.len() > 0 {
+                    locked.read_exact_at(&mut last, meta.len() - 1)?;
+                }
+                if last[0] == b'\n' {
+                    locked.write_all(bytes)?;
+                } else {
+                    let mut joined = Vec::with_capacity(bytes.len() + 1);
+                    joined.push(b'\n');
+                    joined.extend_from_slice(bytes);
+                    locked.write_all(&joined)?;
+                }
                 return Ok(());
             }
             _ => continue,

@@ -163,7 +163,9 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
     // No ping before handing out an idle connection: an SQLite connection is
     // a handle in this process, not a socket that can go stale, and the ping
     // is one more round trip to the connection's worker thread per query.
-    let mut pool_options = SqlitePoolOptions::new().test_before_acquire(false);
+    let mut pool_options = SqlitePoolOptions::new()
+        .test_before_acquire(false)
+        .after_release(|conn, _meta| Box::pin(release_check(conn)));
     // A one-command pool lives milliseconds; a long-lived one (the daemon's)
     // must notice its file being removed or replaced under it.
     let identity = (!matches!(mode, OpenMode::Agent)).then(|| FileIdentity::of(path, &meta));
@@ -194,6 +196,43 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
         keeps_wal,
         identity,
     })
+}
+
+/// Keeps a transaction from ever going back into the pool (issue 13,
+/// defect 1): a connection is only reused if it is outside any transaction.
+///
+/// A `Transaction` dropped uncommitted (an error path, or a future cancelled
+/// by a timeout at any `.await`) queues its `ROLLBACK` on the connection's
+/// worker before the connection is released; waiting for the handle lock
+/// orders this check after it. What the drop cannot cover is sqlx's `begin`
+/// itself: cancelled after SQLite ran `BEGIN IMMEDIATE` but before the
+/// `Transaction` value existed, it returns a connection that still holds the
+/// write lock (every other writer then gets "database is locked", and the
+/// next `begin_with` on it "attempted to call begin_with at non-zero
+/// transaction depth"). Such a connection is closed, which rolls it back.
+///
+/// The common case costs one atomic load: the depth is zero.
+async fn release_check(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::sqlite::SqliteTransactionManager;
+    use sqlx::TransactionManager;
+    if SqliteTransactionManager::get_transaction_depth(conn) == 0 {
+        return Ok(true);
+    }
+    let in_transaction = {
+        let mut handle = conn.lock_handle().await?;
+        // SAFETY: the live handle of a connection whose lock we hold.
+        unsafe { libsqlite3_sys::sqlite3_get_autocommit(handle.as_raw_handle().as_ptr()) == 0 }
+    };
+    let depth = SqliteTransactionManager::get_transaction_depth(conn);
+    if in_transaction || depth != 0 {
+        tracing::warn!(
+            depth,
+            in_transaction,
+            "a connection came back inside a transaction (a cancelled begin); closing it"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Whether another process has the database's WAL index open: every

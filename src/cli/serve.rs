@@ -34,6 +34,8 @@ fn flag(layers: &mut Vec<Layer>, name: &str, path: &[&str], value: String) -> an
 
 pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    // First, before anything touches the home: one daemon per home.
+    let _home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
     // Before anything opens a file: the connection cap is computed from it.
     let fd_limit = crate::http::serve::raise_fd_limit();
     let mut overrides = Vec::new();

@@ -166,6 +166,8 @@ pub struct InboxConfig {
     pub watch_interval: f64,
     /// Compact the inbox once fully consumed and larger than this.
     pub max_size_bytes: u64,
+    /// A longer line is skipped as one malformed line (its start is shown).
+    pub max_line_bytes: u64,
 }
 
 impl Default for InboxConfig {
@@ -174,6 +176,7 @@ impl Default for InboxConfig {
             path: PathBuf::from("inbox/daemon.jsonl"),
             watch_interval: 1.0,
             max_size_bytes: 1_048_576,
+            max_line_bytes: 1_048_576,
         }
     }
 }

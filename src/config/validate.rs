@@ -63,6 +63,11 @@ impl Config {
             format!("must be at least 1024, got {}", i.max_size_bytes),
         )?;
         check(
+            (256..=64 * 1024 * 1024).contains(&i.max_line_bytes),
+            "inbox.max_line_bytes",
+            format!("must be between 256 and 67108864, got {}", i.max_line_bytes),
+        )?;
+        check(
             !i.path.as_os_str().is_empty(),
             "inbox.path",
             "must not be empty",

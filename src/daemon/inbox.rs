@@ -48,6 +48,10 @@ struct Position {
     generation: u64,
     #[serde(default = "new_epoch")]
     epoch: u64,
+    /// Inside a line longer than `inbox.max_line_bytes`, already reported:
+    /// everything up to its newline is skipped (also across a restart).
+    #[serde(default)]
+    skipping: bool,
 }
 
 fn new_epoch() -> u64 {
@@ -61,6 +65,7 @@ impl Default for Position {
             offset: 0,
             generation: 0,
             epoch: new_epoch(),
+            skipping: false,
         }
     }
 }
@@ -73,6 +78,7 @@ impl Position {
             offset: 0,
             generation: self.generation + 1,
             epoch: self.epoch,
+            skipping: false,
         }
     }
     fn key(&self, offset: u64) -> String {
@@ -144,8 +150,19 @@ pub async fn run(d: Daemon) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let watcher = {
         let tx = tx.clone();
-        notify::recommended_watcher(move |_res: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
+        let inbox = path.clone();
+        notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            // Only changes of the inbox itself. Our own reads (access events)
+            // and offset saves in the same folder must not wake the consumer:
+            // with a partial line at the end, each pass read the file again,
+            // which woke the next pass — a busy loop (issue 13, defect 2).
+            let relevant = match res {
+                Ok(ev) => !ev.kind.is_access() && ev.paths.contains(&inbox),
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = tx.try_send(());
+            }
         })
         .and_then(|mut w| {
             w.watch(
@@ -161,9 +178,10 @@ pub async fn run(d: Daemon) {
     let poll = Duration::from_secs_f64(d.config().inbox.watch_interval);
     let mut shutdown = d.shutdown_signal();
     let mut pos = load_position(&path);
+    let mut tail = Tail::default();
     let mut buf = [0u8; 256];
     loop {
-        pos = consume(&d, &path, pos).await;
+        pos = consume(&d, &path, pos, &mut tail).await;
         tokio::select! {
             _ = rx.recv() => {}
             _ = tokio::time::sleep(poll) => {}
@@ -177,9 +195,23 @@ pub async fn run(d: Daemon) {
     let _ = std::fs::remove_file(&sock_path);
 }
 
+/// What the last pass saw at the end of the file: a partial line (no newline
+/// yet) of the file `inode`, which ended at `len`. Until the file grows or is
+/// replaced there is nothing new to read, so a pass only `stat`s it.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tail {
+    inode: u64,
+    len: u64,
+}
+
 /// Applies every complete line after `pos`; compacts when due. Returns the
 /// new position.
-async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
+///
+/// A line longer than `inbox.max_line_bytes` becomes one malformed-line
+/// observation and is skipped up to its newline, however long it is; a
+/// partial last line within the limit waits for its newline without being
+/// read again until the file changes.
+async fn consume(d: &Daemon, path: &Path, mut pos: Position, tail: &mut Tail) -> Position {
     let Ok(meta) = std::fs::metadata(path) else {
         return pos;
     };
@@ -190,45 +222,89 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
     if meta.len() < pos.offset {
         // Truncated by hand: start over on what is there.
         pos.offset = 0;
+        pos.skipping = false;
     }
-    if meta.len() > pos.offset {
-        let data = match read_from(path, pos.offset) {
-            Ok(data) => data,
-            Err(e) => {
-                d.update_inbox_stats(|s| s.last_error = Some(e.to_string()));
-                return pos;
-            }
-        };
-        // Only complete lines; a partial last line waits for its newline.
-        let complete = data
-            .iter()
-            .rposition(|b| *b == b'\n')
-            .map(|i| i + 1)
-            .unwrap_or(0);
+    let unchanged_tail = tail.inode == meta.ino() && tail.len == meta.len();
+    if meta.len() > pos.offset && !unchanged_tail {
+        let max_line = d.config().inbox.max_line_bytes;
+        let before = pos;
         let mut woke = false;
-        let mut at = pos.offset;
-        for line in data[..complete].split_inclusive(|b| *b == b'\n') {
-            let key = pos.key(at);
-            at += line.len() as u64;
-            let text = String::from_utf8_lossy(line);
-            let text = text.trim();
-            if !text.is_empty() {
-                apply(d, text, &key).await;
-                woke = true;
+        // Each read holds at least one whole line within the limit.
+        let chunk = READ_CHUNK.max(max_line + 1);
+        loop {
+            let data = match read_from(path, pos.offset, chunk) {
+                Ok(data) => data,
+                Err(e) => {
+                    d.update_inbox_stats(|s| s.last_error = Some(e.to_string()));
+                    break;
+                }
+            };
+            let mut at = 0usize;
+            if pos.skipping {
+                match data.iter().position(|b| *b == b'\n') {
+                    Some(i) => {
+                        at = i + 1;
+                        pos.skipping = false;
+                    }
+                    None => at = data.len(),
+                }
             }
-            pos.offset = at;
+            while !pos.skipping && at < data.len() {
+                let rest = &data[at..];
+                let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
+                    if rest.len() as u64 > max_line {
+                        // Too long already: report once, skip to its newline.
+                        too_long(d, rest, rest.len() as u64, max_line, false).await;
+                        pos.skipping = true;
+                        at = data.len();
+                    }
+                    break;
+                };
+                let line = &rest[..nl];
+                let key = pos.key(pos.offset + at as u64);
+                at += nl + 1;
+                if line.len() as u64 > max_line {
+                    too_long(d, line, line.len() as u64, max_line, true).await;
+                    continue;
+                }
+                let text = String::from_utf8_lossy(line);
+                let text = text.trim();
+                if !text.is_empty() {
+                    apply(d, text, &key).await;
+                    woke = true;
+                }
+            }
+            pos.offset += at as u64;
+            // More to read only if this chunk was full and moved us on.
+            if at == 0 || (data.len() as u64) < chunk || pos.offset >= meta.len() {
+                break;
+            }
         }
-        // Saved once per pass: lines re-read after a crash are harmless, since
-        // `wake` is idempotent and `create_task` carries its idempotency key.
-        if let Err(e) = save_position(path, pos) {
-            d.update_inbox_stats(|s| s.last_error = Some(format!("cannot save inbox offset: {e}")));
+        if pos.offset < meta.len() && !pos.skipping {
+            // A partial line waits for its newline.
+            *tail = Tail {
+                inode: meta.ino(),
+                len: meta.len(),
+            };
+        } else {
+            *tail = Tail::default();
+        }
+        // Saved once per pass (and only when it moved): lines re-read after a
+        // crash are harmless, since `wake` is idempotent and `create_task`
+        // carries its idempotency key.
+        if pos != before {
+            if let Err(e) = save_position(path, pos) {
+                d.update_inbox_stats(|s| {
+                    s.last_error = Some(format!("cannot save inbox offset: {e}"))
+                });
+            }
         }
         if woke {
             d.wake();
         }
     }
     d.update_inbox_stats(|s| s.pending_bytes = meta.len().saturating_sub(pos.offset));
-    if pos.offset >= d.config().inbox.max_size_bytes {
+    if pos.offset >= d.config().inbox.max_size_bytes && !pos.skipping {
         match compact(path, pos) {
             Ok(Some(new)) => {
                 pos = new;
@@ -244,12 +320,32 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position) -> Position {
     pos
 }
 
-fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+/// Bytes read per pass at most (more when `max_line_bytes` is larger).
+const READ_CHUNK: u64 = 8 << 20;
+
+/// One malformed-line report for a line over the limit (`whole`: its length
+/// is known; else it is at least `len` and still growing).
+async fn too_long(d: &Daemon, start: &[u8], len: u64, max_line: u64, whole: bool) {
+    let shown = String::from_utf8_lossy(&start[..start.len().min(300)]).to_string();
+    let why = if whole {
+        format!("a line of {len} bytes is over inbox.max_line_bytes ({max_line})")
+    } else {
+        format!("a line of more than {max_line} bytes (inbox.max_line_bytes) with no end yet; skipped up to its newline")
+    };
+    // Name the project if the line's start does, so its board shows it.
+    let project = shown
+        .split_once("\"project\":\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(p, _)| p.to_string());
+    malformed(d, project.as_deref(), &shown, &why).await;
+}
+
+fn read_from(path: &Path, offset: u64, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut f = std::fs::File::open(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut data = Vec::new();
-    // Bounded per pass: a huge backlog is consumed over several passes.
-    f.take(8 << 20).read_to_end(&mut data)?;
+    // Bounded per pass: a huge backlog is consumed over several reads.
+    f.take(limit).read_to_end(&mut data)?;
     Ok(data)
 }
 

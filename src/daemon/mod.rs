@@ -20,6 +20,7 @@ pub mod demo;
 pub mod events;
 pub mod gateway_hooks;
 pub mod heartbeat;
+pub mod home_lock;
 pub mod inbox;
 pub mod projects;
 pub mod recovery;
@@ -76,7 +77,7 @@ struct Inner {
     events: events::EventHub,
     /// Serializes the decisions that share the global limits (project ticks
     /// run concurrently; starting runs must not race past the caps).
-    schedule: tokio::sync::Mutex<()>,
+    schedule: Arc<tokio::sync::Mutex<()>>,
     ticker_paused: AtomicBool,
     stats: Mutex<TickStats>,
     inbox_stats: Mutex<inbox::InboxStats>,
@@ -138,7 +139,7 @@ impl Daemon {
                 gateway: std::sync::OnceLock::new(),
                 wake: Notify::new(),
                 events: events::EventHub::default(),
-                schedule: tokio::sync::Mutex::new(()),
+                schedule: Arc::new(tokio::sync::Mutex::new(())),
                 ticker_paused: AtomicBool::new(false),
                 stats: Mutex::new(TickStats::default()),
                 inbox_stats: Mutex::new(inbox::InboxStats::default()),
@@ -219,9 +220,10 @@ impl Daemon {
         self.inner.wake.notified()
     }
 
-    /// Held while deciding and starting runs (see `Inner::schedule`).
-    pub(crate) async fn schedule_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.schedule.lock().await
+    /// Held while deciding and starting runs (see `Inner::schedule`); owned,
+    /// so a task that outlives its caller can hold it (`ticker::start_ready`).
+    pub(crate) async fn schedule_lock_owned(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.schedule.clone().lock_owned().await
     }
 
     pub fn pause_ticker(&self) {

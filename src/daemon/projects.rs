@@ -27,7 +27,15 @@ pub struct ProjectSlot {
     /// Consecutive ticks with outstanding work and no new event.
     pub zombie_ticks: u32,
     pub last_event_id: i64,
+    /// Consecutive ticks that failed or ran out of time, and the last reason:
+    /// at [`FAILED_TICKS_UNREADY`] the project is reported on readiness, so a
+    /// project whose writes keep failing never looks ready.
+    pub failed_ticks: u32,
+    pub tick_error: Option<String>,
 }
+
+/// Consecutive failed ticks after which a project counts as a problem.
+pub const FAILED_TICKS_UNREADY: u32 = 3;
 
 /// What the status endpoint shows of a broken project.
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +150,15 @@ impl ProjectSet {
                     s.bb.as_ref()
                         .and_then(|bb| bb.file_problem())
                         .map(|e| e.to_string())
+                        .or_else(|| {
+                            (s.failed_ticks >= FAILED_TICKS_UNREADY).then(|| {
+                                format!(
+                                    "the last {} ticks failed: {}",
+                                    s.failed_ticks,
+                                    s.tick_error.as_deref().unwrap_or("?")
+                                )
+                            })
+                        })
                 })?;
                 Some(ProjectProblem {
                     project: s.id.to_string(),
@@ -182,6 +199,8 @@ async fn open_slot(d: &Daemon, id: &ProjectId) -> ProjectSlot {
         settings,
         zombie_ticks: 0,
         last_event_id: 0,
+        failed_ticks: 0,
+        tick_error: None,
     };
     if slot.error.is_some() {
         return slot;

@@ -81,7 +81,23 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
             d.projects().fail(&id, e.to_string());
             return;
         }
-        match tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await {
+        let outcome = tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await;
+        let failure = match &outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("the tick ran out of its 10 s".to_string()),
+        };
+        d.projects().update(&id, |s| match failure {
+            None => {
+                s.failed_ticks = 0;
+                s.tick_error = None;
+            }
+            Some(why) => {
+                s.failed_ticks += 1;
+                s.tick_error = Some(why);
+            }
+        });
+        match outcome {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(project = %id, error = %e, "tick failed for project");
@@ -161,59 +177,20 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
 
     // 3. Ready work, most urgent then oldest, within the limits. The query
     // runs outside the schedule lock; the counts are taken again under it.
-    let timeout = cfg.task_timeout;
     let max_global = d.config().daemon.max_global_agents as usize;
-    let project_cap = slot
-        .settings
-        .max_global_agents
-        .map(|c| c as usize)
-        .unwrap_or(max_global);
     if probe.open > 0 && run_counts(d).0 < max_global && !d.is_shutting_down() {
         let ready = bb.ready_tasks((max_global as i64) * 4 + 16).await?;
         metrics::gauge!("moziplus_ready_tasks", "project" => project.to_string())
             .set(ready.len() as f64);
-        let _guard = d.schedule_lock().await;
-        let (running, per_project, mut busy) = run_counts(d);
-        let mut free = max_global
-            .saturating_sub(running)
-            .min(project_cap.saturating_sub(*per_project.get(project).unwrap_or(&0)));
-        for task in ready {
-            if free == 0 || d.is_shutting_down() {
-                break;
-            }
-            let candidates: Vec<&AgentDef> = d
-                .agents()
-                .agents
-                .iter()
-                .filter(|a| match &task.assignee {
-                    Some(x) => *x == a.id,
-                    None => takes_kind(a, &task.kind),
-                })
-                .filter(|a| allowed(slot, &a.id))
-                .filter(|a| *busy.get(&a.id).unwrap_or(&0) < cfg.max_per_agent as usize)
-                .collect();
-            let Some(agent) = candidates
-                .into_iter()
-                .min_by_key(|a| *busy.get(&a.id).unwrap_or(&0))
-            else {
-                continue;
-            };
-            // Claim for the agent; the lease outlives the run's own timeout so
-            // the supervisor, not lease expiry, ends a slow run.
-            let holder = Actor {
-                name: agent.id.clone(),
-                kind: ActorKind::Daemon,
-            };
-            let lease_ms = ((timeout + cfg.kill_grace + 60) * 1000) as i64;
-            let claimed = match bb.claim_task(&task.id, &holder, lease_ms).await {
-                Ok(t) => t,
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e),
-            };
-            start_run(d, bb, &claimed, agent, RunKind::Work, timeout).await;
-            *busy.entry(agent.id.clone()).or_insert(0) += 1;
-            free -= 1;
-        }
+        // Claim → session row → spawn → supervision is one step that the
+        // tick's time limit must not split (issue 13, defect 1): cancelled
+        // between the claim and the supervisor, a tick left a task `working`
+        // with no run, or an agent nobody supervised. So the step runs in its
+        // own task; the tick waits for it, and if the tick is cancelled the
+        // step still finishes (holding the schedule lock until it has).
+        tokio::spawn(start_ready(d.clone(), slot.clone(), ready))
+            .await
+            .map_err(|e| crate::blackboard::BbError::Io(std::io::Error::other(e)))??;
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
@@ -251,6 +228,69 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
         // The alert itself is an event; do not count it as progress.
         let last = bb.last_event_id().await?;
         d.projects().update(project, |s| s.last_event_id = last);
+    }
+    Ok(())
+}
+
+/// Claims ready tasks for eligible agents and starts their runs, under the
+/// schedule lock (the limits are shared by every project). Runs in a task of
+/// its own: see step 3 of [`tick_project`].
+async fn start_ready(
+    d: Daemon,
+    slot: ProjectSlot,
+    ready: Vec<crate::blackboard::Task>,
+) -> Result<(), crate::blackboard::BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let project = slot.id.as_str();
+    let cfg = &slot.config.daemon;
+    let timeout = cfg.task_timeout;
+    let max_global = d.config().daemon.max_global_agents as usize;
+    let project_cap = slot
+        .settings
+        .max_global_agents
+        .map(|c| c as usize)
+        .unwrap_or(max_global);
+    let _guard = d.schedule_lock_owned().await;
+    let (running, per_project, mut busy) = run_counts(&d);
+    let mut free = max_global
+        .saturating_sub(running)
+        .min(project_cap.saturating_sub(*per_project.get(project).unwrap_or(&0)));
+    for task in ready {
+        if free == 0 || d.is_shutting_down() {
+            break;
+        }
+        let candidates: Vec<&AgentDef> = d
+            .agents()
+            .agents
+            .iter()
+            .filter(|a| match &task.assignee {
+                Some(x) => *x == a.id,
+                None => takes_kind(a, &task.kind),
+            })
+            .filter(|a| allowed(&slot, &a.id))
+            .filter(|a| *busy.get(&a.id).unwrap_or(&0) < cfg.max_per_agent as usize)
+            .collect();
+        let Some(agent) = candidates
+            .into_iter()
+            .min_by_key(|a| *busy.get(&a.id).unwrap_or(&0))
+        else {
+            continue;
+        };
+        // Claim for the agent; the lease outlives the run's own timeout so
+        // the supervisor, not lease expiry, ends a slow run.
+        let holder = Actor {
+            name: agent.id.clone(),
+            kind: ActorKind::Daemon,
+        };
+        let lease_ms = ((timeout + cfg.kill_grace + 60) * 1000) as i64;
+        let claimed = match bb.claim_task(&task.id, &holder, lease_ms).await {
+            Ok(t) => t,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e),
+        };
+        start_run(&d, bb, &claimed, agent, RunKind::Work, timeout).await;
+        *busy.entry(agent.id.clone()).or_insert(0) += 1;
+        free -= 1;
     }
     Ok(())
 }
@@ -442,7 +482,7 @@ async fn start_reviewer(
     taken: &[String],
 ) -> Result<bool, crate::blackboard::BbError> {
     let bb = slot.bb.as_ref().expect("caller checked");
-    let _guard = d.schedule_lock().await;
+    let guard = d.schedule_lock_owned().await;
     let (running, per_project, per_agent) = run_counts(d);
     let project_cap = slot
         .settings
@@ -460,17 +500,18 @@ async fn start_reviewer(
             && allowed(slot, &a.id)
             && *per_agent.get(&a.id).unwrap_or(&0) < slot.config.daemon.max_per_agent as usize
     });
-    let Some(agent) = reviewer else {
+    let Some(agent) = reviewer.cloned() else {
         return Ok(false);
     };
-    start_run(
-        d,
-        bb,
-        task,
-        agent,
-        RunKind::Review,
-        slot.config.daemon.task_timeout,
-    )
-    .await;
+    // Session row → spawn → supervision in a task the tick's time limit
+    // cannot cancel (see step 3 of `tick_project`).
+    let (d, bb, task) = (d.clone(), bb.clone(), task.clone());
+    let timeout = slot.config.daemon.task_timeout;
+    tokio::spawn(async move {
+        start_run(&d, &bb, &task, &agent, RunKind::Review, timeout).await;
+        drop(guard);
+    })
+    .await
+    .map_err(|e| crate::blackboard::BbError::Io(std::io::Error::other(e)))?;
     Ok(true)
 }

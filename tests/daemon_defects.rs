@@ -1,0 +1,223 @@
+//! Regression tests for the daemon-side defects of issue 13 (2, 6, 7 and
+//! parts of 14), each against a real `moziplus serve`, real agent processes
+//! and real SQLite files. Each test names the defect it pins down and failed
+//! on the code before its fix.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn agents_yaml(script: &std::path::Path) -> String {
+    format!(
+        "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+        script.display()
+    )
+}
+
+/// A home whose one agent runs `script_body`.
+fn home_with_agent(config: &str, script_body: &str) -> TestHome {
+    let home = TestHome::new(config, "agents: []\n");
+    let script = home.script("agent.sh", script_body);
+    std::fs::write(home.path().join("config/agents.yaml"), agents_yaml(&script)).unwrap();
+    home
+}
+
+fn append(path: &std::path::Path, bytes: &[u8]) {
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+/// User + system CPU time of a process, in seconds (/proc/<pid>/stat).
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime 14, stime 15 (1-based) →
+    // indexes 11 and 12 here.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+fn titles(db: &std::path::Path) -> Vec<String> {
+    query_strings(db, "SELECT title FROM task ORDER BY title")
+}
+
+// ---- Defect 2: the inbox jams or spins --------------------------------------
+
+#[test]
+fn defect2_lines_over_the_limit_are_skipped_as_one_malformed_line_each_and_the_inbox_goes_on() {
+    let home = TestHome::new(
+        "daemon:\n  tick_interval: 3600\ninbox:\n  watch_interval: 0.2\n",
+        "agents: []\n",
+    );
+    home.create_project("p");
+    let inbox = home.path().join("inbox/daemon.jsonl");
+    let task = |t: &str| {
+        format!("{{\"type\":\"create_task\",\"project\":\"p\",\"task\":{{\"title\":\"{t}\"}}}}\n")
+    };
+    // 9 MiB (over the old 8 MiB read window: it stopped the inbox for good)
+    // and 2 MiB (over the 1 MiB default limit), each followed by a good line.
+    let mut data = Vec::new();
+    data.extend_from_slice(b"{\"type\":\"create_task\",\"project\":\"p\",\"task\":{\"title\":\"");
+    data.extend(std::iter::repeat_n(b'x', 9 << 20));
+    data.extend_from_slice(b"\"}}\n");
+    data.extend_from_slice(task("after-9MiB").as_bytes());
+    data.extend(std::iter::repeat_n(b'y', 2 << 20));
+    data.push(b'\n');
+    data.extend_from_slice(task("after-2MiB").as_bytes());
+    std::fs::create_dir_all(inbox.parent().unwrap()).unwrap();
+    append(&inbox, &data);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(
+        Duration::from_secs(30),
+        "the lines after the huge ones",
+        || titles(&db) == ["after-2MiB", "after-9MiB"],
+    );
+    let inbox_status = &daemon.status()["inbox"];
+    assert_eq!(inbox_status["malformed"], 2, "{inbox_status}");
+    let last = inbox_status["last_error"].as_str().unwrap_or("");
+    assert!(
+        last.contains("max_line_bytes"),
+        "status names the limit: {last}"
+    );
+    // The line that named its project is reported on that project's board.
+    assert!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM observation WHERE body LIKE '%max_line_bytes%'"
+        ) >= 1
+    );
+    // A huge line still being written (no newline yet) is reported once and
+    // skipped up to its newline when that comes; the next line is applied.
+    append(&inbox, &vec![b'z'; 3 << 20]);
+    std::thread::sleep(Duration::from_secs(2));
+    append(&inbox, b"zzz\n");
+    append(&inbox, task("after-growing").as_bytes());
+    wait_for(
+        Duration::from_secs(30),
+        "the line after the growing one",
+        || titles(&db).contains(&"after-growing".to_string()),
+    );
+    assert_eq!(daemon.status()["inbox"]["malformed"], 3);
+    // Nothing is applied twice after a restart.
+    daemon.stop();
+    let daemon = Daemon::start(&home);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(titles(&db).len(), 3);
+    daemon.stop();
+}
+
+#[test]
+fn defect2_a_torn_tail_waits_without_spinning_and_the_next_push_starts_on_a_new_line() {
+    let home = TestHome::new(
+        "daemon:\n  tick_interval: 3600\ninbox:\n  watch_interval: 0.2\n",
+        "agents: []\n",
+    );
+    home.create_project("p");
+    let daemon = Daemon::start(&home);
+    let inbox = home.path().join("inbox/daemon.jsonl");
+    // A writer died in the middle of a line.
+    append(
+        &inbox,
+        b"{\"type\":\"create_task\",\"project\":\"p\",\"task\":{\"title\":\"torn",
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let before = cpu_seconds(daemon.pid());
+    let window = Duration::from_secs(5);
+    std::thread::sleep(window);
+    let used = cpu_seconds(daemon.pid()) - before;
+    let share = used / window.as_secs_f64();
+    eprintln!(
+        "daemon CPU with a torn inbox tail: {used:.3} s in {window:?} ({:.1}%)",
+        share * 100.0
+    );
+    assert!(
+        share < 0.05,
+        "the daemon must not spin on a partial line: {:.1}% CPU",
+        share * 100.0
+    );
+    // The next push is not glued onto the fragment.
+    home.ok(&[
+        "inbox",
+        "push",
+        "{\"type\":\"create_task\",\"project\":\"p\",\"task\":{\"title\":\"pushed\"}}",
+    ]);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(20), "the pushed task", || {
+        titles(&db) == ["pushed"]
+    });
+    wait_for(Duration::from_secs(10), "the fragment reported", || {
+        daemon.status()["inbox"]["malformed"] == 1
+    });
+    daemon.stop();
+}
+
+// ---- Defect 6: two daemons on one home --------------------------------------
+
+#[test]
+fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid() {
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 600\n",
+        "#!/bin/sh\necho $$ > \"$MOZI_HOME/agent.pid\"\nexec sleep 1000\n",
+    );
+    home.create_project("p");
+    home.create_task("p", &["--title", "long"]);
+    let first = Daemon::start(&home);
+    let pidfile = home.path().join("agent.pid");
+    wait_for(Duration::from_secs(30), "the first daemon's run", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
+    });
+    let agent: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut second = home
+        .cmd()
+        .args(["serve", "--bind", &format!("127.0.0.1:{}", free_port())])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a second serve on the same home keeps running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = second.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!status.success(), "refused: {stderr}");
+    assert!(
+        stderr.contains(&format!("pid {}", first.pid())),
+        "the refusal names the running daemon's pid {}: {stderr}",
+        first.pid()
+    );
+    // The first daemon and its run are untouched.
+    assert!(alive(agent), "the first daemon's run survives");
+    assert_eq!(first.get("/health").map(|(c, _)| c), Some(200));
+    assert_eq!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM session"),
+        1,
+        "no second run"
+    );
+    first.stop();
+    assert!(!alive(agent));
+}
+
