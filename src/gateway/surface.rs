@@ -1,0 +1,174 @@
+//! The three client APIs the gateway speaks ("surfaces") and what differs
+//! between them once a call is in the shared pipeline: how an error looks,
+//! how a chat-completions answer is turned into the client's shape, and how
+//! an upstream chat stream is re-cut into the client's events.
+//!
+//! * [`Surface::Chat`]: OpenAI chat completions (and completions/embeddings),
+//!   passed through.
+//! * [`Surface::Responses`]: OpenAI Responses (`POST /v1/responses`),
+//!   translated by [`super::responses`].
+//! * [`Surface::Messages`]: Anthropic Messages (`POST /v1/messages`),
+//!   translated by [`super::messages`].
+//!
+//! A provider that lists the surface in `native` gets the client's body as
+//! is (passthrough); every other provider gets chat completions.
+
+use std::collections::VecDeque;
+
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+use super::config::NativeApi;
+use super::error::GatewayError;
+use super::tools::RiskyCall;
+
+/// Which client API a call arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    Chat,
+    Responses,
+    Messages,
+}
+
+impl Surface {
+    /// The native API a provider must declare to get this surface unchanged.
+    pub fn native_api(self) -> Option<NativeApi> {
+        match self {
+            Surface::Chat => None,
+            Surface::Responses => Some(NativeApi::Responses),
+            Surface::Messages => Some(NativeApi::Messages),
+        }
+    }
+
+    /// The error in this API's own shape. Chat and Responses share OpenAI's
+    /// `{"error": {...}}`; Messages uses Anthropic's
+    /// `{"type": "error", "error": {"type", "message"}}`. Status and the
+    /// `Retry-After` / `X-Moziplus-Limit-Source` headers are the same.
+    pub fn error(self, e: GatewayError) -> Response {
+        match self {
+            Surface::Chat | Surface::Responses => e.into_response(),
+            Surface::Messages => anthropic_error(e),
+        }
+    }
+}
+
+/// Anthropic's error `type` for a status.
+fn anthropic_type(status: u16) -> &'static str {
+    match status {
+        400 | 422 => "invalid_request_error",
+        401 => "authentication_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+/// A gateway error rendered the Anthropic way (headers kept).
+pub(crate) fn anthropic_error(e: GatewayError) -> Response {
+    let status = e.status();
+    let body = json!({"type": "error", "error": {
+        "type": anthropic_type(status.as_u16()), "message": e.to_string(), "code": e.code()}});
+    let openai_shaped = e.into_response();
+    let mut resp = (status, axum::Json(body)).into_response();
+    for name in ["retry-after", "x-moziplus-limit-source"] {
+        if let Some(v) = openai_shaped.headers().get(name) {
+            resp.headers_mut().insert(name, v.clone());
+        }
+    }
+    resp
+}
+
+/// An upstream error body (OpenAI shape, or anything) re-shaped for the
+/// surface, keeping the upstream's status: a client mistake the upstream
+/// reported (400, 404, 422…) arrives in the client's own error shape.
+pub(crate) fn reshape_upstream_error(surface: Surface, status: u16, body: &[u8]) -> Response {
+    let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = parsed
+        .pointer("/error/message")
+        .and_then(Value::as_str)
+        .or_else(|| parsed.get("message").and_then(Value::as_str))
+        .map(str::to_string)
+        .unwrap_or_else(|| super::upstream::snippet(body));
+    let status =
+        axum::http::StatusCode::from_u16(status).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let body = match surface {
+        Surface::Messages => json!({"type": "error", "error": {
+            "type": anthropic_type(status.as_u16()),
+            "message": format!("upstream: {message}")}}),
+        _ => json!({"error": {"message": format!("upstream: {message}"),
+            "type": "invalid_request_error", "code": "upstream_rejected"}}),
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+/// One SSE event with an `event:` line (both SDKs read it; Anthropic's
+/// skips events without one).
+pub(crate) fn sse_event(out: &mut VecDeque<Bytes>, name: &str, data: &Value) {
+    out.push_back(Bytes::from(format!("event: {name}\ndata: {data}\n\n")));
+}
+
+/// A random id with a prefix (`resp_…`, `msg_…`, `fc_…`).
+pub(crate) fn new_id(prefix: &str) -> String {
+    format!("{prefix}{:024x}", rand::random::<u128>() >> 32)
+}
+
+/// Seconds since the epoch.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the client is told instead of a held-back high-risk tool call.
+pub(crate) fn approval_text(calls: &[RiskyCall], entries: &[Value]) -> String {
+    let mut lines = Vec::new();
+    for (c, e) in calls.iter().zip(entries) {
+        match e.get("decision_id").and_then(Value::as_str) {
+            Some(id) => lines.push(format!(
+                "The high-risk tool call `{}` needs a human decision before it runs: decision {id} is proposed. Wait for it with `moziplus bb decision wait {id}`, then call the tool again if it was approved.",
+                c.name
+            )),
+            None => lines.push(format!(
+                "The high-risk tool call `{}` was not delivered: {}",
+                c.name,
+                e.get("reason").and_then(Value::as_str).unwrap_or("approval could not be requested")
+            )),
+        }
+    }
+    lines.join("\n")
+}
+
+/// Usage of an upstream chat answer or chunk: `(prompt, completion, total)`.
+pub(crate) fn chat_usage(v: &Value) -> Option<(u64, u64, u64)> {
+    super::stream::usage_of(v)
+}
+
+/// Re-cuts an upstream chat-completions stream into a client API's events.
+/// Fed parsed `data:` chunks in order; high-risk tool calls are held back
+/// and handed to the caller at the end to become approval requests.
+pub(crate) trait StreamTranslator: Send {
+    /// Events to send before the first upstream byte (e.g. `response.created`).
+    fn start(&mut self, out: &mut VecDeque<Bytes>);
+    /// One upstream chunk.
+    fn chunk(&mut self, chunk: &Value, out: &mut VecDeque<Bytes>);
+    /// Tool calls held back because they are high-risk.
+    fn held_back(&self) -> Vec<RiskyCall>;
+    /// Upstream ended normally. `approvals` = the `requires_approval`
+    /// entries for [`StreamTranslator::held_back`], in order.
+    fn finish(
+        &mut self,
+        usage: Option<(u64, u64, u64)>,
+        approvals: &[Value],
+        out: &mut VecDeque<Bytes>,
+    );
+    /// Upstream broke or stalled after the stream started.
+    fn fail(&mut self, message: &str, out: &mut VecDeque<Bytes>);
+    /// A keep-alive event for long waits, if the API has one.
+    fn ping(&self) -> Option<Bytes> {
+        None
+    }
+}
