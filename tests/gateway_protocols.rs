@@ -725,3 +725,54 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
         .unwrap()
         .contains("stateless"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let home = support::TestHome::new(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  providers:\n    - name: fake\n      base_url: {}\n",
+            fake.base_url
+        ),
+        &format!(
+            "agents:\n  - id: sdk\n    runtime: command\n    model: fake/echo-agent\n    command: [\"{py}\", \"{DRIVER}\", \"agent\"]\n"
+        ),
+    );
+    home.create_project("p");
+    let task = home.create_task("p", &["--title", "call the gateway with both SDKs"]);
+    let h = home;
+    let results = tokio::task::spawn_blocking(move || {
+        let daemon = support::Daemon::start(&h);
+        let file = h.path().join("sdk-results.json");
+        support::wait_for(Duration::from_secs(90), "the agent's SDK results", || file.exists());
+        let db = h.db("p");
+        support::wait_for(Duration::from_secs(30), "the run to end", || {
+            support::query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL") >= 1
+        });
+        daemon.stop();
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let session = r["session"].as_str().unwrap().to_string();
+        let tokens = support::query_strings(
+            &db,
+            &format!("SELECT prompt_tokens || '/' || completion_tokens FROM session WHERE id = '{session}'"),
+        );
+        (r, tokens)
+    })
+    .await
+    .unwrap();
+    let (r, tokens) = results;
+    // The run's agent model (agents.yaml) took the place of gpt-5-codex and claude-….
+    let bodies = seen_bodies(&fake);
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(
+        bodies.iter().all(|b| b["model"] == "echo-agent"),
+        "{bodies:?}"
+    );
+    assert_eq!(r["openai"]["text"], "echo:Be brief.");
+    assert_eq!(r["anthropic"]["text"], "echo:Be brief.");
+    assert_eq!(r["anthropic"]["model"], "claude-sonnet-4-5");
+    // Bearer (OpenAI SDK) and x-api-key (Anthropic SDK) both named the run:
+    // its session carries both calls' tokens (10 + 5 each at the fake).
+    assert_eq!(tokens, ["20/10"], "usage of task {task}'s run");
+}
