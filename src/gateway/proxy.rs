@@ -28,7 +28,7 @@ use super::respond::{check_json, decorate, high_risk, passthrough_error, render_
 use super::retry::backoff;
 use super::routing::{self, Route};
 use super::stream::{self, StreamContext};
-use super::surface::{reshape_upstream_error, StreamTranslator, Surface};
+use super::surface::{reshape_upstream_error, ChatHoldback, StreamTranslator, Surface};
 use super::upstream::{self, Endpoint, SendFailure};
 use super::{messages, responses};
 use super::{metrics, GatewayInner, ProviderRuntime};
@@ -405,23 +405,44 @@ fn upstream_body(
     )
 }
 
-/// The stream translator for a translated call.
+/// The stream translator: the surface's for a translated call; for a chat
+/// stream whose request offered a high-risk tool, the hold-back filter;
+/// else none (bytes pass through untouched).
 fn translator(
     gw: &GatewayInner,
     call: &Call,
     provider: &ProviderRuntime,
+    wire: &Wire,
+    strip_usage_only: bool,
 ) -> Option<Box<dyn StreamTranslator>> {
-    let high_risk = high_risk(gw, provider).to_vec();
+    let high_risk = high_risk(gw, provider);
     match &call.translation {
-        Translation::None => None,
+        _ if !wire.translated && call.surface != Surface::Chat => None,
         Translation::Responses(echo) => Some(Box::new(responses::ResponsesStream::new(
             echo.clone(),
-            high_risk,
+            high_risk.to_vec(),
         ))),
         Translation::Messages { model } => Some(Box::new(messages::MessagesStream::new(
             model.clone(),
-            high_risk,
+            high_risk.to_vec(),
         ))),
+        Translation::None => {
+            let offers_risky = call
+                .body
+                .get("tools")
+                .and_then(Value::as_array)
+                .is_some_and(|tools| {
+                    tools.iter().any(|t| {
+                        t.pointer("/function/name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| high_risk.iter().any(|h| h == n))
+                    })
+                });
+            (offers_risky && wire.endpoint == Endpoint::Chat).then(|| {
+                Box::new(ChatHoldback::new(high_risk.to_vec(), strip_usage_only))
+                    as Box<dyn StreamTranslator>
+            })
+        }
     }
 }
 
@@ -560,11 +581,7 @@ async fn attempts(
             return Ok(passthrough_error(provider, resp).await);
         }
         if call.stream {
-            let translate = if wire.translated {
-                translator(gw, call, provider)
-            } else {
-                None
-            };
+            let translate = translator(gw, call, provider, &wire, strip_usage);
             let ctx = StreamContext {
                 translate,
                 gateway: gw.clone(),

@@ -172,3 +172,172 @@ pub(crate) trait StreamTranslator: Send {
         None
     }
 }
+
+/// Chat streams whose request offered a high-risk tool: chunks pass through
+/// unchanged except the deltas of high-risk tool calls, which are held back
+/// (SPEC 7.6: such a call never reaches the agent unapproved). Once a call
+/// was held, the closing chunks wait until the approvals are proposed; then
+/// a content chunk names the decisions and the finish chunk carries
+/// `requires_approval`.
+pub(crate) struct ChatHoldback {
+    high_risk: Vec<String>,
+    strip_usage_only: bool,
+    /// Chat tool-call index → held back?
+    calls: Vec<(u64, bool)>,
+    held: Vec<RiskyCall>,
+    /// Chunks from the first finish chunk on, while a call is held.
+    tail: Vec<Value>,
+    /// Some call was passed on (the finish reason stays `tool_calls`).
+    passed_call: bool,
+    id: Option<Value>,
+    model: Option<Value>,
+}
+
+impl ChatHoldback {
+    pub fn new(high_risk: Vec<String>, strip_usage_only: bool) -> Self {
+        ChatHoldback {
+            high_risk,
+            strip_usage_only,
+            calls: Vec::new(),
+            held: Vec::new(),
+            tail: Vec::new(),
+            passed_call: false,
+            id: None,
+            model: None,
+        }
+    }
+
+    fn send(out: &mut VecDeque<Bytes>, chunk: &Value) {
+        out.push_back(Bytes::from(format!("data: {chunk}\n\n")));
+    }
+}
+
+impl StreamTranslator for ChatHoldback {
+    fn start(&mut self, _out: &mut VecDeque<Bytes>) {}
+
+    fn chunk(&mut self, chunk: &Value, out: &mut VecDeque<Bytes>) {
+        let mut chunk = chunk.clone();
+        if self.id.is_none() {
+            self.id = chunk.get("id").cloned();
+            self.model = chunk.get("model").cloned();
+        }
+        let usage_only = chunk
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(|c| c.is_empty());
+        if usage_only && self.strip_usage_only {
+            return;
+        }
+        if let Some(calls) = chunk
+            .pointer_mut("/choices/0/delta/tool_calls")
+            .and_then(Value::as_array_mut)
+        {
+            calls.retain(|tc| {
+                let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let held = match self.calls.iter().find(|(i, _)| *i == index) {
+                    Some((_, held)) => *held,
+                    None => {
+                        let name = tc
+                            .pointer("/function/name")
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        let held = self.high_risk.iter().any(|h| h == name);
+                        self.calls.push((index, held));
+                        if held {
+                            self.held.push(RiskyCall {
+                                id: tc
+                                    .get("id")
+                                    .and_then(Value::as_str)
+                                    .unwrap_or("")
+                                    .to_string(),
+                                name: name.to_string(),
+                                arguments: String::new(),
+                            });
+                        } else {
+                            self.passed_call = true;
+                        }
+                        held
+                    }
+                };
+                if held {
+                    if let (Some(last), Some(args)) = (
+                        self.held.last_mut(),
+                        tc.pointer("/function/arguments").and_then(Value::as_str),
+                    ) {
+                        last.arguments.push_str(args);
+                    }
+                }
+                !held
+            });
+            if calls.is_empty() {
+                if let Some(delta) = chunk
+                    .pointer_mut("/choices/0/delta")
+                    .and_then(Value::as_object_mut)
+                {
+                    delta.remove("tool_calls");
+                }
+            }
+        }
+        let finished = chunk
+            .pointer("/choices/0/finish_reason")
+            .is_some_and(|f| !f.is_null());
+        if !self.held.is_empty() && (finished || !self.tail.is_empty()) {
+            self.tail.push(chunk);
+            return;
+        }
+        let empty_delta = chunk
+            .pointer("/choices/0/delta")
+            .and_then(Value::as_object)
+            .is_some_and(|d| d.is_empty() || d.keys().all(|k| k == "role"));
+        if empty_delta
+            && !finished
+            && !usage_only
+            && !self.held.is_empty()
+            && chunk.get("usage").is_none()
+        {
+            return;
+        }
+        Self::send(out, &chunk);
+    }
+
+    fn held_back(&self) -> Vec<RiskyCall> {
+        self.held
+            .iter()
+            .map(|c| RiskyCall {
+                arguments: super::tools::strip_fences(&c.arguments).to_string(),
+                ..c.clone()
+            })
+            .collect()
+    }
+
+    fn finish(
+        &mut self,
+        _usage: Option<(u64, u64, u64)>,
+        approvals: &[Value],
+        out: &mut VecDeque<Bytes>,
+    ) {
+        if !self.held.is_empty() {
+            let text = approval_text(&self.held_back(), approvals);
+            let note = json!({"id": self.id, "object": "chat.completion.chunk", "model": self.model,
+                "choices": [{"index": 0, "delta": {"content": format!("\n\n{text}")}, "finish_reason": null}]});
+            Self::send(out, &note);
+            for mut chunk in std::mem::take(&mut self.tail) {
+                if let Some(f) = chunk.pointer_mut("/choices/0/finish_reason") {
+                    if !f.is_null() {
+                        if !self.passed_call {
+                            *f = json!("stop");
+                        }
+                        chunk["requires_approval"] = Value::Array(approvals.to_vec());
+                    }
+                }
+                Self::send(out, &chunk);
+            }
+        }
+        out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
+    }
+
+    fn fail(&mut self, message: &str, out: &mut VecDeque<Bytes>) {
+        let body = json!({"error": {"message": message, "type": "upstream_error", "code": "stream_interrupted"}});
+        Self::send(out, &body);
+    }
+}
