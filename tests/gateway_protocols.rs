@@ -776,3 +776,56 @@ async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session(
     // its session carries both calls' tokens (10 + 5 each at the fake).
     assert_eq!(tokens, ["20/10"], "usage of task {task}'s run");
 }
+
+#[tokio::test]
+async fn providers_marked_native_get_the_clients_body_passed_through() {
+    // The fake answers 404 to /responses and /messages (it speaks only chat):
+    // a native provider's own answer, passed on as is.
+    let fake = FakeUpstream::start().await;
+    let mut p = provider("nat", &fake.base_url, false);
+    p.native = vec![
+        moziplus::gateway::NativeApi::Responses,
+        moziplus::gateway::NativeApi::Messages,
+    ];
+    let (url, _gw, _) = start(config(vec![p])).await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{url}/v1/responses"))
+        .json(&json!({"model": "nat/gpt-x", "input": "hi", "store": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404, "the upstream's own status");
+    let resp = client
+        .post(format!("{url}/v1/messages?beta=true"))
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "fine-grained-tool-streaming-2025-05-14")
+        .json(
+            &json!({"model": "nat/claude-x", "max_tokens": 5, "thinking": {"type": "adaptive"},
+            "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let seen = fake.state.not_found_seen.lock().unwrap();
+    assert_eq!(seen[0].0, "/v1/responses");
+    assert_eq!(
+        seen[0].2,
+        json!({"model": "gpt-x", "input": "hi", "store": false}),
+        "untranslated, prefix stripped"
+    );
+    assert_eq!(seen[1].0, "/v1/messages");
+    assert_eq!(seen[1].2["thinking"], json!({"type": "adaptive"}));
+    assert_eq!(seen[1].2["model"], "claude-x");
+    assert_eq!(seen[1].1["anthropic-version"], "2023-06-01");
+    assert_eq!(
+        seen[1].1["anthropic-beta"],
+        "fine-grained-tool-streaming-2025-05-14"
+    );
+    assert_eq!(seen[1].1["x-api-key"], harness::KEY_VALUE);
+    assert!(
+        fake.state.seen.lock().unwrap().is_empty(),
+        "nothing was translated to chat"
+    );
+}

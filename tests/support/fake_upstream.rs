@@ -61,6 +61,8 @@ pub struct FakeState {
     pub streams_completed: AtomicUsize,
     /// Paths outside the chat-completions family that were asked for.
     pub not_found: Mutex<Vec<String>>,
+    /// Those requests: path, headers, JSON body.
+    pub not_found_seen: Mutex<Vec<(String, HeaderMap, Value)>>,
 }
 
 impl FakeState {
@@ -113,8 +115,18 @@ impl FakeUpstream {
     }
 }
 
-async fn not_found(State(state): State<Arc<FakeState>>, uri: axum::http::Uri) -> Response {
+async fn not_found(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     state.not_found.lock().unwrap().push(uri.path().to_string());
+    state.not_found_seen.lock().unwrap().push((
+        uri.path().to_string(),
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ));
     error(404, "this upstream speaks only chat completions")
 }
 
