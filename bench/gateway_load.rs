@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::StreamExt;
 use moziplus::gateway::{Gateway, GatewayConfig, NoopHooks};
@@ -122,7 +123,10 @@ async fn fake(port: &str) {
     let app = Router::new().route("/v1/chat/completions", post(fake_chat));
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
-        .expect("bind fake");
+        .expect("bind fake")
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await.expect("serve fake");
 }
 
@@ -135,9 +139,13 @@ async fn gateway(port: &str, upstream: &str) {
     // recording is part of the measured cost.
     let _metrics = moziplus::gateway::install_prometheus_recorder().expect("recorder");
     let gw = Gateway::new(cfg, Arc::new(NoopHooks)).expect("gateway");
+    // As `moziplus serve` does: TCP_NODELAY on accepted connections.
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
-        .expect("bind gateway");
+        .expect("bind gateway")
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, gw.router())
         .await
         .expect("serve gateway");
