@@ -220,4 +220,3 @@ fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid(
     first.stop();
     assert!(!alive(agent));
 }
-

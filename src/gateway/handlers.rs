@@ -142,21 +142,35 @@ async fn read_body(body: Body, limit: usize) -> Result<Map<String, Value>, Gatew
     }
 }
 
+/// Every key a client presents, in order: `Authorization: Bearer` (OpenAI
+/// SDKs), `x-api-key` (Anthropic SDKs), `api-key` (Azure-style clients).
+pub fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    [
+        bearer(headers),
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+        headers.get("api-key").and_then(|v| v.to_str().ok()),
+    ]
+    .into_iter()
+    .flatten()
+    .map(str::trim)
+    .filter(|k| !k.is_empty())
+}
+
+/// A gateway error for `path` in the shape its client API expects
+/// (Anthropic's for `/v1/messages…`, OpenAI's otherwise).
+pub fn error_for_path(path: &str, e: GatewayError) -> axum::response::Response {
+    if path.starts_with("/v1/messages") {
+        super::surface::Surface::Messages.error(e)
+    } else {
+        super::surface::Surface::Chat.error(e)
+    }
+}
+
 /// The run key a client presents: `Authorization: Bearer` (OpenAI SDKs),
 /// `x-api-key` (Anthropic SDKs) or `api-key` (Azure-style clients). The
 /// first one that names a run wins.
 fn attribution(gw: &Gateway, headers: &HeaderMap) -> Result<Option<RunAttribution>, GatewayError> {
-    let candidates = [
-        bearer(headers),
-        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
-        headers.get("api-key").and_then(|v| v.to_str().ok()),
-    ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-        .find_map(|k| gw.inner.hooks.resolve_key(k));
+    let found = presented_keys(headers).find_map(|k| gw.inner.hooks.resolve_key(k));
     if found.is_none() && gw.inner.config.require_session_key {
         return Err(GatewayError::Unauthorized(
             "a session key is required: send the run's key as `Authorization: Bearer <key>` (OPENAI_API_KEY), `x-api-key` (ANTHROPIC_API_KEY) or `api-key`"

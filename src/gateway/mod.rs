@@ -47,6 +47,7 @@ mod surface;
 /// Shared with the daemon API's bearer check.
 pub(crate) use admin::constant_time_eq;
 pub(crate) use handlers::bearer;
+pub use handlers::{error_for_path, presented_keys};
 mod proxy;
 mod respond;
 mod stream;

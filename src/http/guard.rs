@@ -36,6 +36,7 @@ use tokio::sync::Semaphore;
 
 use super::ApiError;
 use crate::daemon::Daemon;
+use crate::gateway::GatewayError;
 
 /// Bytes per permit of the body-memory semaphore (permits are counted in
 /// `u32`, bodies in bytes).
@@ -240,8 +241,8 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
             _ => {}
         }
     }
-    if let Err(e) = authorize_gateway(&g, &mut req, &path, write) {
-        return e.into_response();
+    if let Err(refused) = authorize_gateway(&g, &mut req, &path, write) {
+        return refused;
     }
     // Body memory: reserve what the body may take before anything reads it.
     let length = body_length(req.headers());
@@ -280,7 +281,7 @@ fn authorize_gateway(
     req: &mut Request,
     path: &str,
     write: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), Response> {
     let api_token = g
         .daemon
         .config()
@@ -288,19 +289,33 @@ fn authorize_gateway(
         .api_token
         .as_deref()
         .filter(|t| !t.is_empty());
-    let given = crate::gateway::bearer(req.headers()).map(str::to_string);
     if path.starts_with("/v1/") || path == "/v1" {
         let Some(_) = api_token else { return Ok(()) };
-        return match given.as_deref() {
-            Some(t) if matches_token(t, api_token) || g.daemon.run_key(t).is_some() => Ok(()),
-            Some(_) => Err(ApiError::unauthorized(
-                "unknown key: send a run's key (OPENAI_API_KEY of an agent run) or server.api_token",
-            )),
-            None => Err(ApiError::unauthorized(
-                "the gateway needs `Authorization: Bearer <run key or server.api_token>` when server.api_token is set",
-            )),
+        let mut keys = crate::gateway::presented_keys(req.headers()).peekable();
+        if keys.peek().is_none() {
+            return Err(crate::gateway::error_for_path(
+                path,
+                GatewayError::Unauthorized(
+                    "the gateway needs a run key or server.api_token (as `Authorization: Bearer`, \
+                     `x-api-key` or `api-key`) when server.api_token is set"
+                        .into(),
+                ),
+            ));
+        }
+        return if keys.any(|t| matches_token(t, api_token) || g.daemon.run_key(t).is_some()) {
+            Ok(())
+        } else {
+            Err(crate::gateway::error_for_path(
+                path,
+                GatewayError::Unauthorized(
+                    "unknown key: send a run's key (OPENAI_API_KEY / ANTHROPIC_AUTH_TOKEN of an \
+                     agent run) or server.api_token"
+                        .into(),
+                ),
+            ))
         };
     }
+    let given = crate::gateway::bearer(req.headers()).map(str::to_string);
     if path == "/api/gateway/config" && write {
         let admin = g
             .daemon
@@ -315,10 +330,11 @@ fn authorize_gateway(
                 req.extensions_mut().insert(crate::gateway::AdminAuthorized);
                 Ok(())
             }
-            Some(_) => Err(ApiError::unauthorized("wrong bearer token")),
+            Some(_) => Err(ApiError::unauthorized("wrong bearer token").into_response()),
             None => Err(ApiError::unauthorized(
                 "changing the gateway settings needs `Authorization: Bearer <server.api_token or gateway admin token>`",
-            )),
+            )
+            .into_response()),
         };
     }
     Ok(())
