@@ -8,6 +8,7 @@
 //! * defect 10 — the gateway as an open relay, and its body memory;
 //! * defect 11 — a session log replaced by a symlink;
 //! * defect 12 — a removed or replaced `blackboard.db`;
+//! * defect 13 — a FIFO named `SKILL.md`, and shutdown;
 
 #[path = "support/fake_upstream.rs"]
 mod fake_upstream;
@@ -745,5 +746,56 @@ fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
         status.success(),
         "{status}: {}",
         std::fs::read_to_string(home.path().join("daemon.log")).unwrap()
+    );
+}
+
+#[test]
+fn a_fifo_named_skill_md_does_not_freeze_the_daemon_and_sigterm_ends_it() {
+    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
+    done_agent(&home);
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    // The issue: a FIFO where a skill's SKILL.md should be. Reading it
+    // blocks until a writer appears, which never happens.
+    let skill = home.path().join("projects/p/skills/trap");
+    std::fs::create_dir_all(&skill).unwrap();
+    nix::unistd::mkfifo(&skill.join("SKILL.md"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::fs::write(skill.join("meta.yaml"), "tags: [x]\nversion: 1\n").unwrap();
+    let t = home.create_task("p", &["--title", "brief reads the skills"]);
+    // The run's brief reads the skill folder: the daemon must keep answering,
+    // and the refusal must name the FIFO.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut named = false;
+    while Instant::now() < deadline && !named {
+        let t0 = Instant::now();
+        let (code, _) = d.get("/health").expect("/health answers");
+        assert_eq!(code, 200);
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "/health took {:?}",
+            t0.elapsed()
+        );
+        named = std::fs::read_to_string(home.path().join("daemon.log"))
+            .unwrap()
+            .contains("a FIFO");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        named,
+        "the daemon reports the FIFO:\n{}",
+        std::fs::read_to_string(home.path().join("daemon.log")).unwrap()
+    );
+    // The skills route refuses it too, promptly.
+    let got = request(d.port, "GET", "/api/projects/p/skills", &[], b"");
+    assert!(got.2.contains("a FIFO"), "{}", got.2);
+    assert!(!task_done(&home, "p", &t), "no run without its brief");
+    // SIGTERM ends the process (support::Daemon::stop waits at most 60 s).
+    let t0 = Instant::now();
+    let status = d.stop();
+    println!("stopped in {:?} with {status}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(40),
+        "shutdown took {:?}",
+        t0.elapsed()
     );
 }
