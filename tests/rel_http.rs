@@ -698,7 +698,7 @@ fn a_session_log_replaced_by_a_symlink_is_not_followed() {
 
 #[test]
 fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
-    let home = TestHome::new("", "");
+    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
     home.create_project("gone");
     home.create_project("swapped");
     home.create_project("fine");
@@ -741,6 +741,13 @@ fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
     );
     assert!(!problems.contains("\"fine\""), "{v}");
     assert_eq!(create("fine").0, 201);
+    // Ticks (every second) neither write into them nor put an empty file in
+    // their place: the refusal stands until the operator acts.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!home.db("gone").exists(), "no empty database re-created");
+    assert_json_error(&create("gone"), 503, "removed");
+    assert_json_error(&create("swapped"), 503, "replaced");
+    assert_eq!(d.get("/health/ready").unwrap().0, 503);
     let status = d.stop();
     assert!(
         status.success(),
