@@ -9,6 +9,7 @@
 //! * defect 11 — a session log replaced by a symlink;
 //! * defect 12 — a removed or replaced `blackboard.db`;
 //! * defect 13 — a FIFO named `SKILL.md`, and shutdown;
+//! * defect 14 — reserved actors, the JSON 413, a cursor past the end.
 
 #[path = "support/fake_upstream.rs"]
 mod fake_upstream;
@@ -805,4 +806,94 @@ fn a_fifo_named_skill_md_does_not_freeze_the_daemon_and_sigterm_ends_it() {
         "shutdown took {:?}",
         t0.elapsed()
     );
+}
+
+#[test]
+fn reserved_actors_json_413_and_a_cursor_past_the_end() {
+    let home = TestHome::new("", "");
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    let port = d.port;
+    // X-Mozi-Actor cannot claim the daemon's (or another reserved) identity.
+    for name in ["daemon", "Daemon", "system", "operator"] {
+        let got = request(
+            port,
+            "POST",
+            "/api/projects/p/tasks",
+            &[JSON, ("X-Mozi-Actor", name)],
+            br#"{"title":"forged"}"#,
+        );
+        assert_json_error(&got, 403, "reserved");
+    }
+    assert_eq!(query_i64(&home.db("p"), "SELECT COUNT(*) FROM task"), 0);
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/api/projects/p/tasks",
+        &[JSON, ("X-Mozi-Actor", "alice")],
+        br#"{"title":"by alice"}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+
+    // The 413 of /api/gateway/config is JSON, with a length or chunked.
+    let huge = format!("{{\"rate_per_minute\":1{}}}", " ".repeat(3 * 1024 * 1024));
+    let got = request(
+        port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON],
+        huge.as_bytes(),
+    );
+    assert_json_error(&got, 413, "limit");
+    let chunk = " ".repeat(200 * 1024);
+    let chunked = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let got = request(
+        port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON, ("Transfer-Encoding", "chunked")],
+        chunked.as_bytes(),
+    );
+    assert_json_error(&got, 413, "limit");
+
+    // A cursor past the end of the stream: a resync naming it, not silence.
+    let last = query_i64(&home.db("p"), "SELECT MAX(id) FROM event");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /api/events?since=p:{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+        last + 1000
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    assert!(text.contains("event: resync"), "{text}");
+    assert!(text.contains("past the end"), "{text}");
+    assert!(
+        text.contains(&format!("p:{last}")),
+        "the resync carries the real end: {text}"
+    );
+    // A cursor within the stream still resumes normally.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(
+        s,
+        "GET /api/events?since=p:0&levels=urgent,attention,daily,optional HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let mut text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let t0 = Instant::now();
+    while !text.contains("data:") && t0.elapsed() < Duration::from_secs(5) {
+        let n = s.read(&mut buf).unwrap_or(0);
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(!text.contains("resync"), "{text}");
+    assert!(
+        text.contains("data:"),
+        "the replay sends the events: {text}"
+    );
+    d.stop();
 }
