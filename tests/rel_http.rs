@@ -128,13 +128,45 @@ fn task_done(home: &TestHome, project: &str, task: &str) -> bool {
 
 #[test]
 fn gateway_admin_api_needs_the_token_and_a_json_body() {
+    let change = br#"{"rate_per_minute":0.001,"queue_max_size":1}"#;
+    // The issue's setup: only server.api_token is set, and the exploit comes
+    // with no credentials, then as text/plain from another origin.
+    let home = TestHome::new("server:\n  api_token: s3cret\n", "");
+    let d = Daemon::start(&home);
+    let got = request(d.port, "POST", "/api/gateway/config", &[JSON], change);
+    assert_json_error(&got, 401, "Authorization");
+    let got = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "http://evil.example"),
+        ],
+        change,
+    );
+    assert_eq!(got.0, 403, "{}", got.2);
+    let (_, _, body) = request(d.port, "GET", "/api/gateway/config", &[], b"");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(v["queue_max_size"], json!(1), "nothing changed: {v}");
+    let (code, _, body) = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON, ("Authorization", "Bearer s3cret")],
+        br#"{"rate_per_minute":30}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(d.stop().success());
+
+    // With a gateway admin token as well, either token works; the checks
+    // below come with a valid token, so only the content type or origin is
+    // wrong.
     let home = TestHome::new(
         "server:\n  api_token: s3cret\ngateway:\n  admin_token: adm1n\n",
         "",
     );
     let d = Daemon::start(&home);
-    let change = br#"{"rate_per_minute":0.001,"queue_max_size":1}"#;
-    // The issue's exploit: no credentials.
     let got = request(d.port, "POST", "/api/gateway/config", &[JSON], change);
     assert_json_error(&got, 401, "Authorization");
     // As text/plain from another origin, even with the token.
