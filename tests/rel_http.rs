@@ -8,6 +8,8 @@
 //! * defect 10 — the gateway as an open relay, and its body memory;
 //! * defect 11 — a session log replaced by a symlink;
 //! * defect 12 — a removed or replaced `blackboard.db`;
+//! * defect 13 — a FIFO named `SKILL.md`, and shutdown;
+//! * defect 14 — reserved actors, the JSON 413, a cursor past the end.
 
 #[path = "support/fake_upstream.rs"]
 mod fake_upstream;
@@ -126,13 +128,45 @@ fn task_done(home: &TestHome, project: &str, task: &str) -> bool {
 
 #[test]
 fn gateway_admin_api_needs_the_token_and_a_json_body() {
+    let change = br#"{"rate_per_minute":0.001,"queue_max_size":1}"#;
+    // The issue's setup: only server.api_token is set, and the exploit comes
+    // with no credentials, then as text/plain from another origin.
+    let home = TestHome::new("server:\n  api_token: s3cret\n", "");
+    let d = Daemon::start(&home);
+    let got = request(d.port, "POST", "/api/gateway/config", &[JSON], change);
+    assert_json_error(&got, 401, "Authorization");
+    let got = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[
+            ("Content-Type", "text/plain"),
+            ("Origin", "http://evil.example"),
+        ],
+        change,
+    );
+    assert_eq!(got.0, 403, "{}", got.2);
+    let (_, _, body) = request(d.port, "GET", "/api/gateway/config", &[], b"");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_ne!(v["queue_max_size"], json!(1), "nothing changed: {v}");
+    let (code, _, body) = request(
+        d.port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON, ("Authorization", "Bearer s3cret")],
+        br#"{"rate_per_minute":30}"#,
+    );
+    assert_eq!(code, 200, "{body}");
+    assert!(d.stop().success());
+
+    // With a gateway admin token as well, either token works; the checks
+    // below come with a valid token, so only the content type or origin is
+    // wrong.
     let home = TestHome::new(
         "server:\n  api_token: s3cret\ngateway:\n  admin_token: adm1n\n",
         "",
     );
     let d = Daemon::start(&home);
-    let change = br#"{"rate_per_minute":0.001,"queue_max_size":1}"#;
-    // The issue's exploit: no credentials.
     let got = request(d.port, "POST", "/api/gateway/config", &[JSON], change);
     assert_json_error(&got, 401, "Authorization");
     // As text/plain from another origin, even with the token.
@@ -697,7 +731,7 @@ fn a_session_log_replaced_by_a_symlink_is_not_followed() {
 
 #[test]
 fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
-    let home = TestHome::new("", "");
+    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
     home.create_project("gone");
     home.create_project("swapped");
     home.create_project("fine");
@@ -740,10 +774,158 @@ fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
     );
     assert!(!problems.contains("\"fine\""), "{v}");
     assert_eq!(create("fine").0, 201);
+    // Ticks (every second) neither write into them nor put an empty file in
+    // their place: the refusal stands until the operator acts.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!home.db("gone").exists(), "no empty database re-created");
+    assert_json_error(&create("gone"), 503, "removed");
+    assert_json_error(&create("swapped"), 503, "replaced");
+    assert_eq!(d.get("/health/ready").unwrap().0, 503);
     let status = d.stop();
     assert!(
         status.success(),
         "{status}: {}",
         std::fs::read_to_string(home.path().join("daemon.log")).unwrap()
     );
+}
+
+#[test]
+fn a_fifo_named_skill_md_does_not_freeze_the_daemon_and_sigterm_ends_it() {
+    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
+    done_agent(&home);
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    // The issue: a FIFO where a skill's SKILL.md should be. Reading it
+    // blocks until a writer appears, which never happens.
+    let skill = home.path().join("projects/p/skills/trap");
+    std::fs::create_dir_all(&skill).unwrap();
+    nix::unistd::mkfifo(&skill.join("SKILL.md"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    std::fs::write(skill.join("meta.yaml"), "tags: [x]\nversion: 1\n").unwrap();
+    let t = home.create_task("p", &["--title", "brief reads the skills"]);
+    // The run's brief reads the skill folder: the daemon must keep answering,
+    // and the refusal must name the FIFO.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut named = false;
+    while Instant::now() < deadline && !named {
+        let t0 = Instant::now();
+        let (code, _) = d.get("/health").expect("/health answers");
+        assert_eq!(code, 200);
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "/health took {:?}",
+            t0.elapsed()
+        );
+        named = std::fs::read_to_string(home.path().join("daemon.log"))
+            .unwrap()
+            .contains("a FIFO");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        named,
+        "the daemon reports the FIFO:\n{}",
+        std::fs::read_to_string(home.path().join("daemon.log")).unwrap()
+    );
+    // The skills route refuses it too, promptly.
+    let got = request(d.port, "GET", "/api/projects/p/skills", &[], b"");
+    assert!(got.2.contains("a FIFO"), "{}", got.2);
+    assert!(!task_done(&home, "p", &t), "no run without its brief");
+    // SIGTERM ends the process (support::Daemon::stop waits at most 60 s).
+    let t0 = Instant::now();
+    let status = d.stop();
+    println!("stopped in {:?} with {status}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(40),
+        "shutdown took {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn reserved_actors_json_413_and_a_cursor_past_the_end() {
+    let home = TestHome::new("", "");
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    let port = d.port;
+    // X-Mozi-Actor cannot claim the daemon's (or another reserved) identity.
+    for name in ["daemon", "Daemon", "system", "operator"] {
+        let got = request(
+            port,
+            "POST",
+            "/api/projects/p/tasks",
+            &[JSON, ("X-Mozi-Actor", name)],
+            br#"{"title":"forged"}"#,
+        );
+        assert_json_error(&got, 403, "reserved");
+    }
+    assert_eq!(query_i64(&home.db("p"), "SELECT COUNT(*) FROM task"), 0);
+    let (code, _, body) = request(
+        port,
+        "POST",
+        "/api/projects/p/tasks",
+        &[JSON, ("X-Mozi-Actor", "alice")],
+        br#"{"title":"by alice"}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+
+    // The 413 of /api/gateway/config is JSON, with a length or chunked.
+    let huge = format!("{{\"rate_per_minute\":1{}}}", " ".repeat(3 * 1024 * 1024));
+    let got = request(
+        port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON],
+        huge.as_bytes(),
+    );
+    assert_json_error(&got, 413, "limit");
+    let chunk = " ".repeat(200 * 1024);
+    let chunked = format!("{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
+    let got = request(
+        port,
+        "POST",
+        "/api/gateway/config",
+        &[JSON, ("Transfer-Encoding", "chunked")],
+        chunked.as_bytes(),
+    );
+    assert_json_error(&got, 413, "limit");
+
+    // A cursor past the end of the stream: a resync naming it, not silence.
+    let last = query_i64(&home.db("p"), "SELECT MAX(id) FROM event");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /api/events?since=p:{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+        last + 1000
+    )
+    .unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    assert!(text.contains("event: resync"), "{text}");
+    assert!(text.contains("past the end"), "{text}");
+    assert!(
+        text.contains(&format!("p:{last}")),
+        "the resync carries the real end: {text}"
+    );
+    // A cursor within the stream still resumes normally.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    write!(
+        s,
+        "GET /api/events?since=p:0&levels=urgent,attention,daily,optional HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 65536];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let mut text = String::from_utf8_lossy(&buf[..n]).to_string();
+    let t0 = Instant::now();
+    while !text.contains("data:") && t0.elapsed() < Duration::from_secs(5) {
+        let n = s.read(&mut buf).unwrap_or(0);
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(!text.contains("resync"), "{text}");
+    assert!(
+        text.contains("data:"),
+        "the replay sends the events: {text}"
+    );
+    d.stop();
 }

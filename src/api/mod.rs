@@ -209,6 +209,10 @@ pub async fn open_project(d: &Daemon, raw: &str) -> Result<Blackboard, ApiError>
     }
 }
 
+/// Names an API caller cannot write as: the daemon's own identity and the
+/// system roles records are attributed to.
+pub const RESERVED_ACTORS: &[&str] = &["daemon", "system", "moziplus", "operator", "api"];
+
 /// Who an API write is recorded as: `operator:api`, or the `X-Mozi-Actor`
 /// header's name (validated as an agent id).
 pub fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
@@ -216,7 +220,12 @@ pub fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
         None => Ok(Actor::operator("operator:api")),
         Some(v) => {
             let name = v.to_str().unwrap_or("");
-            if ids::is_valid_agent_id(name) {
+            if RESERVED_ACTORS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                Err(ApiError::forbidden(format!(
+                    "X-Mozi-Actor {name:?} is reserved ({}): name the person or script writing",
+                    RESERVED_ACTORS.join(", ")
+                )))
+            } else if ids::is_valid_agent_id(name) {
                 Ok(Actor::operator(name))
             } else {
                 Err(ApiError::bad_request(format!(

@@ -109,10 +109,40 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     let server_task = tokio::spawn(server);
     wait_for_signal().await;
     tracing::info!("shutting down: stopping the ticker, giving runs their grace period");
+    shutdown_deadline(std::time::Duration::from_secs(
+        daemon.config().daemon.kill_grace + SHUTDOWN_MARGIN_SECS,
+    ));
     daemon.shutdown(handles).await;
     let _ = server_task.await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Seconds shutdown may take beyond the runs' `kill_grace`.
+const SHUTDOWN_MARGIN_SECS: u64 = 20;
+
+/// Ends the process once `limit` has passed, whatever the runtime is doing:
+/// a part stuck in a blocking call (a FIFO, a hung disk) must not keep a
+/// stopped daemon alive. A thread of its own, so a blocked runtime cannot
+/// hold it up.
+fn shutdown_deadline(limit: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            tracing::error!(
+                seconds = limit.as_secs(),
+                "shutdown did not finish in time; exiting now"
+            );
+            eprintln!(
+                "moziplus: shutdown did not finish within {} s; exiting",
+                limit.as_secs()
+            );
+            std::process::exit(super::EXIT_ERROR);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown deadline");
+    }
 }
 
 async fn wait_for_signal() {

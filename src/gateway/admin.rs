@@ -42,6 +42,9 @@ pub struct SettingsUpdate {
 #[derive(Debug, Clone, Copy)]
 pub struct AdminAuthorized;
 
+/// Largest body of a settings change (a handful of numbers).
+const MAX_SETTINGS_BODY: usize = 64 * 1024;
+
 fn authorize(
     gw: &Gateway,
     headers: &HeaderMap,
@@ -91,9 +94,22 @@ pub(crate) async fn post_config(
     State(gw): State<Gateway>,
     pre: Option<Extension<AdminAuthorized>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<RuntimeSettings>, GatewayError> {
     authorize(&gw, &headers, pre)?;
+    // Read here rather than by an extractor, so an oversized body is this
+    // API's JSON 413 like every other error.
+    let body = axum::body::to_bytes(body, MAX_SETTINGS_BODY)
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit") {
+                GatewayError::PayloadTooLarge {
+                    limit: MAX_SETTINGS_BODY,
+                }
+            } else {
+                GatewayError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?;
     let raw: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     let update: SettingsUpdate = serde_json::from_value(raw)
