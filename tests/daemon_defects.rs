@@ -221,3 +221,56 @@ fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid(
     assert!(!alive(agent));
 }
 
+// ---- Defect 7: a stale run cannot give back someone else's claim ------------
+
+#[test]
+fn defect7_a_stale_runs_exit_does_not_requeue_the_task_another_session_of_its_agent_holds() {
+    // Run 1 releases the task and exits (with an error) 4 s later; meanwhile
+    // the daemon has started run 2 of the same agent on it (max_per_agent 2).
+    // Run 1's exit used to requeue the task (it checked the agent, not the
+    // session), and a run 3 started while run 2 was still working.
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  max_per_agent: 2\n",
+        r#"#!/bin/sh
+if mkdir "$MOZI_HOME/first-run" 2>/dev/null; then
+  "$MOZI_BIN" bb release --reason "letting go" || exit 9
+  sleep 4
+  exit 1
+fi
+sleep 8
+exec "$MOZI_BIN" bb done
+"#,
+    );
+    home.create_project("p");
+    let task = home.create_task("p", &["--title", "shared", "--max-rounds", "5"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(60), "the task to be done", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["done"]
+    });
+    // Let a wrongly started third run show itself.
+    std::thread::sleep(Duration::from_secs(2));
+    let sessions = query_i64(&db, "SELECT COUNT(*) FROM session");
+    assert_eq!(sessions, 2, "run 1 and run 2 only");
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM event WHERE kind = 'task.run_failed'"
+        ),
+        0,
+        "run 1's exit gave nothing back"
+    );
+    assert_eq!(
+        query_i64(&db, &format!("SELECT round FROM task WHERE id = '{task}'")),
+        1
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE outcome = 'succeeded'"
+        ),
+        1
+    );
+    daemon.stop();
+}
+
