@@ -153,9 +153,9 @@ pub async fn start_run(
         .map_err(|e| format!("cannot render the brief: {e}"));
     let prepared = brief.and_then(|text| {
         (|| -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(&sessions_dir)?;
-            std::fs::write(&brief_path, text)?;
-            std::fs::File::create(&log_path)
+            crate::home::create_private_dir_all(&sessions_dir)?;
+            crate::home::write_private_file(&brief_path, text)?;
+            crate::home::create_private_file(&log_path)
         })()
         .map_err(|e| format!("cannot prepare the run's files: {e}"))
     });
@@ -444,8 +444,13 @@ async fn supervise(
             }
         }
     };
-    // Whatever the leader did, nothing of its group may outlive the run.
+    // Whatever the leader did, nothing of its group may outlive the run —
+    // nor anything that left the group (`setsid`) but carries the run's
+    // marker in its environment (issue 13, defect 14).
     signal_group(info.pid, Signal::SIGKILL);
+    let session = info.session_id.clone();
+    let _ = tokio::task::spawn_blocking(move || super::recovery::kill_session_processes(&session))
+        .await;
     let stdout_tail = match stdout_task {
         Some(t) => t.await.unwrap_or_default(),
         None => Vec::new(),
