@@ -34,4 +34,5 @@ pub mod http;
 pub mod inbox;
 pub mod registry;
 pub mod review;
+pub mod safe_fs;
 pub mod skills;

@@ -342,7 +342,7 @@ async fn five_hundred_clients_and_one_that_never_reads() {
         .await
         .unwrap();
     stuck
-        .write_all(b"GET /api/events?levels=urgent,attention,daily,optional&project=flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        .write_all(b"GET /api/events?levels=urgent,attention,daily,optional&project=flood HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
 

@@ -215,10 +215,21 @@ async fn events(
             false
         }
         Some(raw) => match parse_cursor(raw) {
-            Some(pos) => {
-                client.pos = pos;
-                true
-            }
+            Some(pos) => match past_the_end(&d, &pos).await {
+                None => {
+                    client.pos = pos;
+                    true
+                }
+                Some(reason) => {
+                    // Resuming there would wait silently for events that
+                    // were never written (a restored or replaced database,
+                    // a cursor of another daemon): resync from the end.
+                    client.pos = d.events().head();
+                    client.resync(&reason);
+                    drop(client);
+                    return Ok(sse(rx).into_response());
+                }
+            },
             None => {
                 client.pos = d.events().head();
                 client.resync(&format!("unusable cursor {raw:?}"));
@@ -232,6 +243,28 @@ async fn events(
     }
     tokio::spawn(run_client(client, live, replay, gateway));
     Ok(sse(rx).into_response())
+}
+
+/// Why `pos` cannot be resumed from: a project's position beyond the last
+/// event its blackboard holds. `None` when every position is within its
+/// project's events (projects not open here are left to the replay).
+async fn past_the_end(d: &Daemon, pos: &BTreeMap<String, i64>) -> Option<String> {
+    for (project, &at) in pos {
+        let Some(bb) = d.projects().get(project).and_then(|slot| slot.bb) else {
+            continue;
+        };
+        let last = match bb.last_event_id().await {
+            Ok(last) => last,
+            Err(e) => return Some(format!("cannot read {project}'s events: {e}")),
+        };
+        if at > last {
+            return Some(format!(
+                "cursor {project}:{at} is past the end of {project}'s events (the last is {last}): \
+                 resume from the cursor of this frame"
+            ));
+        }
+    }
+    None
 }
 
 fn sse(rx: mpsc::Receiver<SseEvent>) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {

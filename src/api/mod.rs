@@ -187,7 +187,14 @@ pub async fn open_project(d: &Daemon, raw: &str) -> Result<Blackboard, ApiError>
     }
     match d.projects().get(id.as_str()) {
         Some(slot) => match slot.bb {
-            Some(bb) => Ok(bb),
+            // Removed or replaced under the daemon: refuse rather than let
+            // writes vanish into the unlinked file.
+            Some(bb) => match bb.file_problem() {
+                None => Ok(bb),
+                Some(e) => Err(ApiError::unavailable(format!(
+                    "project {id} is unavailable: {e}"
+                ))),
+            },
             None => Err(ApiError::unavailable(format!(
                 "project {id} is unavailable: {}",
                 slot.error.unwrap_or_default()
@@ -202,6 +209,10 @@ pub async fn open_project(d: &Daemon, raw: &str) -> Result<Blackboard, ApiError>
     }
 }
 
+/// Names an API caller cannot write as: the daemon's own identity and the
+/// system roles records are attributed to.
+pub const RESERVED_ACTORS: &[&str] = &["daemon", "system", "moziplus", "operator", "api"];
+
 /// Who an API write is recorded as: `operator:api`, or the `X-Mozi-Actor`
 /// header's name (validated as an agent id).
 pub fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
@@ -209,7 +220,12 @@ pub fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
         None => Ok(Actor::operator("operator:api")),
         Some(v) => {
             let name = v.to_str().unwrap_or("");
-            if ids::is_valid_agent_id(name) {
+            if RESERVED_ACTORS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+                Err(ApiError::forbidden(format!(
+                    "X-Mozi-Actor {name:?} is reserved ({}): name the person or script writing",
+                    RESERVED_ACTORS.join(", ")
+                )))
+            } else if ids::is_valid_agent_id(name) {
                 Ok(Actor::operator(name))
             } else {
                 Err(ApiError::bad_request(format!(

@@ -90,21 +90,42 @@ async fn list_sessions(
     Ok(Json(SessionList { sessions }))
 }
 
+/// The session, its log's path and the folder the log must be in.
 async fn session_and_log(
+    d: &Daemon,
     bb: &Blackboard,
     sid: &str,
-) -> Result<(Session, std::path::PathBuf), ApiError> {
+) -> Result<(Session, std::path::PathBuf, std::path::PathBuf), ApiError> {
     let s = bb.session(sid).await?;
     let path = s
         .log_path
         .clone()
         .ok_or_else(|| ApiError::not_found(format!("session {sid} has no log")))?;
-    Ok((s, path.into()))
+    let project = crate::registry::ProjectId::parse(bb.project())?;
+    Ok((s, path.into(), d.home().project_dir(&project)))
+}
+
+/// A refused log (a link, not a regular file, outside the project) is 403;
+/// other trouble reading it is ours.
+fn log_error(e: std::io::Error) -> ApiError {
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::InvalidInput => {
+            ApiError::forbidden(format!("refusing to read the log: {e}"))
+        }
+        _ => ApiError::internal(format!("cannot read the log: {e}")),
+    }
 }
 
 /// Reads up to `limit` bytes at `offset`; a missing file reads as empty.
-fn read_slice(path: &std::path::Path, offset: u64, limit: u64) -> std::io::Result<(Vec<u8>, u64)> {
-    let mut f = match std::fs::File::open(path) {
+/// The log must be a regular file, not a symbolic link, inside `root` (the
+/// project's folder): the agent whose log it is can replace it.
+fn read_slice(
+    path: &std::path::Path,
+    root: &std::path::Path,
+    offset: u64,
+    limit: u64,
+) -> std::io::Result<(Vec<u8>, u64)> {
+    let mut f = match crate::safe_fs::open_confined(path, root) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
@@ -137,11 +158,12 @@ async fn read_log(
     }
     let offset = q.offset.unwrap_or(0);
     let bb = open_project(&d, &id).await?;
-    let (session, path) = session_and_log(&bb, &sid).await?;
-    let (bytes, size) = tokio::task::spawn_blocking(move || read_slice(&path, offset, limit))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(|e| ApiError::internal(format!("cannot read the log: {e}")))?;
+    let (session, path, root) = session_and_log(&d, &bb, &sid).await?;
+    let (bytes, size) =
+        tokio::task::spawn_blocking(move || read_slice(&path, &root, offset, limit))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(log_error)?;
     Ok(Json(LogSlice {
         offset,
         next_offset: offset + bytes.len() as u64,
@@ -163,13 +185,23 @@ async fn stream_log(
     ApiQuery(q): ApiQuery<TailQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let bb = open_project(&d, &id).await?;
-    let (_, path) = session_and_log(&bb, &sid).await?;
+    let (_, path, root) = session_and_log(&d, &bb, &sid).await?;
     let start = q.offset.unwrap_or(0);
+    {
+        // Refuse a replaced log up front, with the reason; later refusals
+        // (a swap mid-stream) end the stream.
+        let (path, root) = (path.clone(), root.clone());
+        tokio::task::spawn_blocking(move || read_slice(&path, &root, start, 1))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(log_error)?;
+    }
     let shutdown = d.shutdown_signal();
     struct Tail {
         bb: Blackboard,
         sid: String,
         path: std::path::PathBuf,
+        root: std::path::PathBuf,
         offset: u64,
         done: bool,
     }
@@ -177,6 +209,7 @@ async fn stream_log(
         bb,
         sid,
         path,
+        root,
         offset: start,
         done: false,
     };
@@ -194,12 +227,13 @@ async fn stream_log(
                         .await
                         .map(|s| s.ended_at.is_some())
                         .unwrap_or(true);
-                let path = t.path.clone();
+                let (path, root) = (t.path.clone(), t.root.clone());
                 let offset = t.offset;
-                let read = tokio::task::spawn_blocking(move || read_slice(&path, offset, 65_536))
-                    .await
-                    .ok()
-                    .and_then(Result::ok);
+                let read =
+                    tokio::task::spawn_blocking(move || read_slice(&path, &root, offset, 65_536))
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
                 if let Some((bytes, _)) = read.filter(|(b, _)| !b.is_empty()) {
                     let frame = serde_json::json!({
                         "offset": t.offset,

@@ -75,7 +75,7 @@ impl Blackboard {
         actor: &Actor,
         payload: Value,
     ) -> BbResult<i64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let id = emit(&mut tx, self.now(), level, kind, task_id, actor, payload).await?;
         tx.commit().await?;
         Ok(id)

@@ -103,7 +103,7 @@ impl Blackboard {
     ) -> BbResult<Option<Task>> {
         let now = self.now();
         let marker = distill_tag(tag);
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let open: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM task t JOIN task_tag g ON g.task_id = t.id
              WHERE g.tag = ? AND t.kind = 'distill'
@@ -173,7 +173,7 @@ impl Blackboard {
         skill: &str,
     ) -> BbResult<Vec<i64>> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE experience SET status = 'distilled'
              WHERE status = 'active' AND created_at <= ?
@@ -214,7 +214,7 @@ impl Blackboard {
         if due.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let ids: Vec<i64> = sqlx::query_scalar(
             "UPDATE experience SET status = 'deprecated'
              WHERE status = 'active' AND COALESCE(last_referenced_at, created_at) <= ?

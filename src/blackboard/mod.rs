@@ -190,6 +190,8 @@ pub struct Blackboard {
     clock: Arc<dyn Clock>,
     /// See [`open::Opened::keeps_wal`].
     keeps_wal: bool,
+    /// See [`open::FileIdentity`].
+    identity: Option<Arc<open::FileIdentity>>,
 }
 
 impl Blackboard {
@@ -204,14 +206,45 @@ impl Blackboard {
         mode: OpenMode,
         clock: Arc<dyn Clock>,
     ) -> BbResult<Blackboard> {
-        let open::Opened { pool, keeps_wal } = open::open_pool(path, mode).await?;
+        let open::Opened {
+            pool,
+            keeps_wal,
+            identity,
+        } = open::open_pool(path, mode).await?;
         Ok(Blackboard {
             pool,
             keeps_wal,
+            identity: identity.map(Arc::new),
             path: Arc::new(path.to_path_buf()),
             project: Arc::from(project),
             clock,
         })
+    }
+
+    /// Why the file this blackboard opened can no longer be used (removed,
+    /// or replaced by another file), if so, as the error writes get. One
+    /// `stat`.
+    pub fn file_problem(&self) -> Option<BbError> {
+        let detail = self.identity.as_ref().and_then(|id| id.problem())?;
+        Some(BbError::Missing {
+            path: self.path.to_path_buf(),
+            detail,
+        })
+    }
+
+    /// Refuses a write into a file that is no longer at its path.
+    pub(crate) fn check_file(&self) -> BbResult<()> {
+        match self.file_problem() {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+
+    /// Starts a write transaction (`BEGIN IMMEDIATE`) after
+    /// [`Blackboard::check_file`].
+    pub(crate) async fn begin_write(&self) -> BbResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.check_file()?;
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
     pub fn project(&self) -> &str {

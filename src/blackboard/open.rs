@@ -51,6 +51,49 @@ pub(super) struct Opened {
     /// open: the connection will not checkpoint on close, so
     /// [`super::Blackboard::close`] bounds the WAL itself.
     pub keeps_wal: bool,
+    /// The file opened, for [`FileIdentity::problem`] (long-lived pools only).
+    pub identity: Option<FileIdentity>,
+}
+
+/// The device and inode of the database file a pool opened. SQLite keeps
+/// writing into an unlinked or renamed-over file without complaint, so a
+/// long-lived blackboard compares this with what the path names now (one
+/// `stat`): before every write transaction, on every tick and readiness
+/// check, and when the API opens the project.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileIdentity {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileIdentity {
+    fn of(path: &Path, meta: &std::fs::Metadata) -> FileIdentity {
+        use std::os::unix::fs::MetadataExt;
+        FileIdentity {
+            path: path.to_path_buf(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// What is wrong with the file, if the path no longer names it (one
+    /// `stat`).
+    pub fn problem(&self) -> Option<String> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(&self.path) {
+            Ok(m) if m.dev() == self.dev && m.ino() == self.ino => None,
+            Ok(_) => Some(
+                "the file was replaced by another one while open: writes are refused so they \
+                 cannot vanish; restart the daemon (or restore the project) to use the new file"
+                    .to_string(),
+            ),
+            Err(e) => Some(format!(
+                "the file was removed while open ({e}): writes are refused so they cannot \
+                 vanish; restore it (moziplus restore) and restart the daemon"
+            )),
+        }
+    }
 }
 
 /// In [`OpenMode::Agent`] with no other process on the database, the WAL is
@@ -123,6 +166,9 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
     let mut pool_options = SqlitePoolOptions::new()
         .test_before_acquire(false)
         .after_release(|conn, _meta| Box::pin(release_check(conn)));
+    // A one-command pool lives milliseconds; a long-lived one (the daemon's)
+    // must notice its file being removed or replaced under it.
+    let identity = (!matches!(mode, OpenMode::Agent)).then(|| FileIdentity::of(path, &meta));
     if keeps_wal {
         pool_options = pool_options.after_connect(|conn, _meta| {
             Box::pin(async move {
@@ -145,7 +191,11 @@ pub(super) async fn open_pool(path: &Path, mode: OpenMode) -> BbResult<Opened> {
         .await
         .map_err(|e| classify_open_error(path, e))?;
     ensure_schema(&pool, path).await?;
-    Ok(Opened { pool, keeps_wal })
+    Ok(Opened {
+        pool,
+        keeps_wal,
+        identity,
+    })
 }
 
 /// Keeps a transaction from ever going back into the pool (issue 13,

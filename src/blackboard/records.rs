@@ -152,7 +152,7 @@ impl Blackboard {
     ) -> BbResult<Comment> {
         check_body("comment body", body)?;
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         fetch_task(&mut tx, task).await?;
         let row = sqlx::query(
             "INSERT INTO comment (task_id, author, comment_type, body, created_at)
@@ -214,7 +214,7 @@ impl Blackboard {
             }
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let t = fetch_task(&mut tx, task).await?;
         if t.status != TaskStatus::Working {
             return Err(BbError::Conflict(format!(
@@ -287,7 +287,7 @@ impl Blackboard {
             check_body("a revise/reject review's body (what must change)", body)?;
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let t = fetch_task(&mut tx, task).await?;
         if t.status != TaskStatus::Review {
             return Err(BbError::Conflict(format!(
@@ -365,7 +365,7 @@ impl Blackboard {
             check_task_id(t)?;
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(t) = &new.task_id {
             fetch_task(&mut tx, t).await?;
         }
@@ -461,7 +461,7 @@ impl Blackboard {
             )));
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT * FROM decision WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -526,7 +526,7 @@ impl Blackboard {
         if due.is_none() {
             return Ok(0);
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
             "UPDATE decision SET status = 'rejected', decided_by = 'daemon', decided_at = ?1,
                  rationale = 'expired without an answer'
@@ -562,7 +562,7 @@ impl Blackboard {
     ) -> BbResult<i64> {
         check_body("observation body", body)?;
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(t) = task {
             fetch_task(&mut tx, t).await?;
         }
@@ -613,7 +613,7 @@ impl Blackboard {
             check_task_id(t)?;
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(t) = &new.task_id {
             fetch_task(&mut tx, t).await?;
         }

@@ -65,7 +65,7 @@ impl Blackboard {
     /// Records a run that is starting (before its process is spawned).
     pub async fn create_session(&self, new: &NewSession) -> BbResult<Session> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, &new.task_id).await?;
         let row = sqlx::query(&format!(
             "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path)
@@ -98,6 +98,7 @@ impl Blackboard {
 
     /// Stores the spawned process's pid and process group.
     pub async fn set_session_process(&self, id: &str, pid: i64, pgid: i64) -> BbResult<()> {
+        self.check_file()?;
         sqlx::query("UPDATE session SET pid = ?, pgid = ? WHERE id = ?")
             .bind(pid)
             .bind(pgid)
@@ -116,7 +117,7 @@ impl Blackboard {
         detail: Option<serde_json::Value>,
     ) -> BbResult<bool> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query(
             "UPDATE session SET ended_at = ?, outcome = ?, exit_code = ?,
                  detail = COALESCE(?, detail)

@@ -528,7 +528,7 @@ impl Blackboard {
         // Refused before the transaction: a bad line records no inbox key.
         validate_new_task(&new)?;
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         if let Some(key) = key {
             let fresh =
                 sqlx::query("INSERT OR IGNORE INTO inbox_applied (key, applied_at) VALUES (?, ?)")
@@ -556,7 +556,7 @@ impl Blackboard {
         check_task_id(task)?;
         check_task_id(depends_on)?;
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let t = fetch_task(&mut tx, task).await?;
         fetch_task(&mut tx, depends_on).await?;
         if t.status.is_terminal() {
@@ -608,7 +608,7 @@ impl Blackboard {
     pub async fn claim_task(&self, id: &str, actor: &Actor, lease_ms: Millis) -> BbResult<Task> {
         check_task_id(id)?;
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         // The claimed task comes back from the UPDATE itself: one statement
         // (one round trip to the connection's thread) less per claim.
         let claimed = sqlx::query(&format!(
@@ -705,7 +705,7 @@ impl Blackboard {
     /// Renews the claim's lease (the holder's heartbeat).
     pub async fn heartbeat(&self, id: &str, actor: &Actor, lease_ms: Millis) -> BbResult<Task> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, id).await?;
         Self::require_holder(&task, actor, "renew the lease of")?;
         sqlx::query("UPDATE task SET lease_expires_at = ?, updated_at = ? WHERE id = ?")
@@ -732,7 +732,7 @@ impl Blackboard {
     /// Gives a claimed task back (`pending`, same round).
     pub async fn release_task(&self, id: &str, actor: &Actor, reason: &str) -> BbResult<Task> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, id).await?;
         Self::require_holder(&task, actor, "release")?;
         write_status(
@@ -765,7 +765,7 @@ impl Blackboard {
     /// protocol, else straight to `done`.
     pub async fn submit_task(&self, id: &str, actor: &Actor) -> BbResult<Task> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, id).await?;
         Self::require_holder(&task, actor, "submit")?;
         let (to, level, kind) = if task.review_protocol.is_some() {
@@ -787,7 +787,7 @@ impl Blackboard {
             ));
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, id).await?;
         if !actor.is_privileged() {
             Self::require_holder(&task, actor, "fail")?;
@@ -842,7 +842,7 @@ impl Blackboard {
             )));
         }
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, id).await?;
         let level = match to {
             TaskStatus::Failed => EventLevel::Urgent,
@@ -891,7 +891,7 @@ impl Blackboard {
         .await?;
         let mut out = Vec::new();
         for id in expired {
-            let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = self.begin_write().await?;
             let task = fetch_task(&mut tx, &id).await?;
             // Re-check under the write lock: a heartbeat may have just renewed it.
             if task.status != TaskStatus::Working || task.lease_expires_at.is_none_or(|l| l > now) {
@@ -973,7 +973,7 @@ impl Blackboard {
     /// non-zero exit): `pending` with round + 1, or `failed` at the limit.
     pub async fn requeue_task(&self, id: &str, why: &str, kind: &str) -> BbResult<TaskStatus> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let task = fetch_task(&mut tx, id).await?;
         if task.status != TaskStatus::Working {
             return Ok(task.status);
@@ -1015,7 +1015,7 @@ impl Blackboard {
         why: &str,
     ) -> BbResult<ReviewConclusion> {
         let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_write().await?;
         let mut task = fetch_task(&mut tx, id).await?;
         if task.status != TaskStatus::Review {
             return Err(BbError::Conflict(format!(

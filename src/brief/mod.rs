@@ -106,7 +106,7 @@ const BUILTIN_GUARDRAILS: &str = include_str!("../../config/guardrails.yaml");
 
 /// Reads `file`, or `builtin` when it does not exist.
 fn read_or(file: &Path, builtin: &str) -> Result<String, BriefError> {
-    match std::fs::read_to_string(file) {
+    match crate::safe_fs::read_to_string(file) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(builtin.to_string()),
         other => other.map_err(|error| BriefError::Read {
             file: file.to_path_buf(),
@@ -116,7 +116,7 @@ fn read_or(file: &Path, builtin: &str) -> Result<String, BriefError> {
 }
 
 fn read(file: &Path) -> Result<String, BriefError> {
-    std::fs::read_to_string(file).map_err(|error| BriefError::Read {
+    crate::safe_fs::read_to_string(file).map_err(|error| BriefError::Read {
         file: file.to_path_buf(),
         error,
     })
@@ -357,7 +357,17 @@ pub async fn render_task_brief(
 ) -> Result<String, TaskBriefError> {
     let project = crate::registry::ProjectId::parse(bb.project())
         .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
-    let skills = crate::skills::list_skills(home, Some(&project))?;
+    // Skill folders are read off the runtime: a slow disk or a hostile file
+    // must not stall the daemon.
+    let skills = {
+        let (home, project) = (home.clone(), project.clone());
+        tokio::task::spawn_blocking(move || crate::skills::list_skills(&home, Some(&project)))
+            .await
+            .map_err(|e| crate::skills::SkillError {
+                file: std::path::PathBuf::from("skills"),
+                message: format!("the skill reader stopped: {e}"),
+            })??
+    };
     let protocol = task
         .review_protocol
         .as_deref()

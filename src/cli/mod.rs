@@ -158,6 +158,7 @@ fn runtime(bb_only: bool) -> Result<tokio::runtime::Runtime, i32> {
 
 fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlackboard>) -> i32 {
     let home = Home::resolve(cli.home.as_deref());
+    let serving = matches!(cli.command, Command::Serve(_));
     let result = rt.block_on(async move {
         match cli.command {
             Command::Serve(args) => serve::run(&home, args).await,
@@ -171,6 +172,11 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Completions { .. } => Ok(()),
         }
     });
+    if serving {
+        // Dropping the runtime would wait for every blocking task: one stuck
+        // in a read must not keep a stopped daemon alive.
+        rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    }
     match result {
         Ok(()) => EXIT_OK,
         Err(e) => report(&e),

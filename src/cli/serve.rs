@@ -34,7 +34,9 @@ fn flag(layers: &mut Vec<Layer>, name: &str, path: &[&str], value: String) -> an
 
 pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    // First, before anything touches the home: one daemon per home.
+    // Before anything opens a file: the connection cap is computed from it.
+    let fd_limit = crate::http::serve::raise_fd_limit();
+    // Then, before anything touches the home: one daemon per home.
     let _home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
     let mut overrides = Vec::new();
     if let Some(b) = &args.bind {
@@ -92,17 +94,54 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         home.root().display()
     );
     let app = crate::http::router(daemon.clone());
+    let limits = crate::http::serve::Limits::new(&daemon.config().server, fd_limit);
+    tracing::info!(
+        fd_limit,
+        max_connections = limits.max_connections,
+        header_timeout_s = limits.header_timeout.as_secs(),
+        "listener limits"
+    );
     let mut stop = daemon.shutdown_signal();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = crate::http::serve::serve(listener, app, limits, async move {
         let _ = stop.changed().await;
     });
-    let server_task = tokio::spawn(async move { server.await });
+    let server_task = tokio::spawn(server);
     wait_for_signal().await;
     tracing::info!("shutting down: stopping the ticker, giving runs their grace period");
+    shutdown_deadline(std::time::Duration::from_secs(
+        daemon.config().daemon.kill_grace + SHUTDOWN_MARGIN_SECS,
+    ));
     daemon.shutdown(handles).await;
     let _ = server_task.await;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Seconds shutdown may take beyond the runs' `kill_grace`.
+const SHUTDOWN_MARGIN_SECS: u64 = 20;
+
+/// Ends the process once `limit` has passed, whatever the runtime is doing:
+/// a part stuck in a blocking call (a FIFO, a hung disk) must not keep a
+/// stopped daemon alive. A thread of its own, so a blocked runtime cannot
+/// hold it up.
+fn shutdown_deadline(limit: std::time::Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown-deadline".into())
+        .spawn(move || {
+            std::thread::sleep(limit);
+            tracing::error!(
+                seconds = limit.as_secs(),
+                "shutdown did not finish in time; exiting now"
+            );
+            eprintln!(
+                "moziplus: shutdown did not finish within {} s; exiting",
+                limit.as_secs()
+            );
+            std::process::exit(super::EXIT_ERROR);
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the shutdown deadline");
+    }
 }
 
 async fn wait_for_signal() {

@@ -245,6 +245,19 @@ pub struct ServerConfig {
     pub bind: String,
     /// Bearer token for mutating and admin routes (empty = none).
     pub api_token: Option<String>,
+    /// Host names (optionally `name:port`) the server answers besides the
+    /// bind address and localhost/127.0.0.1/[::1]: any other `Host` header is
+    /// refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Open connections at most; above it the server stops accepting until
+    /// one closes. Also capped below the descriptor limit (see `http::serve`).
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers (also the idle time
+    /// of a kept-alive connection) before it is closed.
+    pub header_timeout: u64,
+    /// Request bodies held in memory at once, all connections together
+    /// (e.g. `128MB`): past it a request is answered 503.
+    pub max_body_memory: String,
 }
 
 impl Default for ServerConfig {
@@ -252,11 +265,20 @@ impl Default for ServerConfig {
         ServerConfig {
             bind: "127.0.0.1:8083".into(),
             api_token: None,
+            allowed_hosts: Vec::new(),
+            max_connections: 1024,
+            header_timeout: 10,
+            max_body_memory: "64MB".into(),
         }
     }
 }
 
 impl ServerConfig {
+    /// `max_body_memory` in bytes (validated at load time).
+    pub fn max_body_memory_bytes(&self) -> u64 {
+        parse_size(&self.max_body_memory).expect("server.max_body_memory is validated at load")
+    }
+
     /// The parsed bind address (validated at load time).
     pub fn bind_addr(&self) -> SocketAddr {
         self.bind

@@ -122,6 +122,37 @@ impl Config {
             ),
         )?;
         check(
+            (1..=1_000_000).contains(&self.server.max_connections),
+            "server.max_connections",
+            format!(
+                "must be between 1 and 1000000, got {}",
+                self.server.max_connections
+            ),
+        )?;
+        check(
+            (1..=3600).contains(&self.server.header_timeout),
+            "server.header_timeout",
+            format!(
+                "must be between 1 and 3600 seconds, got {}",
+                self.server.header_timeout
+            ),
+        )?;
+        check(
+            parse_size(&self.server.max_body_memory).is_some_and(|n| n >= 1024 * 1024),
+            "server.max_body_memory",
+            format!(
+                "must be a size like 128MB (at least 1MB), got {:?}",
+                self.server.max_body_memory
+            ),
+        )?;
+        for h in &self.server.allowed_hosts {
+            check(
+                !h.trim().is_empty() && !h.contains(['/', ' ', '@']),
+                "server.allowed_hosts",
+                format!("each entry must be a host name or host:port, got {h:?}"),
+            )?;
+        }
+        check(
             ["trace", "debug", "info", "warn", "error"].contains(&self.logging.level.as_str()),
             "logging.level",
             format!(

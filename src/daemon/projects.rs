@@ -147,13 +147,18 @@ impl ProjectSet {
             .values()
             .filter_map(|s| {
                 let error = s.error.clone().or_else(|| {
-                    (s.failed_ticks >= FAILED_TICKS_UNREADY).then(|| {
-                        format!(
-                            "the last {} ticks failed: {}",
-                            s.failed_ticks,
-                            s.tick_error.as_deref().unwrap_or("?")
-                        )
-                    })
+                    s.bb.as_ref()
+                        .and_then(|bb| bb.file_problem())
+                        .map(|e| e.to_string())
+                        .or_else(|| {
+                            (s.failed_ticks >= FAILED_TICKS_UNREADY).then(|| {
+                                format!(
+                                    "the last {} ticks failed: {}",
+                                    s.failed_ticks,
+                                    s.tick_error.as_deref().unwrap_or("?")
+                                )
+                            })
+                        })
                 })?;
                 Some(ProjectProblem {
                     project: s.id.to_string(),

@@ -73,6 +73,14 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
     {
         let Some(bb) = slot.bb.clone() else { return };
         let id = slot.id.to_string();
+        if let Some(e) = bb.file_problem() {
+            // Removed or replaced under us: no tick writes into it. The slot
+            // keeps the handle (readiness and the API report the problem);
+            // marking it failed would let the next refresh re-create an
+            // empty file in its place and carry on as if nothing happened.
+            tracing::error!(project = %id, error = %e, "blackboard file gone; not ticking it");
+            return;
+        }
         let outcome = tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await;
         let failure = match &outcome {
             Ok(Ok(())) => None,

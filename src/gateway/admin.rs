@@ -7,7 +7,7 @@
 
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -36,10 +36,26 @@ pub struct SettingsUpdate {
     pub low_priority_timeout: Option<f64>,
 }
 
-fn authorize(gw: &Gateway, headers: &HeaderMap) -> Result<(), GatewayError> {
+/// Marks a request whose caller the embedding server has already checked
+/// against its own credentials (the daemon's `server.api_token`): the admin
+/// token is then not asked again.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminAuthorized;
+
+/// Largest body of a settings change (a handful of numbers).
+const MAX_SETTINGS_BODY: usize = 64 * 1024;
+
+fn authorize(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    pre: Option<Extension<AdminAuthorized>>,
+) -> Result<(), GatewayError> {
     let Some(token) = &gw.inner.config.admin_token else {
         return Ok(());
     };
+    if pre.is_some() {
+        return Ok(());
+    }
     match handlers::bearer(headers) {
         Some(given) if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) => Ok(()),
         Some(_) => Err(GatewayError::Unauthorized(
@@ -58,9 +74,10 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub(crate) async fn get_config(
     State(gw): State<Gateway>,
+    pre: Option<Extension<AdminAuthorized>>,
     headers: HeaderMap,
 ) -> Result<Json<RuntimeSettings>, GatewayError> {
-    authorize(&gw, &headers)?;
+    authorize(&gw, &headers, pre)?;
     Ok(Json(gw.inner.settings()))
 }
 
@@ -75,10 +92,24 @@ fn positive(key: &str, v: Option<f64>) -> Result<(), GatewayError> {
 
 pub(crate) async fn post_config(
     State(gw): State<Gateway>,
+    pre: Option<Extension<AdminAuthorized>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Result<Json<RuntimeSettings>, GatewayError> {
-    authorize(&gw, &headers)?;
+    authorize(&gw, &headers, pre)?;
+    // Read here rather than by an extractor, so an oversized body is this
+    // API's JSON 413 like every other error.
+    let body = axum::body::to_bytes(body, MAX_SETTINGS_BODY)
+        .await
+        .map_err(|e| {
+            if e.to_string().contains("length limit") {
+                GatewayError::PayloadTooLarge {
+                    limit: MAX_SETTINGS_BODY,
+                }
+            } else {
+                GatewayError::BadRequest(format!("could not read the request body: {e}"))
+            }
+        })?;
     let raw: Value = serde_json::from_slice(&body)
         .map_err(|e| GatewayError::BadRequest(format!("request body is not valid JSON: {e}")))?;
     let update: SettingsUpdate = serde_json::from_value(raw)

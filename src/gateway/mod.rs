@@ -56,7 +56,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::time::Instant;
 
-pub use admin::SettingsUpdate;
+pub use admin::{AdminAuthorized, SettingsUpdate};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use config::{ConfigError, FullPolicy, GatewayConfig, ProviderConfig, Secret};
 pub use error::{GatewayError, LimitSource};

@@ -19,6 +19,9 @@ use utoipa_axum::routes;
 
 use crate::daemon::Daemon;
 
+pub mod guard;
+pub mod serve;
+
 /// An API error: a status and a message naming what was wrong.
 #[derive(Debug)]
 pub struct ApiError {
@@ -192,8 +195,12 @@ pub fn router(d: Daemon) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             crate::api::MAX_BODY_BYTES,
         ))
-        .with_state(d)
+        .with_state(d.clone())
         .merge(gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            guard::Guard::new(&d),
+            guard::guard,
+        ))
 }
 
 /// The generated OpenAPI document, serialized once.

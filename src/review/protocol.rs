@@ -174,10 +174,11 @@ impl Protocols {
         let mut by_name = BTreeMap::new();
         let mut kind_owner: BTreeMap<String, PathBuf> = BTreeMap::new();
         for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|error| ProtocolError::Read {
-                file: file.clone(),
-                error,
-            })?;
+            let text =
+                crate::safe_fs::read_to_string(&file).map_err(|error| ProtocolError::Read {
+                    file: file.clone(),
+                    error,
+                })?;
             let p = Protocol::parse(&file, &text, defaults, agents)?;
             let key_err = |key: &str, message: String| ProtocolError::Key {
                 file: file.clone(),

@@ -63,8 +63,16 @@ pub fn validate_distill_output(
     tag: &str,
     custom_dir: &Path,
 ) -> Result<super::Skill, SkillError> {
+    // The agent wrote these: a regular file inside outputs/, never a link
+    // out of it or a FIFO.
     let read = |name: &str| {
-        std::fs::read_to_string(outputs.join(name)).map_err(|e| SkillError {
+        let file = outputs.join(name);
+        crate::safe_fs::open_confined(&file, outputs)
+            .and_then(|mut f| {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut f, &mut text).map(|_| text)
+            })
+            .map_err(|e| SkillError {
             file: outputs.join(name),
             message: format!(
                 "cannot read the distill output {name} ({e}); post it with `moziplus bb output --file … --name {name}`"
@@ -96,14 +104,17 @@ pub fn validate_distill_output(
 
 /// Writes a checked skill into `skills/custom/<id>/`, replacing an older one
 /// of the same id. The files are written into a temporary folder first and
-/// renamed into place.
+/// renamed into place; they are copied through [`crate::safe_fs`], like they
+/// were checked.
 fn install(outputs: &Path, dest: &Path) -> std::io::Result<()> {
     let parent = dest.parent().expect("skill folder has a parent");
     std::fs::create_dir_all(parent)?;
     let tmp: PathBuf = parent.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir(&tmp)?;
     for f in [SKILL_OUTPUT, META_OUTPUT] {
-        std::fs::copy(outputs.join(f), tmp.join(f))?;
+        let mut from = crate::safe_fs::open_confined(&outputs.join(f), outputs)?;
+        let mut to = std::fs::File::create(tmp.join(f))?;
+        std::io::copy(&mut from, &mut to)?;
     }
     if dest.exists() {
         std::fs::remove_dir_all(dest)?;
@@ -127,17 +138,22 @@ pub async fn check_output(home: &Home, bb: &Blackboard, task: &Task) -> BbResult
         .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
     let outputs = home.task_artifacts_dir(&project, &task.id).join("outputs");
     let custom = home.skills_dir().join("custom");
-    let checked = validate_distill_output(&outputs, tag, &custom);
-    let result = match checked {
-        Ok(skill) => match install(&outputs, &skill.path) {
-            Ok(()) => Ok(skill),
-            Err(e) => Err(SkillError {
-                file: skill.path.clone(),
-                message: format!("cannot install the skill: {e}"),
-            }),
-        },
-        Err(e) => Err(e),
-    };
+    let tag_owned = tag.to_string();
+    // File work off the runtime (the files are the agent's).
+    let result = tokio::task::spawn_blocking(move || {
+        match validate_distill_output(&outputs, &tag_owned, &custom) {
+            Ok(skill) => match install(&outputs, &skill.path) {
+                Ok(()) => Ok(skill),
+                Err(e) => Err(SkillError {
+                    file: skill.path.clone(),
+                    message: format!("cannot install the skill: {e}"),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    })
+    .await
+    .map_err(|e| crate::blackboard::BbError::Io(std::io::Error::other(e.to_string())))?;
     match result {
         Ok(skill) => {
             let ids = bb

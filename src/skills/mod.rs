@@ -186,7 +186,7 @@ pub fn parse_skill(
 /// Reads one skill folder.
 pub fn load_skill(dir: &Path, source: SkillSource) -> Result<Skill, SkillError> {
     let read = |f: &str| {
-        std::fs::read_to_string(dir.join(f)).map_err(|e| SkillError {
+        crate::safe_fs::read_to_string(&dir.join(f)).map_err(|e| SkillError {
             file: dir.join(f),
             message: format!("cannot read: {e}"),
         })
