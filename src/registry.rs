@@ -369,9 +369,11 @@ pub async fn create_project(home: &Home, new: NewProject) -> Result<ProjectEntry
             home.registry_file().display()
         )));
     }
-    for sub in ["config", "artifacts", "experiences", "skills"] {
+    for sub in ["config", "experiences", "skills"] {
         std::fs::create_dir_all(dir.join(sub))?;
     }
+    // What agents leave (logs, briefs, outputs) is the owner's only.
+    crate::home::create_private_dir_all(&dir.join("artifacts"))?;
     let mut project_yaml = String::from(
         "# Per-project overrides (see README: Configuration).\n\
          # max_global_agents: 3        # project-level cap on concurrent agents\n\

@@ -6,6 +6,7 @@
 mod support;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -219,4 +220,149 @@ fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid(
     );
     first.stop();
     assert!(!alive(agent));
+}
+
+// ---- Defect 7: a stale run cannot give back someone else's claim ------------
+
+#[test]
+fn defect7_a_stale_runs_exit_does_not_requeue_the_task_another_session_of_its_agent_holds() {
+    // Run 1 releases the task and exits (with an error) 4 s later; meanwhile
+    // the daemon has started run 2 of the same agent on it (max_per_agent 2).
+    // Run 1's exit used to requeue the task (it checked the agent, not the
+    // session), and a run 3 started while run 2 was still working.
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  max_per_agent: 2\n",
+        r#"#!/bin/sh
+if mkdir "$MOZI_HOME/first-run" 2>/dev/null; then
+  "$MOZI_BIN" bb release --reason "letting go" || exit 9
+  sleep 4
+  exit 1
+fi
+sleep 8
+exec "$MOZI_BIN" bb done
+"#,
+    );
+    home.create_project("p");
+    let task = home.create_task("p", &["--title", "shared", "--max-rounds", "5"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(60), "the task to be done", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["done"]
+    });
+    // Let a wrongly started third run show itself.
+    std::thread::sleep(Duration::from_secs(2));
+    let sessions = query_i64(&db, "SELECT COUNT(*) FROM session");
+    assert_eq!(sessions, 2, "run 1 and run 2 only");
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM event WHERE kind = 'task.run_failed'"
+        ),
+        0,
+        "run 1's exit gave nothing back"
+    );
+    assert_eq!(
+        query_i64(&db, &format!("SELECT round FROM task WHERE id = '{task}'")),
+        1
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE outcome = 'succeeded'"
+        ),
+        1
+    );
+    daemon.stop();
+}
+
+// ---- Defect 14 (daemon parts) ------------------------------------------------
+
+#[test]
+fn defect14_a_setsid_grandchild_dies_with_its_timed_out_run() {
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 2\n  kill_grace: 1\n",
+        "#!/bin/sh\nsetsid sleep 1000 &\necho $! > \"$MOZI_HOME/escaped.pid\"\nexec sleep 1000\n",
+    );
+    home.create_project("p");
+    home.create_task("p", &["--title", "escapes", "--max-rounds", "1"]);
+    let daemon = Daemon::start(&home);
+    let pidfile = home.path().join("escaped.pid");
+    wait_for(Duration::from_secs(30), "the grandchild", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|s| !s.trim().is_empty())
+    });
+    let escaped: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let db = home.db("p");
+    wait_for(Duration::from_secs(30), "the run to time out", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE outcome = 'timed_out'",
+        ) == 1
+    });
+    wait_for(
+        Duration::from_secs(5),
+        "the setsid grandchild to be killed",
+        || !alive(escaped),
+    );
+    daemon.stop();
+    assert!(processes_of_home(home.path()).is_empty());
+}
+
+#[test]
+fn defect14_session_logs_briefs_and_outputs_are_private() {
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n",
+        "#!/bin/sh\necho result > \"$MOZI_HOME/r.txt\"\n\"$MOZI_BIN\" bb output --summary r --file \"$MOZI_HOME/r.txt\" && exec \"$MOZI_BIN\" bb done\n",
+    );
+    home.create_project("p");
+    let task = home.create_task("p", &["--title", "private"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(30), "the task to be done", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["done"]
+    });
+    daemon.stop();
+    let dir = home.path().join("projects/p/artifacts").join(&task);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let mut checked = 0;
+    for d in [dir.clone(), dir.join("sessions"), dir.join("outputs")] {
+        assert_eq!(mode(&d), 0o700, "{} is 0700", d.display());
+        for f in std::fs::read_dir(&d).unwrap().flatten() {
+            if f.file_type().unwrap().is_file() {
+                assert_eq!(mode(&f.path()), 0o600, "{} is 0600", f.path().display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 3,
+        "log, brief and output checked ({checked} files)"
+    );
+    assert_eq!(mode(&home.path().join("projects/p/artifacts")), 0o700);
+}
+
+#[test]
+fn defect14_inbox_push_outside_a_home_is_refused_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = std::process::Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("MOZI_") {
+            c.env_remove(k);
+        }
+    }
+    let out = c
+        .current_dir(dir.path())
+        .args(["inbox", "push", "{\"type\":\"wake\"}"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    assert!(
+        stderr.contains("not a moziplus home") && stderr.contains("MOZI_HOME"),
+        "says why and what to do: {stderr}"
+    );
+    assert!(!dir.path().join("inbox").exists(), "no ./inbox created");
 }

@@ -127,16 +127,22 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
     wait_for(Duration::from_secs(10), "old processes to be gone", || {
         first_gen.iter().all(|p| !alive(*p))
     });
-    // The tasks were requeued (round 2) and started again — once each.
+    // The tasks were given back in the same round (a daemon crash is not
+    // the agents' failure: issue 13, defect 14) and started again — once each.
     wait_for(
         Duration::from_secs(30),
         "the second generation of runs",
         || {
             query_i64(
                 &db,
-                "SELECT COUNT(*) FROM session WHERE ended_at IS NULL AND round = 2",
+                "SELECT COUNT(*) FROM session WHERE ended_at IS NULL AND round = 1",
             ) == 3
         },
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session"),
+        6,
+        "three killed runs and three new ones"
     );
     assert_eq!(
         query_i64(&db, "SELECT COUNT(*) FROM (SELECT task_id FROM session WHERE ended_at IS NULL GROUP BY task_id HAVING COUNT(*) > 1)"),
@@ -146,9 +152,10 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
     assert_eq!(
         query_i64(
             &db,
-            "SELECT COUNT(*) FROM task WHERE status = 'working' AND round = 2"
+            "SELECT COUNT(*) FROM task WHERE status = 'working' AND round = 1"
         ),
-        3
+        3,
+        "no round spent on the crash"
     );
     daemon.stop();
     assert!(

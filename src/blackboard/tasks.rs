@@ -612,7 +612,8 @@ impl Blackboard {
         // The claimed task comes back from the UPDATE itself: one statement
         // (one round trip to the connection's thread) less per claim.
         let claimed = sqlx::query(&format!(
-            "UPDATE task SET status = 'working', claimed_by = ?1, claimed_at = ?2,
+            "UPDATE task SET status = 'working', claimed_by = ?1,
+                 claimed_at = MAX(?2, COALESCE(claimed_at, 0) + 1),
                  updated_at = ?2, lease_expires_at = ?3
              WHERE id = ?4 AND status = 'pending'
                AND (lease_expires_at IS NULL OR lease_expires_at <= ?2)
@@ -913,6 +914,59 @@ impl Blackboard {
             out.push((id, status));
         }
         Ok(out)
+    }
+
+    /// Gives back a task the daemon claimed for a run — only if that very
+    /// claim still stands: `working`, held by `holder`, claimed at
+    /// `claimed_at`. Each claim of a task gets a later `claimed_at` than the
+    /// one before (see [`Blackboard::claim_task`]), so a run whose agent
+    /// released the task, which the same agent then claimed again for
+    /// another run, cannot give back the new claim (issue 13, defect 7).
+    ///
+    /// `bump`: `pending` with round + 1 (or `failed` at the limit), event
+    /// `kind`; else `pending` in the same round (`task.released`). Returns
+    /// the new status, or `None` when the claim had already ended.
+    pub async fn give_back_claim(
+        &self,
+        id: &str,
+        holder: &str,
+        claimed_at: Millis,
+        why: &str,
+        kind: &str,
+        bump: bool,
+    ) -> BbResult<Option<TaskStatus>> {
+        let now = self.now();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let task = fetch_task(&mut tx, id).await?;
+        if task.status != TaskStatus::Working
+            || task.claimed_by.as_deref() != Some(holder)
+            || task.claimed_at != Some(claimed_at)
+        {
+            return Ok(None);
+        }
+        let status = if bump {
+            requeue_or_fail(&mut tx, now, &task, &Actor::daemon(), why, kind).await?
+        } else {
+            let actor = Actor {
+                name: holder.to_string(),
+                kind: super::ActorKind::Daemon,
+            };
+            write_status(
+                &mut tx,
+                now,
+                &task,
+                TaskStatus::Pending,
+                &actor,
+                EventLevel::Optional,
+                "task.released",
+                json!({ "reason": why }),
+            )
+            .await?;
+            system_comment(&mut tx, now, id, holder, &format!("released: {why}")).await?;
+            TaskStatus::Pending
+        };
+        tx.commit().await?;
+        Ok(Some(status))
     }
 
     /// Ends a round of work that the daemon judged failed (timeout, crash,

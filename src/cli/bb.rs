@@ -828,7 +828,7 @@ async fn write(
                             .ok_or_else(|| anyhow!("cannot take a name from {}", src.display()))?,
                     };
                     let base = home.task_artifacts_dir(project, &id).join("outputs");
-                    std::fs::create_dir_all(&base)?;
+                    crate::home::create_private_dir_all(&base)?;
                     let dest = artifact_path(&base, &name)?;
                     let bytes = if src.as_os_str() == "-" {
                         let mut b = Vec::new();
@@ -842,11 +842,15 @@ async fn write(
                     // temporary path: a planted symlink would send the bytes
                     // outside outputs/. Remove it and create the file afresh.
                     let _ = std::fs::remove_file(&tmp);
-                    std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&tmp)?
-                        .write_all(&bytes)?;
+                    {
+                        use std::os::unix::fs::OpenOptionsExt;
+                        std::fs::OpenOptions::new()
+                            .write(true)
+                            .create_new(true)
+                            .mode(0o600)
+                            .open(&tmp)?
+                            .write_all(&bytes)?;
+                    }
                     std::fs::rename(&tmp, &dest)?;
                     Some(name)
                 }

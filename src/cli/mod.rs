@@ -237,6 +237,15 @@ enum InboxVerb {
 fn inbox_push(home: &Home, args: InboxArgs) -> anyhow::Result<()> {
     use std::io::BufRead;
     let InboxVerb::Push { lines } = args.verb;
+    // Resolved like every command (--home, $MOZI_HOME, the current
+    // directory), but never written into a folder that is no home: a push
+    // from the wrong directory used to create ./inbox there, read by nobody.
+    if !home.config_dir().is_dir() && !home.projects_dir().is_dir() {
+        anyhow::bail!(
+            "{} is not a moziplus home (no config/ or projects/ in it); pass --home DIR or set MOZI_HOME",
+            home.root().display()
+        );
+    }
     let config = crate::config::Config::load_global(home, &[])?;
     let path = if config.inbox.path.is_absolute() {
         config.inbox.path.clone()

@@ -34,10 +34,10 @@ fn flag(layers: &mut Vec<Layer>, name: &str, path: &[&str], value: String) -> an
 
 pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
-    // First, before anything touches the home: one daemon per home.
-    let _home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
     // Before anything opens a file: the connection cap is computed from it.
     let fd_limit = crate::http::serve::raise_fd_limit();
+    // Then, before anything touches the home: one daemon per home.
+    let _home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
     let mut overrides = Vec::new();
     if let Some(b) = &args.bind {
         flag(&mut overrides, "--bind", &["server", "bind"], b.clone())?;
@@ -77,7 +77,6 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!("refusing to listen on non-loopback {addr} without server.api_token (set MOZI_SERVER__API_TOKEN)");
     }
-    // TCP_NODELAY is set on each accepted connection (http::serve).
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -180,22 +180,30 @@ impl AgentsFile {
         let mut runtimes = AgentsFile::builtin_runtimes();
         runtimes.append(&mut file.runtimes);
         file.runtimes = runtimes;
-        let bad = |key: String, message: String| ConfigError::OutOfRange {
-            line: super::find_key_line(&text, "agents"),
-            origin: source.clone(),
-            key,
-            message,
-        };
+        // The line of the offending entry's field (issue 13, defect 14:
+        // every error used to name the line of `agents:`).
+        let bad =
+            |index: usize, field: &str, key: String, message: String| ConfigError::OutOfRange {
+                line: agent_entry_line(&text, index, field)
+                    .or_else(|| super::find_key_line(&text, "agents")),
+                origin: source.clone(),
+                key,
+                message,
+            };
         let mut seen = std::collections::HashSet::new();
-        for a in &file.agents {
+        for (i, a) in file.agents.iter().enumerate() {
             if !crate::blackboard::ids::is_valid_agent_id(&a.id) {
                 return Err(bad(
+                    i,
+                    "id",
                     "agents.id".into(),
                     format!("{:?} is not a valid agent id", a.id),
                 ));
             }
             if !seen.insert(a.id.clone()) {
                 return Err(bad(
+                    i,
+                    "id",
                     "agents.id".into(),
                     format!("{:?} is defined twice", a.id),
                 ));
@@ -203,12 +211,16 @@ impl AgentsFile {
             if a.runtime == "command" {
                 if a.command.as_ref().is_none_or(|c| c.is_empty()) {
                     return Err(bad(
+                        i,
+                        "command",
                         format!("agents.{}.command", a.id),
                         "is required for the `command` runtime".into(),
                     ));
                 }
             } else if !file.runtimes.contains_key(&a.runtime) {
                 return Err(bad(
+                    i,
+                    "runtime",
                     format!("agents.{}.runtime", a.id),
                     format!(
                         "names unknown runtime {:?}; known: command, {}",
@@ -233,5 +245,81 @@ impl AgentsFile {
         self.runtimes
             .get(&agent.runtime)
             .map(|r| r.command.as_slice())
+    }
+}
+
+/// The 1-based line of `field` in the `index`-th entry of the top-level
+/// `agents:` list (block style), else the line the entry starts on; `None`
+/// if the list is not written in block style.
+fn agent_entry_line(text: &str, index: usize, field: &str) -> Option<usize> {
+    let mut in_agents = false;
+    let mut item_indent: Option<usize> = None;
+    let mut item: Option<usize> = None; // current entry's index
+    let mut found_start = None;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if indent == 0 && !trimmed.starts_with('-') {
+            if in_agents && found_start.is_some() {
+                break;
+            }
+            in_agents = trimmed.starts_with("agents:");
+            item_indent = None;
+            continue;
+        }
+        if !in_agents {
+            continue;
+        }
+        if trimmed.starts_with('-') && item_indent.is_none_or(|i| indent <= i) {
+            if item == Some(index) {
+                break;
+            }
+            item_indent = Some(indent);
+            item = Some(item.map_or(0, |i| i + 1));
+            if item == Some(index) {
+                found_start = Some(n + 1);
+            }
+        }
+        if item == Some(index) {
+            let body = trimmed.trim_start_matches('-').trim_start();
+            if body.starts_with(&format!("{field}:")) {
+                return Some(n + 1);
+            }
+        }
+    }
+    found_start
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[test]
+    fn agent_errors_name_the_line_of_the_offending_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agents.yaml");
+        let text = "# team\nagents:\n  - id: a1\n    runtime: command\n    command: [\"x\"]\n  - id: a2\n    runtime: nope\n  - id: a1\n    runtime: command\n    command: [\"y\"]\n";
+        std::fs::write(&path, text).unwrap();
+        let e = AgentsFile::load(&path).unwrap_err().to_string();
+        assert!(e.contains("line 7"), "unknown runtime on line 7: {e}");
+        std::fs::write(
+            &path,
+            text.replace("runtime: nope", "runtime: command\n    command: [\"z\"]"),
+        )
+        .unwrap();
+        let e = AgentsFile::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("line 9") && e.contains("defined twice"),
+            "duplicate id on line 9: {e}"
+        );
+        std::fs::write(&path, "agents:\n  - id: ok\n    runtime: command\n    command: [\"x\"]\n  - id: b\n    runtime: command\n").unwrap();
+        let e = AgentsFile::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("line 5") && e.contains("agents.b.command"),
+            "missing command: entry on line 5: {e}"
+        );
     }
 }

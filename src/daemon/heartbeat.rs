@@ -20,7 +20,7 @@
 use nix::sys::signal::Signal;
 use serde_json::json;
 
-use super::runs::{signal_group, RunInfo};
+use super::runs::{signal_group, RunInfo, RunKind};
 use crate::blackboard::{Actor, BbResult, Blackboard, CommentType, EventLevel, ObservationLevel};
 use crate::config::agents::{AgentsFile, Category};
 
@@ -71,10 +71,12 @@ pub async fn check(
                 json!({ "agent": w.agent, "notify": w.creator, "quiet_ms": quiet }),
             )
             .await?;
-            match runs
-                .iter()
-                .find(|r| r.project == bb.project() && r.task_id == w.task_id)
-            {
+            match runs.iter().find(|r| {
+                r.project == bb.project()
+                    && r.task_id == w.task_id
+                    && r.kind == RunKind::Work
+                    && r.agent == w.agent
+            }) {
                 // The supervisor sees the run end and returns the task.
                 Some(run) => {
                     signal_group(run.pid, Signal::SIGTERM);

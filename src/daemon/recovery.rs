@@ -1,39 +1,45 @@
 //! Crash recovery (SPEC §5): what a start finds of the previous process.
 //!
 //! Sessions still marked running belonged to a daemon that died without ending
-//! them. Their process groups are looked up in `/proc`; a process is only
-//! touched if its environment carries that session's `MOZI_SESSION` (so a
-//! recycled pid is never killed by mistake). Live ones are killed — their
-//! supervisor is gone, nobody could judge their result — and marked `killed`;
-//! dead ones are marked `lost`. Either way the task goes back to `pending`.
+//! them. Their processes are looked up in `/proc` by the session's marker: a
+//! process is only touched if its environment carries that session's
+//! `MOZI_SESSION` (so a recycled pid is never killed by mistake), and it is
+//! found whatever its process group (a `setsid` grandchild has left the
+//! group). Live ones are killed — their supervisor is gone, nobody could judge
+//! their result — and marked `killed`; dead ones are marked `lost`. Either way
+//! the task goes back to `pending` in the same round: a crash of the daemon is
+//! not the agent's failure (issue 13, defect 14).
 
 use std::time::Duration;
 
-use nix::sys::signal::Signal;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 use super::runs::signal_group;
 use super::Daemon;
 use crate::blackboard::{Actor, ObservationLevel, Outcome, TaskStatus};
 
-/// Pids whose process group is `pgid` and whose environment names `session`.
-pub fn session_processes(pgid: i64, session: &str) -> Vec<i32> {
+/// Pids of live processes whose environment names `session`
+/// (`MOZI_SESSION=<session>`), in any process group or session.
+pub fn session_processes(session: &str) -> Vec<i32> {
     let needle = format!("MOZI_SESSION={session}");
+    let me = std::process::id() as i32;
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     dir.filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
+        .filter(|pid| *pid != me)
         .filter(|pid| {
-            // Field 5 of /proc/<pid>/stat is the process group.
+            // Field 3 of /proc/<pid>/stat is the state; a zombie is gone
+            // already (its parent only has to reap it).
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.to_string()))
-                .and_then(|rest| {
-                    rest.split_whitespace()
-                        .nth(2)
-                        .and_then(|g| g.parse::<i64>().ok())
+                .and_then(|s| {
+                    s.rsplit_once(')')
+                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
                 })
-                == Some(pgid)
+                .unwrap_or(false)
         })
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
@@ -41,6 +47,25 @@ pub fn session_processes(pgid: i64, session: &str) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// SIGKILLs every process carrying the session's marker, again until none is
+/// left (a process may fork while it is being killed); bounded.
+pub fn kill_session_processes(session: &str) -> usize {
+    let mut killed = 0;
+    for _ in 0..20 {
+        let left = session_processes(session);
+        if left.is_empty() {
+            break;
+        }
+        for pid in left {
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    killed
 }
 
 /// Ends every session the previous daemon left running.
@@ -55,24 +80,57 @@ pub async fn recover(d: &Daemon) {
             }
         };
         for s in sessions {
-            let live = s
-                .pgid
-                .map(|g| session_processes(g, &s.id))
+            let id = s.id.clone();
+            let live = tokio::task::spawn_blocking(move || session_processes(&id))
+                .await
                 .unwrap_or_default();
             let outcome = if live.is_empty() {
                 Outcome::Lost
             } else {
+                // The group first (SIGTERM, then the grace period), then
+                // every process with the marker, wherever it went.
                 let pgid = s.pgid.unwrap_or(0) as i32;
                 signal_group(pgid, Signal::SIGTERM);
+                for pid in &live {
+                    let _ = kill(Pid::from_raw(*pid), Signal::SIGTERM);
+                }
                 let deadline =
                     tokio::time::Instant::now() + Duration::from_secs(d.config().daemon.kill_grace);
-                while !session_processes(pgid as i64, &s.id).is_empty()
-                    && tokio::time::Instant::now() < deadline
-                {
+                loop {
+                    let id = s.id.clone();
+                    let left = tokio::task::spawn_blocking(move || session_processes(&id))
+                        .await
+                        .unwrap_or_default();
+                    if left.is_empty() || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 signal_group(pgid, Signal::SIGKILL);
+                let id = s.id.clone();
+                let _ = tokio::task::spawn_blocking(move || kill_session_processes(&id)).await;
                 Outcome::Killed
+            };
+            // Whose is the task now? Only this session's own claim is given
+            // back (held by its agent, no later session on the task); a task
+            // this session already finished (`bb done` before the daemon
+            // died) makes the session a success.
+            let newest = bb
+                .sessions_for_task(&s.task_id)
+                .await
+                .ok()
+                .and_then(|v| v.last().map(|l| l.id.clone()));
+            let task = bb.task(&s.task_id).await.ok();
+            let ours = task.as_ref().filter(|t| {
+                t.claimed_by.as_deref() == Some(s.agent.as_str())
+                    && newest.as_deref() == Some(s.id.as_str())
+            });
+            let finished =
+                ours.is_some_and(|t| matches!(t.status, TaskStatus::Review | TaskStatus::Done));
+            let outcome = if finished {
+                Outcome::Succeeded
+            } else {
+                outcome
             };
             let why = format!(
                 "session {} of {} was left running by a previous daemon ({}); {}",
@@ -83,7 +141,11 @@ pub async fn recover(d: &Daemon) {
                 } else {
                     "its processes were killed"
                 },
-                outcome
+                if finished {
+                    "it had finished its task".to_string()
+                } else {
+                    outcome.to_string()
+                }
             );
             tracing::warn!(project = %slot.id, session = %s.id, %outcome, "recovery");
             let _ = bb
@@ -102,13 +164,60 @@ pub async fn recover(d: &Daemon) {
                     &why,
                 )
                 .await;
-            if let Ok(t) = bb.task(&s.task_id).await {
-                if t.status == TaskStatus::Working
-                    && t.claimed_by.as_deref() == Some(s.agent.as_str())
-                {
-                    let _ = bb.requeue_task(&t.id, &why, "task.run_lost").await;
+            if let Some(t) = ours.filter(|t| t.status == TaskStatus::Working) {
+                if let Some(claimed_at) = t.claimed_at {
+                    let _ = bb
+                        .give_back_claim(&t.id, &s.agent, claimed_at, &why, "task.run_lost", false)
+                        .await;
                 }
             }
         }
+        give_back_stranded_claims(d, &bb).await;
+    }
+}
+
+/// A claim the previous daemon made for an agent but never got to start a run
+/// for (it died between the claim and the session row): a `working` task held
+/// by a configured agent with no running session. Nothing will work on it or
+/// renew its lease, so it goes back now, same round, instead of when its lease
+/// runs out. Claims by people (names that are no configured agent) stay.
+async fn give_back_stranded_claims(d: &Daemon, bb: &crate::blackboard::Blackboard) {
+    let working = match bb
+        .list_tasks(&crate::blackboard::TaskFilter {
+            status: Some(TaskStatus::Working),
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(project = bb.project(), error = %e, "recovery: cannot list working tasks");
+            return;
+        }
+    };
+    for t in working {
+        let (Some(holder), Some(claimed_at)) = (t.claimed_by.as_deref(), t.claimed_at) else {
+            continue;
+        };
+        if d.agents().agent(holder).is_none() {
+            continue;
+        }
+        let running = bb
+            .sessions_for_task(&t.id)
+            .await
+            .map(|v| v.iter().any(|s| s.ended_at.is_none()))
+            .unwrap_or(true);
+        if running {
+            continue;
+        }
+        let why = format!(
+            "{} was claimed for {holder} by a previous daemon that stopped before starting its run",
+            t.id
+        );
+        tracing::warn!(project = bb.project(), task = %t.id, "recovery: stranded claim given back");
+        let _ = bb
+            .give_back_claim(&t.id, holder, claimed_at, &why, "task.run_lost", false)
+            .await;
     }
 }

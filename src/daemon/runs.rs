@@ -17,9 +17,7 @@ use tokio::process::Command;
 
 use super::Daemon;
 use crate::blackboard::sessions::{new_token, NewSession};
-use crate::blackboard::{
-    Actor, ActorKind, Blackboard, ObservationLevel, Outcome, Task, TaskStatus,
-};
+use crate::blackboard::{Actor, Blackboard, ObservationLevel, Outcome, Task, TaskStatus};
 use crate::config::agents::AgentDef;
 
 /// Why a run exists.
@@ -44,6 +42,10 @@ pub struct RunInfo {
     pub started_at_ms: i64,
     pub deadline_ms: i64,
     pub log_path: PathBuf,
+    /// A work run's claim (`task.claimed_at`): what the daemon gives back
+    /// for this run is this claim only, never a later one of the same agent.
+    #[serde(skip)]
+    pub claimed_at_ms: Option<i64>,
 }
 
 /// Counts of runs by project and by agent (for the limits).
@@ -151,9 +153,9 @@ pub async fn start_run(
         .map_err(|e| format!("cannot render the brief: {e}"));
     let prepared = brief.and_then(|text| {
         (|| -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(&sessions_dir)?;
-            std::fs::write(&brief_path, text)?;
-            std::fs::File::create(&log_path)
+            crate::home::create_private_dir_all(&sessions_dir)?;
+            crate::home::write_private_file(&brief_path, text)?;
+            crate::home::create_private_file(&log_path)
         })()
         .map_err(|e| format!("cannot prepare the run's files: {e}"))
     });
@@ -263,6 +265,7 @@ pub async fn start_run(
         started_at_ms: started,
         deadline_ms: started + (timeout_secs as i64) * 1000,
         log_path: log_path.clone(),
+        claimed_at_ms: (kind == RunKind::Work).then_some(task.claimed_at).flatten(),
     };
     d.runs_lock().insert(session_id.clone(), info.clone());
     d.add_run_key(
@@ -291,14 +294,14 @@ pub async fn start_run(
 /// The run could not even start: end the session and give the task back.
 async fn fail_to_start(bb: &Blackboard, session_id: &str, task: &Task, kind: RunKind, why: &str) {
     tracing::warn!(project = bb.project(), task = %task.id, why, "run failed to start");
-    let _ = bb
-        .end_session(
-            session_id,
-            Outcome::Failed,
-            None,
-            Some(serde_json::json!({ "error": why })),
-        )
-        .await;
+    end_session(
+        bb,
+        session_id,
+        Outcome::Failed,
+        None,
+        serde_json::json!({ "error": why }),
+    )
+    .await;
     let _ = bb
         .add_observation(
             ObservationLevel::Alert,
@@ -312,31 +315,59 @@ async fn fail_to_start(bb: &Blackboard, session_id: &str, task: &Task, kind: Run
 
 /// Returns a work run's task: with `bump` another round (or failed at the
 /// limit), without it the same round (daemon-side reasons such as shutdown).
+/// `task` is the run's claim: only that claim is given back (see
+/// `Blackboard::give_back_claim`), never a newer one of the same agent.
 async fn give_back(bb: &Blackboard, task: &Task, kind: RunKind, why: &str, bump: bool) {
     if kind != RunKind::Work {
         return;
     }
-    let Ok(current) = bb.task(&task.id).await else {
+    let (Some(holder), Some(claimed_at)) = (task.claimed_by.as_deref(), task.claimed_at) else {
         return;
     };
-    if current.status != TaskStatus::Working || current.claimed_by != task.claimed_by {
-        return;
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match bb
+            .give_back_claim(&task.id, holder, claimed_at, why, "task.run_failed", bump)
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(project = bb.project(), task = %task.id, error = %e, attempt, "cannot give the task back");
+                if !matches!(e, crate::blackboard::BbError::Db(_)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(attempt.min(5))).await;
+            }
+        }
     }
-    let daemon_as_holder = Actor {
-        name: current.claimed_by.clone().unwrap_or_default(),
-        kind: ActorKind::Daemon,
-    };
-    let r = if bump {
-        bb.requeue_task(&task.id, why, "task.run_failed")
+}
+
+/// How often the end of a run is written before giving up when the database
+/// fails (held by another process past its busy timeout, say): a run's end
+/// must not be lost to a moment of contention.
+const WRITE_ATTEMPTS: u64 = 30;
+
+/// Ends a session, retrying while the write fails (see [`WRITE_ATTEMPTS`]).
+async fn end_session(
+    bb: &Blackboard,
+    id: &str,
+    outcome: Outcome,
+    exit_code: Option<i64>,
+    detail: serde_json::Value,
+) {
+    for attempt in 1..=WRITE_ATTEMPTS {
+        match bb
+            .end_session(id, outcome, exit_code, Some(detail.clone()))
             .await
-            .map(|_| ())
-    } else {
-        bb.release_task(&task.id, &daemon_as_holder, why)
-            .await
-            .map(|_| ())
-    };
-    if let Err(e) = r {
-        tracing::error!(project = bb.project(), task = %task.id, error = %e, "cannot give the task back");
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(project = bb.project(), session = id, error = %e, attempt, "cannot record the end of a run");
+                if !matches!(e, crate::blackboard::BbError::Db(_)) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(attempt.min(5))).await;
+            }
+        }
     }
 }
 
@@ -413,8 +444,13 @@ async fn supervise(
             }
         }
     };
-    // Whatever the leader did, nothing of its group may outlive the run.
+    // Whatever the leader did, nothing of its group may outlive the run —
+    // nor anything that left the group (`setsid`) but carries the run's
+    // marker in its environment (issue 13, defect 14).
     signal_group(info.pid, Signal::SIGKILL);
+    let session = info.session_id.clone();
+    let _ = tokio::task::spawn_blocking(move || super::recovery::kill_session_processes(&session))
+        .await;
     let stdout_tail = match stdout_task {
         Some(t) => t.await.unwrap_or_default(),
         None => Vec::new(),
@@ -472,16 +508,18 @@ async fn supervise(
     }
     // A work run that "succeeded" but left its task working did not finish it.
     let task = bb.task(&info.task_id).await.ok();
+    // Held by this run's own claim, not merely by the same agent.
     let still_held = task.as_ref().is_some_and(|t| {
-        t.status == TaskStatus::Working && t.claimed_by.as_deref() == Some(info.agent.as_str())
+        t.status == TaskStatus::Working
+            && t.claimed_by.as_deref() == Some(info.agent.as_str())
+            && info.claimed_at_ms.is_some()
+            && t.claimed_at == info.claimed_at_ms
     });
     if info.kind == RunKind::Work && outcome == Outcome::Succeeded && still_held {
         outcome = Outcome::Failed;
         detail = serde_json::json!({ "error": "the agent exited without finishing its task (no `bb done`/`bb fail`)" });
     }
-    let _ = bb
-        .end_session(&info.session_id, outcome, exit_code, Some(detail.clone()))
-        .await;
+    end_session(&bb, &info.session_id, outcome, exit_code, detail.clone()).await;
     metrics::counter!("moziplus_runs_total", "outcome" => outcome.as_str()).increment(1);
     if info.kind == RunKind::Work && still_held {
         if let Some(t) = task {
