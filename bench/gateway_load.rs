@@ -248,6 +248,24 @@ async fn ttfe(url: &str, model: &str, surface: &str, rate: u64, count: u64) {
         .tcp_nodelay(true)
         .build()
         .unwrap();
+    // Warm-up: open connections (not measured), as `load` does.
+    let warm: Vec<_> = (0..50)
+        .map(|i| {
+            let (endpoint, body) = request(url, surface, model, &format!("w{i}"), true);
+            let req = client
+                .post(endpoint)
+                .body(body)
+                .header("content-type", "application/json");
+            tokio::spawn(async move {
+                if let Ok(r) = req.send().await {
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for w in warm {
+        let _ = w.await;
+    }
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(count as usize);
     for i in 0..count {
