@@ -14,7 +14,7 @@
 //! per second and only while such a client is connected, and shared through a
 //! `watch` channel.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -132,21 +132,67 @@ pub async fn run(d: Daemon) {
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gateway_tick = tokio::time::interval(Duration::from_secs(1));
     gateway_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What each project's files looked like when last read: a poll skips a
+    // project whose database and WAL have not changed since (a `stat`
+    // instead of a query five times a second: an idle daemon stays idle).
+    // Wakes, and every FULL_READ, read everything regardless.
+    let mut stamps: HashMap<String, FileStamp> = HashMap::new();
+    let mut last_full = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = hub.wake.notified() => pump(&d, hub).await,
-            _ = poll.tick() => pump(&d, hub).await,
+            _ = hub.wake.notified() => pump(&d, hub, &mut stamps, false).await,
+            _ = poll.tick() => {
+                let full = last_full.elapsed() >= FULL_READ;
+                if full {
+                    last_full = tokio::time::Instant::now();
+                }
+                pump(&d, hub, &mut stamps, !full).await
+            }
             _ = gateway_tick.tick() => snapshot_gateway(&d, hub),
         }
     }
 }
 
-/// Reads every project's new events and broadcasts them in id order.
-async fn pump(d: &Daemon, hub: &EventHub) {
+/// How often a poll reads every project even if its files look unchanged
+/// (file times are coarse; this bounds any delay that could cause).
+const FULL_READ: Duration = Duration::from_secs(5);
+
+/// Length and modification time of a project's WAL and database file.
+type FileStamp = (
+    u64,
+    Option<std::time::SystemTime>,
+    Option<std::time::SystemTime>,
+);
+
+fn file_stamp(db: &std::path::Path) -> FileStamp {
+    let wal = std::fs::metadata(db.with_extension("db-wal")).ok();
+    let main = std::fs::metadata(db).ok();
+    (
+        wal.as_ref().map_or(0, |m| m.len()),
+        wal.and_then(|m| m.modified().ok()),
+        main.and_then(|m| m.modified().ok()),
+    )
+}
+
+/// Reads every project's new events and broadcasts them in id order. With
+/// `only_changed`, projects whose files are as they were at the last read
+/// are skipped. The stamp is taken before the read, so a write during the
+/// read changes it and is read next time.
+async fn pump(
+    d: &Daemon,
+    hub: &EventHub,
+    stamps: &mut HashMap<String, FileStamp>,
+    only_changed: bool,
+) {
     for slot in d.projects().snapshot() {
         let Some(bb) = &slot.bb else { continue };
         let project = slot.id.as_str();
+        let stamp = file_stamp(bb.path());
+        if only_changed && stamps.get(project) == Some(&stamp) {
+            continue;
+        }
+        stamps.insert(project.to_string(), stamp);
         loop {
             let after = hub
                 .head

@@ -332,12 +332,15 @@ async fn too_long(d: &Daemon, start: &[u8], len: u64, max_line: u64, whole: bool
     } else {
         format!("a line of more than {max_line} bytes (inbox.max_line_bytes) with no end yet; skipped up to its newline")
     };
-    // Name the project if the line's start does, so its board shows it.
-    let project = shown
-        .split_once("\"project\":\"")
+    malformed(d, named_project(&shown).as_deref(), &shown, &why).await;
+}
+
+/// The project a line that is no JSON (torn, cut short) names in its text,
+/// so the right board shows the report.
+fn named_project(text: &str) -> Option<String> {
+    text.split_once("\"project\":\"")
         .and_then(|(_, rest)| rest.split_once('"'))
-        .map(|(p, _)| p.to_string());
-    malformed(d, project.as_deref(), &shown, &why).await;
+        .map(|(p, _)| p.to_string())
 }
 
 fn read_from(path: &Path, offset: u64, limit: u64) -> std::io::Result<Vec<u8>> {
@@ -414,7 +417,8 @@ async fn apply(d: &Daemon, text: &str, key: &str) {
                     v.get("project")
                         .and_then(|p| p.as_str())
                         .map(str::to_string)
-                });
+                })
+                .or_else(|| named_project(text));
             malformed(d, project.as_deref(), text, &e).await;
         }
     }

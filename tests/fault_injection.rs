@@ -1,0 +1,352 @@
+//! Issue 13, "Prove it": the demo workload under injected faults.
+//!
+//! A real `moziplus serve` (file-descriptor limit 1,024, set on the child with
+//! `setrlimit`) works 24 tasks with the bundled demo agent
+//! (`agents/demo_agent.py`, which does its work through the real `moziplus bb`
+//! CLI) while the test
+//! * holds the blackboard's write lock from another process at random points
+//!   for random times (up to 9 s, so ticks run out of their 10 s);
+//! * appends a torn line and a 2 MiB line to the inbox between the lines that
+//!   create half of the tasks;
+//! * kill -9s the daemon twice, restarting it each time;
+//! * opens 2,000 idle sockets to the last daemon.
+//!
+//! Afterwards: every task done exactly once (one successful session each),
+//! every inbox task created once, no session left running, no task `working`,
+//! the daemon's idle CPU under 1 %, and no process left after it stops.
+//! No model is involved: the demo agent needs no LLM.
+
+mod support;
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use support::*;
+
+const TASKS_CLI: usize = 12;
+const TASKS_INBOX: usize = 12;
+const FD_LIMIT: u64 = 1024;
+const IDLE_SOCKETS: usize = 2000;
+
+const CONFIG: &str = "daemon:
+  tick_interval: 5
+  task_timeout: 120
+  kill_grace: 1
+  max_global_agents: 4
+  max_per_agent: 2
+inbox:
+  watch_interval: 1
+experience:
+  distill_threshold: 1000
+";
+
+/// `moziplus serve` with at most [`FD_LIMIT`] open files.
+fn start_limited(home: &TestHome, port: u16) -> Daemon {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(home.path().join("daemon.log"))
+        .unwrap();
+    let mut cmd = home.cmd();
+    cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log));
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child
+    // between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = nix::libc::rlimit {
+                rlim_cur: FD_LIMIT,
+                rlim_max: FD_LIMIT,
+            };
+            if nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().expect("spawn daemon");
+    let d = Daemon { child, port };
+    wait_for(Duration::from_secs(60), "daemon /health", || {
+        d.get("/health").is_some_and(|(c, _)| c == 200)
+    });
+    d
+}
+
+/// Holds the write lock of `db` at random points for random times until
+/// `stop`; returns how many times and how long in all.
+fn lock_holder(
+    db: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(u32, Duration)> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::ConnectOptions;
+            let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .busy_timeout(Duration::from_secs(30))
+                .connect()
+                .await
+                .expect("open db");
+            let (mut n, mut total) = (0u32, Duration::ZERO);
+            while !stop.load(Ordering::SeqCst) {
+                let (pause, hold) = {
+                    let mut r = rand::thread_rng();
+                    (
+                        Duration::from_millis(r.gen_range(500..3000)),
+                        Duration::from_millis(r.gen_range(200..9000)),
+                    )
+                };
+                tokio::time::sleep(pause).await;
+                if sqlx::query("BEGIN IMMEDIATE")
+                    .execute(&mut conn)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                tokio::time::sleep(hold).await;
+                sqlx::query("ROLLBACK").execute(&mut conn).await.ok();
+                n += 1;
+                total += hold;
+            }
+            (n, total)
+        })
+    })
+}
+
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<String> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    ticks / unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64
+}
+
+fn push_tasks(home: &TestHome, from: usize, to: usize) {
+    let mut child = home
+        .cmd()
+        .args(["inbox", "push"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = String::new();
+    for i in from..to {
+        lines.push_str(&format!(
+            "{{\"type\":\"create_task\",\"project\":\"demo\",\"task\":{{\"title\":\"inbox-{i}\",\"kind\":\"{}\",\"max_rounds\":10}}}}\n",
+            ["plan", "data", "code", "analysis"][i % 4]
+        ));
+    }
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "inbox push");
+}
+
+/// A `working` task with no running session, or a running session whose
+/// process is gone, for longer than a moment.
+fn stranded(db: &std::path::Path) -> Vec<String> {
+    query_strings(
+        db,
+        "SELECT id FROM task t WHERE status = 'working' AND NOT EXISTS
+           (SELECT 1 FROM session s WHERE s.task_id = t.id AND s.ended_at IS NULL)",
+    )
+}
+
+#[test]
+fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_two_kill_9s() {
+    let started = Instant::now();
+    let home = TestHome::new(CONFIG, "agents: []\n");
+    let agent = home.path().join("agents/demo_agent.py");
+    std::fs::create_dir_all(agent.parent().unwrap()).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/agents/demo_agent.py"),
+        &agent,
+    )
+    .unwrap();
+    let command = format!(
+        "[\"env\", \"MOZI_DEMO_PACE=0.05\", \"python3\", \"{}\", \"{{brief}}\"]",
+        agent.display()
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: demo-planner\n    runtime: command\n    command: {command}\n    kinds: [plan, analysis]\n  - id: demo-coder\n    runtime: command\n    command: {command}\n    kinds: [code, data]\n"
+        ),
+    )
+    .unwrap();
+    home.create_project("demo");
+    for i in 0..TASKS_CLI {
+        home.create_task(
+            "demo",
+            &[
+                "--title",
+                &format!("cli-{i}"),
+                "--kind",
+                ["plan", "data", "code", "analysis"][i % 4],
+                "--max-rounds",
+                "10",
+            ],
+        );
+    }
+    let db = home.db("demo");
+    let inbox = home.path().join("inbox/daemon.jsonl");
+    let append = |bytes: &[u8]| {
+        use std::io::Write;
+        std::fs::create_dir_all(inbox.parent().unwrap()).unwrap();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&inbox)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    };
+
+    let port = free_port();
+    let mut daemon = start_limited(&home, port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let locks = lock_holder(db.clone(), stop.clone());
+
+    // Inbox: half the inbox tasks, a torn line, the other half (the push
+    // starts on a new line), a 2 MiB line, and a wake.
+    push_tasks(&home, 0, TASKS_INBOX / 2);
+    append(b"{\"type\":\"create_task\",\"project\":\"demo\",\"task\":{\"title\":\"torn");
+    push_tasks(&home, TASKS_INBOX / 2, TASKS_INBOX);
+    let mut huge =
+        b"{\"type\":\"create_task\",\"project\":\"demo\",\"task\":{\"title\":\"".to_vec();
+    huge.extend(std::iter::repeat_n(b'h', 2 << 20));
+    huge.extend_from_slice(b"\"}}\n");
+    append(&huge);
+    home.ok(&["inbox", "push", "{\"type\":\"wake\"}"]);
+
+    // Two kill -9s at random points of the work.
+    let mut rng = rand::thread_rng();
+    for k in 0..2 {
+        std::thread::sleep(Duration::from_millis(rng.gen_range(3000..9000)));
+        let before = agent_processes(home.path());
+        daemon.crash();
+        eprintln!(
+            "kill -9 #{} at {:?} with {} agent process(es) running",
+            k + 1,
+            started.elapsed(),
+            before.len()
+        );
+        std::thread::sleep(Duration::from_millis(rng.gen_range(200..2000)));
+        daemon = start_limited(&home, port);
+    }
+
+    // 2,000 idle sockets against the last daemon (1,024 descriptors).
+    let mut idle = Vec::new();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for _ in 0..IDLE_SOCKETS {
+        if let Ok(s) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) {
+            idle.push(s);
+        }
+    }
+    eprintln!("{} of {IDLE_SOCKETS} idle sockets connected", idle.len());
+    wait_for(
+        Duration::from_secs(60),
+        "/health with the idle sockets open",
+        || daemon.get("/health").is_some_and(|(c, _)| c == 200),
+    );
+
+    // Let the lock holder go on a while longer, then stop injecting.
+    std::thread::sleep(Duration::from_secs(10));
+    stop.store(true, Ordering::SeqCst);
+    let (holds, held) = locks.join().unwrap();
+    eprintln!("write lock held {holds} times, {held:?} in all");
+
+    let total = (TASKS_CLI + TASKS_INBOX) as i64;
+    let mut stuck_since: Option<Instant> = None;
+    wait_for(Duration::from_secs(300), "every task done", || {
+        // Nothing may stay `working` without a running session for long.
+        let s = stranded(&db);
+        if s.is_empty() {
+            stuck_since = None;
+        } else {
+            let since = *stuck_since.get_or_insert_with(Instant::now);
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "tasks working with no run for 10 s: {s:?}"
+            );
+        }
+        query_i64(&db, "SELECT COUNT(*) FROM task WHERE status = 'done'") == total
+    });
+    drop(idle);
+    eprintln!("all {total} tasks done after {:?}", started.elapsed());
+
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM task"),
+        total,
+        "no task lost or created twice"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(DISTINCT title) FROM task"),
+        total,
+        "each inbox line applied once"
+    );
+    let not_once = query_strings(
+        &db,
+        "SELECT id || ': ' || (SELECT COUNT(*) FROM session s WHERE s.task_id = task.id AND s.outcome = 'succeeded')
+         FROM task WHERE (SELECT COUNT(*) FROM session s WHERE s.task_id = task.id AND s.outcome = 'succeeded') <> 1",
+    );
+    assert!(
+        not_once.is_empty(),
+        "one successful session per task: {not_once:?}"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL"),
+        0,
+        "no session left running"
+    );
+    let sessions = query_i64(&db, "SELECT COUNT(*) FROM session");
+    // Reported on the board they name, once each, whichever daemon read them.
+    let malformed = query_i64(
+        &db,
+        "SELECT COUNT(*) FROM observation WHERE body LIKE 'inbox line skipped%'",
+    );
+    assert_eq!(
+        malformed, 2,
+        "the torn line and the huge line reported once each"
+    );
+
+    // Idle once the work is done.
+    std::thread::sleep(Duration::from_secs(3));
+    let before = cpu_seconds(daemon.pid());
+    let window = Duration::from_secs(10);
+    std::thread::sleep(window);
+    let idle_cpu = (cpu_seconds(daemon.pid()) - before) / window.as_secs_f64();
+    eprintln!(
+        "{sessions} sessions for {total} tasks; inbox malformed lines {malformed}; idle CPU {:.2}%",
+        idle_cpu * 100.0
+    );
+    assert!(idle_cpu < 0.01, "idle CPU {:.2}% ≥ 1%", idle_cpu * 100.0);
+
+    assert!(daemon.stop().success(), "graceful stop");
+    assert!(
+        processes_of_home(home.path()).is_empty(),
+        "no process left: {:?}",
+        processes_of_home(home.path())
+    );
+    eprintln!("fault injection finished in {:?}", started.elapsed());
+}
