@@ -65,4 +65,14 @@ export MOZI_TEST_CODEX="$PWD/.tools/cli/node_modules/.bin/codex"
 export MOZI_TEST_CLAUDE="$PWD/.tools/cli/node_modules/.bin/claude"
 export MOZI_TEST_OPENCLAW="$PWD/.tools/cli/node_modules/.bin/openclaw"
 
+# The official openai and anthropic Python SDKs drive the Responses/Messages
+# gateway tests (tests/gateway_protocols.rs); pinned, in a local venv.
+SDK_VENV=.tools/sdk-venv
+if ! "$SDK_VENV/bin/python" -c 'import openai, anthropic; assert openai.__version__ == "3.51.0" and anthropic.__version__ == "2.10.0"' 2>/dev/null; then
+  echo "test.sh: installing openai 3.51.0 and anthropic 2.10.0 into $SDK_VENV (pip)"
+  python3 -m venv "$SDK_VENV"
+  "$SDK_VENV/bin/pip" install --quiet --disable-pip-version-check openai==3.51.0 anthropic==2.10.0 </dev/null
+fi
+export MOZI_TEST_PYTHON="$PWD/$SDK_VENV/bin/python"
+
 cargo test --locked "$@"

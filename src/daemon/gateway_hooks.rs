@@ -43,6 +43,13 @@ fn priority(p: TaskPriority) -> Priority {
 impl GatewayHooks for DaemonHooks {
     fn resolve_key(&self, bearer_token: &str) -> Option<RunAttribution> {
         self.daemon.run_key(bearer_token).map(|k| RunAttribution {
+            model: self
+                .daemon
+                .agents()
+                .agents
+                .iter()
+                .find(|a| a.id == k.agent)
+                .and_then(|a| a.model.clone()),
             session_id: k.session_id,
             project: k.project,
             task: Some(k.task),

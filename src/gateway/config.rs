@@ -25,6 +25,11 @@ pub struct GatewayConfig {
     /// Provider that receives models whose first segment names no provider.
     /// Requests routed this way are never rate limited. `None` refuses them.
     pub default_provider: Option<String>,
+    /// Where client model names that name no provider go (Claude Code's
+    /// `claude-…`, Codex's `-m`), as glob → `provider/model`, first match in
+    /// file order. Tried after the calling run's agent `model:` and before
+    /// `default_provider`.
+    pub model_map: ModelMap,
     /// Refuse (401) calls whose bearer key is not a known run key.
     pub require_session_key: bool,
     /// Bearer token for `POST /api/gateway/config`. `None` leaves the admin
@@ -49,6 +54,7 @@ impl Default for GatewayConfig {
         GatewayConfig {
             providers: default_providers(),
             default_provider: None,
+            model_map: ModelMap::default(),
             require_session_key: false,
             admin_token: None,
             max_body_bytes: 32 * 1024 * 1024,
@@ -110,6 +116,74 @@ pub struct ProviderConfig {
     /// extra chunk is removed again when the client did not ask for it.
     #[serde(default = "default_true")]
     pub stream_usage: bool,
+    /// APIs besides chat completions this provider speaks itself. Calls on
+    /// those surfaces are passed through unchanged instead of translated to
+    /// chat completions (`responses` → `POST {base_url}/responses`,
+    /// `messages` → `POST {base_url}/messages` with `x-api-key` and the
+    /// client's `anthropic-version` / `anthropic-beta`).
+    #[serde(default)]
+    pub native: Vec<NativeApi>,
+}
+
+/// A client API a provider may speak natively.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NativeApi {
+    /// OpenAI Responses (`/responses`).
+    Responses,
+    /// Anthropic Messages (`/messages`).
+    Messages,
+}
+
+/// `gateway.model_map`: glob → `provider/model`, kept in file order (a YAML
+/// map whose first matching key wins).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ModelMap(pub Vec<(String, String)>);
+
+impl ModelMap {
+    /// The target of the first glob matching `model`.
+    pub fn lookup(&self, model: &str) -> Option<&str> {
+        self.0.iter().find_map(|(glob, target)| {
+            glob::Pattern::new(glob)
+                .ok()
+                .filter(|p| p.matches(model))
+                .map(|_| target.as_str())
+        })
+    }
+}
+
+impl Serialize for ModelMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ModelMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = ModelMap;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of model glob to \"provider/model\"")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<ModelMap, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some((k, v)) = a.next_entry::<String, String>()? {
+                    pairs.push((k, v));
+                }
+                Ok(ModelMap(pairs))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
 }
 
 fn default_true() -> bool {
@@ -407,6 +481,7 @@ fn provider(name: &str, base_url: &str, key_env: &str) -> ProviderConfig {
         validate_tool_calls: false,
         high_risk_tools: None,
         stream_usage: true,
+        native: Vec::new(),
     }
 }
 

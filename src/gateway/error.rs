@@ -39,7 +39,7 @@ pub enum GatewayError {
     #[error("{0}")]
     BadRequest(String),
     /// The model names no configured provider and there is no default.
-    #[error("unknown provider {provider:?} in model {model:?}; known providers: {known}. Use \"<provider>/<model>\".")]
+    #[error("unknown provider {provider:?} in model {model:?}; known providers: {known}. Use \"<provider>/<model>\", give the run's agent a `model:`, map client model names with gateway.model_map, or set gateway.default_provider.")]
     UnknownProvider {
         /// First segment of the model.
         provider: String,

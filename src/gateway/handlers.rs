@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
@@ -14,16 +14,21 @@ use tokio::time::Instant;
 
 use super::error::GatewayError;
 use super::hooks::RunAttribution;
-use super::proxy::{self, Call};
+use super::proxy::{self, Call, Translation};
 use super::queue::Priority;
+use super::surface::Surface;
 use super::upstream::Endpoint;
 use super::{admin, routing, Gateway};
+use super::{messages, responses};
 
 pub(crate) fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses_api))
+        .route("/v1/messages", post(messages_api))
+        .route("/v1/messages/count_tokens", post(count_tokens))
         .route("/v1/models", get(models))
         .route("/v1/{*rest}", any(unknown_endpoint))
         .route("/api/gateway/status", get(status))
@@ -35,22 +40,58 @@ pub(crate) fn router(gateway: Gateway) -> Router {
 }
 
 async fn chat(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Endpoint::Chat, headers, body).await
+    handle(gw, Surface::Chat, Endpoint::Chat, headers, body).await
 }
 
 async fn completions(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Endpoint::Completions, headers, body).await
+    handle(gw, Surface::Chat, Endpoint::Completions, headers, body).await
 }
 
 async fn embeddings(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
-    handle(gw, Endpoint::Embeddings, headers, body).await
+    handle(gw, Surface::Chat, Endpoint::Embeddings, headers, body).await
 }
 
-async fn unknown_endpoint() -> GatewayError {
-    GatewayError::NotFound(
-        "unknown endpoint; the gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models"
-            .to_string(),
-    )
+/// `POST /v1/responses` (OpenAI Responses).
+async fn responses_api(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Surface::Responses, Endpoint::Chat, headers, body).await
+}
+
+/// `POST /v1/messages` (Anthropic Messages; `?beta=true` is accepted).
+async fn messages_api(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    handle(gw, Surface::Messages, Endpoint::Chat, headers, body).await
+}
+
+/// `POST /v1/messages/count_tokens`: an estimate (see
+/// [`messages::count_tokens`]); never calls a provider.
+async fn count_tokens(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        attribution(&gw, &headers)?;
+        let body = read_body(body, gw.inner.config.max_body_bytes).await?;
+        messages::count_tokens(&body)
+    }
+    .await;
+    match result {
+        Ok(n) => Json(json!({"input_tokens": n})).into_response(),
+        Err(e) => Surface::Messages.error(e),
+    }
+}
+
+/// Anthropic clients (they send `anthropic-version`) and `/v1/messages…`
+/// paths get Anthropic-shaped answers.
+fn anthropic_client(uri: &Uri, headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version") || uri.path().starts_with("/v1/messages")
+}
+
+async fn unknown_endpoint(uri: Uri, headers: HeaderMap) -> Response {
+    let e = GatewayError::NotFound(format!(
+        "unknown endpoint {}; the gateway serves /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses, /v1/messages, /v1/messages/count_tokens and /v1/models",
+        uri.path()
+    ));
+    if anthropic_client(&uri, &headers) {
+        Surface::Messages.error(e)
+    } else {
+        Surface::Chat.error(e)
+    }
 }
 
 async fn status(State(gw): State<Gateway>) -> Json<super::GatewayStatus> {
@@ -101,29 +142,75 @@ async fn read_body(body: Body, limit: usize) -> Result<Map<String, Value>, Gatew
     }
 }
 
+/// The run key a client presents: `Authorization: Bearer` (OpenAI SDKs),
+/// `x-api-key` (Anthropic SDKs) or `api-key` (Azure-style clients). The
+/// first one that names a run wins.
 fn attribution(gw: &Gateway, headers: &HeaderMap) -> Result<Option<RunAttribution>, GatewayError> {
-    let found = bearer(headers).and_then(|t| gw.inner.hooks.resolve_key(t));
+    let candidates = [
+        bearer(headers),
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+        headers.get("api-key").and_then(|v| v.to_str().ok()),
+    ];
+    let found = candidates
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .find_map(|k| gw.inner.hooks.resolve_key(k));
     if found.is_none() && gw.inner.config.require_session_key {
         return Err(GatewayError::Unauthorized(
-            "a session key is required: send the run's key as `Authorization: Bearer <key>` (OPENAI_API_KEY)"
+            "a session key is required: send the run's key as `Authorization: Bearer <key>` (OPENAI_API_KEY), `x-api-key` (ANTHROPIC_API_KEY) or `api-key`"
                 .to_string(),
         ));
     }
     Ok(found)
 }
 
-async fn handle(gw: Gateway, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
-    match parse(&gw, endpoint, &headers, body).await {
+/// The model to route: the client's if its first segment names a provider;
+/// else the calling run's agent `model:`; else the first `gateway.model_map`
+/// glob that matches; else the client's as is (default provider or 400).
+pub(crate) fn resolve_model(
+    gw: &Gateway,
+    attribution: Option<&RunAttribution>,
+    model: &str,
+) -> String {
+    let cfg = &gw.inner.config;
+    let head = model
+        .split_once('/')
+        .map_or(model, |(h, _)| h)
+        .trim()
+        .to_lowercase();
+    if routing::find_provider(&cfg.providers, &head).is_some() {
+        return model.to_string();
+    }
+    if let Some(m) = attribution.and_then(|a| a.model.as_deref()) {
+        return m.to_string();
+    }
+    if let Some(m) = cfg.model_map.lookup(model) {
+        return m.to_string();
+    }
+    model.to_string()
+}
+
+async fn handle(
+    gw: Gateway,
+    surface: Surface,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match parse(&gw, surface, endpoint, &headers, body).await {
         Ok(call) => proxy::run(&gw.inner, call).await,
         Err(e) => {
             super::metrics::request("none", Priority::Normal, e.status_label());
-            e.into_response()
+            surface.error(e)
         }
     }
 }
 
 async fn parse(
     gw: &Gateway,
+    surface: Surface,
     endpoint: Endpoint,
     headers: &HeaderMap,
     body: Body,
@@ -137,7 +224,7 @@ async fn parse(
         }
     }
     let attribution = attribution(gw, headers)?;
-    let body = read_body(body, gw.inner.config.max_body_bytes).await?;
+    let mut body = read_body(body, gw.inner.config.max_body_bytes).await?;
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
         Some(Value::String(_)) | None => {
@@ -161,11 +248,39 @@ async fn parse(
             "embeddings cannot be streamed".to_string(),
         ));
     }
-    if endpoint == Endpoint::Chat && !body.get("messages").is_some_and(Value::is_array) {
+    if matches!(surface, Surface::Chat | Surface::Messages)
+        && endpoint == Endpoint::Chat
+        && !body.get("messages").is_some_and(Value::is_array)
+    {
         return Err(GatewayError::BadRequest(
             "`messages` is required and must be an array".to_string(),
         ));
     }
+    let model = resolve_model(gw, attribution.as_ref(), &model);
+    let mut forward_headers = Vec::new();
+    let (translation, client_body) = match surface {
+        Surface::Chat => (Translation::None, None),
+        Surface::Responses => {
+            let (chat, echo) = responses::to_chat(&body)?;
+            let client = std::mem::replace(&mut body, chat);
+            (Translation::Responses(echo), Some(client))
+        }
+        Surface::Messages => {
+            let (chat, client_model) = messages::to_chat(&body)?;
+            let client = std::mem::replace(&mut body, chat);
+            for name in ["anthropic-version", "anthropic-beta"] {
+                if let Some(v) = headers.get(name) {
+                    forward_headers.push((name, v.clone()));
+                }
+            }
+            (
+                Translation::Messages {
+                    model: client_model,
+                },
+                Some(client),
+            )
+        }
+    };
     let priority = match header(headers, "x-priority")? {
         Some(p) => p
             .parse::<Priority>()
@@ -186,7 +301,11 @@ async fn parse(
     }
     Ok(Call {
         endpoint,
+        surface,
+        translation,
         body,
+        client_body,
+        forward_headers,
         model,
         stream,
         priority,
@@ -199,7 +318,7 @@ async fn parse(
 /// `GET /v1/models`: configured static lists, else each provider's own
 /// `/models` (5 s budget, never through the rate lane), ids prefixed with the
 /// provider name so they can be used as `model` directly.
-async fn models(State(gw): State<Gateway>) -> Response {
+async fn models(State(gw): State<Gateway>, uri: Uri, headers: HeaderMap) -> Response {
     let fetches = gw.inner.providers.iter().map(|p| async move {
         if !p.cfg.models.is_empty() {
             return p.cfg.models.clone();
@@ -225,11 +344,29 @@ async fn models(State(gw): State<Gateway>) -> Response {
             .unwrap_or_default()
     });
     let lists = futures_util::future::join_all(fetches).await;
-    let mut data = Vec::new();
-    for (p, ids) in gw.inner.providers.iter().zip(lists) {
-        for id in ids {
-            data.push(json!({"id": format!("{}/{}", p.cfg.name, id), "object": "model", "owned_by": p.cfg.name}));
-        }
+    let ids: Vec<(String, &str)> = gw
+        .inner
+        .providers
+        .iter()
+        .zip(lists)
+        .flat_map(|(p, ids)| {
+            ids.into_iter()
+                .map(move |id| (format!("{}/{}", p.cfg.name, id), p.cfg.name.as_str()))
+        })
+        .collect();
+    if anthropic_client(&uri, &headers) {
+        // Anthropic's shape: what `client.models.list()` of the Anthropic SDK reads.
+        let data: Vec<Value> = ids
+            .iter()
+            .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
+            .collect();
+        return Json(json!({"data": data, "has_more": false,
+            "first_id": ids.first().map(|(id, _)| id), "last_id": ids.last().map(|(id, _)| id)}))
+        .into_response();
     }
+    let data: Vec<Value> = ids
+        .iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
     Json(json!({"object": "list", "data": data})).into_response()
 }

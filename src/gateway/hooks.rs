@@ -25,6 +25,10 @@ pub struct RunAttribution {
     pub agent: String,
     /// The task's priority; used when the call has no `X-Priority` header.
     pub task_priority: Option<Priority>,
+    /// The agent's `model:` from `agents.yaml` (`provider/model`): where a
+    /// client model name that names no provider is sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// Token usage of one upstream response.

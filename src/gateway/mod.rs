@@ -41,6 +41,9 @@ pub mod tools;
 
 mod admin;
 mod handlers;
+mod messages;
+mod responses;
+mod surface;
 /// Shared with the daemon API's bearer check.
 pub(crate) use admin::constant_time_eq;
 pub(crate) use handlers::bearer;
@@ -58,7 +61,9 @@ use tokio::time::Instant;
 
 pub use admin::SettingsUpdate;
 pub use breaker::{BreakerState, CircuitBreaker};
-pub use config::{ConfigError, FullPolicy, GatewayConfig, ProviderConfig, Secret};
+pub use config::{
+    ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, ProviderConfig, Secret,
+};
 pub use error::{GatewayError, LimitSource};
 pub use hooks::{ApprovalRequest, GatewayHooks, NoopHooks, RunAttribution, TokenUsage};
 pub use lane::{LaneSettings, RateLane};

@@ -24,23 +24,46 @@ use super::error::{GatewayError, LimitSource};
 use super::hooks::RunAttribution;
 use super::lane::{Admission, LanePermit};
 use super::queue::Priority;
-use super::respond::{decorate, finish_json, passthrough_error};
+use super::respond::{check_json, decorate, high_risk, passthrough_error, render_json};
 use super::retry::backoff;
 use super::routing::{self, Route};
 use super::stream::{self, StreamContext};
+use super::surface::{reshape_upstream_error, ChatHoldback, StreamTranslator, Surface};
 use super::upstream::{self, Endpoint, SendFailure};
+use super::{messages, responses};
 use super::{metrics, GatewayInner, ProviderRuntime};
 
 /// A parsed client request.
 pub(crate) struct Call {
     pub endpoint: Endpoint,
+    /// The client API the call arrived on (error shape, answer shape).
+    pub surface: Surface,
+    /// How to turn a chat answer into the surface's shape.
+    pub translation: Translation,
+    /// The body sent to a chat provider (for Responses/Messages calls: the
+    /// translation).
     pub body: Map<String, Value>,
+    /// The client's own body, for providers that speak the surface natively.
+    pub client_body: Option<Map<String, Value>>,
+    /// Client headers forwarded to native providers (`anthropic-version`,
+    /// `anthropic-beta`).
+    pub forward_headers: Vec<(&'static str, HeaderValue)>,
     pub model: String,
     pub stream: bool,
     pub priority: Priority,
     pub attribution: Option<RunAttribution>,
     pub fallback_model: Option<String>,
     pub started: Instant,
+}
+
+/// What a chat answer is turned into.
+pub(crate) enum Translation {
+    /// Chat (or completions/embeddings): passed on.
+    None,
+    /// OpenAI Responses.
+    Responses(responses::Echo),
+    /// Anthropic Messages; the client's model name is echoed.
+    Messages { model: String },
 }
 
 /// Why an attempt sequence ended without a response.
@@ -58,7 +81,7 @@ pub(crate) async fn run(gw: &Arc<GatewayInner>, call: Call) -> Response {
         Ok(r) => r,
         Err(e) => {
             metrics::request("none", call.priority, e.status_label());
-            return axum::response::IntoResponse::into_response(e);
+            return call.surface.error(e);
         }
     };
     let provider = &gw.providers[route.provider];
@@ -88,7 +111,7 @@ pub(crate) async fn run(gw: &Arc<GatewayInner>, call: Call) -> Response {
             }
             metrics::request(&label, priority, e.status_label());
             tracing::info!(provider = %label, model = %call.model, priority = %priority, error = %e, "gateway call failed");
-            axum::response::IntoResponse::into_response(e)
+            call.surface.error(e)
         }
     }
 }
@@ -311,14 +334,56 @@ impl Drop for ProbeGuard<'_> {
     }
 }
 
-/// The body sent upstream: the client's body with the upstream model name,
-/// plus `stream_options.include_usage` when the gateway wants stream usage.
-/// Returns whether the usage-only chunk must be stripped again.
-fn upstream_body(call: &Call, route: &Route, provider: &ProviderRuntime) -> (Bytes, bool) {
-    let mut body = call.body.clone();
+/// How one provider is spoken to for this call.
+struct Wire {
+    endpoint: Endpoint,
+    /// The surface is translated to chat completions for this provider.
+    translated: bool,
+}
+
+fn wire(call: &Call, provider: &ProviderRuntime) -> Wire {
+    let native = call
+        .surface
+        .native_api()
+        .is_some_and(|api| provider.cfg.native.contains(&api));
+    match (call.surface, native) {
+        (Surface::Chat, _) => Wire {
+            endpoint: call.endpoint,
+            translated: false,
+        },
+        (Surface::Responses, true) => Wire {
+            endpoint: Endpoint::Responses,
+            translated: false,
+        },
+        (Surface::Messages, true) => Wire {
+            endpoint: Endpoint::Messages,
+            translated: false,
+        },
+        (_, false) => Wire {
+            endpoint: Endpoint::Chat,
+            translated: true,
+        },
+    }
+}
+
+/// The body sent upstream: the client's body (or its chat translation) with
+/// the upstream model name, plus `stream_options.include_usage` on chat
+/// streams when the gateway wants stream usage. Returns whether the
+/// usage-only chunk must be stripped again.
+fn upstream_body(
+    call: &Call,
+    route: &Route,
+    provider: &ProviderRuntime,
+    wire: &Wire,
+) -> (Bytes, bool) {
+    let mut body = match (&call.client_body, wire.endpoint) {
+        (Some(client), Endpoint::Responses | Endpoint::Messages) => client.clone(),
+        _ => call.body.clone(),
+    };
     body.insert("model".into(), Value::String(route.upstream_model.clone()));
     let mut strip = false;
-    if call.stream && provider.cfg.stream_usage && call.endpoint != Endpoint::Embeddings {
+    let chat_like = matches!(wire.endpoint, Endpoint::Chat | Endpoint::Completions);
+    if call.stream && provider.cfg.stream_usage && chat_like {
         let asked = body
             .get("stream_options")
             .and_then(|o| o.get("include_usage"))
@@ -330,7 +395,7 @@ fn upstream_body(call: &Call, route: &Route, provider: &ProviderRuntime) -> (Byt
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Some(o) = options.as_object_mut() {
                 o.insert("include_usage".into(), Value::Bool(true));
-                strip = true;
+                strip = !wire.translated;
             }
         }
     }
@@ -338,6 +403,47 @@ fn upstream_body(call: &Call, route: &Route, provider: &ProviderRuntime) -> (Byt
         Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
         strip,
     )
+}
+
+/// The stream translator: the surface's for a translated call; for a chat
+/// stream whose request offered a high-risk tool, the hold-back filter;
+/// else none (bytes pass through untouched).
+fn translator(
+    gw: &GatewayInner,
+    call: &Call,
+    provider: &ProviderRuntime,
+    wire: &Wire,
+    strip_usage_only: bool,
+) -> Option<Box<dyn StreamTranslator>> {
+    let high_risk = high_risk(gw, provider);
+    match &call.translation {
+        _ if !wire.translated && call.surface != Surface::Chat => None,
+        Translation::Responses(echo) => Some(Box::new(responses::ResponsesStream::new(
+            echo.clone(),
+            high_risk.to_vec(),
+        ))),
+        Translation::Messages { model } => Some(Box::new(messages::MessagesStream::new(
+            model.clone(),
+            high_risk.to_vec(),
+        ))),
+        Translation::None => {
+            let offers_risky = call
+                .body
+                .get("tools")
+                .and_then(Value::as_array)
+                .is_some_and(|tools| {
+                    tools.iter().any(|t| {
+                        t.pointer("/function/name")
+                            .and_then(Value::as_str)
+                            .is_some_and(|n| high_risk.iter().any(|h| h == n))
+                    })
+                });
+            (offers_risky && wire.endpoint == Endpoint::Chat).then(|| {
+                Box::new(ChatHoldback::new(high_risk.to_vec(), strip_usage_only))
+                    as Box<dyn StreamTranslator>
+            })
+        }
+    }
 }
 
 async fn attempts(
@@ -349,7 +455,8 @@ async fn attempts(
 ) -> Result<Response, Failure> {
     let provider = &gw.providers[route.provider];
     let name = provider.cfg.name.as_str();
-    let (body, strip_usage) = upstream_body(call, route, provider);
+    let wire = wire(call, provider);
+    let (body, strip_usage) = upstream_body(call, route, provider, &wire);
     let retry_cfg = &gw.config.retry;
     let mut last = None;
     for n in 0..=retry_cfg.max_retries {
@@ -383,7 +490,15 @@ async fn attempts(
             metrics::overhead(name, call.started.elapsed().saturating_sub(queue_wait));
         }
         let sent_at = Instant::now();
-        let resp = match upstream::send(provider, call.endpoint, body.clone(), call.stream).await {
+        let resp = match upstream::send(
+            provider,
+            wire.endpoint,
+            body.clone(),
+            call.stream,
+            &call.forward_headers,
+        )
+        .await
+        {
             Ok(resp) => resp,
             Err(f) => {
                 outcome.failure();
@@ -457,10 +572,18 @@ async fn attempts(
         if status >= 400 {
             // A client mistake the upstream reported: pass it on verbatim.
             metrics::upstream_error(name, status_label(status));
+            if call.surface != Surface::Chat && wire.translated {
+                let body = upstream::read_body(provider, resp)
+                    .await
+                    .unwrap_or_default();
+                return Ok(reshape_upstream_error(call.surface, status, &body));
+            }
             return Ok(passthrough_error(provider, resp).await);
         }
         if call.stream {
+            let translate = translator(gw, call, provider, &wire, strip_usage);
             let ctx = StreamContext {
+                translate,
                 gateway: gw.clone(),
                 attribution: call.attribution.clone(),
                 provider: name.to_string(),
@@ -470,7 +593,11 @@ async fn attempts(
                 idle: secs(provider.cfg.timeouts.idle),
                 strip_usage_only: strip_usage,
             };
-            let content_type = resp.headers().get("content-type").cloned();
+            let content_type = resp
+                .headers()
+                .get("content-type")
+                .cloned()
+                .filter(|_| !wire.translated);
             let mut out = Response::new(Body::from_stream(stream::passthrough(resp, ctx)));
             let h = out.headers_mut();
             h.insert(
@@ -497,8 +624,9 @@ async fn attempts(
             }
         };
         drop(permit.take());
-        match finish_json(gw, call, route, provider, bytes).await {
-            Ok(mut resp) => {
+        match check_json(gw, call, route, provider, wire.endpoint, bytes).await {
+            Ok(checked) => {
+                let mut resp = render_json(call, wire.translated, checked);
                 decorate(resp.headers_mut(), route, provider, queue_wait);
                 return Ok(resp);
             }

@@ -23,7 +23,11 @@ use serde_json::Value;
 
 use super::hooks::{RunAttribution, TokenUsage};
 use super::lane::LanePermit;
-use super::{metrics, GatewayInner};
+use super::surface::StreamTranslator;
+use super::{metrics, tools, GatewayInner};
+
+/// Keep-alive interval of translated streams whose API has a ping event.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
 
 /// Largest event buffered for inspection; beyond it bytes pass through raw.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -53,18 +57,40 @@ fn event_end(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// Usage of a chunk or body: chat's `usage.prompt_tokens`/`completion_tokens`,
+/// or the Responses/Anthropic `input_tokens`/`output_tokens`, at the top
+/// level or under `response` / `message` (native streams).
 fn parse_usage(v: &Value) -> Option<(u64, u64, u64)> {
-    let u = v.get("usage")?.as_object()?;
-    let prompt = u.get("prompt_tokens").and_then(Value::as_u64).unwrap_or(0);
-    let completion = u
-        .get("completion_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
+    let u = v
+        .get("usage")
+        .or_else(|| v.pointer("/response/usage"))
+        .or_else(|| v.pointer("/message/usage"))?
+        .as_object()?;
+    let field = |a: &str, b: &str| {
+        u.get(a)
+            .or_else(|| u.get(b))
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+    };
+    let prompt = field("prompt_tokens", "input_tokens");
+    let completion = field("completion_tokens", "output_tokens");
     let total = u
         .get("total_tokens")
         .and_then(Value::as_u64)
         .unwrap_or(prompt + completion);
     Some((prompt, completion, total))
+}
+
+/// Two usage reports of one stream combined (Anthropic streams split input
+/// and output tokens over two events).
+fn merge_usage(a: Option<(u64, u64, u64)>, b: (u64, u64, u64)) -> (u64, u64, u64) {
+    match a {
+        None => b,
+        Some(a) => {
+            let (p, c) = (a.0.max(b.0), a.1.max(b.1));
+            (p, c, a.2.max(b.2).max(p + c))
+        }
+    }
 }
 
 /// Usage of a non-streaming response body.
@@ -127,7 +153,7 @@ impl SseScanner {
                 continue;
             };
             if let Some(u) = parse_usage(&v) {
-                self.usage = Some(u);
+                self.usage = Some(merge_usage(self.usage, u));
                 let usage_only = v
                     .get("choices")
                     .and_then(Value::as_array)
@@ -143,6 +169,9 @@ impl SseScanner {
 
 /// Everything the body stream needs to finish the books.
 pub(crate) struct StreamContext {
+    /// Re-cut the upstream chat stream into another API's events (and hold
+    /// back high-risk tool calls); `None` passes bytes through.
+    pub translate: Option<Box<dyn StreamTranslator>>,
     pub gateway: Arc<GatewayInner>,
     pub attribution: Option<RunAttribution>,
     pub provider: String,
@@ -160,6 +189,12 @@ struct State {
     ctx: StreamContext,
     received_any: bool,
     done: bool,
+    /// Translated streams: bytes of the upstream event being assembled.
+    raw: BytesMut,
+    /// Translated streams: the upstream finished normally (approvals and
+    /// the closing events are still to come).
+    ended: bool,
+    last_data: tokio::time::Instant,
 }
 
 impl State {
@@ -187,20 +222,33 @@ fn error_event(message: &str) -> Bytes {
 /// Turn an upstream streaming response into the client's body stream.
 pub(crate) fn passthrough(
     resp: reqwest::Response,
-    ctx: StreamContext,
+    mut ctx: StreamContext,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+    let mut pending = VecDeque::new();
+    if let Some(t) = ctx.translate.as_mut() {
+        // Opening events go out at once, before the upstream's first byte.
+        t.start(&mut pending);
+    }
     let state = State {
         upstream: resp.bytes_stream().boxed(),
         scanner: SseScanner::new(ctx.strip_usage_only),
-        pending: VecDeque::new(),
+        pending,
         ctx,
         received_any: false,
         done: false,
+        raw: BytesMut::new(),
+        ended: false,
+        last_data: tokio::time::Instant::now(),
     };
     futures_util::stream::unfold(state, |mut st| async move {
         loop {
             if let Some(bytes) = st.pending.pop_front() {
                 return Some((Ok(bytes), st));
+            }
+            if st.ended {
+                st.ended = false;
+                st.finish_translation().await;
+                continue;
             }
             if st.done {
                 st.book_usage();
@@ -209,36 +257,153 @@ pub(crate) fn passthrough(
                 return None;
             }
             let limit = if st.received_any { st.ctx.idle } else { st.ctx.first_byte };
-            match tokio::time::timeout(limit, st.upstream.next()).await {
+            let ping = st.ctx.translate.as_ref().and_then(|t| t.ping());
+            let silent = st.last_data.elapsed();
+            let wait = match &ping {
+                Some(_) => limit.saturating_sub(silent).min(PING_EVERY),
+                None => limit,
+            };
+            match tokio::time::timeout(wait, st.upstream.next()).await {
                 Ok(Some(Ok(bytes))) => {
                     st.received_any = true;
-                    st.scanner.push(bytes, &mut st.pending);
+                    st.last_data = tokio::time::Instant::now();
+                    if st.ctx.translate.is_some() {
+                        st.translate(bytes);
+                    } else {
+                        st.scanner.push(bytes, &mut st.pending);
+                    }
                 }
                 Ok(Some(Err(e))) => {
                     metrics::upstream_error(&st.ctx.provider, "reset");
                     tracing::warn!(provider = %st.ctx.provider, model = %st.ctx.model, error = %e, "upstream stream broke");
-                    st.scanner.finish(&mut st.pending);
-                    st.pending.push_back(error_event(&format!("upstream stream broke: {e}")));
-                    st.done = true;
+                    st.fail(&format!("upstream stream broke: {e}"));
                 }
                 Ok(None) => {
-                    st.scanner.finish(&mut st.pending);
-                    st.done = true;
+                    if st.ctx.translate.is_some() {
+                        st.translate_rest();
+                        st.ended = !st.done;
+                        st.done = true;
+                    } else {
+                        st.scanner.finish(&mut st.pending);
+                        st.done = true;
+                    }
+                }
+                Err(_) if ping.is_some() && st.last_data.elapsed() < limit => {
+                    st.pending.extend(ping);
                 }
                 Err(_) => {
                     metrics::upstream_error(&st.ctx.provider, "timeout");
                     tracing::warn!(provider = %st.ctx.provider, model = %st.ctx.model, "upstream stream stalled");
-                    st.scanner.finish(&mut st.pending);
-                    st.pending.push_back(error_event(&format!(
+                    st.fail(&format!(
                         "upstream stream stalled: no data for {:.1}s",
                         limit.as_secs_f64()
-                    )));
-                    st.done = true;
+                    ));
                 }
             }
         }
     })
     .boxed()
+}
+
+impl State {
+    /// The upstream broke or stalled: end the client's stream with an error
+    /// in its own shape.
+    fn fail(&mut self, message: &str) {
+        match self.ctx.translate.as_mut() {
+            Some(t) => t.fail(message, &mut self.pending),
+            None => {
+                self.scanner.finish(&mut self.pending);
+                self.pending.push_back(error_event(message));
+            }
+        }
+        self.done = true;
+    }
+
+    /// Feed upstream bytes to the translator, event by event.
+    fn translate(&mut self, bytes: Bytes) {
+        self.raw.extend_from_slice(&bytes);
+        while let Some(end) = event_end(&self.raw) {
+            let event = self.raw.split_to(end).freeze();
+            self.translate_event(&event);
+            if self.done {
+                return;
+            }
+        }
+        if self.raw.len() > MAX_EVENT_BYTES {
+            self.raw.clear();
+            self.fail("upstream sent an event larger than the gateway accepts");
+        }
+    }
+
+    fn translate_rest(&mut self) {
+        if !self.raw.is_empty() {
+            let rest = self.raw.split().freeze();
+            self.translate_event(&rest);
+        }
+    }
+
+    fn translate_event(&mut self, event: &[u8]) {
+        let Ok(text) = std::str::from_utf8(event) else {
+            return;
+        };
+        for line in text.lines() {
+            let Some(data) = line.strip_prefix("data:").map(str::trim) else {
+                continue;
+            };
+            if data.is_empty() || data == "[DONE]" {
+                continue;
+            }
+            let Ok(v) = serde_json::from_str::<Value>(data) else {
+                tracing::debug!(provider = %self.ctx.provider, "skipping an upstream stream event that is not JSON");
+                continue;
+            };
+            if let Some(err) = v.get("error") {
+                let message = err
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .map_or_else(|| err.to_string(), str::to_string);
+                self.fail(&format!("upstream error mid-stream: {message}"));
+                return;
+            }
+            if let Some(u) = parse_usage(&v) {
+                self.scanner.usage = Some(u);
+            }
+            if let Some(t) = self.ctx.translate.as_mut() {
+                t.chunk(&v, &mut self.pending);
+            }
+        }
+    }
+
+    /// Upstream ended: request approvals for held-back calls, then the
+    /// closing events.
+    async fn finish_translation(&mut self) {
+        let Some(t) = self.ctx.translate.as_ref() else {
+            return;
+        };
+        let held = t.held_back();
+        let gw = self.ctx.gateway.clone();
+        let mut entries = Vec::with_capacity(held.len());
+        for c in &held {
+            let request = super::hooks::ApprovalRequest {
+                attribution: self.ctx.attribution.clone(),
+                tool_name: c.name.clone(),
+                arguments_json: c.arguments.clone(),
+                tool_call_id: c.id.clone(),
+                expires_in: super::config::secs(gw.config.approval.expiry),
+            };
+            let decision = gw.hooks.propose_approval(request).await;
+            tracing::info!(tool = %c.name, decision = ?decision, "high-risk tool call held back from a stream; needs approval");
+            entries.push(tools::approval_entry(
+                c,
+                &decision,
+                gw.config.approval.expiry,
+            ));
+        }
+        let usage = self.scanner.usage;
+        if let Some(t) = self.ctx.translate.as_mut() {
+            t.finish(usage, &entries, &mut self.pending);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,10 @@ pub(crate) enum Endpoint {
     Chat,
     Completions,
     Embeddings,
+    /// OpenAI Responses, for providers that speak it natively.
+    Responses,
+    /// Anthropic Messages, for providers that speak it natively.
+    Messages,
 }
 
 impl Endpoint {
@@ -24,6 +28,8 @@ impl Endpoint {
             Endpoint::Chat => "chat/completions",
             Endpoint::Completions => "completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
         }
     }
 }
@@ -52,6 +58,7 @@ pub(crate) async fn send(
     endpoint: Endpoint,
     body: Bytes,
     stream: bool,
+    forward_headers: &[(&'static str, axum::http::HeaderValue)],
 ) -> Result<reqwest::Response, SendFailure> {
     let url = super::routing::upstream_url(&p.cfg.base_url, endpoint.path());
     let mut req = p
@@ -68,7 +75,22 @@ pub(crate) async fn send(
         )
         .body(body);
     if let Some(key) = &p.key {
-        req = req.bearer_auth(key.expose());
+        req = if endpoint == Endpoint::Messages {
+            // Anthropic-style providers take the key as `x-api-key`.
+            req.header("x-api-key", key.expose())
+        } else {
+            req.bearer_auth(key.expose())
+        };
+    }
+    if endpoint == Endpoint::Messages {
+        let mut has_version = false;
+        for (name, value) in forward_headers {
+            has_version |= *name == "anthropic-version";
+            req = req.header(*name, value.as_bytes());
+        }
+        if !has_version {
+            req = req.header("anthropic-version", "2023-06-01");
+        }
     }
     if !stream {
         req = req.timeout(secs(p.cfg.timeouts.total));

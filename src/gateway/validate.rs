@@ -138,6 +138,17 @@ impl GatewayConfig {
                 }
             }
         }
+        for (glob, target) in &self.model_map.0 {
+            let key = format!("model_map.{glob:?}");
+            glob::Pattern::new(glob).map_err(|e| bad(key.clone(), format!("not a glob: {e}")))?;
+            let head = target.split_once('/').map_or("", |(h, _)| h).to_lowercase();
+            if super::routing::find_provider(&self.providers, &head).is_none() {
+                return Err(bad(
+                    key,
+                    format!("{target:?} must be \"<provider>/<model>\" with a configured provider"),
+                ));
+            }
+        }
         if let Some(d) = &self.default_provider {
             if !known(d) {
                 return Err(bad(

@@ -11,8 +11,13 @@
 //! * `stall` — streams one chunk, then nothing (stalled stream);
 //! * `reset` — streams one chunk, then breaks the connection;
 //! * `slowstream` — 50 chunks, 100 ms apart (for disconnects);
-//! * `tool-<name>` — a tool call to `<name>` with markdown-fenced arguments;
+//! * `tool-<name>` — a tool call to `<name>` with markdown-fenced arguments
+//!   (streamed as tool-call deltas when `stream` is set);
 //! * `toolflaky` — first a tool call with broken JSON, then a valid one.
+//!
+//! It speaks only the chat-completions family: every other path (such as
+//! `/v1/responses` or `/v1/messages`) is recorded and answered 404, like
+//! NVIDIA's free tier.
 //!
 //! Server-wide knobs: a rolling per-minute limit (429 + `Retry-After`
 //! beyond it) and a forced status for every call (outage).
@@ -39,6 +44,8 @@ pub struct Seen {
     pub path: String,
     pub authorization: Option<String>,
     pub body: Value,
+    /// When it arrived (tokio's clock: virtual under a paused test clock).
+    pub at: tokio::time::Instant,
 }
 
 #[derive(Default)]
@@ -52,6 +59,10 @@ pub struct FakeState {
     pub max_in_flight: AtomicUsize,
     pub streams_cancelled: AtomicUsize,
     pub streams_completed: AtomicUsize,
+    /// Paths outside the chat-completions family that were asked for.
+    pub not_found: Mutex<Vec<String>>,
+    /// Those requests: path, headers, JSON body.
+    pub not_found_seen: Mutex<Vec<(String, HeaderMap, Value)>>,
 }
 
 impl FakeState {
@@ -92,6 +103,7 @@ impl FakeUpstream {
             .route("/v1/completions", post(chat))
             .route("/v1/embeddings", post(embeddings))
             .route("/v1/models", get(models))
+            .fallback(not_found)
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -101,6 +113,21 @@ impl FakeUpstream {
             state,
         }
     }
+}
+
+async fn not_found(
+    State(state): State<Arc<FakeState>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.not_found.lock().unwrap().push(uri.path().to_string());
+    state.not_found_seen.lock().unwrap().push((
+        uri.path().to_string(),
+        headers,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    ));
+    error(404, "this upstream speaks only chat completions")
 }
 
 struct InFlight(Arc<FakeState>);
@@ -178,6 +205,7 @@ async fn chat(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byt
             .and_then(|v| v.to_str().ok())
             .map(str::to_string),
         body: body.clone(),
+        at: tokio::time::Instant::now(),
     });
     let guard = InFlight::enter(&state);
     if let Some(status) = *state.force_status.lock().unwrap() {
@@ -262,9 +290,29 @@ impl Drop for StreamGuard {
     }
 }
 
-fn chunk(mark: &str, i: usize) -> Bytes {
-    let v = json!({"id": format!("chatcmpl-{mark}"), "object": "chat.completion.chunk",
-        "choices": [{"index": 0, "delta": {"content": format!("{mark}#{i} ")}}]});
+fn chunk(model: &str, mark: &str, i: usize, count: usize) -> Bytes {
+    let choice = if let Some(tool) = model.strip_prefix("tool-") {
+        // A tool call in pieces: name first, the arguments over the rest.
+        const ARGS: [&str; 4] = ["{\"name\": ", "\"api\", ", "\"replicas\": 3", "}"];
+        let mut call = json!({"index": 0, "function": {"arguments": ARGS.get(i.saturating_sub(1)).copied().unwrap_or("")}});
+        if i == 0 {
+            call = json!({"index": 0, "id": "call_1", "type": "function", "function": {"name": tool, "arguments": ""}});
+        }
+        let finish = if i + 1 == count {
+            json!("tool_calls")
+        } else {
+            Value::Null
+        };
+        json!({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": finish})
+    } else {
+        let finish = if i + 1 == count {
+            json!("stop")
+        } else {
+            Value::Null
+        };
+        json!({"index": 0, "delta": {"content": format!("{mark}#{i} ")}, "finish_reason": finish})
+    };
+    let v = json!({"id": format!("chatcmpl-{mark}"), "object": "chat.completion.chunk", "choices": [choice]});
     Bytes::from(format!("data: {v}\n\n"))
 }
 
@@ -306,7 +354,7 @@ fn sse(
                 }
             }
             let bytes = if i < count {
-                chunk(&mark, i)
+                chunk(&model, &mark, i, count)
             } else if i == count {
                 if include_usage {
                     let v = json!({"id": format!("chatcmpl-{mark}"), "object": "chat.completion.chunk", "choices": [],
@@ -334,6 +382,7 @@ async fn embeddings(State(state): State<Arc<FakeState>>, body: Bytes) -> Json<Va
         path: "embeddings".into(),
         authorization: None,
         body,
+        at: tokio::time::Instant::now(),
     });
     Json(
         json!({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],

@@ -40,6 +40,7 @@ pub fn attribution() -> RunAttribution {
         task: Some("T-0042".into()),
         agent: "coder".into(),
         task_priority: Some(Priority::High),
+        model: None,
     }
 }
 
