@@ -52,6 +52,19 @@ fn start_with_env(home: &TestHome, env: &[(&str, String)]) -> Daemon {
     d
 }
 
+/// Every session log of a project, for failure messages.
+fn session_logs(db: &Path) -> String {
+    query_strings(db, "SELECT log_path FROM session")
+        .iter()
+        .map(|p| {
+            format!(
+                "--- {p}\n{}",
+                std::fs::read_to_string(p).unwrap_or_default()
+            )
+        })
+        .collect()
+}
+
 fn task_status(db: &Path, id: &str) -> String {
     query_strings(db, &format!("SELECT status FROM task WHERE id = '{id}'"))
         .pop()
@@ -698,5 +711,124 @@ fn openclaw_works_a_task_through_the_gateway() {
         ["succeeded"]
     );
     assert_worked_through_the_gateway(&home, &daemon, &llm, &t, "exec");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn codex_works_a_task_through_the_gateway() {
+    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+        return;
+    };
+    let llm = scripted_llm::ScriptedLlm::start(BIN);
+    let home = TestHome::new(
+        &gateway_config(&llm),
+        "agents:\n  - id: cdx\n    runtime: codex\n    model: fake/scripted-model\n",
+    );
+    home.create_project("p");
+    let env = cli_env(&home, &codex, &llm);
+    let t = home.create_task("p", &["--title", "post a result"]);
+    let daemon = start_with_env(&home, &env);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(240), "codex to finish its run", || {
+        let s = task_status(&db, &t);
+        assert_ne!(
+            s,
+            "failed",
+            "{}",
+            query_strings(&db, "SELECT body FROM observation").join("\n")
+        );
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) == 1
+    });
+    assert_eq!(
+        query_strings(&db, "SELECT outcome FROM session"),
+        ["succeeded"],
+        "{}\n{}",
+        query_strings(&db, "SELECT body FROM observation").join("\n"),
+        session_logs(&db)
+    );
+    assert_eq!(task_status(&db, &t), "done");
+    assert_worked_through_the_gateway(&home, &daemon, &llm, &t, "shell");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn claude_code_works_a_task_through_the_gateway() {
+    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+        return;
+    };
+    let llm = scripted_llm::ScriptedLlm::start(BIN);
+    let home = TestHome::new(
+        &gateway_config(&llm),
+        "agents:\n  - id: cc\n    runtime: claude-code\n    model: fake/scripted-model\n",
+    );
+    home.create_project("p");
+    let env = cli_env(&home, &claude, &llm);
+    let t = home.create_task("p", &["--title", "post a result"]);
+    let daemon = start_with_env(&home, &env);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(240), "claude to finish its run", || {
+        let s = task_status(&db, &t);
+        assert_ne!(
+            s,
+            "failed",
+            "{}",
+            query_strings(&db, "SELECT body FROM observation").join("\n")
+        );
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) == 1
+    });
+    assert_eq!(
+        query_strings(&db, "SELECT outcome FROM session"),
+        ["succeeded"],
+        "{}\n{}",
+        query_strings(&db, "SELECT body FROM observation").join("\n"),
+        session_logs(&db)
+    );
+    assert_eq!(task_status(&db, &t), "done");
+    assert_worked_through_the_gateway(&home, &daemon, &llm, &t, "Bash");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
+    let (Some(codex), Some(claude)) = (tool("MOZI_TEST_CODEX"), tool("MOZI_TEST_CLAUDE")) else {
+        return;
+    };
+    let llm = scripted_llm::ScriptedLlm::start(BIN);
+    // Every upstream call is refused: the CLIs report it in their own JSON
+    // (Codex `turn.failed`, Claude Code `is_error`) and may still exit 0.
+    llm.served.lock().unwrap().fail_with = Some((400, "scripted refusal".into()));
+    let home = TestHome::new(
+        &gateway_config(&llm),
+        "agents:\n  - id: cdx\n    runtime: codex\n    kinds: [codex]\n    model: fake/scripted-model\n  - id: cc\n    runtime: claude-code\n    kinds: [claude]\n    model: fake/scripted-model\n",
+    );
+    home.create_project("p");
+    let mut env = cli_env(&home, &codex, &llm);
+    let claude_dir = claude.parent().unwrap().display().to_string();
+    for (k, v) in env.iter_mut() {
+        if *k == "PATH" {
+            *v = format!("{claude_dir}:{v}");
+        }
+    }
+    let a = home.create_task("p", &["--title", "codex fails", "--kind", "codex", "--max-rounds", "1"]);
+    let b = home.create_task("p", &["--title", "claude fails", "--kind", "claude", "--max-rounds", "1"]);
+    let daemon = start_with_env(&home, &env);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(300), "both tasks to fail", || {
+        task_status(&db, &a) == "failed" && task_status(&db, &b) == "failed"
+    });
+    let detail = |task: &str| {
+        query_strings(&db, &format!("SELECT detail FROM session WHERE task_id = '{task}'")).join("\n")
+    };
+    let (da, db_) = (detail(&a), detail(&b));
+    assert!(da.contains("codex turn.failed"), "{da}\n{}", session_logs(&db));
+    assert!(db_.contains("claude reported an error"), "{db_}\n{}", session_logs(&db));
+    let obs = query_strings(&db, "SELECT body FROM observation").join("\n");
+    assert!(obs.contains("codex turn.failed") && obs.contains("claude reported an error"), "{obs}");
     assert!(daemon.stop().success());
 }

@@ -8,6 +8,8 @@
 //! appends `/v1/messages`) with `ANTHROPIC_AUTH_TOKEN` = the run key. Each
 //! agent gets its own `CLAUDE_CONFIG_DIR` (`<home>/runtimes/claude-code/<agent>/`),
 //! and non-essential traffic (telemetry, update checks) is switched off.
+//! The agent's `model:` reaches Claude Code (`--model`) only when it is a
+//! Claude model name; otherwise the gateway routes the run's calls to it.
 //!
 //! Permissions (Claude Code asks before tools; in `-p` mode an unapproved
 //! tool is denied): `workspace` (default) = `--permission-mode acceptEdits`
@@ -60,6 +62,16 @@ pub fn allowed_tools(run: &RunContext<'_>) -> Vec<String> {
     }
 }
 
+/// Whether Claude Code accepts `model` itself. It refuses other names
+/// (`[claude-code:unrecognized_model]`, exit 0 without a turn), so an agent
+/// model such as `nvidia/qwen/…` is not passed to the CLI: the gateway
+/// routes every call of the run, whatever model Claude Code names, to the
+/// agent's `model:` (it knows the run by its key).
+pub fn is_claude_model(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    m.starts_with("claude") || ["sonnet", "opus", "haiku"].contains(&m.as_str())
+}
+
 pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
     let dir = state_dir(run.home, "claude-code", &run.agent.id)?;
     let mut e = env::base_from_process(run);
@@ -68,12 +80,9 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
     env::set(&mut e, "ANTHROPIC_AUTH_TOKEN", run.run_key);
     env::set(&mut e, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
     env::set(&mut e, "DISABLE_AUTOUPDATER", "1");
-    if let Some(m) = model_of(run.agent) {
-        // Background calls (titles, summaries) use the agent's model too, so
-        // every call is routed like the agent's own.
+    let cli_model = model_of(run.agent).filter(|m| is_claude_model(m));
+    if let Some(m) = cli_model {
         env::set(&mut e, "ANTHROPIC_MODEL", m);
-        env::set(&mut e, "ANTHROPIC_SMALL_FAST_MODEL", m);
-        env::set(&mut e, "ANTHROPIC_DEFAULT_HAIKU_MODEL", m);
     }
     // `--allowedTools` takes a variable list: one comma-separated value,
     // followed by a flag, so nothing after it is taken for a tool.
@@ -85,7 +94,7 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
         "stream-json".into(),
         "--verbose".into(),
     ];
-    if let Some(m) = model_of(run.agent) {
+    if let Some(m) = cli_model {
         args.extend(["--model".to_string(), m.to_string()]);
     }
     if run.agent.permissions == Permissions::Workspace {

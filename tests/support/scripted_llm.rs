@@ -8,7 +8,8 @@
 //! answer with one call to the shell tool the CLI offers (`exec` for
 //! OpenClaw, `Bash` for Claude Code, `shell`/`exec_command` for Codex, the
 //! first tool with a `command` parameter otherwise) running
-//! `<moziplus> bb output $MOZI_TASK … && <moziplus> bb done $MOZI_TASK`; once
+//! `<moziplus> bb output T-… … && <moziplus> bb done T-…` (the task id as the
+//! brief's `bb done` line names it, else `"$MOZI_TASK"`); once
 //! a tool result is there, a final text message. Requests without tools
 //! (titles, summaries) get a short text. Every answer carries usage
 //! (`prompt_tokens` = 100 + the request's message count, `completion_tokens`
@@ -127,10 +128,25 @@ fn shell_tool(tools: &[Value]) -> Option<String> {
     })
 }
 
+/// The task id as the brief names it (`… bb done T-0001`), as a model
+/// following the brief would write it; else `"$MOZI_TASK"`.
+fn task_id(body: &Value) -> String {
+    let text = body.to_string();
+    text.find("bb done T-")
+        .map(|i| {
+            let id: String = text[i + "bb done ".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect();
+            id
+        })
+        .unwrap_or_else(|| "\"$MOZI_TASK\"".to_string())
+}
+
 /// The tool call's arguments for `tool`.
-fn arguments(tool: &str, bin: &str) -> Value {
+fn arguments(tool: &str, bin: &str, task: &str) -> Value {
     let command = format!(
-        "{bin} bb output \"$MOZI_TASK\" --summary 'scripted result' --text 'made by the scripted LLM' && {bin} bb done \"$MOZI_TASK\""
+        "{bin} bb output {task} --summary 'scripted result' --text 'made by the scripted LLM' && {bin} bb done {task}"
     );
     match tool {
         // Codex's shell tools take an argv.
@@ -201,7 +217,7 @@ async fn chat(
             "tool_calls": [{
                 "id": format!("call_{}", rand_id()),
                 "type": "function",
-                "function": { "name": tool, "arguments": arguments(tool, &ctx.bin).to_string() }
+                "function": { "name": tool, "arguments": arguments(tool, &ctx.bin, &task_id(&body)).to_string() }
             }]
         }),
         None => {
