@@ -815,20 +815,55 @@ fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
             *v = format!("{claude_dir}:{v}");
         }
     }
-    let a = home.create_task("p", &["--title", "codex fails", "--kind", "codex", "--max-rounds", "1"]);
-    let b = home.create_task("p", &["--title", "claude fails", "--kind", "claude", "--max-rounds", "1"]);
+    let a = home.create_task(
+        "p",
+        &[
+            "--title",
+            "codex fails",
+            "--kind",
+            "codex",
+            "--max-rounds",
+            "1",
+        ],
+    );
+    let b = home.create_task(
+        "p",
+        &[
+            "--title",
+            "claude fails",
+            "--kind",
+            "claude",
+            "--max-rounds",
+            "1",
+        ],
+    );
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
     wait_for(Duration::from_secs(300), "both tasks to fail", || {
         task_status(&db, &a) == "failed" && task_status(&db, &b) == "failed"
     });
     let detail = |task: &str| {
-        query_strings(&db, &format!("SELECT detail FROM session WHERE task_id = '{task}'")).join("\n")
+        query_strings(
+            &db,
+            &format!("SELECT detail FROM session WHERE task_id = '{task}'"),
+        )
+        .join("\n")
     };
     let (da, db_) = (detail(&a), detail(&b));
-    assert!(da.contains("codex turn.failed"), "{da}\n{}", session_logs(&db));
-    assert!(db_.contains("claude reported an error"), "{db_}\n{}", session_logs(&db));
+    assert!(
+        da.contains("codex turn.failed"),
+        "{da}\n{}",
+        session_logs(&db)
+    );
+    assert!(
+        db_.contains("claude reported an error"),
+        "{db_}\n{}",
+        session_logs(&db)
+    );
     let obs = query_strings(&db, "SELECT body FROM observation").join("\n");
-    assert!(obs.contains("codex turn.failed") && obs.contains("claude reported an error"), "{obs}");
+    assert!(
+        obs.contains("codex turn.failed") && obs.contains("claude reported an error"),
+        "{obs}"
+    );
     assert!(daemon.stop().success());
 }

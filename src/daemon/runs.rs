@@ -651,7 +651,15 @@ async fn supervise(
             serde_json::json!({ "exit_code": s.code(), "signal": std::os::unix::process::ExitStatusExt::signal(&s) }),
         ),
     };
-    if outcome == Outcome::Succeeded {
+    if outcome == Outcome::Failed {
+        // A CLI that says why it failed (and exits non-zero): its words first.
+        if let (Some(e), Some(m)) = (&report.error, detail.as_object_mut()) {
+            let code = exit_code
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default();
+            m.insert("error".into(), serde_json::json!(format!("{e}{code}")));
+        }
+    } else if outcome == Outcome::Succeeded {
         if let Some(e) = &report.error {
             outcome = Outcome::Failed;
             detail = serde_json::json!({ "error": e });
