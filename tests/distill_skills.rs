@@ -166,6 +166,7 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
             agent: "analyst",
             project_context: None,
             count_references: true,
+            bin: "moziplus",
         },
     )
     .await
@@ -214,6 +215,7 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
             agent: "analyst",
             project_context: None,
             count_references: false,
+            bin: "moziplus",
         },
     )
     .await
@@ -425,7 +427,8 @@ fn brief_render_prints_the_brief_and_names_a_missing_variable() {
     let out = home.ok(&["brief", "render", "--project", "p", "--task", &t]);
     assert!(out.starts_with("# Brief: say hello\n"), "{out}");
     assert!(out.contains("Say it twice."), "{out}");
-    assert!(out.contains(&format!("`moziplus bb done {t}`")), "{out}");
+    // The brief names the binary by its absolute path (login shells reset PATH).
+    assert!(out.contains(&format!("`{BIN} bb done {t}`")), "{out}");
     // A home template reading a variable the context lacks: an error naming it.
     std::fs::create_dir_all(home.path().join("prompt_templates")).unwrap();
     for (n, body) in [

@@ -295,13 +295,27 @@ fn an_invalid_protocol_file_refuses_the_start_naming_file_and_key() {
     let home = setup();
     std::fs::write(
         home.path().join("config/review_protocols/bad.yaml"),
-        "name: bad\napplies_to: [data]\nreviewers:\n  - role: nobody-has-this\npass_rule: all_approve\n",
+        "name: bad\napplies_to: [data]\nreviewers:\n  - role: reviewer\npass_rule: all_approve\nmax_rounds: 0\n",
     )
     .unwrap();
     let out = home.run(&["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml line 3: `reviewers` no agent in config/agents.yaml can be the reviewer role nobody-has-this"), "{err}");
+    assert!(
+        err.contains("bad.yaml line 6: `max_rounds` must be between 1 and 100, got 0"),
+        "{err}"
+    );
+    // `doctor` runs the same start checks and fails the same way.
+    let doctor = home.run(&["doctor"]);
+    assert!(!doctor.status.success());
+    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert!(text.contains("FAIL serve start checks"), "{text}");
+    assert!(
+        text.contains("`max_rounds` must be between 1 and 100, got 0"),
+        "{text}"
+    );
+    // A seat no agent can fill does not refuse the start (the protocol is
+    // reported unusable instead; tests/runtimes.rs).
     std::fs::write(
         home.path().join("config/review_protocols/bad.yaml"),
         "name: bad\napplies_to: [data]\nreviewers:\n  - role: reviewer\npass_rule: unanimous\n",

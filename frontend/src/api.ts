@@ -77,6 +77,13 @@ export interface DaemonStatus {
   tick_interval_seconds: number; projects: Record<string, ProjectStatus>; inbox_pending: number;
   active_sessions: number; runs_started: number; gateway: GatewayStatus | null;
   limits: { max_global_agents: number; max_per_agent: number };
+  /** Runs that cannot start for the machine's reasons (see README, Runtimes). */
+  degraded?: Degraded[];
+  unusable_review_protocols?: { protocol: string; reason: string }[];
+}
+export interface Degraded {
+  project: string; agent: string; runtime: string; reason: string; failures: number;
+  since_ms: number; retry_at_ms: number;
 }
 export interface RunInfo {
   session_id: string; project: string; task_id: string; agent: string; kind: string;

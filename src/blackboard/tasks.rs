@@ -971,6 +971,22 @@ impl Blackboard {
 
     /// Ends a round of work that the daemon judged failed (timeout, crash,
     /// non-zero exit): `pending` with round + 1, or `failed` at the limit.
+    /// Keeps a `pending` task from being claimed before `until` (UTC ms):
+    /// the backoff before the next round of a task whose run failed. Uses the
+    /// lease column, which `ready_tasks` and `claim_task` already respect.
+    /// Returns false when the task is not pending.
+    pub async fn hold_pending_until(&self, id: &str, until: Millis) -> BbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE task SET lease_expires_at = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'pending'",
+        )
+        .bind(until)
+        .bind(self.now())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     pub async fn requeue_task(&self, id: &str, why: &str, kind: &str) -> BbResult<TaskStatus> {
         let now = self.now();
         let mut tx = self.begin_write().await?;

@@ -149,6 +149,8 @@ pub struct ProtocolView {
 /// project, agent and session; `moziplus` is on its PATH).
 #[derive(Debug, Clone, Serialize)]
 pub struct CliUsage {
+    /// The blackboard CLI itself (`moziplus bb` or its absolute path).
+    pub bb: String,
     pub read: String,
     pub heartbeat: String,
     pub comment: String,
@@ -165,8 +167,15 @@ pub struct CliUsage {
 
 impl CliUsage {
     pub fn for_task(task: &str) -> CliUsage {
-        let bb = "moziplus bb";
+        CliUsage::with_bin(task, "moziplus")
+    }
+
+    /// The commands with the `moziplus` binary named by `bin` (runs get its
+    /// absolute path: login shells such as Codex's `bash -lc` reset PATH).
+    pub fn with_bin(task: &str, bin: &str) -> CliUsage {
+        let bb = &format!("{bin} bb");
         CliUsage {
+            bb: bb.clone(),
             read: format!("{bb} read {task}"),
             heartbeat: format!("{bb} heartbeat {task}"),
             comment: format!("{bb} comment {task} --body \"…\""),

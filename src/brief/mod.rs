@@ -332,6 +332,8 @@ pub struct BriefRequest<'a> {
     /// Count the shown experiences as referenced (true for real runs, false
     /// for previews such as `moziplus brief render`).
     pub count_references: bool,
+    /// How the brief names the `moziplus` binary (runs: its absolute path).
+    pub bin: &'a str,
 }
 
 /// Why a task's brief could not be made.
@@ -389,6 +391,8 @@ pub async fn render_task_brief(
         },
     )
     .await?;
+    let mut ctx = ctx;
+    ctx.cli = context::CliUsage::with_bin(&task.id, req.bin);
     let text = engine.render(&ctx)?;
     if req.count_references {
         let ids: Vec<i64> = ctx.experiences.iter().map(|e| e.id).collect();

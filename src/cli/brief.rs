@@ -67,6 +67,9 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
                 task.id
             );
         }
+        let bin = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "moziplus".into());
         let text = render_task_brief(
             home,
             &bb,
@@ -82,6 +85,7 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
                 agent: &agent,
                 project_context: settings.context.as_ref(),
                 count_references: false,
+                bin: &bin,
             },
         )
         .await?;

@@ -60,6 +60,12 @@ pub enum Command {
     Doctor(ops::DoctorArgs),
     /// Append JSON lines (from the arguments, or stdin) to the daemon's inbox.
     Inbox(InboxArgs),
+    /// The built-in demo agent (the `demo` runtime runs it for a task).
+    #[command(hide = true)]
+    DemoAgent {
+        /// The brief file (read from `MOZI_BRIEF` when absent; unused by the demo).
+        brief: Option<PathBuf>,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -128,6 +134,12 @@ pub fn run(cli: Cli) -> i32 {
         );
         return EXIT_OK;
     }
+    if let Command::DemoAgent { .. } = &cli.command {
+        return match crate::runtime::demo::main() {
+            Ok(()) => EXIT_OK,
+            Err(e) => report(&e),
+        };
+    }
     let bb = matches!(cli.command, Command::Bb(_));
     if bb {
         single_malloc_arena();
@@ -169,7 +181,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Restore(args) => ops::restore(&home, args).await,
             Command::Doctor(args) => ops::doctor(&home, args).await,
             Command::Inbox(args) => inbox_push(&home, args),
-            Command::Completions { .. } => Ok(()),
+            Command::Completions { .. } | Command::DemoAgent { .. } => Ok(()),
         }
     });
     if serving {

@@ -137,25 +137,41 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
                 true,
                 format!("{} agents", agents.agents.len()),
             );
-            for a in &agents.agents {
-                let program = agents
-                    .command_template(a)
-                    .and_then(|c| c.first())
-                    .cloned()
-                    .unwrap_or_default();
-                let found = which(&program, home);
-                push(
-                    &format!("agent {}", a.id),
-                    found.is_some(),
-                    false,
-                    match found {
-                        Some(p) => format!("{} ({})", program, p.display()),
-                        None => format!("{program:?} not found on PATH"),
-                    },
-                );
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moziplus"));
+            for f in crate::runtime::check::check_team(&agents, home.root(), &exe) {
+                push(&f.name, f.ok, f.required, f.detail);
             }
         }
         Err(e) => push("agents.yaml", false, true, e.to_string()),
+    }
+    // Exactly the checks `serve` runs at start (agents, pass_env, review
+    // protocols, briefs, skills), so doctor and serve never disagree.
+    match crate::daemon::Daemon::new(home.clone(), Vec::new()) {
+        Ok(d) => {
+            push(
+                "serve start checks",
+                true,
+                true,
+                "agents, review protocols, briefs and skills load".into(),
+            );
+            for p in d.protocols().iter() {
+                match &p.unusable {
+                    Some(why) => push(
+                        &format!("review protocol {}", p.name),
+                        false,
+                        false,
+                        format!("unusable, its tasks wait in review: {why}"),
+                    ),
+                    None => push(
+                        &format!("review protocol {}", p.name),
+                        true,
+                        false,
+                        format!("{} seat(s), {}", p.reviewers.len(), p.file.display()),
+                    ),
+                }
+            }
+        }
+        Err(e) => push("serve start checks", false, true, e.to_string()),
     }
     match registry::load(home) {
         Ok(entries) => {
@@ -240,18 +256,4 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
         bail!("doctor found {failed} problem(s)");
     }
     Ok(())
-}
-
-/// Finds a program on PATH (or relative to the home for `{home}/…` commands).
-fn which(program: &str, home: &Home) -> Option<PathBuf> {
-    let program = program.replace("{home}", &home.root().to_string_lossy());
-    let p = PathBuf::from(&program);
-    if p.components().count() > 1 {
-        return p.is_file().then_some(p);
-    }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(&program))
-            .find(|c| c.is_file())
-    })
 }

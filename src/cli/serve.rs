@@ -59,6 +59,14 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         )?;
     }
     if args.demo {
+        for file in demo::ensure_demo_config(home).with_context(|| {
+            format!(
+                "cannot write the demo's configuration in {}",
+                home.root().display()
+            )
+        })? {
+            tracing::info!(file = %file.display(), "bundled demo configuration written");
+        }
         let created = demo::ensure_demo(home).await?;
         if !created.is_empty() {
             tracing::info!(tasks = ?created, "demo project seeded");

@@ -62,8 +62,12 @@ impl Category {
     }
 }
 
-/// How a runtime starts an agent: a command template with placeholders
-/// `{agent}`, `{session}`, `{brief}`, `{timeout}`, `{project}`, `{task}`, `{home}`.
+/// A runtime defined in `agents.yaml`: a command template with placeholders
+/// `{agent}`, `{session}`, `{brief}`, `{timeout}`, `{project}`, `{task}`,
+/// `{home}`, `{model}`, run by the `command` adapter (`runtime::command`).
+/// The built-in runtimes (`codex`, `claude-code`, `openclaw`, `demo`) are
+/// adapters in code (`runtime`), not templates; a `runtimes:` entry with the
+/// same name replaces one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeDef {
@@ -94,7 +98,37 @@ pub struct AgentDef {
     /// Roles (e.g. `reviewer`, `senior-reviewer`) used by review protocols.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// What the agent's tools may do (`workspace`, the default, or `full`);
+    /// each adapter maps it to its CLI's own flags (README "Runtimes").
+    #[serde(default)]
+    pub permissions: Permissions,
+    /// Arguments appended to the runtime's own.
+    #[serde(default)]
+    pub extra_args: Vec<String>,
+    /// Variables set in the run's environment, on top of the allow-list.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Names of the daemon's own variables passed through to the run.
+    /// `MOZI_*` and the gateway's provider key variables are refused.
+    #[serde(default)]
+    pub pass_env: Vec<String>,
 }
+
+/// What an agent's tools may do; the adapters map it to their CLI's flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Permissions {
+    /// The safe default: tools write only inside the working directory and
+    /// (Claude Code) shell commands are limited to `moziplus bb`.
+    #[default]
+    Workspace,
+    /// No sandbox and every tool allowed; for agents already isolated
+    /// (a container, a VM).
+    Full,
+}
+
+/// The names of the runtimes built into the binary (`runtime::Adapter`).
+pub const BUILTIN_RUNTIMES: [&str; 5] = ["codex", "claude-code", "openclaw", "demo", "command"];
 
 /// The whole `agents.yaml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -107,54 +141,6 @@ pub struct AgentsFile {
 }
 
 impl AgentsFile {
-    /// The runtimes every installation has, before `agents.yaml` adds or
-    /// replaces any.
-    pub fn builtin_runtimes() -> BTreeMap<String, RuntimeDef> {
-        let mk = |cmd: &[&str], json: bool| RuntimeDef {
-            command: cmd.iter().map(|s| s.to_string()).collect(),
-            json_result: json,
-        };
-        BTreeMap::from([
-            (
-                "openclaw".to_string(),
-                mk(
-                    &[
-                        "openclaw",
-                        "agent",
-                        "--agent",
-                        "{agent}",
-                        "--session-key",
-                        "{session}",
-                        "--message-file",
-                        "{brief}",
-                        "--timeout",
-                        "{timeout}",
-                        "--json",
-                    ],
-                    true,
-                ),
-            ),
-            (
-                "claude-code".to_string(),
-                mk(
-                    &["claude", "-p", "--output-format", "json", "@{brief}"],
-                    false,
-                ),
-            ),
-            (
-                "codex".to_string(),
-                mk(&["codex", "exec", "--full-auto", "@{brief}"], false),
-            ),
-            (
-                "demo".to_string(),
-                mk(
-                    &["python3", "{home}/agents/demo_agent.py", "{brief}"],
-                    false,
-                ),
-            ),
-        ])
-    }
-
     /// Loads and checks `agents.yaml`: unique valid ids, known runtimes, and the
     /// `command` runtime only with a per-agent command.
     pub fn load(path: &Path) -> Result<AgentsFile, ConfigError> {
@@ -169,7 +155,7 @@ impl AgentsFile {
                 })
             }
         };
-        let mut file: AgentsFile = if text.trim().is_empty() {
+        let file: AgentsFile = if text.trim().is_empty() {
             AgentsFile::default()
         } else {
             serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Invalid {
@@ -177,9 +163,6 @@ impl AgentsFile {
                 message: e.to_string(),
             })?
         };
-        let mut runtimes = AgentsFile::builtin_runtimes();
-        runtimes.append(&mut file.runtimes);
-        file.runtimes = runtimes;
         // The line of the offending entry's field (issue 13, defect 14:
         // every error used to name the line of `agents:`).
         let bad =
@@ -208,6 +191,16 @@ impl AgentsFile {
                     format!("{:?} is defined twice", a.id),
                 ));
             }
+            for name in &a.pass_env {
+                if name.starts_with("MOZI_") || name.is_empty() {
+                    return Err(bad(
+                        i,
+                        "pass_env",
+                        format!("agents.{}.pass_env", a.id),
+                        format!("{name:?} cannot be passed to an agent (MOZI_* variables are the daemon's; the run gets its own)"),
+                    ));
+                }
+            }
             if a.runtime == "command" {
                 if a.command.as_ref().is_none_or(|c| c.is_empty()) {
                     return Err(bad(
@@ -217,15 +210,20 @@ impl AgentsFile {
                         "is required for the `command` runtime".into(),
                     ));
                 }
-            } else if !file.runtimes.contains_key(&a.runtime) {
+            } else if !file.runtimes.contains_key(&a.runtime)
+                && !BUILTIN_RUNTIMES.contains(&a.runtime.as_str())
+            {
+                let mut known: Vec<String> =
+                    BUILTIN_RUNTIMES.iter().map(|s| s.to_string()).collect();
+                known.extend(file.runtimes.keys().cloned());
                 return Err(bad(
                     i,
                     "runtime",
                     format!("agents.{}.runtime", a.id),
                     format!(
-                        "names unknown runtime {:?}; known: command, {}",
+                        "names unknown runtime {:?}; known: {}",
                         a.runtime,
-                        file.runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+                        known.join(", ")
                     ),
                 ));
             }
@@ -237,7 +235,8 @@ impl AgentsFile {
         self.agents.iter().find(|a| a.id == id)
     }
 
-    /// The command template for an agent (its own, else its runtime's).
+    /// The command template for an agent (its own, else its `agents.yaml`
+    /// runtime's); `None` for the built-in adapters.
     pub fn command_template<'a>(&'a self, agent: &'a AgentDef) -> Option<&'a [String]> {
         if let Some(c) = &agent.command {
             return Some(c);

@@ -141,6 +141,10 @@ pub struct DaemonConfig {
     pub zombie_threshold: u32,
     /// Seconds between SIGTERM and SIGKILL when a run is stopped.
     pub kill_grace: u64,
+    /// Seconds to wait after the 1st, 2nd, 3rd … consecutive failure before
+    /// trying again (the last value repeats): an agent held after an
+    /// infrastructure failure, a task's next round after a failed run.
+    pub retry_backoff: Vec<u64>,
 }
 
 impl Default for DaemonConfig {
@@ -152,6 +156,7 @@ impl Default for DaemonConfig {
             max_per_agent: 1,
             zombie_threshold: 20,
             kill_grace: 10,
+            retry_backoff: vec![10, 60, 300],
         }
     }
 }

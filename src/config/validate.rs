@@ -51,6 +51,14 @@ impl Config {
             "daemon.kill_grace",
             format!("must be at most 600 seconds, got {}", d.kill_grace),
         )?;
+        check(
+            !d.retry_backoff.is_empty() && d.retry_backoff.iter().all(|s| *s <= 86_400),
+            "daemon.retry_backoff",
+            format!(
+                "must list at least one wait, each at most 86400 seconds, got {:?}",
+                d.retry_backoff
+            ),
+        )?;
         let i = &self.inbox;
         check(
             i.watch_interval > 0.0 && i.watch_interval <= 60.0,

@@ -1,6 +1,9 @@
 //! The bundled demo (`moziplus serve --demo`): a project whose tasks — with
 //! dependencies and a review step — are worked through by the demo agent
-//! (`agents/demo_agent.py`) using the real blackboard CLI. No API key needed.
+//! built into the binary (`moziplus demo-agent`, `runtime::demo`) using the
+//! real blackboard CLI. No API key needed, and no file of the repository:
+//! a home without `config/agents.yaml` or `config/review_protocols/` gets the
+//! bundled ones ([`ensure_demo_config`]).
 
 use crate::blackboard::{Actor, Blackboard, NewTask, OpenMode, Priority};
 use crate::home::Home;
@@ -8,6 +11,51 @@ use crate::registry::{self, NewProject, ProjectId, RegistryError};
 
 /// The demo project's id.
 pub const DEMO_PROJECT: &str = "demo";
+
+/// The bundled team (`config/agents.yaml` of the repository).
+const BUNDLED_AGENTS: &str = include_str!("../../config/agents.yaml");
+/// The bundled review protocols the demo's tasks use.
+const BUNDLED_PROTOCOLS: [(&str, &str); 4] = [
+    (
+        "analysis_review.yaml",
+        include_str!("../../config/review_protocols/analysis_review.yaml"),
+    ),
+    (
+        "final_review.yaml",
+        include_str!("../../config/review_protocols/final_review.yaml"),
+    ),
+    (
+        "output_review.yaml",
+        include_str!("../../config/review_protocols/output_review.yaml"),
+    ),
+    (
+        "plan_review.yaml",
+        include_str!("../../config/review_protocols/plan_review.yaml"),
+    ),
+];
+
+/// Gives a home without a team or review protocols the bundled ones, so
+/// `serve --demo` works in an empty directory. Existing files are never
+/// touched. Returns the files written.
+pub fn ensure_demo_config(home: &Home) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut written = Vec::new();
+    std::fs::create_dir_all(home.config_dir())?;
+    let agents = home.agents_file();
+    if !agents.exists() {
+        std::fs::write(&agents, BUNDLED_AGENTS)?;
+        written.push(agents);
+    }
+    let dir = home.review_protocols_dir();
+    if !dir.exists() {
+        std::fs::create_dir_all(&dir)?;
+        for (name, text) in BUNDLED_PROTOCOLS {
+            let p = dir.join(name);
+            std::fs::write(&p, text)?;
+            written.push(p);
+        }
+    }
+    Ok(written)
+}
 
 /// Creates the demo project if needed and gives it a batch of work when it has
 /// none open. Returns the ids of tasks created.

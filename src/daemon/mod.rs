@@ -84,6 +84,8 @@ struct Inner {
     shutdown_tx: watch::Sender<bool>,
     exe: PathBuf,
     spawned: AtomicU64,
+    /// Infrastructure failures of runs and their backoff (`runtime::health`).
+    runtime_health: crate::runtime::health::RuntimeHealth,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -113,11 +115,33 @@ pub enum DaemonError {
     Skill(#[from] crate::skills::SkillError),
 }
 
+/// Refuses an agent whose `pass_env` names a provider key of the gateway or
+/// the API token: the run environment never carries them.
+fn check_pass_env(config: &Config, agents: &AgentsFile) -> Result<(), DaemonError> {
+    let mut secret: Vec<&str> = config
+        .gateway
+        .providers
+        .iter()
+        .filter_map(|p| p.api_key_env.as_deref())
+        .collect();
+    secret.push("NVIDIA_API_KEY");
+    for a in &agents.agents {
+        if let Some(name) = a.pass_env.iter().find(|n| secret.contains(&n.as_str())) {
+            return Err(DaemonError::Refused(format!(
+                "config/agents.yaml: agents.{}.pass_env names {name}, a provider key of the gateway; agents reach providers only through the gateway",
+                a.id
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl Daemon {
     /// Loads configuration and agents; opens nothing yet.
     pub fn new(home: Home, overrides: Vec<Layer>) -> Result<Daemon, DaemonError> {
         let config = Config::load_global(&home, &overrides)?;
         let agents = AgentsFile::load(&home.agents_file())?;
+        check_pass_env(&config, &agents)?;
         let protocols =
             crate::review::Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
         let briefs = crate::brief::BriefEngine::load(&home)?;
@@ -146,6 +170,7 @@ impl Daemon {
                 shutdown_tx,
                 exe,
                 spawned: AtomicU64::new(0),
+                runtime_health: Default::default(),
             }),
         })
     }
@@ -174,6 +199,11 @@ impl Daemon {
     /// The `moziplus` binary agents should call.
     pub fn exe(&self) -> &std::path::Path {
         &self.inner.exe
+    }
+
+    /// Infrastructure problems of runs (degraded projects) and their backoff.
+    pub fn runtime_health(&self) -> &crate::runtime::health::RuntimeHealth {
+        &self.inner.runtime_health
     }
 
     /// The embedded gateway, once mounted.

@@ -17,8 +17,11 @@ use tokio::process::Command;
 
 use super::Daemon;
 use crate::blackboard::sessions::{new_token, NewSession};
-use crate::blackboard::{Actor, Blackboard, ObservationLevel, Outcome, Task, TaskStatus};
+use crate::blackboard::{
+    Actor, Blackboard, EventLevel, ObservationLevel, Outcome, Task, TaskStatus,
+};
 use crate::config::agents::AgentDef;
+use crate::runtime::{health, Activity, Adapter, Launch, RunContext, Transcript};
 
 /// Why a run exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -60,20 +63,6 @@ pub fn run_counts(d: &Daemon) -> (usize, HashMap<String, usize>, HashMap<String,
     (runs.len(), per_project, per_agent)
 }
 
-/// Replaces `{placeholder}`s in a command template.
-fn render_command(template: &[String], vars: &[(&str, String)]) -> Vec<String> {
-    template
-        .iter()
-        .map(|part| {
-            let mut s = part.clone();
-            for (k, v) in vars {
-                s = s.replace(&format!("{{{k}}}"), v);
-            }
-            s
-        })
-        .collect()
-}
-
 /// Renders the brief of a run (see `brief::render_task_brief`); counts the
 /// lessons it shows as referenced.
 async fn write_brief(
@@ -98,6 +87,7 @@ async fn write_brief(
             agent,
             project_context: settings.as_ref().and_then(|s| s.context.as_ref()),
             count_references: true,
+            bin: &d.exe().display().to_string(),
         },
     )
     .await
@@ -105,6 +95,11 @@ async fn write_brief(
 
 /// Starts a run of `agent` on `task`. For work runs the caller has already
 /// claimed the task for the agent. Never waits for the run to finish.
+///
+/// The runtime's part (flags, brief passing, environment, generated CLI
+/// configuration) is `runtime::Adapter::prepare`; this function owns the
+/// session row, the files and the process. A failure that is not the
+/// agent's (see `runtime::health`) gives the task back in the same round.
 pub async fn start_run(
     d: &Daemon,
     bb: &Blackboard,
@@ -116,6 +111,7 @@ pub async fn start_run(
     let project = bb.project().to_string();
     let session_id = format!("S-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let token = new_token();
+    let run_key = format!("mozi-{token}");
     let sessions_dir = d
         .home()
         .task_artifacts_dir(
@@ -125,131 +121,152 @@ pub async fn start_run(
         .join("sessions");
     let brief_path = sessions_dir.join(format!("{session_id}.brief.md"));
     let log_path = sessions_dir.join(format!("{session_id}.log"));
-    let template = d
-        .agents()
-        .command_template(agent)
-        .map(|t| t.to_vec())
-        .unwrap_or_default();
-    let argv = render_command(
-        &template,
-        &[
-            ("agent", agent.id.clone()),
-            ("session", session_id.clone()),
-            ("brief", brief_path.display().to_string()),
-            ("timeout", timeout_secs.to_string()),
-            ("project", project.clone()),
-            ("task", task.id.clone()),
-            ("home", d.home().root().display().to_string()),
-        ],
-    );
-    let json_result = d
-        .agents()
-        .runtimes
-        .get(&agent.runtime)
-        .is_some_and(|r| r.json_result)
-        && agent.command.is_none();
-    let brief = write_brief(d, bb, task, kind, &agent.id)
-        .await
-        .map_err(|e| format!("cannot render the brief: {e}"));
-    let prepared = brief.and_then(|text| {
-        (|| -> std::io::Result<std::fs::File> {
-            crate::home::create_private_dir_all(&sessions_dir)?;
-            crate::home::write_private_file(&brief_path, text)?;
-            crate::home::create_private_file(&log_path)
-        })()
-        .map_err(|e| format!("cannot prepare the run's files: {e}"))
-    });
+    let adapter = Adapter::for_agent(d.agents(), agent);
+    let runtime_name = adapter.as_ref().map(|a| a.name()).unwrap_or("unknown");
+    let brief = write_brief(d, bb, task, kind, &agent.id).await;
+    let gateway = format!("http://{}", d.config().server.bind);
+    let run_kind = match kind {
+        RunKind::Work => "work",
+        RunKind::Review => "review",
+    };
+    // Brief, log and the runtime's generated files; an error says whether
+    // it is the machine's (infrastructure) or the run's own.
+    let prepared: Result<(Launch, std::fs::File), (String, bool)> = match (&adapter, brief) {
+        (None, _) => Err((
+            format!(
+                "agent {} names runtime {:?}, which has no adapter",
+                agent.id, agent.runtime
+            ),
+            false,
+        )),
+        (_, Err(e)) => {
+            let text = e.to_string();
+            let infra = health::message_is_infrastructure(&text);
+            Err((format!("cannot render the brief: {text}"), infra))
+        }
+        (Some(adapter), Ok(text)) => {
+            let files = (|| -> std::io::Result<std::fs::File> {
+                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&sessions_dir)?;
+                crate::home::write_private_file(&brief_path, &text)?;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(&log_path)
+            })()
+            .map_err(|e| {
+                (
+                    format!("cannot prepare the run's files: {e}"),
+                    health::is_infrastructure(&e),
+                )
+            });
+            files.and_then(|log| {
+                let ctx = RunContext {
+                    agent,
+                    session_id: &session_id,
+                    token: &token,
+                    run_key: &run_key,
+                    brief_path: &brief_path,
+                    brief: &text,
+                    timeout_secs,
+                    project: &project,
+                    task: &task.id,
+                    run_kind,
+                    home: d.home().root(),
+                    exe: d.exe(),
+                    gateway: &gateway,
+                };
+                adapter.prepare(&ctx).map(|l| (l, log)).map_err(|e| {
+                    let infra = e.io().is_some_and(health::is_infrastructure);
+                    (
+                        format!("cannot prepare the {} runtime: {e}", adapter.name()),
+                        infra,
+                    )
+                })
+            })
+        }
+    };
+    let command = match &prepared {
+        Ok((launch, _)) => launch.command_line(),
+        Err(_) => runtime_name.to_string(),
+    };
     let session = bb
         .create_session(&NewSession {
             id: session_id.clone(),
             task_id: task.id.clone(),
             agent: agent.id.clone(),
             token: token.clone(),
-            command: argv.join(" "),
+            command,
             log_path: Some(log_path.display().to_string()),
         })
         .await;
     if let Err(e) = session {
         tracing::error!(project, task = %task.id, error = %e, "cannot record session");
-        give_back(
-            bb,
-            task,
-            kind,
-            &format!("could not record the session: {e}"),
-            false,
-        )
-        .await;
+        let why = format!("could not record the session: {e}");
+        // Without a session row there is nothing to end; the blackboard is
+        // the problem, not the agent.
+        hold_agent(d, bb, agent, runtime_name, &why);
+        give_back(bb, task, kind, &why, false).await;
         return;
     }
-    let log = match prepared {
-        Ok(f) => f,
-        Err(why) => {
-            fail_to_start(bb, &session_id, task, kind, &why).await;
+    let (launch, log) = match prepared {
+        Ok(p) => p,
+        Err((why, infra)) => {
+            if infra {
+                infra_failure(d, bb, &session_id, task, kind, agent, runtime_name, &why).await;
+            } else {
+                fail_to_start(d, bb, &session_id, task, kind, &why).await;
+            }
             return;
         }
     };
-    let Some((program, args)) = argv.split_first() else {
-        fail_to_start(
-            bb,
-            &session_id,
-            task,
-            kind,
-            &format!("agent {} has no command", agent.id),
-        )
-        .await;
-        return;
-    };
-    let mut cmd = Command::new(program);
-    let bin_dir = d
-        .exe()
-        .parent()
-        .map(|p| p.display().to_string())
-        .unwrap_or_default();
-    let path = format!("{bin_dir}:{}", std::env::var("PATH").unwrap_or_default());
-    cmd.args(args)
-        .current_dir(d.home().root())
-        .env("PATH", path)
-        .env("MOZI_HOME", d.home().root())
-        .env("MOZI_PROJECT", &project)
-        .env("MOZI_TASK", &task.id)
-        .env("MOZI_AGENT", &agent.id)
-        .env("MOZI_SESSION", &session_id)
-        .env("MOZI_SESSION_TOKEN", &token)
-        .env(
-            "MOZI_RUN_KIND",
-            match kind {
-                RunKind::Work => "work",
-                RunKind::Review => "review",
-            },
-        )
-        .env("MOZI_BIN", d.exe())
-        .env("MOZI_BRIEF", &brief_path)
-        .env(
-            "OPENAI_BASE_URL",
-            format!("http://{}/v1", d.config().server.bind),
-        )
-        .env("OPENAI_API_KEY", format!("mozi-{token}"))
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(&launch.program);
+    cmd.args(&launch.args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(if launch.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let log_err = log.try_clone();
-    if json_result {
-        cmd.stdout(Stdio::piped());
-    } else {
-        cmd.stdout(Stdio::from(log));
-    }
-    match log_err {
-        Ok(f) => cmd.stderr(Stdio::from(f)),
-        Err(_) => cmd.stderr(Stdio::null()),
-    };
-    let child = match cmd.spawn() {
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            let why = format!("cannot start agent {} ({program}): {e}", agent.id);
-            fail_to_start(bb, &session_id, task, kind, &why).await;
+            let why = if e.kind() == std::io::ErrorKind::NotFound {
+                format!(
+                    "runtime {runtime_name}: `{}` not found on PATH (agent {}; install it or fix PATH, see `moziplus doctor`)",
+                    launch.program, agent.id
+                )
+            } else {
+                format!("cannot start agent {} ({}): {e}", agent.id, launch.program)
+            };
+            if health::is_infrastructure(&e) {
+                infra_failure(d, bb, &session_id, task, kind, agent, runtime_name, &why).await;
+            } else {
+                fail_to_start(d, bb, &session_id, task, kind, &why).await;
+            }
             return;
         }
     };
+    d.runtime_health().started(&project, &agent.id);
+    if let (Some(text), Some(mut stdin)) = (launch.stdin, child.stdin.take()) {
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            // A CLI that exits without reading its brief closes the pipe;
+            // its exit is judged, not this write.
+            let _ = stdin.write_all(text.as_bytes()).await;
+            let _ = stdin.shutdown().await;
+        });
+    }
     let pid = child.id().unwrap_or(0) as i32;
     let _ = bb
         .set_session_process(&session_id, pid as i64, pid as i64)
@@ -269,7 +286,7 @@ pub async fn start_run(
     };
     d.runs_lock().insert(session_id.clone(), info.clone());
     d.add_run_key(
-        format!("mozi-{token}"),
+        run_key,
         super::gateway_hooks::RunKey {
             session_id: session_id.clone(),
             project: project.clone(),
@@ -280,19 +297,84 @@ pub async fn start_run(
     );
     d.count_spawn();
     metrics::counter!("moziplus_runs_started_total").increment(1);
-    tracing::info!(project, task = %task.id, agent = %agent.id, session = %session_id, pid, "run started");
+    tracing::info!(project, task = %task.id, agent = %agent.id, session = %session_id, pid, runtime = runtime_name, "run started");
     tokio::spawn(supervise(
         d.clone(),
         bb.clone(),
         info,
         child,
         timeout_secs,
-        json_result,
+        Transcript::new(launch.format),
+        tokio::fs::File::from_std(log),
     ));
 }
 
-/// The run could not even start: end the session and give the task back.
-async fn fail_to_start(bb: &Blackboard, session_id: &str, task: &Task, kind: RunKind, why: &str) {
+/// Holds `agent` on this project for the infrastructure backoff and marks
+/// the project degraded (readiness, dashboard).
+fn hold_agent(d: &Daemon, bb: &Blackboard, agent: &AgentDef, runtime: &str, why: &str) -> Duration {
+    let wait = d.runtime_health().failed(
+        bb.project(),
+        &agent.id,
+        runtime,
+        why,
+        bb.now(),
+        &d.config().daemon.retry_backoff,
+    );
+    metrics::counter!("moziplus_runs_infrastructure_failures_total").increment(1);
+    wait
+}
+
+/// The run could not start for a reason that is not the agent's: end the
+/// session, give the task back in the same round, hold the agent on this
+/// project for the backoff, and say so.
+#[allow(clippy::too_many_arguments)]
+async fn infra_failure(
+    d: &Daemon,
+    bb: &Blackboard,
+    session_id: &str,
+    task: &Task,
+    kind: RunKind,
+    agent: &AgentDef,
+    runtime: &str,
+    why: &str,
+) {
+    let wait = hold_agent(d, bb, agent, runtime, why);
+    let why = format!(
+        "{why} — infrastructure failure: no round counted; agent {} waits {} s before its next run on this project",
+        agent.id,
+        wait.as_secs()
+    );
+    tracing::warn!(project = bb.project(), task = %task.id, why, "run could not start (infrastructure)");
+    end_session(
+        bb,
+        session_id,
+        Outcome::Failed,
+        None,
+        serde_json::json!({ "error": why, "infrastructure": true }),
+    )
+    .await;
+    let _ = bb
+        .add_observation(
+            ObservationLevel::Alert,
+            &Actor::daemon(),
+            Some(&task.id),
+            &why,
+        )
+        .await;
+    give_back(bb, task, kind, &why, false).await;
+}
+
+/// The run could not even start, for a reason of its own (a brief that
+/// cannot be rendered, an empty command): end the session and give the
+/// task back, costing a round.
+async fn fail_to_start(
+    d: &Daemon,
+    bb: &Blackboard,
+    session_id: &str,
+    task: &Task,
+    kind: RunKind,
+    why: &str,
+) {
     tracing::warn!(project = bb.project(), task = %task.id, why, "run failed to start");
     end_session(
         bb,
@@ -311,6 +393,31 @@ async fn fail_to_start(bb: &Blackboard, session_id: &str, task: &Task, kind: Run
         )
         .await;
     give_back(bb, task, kind, why, true).await;
+    hold_next_round(d, bb, &task.id, kind).await;
+}
+
+/// After a failed round, the task's next round waits for the backoff of
+/// `daemon.retry_backoff` (by the round it is now in), so a run that fails
+/// at once cannot burn every round in seconds.
+async fn hold_next_round(d: &Daemon, bb: &Blackboard, task_id: &str, kind: RunKind) {
+    if kind != RunKind::Work {
+        return;
+    }
+    let Ok(t) = bb.task(task_id).await else {
+        return;
+    };
+    if t.status != TaskStatus::Pending {
+        return;
+    }
+    let failures = u32::try_from(t.round.saturating_sub(1)).unwrap_or(u32::MAX);
+    let wait = health::backoff(&d.config().daemon.retry_backoff, failures);
+    if wait.is_zero() {
+        return;
+    }
+    let until = bb.now() + wait.as_millis() as i64;
+    if let Err(e) = bb.hold_pending_until(task_id, until).await {
+        tracing::warn!(project = bb.project(), task = task_id, error = %e, "cannot hold the task for its backoff");
+    }
 }
 
 /// Returns a work run's task: with `bump` another round (or failed at the
@@ -385,77 +492,188 @@ enum Ending {
     Shutdown,
 }
 
+/// Lines of stderr kept for the observation of a failed run.
+const STDERR_TAIL: usize = 8;
+/// `session.activity` events published per run; the rest stay in the log.
+const MAX_ACTIVITY_EVENTS: usize = 500;
+/// How long output is still read after the process group was killed.
+const DRAIN: Duration = Duration::from_secs(3);
+
+/// The session log: stdout and stderr as they come (one writer, appending,
+/// so neither overwrites the other) and, for structured CLIs, each
+/// normalised activity as a `[mozi:activity] {json}` line.
+struct SessionLog {
+    file: tokio::fs::File,
+    broken: bool,
+}
+
+impl SessionLog {
+    async fn write(&mut self, prefix: &str, line: &str) {
+        use tokio::io::AsyncWriteExt;
+        if self.broken {
+            return;
+        }
+        let mut buf = String::with_capacity(prefix.len() + line.len() + 1);
+        buf.push_str(prefix);
+        buf.push_str(line);
+        buf.push('\n');
+        if self.file.write_all(buf.as_bytes()).await.is_err() {
+            self.broken = true;
+        }
+    }
+}
+
+/// The live transcript of a run: activity goes to the log and, up to
+/// [`MAX_ACTIVITY_EVENTS`], to the event stream (`session.activity`,
+/// level `optional`).
+struct Live<'a> {
+    bb: &'a Blackboard,
+    info: &'a RunInfo,
+    log: SessionLog,
+    published: usize,
+    structured: bool,
+}
+
+impl Live<'_> {
+    async fn publish(&mut self, acts: Vec<Activity>) {
+        for a in acts {
+            let value = serde_json::to_value(&a).unwrap_or_default();
+            if self.structured {
+                let line = serde_json::json!({ "activity": value }).to_string();
+                self.log.write("[mozi:activity] ", &line).await;
+            }
+            if self.published < MAX_ACTIVITY_EVENTS {
+                self.published += 1;
+                let mut payload = serde_json::json!({
+                    "session": self.info.session_id,
+                    "agent": self.info.agent,
+                });
+                if let (Some(p), Some(v)) = (payload.as_object_mut(), value.as_object()) {
+                    p.extend(v.clone());
+                }
+                let _ = self
+                    .bb
+                    .record_event(
+                        EventLevel::Optional,
+                        "session.activity",
+                        Some(&self.info.task_id),
+                        &Actor::daemon(),
+                        payload,
+                    )
+                    .await;
+            }
+        }
+    }
+}
+
 async fn supervise(
     d: Daemon,
     bb: Blackboard,
     info: RunInfo,
     mut child: tokio::process::Child,
     timeout_secs: u64,
-    json_result: bool,
+    mut transcript: Transcript,
+    log: tokio::fs::File,
 ) {
+    use tokio::io::AsyncBufReadExt;
     let grace = Duration::from_secs(d.config().daemon.kill_grace);
     let mut shutdown = d.shutdown_signal();
-    // OpenClaw-style runtimes print their result as JSON on stdout; keep the
-    // last 1 MiB of it and copy everything to the log.
-    let stdout_task = child.stdout.take().map(|mut out| {
-        let log_path = info.log_path.clone();
-        tokio::spawn(async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut log = tokio::fs::OpenOptions::new()
-                .append(true)
-                .open(&log_path)
-                .await
-                .ok();
-            let mut tail: Vec<u8> = Vec::new();
-            let mut buf = vec![0u8; 16 * 1024];
-            while let Ok(n) = out.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                if let Some(l) = log.as_mut() {
-                    let _ = l.write_all(&buf[..n]).await;
-                }
-                tail.extend_from_slice(&buf[..n]);
-                if tail.len() > 1 << 20 {
-                    tail.drain(..tail.len() - (1 << 20));
-                }
-            }
-            tail
-        })
-    });
-    let ending = tokio::select! {
-        status = child.wait() => match status {
-            Ok(s) => Ending::Exited(s),
-            Err(_) => Ending::TimedOut,
+    let structured = transcript.format() != crate::runtime::OutputFormat::Plain;
+    let mut live = Live {
+        bb: &bb,
+        info: &info,
+        log: SessionLog {
+            file: log,
+            broken: false,
         },
-        _ = tokio::time::sleep(Duration::from_secs(timeout_secs)) => Ending::TimedOut,
-        _ = async { while !*shutdown.borrow_and_update() { if shutdown.changed().await.is_err() { break; } } } => Ending::Shutdown,
+        published: 0,
+        structured,
     };
-    let status = match ending {
-        Ending::Exited(s) => Some(s),
-        Ending::TimedOut | Ending::Shutdown => {
-            signal_group(info.pid, Signal::SIGTERM);
-            match tokio::time::timeout(grace, child.wait()).await {
-                Ok(Ok(s)) => Some(s),
-                _ => {
-                    signal_group(info.pid, Signal::SIGKILL);
-                    child.wait().await.ok()
-                }
-            }
+    let mut out = child
+        .stdout
+        .take()
+        .map(|o| tokio::io::BufReader::new(o).lines());
+    let mut err = child
+        .stderr
+        .take()
+        .map(|e| tokio::io::BufReader::new(e).lines());
+    let mut stderr_tail: std::collections::VecDeque<String> = Default::default();
+    let timeout = tokio::time::sleep(Duration::from_secs(timeout_secs));
+    tokio::pin!(timeout);
+    let far = Duration::from_secs(10 * 365 * 24 * 3600);
+    // After SIGTERM (timeout, shutdown): SIGKILL when the grace runs out.
+    let kill_at = tokio::time::sleep(far);
+    tokio::pin!(kill_at);
+    // After the leader exited and the group was killed: stop reading.
+    let drain = tokio::time::sleep(far);
+    tokio::pin!(drain);
+    let mut stopping: Option<Ending> = None;
+    let mut status: Option<std::process::ExitStatus> = None;
+    let mut waited = false;
+    loop {
+        if waited && out.is_none() && err.is_none() {
+            break;
         }
+        tokio::select! {
+            line = async { out.as_mut().expect("guarded").next_line().await }, if out.is_some() => match line {
+                Ok(Some(l)) => {
+                    live.log.write("", &l).await;
+                    let acts = transcript.line(&l);
+                    live.publish(acts).await;
+                }
+                _ => out = None,
+            },
+            line = async { err.as_mut().expect("guarded").next_line().await }, if err.is_some() => match line {
+                Ok(Some(l)) => {
+                    live.log.write("", &l).await;
+                    if stderr_tail.len() == STDERR_TAIL {
+                        stderr_tail.pop_front();
+                    }
+                    stderr_tail.push_back(l);
+                }
+                _ => err = None,
+            },
+            s = child.wait(), if !waited => {
+                waited = true;
+                status = s.ok();
+                // Whatever the leader did, nothing of its group may outlive the run.
+                signal_group(info.pid, Signal::SIGKILL);
+                drain.as_mut().reset(tokio::time::Instant::now() + DRAIN);
+            },
+            _ = &mut timeout, if stopping.is_none() && !waited => {
+                stopping = Some(Ending::TimedOut);
+                signal_group(info.pid, Signal::SIGTERM);
+                kill_at.as_mut().reset(tokio::time::Instant::now() + grace);
+            },
+            _ = async { while !*shutdown.borrow_and_update() { if shutdown.changed().await.is_err() { std::future::pending::<()>().await } } }, if stopping.is_none() && !waited => {
+                stopping = Some(Ending::Shutdown);
+                signal_group(info.pid, Signal::SIGTERM);
+                kill_at.as_mut().reset(tokio::time::Instant::now() + grace);
+            },
+            _ = &mut kill_at, if !waited => {
+                signal_group(info.pid, Signal::SIGKILL);
+                kill_at.as_mut().reset(tokio::time::Instant::now() + far);
+            },
+            _ = &mut drain, if waited => {
+                out = None;
+                err = None;
+            },
+        }
+    }
+    let ending = match (stopping, status) {
+        (Some(e), _) => e,
+        (None, Some(s)) => Ending::Exited(s),
+        (None, None) => Ending::TimedOut,
     };
-    // Whatever the leader did, nothing of its group may outlive the run —
-    // nor anything that left the group (`setsid`) but carries the run's
-    // marker in its environment (issue 13, defect 14).
-    signal_group(info.pid, Signal::SIGKILL);
+    // Nothing that left the group (`setsid`) but carries the run's marker in
+    // its environment may outlive the run either (issue 13, defect 14).
     let session = info.session_id.clone();
     let _ = tokio::task::spawn_blocking(move || super::recovery::kill_session_processes(&session))
         .await;
-    let stdout_tail = match stdout_task {
-        Some(t) => t.await.unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let (tail_acts, report) = transcript.finish();
+    live.publish(tail_acts).await;
     let exit_code = status.and_then(|s| s.code()).map(i64::from);
+    let stderr_text = stderr_tail.iter().cloned().collect::<Vec<_>>().join("\n");
     let (mut outcome, mut detail) = match ending {
         Ending::TimedOut => (
             Outcome::TimedOut,
@@ -471,40 +689,38 @@ async fn supervise(
             serde_json::json!({ "exit_code": s.code(), "signal": std::os::unix::process::ExitStatusExt::signal(&s) }),
         ),
     };
-    if json_result && outcome == Outcome::Succeeded {
-        match parse_json_result(&stdout_tail) {
-            Some(v) => {
-                let aborted = v.get("aborted").and_then(|a| a.as_bool()).unwrap_or(false)
-                    || v.get("status")
-                        .and_then(|s| s.as_str())
-                        .is_some_and(|s| s == "aborted" || s == "error");
-                if aborted {
-                    outcome = Outcome::Failed;
-                }
-                detail = serde_json::json!({
-                    "runId": v.get("runId").or_else(|| v.get("run_id")),
-                    "usage": v.get("usage").or_else(|| v.get("result").and_then(|r| r.get("usage"))),
-                    "aborted": aborted,
-                });
-                if let Some(u) = detail.get("usage").filter(|u| !u.is_null()) {
-                    let p = u
-                        .get("prompt_tokens")
-                        .or_else(|| u.get("input"))
-                        .and_then(|x| x.as_i64())
-                        .unwrap_or(0);
-                    let c = u
-                        .get("completion_tokens")
-                        .or_else(|| u.get("output"))
-                        .and_then(|x| x.as_i64())
-                        .unwrap_or(0);
-                    let _ = bb.add_session_usage(&info.session_id, p, c, 0.0).await;
-                }
-            }
-            None => {
-                outcome = Outcome::Failed;
-                detail = serde_json::json!({ "error": "exit 0 but no JSON result on stdout" });
-            }
+    if outcome == Outcome::Failed {
+        // A CLI that says why it failed (and exits non-zero): its words first.
+        if let (Some(e), Some(m)) = (&report.error, detail.as_object_mut()) {
+            let code = exit_code
+                .map(|c| format!(" (exit code {c})"))
+                .unwrap_or_default();
+            m.insert("error".into(), serde_json::json!(format!("{e}{code}")));
         }
+    } else if outcome == Outcome::Succeeded {
+        if let Some(e) = &report.error {
+            outcome = Outcome::Failed;
+            detail = serde_json::json!({ "error": e });
+        } else if report.missing_result {
+            outcome = Outcome::Failed;
+            detail = serde_json::json!({ "error": "exit 0 but the CLI printed no result" });
+        }
+    }
+    if let Some(m) = detail.as_object_mut() {
+        if report != Default::default() {
+            m.insert(
+                "cli".into(),
+                serde_json::to_value(&report).unwrap_or_default(),
+            );
+        }
+        if outcome != Outcome::Succeeded && !stderr_text.is_empty() {
+            m.insert("stderr_tail".into(), serde_json::json!(stderr_text));
+        }
+    }
+    if let Some(cost) = report.cost_usd.filter(|c| *c > 0.0) {
+        // Tokens are booked by the gateway as the calls pass; the cost only
+        // the CLI knows.
+        let _ = bb.add_session_usage(&info.session_id, 0, 0, cost).await;
     }
     // A work run that "succeeded" but left its task working did not finish it.
     let task = bb.task(&info.task_id).await.ok();
@@ -517,22 +733,45 @@ async fn supervise(
     });
     if info.kind == RunKind::Work && outcome == Outcome::Succeeded && still_held {
         outcome = Outcome::Failed;
-        detail = serde_json::json!({ "error": "the agent exited without finishing its task (no `bb done`/`bb fail`)" });
+        if let Some(m) = detail.as_object_mut() {
+            m.insert(
+                "error".into(),
+                serde_json::json!(
+                    "the agent exited without finishing its task (no `bb done`/`bb fail`)"
+                ),
+            );
+        }
     }
     end_session(&bb, &info.session_id, outcome, exit_code, detail.clone()).await;
     metrics::counter!("moziplus_runs_total", "outcome" => outcome.as_str()).increment(1);
     if info.kind == RunKind::Work && still_held {
         if let Some(t) = task {
-            let why = match outcome {
+            let mut why = match outcome {
                 Outcome::TimedOut => {
                     format!("run {} timed out after {timeout_secs} s", info.session_id)
                 }
                 Outcome::Killed => format!("run {} stopped by daemon shutdown", info.session_id),
-                _ => format!("run {} ended {}: {}", info.session_id, outcome, detail),
+                _ => {
+                    let reason = detail
+                        .get("error")
+                        .and_then(|e| e.as_str())
+                        .map(str::to_string)
+                        .or_else(|| exit_code.map(|c| format!("exit code {c}")))
+                        .unwrap_or_else(|| detail.to_string());
+                    format!("run {} ended {}: {reason}", info.session_id, outcome)
+                }
             };
+            if outcome != Outcome::Succeeded
+                && outcome != Outcome::Killed
+                && !stderr_text.is_empty()
+            {
+                why.push_str("; last stderr lines:\n");
+                why.push_str(&stderr_text);
+            }
             // Shutdown is not the agent's fault: same round. Anything else costs one.
             give_back(&bb, &t, info.kind, &why, outcome != Outcome::Killed).await;
             if outcome == Outcome::Failed || outcome == Outcome::TimedOut {
+                hold_next_round(&d, &bb, &t.id, info.kind).await;
                 let _ = bb
                     .add_observation(ObservationLevel::Warn, &Actor::daemon(), Some(&t.id), &why)
                     .await;
@@ -543,19 +782,6 @@ async fn supervise(
     d.runs_lock().remove(&info.session_id);
     d.remove_run_keys(&info.session_id);
     d.wake();
-}
-
-/// The last JSON object printed on stdout (OpenClaw `--json`).
-fn parse_json_result(out: &[u8]) -> Option<serde_json::Value> {
-    let text = String::from_utf8_lossy(out);
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(text.trim()) {
-        return Some(v);
-    }
-    text.lines().rev().find_map(|l| {
-        serde_json::from_str::<serde_json::Value>(l.trim())
-            .ok()
-            .filter(|v| v.is_object())
-    })
 }
 
 /// Shutdown: the supervisors see the signal and stop their runs; wait for
@@ -574,28 +800,5 @@ pub async fn stop_all(d: &Daemon) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while !d.runs_lock().is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn placeholders_are_substituted() {
-        let t: Vec<String> = ["run", "--agent", "{agent}", "--file={brief}", "{unknown}"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let out = render_command(&t, &[("agent", "a1".into()), ("brief", "/b.md".into())]);
-        assert_eq!(out, ["run", "--agent", "a1", "--file=/b.md", "{unknown}"]);
-    }
-
-    #[test]
-    fn json_result_is_the_last_object() {
-        let out = b"progress...\n{\"runId\":\"r1\",\"aborted\":false}\n";
-        let v = parse_json_result(out).unwrap();
-        assert_eq!(v["runId"], "r1");
-        assert!(parse_json_result(b"no json here").is_none());
     }
 }

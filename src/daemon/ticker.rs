@@ -269,6 +269,7 @@ async fn start_ready(
             })
             .filter(|a| allowed(&slot, &a.id))
             .filter(|a| *busy.get(&a.id).unwrap_or(&0) < cfg.max_per_agent as usize)
+            .filter(|a| !d.runtime_health().held(project, &a.id, bb.now()))
             .collect();
         let Some(agent) = candidates
             .into_iter()
@@ -326,6 +327,27 @@ async fn conclude_reviews(
             bb.fail_task(&task.id, &Actor::daemon(), &why).await?;
             continue;
         };
+        if let Some(why) = &protocol.unusable {
+            // The team cannot staff this protocol: the task waits in review
+            // (said once per round) until agents.yaml is fixed and the
+            // daemon restarted; nothing else is held.
+            if d.runtime_health()
+                .note_once(format!("{}:{}:{}:protocol", slot.id, task.id, task.round))
+            {
+                let body = format!(
+                    "{} waits in review: review protocol {:?} cannot be used ({why}); add the agents it needs to config/agents.yaml and restart the daemon",
+                    task.id, protocol.name
+                );
+                bb.add_observation(
+                    ObservationLevel::Warn,
+                    &Actor::daemon(),
+                    Some(&task.id),
+                    &body,
+                )
+                .await?;
+            }
+            continue;
+        }
         let round: Vec<Review> = bb
             .reviews(&task.id)
             .await?
@@ -499,6 +521,7 @@ async fn start_reviewer(
             && !taken.contains(&a.id)
             && allowed(slot, &a.id)
             && *per_agent.get(&a.id).unwrap_or(&0) < slot.config.daemon.max_per_agent as usize
+            && !d.runtime_health().held(slot.id.as_str(), &a.id, bb.now())
     });
     let Some(agent) = reviewer.cloned() else {
         return Ok(false);

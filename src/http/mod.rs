@@ -232,7 +232,18 @@ async fn ready(State(d): State<Daemon>) -> Response {
         || stats
             .last_tick_at_ms
             .is_some_and(|t| chrono::Utc::now().timestamp_millis() - t < 3 * interval_ms + 10_000);
-    let ok = problems.is_empty() && ticker_alive;
+    // Runs that cannot start for the machine's reasons (a CLI not
+    // installed, a read-only home or database, no file descriptors): the
+    // project is degraded and the daemon not ready until a run starts again.
+    let degraded = d.runtime_health().problems();
+    let ok = problems.is_empty() && ticker_alive && degraded.is_empty();
+    // Informational: a protocol the team cannot staff holds only its tasks.
+    let unusable: Vec<Value> = d
+        .protocols()
+        .unusable()
+        .into_iter()
+        .map(|(name, why)| json!({ "protocol": name, "reason": why }))
+        .collect();
     // Informational: an upstream's breaker being open does not make the
     // daemon unready (readiness must not flap with a provider's health).
     let gateway = d.gateway().map(|g| {
@@ -253,6 +264,8 @@ async fn ready(State(d): State<Daemon>) -> Response {
         "ready": ok,
         "ticker_alive": ticker_alive,
         "project_problems": problems,
+        "degraded": degraded,
+        "unusable_review_protocols": unusable,
         "gateway": gateway,
     });
     let code = if ok {
@@ -311,6 +324,13 @@ pub async fn status_value(d: &Daemon) -> Value {
         "active_sessions": runs.len(),
         "gateway": d.gateway().map(|g| serde_json::to_value(g.status()).unwrap_or(Value::Null)),
         "runs_started": d.runs_spawned(),
+        "degraded": d.runtime_health().problems(),
+        "unusable_review_protocols": d
+            .protocols()
+            .unusable()
+            .into_iter()
+            .map(|(name, why)| json!({ "protocol": name, "reason": why }))
+            .collect::<Vec<_>>(),
         "limits": {
             "max_global_agents": d.config().daemon.max_global_agents,
             "max_per_agent": d.config().daemon.max_per_agent,

@@ -126,6 +126,7 @@ mod tests {
             senior_reviewer: senior.then(|| ReviewerSpec::Role("senior".into())),
             debate: false,
             file: "p.yaml".into(),
+            unusable: None,
         }
     }
 

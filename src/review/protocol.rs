@@ -102,6 +102,9 @@ pub struct Protocol {
     pub debate: bool,
     /// The file it came from.
     pub file: PathBuf,
+    /// Why the team cannot staff it (a seat no agent can fill), with file,
+    /// key and line; tasks needing it wait in review.
+    pub unusable: Option<String>,
 }
 
 /// The on-disk shape; optional keys take the `review:` defaults.
@@ -230,6 +233,14 @@ impl Protocols {
     pub fn iter(&self) -> impl Iterator<Item = &Protocol> {
         self.by_name.values()
     }
+
+    /// The protocols the team cannot staff: `(name, why)`.
+    pub fn unusable(&self) -> Vec<(String, String)> {
+        self.by_name
+            .values()
+            .filter_map(|p| p.unusable.clone().map(|w| (p.name.clone(), w)))
+            .collect()
+    }
 }
 
 impl Protocol {
@@ -287,7 +298,11 @@ impl Protocol {
             ));
         }
         // Every seat must be fillable by some agent, and the panel needs as
-        // many distinct agents as it has seats.
+        // many distinct agents as it has seats. A team that cannot staff a
+        // protocol still starts: the protocol is marked unusable (doctor,
+        // readiness, dashboard) and only the tasks needing it wait.
+        let staffing = |key: &str, message: String| Some(err(key, message).to_string());
+        let mut unusable = None;
         let mut candidates: Vec<&str> = Vec::new();
         for spec in &raw.reviewers {
             let fits: Vec<&str> = agents
@@ -296,18 +311,18 @@ impl Protocol {
                 .filter(|a| spec.matches(a))
                 .map(|a| a.id.as_str())
                 .collect();
-            if fits.is_empty() {
-                return Err(err(
+            if fits.is_empty() && unusable.is_none() {
+                unusable = staffing(
                     "reviewers",
                     format!("no agent in config/agents.yaml can be the reviewer {spec}"),
-                ));
+                );
             }
             candidates.extend(fits);
         }
         candidates.sort_unstable();
         candidates.dedup();
-        if candidates.len() < raw.reviewers.len() {
-            return Err(err(
+        if candidates.len() < raw.reviewers.len() && unusable.is_none() {
+            unusable = staffing(
                 "reviewers",
                 format!(
                     "{} seats but only {} distinct agent(s) can fill them ({})",
@@ -315,17 +330,18 @@ impl Protocol {
                     candidates.len(),
                     candidates.join(", ")
                 ),
-            ));
+            );
         }
         if let Some(spec) = &raw.senior_reviewer {
-            if !agents.agents.iter().any(|a| spec.matches(a)) {
-                return Err(err(
+            if !agents.agents.iter().any(|a| spec.matches(a)) && unusable.is_none() {
+                unusable = staffing(
                     "senior_reviewer",
                     format!("no agent in config/agents.yaml can be the senior reviewer {spec}"),
-                ));
+                );
             }
         }
         Ok(Protocol {
+            unusable,
             name: raw.name,
             applies_to: raw.applies_to,
             reviewers: raw.reviewers,

@@ -62,6 +62,32 @@ export function Overview() {
       >
         <ErrorBox error={status.error} what="status" />
         <ErrorBox error={actionError} />
+        {s && (s.degraded ?? []).length > 0 && (
+          <div class="error" role="alert" data-testid="degraded">
+            <strong>Degraded: runs cannot start</strong>
+            <ul>
+              {(s.degraded ?? []).map((p) => (
+                <li key={`${p.project}/${p.agent}`}>
+                  project <Link href={`/projects/${encodeURIComponent(p.project)}`}>{p.project}</Link>, agent{' '}
+                  <code>{p.agent}</code> ({p.runtime}): {p.reason} — {p.failures} failure(s), next try{' '}
+                  {ago(new Date(p.retry_at_ms).toISOString())}
+                </li>
+              ))}
+            </ul>
+          </div>
+        )}
+        {s && (s.unusable_review_protocols ?? []).length > 0 && (
+          <div class="error" role="status" data-testid="unusable-protocols">
+            <strong>Review protocols the team cannot staff</strong> (their tasks wait in review)
+            <ul>
+              {(s.unusable_review_protocols ?? []).map((p) => (
+                <li key={p.protocol}>
+                  <code>{p.protocol}</code>: {p.reason}
+                </li>
+              ))}
+            </ul>
+          </div>
+        )}
         {s && (
           <dl class="stats" data-testid="daemon-stats">
             <div>

@@ -134,8 +134,11 @@ export function TaskPanel({ project, taskId, rev }: { project: string; taskId: s
                     {s.outcome ? <Badge kind={`o-${s.outcome}`}>{s.outcome}</Badge> : <Badge kind="ok">running</Badge>}
                     <Time t={s.started_at} />
                     {(s.prompt_tokens > 0 || s.completion_tokens > 0) && (
-                      <span class="muted">{s.prompt_tokens + s.completion_tokens} tokens</span>
+                      <span class="muted">
+                        {s.prompt_tokens} in / {s.completion_tokens} out tokens
+                      </span>
                     )}
+                    {s.cost > 0 && <span class="muted">${s.cost.toFixed(4)}</span>}
                     <button class="small" onClick={() => setLogSession(logSession === s.id ? null : s.id)}>
                       {logSession === s.id ? 'Hide log' : 'Log'}
                     </button>
@@ -211,6 +214,59 @@ function CommentForm({ url, onDone }: { url: string; onDone: () => void }) {
   );
 }
 
+/** One normalised transcript item (`[mozi:activity] {"activity":…}` log lines). */
+interface Activity {
+  kind: 'assistant_text' | 'tool_call' | 'tool_result' | 'usage' | 'error';
+  text?: string;
+  tool?: string;
+  input_tokens?: number;
+  output_tokens?: number;
+  cost_usd?: number;
+}
+
+const ACTIVITY_PREFIX = '[mozi:activity] ';
+
+function activities(text: string): Activity[] {
+  const out: Activity[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(ACTIVITY_PREFIX)) continue;
+    try {
+      out.push((JSON.parse(line.slice(ACTIVITY_PREFIX.length)) as { activity: Activity }).activity);
+    } catch {
+      // A line cut by the tail window: skip it.
+    }
+  }
+  return out;
+}
+
+/** The run's transcript: what the model said, the tools it ran, tokens and cost. */
+function Transcript({ items }: { items: Activity[] }) {
+  const usage = items.filter((a) => a.kind === 'usage');
+  const tokensIn = usage.reduce((n, a) => n + (a.input_tokens ?? 0), 0);
+  const tokensOut = usage.reduce((n, a) => n + (a.output_tokens ?? 0), 0);
+  const cost = usage.reduce((n, a) => n + (a.cost_usd ?? 0), 0);
+  return (
+    <div class="transcript" data-testid="transcript">
+      <ol class="items">
+        {items
+          .filter((a) => a.kind !== 'usage')
+          .map((a, i) => (
+            <li key={i} class={`activity activity-${a.kind}`}>
+              <Badge kind={a.kind === 'error' ? 'o-failed' : 'muted'}>{a.kind.replace('_', ' ')}</Badge>
+              {a.tool && <code>{a.tool}</code>}
+              <span class="pre">{a.text}</span>
+            </li>
+          ))}
+      </ol>
+      {usage.length > 0 && (
+        <small class="muted">
+          CLI reports {tokensIn} in / {tokensOut} out tokens{cost > 0 ? ` · $${cost.toFixed(4)}` : ''}
+        </small>
+      )}
+    </div>
+  );
+}
+
 /** Live tail of a session log over its SSE stream; a plain read when that fails. */
 function LogTail({ project, session }: { project: string; session: string }) {
   const [text, setText] = useState('');
@@ -252,9 +308,11 @@ function LogTail({ project, session }: { project: string; session: string }) {
     const el = pre.current;
     if (el) el.scrollTop = el.scrollHeight;
   }, [text]);
+  const items = activities(text);
   return (
     <div class="log">
       <ErrorBox error={error} what="log" />
+      {items.length > 0 && <Transcript items={items} />}
       <pre ref={pre} data-testid="log">{text || (ended ? '(empty log)' : 'waiting for output…')}</pre>
       <small class="muted">{ended ? 'session ended' : 'live'}</small>
     </div>

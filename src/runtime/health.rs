@@ -1,0 +1,218 @@
+//! Infrastructure failures of runs, and the backoff they impose.
+//!
+//! A run that cannot start for a reason that is not the agent's — its CLI is
+//! not installed, the home or the database is read-only, the process is out
+//! of file descriptors — costs the task no round. Instead the agent is held
+//! on that project for a backoff (`daemon.retry_backoff`, by default 10 s,
+//! 60 s, 5 min, then 5 min again) and the project is *degraded*: readiness
+//! and the dashboard name the problem until a run of that agent starts again.
+//!
+//! The same schedule spaces the rounds of a task whose runs fail (an agent
+//! failure costs a round, but rounds are not burnt faster than the backoff).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// One infrastructure problem, as readiness and the dashboard show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    pub project: String,
+    pub agent: String,
+    pub runtime: String,
+    pub reason: String,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// UTC milliseconds.
+    pub since_ms: i64,
+    /// No run of this agent starts on this project before this time (UTC ms).
+    pub retry_at_ms: i64,
+}
+
+/// The daemon's record of infrastructure problems (per project and agent).
+#[derive(Debug, Default)]
+pub struct RuntimeHealth {
+    problems: Mutex<BTreeMap<(String, String), Problem>>,
+    /// Things reported once (e.g. "task held: its review protocol is unusable").
+    noted: Mutex<BTreeSet<String>>,
+}
+
+/// The wait after the `failures`-th consecutive failure.
+pub fn backoff(schedule: &[u64], failures: u32) -> Duration {
+    let i = (failures.max(1) as usize - 1).min(schedule.len().saturating_sub(1));
+    Duration::from_secs(schedule.get(i).copied().unwrap_or(0))
+}
+
+impl RuntimeHealth {
+    /// Records an infrastructure failure; returns the backoff imposed.
+    pub fn failed(
+        &self,
+        project: &str,
+        agent: &str,
+        runtime: &str,
+        reason: &str,
+        now_ms: i64,
+        schedule: &[u64],
+    ) -> Duration {
+        let mut map = self.problems.lock().expect("health lock");
+        let p = map
+            .entry((project.to_string(), agent.to_string()))
+            .or_insert_with(|| Problem {
+                project: project.to_string(),
+                agent: agent.to_string(),
+                runtime: runtime.to_string(),
+                reason: String::new(),
+                failures: 0,
+                since_ms: now_ms,
+                retry_at_ms: now_ms,
+            });
+        p.failures += 1;
+        p.reason = reason.to_string();
+        p.runtime = runtime.to_string();
+        let wait = backoff(schedule, p.failures);
+        p.retry_at_ms = now_ms + wait.as_millis() as i64;
+        wait
+    }
+
+    /// A run of `agent` on `project` started: the problem is over.
+    pub fn started(&self, project: &str, agent: &str) {
+        let mut map = self.problems.lock().expect("health lock");
+        if !map.is_empty() {
+            map.remove(&(project.to_string(), agent.to_string()));
+        }
+    }
+
+    /// Whether `agent` must not start on `project` now (in its backoff).
+    pub fn held(&self, project: &str, agent: &str, now_ms: i64) -> bool {
+        let map = self.problems.lock().expect("health lock");
+        !map.is_empty()
+            && map
+                .get(&(project.to_string(), agent.to_string()))
+                .is_some_and(|p| p.retry_at_ms > now_ms)
+    }
+
+    /// Every current problem, by project then agent.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.problems
+            .lock()
+            .expect("health lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// True the first time `key` is noted.
+    pub fn note_once(&self, key: String) -> bool {
+        self.noted.lock().expect("noted lock").insert(key)
+    }
+}
+
+/// Whether an I/O error is the machine's, not the agent's: a missing or
+/// unusable program, a read-only or full file system, no descriptors left.
+pub fn is_infrastructure(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    if matches!(
+        e.kind(),
+        K::NotFound | K::PermissionDenied | K::ReadOnlyFilesystem | K::StorageFull | K::OutOfMemory
+    ) {
+        return true;
+    }
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE)
+            | Some(nix::libc::ENFILE)
+            | Some(nix::libc::EROFS)
+            | Some(nix::libc::ENOSPC)
+            | Some(nix::libc::EACCES)
+            | Some(nix::libc::ENOENT)
+            | Some(nix::libc::ENOEXEC)
+            | Some(nix::libc::EAGAIN)
+            | Some(nix::libc::ENOMEM)
+    )
+}
+
+/// Whether an error's text says the same (for errors that carry no
+/// `io::Error`, such as SQLite's "attempt to write a readonly database").
+pub fn message_is_infrastructure(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "readonly database",
+        "read-only",
+        "too many open files",
+        "os error 24",
+        "os error 23",
+        "os error 30",
+        "os error 28",
+        "disk i/o error",
+        "unable to open database",
+        "database or disk is full",
+        "no space left",
+    ]
+    .iter()
+    .any(|m| t.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_follows_the_schedule_and_stays_at_its_end() {
+        let s = [10, 60, 300];
+        assert_eq!(backoff(&s, 1), Duration::from_secs(10));
+        assert_eq!(backoff(&s, 2), Duration::from_secs(60));
+        assert_eq!(backoff(&s, 3), Duration::from_secs(300));
+        assert_eq!(backoff(&s, 9), Duration::from_secs(300));
+        assert_eq!(backoff(&[], 1), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_failure_holds_the_agent_until_its_backoff_ends_or_a_run_starts() {
+        let h = RuntimeHealth::default();
+        let wait = h.failed(
+            "p1",
+            "coder",
+            "codex",
+            "`codex` not found",
+            1_000,
+            &[10, 60],
+        );
+        assert_eq!(wait, Duration::from_secs(10));
+        assert!(h.held("p1", "coder", 5_000));
+        assert!(!h.held("p1", "coder", 11_000));
+        assert!(!h.held("p2", "coder", 5_000));
+        assert_eq!(h.problems().len(), 1);
+        let wait = h.failed(
+            "p1",
+            "coder",
+            "codex",
+            "`codex` not found",
+            11_000,
+            &[10, 60],
+        );
+        assert_eq!(wait, Duration::from_secs(60));
+        assert_eq!(h.problems()[0].failures, 2);
+        h.started("p1", "coder");
+        assert!(h.problems().is_empty());
+        assert!(!h.held("p1", "coder", 11_001));
+    }
+
+    #[test]
+    fn infrastructure_errors_are_told_from_the_rest() {
+        assert!(is_infrastructure(&std::io::Error::from_raw_os_error(
+            nix::libc::EMFILE
+        )));
+        assert!(is_infrastructure(&std::io::Error::from(
+            std::io::ErrorKind::NotFound
+        )));
+        assert!(!is_infrastructure(&std::io::Error::from(
+            std::io::ErrorKind::InvalidData
+        )));
+        assert!(message_is_infrastructure(
+            "error returned from database: (code: 8) attempt to write a readonly database"
+        ));
+        assert!(!message_is_infrastructure("task T-1 is done, not working"));
+    }
+}
