@@ -105,6 +105,9 @@ model_list:
 litellm_settings:
   drop_params: true
   telemetry: false
+  # Without this LiteLLM sends /v1/messages for openai/ models to the
+  # upstream's /v1/responses, which a chat-only provider answers 404.
+  use_chat_completions_url_for_anthropic_messages: true
 general_settings:
   master_key: sk-bench-master-key-0123456789
 EOF

@@ -53,6 +53,70 @@ fn titles(db: &std::path::Path) -> Vec<String> {
     query_strings(db, "SELECT title FROM task ORDER BY title")
 }
 
+// ---- Defect 1: readiness while writes keep failing ---------------------------
+
+#[test]
+fn defect1_readiness_lists_a_project_whose_ticks_keep_failing_until_they_succeed_again() {
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n",
+        "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n",
+    );
+    home.create_project("p");
+    let daemon = Daemon::start(&home);
+    assert_eq!(daemon.post("/api/daemon/stop").map(|(c, _)| c), Some(200));
+    let task = home.create_task("p", &["--title", "behind a lock"]);
+    // Another process holds the write lock: every claim waits out its busy
+    // timeout and every tick runs out of its 10 s.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let db = home.db("p");
+    let holder = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use sqlx::ConnectOptions;
+            let mut c = sqlx::sqlite::SqliteConnectOptions::new()
+                .filename(&db)
+                .connect()
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            locked_tx.send(()).unwrap();
+            let _ = tokio::task::spawn_blocking(move || release_rx.recv()).await;
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        })
+    });
+    locked_rx.recv().unwrap();
+    assert_eq!(daemon.post("/api/daemon/start").map(|(c, _)| c), Some(200));
+    wait_for(
+        Duration::from_secs(90),
+        "readiness to list the project",
+        || {
+            daemon
+                .get("/health/ready")
+                .is_some_and(|(c, body)| c == 503 && body.contains("ticks failed"))
+        },
+    );
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    wait_for(
+        Duration::from_secs(60),
+        "ready again once ticks succeed",
+        || daemon.get("/health/ready").is_some_and(|(c, _)| c == 200),
+    );
+    let db = home.db("p");
+    wait_for(Duration::from_secs(60), "the task done", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["done"]
+    });
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM session"), 1, "one run");
+    daemon.stop();
+}
+
 // ---- Defect 2: the inbox jams or spins --------------------------------------
 
 #[test]
