@@ -242,7 +242,7 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
         }
     }
     if let Err(refused) = authorize_gateway(&g, &mut req, &path, write) {
-        return refused;
+        return *refused;
     }
     // Body memory: reserve what the body may take before anything reads it.
     let length = body_length(req.headers());
@@ -281,7 +281,7 @@ fn authorize_gateway(
     req: &mut Request,
     path: &str,
     write: bool,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let api_token = g
         .daemon
         .config()
@@ -293,26 +293,26 @@ fn authorize_gateway(
         let Some(_) = api_token else { return Ok(()) };
         let mut keys = crate::gateway::presented_keys(req.headers()).peekable();
         if keys.peek().is_none() {
-            return Err(crate::gateway::error_for_path(
+            return Err(Box::new(crate::gateway::error_for_path(
                 path,
                 GatewayError::Unauthorized(
                     "the gateway needs a run key or server.api_token (as `Authorization: Bearer`, \
                      `x-api-key` or `api-key`) when server.api_token is set"
                         .into(),
                 ),
-            ));
+            )));
         }
         return if keys.any(|t| matches_token(t, api_token) || g.daemon.run_key(t).is_some()) {
             Ok(())
         } else {
-            Err(crate::gateway::error_for_path(
+            Err(Box::new(crate::gateway::error_for_path(
                 path,
                 GatewayError::Unauthorized(
                     "unknown key: send a run's key (OPENAI_API_KEY / ANTHROPIC_AUTH_TOKEN of an \
                      agent run) or server.api_token"
                         .into(),
                 ),
-            ))
+            )))
         };
     }
     let given = crate::gateway::bearer(req.headers()).map(str::to_string);
@@ -330,11 +330,15 @@ fn authorize_gateway(
                 req.extensions_mut().insert(crate::gateway::AdminAuthorized);
                 Ok(())
             }
-            Some(_) => Err(ApiError::unauthorized("wrong bearer token").into_response()),
-            None => Err(ApiError::unauthorized(
-                "changing the gateway settings needs `Authorization: Bearer <server.api_token or gateway admin token>`",
-            )
-            .into_response()),
+            Some(_) => Err(Box::new(
+                ApiError::unauthorized("wrong bearer token").into_response(),
+            )),
+            None => Err(Box::new(
+                ApiError::unauthorized(
+                    "changing the gateway settings needs `Authorization: Bearer <server.api_token or gateway admin token>`",
+                )
+                .into_response(),
+            )),
         };
     }
     Ok(())
