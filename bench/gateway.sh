@@ -9,7 +9,13 @@
 # 2. Open-loop load at RATE req/s for SECONDS: direct to the fake, through
 #    the gateway, through LiteLLM. Added latency = percentile(through) -
 #    percentile(direct). The gateway's RSS is read from /proc.
-# 3. STREAMS concurrent streaming responses through the gateway: every
+# 3. Translated surfaces (issue 11) at SURF_RATE req/s (default 500):
+#    /v1/responses and /v1/messages through the gateway onto the chat-only
+#    fake, against direct chat; then streaming time to the first content
+#    event on /v1/responses and /v1/messages against chat passthrough.
+#    With LiteLLM, its /v1/messages on the same upstream too.
+#    SKIP_SURFACES=1 leaves this out; ONLY_SURFACES=1 runs only this.
+# 4. STREAMS concurrent streaming responses through the gateway: every
 #    stream must carry only its own chunks; peak RSS reported.
 #
 # LiteLLM is installed from PyPI into a throw-away venv here only (never in
@@ -20,6 +26,9 @@ cd "$(dirname "$0")/.."
 RATE=${1:-1000}
 SECS=${2:-20}
 STREAMS=${3:-1000}
+SURF_RATE=${SURF_RATE:-500}
+TTFE_RATE=${TTFE_RATE:-100}
+TTFE_COUNT=${TTFE_COUNT:-1000}
 FAKE_PORT=${FAKE_PORT:-18181}
 GW_PORT=${GW_PORT:-18182}
 LITELLM_PORT=${LITELLM_PORT:-18183}
@@ -46,6 +55,35 @@ wait_port "$GW_PORT"
 echo "gateway pid $GW_PID, idle RSS $(rss_kb $GW_PID) kB"
 IDLE_RSS=$(rss_kb $GW_PID)
 
+surfaces() {
+  echo "== translated surfaces: $SURF_RATE req/s for $SECS s each (direct chat, gateway chat, /v1/responses, /v1/messages)"
+  "$BIN" load "http://127.0.0.1:$FAKE_PORT" fake/echo "$SURF_RATE" "$SECS" chat | tee "$OUT/s_direct.json"
+  "$BIN" load "http://127.0.0.1:$GW_PORT" fake/echo "$SURF_RATE" "$SECS" chat | tee "$OUT/s_chat.json"
+  "$BIN" load "http://127.0.0.1:$GW_PORT" fake/echo "$SURF_RATE" "$SECS" responses | tee "$OUT/s_responses.json"
+  "$BIN" load "http://127.0.0.1:$GW_PORT" fake/echo "$SURF_RATE" "$SECS" messages | tee "$OUT/s_messages.json"
+  echo "== streaming time to first content event: $TTFE_COUNT streams at $TTFE_RATE/s per surface"
+  for s in chat responses messages; do
+    "$BIN" ttfe "http://127.0.0.1:$GW_PORT" fake/echo "$s" "$TTFE_RATE" "$TTFE_COUNT" | tee "$OUT/t_$s.json"
+  done
+}
+if [ "${SKIP_SURFACES:-0}" != 1 ]; then surfaces; fi
+if [ "${ONLY_SURFACES:-0}" = 1 ]; then
+  python3 - "$OUT" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+r = lambda n: json.load(open(os.path.join(out, n)))
+d = r("s_direct.json")
+for s in ("chat", "responses", "messages"):
+    v = r(f"s_{s}.json")
+    print(f"{s:9}: {v}  added over direct chat p50 {v['p50_ms'] - d['p50_ms']:+.3f} ms, p99 {v['p99_ms'] - d['p99_ms']:+.3f} ms")
+c = r("t_chat.json")
+for s in ("chat", "responses", "messages"):
+    v = r(f"t_{s}.json")
+    print(f"ttfe {s:9}: {v}  vs chat passthrough p50 {v['p50_ms'] - c['p50_ms']:+.3f} ms, p99 {v['p99_ms'] - c['p99_ms']:+.3f} ms")
+EOF
+  exit 0
+fi
+
 echo "== direct to the fake upstream: $RATE req/s for $SECS s"
 "$BIN" load "http://127.0.0.1:$FAKE_PORT" fake/echo "$RATE" "$SECS" | tee "$OUT/direct.json"
 echo "== through the moziplus gateway"
@@ -67,6 +105,9 @@ model_list:
 litellm_settings:
   drop_params: true
   telemetry: false
+  # Without this LiteLLM sends /v1/messages for openai/ models to the
+  # upstream's /v1/responses, which a chat-only provider answers 404.
+  use_chat_completions_url_for_anthropic_messages: true
 general_settings:
   master_key: sk-bench-master-key-0123456789
 EOF
@@ -80,6 +121,10 @@ EOF
       "$BIN" load "http://127.0.0.1:$FAKE_PORT" fake/echo 100 "$SECS" | tee "$OUT/direct100.json"
       "$BIN" load "http://127.0.0.1:$GW_PORT" fake/echo 100 "$SECS" | tee "$OUT/gateway100.json"
       "$BIN" load "http://127.0.0.1:$LITELLM_PORT" fake/echo 100 "$SECS" | tee "$OUT/litellm100.json"
+      if [ "${SKIP_SURFACES:-0}" != 1 ]; then
+        echo "== LiteLLM /v1/messages (Anthropic -> chat translation) at $SURF_RATE req/s"
+        "$BIN" load "http://127.0.0.1:$LITELLM_PORT" fake/echo "$SURF_RATE" "$SECS" messages | tee "$OUT/litellm_messages.json"
+      fi
       echo "LiteLLM RSS $(rss_kb $LITELLM_PID) kB (main process only)"
     else
       LITELLM_NOTE="LiteLLM did not start: $(tail -5 "$OUT/litellm.log")"
@@ -115,6 +160,21 @@ if d1 and g1 and l1:
     og, ol = overhead(g1, d1), overhead(l1, d1)
     print(f"@100rps gateway added {og}, litellm added {ol}",
           {k: round(ol[k] / og[k], 1) if og[k] > 0 else None for k in og})
+sd = read("s_direct.json")
+if sd:
+    for s in ("chat", "responses", "messages"):
+        v = read(f"s_{s}.json")
+        print(f"@{v['achieved_rps']}rps {s:9}: added over direct chat {overhead(v, sd)}")
+    lm = read("litellm_messages.json")
+    if lm:
+        gm = overhead(read("s_messages.json"), sd)
+        olm = overhead(lm, sd)
+        print(f"litellm /v1/messages added {olm}; ratio litellm/gateway",
+              {k: round(olm[k] / gm[k], 1) if gm[k] > 0 else None for k in gm})
+    tc = read("t_chat.json")
+    for s in ("chat", "responses", "messages"):
+        v = read(f"t_{s}.json")
+        print(f"ttfe {s:9}: p50 {v['p50_ms']:.3f} ms p99 {v['p99_ms']:.3f} ms; vs chat passthrough p50 {v['p50_ms'] - tc['p50_ms']:+.3f} p99 {v['p99_ms'] - tc['p99_ms']:+.3f}")
 print(f"gateway RSS: idle {idle} kB, peak under load {load_hwm} kB, peak after {read('streams.json')['streams']} streams {stream_hwm} kB")
 print(f"streams: {read('streams.json')}")
 EOF

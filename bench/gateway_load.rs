@@ -8,8 +8,13 @@
 //!   chat completion, or 20 SSE chunks tagged with the caller's marker;
 //! * `gateway PORT UPSTREAM_URL` — the moziplus gateway with one unlimited
 //!   provider `fake` pointing at the upstream;
-//! * `load URL MODEL RATE SECONDS` — open-loop load: RATE requests/s for
-//!   SECONDS, prints latency percentiles as JSON;
+//! * `load URL MODEL RATE SECONDS [SURFACE]` — open-loop load: RATE
+//!   requests/s for SECONDS on `chat` (default), `responses` or `messages`
+//!   (`/v1/chat/completions`, `/v1/responses`, `/v1/messages`), prints
+//!   latency percentiles as JSON;
+//! * `ttfe URL MODEL SURFACE RATE COUNT` — COUNT streaming calls at RATE/s;
+//!   time until the first content event (the first chunk of the upstream's
+//!   text, re-cut or not) reaches the client, percentiles as JSON;
 //! * `streams URL MODEL N` — N concurrent streaming calls; checks every
 //!   stream carries only its own marker and ends with `[DONE]`.
 //!
@@ -23,6 +28,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::response::Response;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 use futures_util::StreamExt;
 use moziplus::gateway::{Gateway, GatewayConfig, NoopHooks};
@@ -51,6 +57,17 @@ fn main() {
                     &args[2],
                     args[3].parse().unwrap(),
                     args[4].parse().unwrap(),
+                    args.get(5).map_or("chat", String::as_str),
+                )
+                .await
+            }
+            "ttfe" => {
+                ttfe(
+                    &args[1],
+                    &args[2],
+                    &args[3],
+                    args[4].parse().unwrap(),
+                    args[5].parse().unwrap(),
                 )
                 .await
             }
@@ -106,7 +123,10 @@ async fn fake(port: &str) {
     let app = Router::new().route("/v1/chat/completions", post(fake_chat));
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
-        .expect("bind fake");
+        .expect("bind fake")
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, app).await.expect("serve fake");
 }
 
@@ -119,9 +139,13 @@ async fn gateway(port: &str, upstream: &str) {
     // recording is part of the measured cost.
     let _metrics = moziplus::gateway::install_prometheus_recorder().expect("recorder");
     let gw = Gateway::new(cfg, Arc::new(NoopHooks)).expect("gateway");
+    // As `moziplus serve` does: TCP_NODELAY on accepted connections.
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
-        .expect("bind gateway");
+        .expect("bind gateway")
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, gw.router())
         .await
         .expect("serve gateway");
@@ -135,16 +159,33 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
-async fn load(url: &str, model: &str, rate: u64, seconds: u64) {
+/// Endpoint and body of one call on a surface; the fake echoes `marker`.
+fn request(url: &str, surface: &str, model: &str, marker: &str, stream: bool) -> (String, Bytes) {
+    let (path, body) = match surface {
+        "chat" => (
+            "/v1/chat/completions",
+            json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": marker}]}),
+        ),
+        "responses" => (
+            "/v1/responses",
+            json!({"model": model, "stream": stream, "input": marker}),
+        ),
+        "messages" => (
+            "/v1/messages",
+            json!({"model": model, "stream": stream, "max_tokens": 64, "messages": [{"role": "user", "content": marker}]}),
+        ),
+        other => panic!("unknown surface {other}: chat, responses or messages"),
+    };
+    (format!("{url}{path}"), Bytes::from(body.to_string()))
+}
+
+async fn load(url: &str, model: &str, rate: u64, seconds: u64, surface: &str) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .tcp_nodelay(true)
         .build()
         .unwrap();
-    let body = Bytes::from(
-        json!({"model": model, "messages": [{"role": "user", "content": "ping"}]}).to_string(),
-    );
-    let endpoint = format!("{url}/v1/chat/completions");
+    let (endpoint, body) = request(url, surface, model, "ping", false);
     // Warm-up: open connections, fill caches.
     for _ in 0..200 {
         let _ = client
@@ -167,6 +208,7 @@ async fn load(url: &str, model: &str, rate: u64, seconds: u64) {
             let resp = client
                 .post(&endpoint)
                 .bearer_auth(BENCH_KEY)
+                .header("anthropic-version", "2023-06-01")
                 .header("content-type", "application/json")
                 .body(body)
                 .send()
@@ -197,6 +239,79 @@ async fn load(url: &str, model: &str, rate: u64, seconds: u64) {
             "p50_ms": percentile(&lat, 0.50), "p90_ms": percentile(&lat, 0.90),
             "p99_ms": percentile(&lat, 0.99), "max_ms": percentile(&lat, 1.0),
         })
+    );
+}
+
+async fn ttfe(url: &str, model: &str, surface: &str, rate: u64, count: u64) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    // Warm-up: open connections (not measured), as `load` does.
+    let warm: Vec<_> = (0..50)
+        .map(|i| {
+            let (endpoint, body) = request(url, surface, model, &format!("w{i}"), true);
+            let req = client
+                .post(endpoint)
+                .body(body)
+                .header("content-type", "application/json");
+            tokio::spawn(async move {
+                if let Ok(r) = req.send().await {
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for w in warm {
+        let _ = w.await;
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let marker = format!("t{i}");
+        let (endpoint, body) = request(url, surface, model, &marker, true);
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let resp = client
+                .post(&endpoint)
+                .bearer_auth(BENCH_KEY)
+                .header("anthropic-version", "2023-06-01")
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .ok()?;
+            let first = format!("{marker}:0;");
+            let mut s = resp.bytes_stream();
+            let mut text = String::new();
+            let mut at = None;
+            while let Some(chunk) = s.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.ok()?));
+                if at.is_none() && text.contains(&first) {
+                    at = Some(t.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            at
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Some(ms) => lat.push(ms),
+            None => errors += 1,
+        }
+    }
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{}",
+        json!({"surface": surface, "streams": count, "errors": errors,
+            "p50_ms": percentile(&lat, 0.50), "p90_ms": percentile(&lat, 0.90),
+            "p99_ms": percentile(&lat, 0.99), "max_ms": percentile(&lat, 1.0)})
     );
 }
 

@@ -829,3 +829,49 @@ async fn providers_marked_native_get_the_clients_body_passed_through() {
         "nothing was translated to chat"
     );
 }
+
+#[tokio::test]
+async fn a_silent_upstream_gets_anthropic_pings_and_the_stream_still_completes() {
+    // The fake pauses 0.5 s between chunks; with a 0.1 s ping interval (10 s by
+    // default) the client of a Messages stream sees pings in the silences.
+    let fake = FakeUpstream::start().await;
+    let mut p = provider("fake", &fake.base_url, false);
+    p.timeouts.ping = 0.1;
+    let (url, _gw, _) = start(config(vec![p])).await;
+    let (path, mut body) = surface_body(2, "fake/gap-500", "quiet");
+    body["stream"] = json!(true);
+    let text = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let pings = text.matches("event: ping").count();
+    assert!(
+        pings >= 6,
+        "four 0.5 s silences, a ping every 0.1 s: {pings} in {text}"
+    );
+    assert!(text.contains("quiet#2"), "{text}");
+    assert!(
+        text.trim_end()
+            .ends_with("data: {\"type\":\"message_stop\"}"),
+        "{text}"
+    );
+    // Responses has no ping event: nothing is invented there.
+    let (path, mut body) = surface_body(1, "fake/gap-500", "quiet");
+    body["stream"] = json!(true);
+    let text = reqwest::Client::new()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("event: ping"), "{text}");
+    assert!(text.contains("event: response.completed"), "{text}");
+}

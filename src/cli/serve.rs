@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{bail, Context};
+use axum::serve::ListenerExt;
 use clap::Args;
 
 use crate::config::{Layer, Source};
@@ -81,9 +82,16 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!("refusing to listen on non-loopback {addr} without server.api_token (set MOZI_SERVER__API_TOKEN)");
     }
+    // TCP_NODELAY: SSE events are small writes; with Nagle each one after
+    // the first waits for the client's delayed ACK (40 ms on Linux).
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+        .with_context(|| format!("cannot listen on {addr}"))?
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
     crate::http::metrics_handle();
     let gateway = crate::gateway::Gateway::new(
         daemon.config().gateway.clone(),

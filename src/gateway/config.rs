@@ -213,6 +213,9 @@ pub struct TimeoutConfig {
     /// Longest gap between two chunks of a stream; a stalled stream is cut so
     /// it does not hold a concurrency slot.
     pub idle: f64,
+    /// Anthropic Messages streams: a `ping` event after this long without
+    /// data from the provider, so clients and proxies keep the connection.
+    pub ping: f64,
     /// Whole exchange including the body.
     pub total: f64,
 }
@@ -223,6 +226,7 @@ impl Default for TimeoutConfig {
             connect: 10.0,
             first_byte: 120.0,
             idle: 60.0,
+            ping: 10.0,
             total: 600.0,
         }
     }

@@ -591,6 +591,7 @@ async fn attempts(
                 permit: permit.take(),
                 first_byte: secs(provider.cfg.timeouts.first_byte),
                 idle: secs(provider.cfg.timeouts.idle),
+                ping: secs(provider.cfg.timeouts.ping),
                 strip_usage_only: strip_usage,
             };
             let content_type = resp

@@ -1038,6 +1038,10 @@ mod tests {
             "held-back call leaked"
         );
         let done = &events.last().unwrap()["response"];
+        assert_eq!(
+            done["id"], events[0]["response"]["id"],
+            "one response id throughout"
+        );
         assert_eq!(done["usage"]["total_tokens"], 7);
         assert_eq!(done["output"][0]["type"], "message");
         assert_eq!(done["output"][1]["arguments"], "{\"cmd\":\"ls\"}");

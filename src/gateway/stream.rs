@@ -26,9 +26,6 @@ use super::lane::LanePermit;
 use super::surface::StreamTranslator;
 use super::{metrics, tools, GatewayInner};
 
-/// Keep-alive interval of translated streams whose API has a ping event.
-pub const PING_EVERY: Duration = Duration::from_secs(10);
-
 /// Largest event buffered for inspection; beyond it bytes pass through raw.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
 
@@ -179,6 +176,8 @@ pub(crate) struct StreamContext {
     pub permit: Option<LanePermit>,
     pub first_byte: Duration,
     pub idle: Duration,
+    /// Keep-alive interval for translators that have a ping event.
+    pub ping: Duration,
     pub strip_usage_only: bool,
 }
 
@@ -260,7 +259,7 @@ pub(crate) fn passthrough(
             let ping = st.ctx.translate.as_ref().and_then(|t| t.ping());
             let silent = st.last_data.elapsed();
             let wait = match &ping {
-                Some(_) => limit.saturating_sub(silent).min(PING_EVERY),
+                Some(_) => limit.saturating_sub(silent).min(st.ctx.ping),
                 None => limit,
             };
             match tokio::time::timeout(wait, st.upstream.next()).await {

@@ -115,6 +115,7 @@ impl GatewayConfig {
             positive(&key("timeouts.connect"), t.connect)?;
             positive(&key("timeouts.first_byte"), t.first_byte)?;
             positive(&key("timeouts.idle"), t.idle)?;
+            positive(&key("timeouts.ping"), t.ping)?;
             positive(&key("timeouts.total"), t.total)?;
             for alias in std::iter::once(&p.name).chain(p.aliases.iter()) {
                 let alias = alias.trim().to_lowercase();

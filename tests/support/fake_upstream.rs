@@ -11,6 +11,7 @@
 //! * `stall` — streams one chunk, then nothing (stalled stream);
 //! * `reset` — streams one chunk, then breaks the connection;
 //! * `slowstream` — 50 chunks, 100 ms apart (for disconnects);
+//! * `gap-<ms>` — streams 3 chunks, `<ms>` apart (long silences);
 //! * `tool-<name>` — a tool call to `<name>` with markdown-fenced arguments
 //!   (streamed as tool-call deltas when `stream` is set);
 //! * `toolflaky` — first a tool call with broken JSON, then a valid one.
@@ -325,6 +326,7 @@ fn sse(
 ) -> Response {
     let (count, gap) = match model.as_str() {
         "slowstream" => (50, Duration::from_millis(100)),
+        m if m.starts_with("gap-") => (3, Duration::from_millis(m[4..].parse().unwrap_or(1000))),
         _ => (5, Duration::from_millis(2)),
     };
     let guard = StreamGuard {
