@@ -206,6 +206,24 @@ impl Daemon {
         &self.inner.runtime_health
     }
 
+    /// The current infrastructure problems (readiness, status, dashboard):
+    /// kept while retried, forgotten a longest backoff after the last retry
+    /// time passed without a new attempt.
+    pub fn degraded(&self) -> Vec<crate::runtime::health::Problem> {
+        let linger = self
+            .config()
+            .daemon
+            .retry_backoff
+            .iter()
+            .max()
+            .copied()
+            .unwrap_or(0) as i64
+            * 1000
+            + 10_000;
+        self.runtime_health()
+            .problems(chrono::Utc::now().timestamp_millis(), linger)
+    }
+
     /// The embedded gateway, once mounted.
     pub fn gateway(&self) -> Option<&crate::gateway::Gateway> {
         self.inner.gateway.get()

@@ -235,7 +235,7 @@ async fn ready(State(d): State<Daemon>) -> Response {
     // Runs that cannot start for the machine's reasons (a CLI not
     // installed, a read-only home or database, no file descriptors): the
     // project is degraded and the daemon not ready until a run starts again.
-    let degraded = d.runtime_health().problems();
+    let degraded = d.degraded();
     let ok = problems.is_empty() && ticker_alive && degraded.is_empty();
     // Informational: a protocol the team cannot staff holds only its tasks.
     let unusable: Vec<Value> = d
@@ -324,7 +324,7 @@ pub async fn status_value(d: &Daemon) -> Value {
         "active_sessions": runs.len(),
         "gateway": d.gateway().map(|g| serde_json::to_value(g.status()).unwrap_or(Value::Null)),
         "runs_started": d.runs_spawned(),
-        "degraded": d.runtime_health().problems(),
+        "degraded": d.degraded(),
         "unusable_review_protocols": d
             .protocols()
             .unusable()

@@ -93,14 +93,14 @@ impl RuntimeHealth {
                 .is_some_and(|p| p.retry_at_ms > now_ms)
     }
 
-    /// Every current problem, by project then agent.
-    pub fn problems(&self) -> Vec<Problem> {
-        self.problems
-            .lock()
-            .expect("health lock")
-            .values()
-            .cloned()
-            .collect()
+    /// Every current problem, by project then agent. A problem whose retry
+    /// time passed more than `linger_ms` ago without a new attempt (the
+    /// agent had no more work to try with) is forgotten, so readiness does
+    /// not stay degraded for an agent nobody needs.
+    pub fn problems(&self, now_ms: i64, linger_ms: i64) -> Vec<Problem> {
+        let mut map = self.problems.lock().expect("health lock");
+        map.retain(|_, p| p.retry_at_ms.saturating_add(linger_ms) > now_ms);
+        map.values().cloned().collect()
     }
 
     /// True the first time `key` is noted.
@@ -183,7 +183,7 @@ mod tests {
         assert!(h.held("p1", "coder", 5_000));
         assert!(!h.held("p1", "coder", 11_000));
         assert!(!h.held("p2", "coder", 5_000));
-        assert_eq!(h.problems().len(), 1);
+        assert_eq!(h.problems(5_000, 60_000).len(), 1);
         let wait = h.failed(
             "p1",
             "coder",
@@ -193,9 +193,19 @@ mod tests {
             &[10, 60],
         );
         assert_eq!(wait, Duration::from_secs(60));
-        assert_eq!(h.problems()[0].failures, 2);
+        assert_eq!(h.problems(11_000, 60_000)[0].failures, 2);
+        // Not retried long after its retry time: forgotten.
+        assert!(h.problems(71_000 + 60_000, 60_000).is_empty());
+        h.failed(
+            "p1",
+            "coder",
+            "codex",
+            "`codex` not found",
+            200_000,
+            &[10, 60],
+        );
         h.started("p1", "coder");
-        assert!(h.problems().is_empty());
+        assert!(h.problems(200_001, 60_000).is_empty());
         assert!(!h.held("p1", "coder", 11_001));
     }
 
