@@ -92,6 +92,21 @@ const GATEWAY_ROUTES: &[(utoipa::openapi::HttpMethod, &str, &str)] = {
         ),
         (Post, "/v1/completions", "OpenAI-compatible completions"),
         (Post, "/v1/embeddings", "OpenAI-compatible embeddings"),
+        (
+            Post,
+            "/v1/responses",
+            "OpenAI Responses (streaming or not), translated onto chat-only providers",
+        ),
+        (
+            Post,
+            "/v1/messages",
+            "Anthropic Messages (streaming or not; `?beta=true` accepted), translated onto chat-only providers",
+        ),
+        (
+            Post,
+            "/v1/messages/count_tokens",
+            "Anthropic token count (an estimate from a tokenizer)",
+        ),
         (Get, "/v1/models", "Models the gateway routes"),
         (
             Get,
