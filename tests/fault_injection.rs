@@ -2,7 +2,7 @@
 //!
 //! A real `moziplus serve` (file-descriptor limit 1,024, set on the child with
 //! `setrlimit`) works 24 tasks with the bundled demo agent
-//! (`agents/demo_agent.py`, which does its work through the real `moziplus bb`
+//! (`moziplus demo-agent`, which does its work through the real `moziplus bb`
 //! CLI) while the test
 //! * holds the blackboard's write lock from another process at random points
 //!   for random times (up to 9 s, so ticks run out of their 10 s);
@@ -176,16 +176,11 @@ fn stranded(db: &std::path::Path) -> Vec<String> {
 fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_two_kill_9s() {
     let started = Instant::now();
     let home = TestHome::new(CONFIG, "agents: []\n");
-    let agent = home.path().join("agents/demo_agent.py");
-    std::fs::create_dir_all(agent.parent().unwrap()).unwrap();
-    std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/agents/demo_agent.py"),
-        &agent,
-    )
-    .unwrap();
+    // The demo agent built into the binary (`moziplus demo-agent`), paced
+    // down so the faults land while runs are in flight.
     let command = format!(
-        "[\"env\", \"MOZI_DEMO_PACE=0.05\", \"python3\", \"{}\", \"{{brief}}\"]",
-        agent.display()
+        "[\"env\", \"MOZI_DEMO_PACE=0.05\", \"{}\", \"demo-agent\", \"{{brief}}\"]",
+        env!("CARGO_BIN_EXE_moziplus")
     );
     std::fs::write(
         home.path().join("config/agents.yaml"),
