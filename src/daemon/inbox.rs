@@ -344,7 +344,9 @@ fn named_project(text: &str) -> Option<String> {
 }
 
 fn read_from(path: &Path, offset: u64, limit: u64) -> std::io::Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path)?;
+    // Never a blocking open: the daemon's runtime is one thread, and a FIFO
+    // planted as the inbox would freeze it (issue 13, defect 13).
+    let mut f = crate::safe_fs::open_regular(path)?;
     f.seek(SeekFrom::Start(offset))?;
     let mut data = Vec::new();
     // Bounded per pass: a huge backlog is consumed over several reads.
@@ -354,7 +356,7 @@ fn read_from(path: &Path, offset: u64, limit: u64) -> std::io::Result<Vec<u8>> {
 
 /// Replaces a fully consumed inbox by an empty file, under the exclusive lock.
 fn compact(path: &Path, pos: Position) -> std::io::Result<Option<Position>> {
-    let f = std::fs::OpenOptions::new().read(true).open(path)?;
+    let f = crate::safe_fs::open_regular(path)?;
     let locked = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| std::io::Error::from(e))?;
     let meta = locked.metadata()?;
