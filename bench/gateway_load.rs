@@ -140,11 +140,13 @@ async fn gateway(port: &str, upstream: &str) {
     let _metrics = moziplus::gateway::install_prometheus_recorder().expect("recorder");
     let gw = Gateway::new(cfg, Arc::new(NoopHooks)).expect("gateway");
     // As `moziplus serve` does: TCP_NODELAY on accepted connections.
+    // `GW_NODELAY=0` leaves Nagle on, for an A/B of what it costs the tail.
+    let nodelay = std::env::var("GW_NODELAY").map_or(true, |v| v != "0");
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
         .expect("bind gateway")
-        .tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
+        .tap_io(move |tcp| {
+            let _ = tcp.set_nodelay(nodelay);
         });
     axum::serve(listener, gw.router())
         .await
