@@ -820,23 +820,16 @@ impl StreamTranslator for ResponsesStream {
     }
 
     fn chunk(&mut self, chunk: &Value, out: &mut VecDeque<Bytes>) {
-        let Some(choice) = chunk.pointer("/choices/0") else {
+        let Some(delta) = super::surface::chat_delta(chunk) else {
             return;
         };
-        if let Some(text) = choice.pointer("/delta/content").and_then(Value::as_str) {
-            if !text.is_empty() {
-                self.text_delta(text, out);
-            }
+        if let Some(text) = delta.text {
+            self.text_delta(text, out);
         }
-        if let Some(calls) = choice
-            .pointer("/delta/tool_calls")
-            .and_then(Value::as_array)
-        {
-            for tc in calls {
-                self.call_delta(tc, out);
-            }
+        for tc in delta.tool_calls {
+            self.call_delta(tc, out);
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(f) = delta.finish_reason {
             self.finish_reason = Some(f.to_string());
         }
     }

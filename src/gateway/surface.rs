@@ -147,6 +147,30 @@ pub(crate) fn chat_usage(v: &Value) -> Option<(u64, u64, u64)> {
     super::stream::usage_of(v)
 }
 
+/// What one upstream chat-completions chunk says, for the translators: the
+/// text delta (empty ones left out), the tool-call deltas and the finish
+/// reason of its first choice. `None` for a chunk without choices (usage).
+pub(crate) struct ChatDelta<'a> {
+    pub text: Option<&'a str>,
+    pub tool_calls: &'a [Value],
+    pub finish_reason: Option<&'a str>,
+}
+
+pub(crate) fn chat_delta(chunk: &Value) -> Option<ChatDelta<'_>> {
+    let choice = chunk.pointer("/choices/0")?;
+    Some(ChatDelta {
+        text: choice
+            .pointer("/delta/content")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty()),
+        tool_calls: choice
+            .pointer("/delta/tool_calls")
+            .and_then(Value::as_array)
+            .map_or(&[], Vec::as_slice),
+        finish_reason: choice.get("finish_reason").and_then(Value::as_str),
+    })
+}
+
 /// Re-cuts an upstream chat-completions stream into a client API's events.
 /// Fed parsed `data:` chunks in order; high-risk tool calls are held back
 /// and handed to the caller at the end to become approval requests.
