@@ -145,19 +145,20 @@ pub async fn start_run(
             Err((format!("cannot render the brief: {text}"), infra))
         }
         (Some(adapter), Ok(text)) => {
-            let files = (|| -> std::io::Result<std::fs::File> {
-                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&sessions_dir)?;
-                crate::home::write_private_file(&brief_path, &text)?;
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .mode(0o600)
-                    .open(&log_path)
-            })()
+            // Off the runtime thread: the daemon's runtime is one thread.
+            let (dir, brief_file, log_file, body) = (
+                sessions_dir.clone(),
+                brief_path.clone(),
+                log_path.clone(),
+                text.clone(),
+            );
+            let files = tokio::task::spawn_blocking(move || {
+                crate::home::create_private_dir_all(&dir)?;
+                crate::home::write_private_file(&brief_file, body)?;
+                crate::home::create_private_file(&log_file)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
             .map_err(|e| {
                 (
                     format!("cannot prepare the run's files: {e}"),
