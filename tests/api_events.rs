@@ -315,6 +315,65 @@ async fn default_levels_leave_out_agent_activity() {
     d.stop();
 }
 
+/// The next event frame of `kind`, skipping others.
+async fn next_of_kind(sse: &mut Sse, kind: &str) -> Value {
+    loop {
+        let f = sse
+            .next_event(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no {kind} event"));
+        if f.json()["kind"] == kind {
+            return f.json();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn task_events_carry_the_tasks_row_live_and_on_replay() {
+    let home = std::sync::Arc::new(TestHome::new("", ""));
+    home.create_project("a");
+    let t = home.create_task("a", &["--title", "carried", "--kind", "manual"]);
+    let d = Daemon::start(&home);
+    let all = "?levels=urgent,attention,daily,optional&project=a";
+    let mut live = Sse::open(d.port, all, None).await;
+    let (h, id) = (home.clone(), t.clone());
+    blocking(move || {
+        h.ok(&["bb", "--project", "a", "--agent", "worker", "claim", &id]);
+        h.ok(&[
+            "bb",
+            "--project",
+            "a",
+            "--agent",
+            "worker",
+            "heartbeat",
+            &id,
+        ]);
+        h.ok(&["bb", "--project", "a", "comment", &id, "--body", "no row"]);
+    })
+    .await;
+    let claimed = next_of_kind(&mut live, "task.claimed").await;
+    let row = &claimed["task"];
+    assert_eq!(row["id"], json!(t), "{claimed}");
+    assert_eq!(row["status"], "working");
+    assert_eq!(row["claimed_by"], "worker");
+    assert_eq!(row["title"], "carried");
+    assert!(row["lease_expires_at"].is_string(), "{row}");
+    assert!(row["tags"].is_array(), "the task API's shape: {row}");
+    let beat = next_of_kind(&mut live, "task.heartbeat").await;
+    assert_eq!(beat["task"]["status"], "working", "{beat}");
+    let comment = next_of_kind(&mut live, "comment.added").await;
+    assert!(
+        comment.get("task").is_none(),
+        "only task.* events carry the row: {comment}"
+    );
+    // Replayed events carry the row as it is now.
+    let mut replay = Sse::open(d.port, &format!("{all}&since=a:0"), None).await;
+    let created = next_of_kind(&mut replay, "task.created").await;
+    assert_eq!(created["task"]["id"], json!(t), "{created}");
+    assert_eq!(created["task"]["status"], "working", "{created}");
+    d.stop();
+}
+
 fn metric(port: u16, name: &str) -> f64 {
     let (_, text) = http(port, "GET", "/metrics").expect("metrics");
     text.lines()

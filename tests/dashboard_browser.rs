@@ -313,3 +313,11 @@ fn overlay_shows_while_the_daemon_is_down() {
     let (home, mut serve) = live_daemon();
     run_script(&tools, &home, &mut serve, "overlay_reconnect.mjs", "live");
 }
+
+#[test]
+fn cli_writes_update_the_board_in_place_and_resync_refetches() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "board_in_place.mjs", "live");
+}

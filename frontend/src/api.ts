@@ -20,8 +20,11 @@ export interface Task {
   review_protocol: string | null;
   round: number;
   max_rounds: number;
+  lease_expires_at: string | null;
   created_at: string;
   updated_at: string;
+  claimed_at: string | null;
+  finished_at: string | null;
   tags: string[];
 }
 
@@ -63,6 +66,8 @@ export interface Skill {
 export interface BbEvent {
   project: string; id: number; created_at: string; level: Level; kind: string;
   task_id: string | null; actor: string; payload: unknown;
+  /** `task.*` events: the task's row as the daemon read it after the change. */
+  task?: Task;
 }
 export interface Project {
   id: string; name: string; description: string; status: string;
@@ -153,18 +158,24 @@ export const put = <T>(path: string, body: unknown) => request<T>('PUT', path, b
 
 export const enc = encodeURIComponent;
 
-/** Every task of a project, following `next_cursor` (bounded). */
-export async function allTasks(project: string): Promise<Task[]> {
+/** Pages of 500 read by `allTasks`: the board shows at most 5,000 tasks. */
+const TASK_PAGES = 10;
+
+/**
+ * Every task of a project, following `next_cursor` (bounded); `complete` is
+ * false when the bound cut the list short.
+ */
+export async function allTasks(project: string): Promise<{ tasks: Task[]; complete: boolean }> {
   const out: Task[] = [];
   let cursor: string | null = null;
-  for (let page = 0; page < 10; page++) {
+  for (let page = 0; page < TASK_PAGES; page++) {
     const q: string = cursor ? `&cursor=${enc(cursor)}` : '';
     const r: { tasks: Task[]; next_cursor: string | null } = await get(`/api/projects/${enc(project)}/tasks?limit=500${q}`);
     out.push(...r.tasks);
     cursor = r.next_cursor;
     if (!cursor) break;
   }
-  return out;
+  return { tasks: out, complete: cursor === null };
 }
 
 export function ago(t: string | number | null | undefined): string {

@@ -7,8 +7,16 @@
 // browser gave up on (HTTP error) is reopened here with backoff. On
 // `event: resync` the views refetch and the stream is reopened at the cursor
 // the daemon gave.
+//
+// Events carry their change: a `task.*` event has the task's row (`task`),
+// which the board applies in place. Views that show what events do not carry
+// (counts, decisions, a task's comments) refetch their own small resource
+// when an event of a kind that changes it arrives (`useEventRev`); activity
+// (`task.heartbeat`, `session.activity`) changes nothing a view lists, and
+// only `resync` (or a reconnect after silence) refetches everything
+// (`epoch`).
 
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { get, type BbEvent, type GatewayStatus, type Project } from './api';
 
 export const SILENCE_MS = 5000;
@@ -24,15 +32,13 @@ interface LiveState {
   link: LinkState;
   /** Newest first. */
   feed: BbEvent[];
-  /** Bumped for a project on each of its events, and for all on resync. */
-  rev: Record<string, number>;
   /** Bumped on resync and reconnect after silence: everything refetches. */
   epoch: number;
   gateway: GatewayPoint[];
   gatewayViaStream: boolean;
 }
 
-const state: LiveState = { link: 'connecting', feed: [], rev: {}, epoch: 0, gateway: [], gatewayViaStream: false };
+const state: LiveState = { link: 'connecting', feed: [], epoch: 0, gateway: [], gatewayViaStream: false };
 const listeners = new Set<() => void>();
 let notifyQueued = false;
 
@@ -56,10 +62,44 @@ export function useLive(): LiveState {
   return state;
 }
 
-/** A number that changes when `project`'s data (or everything) may have changed. */
-export function useProjectRev(project: string | null): string {
-  const s = useLive();
-  return `${s.epoch}:${project ? (s.rev[project] ?? 0) : Object.values(s.rev).reduce((a, b) => a + b, 0)}`;
+/** Kinds that report liveness only: no view refetches for them. */
+export const ACTIVITY = new Set(['task.heartbeat', 'session.activity']);
+
+const eventListeners = new Set<(ev: BbEvent) => void>();
+
+/** Calls `fn` (the latest one given) for every new event, once each. */
+export function useEvents(fn: (ev: BbEvent) => void) {
+  const ref = useRef(fn);
+  ref.current = fn;
+  useEffect(() => {
+    const l = (ev: BbEvent) => ref.current(ev);
+    eventListeners.add(l);
+    return () => void eventListeners.delete(l);
+  }, []);
+}
+
+/** The resync counter; re-renders only when it changes. */
+export function useEpoch(): number {
+  const [epoch, setEpoch] = useState(state.epoch);
+  useEffect(() => {
+    const l = () => setEpoch(state.epoch);
+    listeners.add(l);
+    return () => void listeners.delete(l);
+  }, []);
+  return epoch;
+}
+
+/**
+ * A key that changes on resync and whenever an event `matters` arrives: the
+ * refetch key of a view whose data the events do not carry.
+ */
+export function useEventRev(matters: (ev: BbEvent) => boolean): string {
+  const epoch = useEpoch();
+  const [n, setN] = useState(0);
+  useEvents((ev) => {
+    if (matters(ev)) setN((x) => x + 1);
+  });
+  return `${epoch}:${n}`;
 }
 
 let es: EventSource | null = null;
@@ -87,8 +127,8 @@ function onEvent(ev: BbEvent) {
     const dropped = state.feed.splice(FEED_MAX);
     dropped.forEach((d) => seen.delete(`${d.project}:${d.id}`));
   }
-  state.rev = { ...state.rev, [ev.project]: (state.rev[ev.project] ?? 0) + 1 };
   changed();
+  eventListeners.forEach((l) => l(ev));
 }
 
 function pushGateway(snap: GatewayStatus, viaStream: boolean) {

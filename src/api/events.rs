@@ -31,7 +31,7 @@ use utoipa_axum::routes;
 
 use super::ApiQuery;
 use crate::blackboard::EventLevel;
-use crate::daemon::events::StreamEvent;
+use crate::daemon::events::{stream_events, StreamEvent};
 use crate::daemon::Daemon;
 use crate::http::ApiError;
 use crate::registry::ProjectId;
@@ -150,8 +150,7 @@ impl Client {
                     self.resync(&format!("cannot read {project}: {e}"));
                 })?;
                 let n = rows.len() as i64;
-                for e in &rows {
-                    let ev = StreamEvent::new(&project, e);
+                for ev in stream_events(&bb, &project, &rows).await {
                     if let Some(frame) = self.accept(&ev) {
                         // Replay may wait for the client: the source is the database.
                         self.out.send(frame).await.map_err(|_| ())?;

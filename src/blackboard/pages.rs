@@ -151,6 +151,23 @@ impl Blackboard {
         })
     }
 
+    /// The current rows of the tasks with these ids, in one query (the event
+    /// pump attaches them to `task.*` events); ids without a row are left
+    /// out.
+    pub async fn tasks_by_ids(&self, ids: &[&str]) -> BbResult<Vec<Task>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::to_string(ids).map_err(|e| super::BbError::Invalid(e.to_string()))?;
+        let rows = sqlx::query(&format!(
+            "SELECT {TASK_COLUMNS} FROM task t WHERE t.id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
     /// Task counts, open decisions and the newest event id, in one read.
     pub async fn project_stats(&self) -> BbResult<ProjectStats> {
         let tasks_summary = self.status_counts().await?;

@@ -10,6 +10,14 @@
 //! then get `event: resync` and reconnect with their cursor, replaying from
 //! the blackboards — which is also what makes a daemon restart lose nothing.
 //!
+//! Events of kind `task.*` carry the task's row as it is when the pump reads
+//! them (`"task"`, the same shape as the task API's), fetched with one query
+//! per batch, so the dashboard applies a change in place instead of
+//! refetching the project's task list. The row is read after the event's
+//! transaction committed, so the last event of a task always carries a state
+//! at least as new as its own change; a client keeps the row with the newest
+//! `updated_at`.
+//!
 //! The gateway snapshot for `gateway=1` clients is built here, at most once
 //! per second and only while such a client is connected, and shared through a
 //! `watch` channel.
@@ -23,7 +31,7 @@ use serde_json::json;
 use tokio::sync::{broadcast, watch, Notify};
 
 use super::Daemon;
-use crate::blackboard::{Event, EventLevel};
+use crate::blackboard::{Blackboard, Event, EventLevel, Task};
 
 /// Events kept for slow receivers before they are told they lagged.
 pub const CAPACITY: usize = 4096;
@@ -39,15 +47,27 @@ pub struct StreamEvent {
     pub id: i64,
     pub level: EventLevel,
     /// The SSE/webhook JSON: `{"project","id","created_at","level","kind",
-    /// "task_id","actor","payload"}`.
+    /// "task_id","actor","payload"}`, plus `"task"` (the task's row) on
+    /// `task.*` events.
     pub json: String,
 }
 
+/// Whether events of this kind carry the task's row: the `task.*` kinds,
+/// the only ones whose write changes a task row.
+pub fn carries_task(kind: &str) -> bool {
+    kind.starts_with("task.")
+}
+
 impl StreamEvent {
-    pub fn new(project: &str, e: &Event) -> StreamEvent {
+    /// The event as sent; `task` is the row of its task, for
+    /// [`carries_task`] kinds.
+    pub fn new(project: &str, e: &Event, task: Option<&Task>) -> StreamEvent {
         let mut v = serde_json::to_value(e).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
             m.insert("project".into(), json!(project));
+            if let Some(t) = task {
+                m.insert("task".into(), serde_json::to_value(t).unwrap_or_default());
+            }
         }
         StreamEvent {
             project: Arc::from(project),
@@ -56,6 +76,36 @@ impl StreamEvent {
             json: v.to_string(),
         }
     }
+}
+
+/// `events` of `project` ready to send, each `task.*` event with its task's
+/// current row (one query for the batch). When the rows cannot be read the
+/// events go without them (logged): a client then reads that task itself.
+pub async fn stream_events(bb: &Blackboard, project: &str, events: &[Event]) -> Vec<StreamEvent> {
+    let mut ids: Vec<&str> = events
+        .iter()
+        .filter(|e| carries_task(&e.kind))
+        .filter_map(|e| e.task_id.as_deref())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let tasks: HashMap<String, Task> = match bb.tasks_by_ids(&ids).await {
+        Ok(rows) => rows.into_iter().map(|t| (t.id.clone(), t)).collect(),
+        Err(e) => {
+            tracing::warn!(project, error = %e, "event pump cannot read the events' tasks");
+            HashMap::new()
+        }
+    };
+    events
+        .iter()
+        .map(|e| {
+            let task = match &e.task_id {
+                Some(id) if carries_task(&e.kind) => tasks.get(id),
+                _ => None,
+            };
+            StreamEvent::new(project, e, task)
+        })
+        .collect()
 }
 
 /// The fan-out point, owned by the [`Daemon`].
@@ -209,13 +259,13 @@ async fn pump(
                 }
             };
             let n = events.len() as i64;
-            for e in &events {
+            for ev in stream_events(bb, project, &events).await {
                 hub.head
                     .lock()
                     .expect("head lock")
-                    .insert(project.to_string(), e.id);
+                    .insert(project.to_string(), ev.id);
                 // No receiver is fine: nobody is listening.
-                let _ = hub.tx.send(Arc::new(StreamEvent::new(project, e)));
+                let _ = hub.tx.send(Arc::new(ev));
             }
             if n < BATCH {
                 break;

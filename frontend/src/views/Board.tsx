@@ -1,15 +1,74 @@
-// A project's board: one column per status, refetched live as the project's
-// events arrive; the task detail opens beside it.
+// A project's board: one column per status, loaded once (and again on
+// resync) and kept current in place from the task rows the events carry; the
+// task detail opens beside it.
 
-import { useState } from 'preact/hooks';
-import { STATUSES, allTasks, type Task } from '../api';
-import { useProjectRev } from '../live';
-import { Badge, ErrorBox, Link, useFetch, useThrottled } from '../ui';
+import { Component } from 'preact';
+import { useEffect, useRef, useState } from 'preact/hooks';
+import { STATUSES, allTasks, enc, get, type BbEvent, type Task } from '../api';
+import { useEpoch, useEvents } from '../live';
+import { isNewer, upsertTask } from '../tasks';
+import { Badge, ErrorBox, Link } from '../ui';
 import { TaskPanel } from './TaskPanel';
 
+interface Loaded {
+  project: string;
+  tasks: Task[];
+  /** False when the list was cut at the page bound. */
+  complete: boolean;
+}
+
+/** The project's tasks: loaded on mount and resync, then updated from events. */
+function useLiveTasks(project: string) {
+  const epoch = useEpoch();
+  const [board, setBoard] = useState<Loaded | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  // Rows that arrive while a load runs, applied on top of its answer.
+  const early = useRef<Map<string, Task> | null>(null);
+  useEffect(() => {
+    let current = true;
+    early.current = new Map();
+    allTasks(project).then(
+      (r) => {
+        if (!current) return;
+        let tasks = r.tasks;
+        for (const t of early.current?.values() ?? []) tasks = upsertTask(tasks, t, r.complete);
+        early.current = null;
+        setBoard({ project, tasks, complete: r.complete });
+        setError(null);
+      },
+      (e: unknown) => {
+        if (!current) return;
+        early.current = null;
+        setError(e instanceof Error ? e.message : String(e));
+      },
+    );
+    return () => {
+      current = false;
+    };
+  }, [project, epoch]);
+  const apply = (t: Task) => {
+    const pending = early.current;
+    if (pending) {
+      if (isNewer(t, pending.get(t.id))) pending.set(t.id, t);
+      return;
+    }
+    setBoard((b) => {
+      if (!b || b.project !== project) return b;
+      const tasks = upsertTask(b.tasks, t, b.complete);
+      return tasks === b.tasks ? b : { ...b, tasks };
+    });
+  };
+  useEvents((ev: BbEvent) => {
+    if (ev.project !== project || !ev.task_id || !ev.kind.startsWith('task.')) return;
+    if (ev.task) apply(ev.task);
+    // A daemon that could not attach the row: read this one task.
+    else get<Task>(`/api/projects/${enc(project)}/tasks/${enc(ev.task_id)}`).then(apply, () => undefined);
+  });
+  return { data: board && board.project === project ? board.tasks : undefined, error };
+}
+
 export function Board({ project, taskId }: { project: string; taskId: string | null }) {
-  const rev = useThrottled(useProjectRev(project), 300);
-  const tasks = useFetch(`${project}:${rev}`, () => allTasks(project));
+  const tasks = useLiveTasks(project);
   const [filter, setFilter] = useState('');
   const q = filter.trim().toLowerCase();
   const shown = (tasks.data ?? []).filter(
@@ -34,7 +93,7 @@ export function Board({ project, taskId }: { project: string; taskId: string | n
             onInput={(e) => setFilter((e.target as HTMLInputElement).value)}
             aria-label="Filter tasks"
           />
-          <span class="muted">{tasks.data ? `${shown.length} of ${tasks.data.length} tasks` : tasks.loading ? 'loading…' : ''}</span>
+          <span class="muted">{tasks.data ? `${shown.length} of ${tasks.data.length} tasks` : tasks.error ? '' : 'loading…'}</span>
         </div>
         <ErrorBox error={tasks.error} what="tasks" />
         <div class="board" data-testid="board">
@@ -55,25 +114,38 @@ export function Board({ project, taskId }: { project: string; taskId: string | n
           })}
         </div>
       </div>
-      {taskId && <TaskPanel project={project} taskId={taskId} rev={rev} />}
+      {taskId && <TaskPanel project={project} taskId={taskId} />}
     </div>
   );
 }
 
-function TaskCard({ t, project, selected }: { t: Task; project: string; selected: boolean }) {
-  const who = t.claimed_by ?? t.assignee;
-  return (
-    <Link href={`/projects/${project}/tasks/${t.id}`} class={`task${selected ? ' selected' : ''}`}>
-      <div class="task-top" data-task={t.id}>
-        <code>{t.id}</code>
-        <Badge kind={`p-${t.priority}`}>{t.priority}</Badge>
-        {t.round > 1 && <span class="round" title={`round ${t.round} of ${t.max_rounds}`}>r{t.round}/{t.max_rounds}</span>}
-      </div>
-      <div class="task-title">{t.title}</div>
-      <div class="task-meta">
-        <span class="kind">{t.kind}</span>
-        {who && <span class="who">@{who}</span>}
-      </div>
-    </Link>
-  );
+interface CardProps {
+  t: Task;
+  project: string;
+  selected: boolean;
+}
+
+/** One card; re-renders only when its row or selection changes. */
+class TaskCard extends Component<CardProps> {
+  shouldComponentUpdate(next: CardProps) {
+    return next.t !== this.props.t || next.selected !== this.props.selected || next.project !== this.props.project;
+  }
+
+  render({ t, project, selected }: CardProps) {
+    const who = t.claimed_by ?? t.assignee;
+    return (
+      <Link href={`/projects/${project}/tasks/${t.id}`} class={`task${selected ? ' selected' : ''}`}>
+        <div class="task-top" data-task={t.id}>
+          <code>{t.id}</code>
+          <Badge kind={`p-${t.priority}`}>{t.priority}</Badge>
+          {t.round > 1 && <span class="round" title={`round ${t.round} of ${t.max_rounds}`}>r{t.round}/{t.max_rounds}</span>}
+        </div>
+        <div class="task-title">{t.title}</div>
+        <div class="task-meta">
+          <span class="kind">{t.kind}</span>
+          {who && <span class="who">@{who}</span>}
+        </div>
+      </Link>
+    );
+  }
 }

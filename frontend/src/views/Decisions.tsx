@@ -2,11 +2,14 @@
 
 import { useState } from 'preact/hooks';
 import { enc, get, post, type Decision } from '../api';
-import { useProjectRev } from '../live';
+import { useEventRev } from '../live';
 import { Empty, ErrorBox, Link, Section, Time, useClock, useFetch, useThrottled } from '../ui';
 
 export function Decisions({ project }: { project?: string }) {
-  const rev = useThrottled(useProjectRev(project ?? null), 300);
+  const rev = useThrottled(
+    useEventRev((ev) => ev.kind.startsWith('decision.') && (!project || ev.project === project)),
+    300,
+  );
   useClock(5000);
   const list = useFetch(`${project ?? '*'}:${rev}`, async () => {
     if (project) {

@@ -1,11 +1,14 @@
 // A project's skills and experiences.
 
 import { ApiFailure, enc, get, type Experience, type Skill } from '../api';
-import { useProjectRev } from '../live';
+import { useEventRev } from '../live';
 import { Badge, Empty, ErrorBox, Link, Section, Time, useFetch, useThrottled } from '../ui';
 
 export function Knowledge({ project }: { project: string }) {
-  const rev = useThrottled(useProjectRev(project), 2000);
+  const rev = useThrottled(
+    useEventRev((ev) => ev.project === project && ev.kind.startsWith('experience.')),
+    2000,
+  );
   // A daemon without the skills route (older build) answers 404: say so plainly.
   const skills = useFetch(`s${project}`, () =>
     get<{ skills: Skill[] }>(`/api/projects/${enc(project)}/skills`).catch((e: unknown) => {

@@ -2,12 +2,14 @@
 // summary card per project.
 
 import { useEffect, useState } from 'preact/hooks';
-import { STATUSES, ago, fmtBytes, get, post, type DaemonStatus, type Project, type RunInfo } from '../api';
-import { useProjectRev } from '../live';
+import { STATUSES, ago, fmtBytes, get, post, type BbEvent, type DaemonStatus, type Project, type RunInfo } from '../api';
+import { ACTIVITY, useEventRev } from '../live';
 import { Badge, Empty, ErrorBox, Link, Section, useClock, useFetch, useThrottled } from '../ui';
 
 export function Overview() {
-  const rev = useThrottled(useProjectRev(null), 1000);
+  // Task counts, runs and open decisions change with these kinds; liveness
+  // beats change none of them.
+  const rev = useThrottled(useEventRev(changesOverview), 1000);
   useClock(5000);
   const status = useFetch(`s${rev}`, () => get<DaemonStatus>('/api/daemon/status'));
   const sessions = useFetch(`x${rev}`, () => get<{ active: RunInfo[] }>('/api/daemon/sessions'));
@@ -171,6 +173,11 @@ export function Overview() {
       </Section>
     </div>
   );
+}
+
+function changesOverview(ev: BbEvent): boolean {
+  if (ACTIVITY.has(ev.kind)) return false;
+  return ev.kind.startsWith('task.') || ev.kind.startsWith('session.') || ev.kind.startsWith('decision.');
 }
 
 interface ProjectLine {

@@ -2,13 +2,33 @@
 // reviews by round, and sessions with a live log tail.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { enc, get, post, type Comment, type TaskDetail } from '../api';
+import { enc, get, post, type Comment, type Task, type TaskDetail } from '../api';
+import { ACTIVITY, useEventRev, useEvents } from '../live';
+import { isNewer } from '../tasks';
 import { Badge, Empty, ErrorBox, Link, Time, navigate, useFetch } from '../ui';
 
-export function TaskPanel({ project, taskId, rev }: { project: string; taskId: string; rev: string }) {
+export function TaskPanel({ project, taskId }: { project: string; taskId: string }) {
   const base = `/api/projects/${enc(project)}/tasks/${enc(taskId)}`;
+  // Refetched on the events of this task (comments, outputs, runs) and of the
+  // tasks it is linked to (their status shows here); liveness beats only
+  // update the row in place.
+  const detailRef = useRef<TaskDetail | undefined>(undefined);
+  const rev = useEventRev((ev) => {
+    if (ev.project !== project || !ev.task_id || ACTIVITY.has(ev.kind)) return false;
+    const d = detailRef.current;
+    return (
+      ev.task_id === taskId ||
+      (ev.kind.startsWith('task.') && !!d && [...d.depends_on, ...d.dependents].some((x) => x.id === ev.task_id))
+    );
+  });
   const detail = useFetch(`${taskId}:${rev}`, () => get<TaskDetail>(base));
-  const t = detail.data && detail.data.id === taskId ? detail.data : undefined;
+  detailRef.current = detail.data;
+  const [row, setRow] = useState<Task | null>(null);
+  useEvents((ev) => {
+    if (ev.project === project && ev.task_id === taskId && ev.task) setRow(ev.task);
+  });
+  const loaded = detail.data && detail.data.id === taskId ? detail.data : undefined;
+  const t = loaded && row && row.id === taskId && isNewer(row, loaded) ? { ...loaded, ...row } : loaded;
   const [logSession, setLogSession] = useState<string | null>(null);
 
   useEffect(() => setLogSession(null), [taskId]);
