@@ -1,10 +1,15 @@
 //! The daemon's side of the gateway boundary ([`GatewayHooks`]): the gateway
 //! knows nothing of tasks except the per-run key an agent presents
 //! (`OPENAI_API_KEY=mozi-<session token>`), which maps to its run here.
+//! Token usage goes through one batching writer ([`usage`]).
+
+pub mod usage;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
+
+use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
 use crate::blackboard::{Actor, NewDecision, Priority as TaskPriority};
@@ -23,11 +28,48 @@ pub struct RunKey {
 /// Hooks backed by the daemon's runs and blackboards.
 pub struct DaemonHooks {
     daemon: Daemon,
+    usage: Arc<UsageWriter>,
 }
 
 impl DaemonHooks {
+    /// Starts the usage writer too (call inside a tokio runtime).
     pub fn new(daemon: Daemon) -> Arc<DaemonHooks> {
-        Arc::new(DaemonHooks { daemon })
+        let sink = Arc::new(ProjectLedgers {
+            daemon: daemon.clone(),
+        });
+        let usage = UsageWriter::start(sink, usage::CHANNEL_CAPACITY, usage::MAX_BATCH);
+        Arc::new(DaemonHooks {
+            daemon,
+            usage: Arc::new(usage),
+        })
+    }
+
+    /// The usage writer (its counts, for tests and status).
+    pub fn usage(&self) -> &UsageWriter {
+        &self.usage
+    }
+}
+
+/// Books usage batches into the projects' blackboards.
+struct ProjectLedgers {
+    daemon: Daemon,
+}
+
+impl UsageSink for ProjectLedgers {
+    fn book<'a>(
+        &'a self,
+        project: &'a str,
+        rows: &'a [(String, i64, i64)],
+    ) -> BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            let bb = self
+                .daemon
+                .projects()
+                .get(project)
+                .and_then(|s| s.bb)
+                .ok_or_else(|| format!("project {project} is unavailable"))?;
+            bb.add_sessions_usage(rows).await.map_err(|e| e.to_string())
+        })
     }
 }
 
@@ -59,21 +101,17 @@ impl GatewayHooks for DaemonHooks {
     }
 
     fn record_usage(&self, attribution: &RunAttribution, usage: &TokenUsage) {
-        let Some(bb) = self
-            .daemon
-            .projects()
-            .get(&attribution.project)
-            .and_then(|s| s.bb)
-        else {
-            return;
-        };
-        let session = attribution.session_id.clone();
-        let (p, c) = (usage.prompt_tokens as i64, usage.completion_tokens as i64);
-        tokio::spawn(async move {
-            if let Err(e) = bb.add_session_usage(&session, p, c, 0.0).await {
-                tracing::warn!(session, error = %e, "cannot record token usage");
-            }
+        self.usage.book(Booking {
+            project: attribution.project.clone(),
+            session: attribution.session_id.clone(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
         });
+    }
+
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        let usage = self.usage.clone();
+        Box::pin(async move { usage.close().await })
     }
 
     fn propose_approval(

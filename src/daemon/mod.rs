@@ -32,7 +32,7 @@ pub mod webhooks;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
@@ -232,25 +232,28 @@ impl Daemon {
     pub fn set_gateway(&self, gw: crate::gateway::Gateway) {
         let _ = self.inner.gateway.set(gw);
     }
+    // The run keys are read on every gateway call: a panic elsewhere while
+    // the lock was held (a map of whole entries; no half-written state) must
+    // not take the gateway down, so a poisoned lock is recovered.
     pub(crate) fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
         self.inner
             .run_keys
             .lock()
-            .expect("keys lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(key, run);
     }
     pub(crate) fn remove_run_keys(&self, session_id: &str) {
         self.inner
             .run_keys
             .lock()
-            .expect("keys lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, r| r.session_id != session_id);
     }
     pub fn run_key(&self, key: &str) -> Option<gateway_hooks::RunKey> {
         self.inner
             .run_keys
             .lock()
-            .expect("keys lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(key)
             .cloned()
     }
@@ -362,6 +365,9 @@ impl Daemon {
             let _ = h.await;
         }
         runs::stop_all(self).await;
+        if let Some(gateway) = self.gateway() {
+            gateway.shutdown().await; // books queued token usage while the blackboards are open
+        }
         self.projects().close_all().await;
     }
 }

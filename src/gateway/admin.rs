@@ -11,10 +11,11 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::auth::{bearer, constant_time_eq};
 use super::config::FullPolicy;
 use super::error::GatewayError;
 use super::status::RuntimeSettings;
-use super::{handlers, lock, Gateway};
+use super::{lock, Gateway};
 
 /// Body of `POST /api/gateway/config`; every field optional.
 #[derive(Debug, Default, Deserialize)]
@@ -56,7 +57,7 @@ fn authorize(
     if pre.is_some() {
         return Ok(());
     }
-    match handlers::bearer(headers) {
+    match bearer(headers) {
         Some(given) if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) => Ok(()),
         Some(_) => Err(GatewayError::Unauthorized(
             "admin token does not match".to_string(),
@@ -65,11 +66,6 @@ fn authorize(
             "the gateway config API needs `Authorization: Bearer <admin token>`".to_string(),
         )),
     }
-}
-
-/// Compares two secrets in time independent of where they differ.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 pub(crate) async fn get_config(

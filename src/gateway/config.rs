@@ -12,7 +12,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-pub use super::validate::ConfigError;
+/// A configuration value out of range; `key` is the dotted path (checked in
+/// `validate.rs`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid gateway config `{key}`: {reason}")]
+pub struct ConfigError {
+    /// Dotted key, e.g. `gateway.queue.concurrency`.
+    pub key: String,
+    /// What is wrong and what is allowed.
+    pub reason: String,
+}
 
 /// Full configuration of the embedded LLM gateway.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,9 +12,11 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 use tokio::time::Instant;
 
+use super::auth::presented_keys;
+use super::call::{Call, Translation};
 use super::error::GatewayError;
 use super::hooks::RunAttribution;
-use super::proxy::{self, Call, Translation};
+use super::proxy;
 use super::queue::Priority;
 use super::surface::Surface;
 use super::upstream::Endpoint;
@@ -98,16 +100,6 @@ async fn status(State(gw): State<Gateway>) -> Json<super::GatewayStatus> {
     Json(gw.status())
 }
 
-/// The bearer token of `Authorization`, if any.
-pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get("authorization")?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, GatewayError> {
     match headers.get(name) {
         None => Ok(None),
@@ -140,20 +132,6 @@ async fn read_body(body: Body, limit: usize) -> Result<Map<String, Value>, Gatew
             "request body is not valid JSON: {e}"
         ))),
     }
-}
-
-/// Every key a client presents, in order: `Authorization: Bearer` (OpenAI
-/// SDKs), `x-api-key` (Anthropic SDKs), `api-key` (Azure-style clients).
-pub fn presented_keys(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    [
-        bearer(headers),
-        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
-        headers.get("api-key").and_then(|v| v.to_str().ok()),
-    ]
-    .into_iter()
-    .flatten()
-    .map(str::trim)
-    .filter(|k| !k.is_empty())
 }
 
 /// A gateway error for `path` in the shape its client API expects
@@ -271,30 +249,7 @@ async fn parse(
         ));
     }
     let model = resolve_model(gw, attribution.as_ref(), &model);
-    let mut forward_headers = Vec::new();
-    let (translation, client_body) = match surface {
-        Surface::Chat => (Translation::None, None),
-        Surface::Responses => {
-            let (chat, echo) = responses::to_chat(&body)?;
-            let client = std::mem::replace(&mut body, chat);
-            (Translation::Responses(echo), Some(client))
-        }
-        Surface::Messages => {
-            let (chat, client_model) = messages::to_chat(&body)?;
-            let client = std::mem::replace(&mut body, chat);
-            for name in ["anthropic-version", "anthropic-beta"] {
-                if let Some(v) = headers.get(name) {
-                    forward_headers.push((name, v.clone()));
-                }
-            }
-            (
-                Translation::Messages {
-                    model: client_model,
-                },
-                Some(client),
-            )
-        }
-    };
+    let (translation, client_body, forward_headers) = translate(surface, &mut body, headers)?;
     let priority = match header(headers, "x-priority")? {
         Some(p) => p
             .parse::<Priority>()
@@ -326,6 +281,46 @@ async fn parse(
         attribution,
         fallback_model,
         started,
+    })
+}
+
+/// A Responses or Messages body becomes its chat translation, kept in
+/// `body`; returned: how to turn the answer back, the client's own body
+/// (for providers that speak the surface natively) and the client headers
+/// forwarded to them.
+type Translated = (
+    Translation,
+    Option<Map<String, Value>>,
+    Vec<(&'static str, axum::http::HeaderValue)>,
+);
+
+fn translate(
+    surface: Surface,
+    body: &mut Map<String, Value>,
+    headers: &HeaderMap,
+) -> Result<Translated, GatewayError> {
+    Ok(match surface {
+        Surface::Chat => (Translation::None, None, Vec::new()),
+        Surface::Responses => {
+            let (chat, echo) = responses::to_chat(body)?;
+            let client = std::mem::replace(body, chat);
+            (Translation::Responses(echo), Some(client), Vec::new())
+        }
+        Surface::Messages => {
+            let (chat, client_model) = messages::to_chat(body)?;
+            let client = std::mem::replace(body, chat);
+            let forward = ["anthropic-version", "anthropic-beta"]
+                .into_iter()
+                .filter_map(|name| Some((name, headers.get(name)?.clone())))
+                .collect();
+            (
+                Translation::Messages {
+                    model: client_model,
+                },
+                Some(client),
+                forward,
+            )
+        }
     })
 }
 

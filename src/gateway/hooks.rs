@@ -79,6 +79,15 @@ pub trait GatewayHooks: Send + Sync + 'static {
         &self,
         request: ApprovalRequest,
     ) -> BoxFuture<'static, Result<String, String>>;
+
+    /// The daemon is stopping: finish what the hooks hold (usage reports
+    /// not yet booked) while the daemon's stores are still open. Called
+    /// once by [`Gateway::shutdown`](super::Gateway::shutdown); later
+    /// `record_usage` calls may be refused (they must then be counted, not
+    /// lost without a trace).
+    fn shutdown(&self) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Hooks that attribute nothing, record nothing and refuse approvals (the

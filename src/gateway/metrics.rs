@@ -139,3 +139,27 @@ pub(crate) fn publish_lane(
             .set(depth[priority.index()] as f64);
     }
 }
+
+/// Status label from a fixed set (bounded metric cardinality).
+pub(crate) fn status_label(status: u16) -> &'static str {
+    const EXACT: [(u16, &str); 11] = [
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (413, "413"),
+        (422, "422"),
+        (429, "429"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    if (200..300).contains(&status) {
+        return "2xx";
+    }
+    EXACT
+        .iter()
+        .find(|(code, _)| *code == status)
+        .map_or(if status < 500 { "4xx" } else { "5xx" }, |(_, label)| label)
+}

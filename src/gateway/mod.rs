@@ -40,19 +40,25 @@ pub mod status;
 pub mod tools;
 
 mod admin;
+mod attempt;
+mod auth;
+mod call;
 mod handlers;
 mod messages;
-mod responses;
-mod surface;
-/// Shared with the daemon API's bearer check.
-pub(crate) use admin::constant_time_eq;
-pub(crate) use handlers::bearer;
-pub use handlers::{error_for_path, presented_keys};
 mod proxy;
 mod respond;
+mod responses;
 mod stream;
+mod surface;
 mod upstream;
+mod usage;
 mod validate;
+mod wire;
+
+pub use auth::presented_keys;
+/// Shared with the daemon API's bearer check.
+pub(crate) use auth::{bearer, constant_time_eq};
+pub use handlers::error_for_path;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -270,6 +276,12 @@ impl Gateway {
             .iter()
             .find(|p| p.cfg.name == provider)
             .and_then(|p| p.lane.clone())
+    }
+
+    /// Called by the daemon on shutdown, before it closes its stores:
+    /// the hooks book what they still hold ([`GatewayHooks::shutdown`]).
+    pub async fn shutdown(&self) {
+        self.inner.hooks.shutdown().await;
     }
 
     /// The configuration the gateway was built with.

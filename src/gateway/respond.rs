@@ -11,12 +11,13 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::call::{Call, Translation};
 use super::config::secs;
 use super::hooks::{ApprovalRequest, TokenUsage};
-use super::proxy::{Call, Translation};
 use super::routing::Route;
 use super::upstream::{self, Endpoint};
-use super::{messages, responses, stream, tools, GatewayInner, ProviderRuntime};
+use super::usage::usage_of;
+use super::{messages, responses, tools, GatewayInner, ProviderRuntime};
 
 pub(crate) fn decorate(
     h: &mut axum::http::HeaderMap,
@@ -97,7 +98,7 @@ pub(crate) async fn check_json(
     let Ok(mut value) = serde_json::from_slice::<Value>(&checked.bytes) else {
         return Ok(checked);
     };
-    if let Some((prompt, completion, total)) = stream::usage_of(&value) {
+    if let Some((prompt, completion, total)) = usage_of(&value) {
         let usage = TokenUsage {
             prompt_tokens: prompt,
             completion_tokens: completion,

@@ -24,6 +24,7 @@ use serde_json::Value;
 use super::hooks::{RunAttribution, TokenUsage};
 use super::lane::LanePermit;
 use super::surface::StreamTranslator;
+use super::usage::{merge_usage, usage_of};
 use super::{metrics, tools, GatewayInner};
 
 /// Largest event buffered for inspection; beyond it bytes pass through raw.
@@ -52,47 +53,6 @@ fn event_end(buf: &[u8]) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-/// Usage of a chunk or body: chat's `usage.prompt_tokens`/`completion_tokens`,
-/// or the Responses/Anthropic `input_tokens`/`output_tokens`, at the top
-/// level or under `response` / `message` (native streams).
-fn parse_usage(v: &Value) -> Option<(u64, u64, u64)> {
-    let u = v
-        .get("usage")
-        .or_else(|| v.pointer("/response/usage"))
-        .or_else(|| v.pointer("/message/usage"))?
-        .as_object()?;
-    let field = |a: &str, b: &str| {
-        u.get(a)
-            .or_else(|| u.get(b))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
-    let prompt = field("prompt_tokens", "input_tokens");
-    let completion = field("completion_tokens", "output_tokens");
-    let total = u
-        .get("total_tokens")
-        .and_then(Value::as_u64)
-        .unwrap_or(prompt + completion);
-    Some((prompt, completion, total))
-}
-
-/// Two usage reports of one stream combined (Anthropic streams split input
-/// and output tokens over two events).
-fn merge_usage(a: Option<(u64, u64, u64)>, b: (u64, u64, u64)) -> (u64, u64, u64) {
-    match a {
-        None => b,
-        Some(a) => {
-            let (p, c) = (a.0.max(b.0), a.1.max(b.1));
-            (p, c, a.2.max(b.2).max(p + c))
-        }
-    }
-}
-
-/// Usage of a non-streaming response body.
-pub(crate) fn usage_of(body: &Value) -> Option<(u64, u64, u64)> {
-    parse_usage(body)
 }
 
 impl SseScanner {
@@ -149,7 +109,7 @@ impl SseScanner {
             let Ok(v) = serde_json::from_str::<Value>(data.trim()) else {
                 continue;
             };
-            if let Some(u) = parse_usage(&v) {
+            if let Some(u) = usage_of(&v) {
                 self.usage = Some(merge_usage(self.usage, u));
                 let usage_only = v
                     .get("choices")
@@ -364,7 +324,7 @@ impl State {
                 self.fail(&format!("upstream error mid-stream: {message}"));
                 return;
             }
-            if let Some(u) = parse_usage(&v) {
+            if let Some(u) = usage_of(&v) {
                 self.scanner.usage = Some(u);
             }
             if let Some(t) = self.ctx.translate.as_mut() {

@@ -142,9 +142,51 @@ pub(crate) fn approval_text(calls: &[RiskyCall], entries: &[Value]) -> String {
     lines.join("\n")
 }
 
-/// Usage of an upstream chat answer or chunk: `(prompt, completion, total)`.
-pub(crate) fn chat_usage(v: &Value) -> Option<(u64, u64, u64)> {
-    super::stream::usage_of(v)
+/// Builds the chat `messages` list: leading system texts merged, tool calls
+/// attached to the assistant message they follow.
+#[derive(Default)]
+pub(crate) struct ChatMessages {
+    system: Vec<String>,
+    list: Vec<Value>,
+}
+
+impl ChatMessages {
+    /// A system/developer text: merged into the leading system message while
+    /// no other message came yet, else sent as a user message.
+    pub fn system(&mut self, text: String) {
+        if self.list.is_empty() {
+            self.system.push(text);
+        } else {
+            self.list.push(json!({"role": "user", "content": text}));
+        }
+    }
+
+    pub fn push(&mut self, message: Value) {
+        self.list.push(message);
+    }
+
+    /// Add a tool call to the last assistant message, or start one.
+    pub fn tool_call(&mut self, id: &str, name: &str, arguments: String) {
+        let call = json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}});
+        if let Some(last) = self.list.last_mut().filter(|m| m["role"] == "assistant") {
+            match last.get_mut("tool_calls").and_then(Value::as_array_mut) {
+                Some(calls) => calls.push(call),
+                None => last["tool_calls"] = json!([call]),
+            }
+            return;
+        }
+        self.list
+            .push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+    }
+
+    pub fn finish(self) -> Vec<Value> {
+        let mut out = Vec::with_capacity(self.list.len() + 1);
+        if !self.system.is_empty() {
+            out.push(json!({"role": "system", "content": self.system.join("\n\n")}));
+        }
+        out.extend(self.list);
+        out
+    }
 }
 
 /// What one upstream chat-completions chunk says, for the translators: the

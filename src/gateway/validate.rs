@@ -1,17 +1,7 @@
 //! Range checks of [`GatewayConfig`]: the first bad key is named with its
 //! dotted path so the daemon can report it with the file it came from.
 
-use super::config::GatewayConfig;
-
-/// A configuration value out of range; `key` is the dotted path.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid gateway config `{key}`: {reason}")]
-pub struct ConfigError {
-    /// Dotted key, e.g. `gateway.queue.concurrency`.
-    pub key: String,
-    /// What is wrong and what is allowed.
-    pub reason: String,
-}
+use super::config::{ConfigError, GatewayConfig};
 
 fn bad(key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
     ConfigError {

@@ -1,0 +1,45 @@
+//! A parsed client request, as the handlers hand it to the pipeline
+//! ([`super::proxy`]) and the response builders ([`super::respond`]) read it.
+
+use axum::http::HeaderValue;
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+
+use super::hooks::RunAttribution;
+use super::queue::Priority;
+use super::responses;
+use super::surface::Surface;
+use super::upstream::Endpoint;
+
+/// A parsed client request.
+pub(crate) struct Call {
+    pub endpoint: Endpoint,
+    /// The client API the call arrived on (error shape, answer shape).
+    pub surface: Surface,
+    /// How to turn a chat answer into the surface's shape.
+    pub translation: Translation,
+    /// The body sent to a chat provider (for Responses/Messages calls: the
+    /// translation).
+    pub body: Map<String, Value>,
+    /// The client's own body, for providers that speak the surface natively.
+    pub client_body: Option<Map<String, Value>>,
+    /// Client headers forwarded to native providers (`anthropic-version`,
+    /// `anthropic-beta`).
+    pub forward_headers: Vec<(&'static str, HeaderValue)>,
+    pub model: String,
+    pub stream: bool,
+    pub priority: Priority,
+    pub attribution: Option<RunAttribution>,
+    pub fallback_model: Option<String>,
+    pub started: Instant,
+}
+
+/// What a chat answer is turned into.
+pub(crate) enum Translation {
+    /// Chat (or completions/embeddings): passed on.
+    None,
+    /// OpenAI Responses.
+    Responses(responses::Echo),
+    /// Anthropic Messages; the client's model name is echoed.
+    Messages { model: String },
+}
