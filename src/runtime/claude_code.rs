@@ -22,7 +22,8 @@
 //! --strict-mcp-config` registers `moziplus mcp` (and only it: no user or
 //! project MCP configuration is read), and both permission modes allow its
 //! tools (`mcp__moziplus`). Claude Code starts the server with its own
-//! environment, the run's.
+//! environment, the run's; `ENABLE_TOOL_SEARCH=false` offers the tools from
+//! the first turn instead of deferring them behind its tool search.
 
 use super::{
     env, model_of, state_dir, write_if_changed, Launch, OutputFormat, PrepareError, Requirement,
@@ -107,6 +108,10 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
     env::set(&mut e, "ANTHROPIC_AUTH_TOKEN", run.run_key);
     env::set(&mut e, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
     env::set(&mut e, "DISABLE_AUTOUPDATER", "1");
+    // The board's MCP tools are offered from the first turn, not deferred
+    // behind Claude Code's tool search (which the model would have to call
+    // first to find them).
+    env::set(&mut e, "ENABLE_TOOL_SEARCH", "false");
     let cli_model = model_of(run.agent).filter(|m| is_claude_model(m));
     if let Some(m) = cli_model {
         env::set(&mut e, "ANTHROPIC_MODEL", m);
