@@ -83,4 +83,14 @@ if ! "$SDK_VENV/bin/python" -c 'import openai, anthropic; assert openai.__versio
 fi
 export MOZI_TEST_PYTHON="$PWD/$SDK_VENV/bin/python"
 
+# The official MCP Python SDK drives `moziplus mcp` (tests/mcp_server.rs,
+# bench/mcp_roundtrip.sh); pinned, in a venv of its own.
+MCP_VENV=.tools/mcp-venv
+if ! "$MCP_VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("mcp") == "2.3.0"' 2>/dev/null; then
+  echo "test.sh: installing mcp 2.3.0 into $MCP_VENV (pip)"
+  python3 -m venv "$MCP_VENV"
+  "$MCP_VENV/bin/pip" install --quiet --disable-pip-version-check mcp==2.3.0 </dev/null
+fi
+export MOZI_TEST_MCP_PYTHON="$PWD/$MCP_VENV/bin/python"
+
 cargo test --locked "$@"

@@ -794,6 +794,73 @@ fn claude_code_works_a_task_through_the_gateway() {
     assert!(daemon.stop().success());
 }
 
+/// Claude Code finishes its task through the board's MCP tool
+/// (`mcp__moziplus__done`) instead of the shell: the adapter registers
+/// `moziplus mcp` with `--mcp-config --strict-mcp-config`, and the server
+/// takes the run's identity from Claude Code's environment (the tool call
+/// names no task and no agent).
+#[test]
+fn claude_code_finishes_a_task_through_the_mcp_tool() {
+    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+        return;
+    };
+    let llm = scripted_llm::ScriptedLlm::start(BIN);
+    llm.served.lock().unwrap().mcp_tool = Some("mcp__moziplus__done".into());
+    let home = TestHome::new(
+        &gateway_config(&llm),
+        "agents:\n  - id: cc\n    runtime: claude-code\n    model: fake/scripted-model\n",
+    );
+    home.create_project("p");
+    let env = cli_env(&home, &claude, &llm);
+    let t = home.create_task("p", &["--title", "finish through MCP"]);
+    let daemon = start_with_env(&home, &env);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(240), "claude to finish its run", || {
+        let s = task_status(&db, &t);
+        assert_ne!(
+            s,
+            "failed",
+            "{}",
+            query_strings(&db, "SELECT body FROM observation").join("\n")
+        );
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) == 1
+    });
+    assert_eq!(
+        query_strings(&db, "SELECT outcome FROM session"),
+        ["succeeded"],
+        "{}\n{}",
+        query_strings(&db, "SELECT body FROM observation").join("\n"),
+        session_logs(&db)
+    );
+    assert_eq!(task_status(&db, &t), "done", "{}", session_logs(&db));
+    // The board moved through the MCP tool, as the run's agent; the shell
+    // was never offered a command.
+    assert_eq!(
+        query_strings(
+            &db,
+            &format!("SELECT actor FROM event WHERE kind = 'task.done' AND task_id = '{t}'")
+        ),
+        ["cc"]
+    );
+    assert_eq!(llm.served.lock().unwrap().tool_calls, 1);
+    let events = replay_events(
+        daemon.port,
+        "p",
+        "optional,daily",
+        "mcp__moziplus__done",
+        Duration::from_secs(15),
+    );
+    assert!(
+        events.contains("\"tool\":\"mcp__moziplus__done\""),
+        "{events}"
+    );
+    assert!(!events.contains("\"tool\":\"Bash\""), "{events}");
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
     let (Some(codex), Some(claude)) = (tool("MOZI_TEST_CODEX"), tool("MOZI_TEST_CLAUDE")) else {

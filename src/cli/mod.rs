@@ -6,6 +6,7 @@
 mod bb;
 mod brief;
 mod early;
+mod mcp;
 mod ops;
 mod output;
 mod project;
@@ -49,6 +50,8 @@ pub enum Command {
     Project(project::ProjectCmd),
     /// The blackboard CLI agents (and people) use.
     Bb(bb::BbArgs),
+    /// Serve this run's blackboard verbs as MCP tools on stdin/stdout (the agent CLIs start it).
+    Mcp(mcp::McpArgs),
     /// Agent briefs: `brief render --project P --task T` prints what a run gets.
     #[command(subcommand)]
     Brief(brief::BriefCmd),
@@ -176,6 +179,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Serve(args) => serve::run(&home, args).await,
             Command::Project(cmd) => project::run(&home, cmd).await,
             Command::Bb(args) => bb::run(&home, args, early).await,
+            Command::Mcp(args) => mcp::run(&home, args).await,
             Command::Brief(cmd) => brief::run(&home, cmd).await,
             Command::Backup(args) => ops::backup(&home, args).await,
             Command::Restore(args) => ops::restore(&home, args).await,

@@ -17,9 +17,17 @@
 //! and `Bash(<moziplus> bb:*)` — shell commands are limited to the blackboard
 //! CLI; `full` = every tool allowed (`--allowedTools Bash Edit Write …`).
 //! `--dangerously-skip-permissions` is not used: Claude Code refuses it as root.
+//!
+//! The board is also there as MCP tools: `--mcp-config <state>/mcp.json
+//! --strict-mcp-config` registers `moziplus mcp` (and only it: no user or
+//! project MCP configuration is read), and both permission modes allow its
+//! tools (`mcp__moziplus`). Claude Code starts the server with its own
+//! environment, the run's; `ENABLE_TOOL_SEARCH=false` offers the tools from
+//! the first turn instead of deferring them behind its tool search.
 
 use super::{
-    env, model_of, state_dir, Launch, OutputFormat, PrepareError, Requirement, RunContext,
+    env, model_of, state_dir, write_if_changed, Launch, OutputFormat, PrepareError, Requirement,
+    RunContext,
 };
 use crate::config::agents::Permissions;
 
@@ -34,7 +42,8 @@ pub const REQUIREMENT: Requirement = Requirement {
 /// The `--allowedTools` of a permission mode.
 pub fn allowed_tools(run: &RunContext<'_>) -> Vec<String> {
     let bb = format!("Bash({} bb:*)", run.exe.display());
-    match run.agent.permissions {
+    let board = format!("mcp__{}", super::mcp::SERVER_NAME);
+    let mut tools: Vec<String> = match run.agent.permissions {
         Permissions::Workspace => vec![
             bb,
             "Read".into(),
@@ -59,7 +68,24 @@ pub fn allowed_tools(run: &RunContext<'_>) -> Vec<String> {
         .iter()
         .map(|s| s.to_string())
         .collect(),
-    }
+    };
+    tools.push(board);
+    tools
+}
+
+/// The generated `--mcp-config` file of an agent.
+pub fn mcp_config_json(run: &RunContext<'_>) -> String {
+    let name = super::mcp::SERVER_NAME;
+    let cfg = serde_json::json!({
+        "mcpServers": {
+            name: {
+                "type": "stdio",
+                "command": super::mcp::command(run),
+                "args": super::mcp::args(),
+            }
+        }
+    });
+    serde_json::to_string_pretty(&cfg).unwrap_or_default()
 }
 
 /// Whether Claude Code accepts `model` itself. It refuses other names
@@ -74,12 +100,18 @@ pub fn is_claude_model(model: &str) -> bool {
 
 pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
     let dir = state_dir(run.home, "claude-code", &run.agent.id)?;
+    let mcp_config = dir.join("mcp.json");
+    write_if_changed(&mcp_config, &mcp_config_json(run))?;
     let mut e = env::base_from_process(run);
     env::set(&mut e, "CLAUDE_CONFIG_DIR", dir.display().to_string());
     env::set(&mut e, "ANTHROPIC_BASE_URL", run.gateway);
     env::set(&mut e, "ANTHROPIC_AUTH_TOKEN", run.run_key);
     env::set(&mut e, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1");
     env::set(&mut e, "DISABLE_AUTOUPDATER", "1");
+    // The board's MCP tools are offered from the first turn, not deferred
+    // behind Claude Code's tool search (which the model would have to call
+    // first to find them).
+    env::set(&mut e, "ENABLE_TOOL_SEARCH", "false");
     let cli_model = model_of(run.agent).filter(|m| is_claude_model(m));
     if let Some(m) = cli_model {
         env::set(&mut e, "ANTHROPIC_MODEL", m);
@@ -93,6 +125,10 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
         "--output-format".into(),
         "stream-json".into(),
         "--verbose".into(),
+        // `--mcp-config` takes a variable list: a flag follows it.
+        "--mcp-config".into(),
+        mcp_config.display().to_string(),
+        "--strict-mcp-config".into(),
     ];
     if let Some(m) = cli_model {
         args.extend(["--model".to_string(), m.to_string()]);

@@ -16,6 +16,10 @@
 //! write only under the working directory, the home); `full` =
 //! `--dangerously-bypass-approvals-and-sandbox`. `exec` never asks for
 //! approval.
+//!
+//! The board is also there as MCP tools: the generated configuration
+//! registers `moziplus mcp` under `[mcp_servers.moziplus]`, with `env_vars`
+//! handing the run's identity on to it (see [`super::mcp`]).
 
 use super::{
     env, model_of, state_dir, write_if_changed, Launch, OutputFormat, PrepareError, Requirement,
@@ -46,8 +50,29 @@ pub fn config_toml(run: &RunContext<'_>) -> String {
         toml_str(&format!("{}/v1", run.gateway))
     ));
     t.push_str("wire_api = \"responses\"\nenv_key = \"MOZI_RUN_KEY\"\n\n");
-    t.push_str("[shell_environment_policy]\ninherit = \"all\"\nignore_default_excludes = true\n");
+    t.push_str("[shell_environment_policy]\ninherit = \"all\"\nignore_default_excludes = true\n\n");
+    // The board as MCP tools. Codex starts a server with a few base
+    // variables only; `env_vars` hands on the run's identity.
+    t.push_str(&format!("[mcp_servers.{}]\n", super::mcp::SERVER_NAME));
+    t.push_str(&format!(
+        "command = {}\n",
+        toml_str(&super::mcp::command(run))
+    ));
+    t.push_str(&format!("args = {}\n", toml_array(super::mcp::args())));
+    t.push_str(&format!(
+        "env_vars = {}\n",
+        toml_array(super::mcp::IDENTITY_ENV)
+    ));
+    t.push_str(&format!(
+        "startup_timeout_sec = 30\ntool_timeout_sec = {}\n",
+        super::mcp::TOOL_TIMEOUT_SECS
+    ));
     t
+}
+
+fn toml_array<'a>(items: impl IntoIterator<Item = &'a str>) -> String {
+    let items: Vec<String> = items.into_iter().map(toml_str).collect();
+    format!("[{}]", items.join(", "))
 }
 
 fn toml_str(s: &str) -> String {

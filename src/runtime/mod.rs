@@ -26,6 +26,7 @@ pub mod command;
 pub mod demo;
 pub mod env;
 pub mod health;
+pub mod mcp;
 pub mod openclaw;
 pub mod transcript;
 

@@ -16,6 +16,10 @@
 //! Permissions: OpenClaw's `exec` tool runs unsandboxed in `--local` mode
 //! (its sandbox needs Docker); `workspace` and `full` behave alike here, and
 //! the run's cwd is the home. Isolate OpenClaw agents that must not touch it.
+//!
+//! The board is also there as MCP tools: `openclaw.json` registers `moziplus
+//! mcp` under `mcp.servers.moziplus`, whose `env` hands the run's identity on
+//! through OpenClaw's `${VAR}` substitution (see [`super::mcp`]).
 
 use serde_json::json;
 
@@ -39,7 +43,24 @@ pub const DEFAULT_MODEL: &str = "default";
 /// The generated `openclaw.json` of an agent.
 pub fn config_json(run: &RunContext<'_>, state: &std::path::Path) -> String {
     let model = model_of(run.agent).unwrap_or(DEFAULT_MODEL);
+    // OpenClaw starts an MCP server with a few base variables and the
+    // entry's `env`; its `${VAR}` substitution hands on the run's identity.
+    let identity: serde_json::Map<String, serde_json::Value> = super::mcp::IDENTITY_ENV
+        .iter()
+        .map(|k| (k.to_string(), format!("${{{k}}}").into()))
+        .collect();
+    let name = super::mcp::SERVER_NAME;
     let cfg = json!({
+        "mcp": {
+            "servers": {
+                name: {
+                    "command": super::mcp::command(run),
+                    "args": super::mcp::args(),
+                    "env": identity,
+                    "requestTimeoutMs": super::mcp::TOOL_TIMEOUT_SECS * 1000
+                }
+            }
+        },
         "models": {
             "mode": "replace",
             "providers": {

@@ -37,6 +37,9 @@ pub struct Served {
     pub requests: Vec<(String, String, Option<String>)>,
     /// A fixed error for every call: (status, message).
     pub fail_with: Option<(u16, String)>,
+    /// A tool to call instead of the shell, with no arguments, when the
+    /// request offers it (an MCP tool such as `mcp__moziplus__done`).
+    pub mcp_tool: Option<String>,
 }
 
 #[derive(Clone)]
@@ -149,6 +152,8 @@ fn arguments(tool: &str, bin: &str, task: &str) -> Value {
         "{bin} bb output {task} --summary 'scripted result' --text 'made by the scripted LLM' && {bin} bb done {task}"
     );
     match tool {
+        // An MCP tool of the board: its task and identity come from the run.
+        t if t.starts_with("mcp__") => json!({}),
         // Codex's shell tools take an argv.
         "shell" | "local_shell" => json!({ "command": ["bash", "-lc", command] }),
         "exec_command" => json!({ "cmd": command }),
@@ -190,7 +195,16 @@ async fn chat(
         "completion_tokens": 7,
         "total_tokens": 107 + messages.len() as i64,
     });
-    let call = if has_result { None } else { shell_tool(&tools) };
+    let mcp_tool = ctx.served.lock().unwrap().mcp_tool.clone().filter(|name| {
+        tools
+            .iter()
+            .any(|t| t.pointer("/function/name").or_else(|| t.get("name")) == Some(&json!(name)))
+    });
+    let call = if has_result {
+        None
+    } else {
+        mcp_tool.or_else(|| shell_tool(&tools))
+    };
     {
         let mut s = ctx.served.lock().unwrap();
         s.requests

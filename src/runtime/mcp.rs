@@ -1,0 +1,40 @@
+//! Registering `moziplus mcp` (the board as MCP tools) with the agent CLIs.
+//!
+//! Each CLI adapter adds the server to the configuration it generates:
+//! Codex's `[mcp_servers.moziplus]`, Claude Code's `--mcp-config` file (with
+//! `--strict-mcp-config`), OpenClaw's `mcp.servers.moziplus`. The server is
+//! the run's `moziplus` binary with the argument `mcp`; it reads the run's
+//! identity from the variables of [`IDENTITY_ENV`], which each registration
+//! hands on from the run's environment (the CLIs do not all pass their own
+//! environment to the servers they start). The configuration itself holds no
+//! per-run value: it stays the same for every run of an agent.
+
+use super::RunContext;
+
+/// The server's name in every CLI's configuration; Claude Code names its
+/// tools `mcp__moziplus__<tool>`, OpenClaw `moziplus__<tool>`.
+pub const SERVER_NAME: &str = "moziplus";
+
+/// The run's variables `moziplus mcp` reads, as `moziplus bb` does.
+pub const IDENTITY_ENV: [&str; 6] = [
+    "MOZI_HOME",
+    "MOZI_PROJECT",
+    "MOZI_TASK",
+    "MOZI_AGENT",
+    "MOZI_SESSION",
+    "MOZI_SESSION_TOKEN",
+];
+
+/// How long a tool call may take before the CLI gives up on it: above
+/// `decision_wait`'s longest default wait (300 s).
+pub const TOOL_TIMEOUT_SECS: u64 = 900;
+
+/// The program the CLIs start: the run's own `moziplus` binary.
+pub fn command(run: &RunContext<'_>) -> String {
+    run.exe.display().to_string()
+}
+
+/// Its arguments.
+pub fn args() -> [&'static str; 1] {
+    ["mcp"]
+}

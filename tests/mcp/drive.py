@@ -1,0 +1,107 @@
+"""Drives `moziplus mcp` with the official MCP Python SDK (the `mcp` package),
+for tests/mcp_server.rs. Runs as a daemon agent run: the server is started
+the way an agent CLI starts it, with the run's MOZI_* variables handed on.
+Writes one JSON report (argv[1]) of what the SDK saw; the test asserts on it.
+
+Usage: python drive.py REPORT.json            (the test's scenario, as a run)
+       python drive.py REPORT.json bench T-…  (bench/mcp_roundtrip.sh)
+"""
+
+import json
+import os
+import sys
+import time
+
+import anyio
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+
+IDENTITY = ["MOZI_HOME", "MOZI_PROJECT", "MOZI_TASK", "MOZI_AGENT", "MOZI_SESSION", "MOZI_SESSION_TOKEN"]
+
+
+def server(**override):
+    env = {k: os.environ[k] for k in IDENTITY if k in os.environ}
+    env.update(override)
+    return StdioServerParameters(command=os.environ["MOZI_BIN"], args=["mcp"], env=env)
+
+
+def outcome(result):
+    """What a tool call returned: ok/error, and its structured content."""
+    text = "".join(getattr(c, "text", "") for c in result.content)
+    return {"is_error": result.is_error, "structured": result.structured_content, "text": text}
+
+
+async def scenario(report):
+    async with stdio_client(server()) as (read, write):
+        async with ClientSession(read, write) as s:
+            init = await s.initialize()
+            report["server"] = {"name": init.server_info.name, "version": init.server_info.version}
+            report["protocol_version"] = init.protocol_version
+            tools = await s.list_tools()
+            report["tools"] = {
+                t.name: {"description": t.description, "input_schema": t.input_schema} for t in tools.tools
+            }
+            call = lambda name, args: s.call_tool(name, args)  # noqa: E731
+            report["read_board"] = outcome(await call("read", {}))
+            report["read_task"] = outcome(await call("read", {"task": os.environ["MOZI_TASK"]}))
+            report["read_unknown"] = outcome(await call("read", {"task": "T-9999"}))
+            report["heartbeat"] = outcome(await call("heartbeat", {"lease_secs": 120}))
+            report["output_as_other"] = outcome(
+                await call("output", {"summary": "not mine", "text": "x", "agent": "intruder"})
+            )
+            report["done_as_other"] = outcome(await call("done", {"agent": "intruder"}))
+            report["malformed_type"] = outcome(await call("done", {"task": 42}))
+            report["malformed_missing"] = outcome(await call("output", {"text": "no summary"}))
+            report["malformed_unknown_field"] = outcome(await call("done", {"tsk": "T-0001"}))
+            report["malformed_task_id"] = outcome(await call("done", {"task": "T-bad"}))
+            report["comment"] = outcome(await call("comment", {"body": "-starts with a dash", "type": "note"}))
+            report["experience_add"] = outcome(
+                await call("experience_add", {"tags": ["mcp"], "lesson": "typed tools beat shell lines"})
+            )
+            report["output"] = outcome(
+                await call("output", {"summary": "made over MCP", "text": "hello from the MCP client"})
+            )
+            report["done"] = outcome(await call("done", {}))
+            report["output_after_done"] = outcome(await call("output", {"summary": "late", "text": "late"}))
+            report["read_after"] = outcome(await call("read", {"task": os.environ["MOZI_TASK"]}))
+    # The same run's server, started with a forged token: every write is refused.
+    async with stdio_client(server(MOZI_SESSION_TOKEN="forged")) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            report["forged_token"] = outcome(await s.call_tool("comment", {"body": "forged"}))
+
+
+async def bench(report, tasks):
+    """One `done` per task (each claimed by this caller and working): the
+    round trip of a successful call, from the client's send to its parsed
+    result."""
+    async with stdio_client(server()) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            await s.call_tool("read", {})  # warm-up
+            times = []
+            for task in tasks:
+                t0 = time.perf_counter()
+                r = await s.call_tool("done", {"task": task})
+                times.append((time.perf_counter() - t0) * 1000)
+                if r.is_error:
+                    raise RuntimeError(f"done {task} refused: {outcome(r)}")
+            report["round_trips_ms"] = times
+
+
+def main():
+    report = {}
+    try:
+        if len(sys.argv) > 2 and sys.argv[2] == "bench":
+            anyio.run(bench, report, sys.argv[3:])
+        else:
+            anyio.run(scenario, report)
+    except BaseException as e:  # the report says what broke
+        report["exception"] = repr(e)
+    with open(sys.argv[1], "w") as f:
+        json.dump(report, f, indent=1)
+    sys.exit(1 if "exception" in report else 0)
+
+
+if __name__ == "__main__":
+    main()
