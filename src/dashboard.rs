@@ -3,7 +3,7 @@
 //!
 //! [`serve`] is the router's fallback. Paths of the machine interfaces
 //! (`/api/*`, `/v1/*`, `/health*`, `/metrics`) never fall through to the page:
-//! they keep the JSON 404 of [`crate::http::ApiError`]. Every other `GET`
+//! they keep the JSON 404 of [`crate::api::ApiError`]. Every other `GET`
 //! answers with the embedded file of that path, or with `index.html` so the
 //! app's own routes (`/projects/demo`, `/gateway`, …) survive a reload.
 //!
@@ -19,7 +19,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_embed::RustEmbed;
 
-use crate::http::ApiError;
+use crate::api::ApiError;
 
 #[derive(RustEmbed)]
 #[folder = "$OUT_DIR/dashboard"]

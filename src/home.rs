@@ -1,12 +1,43 @@
 //! The moziplus *home*: the directory holding configuration and runtime data.
 //!
 //! Resolution order (SPEC §1): `--home` flag, else `$MOZI_HOME`, else the current
-//! directory. Every path the program touches is derived here so the layout is
-//! defined in exactly one place.
+//! directory. Every path of the on-disk layout is derived here so the layout
+//! is defined in exactly one place (the one exception: the runtimes' own
+//! generated state, `runtime::state_dir`). [`ProjectId`] lives here too: a
+//! project id is a folder name before it is anything else.
 
 use std::path::{Path, PathBuf};
 
-use crate::registry::ProjectId;
+use serde::Serialize;
+
+/// A validated project id (`^[a-z0-9][a-z0-9_-]{0,63}$`): safe to use as a path.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ProjectId(String);
+
+impl ProjectId {
+    pub fn parse(s: &str) -> Result<ProjectId, InvalidProjectId> {
+        if crate::blackboard::ids::is_valid_project_id(s) {
+            Ok(ProjectId(s.to_string()))
+        } else {
+            Err(InvalidProjectId(s.to_string()))
+        }
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ProjectId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A string that is not a [`ProjectId`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid project id {0:?}: use 1-64 of a-z, 0-9, '_' or '-', starting with a letter or digit (ids become folder names)")]
+pub struct InvalidProjectId(pub String);
 
 /// Paths of one moziplus home. Cheap to clone; holds no open handles.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +110,10 @@ impl Home {
     pub fn registry_file(&self) -> PathBuf {
         self.projects_dir().join("_registry.yaml")
     }
+    /// Held (`flock`) while the registry file is edited.
+    pub fn registry_lock_file(&self) -> PathBuf {
+        self.projects_dir().join(".registry.lock")
+    }
     pub fn archived_dir(&self) -> PathBuf {
         self.projects_dir().join("_archived")
     }
@@ -101,8 +136,60 @@ impl Home {
     pub fn task_artifacts_dir(&self, id: &ProjectId, task: &str) -> PathBuf {
         self.artifacts_dir(id).join(task)
     }
+    /// `artifacts/<task>/sessions/`: each run's brief and log.
+    pub fn task_sessions_dir(&self, id: &ProjectId, task: &str) -> PathBuf {
+        self.task_artifacts_dir(id, task).join("sessions")
+    }
+    /// The brief a run was started with (`sessions/<session>.brief.md`).
+    pub fn session_brief_file(&self, id: &ProjectId, task: &str, session: &str) -> PathBuf {
+        self.task_sessions_dir(id, task)
+            .join(format!("{session}.brief.md"))
+    }
+    /// A run's log (`sessions/<session>.log`).
+    pub fn session_log_file(&self, id: &ProjectId, task: &str, session: &str) -> PathBuf {
+        self.task_sessions_dir(id, task)
+            .join(format!("{session}.log"))
+    }
+    /// `artifacts/<task>/outputs/`: the files `bb output` stores.
+    pub fn task_outputs_dir(&self, id: &ProjectId, task: &str) -> PathBuf {
+        self.task_artifacts_dir(id, task).join("outputs")
+    }
+    /// The folders a new project starts with besides `artifacts/`.
+    pub fn project_subdirs(&self, id: &ProjectId) -> [PathBuf; 3] {
+        let dir = self.project_dir(id);
+        [
+            dir.join("config"),
+            dir.join("experiences"),
+            dir.join("skills"),
+        ]
+    }
+    /// The project's own skills (`projects/<id>/skills/`).
+    pub fn project_skills_dir(&self, id: &ProjectId) -> PathBuf {
+        self.project_dir(id).join("skills")
+    }
+    /// Skills shipped with moziplus (`skills/builtins/`).
+    pub fn builtin_skills_dir(&self) -> PathBuf {
+        self.skills_dir().join("builtins")
+    }
+    /// Skills written or distilled here (`skills/custom/`).
+    pub fn custom_skills_dir(&self) -> PathBuf {
+        self.skills_dir().join("custom")
+    }
     pub fn inbox_dir(&self) -> PathBuf {
         self.root.join("inbox")
+    }
+    /// The inbox file `inbox.path` names: relative to the home unless
+    /// absolute.
+    pub fn inbox_file(&self, configured: &Path) -> PathBuf {
+        if configured.is_absolute() {
+            configured.to_path_buf()
+        } else {
+            self.root.join(configured)
+        }
+    }
+    /// The datagram socket a running daemon is woken through.
+    pub fn wake_socket_file(&self) -> PathBuf {
+        self.inbox_dir().join("wake.sock")
     }
     pub fn backups_dir(&self) -> PathBuf {
         self.root.join("backups")

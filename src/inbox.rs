@@ -20,7 +20,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 /// The wake socket of a home.
 pub fn wake_socket_path(home: &crate::home::Home) -> PathBuf {
-    home.inbox_dir().join("wake.sock")
+    home.wake_socket_file()
 }
 
 /// Tells a running daemon that `project` changed. Never fails the caller:

@@ -13,30 +13,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::blackboard::{ids, BbError, Blackboard, OpenMode, TaskStatus};
 use crate::home::Home;
-
-/// A validated project id (`^[a-z0-9][a-z0-9_-]{0,63}$`): safe to use as a path.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ProjectId(String);
-
-impl ProjectId {
-    pub fn parse(s: &str) -> Result<ProjectId, RegistryError> {
-        if ids::is_valid_project_id(s) {
-            Ok(ProjectId(s.to_string()))
-        } else {
-            Err(RegistryError::InvalidId(s.to_string()))
-        }
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for ProjectId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+/// Project ids are part of the on-disk layout, so [`Home`]'s module defines
+/// them; re-exported here where projects are managed.
+pub use crate::home::{InvalidProjectId, ProjectId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -71,8 +50,8 @@ struct RegistryFile {
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("invalid project id {0:?}: use 1-64 of a-z, 0-9, '_' or '-', starting with a letter or digit (ids become folder names)")]
-    InvalidId(String),
+    #[error(transparent)]
+    InvalidId(#[from] InvalidProjectId),
     #[error("unknown project {0:?} (see `moziplus project list`)")]
     Unknown(String),
     #[error("project {0:?} already exists")]
@@ -154,7 +133,7 @@ fn lock_registry(home: &Home) -> Result<nix::fcntl::Flock<std::fs::File>, Regist
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .open(home.projects_dir().join(".registry.lock"))?;
+        .open(home.registry_lock_file())?;
     nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| RegistryError::Io(e.into()))
 }
@@ -369,11 +348,11 @@ pub async fn create_project(home: &Home, new: NewProject) -> Result<ProjectEntry
             home.registry_file().display()
         )));
     }
-    for sub in ["config", "experiences", "skills"] {
-        std::fs::create_dir_all(dir.join(sub))?;
+    for sub in home.project_subdirs(id) {
+        std::fs::create_dir_all(sub)?;
     }
     // What agents leave (logs, briefs, outputs) is the owner's only.
-    crate::home::create_private_dir_all(&dir.join("artifacts"))?;
+    crate::home::create_private_dir_all(&home.artifacts_dir(id))?;
     let mut project_yaml = String::from(
         "# Per-project overrides (see README: Configuration).\n\
          # max_global_agents: 3        # project-level cap on concurrent agents\n\

@@ -180,6 +180,15 @@ fn defect2_lines_over_the_limit_are_skipped_as_one_malformed_line_each_and_the_i
     let daemon = Daemon::start(&home);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(titles(&db).len(), 3);
+    // Positive control: the restarted daemon does consume the inbox (a line
+    // pushed now is applied), and still nothing old is applied twice.
+    append(&inbox, task("after-restart").as_bytes());
+    wait_for(
+        Duration::from_secs(30),
+        "the line pushed after the restart",
+        || titles(&db).contains(&"after-restart".to_string()),
+    );
+    assert_eq!(titles(&db).len(), 4, "{:?}", titles(&db));
     daemon.stop();
 }
 

@@ -58,6 +58,13 @@ fn status_control_sessions_metrics_and_errors() {
     let (code, body) = d.post("/api/daemon/tick").unwrap();
     assert_eq!(code, 200, "{body}");
     assert!(body.contains("\"ticked\":true"), "{body}");
+    // …and is answered after a tick that began after it: that tick started
+    // the run the paused ticker held back (the positive control of the
+    // absence above: the task was startable all along).
+    assert!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM session") >= 1,
+        "the manual tick started the waiting task's run"
+    );
     // …and resuming lets the task finish.
     assert_eq!(d.post("/api/daemon/start").unwrap().0, 200);
     wait_for(Duration::from_secs(30), "the task to be done", || {

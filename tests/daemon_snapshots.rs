@@ -85,6 +85,20 @@ fn interval_zero_turns_snapshots_off() {
     std::thread::sleep(Duration::from_secs(4));
     assert!(snapshots(&home, "a").is_empty());
     d.stop();
+    // Positive control: the same home with snapshots on gets one at start,
+    // so the absence above is the setting's doing, not a slow daemon's.
+    std::fs::write(
+        home.path().join("config/default.yaml"),
+        "backup:\n  interval_minutes: 60\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&home);
+    wait_for(
+        Duration::from_secs(20),
+        "a snapshot with snapshots on",
+        || !snapshots(&home, "a").is_empty(),
+    );
+    d.stop();
 }
 
 #[test]

@@ -8,9 +8,14 @@
 //! After each cut the task must end up either untouched (`pending`, the cut
 //! came before the claim) or worked by exactly one supervised run: never
 //! `working` with no run, never a session nobody ends.
+//!
+//! Issue 14: manual ticks (`POST /api/daemon/tick`) go through the ticker
+//! loop, so they never overlap the loop's own ticks.
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moziplus::blackboard::{Actor, NewTask, TaskStatus};
@@ -136,4 +141,149 @@ async fn a_tick_cancelled_at_any_point_never_strands_or_doubles_a_run() {
     eprintln!("{STEPS} cut ticks: {untouched} cut before the claim, the rest ran once");
     let problems = d.projects().problems();
     assert!(problems.is_empty(), "no project problem: {problems:?}");
+}
+
+/// Counts ticks and the ticks that began while another was still running.
+/// At the start of a tick (the daemon's tick hook), the ticks begun before
+/// it and the ticks ended (`TickStats::ticks`, recorded as a tick's last
+/// step) must be equal; otherwise this tick overlaps one still running.
+#[derive(Default)]
+struct OverlapProbe {
+    begun: AtomicUsize,
+    overlaps: AtomicUsize,
+}
+
+impl OverlapProbe {
+    /// The hook: count, compare, then hold the tick for `slow`.
+    fn hook(self: &Arc<Self>, d: &Daemon, slow: Duration) -> moziplus::daemon::TickHook {
+        let (probe, d) = (self.clone(), d.clone());
+        Arc::new(move || {
+            let before = probe.begun.fetch_add(1, Ordering::SeqCst) as u64;
+            if before > d.tick_stats().ticks {
+                probe.overlaps.fetch_add(1, Ordering::SeqCst);
+            }
+            Box::pin(tokio::time::sleep(slow))
+        })
+    }
+    fn begun(&self) -> usize {
+        self.begun.load(Ordering::SeqCst)
+    }
+    fn overlaps(&self) -> usize {
+        self.overlaps.load(Ordering::SeqCst)
+    }
+}
+
+/// Issue 14: `POST /api/daemon/tick` ran `ticker::tick` beside the loop's
+/// own tick, with no lock. Now a manual tick is a request to the loop. Every
+/// tick is made slow (300 ms, the tick hook); while the loop's first tick
+/// runs, manual ticks are fired over real HTTP (the daemon's own router and
+/// accept loop on loopback) and through `Daemon::tick_now`: none may start
+/// while another tick runs, each is answered only after a tick that began
+/// after it, and they share ticks rather than queueing one each. Positive
+/// control, same test: two direct `ticker::tick` calls at once (what the
+/// route used to do) are seen overlapping by the same probe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_ticks_during_a_slow_tick_never_overlap() {
+    const SLOW: Duration = Duration::from_millis(300);
+    const HTTP_TICKS: usize = 4;
+    const API_TICKS: usize = 4;
+    let home = TestHome::new("daemon:\n  tick_interval: 3600\n", "agents: []\n");
+    home.create_project("p");
+    let d = Daemon::new(Home::new(home.path()), Vec::new()).expect("daemon");
+    let probe = Arc::new(OverlapProbe::default());
+    d.set_tick_hook(probe.hook(&d, SLOW));
+    let handles = d.start().await.expect("daemon start");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let limits = moziplus::http::serve::Limits::new(&d.config().server, 1024);
+    let mut stop = d.shutdown_signal();
+    let server = tokio::spawn(moziplus::http::serve::serve(
+        listener,
+        moziplus::http::router(d.clone()),
+        limits,
+        async move {
+            let _ = stop.changed().await;
+        },
+    ));
+
+    // The loop ticks once at start; fire while that tick is in its slow part.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probe.begun() == 0 {
+        assert!(Instant::now() < deadline, "the loop's first tick began");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let fired_during = d.tick_stats().ticks;
+    let mut http = Vec::new();
+    for _ in 0..HTTP_TICKS {
+        http.push(tokio::task::spawn_blocking(move || {
+            support::http(port, "POST", "/api/daemon/tick")
+        }));
+    }
+    let mut api = Vec::new();
+    for _ in 0..API_TICKS {
+        let (d, probe) = (d.clone(), probe.clone());
+        api.push(tokio::spawn(async move {
+            let begun_before = probe.begun();
+            d.tick_now().await.expect("the ticker answers");
+            // Answered after a tick that began after the request ended.
+            (begun_before, d.tick_stats().ticks as usize)
+        }));
+    }
+    for h in http {
+        let (code, body) = h.await.unwrap().expect("POST /api/daemon/tick answered");
+        assert_eq!(code, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["ticked"], true, "{body}");
+    }
+    for h in api {
+        let (begun_before, ended_by_reply) = h.await.unwrap();
+        assert!(
+            ended_by_reply > begun_before,
+            "a manual tick is answered by a tick that began after it: {begun_before} begun \
+             before the request, {ended_by_reply} ended at the reply"
+        );
+    }
+    let ticks = d.tick_stats().ticks;
+    assert_eq!(
+        probe.overlaps(),
+        0,
+        "a tick began while another ran ({} ticks begun)",
+        probe.begun()
+    );
+    assert!(
+        ticks > fired_during,
+        "the manual ticks ran ({ticks} ticks, {fired_during} before them)"
+    );
+    // Requests that arrive during one tick share the next: far fewer ticks
+    // than requests (each would need its own if they queued one by one).
+    assert!(
+        (ticks as usize) < 1 + HTTP_TICKS + API_TICKS,
+        "{} manual ticks took {ticks} ticks: they were not coalesced",
+        HTTP_TICKS + API_TICKS
+    );
+
+    // Paused, a manual tick still ticks (the control route always did).
+    d.pause_ticker();
+    let before = d.tick_stats().ticks;
+    d.tick_now().await.expect("tick while paused");
+    assert_eq!(d.tick_stats().ticks, before + 1, "one tick while paused");
+
+    d.shutdown(handles).await;
+    server.await.unwrap();
+    // With the loop gone a manual tick fails at once instead of hanging.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), d.tick_now())
+            .await
+            .expect("tick_now returns after shutdown")
+            .is_err(),
+        "no ticker, no tick"
+    );
+
+    // Positive control: two ticks around the loop do overlap, and the
+    // probe sees it.
+    tokio::join!(ticker::tick(&d), ticker::tick(&d));
+    assert!(
+        probe.overlaps() >= 1,
+        "the probe detects two ticks run at once"
+    );
 }

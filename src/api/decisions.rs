@@ -9,9 +9,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{actor, open_project, ApiPath, ApiQuery, OptionalJson};
+use crate::api::ApiError;
 use crate::blackboard::{Decision, DecisionStatus};
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()

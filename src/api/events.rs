@@ -30,10 +30,10 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::ApiQuery;
+use crate::api::ApiError;
 use crate::blackboard::EventLevel;
 use crate::daemon::events::{stream_events, StreamEvent};
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 use crate::registry::ProjectId;
 
 pub fn router() -> OpenApiRouter<Daemon> {

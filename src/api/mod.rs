@@ -11,6 +11,7 @@
 //! bearer-token rule for mutating routes ([`require_token`]).
 
 pub mod decisions;
+pub mod error;
 pub mod events;
 pub mod projects;
 pub mod records;
@@ -29,8 +30,9 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::blackboard::{ids, Actor, Blackboard};
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 use crate::registry::{self, ProjectId};
+
+pub use error::ApiError;
 
 /// Largest request body the API accepts (bodies are small JSON documents).
 pub const MAX_BODY_BYTES: usize = 256 * 1024;

@@ -12,8 +12,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{ApiJson, ApiPath, ApiQuery};
+use crate::api::ApiError;
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 use crate::registry::{self, NewProject, ProjectEntry, ProjectId, ProjectStatus};
 
 pub fn router() -> OpenApiRouter<Daemon> {

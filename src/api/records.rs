@@ -8,9 +8,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{check_limit, open_project, ApiPath, ApiQuery};
+use crate::api::ApiError;
 use crate::blackboard::{Experience, ExperienceStatus, Observation, ObservationLevel};
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()

@@ -10,8 +10,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{open_project, ApiPath};
+use crate::api::ApiError;
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 use crate::registry::ProjectId;
 
 pub fn router() -> OpenApiRouter<Daemon> {

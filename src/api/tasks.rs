@@ -10,9 +10,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{actor, check_limit, open_project, parse_list, ApiJson, ApiPath, ApiQuery};
+use crate::api::ApiError;
 use crate::blackboard::{Comment, CommentType, NewTask, Task, TaskDetail, TaskQuery, TaskStatus};
 use crate::daemon::Daemon;
-use crate::http::ApiError;
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()

@@ -827,7 +827,7 @@ async fn write(
                             .map(|n| n.to_string_lossy().to_string())
                             .ok_or_else(|| anyhow!("cannot take a name from {}", src.display()))?,
                     };
-                    let base = home.task_artifacts_dir(project, &id).join("outputs");
+                    let base = home.task_outputs_dir(project, &id);
                     crate::home::create_private_dir_all(&base)?;
                     let dest = artifact_path(&base, &name)?;
                     let bytes = if src.as_os_str() == "-" {

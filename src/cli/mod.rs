@@ -263,11 +263,7 @@ fn inbox_push(home: &Home, args: InboxArgs) -> anyhow::Result<()> {
         );
     }
     let config = crate::config::Config::load_global(home, &[])?;
-    let path = if config.inbox.path.is_absolute() {
-        config.inbox.path.clone()
-    } else {
-        home.root().join(&config.inbox.path)
-    };
+    let path = home.inbox_file(&config.inbox.path);
     let push = |n: usize, line: &str| -> anyhow::Result<()> {
         let value: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| anyhow::anyhow!("line {n}: not JSON ({e}): {line}"))?;

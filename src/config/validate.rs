@@ -4,16 +4,21 @@
 use super::{parse_size, Config};
 
 impl Config {
-    /// Checks every value against its allowed range. On failure returns the
-    /// dotted key and what is wrong with it.
+    /// Checks every value against its allowed range, section by section in
+    /// file order. On failure returns the dotted key and what is wrong with it.
     pub fn validate(&self) -> Result<(), (String, String)> {
-        fn check(ok: bool, key: &str, message: impl Into<String>) -> Result<(), (String, String)> {
-            if ok {
-                Ok(())
-            } else {
-                Err((key.to_string(), message.into()))
-            }
-        }
+        self.validate_daemon()?;
+        self.validate_queues()?;
+        self.validate_server()?;
+        self.validate_webhooks()?;
+        self.gateway
+            .validate()
+            .map_err(|e| (e.key.clone(), e.reason.clone()))?;
+        Ok(())
+    }
+
+    /// `daemon:`.
+    fn validate_daemon(&self) -> Result<(), (String, String)> {
         let d = &self.daemon;
         check(
             (1..=86_400).contains(&d.tick_interval),
@@ -59,6 +64,11 @@ impl Config {
                 d.retry_backoff
             ),
         )?;
+        Ok(())
+    }
+
+    /// `inbox:`, `review:`, `backup:`, `experience:`.
+    fn validate_queues(&self) -> Result<(), (String, String)> {
         let i = &self.inbox;
         check(
             i.watch_interval > 0.0 && i.watch_interval <= 60.0,
@@ -121,6 +131,11 @@ impl Config {
             "experience.expire_days",
             format!("must be between 1 and 3650, got {}", e.expire_days),
         )?;
+        Ok(())
+    }
+
+    /// `server:` and `logging:`.
+    fn validate_server(&self) -> Result<(), (String, String)> {
         check(
             self.server.bind.parse::<std::net::SocketAddr>().is_ok(),
             "server.bind",
@@ -176,6 +191,11 @@ impl Config {
                 self.logging.max_file_size
             ),
         )?;
+        Ok(())
+    }
+
+    /// `notifications.webhooks`.
+    fn validate_webhooks(&self) -> Result<(), (String, String)> {
         for (i, w) in self.notifications.webhooks.iter().enumerate() {
             let key = "notifications.webhooks";
             let url_ok = reqwest::Url::parse(&w.url)
@@ -218,10 +238,16 @@ impl Config {
                 )?;
             }
         }
-        self.gateway
-            .validate()
-            .map_err(|e| (e.key.clone(), e.reason.clone()))?;
         Ok(())
+    }
+}
+
+/// `Ok` when `ok`, else the key and the message.
+fn check(ok: bool, key: &str, message: impl Into<String>) -> Result<(), (String, String)> {
+    if ok {
+        Ok(())
+    } else {
+        Err((key.to_string(), message.into()))
     }
 }
 

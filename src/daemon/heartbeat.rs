@@ -127,6 +127,19 @@ pub async fn check(
             report.round_warnings.push(w.task_id.clone());
         }
     }
+    notify_dependency_waits(bb, agents, now, &mut report).await?;
+    Ok(report)
+}
+
+/// Dependency waits: the owner of a dependency that a task has waited on
+/// past its category's threshold is asked (once per wait) to finish it.
+async fn notify_dependency_waits(
+    bb: &Blackboard,
+    agents: &AgentsFile,
+    now: i64,
+    report: &mut HeartbeatReport,
+) -> BbResult<()> {
+    let daemon = Actor::daemon();
     // Dependency waits: the shortest threshold bounds the query; each row is
     // then held to its own category's threshold.
     let shortest = [Category::Dev, Category::Business, Category::HighFrequency]
@@ -164,5 +177,5 @@ pub async fn check(
             .dependency_notices
             .push((w.task_id.clone(), w.dependency_id.clone()));
     }
-    Ok(report)
+    Ok(())
 }

@@ -108,12 +108,7 @@ enum InboxLine {
 }
 
 fn inbox_path(d: &Daemon) -> PathBuf {
-    let p = &d.config().inbox.path;
-    if p.is_absolute() {
-        p.clone()
-    } else {
-        d.home().root().join(p)
-    }
+    d.home().inbox_file(&d.config().inbox.path)
 }
 
 fn position_path(inbox: &Path) -> PathBuf {

@@ -5,7 +5,8 @@
 //! so tests can run two daemons in one process. Its parts:
 //!
 //! * [`projects`] — the open blackboards; one broken project never stalls the rest.
-//! * [`ticker`] — the tick loop (never overlapping; woken by the inbox and CLI writes).
+//! * [`ticker`] — the tick loop (never overlapping; woken by the inbox and CLI
+//!   writes; manual ticks are requests to it: [`Daemon::tick_now`]).
 //! * [`runs`] — spawning agent processes in their own process groups and
 //!   supervising them (timeouts, exit judgement, kill of the whole group).
 //! * [`recovery`] — what a start finds after a crash.
@@ -35,7 +36,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 use crate::config::agents::AgentsFile;
 use crate::config::{Config, Layer};
@@ -51,6 +52,15 @@ pub struct TickStats {
     pub last_tick_ms: f64,
     pub last_tick_at_ms: Option<i64>,
 }
+
+/// Awaited at the start of every tick: [`Daemon::set_tick_hook`].
+pub type TickHook =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A manual tick could not be run: the ticker loop has stopped (shutdown).
+#[derive(Debug, thiserror::Error)]
+#[error("the ticker is not running (the daemon is shutting down)")]
+pub struct TickerStopped;
 
 /// Shared daemon state. Clone is cheap.
 #[derive(Clone)]
@@ -73,6 +83,12 @@ struct Inner {
     run_keys: Mutex<HashMap<String, gateway_hooks::RunKey>>,
     gateway: std::sync::OnceLock<crate::gateway::Gateway>,
     wake: Notify,
+    /// Manual ticks, answered by the ticker loop (`ticker::run`), so a
+    /// manual tick never overlaps another; the loop takes the receiver.
+    tick_requests: mpsc::UnboundedSender<ticker::TickRequest>,
+    tick_receiver: Mutex<Option<mpsc::UnboundedReceiver<ticker::TickRequest>>>,
+    /// Awaited at the start of every tick (tests make a tick slow with it).
+    tick_hook: std::sync::OnceLock<TickHook>,
     /// The event pump's fan-out (SSE clients, webhooks).
     events: events::EventHub,
     /// Serializes the decisions that share the global limits (project ticks
@@ -149,6 +165,7 @@ impl Daemon {
         crate::skills::list_skills(&home, None)?;
         let (shutdown_tx, _) = watch::channel(false);
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moziplus"));
+        let (tick_requests, tick_receiver) = mpsc::unbounded_channel();
         Ok(Daemon {
             inner: Arc::new(Inner {
                 projects: projects::ProjectSet::default(),
@@ -162,6 +179,9 @@ impl Daemon {
                 run_keys: Mutex::new(HashMap::new()),
                 gateway: std::sync::OnceLock::new(),
                 wake: Notify::new(),
+                tick_requests,
+                tick_receiver: Mutex::new(Some(tick_receiver)),
+                tick_hook: std::sync::OnceLock::new(),
                 events: events::EventHub::default(),
                 schedule: Arc::new(tokio::sync::Mutex::new(())),
                 ticker_paused: AtomicBool::new(false),
@@ -277,6 +297,30 @@ impl Daemon {
         self.inner.schedule.clone().lock_owned().await
     }
 
+    /// Ticks now, through the ticker loop: returns once a tick that began
+    /// after the call has ended, so its effects are visible and it never
+    /// overlapped another tick. Requests made during one tick share the
+    /// next. Works while the ticker is paused; waits for the loop when the
+    /// daemon has not started it yet ([`Daemon::start`]).
+    pub async fn tick_now(&self) -> Result<(), TickerStopped> {
+        let (reply, done) = oneshot::channel();
+        self.inner
+            .tick_requests
+            .send(reply)
+            .map_err(|_| TickerStopped)?;
+        done.await.map_err(|_| TickerStopped)
+    }
+
+    /// Sets the hook awaited at the start of every tick (once per daemon).
+    /// For tests: a slow hook makes a slow tick without a slow project.
+    #[doc(hidden)]
+    pub fn set_tick_hook(&self, hook: TickHook) {
+        let _ = self.inner.tick_hook.set(hook);
+    }
+    pub(crate) fn tick_hook(&self) -> Option<&TickHook> {
+        self.inner.tick_hook.get()
+    }
+
     pub fn pause_ticker(&self) {
         self.inner.ticker_paused.store(true, Ordering::SeqCst);
     }
@@ -349,11 +393,24 @@ impl Daemon {
         recovery::recover(self).await;
         Ok(vec![
             tokio::spawn(inbox::run(self.clone())),
-            tokio::spawn(ticker::run(self.clone())),
+            tokio::spawn(ticker::run(self.clone(), self.take_tick_requests()?)),
             tokio::spawn(snapshots::run(self.clone())),
             tokio::spawn(events::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
         ])
+    }
+
+    /// The receiving end of [`Daemon::tick_now`]'s requests, for the one
+    /// ticker loop.
+    fn take_tick_requests(
+        &self,
+    ) -> Result<mpsc::UnboundedReceiver<ticker::TickRequest>, DaemonError> {
+        self.inner
+            .tick_receiver
+            .lock()
+            .expect("tick receiver lock")
+            .take()
+            .ok_or_else(|| DaemonError::Refused("the daemon was already started".into()))
     }
 
     /// Graceful shutdown: stop ticking, give runs `kill_grace`, kill the rest,

@@ -112,15 +112,14 @@ pub async fn start_run(
     let session_id = format!("S-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let token = new_token();
     let run_key = format!("mozi-{token}");
-    let sessions_dir = d
+    let project_id = crate::registry::ProjectId::parse(&project).expect("valid id");
+    let sessions_dir = d.home().task_sessions_dir(&project_id, &task.id);
+    let brief_path = d
         .home()
-        .task_artifacts_dir(
-            &crate::registry::ProjectId::parse(&project).expect("valid id"),
-            &task.id,
-        )
-        .join("sessions");
-    let brief_path = sessions_dir.join(format!("{session_id}.brief.md"));
-    let log_path = sessions_dir.join(format!("{session_id}.log"));
+        .session_brief_file(&project_id, &task.id, &session_id);
+    let log_path = d
+        .home()
+        .session_log_file(&project_id, &task.id, &session_id);
     let adapter = Adapter::for_agent(d.agents(), agent);
     let runtime_name = adapter.as_ref().map(|a| a.name()).unwrap_or("unknown");
     let brief = write_brief(d, bb, task, kind, &agent.id).await;

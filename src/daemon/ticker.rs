@@ -1,42 +1,72 @@
 //! The ticker (SPEC §5): every `tick_interval`, or at once when woken.
 //!
 //! One loop, so ticks never overlap: a wake during a tick is remembered by the
-//! `Notify` and causes exactly one more tick afterwards. Each project is ticked
-//! under its own time limit and its errors stay its own.
+//! `Notify` and causes exactly one more tick afterwards, and a manual tick
+//! (`POST /api/daemon/tick`, [`Daemon::tick_now`]) is a request to the same
+//! loop, answered when a tick that began after it has ended. Each project is
+//! ticked under its own time limit and its errors stay its own.
+//!
+//! Whom a task or a review seat goes to is decided by the pure functions of
+//! [`choose`]; review rounds are driven by [`reviews`].
+
+pub mod choose;
+mod reviews;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
 
 use super::projects::ProjectSlot;
 use super::runs::{run_counts, start_run, RunKind};
 use super::Daemon;
-use crate::blackboard::{Actor, ActorKind, EventLevel, ObservationLevel, Review, TaskStatus};
-use crate::config::agents::AgentDef;
-use crate::review::{evaluate_round, ReviewerSpec, RoundState, SKILL_CHECK_PROTOCOL};
+use crate::blackboard::{Actor, ActorKind, BbError, EventLevel, ObservationLevel};
+use choose::Team;
 
-/// Runs until shutdown.
-pub async fn run(d: Daemon) {
+/// A manual tick's request: answered once a tick that began after it ended.
+pub(crate) type TickRequest = oneshot::Sender<()>;
+
+/// Runs until shutdown. `requests` are the manual ticks
+/// ([`Daemon::tick_now`]); they tick even while the ticker is paused, as
+/// the control route always did.
+pub async fn run(d: Daemon, mut requests: mpsc::UnboundedReceiver<TickRequest>) {
     let interval = Duration::from_secs(d.config().daemon.tick_interval);
     let mut shutdown = d.shutdown_signal();
+    let mut waiting: Vec<TickRequest> = Vec::new();
     loop {
         if d.is_shutting_down() {
             break;
         }
-        if !d.ticker_paused() {
+        // Every request in by now is answered by this tick; one that comes
+        // in while it runs waits for the next (it must see its own effects).
+        while let Ok(r) = requests.try_recv() {
+            waiting.push(r);
+        }
+        if !d.ticker_paused() || !waiting.is_empty() {
             tick(&d).await;
+        }
+        for r in waiting.drain(..) {
+            let _ = r.send(());
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = d.wake_notified() => {}
+            Some(r) = requests.recv() => waiting.push(r),
             _ = shutdown.changed() => {}
         }
     }
+    // Requests still queued are dropped with the receiver: their callers
+    // learn that the ticker stopped.
 }
 
-/// One tick over every project. Public so tests and benchmarks can drive it.
+/// One tick over every project. The daemon calls it only from [`run`], which
+/// is what keeps ticks from overlapping; it is public so tests and
+/// benchmarks can drive a daemon whose loop is not running.
 pub async fn tick(d: &Daemon) {
+    if let Some(hook) = d.tick_hook() {
+        hook().await;
+    }
     let started = Instant::now();
     if let Err(e) = d.projects().refresh(d).await {
         tracing::warn!(error = %e, "cannot re-read the project registry; using the last one");
@@ -101,11 +131,8 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(project = %id, error = %e, "tick failed for project");
-                if matches!(
-                    e,
-                    crate::blackboard::BbError::Corrupt { .. }
-                        | crate::blackboard::BbError::Missing { .. }
-                ) || e.to_string().contains("malformed")
+                if matches!(e, BbError::Corrupt { .. } | BbError::Missing { .. })
+                    || e.to_string().contains("malformed")
                     || e.to_string().contains("not a database")
                 {
                     bb.close().await;
@@ -117,22 +144,9 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
     }
 }
 
-/// Whether `agent` takes work of `kind` (no kinds = any kind).
-fn takes_kind(agent: &AgentDef, kind: &str) -> bool {
-    agent.kinds.is_empty() || agent.kinds.iter().any(|k| k == kind)
-}
-
-fn allowed(slot: &ProjectSlot, agent: &str) -> bool {
-    slot.settings
-        .agents
-        .as_ref()
-        .is_none_or(|list| list.iter().any(|a| a == agent))
-}
-
-async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::blackboard::BbError> {
+async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     let bb = slot.bb.as_ref().expect("caller checked");
     let project = slot.id.as_str();
-    let cfg = &slot.config.daemon;
 
     // One cheap query says what else is worth doing.
     let probe = bb.tick_probe().await?;
@@ -149,7 +163,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.
     if probe.in_review > 0 {
-        conclude_reviews(d, slot).await?;
+        reviews::conclude_reviews(d, slot).await?;
     }
 
     // 2b. The heartbeat policy (suspect / recover / dependency waits).
@@ -190,13 +204,25 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::black
         // step still finishes (holding the schedule lock until it has).
         tokio::spawn(start_ready(d.clone(), slot.clone(), ready))
             .await
-            .map_err(|e| crate::blackboard::BbError::Io(std::io::Error::other(e)))??;
+            .map_err(|e| BbError::Io(std::io::Error::other(e)))??;
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
-    // (Events written by this tick count as progress on the next one.)
-    let last = probe.last_event_id;
-    let outstanding = probe.open;
+    detect_zombie(d, slot, probe.open, probe.last_event_id).await
+}
+
+/// Counts ticks with open tasks but no new event; at
+/// `daemon.zombie_threshold` of them, says so (an alert and an urgent
+/// event). Events written by this tick count as progress on the next one.
+async fn detect_zombie(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    outstanding: i64,
+    last: i64,
+) -> Result<(), BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let project = slot.id.as_str();
+    let cfg = &slot.config.daemon;
     let mut alert = false;
     d.projects().update(project, |s| {
         if outstanding > 0 && last == s.last_event_id {
@@ -239,7 +265,7 @@ async fn start_ready(
     d: Daemon,
     slot: ProjectSlot,
     ready: Vec<crate::blackboard::Task>,
-) -> Result<(), crate::blackboard::BbError> {
+) -> Result<(), BbError> {
     let bb = slot.bb.as_ref().expect("caller checked");
     let project = slot.id.as_str();
     let cfg = &slot.config.daemon;
@@ -259,22 +285,14 @@ async fn start_ready(
         if free == 0 || d.is_shutting_down() {
             break;
         }
-        let candidates: Vec<&AgentDef> = d
-            .agents()
-            .agents
-            .iter()
-            .filter(|a| match &task.assignee {
-                Some(x) => *x == a.id,
-                None => takes_kind(a, &task.kind),
-            })
-            .filter(|a| allowed(&slot, &a.id))
-            .filter(|a| *busy.get(&a.id).unwrap_or(&0) < cfg.max_per_agent as usize)
-            .filter(|a| !d.runtime_health().held(project, &a.id, bb.now()))
-            .collect();
-        let Some(agent) = candidates
-            .into_iter()
-            .min_by_key(|a| *busy.get(&a.id).unwrap_or(&0))
-        else {
+        let team = Team {
+            agents: &d.agents().agents,
+            allowed: slot.settings.agents.as_deref(),
+            busy: &busy,
+            max_per_agent: cfg.max_per_agent as usize,
+            held: |agent: &str| d.runtime_health().held(project, agent, bb.now()),
+        };
+        let Some(agent) = team.for_work(task.assignee.as_deref(), &task.kind) else {
             continue;
         };
         // Claim for the agent; the lease outlives the run's own timeout so
@@ -294,247 +312,4 @@ async fn start_ready(
         free -= 1;
     }
     Ok(())
-}
-
-/// Review rounds (SPEC §9): for every task in `review`, applies its protocol
-/// to the reviews of the current round — concludes the round when it is
-/// decided, starts reviewer runs for open seats, or escalates doubtful
-/// verdicts to the senior reviewer. `distill` tasks (protocol `skill-check`)
-/// are checked by the daemon itself (`skills::distill::check_output`).
-async fn conclude_reviews(
-    d: &Daemon,
-    slot: &ProjectSlot,
-) -> Result<(), crate::blackboard::BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
-    let in_review = bb
-        .list_tasks(&crate::blackboard::TaskFilter {
-            status: Some(TaskStatus::Review),
-            limit: 1000,
-            ..Default::default()
-        })
-        .await?;
-    for task in in_review {
-        let name = task.review_protocol.clone().unwrap_or_default();
-        if name == SKILL_CHECK_PROTOCOL {
-            crate::skills::distill::check_output(d.home(), bb, &task).await?;
-            continue;
-        }
-        let Some(protocol) = d.protocols().get(&name) else {
-            let why = format!(
-                "unknown review protocol {name:?}; config/review_protocols/ defines: {}",
-                d.protocols().names().join(", ")
-            );
-            bb.fail_task(&task.id, &Actor::daemon(), &why).await?;
-            continue;
-        };
-        if let Some(why) = &protocol.unusable {
-            // The team cannot staff this protocol: the task waits in review
-            // (said once per round) until agents.yaml is fixed and the
-            // daemon restarted; nothing else is held.
-            if d.runtime_health()
-                .note_once(format!("{}:{}:{}:protocol", slot.id, task.id, task.round))
-            {
-                let body = format!(
-                    "{} waits in review: review protocol {:?} cannot be used ({why}); add the agents it needs to config/agents.yaml and restart the daemon",
-                    task.id, protocol.name
-                );
-                bb.add_observation(
-                    ObservationLevel::Warn,
-                    &Actor::daemon(),
-                    Some(&task.id),
-                    &body,
-                )
-                .await?;
-            }
-            continue;
-        }
-        let round: Vec<Review> = bb
-            .reviews(&task.id)
-            .await?
-            .into_iter()
-            .filter(|r| r.round == task.round)
-            .collect();
-        let state = evaluate_round(protocol, &round);
-        let reviewing: Vec<String> = d
-            .runs()
-            .into_iter()
-            .filter(|r| r.project == slot.id.as_str() && r.task_id == task.id)
-            .map(|r| r.agent)
-            .collect();
-        match state {
-            RoundState::Concluded(outcome) => {
-                let why = format!("protocol {}: {}", protocol.name, outcome.summary);
-                match bb
-                    .conclude_review_round(
-                        &task.id,
-                        Some(task.round),
-                        outcome.approved,
-                        Some(protocol.max_rounds),
-                        &Actor::daemon(),
-                        &why,
-                    )
-                    .await
-                {
-                    Ok(c) => {
-                        tracing::info!(project = %slot.id, task = %task.id, conclusion = ?c, "review round concluded")
-                    }
-                    Err(e) if e.is_conflict() => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            RoundState::AwaitingReviewers { .. } => {
-                // Seats already taken by a review or a running review run.
-                let mut taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
-                taken.extend(reviewing.iter().cloned());
-                let mut open: Vec<&ReviewerSpec> = protocol.reviewers.iter().collect();
-                for who in &taken {
-                    if let Some(def) = d.agents().agents.iter().find(|a| a.id == *who) {
-                        if let Some(i) = open.iter().position(|s| s.matches(def)) {
-                            open.remove(i);
-                            continue;
-                        }
-                    }
-                    // A reviewer outside the protocol's seats still fills one.
-                    if !open.is_empty() {
-                        open.pop();
-                    }
-                }
-                for spec in open {
-                    if !start_reviewer(d, slot, &task, spec, &taken).await? {
-                        break;
-                    }
-                    // start_reviewer records whom it started in `d.runs()`.
-                    taken = d
-                        .runs()
-                        .into_iter()
-                        .filter(|r| r.project == slot.id.as_str() && r.task_id == task.id)
-                        .map(|r| r.agent)
-                        .chain(round.iter().map(|r| r.reviewer.clone()))
-                        .collect();
-                }
-            }
-            RoundState::AwaitingSenior { doubtful } => {
-                if !reviewing.is_empty() {
-                    continue;
-                }
-                let spec = protocol
-                    .senior_reviewer
-                    .as_ref()
-                    .expect("AwaitingSenior needs one");
-                let taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
-                let can_ever = d.agents().agents.iter().any(|a| {
-                    spec.matches(a)
-                        && !taken.contains(&a.id)
-                        && Some(a.id.as_str()) != task.claimed_by.as_deref()
-                        && allowed(slot, &a.id)
-                });
-                if !can_ever {
-                    // Nobody left who could answer: the verdicts stand as given.
-                    let mut lenient = protocol.clone();
-                    lenient.senior_reviewer = None;
-                    if let RoundState::Concluded(o) = evaluate_round(&lenient, &round) {
-                        let why = format!(
-                            "protocol {}: {} (no senior reviewer ({spec}) other than this round's reviewers is available; low-confidence verdicts stand)",
-                            protocol.name, o.summary
-                        );
-                        bb.add_observation(
-                            ObservationLevel::Warn,
-                            &Actor::daemon(),
-                            Some(&task.id),
-                            &why,
-                        )
-                        .await?;
-                        match bb
-                            .conclude_review_round(
-                                &task.id,
-                                Some(task.round),
-                                o.approved,
-                                Some(protocol.max_rounds),
-                                &Actor::daemon(),
-                                &why,
-                            )
-                            .await
-                        {
-                            Ok(_) => {}
-                            Err(e) if e.is_conflict() => {}
-                            Err(e) => return Err(e),
-                        }
-                    }
-                    continue;
-                }
-                if start_reviewer(d, slot, &task, spec, &taken).await? {
-                    let body = format!(
-                        "{} round {}: confidence of {} below {:.2}; escalated to the senior reviewer ({spec})",
-                        task.id,
-                        task.round,
-                        doubtful.join(", "),
-                        protocol.confidence_threshold
-                    );
-                    bb.add_observation(
-                        ObservationLevel::Info,
-                        &Actor::daemon(),
-                        Some(&task.id),
-                        &body,
-                    )
-                    .await?;
-                    bb.record_event(
-                        EventLevel::Attention,
-                        "review.escalated",
-                        Some(&task.id),
-                        &Actor::daemon(),
-                        json!({ "round": task.round, "doubtful": doubtful, "threshold": protocol.confidence_threshold }),
-                    )
-                    .await?;
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Starts a review run on `task` by an agent that fits `spec`, is not its
-/// author, has not taken a seat this round (`taken`), is allowed on the
-/// project and is under its limits. Returns false when the limits are full
-/// or nobody fits right now.
-async fn start_reviewer(
-    d: &Daemon,
-    slot: &ProjectSlot,
-    task: &crate::blackboard::Task,
-    spec: &ReviewerSpec,
-    taken: &[String],
-) -> Result<bool, crate::blackboard::BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
-    let guard = d.schedule_lock_owned().await;
-    let (running, per_project, per_agent) = run_counts(d);
-    let project_cap = slot
-        .settings
-        .max_global_agents
-        .unwrap_or(d.config().daemon.max_global_agents) as usize;
-    if running >= d.config().daemon.max_global_agents as usize
-        || *per_project.get(slot.id.as_str()).unwrap_or(&0) >= project_cap
-    {
-        return Ok(false);
-    }
-    let reviewer = d.agents().agents.iter().find(|a| {
-        spec.matches(a)
-            && Some(a.id.as_str()) != task.claimed_by.as_deref()
-            && !taken.contains(&a.id)
-            && allowed(slot, &a.id)
-            && *per_agent.get(&a.id).unwrap_or(&0) < slot.config.daemon.max_per_agent as usize
-            && !d.runtime_health().held(slot.id.as_str(), &a.id, bb.now())
-    });
-    let Some(agent) = reviewer.cloned() else {
-        return Ok(false);
-    };
-    // Session row → spawn → supervision in a task the tick's time limit
-    // cannot cancel (see step 3 of `tick_project`).
-    let (d, bb, task) = (d.clone(), bb.clone(), task.clone());
-    let timeout = slot.config.daemon.task_timeout;
-    tokio::spawn(async move {
-        start_run(&d, &bb, &task, &agent, RunKind::Review, timeout).await;
-        drop(guard);
-    })
-    .await
-    .map_err(|e| crate::blackboard::BbError::Io(std::io::Error::other(e)))?;
-    Ok(true)
 }

@@ -2,8 +2,8 @@
 //!
 //! Each resource has its own `router()`; [`router`] merges them, so the full API,
 //! the event stream, the gateway (`/v1`) and the dashboard slot in beside these
-//! without touching them. One error type, [`ApiError`], maps client mistakes to
-//! 4xx with `{"error":{"message","type"}}`.
+//! without touching them. Their one error type lives below all of them, in
+//! [`crate::api::error`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -19,135 +19,12 @@ use utoipa_axum::routes;
 
 use crate::daemon::Daemon;
 
+/// Kept for the routes mounted here; `api` and `dashboard` name it from
+/// [`crate::api::error`] (the layer rule: `api` does not import `http`).
+pub use crate::api::ApiError;
+
 pub mod guard;
 pub mod serve;
-
-/// An API error: a status and a message naming what was wrong.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub kind: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            kind: "invalid_request_error",
-            message: message.into(),
-        }
-    }
-    pub fn not_found(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            kind: "not_found",
-            message: message.into(),
-        }
-    }
-    pub fn conflict(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::CONFLICT,
-            kind: "conflict",
-            message: message.into(),
-        }
-    }
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::UNAUTHORIZED,
-            kind: "authentication_error",
-            message: message.into(),
-        }
-    }
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::FORBIDDEN,
-            kind: "permission_error",
-            message: message.into(),
-        }
-    }
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            kind: "unavailable",
-            message: message.into(),
-        }
-    }
-    pub fn internal(message: impl Into<String>) -> Self {
-        ApiError {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: "internal_error",
-            message: message.into(),
-        }
-    }
-    /// An error with the status axum chose for a rejected request part
-    /// (body, query, path), typed by that status.
-    pub fn from_status(status: StatusCode, message: impl Into<String>) -> Self {
-        let kind = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-            s if s.is_server_error() => "internal_error",
-            _ => "invalid_request_error",
-        };
-        // Client mistakes stay 4xx even when axum files them otherwise, and
-        // a well-formed body with wrong fields is a plain 400 like any other.
-        let status = if status.is_server_error() || status == StatusCode::UNPROCESSABLE_ENTITY {
-            StatusCode::BAD_REQUEST
-        } else {
-            status
-        };
-        ApiError {
-            status,
-            kind,
-            message: message.into(),
-        }
-    }
-}
-
-/// Blackboard refusals are client mistakes (400/403/404/409); database and I/O
-/// trouble is ours (500/503).
-impl From<crate::blackboard::BbError> for ApiError {
-    fn from(e: crate::blackboard::BbError) -> Self {
-        use crate::blackboard::BbError as E;
-        let message = e.to_string();
-        match e {
-            E::NotFound { .. } => ApiError::not_found(message),
-            E::Conflict(_) | E::IllegalTransition { .. } => ApiError::conflict(message),
-            E::Invalid(_) => ApiError::bad_request(message),
-            E::Forbidden(_) => ApiError::forbidden(message),
-            E::SchemaTooNew { .. } | E::Corrupt { .. } | E::Missing { .. } => {
-                ApiError::unavailable(message)
-            }
-            E::Db(_) | E::Migrate(_) | E::Io(_) => ApiError::internal(message),
-        }
-    }
-}
-
-impl From<crate::registry::RegistryError> for ApiError {
-    fn from(e: crate::registry::RegistryError) -> Self {
-        use crate::registry::RegistryError as E;
-        let message = e.to_string();
-        match e {
-            E::InvalidId(_) | E::Invalid(_) => ApiError::bad_request(message),
-            E::Unknown(_) => ApiError::not_found(message),
-            E::Exists(_) | E::Archived(_) | E::NotArchived(_) | E::Busy { .. } => {
-                ApiError::conflict(message)
-            }
-            E::Blackboard(b) => b.into(),
-            E::File { .. } | E::Io(_) => ApiError::internal(message),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (
-            self.status,
-            Json(json!({ "error": { "message": self.message, "type": self.kind } })),
-        )
-            .into_response()
-    }
-}
 
 /// The process-wide Prometheus recorder (installed once; later daemons in the
 /// same process share it).
@@ -371,8 +248,15 @@ async fn start_ticker(State(d): State<Daemon>) -> Json<Value> {
     Json(json!({ "ticker_running": true }))
 }
 
-#[utoipa::path(post, path = "/api/daemon/tick", tag = "daemon", security(("bearer" = [])), responses((status = 200, body = Object)))]
-async fn tick_now(State(d): State<Daemon>) -> Json<Value> {
-    crate::daemon::ticker::tick(&d).await;
-    Json(json!({ "ticked": true, "last_tick_ms": d.tick_stats().last_tick_ms }))
+/// A tick now, run by the ticker loop (never beside another tick); answered
+/// when a tick that began after the request has ended.
+#[utoipa::path(post, path = "/api/daemon/tick", tag = "daemon", security(("bearer" = [])),
+    responses((status = 200, body = Object), (status = 503, body = Object, description = "the daemon is shutting down")))]
+async fn tick_now(State(d): State<Daemon>) -> Result<Json<Value>, ApiError> {
+    d.tick_now()
+        .await
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    Ok(Json(
+        json!({ "ticked": true, "last_tick_ms": d.tick_stats().last_tick_ms }),
+    ))
 }

@@ -136,8 +136,8 @@ pub async fn check_output(home: &Home, bb: &Blackboard, task: &Task) -> BbResult
     };
     let project = ProjectId::parse(bb.project())
         .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
-    let outputs = home.task_artifacts_dir(&project, &task.id).join("outputs");
-    let custom = home.skills_dir().join("custom");
+    let outputs = home.task_outputs_dir(&project, &task.id);
+    let custom = home.custom_skills_dir();
     let tag_owned = tag.to_string();
     // File work off the runtime (the files are the agent's).
     let result = tokio::task::spawn_blocking(move || {

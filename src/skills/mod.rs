@@ -235,19 +235,11 @@ fn load_folder(
 /// A malformed skill folder is an error naming its file.
 pub fn list_skills(home: &Home, project: Option<&ProjectId>) -> Result<Vec<Skill>, SkillError> {
     let mut by_id = BTreeMap::new();
-    load_folder(
-        &home.skills_dir().join("builtins"),
-        SkillSource::Builtin,
-        &mut by_id,
-    )?;
-    load_folder(
-        &home.skills_dir().join("custom"),
-        SkillSource::Custom,
-        &mut by_id,
-    )?;
+    load_folder(&home.builtin_skills_dir(), SkillSource::Builtin, &mut by_id)?;
+    load_folder(&home.custom_skills_dir(), SkillSource::Custom, &mut by_id)?;
     if let Some(p) = project {
         load_folder(
-            &home.project_dir(p).join("skills"),
+            &home.project_skills_dir(p),
             SkillSource::Project,
             &mut by_id,
         )?;

@@ -1,0 +1,315 @@
+//! The configuration's shape: every section of `default.yaml` and
+//! `project.yaml` with its defaults. Reading, layering and checking them is
+//! [`super::load`]'s job; range checks are in `validate`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_yaml_ng::Mapping;
+
+/// The whole configuration, after layering.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub daemon: DaemonConfig,
+    pub inbox: InboxConfig,
+    pub backup: BackupConfig,
+    pub review: ReviewConfig,
+    pub experience: ExperienceConfig,
+    pub server: ServerConfig,
+    pub logging: LoggingConfig,
+    /// The LLM gateway (see `docs/GATEWAY.md`).
+    pub gateway: crate::gateway::GatewayConfig,
+    /// Where events are pushed besides the dashboard (SPEC §8).
+    pub notifications: NotificationsConfig,
+}
+
+/// `notifications:` — webhooks (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsConfig {
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// One webhook: matching events are POSTed to `url` as the SSE JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Event levels delivered (default urgent and attention).
+    #[serde(default = "WebhookConfig::default_levels")]
+    pub levels: Vec<crate::blackboard::EventLevel>,
+    /// Per attempt, 100..=60000 ms.
+    #[serde(default = "WebhookConfig::default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Attempts per event before it is given up (1..=20).
+    #[serde(default = "WebhookConfig::default_max_attempts")]
+    pub max_attempts: u32,
+    /// Extra request headers (e.g. an authorization token).
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl WebhookConfig {
+    fn default_levels() -> Vec<crate::blackboard::EventLevel> {
+        vec![
+            crate::blackboard::EventLevel::Urgent,
+            crate::blackboard::EventLevel::Attention,
+        ]
+    }
+    fn default_timeout_ms() -> u64 {
+        5000
+    }
+    fn default_max_attempts() -> u32 {
+        5
+    }
+}
+
+/// `daemon:` — the ticker and agent-run limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Seconds between ticks.
+    pub tick_interval: u64,
+    /// Seconds a single agent run may take (also the default claim lease).
+    pub task_timeout: u64,
+    /// Agents running at once, all projects together.
+    pub max_global_agents: u32,
+    /// Runs of one agent at once.
+    pub max_per_agent: u32,
+    /// Ticks with outstanding work but no state change before a zombie alert.
+    pub zombie_threshold: u32,
+    /// Seconds between SIGTERM and SIGKILL when a run is stopped.
+    pub kill_grace: u64,
+    /// Seconds to wait after the 1st, 2nd, 3rd … consecutive failure before
+    /// trying again (the last value repeats): an agent held after an
+    /// infrastructure failure, a task's next round after a failed run.
+    pub retry_backoff: Vec<u64>,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            tick_interval: 30,
+            task_timeout: 600,
+            max_global_agents: 5,
+            max_per_agent: 1,
+            zombie_threshold: 20,
+            kill_grace: 10,
+            retry_backoff: vec![10, 60, 300],
+        }
+    }
+}
+
+/// `inbox:` — the JSONL event inbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InboxConfig {
+    /// Relative to the home unless absolute.
+    pub path: PathBuf,
+    /// Seconds between polls when file-system events are unavailable.
+    pub watch_interval: f64,
+    /// Compact the inbox once fully consumed and larger than this.
+    pub max_size_bytes: u64,
+    /// A longer line is skipped as one malformed line (its start is shown).
+    pub max_line_bytes: u64,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        InboxConfig {
+            path: PathBuf::from("inbox/daemon.jsonl"),
+            watch_interval: 1.0,
+            max_size_bytes: 1_048_576,
+            max_line_bytes: 1_048_576,
+        }
+    }
+}
+
+/// `backup:` — automatic online snapshots taken by the daemon (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Minutes between snapshots of each blackboard; 0 turns them off.
+    pub interval_minutes: u32,
+    /// Snapshots kept per project (older ones are deleted).
+    pub keep: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            interval_minutes: 60,
+            keep: 24,
+        }
+    }
+}
+
+/// `review:` — review rounds and escalation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReviewConfig {
+    pub default_max_rounds: u32,
+    pub debate_max_rounds: u32,
+    /// Below this a review escalates to the senior reviewer.
+    pub confidence_threshold: f64,
+}
+
+impl Default for ReviewConfig {
+    fn default() -> Self {
+        ReviewConfig {
+            default_max_rounds: 3,
+            debate_max_rounds: 5,
+            confidence_threshold: 0.7,
+        }
+    }
+}
+
+/// `experience:` — lesson distillation and expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperienceConfig {
+    pub distill_threshold: u32,
+    pub expire_days: u32,
+}
+
+impl Default for ExperienceConfig {
+    fn default() -> Self {
+        ExperienceConfig {
+            distill_threshold: 5,
+            expire_days: 30,
+        }
+    }
+}
+
+/// `server:` — the HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `host:port`; non-loopback requires `api_token`.
+    pub bind: String,
+    /// Bearer token for mutating and admin routes (empty = none).
+    pub api_token: Option<String>,
+    /// Host names (optionally `name:port`) the server answers besides the
+    /// bind address and localhost/127.0.0.1/[::1]: any other `Host` header is
+    /// refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// Open connections at most; above it the server stops accepting until
+    /// one closes. Also capped below the descriptor limit (see `http::serve`).
+    pub max_connections: u32,
+    /// Seconds a client has to send a request's headers (also the idle time
+    /// of a kept-alive connection) before it is closed.
+    pub header_timeout: u64,
+    /// Request bodies held in memory at once, all connections together
+    /// (e.g. `128MB`): past it a request is answered 503.
+    pub max_body_memory: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "127.0.0.1:8083".into(),
+            api_token: None,
+            allowed_hosts: Vec::new(),
+            max_connections: 1024,
+            header_timeout: 10,
+            max_body_memory: "64MB".into(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// `max_body_memory` in bytes (validated at load time).
+    pub fn max_body_memory_bytes(&self) -> u64 {
+        parse_size(&self.max_body_memory).expect("server.max_body_memory is validated at load")
+    }
+
+    /// The parsed bind address (validated at load time).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.bind
+            .parse()
+            .expect("server.bind is validated when the config is loaded")
+    }
+}
+
+/// `logging:`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingConfig {
+    pub level: String,
+    /// e.g. `10MB`, `512KB`.
+    pub max_file_size: String,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        LoggingConfig {
+            level: "info".into(),
+            max_file_size: "10MB".into(),
+        }
+    }
+}
+
+/// Per-project settings (`projects/<id>/config/project.yaml`) that exist only at
+/// project level. Section overrides (`daemon`, `review`, `experience`) are merged
+/// into the global [`Config`] instead.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    /// Project-level cap on concurrent agents (never above the global one).
+    #[serde(default)]
+    pub max_global_agents: Option<u32>,
+    /// Agent ids allowed to work on this project (`None` = all).
+    #[serde(default)]
+    pub agents: Option<Vec<String>>,
+    /// Free-form context rendered into briefs (paths, URLs, frameworks).
+    #[serde(default)]
+    pub context: Option<Mapping>,
+}
+
+/// The on-disk shape of `project.yaml`, used to validate it with line numbers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // section fields exist so serde checks them with line numbers
+pub(super) struct ProjectFile {
+    #[serde(default)]
+    pub(super) max_global_agents: Option<u32>,
+    #[serde(default)]
+    pub(super) agents: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) context: Option<Mapping>,
+    #[serde(default)]
+    pub(super) daemon: Option<ProjectDaemonOverrides>,
+    #[serde(default)]
+    pub(super) review: Option<ReviewConfig>,
+    #[serde(default)]
+    pub(super) experience: Option<ExperienceConfig>,
+}
+
+/// The daemon keys a project may override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // fields exist so serde rejects unknown keys with a line number
+pub(super) struct ProjectDaemonOverrides {
+    pub(super) task_timeout: Option<u64>,
+    pub(super) zombie_threshold: Option<u32>,
+    pub(super) max_per_agent: Option<u32>,
+}
+
+/// Parses a size such as `10MB`, `512KB`, `1GB` or a plain byte count.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "K" | "KIB" => 1024,
+        "MB" | "M" | "MIB" => 1024 * 1024,
+        "GB" | "G" | "GIB" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}

@@ -1,0 +1,295 @@
+//! Review rounds (SPEC §9): for every task in `review`, the tick applies its
+//! protocol to the reviews of the current round — concludes the round when
+//! it is decided, starts reviewer runs for open seats, or escalates doubtful
+//! verdicts to the senior reviewer. `distill` tasks (protocol `skill-check`)
+//! are checked by the daemon itself (`skills::distill::check_output`).
+//!
+//! Who takes a seat is [`super::choose`]'s pure decision; this module reads
+//! the round, acts on the verdict rule (`review::evaluate_round`) and starts
+//! the runs.
+
+use serde_json::json;
+
+use super::super::projects::ProjectSlot;
+use super::super::runs::{run_counts, start_run, RunKind};
+use super::super::Daemon;
+use super::choose::{self, Team};
+use crate::blackboard::{
+    Actor, BbError, Blackboard, EventLevel, ObservationLevel, Review, Task, TaskStatus,
+};
+use crate::review::{evaluate_round, Protocol, ReviewerSpec, RoundState, SKILL_CHECK_PROTOCOL};
+
+/// Drives every task in `review` one step (see the module's documentation).
+pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let in_review = bb
+        .list_tasks(&crate::blackboard::TaskFilter {
+            status: Some(TaskStatus::Review),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await?;
+    for task in in_review {
+        review_task(d, slot, bb, &task).await?;
+    }
+    Ok(())
+}
+
+/// One task in `review`: its protocol, then the step its round calls for.
+async fn review_task(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    bb: &Blackboard,
+    task: &Task,
+) -> Result<(), BbError> {
+    let name = task.review_protocol.clone().unwrap_or_default();
+    if name == SKILL_CHECK_PROTOCOL {
+        crate::skills::distill::check_output(d.home(), bb, task).await?;
+        return Ok(());
+    }
+    let Some(protocol) = d.protocols().get(&name) else {
+        let why = format!(
+            "unknown review protocol {name:?}; config/review_protocols/ defines: {}",
+            d.protocols().names().join(", ")
+        );
+        bb.fail_task(&task.id, &Actor::daemon(), &why).await?;
+        return Ok(());
+    };
+    if let Some(why) = &protocol.unusable {
+        // The team cannot staff this protocol: the task waits in review
+        // (said once per round) until agents.yaml is fixed and the daemon
+        // restarted; nothing else is held.
+        if d.runtime_health()
+            .note_once(format!("{}:{}:{}:protocol", slot.id, task.id, task.round))
+        {
+            let body = format!(
+                "{} waits in review: review protocol {:?} cannot be used ({why}); add the agents it needs to config/agents.yaml and restart the daemon",
+                task.id, protocol.name
+            );
+            bb.add_observation(
+                ObservationLevel::Warn,
+                &Actor::daemon(),
+                Some(&task.id),
+                &body,
+            )
+            .await?;
+        }
+        return Ok(());
+    }
+    let round: Vec<Review> = bb
+        .reviews(&task.id)
+        .await?
+        .into_iter()
+        .filter(|r| r.round == task.round)
+        .collect();
+    match evaluate_round(protocol, &round) {
+        RoundState::Concluded(outcome) => {
+            let why = format!("protocol {}: {}", protocol.name, outcome.summary);
+            conclude_round(slot, bb, task, protocol, outcome.approved, &why).await
+        }
+        RoundState::AwaitingReviewers { .. } => {
+            fill_seats(d, slot, task, protocol, &round).await?;
+            Ok(())
+        }
+        RoundState::AwaitingSenior { doubtful } => {
+            escalate(d, slot, bb, task, protocol, &round, &doubtful).await
+        }
+    }
+}
+
+/// The agents with a review run in flight on `task`.
+fn reviewing(d: &Daemon, slot: &ProjectSlot, task: &Task) -> Vec<String> {
+    d.runs()
+        .into_iter()
+        .filter(|r| r.project == slot.id.as_str() && r.task_id == task.id)
+        .map(|r| r.agent)
+        .collect()
+}
+
+/// Concludes the round the tick judged (`approved → done`, otherwise the
+/// next round or `failed` at the protocol's `max_rounds`); a task that moved
+/// on meanwhile is left alone.
+async fn conclude_round(
+    slot: &ProjectSlot,
+    bb: &Blackboard,
+    task: &Task,
+    protocol: &Protocol,
+    approved: bool,
+    why: &str,
+) -> Result<(), BbError> {
+    match bb
+        .conclude_review_round(
+            &task.id,
+            Some(task.round),
+            approved,
+            Some(protocol.max_rounds),
+            &Actor::daemon(),
+            why,
+        )
+        .await
+    {
+        Ok(c) => {
+            tracing::info!(project = %slot.id, task = %task.id, conclusion = ?c, "review round concluded");
+            Ok(())
+        }
+        Err(e) if e.is_conflict() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Starts reviewer runs for the round's open seats, while the limits allow.
+async fn fill_seats(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    task: &Task,
+    protocol: &Protocol,
+    round: &[Review],
+) -> Result<(), BbError> {
+    // Seats already taken by a review or a running review run.
+    let mut taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
+    taken.extend(reviewing(d, slot, task));
+    for spec in choose::open_seats(&protocol.reviewers, &taken, &d.agents().agents) {
+        if !start_reviewer(d, slot, task, spec, &taken).await? {
+            break;
+        }
+        // start_reviewer records whom it started in `d.runs()`.
+        taken = reviewing(d, slot, task)
+            .into_iter()
+            .chain(round.iter().map(|r| r.reviewer.clone()))
+            .collect();
+    }
+    Ok(())
+}
+
+/// Verdicts below the confidence threshold go to the senior reviewer; when
+/// nobody could ever answer, the verdicts stand as given.
+async fn escalate(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    bb: &Blackboard,
+    task: &Task,
+    protocol: &Protocol,
+    round: &[Review],
+    doubtful: &[String],
+) -> Result<(), BbError> {
+    if !reviewing(d, slot, task).is_empty() {
+        return Ok(());
+    }
+    let spec = protocol
+        .senior_reviewer
+        .as_ref()
+        .expect("AwaitingSenior needs one");
+    let taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
+    if !choose::senior_exists(
+        &d.agents().agents,
+        spec,
+        task.claimed_by.as_deref(),
+        &taken,
+        slot.settings.agents.as_deref(),
+    ) {
+        return let_verdicts_stand(slot, bb, task, protocol, round, spec).await;
+    }
+    if start_reviewer(d, slot, task, spec, &taken).await? {
+        let body = format!(
+            "{} round {}: confidence of {} below {:.2}; escalated to the senior reviewer ({spec})",
+            task.id,
+            task.round,
+            doubtful.join(", "),
+            protocol.confidence_threshold
+        );
+        bb.add_observation(
+            ObservationLevel::Info,
+            &Actor::daemon(),
+            Some(&task.id),
+            &body,
+        )
+        .await?;
+        bb.record_event(
+            EventLevel::Attention,
+            "review.escalated",
+            Some(&task.id),
+            &Actor::daemon(),
+            json!({ "round": task.round, "doubtful": doubtful, "threshold": protocol.confidence_threshold }),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// No senior reviewer other than this round's reviewers exists: the round
+/// is judged without one, and an observation says why.
+async fn let_verdicts_stand(
+    slot: &ProjectSlot,
+    bb: &Blackboard,
+    task: &Task,
+    protocol: &Protocol,
+    round: &[Review],
+    spec: &ReviewerSpec,
+) -> Result<(), BbError> {
+    let mut lenient = protocol.clone();
+    lenient.senior_reviewer = None;
+    let RoundState::Concluded(o) = evaluate_round(&lenient, round) else {
+        return Ok(());
+    };
+    let why = format!(
+        "protocol {}: {} (no senior reviewer ({spec}) other than this round's reviewers is available; low-confidence verdicts stand)",
+        protocol.name, o.summary
+    );
+    bb.add_observation(
+        ObservationLevel::Warn,
+        &Actor::daemon(),
+        Some(&task.id),
+        &why,
+    )
+    .await?;
+    conclude_round(slot, bb, task, protocol, o.approved, &why).await
+}
+
+/// Starts a review run on `task` by the agent [`Team::reviewer`] picks for
+/// `spec` (not its author, no seat this round (`taken`), allowed on the
+/// project, under its limits). Returns false when the limits are full or
+/// nobody fits right now.
+async fn start_reviewer(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    task: &Task,
+    spec: &ReviewerSpec,
+    taken: &[String],
+) -> Result<bool, BbError> {
+    let bb = slot.bb.as_ref().expect("caller checked");
+    let guard = d.schedule_lock_owned().await;
+    let (running, per_project, per_agent) = run_counts(d);
+    let project_cap = slot
+        .settings
+        .max_global_agents
+        .unwrap_or(d.config().daemon.max_global_agents) as usize;
+    if running >= d.config().daemon.max_global_agents as usize
+        || *per_project.get(slot.id.as_str()).unwrap_or(&0) >= project_cap
+    {
+        return Ok(false);
+    }
+    let team = Team {
+        agents: &d.agents().agents,
+        allowed: slot.settings.agents.as_deref(),
+        busy: &per_agent,
+        max_per_agent: slot.config.daemon.max_per_agent as usize,
+        held: |agent: &str| d.runtime_health().held(slot.id.as_str(), agent, bb.now()),
+    };
+    let Some(agent) = team
+        .reviewer(spec, task.claimed_by.as_deref(), taken)
+        .cloned()
+    else {
+        return Ok(false);
+    };
+    // Session row → spawn → supervision in a task the tick's time limit
+    // cannot cancel (see step 3 of `ticker::tick_project`).
+    let (d, bb, task) = (d.clone(), bb.clone(), task.clone());
+    let timeout = slot.config.daemon.task_timeout;
+    tokio::spawn(async move {
+        start_run(&d, &bb, &task, &agent, RunKind::Review, timeout).await;
+        drop(guard);
+    })
+    .await
+    .map_err(|e| BbError::Io(std::io::Error::other(e)))?;
+    Ok(true)
+}
