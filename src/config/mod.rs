@@ -325,6 +325,11 @@ pub struct ProjectSettings {
     /// Free-form context rendered into briefs (paths, URLs, frameworks).
     #[serde(default)]
     pub context: Option<Mapping>,
+    /// Where the project's tasks work (`crate::workspace`): absolute, or
+    /// relative to the project folder. A git repository gives each task a
+    /// worktree; any other folder a directory per task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
 }
 
 /// The on-disk shape of `project.yaml`, used to validate it with line numbers.
@@ -338,6 +343,8 @@ struct ProjectFile {
     agents: Option<Vec<String>>,
     #[serde(default)]
     context: Option<Mapping>,
+    #[serde(default)]
+    workspace: Option<PathBuf>,
     #[serde(default)]
     daemon: Option<ProjectDaemonOverrides>,
     #[serde(default)]
@@ -601,6 +608,16 @@ pub fn load_project_file(path: &Path) -> Result<(Layer, ProjectSettings), Config
             }
         }
     }
+    if file
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.as_os_str().is_empty())
+    {
+        return Err(out_of_range(
+            "workspace",
+            "must name a directory (absolute, or relative to the project folder)".into(),
+        ));
+    }
     let mut all: Value = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Invalid {
         origin: source.clone(),
         message: e.to_string(),
@@ -633,6 +650,7 @@ pub fn load_project_file(path: &Path) -> Result<(Layer, ProjectSettings), Config
         max_global_agents: file.max_global_agents,
         agents: file.agents,
         context: file.context,
+        workspace: file.workspace,
     };
     Ok((
         Layer {
