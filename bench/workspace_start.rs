@@ -5,7 +5,8 @@
 //! the brief, the run's files and `TMPDIR`, the session row and `spawn`.
 //!
 //! Targets: median < 100 ms with the worktree created on this run, < 20 ms
-//! with it reused. The agent is a stand-in that `exec sleep`s. Run:
+//! with it reused. The last line is the floor: the same `git worktree add`
+//! run alone. The agent is a stand-in that `exec sleep`s. Run:
 //! `cargo bench --bench workspace_start` (release build; prints medians and
 //! p95).
 
@@ -164,4 +165,25 @@ fn main() {
     assert_eq!(d.runs().len(), 2 * RUNS, "every run started");
     report("worktree reused", reused);
     rt.block_on(d.shutdown(Vec::new()));
+    // The floor: git's own `worktree add` of the same repository, alone.
+    let floor: Vec<Duration> = (0..RUNS)
+        .map(|n| {
+            let path = dir.path().join(format!("floor-{n}"));
+            let t0 = Instant::now();
+            git(
+                &repo,
+                &[
+                    "worktree",
+                    "add",
+                    "--quiet",
+                    "-b",
+                    &format!("floor/{n}"),
+                    &path.display().to_string(),
+                    "HEAD",
+                ],
+            );
+            t0.elapsed()
+        })
+        .collect();
+    report("floor: `git worktree add` alone", floor);
 }
