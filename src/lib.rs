@@ -39,3 +39,4 @@ pub mod review;
 pub mod runtime;
 pub mod safe_fs;
 pub mod skills;
+pub mod workspace;

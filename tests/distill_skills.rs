@@ -167,6 +167,7 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
             project_context: None,
             count_references: true,
             bin: "moziplus",
+            workspace: None,
         },
     )
     .await
@@ -216,6 +217,7 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
             project_context: None,
             count_references: false,
             bin: "moziplus",
+            workspace: None,
         },
     )
     .await

@@ -202,6 +202,7 @@ fn an_agent_sees_only_the_allow_listed_environment() {
         "MOZI_RUN_KEY",
         "MOZI_GATEWAY",
         "MOZI_MODEL",
+        "MOZI_WORKSPACE",
     ];
     for l in env.lines().filter(|l| l.starts_with("MOZI_")) {
         let name = l.split('=').next().unwrap();

@@ -39,6 +39,11 @@ pub struct Project {
     pub db_size_bytes: u64,
     pub decisions_proposed: i64,
     pub last_event_id: i64,
+    /// `workspace:` of `project.yaml`, resolved against the project folder:
+    /// where its tasks work (a worktree per task in a git repository,
+    /// otherwise a directory per task).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
     /// Why the project's blackboard cannot be used right now, if it cannot.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -84,6 +89,7 @@ async fn view(d: &Daemon, e: ProjectEntry) -> Project {
         db_size_bytes: 0,
         decisions_proposed: 0,
         last_event_id: 0,
+        workspace: None,
         error: None,
     };
     if p.status != "active" {
@@ -92,6 +98,14 @@ async fn view(d: &Daemon, e: ProjectEntry) -> Project {
     match d.projects().get(&p.id) {
         Some(slot) => match slot.bb {
             Some(bb) => {
+                p.workspace = slot.settings.workspace.as_ref().map(|w| {
+                    d.home()
+                        .projects_dir()
+                        .join(&p.id)
+                        .join(w)
+                        .display()
+                        .to_string()
+                });
                 p.db_size_bytes = bb.size_bytes();
                 match bb.project_stats().await {
                     Ok(s) => {

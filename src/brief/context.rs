@@ -46,6 +46,35 @@ pub struct BriefContext {
     /// A review run called because the panel's confidence was too low.
     pub escalation: bool,
     pub cli: CliUsage,
+    /// Where the run works (set by `render_task_brief` for runs).
+    pub workspace: Option<WorkspaceView>,
+}
+
+/// The run's workspace as the brief names it (`crate::workspace`).
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceView {
+    pub path: String,
+    /// `git` (a worktree on `branch`) or `directory`.
+    pub kind: String,
+    pub branch: Option<String>,
+    pub base: Option<String>,
+    /// A review run's checkout: look, do not change.
+    pub read_only: bool,
+}
+
+impl From<&crate::workspace::TaskWorkspace> for WorkspaceView {
+    fn from(w: &crate::workspace::TaskWorkspace) -> Self {
+        WorkspaceView {
+            path: w.path.display().to_string(),
+            kind: match w.kind {
+                crate::workspace::WorkspaceKind::Git => "git".into(),
+                crate::workspace::WorkspaceKind::Directory => "directory".into(),
+            },
+            branch: w.branch.clone(),
+            base: w.base.clone(),
+            read_only: w.read_only,
+        }
+    }
 }
 
 impl BriefContext {
@@ -407,5 +436,6 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
         }),
         escalation,
         cli: CliUsage::for_task(&task.id),
+        workspace: None,
     })
 }

@@ -22,7 +22,7 @@ mod context;
 
 pub use context::{
     gather, BriefContext, BriefKind, CliUsage, CommentView, DependencyView, ExperienceView,
-    GatherInput, OutputView, ProtocolView, ReviewView, SkillView, TaskView,
+    GatherInput, OutputView, ProtocolView, ReviewView, SkillView, TaskView, WorkspaceView,
 };
 
 use std::collections::BTreeMap;
@@ -334,6 +334,8 @@ pub struct BriefRequest<'a> {
     pub count_references: bool,
     /// How the brief names the `moziplus` binary (runs: its absolute path).
     pub bin: &'a str,
+    /// Where the run works (`None` for previews).
+    pub workspace: Option<&'a crate::workspace::TaskWorkspace>,
 }
 
 /// Why a task's brief could not be made.
@@ -393,6 +395,7 @@ pub async fn render_task_brief(
     .await?;
     let mut ctx = ctx;
     ctx.cli = context::CliUsage::with_bin(&task.id, req.bin);
+    ctx.workspace = req.workspace.map(WorkspaceView::from);
     let text = engine.render(&ctx)?;
     if req.count_references {
         let ids: Vec<i64> = ctx.experiences.iter().map(|e| e.id).collect();

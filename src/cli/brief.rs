@@ -86,6 +86,7 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
                 project_context: settings.context.as_ref(),
                 count_references: false,
                 bin: &bin,
+                workspace: None,
             },
         )
         .await?;

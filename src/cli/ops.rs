@@ -185,13 +185,18 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
                 let Ok(id) = ProjectId::parse(&e.id) else {
                     continue;
                 };
-                if let Err(err) = Config::load_for_project(home, &id, &[]) {
-                    push(
+                match Config::load_for_project(home, &id, &[]) {
+                    Err(err) => push(
                         &format!("project {id} config"),
                         false,
                         true,
                         err.to_string(),
-                    );
+                    ),
+                    Ok((_, settings)) => {
+                        let root = crate::workspace::root(home, &id, settings.workspace.as_deref());
+                        let c = crate::workspace::check(&root);
+                        push(&format!("project {id} workspace"), c.ok, true, c.detail);
+                    }
                 }
                 let path = home.blackboard_file(&id);
                 let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);

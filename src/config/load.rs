@@ -296,6 +296,16 @@ pub fn load_project_file(path: &Path) -> Result<(Layer, ProjectSettings), Config
             }
         }
     }
+    if file
+        .workspace
+        .as_ref()
+        .is_some_and(|w| w.as_os_str().is_empty())
+    {
+        return Err(out_of_range(
+            "workspace",
+            "must name a directory (absolute, or relative to the project folder)".into(),
+        ));
+    }
     let mut all: Value = serde_yaml_ng::from_str(&text).map_err(|e| ConfigError::Invalid {
         origin: source.clone(),
         message: e.to_string(),
@@ -328,6 +338,7 @@ pub fn load_project_file(path: &Path) -> Result<(Layer, ProjectSettings), Config
         max_global_agents: file.max_global_agents,
         agents: file.agents,
         context: file.context,
+        workspace: file.workspace,
     };
     Ok((
         Layer {

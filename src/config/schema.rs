@@ -267,6 +267,11 @@ pub struct ProjectSettings {
     /// Free-form context rendered into briefs (paths, URLs, frameworks).
     #[serde(default)]
     pub context: Option<Mapping>,
+    /// Where the project's tasks work (`crate::workspace`): absolute, or
+    /// relative to the project folder. A git repository gives each task a
+    /// worktree; any other folder a directory per task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<PathBuf>,
 }
 
 /// The on-disk shape of `project.yaml`, used to validate it with line numbers.
@@ -280,6 +285,8 @@ pub(super) struct ProjectFile {
     pub(super) agents: Option<Vec<String>>,
     #[serde(default)]
     pub(super) context: Option<Mapping>,
+    #[serde(default)]
+    pub(super) workspace: Option<PathBuf>,
     #[serde(default)]
     pub(super) daemon: Option<ProjectDaemonOverrides>,
     #[serde(default)]

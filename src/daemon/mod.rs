@@ -23,12 +23,14 @@ pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod home_lock;
 pub mod inbox;
+pub mod process;
 pub mod projects;
 pub mod recovery;
 pub mod runs;
 pub mod snapshots;
 pub mod ticker;
 pub mod webhooks;
+pub mod worktrees;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -102,6 +104,8 @@ struct Inner {
     spawned: AtomicU64,
     /// Infrastructure failures of runs and their backoff (`runtime::health`).
     runtime_health: crate::runtime::health::RuntimeHealth,
+    /// Per-repository worktree locks and the worktrees that exist.
+    workspaces: crate::workspace::Workspaces,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -191,6 +195,7 @@ impl Daemon {
                 exe,
                 spawned: AtomicU64::new(0),
                 runtime_health: Default::default(),
+                workspaces: Default::default(),
             }),
         })
     }
@@ -224,6 +229,10 @@ impl Daemon {
     /// Infrastructure problems of runs (degraded projects) and their backoff.
     pub fn runtime_health(&self) -> &crate::runtime::health::RuntimeHealth {
         &self.inner.runtime_health
+    }
+
+    pub fn workspaces(&self) -> &crate::workspace::Workspaces {
+        &self.inner.workspaces
     }
 
     /// The current infrastructure problems (readiness, status, dashboard):

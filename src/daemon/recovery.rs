@@ -15,61 +15,13 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use super::runs::signal_group;
+use super::process::{kill_session_processes, session_processes, signal_group};
 use super::Daemon;
 use crate::blackboard::{Actor, ObservationLevel, Outcome, TaskStatus};
 
-/// Pids of live processes whose environment names `session`
-/// (`MOZI_SESSION=<session>`), in any process group or session.
-pub fn session_processes(session: &str) -> Vec<i32> {
-    let needle = format!("MOZI_SESSION={session}");
-    let me = std::process::id() as i32;
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()))
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            // Field 3 of /proc/<pid>/stat is the state; a zombie is gone
-            // already (its parent only has to reap it).
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .ok()
-                .and_then(|s| {
-                    s.rsplit_once(')')
-                        .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
-                })
-                .unwrap_or(false)
-        })
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .map(|env| env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()))
-                .unwrap_or(false)
-        })
-        .collect()
-}
-
-/// SIGKILLs every process carrying the session's marker, again until none is
-/// left (a process may fork while it is being killed); bounded.
-pub fn kill_session_processes(session: &str) -> usize {
-    let mut killed = 0;
-    for _ in 0..20 {
-        let left = session_processes(session);
-        if left.is_empty() {
-            break;
-        }
-        for pid in left {
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed += 1;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    killed
-}
-
 /// Ends every session the previous daemon left running.
 pub async fn recover(d: &Daemon) {
+    super::worktrees::clear_run_tmpdirs(d).await;
     for slot in d.projects().snapshot() {
         let Some(bb) = slot.bb.clone() else { continue };
         let sessions = match bb.running_sessions().await {
@@ -173,6 +125,7 @@ pub async fn recover(d: &Daemon) {
             }
         }
         give_back_stranded_claims(d, &bb).await;
+        super::worktrees::recover_workspaces(d, &bb).await;
     }
 }
 

@@ -10,18 +10,19 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde::Serialize;
 use tokio::process::Command;
 
+pub use super::process::signal_group;
 use super::Daemon;
 use crate::blackboard::sessions::{new_token, NewSession};
 use crate::blackboard::{
     Actor, Blackboard, EventLevel, ObservationLevel, Outcome, Task, TaskStatus,
 };
 use crate::config::agents::AgentDef;
-use crate::runtime::{health, Activity, Adapter, Launch, RunContext, Transcript};
+use crate::runtime::{env, health, Activity, Adapter, Launch, RunContext, Transcript};
+use crate::workspace::{self, TaskWorkspace};
 
 /// Why a run exists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +50,12 @@ pub struct RunInfo {
     /// for this run is this claim only, never a later one of the same agent.
     #[serde(skip)]
     pub claimed_at_ms: Option<i64>,
+    /// Where the run works (`crate::workspace`).
+    #[serde(skip)]
+    pub workspace: Option<TaskWorkspace>,
+    /// The run's own `TMPDIR`, removed when it ends.
+    #[serde(skip)]
+    pub tmpdir: PathBuf,
 }
 
 /// Counts of runs by project and by agent (for the limits).
@@ -71,6 +78,7 @@ async fn write_brief(
     task: &Task,
     kind: RunKind,
     agent: &str,
+    workspace: &TaskWorkspace,
 ) -> Result<String, crate::brief::TaskBriefError> {
     let settings = d.projects().get(bb.project()).map(|s| s.settings);
     crate::brief::render_task_brief(
@@ -88,18 +96,76 @@ async fn write_brief(
             project_context: settings.as_ref().and_then(|s| s.context.as_ref()),
             count_references: true,
             bin: &d.exe().display().to_string(),
+            workspace: Some(workspace),
         },
     )
     .await
 }
 
+/// The names and paths of one run, fixed before anything is made.
+struct RunPlan {
+    project: String,
+    session_id: String,
+    token: String,
+    run_key: String,
+    sessions_dir: PathBuf,
+    brief_path: PathBuf,
+    log_path: PathBuf,
+    /// The run's own `TMPDIR`.
+    tmpdir: PathBuf,
+    adapter: Option<Adapter>,
+    runtime_name: &'static str,
+}
+
+impl RunPlan {
+    fn new(d: &Daemon, bb: &Blackboard, task: &Task, agent: &AgentDef) -> RunPlan {
+        let project = bb.project().to_string();
+        let session_id = format!("S-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let token = new_token();
+        let project_id = crate::registry::ProjectId::parse(&project).expect("valid id");
+        let sessions_dir = d.home().task_sessions_dir(&project_id, &task.id);
+        let adapter = Adapter::for_agent(d.agents(), agent);
+        RunPlan {
+            run_key: format!("mozi-{token}"),
+            brief_path: d
+                .home()
+                .session_brief_file(&project_id, &task.id, &session_id),
+            log_path: d
+                .home()
+                .session_log_file(&project_id, &task.id, &session_id),
+            tmpdir: workspace::run_tmpdir(d.home(), &session_id),
+            runtime_name: adapter.as_ref().map(|a| a.name()).unwrap_or("unknown"),
+            adapter,
+            sessions_dir,
+            project,
+            session_id,
+            token,
+        }
+    }
+}
+
+/// A run ready to be spawned.
+struct Prepared {
+    launch: Launch,
+    log: std::fs::File,
+    workspace: TaskWorkspace,
+}
+
+/// Why a run could not be prepared: the message, and whether it is the
+/// machine's fault (infrastructure) rather than the run's own.
+struct NotPrepared {
+    why: String,
+    infra: bool,
+}
+
 /// Starts a run of `agent` on `task`. For work runs the caller has already
 /// claimed the task for the agent. Never waits for the run to finish.
 ///
-/// The runtime's part (flags, brief passing, environment, generated CLI
-/// configuration) is `runtime::Adapter::prepare`; this function owns the
-/// session row, the files and the process. A failure that is not the
-/// agent's (see `runtime::health`) gives the task back in the same round.
+/// The steps: the task's workspace, the brief, the run's files and the
+/// runtime's launch ([`prepare`]); the session row ([`record_session`]);
+/// the process ([`spawn_child`]); then [`supervise`] owns it
+/// ([`hand_to_supervisor`]). A failure that is not the agent's (see
+/// `runtime::health`) gives the task back in the same round.
 pub async fn start_run(
     d: &Daemon,
     bb: &Blackboard,
@@ -108,122 +174,261 @@ pub async fn start_run(
     kind: RunKind,
     timeout_secs: u64,
 ) {
-    let project = bb.project().to_string();
-    let session_id = format!("S-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let token = new_token();
-    let run_key = format!("mozi-{token}");
-    let project_id = crate::registry::ProjectId::parse(&project).expect("valid id");
-    let sessions_dir = d.home().task_sessions_dir(&project_id, &task.id);
-    let brief_path = d
-        .home()
-        .session_brief_file(&project_id, &task.id, &session_id);
-    let log_path = d
-        .home()
-        .session_log_file(&project_id, &task.id, &session_id);
-    let adapter = Adapter::for_agent(d.agents(), agent);
-    let runtime_name = adapter.as_ref().map(|a| a.name()).unwrap_or("unknown");
-    let brief = write_brief(d, bb, task, kind, &agent.id).await;
-    let gateway = format!("http://{}", d.config().server.bind);
-    let run_kind = match kind {
-        RunKind::Work => "work",
-        RunKind::Review => "review",
-    };
-    // Brief, log and the runtime's generated files; an error says whether
-    // it is the machine's (infrastructure) or the run's own.
-    let prepared: Result<(Launch, std::fs::File), (String, bool)> = match (&adapter, brief) {
-        (None, _) => Err((
-            format!(
-                "agent {} names runtime {:?}, which has no adapter",
-                agent.id, agent.runtime
-            ),
-            false,
-        )),
-        (_, Err(e)) => {
-            let text = e.to_string();
-            let infra = health::message_is_infrastructure(&text);
-            Err((format!("cannot render the brief: {text}"), infra))
-        }
-        (Some(adapter), Ok(text)) => {
-            // Off the runtime thread: the daemon's runtime is one thread.
-            let (dir, brief_file, log_file, body) = (
-                sessions_dir.clone(),
-                brief_path.clone(),
-                log_path.clone(),
-                text.clone(),
-            );
-            let files = tokio::task::spawn_blocking(move || {
-                crate::home::create_private_dir_all(&dir)?;
-                crate::home::write_private_file(&brief_file, body)?;
-                crate::home::create_private_file(&log_file)
-            })
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
-            .map_err(|e| {
-                (
-                    format!("cannot prepare the run's files: {e}"),
-                    health::is_infrastructure(&e),
-                )
-            });
-            files.and_then(|log| {
-                let ctx = RunContext {
-                    agent,
-                    session_id: &session_id,
-                    token: &token,
-                    run_key: &run_key,
-                    brief_path: &brief_path,
-                    brief: &text,
-                    timeout_secs,
-                    project: &project,
-                    task: &task.id,
-                    run_kind,
-                    home: d.home().root(),
-                    exe: d.exe(),
-                    gateway: &gateway,
-                };
-                adapter.prepare(&ctx).map(|l| (l, log)).map_err(|e| {
-                    let infra = e.io().is_some_and(health::is_infrastructure);
-                    (
-                        format!("cannot prepare the {} runtime: {e}", adapter.name()),
-                        infra,
-                    )
-                })
-            })
-        }
-    };
+    let plan = RunPlan::new(d, bb, task, agent);
+    let prepared = prepare(d, bb, task, agent, kind, timeout_secs, &plan).await;
     let command = match &prepared {
-        Ok((launch, _)) => launch.command_line(),
-        Err(_) => runtime_name.to_string(),
+        Ok(p) => p.launch.command_line(),
+        Err(_) => plan.runtime_name.to_string(),
     };
-    let session = bb
-        .create_session(&NewSession {
-            id: session_id.clone(),
-            task_id: task.id.clone(),
-            agent: agent.id.clone(),
-            token: token.clone(),
-            command,
-            log_path: Some(log_path.display().to_string()),
-        })
-        .await;
-    if let Err(e) = session {
-        tracing::error!(project, task = %task.id, error = %e, "cannot record session");
-        let why = format!("could not record the session: {e}");
-        // Without a session row there is nothing to end; the blackboard is
-        // the problem, not the agent.
-        hold_agent(d, bb, agent, runtime_name, &why);
-        give_back(bb, task, kind, &why, false).await;
+    if !record_session(d, bb, task, agent, kind, &plan, command).await {
+        if let Ok(p) = &prepared {
+            clean_up_run(d, &p.workspace, &plan.tmpdir).await;
+        }
         return;
     }
-    let (launch, log) = match prepared {
+    let p = match prepared {
         Ok(p) => p,
-        Err((why, infra)) => {
-            if infra {
-                infra_failure(d, bb, &session_id, task, kind, agent, runtime_name, &why).await;
-            } else {
-                fail_to_start(d, bb, &session_id, task, kind, &why).await;
-            }
+        Err(NotPrepared { why, infra }) => {
+            not_started(d, bb, &plan, task, kind, agent, &why, infra).await;
             return;
         }
     };
+    let child = match spawn_child(&p.launch, agent, plan.runtime_name) {
+        Ok(c) => c,
+        Err((why, infra)) => {
+            clean_up_run(d, &p.workspace, &plan.tmpdir).await;
+            not_started(d, bb, &plan, task, kind, agent, &why, infra).await;
+            return;
+        }
+    };
+    hand_to_supervisor(d, bb, task, agent, kind, timeout_secs, plan, p, child).await;
+}
+
+/// The task's workspace (`crate::workspace`): its worktree or directory for
+/// a work run, a read-only checkout of the author's branch for a review.
+async fn prepare_workspace(
+    d: &Daemon,
+    bb: &Blackboard,
+    task: &Task,
+    kind: RunKind,
+    session_id: &str,
+) -> Result<TaskWorkspace, NotPrepared> {
+    let root = super::worktrees::workspace_root(d, bb.project()).await;
+    let ws = match kind {
+        RunKind::Work => {
+            d.workspaces()
+                .prepare_work(&root, bb.project(), &task.id)
+                .await
+        }
+        RunKind::Review => {
+            d.workspaces()
+                .prepare_review(&root, &task.id, session_id)
+                .await
+        }
+    };
+    ws.map_err(|e| NotPrepared {
+        why: format!("cannot prepare the task's workspace: {e}"),
+        infra: e.is_infrastructure(),
+    })
+}
+
+/// The workspace, the brief, the run's files (brief, log, `TMPDIR`) and the
+/// runtime's launch. Undoes what it made when a later step fails.
+async fn prepare(
+    d: &Daemon,
+    bb: &Blackboard,
+    task: &Task,
+    agent: &AgentDef,
+    kind: RunKind,
+    timeout_secs: u64,
+    plan: &RunPlan,
+) -> Result<Prepared, NotPrepared> {
+    let Some(adapter) = &plan.adapter else {
+        return Err(NotPrepared {
+            why: format!(
+                "agent {} names runtime {:?}, which has no adapter",
+                agent.id, agent.runtime
+            ),
+            infra: false,
+        });
+    };
+    let workspace = prepare_workspace(d, bb, task, kind, &plan.session_id).await?;
+    let made = async {
+        let brief = write_brief(d, bb, task, kind, &agent.id, &workspace)
+            .await
+            .map_err(|e| {
+                let text = e.to_string();
+                NotPrepared {
+                    infra: health::message_is_infrastructure(&text),
+                    why: format!("cannot render the brief: {text}"),
+                }
+            })?;
+        let log = write_run_files(plan, &brief).await?;
+        let launch = launch(
+            d,
+            task,
+            agent,
+            adapter,
+            kind,
+            timeout_secs,
+            plan,
+            &brief,
+            &workspace,
+        )?;
+        Ok(Prepared {
+            launch,
+            log,
+            workspace: workspace.clone(),
+        })
+    }
+    .await;
+    if made.is_err() {
+        clean_up_run(d, &workspace, &plan.tmpdir).await;
+    }
+    made
+}
+
+/// Brief, log and `TMPDIR`, off the runtime thread (the daemon's runtime
+/// is one thread); returns the log.
+async fn write_run_files(plan: &RunPlan, brief: &str) -> Result<std::fs::File, NotPrepared> {
+    let (dir, brief_file, log_file, tmpdir, body) = (
+        plan.sessions_dir.clone(),
+        plan.brief_path.clone(),
+        plan.log_path.clone(),
+        plan.tmpdir.clone(),
+        brief.to_string(),
+    );
+    tokio::task::spawn_blocking(move || {
+        crate::home::create_private_dir_all(&dir)?;
+        crate::home::write_private_file(&brief_file, body)?;
+        workspace::make_run_tmpdir(&tmpdir)?;
+        crate::home::create_private_file(&log_file)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|e| NotPrepared {
+        why: format!("cannot prepare the run's files: {e}"),
+        infra: health::is_infrastructure(&e),
+    })
+}
+
+/// The runtime's launch (`Adapter::prepare`), started in the task's
+/// workspace with the run's own `TMPDIR` (unless the agent's `env:` sets
+/// one) and `MOZI_WORKSPACE`.
+#[allow(clippy::too_many_arguments)]
+fn launch(
+    d: &Daemon,
+    task: &Task,
+    agent: &AgentDef,
+    adapter: &Adapter,
+    kind: RunKind,
+    timeout_secs: u64,
+    plan: &RunPlan,
+    brief: &str,
+    workspace: &TaskWorkspace,
+) -> Result<Launch, NotPrepared> {
+    let gateway = format!("http://{}", d.config().server.bind);
+    let ctx = RunContext {
+        agent,
+        session_id: &plan.session_id,
+        token: &plan.token,
+        run_key: &plan.run_key,
+        brief_path: &plan.brief_path,
+        brief,
+        timeout_secs,
+        project: &plan.project,
+        task: &task.id,
+        run_kind: match kind {
+            RunKind::Work => "work",
+            RunKind::Review => "review",
+        },
+        home: d.home().root(),
+        exe: d.exe(),
+        gateway: &gateway,
+    };
+    let mut launch = adapter.prepare(&ctx).map_err(|e| NotPrepared {
+        infra: e.io().is_some_and(health::is_infrastructure),
+        why: format!("cannot prepare the {} runtime: {e}", adapter.name()),
+    })?;
+    launch.cwd = workspace.path.clone();
+    if !agent.env.contains_key("TMPDIR") {
+        env::set(&mut launch.env, "TMPDIR", plan.tmpdir.display().to_string());
+    }
+    env::set(
+        &mut launch.env,
+        "MOZI_WORKSPACE",
+        workspace.path.display().to_string(),
+    );
+    Ok(launch)
+}
+
+/// The session row. `false` when it cannot be written: the task goes back
+/// (same round) and the agent is held, since the blackboard is the
+/// problem, not the agent.
+async fn record_session(
+    d: &Daemon,
+    bb: &Blackboard,
+    task: &Task,
+    agent: &AgentDef,
+    kind: RunKind,
+    plan: &RunPlan,
+    command: String,
+) -> bool {
+    let session = bb
+        .create_session(&NewSession {
+            id: plan.session_id.clone(),
+            task_id: task.id.clone(),
+            agent: agent.id.clone(),
+            token: plan.token.clone(),
+            command,
+            log_path: Some(plan.log_path.display().to_string()),
+        })
+        .await;
+    let Err(e) = session else { return true };
+    tracing::error!(project = plan.project, task = %task.id, error = %e, "cannot record session");
+    let why = format!("could not record the session: {e}");
+    hold_agent(d, bb, agent, plan.runtime_name, &why);
+    give_back(bb, task, kind, &why, false).await;
+    false
+}
+
+/// A recorded run that could not start: an infrastructure failure (same
+/// round, agent held) or the run's own (a round).
+#[allow(clippy::too_many_arguments)]
+async fn not_started(
+    d: &Daemon,
+    bb: &Blackboard,
+    plan: &RunPlan,
+    task: &Task,
+    kind: RunKind,
+    agent: &AgentDef,
+    why: &str,
+    infra: bool,
+) {
+    if infra {
+        infra_failure(
+            d,
+            bb,
+            &plan.session_id,
+            task,
+            kind,
+            agent,
+            plan.runtime_name,
+            why,
+        )
+        .await;
+    } else {
+        fail_to_start(d, bb, &plan.session_id, task, kind, why).await;
+    }
+}
+
+/// Execs the launch: an empty environment plus the launch's, its own
+/// process group, piped output. The error says whether it is the machine's.
+fn spawn_child(
+    launch: &Launch,
+    agent: &AgentDef,
+    runtime_name: &str,
+) -> Result<tokio::process::Child, (String, bool)> {
     let mut cmd = Command::new(&launch.program);
     cmd.args(&launch.args)
         .env_clear()
@@ -238,25 +443,40 @@ pub async fn start_run(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(false);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let why = if e.kind() == std::io::ErrorKind::NotFound {
-                format!(
-                    "runtime {runtime_name}: `{}` not found on PATH (agent {}; install it or fix PATH, see `moziplus doctor`)",
-                    launch.program, agent.id
-                )
-            } else {
-                format!("cannot start agent {} ({}): {e}", agent.id, launch.program)
-            };
-            if health::is_infrastructure(&e) {
-                infra_failure(d, bb, &session_id, task, kind, agent, runtime_name, &why).await;
-            } else {
-                fail_to_start(d, bb, &session_id, task, kind, &why).await;
-            }
-            return;
-        }
-    };
+    cmd.spawn().map_err(|e| {
+        let why = if e.kind() == std::io::ErrorKind::NotFound {
+            format!(
+                "runtime {runtime_name}: `{}` not found on PATH (agent {}; install it or fix PATH, see `moziplus doctor`)",
+                launch.program, agent.id
+            )
+        } else {
+            format!("cannot start agent {} ({}): {e}", agent.id, launch.program)
+        };
+        (why, health::is_infrastructure(&e))
+    })
+}
+
+/// The run is alive: its brief goes to stdin when the CLI reads it there,
+/// it is registered (limits, gateway key, status) and [`supervise`] owns it.
+#[allow(clippy::too_many_arguments)]
+async fn hand_to_supervisor(
+    d: &Daemon,
+    bb: &Blackboard,
+    task: &Task,
+    agent: &AgentDef,
+    kind: RunKind,
+    timeout_secs: u64,
+    plan: RunPlan,
+    p: Prepared,
+    mut child: tokio::process::Child,
+) {
+    let Prepared {
+        launch,
+        log,
+        workspace,
+    } = p;
+    let project = plan.project;
+    let session_id = plan.session_id;
     d.runtime_health().started(&project, &agent.id);
     if let (Some(text), Some(mut stdin)) = (launch.stdin, child.stdin.take()) {
         tokio::spawn(async move {
@@ -281,12 +501,14 @@ pub async fn start_run(
         pid,
         started_at_ms: started,
         deadline_ms: started + (timeout_secs as i64) * 1000,
-        log_path: log_path.clone(),
+        log_path: plan.log_path,
         claimed_at_ms: (kind == RunKind::Work).then_some(task.claimed_at).flatten(),
+        workspace: Some(workspace),
+        tmpdir: plan.tmpdir,
     };
     d.runs_lock().insert(session_id.clone(), info.clone());
     d.add_run_key(
-        run_key,
+        plan.run_key,
         super::gateway_hooks::RunKey {
             session_id: session_id.clone(),
             project: project.clone(),
@@ -297,7 +519,7 @@ pub async fn start_run(
     );
     d.count_spawn();
     metrics::counter!("moziplus_runs_started_total").increment(1);
-    tracing::info!(project, task = %task.id, agent = %agent.id, session = %session_id, pid, runtime = runtime_name, "run started");
+    tracing::info!(project, task = %task.id, agent = %agent.id, session = %session_id, pid, runtime = plan.runtime_name, "run started");
     tokio::spawn(supervise(
         d.clone(),
         bb.clone(),
@@ -307,6 +529,15 @@ pub async fn start_run(
         Transcript::new(launch.format),
         tokio::fs::File::from_std(log),
     ));
+}
+
+/// What a run leaves behind that is its alone: its `TMPDIR` and a review
+/// run's checkout. (A work run's worktree is the task's, kept for its next
+/// round.)
+async fn clean_up_run(d: &Daemon, workspace: &TaskWorkspace, tmpdir: &std::path::Path) {
+    d.workspaces().end_review(workspace).await;
+    let dir = tmpdir.to_path_buf();
+    let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
 }
 
 /// Holds `agent` on this project for the infrastructure backoff and marks
@@ -478,14 +709,6 @@ async fn end_session(
     }
 }
 
-/// Sends `sig` to a whole process group; a group that is gone is fine.
-pub fn signal_group(pgid: i32, sig: Signal) -> bool {
-    if pgid <= 1 {
-        return false;
-    }
-    killpg(Pid::from_raw(pgid), sig).is_ok()
-}
-
 enum Ending {
     Exited(std::process::ExitStatus),
     TimedOut,
@@ -575,9 +798,6 @@ async fn supervise(
     mut transcript: Transcript,
     log: tokio::fs::File,
 ) {
-    use tokio::io::AsyncBufReadExt;
-    let grace = Duration::from_secs(d.config().daemon.kill_grace);
-    let mut shutdown = d.shutdown_signal();
     let structured = transcript.format() != crate::runtime::OutputFormat::Plain;
     let mut live = Live {
         bb: &bb,
@@ -589,6 +809,94 @@ async fn supervise(
         published: 0,
         structured,
     };
+    let (ending, status, stderr_tail) = watch(
+        &d,
+        &info,
+        &mut child,
+        timeout_secs,
+        &mut transcript,
+        &mut live,
+    )
+    .await;
+    // Nothing that left the group (`setsid`) but carries the run's marker in
+    // its environment may outlive the run either (issue 13, defect 14).
+    let session = info.session_id.clone();
+    let _ =
+        tokio::task::spawn_blocking(move || super::process::kill_session_processes(&session)).await;
+    let (tail_acts, report) = transcript.finish();
+    live.publish(tail_acts).await;
+    let exit_code = status.and_then(|s| s.code()).map(i64::from);
+    let stderr_text = stderr_tail.iter().cloned().collect::<Vec<_>>().join("\n");
+    let (mut outcome, mut detail) = verdict(ending, &report, exit_code, &stderr_text, timeout_secs);
+    if let Some(cost) = report.cost_usd.filter(|c| *c > 0.0) {
+        // Tokens are booked by the gateway as the calls pass; the cost only
+        // the CLI knows.
+        let _ = bb.add_session_usage(&info.session_id, 0, 0, cost).await;
+    }
+    // A work run that "succeeded" but left its task working did not finish it.
+    let task = bb.task(&info.task_id).await.ok();
+    // Held by this run's own claim, not merely by the same agent.
+    let still_held = task.as_ref().is_some_and(|t| {
+        t.status == TaskStatus::Working
+            && t.claimed_by.as_deref() == Some(info.agent.as_str())
+            && info.claimed_at_ms.is_some()
+            && t.claimed_at == info.claimed_at_ms
+    });
+    if info.kind == RunKind::Work && outcome == Outcome::Succeeded && still_held {
+        outcome = Outcome::Failed;
+        if let Some(m) = detail.as_object_mut() {
+            m.insert(
+                "error".into(),
+                serde_json::json!(
+                    "the agent exited without finishing its task (no `bb done`/`bb fail`)"
+                ),
+            );
+        }
+    }
+    end_session(&bb, &info.session_id, outcome, exit_code, detail.clone()).await;
+    metrics::counter!("moziplus_runs_total", "outcome" => outcome.as_str()).increment(1);
+    if info.kind == RunKind::Work && still_held {
+        if let Some(t) = task {
+            let end = RunEnd {
+                outcome,
+                detail: &detail,
+                exit_code,
+                stderr_text: &stderr_text,
+                timeout_secs,
+            };
+            give_back_after_run(&d, &bb, &info, &t, end).await;
+        }
+    }
+    if let Some(ws) = &info.workspace {
+        clean_up_run(&d, ws, &info.tmpdir).await;
+    }
+    tracing::info!(project = %info.project, task = %info.task_id, session = %info.session_id, outcome = %outcome, "run ended");
+    d.runs_lock().remove(&info.session_id);
+    d.remove_run_keys(&info.session_id);
+    // The task may have ended with this run: its worktree goes now.
+    super::worktrees::reap_workspaces(&d, &bb).await;
+    d.wake();
+}
+
+/// Reads the run's output until the run is over: stdout to the log and the
+/// transcript, stderr to the log with its last lines kept; a timeout or
+/// shutdown signals the group (SIGTERM, SIGKILL after `kill_grace`), and the
+/// group is SIGKILLed once the leader exits.
+async fn watch(
+    d: &Daemon,
+    info: &RunInfo,
+    child: &mut tokio::process::Child,
+    timeout_secs: u64,
+    transcript: &mut Transcript,
+    live: &mut Live<'_>,
+) -> (
+    Ending,
+    Option<std::process::ExitStatus>,
+    std::collections::VecDeque<String>,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let grace = Duration::from_secs(d.config().daemon.kill_grace);
+    let mut shutdown = d.shutdown_signal();
     let mut out = child
         .stdout
         .take()
@@ -665,15 +973,18 @@ async fn supervise(
         (None, Some(s)) => Ending::Exited(s),
         (None, None) => Ending::TimedOut,
     };
-    // Nothing that left the group (`setsid`) but carries the run's marker in
-    // its environment may outlive the run either (issue 13, defect 14).
-    let session = info.session_id.clone();
-    let _ = tokio::task::spawn_blocking(move || super::recovery::kill_session_processes(&session))
-        .await;
-    let (tail_acts, report) = transcript.finish();
-    live.publish(tail_acts).await;
-    let exit_code = status.and_then(|s| s.code()).map(i64::from);
-    let stderr_text = stderr_tail.iter().cloned().collect::<Vec<_>>().join("\n");
+    (ending, status, stderr_tail)
+}
+
+/// The run's outcome and the session's `detail`: how the process ended,
+/// corrected by the CLI's own verdict.
+fn verdict(
+    ending: Ending,
+    report: &crate::runtime::CliReport,
+    exit_code: Option<i64>,
+    stderr_text: &str,
+    timeout_secs: u64,
+) -> (Outcome, serde_json::Value) {
     let (mut outcome, mut detail) = match ending {
         Ending::TimedOut => (
             Outcome::TimedOut,
@@ -707,81 +1018,71 @@ async fn supervise(
         }
     }
     if let Some(m) = detail.as_object_mut() {
-        if report != Default::default() {
+        if *report != crate::runtime::CliReport::default() {
             m.insert(
                 "cli".into(),
-                serde_json::to_value(&report).unwrap_or_default(),
+                serde_json::to_value(report).unwrap_or_default(),
             );
         }
         if outcome != Outcome::Succeeded && !stderr_text.is_empty() {
             m.insert("stderr_tail".into(), serde_json::json!(stderr_text));
         }
     }
-    if let Some(cost) = report.cost_usd.filter(|c| *c > 0.0) {
-        // Tokens are booked by the gateway as the calls pass; the cost only
-        // the CLI knows.
-        let _ = bb.add_session_usage(&info.session_id, 0, 0, cost).await;
-    }
-    // A work run that "succeeded" but left its task working did not finish it.
-    let task = bb.task(&info.task_id).await.ok();
-    // Held by this run's own claim, not merely by the same agent.
-    let still_held = task.as_ref().is_some_and(|t| {
-        t.status == TaskStatus::Working
-            && t.claimed_by.as_deref() == Some(info.agent.as_str())
-            && info.claimed_at_ms.is_some()
-            && t.claimed_at == info.claimed_at_ms
-    });
-    if info.kind == RunKind::Work && outcome == Outcome::Succeeded && still_held {
-        outcome = Outcome::Failed;
-        if let Some(m) = detail.as_object_mut() {
-            m.insert(
-                "error".into(),
-                serde_json::json!(
-                    "the agent exited without finishing its task (no `bb done`/`bb fail`)"
-                ),
-            );
+    (outcome, detail)
+}
+
+/// How a run ended, for the observation of a task given back.
+struct RunEnd<'a> {
+    outcome: Outcome,
+    detail: &'a serde_json::Value,
+    exit_code: Option<i64>,
+    stderr_text: &'a str,
+    timeout_secs: u64,
+}
+
+/// A work run ended still holding its own claim: the task goes back (a
+/// round for the agent's failures, none for a shutdown), with why.
+async fn give_back_after_run(
+    d: &Daemon,
+    bb: &Blackboard,
+    info: &RunInfo,
+    t: &Task,
+    end: RunEnd<'_>,
+) {
+    let RunEnd {
+        outcome,
+        detail,
+        exit_code,
+        stderr_text,
+        timeout_secs,
+    } = end;
+    let mut why = match outcome {
+        Outcome::TimedOut => {
+            format!("run {} timed out after {timeout_secs} s", info.session_id)
         }
-    }
-    end_session(&bb, &info.session_id, outcome, exit_code, detail.clone()).await;
-    metrics::counter!("moziplus_runs_total", "outcome" => outcome.as_str()).increment(1);
-    if info.kind == RunKind::Work && still_held {
-        if let Some(t) = task {
-            let mut why = match outcome {
-                Outcome::TimedOut => {
-                    format!("run {} timed out after {timeout_secs} s", info.session_id)
-                }
-                Outcome::Killed => format!("run {} stopped by daemon shutdown", info.session_id),
-                _ => {
-                    let reason = detail
-                        .get("error")
-                        .and_then(|e| e.as_str())
-                        .map(str::to_string)
-                        .or_else(|| exit_code.map(|c| format!("exit code {c}")))
-                        .unwrap_or_else(|| detail.to_string());
-                    format!("run {} ended {}: {reason}", info.session_id, outcome)
-                }
-            };
-            if outcome != Outcome::Succeeded
-                && outcome != Outcome::Killed
-                && !stderr_text.is_empty()
-            {
-                why.push_str("; last stderr lines:\n");
-                why.push_str(&stderr_text);
-            }
-            // Shutdown is not the agent's fault: same round. Anything else costs one.
-            give_back(&bb, &t, info.kind, &why, outcome != Outcome::Killed).await;
-            if outcome == Outcome::Failed || outcome == Outcome::TimedOut {
-                hold_next_round(&d, &bb, &t.id, info.kind).await;
-                let _ = bb
-                    .add_observation(ObservationLevel::Warn, &Actor::daemon(), Some(&t.id), &why)
-                    .await;
-            }
+        Outcome::Killed => format!("run {} stopped by daemon shutdown", info.session_id),
+        _ => {
+            let reason = detail
+                .get("error")
+                .and_then(|e| e.as_str())
+                .map(str::to_string)
+                .or_else(|| exit_code.map(|c| format!("exit code {c}")))
+                .unwrap_or_else(|| detail.to_string());
+            format!("run {} ended {}: {reason}", info.session_id, outcome)
         }
+    };
+    if outcome != Outcome::Succeeded && outcome != Outcome::Killed && !stderr_text.is_empty() {
+        why.push_str("; last stderr lines:\n");
+        why.push_str(stderr_text);
     }
-    tracing::info!(project = %info.project, task = %info.task_id, session = %info.session_id, outcome = %outcome, "run ended");
-    d.runs_lock().remove(&info.session_id);
-    d.remove_run_keys(&info.session_id);
-    d.wake();
+    // Shutdown is not the agent's fault: same round. Anything else costs one.
+    give_back(bb, t, info.kind, &why, outcome != Outcome::Killed).await;
+    if outcome == Outcome::Failed || outcome == Outcome::TimedOut {
+        hold_next_round(d, bb, &t.id, info.kind).await;
+        let _ = bb
+            .add_observation(ObservationLevel::Warn, &Actor::daemon(), Some(&t.id), &why)
+            .await;
+    }
 }
 
 /// Shutdown: the supervisors see the signal and stop their runs; wait for

@@ -189,6 +189,9 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         d.wake();
     }
 
+    // 2d. Worktrees of tasks that ended (no I/O when there are none).
+    super::worktrees::reap_workspaces(d, bb).await;
+
     // 3. Ready work, most urgent then oldest, within the limits. The query
     // runs outside the schedule lock; the counts are taken again under it.
     let max_global = d.config().daemon.max_global_agents as usize;

@@ -8,7 +8,9 @@
 //!   run kind, brief, binary, `MOZI_RUN_KEY`, `MOZI_GATEWAY`);
 //! * the gateway endpoints with the run key (`OPENAI_BASE_URL`,
 //!   `OPENAI_API_KEY`), plus what the adapter adds for its CLI;
-//! * the daemon variables the agent names in `pass_env`, and its `env:`.
+//! * the daemon variables the agent names in `pass_env`, and its `env:`;
+//! * set by `daemon::runs` after the adapter: the run's own `TMPDIR` (unless
+//!   the agent's `env:` sets one) and `MOZI_WORKSPACE` (`crate::workspace`).
 //!
 //! Nothing else: not `NVIDIA_API_KEY` or any provider key, not
 //! `MOZI_SERVER__API_TOKEN`, not the daemon's other `MOZI_*` settings.

@@ -1,0 +1,763 @@
+//! Where a task's runs work (SPEC §5 "Workspaces", issue 15).
+//!
+//! `project.yaml` `workspace:` names a folder (absolute, or relative to the
+//! project folder):
+//!
+//! * a git repository (a `.git` at its top) gives each task its own
+//!   worktree, `projects/<id>/worktrees/<task>`, on branch `mozi/<task>`
+//!   from the repository's `HEAD`; made on the task's first run, reused by
+//!   its later runs and rounds, removed (branch kept) when the task is
+//!   `done` or `cancelled` ([`Workspaces::release`]). A removal that git
+//!   refuses (uncommitted changes) leaves the worktree.
+//! * any other folder gives each task `<folder>/<task>/`;
+//! * no `workspace:` gives each task `projects/<id>/workspaces/<task>/`.
+//!
+//! A review run gets a detached checkout of the author's branch
+//! (`worktrees/<task>.review-<session>`, removed when the run ends), so it
+//! sees exactly what was committed and cannot change the author's tree.
+//!
+//! Git runs as a child process (`git` on PATH) off the runtime thread, and
+//! never two worktree operations on one repository at once (a per-repository
+//! async mutex; git's own locks would make the second one fail). A lock file
+//! left by a killed git (`index.lock`, a worktree still marked
+//! `initializing`) is cleared: inside a task's own worktree when the task
+//! starts a run (no run of it is alive then), elsewhere once it is older
+//! than [`STALE_LOCK`].
+//!
+//! Every run also gets its own `TMPDIR`, `<home>/tmp/<session>`, removed
+//! when the run ends ([`run_tmpdir`]).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::home::Home;
+use crate::registry::ProjectId;
+
+/// A lock file of git older than this, with no git of ours running on the
+/// repository, is left over from a killed process.
+pub const STALE_LOCK: Duration = Duration::from_secs(10);
+
+/// How a task's folder is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkspaceKind {
+    /// A git worktree on the task's branch.
+    Git,
+    /// A plain directory.
+    Directory,
+}
+
+/// The folder a run works in, as the brief names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskWorkspace {
+    /// The run's working directory.
+    pub path: PathBuf,
+    pub kind: WorkspaceKind,
+    /// `mozi/<task>` (git only).
+    pub branch: Option<String>,
+    /// What the branch started from: `<ref> (<commit>)` (git only).
+    pub base: Option<String>,
+    /// A review run's checkout: look, do not change.
+    pub read_only: bool,
+    /// Made for this run (the first run of the task, or a review checkout).
+    #[serde(skip)]
+    pub created: bool,
+    /// The repository, for a review checkout that is removed after its run.
+    #[serde(skip)]
+    pub review_checkout_of: Option<PathBuf>,
+}
+
+/// The project's `workspace:` resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// A git repository (its top folder).
+    Git { repo: PathBuf, worktrees: PathBuf },
+    /// Task directories go under `dir`.
+    Directory { dir: PathBuf },
+}
+
+/// What became of a worktree when its task ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Released {
+    /// Removed; the branch is kept.
+    Removed,
+    /// Git refused (uncommitted changes): the worktree stays, and why.
+    Kept(String),
+    /// There was none (never made, already removed, not a git workspace).
+    Absent,
+}
+
+/// Why a workspace could not be made ready.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("workspace {}: {error}", path.display())]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("`git` not found on PATH (the workspace {} is a git repository; install git, see `moziplus doctor`)", repo.display())]
+    GitMissing { repo: PathBuf },
+    #[error("git {args} in {}: {stderr}", dir.display())]
+    Git {
+        dir: PathBuf,
+        args: String,
+        stderr: String,
+    },
+}
+
+impl WorkspaceError {
+    /// The machine's fault (a missing `git`, a full or read-only disk), not
+    /// the agent's: the run's task goes back without costing a round.
+    pub fn is_infrastructure(&self) -> bool {
+        match self {
+            WorkspaceError::Io { error, .. } => crate::runtime::health::is_infrastructure(error),
+            WorkspaceError::GitMissing { .. } => true,
+            // Git's refusals (locks, a broken repository) are not the agent's.
+            WorkspaceError::Git { .. } => true,
+        }
+    }
+}
+
+/// The daemon's workspaces: the per-repository locks and the worktrees
+/// known to exist (so the tick's reaping looks at those only).
+#[derive(Debug, Default)]
+pub struct Workspaces {
+    repos: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// `(project, task)` of git worktrees that exist.
+    live: Mutex<HashSet<(String, String)>>,
+}
+
+/// The branch of a task's worktree.
+pub fn branch_of(task: &str) -> String {
+    format!("mozi/{task}")
+}
+
+/// The `TMPDIR` of one run (see [`make_run_tmpdir`]).
+pub fn run_tmpdir(home: &Home, session: &str) -> PathBuf {
+    runs_tmp_root(home).join(session)
+}
+
+/// Where every run's `TMPDIR` lives; emptied when the daemon starts.
+pub fn runs_tmp_root(home: &Home) -> PathBuf {
+    home.root().join("tmp")
+}
+
+/// Creates a run's `TMPDIR` (0700). Blocking.
+pub fn make_run_tmpdir(dir: &Path) -> std::io::Result<()> {
+    crate::home::create_private_dir_all(dir)
+}
+
+/// Resolves a project's `workspace:` setting. Blocking (one `stat`).
+pub fn root(home: &Home, project: &ProjectId, setting: Option<&Path>) -> Root {
+    let project_dir = home.project_dir(project);
+    let Some(setting) = setting else {
+        return Root::Directory {
+            dir: project_dir.join("workspaces"),
+        };
+    };
+    let dir = project_dir.join(setting);
+    if dir.join(".git").exists() {
+        // One spelling per repository: its lock is keyed by this path.
+        Root::Git {
+            repo: dir.canonicalize().unwrap_or(dir),
+            worktrees: project_dir.join("worktrees"),
+        }
+    } else {
+        Root::Directory { dir }
+    }
+}
+
+impl Workspaces {
+    fn repo_lock(&self, repo: &Path) -> Arc<tokio::sync::Mutex<()>> {
+        self.repos
+            .lock()
+            .expect("workspace locks")
+            .entry(repo.to_path_buf())
+            .or_default()
+            .clone()
+    }
+
+    /// `(project, task)` pairs of worktrees known to exist in `project`.
+    pub fn live_tasks(&self, project: &str) -> Vec<String> {
+        self.live
+            .lock()
+            .expect("live worktrees")
+            .iter()
+            .filter(|(p, _)| p == project)
+            .map(|(_, t)| t.clone())
+            .collect()
+    }
+
+    fn mark(&self, project: &str, task: &str, live: bool) {
+        let mut set = self.live.lock().expect("live worktrees");
+        let key = (project.to_string(), task.to_string());
+        if live {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+    }
+
+    /// Makes the workspace of a work run ready: the task's worktree (made
+    /// on its first run, checked and reused later) or its directory.
+    pub async fn prepare_work(
+        &self,
+        root: &Root,
+        project: &str,
+        task: &str,
+    ) -> Result<TaskWorkspace, WorkspaceError> {
+        match root {
+            Root::Directory { dir } => directory(dir.join(task)).await,
+            Root::Git { repo, worktrees } => {
+                let path = worktrees.join(task);
+                let lock = self.repo_lock(repo);
+                let ws = {
+                    let _held = lock.lock().await;
+                    ensure_worktree(repo, &path, task).await?
+                };
+                self.mark(project, task, true);
+                Ok(ws)
+            }
+        }
+    }
+
+    /// The workspace of a review run: a detached checkout of the author's
+    /// branch (git), or the author's directory.
+    pub async fn prepare_review(
+        &self,
+        root: &Root,
+        task: &str,
+        session: &str,
+    ) -> Result<TaskWorkspace, WorkspaceError> {
+        match root {
+            Root::Directory { dir } => {
+                let mut ws = directory(dir.join(task)).await?;
+                ws.read_only = true;
+                Ok(ws)
+            }
+            Root::Git { repo, worktrees } => {
+                let path = worktrees.join(format!("{task}.review-{session}"));
+                let branch = branch_of(task);
+                let lock = self.repo_lock(repo);
+                let _held = lock.lock().await;
+                make_dir(worktrees).await?;
+                let full = format!("refs/heads/{branch}");
+                let has_branch = !git(repo, &["for-each-ref", "--format=%(objectname)", &full])
+                    .await?
+                    .trim()
+                    .is_empty();
+                let target = if has_branch { branch.as_str() } else { "HEAD" };
+                let path_text = path.display().to_string();
+                git_retrying(
+                    repo,
+                    &["worktree", "add", "--detach", "--quiet", &path_text, target],
+                )
+                .await?;
+                Ok(TaskWorkspace {
+                    path,
+                    kind: WorkspaceKind::Git,
+                    branch: Some(branch),
+                    base: Some(if has_branch {
+                        "the author's branch, detached".into()
+                    } else {
+                        "HEAD (the task has no branch yet)".into()
+                    }),
+                    read_only: true,
+                    created: true,
+                    review_checkout_of: Some(repo.clone()),
+                })
+            }
+        }
+    }
+
+    /// Removes a review run's checkout (its changes, if any, go with it).
+    pub async fn end_review(&self, ws: &TaskWorkspace) {
+        let Some(repo) = &ws.review_checkout_of else {
+            return;
+        };
+        let lock = self.repo_lock(repo);
+        let _held = lock.lock().await;
+        let path = ws.path.display().to_string();
+        if let Err(e) =
+            git_retrying(repo, &["worktree", "remove", "--force", "--force", &path]).await
+        {
+            tracing::warn!(error = %e, "cannot remove a review checkout; removing its folder");
+            let _ = tokio::fs::remove_dir_all(&ws.path).await;
+            let _ = git(repo, &["worktree", "prune"]).await;
+        }
+    }
+
+    /// The task ended (`done`, `cancelled`): its worktree goes, its branch
+    /// stays. Git refuses while the worktree has uncommitted changes or
+    /// untracked files; then the worktree stays and the reason is returned.
+    pub async fn release(&self, root: &Root, project: &str, task: &str) -> Released {
+        let Root::Git { repo, worktrees } = root else {
+            return Released::Absent;
+        };
+        let path = worktrees.join(task);
+        let lock = self.repo_lock(repo);
+        let _held = lock.lock().await;
+        self.mark(project, task, false);
+        if tokio::fs::symlink_metadata(&path).await.is_err() {
+            return Released::Absent;
+        }
+        let text = path.display().to_string();
+        match git_retrying(repo, &["worktree", "remove", &text]).await {
+            Ok(_) => Released::Removed,
+            Err(WorkspaceError::Git { stderr, .. }) => Released::Kept(stderr),
+            Err(e) => Released::Kept(e.to_string()),
+        }
+    }
+
+    /// After a restart (no run of ours alive): prunes what git lost track
+    /// of, clears stale locks, removes review checkouts and broken (half
+    /// made) worktrees so the next run makes them again, and returns the
+    /// tasks that have a worktree (the caller releases those whose task
+    /// has ended).
+    pub async fn recover(&self, root: &Root, project: &str) -> Result<Vec<String>, WorkspaceError> {
+        let Root::Git { repo, worktrees } = root else {
+            return Ok(Vec::new());
+        };
+        let lock = self.repo_lock(repo);
+        let _held = lock.lock().await;
+        let dir = worktrees.clone();
+        let found = tokio::task::spawn_blocking(move || scan_worktrees(&dir))
+            .await
+            .map_err(|e| WorkspaceError::Io {
+                path: worktrees.clone(),
+                error: std::io::Error::other(e),
+            })?;
+        let mut tasks = Vec::new();
+        for (name, path, healthy) in found {
+            let review = name.contains(".review-");
+            if review || !healthy {
+                discard_worktree(repo, &path).await?;
+            } else {
+                self.mark(project, &name, true);
+                tasks.push(name);
+            }
+        }
+        git(repo, &["worktree", "prune"]).await?;
+        Ok(tasks)
+    }
+}
+
+/// A plain per-task directory, made if missing.
+async fn directory(path: PathBuf) -> Result<TaskWorkspace, WorkspaceError> {
+    let created = tokio::fs::symlink_metadata(&path).await.is_err();
+    make_dir(&path).await?;
+    Ok(TaskWorkspace {
+        path,
+        kind: WorkspaceKind::Directory,
+        branch: None,
+        base: None,
+        read_only: false,
+        created,
+        review_checkout_of: None,
+    })
+}
+
+async fn make_dir(path: &Path) -> Result<(), WorkspaceError> {
+    tokio::fs::create_dir_all(path)
+        .await
+        .map_err(|error| WorkspaceError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+}
+
+/// The admin folder git keeps for a worktree (`<path>/.git` says where).
+fn admin_dir(path: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(path.join(".git")).ok()?;
+    let dir = text.strip_prefix("gitdir:")?.trim();
+    Some(PathBuf::from(dir))
+}
+
+/// The state of an existing worktree folder, read from git's files (no
+/// child process: reuse stays cheap).
+#[derive(Debug, PartialEq, Eq)]
+enum Health {
+    Missing,
+    /// Complete, on the task's branch; its base as recorded.
+    Healthy {
+        base: Option<String>,
+    },
+    /// Half made (a killed `git worktree add`) or not ours: made again.
+    Broken,
+}
+
+/// Where the base of a worktree is recorded (in git's admin folder of the
+/// worktree, so it goes when the worktree goes).
+const BASE_FILE: &str = "mozi-base";
+
+fn worktree_health(path: &Path, branch: &str) -> Health {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Health::Missing;
+    }
+    let Some(admin) = admin_dir(path) else {
+        return Health::Broken;
+    };
+    let initializing =
+        std::fs::read_to_string(admin.join("locked")).is_ok_and(|s| s.trim() == "initializing");
+    let head = std::fs::read_to_string(admin.join("HEAD")).unwrap_or_default();
+    let on_branch = head.trim() == format!("ref: refs/heads/{branch}");
+    if initializing || !on_branch || !admin.join("index").exists() {
+        return Health::Broken;
+    }
+    // No run of this task is alive while its next run is prepared: a lock
+    // in its index is left over from a killed one.
+    let _ = std::fs::remove_file(admin.join("index.lock"));
+    Health::Healthy {
+        base: std::fs::read_to_string(admin.join(BASE_FILE))
+            .ok()
+            .map(|s| s.trim().to_string()),
+    }
+}
+
+/// The task's worktree, healthy: reused as it is, or (first run, or a
+/// broken one) made on `mozi/<task>` (a new branch from `HEAD`, or the
+/// existing branch). Called with the repository's lock held.
+async fn ensure_worktree(
+    repo: &Path,
+    path: &Path,
+    task: &str,
+) -> Result<TaskWorkspace, WorkspaceError> {
+    let branch = branch_of(task);
+    let (p, b) = (path.to_path_buf(), branch.clone());
+    let health = tokio::task::spawn_blocking(move || worktree_health(&p, &b))
+        .await
+        .unwrap_or(Health::Broken);
+    match health {
+        Health::Healthy { base } => {
+            return Ok(TaskWorkspace {
+                path: path.to_path_buf(),
+                kind: WorkspaceKind::Git,
+                branch: Some(branch),
+                base,
+                read_only: false,
+                created: false,
+                review_checkout_of: None,
+            })
+        }
+        Health::Broken => discard_worktree(repo, path).await?,
+        Health::Missing => {}
+    }
+    if let Some(parent) = path.parent() {
+        make_dir(parent).await?;
+    }
+    let full = format!("refs/heads/{branch}");
+    let out = git(repo, &["for-each-ref", "--format=%(objectname)", &full]).await?;
+    let existing = out.split_whitespace().next().map(str::to_string);
+    // The commit of HEAD and the branch it is on ("HEAD -> main, …").
+    let head = git(repo, &["log", "-1", "--format=%H%n%D", "HEAD"]).await?;
+    let mut lines = head.lines();
+    let head_commit = lines.next().unwrap_or_default().trim().to_string();
+    let head_name = lines
+        .next()
+        .and_then(|d| d.split(", ").find_map(|r| r.strip_prefix("HEAD -> ")))
+        .unwrap_or("HEAD")
+        .to_string();
+    let path_text = path.display().to_string();
+    let base = match &existing {
+        Some(commit) => {
+            git_retrying(repo, &["worktree", "add", "--quiet", &path_text, &branch]).await?;
+            format!("{branch} (existing branch, at {})", short(commit))
+        }
+        None => {
+            git_retrying(
+                repo,
+                &[
+                    "worktree", "add", "--quiet", "-b", &branch, &path_text, "HEAD",
+                ],
+            )
+            .await?;
+            format!("{head_name} ({})", short(&head_commit))
+        }
+    };
+    let p = path.to_path_buf();
+    let recorded = base.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        admin_dir(&p).map(|a| std::fs::write(a.join(BASE_FILE), recorded))
+    })
+    .await;
+    Ok(TaskWorkspace {
+        path: path.to_path_buf(),
+        kind: WorkspaceKind::Git,
+        branch: Some(branch),
+        base: Some(base),
+        read_only: false,
+        created: true,
+        review_checkout_of: None,
+    })
+}
+
+fn short(commit: &str) -> &str {
+    &commit[..commit.len().min(10)]
+}
+
+/// Removes a worktree folder and git's record of it, whatever state a
+/// killed `git worktree add` left them in. Called with the repository's
+/// lock held; `path` is under the project's `worktrees/` (ours).
+async fn discard_worktree(repo: &Path, path: &Path) -> Result<(), WorkspaceError> {
+    let (repo2, p) = (repo.to_path_buf(), path.to_path_buf());
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        if let Some(admin) = admin_of(&repo2, &p) {
+            std::fs::remove_dir_all(&admin).or_else(not_found_ok)?;
+        }
+        std::fs::remove_dir_all(&p).or_else(not_found_ok)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+    .map_err(|error| WorkspaceError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    git(repo, &["worktree", "prune"]).await.map(|_| ())
+}
+
+fn not_found_ok(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// Git's admin folder of the worktree at `path`: the one whose `gitdir`
+/// file points at `<path>/.git` (found even when `<path>/.git` was never
+/// written).
+fn admin_of(repo: &Path, path: &Path) -> Option<PathBuf> {
+    let want = path.join(".git");
+    let entries = std::fs::read_dir(common_dir(repo).join("worktrees")).ok()?;
+    entries.filter_map(|e| e.ok()).map(|e| e.path()).find(|a| {
+        std::fs::read_to_string(a.join("gitdir"))
+            .is_ok_and(|g| Path::new(g.trim()) == want.as_path())
+    })
+}
+
+/// The repository's git folder (`<repo>/.git`, or where a `.git` file
+/// points).
+fn common_dir(repo: &Path) -> PathBuf {
+    let dot = repo.join(".git");
+    if dot.is_dir() {
+        return dot;
+    }
+    match std::fs::read_to_string(&dot) {
+        Ok(text) => text
+            .strip_prefix("gitdir:")
+            .map(|d| {
+                let d = PathBuf::from(d.trim());
+                // A linked worktree's admin folder: its common dir is two up.
+                match d.parent().and_then(Path::parent) {
+                    Some(up) if d.parent().is_some_and(|p| p.ends_with("worktrees")) => {
+                        up.to_path_buf()
+                    }
+                    _ => d,
+                }
+            })
+            .unwrap_or(dot),
+        Err(_) => dot,
+    }
+}
+
+/// The folders under `worktrees/`: name, path and whether it is healthy.
+fn scan_worktrees(dir: &Path) -> Vec<(String, PathBuf, bool)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let path = e.path();
+            let healthy = if name.contains(".review-") {
+                false
+            } else {
+                matches!(
+                    worktree_health(&path, &branch_of(&name)),
+                    Health::Healthy { .. }
+                )
+            };
+            Some((name, path, healthy))
+        })
+        .collect()
+}
+
+/// Runs `git -C dir args…` and returns its stdout.
+pub async fn git(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|error| {
+            if error.kind() == std::io::ErrorKind::NotFound {
+                WorkspaceError::GitMissing {
+                    repo: dir.to_path_buf(),
+                }
+            } else {
+                WorkspaceError::Io {
+                    path: dir.to_path_buf(),
+                    error,
+                }
+            }
+        })?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(WorkspaceError::Git {
+            dir: dir.to_path_buf(),
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// [`git`], once more after clearing a stale lock file git names in its
+/// refusal (`Unable to create '…/x.lock': File exists`).
+async fn git_retrying(dir: &Path, args: &[&str]) -> Result<String, WorkspaceError> {
+    match git(dir, args).await {
+        Err(WorkspaceError::Git { stderr, .. }) if stale_lock(&stderr).is_some() => {
+            let lock = stale_lock(&stderr).expect("checked");
+            let p = lock.clone();
+            let cleared = tokio::task::spawn_blocking(move || clear_if_stale(&p, STALE_LOCK))
+                .await
+                .unwrap_or(false);
+            if cleared {
+                tracing::warn!(lock = %lock.display(), "removed a stale git lock file");
+            }
+            git(dir, args).await
+        }
+        other => other,
+    }
+}
+
+/// The lock file named in git's "File exists" refusal.
+fn stale_lock(stderr: &str) -> Option<PathBuf> {
+    let start = stderr.find("Unable to create '")? + "Unable to create '".len();
+    let rest = &stderr[start..];
+    let end = rest.find("': File exists")?;
+    let path = &rest[..end];
+    path.ends_with(".lock").then(|| PathBuf::from(path))
+}
+
+/// Removes `lock` when it is older than `age`. Blocking.
+pub fn clear_if_stale(lock: &Path, age: Duration) -> bool {
+    let old = std::fs::metadata(lock)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|e| e >= age);
+    old && std::fs::remove_file(lock).is_ok()
+}
+
+/// One finding of `moziplus doctor` about a project's workspace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// `moziplus doctor`: the workspace exists and is writable, is a git
+/// repository or not, and `git` is on PATH when it is one. Blocking.
+pub fn check(root: &Root) -> Check {
+    let (dir, git_repo) = match root {
+        Root::Git { repo, .. } => (repo, true),
+        Root::Directory { dir } => (dir, false),
+    };
+    let fail = |detail: String| Check { ok: false, detail };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return fail(format!("{} is not a directory", dir.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !git_repo => {
+            // Per-task directories are made on demand; the parent must allow it.
+            let parent = dir.ancestors().find(|a| a.exists()).unwrap_or(dir);
+            return match writable(parent) {
+                Ok(()) => Check {
+                    ok: true,
+                    detail: format!("{} (not made yet; a directory per task)", dir.display()),
+                },
+                Err(e) => fail(format!("{}: not writable: {e}", parent.display())),
+            };
+        }
+        Err(e) => return fail(format!("{}: {e}", dir.display())),
+    }
+    if let Err(e) = writable(dir) {
+        return fail(format!("{}: not writable: {e}", dir.display()));
+    }
+    if !git_repo {
+        return Check {
+            ok: true,
+            detail: format!(
+                "{} (not a git repository: a directory per task)",
+                dir.display()
+            ),
+        };
+    }
+    match std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["rev-parse", "--abbrev-ref", "HEAD"])
+        .output()
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fail(format!(
+            "{} is a git repository but `git` is not on PATH",
+            dir.display()
+        )),
+        Err(e) => fail(format!("cannot run git: {e}")),
+        Ok(out) if !out.status.success() => fail(format!(
+            "{}: git says: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Ok(out) => Check {
+            ok: true,
+            detail: format!(
+                "{} (git repository on {}: a worktree per task)",
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout).trim()
+            ),
+        },
+    }
+}
+
+/// Whether a file can be made in `dir` (made and removed at once).
+fn writable(dir: &Path) -> std::io::Result<()> {
+    let probe = dir.join(format!(".moziplus-doctor-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_lock_file_is_read_from_gits_refusal() {
+        let err = "fatal: Unable to create '/r/.git/worktrees/T-1/index.lock': File exists.\n\nAnother git process seems to be running";
+        assert_eq!(
+            stale_lock(err),
+            Some(PathBuf::from("/r/.git/worktrees/T-1/index.lock"))
+        );
+        assert_eq!(stale_lock("fatal: not a git repository"), None);
+    }
+
+    #[test]
+    fn a_fresh_lock_is_not_stale_an_old_one_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let lock = dir.path().join("index.lock");
+        std::fs::write(&lock, b"").unwrap();
+        assert!(!clear_if_stale(&lock, Duration::from_secs(60)));
+        assert!(lock.exists());
+        assert!(clear_if_stale(&lock, Duration::ZERO));
+        assert!(!lock.exists());
+    }
+}
