@@ -9,6 +9,7 @@ mod early;
 mod ops;
 mod output;
 mod project;
+mod project_config;
 mod serve;
 
 use std::path::PathBuf;
@@ -95,7 +96,7 @@ pub fn main() -> i32 {
             move || {
                 // On a usage error or --help, clap prints and exits the process.
                 let cli = Cli::parse_from(args);
-                let config = early::config_for(&cli, &thread_hint);
+                let config = bb::config_for(&cli, &thread_hint);
                 (cli, config)
             }
         });
@@ -218,8 +219,10 @@ fn single_malloc_arena() {}
 /// Prints an error and picks its exit code.
 fn report(e: &anyhow::Error) -> i32 {
     let conflict = e.chain().any(|c| {
-        c.downcast_ref::<crate::blackboard::BbError>()
-            .is_some_and(|b| b.is_conflict())
+        c.downcast_ref::<crate::service::ServiceError>()
+            .is_some_and(|s| s.is_conflict())
+            || c.downcast_ref::<crate::blackboard::BbError>()
+                .is_some_and(|b| b.is_conflict())
     });
     let message = chain_message(e);
     if conflict {

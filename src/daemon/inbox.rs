@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Daemon;
 use crate::blackboard::{Actor, NewTask, ObservationLevel};
+use crate::service::{Notifier, ProjectService};
 
 /// What the status endpoint shows of the inbox.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -406,7 +407,10 @@ async fn apply(d: &Daemon, text: &str, key: &str) {
                 return;
             };
             let actor = Actor::operator(creator.unwrap_or_else(|| "inbox".into()));
-            match bb.create_task_once(*task, &actor, key).await {
+            // The consumer wakes the daemon once per batch it applied.
+            let service =
+                ProjectService::new(bb, d.home().clone(), slot.id.clone(), Notifier::none());
+            match service.create_task_once(*task, &actor, key).await {
                 Ok(_) => d.update_inbox_stats(|s| s.applied += 1),
                 Err(e) => malformed(d, Some(&project), text, &e.to_string()).await,
             }

@@ -123,10 +123,7 @@ fn takes_kind(agent: &AgentDef, kind: &str) -> bool {
 }
 
 fn allowed(slot: &ProjectSlot, agent: &str) -> bool {
-    slot.settings
-        .agents
-        .as_ref()
-        .is_none_or(|list| list.iter().any(|a| a == agent))
+    crate::service::rules::agent_allowed(slot.settings.agents.as_deref(), agent)
 }
 
 async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), crate::blackboard::BbError> {
