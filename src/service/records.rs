@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::{artifacts, rules, NewArtifact, ProjectService, ServiceError, ServiceResult};
 use crate::blackboard::{
     Actor, Comment, CommentType, Decision, DecisionStatus, Experience, ExperienceStatus,
-    NewDecision, NewExperience, ObservationLevel, Output, Review, Verdict,
+    NewDecision, NewExperience, Observation, ObservationLevel, Output, Review, Verdict,
 };
 
 impl ProjectService {
@@ -151,6 +151,15 @@ impl ProjectService {
     ) -> ServiceResult<i64> {
         let id = self.bb.add_observation(level, actor, task, body).await?;
         self.committed(id)
+    }
+
+    /// Newest observations first, of one level or all.
+    pub async fn observations(
+        &self,
+        level: Option<ObservationLevel>,
+        limit: i64,
+    ) -> ServiceResult<Vec<Observation>> {
+        Ok(self.bb.observations_at(level, limit).await?)
     }
 
     /// Records a lesson learned.
