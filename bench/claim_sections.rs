@@ -35,6 +35,20 @@ const SECTIONS: [&str; 7] = [
     "wake datagram",
 ];
 
+/// Seeds rows in bulk over a connection of the bench's own: the blackboard
+/// offers no raw pool.
+async fn seed(db: &std::path::Path, sql: &str, n: i64) {
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .busy_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    sqlx::query(sql).bind(n).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
 /// One claim, as the CLI does it, inside a fresh runtime; returns the
 /// duration of each section.
 fn claim_once(home: &Home, task: &str) -> [Duration; 7] {
@@ -128,14 +142,14 @@ fn main() {
         )
         .await
         .unwrap();
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+        seed(
+            bb.path(),
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
              INSERT INTO task (id, seq, title, creator, priority, created_at, updated_at)
              SELECT printf('T-%04d', i), i, 'task ' || i, 'bench', 1 + i % 4, i, i FROM n",
+            10_000,
         )
-        .execute(bb.pool())
-        .await
-        .unwrap();
+        .await;
         bb
     });
     // Cold: close the seeding connection so every claim is the only one.

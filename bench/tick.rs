@@ -12,6 +12,20 @@ use moziplus::daemon::{ticker, Daemon};
 use moziplus::home::Home;
 use moziplus::registry::{self, NewProject, ProjectId};
 
+/// Seeds rows in bulk over a connection of the bench's own: the blackboard
+/// offers no raw pool.
+async fn seed(db: &std::path::Path, sql: &str, n: i64) {
+    let pool = sqlx::SqlitePool::connect_with(
+        sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(db)
+            .busy_timeout(std::time::Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    sqlx::query(sql).bind(n).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
 fn setup(
     rt: &tokio::runtime::Runtime,
     projects: usize,
@@ -39,16 +53,15 @@ fn setup(
                 .await
                 .unwrap();
             // History (done) plus 10 ready tasks, inserted in bulk.
-            sqlx::query(
+            seed(
+                bb.path(),
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
                  INSERT INTO task (id, seq, title, kind, status, priority, creator, created_at, updated_at)
                  SELECT printf('T-%04d', i), i, 'task ' || i, 'code',
                         CASE WHEN i <= ?1 - 10 THEN 'done' ELSE 'pending' END, 3, 'bench', i, i FROM n",
+                tasks as i64,
             )
-            .bind(tasks as i64)
-            .execute(bb.pool())
-            .await
-            .unwrap();
+            .await;
             bb.close().await;
         }
     });

@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::blackboard::{BbError, Blackboard, OpenMode, TABLES};
+use crate::blackboard::{BbError, Blackboard, OpenMode};
 use crate::home::Home;
 use crate::registry::ProjectId;
 
@@ -152,45 +152,7 @@ pub async fn restore_project(home: &Home, id: &ProjectId, snapshot: &Path) -> Re
             return Err(e);
         }
     };
-    let result = async {
-        let mut conn = live.pool().acquire().await?;
-        sqlx::query("ATTACH DATABASE ? AS snap")
-            .bind(work.to_string_lossy().to_string())
-            .execute(&mut *conn)
-            .await?;
-        let copied: Result<u64, BbError> = async {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-            sqlx::query("PRAGMA defer_foreign_keys = ON")
-                .execute(&mut *conn)
-                .await?;
-            for t in TABLES.iter().rev() {
-                sqlx::query(&format!("DELETE FROM main.{t}"))
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            let mut rows = 0;
-            for t in TABLES {
-                rows += sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM snap.{t}"))
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected();
-            }
-            // Event ids stay monotonic: AUTOINCREMENT's sqlite_sequence still
-            // remembers the highest id ever used, so SSE resumption never
-            // sees an old id reused.
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
-            Ok(rows)
-        }
-        .await;
-        if copied.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-        }
-        let _ = sqlx::query("DETACH DATABASE snap")
-            .execute(&mut *conn)
-            .await;
-        copied
-    }
-    .await;
+    let result = live.replace_contents_from(&work).await;
     live.close().await;
     let _ = std::fs::remove_file(&work);
     result

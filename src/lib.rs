@@ -6,6 +6,9 @@
 //! * [`config`] — layered, strictly validated configuration.
 //! * [`blackboard`] — one SQLite blackboard per project: tasks, their lifecycle,
 //!   and every record agents and the daemon write.
+//! * [`service`] — the project service: who may do what on a blackboard
+//!   (identities, allowed agents, leases, holders, decisions, artifacts),
+//!   called by every front door.
 //! * [`registry`] — the project registry (`projects/_registry.yaml`) and the
 //!   project folder tree.
 //! * [`inbox`] — the append-only `inbox/daemon.jsonl` that wakes the daemon.
@@ -38,5 +41,6 @@ pub mod registry;
 pub mod review;
 pub mod runtime;
 pub mod safe_fs;
+pub mod service;
 pub mod skills;
 pub mod workspace;

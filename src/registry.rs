@@ -431,10 +431,7 @@ pub async fn archive_project(home: &Home, id: &ProjectId) -> Result<(), Registry
         });
     }
     // Fold the WAL into the main file so the archive is one self-contained file.
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(bb.pool())
-        .await
-        .map_err(BbError::from)?;
+    bb.checkpoint().await?;
     bb.close().await;
     std::fs::create_dir_all(home.archived_dir())?;
     let dest = home.archived_project_dir(id);

@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{actor, open_project, ApiPath, ApiQuery, OptionalJson};
+use super::{actor, project_service, ApiPath, ApiQuery, OptionalJson};
 use crate::api::ApiError;
 use crate::blackboard::{Decision, DecisionStatus};
 use crate::daemon::Daemon;
@@ -73,9 +73,9 @@ async fn list_decisions(
     ApiQuery(q): ApiQuery<DecisionQuery>,
 ) -> Result<Json<DecisionList>, ApiError> {
     let status = status_filter(&q)?;
-    let bb = open_project(&d, &id).await?;
+    let svc = project_service(&d, &id).await?;
     Ok(Json(DecisionList {
-        decisions: bb.decisions(status, LIST_LIMIT).await?,
+        decisions: svc.decisions(status, LIST_LIMIT).await?,
     }))
 }
 
@@ -113,9 +113,10 @@ async fn decide(
     let n: i64 = n
         .parse()
         .map_err(|_| ApiError::bad_request(format!("decision id {n:?} is not a number")))?;
-    let bb = open_project(&d, &id).await?;
-    let decision = bb.decide(n, approve, &who, rationale.trim()).await?;
-    d.wake();
+    let svc = project_service(&d, &id).await?;
+    let decision = svc
+        .settle_decision(n, approve, &who, rationale.trim())
+        .await?;
     Ok(Json(decision))
 }
 

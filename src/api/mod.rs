@@ -28,9 +28,10 @@ use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::blackboard::{ids, Actor, Blackboard};
+use crate::blackboard::{Actor, Blackboard};
 use crate::daemon::Daemon;
 use crate::registry::{self, ProjectId};
+use crate::service::{identity, Notifier, ProjectService, ServiceError};
 
 pub use error::ApiError;
 
@@ -226,29 +227,44 @@ pub async fn open_project(d: &Daemon, raw: &str) -> Result<Blackboard, ApiError>
     }
 }
 
-/// Names an API caller cannot write as: the daemon's own identity and the
-/// system roles records are attributed to.
-pub const RESERVED_ACTORS: &[&str] = &["daemon", "system", "moziplus", "operator", "api"];
+/// The project service of an active project (see [`open_project`]), whose
+/// writes wake the daemon after they commit.
+pub async fn project_service(d: &Daemon, raw: &str) -> Result<ProjectService, ApiError> {
+    let bb = open_project(d, raw).await?;
+    let id = ProjectId::parse(raw)?;
+    let waker = d.clone();
+    Ok(ProjectService::new(
+        bb,
+        d.home().clone(),
+        id,
+        Notifier::new(move || waker.wake()),
+    ))
+}
 
 /// Who an API write is recorded as: `operator:api`, or the `X-Mozi-Actor`
-/// header's name (validated as an agent id).
+/// header's name (see [`identity::api_operator`]).
 pub fn actor(headers: &HeaderMap) -> Result<Actor, ApiError> {
-    match headers.get("x-mozi-actor") {
-        None => Ok(Actor::operator("operator:api")),
-        Some(v) => {
-            let name = v.to_str().unwrap_or("");
-            if RESERVED_ACTORS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
-                Err(ApiError::forbidden(format!(
-                    "X-Mozi-Actor {name:?} is reserved ({}): name the person or script writing",
-                    RESERVED_ACTORS.join(", ")
-                )))
-            } else if ids::is_valid_agent_id(name) {
-                Ok(Actor::operator(name))
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "X-Mozi-Actor {name:?} is not a valid agent id (lowercase letters, digits, - and _)"
-                )))
+    let given = headers
+        .get("x-mozi-actor")
+        .map(|v| v.to_str().unwrap_or(""));
+    Ok(identity::api_operator(given)?)
+}
+
+/// Service refusals are the caller's mistakes (400/403/404/409); store
+/// trouble is ours (500/503).
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::NotFound(_) => ApiError::not_found(message),
+            ServiceError::Conflict(_) | ServiceError::IllegalTransition(_) => {
+                ApiError::conflict(message)
             }
+            ServiceError::Invalid(_) => ApiError::bad_request(message),
+            ServiceError::Forbidden(_) => ApiError::forbidden(message),
+            ServiceError::Timeout(_) => ApiError::unavailable(message),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Io { .. } => ApiError::internal(message),
         }
     }
 }

@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_limit, open_project, ApiPath, ApiQuery};
+use super::{check_limit, project_service, ApiPath, ApiQuery};
 use crate::api::ApiError;
 use crate::blackboard::{Experience, ExperienceStatus, Observation, ObservationLevel};
 use crate::daemon::Daemon;
@@ -61,9 +61,9 @@ async fn list_observations(
         Some(l) => Some(l.parse().map_err(ApiError::bad_request)?),
     };
     let limit = check_limit(q.limit, 100, 1000)?;
-    let bb = open_project(&d, &id).await?;
+    let svc = project_service(&d, &id).await?;
     Ok(Json(ObservationList {
-        observations: bb.observations_at(level, limit).await?,
+        observations: svc.observations(level, limit).await?,
     }))
 }
 
@@ -81,9 +81,9 @@ async fn list_experiences(
         Some(s) => Some(s.parse().map_err(ApiError::bad_request)?),
     };
     let limit = check_limit(q.limit, 200, 1000)?;
-    let bb = open_project(&d, &id).await?;
+    let svc = project_service(&d, &id).await?;
     let tag = q.tag.filter(|t| !t.is_empty());
     Ok(Json(ExperienceList {
-        experiences: bb.experiences(status, tag.as_deref(), limit).await?,
+        experiences: svc.experiences(status, tag.as_deref(), limit).await?,
     }))
 }

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{actor, check_limit, open_project, parse_list, ApiJson, ApiPath, ApiQuery};
+use super::{actor, check_limit, parse_list, project_service, ApiJson, ApiPath, ApiQuery};
 use crate::api::ApiError;
 use crate::blackboard::{Comment, CommentType, NewTask, Task, TaskDetail, TaskQuery, TaskStatus};
 use crate::daemon::Daemon;
@@ -96,7 +96,7 @@ async fn list_tasks(
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TaskListQuery>,
 ) -> Result<Json<TaskList>, ApiError> {
-    let bb = open_project(&d, &id).await?;
+    let svc = project_service(&d, &id).await?;
     let query = TaskQuery {
         statuses: parse_list(q.status.as_deref())?,
         assignee: non_empty(q.assignee),
@@ -113,7 +113,7 @@ async fn list_tasks(
             .map(decode_cursor)
             .transpose()?,
     };
-    let page = bb.task_page(&query).await?;
+    let page = svc.task_page(&query).await?;
     Ok(Json(TaskList {
         tasks: page.tasks,
         next_cursor: page.next.map(encode_cursor),
@@ -133,9 +133,10 @@ async fn create_task(
     ApiJson(new): ApiJson<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let who = actor(&headers)?;
-    let bb = open_project(&d, &id).await?;
-    let task = bb.create_task(new, &who).await?;
-    d.wake();
+    let task = project_service(&d, &id)
+        .await?
+        .create_task(new, &who)
+        .await?;
     Ok((StatusCode::CREATED, Json(task)))
 }
 
@@ -148,8 +149,8 @@ async fn show_task(
     State(d): State<Daemon>,
     ApiPath((id, task)): ApiPath<(String, String)>,
 ) -> Result<Json<TaskDetail>, ApiError> {
-    let bb = open_project(&d, &id).await?;
-    Ok(Json(bb.task_detail(&task, 500).await?))
+    let svc = project_service(&d, &id).await?;
+    Ok(Json(svc.task_detail(&task, 500).await?))
 }
 
 /// An operator transition: cancel, block, unblock or retry (409 naming both
@@ -167,9 +168,10 @@ async fn set_task_status(
 ) -> Result<Json<Task>, ApiError> {
     let who = actor(&headers)?;
     let to: TaskStatus = change.status.parse().map_err(ApiError::bad_request)?;
-    let bb = open_project(&d, &id).await?;
-    let task = bb.set_status(&task, to, &who, change.reason.trim()).await?;
-    d.wake();
+    let svc = project_service(&d, &id).await?;
+    let task = svc
+        .set_status(&task, to, &who, change.reason.trim())
+        .await?;
     Ok(Json(task))
 }
 
@@ -190,13 +192,7 @@ async fn add_comment(
         None | Some("") => CommentType::Comment,
         Some(k) => k.parse().map_err(ApiError::bad_request)?,
     };
-    if kind == CommentType::System {
-        return Err(ApiError::bad_request(
-            "comment_type system is written by the daemon only",
-        ));
-    }
-    let bb = open_project(&d, &id).await?;
-    let comment = bb.add_comment(&task, &who, kind, &c.body).await?;
-    d.wake();
+    let svc = project_service(&d, &id).await?;
+    let comment = svc.comment(&task, &who, kind, &c.body).await?;
     Ok((StatusCode::CREATED, Json(comment)))
 }

@@ -2,7 +2,7 @@
 //! transaction as the change itself, so the log and the state never disagree.
 
 use serde_json::Value;
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
 
 use super::{Actor, BbResult, Blackboard, Event, EventLevel, Millis};
 
@@ -32,17 +32,7 @@ pub(super) async fn emit(
 }
 
 pub(super) fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Event> {
-    let level: String = row.try_get("level")?;
-    let payload: String = row.try_get("payload")?;
-    Ok(Event {
-        id: row.try_get("id")?,
-        created_at: row.try_get("created_at")?,
-        level: level.parse().unwrap_or(EventLevel::Optional),
-        kind: row.try_get("kind")?,
-        task_id: row.try_get("task_id")?,
-        actor: row.try_get("actor")?,
-        payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-    })
+    super::rows::read::<super::rows::EventRow, Event>(row)
 }
 
 impl Blackboard {
@@ -75,9 +65,8 @@ impl Blackboard {
         actor: &Actor,
         payload: Value,
     ) -> BbResult<i64> {
-        let mut tx = self.begin_write().await?;
-        let id = emit(&mut tx, self.now(), level, kind, task_id, actor, payload).await?;
-        tx.commit().await?;
-        Ok(id)
+        write_tx!(self, |tx, now| {
+            emit(&mut tx, now, level, kind, task_id, actor, payload).await?
+        })
     }
 }

@@ -172,30 +172,29 @@ impl Blackboard {
         task: &str,
         skill: &str,
     ) -> BbResult<Vec<i64>> {
-        let now = self.now();
-        let mut tx = self.begin_write().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE experience SET status = 'distilled'
-             WHERE status = 'active' AND created_at <= ?
-               AND id IN (SELECT experience_id FROM experience_tag WHERE tag = ?)
-             RETURNING id",
-        )
-        .bind(until)
-        .bind(tag)
-        .fetch_all(&mut *tx)
-        .await?;
-        emit(
-            &mut tx,
-            now,
-            EventLevel::Daily,
-            "experience.distilled",
-            Some(task),
-            &Actor::daemon(),
-            json!({ "tag": tag, "skill": skill, "experiences": ids }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
+        write_tx!(self, |tx, now| {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "UPDATE experience SET status = 'distilled'
+                 WHERE status = 'active' AND created_at <= ?
+                   AND id IN (SELECT experience_id FROM experience_tag WHERE tag = ?)
+                 RETURNING id",
+            )
+            .bind(until)
+            .bind(tag)
+            .fetch_all(&mut *tx)
+            .await?;
+            emit(
+                &mut tx,
+                now,
+                EventLevel::Daily,
+                "experience.distilled",
+                Some(task),
+                &Actor::daemon(),
+                json!({ "tag": tag, "skill": skill, "experiences": ids }),
+            )
+            .await?;
+            ids
+        })
     }
 
     /// Active experiences not referenced (nor created) for `expire_days`

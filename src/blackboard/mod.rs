@@ -10,13 +10,44 @@
 //! `PRAGMA user_version` (one cheap read) and runs the migrator only when the
 //! database is behind; a database from a newer moziplus is refused.
 
+/// The shape of every write: `BEGIN IMMEDIATE` (after the file check), then
+/// the body — which reads what it checks under the write lock, checks,
+/// writes and emits its event; a `?` or `return Err` in it drops the
+/// transaction, which rolls back —, then commit. Evaluates to `Ok(body)`.
+macro_rules! write_tx {
+    ($bb:expr, |$tx:ident, $now:ident| $body:expr) => {{
+        let $now = $bb.now();
+        let mut $tx = $bb.begin_write().await?;
+        let value = $body;
+        $tx.commit().await?;
+        Ok(value)
+    }};
+}
+
+/// A task change: [`write_tx!`] around reading task `$id` under the lock,
+/// the body (check, write, emit), and reading the task back, which is the
+/// value.
+macro_rules! change_task {
+    ($bb:expr, $id:expr, |$tx:ident, $now:ident, $task:ident| $body:block) => {
+        write_tx!($bb, |$tx, $now| {
+            let $task = fetch_task(&mut $tx, $id).await?;
+            $body;
+            fetch_task(&mut $tx, $id).await?
+        })
+    };
+}
+
+mod decisions;
 mod events;
 pub mod ids;
 mod learning;
+mod lifecycle;
 pub mod model;
 mod open;
 mod pages;
 mod records;
+mod rounds;
+mod rows;
 pub mod sessions;
 mod summary;
 mod tasks;
@@ -25,11 +56,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+pub use decisions::NewDecision;
 pub use learning::{distill_tag, DISTILL_TAG_PREFIX};
 pub use model::*;
 pub use open::{OpenMode, AGENT_WAL_LIMIT_BYTES, LATEST_SCHEMA_VERSION};
 pub use pages::{ProjectStats, TaskPage, TaskQuery};
-pub use records::{NewDecision, NewExperience};
+pub use records::NewExperience;
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
 pub use tasks::{NewTask, ReviewConclusion};
@@ -94,6 +126,12 @@ impl BbError {
     /// True for "claimed by someone else"-style refusals (exit code 3).
     pub fn is_conflict(&self) -> bool {
         matches!(self, BbError::Conflict(_))
+    }
+}
+
+impl From<std::convert::Infallible> for BbError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
     }
 }
 
@@ -253,9 +291,6 @@ impl Blackboard {
     pub fn path(&self) -> &Path {
         &self.path
     }
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
     pub fn now(&self) -> Millis {
         self.clock.now_ms()
     }
@@ -322,5 +357,57 @@ impl Blackboard {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// Folds the WAL into the main file (`wal_checkpoint(TRUNCATE)`), so the
+    /// file alone holds everything (before it is archived or copied).
+    pub async fn checkpoint(&self) -> BbResult<()> {
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Replaces every row of this blackboard with those of the database file
+    /// `source` (a restore), in one transaction: readers see the old
+    /// contents or the new, never a mix. Returns the rows copied.
+    pub async fn replace_contents_from(&self, source: &Path) -> BbResult<u64> {
+        self.check_file()?;
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("ATTACH DATABASE ? AS snap")
+            .bind(source.to_string_lossy().to_string())
+            .execute(&mut *conn)
+            .await?;
+        let copied: BbResult<u64> = async {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query("PRAGMA defer_foreign_keys = ON")
+                .execute(&mut *conn)
+                .await?;
+            for t in TABLES.iter().rev() {
+                sqlx::query(&format!("DELETE FROM main.{t}"))
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            let mut rows = 0;
+            for t in TABLES {
+                rows += sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM snap.{t}"))
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+            }
+            // Event ids stay monotonic: AUTOINCREMENT's sqlite_sequence still
+            // remembers the highest id ever used, so SSE resumption never
+            // sees an old id reused.
+            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            Ok(rows)
+        }
+        .await;
+        if copied.is_err() {
+            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+        }
+        let _ = sqlx::query("DETACH DATABASE snap")
+            .execute(&mut *conn)
+            .await;
+        copied
     }
 }

@@ -25,6 +25,15 @@ macro_rules! string_enum {
             }
         }
 
+        /// For sqlx's `#[sqlx(try_from = "String")]`: a stored value that is
+        /// not one of the variants is an error, never a default.
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                s.parse()
+            }
+        }
+
         impl std::str::FromStr for $name {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
@@ -102,12 +111,20 @@ impl Priority {
             Priority::Low => 4,
         }
     }
-    pub fn from_rank(n: i64) -> Priority {
+}
+
+/// A stored rank outside 1..=4 is an error, never a default.
+impl TryFrom<i64> for Priority {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
         match n {
-            1 => Priority::Urgent,
-            2 => Priority::High,
-            4 => Priority::Low,
-            _ => Priority::Normal,
+            1 => Ok(Priority::Urgent),
+            2 => Ok(Priority::High),
+            3 => Ok(Priority::Normal),
+            4 => Ok(Priority::Low),
+            _ => Err(format!(
+                "unknown priority rank {n}; expected 1 (urgent) to 4 (low)"
+            )),
         }
     }
 }
@@ -240,11 +257,12 @@ pub struct Task {
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Comment {
     pub id: i64,
     pub task_id: String,
     pub author: String,
+    #[sqlx(try_from = "String")]
     pub comment_type: CommentType,
     pub body: String,
     #[serde(serialize_with = "ts::ser")]
@@ -252,7 +270,7 @@ pub struct Comment {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Output {
     pub id: i64,
     pub task_id: String,
@@ -266,13 +284,14 @@ pub struct Output {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Review {
     pub id: i64,
     pub task_id: String,
     pub reviewer: String,
     pub protocol: Option<String>,
     pub round: i64,
+    #[sqlx(try_from = "String")]
     pub verdict: Verdict,
     pub confidence: f64,
     pub body: String,
@@ -281,7 +300,7 @@ pub struct Review {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Decision {
     pub id: i64,
     pub task_id: Option<String>,
@@ -289,6 +308,7 @@ pub struct Decision {
     pub question: String,
     pub decision: String,
     pub rationale: String,
+    #[sqlx(try_from = "String")]
     pub status: DecisionStatus,
     pub decided_by: Option<String>,
     #[serde(serialize_with = "ts::ser_opt")]
@@ -302,9 +322,10 @@ pub struct Decision {
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct Observation {
     pub id: i64,
+    #[sqlx(try_from = "String")]
     pub level: ObservationLevel,
     pub source: String,
     pub task_id: Option<String>,
@@ -405,11 +426,13 @@ pub struct BoardSummary {
 }
 
 /// One line of a task listing.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct TaskLine {
     pub id: String,
     pub title: String,
+    #[sqlx(try_from = "String")]
     pub status: TaskStatus,
+    #[sqlx(try_from = "i64")]
     pub priority: Priority,
     pub kind: String,
     pub assignee: Option<String>,

@@ -36,26 +36,7 @@ pub fn new_token() -> String {
 }
 
 fn session_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Session> {
-    let outcome: Option<String> = r.try_get("outcome")?;
-    let detail: Option<String> = r.try_get("detail")?;
-    Ok(Session {
-        id: r.try_get("id")?,
-        task_id: r.try_get("task_id")?,
-        agent: r.try_get("agent")?,
-        pid: r.try_get("pid")?,
-        pgid: r.try_get("pgid")?,
-        command: r.try_get("command")?,
-        round: r.try_get("round")?,
-        started_at: r.try_get("started_at")?,
-        ended_at: r.try_get("ended_at")?,
-        exit_code: r.try_get("exit_code")?,
-        outcome: outcome.and_then(|o| o.parse::<Outcome>().ok()),
-        log_path: r.try_get("log_path")?,
-        prompt_tokens: r.try_get("prompt_tokens")?,
-        completion_tokens: r.try_get("completion_tokens")?,
-        cost: r.try_get("cost")?,
-        detail: detail.and_then(|d| serde_json::from_str(&d).ok()),
-    })
+    super::rows::read::<super::rows::SessionRow, Session>(r)
 }
 
 const SESSION_COLUMNS: &str = "id, task_id, agent, pid, pgid, command, round, started_at, ended_at,
@@ -64,36 +45,35 @@ const SESSION_COLUMNS: &str = "id, task_id, agent, pid, pgid, command, round, st
 impl Blackboard {
     /// Records a run that is starting (before its process is spawned).
     pub async fn create_session(&self, new: &NewSession) -> BbResult<Session> {
-        let now = self.now();
-        let mut tx = self.begin_write().await?;
-        let task = fetch_task(&mut tx, &new.task_id).await?;
-        let row = sqlx::query(&format!(
-            "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
-        ))
-        .bind(&new.id)
-        .bind(&new.task_id)
-        .bind(&new.agent)
-        .bind(hash_token(&new.token))
-        .bind(&new.command)
-        .bind(task.round)
-        .bind(now)
-        .bind(&new.log_path)
-        .fetch_one(&mut *tx)
-        .await?;
-        let session = session_from_row(&row)?;
-        emit(
-            &mut tx,
-            now,
-            EventLevel::Optional,
-            "session.started",
-            Some(&new.task_id),
-            &Actor::daemon(),
-            json!({ "session_id": new.id, "agent": new.agent, "round": task.round }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(session)
+        write_tx!(self, |tx, now| {
+            let task = fetch_task(&mut tx, &new.task_id).await?;
+            let row = sqlx::query(&format!(
+                "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
+            ))
+            .bind(&new.id)
+            .bind(&new.task_id)
+            .bind(&new.agent)
+            .bind(hash_token(&new.token))
+            .bind(&new.command)
+            .bind(task.round)
+            .bind(now)
+            .bind(&new.log_path)
+            .fetch_one(&mut *tx)
+            .await?;
+            let session = session_from_row(&row)?;
+            emit(
+                &mut tx,
+                now,
+                EventLevel::Optional,
+                "session.started",
+                Some(&new.task_id),
+                &Actor::daemon(),
+                json!({ "session_id": new.id, "agent": new.agent, "round": task.round }),
+            )
+            .await?;
+            session
+        })
     }
 
     /// Stores the spawned process's pid and process group.
@@ -116,42 +96,41 @@ impl Blackboard {
         exit_code: Option<i64>,
         detail: Option<serde_json::Value>,
     ) -> BbResult<bool> {
-        let now = self.now();
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "UPDATE session SET ended_at = ?, outcome = ?, exit_code = ?,
-                 detail = COALESCE(?, detail)
-             WHERE id = ? AND ended_at IS NULL RETURNING task_id, agent",
-        )
-        .bind(now)
-        .bind(outcome.as_str())
-        .bind(exit_code)
-        .bind(detail.as_ref().map(|d| d.to_string()))
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else {
-            return Ok(false);
-        };
-        let task: String = row.get(0);
-        let agent: String = row.get(1);
-        let level = match outcome {
-            Outcome::Succeeded => EventLevel::Optional,
-            Outcome::Failed | Outcome::TimedOut | Outcome::Killed => EventLevel::Attention,
-            Outcome::Lost => EventLevel::Urgent,
-        };
-        emit(
-            &mut tx,
-            now,
-            level,
-            "session.ended",
-            Some(&task),
-            &Actor::daemon(),
-            json!({ "session_id": id, "agent": agent, "outcome": outcome, "exit_code": exit_code }),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(true)
+        write_tx!(self, |tx, now| {
+            let row = sqlx::query(
+                "UPDATE session SET ended_at = ?, outcome = ?, exit_code = ?,
+                     detail = COALESCE(?, detail)
+                 WHERE id = ? AND ended_at IS NULL RETURNING task_id, agent",
+            )
+            .bind(now)
+            .bind(outcome.as_str())
+            .bind(exit_code)
+            .bind(detail.as_ref().map(|d| d.to_string()))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(false);
+            };
+            let task: String = row.get(0);
+            let agent: String = row.get(1);
+            let level = match outcome {
+                Outcome::Succeeded => EventLevel::Optional,
+                Outcome::Failed | Outcome::TimedOut | Outcome::Killed => EventLevel::Attention,
+                Outcome::Lost => EventLevel::Urgent,
+            };
+            emit(
+                &mut tx,
+                now,
+                level,
+                "session.ended",
+                Some(&task),
+                &Actor::daemon(),
+                json!({ "session_id": id, "agent": agent, "outcome": outcome, "exit_code": exit_code }),
+            )
+            .await?;
+            true
+        })
     }
 
     /// Adds token usage reported by the gateway to a session.

@@ -2,12 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::Row;
+use sqlx::{FromRow, Row};
 
 use super::tasks::{fetch_task, task_from_row, TASK_COLUMNS};
 use super::{
-    BbResult, Blackboard, BoardSummary, DependencyRef, Priority, Task, TaskDetail, TaskLine,
-    TaskStatus,
+    BbResult, Blackboard, BoardSummary, DependencyRef, Task, TaskDetail, TaskLine, TaskStatus,
 };
 
 /// See [`Blackboard::working_activity`].
@@ -58,17 +57,7 @@ pub struct TaskFilter {
 }
 
 fn line_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<TaskLine> {
-    let status: String = r.try_get("status")?;
-    Ok(TaskLine {
-        id: r.try_get("id")?,
-        title: r.try_get("title")?,
-        status: status.parse().map_err(super::BbError::Invalid)?,
-        priority: Priority::from_rank(r.try_get("priority")?),
-        kind: r.try_get("kind")?,
-        assignee: r.try_get("assignee")?,
-        claimed_by: r.try_get("claimed_by")?,
-        round: r.try_get("round")?,
-    })
+    Ok(TaskLine::from_row(r)?)
 }
 
 const LINE_COLUMNS: &str =

@@ -19,9 +19,10 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::bb::ProjectConfig;
-use super::{Cli, Command};
-use crate::blackboard::Blackboard;
+use anyhow::Context;
+
+use super::project_config::ProjectConfig;
+use crate::blackboard::{Blackboard, OpenMode};
 use crate::home::Home;
 use crate::registry::{self, ProjectId};
 
@@ -99,7 +100,7 @@ pub struct EarlyBlackboard {
 pub async fn open(hint: &BbHint) -> Option<EarlyBlackboard> {
     let home = Home::resolve(hint.home.as_deref());
     let project = registry::active_project(&home, &hint.project).ok()?;
-    let bb = super::bb::open(&home, &project).await.ok()?;
+    let bb = open_blackboard(&home, &project).await.ok()?;
     Some(EarlyBlackboard {
         home,
         project,
@@ -108,21 +109,18 @@ pub async fn open(hint: &BbHint) -> Option<EarlyBlackboard> {
     })
 }
 
-/// On the parsing thread, right after clap: loads the hinted project's
-/// configuration when the parsed verb needs it, while the main thread is
-/// still opening the database.
-pub fn config_for(cli: &Cli, hint: &BbHint) -> Option<ProjectConfig> {
-    let Command::Bb(args) = &cli.command else {
-        return None;
-    };
-    let project = ProjectId::parse(&hint.project).ok()?;
-    let home = Home::resolve(hint.home.as_deref());
-    ProjectConfig::load_now(&home, &project, args)
+/// Opens a project's blackboard for one `moziplus bb` command.
+pub async fn open_blackboard(home: &Home, project: &ProjectId) -> anyhow::Result<Blackboard> {
+    let path = home.blackboard_file(project);
+    Blackboard::open(&path, project.as_str(), OpenMode::Agent)
+        .await
+        .with_context(|| format!("project {project}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
 
     fn hint(args: &[&str], env: Option<&str>) -> Option<BbHint> {
         let args: Vec<OsString> = std::iter::once("moziplus")

@@ -10,6 +10,7 @@ mod mcp;
 mod ops;
 mod output;
 mod project;
+mod project_config;
 mod serve;
 
 use std::path::PathBuf;
@@ -98,7 +99,7 @@ pub fn main() -> i32 {
             move || {
                 // On a usage error or --help, clap prints and exits the process.
                 let cli = Cli::parse_from(args);
-                let config = early::config_for(&cli, &thread_hint);
+                let config = bb::config_for(&cli, &thread_hint);
                 (cli, config)
             }
         });
@@ -222,8 +223,10 @@ fn single_malloc_arena() {}
 /// Prints an error and picks its exit code.
 fn report(e: &anyhow::Error) -> i32 {
     let conflict = e.chain().any(|c| {
-        c.downcast_ref::<crate::blackboard::BbError>()
-            .is_some_and(|b| b.is_conflict())
+        c.downcast_ref::<crate::service::ServiceError>()
+            .is_some_and(|s| s.is_conflict())
+            || c.downcast_ref::<crate::blackboard::BbError>()
+                .is_some_and(|b| b.is_conflict())
     });
     let message = chain_message(e);
     if conflict {

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Daemon;
 use crate::blackboard::{Actor, NewTask, ObservationLevel};
+use crate::service::{Notifier, ProjectService};
 
 /// What the status endpoint shows of the inbox.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -221,60 +222,8 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position, tail: &mut Tail) ->
     }
     let unchanged_tail = tail.inode == meta.ino() && tail.len == meta.len();
     if meta.len() > pos.offset && !unchanged_tail {
-        let max_line = d.config().inbox.max_line_bytes;
         let before = pos;
-        let mut woke = false;
-        // Each read holds at least one whole line within the limit.
-        let chunk = READ_CHUNK.max(max_line + 1);
-        loop {
-            let data = match read_from(path, pos.offset, chunk) {
-                Ok(data) => data,
-                Err(e) => {
-                    d.update_inbox_stats(|s| s.last_error = Some(e.to_string()));
-                    break;
-                }
-            };
-            let mut at = 0usize;
-            if pos.skipping {
-                match data.iter().position(|b| *b == b'\n') {
-                    Some(i) => {
-                        at = i + 1;
-                        pos.skipping = false;
-                    }
-                    None => at = data.len(),
-                }
-            }
-            while !pos.skipping && at < data.len() {
-                let rest = &data[at..];
-                let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
-                    if rest.len() as u64 > max_line {
-                        // Too long already: report once, skip to its newline.
-                        too_long(d, rest, rest.len() as u64, max_line, false).await;
-                        pos.skipping = true;
-                        at = data.len();
-                    }
-                    break;
-                };
-                let line = &rest[..nl];
-                let key = pos.key(pos.offset + at as u64);
-                at += nl + 1;
-                if line.len() as u64 > max_line {
-                    too_long(d, line, line.len() as u64, max_line, true).await;
-                    continue;
-                }
-                let text = String::from_utf8_lossy(line);
-                let text = text.trim();
-                if !text.is_empty() {
-                    apply(d, text, &key).await;
-                    woke = true;
-                }
-            }
-            pos.offset += at as u64;
-            // More to read only if this chunk was full and moved us on.
-            if at == 0 || (data.len() as u64) < chunk || pos.offset >= meta.len() {
-                break;
-            }
-        }
+        let woke = read_new_lines(d, path, &mut pos, meta.len()).await;
         if pos.offset < meta.len() && !pos.skipping {
             // A partial line waits for its newline.
             *tail = Tail {
@@ -313,6 +262,66 @@ async fn consume(d: &Daemon, path: &Path, mut pos: Position, tail: &mut Tail) ->
         }
     }
     pos
+}
+
+/// Applies the whole lines after `pos` (up to the file's `len`), moving
+/// `pos` past them; a line over `inbox.max_line_bytes` is reported once and
+/// skipped to its newline. Returns whether any line was applied.
+async fn read_new_lines(d: &Daemon, path: &Path, pos: &mut Position, len: u64) -> bool {
+    let max_line = d.config().inbox.max_line_bytes;
+    let mut woke = false;
+    // Each read holds at least one whole line within the limit.
+    let chunk = READ_CHUNK.max(max_line + 1);
+    loop {
+        let data = match read_from(path, pos.offset, chunk) {
+            Ok(data) => data,
+            Err(e) => {
+                d.update_inbox_stats(|s| s.last_error = Some(e.to_string()));
+                break;
+            }
+        };
+        let mut at = 0usize;
+        if pos.skipping {
+            match data.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    at = i + 1;
+                    pos.skipping = false;
+                }
+                None => at = data.len(),
+            }
+        }
+        while !pos.skipping && at < data.len() {
+            let rest = &data[at..];
+            let Some(nl) = rest.iter().position(|b| *b == b'\n') else {
+                if rest.len() as u64 > max_line {
+                    // Too long already: report once, skip to its newline.
+                    too_long(d, rest, rest.len() as u64, max_line, false).await;
+                    pos.skipping = true;
+                    at = data.len();
+                }
+                break;
+            };
+            let line = &rest[..nl];
+            let key = pos.key(pos.offset + at as u64);
+            at += nl + 1;
+            if line.len() as u64 > max_line {
+                too_long(d, line, line.len() as u64, max_line, true).await;
+                continue;
+            }
+            let text = String::from_utf8_lossy(line);
+            let text = text.trim();
+            if !text.is_empty() {
+                apply(d, text, &key).await;
+                woke = true;
+            }
+        }
+        pos.offset += at as u64;
+        // More to read only if this chunk was full and moved us on.
+        if at == 0 || (data.len() as u64) < chunk || pos.offset >= len {
+            break;
+        }
+    }
+    woke
 }
 
 /// Bytes read per pass at most (more when `max_line_bytes` is larger).
@@ -401,7 +410,10 @@ async fn apply(d: &Daemon, text: &str, key: &str) {
                 return;
             };
             let actor = Actor::operator(creator.unwrap_or_else(|| "inbox".into()));
-            match bb.create_task_once(*task, &actor, key).await {
+            // The consumer wakes the daemon once per batch it applied.
+            let service =
+                ProjectService::new(bb, d.home().clone(), slot.id.clone(), Notifier::none());
+            match service.create_task_once(*task, &actor, key).await {
                 Ok(_) => d.update_inbox_stats(|s| s.applied += 1),
                 Err(e) => malformed(d, Some(&project), text, &e.to_string()).await,
             }

@@ -67,8 +67,9 @@ impl<'a, H: Fn(&str) -> bool> Team<'a, H> {
 }
 
 /// Whether the project's `agents:` list (`None` = all) lets `agent` work on it.
+/// The rule itself is the project service's ([`crate::service::rules`]).
 pub fn allowed(list: Option<&[String]>, agent: &str) -> bool {
-    list.is_none_or(|list| list.iter().any(|a| a == agent))
+    crate::service::rules::agent_allowed(list, agent)
 }
 
 /// Whether `agent` takes work of `kind` (no kinds = any kind).

@@ -1,0 +1,144 @@
+//! `bb decide` and `bb decision list|show|approve|reject|wait`.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+
+use super::Cx;
+use crate::blackboard::{DecisionStatus, NewDecision};
+use crate::service::ServiceError;
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DecisionVerbs {
+    /// Record a decision, or propose one for a person to approve (--propose).
+    Decide {
+        #[arg(long)]
+        question: String,
+        #[arg(long, default_value = "")]
+        decision: String,
+        #[arg(long, default_value = "")]
+        rationale: String,
+        #[arg(long)]
+        task: Option<String>,
+        /// Propose instead of record: status `proposed` until approved/rejected.
+        #[arg(long)]
+        propose: bool,
+        /// Seconds until an unanswered proposal expires as rejected.
+        #[arg(long)]
+        expires: Option<u64>,
+    },
+    /// List, show, approve, reject or wait for decisions.
+    #[command(subcommand)]
+    Decision(DecisionVerb),
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum DecisionVerb {
+    List {
+        #[arg(long)]
+        status: Option<DecisionStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    Show {
+        id: i64,
+    },
+    Approve {
+        id: i64,
+        #[arg(long, default_value = "")]
+        rationale: String,
+    },
+    Reject {
+        id: i64,
+        #[arg(long, default_value = "")]
+        rationale: String,
+    },
+    /// Wait until a decision is approved (exit 0) or rejected (exit 3).
+    Wait {
+        id: i64,
+        /// Give up after this many seconds (exit 1).
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+}
+
+pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> {
+    let verb = match verb {
+        DecisionVerbs::Decide {
+            question,
+            decision,
+            rationale,
+            task,
+            propose,
+            expires,
+        } => {
+            let actor = cx.actor().await?;
+            let new = NewDecision {
+                task_id: task,
+                question,
+                decision,
+                rationale,
+                settled: !propose,
+                expires_at: expires.map(|s| cx.service.expiry_in(s)),
+            };
+            let d = cx.service.decide(new, &actor).await?;
+            return cx
+                .out
+                .emit(&d, || format!("decision D{} {}", d.id, d.status));
+        }
+        DecisionVerbs::Decision(v) => v,
+    };
+    let (svc, out) = (&cx.service, cx.out);
+    match verb {
+        DecisionVerb::Approve { id, rationale } => settle(cx, id, true, &rationale).await,
+        DecisionVerb::Reject { id, rationale } => settle(cx, id, false, &rationale).await,
+        DecisionVerb::List { status, limit } => {
+            let ds = svc.decisions(status, limit).await?;
+            out.emit(&ds, || {
+                ds.iter()
+                    .map(|d| {
+                        format!(
+                            "D{:<5} {:<9} {}: {}\n",
+                            d.id, d.status, d.author, d.question
+                        )
+                    })
+                    .collect::<String>()
+            })
+        }
+        DecisionVerb::Show { id } => {
+            let d = svc.decision(id).await?;
+            out.emit(&d, || {
+                format!(
+                    "D{} [{}] {}\n  asked by {}; decided by {}\n  decision: {}\n  rationale: {}\n",
+                    d.id,
+                    d.status,
+                    d.question,
+                    d.author,
+                    d.decided_by.as_deref().unwrap_or("-"),
+                    d.decision,
+                    d.rationale
+                )
+            })
+        }
+        DecisionVerb::Wait { id, timeout } => {
+            let d = svc.wait_decision(id, Duration::from_secs(timeout)).await?;
+            let by = d.decided_by.as_deref().unwrap_or("?");
+            out.emit(&d, || format!("decision D{id} {} by {by}", d.status))?;
+            if d.status == DecisionStatus::Rejected {
+                return Err(ServiceError::Conflict(format!("decision D{id} was rejected")).into());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Approves or rejects a proposal (operators only).
+async fn settle(cx: &mut Cx, id: i64, approve: bool, rationale: &str) -> anyhow::Result<()> {
+    let actor = cx.actor().await?;
+    let d = cx
+        .service
+        .settle_decision(id, approve, &actor, rationale)
+        .await?;
+    cx.out
+        .emit(&d, || format!("decision D{} {}", d.id, d.status))
+}

@@ -1,0 +1,167 @@
+//! `bb read`, `bb list`, `bb events`: reads, which need no identity.
+
+use clap::Subcommand;
+
+use super::Cx;
+use crate::blackboard::{rfc3339, BoardSummary, TaskDetail, TaskFilter, TaskStatus};
+use crate::cli::output::{line_table, task_table};
+
+#[derive(Debug, Subcommand)]
+pub(super) enum ReadVerb {
+    /// Board summary, or one task with comments, outputs, reviews and sessions.
+    Read {
+        /// A task id; without it, the board summary.
+        task: Option<String>,
+        /// How many ready/active tasks (or comments) to show.
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+    },
+    /// List tasks (most urgent first).
+    List {
+        #[arg(long)]
+        status: Option<TaskStatus>,
+        /// Designated or current agent.
+        #[arg(long)]
+        assignee: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+    },
+    /// Events after an id (the audit log).
+    Events {
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+    },
+}
+
+pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
+    let (svc, out) = (&cx.service, cx.out);
+    match verb {
+        ReadVerb::Read { task: None, limit } => {
+            let s = svc.summary(limit).await?;
+            out.emit(&s, || summary_text(&s))
+        }
+        ReadVerb::Read {
+            task: Some(id),
+            limit,
+        } => {
+            let d = svc.task_detail(&id, limit).await?;
+            out.emit(&d, || detail_text(&d))
+        }
+        ReadVerb::List {
+            status,
+            assignee,
+            tag,
+            kind,
+            limit,
+            offset,
+        } => {
+            let filter = TaskFilter {
+                status,
+                assignee,
+                tag,
+                kind,
+                limit,
+                offset,
+            };
+            let tasks = svc.list_tasks(&filter).await?;
+            out.emit(&tasks, || task_table(&tasks))
+        }
+        ReadVerb::Events { after, limit } => {
+            let ev = svc.events_after(after, limit).await?;
+            out.emit(&ev, || {
+                ev.iter()
+                    .map(|e| {
+                        format!(
+                            "{:<6} {} {:<9} {:<22} {:<8} {} {}\n",
+                            e.id,
+                            rfc3339(e.created_at),
+                            e.level,
+                            e.kind,
+                            e.task_id.as_deref().unwrap_or("-"),
+                            e.actor,
+                            e.payload
+                        )
+                    })
+                    .collect::<String>()
+            })
+        }
+    }
+}
+
+fn summary_text(s: &BoardSummary) -> String {
+    let counts = s
+        .counts
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "project {} — {} tasks ({})\nready:\n{}active:\n{}decisions awaiting approval: {}  running sessions: {}\n",
+        s.project,
+        s.total,
+        if counts.is_empty() { "empty".into() } else { counts },
+        line_table(&s.ready),
+        line_table(&s.active),
+        s.decisions_proposed,
+        s.running_sessions
+    )
+}
+
+fn detail_text(d: &TaskDetail) -> String {
+    let t = &d.task;
+    let mut s = format!(
+        "{} [{}] {}\n  kind {}  priority {}  round {}/{}  assignee {}  claimed by {}\n",
+        t.id,
+        t.status,
+        t.title,
+        t.kind,
+        t.priority,
+        t.round,
+        t.max_rounds,
+        t.assignee.as_deref().unwrap_or("-"),
+        t.claimed_by.as_deref().unwrap_or("-")
+    );
+    if !t.description.is_empty() {
+        s.push_str(&format!("\n{}\n", t.description));
+    }
+    if !d.depends_on.is_empty() {
+        s.push_str("\ndepends on:\n");
+        for r in &d.depends_on {
+            s.push_str(&format!("  {} [{}] {}\n", r.id, r.status, r.title));
+        }
+    }
+    for o in &d.outputs {
+        s.push_str(&format!(
+            "\noutput (round {}, {}): {}{}\n",
+            o.round,
+            o.agent,
+            o.summary,
+            o.artifact_path
+                .as_deref()
+                .map(|p| format!(" [outputs/{p}]"))
+                .unwrap_or_default()
+        ));
+    }
+    for r in &d.reviews {
+        s.push_str(&format!(
+            "\nreview (round {}, {}): {} @ {:.2} {}\n",
+            r.round, r.reviewer, r.verdict, r.confidence, r.body
+        ));
+    }
+    for c in &d.comments {
+        s.push_str(&format!(
+            "\n[{}] {}: {}\n",
+            c.comment_type, c.author, c.body
+        ));
+    }
+    s
+}

@@ -1,0 +1,99 @@
+//! The rules a write must pass, as plain functions of what is stored: which
+//! agents a project admits, how long a lease runs, who may post an output,
+//! which comment types are reserved. Both the front doors (through
+//! [`super::ProjectService`]) and the ticker ask here; none re-implements one.
+
+use super::{ServiceError, ServiceResult};
+use crate::blackboard::{Actor, ActorKind, CommentType, Millis, Task, TaskStatus};
+
+/// Whether `agent` may work on a project whose `agents:` list is `allowed`
+/// (no list: every agent).
+pub fn agent_allowed(allowed: Option<&[String]>, agent: &str) -> bool {
+    allowed.is_none_or(|list| list.iter().any(|a| a == agent))
+}
+
+/// Refuses an agent the project does not admit.
+pub fn require_allowed(
+    allowed: Option<&[String]>,
+    agent: &str,
+    project: &str,
+) -> ServiceResult<()> {
+    match allowed {
+        Some(list) if !agent_allowed(allowed, agent) => Err(ServiceError::Forbidden(format!(
+            "agent {agent} is not allowed on project {project} (allowed: {})",
+            list.join(", ")
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A lease of `secs` seconds, in milliseconds. A lease must last at least a
+/// second: a zero lease would expire before the holder could use it.
+pub fn lease_ms(secs: u64) -> ServiceResult<Millis> {
+    if secs == 0 {
+        return Err(ServiceError::Invalid(
+            "--lease must be at least 1 second".into(),
+        ));
+    }
+    Ok(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
+}
+
+/// Only the holder of a `working` task (or the daemon acting for a run) may
+/// post its output.
+pub fn may_post_output(task: &Task, actor: &Actor) -> ServiceResult<()> {
+    if task.status != TaskStatus::Working {
+        return Err(ServiceError::Conflict(format!(
+            "cannot post an output to task {}: it is {}, not working",
+            task.id, task.status
+        )));
+    }
+    if task.claimed_by.as_deref() != Some(actor.name.as_str()) && actor.kind != ActorKind::Daemon {
+        return Err(ServiceError::Forbidden(format!(
+            "only the assignee of task {} ({}) may post its output, not {}",
+            task.id,
+            task.claimed_by.as_deref().unwrap_or("nobody"),
+            actor.name
+        )));
+    }
+    Ok(())
+}
+
+/// `system` comments record what the daemon did; nobody else writes one.
+pub fn may_comment(actor: &Actor, comment_type: CommentType) -> ServiceResult<()> {
+    if comment_type == CommentType::System && actor.kind != ActorKind::Daemon {
+        return Err(ServiceError::Invalid(
+            "system comments are written by the daemon only".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allowed_agents_and_lease() {
+        let list = vec!["a".to_string(), "b".to_string()];
+        assert!(agent_allowed(None, "z"));
+        assert!(agent_allowed(Some(&list), "b"));
+        assert!(!agent_allowed(Some(&list), "c"));
+        let e = require_allowed(Some(&list), "c", "alpha").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "agent c is not allowed on project alpha (allowed: a, b)"
+        );
+        assert!(require_allowed(None, "c", "alpha").is_ok());
+        assert_eq!(lease_ms(2).unwrap(), 2000);
+        assert!(matches!(lease_ms(0), Err(ServiceError::Invalid(_))));
+    }
+
+    #[test]
+    fn system_comments_are_the_daemons() {
+        for actor in [Actor::operator("human"), Actor::session("a")] {
+            assert!(may_comment(&actor, CommentType::System).is_err());
+            assert!(may_comment(&actor, CommentType::Note).is_ok());
+        }
+        assert!(may_comment(&Actor::daemon(), CommentType::System).is_ok());
+    }
+}

@@ -1,0 +1,109 @@
+//! Task verbs: create, depend, claim, heartbeat, release, submit, fail, the
+//! operators' transitions, and the daemon's review-round conclusions.
+
+use super::{rules, ProjectService, ServiceResult};
+use crate::blackboard::{Actor, NewTask, ReviewConclusion, Task, TaskStatus};
+
+impl ProjectService {
+    /// Creates a `pending` task with its tags and dependencies.
+    pub async fn create_task(&self, new: NewTask, actor: &Actor) -> ServiceResult<Task> {
+        let task = self.bb.create_task(new, actor).await?;
+        self.committed(task)
+    }
+
+    /// Creates a task exactly once for an inbox line keyed `key`: `None`
+    /// when that line was already applied.
+    pub async fn create_task_once(
+        &self,
+        new: NewTask,
+        actor: &Actor,
+        key: &str,
+    ) -> ServiceResult<Option<Task>> {
+        let task = self.bb.create_task_once(new, actor, key).await?;
+        self.committed(task)
+    }
+
+    /// Makes `task` wait for `depends_on` (cycles are refused).
+    pub async fn add_dependency(
+        &self,
+        task: &str,
+        depends_on: &str,
+        actor: &Actor,
+    ) -> ServiceResult<()> {
+        self.bb.add_dependency(task, depends_on, actor).await?;
+        self.committed(())
+    }
+
+    /// Claims a ready task for `actor` with a lease of `lease_secs`, if the
+    /// project admits the agent (`allowed`: the project's `agents:` list).
+    pub async fn claim(
+        &self,
+        id: &str,
+        actor: &Actor,
+        lease_secs: u64,
+        allowed: Option<&[String]>,
+    ) -> ServiceResult<Task> {
+        rules::require_allowed(allowed, &actor.name, self.project.as_str())?;
+        let lease = rules::lease_ms(lease_secs)?;
+        let task = self.bb.claim_task(id, actor, lease).await?;
+        self.committed(task)
+    }
+
+    /// Renews the lease of a task `actor` holds, to `lease_secs` from now.
+    pub async fn heartbeat(&self, id: &str, actor: &Actor, lease_secs: u64) -> ServiceResult<Task> {
+        let lease = rules::lease_ms(lease_secs)?;
+        let task = self.bb.heartbeat(id, actor, lease).await?;
+        self.committed(task)
+    }
+
+    /// Gives a held task back (`pending`, same round).
+    pub async fn release(&self, id: &str, actor: &Actor, reason: &str) -> ServiceResult<Task> {
+        let task = self.bb.release_task(id, actor, reason).await?;
+        self.committed(task)
+    }
+
+    /// Finishes the holder's work: to `review` when the task has a review
+    /// protocol, else `done`.
+    pub async fn submit(&self, id: &str, actor: &Actor) -> ServiceResult<Task> {
+        let task = self.bb.submit_task(id, actor).await?;
+        self.committed(task)
+    }
+
+    /// Marks a task `failed` (its holder giving up, or an operator).
+    pub async fn fail(&self, id: &str, actor: &Actor, reason: &str) -> ServiceResult<Task> {
+        let task = self.bb.fail_task(id, actor, reason).await?;
+        self.committed(task)
+    }
+
+    /// Cancel, block, unblock, reopen: operators and the daemon only.
+    pub async fn set_status(
+        &self,
+        id: &str,
+        to: TaskStatus,
+        actor: &Actor,
+        reason: &str,
+    ) -> ServiceResult<Task> {
+        let task = self.bb.set_status(id, to, actor, reason).await?;
+        self.committed(task)
+    }
+
+    /// Ends a review round (the daemon's verdict, see `crate::review`):
+    /// approved → `done`, else the next round or `failed` at the limit.
+    /// `round` must be the task's current round, so one round is concluded
+    /// once; `max_rounds` (the protocol's limit) replaces the task's own.
+    pub async fn conclude_review_round(
+        &self,
+        id: &str,
+        round: Option<i64>,
+        approved: bool,
+        max_rounds: Option<i64>,
+        actor: &Actor,
+        why: &str,
+    ) -> ServiceResult<ReviewConclusion> {
+        let outcome = self
+            .bb
+            .conclude_review_round(id, round, approved, max_rounds, actor, why)
+            .await?;
+        self.committed(outcome)
+    }
+}
