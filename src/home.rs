@@ -197,6 +197,10 @@ impl Home {
     pub fn project_backups_dir(&self, id: &ProjectId) -> PathBuf {
         self.backups_dir().join(id.as_str())
     }
+    /// Where every run's `TMPDIR` lives (`tmp/<session>`).
+    pub fn runs_tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }

@@ -143,7 +143,7 @@ pub fn run_tmpdir(home: &Home, session: &str) -> PathBuf {
 
 /// Where every run's `TMPDIR` lives; emptied when the daemon starts.
 pub fn runs_tmp_root(home: &Home) -> PathBuf {
-    home.root().join("tmp")
+    home.runs_tmp_dir()
 }
 
 /// Creates a run's `TMPDIR` (0700). Blocking.

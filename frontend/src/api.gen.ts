@@ -77,6 +77,10 @@ export interface paths {
         };
         get?: never;
         put?: never;
+        /**
+         * A tick now, run by the ticker loop (never beside another tick); answered
+         *     when a tick that began after the request has ended.
+         */
         post: operations["tick_now"];
         delete?: never;
         options?: never;
@@ -1011,6 +1015,12 @@ export interface components {
             decisions_proposed: number;
             /** Format: int64 */
             last_event_id: number;
+            /**
+             * @description `workspace:` of `project.yaml`, resolved against the project folder:
+             *     where its tasks work (a worktree per task in a git repository,
+             *     otherwise a directory per task).
+             */
+            workspace?: string | null;
             /** @description Why the project's blackboard cannot be used right now, if it cannot. */
             error?: string | null;
         };
@@ -1242,6 +1252,15 @@ export interface operations {
         requestBody?: never;
         responses: {
             200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": Record<string, never>;
+                };
+            };
+            /** @description the daemon is shutting down */
+            503: {
                 headers: {
                     [name: string]: unknown;
                 };

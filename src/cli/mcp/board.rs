@@ -57,6 +57,25 @@ impl Refusal {
         let kind = e
             .chain()
             .find_map(|c| {
+                if let Some(s) = c.downcast_ref::<crate::service::ServiceError>() {
+                    use crate::service::ServiceError as S;
+                    return Some(match s {
+                        S::NotFound(_) => ErrorKind::NotFound,
+                        S::Conflict(_) => ErrorKind::Conflict,
+                        S::Forbidden(_) => ErrorKind::Forbidden,
+                        S::Invalid(_) | S::IllegalTransition(_) => ErrorKind::Invalid,
+                        S::Store(b) => match b {
+                            BbError::NotFound { .. } => ErrorKind::NotFound,
+                            BbError::Conflict(_) => ErrorKind::Conflict,
+                            BbError::Forbidden(_) => ErrorKind::Forbidden,
+                            BbError::Invalid(_) | BbError::IllegalTransition { .. } => {
+                                ErrorKind::Invalid
+                            }
+                            _ => ErrorKind::Error,
+                        },
+                        _ => ErrorKind::Error,
+                    });
+                }
                 if let Some(b) = c.downcast_ref::<BbError>() {
                     return Some(match b {
                         BbError::NotFound { .. } => ErrorKind::NotFound,
