@@ -4,7 +4,8 @@ use serde::Serialize;
 
 use super::Guardrail;
 use crate::blackboard::{
-    rfc3339, BbResult, Blackboard, Comment, CommentType, Output, Review, Task, Verdict,
+    rfc3339, BbResult, Blackboard, Comment, CommentType, Experience, Output, Review, Task,
+    TaskDetail, Verdict,
 };
 use crate::review::Protocol;
 use crate::skills::{matching, Skill};
@@ -294,17 +295,15 @@ fn yaml_scalar(v: &serde_yaml_ng::Value) -> String {
     }
 }
 
-/// Reads what the brief of `input.task` needs. Does not count experience
-/// references: the caller does that (`Blackboard::reference_experiences`)
-/// when the brief is really handed to a run.
-pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefContext> {
-    let task = input.task;
-    let project = bb.project().to_string();
-    let detail = bb.task_detail(&task.id, input.comment_limit).await?;
+/// Each dependency with the outputs of its latest round (what it delivered).
+async fn dependency_views(
+    bb: &Blackboard,
+    project: &str,
+    detail: &TaskDetail,
+) -> BbResult<Vec<DependencyView>> {
     let mut dependencies = Vec::new();
     for d in &detail.depends_on {
         let outputs = bb.outputs(&d.id).await?;
-        // The latest round's outputs are what the dependency delivered.
         let last = outputs.iter().map(|o| o.round).max().unwrap_or(0);
         dependencies.push(DependencyView {
             id: d.id.clone(),
@@ -313,10 +312,75 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
             outputs: outputs
                 .iter()
                 .filter(|o| o.round == last)
-                .map(|o| output_view(&project, o))
+                .map(|o| output_view(project, o))
                 .collect(),
         });
     }
+    Ok(dependencies)
+}
+
+/// The skills matching the task's tags and kind, paths relative to the home.
+fn skill_views(input: &GatherInput<'_>, match_tags: &[String]) -> Vec<SkillView> {
+    matching(input.skills, match_tags, input.skill_limit)
+        .into_iter()
+        .map(|s| {
+            let file = s.path.join("SKILL.md");
+            SkillView {
+                id: s.id.clone(),
+                name: s.name.clone(),
+                description: s.description.clone(),
+                path: file
+                    .strip_prefix(input.home_root)
+                    .unwrap_or(&file)
+                    .display()
+                    .to_string(),
+            }
+        })
+        .collect()
+}
+
+fn experience_view(e: Experience) -> ExperienceView {
+    ExperienceView {
+        id: e.id,
+        agent: e.agent,
+        tags: e.tags,
+        lesson: e.lesson,
+    }
+}
+
+fn task_view(task: &Task, protocol: Option<&Protocol>) -> TaskView {
+    TaskView {
+        id: task.id.clone(),
+        title: task.title.clone(),
+        description: task.description.clone(),
+        kind: task.kind.clone(),
+        priority: task.priority.to_string(),
+        round: task.round,
+        max_rounds: protocol.map(|p| p.max_rounds).unwrap_or(task.max_rounds),
+        tags: task.tags.clone(),
+        author: task.claimed_by.clone(),
+    }
+}
+
+fn protocol_view(p: &Protocol) -> ProtocolView {
+    ProtocolView {
+        name: p.name.clone(),
+        pass_rule: p.pass_rule.as_str().into(),
+        seats: p.reviewers.len(),
+        confidence_threshold: format!("{:.2}", p.confidence_threshold),
+        max_rounds: p.max_rounds,
+        debate: p.debate,
+    }
+}
+
+/// Reads what the brief of `input.task` needs. Does not count experience
+/// references: the caller does that (`Blackboard::reference_experiences`)
+/// when the brief is really handed to a run.
+pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefContext> {
+    let task = input.task;
+    let project = bb.project().to_string();
+    let detail = bb.task_detail(&task.id, input.comment_limit).await?;
+    let dependencies = dependency_views(bb, &project, &detail).await?;
     let feedback = detail
         .reviews
         .iter()
@@ -354,22 +418,7 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
         .collect();
     let mut match_tags = task.tags.clone();
     match_tags.push(task.kind.clone());
-    let skills = matching(input.skills, &match_tags, input.skill_limit)
-        .into_iter()
-        .map(|s| {
-            let file = s.path.join("SKILL.md");
-            SkillView {
-                id: s.id.clone(),
-                name: s.name.clone(),
-                description: s.description.clone(),
-                path: file
-                    .strip_prefix(input.home_root)
-                    .unwrap_or(&file)
-                    .display()
-                    .to_string(),
-            }
-        })
-        .collect();
+    let skills = skill_views(&input, &match_tags);
     // A distill task's lessons are in its description; showing (and
     // counting) them again would only keep them from expiring.
     let experience_limit = if task.kind == "distill" {
@@ -381,12 +430,7 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
         .experiences_for_tags(&match_tags, experience_limit)
         .await?
         .into_iter()
-        .map(|e| ExperienceView {
-            id: e.id,
-            agent: e.agent,
-            tags: e.tags,
-            lesson: e.lesson,
-        })
+        .map(experience_view)
         .collect();
     Ok(BriefContext {
         kind: input.kind,
@@ -402,20 +446,7 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
                 })
                 .unwrap_or_default(),
         },
-        task: TaskView {
-            id: task.id.clone(),
-            title: task.title.clone(),
-            description: task.description.clone(),
-            kind: task.kind.clone(),
-            priority: task.priority.to_string(),
-            round: task.round,
-            max_rounds: input
-                .protocol
-                .map(|p| p.max_rounds)
-                .unwrap_or(task.max_rounds),
-            tags: task.tags.clone(),
-            author: task.claimed_by.clone(),
-        },
+        task: task_view(task, input.protocol),
         rework: task.round > 1,
         feedback,
         round_reviews,
@@ -426,14 +457,7 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
         guardrails: input.guardrails.to_vec(),
         skills,
         experiences,
-        protocol: input.protocol.map(|p| ProtocolView {
-            name: p.name.clone(),
-            pass_rule: p.pass_rule.as_str().into(),
-            seats: p.reviewers.len(),
-            confidence_threshold: format!("{:.2}", p.confidence_threshold),
-            max_rounds: p.max_rounds,
-            debate: p.debate,
-        }),
+        protocol: input.protocol.map(protocol_view),
         escalation,
         cli: CliUsage::for_task(&task.id),
         workspace: None,

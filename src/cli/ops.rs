@@ -100,24 +100,54 @@ struct Check {
     detail: String,
 }
 
-pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
-    let mut checks = Vec::new();
-    let mut push = |name: &str, ok: bool, required: bool, detail: String| {
-        checks.push(Check {
+/// The doctor's findings, in the order they were made.
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn push(&mut self, name: &str, ok: bool, required: bool, detail: String) {
+        self.0.push(Check {
             name: name.into(),
             ok,
             required,
             detail,
         })
-    };
-    push(
+    }
+}
+
+pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
+    let mut checks = Checks::default();
+    check_home_and_team(home, &mut checks);
+    check_serve_start(home, &mut checks);
+    match registry::load(home) {
+        Ok(entries) => {
+            checks.push(
+                "registry",
+                true,
+                true,
+                format!("{} projects", entries.len()),
+            );
+            for e in entries.iter().filter(|e| e.status == ProjectStatus::Active) {
+                if let Ok(id) = ProjectId::parse(&e.id) {
+                    check_project(home, &id, &mut checks).await;
+                }
+            }
+        }
+        Err(e) => checks.push("registry", false, true, e.to_string()),
+    }
+    print_checks(&checks.0, args.json)
+}
+
+/// The home, its configuration, agents.yaml and each runtime's binary.
+fn check_home_and_team(home: &Home, checks: &mut Checks) {
+    checks.push(
         "home",
         home.root().is_dir(),
         true,
         home.root().display().to_string(),
     );
     match Config::load_global(home, &[]) {
-        Ok(c) => push(
+        Ok(c) => checks.push(
             "config",
             true,
             true,
@@ -127,11 +157,11 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
                 c.server.bind
             ),
         ),
-        Err(e) => push("config", false, true, e.to_string()),
+        Err(e) => checks.push("config", false, true, e.to_string()),
     }
     match AgentsFile::load(&home.agents_file()) {
         Ok(agents) => {
-            push(
+            checks.push(
                 "agents.yaml",
                 true,
                 true,
@@ -139,31 +169,35 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
             );
             let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("moziplus"));
             for f in crate::runtime::check::check_team(&agents, home.root(), &exe) {
-                push(&f.name, f.ok, f.required, f.detail);
+                checks.push(&f.name, f.ok, f.required, f.detail);
             }
         }
-        Err(e) => push("agents.yaml", false, true, e.to_string()),
+        Err(e) => checks.push("agents.yaml", false, true, e.to_string()),
     }
-    // Exactly the checks `serve` runs at start (agents, pass_env, review
-    // protocols, briefs, skills), so doctor and serve never disagree.
+}
+
+/// Exactly the checks `serve` runs at start (agents, pass_env, review
+/// protocols, briefs, skills), so doctor and serve never disagree.
+fn check_serve_start(home: &Home, checks: &mut Checks) {
     match crate::daemon::Daemon::new(home.clone(), Vec::new()) {
         Ok(d) => {
-            push(
+            checks.push(
                 "serve start checks",
                 true,
                 true,
                 "agents, review protocols, briefs and skills load".into(),
             );
             for p in d.protocols().iter() {
+                let name = format!("review protocol {}", p.name);
                 match &p.unusable {
-                    Some(why) => push(
-                        &format!("review protocol {}", p.name),
+                    Some(why) => checks.push(
+                        &name,
                         false,
                         false,
                         format!("unusable, its tasks wait in review: {why}"),
                     ),
-                    None => push(
-                        &format!("review protocol {}", p.name),
+                    None => checks.push(
+                        &name,
                         true,
                         false,
                         format!("{} seat(s), {}", p.reviewers.len(), p.file.display()),
@@ -171,74 +205,62 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        Err(e) => push("serve start checks", false, true, e.to_string()),
+        Err(e) => checks.push("serve start checks", false, true, e.to_string()),
     }
-    match registry::load(home) {
-        Ok(entries) => {
-            push(
-                "registry",
-                true,
-                true,
-                format!("{} projects", entries.len()),
-            );
-            for e in entries.iter().filter(|e| e.status == ProjectStatus::Active) {
-                let Ok(id) = ProjectId::parse(&e.id) else {
-                    continue;
-                };
-                match Config::load_for_project(home, &id, &[]) {
-                    Err(err) => push(
-                        &format!("project {id} config"),
-                        false,
-                        true,
-                        err.to_string(),
-                    ),
-                    Ok((_, settings)) => {
-                        let root = crate::workspace::root(home, &id, settings.workspace.as_deref());
-                        let c = crate::workspace::check(&root);
-                        push(&format!("project {id} workspace"), c.ok, true, c.detail);
-                    }
-                }
-                let path = home.blackboard_file(&id);
-                let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
-                push(
-                    &format!("project {id} permissions"),
-                    matches!(mode, Ok(m) if m & 0o077 == 0),
-                    true,
-                    match mode {
-                        Ok(m) => format!("{} mode {:o}", path.display(), m),
-                        Err(err) => format!("{}: {err}", path.display()),
-                    },
-                );
-                match Blackboard::open(&path, id.as_str(), OpenMode::CLI).await {
-                    Ok(bb) => {
-                        let r = bb.quick_check().await;
-                        push(
-                            &format!("project {id} blackboard"),
-                            r.is_ok(),
-                            true,
-                            match r {
-                                Ok(()) => format!(
-                                    "schema v{LATEST_SCHEMA_VERSION}, {} bytes, integrity ok",
-                                    bb.size_bytes()
-                                ),
-                                Err(err) => err.to_string(),
-                            },
-                        );
-                        bb.close().await;
-                    }
-                    Err(err) => push(
-                        &format!("project {id} blackboard"),
-                        false,
-                        true,
-                        err.to_string(),
-                    ),
-                }
-            }
+}
+
+/// One active project: its configuration and workspace, its database's
+/// permissions and integrity.
+async fn check_project(home: &Home, id: &ProjectId, checks: &mut Checks) {
+    match Config::load_for_project(home, id, &[]) {
+        Err(err) => checks.push(
+            &format!("project {id} config"),
+            false,
+            true,
+            err.to_string(),
+        ),
+        Ok((_, settings)) => {
+            let root = crate::workspace::root(home, id, settings.workspace.as_deref());
+            let c = crate::workspace::check(&root);
+            checks.push(&format!("project {id} workspace"), c.ok, true, c.detail);
         }
-        Err(e) => push("registry", false, true, e.to_string()),
     }
+    let path = home.blackboard_file(id);
+    let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
+    checks.push(
+        &format!("project {id} permissions"),
+        matches!(mode, Ok(m) if m & 0o077 == 0),
+        true,
+        match mode {
+            Ok(m) => format!("{} mode {:o}", path.display(), m),
+            Err(err) => format!("{}: {err}", path.display()),
+        },
+    );
+    let (ok, detail) = match Blackboard::open(&path, id.as_str(), OpenMode::CLI).await {
+        Ok(bb) => {
+            let r = bb.quick_check().await;
+            let found = match r {
+                Ok(()) => (
+                    true,
+                    format!(
+                        "schema v{LATEST_SCHEMA_VERSION}, {} bytes, integrity ok",
+                        bb.size_bytes()
+                    ),
+                ),
+                Err(err) => (false, err.to_string()),
+            };
+            bb.close().await;
+            found
+        }
+        Err(err) => (false, err.to_string()),
+    };
+    checks.push(&format!("project {id} blackboard"), ok, true, detail);
+}
+
+/// Prints the findings (text or `--json`); fails when a required one failed.
+fn print_checks(checks: &[Check], json: bool) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|c| c.required && !c.ok).count();
-    Printer { json: args.json }.emit(&checks, || {
+    Printer { json }.emit(&checks, || {
         let mut s: String = checks
             .iter()
             .map(|c| {

@@ -43,6 +43,9 @@ pub enum ProjectCmd {
     Restore { id: String },
 }
 
+/// Over 100 lines because it is the verb table: one short arm per
+/// `moziplus project` verb, each calling the registry; splitting it would
+/// only scatter the table.
 pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
     match cmd {
         ProjectCmd::Create {

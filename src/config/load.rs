@@ -247,6 +247,9 @@ fn global_layers(home: &crate::home::Home, overrides: &[Layer]) -> Result<Vec<La
 
 /// Parses `project.yaml`: validates it with line numbers, returns the section
 /// overrides as a layer plus the project-only settings.
+///
+/// Over 100 lines on purpose: one check per project-only key, in the
+/// file's order, each naming its key and line.
 pub fn load_project_file(path: &Path) -> Result<(Layer, ProjectSettings), ConfigError> {
     let source = Source::File(path.to_path_buf());
     let text = match std::fs::read_to_string(path) {

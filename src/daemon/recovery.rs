@@ -20,6 +20,11 @@ use super::Daemon;
 use crate::blackboard::{Actor, ObservationLevel, Outcome, TaskStatus};
 
 /// Ends every session the previous daemon left running.
+///
+/// Over 100 lines on purpose: the restart steps run in this order (old
+/// run temp folders; per project, each left session's processes, then its
+/// session and task; then stranded claims and the workspaces), and keeping
+/// them in one function keeps that order visible.
 pub async fn recover(d: &Daemon) {
     super::worktrees::clear_run_tmpdirs(d).await;
     for slot in d.projects().snapshot() {

@@ -245,6 +245,9 @@ impl Protocols {
 
 impl Protocol {
     /// Parses and checks one protocol file's text.
+    ///
+    /// Over 100 lines on purpose: one check per key, in the file's order, each
+    /// naming its key and line; the list reads top to bottom like the file.
     pub fn parse(
         file: &Path,
         text: &str,

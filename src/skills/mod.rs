@@ -81,6 +81,9 @@ pub fn is_valid_skill_id(id: &str) -> bool {
 
 /// Checks a skill's two files; `dir_name` is the folder it lives (or will
 /// live) in. `file` is only used to name the files in errors.
+///
+/// Over 100 lines on purpose: one check per front-matter field, each with
+/// its own message, in the order a skill author reads the file.
 pub fn parse_skill(
     dir_name: &str,
     skill_md: &str,

@@ -122,6 +122,8 @@ fn non_empty(v: Vec<String>) -> Vec<String> {
     v.into_iter().filter(|s| !s.is_empty()).collect()
 }
 
+/// The verb table of the task verbs: one short arm per verb, each a call
+/// into the project service (over 100 lines only because of the arms).
 pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
     let actor = cx.actor().await?;
     let (svc, out) = (&cx.service, cx.out);
