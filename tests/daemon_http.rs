@@ -75,19 +75,18 @@ fn status_control_sessions_metrics_and_errors() {
         "{s}"
     );
     assert_eq!(keys(&s["limits"]), ["max_global_agents", "max_per_agent"]);
-    if !s["gateway"].is_null() {
-        assert_eq!(
-            keys(&s["gateway"]),
-            [
-                "default_provider",
-                "providers",
-                "settings",
-                "uptime_seconds",
-                "usage"
-            ],
-            "{s}"
-        );
-    }
+    // `serve` always mounts the gateway: its status is embedded, never null.
+    assert_eq!(
+        keys(&s["gateway"]),
+        [
+            "default_provider",
+            "providers",
+            "settings",
+            "uptime_seconds",
+            "usage"
+        ],
+        "{s}"
+    );
     assert!(s["degraded"].is_array() && s["unusable_review_protocols"].is_array());
     assert_eq!(s["tick_interval_seconds"], 1);
     let summary = &s["projects"]["p"]["tasks_summary"];
