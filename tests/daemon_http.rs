@@ -26,16 +26,68 @@ fn status_control_sessions_metrics_and_errors() {
     let d = Daemon::start(&home);
 
     let s = d.status();
-    for key in [
-        "ticker_running",
-        "last_tick",
-        "tick_interval_seconds",
-        "projects",
-        "inbox_pending",
-        "active_sessions",
-    ] {
-        assert!(s.get(key).is_some(), "status has {key}: {s}");
-    }
+    // The document's keys, exactly as the untyped `json!` status wrote them
+    // before it became `DaemonStatus` (the typed structs must not change them).
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v
+            .as_object()
+            .unwrap_or_else(|| panic!("an object: {v}"))
+            .keys()
+            .cloned()
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&s),
+        [
+            "active_sessions",
+            "degraded",
+            "gateway",
+            "inbox",
+            "inbox_pending",
+            "last_tick",
+            "last_tick_ms",
+            "limits",
+            "projects",
+            "runs_started",
+            "tick_interval_seconds",
+            "ticker_running",
+            "ticks",
+            "unusable_review_protocols",
+        ],
+        "{s}"
+    );
+    assert_eq!(
+        keys(&s["projects"]["p"]),
+        ["active_agents", "db_size_bytes", "tasks_summary"],
+        "{s}"
+    );
+    assert_eq!(
+        keys(&s["inbox"]),
+        [
+            "applied",
+            "compactions",
+            "last_error",
+            "malformed",
+            "pending_bytes"
+        ],
+        "{s}"
+    );
+    assert_eq!(keys(&s["limits"]), ["max_global_agents", "max_per_agent"]);
+    // `serve` always mounts the gateway: its status is embedded, never null.
+    assert_eq!(
+        keys(&s["gateway"]),
+        [
+            "default_provider",
+            "providers",
+            "settings",
+            "uptime_seconds",
+            "usage"
+        ],
+        "{s}"
+    );
+    assert!(s["degraded"].is_array() && s["unusable_review_protocols"].is_array());
     assert_eq!(s["tick_interval_seconds"], 1);
     let summary = &s["projects"]["p"]["tasks_summary"];
     for st in ["pending", "working", "review", "done"] {

@@ -43,6 +43,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** `GET /api/daemon/status` (SPEC §6). */
         get: operations["status"];
         put?: never;
         post?: never;
@@ -845,6 +846,75 @@ export interface components {
         AllDecisions: {
             decisions: components["schemas"]["ProjectDecision"][];
         };
+        /** @description Snapshot for status. */
+        BreakerSnapshot: {
+            /** @description Current state. */
+            state: components["schemas"]["BreakerState"];
+            /**
+             * Format: int32
+             * @description Consecutive failures counted.
+             */
+            consecutive_failures: number;
+            /**
+             * Format: double
+             * @description Seconds until a probe is allowed (open state only).
+             */
+            open_for_seconds: number;
+            /**
+             * Format: int64
+             * @description Times the breaker opened.
+             */
+            times_opened: number;
+        };
+        /**
+         * @description Breaker state.
+         * @enum {string}
+         */
+        BreakerState: "closed" | "open" | "half_open";
+        /** @description Point-in-time view of a bucket, for status and metrics. */
+        BucketSnapshot: {
+            /**
+             * Format: double
+             * @description Tokens in the bucket now.
+             */
+            tokens: number;
+            /**
+             * Format: double
+             * @description Bucket capacity.
+             */
+            capacity: number;
+            /**
+             * Format: double
+             * @description Configured base rate, per minute.
+             */
+            base_rate_per_minute: number;
+            /**
+             * Format: double
+             * @description Rate in force, per minute.
+             */
+            effective_rate_per_minute: number;
+            /** @description Adaptive state. */
+            retreat_state: components["schemas"]["RetreatState"];
+            /**
+             * Format: double
+             * @description 429 ratio over the retreat window (`None` below `min_samples`).
+             */
+            ratio_429_retreat_window?: number | null;
+            /**
+             * Format: double
+             * @description 429 ratio over the recover window (`None` below `min_samples`).
+             */
+            ratio_429_recover_window?: number | null;
+            /** @description Responses recorded in the recover window. */
+            samples: number;
+            /** @description Grants in the last 60 s. */
+            granted_last_minute: number;
+            /**
+             * Format: double
+             * @description Seconds the bucket stays paused by an upstream `Retry-After`.
+             */
+            paused_for_seconds: number;
+        };
         Comment: {
             /** Format: int64 */
             id: number;
@@ -866,6 +936,63 @@ export interface components {
             description?: string;
             /** @description Agent ids allowed to work on the project (empty = all). */
             agents?: string[];
+        };
+        /**
+         * @description `GET /api/daemon/sessions`: the runs in flight and each project's latest
+         *     sessions.
+         */
+        DaemonSessions: {
+            /** @description Runs in flight, oldest first. */
+            active: components["schemas"]["RunInfo"][];
+            /** @description Up to 20 recent sessions per open project. */
+            recent: components["schemas"]["ProjectSession"][];
+        };
+        /** @description Everything `GET /api/daemon/status` shows. */
+        DaemonStatus: {
+            /** @description The ticker runs (not paused by `POST /api/daemon/stop`). */
+            ticker_running: boolean;
+            /** @description When the last tick ended (RFC 3339, UTC), `null` before the first. */
+            last_tick?: string | null;
+            /**
+             * Format: double
+             * @description How long the last tick took, milliseconds (0 before the first).
+             */
+            last_tick_ms: number;
+            /**
+             * Format: int64
+             * @description Ticks since the daemon started.
+             */
+            ticks: number;
+            /**
+             * Format: int64
+             * @description `daemon.tick_interval`, seconds.
+             */
+            tick_interval_seconds: number;
+            /** @description Per project, by project id. */
+            projects: {
+                [key: string]: components["schemas"]["ProjectStatus"];
+            };
+            /**
+             * Format: int64
+             * @description Bytes of the inbox not yet applied (also `inbox.pending_bytes`).
+             */
+            inbox_pending: number;
+            /** @description The inbox reader's counters. */
+            inbox: components["schemas"]["InboxStats"];
+            /** @description Runs in flight. */
+            active_sessions: number;
+            gateway?: null | components["schemas"]["GatewayStatus"];
+            /**
+             * Format: int64
+             * @description Runs spawned since the daemon started.
+             */
+            runs_started: number;
+            /** @description Runs that cannot start for the machine's reasons (README, Runtimes). */
+            degraded: components["schemas"]["Problem"][];
+            /** @description Review protocols the team cannot staff (their tasks are held). */
+            unusable_review_protocols: components["schemas"]["UnusableProtocol"][];
+            /** @description The concurrency limits in force. */
+            limits: components["schemas"]["Limits"];
         };
         Decision: {
             /** Format: int64 */
@@ -921,6 +1048,118 @@ export interface components {
          * @enum {string}
          */
         ExperienceStatus: "active" | "distilled" | "deprecated";
+        /**
+         * @description What happens to a request arriving at a full queue (SPEC 7.3).
+         * @enum {string}
+         */
+        FullPolicy: "reject" | "drop_lowest" | "passthrough";
+        /** @description Everything `/api/gateway/status` shows (and the daemon embeds). */
+        GatewayStatus: {
+            /**
+             * Format: double
+             * @description Seconds since the gateway was built.
+             */
+            uptime_seconds: number;
+            /** @description Runtime settings in force. */
+            settings: components["schemas"]["RuntimeSettings"];
+            /** @description Default provider for unknown prefixes. */
+            default_provider?: string | null;
+            /** @description Per provider. */
+            providers: components["schemas"]["ProviderStatus"][];
+            /** @description Token usage ledger. */
+            usage: components["schemas"]["LedgerSnapshot"];
+        };
+        /** @description What the status endpoint shows of the inbox. */
+        InboxStats: {
+            /** Format: int64 */
+            applied: number;
+            /** Format: int64 */
+            malformed: number;
+            /** Format: int64 */
+            compactions: number;
+            /** Format: int64 */
+            pending_bytes: number;
+            last_error?: string | null;
+        };
+        /** @description Counters kept by a lane. */
+        LaneCounters: {
+            /**
+             * Format: int64
+             * @description Permits handed out.
+             */
+            granted: number;
+            /**
+             * Format: int64
+             * @description Waiters that ran out of time.
+             */
+            timed_out: number;
+            /**
+             * Format: int64
+             * @description Newcomers refused because the queue was full.
+             */
+            rejected_full: number;
+            /**
+             * Format: int64
+             * @description Queued requests evicted by `drop_lowest`.
+             */
+            dropped: number;
+            /**
+             * Format: int64
+             * @description Requests that skipped the full queue under `passthrough`.
+             */
+            passthrough: number;
+        };
+        /** @description Point-in-time view of a lane. */
+        LaneSnapshot: {
+            /** @description Token bucket state. */
+            bucket: components["schemas"]["BucketSnapshot"];
+            /** @description Waiting requests per priority. */
+            queue_depth: components["schemas"]["QueueDepth"];
+            /** @description Waiting requests in total. */
+            queue_len: number;
+            /** @description Queue limit. */
+            queue_max: number;
+            /** @description Full policy. */
+            full_policy: components["schemas"]["FullPolicy"];
+            /** @description Requests in flight upstream. */
+            in_flight: number;
+            /** @description Concurrency limit. */
+            concurrency: number;
+            /** @description Counters. */
+            counters: components["schemas"]["LaneCounters"];
+        };
+        /** @description Serializable copy of the ledger. */
+        LedgerSnapshot: {
+            /** @description Keyed by session id. */
+            by_session: {
+                [key: string]: components["schemas"]["UsageTotals"];
+            };
+            /** @description Keyed by `project/task`. */
+            by_task: {
+                [key: string]: components["schemas"]["UsageTotals"];
+            };
+            /** @description Keyed by agent id. */
+            by_agent: {
+                [key: string]: components["schemas"]["UsageTotals"];
+            };
+            /** @description Keyed by project id. */
+            by_project: {
+                [key: string]: components["schemas"]["UsageTotals"];
+            };
+            /** @description Keyed by provider name. */
+            by_provider: {
+                [key: string]: components["schemas"]["UsageTotals"];
+            };
+            /** @description Calls without a known run key. */
+            anonymous: components["schemas"]["UsageTotals"];
+        };
+        /** @description `daemon.max_global_agents` and `daemon.max_per_agent`. */
+        Limits: {
+            /** Format: int32 */
+            max_global_agents: number;
+            /** Format: int32 */
+            max_per_agent: number;
+        };
         LogSlice: {
             /** Format: int64 */
             offset: number;
@@ -996,6 +1235,28 @@ export interface components {
          * @enum {string}
          */
         Priority: "urgent" | "high" | "normal" | "low";
+        /** @description One infrastructure problem, as readiness and the dashboard show it. */
+        Problem: {
+            project: string;
+            agent: string;
+            runtime: string;
+            reason: string;
+            /**
+             * Format: int32
+             * @description Consecutive failures.
+             */
+            failures: number;
+            /**
+             * Format: int64
+             * @description UTC milliseconds.
+             */
+            since_ms: number;
+            /**
+             * Format: int64
+             * @description No run of this agent starts on this project before this time (UTC ms).
+             */
+            retry_at_ms: number;
+        };
         /** @description A project with its live figures (zeros for an archived project). */
         Project: {
             id: string;
@@ -1031,6 +1292,101 @@ export interface components {
         ProjectList: {
             projects: components["schemas"]["Project"][];
         };
+        /** @description A session with the project it belongs to. */
+        ProjectSession: {
+            project: string;
+            session: components["schemas"]["Session"];
+        };
+        /**
+         * @description One project in the status: its counts when its blackboard is open, the
+         *     reason otherwise.
+         */
+        ProjectStatus: {
+            /** @description Runs in flight on this project. */
+            active_agents: number;
+            /** @description Task counts by status (absent when the blackboard is unavailable). */
+            tasks_summary?: {
+                [key: string]: number;
+            };
+            /**
+             * Format: int64
+             * @description Size of the blackboard file (absent when it is unavailable).
+             */
+            db_size_bytes?: number;
+            /** @description Why the project is unavailable (absent when it is open). */
+            error?: string;
+        };
+        /** @description Per-provider request counters. */
+        ProviderCounters: {
+            /**
+             * Format: int64
+             * @description Requests routed to this provider.
+             */
+            total: number;
+            /**
+             * Format: int64
+             * @description Answered 2xx.
+             */
+            ok: number;
+            /**
+             * Format: int64
+             * @description Answered with an error (any source).
+             */
+            errors: number;
+            /**
+             * Format: int64
+             * @description Upstream attempts retried.
+             */
+            retries: number;
+            /**
+             * Format: int64
+             * @description Requests sent on to the fallback provider.
+             */
+            fallbacks: number;
+            /**
+             * Format: int64
+             * @description Low-priority requests degraded to another model.
+             */
+            degraded: number;
+        };
+        /** @description One provider in the status. */
+        ProviderStatus: {
+            /** @description Name. */
+            name: string;
+            /** @description Base URL. */
+            base_url: string;
+            /** @description Goes through the rate lane. */
+            limited: boolean;
+            /** @description Env variable of the key. */
+            api_key_env?: string | null;
+            /** @description The key, masked (`nvap…a1b2`), or `None` when the env var is unset. */
+            api_key?: string | null;
+            /** @description Aliases. */
+            aliases: string[];
+            /** @description Fallback provider name. */
+            fallback?: string | null;
+            /** @description Breaker state. */
+            breaker: components["schemas"]["BreakerSnapshot"];
+            lane?: null | components["schemas"]["LaneSnapshot"];
+            /** @description Requests answered, by outcome. */
+            requests: components["schemas"]["ProviderCounters"];
+        };
+        /** @description Queue depth per priority. */
+        QueueDepth: {
+            /** @description Waiting urgent requests. */
+            urgent: number;
+            /** @description Waiting high requests. */
+            high: number;
+            /** @description Waiting normal requests. */
+            normal: number;
+            /** @description Waiting low requests. */
+            low: number;
+        };
+        /**
+         * @description Where the adaptive rate stands.
+         * @enum {string}
+         */
+        RetreatState: "normal" | "retreat" | "recover";
         Review: {
             /** Format: int64 */
             id: number;
@@ -1045,6 +1401,55 @@ export interface components {
             body: string;
             /** Format: date-time */
             created_at: string;
+        };
+        /** @description A run in flight. */
+        RunInfo: {
+            session_id: string;
+            project: string;
+            task_id: string;
+            agent: string;
+            kind: components["schemas"]["RunKind"];
+            /** Format: int32 */
+            pid: number;
+            /** Format: int64 */
+            started_at_ms: number;
+            /** Format: int64 */
+            deadline_ms: number;
+            log_path: string;
+        };
+        /**
+         * @description Why a run exists.
+         * @enum {string}
+         */
+        RunKind: "work" | "review";
+        /** @description Runtime-changeable settings (`/api/gateway/config`). */
+        RuntimeSettings: {
+            /**
+             * Format: double
+             * @description Base rate of every limited provider, per minute.
+             */
+            rate_per_minute: number;
+            /**
+             * Format: double
+             * @description Bucket capacity.
+             */
+            capacity: number;
+            /** @description Queue limit per limited provider. */
+            queue_max_size: number;
+            /** @description Full policy. */
+            full_policy: components["schemas"]["FullPolicy"];
+            /** @description In-flight limit per limited provider. */
+            concurrency: number;
+            /**
+             * Format: double
+             * @description Wait allowance of urgent/high/normal, seconds.
+             */
+            request_timeout: number;
+            /**
+             * Format: double
+             * @description Wait allowance of low before degrading, seconds.
+             */
+            low_priority_timeout: number;
         };
         Session: {
             id: string;
@@ -1152,6 +1557,34 @@ export interface components {
          * @enum {string}
          */
         TaskStatus: "pending" | "working" | "review" | "done" | "blocked" | "failed" | "cancelled";
+        /** @description A review protocol the team cannot staff, and why. */
+        UnusableProtocol: {
+            protocol: string;
+            reason: string;
+        };
+        /** @description Usage totals of one key. */
+        UsageTotals: {
+            /**
+             * Format: int64
+             * @description Responses that reported usage.
+             */
+            responses: number;
+            /**
+             * Format: int64
+             * @description Prompt tokens.
+             */
+            prompt_tokens: number;
+            /**
+             * Format: int64
+             * @description Completion tokens.
+             */
+            completion_tokens: number;
+            /**
+             * Format: int64
+             * @description Total tokens.
+             */
+            total_tokens: number;
+        };
         /**
          * @description A reviewer's verdict.
          * @enum {string}
@@ -1180,7 +1613,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["DaemonSessions"];
                 };
             };
         };
@@ -1218,7 +1651,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["DaemonStatus"];
                 };
             };
         };

@@ -26,57 +26,27 @@ export type Experience = Schemas['Experience'];
 export type Skill = Schemas['SkillInfo'];
 export type Project = Schemas['Project'];
 
-// Not (yet) described in the OpenAPI document: the SSE frames, the daemon
-// status, active runs and the gateway's status are written by hand.
+// The daemon's status document, its runs in flight and the gateway's status
+// (`/api/daemon/status`, `/api/daemon/sessions`, `/api/gateway/status`).
+export type DaemonStatus = Schemas['DaemonStatus'];
+export type ProjectStatus = Schemas['ProjectStatus'];
+/** A run that cannot start for the machine's reasons (see README, Runtimes). */
+export type Degraded = Schemas['Problem'];
+export type RunInfo = Schemas['RunInfo'];
+export type DaemonSessions = Schemas['DaemonSessions'];
+export type GatewayStatus = Schemas['GatewayStatus'];
+export type GatewaySettings = Schemas['RuntimeSettings'];
+export type ProviderStatus = Schemas['ProviderStatus'];
+export type Lane = Schemas['LaneSnapshot'];
+export type Bucket = Schemas['BucketSnapshot'];
+
+// Not (yet) described in the OpenAPI document: the SSE frames are written by
+// hand.
 export interface BbEvent {
   project: string; id: number; created_at: string; level: Level; kind: string;
   task_id: string | null; actor: string; payload: unknown;
   /** `task.*` events: the task's row as the daemon read it after the change. */
   task?: Task;
-}
-export interface ProjectStatus {
-  active_agents: number; tasks_summary?: Record<string, number>; db_size_bytes?: number; error?: string;
-}
-export interface DaemonStatus {
-  ticker_running: boolean; last_tick: string | null; last_tick_ms: number | null; ticks: number;
-  tick_interval_seconds: number; projects: Record<string, ProjectStatus>; inbox_pending: number;
-  active_sessions: number; runs_started: number; gateway: GatewayStatus | null;
-  limits: { max_global_agents: number; max_per_agent: number };
-  /** Runs that cannot start for the machine's reasons (see README, Runtimes). */
-  degraded?: Degraded[];
-  unusable_review_protocols?: { protocol: string; reason: string }[];
-}
-export interface Degraded {
-  project: string; agent: string; runtime: string; reason: string; failures: number;
-  since_ms: number; retry_at_ms: number;
-}
-export interface RunInfo {
-  session_id: string; project: string; task_id: string; agent: string; kind: string;
-  pid: number; started_at_ms: number; deadline_ms: number;
-}
-
-export interface Bucket {
-  tokens: number; capacity: number; base_rate_per_minute: number; effective_rate_per_minute: number;
-  retreat_state: 'normal' | 'retreat' | 'recover'; ratio_429_retreat_window: number | null;
-  ratio_429_recover_window: number | null; samples: number; granted_last_minute: number;
-  paused_for_seconds: number;
-}
-export interface Lane {
-  bucket: Bucket; queue_depth: Record<Priority, number>; queue_len: number; queue_max: number;
-  full_policy: string; in_flight: number; concurrency: number; counters: Record<string, number>;
-}
-export interface ProviderStatus {
-  name: string; base_url: string; limited: boolean; api_key: string | null; fallback: string | null;
-  breaker: { state: string; consecutive_failures: number; open_for_seconds: number; times_opened: number };
-  lane: Lane | null; requests: Record<string, number>;
-}
-export interface GatewaySettings {
-  rate_per_minute: number; capacity: number; queue_max_size: number; full_policy: string;
-  concurrency: number; request_timeout: number; low_priority_timeout: number;
-}
-export interface GatewayStatus {
-  uptime_seconds: number; settings: GatewaySettings; default_provider: string | null;
-  providers: ProviderStatus[];
 }
 
 /** An error answer of the API, with its message. */

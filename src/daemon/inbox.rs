@@ -25,7 +25,7 @@ use crate::blackboard::{Actor, NewTask, ObservationLevel};
 use crate::service::{Notifier, ProjectService};
 
 /// What the status endpoint shows of the inbox.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct InboxStats {
     pub applied: u64,
     pub malformed: u64,

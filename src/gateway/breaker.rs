@@ -16,7 +16,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 /// Breaker state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     /// Calls flow.
@@ -50,7 +50,7 @@ pub enum BreakerDecision {
 }
 
 /// Snapshot for status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BreakerSnapshot {
     /// Current state.
     pub state: BreakerState,

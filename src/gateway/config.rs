@@ -298,7 +298,7 @@ impl Default for LimiterConfig {
 }
 
 /// What happens to a request arriving at a full queue (SPEC 7.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FullPolicy {
     /// The newcomer gets 503 at once.

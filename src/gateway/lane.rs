@@ -61,7 +61,7 @@ pub enum Admission {
 }
 
 /// Counters kept by a lane.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LaneCounters {
     /// Permits handed out.
     pub granted: u64,
@@ -76,7 +76,7 @@ pub struct LaneCounters {
 }
 
 /// Queue depth per priority.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueueDepth {
     /// Waiting urgent requests.
     pub urgent: usize,
@@ -89,7 +89,7 @@ pub struct QueueDepth {
 }
 
 /// Point-in-time view of a lane.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LaneSnapshot {
     /// Token bucket state.
     pub bucket: BucketSnapshot,

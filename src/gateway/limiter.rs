@@ -32,7 +32,7 @@ use super::config::{secs, LimiterConfig};
 const MINUTE: Duration = Duration::from_secs(60);
 
 /// Where the adaptive rate stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RetreatState {
     /// Effective rate equals the base rate.
@@ -55,7 +55,7 @@ impl RetreatState {
 }
 
 /// Point-in-time view of a bucket, for status and metrics.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BucketSnapshot {
     /// Tokens in the bucket now.
     pub tokens: f64,

@@ -13,7 +13,7 @@ use super::lane::LaneSnapshot;
 pub const LEDGER_MAX_KEYS: usize = 10_000;
 
 /// Usage totals of one key.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UsageTotals {
     /// Responses that reported usage.
     pub responses: u64,
@@ -66,7 +66,7 @@ pub struct Ledger {
 }
 
 /// Serializable copy of the ledger.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct LedgerSnapshot {
     /// Keyed by session id.
     pub by_session: HashMap<String, UsageTotals>,
@@ -113,7 +113,7 @@ impl Ledger {
 }
 
 /// One provider in the status.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProviderStatus {
     /// Name.
     pub name: String,
@@ -138,7 +138,7 @@ pub struct ProviderStatus {
 }
 
 /// Per-provider request counters.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct ProviderCounters {
     /// Requests routed to this provider.
     pub total: u64,
@@ -155,7 +155,7 @@ pub struct ProviderCounters {
 }
 
 /// Runtime-changeable settings (`/api/gateway/config`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RuntimeSettings {
     /// Base rate of every limited provider, per minute.
     pub rate_per_minute: f64,
@@ -174,7 +174,7 @@ pub struct RuntimeSettings {
 }
 
 /// Everything `/api/gateway/status` shows (and the daemon embeds).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct GatewayStatus {
     /// Seconds since the gateway was built.
     pub uptime_seconds: f64,

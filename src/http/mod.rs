@@ -5,7 +5,6 @@
 //! without touching them. Their one error type lives below all of them, in
 //! [`crate::api::error`].
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
@@ -25,6 +24,9 @@ pub use crate::api::ApiError;
 
 pub mod guard;
 pub mod serve;
+pub mod status;
+
+pub use status::{DaemonSessions, DaemonStatus, ProjectSession};
 
 /// The process-wide Prometheus recorder (installed once; later daemons in the
 /// same process share it).
@@ -168,72 +170,28 @@ async fn render_metrics(State(d): State<Daemon>) -> Response {
 }
 
 /// `GET /api/daemon/status` (SPEC §6).
-pub async fn status_value(d: &Daemon) -> Value {
-    let runs = d.runs();
-    let mut projects = BTreeMap::new();
-    for slot in d.projects().snapshot() {
-        let active = runs
-            .iter()
-            .filter(|r| r.project == slot.id.as_str())
-            .count();
-        let entry = match &slot.bb {
-            Some(bb) => match bb.status_counts().await {
-                Ok(counts) => {
-                    json!({ "active_agents": active, "tasks_summary": counts, "db_size_bytes": bb.size_bytes() })
-                }
-                Err(e) => json!({ "active_agents": active, "error": e.to_string() }),
-            },
-            None => json!({ "active_agents": active, "error": slot.error }),
-        };
-        projects.insert(slot.id.to_string(), entry);
-    }
-    let stats = d.tick_stats();
-    let inbox = d.inbox_stats();
-    json!({
-        "ticker_running": !d.ticker_paused(),
-        "last_tick": stats.last_tick,
-        "last_tick_ms": stats.last_tick_ms,
-        "ticks": stats.ticks,
-        "tick_interval_seconds": d.config().daemon.tick_interval,
-        "projects": projects,
-        "inbox_pending": inbox.pending_bytes,
-        "inbox": inbox,
-        "active_sessions": runs.len(),
-        "gateway": d.gateway().map(|g| serde_json::to_value(g.status()).unwrap_or(Value::Null)),
-        "runs_started": d.runs_spawned(),
-        "degraded": d.degraded(),
-        "unusable_review_protocols": d
-            .protocols()
-            .unusable()
-            .into_iter()
-            .map(|(name, why)| json!({ "protocol": name, "reason": why }))
-            .collect::<Vec<_>>(),
-        "limits": {
-            "max_global_agents": d.config().daemon.max_global_agents,
-            "max_per_agent": d.config().daemon.max_per_agent,
-        },
-    })
+#[utoipa::path(get, path = "/api/daemon/status", tag = "daemon", responses((status = 200, body = DaemonStatus)))]
+async fn status(State(d): State<Daemon>) -> Json<DaemonStatus> {
+    Json(DaemonStatus::of(&d).await)
 }
 
-#[utoipa::path(get, path = "/api/daemon/status", tag = "daemon", responses((status = 200, body = Object)))]
-async fn status(State(d): State<Daemon>) -> Json<Value> {
-    Json(status_value(&d).await)
-}
-
-#[utoipa::path(get, path = "/api/daemon/sessions", tag = "daemon", responses((status = 200, body = Object)))]
-async fn sessions(State(d): State<Daemon>) -> Json<Value> {
+#[utoipa::path(get, path = "/api/daemon/sessions", tag = "daemon", responses((status = 200, body = DaemonSessions)))]
+async fn sessions(State(d): State<Daemon>) -> Json<DaemonSessions> {
     let mut recent = Vec::new();
     for slot in d.projects().snapshot() {
         if let Some(bb) = &slot.bb {
             if let Ok(s) = bb.recent_sessions(20).await {
-                recent.extend(
-                    s.into_iter()
-                        .map(|s| json!({ "project": slot.id, "session": s })),
-                );
+                recent.extend(s.into_iter().map(|session| ProjectSession {
+                    project: slot.id.to_string(),
+                    session,
+                }));
             }
         }
     }
-    Json(json!({ "active": d.runs(), "recent": recent }))
+    Json(DaemonSessions {
+        active: d.runs(),
+        recent,
+    })
 }
 
 #[utoipa::path(post, path = "/api/daemon/stop", tag = "daemon", security(("bearer" = [])), responses((status = 200, body = Object)))]

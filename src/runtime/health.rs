@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 /// One infrastructure problem, as readiness and the dashboard show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     pub project: String,
     pub agent: String,

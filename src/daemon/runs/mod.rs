@@ -30,7 +30,7 @@ use setbacks::*;
 use supervise::*;
 
 /// Why a run exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunKind {
     /// The agent works on a task it holds.
@@ -40,7 +40,7 @@ pub enum RunKind {
 }
 
 /// A run in flight.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RunInfo {
     pub session_id: String,
     pub project: String,
@@ -50,6 +50,7 @@ pub struct RunInfo {
     pub pid: i32,
     pub started_at_ms: i64,
     pub deadline_ms: i64,
+    #[schema(value_type = String)]
     pub log_path: PathBuf,
     /// A work run's claim (`task.claimed_at`): what the daemon gives back
     /// for this run is this claim only, never a later one of the same agent.

@@ -1,0 +1,157 @@
+//! The daemon status document (`GET /api/daemon/status`, SPEC §6), typed so
+//! the OpenAPI document describes it and the dashboard's types are generated
+//! from it.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::daemon::inbox::InboxStats;
+use crate::daemon::{Daemon, RunInfo};
+use crate::gateway::status::GatewayStatus;
+use crate::runtime::health::Problem;
+
+/// Everything `GET /api/daemon/status` shows.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DaemonStatus {
+    /// The ticker runs (not paused by `POST /api/daemon/stop`).
+    pub ticker_running: bool,
+    /// When the last tick ended (RFC 3339, UTC), `null` before the first.
+    pub last_tick: Option<String>,
+    /// How long the last tick took, milliseconds (0 before the first).
+    pub last_tick_ms: f64,
+    /// Ticks since the daemon started.
+    pub ticks: u64,
+    /// `daemon.tick_interval`, seconds.
+    pub tick_interval_seconds: u64,
+    /// Per project, by project id.
+    pub projects: BTreeMap<String, ProjectStatus>,
+    /// Bytes of the inbox not yet applied (also `inbox.pending_bytes`).
+    pub inbox_pending: u64,
+    /// The inbox reader's counters.
+    pub inbox: InboxStats,
+    /// Runs in flight.
+    pub active_sessions: usize,
+    /// The embedded gateway's status (as `GET /api/gateway/status`), `null`
+    /// when the gateway is not mounted.
+    pub gateway: Option<GatewayStatus>,
+    /// Runs spawned since the daemon started.
+    pub runs_started: u64,
+    /// Runs that cannot start for the machine's reasons (README, Runtimes).
+    pub degraded: Vec<Problem>,
+    /// Review protocols the team cannot staff (their tasks are held).
+    pub unusable_review_protocols: Vec<UnusableProtocol>,
+    /// The concurrency limits in force.
+    pub limits: Limits,
+}
+
+/// One project in the status: its counts when its blackboard is open, the
+/// reason otherwise.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectStatus {
+    /// Runs in flight on this project.
+    pub active_agents: usize,
+    /// Task counts by status (absent when the blackboard is unavailable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub tasks_summary: Option<BTreeMap<String, i64>>,
+    /// Size of the blackboard file (absent when it is unavailable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub db_size_bytes: Option<u64>,
+    /// Why the project is unavailable (absent when it is open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub error: Option<String>,
+}
+
+/// A review protocol the team cannot staff, and why.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UnusableProtocol {
+    pub protocol: String,
+    pub reason: String,
+}
+
+/// `daemon.max_global_agents` and `daemon.max_per_agent`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Limits {
+    pub max_global_agents: u32,
+    pub max_per_agent: u32,
+}
+
+/// `GET /api/daemon/sessions`: the runs in flight and each project's latest
+/// sessions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DaemonSessions {
+    /// Runs in flight, oldest first.
+    pub active: Vec<RunInfo>,
+    /// Up to 20 recent sessions per open project.
+    pub recent: Vec<ProjectSession>,
+}
+
+/// A session with the project it belongs to.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProjectSession {
+    pub project: String,
+    pub session: crate::blackboard::Session,
+}
+
+impl DaemonStatus {
+    /// The status of `d` now.
+    pub async fn of(d: &Daemon) -> DaemonStatus {
+        let runs = d.runs();
+        let mut projects = BTreeMap::new();
+        for slot in d.projects().snapshot() {
+            let active_agents = runs
+                .iter()
+                .filter(|r| r.project == slot.id.as_str())
+                .count();
+            let mut entry = ProjectStatus {
+                active_agents,
+                tasks_summary: None,
+                db_size_bytes: None,
+                error: None,
+            };
+            match &slot.bb {
+                Some(bb) => match bb.status_counts().await {
+                    Ok(counts) => {
+                        entry.tasks_summary = Some(counts);
+                        entry.db_size_bytes = Some(bb.size_bytes());
+                    }
+                    Err(e) => entry.error = Some(e.to_string()),
+                },
+                // A slot without a blackboard always says why (`projects.rs`).
+                None => entry.error = slot.error.clone(),
+            }
+            projects.insert(slot.id.to_string(), entry);
+        }
+        let stats = d.tick_stats();
+        let inbox = d.inbox_stats();
+        let config = d.config();
+        DaemonStatus {
+            ticker_running: !d.ticker_paused(),
+            last_tick: stats.last_tick,
+            last_tick_ms: stats.last_tick_ms,
+            ticks: stats.ticks,
+            tick_interval_seconds: config.daemon.tick_interval,
+            projects,
+            inbox_pending: inbox.pending_bytes,
+            inbox,
+            active_sessions: runs.len(),
+            gateway: d.gateway().map(|g| g.status()),
+            runs_started: d.runs_spawned(),
+            degraded: d.degraded(),
+            unusable_review_protocols: d
+                .protocols()
+                .unusable()
+                .into_iter()
+                .map(|(protocol, reason)| UnusableProtocol { protocol, reason })
+                .collect(),
+            limits: Limits {
+                max_global_agents: config.daemon.max_global_agents,
+                max_per_agent: config.daemon.max_per_agent,
+            },
+        }
+    }
+}
