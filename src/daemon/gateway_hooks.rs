@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
-use crate::blackboard::{Actor, NewDecision, Priority as TaskPriority};
+use crate::blackboard::{Actor, Priority as TaskPriority};
 use crate::gateway::{ApprovalRequest, GatewayHooks, Priority, RunAttribution, TokenUsage};
 
 /// What the daemon remembers of a running agent's API key.
@@ -123,28 +123,24 @@ impl GatewayHooks for DaemonHooks {
             let attribution = request.attribution.ok_or(
                 "high-risk tool calls need a run's API key (OPENAI_API_KEY of a moziplus run)",
             )?;
-            let bb = daemon
+            let service = daemon
                 .projects()
                 .get(&attribution.project)
-                .and_then(|s| s.bb)
+                .and_then(|s| s.service(daemon.home()))
                 .ok_or_else(|| format!("project {} is unavailable", attribution.project))?;
-            let now = bb.now();
-            let d = bb
-                .add_decision(
-                    NewDecision {
-                        task_id: attribution.task.clone(),
-                        question: format!(
-                            "Allow {} to call high-risk tool `{}`?",
-                            attribution.agent, request.tool_name
-                        ),
-                        decision: request.arguments_json.clone(),
-                        rationale: format!(
-                            "tool call {} proposed through the gateway",
-                            request.tool_call_id
-                        ),
-                        settled: false,
-                        expires_at: Some(now + request.expires_in.as_millis() as i64),
-                    },
+            let d = service
+                .propose(
+                    attribution.task.clone(),
+                    format!(
+                        "Allow {} to call high-risk tool `{}`?",
+                        attribution.agent, request.tool_name
+                    ),
+                    request.arguments_json.clone(),
+                    format!(
+                        "tool call {} proposed through the gateway",
+                        request.tool_call_id
+                    ),
+                    request.expires_in,
                     &Actor::session(attribution.agent.clone()),
                 )
                 .await

@@ -14,6 +14,7 @@ use super::{Daemon, DaemonError};
 use crate::blackboard::{Actor, Blackboard, ObservationLevel, OpenMode};
 use crate::config::{Config, ProjectSettings};
 use crate::registry::{self, ProjectId, ProjectStatus};
+use crate::service::{Notifier, ProjectService};
 
 /// One active project as the daemon sees it.
 #[derive(Debug, Clone)]
@@ -32,6 +33,21 @@ pub struct ProjectSlot {
     /// project whose writes keep failing never looks ready.
     pub failed_ticks: u32,
     pub tick_error: Option<String>,
+}
+
+impl ProjectSlot {
+    /// The project's blackboard behind its rules, for the daemon's writes
+    /// (`None` while the project is unusable). Its writes wake nobody: the
+    /// daemon is the one that ticks.
+    pub fn service(&self, home: &crate::home::Home) -> Option<ProjectService> {
+        let bb = self.bb.clone()?;
+        Some(ProjectService::new(
+            bb,
+            home.clone(),
+            self.id.clone(),
+            Notifier::none(),
+        ))
+    }
 }
 
 /// Consecutive failed ticks after which a project counts as a problem.

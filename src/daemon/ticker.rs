@@ -158,7 +158,8 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         }
     }
     if probe.decisions_due {
-        bb.expire_decisions().await?;
+        let service = slot.service(d.home()).expect("caller checked");
+        service.expire_decisions().await?;
     }
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.

@@ -4,7 +4,7 @@
 //! the pure rule that turns the reviews of one round into a state: waiting
 //! for reviewers, waiting for the senior reviewer, or concluded. The daemon
 //! (`daemon::ticker::conclude_reviews`) starts the runs and applies the
-//! conclusion through `Blackboard::conclude_review_round`.
+//! conclusion through `ProjectService::conclude_round_as_read`.
 //!
 //! The panel of a round is its first *N* reviews (N = seats in the protocol),
 //! in the order they were written; a review written after the panel is full

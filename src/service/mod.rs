@@ -19,6 +19,7 @@
 //! own vocabulary (CLI exit codes, HTTP 4xx, MCP tool errors).
 
 mod artifacts;
+mod distill;
 mod error;
 pub mod identity;
 mod records;
@@ -84,8 +85,9 @@ impl std::fmt::Debug for Notifier {
 /// | done/submit, fail | [`submit`](Self::submit), [`fail`](Self::fail) |
 /// | cancel, block, reopen | [`set_status`](Self::set_status) |
 /// | decide, decision wait | [`decide`](Self::decide), [`settle_decision`](Self::settle_decision), [`decision`](Self::decision), [`decisions`](Self::decisions), [`wait_decision`](Self::wait_decision) |
-/// | observe, experience add | [`observe`](Self::observe), [`add_experience`](Self::add_experience), [`experiences`](Self::experiences) |
-/// | review rounds (daemon) | [`conclude_review_round`](Self::conclude_review_round) |
+/// | observe, experience add | [`observe`](Self::observe), [`add_experience`](Self::add_experience), [`experiences`](Self::experiences), [`mark_distilled`](Self::mark_distilled) |
+/// | review rounds (daemon) | [`conclude_review_round`](Self::conclude_review_round), [`conclude_round_as_read`](Self::conclude_round_as_read), [`apply_distill_check`](Self::apply_distill_check) |
+/// | approvals (gateway), expiry (daemon) | [`propose`](Self::propose), [`expire_decisions`](Self::expire_decisions) |
 #[derive(Debug, Clone)]
 pub struct ProjectService {
     bb: Blackboard,

@@ -77,6 +77,40 @@ impl ProjectService {
         self.committed(decision)
     }
 
+    /// Proposes a decision for a person to approve or reject (the gateway's
+    /// high-risk tool calls): unanswered, it is rejected `expires_in` from
+    /// now.
+    pub async fn propose(
+        &self,
+        task_id: Option<String>,
+        question: String,
+        decision: String,
+        rationale: String,
+        expires_in: Duration,
+        actor: &Actor,
+    ) -> ServiceResult<Decision> {
+        let millis = i64::try_from(expires_in.as_millis()).unwrap_or(i64::MAX);
+        let new = NewDecision {
+            task_id,
+            question,
+            decision,
+            rationale,
+            settled: false,
+            expires_at: Some(self.bb.now().saturating_add(millis)),
+        };
+        self.decide(new, actor).await
+    }
+
+    /// Rejects the proposals past their expiry (the daemon's ticks, and
+    /// [`decision`](Self::decision) before it shows one); returns how many.
+    pub async fn expire_decisions(&self) -> ServiceResult<u64> {
+        let expired = self.bb.expire_decisions().await?;
+        if expired > 0 {
+            self.notifier.notify();
+        }
+        Ok(expired)
+    }
+
     /// A proposal expiring `secs` from now.
     pub fn expiry_in(&self, secs: u64) -> crate::blackboard::Millis {
         self.bb
@@ -103,9 +137,7 @@ impl ProjectService {
         let d = self.bb.decision(id).await?;
         if d.status == DecisionStatus::Proposed && d.expires_at.is_some_and(|e| e <= self.bb.now())
         {
-            if self.bb.expire_decisions().await? > 0 {
-                self.notifier.notify();
-            }
+            self.expire_decisions().await?;
             return Ok(self.bb.decision(id).await?);
         }
         Ok(d)
@@ -167,6 +199,20 @@ impl ProjectService {
     ) -> ServiceResult<Experience> {
         let e = self.bb.add_experience(new, actor).await?;
         self.committed(e)
+    }
+
+    /// Marks the active experiences tagged `tag`, created no later than
+    /// `until`, as distilled into `skill` by `task` (the distill check after
+    /// installing it); returns their ids.
+    pub async fn mark_distilled(
+        &self,
+        tag: &str,
+        until: crate::blackboard::Millis,
+        task: &str,
+        skill: &str,
+    ) -> ServiceResult<Vec<i64>> {
+        let ids = self.bb.mark_distilled(tag, until, task, skill).await?;
+        self.committed(ids)
     }
 
     pub async fn experiences(

@@ -106,4 +106,96 @@ impl ProjectService {
             .await?;
         self.committed(outcome)
     }
+
+    /// The daemon's verdict on the round of `task` it read (the ticker's
+    /// protocols, the distill check): concludes that round as
+    /// [`conclude_review_round`](Self::conclude_review_round) does, or
+    /// returns `None` when the task moved on meanwhile (another round, out of
+    /// review). A verdict on a round that is over is dropped, not an error.
+    pub async fn conclude_round_as_read(
+        &self,
+        task: &Task,
+        approved: bool,
+        max_rounds: Option<i64>,
+        why: &str,
+    ) -> ServiceResult<Option<ReviewConclusion>> {
+        match self
+            .conclude_review_round(
+                &task.id,
+                Some(task.round),
+                approved,
+                max_rounds,
+                &Actor::daemon(),
+                why,
+            )
+            .await
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blackboard::{ActorKind, Blackboard, OpenMode};
+    use crate::home::Home;
+    use crate::registry::ProjectId;
+    use crate::service::Notifier;
+
+    /// The fold of the ticker's and the distill check's "conclude the round,
+    /// ignore a conflict": the first verdict concludes the round it read; a
+    /// second verdict on that same read (a round that is over) is dropped
+    /// and changes nothing; any other error still comes back.
+    #[tokio::test]
+    async fn a_verdict_on_a_round_that_is_over_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = ProjectId::parse("demo").unwrap();
+        let bb = Blackboard::open(
+            &dir.path().join("blackboard.db"),
+            project.as_str(),
+            OpenMode::Create { max_connections: 2 },
+        )
+        .await
+        .unwrap();
+        let svc = ProjectService::new(bb, Home::new(dir.path()), project, Notifier::none());
+        // Held the way the ticker claims for an agent.
+        let writer = Actor {
+            name: "writer".into(),
+            kind: ActorKind::Daemon,
+        };
+        let new = NewTask {
+            title: "reviewed work".into(),
+            review_protocol: Some("pair".into()),
+            max_rounds: Some(3),
+            ..Default::default()
+        };
+        let t = svc.create_task(new, &Actor::operator("op")).await.unwrap();
+        svc.claim(&t.id, &writer, 60, None).await.unwrap();
+        let read = svc.submit(&t.id, &writer).await.unwrap();
+        assert_eq!(read.status, TaskStatus::Review);
+
+        let first = svc
+            .conclude_round_as_read(&read, false, None, "revise")
+            .await;
+        assert_eq!(first.unwrap(), Some(ReviewConclusion::Rework));
+        let stale = svc
+            .conclude_round_as_read(&read, true, None, "late approval")
+            .await;
+        assert_eq!(stale.unwrap(), None);
+        let now = svc.task(&t.id).await.unwrap();
+        assert_eq!(
+            (now.status, now.round),
+            (TaskStatus::Pending, read.round + 1)
+        );
+
+        let mut ghost = read.clone();
+        ghost.id = "T-999999".into();
+        let missing = svc
+            .conclude_round_as_read(&ghost, true, None, "no such task")
+            .await;
+        assert!(!missing.unwrap_err().is_conflict());
+    }
 }

@@ -7,14 +7,15 @@
 //! `SKILL.md` and `meta.yaml`, and submits; the task's protocol is
 //! [`SKILL_CHECK_PROTOCOL`], so instead of reviewer runs the daemon calls
 //! [`check_output`]: a valid skill is installed under
-//! `skills/custom/<name>/`, the lessons become `distilled` and the task
-//! `done`; an invalid one is refused with an observation naming the defect,
+//! `skills/custom/<name>/`, and the service
+//! (`ProjectService::apply_distill_check`) marks the lessons `distilled` and
+//! the task `done`; an invalid one is refused with an observation naming the defect,
 //! and the task goes back for another round (or fails at the limit).
 
 use std::path::{Path, PathBuf};
 
 use super::{parse_skill, SkillError, SkillSource};
-use crate::blackboard::{Actor, BbResult, Blackboard, ObservationLevel, Task};
+use crate::blackboard::{BbResult, Blackboard, Task};
 use crate::config::ExperienceConfig;
 use crate::home::Home;
 use crate::registry::ProjectId;
@@ -122,21 +123,32 @@ fn install(outputs: &Path, dest: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, dest)
 }
 
-/// The daemon's review of a `distill` task in `review` (see the module doc).
-pub async fn check_output(home: &Home, bb: &Blackboard, task: &Task) -> BbResult<()> {
-    let daemon = Actor::daemon();
+/// What the daemon's check of a `distill` task's output found (see the
+/// module doc); [`crate::service::ProjectService::apply_distill_check`]
+/// turns it into the round's verdict.
+#[derive(Debug)]
+pub enum DistillCheck {
+    /// The task has no `distill:<tag>` tag.
+    NoTag,
+    /// The skill was valid and is installed; the lessons tagged `tag` are
+    /// still to be marked distilled.
+    Installed { tag: String, skill: super::Skill },
+    /// The output is not a valid skill (nothing was installed).
+    Rejected(SkillError),
+}
+
+/// The daemon's review of a `distill` task in `review` (see the module doc):
+/// validates the outputs and installs a valid skill. It writes no
+/// blackboard; the verdict is the service's to apply.
+pub async fn check_output(
+    home: &Home,
+    project: &ProjectId,
+    task: &Task,
+) -> std::io::Result<DistillCheck> {
     let Some(tag) = distilled_tag(task) else {
-        let why = format!(
-            "{} has no distill:<tag> tag; cannot tell which lessons it distills",
-            task.id
-        );
-        bb.conclude_review_round(&task.id, Some(task.round), false, None, &daemon, &why)
-            .await?;
-        return Ok(());
+        return Ok(DistillCheck::NoTag);
     };
-    let project = ProjectId::parse(bb.project())
-        .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
-    let outputs = home.task_outputs_dir(&project, &task.id);
+    let outputs = home.task_outputs_dir(project, &task.id);
     let custom = home.custom_skills_dir();
     let tag_owned = tag.to_string();
     // File work off the runtime (the files are the agent's).
@@ -153,55 +165,12 @@ pub async fn check_output(home: &Home, bb: &Blackboard, task: &Task) -> BbResult
         }
     })
     .await
-    .map_err(|e| crate::blackboard::BbError::Io(std::io::Error::other(e.to_string())))?;
-    match result {
-        Ok(skill) => {
-            let ids = bb
-                .mark_distilled(tag, task.created_at, &task.id, &skill.id)
-                .await?;
-            let why = format!(
-                "skill {} installed at {} from {} experience(s) tagged {tag}",
-                skill.id,
-                skill
-                    .path
-                    .strip_prefix(home.root())
-                    .unwrap_or(&skill.path)
-                    .display(),
-                ids.len()
-            );
-            bb.add_observation(ObservationLevel::Info, &daemon, Some(&task.id), &why)
-                .await?;
-            match bb
-                .conclude_review_round(&task.id, Some(task.round), true, None, &daemon, &why)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.is_conflict() => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Err(e) => {
-            let rel = e
-                .file
-                .strip_prefix(home.root())
-                .unwrap_or(&e.file)
-                .display()
-                .to_string();
-            let why = format!(
-                "distill output rejected: {rel}: {}. Fix it and post SKILL.md and meta.yaml again.",
-                e.message
-            );
-            bb.add_observation(ObservationLevel::Warn, &daemon, Some(&task.id), &why)
-                .await?;
-            match bb
-                .conclude_review_round(&task.id, Some(task.round), false, None, &daemon, &why)
-                .await
-            {
-                Ok(_) => {}
-                Err(e) if e.is_conflict() => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(())
+    .map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(match result {
+        Ok(skill) => DistillCheck::Installed {
+            tag: tag.to_string(),
+            skill,
+        },
+        Err(e) => DistillCheck::Rejected(e),
+    })
 }

@@ -14,14 +14,14 @@ use super::super::projects::ProjectSlot;
 use super::super::runs::{run_counts, start_run, RunKind};
 use super::super::Daemon;
 use super::choose::{self, Team};
-use crate::blackboard::{
-    Actor, BbError, Blackboard, EventLevel, ObservationLevel, Review, Task, TaskStatus,
-};
+use crate::blackboard::{Actor, BbError, EventLevel, ObservationLevel, Review, Task, TaskStatus};
 use crate::review::{evaluate_round, Protocol, ReviewerSpec, RoundState, SKILL_CHECK_PROTOCOL};
+use crate::service::ProjectService;
 
 /// Drives every task in `review` one step (see the module's documentation).
 pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     let bb = slot.bb.as_ref().expect("caller checked");
+    let service = slot.service(d.home()).expect("caller checked");
     let in_review = bb
         .list_tasks(&crate::blackboard::TaskFilter {
             status: Some(TaskStatus::Review),
@@ -30,7 +30,7 @@ pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(
         })
         .await?;
     for task in in_review {
-        review_task(d, slot, bb, &task).await?;
+        review_task(d, slot, &service, &task).await?;
     }
     Ok(())
 }
@@ -39,12 +39,14 @@ pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(
 async fn review_task(
     d: &Daemon,
     slot: &ProjectSlot,
-    bb: &Blackboard,
+    service: &ProjectService,
     task: &Task,
 ) -> Result<(), BbError> {
+    let bb = service.blackboard();
     let name = task.review_protocol.clone().unwrap_or_default();
     if name == SKILL_CHECK_PROTOCOL {
-        crate::skills::distill::check_output(d.home(), bb, task).await?;
+        let check = crate::skills::distill::check_output(d.home(), &slot.id, task).await?;
+        service.apply_distill_check(task, check).await?;
         return Ok(());
     }
     let Some(protocol) = d.protocols().get(&name) else {
@@ -52,7 +54,7 @@ async fn review_task(
             "unknown review protocol {name:?}; config/review_protocols/ defines: {}",
             d.protocols().names().join(", ")
         );
-        bb.fail_task(&task.id, &Actor::daemon(), &why).await?;
+        service.fail(&task.id, &Actor::daemon(), &why).await?;
         return Ok(());
     };
     if let Some(why) = &protocol.unusable {
@@ -66,13 +68,14 @@ async fn review_task(
                 "{} waits in review: review protocol {:?} cannot be used ({why}); add the agents it needs to config/agents.yaml and restart the daemon",
                 task.id, protocol.name
             );
-            bb.add_observation(
-                ObservationLevel::Warn,
-                &Actor::daemon(),
-                Some(&task.id),
-                &body,
-            )
-            .await?;
+            service
+                .observe(
+                    ObservationLevel::Warn,
+                    &Actor::daemon(),
+                    Some(&task.id),
+                    &body,
+                )
+                .await?;
         }
         return Ok(());
     }
@@ -85,14 +88,14 @@ async fn review_task(
     match evaluate_round(protocol, &round) {
         RoundState::Concluded(outcome) => {
             let why = format!("protocol {}: {}", protocol.name, outcome.summary);
-            conclude_round(slot, bb, task, protocol, outcome.approved, &why).await
+            conclude_round(slot, service, task, protocol, outcome.approved, &why).await
         }
         RoundState::AwaitingReviewers { .. } => {
             fill_seats(d, slot, task, protocol, &round).await?;
             Ok(())
         }
         RoundState::AwaitingSenior { doubtful } => {
-            escalate(d, slot, bb, task, protocol, &round, &doubtful).await
+            escalate(d, slot, service, task, protocol, &round, &doubtful).await
         }
     }
 }
@@ -111,30 +114,19 @@ fn reviewing(d: &Daemon, slot: &ProjectSlot, task: &Task) -> Vec<String> {
 /// on meanwhile is left alone.
 async fn conclude_round(
     slot: &ProjectSlot,
-    bb: &Blackboard,
+    service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     approved: bool,
     why: &str,
 ) -> Result<(), BbError> {
-    match bb
-        .conclude_review_round(
-            &task.id,
-            Some(task.round),
-            approved,
-            Some(protocol.max_rounds),
-            &Actor::daemon(),
-            why,
-        )
-        .await
+    if let Some(c) = service
+        .conclude_round_as_read(task, approved, Some(protocol.max_rounds), why)
+        .await?
     {
-        Ok(c) => {
-            tracing::info!(project = %slot.id, task = %task.id, conclusion = ?c, "review round concluded");
-            Ok(())
-        }
-        Err(e) if e.is_conflict() => Ok(()),
-        Err(e) => Err(e),
+        tracing::info!(project = %slot.id, task = %task.id, conclusion = ?c, "review round concluded");
     }
+    Ok(())
 }
 
 /// Starts reviewer runs for the round's open seats, while the limits allow.
@@ -166,7 +158,7 @@ async fn fill_seats(
 async fn escalate(
     d: &Daemon,
     slot: &ProjectSlot,
-    bb: &Blackboard,
+    service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     round: &[Review],
@@ -187,7 +179,7 @@ async fn escalate(
         &taken,
         slot.settings.agents.as_deref(),
     ) {
-        return let_verdicts_stand(slot, bb, task, protocol, round, spec).await;
+        return let_verdicts_stand(slot, service, task, protocol, round, spec).await;
     }
     if start_reviewer(d, slot, task, spec, &taken).await? {
         let body = format!(
@@ -197,14 +189,15 @@ async fn escalate(
             doubtful.join(", "),
             protocol.confidence_threshold
         );
-        bb.add_observation(
-            ObservationLevel::Info,
-            &Actor::daemon(),
-            Some(&task.id),
-            &body,
-        )
-        .await?;
-        bb.record_event(
+        service
+            .observe(
+                ObservationLevel::Info,
+                &Actor::daemon(),
+                Some(&task.id),
+                &body,
+            )
+            .await?;
+        service.blackboard().record_event(
             EventLevel::Attention,
             "review.escalated",
             Some(&task.id),
@@ -220,7 +213,7 @@ async fn escalate(
 /// is judged without one, and an observation says why.
 async fn let_verdicts_stand(
     slot: &ProjectSlot,
-    bb: &Blackboard,
+    service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     round: &[Review],
@@ -235,14 +228,15 @@ async fn let_verdicts_stand(
         "protocol {}: {} (no senior reviewer ({spec}) other than this round's reviewers is available; low-confidence verdicts stand)",
         protocol.name, o.summary
     );
-    bb.add_observation(
-        ObservationLevel::Warn,
-        &Actor::daemon(),
-        Some(&task.id),
-        &why,
-    )
-    .await?;
-    conclude_round(slot, bb, task, protocol, o.approved, &why).await
+    service
+        .observe(
+            ObservationLevel::Warn,
+            &Actor::daemon(),
+            Some(&task.id),
+            &why,
+        )
+        .await?;
+    conclude_round(slot, service, task, protocol, o.approved, &why).await
 }
 
 /// Starts a review run on `task` by the agent [`Team::reviewer`] picks for
