@@ -4,9 +4,10 @@
 # library (the `mcp` package, tests/mcp/drive.py in bench mode): from the
 # client's send of `tools/call` to its parsed result, on a live server
 # started once (as an agent CLI starts it). Each call finishes a different
-# task that the caller holds, so every call is a real submission (open the
-# board, check the caller, write the status and its event, commit, wake the
-# daemon), not a refusal. Target: median < 5 ms.
+# task that the caller holds, so every call is a real submission (check the
+# caller, write the status and its event, commit, wake the daemon, on the
+# project service the server opened once at start), not a refusal.
+# Target: median < 5 ms.
 #
 # Usage: bench/mcp_roundtrip.sh [CALLS]   (default 300)
 # Env:   PY = a python with the `mcp` package (default .tools/mcp-venv, as

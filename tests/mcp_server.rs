@@ -176,6 +176,11 @@ fn the_official_mcp_client_works_a_task_through_moziplus_mcp() {
     assert_eq!(kind, "invalid", "{m}");
     assert!(m.contains("malformed task id \"T-bad\""), "{m}");
 
+    // The CLI's `--file -` (stdin) would read the protocol's own stream.
+    let (kind, m) = refusal(&report, "output_stdin");
+    assert_eq!(kind, "invalid", "{m}");
+    assert!(m.contains("not available over MCP"), "{m}");
+
     // Writes as the run's agent.
     assert_eq!(succeeded(&report, "comment")["body"], "-starts with a dash");
     assert!(succeeded(&report, "experience_add")["id"].is_number());

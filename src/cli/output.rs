@@ -12,34 +12,13 @@ pub struct Printer {
     pub json: bool,
 }
 
-tokio::task_local! {
-    /// Where [`Printer::emit`] writes inside [`capture`] instead of stdout.
-    static CAPTURE: std::cell::RefCell<Vec<u8>>;
-}
-
-/// Runs `fut` with everything [`Printer::emit`] prints collected instead of
-/// written to stdout, and returns it with the result: the MCP server runs the
-/// `bb` verbs in its own process, whose stdout is the protocol's stream.
-pub async fn capture<T>(fut: impl std::future::Future<Output = T>) -> (T, Vec<u8>) {
-    CAPTURE
-        .scope(std::cell::RefCell::new(Vec::new()), async move {
-            let result = fut.await;
-            (result, CAPTURE.with(|c| c.take()))
-        })
-        .await
-}
-
 impl Printer {
-    /// Prints `value` as JSON, or `text()` otherwise (into the buffer of an
-    /// enclosing [`capture`], if any).
+    /// Prints `value` as JSON, or `text()` otherwise.
     pub fn emit<T: Serialize>(
         &self,
         value: &T,
         text: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
-        if CAPTURE.try_with(|_| ()).is_ok() {
-            return CAPTURE.with(|c| self.write(&mut *c.borrow_mut(), value, text));
-        }
         self.write(&mut std::io::stdout().lock(), value, text)
     }
 

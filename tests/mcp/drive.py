@@ -54,6 +54,8 @@ async def scenario(report):
             report["malformed_missing"] = outcome(await call("output", {"text": "no summary"}))
             report["malformed_unknown_field"] = outcome(await call("done", {"tsk": "T-0001"}))
             report["malformed_task_id"] = outcome(await call("done", {"task": "T-bad"}))
+            # `--file -` reads stdin in the CLI; here stdin is the protocol's stream.
+            report["output_stdin"] = outcome(await call("output", {"summary": "stdin", "file": "-"}))
             report["comment"] = outcome(await call("comment", {"body": "-starts with a dash", "type": "note"}))
             report["experience_add"] = outcome(
                 await call("experience_add", {"tags": ["mcp"], "lesson": "typed tools beat shell lines"})

@@ -1,20 +1,32 @@
-//! The one seam between the MCP tools and the board's rules.
+//! The tools' calls onto the project service.
 //!
-//! Every tool of [`super::Server`] ends here, in [`Board::call`], with the
-//! verb it means. Until the project service (issue 14) is the home of the
-//! rules, a call runs exactly what the same `moziplus bb` command line runs,
-//! in this process: the verb's arguments are parsed by the CLI's own clap
-//! definitions and handed to `bb::run`, with what it prints collected instead
-//! of written (stdout is the protocol's stream). Identity, session checks,
-//! holder and status rules, artifact storage and the daemon's wake-up are
-//! therefore the CLI's, not a copy of them; moving the tools onto the service
-//! changes this file only.
+//! [`Board`] is opened once for the server's life: the project's
+//! [`ProjectService`] (one blackboard connection pool, as `moziplus bb` opens
+//! for one command) and the run's identity, read once from the environment
+//! ([`RunIdentity::from_env`], `MOZI_PROJECT`, `MOZI_TASK`). Each tool is one
+//! method here that authenticates the caller exactly as the CLI does
+//! ([`ProjectService::authenticate`], per write, so a session that ended is
+//! refused) and calls the service verb; every rule (holder, status, session,
+//! artifact storage, the daemon's wake-up) is the service's.
+//!
+//! Refusals keep the service's distinctions: [`ServiceError`] maps onto
+//! [`ErrorKind`], whose [`ErrorKind::exit_code`] is the exit code `moziplus
+//! bb` gives the same error (`cli::report`: conflict 3, anything else 1).
 
-use clap::Parser as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
 use serde_json::Value;
 
-use crate::blackboard::BbError;
+use super::{
+    CommentInput, DecideInput, DecisionWaitInput, ExperienceAddInput, FailInput, HeartbeatInput,
+    OutputInput, ReadInput, ReviewInput, TaskInput,
+};
+use crate::blackboard::{Actor, DecisionStatus, NewDecision, NewExperience, OpenMode};
 use crate::home::Home;
+use crate::registry::{self, RegistryError};
+use crate::service::{ArtifactSource, NewArtifact, ProjectService, RunIdentity, ServiceError};
 
 /// Why a tool call was refused, with the CLI's distinctions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -29,9 +41,9 @@ pub enum ErrorKind {
     /// not running, not the task's holder (CLI exit 1).
     Forbidden,
     /// Bad input: a malformed id, a missing or contradictory argument, a
-    /// transition the task's status does not allow (CLI exit 1 or 2).
+    /// transition the task's status does not allow (CLI exit 1).
     Invalid,
-    /// Anything else (I/O, the database) (CLI exit 1).
+    /// Anything else: a wait that timed out, I/O, the database (CLI exit 1).
     Error,
 }
 
@@ -53,108 +65,261 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn of(e: &anyhow::Error) -> Refusal {
-        let kind = e
-            .chain()
-            .find_map(|c| {
-                if let Some(s) = c.downcast_ref::<crate::service::ServiceError>() {
-                    use crate::service::ServiceError as S;
-                    return Some(match s {
-                        S::NotFound(_) => ErrorKind::NotFound,
-                        S::Conflict(_) => ErrorKind::Conflict,
-                        S::Forbidden(_) => ErrorKind::Forbidden,
-                        S::Invalid(_) | S::IllegalTransition(_) => ErrorKind::Invalid,
-                        S::Store(b) => match b {
-                            BbError::NotFound { .. } => ErrorKind::NotFound,
-                            BbError::Conflict(_) => ErrorKind::Conflict,
-                            BbError::Forbidden(_) => ErrorKind::Forbidden,
-                            BbError::Invalid(_) | BbError::IllegalTransition { .. } => {
-                                ErrorKind::Invalid
-                            }
-                            _ => ErrorKind::Error,
-                        },
-                        _ => ErrorKind::Error,
-                    });
-                }
-                if let Some(b) = c.downcast_ref::<BbError>() {
-                    return Some(match b {
-                        BbError::NotFound { .. } => ErrorKind::NotFound,
-                        BbError::Conflict(_) => ErrorKind::Conflict,
-                        BbError::Forbidden(_) => ErrorKind::Forbidden,
-                        BbError::Invalid(_) | BbError::IllegalTransition { .. } => {
-                            ErrorKind::Invalid
-                        }
-                        _ => ErrorKind::Error,
-                    });
-                }
-                use crate::registry::RegistryError;
-                match c.downcast_ref::<RegistryError>()? {
-                    RegistryError::Unknown(_) => Some(ErrorKind::NotFound),
-                    _ => None,
-                }
-            })
-            .unwrap_or_else(|| {
-                // The CLI's own refusals of bad input are plain messages.
-                if e.chain()
-                    .any(|c| c.downcast_ref::<std::io::Error>().is_some())
-                {
-                    ErrorKind::Error
-                } else {
-                    ErrorKind::Invalid
-                }
-            });
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
         Refusal {
             kind,
-            message: crate::cli::chain_message(e),
+            message: message.into(),
         }
     }
 }
 
-/// The board of the run this server belongs to.
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Refusal {
+        let kind = match &e {
+            ServiceError::NotFound(_) => ErrorKind::NotFound,
+            ServiceError::Conflict(_) => ErrorKind::Conflict,
+            ServiceError::Forbidden(_) => ErrorKind::Forbidden,
+            ServiceError::Invalid(_) | ServiceError::IllegalTransition(_) => ErrorKind::Invalid,
+            ServiceError::Timeout(_) | ServiceError::Store(_) | ServiceError::Io { .. } => {
+                ErrorKind::Error
+            }
+        };
+        Refusal::new(kind, e.to_string())
+    }
+}
+
+impl From<RegistryError> for Refusal {
+    fn from(e: RegistryError) -> Refusal {
+        let kind = match &e {
+            RegistryError::Unknown(_) | RegistryError::Archived(_) => ErrorKind::NotFound,
+            RegistryError::InvalidId(_) => ErrorKind::Invalid,
+            _ => ErrorKind::Error,
+        };
+        Refusal::new(kind, e.to_string())
+    }
+}
+
+type Outcome = Result<Value, Refusal>;
+
+/// A service result as the tool's structured content (the document
+/// `moziplus bb --json` prints for the same verb).
+fn json<T: Serialize>(value: &T) -> Outcome {
+    serde_json::to_value(value)
+        .map_err(|e| Refusal::new(ErrorKind::Error, format!("cannot encode the result: {e}")))
+}
+
+/// The board of the run this server belongs to, opened once.
 #[derive(Debug, Clone)]
 pub struct Board {
-    home: Home,
+    /// The project's service, or why it could not be opened (every call is
+    /// then refused with that reason, so the agent reads it).
+    service: Result<ProjectService, Refusal>,
+    identity: RunIdentity,
+    /// This run's task (`MOZI_TASK`), the default of every `task`.
+    task: Option<String>,
 }
 
 impl Board {
-    pub fn new(home: Home) -> Board {
-        Board { home }
+    /// Opens the project the environment names (`MOZI_PROJECT`) in `home`.
+    pub async fn open(home: &Home) -> Board {
+        let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        let service = match var("MOZI_PROJECT") {
+            None => Err(Refusal::new(
+                ErrorKind::Invalid,
+                "no project: MOZI_PROJECT is not set in the server's environment",
+            )),
+            Some(raw) => Self::open_service(home, &raw).await,
+        };
+        Board {
+            service,
+            identity: RunIdentity::from_env(),
+            task: var("MOZI_TASK"),
+        }
     }
 
-    /// Runs one verb: `verb` is the `moziplus bb` command line after `bb`
-    /// (without `--json`, which is always added). Returns the verb's JSON.
-    pub async fn call(&self, verb: Vec<String>) -> Result<Value, Refusal> {
-        let argv = ["moziplus", "bb", "--json"]
-            .into_iter()
-            .map(String::from)
-            .chain(verb);
-        let cli = super::super::Cli::try_parse_from(argv).map_err(|e| Refusal {
-            kind: ErrorKind::Invalid,
-            message: first_line(&e.to_string()),
-        })?;
-        let super::super::Command::Bb(args) = cli.command else {
-            return Err(Refusal {
-                kind: ErrorKind::Error,
-                message: "not a bb command line".into(),
-            });
-        };
-        let (result, printed) =
-            super::super::output::capture(super::super::bb::run(&self.home, args, None)).await;
-        result.map_err(|e| Refusal::of(&e))?;
-        let text = String::from_utf8_lossy(&printed);
-        serde_json::from_str(&text).map_err(|e| Refusal {
-            kind: ErrorKind::Error,
-            message: format!("the verb printed no JSON ({e}): {text}"),
+    async fn open_service(home: &Home, raw: &str) -> Result<ProjectService, Refusal> {
+        let project = registry::active_project(home, raw)?;
+        ProjectService::open(home, &project, OpenMode::Agent)
+            .await
+            .map_err(|e| {
+                let r = Refusal::from(e);
+                Refusal::new(r.kind, format!("project {project}: {}", r.message))
+            })
+    }
+
+    /// Closes the blackboard (at the end of the server's life).
+    pub async fn close(self) {
+        if let Ok(service) = self.service {
+            service.close().await;
+        }
+    }
+
+    fn service(&self) -> Result<&ProjectService, Refusal> {
+        self.service.as_ref().map_err(Refusal::clone)
+    }
+
+    /// Who is writing, checked as the CLI checks it (`agent` is its
+    /// `--agent`): on every write, so a session that ended is refused.
+    async fn actor(&self, agent: Option<&str>) -> Result<(&ProjectService, Actor), Refusal> {
+        let service = self.service()?;
+        let actor = service.authenticate(&self.identity, agent).await?;
+        Ok((service, actor))
+    }
+
+    /// `task`, else this run's task.
+    fn task(&self, task: Option<String>) -> Result<String, Refusal> {
+        task.or_else(|| self.task.clone()).ok_or_else(|| {
+            Refusal::new(
+                ErrorKind::Invalid,
+                "no task: pass `task` (MOZI_TASK is not set in the server's environment)",
+            )
         })
+    }
+
+    pub async fn read(&self, i: ReadInput) -> Outcome {
+        let service = self.service()?;
+        let limit = i.limit.unwrap_or(20);
+        match i.task {
+            None => json(&service.summary(limit).await?),
+            Some(id) => json(&service.task_detail(&id, limit).await?),
+        }
+    }
+
+    pub async fn heartbeat(&self, i: HeartbeatInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let id = self.task(i.task)?;
+        let lease = match i.lease_secs {
+            Some(s) => s,
+            None => {
+                let (config, _) =
+                    crate::config::Config::load_for_project(service.home(), service.project(), &[])
+                        .map_err(|e| Refusal::new(ErrorKind::Error, e.to_string()))?;
+                config.daemon.task_timeout
+            }
+        };
+        json(&service.heartbeat(&id, &actor, lease).await?)
+    }
+
+    pub async fn output(&self, i: OutputInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let id = self.task(i.task)?;
+        let artifact = match (i.file, i.name) {
+            (None, Some(_)) => {
+                return Err(Refusal::new(ErrorKind::Invalid, "`name` needs `file`"));
+            }
+            (None, None) => None,
+            // The CLI's `--file -` reads stdin, which is this protocol's stream.
+            (Some(f), _) if f == "-" => {
+                return Err(Refusal::new(
+                    ErrorKind::Invalid,
+                    "`file` \"-\" (standard input) is not available over MCP: pass the content as `text`, or write it to a file",
+                ));
+            }
+            (Some(f), name) => Some(NewArtifact {
+                name,
+                source: ArtifactSource::File(PathBuf::from(f)),
+            }),
+        };
+        let o = service
+            .post_output(&id, &actor, &i.summary, i.text.as_deref(), artifact)
+            .await?;
+        json(&o)
+    }
+
+    pub async fn comment(&self, i: CommentInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let id = self.task(i.task)?;
+        let kind = i.kind.unwrap_or(super::CommentKind::Comment).into();
+        json(&service.comment(&id, &actor, kind, &i.body).await?)
+    }
+
+    pub async fn review(&self, i: ReviewInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let id = self.task(i.task)?;
+        let body = i.body.unwrap_or_default();
+        let r = service
+            .review(&id, &actor, i.verdict.into(), i.confidence, &body)
+            .await?;
+        json(&r)
+    }
+
+    pub async fn done(&self, i: TaskInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let id = self.task(i.task)?;
+        json(&service.submit(&id, &actor).await?)
+    }
+
+    pub async fn fail(&self, i: FailInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let id = self.task(i.task)?;
+        json(&service.fail(&id, &actor, &i.reason).await?)
+    }
+
+    pub async fn decide(&self, i: DecideInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let new = NewDecision {
+            task_id: i.task,
+            question: i.question,
+            decision: i.decision.unwrap_or_default(),
+            rationale: i.rationale.unwrap_or_default(),
+            settled: !i.propose,
+            expires_at: i.expires_secs.map(|s| service.expiry_in(s)),
+        };
+        json(&service.decide(new, &actor).await?)
+    }
+
+    /// An approved decision is the result; a rejected one is a conflict, as
+    /// `bb decision wait` exits 3.
+    pub async fn decision_wait(&self, i: DecisionWaitInput) -> Outcome {
+        let service = self.service()?;
+        let timeout = Duration::from_secs(i.timeout_secs.unwrap_or(300));
+        let d = service.wait_decision(i.id, timeout).await?;
+        if d.status == DecisionStatus::Rejected {
+            return Err(ServiceError::Conflict(format!("decision D{} was rejected", d.id)).into());
+        }
+        json(&d)
+    }
+
+    pub async fn experience_add(&self, i: ExperienceAddInput) -> Outcome {
+        let (service, actor) = self.actor(i.agent.as_deref()).await?;
+        let new = NewExperience {
+            task_id: i.task.or_else(|| self.task.clone()),
+            tags: i.tags.into_iter().filter(|s| !s.is_empty()).collect(),
+            lesson: i.lesson,
+        };
+        json(&service.add_experience(new, &actor).await?)
     }
 }
 
-/// clap's message without the usage and help lines that follow it.
-fn first_line(rendered: &str) -> String {
-    rendered
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches("error: ")
-        .to_string()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kinds and exit codes agree with `cli::report`: only a conflict
+    /// exits 3.
+    #[test]
+    fn service_errors_keep_their_distinctions() {
+        let cases = [
+            (ServiceError::NotFound("x".into()), ErrorKind::NotFound, 1),
+            (ServiceError::Conflict("x".into()), ErrorKind::Conflict, 3),
+            (ServiceError::Forbidden("x".into()), ErrorKind::Forbidden, 1),
+            (ServiceError::Invalid("x".into()), ErrorKind::Invalid, 1),
+            (
+                ServiceError::IllegalTransition("x".into()),
+                ErrorKind::Invalid,
+                1,
+            ),
+            (ServiceError::Timeout("x".into()), ErrorKind::Error, 1),
+        ];
+        for (e, kind, code) in cases {
+            let conflict = e.is_conflict();
+            let r = Refusal::from(e);
+            assert_eq!((r.kind, r.kind.exit_code()), (kind, code), "{r:?}");
+            assert_eq!(r.message, "x");
+            assert_eq!(r.kind == ErrorKind::Conflict, conflict);
+        }
+        let unknown = Refusal::from(RegistryError::Unknown("nope".into()));
+        assert_eq!(unknown.kind, ErrorKind::NotFound);
+        assert!(unknown.message.contains("unknown project \"nope\""));
+    }
 }

@@ -1,23 +1,27 @@
 //! `moziplus mcp` — the run's blackboard verbs as MCP tools, over stdio.
 //!
-//! One more front door onto the board, next to `moziplus bb` and the HTTP
-//! API, built on the official Rust MCP SDK (`rmcp`). The runtime adapters
-//! register it with each agent CLI (Codex's `mcp_servers`, Claude Code's
-//! `--mcp-config`, OpenClaw's `mcp.servers`), which starts it with the run's
-//! environment: the identity is read from it exactly as `moziplus bb` reads
-//! it (`MOZI_HOME`, `MOZI_PROJECT`, `MOZI_TASK`, `MOZI_AGENT`, `MOZI_SESSION`,
-//! `MOZI_SESSION_TOKEN`), and every call passes the same session checks.
+//! One more front door onto the project service ([`crate::service`]), next
+//! to `moziplus bb` and the HTTP API, built on the official Rust MCP SDK
+//! (`rmcp`). The runtime adapters register it with each agent CLI (Codex's
+//! `mcp_servers`, Claude Code's `--mcp-config`, OpenClaw's `mcp.servers`),
+//! which starts it with the run's environment. At start it opens the
+//! project's service once for its whole life and reads the run's identity
+//! once, as `moziplus bb` reads it (`MOZI_HOME`, `MOZI_PROJECT`, `MOZI_TASK`,
+//! `MOZI_AGENT`, `MOZI_SESSION`, `MOZI_SESSION_TOKEN`); every write passes
+//! the same session checks as the CLI's.
 //!
 //! Each tool has a typed input (its JSON schema is derived from the Rust
 //! type) and a description. A refused call is a tool result with `isError`
-//! and a structured `{ "error": kind, "message": … }`, never a protocol
-//! error: `kind` is `not_found`, `conflict` (the CLI's exit 3: retrying later
-//! may work), `forbidden`, `invalid` or `error`, and `message` is what the
-//! CLI prints. Arguments that do not match the schema (a missing field, a
-//! wrong type, an unknown field) are tool errors too (rmcp's own).
+//! and a structured `{ "error": kind, "message": …, "cli_exit_code": n }`,
+//! never a protocol error: `kind` is `not_found`, `conflict` (the CLI's exit
+//! 3: retrying later may work), `forbidden`, `invalid` or `error`, and
+//! `message` is the service's, as the CLI prints it. Arguments that do not
+//! match the schema (a missing field, a wrong type, an unknown field) are
+//! tool errors too (rmcp's own). A success is the document `moziplus bb
+//! --json` prints for the same verb.
 //!
-//! The tools hold no rule: each builds the verb it means and hands it to
-//! [`board::Board`], the one seam to the board's rules.
+//! The tools hold no rule: each hands its input to [`board::Board`], which
+//! calls the service verb.
 
 mod board;
 
@@ -35,6 +39,7 @@ use serde_json::json;
 
 pub use board::{Board, ErrorKind, Refusal};
 
+use crate::blackboard::{CommentType, Verdict};
 use crate::home::Home;
 
 /// `moziplus mcp`.
@@ -43,13 +48,17 @@ pub struct McpArgs {}
 
 /// Serves the tools on stdin/stdout until the client closes the stream.
 pub async fn run(home: &Home, _args: McpArgs) -> anyhow::Result<()> {
-    let server = Server::new(Board::new(home.clone()));
-    let running = server
+    let board = Board::open(home).await;
+    let running = Server::new(board.clone())
         .serve(rmcp::transport::stdio_pipes())
         .await
-        .map_err(|e| anyhow::anyhow!("MCP initialization failed: {e}"))?;
-    running.waiting().await?;
-    Ok(())
+        .map_err(|e| anyhow::anyhow!("MCP initialization failed: {e}"));
+    let waited = match running {
+        Ok(running) => running.waiting().await.map(drop).map_err(Into::into),
+        Err(e) => Err(e),
+    };
+    board.close().await;
+    waited
 }
 
 /// The MCP server: the tools and the board they reach.
@@ -57,53 +66,6 @@ pub async fn run(home: &Home, _args: McpArgs) -> anyhow::Result<()> {
 pub struct Server {
     board: Board,
     tool_router: ToolRouter<Server>,
-}
-
-/// A `moziplus bb` command line under construction (after `bb`).
-struct Verb {
-    args: Vec<String>,
-    /// The positional argument, placed after `--` so that no value is taken
-    /// for a flag.
-    positional: Option<String>,
-}
-
-impl Verb {
-    fn new(words: &[&str]) -> Verb {
-        Verb {
-            args: words.iter().map(|w| w.to_string()).collect(),
-            positional: None,
-        }
-    }
-
-    /// `--flag=value` (the `=` form keeps a value starting with `-` a value).
-    fn opt(mut self, flag: &str, value: Option<impl ToString>) -> Verb {
-        if let Some(v) = value {
-            self.args.push(format!("--{flag}={}", v.to_string()));
-        }
-        self
-    }
-
-    fn switch(mut self, flag: &str, on: bool) -> Verb {
-        if on {
-            self.args.push(format!("--{flag}"));
-        }
-        self
-    }
-
-    /// The verb's positional argument (a task id defaults to `$MOZI_TASK`).
-    fn arg(mut self, value: Option<impl ToString>) -> Verb {
-        self.positional = value.map(|v| v.to_string());
-        self
-    }
-
-    fn into_args(self) -> Vec<String> {
-        let mut args = self.args;
-        if let Some(p) = self.positional {
-            args.push("--".into());
-            args.push(p);
-        }
-        args
-    }
 }
 
 /// The result of a call, success or refusal.
@@ -171,14 +133,14 @@ pub enum CommentKind {
     Note,
 }
 
-impl CommentKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            CommentKind::Comment => "comment",
-            CommentKind::Question => "question",
-            CommentKind::Answer => "answer",
-            CommentKind::Rebuttal => "rebuttal",
-            CommentKind::Note => "note",
+impl From<CommentKind> for CommentType {
+    fn from(k: CommentKind) -> CommentType {
+        match k {
+            CommentKind::Comment => CommentType::Comment,
+            CommentKind::Question => CommentType::Question,
+            CommentKind::Answer => CommentType::Answer,
+            CommentKind::Rebuttal => CommentType::Rebuttal,
+            CommentKind::Note => CommentType::Note,
         }
     }
 }
@@ -207,12 +169,12 @@ pub enum VerdictInput {
     Reject,
 }
 
-impl VerdictInput {
-    fn as_str(self) -> &'static str {
-        match self {
-            VerdictInput::Approve => "approve",
-            VerdictInput::Revise => "revise",
-            VerdictInput::Reject => "reject",
+impl From<VerdictInput> for Verdict {
+    fn from(v: VerdictInput) -> Verdict {
+        match v {
+            VerdictInput::Approve => Verdict::Approve,
+            VerdictInput::Revise => Verdict::Revise,
+            VerdictInput::Reject => Verdict::Reject,
         }
     }
 }
@@ -309,115 +271,58 @@ impl Server {
         }
     }
 
-    async fn call(&self, verb: Verb) -> CallToolResult {
-        result(self.board.call(verb.into_args()).await)
-    }
-
     /// The board summary, or one task with its comments, outputs, reviews and dependencies (JSON).
     #[tool(annotations(read_only_hint = true))]
     async fn read(&self, Parameters(i): Parameters<ReadInput>) -> CallToolResult {
-        self.call(Verb::new(&["read"]).opt("limit", i.limit).arg(i.task))
-            .await
+        result(self.board.read(i).await)
     }
 
     /// Renew the lease of a task you hold, so the daemon does not take it back during long work.
     #[tool]
     async fn heartbeat(&self, Parameters(i): Parameters<HeartbeatInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["heartbeat"])
-                .opt("agent", i.agent)
-                .opt("lease", i.lease_secs)
-                .arg(i.task),
-        )
-        .await
+        result(self.board.heartbeat(i).await)
     }
 
     /// Post an output of the task's current round: short inline `text`, or a `file` stored as the task's artifact. Only the task's holder may post, while it is working.
     #[tool]
     async fn output(&self, Parameters(i): Parameters<OutputInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["output"])
-                .opt("agent", i.agent)
-                .opt("summary", Some(i.summary))
-                .opt("text", i.text)
-                .opt("file", i.file)
-                .opt("name", i.name)
-                .arg(i.task),
-        )
-        .await
+        result(self.board.output(i).await)
     }
 
     /// Comment on a task (a question, an answer, a note, a rebuttal of a review).
     #[tool]
     async fn comment(&self, Parameters(i): Parameters<CommentInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["comment"])
-                .opt("agent", i.agent)
-                .opt("body", Some(i.body))
-                .opt("type", i.kind.map(CommentKind::as_str))
-                .arg(i.task),
-        )
-        .await
+        result(self.board.comment(i).await)
     }
 
     /// Review a task that is in review: approve, revise (another round) or reject, with your confidence.
     #[tool]
     async fn review(&self, Parameters(i): Parameters<ReviewInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["review"])
-                .opt("agent", i.agent)
-                .opt("verdict", Some(i.verdict.as_str()))
-                .opt("confidence", Some(i.confidence))
-                .opt("body", i.body)
-                .arg(i.task),
-        )
-        .await
+        result(self.board.review(i).await)
     }
 
     /// Finish your work on the task (submit): it goes to review if it has a review protocol, else it is done. Post your output first.
     #[tool]
     async fn done(&self, Parameters(i): Parameters<TaskInput>) -> CallToolResult {
-        self.call(Verb::new(&["done"]).opt("agent", i.agent).arg(i.task))
-            .await
+        result(self.board.done(i).await)
     }
 
     /// Mark the task failed, with the reason (use it when the task cannot be done, not for a passing difficulty).
     #[tool]
     async fn fail(&self, Parameters(i): Parameters<FailInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["fail"])
-                .opt("agent", i.agent)
-                .opt("reason", Some(i.reason))
-                .arg(i.task),
-        )
-        .await
+        result(self.board.fail(i).await)
     }
 
     /// Record a decision the team should keep to, or propose one for a person to approve (`propose`).
     #[tool]
     async fn decide(&self, Parameters(i): Parameters<DecideInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["decide"])
-                .opt("agent", i.agent)
-                .opt("question", Some(i.question))
-                .opt("decision", i.decision)
-                .opt("rationale", i.rationale)
-                .opt("task", i.task)
-                .switch("propose", i.propose)
-                .opt("expires", i.expires_secs),
-        )
-        .await
+        result(self.board.decide(i).await)
     }
 
     /// Wait until a proposed decision is approved (success) or rejected (a `conflict` error), up to `timeout_secs`.
     #[tool(annotations(read_only_hint = true))]
     async fn decision_wait(&self, Parameters(i): Parameters<DecisionWaitInput>) -> CallToolResult {
-        self.call(
-            Verb::new(&["decision", "wait"])
-                .opt("timeout", i.timeout_secs)
-                .arg(Some(i.id)),
-        )
-        .await
+        result(self.board.decision_wait(i).await)
     }
 
     /// Record a lesson learned, tagged, for later runs (distilled into skills).
@@ -426,14 +331,7 @@ impl Server {
         &self,
         Parameters(i): Parameters<ExperienceAddInput>,
     ) -> CallToolResult {
-        self.call(
-            Verb::new(&["experience", "add"])
-                .opt("agent", i.agent)
-                .opt("tags", Some(i.tags.join(",")))
-                .opt("lesson", Some(i.lesson))
-                .opt("task", i.task),
-        )
-        .await
+        result(self.board.experience_add(i).await)
     }
 }
 
