@@ -123,6 +123,23 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The text of a chat answer's `message`, followed by the note on the calls
+/// held back for approval (both translated answers show it).
+pub(crate) fn answer_text(message: &Value, risky: &[RiskyCall], approvals: &[Value]) -> String {
+    let mut text = message
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if !risky.is_empty() {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(&approval_text(risky, approvals));
+    }
+    text
+}
+
 /// What the client is told instead of a held-back high-risk tool call.
 pub(crate) fn approval_text(calls: &[RiskyCall], entries: &[Value]) -> String {
     let mut lines = Vec::new();

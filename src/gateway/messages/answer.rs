@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::gateway::surface::{approval_text, new_id};
+use crate::gateway::surface::{answer_text, new_id};
 use crate::gateway::tools::RiskyCall;
 use crate::gateway::usage::usage_of;
 
@@ -47,17 +47,7 @@ pub(crate) fn from_chat(
         .pointer("/choices/0/finish_reason")
         .and_then(Value::as_str);
     let mut content = Vec::new();
-    let mut text = message
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if !risky.is_empty() {
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        text.push_str(&approval_text(risky, approvals));
-    }
+    let text = answer_text(&message, risky, approvals);
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }

@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Echo;
-use crate::gateway::surface::{approval_text, new_id, unix_now};
+use crate::gateway::surface::{answer_text, new_id, unix_now};
 use crate::gateway::tools::RiskyCall;
 use crate::gateway::usage::usage_of;
 
@@ -75,17 +75,7 @@ pub(crate) fn from_chat(
         .and_then(Value::as_str)
         .unwrap_or("stop");
     let mut output = Vec::new();
-    let mut text = message
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if !risky.is_empty() {
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        text.push_str(&approval_text(risky, approvals));
-    }
+    let text = answer_text(&message, risky, approvals);
     if !text.is_empty() {
         output.push(message_item(&new_id("msg_"), &text, "completed"));
     }
