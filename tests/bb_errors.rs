@@ -416,14 +416,14 @@ fn an_agent_may_only_write_as_itself() {
 
     // Agent b, with its own valid session, cannot touch a's task.
     let env_b = session_env("S-b", "b", &tok_b);
-    refused(&h, &["bb", "output", "--summary", "mine now", "--text", "x"], &env_b, ERROR, &["only the assignee of task T-0001 (a) may post its output, not b"]);
+    refused(&h, &["bb", "output", "--summary", "mine now", "--text", "x"], &env_b, ERROR, &["cannot post an output to task T-0001: it is claimed by a, not b"]);
     refused(&h, &["bb", "done"], &env_b, ERROR, &["cannot submit task T-0001: it is claimed by a, not b"]);
     refused(&h, &["bb", "heartbeat"], &env_b, ERROR, &["cannot renew the lease of task T-0001: it is claimed by a, not b"]);
     refused(&h, &["bb", "release"], &env_b, ERROR, &["cannot release task T-0001: it is claimed by a, not b"]);
     refused(&h, &["bb", "fail", "--reason", "sabotage"], &env_b, ERROR, &["cannot fail task T-0001: it is claimed by a, not b"]);
 
     // Without a session, naming another agent does not make you the holder.
-    refused(&h, &bb(&["output", "T-0002", "--agent", "b", "--summary", "s", "--text", "x"]), &[], ERROR, &["only the assignee of task T-0002 (a) may post its output, not b"]);
+    refused(&h, &bb(&["output", "T-0002", "--agent", "b", "--summary", "s", "--text", "x"]), &[], ERROR, &["cannot post an output to task T-0002: it is claimed by a, not b"]);
     refused(&h, &bb(&["done", "T-0002", "--agent", "b"]), &[], ERROR, &["cannot submit task T-0002: it is claimed by a, not b"]);
     refused(&h, &bb(&["heartbeat", "T-0002", "--agent", "b"]), &[], ERROR, &["claimed by a, not b"]);
     refused(&h, &bb(&["release", "T-0002", "--agent", "b"]), &[], ERROR, &["claimed by a, not b"]);

@@ -671,9 +671,17 @@ async fn every_change_writes_exactly_one_event() {
         "session.ended",
         b.bb.end_session("S-1", Outcome::Failed, Some(1), None)
     );
+    let claimed_at = b.bb.task(&other).await.unwrap().claimed_at.unwrap();
     step!(
         "task.timed_out",
-        b.bb.requeue_task(&other, "run took too long", "task.timed_out")
+        b.bb.give_back_claim(
+            &other,
+            "a",
+            claimed_at,
+            "run took too long",
+            "task.timed_out",
+            true
+        )
     );
     step!("task.claimed", b.bb.claim_task(&other, &a, MINUTE));
     step!("task.failed", b.bb.fail_task(&other, &a, "gave up"));

@@ -8,9 +8,25 @@ use moziplus::blackboard::{
     Actor, ActorKind, Blackboard, ManualClock, NewTask, OpenMode, TaskStatus,
 };
 use moziplus::config::agents::AgentsFile;
-use moziplus::daemon::heartbeat::check;
+use moziplus::daemon::heartbeat::{self, HeartbeatReport};
+use moziplus::daemon::runs::RunInfo;
+use moziplus::home::{Home, ProjectId};
+use moziplus::service::{Notifier, ProjectService};
 
 const MIN: i64 = 60_000;
+
+/// The policy as the ticker runs it: through the project's service, whose
+/// writes wake nobody here.
+async fn check(
+    bb: &Blackboard,
+    agents: &AgentsFile,
+    runs: &[RunInfo],
+) -> moziplus::blackboard::BbResult<HeartbeatReport> {
+    let home = Home::new(bb.path().parent().unwrap());
+    let project = ProjectId::parse(bb.project()).unwrap();
+    let service = ProjectService::new(bb.clone(), home, project, Notifier::none());
+    heartbeat::check(&service, agents, runs).await
+}
 
 fn agents() -> AgentsFile {
     serde_yaml_ng::from_str(

@@ -194,29 +194,29 @@ impl Blackboard {
         if due.is_none() {
             return Ok(0);
         }
-        let mut tx = self.begin_write().await?;
-        let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
-            "UPDATE decision SET status = 'rejected', decided_by = 'daemon', decided_at = ?1,
-                 rationale = 'expired without an answer'
-             WHERE status = 'proposed' AND expires_at IS NOT NULL AND expires_at <= ?1
-             RETURNING id, task_id",
-        )
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await?;
-        for (id, task) in &ids {
-            emit(
-                &mut tx,
-                now,
-                EventLevel::Attention,
-                "decision.expired",
-                task.as_deref(),
-                &Actor::daemon(),
-                json!({ "decision_id": id }),
+        write_tx!(self, |tx, now| {
+            let ids: Vec<(i64, Option<String>)> = sqlx::query_as(
+                "UPDATE decision SET status = 'rejected', decided_by = 'daemon', decided_at = ?1,
+                     rationale = 'expired without an answer'
+                 WHERE status = 'proposed' AND expires_at IS NOT NULL AND expires_at <= ?1
+                 RETURNING id, task_id",
             )
+            .bind(now)
+            .fetch_all(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(ids.len() as u64)
+            for (id, task) in &ids {
+                emit(
+                    &mut tx,
+                    now,
+                    EventLevel::Attention,
+                    "decision.expired",
+                    task.as_deref(),
+                    &Actor::daemon(),
+                    json!({ "decision_id": id }),
+                )
+                .await?;
+            }
+            ids.len() as u64
+        })
     }
 }

@@ -101,66 +101,66 @@ impl Blackboard {
         threshold: u32,
         review_protocol: &str,
     ) -> BbResult<Option<Task>> {
-        let now = self.now();
         let marker = distill_tag(tag);
-        let mut tx = self.begin_write().await?;
-        let open: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM task t JOIN task_tag g ON g.task_id = t.id
-             WHERE g.tag = ? AND t.kind = 'distill'
-               AND t.status NOT IN ('done','failed','cancelled')",
-        )
-        .bind(&marker)
-        .fetch_one(&mut *tx)
-        .await?;
-        if open > 0 {
-            return Ok(None);
-        }
-        let lessons: Vec<(i64, String, String, Millis)> = sqlx::query_as(
-            "SELECT e.id, e.agent, e.lesson, e.created_at FROM experience e
-             JOIN experience_tag x ON x.experience_id = e.id
-             WHERE x.tag = ? AND e.status = 'active' ORDER BY e.id",
-        )
-        .bind(tag)
-        .fetch_all(&mut *tx)
-        .await?;
-        if (lessons.len() as u32) < threshold || lessons.is_empty() {
-            return Ok(None);
-        }
-        let last_given_up: Option<Millis> = sqlx::query_scalar(
-            "SELECT MAX(t.finished_at) FROM task t JOIN task_tag g ON g.task_id = t.id
-             WHERE g.tag = ? AND t.kind = 'distill' AND t.status IN ('failed','cancelled')",
-        )
-        .bind(&marker)
-        .fetch_one(&mut *tx)
-        .await?;
-        let newest = lessons.iter().map(|l| l.3).max().unwrap_or(0);
-        if last_given_up.is_some_and(|t| newest <= t) {
-            return Ok(None);
-        }
-        let title = format!(
-            "Distill {} lessons tagged {tag} into a skill",
-            lessons.len()
-        );
-        let mut description =
-            format!("Turn these active experiences tagged `{tag}` into one reusable skill.\n\n");
-        for (eid, agent, lesson, _) in &lessons {
-            description.push_str(&format!("- experience {eid} ({agent}): {lesson}\n"));
-        }
-        let new = NewTask {
-            title,
-            description,
-            kind: Some("distill".into()),
-            tags: vec![marker.clone(), tag.to_string()],
-            review_protocol: Some(review_protocol.to_string()),
-            ..Default::default()
-        };
-        let ids: Vec<i64> = lessons.iter().map(|l| l.0).collect();
-        let mut extra = serde_json::Map::new();
-        extra.insert("distill_tag".into(), json!(tag));
-        extra.insert("experiences".into(), json!(ids));
-        let task = insert_task(&mut tx, now, &new, &Actor::daemon(), extra).await?;
-        tx.commit().await?;
-        Ok(Some(task))
+        write_tx!(self, |tx, now| {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM task t JOIN task_tag g ON g.task_id = t.id
+                 WHERE g.tag = ? AND t.kind = 'distill'
+                   AND t.status NOT IN ('done','failed','cancelled')",
+            )
+            .bind(&marker)
+            .fetch_one(&mut *tx)
+            .await?;
+            if open > 0 {
+                return Ok(None);
+            }
+            let lessons: Vec<(i64, String, String, Millis)> = sqlx::query_as(
+                "SELECT e.id, e.agent, e.lesson, e.created_at FROM experience e
+                 JOIN experience_tag x ON x.experience_id = e.id
+                 WHERE x.tag = ? AND e.status = 'active' ORDER BY e.id",
+            )
+            .bind(tag)
+            .fetch_all(&mut *tx)
+            .await?;
+            if (lessons.len() as u32) < threshold || lessons.is_empty() {
+                return Ok(None);
+            }
+            let last_given_up: Option<Millis> = sqlx::query_scalar(
+                "SELECT MAX(t.finished_at) FROM task t JOIN task_tag g ON g.task_id = t.id
+                 WHERE g.tag = ? AND t.kind = 'distill' AND t.status IN ('failed','cancelled')",
+            )
+            .bind(&marker)
+            .fetch_one(&mut *tx)
+            .await?;
+            let newest = lessons.iter().map(|l| l.3).max().unwrap_or(0);
+            if last_given_up.is_some_and(|t| newest <= t) {
+                return Ok(None);
+            }
+            let title = format!(
+                "Distill {} lessons tagged {tag} into a skill",
+                lessons.len()
+            );
+            let mut description = format!(
+                "Turn these active experiences tagged `{tag}` into one reusable skill.\n\n"
+            );
+            for (eid, agent, lesson, _) in &lessons {
+                description.push_str(&format!("- experience {eid} ({agent}): {lesson}\n"));
+            }
+            let new = NewTask {
+                title,
+                description,
+                kind: Some("distill".into()),
+                tags: vec![marker.clone(), tag.to_string()],
+                review_protocol: Some(review_protocol.to_string()),
+                ..Default::default()
+            };
+            let ids: Vec<i64> = lessons.iter().map(|l| l.0).collect();
+            let mut extra = serde_json::Map::new();
+            extra.insert("distill_tag".into(), json!(tag));
+            extra.insert("experiences".into(), json!(ids));
+            let task = insert_task(&mut tx, now, &new, &Actor::daemon(), extra).await?;
+            Some(task)
+        })
     }
 
     /// Marks the active experiences tagged `tag` and created no later than
@@ -213,28 +213,28 @@ impl Blackboard {
         if due.is_none() {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin_write().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "UPDATE experience SET status = 'deprecated'
-             WHERE status = 'active' AND COALESCE(last_referenced_at, created_at) <= ?
-             RETURNING id",
-        )
-        .bind(cutoff)
-        .fetch_all(&mut *tx)
-        .await?;
-        if !ids.is_empty() {
-            emit(
-                &mut tx,
-                now,
-                EventLevel::Optional,
-                "experience.deprecated",
-                None,
-                &Actor::daemon(),
-                json!({ "experiences": ids, "expire_days": expire_days }),
+        write_tx!(self, |tx, now| {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "UPDATE experience SET status = 'deprecated'
+                 WHERE status = 'active' AND COALESCE(last_referenced_at, created_at) <= ?
+                 RETURNING id",
             )
+            .bind(cutoff)
+            .fetch_all(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(ids)
+            if !ids.is_empty() {
+                emit(
+                    &mut tx,
+                    now,
+                    EventLevel::Optional,
+                    "experience.deprecated",
+                    None,
+                    &Actor::daemon(),
+                    json!({ "experiences": ids, "expire_days": expire_days }),
+                )
+                .await?;
+            }
+            ids
+        })
     }
 }

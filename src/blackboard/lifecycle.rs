@@ -192,32 +192,10 @@ impl Blackboard {
         })
     }
 
-    /// Checks that `actor` holds the claim on a `working` task.
-    fn require_holder(task: &Task, actor: &Actor, verb: &str) -> BbResult<()> {
-        if task.status != TaskStatus::Working {
-            return Err(BbError::Conflict(format!(
-                "cannot {verb} task {}: it is {}, not working",
-                task.id, task.status
-            )));
-        }
-        match task.claimed_by.as_deref() {
-            Some(holder) if holder == actor.name => Ok(()),
-            Some(_) if actor.kind == super::ActorKind::Daemon => Ok(()),
-            Some(holder) => Err(BbError::Forbidden(format!(
-                "cannot {verb} task {}: it is claimed by {holder}, not {}",
-                task.id, actor.name
-            ))),
-            None => Err(BbError::Forbidden(format!(
-                "cannot {verb} task {}: nobody holds it",
-                task.id
-            ))),
-        }
-    }
-
     /// Renews the claim's lease (the holder's heartbeat).
     pub async fn heartbeat(&self, id: &str, actor: &Actor, lease_ms: Millis) -> BbResult<Task> {
         change_task!(self, id, |tx, now, task| {
-            Self::require_holder(&task, actor, "renew the lease of")?;
+            require_holder(&task, actor, "renew the lease of")?;
             sqlx::query("UPDATE task SET lease_expires_at = ?, updated_at = ? WHERE id = ?")
                 .bind(now.saturating_add(lease_ms))
                 .bind(now)
@@ -240,7 +218,7 @@ impl Blackboard {
     /// Gives a claimed task back (`pending`, same round).
     pub async fn release_task(&self, id: &str, actor: &Actor, reason: &str) -> BbResult<Task> {
         change_task!(self, id, |tx, now, task| {
-            Self::require_holder(&task, actor, "release")?;
+            require_holder(&task, actor, "release")?;
             write_status(
                 &mut tx,
                 now,
@@ -269,7 +247,7 @@ impl Blackboard {
     /// protocol, else straight to `done`.
     pub async fn submit_task(&self, id: &str, actor: &Actor) -> BbResult<Task> {
         change_task!(self, id, |tx, now, task| {
-            Self::require_holder(&task, actor, "submit")?;
+            require_holder(&task, actor, "submit")?;
             let (to, level, kind) = if task.review_protocol.is_some() {
                 (TaskStatus::Review, EventLevel::Daily, "task.submitted")
             } else {
@@ -288,7 +266,7 @@ impl Blackboard {
         }
         change_task!(self, id, |tx, now, task| {
             if !actor.is_privileged() {
-                Self::require_holder(&task, actor, "fail")?;
+                require_holder(&task, actor, "fail")?;
             }
             write_status(
                 &mut tx,
@@ -368,5 +346,31 @@ impl Blackboard {
                 system_comment(&mut tx, now, id, &actor.name, &format!("{to}: {reason}")).await?;
             }
         })
+    }
+}
+
+/// The holder rule, the one place it is written: only the holder of a
+/// `working` task (or the daemon, acting for a run) may renew its lease,
+/// post its output, release, submit or fail it. The store checks it under
+/// the write lock; the service checks it first where a refusal must come
+/// before work outside the database (an artifact written to disk).
+pub fn require_holder(task: &Task, actor: &Actor, verb: &str) -> BbResult<()> {
+    if task.status != TaskStatus::Working {
+        return Err(BbError::Conflict(format!(
+            "cannot {verb} task {}: it is {}, not working",
+            task.id, task.status
+        )));
+    }
+    match task.claimed_by.as_deref() {
+        Some(holder) if holder == actor.name => Ok(()),
+        Some(_) if actor.kind == super::ActorKind::Daemon => Ok(()),
+        Some(holder) => Err(BbError::Forbidden(format!(
+            "cannot {verb} task {}: it is claimed by {holder}, not {}",
+            task.id, actor.name
+        ))),
+        None => Err(BbError::Forbidden(format!(
+            "cannot {verb} task {}: nobody holds it",
+            task.id
+        ))),
     }
 }

@@ -58,6 +58,7 @@ use std::sync::Arc;
 
 pub use decisions::NewDecision;
 pub use learning::{distill_tag, DISTILL_TAG_PREFIX};
+pub use lifecycle::require_holder;
 pub use model::*;
 pub use open::{OpenMode, AGENT_WAL_LIMIT_BYTES, LATEST_SCHEMA_VERSION};
 pub use pages::{ProjectStats, TaskPage, TaskQuery};

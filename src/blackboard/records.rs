@@ -132,21 +132,7 @@ impl Blackboard {
         }
         write_tx!(self, |tx, now| {
             let t = fetch_task(&mut tx, task).await?;
-            if t.status != TaskStatus::Working {
-                return Err(BbError::Conflict(format!(
-                    "cannot post an output to task {task}: it is {}, not working",
-                    t.status
-                )));
-            }
-            if t.claimed_by.as_deref() != Some(actor.name.as_str())
-                && actor.kind != super::ActorKind::Daemon
-            {
-                return Err(BbError::Forbidden(format!(
-                    "only the assignee of task {task} ({}) may post its output, not {}",
-                    t.claimed_by.as_deref().unwrap_or("nobody"),
-                    actor.name
-                )));
-            }
+            super::require_holder(&t, actor, "post an output to")?;
             let row = sqlx::query(
                 "INSERT INTO output (task_id, agent, round, summary, artifact_path, inline_text, created_at)
                  VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",

@@ -23,27 +23,26 @@ impl Blackboard {
         .await?;
         let mut out = Vec::new();
         for id in expired {
-            let mut tx = self.begin_write().await?;
-            let task = fetch_task(&mut tx, &id).await?;
-            // Re-check under the write lock: a heartbeat may have just renewed it.
-            if task.status != TaskStatus::Working || task.lease_expires_at.is_none_or(|l| l > now) {
-                continue;
+            let requeued: BbResult<Option<TaskStatus>> = write_tx!(self, |tx, now| {
+                let task = fetch_task(&mut tx, &id).await?;
+                // Re-check under the write lock: a heartbeat may have just renewed it.
+                if task.status != TaskStatus::Working
+                    || task.lease_expires_at.is_none_or(|l| l > now)
+                {
+                    None
+                } else {
+                    let why = format!(
+                        "lease of {} expired without a heartbeat",
+                        task.claimed_by.as_deref().unwrap_or("?")
+                    );
+                    let actor = Actor::daemon();
+                    let kind = "task.lease_expired";
+                    Some(requeue_or_fail(&mut tx, now, &task, &actor, &why, kind).await?)
+                }
+            });
+            if let Some(status) = requeued? {
+                out.push((id, status));
             }
-            let why = format!(
-                "lease of {} expired without a heartbeat",
-                task.claimed_by.as_deref().unwrap_or("?")
-            );
-            let status = requeue_or_fail(
-                &mut tx,
-                now,
-                &task,
-                &Actor::daemon(),
-                &why,
-                "task.lease_expired",
-            )
-            .await?;
-            tx.commit().await?;
-            out.push((id, status));
         }
         Ok(out)
     }
@@ -67,38 +66,37 @@ impl Blackboard {
         kind: &str,
         bump: bool,
     ) -> BbResult<Option<TaskStatus>> {
-        let now = self.now();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let task = fetch_task(&mut tx, id).await?;
-        if task.status != TaskStatus::Working
-            || task.claimed_by.as_deref() != Some(holder)
-            || task.claimed_at != Some(claimed_at)
-        {
-            return Ok(None);
-        }
-        let status = if bump {
-            requeue_or_fail(&mut tx, now, &task, &Actor::daemon(), why, kind).await?
-        } else {
-            let actor = Actor {
-                name: holder.to_string(),
-                kind: super::ActorKind::Daemon,
+        write_tx!(self, |tx, now| {
+            let task = fetch_task(&mut tx, id).await?;
+            if task.status != TaskStatus::Working
+                || task.claimed_by.as_deref() != Some(holder)
+                || task.claimed_at != Some(claimed_at)
+            {
+                return Ok(None);
+            }
+            let status = if bump {
+                requeue_or_fail(&mut tx, now, &task, &Actor::daemon(), why, kind).await?
+            } else {
+                let actor = Actor {
+                    name: holder.to_string(),
+                    kind: super::ActorKind::Daemon,
+                };
+                write_status(
+                    &mut tx,
+                    now,
+                    &task,
+                    TaskStatus::Pending,
+                    &actor,
+                    EventLevel::Optional,
+                    "task.released",
+                    json!({ "reason": why }),
+                )
+                .await?;
+                system_comment(&mut tx, now, id, holder, &format!("released: {why}")).await?;
+                TaskStatus::Pending
             };
-            write_status(
-                &mut tx,
-                now,
-                &task,
-                TaskStatus::Pending,
-                &actor,
-                EventLevel::Optional,
-                "task.released",
-                json!({ "reason": why }),
-            )
-            .await?;
-            system_comment(&mut tx, now, id, holder, &format!("released: {why}")).await?;
-            TaskStatus::Pending
-        };
-        tx.commit().await?;
-        Ok(Some(status))
+            Some(status)
+        })
     }
 
     /// Ends a round of work that the daemon judged failed (timeout, crash,
@@ -117,17 +115,6 @@ impl Blackboard {
         .execute(&self.pool)
         .await?;
         Ok(r.rows_affected() == 1)
-    }
-
-    pub async fn requeue_task(&self, id: &str, why: &str, kind: &str) -> BbResult<TaskStatus> {
-        write_tx!(self, |tx, now| {
-            let task = fetch_task(&mut tx, id).await?;
-            if task.status != TaskStatus::Working {
-                return Ok(task.status);
-            }
-            let status = requeue_or_fail(&mut tx, now, &task, &Actor::daemon(), why, kind).await?;
-            status
-        })
     }
 
     /// Concludes the current review round of a task in `review` with the

@@ -158,20 +158,19 @@ impl Blackboard {
     /// gateway's batched bookings, `(session id, prompt, completion)` each.
     /// An unknown session id changes nothing.
     pub async fn add_sessions_usage(&self, rows: &[(String, i64, i64)]) -> BbResult<()> {
-        let mut tx = self.begin_write().await?;
-        for (id, prompt_tokens, completion_tokens) in rows {
-            sqlx::query(
-                "UPDATE session SET prompt_tokens = prompt_tokens + ?,
-                     completion_tokens = completion_tokens + ? WHERE id = ?",
-            )
-            .bind(prompt_tokens)
-            .bind(completion_tokens)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        write_tx!(self, |tx, _now| {
+            for (id, prompt_tokens, completion_tokens) in rows {
+                sqlx::query(
+                    "UPDATE session SET prompt_tokens = prompt_tokens + ?,
+                         completion_tokens = completion_tokens + ? WHERE id = ?",
+                )
+                .bind(prompt_tokens)
+                .bind(completion_tokens)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            }
+        })
     }
 
     pub async fn session(&self, id: &str) -> BbResult<Session> {

@@ -16,6 +16,8 @@ pub struct WorkActivity {
     pub agent: String,
     pub creator: String,
     pub round: i64,
+    /// When this claim was made: a recovery gives back this claim only.
+    pub claimed_at: super::Millis,
     pub last_activity: super::Millis,
     pub nudged_at: Option<super::Millis>,
 }
@@ -173,11 +175,12 @@ impl Blackboard {
     /// already nudged them since. For the heartbeat policy.
     pub async fn working_activity(&self) -> BbResult<Vec<WorkActivity>> {
         let rows = sqlx::query(
-            "SELECT t.id, t.claimed_by, t.creator, t.round,
+            "SELECT t.id, t.claimed_by, t.creator, t.round, t.claimed_at,
                     COALESCE((SELECT MAX(e.created_at) FROM event e WHERE e.task_id = t.id AND e.actor <> 'daemon'),
                              t.claimed_at, t.updated_at) AS last_activity,
                     (SELECT MAX(e.created_at) FROM event e WHERE e.task_id = t.id AND e.kind = 'task.suspect') AS nudged_at
-             FROM task t WHERE t.status = 'working' AND t.claimed_by IS NOT NULL ORDER BY t.seq",
+             FROM task t WHERE t.status = 'working' AND t.claimed_by IS NOT NULL
+                AND t.claimed_at IS NOT NULL ORDER BY t.seq",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -188,8 +191,9 @@ impl Blackboard {
                     agent: r.try_get(1)?,
                     creator: r.try_get(2)?,
                     round: r.try_get(3)?,
-                    last_activity: r.try_get(4)?,
-                    nudged_at: r.try_get(5)?,
+                    claimed_at: r.try_get(4)?,
+                    last_activity: r.try_get(5)?,
+                    nudged_at: r.try_get(6)?,
                 })
             })
             .collect()

@@ -21,8 +21,9 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::runs::{signal_group, RunInfo, RunKind};
-use crate::blackboard::{Actor, BbResult, Blackboard, CommentType, EventLevel, ObservationLevel};
+use crate::blackboard::{Actor, BbResult, CommentType, EventLevel, ObservationLevel};
 use crate::config::agents::{AgentsFile, Category};
+use crate::service::ProjectService;
 
 fn category_of(agents: &AgentsFile, agent: Option<&str>) -> Category {
     agent
@@ -43,10 +44,11 @@ pub struct HeartbeatReport {
 /// Applies the policy to one project. `runs` are the daemon's runs in flight
 /// (a recovered task's run is stopped; its supervisor then returns the task).
 pub async fn check(
-    bb: &Blackboard,
+    service: &ProjectService,
     agents: &AgentsFile,
     runs: &[RunInfo],
 ) -> BbResult<HeartbeatReport> {
+    let bb = service.blackboard();
     let now = bb.now();
     let daemon = Actor::daemon();
     let mut report = HeartbeatReport::default();
@@ -61,7 +63,8 @@ pub async fn check(
                 policy.recover_after_secs / 60,
                 w.creator
             );
-            bb.add_comment(&w.task_id, &daemon, CommentType::System, &why)
+            service
+                .comment(&w.task_id, &daemon, CommentType::System, &why)
                 .await?;
             bb.record_event(
                 EventLevel::Attention,
@@ -81,8 +84,11 @@ pub async fn check(
                 Some(run) => {
                     signal_group(run.pid, Signal::SIGTERM);
                 }
+                // Only this claim: a release or a new claim since the read
+                // above is left alone.
                 None => {
-                    bb.requeue_task(&w.task_id, &why, "task.recovered_requeue")
+                    service
+                        .recover_claim(&w.task_id, &w.agent, w.claimed_at, &why)
                         .await?;
                 }
             }
@@ -96,7 +102,8 @@ pub async fn check(
                 w.task_id,
                 quiet / 60_000
             );
-            bb.add_comment(&w.task_id, &daemon, CommentType::System, &body)
+            service
+                .comment(&w.task_id, &daemon, CommentType::System, &body)
                 .await?;
             bb.record_event(
                 EventLevel::Attention,
@@ -111,34 +118,36 @@ pub async fn check(
         let warn_at =
             (u64::from(policy.max_rounds) * u64::from(policy.warn_at_percent)).div_ceil(100) as i64;
         if w.round == warn_at {
-            bb.add_observation(
-                ObservationLevel::Warn,
-                &daemon,
-                Some(&w.task_id),
-                &format!(
-                    "{} is on round {} of the {} rounds its {:?} agent category allows",
-                    w.task_id,
-                    w.round,
-                    policy.max_rounds,
-                    category_of(agents, Some(&w.agent))
-                ),
-            )
-            .await?;
+            service
+                .observe(
+                    ObservationLevel::Warn,
+                    &daemon,
+                    Some(&w.task_id),
+                    &format!(
+                        "{} is on round {} of the {} rounds its {:?} agent category allows",
+                        w.task_id,
+                        w.round,
+                        policy.max_rounds,
+                        category_of(agents, Some(&w.agent))
+                    ),
+                )
+                .await?;
             report.round_warnings.push(w.task_id.clone());
         }
     }
-    notify_dependency_waits(bb, agents, now, &mut report).await?;
+    notify_dependency_waits(service, agents, now, &mut report).await?;
     Ok(report)
 }
 
 /// Dependency waits: the owner of a dependency that a task has waited on
 /// past its category's threshold is asked (once per wait) to finish it.
 async fn notify_dependency_waits(
-    bb: &Blackboard,
+    service: &ProjectService,
     agents: &AgentsFile,
     now: i64,
     report: &mut HeartbeatReport,
 ) -> BbResult<()> {
+    let bb = service.blackboard();
     let daemon = Actor::daemon();
     // Dependency waits: the shortest threshold bounds the query; each row is
     // then held to its own category's threshold.
@@ -163,7 +172,8 @@ async fn notify_dependency_waits(
             waited / 60_000,
             w.dependency_id
         );
-        bb.add_comment(&w.dependency_id, &daemon, CommentType::System, &body)
+        service
+            .comment(&w.dependency_id, &daemon, CommentType::System, &body)
             .await?;
         bb.record_event(
             EventLevel::Attention,

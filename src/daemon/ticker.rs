@@ -146,6 +146,7 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
 
 async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     let bb = slot.bb.as_ref().expect("caller checked");
+    let service = slot.service(d.home()).expect("caller checked");
     let project = slot.id.as_str();
 
     // One cheap query says what else is worth doing.
@@ -158,7 +159,6 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         }
     }
     if probe.decisions_due {
-        let service = slot.service(d.home()).expect("caller checked");
         service.expire_decisions().await?;
     }
 
@@ -169,7 +169,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
 
     // 2b. The heartbeat policy (suspect / recover / dependency waits).
     if probe.working > 0 || probe.long_waits {
-        let report = super::heartbeat::check(bb, d.agents(), &d.runs()).await?;
+        let report = super::heartbeat::check(&service, d.agents(), &d.runs()).await?;
         if report != Default::default() {
             tracing::info!(project, ?report, "heartbeat policy acted");
         }
@@ -224,7 +224,8 @@ async fn detect_zombie(
     outstanding: i64,
     last: i64,
 ) -> Result<(), BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
+    let service = slot.service(d.home()).expect("caller checked");
+    let bb = service.blackboard();
     let project = slot.id.as_str();
     let cfg = &slot.config.daemon;
     let mut alert = false;
@@ -270,7 +271,8 @@ async fn start_ready(
     slot: ProjectSlot,
     ready: Vec<crate::blackboard::Task>,
 ) -> Result<(), BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
+    let service = slot.service(d.home()).expect("caller checked");
+    let bb = service.blackboard();
     let project = slot.id.as_str();
     let cfg = &slot.config.daemon;
     let timeout = cfg.task_timeout;
@@ -305,11 +307,12 @@ async fn start_ready(
             name: agent.id.clone(),
             kind: ActorKind::Daemon,
         };
-        let lease_ms = ((timeout + cfg.kill_grace + 60) * 1000) as i64;
-        let claimed = match bb.claim_task(&task.id, &holder, lease_ms).await {
+        let lease_secs = timeout + cfg.kill_grace + 60;
+        let allowed = slot.settings.agents.as_deref();
+        let claimed = match service.claim(&task.id, &holder, lease_secs, allowed).await {
             Ok(t) => t,
             Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         };
         start_run(&d, bb, &claimed, agent, RunKind::Work, timeout).await;
         *busy.entry(agent.id.clone()).or_insert(0) += 1;

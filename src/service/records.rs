@@ -27,7 +27,7 @@ impl ProjectService {
                 "pass either --file or --text, not both".into(),
             ));
         }
-        rules::may_post_output(&self.bb.task(id).await?, actor)?;
+        crate::blackboard::require_holder(&self.bb.task(id).await?, actor, "post an output to")?;
         let stored = match artifact {
             None => None,
             Some(a) => {

@@ -1,10 +1,12 @@
 //! The rules a write must pass, as plain functions of what is stored: which
-//! agents a project admits, how long a lease runs, who may post an output,
-//! which comment types are reserved. Both the front doors (through
+//! agents a project admits, how long a lease runs, which comment types are
+//! reserved. Who holds a task is the store's invariant, checked under its
+//! write lock: [`crate::blackboard::require_holder`], which the service also
+//! calls before work outside the database. Both the front doors (through
 //! [`super::ProjectService`]) and the ticker ask here; none re-implements one.
 
 use super::{ServiceError, ServiceResult};
-use crate::blackboard::{Actor, ActorKind, CommentType, Millis, Task, TaskStatus};
+use crate::blackboard::{Actor, ActorKind, CommentType, Millis};
 
 /// Whether `agent` may work on a project whose `agents:` list is `allowed`
 /// (no list: every agent).
@@ -36,26 +38,6 @@ pub fn lease_ms(secs: u64) -> ServiceResult<Millis> {
         ));
     }
     Ok(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
-}
-
-/// Only the holder of a `working` task (or the daemon acting for a run) may
-/// post its output.
-pub fn may_post_output(task: &Task, actor: &Actor) -> ServiceResult<()> {
-    if task.status != TaskStatus::Working {
-        return Err(ServiceError::Conflict(format!(
-            "cannot post an output to task {}: it is {}, not working",
-            task.id, task.status
-        )));
-    }
-    if task.claimed_by.as_deref() != Some(actor.name.as_str()) && actor.kind != ActorKind::Daemon {
-        return Err(ServiceError::Forbidden(format!(
-            "only the assignee of task {} ({}) may post its output, not {}",
-            task.id,
-            task.claimed_by.as_deref().unwrap_or("nobody"),
-            actor.name
-        )));
-    }
-    Ok(())
 }
 
 /// `system` comments record what the daemon did; nobody else writes one.
