@@ -148,7 +148,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["RuntimeSettings"];
+                    };
                 };
             };
         };
@@ -171,7 +173,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["RuntimeSettings"];
+                    };
                 };
             };
         };
@@ -206,7 +210,9 @@ export interface paths {
                     headers: {
                         [name: string]: unknown;
                     };
-                    content?: never;
+                    content: {
+                        "application/json": components["schemas"]["GatewayStatus"];
+                    };
                 };
             };
         };
@@ -555,6 +561,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
+        /** Ready (200) or not (503), with the same document either way. */
         get: operations["ready"];
         put?: never;
         post?: never;
@@ -1053,6 +1060,13 @@ export interface components {
          * @enum {string}
          */
         FullPolicy: "reject" | "drop_lowest" | "passthrough";
+        /** @description The gateway's part of the readiness document. */
+        GatewayReadiness: {
+            /** @description By provider name. */
+            providers: {
+                [key: string]: components["schemas"]["ProviderReadiness"];
+            };
+        };
         /** @description Everything `/api/gateway/status` shows (and the daemon embeds). */
         GatewayStatus: {
             /**
@@ -1292,6 +1306,11 @@ export interface components {
         ProjectList: {
             projects: components["schemas"]["Project"][];
         };
+        /** @description What the status endpoint shows of a broken project. */
+        ProjectProblem: {
+            project: string;
+            error: string;
+        };
         /** @description A session with the project it belongs to. */
         ProjectSession: {
             project: string;
@@ -1349,6 +1368,12 @@ export interface components {
              */
             degraded: number;
         };
+        /** @description One upstream in the readiness document. */
+        ProviderReadiness: {
+            breaker: components["schemas"]["BreakerState"];
+            /** @description Its API key's environment variable is set. */
+            key_set: boolean;
+        };
         /** @description One provider in the status. */
         ProviderStatus: {
             /** @description Name. */
@@ -1381,6 +1406,36 @@ export interface components {
             normal: number;
             /** @description Waiting low requests. */
             low: number;
+        };
+        /**
+         * @description `GET /health/ready`: whether the daemon can do its work, and what stops
+         *     it. Served with 200 when `ready`, else 503.
+         */
+        Readiness: {
+            /**
+             * @description No broken project, the ticker alive and no run blocked by the
+             *     machine.
+             */
+            ready: boolean;
+            /**
+             * @description The last tick ended less than three intervals (plus 10 s) ago, or
+             *     the ticker is paused on purpose.
+             */
+            ticker_alive: boolean;
+            /** @description Projects whose blackboard cannot be used, and why. */
+            project_problems: components["schemas"]["ProjectProblem"][];
+            /**
+             * @description Runs that cannot start for the machine's reasons (a CLI not
+             *     installed, a read-only home or database, no file descriptors); the
+             *     daemon is not ready until a run starts again.
+             */
+            degraded: components["schemas"]["Problem"][];
+            /**
+             * @description Informational: review protocols the team cannot staff hold only
+             *     their own tasks.
+             */
+            unusable_review_protocols: components["schemas"]["UnusableProtocol"][];
+            gateway?: null | components["schemas"]["GatewayReadiness"];
         };
         /**
          * @description Where the adaptive rate stands.
@@ -2514,20 +2569,22 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
+            /** @description ready */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["Readiness"];
                 };
             };
+            /** @description not ready: see `project_problems`, `ticker_alive` and `degraded` */
             503: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": Record<string, never>;
+                    "application/json": components["schemas"]["Readiness"];
                 };
             };
         };

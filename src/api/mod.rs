@@ -26,10 +26,12 @@ use axum::middleware::Next;
 use axum::response::Response;
 use serde::de::DeserializeOwned;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::blackboard::{Actor, Blackboard};
 use crate::daemon::Daemon;
+use crate::gateway::status::{GatewayStatus, RuntimeSettings};
 use crate::registry::{self, ProjectId};
 use crate::service::{identity, Notifier, ProjectService, ServiceError};
 
@@ -71,12 +73,43 @@ pub fn base_document() -> utoipa::openapi::OpenApi {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    // The gateway's JSON documents, so their routes can name them.
+    let mut schemas = Vec::new();
+    for (name, schema) in [
+        (GatewayStatus::name(), GatewayStatus::schema()),
+        (RuntimeSettings::name(), RuntimeSettings::schema()),
+    ] {
+        schemas.push((name.into_owned(), schema));
+    }
+    GatewayStatus::schemas(&mut schemas);
+    RuntimeSettings::schemas(&mut schemas);
+    doc.components
+        .get_or_insert_with(Default::default)
+        .schemas
+        .extend(schemas);
     for (method, path, summary) in GATEWAY_ROUTES {
+        let body = match *path {
+            "/api/gateway/status" => Some(GatewayStatus::name()),
+            "/api/gateway/config" => Some(RuntimeSettings::name()),
+            _ => None,
+        };
+        let ok = match body {
+            Some(name) => utoipa::openapi::ResponseBuilder::new()
+                .description("OK")
+                .content(
+                    "application/json",
+                    utoipa::openapi::ContentBuilder::new()
+                        .schema(Some(utoipa::openapi::Ref::from_schema_name(name)))
+                        .build(),
+                )
+                .build(),
+            None => utoipa::openapi::Response::new("OK"),
+        };
         let op = utoipa::openapi::path::OperationBuilder::new()
             .summary(Some(*summary))
             .tag("gateway")
             .description(Some("See docs/GATEWAY.md."))
-            .response("200", utoipa::openapi::Response::new("OK"))
+            .response("200", ok)
             .build();
         doc.paths
             .add_path_operation(*path, vec![method.clone()], op);

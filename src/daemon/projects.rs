@@ -54,7 +54,7 @@ impl ProjectSlot {
 pub const FAILED_TICKS_UNREADY: u32 = 3;
 
 /// What the status endpoint shows of a broken project.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectProblem {
     pub project: String,
     pub error: String,

@@ -26,7 +26,7 @@ pub mod guard;
 pub mod serve;
 pub mod status;
 
-pub use status::{DaemonSessions, DaemonStatus, ProjectSession};
+pub use status::{DaemonSessions, DaemonStatus, ProjectSession, Readiness};
 
 /// The process-wide Prometheus recorder (installed once; later daemons in the
 /// same process share it).
@@ -102,57 +102,16 @@ async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-#[utoipa::path(get, path = "/health/ready", tag = "daemon", responses((status = 200, body = Object), (status = 503, body = Object)))]
+/// Ready (200) or not (503), with the same document either way.
+#[utoipa::path(get, path = "/health/ready", tag = "daemon", responses((status = 200, body = Readiness, description = "ready"), (status = 503, body = Readiness, description = "not ready: see `project_problems`, `ticker_alive` and `degraded`")))]
 async fn ready(State(d): State<Daemon>) -> Response {
-    let problems = d.projects().problems();
-    let stats = d.tick_stats();
-    let interval_ms = d.config().daemon.tick_interval as i64 * 1000;
-    let ticker_alive = d.ticker_paused()
-        || stats
-            .last_tick_at_ms
-            .is_some_and(|t| chrono::Utc::now().timestamp_millis() - t < 3 * interval_ms + 10_000);
-    // Runs that cannot start for the machine's reasons (a CLI not
-    // installed, a read-only home or database, no file descriptors): the
-    // project is degraded and the daemon not ready until a run starts again.
-    let degraded = d.degraded();
-    let ok = problems.is_empty() && ticker_alive && degraded.is_empty();
-    // Informational: a protocol the team cannot staff holds only its tasks.
-    let unusable: Vec<Value> = d
-        .protocols()
-        .unusable()
-        .into_iter()
-        .map(|(name, why)| json!({ "protocol": name, "reason": why }))
-        .collect();
-    // Informational: an upstream's breaker being open does not make the
-    // daemon unready (readiness must not flap with a provider's health).
-    let gateway = d.gateway().map(|g| {
-        let providers: serde_json::Map<String, Value> = g
-            .status()
-            .providers
-            .into_iter()
-            .map(|p| {
-                (
-                    p.name,
-                    json!({ "breaker": p.breaker.state, "key_set": p.api_key.is_some() }),
-                )
-            })
-            .collect();
-        json!({ "providers": providers })
-    });
-    let body = json!({
-        "ready": ok,
-        "ticker_alive": ticker_alive,
-        "project_problems": problems,
-        "degraded": degraded,
-        "unusable_review_protocols": unusable,
-        "gateway": gateway,
-    });
-    let code = if ok {
+    let readiness = Readiness::of(&d);
+    let code = if readiness.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(body)).into_response()
+    (code, Json(readiness)).into_response()
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "daemon", responses((status = 200, content_type = "text/plain", body = String)))]

@@ -8,8 +8,10 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use crate::daemon::inbox::InboxStats;
+use crate::daemon::projects::ProjectProblem;
 use crate::daemon::{Daemon, RunInfo};
 use crate::gateway::status::GatewayStatus;
+use crate::gateway::BreakerState;
 use crate::runtime::health::Problem;
 
 /// Everything `GET /api/daemon/status` shows.
@@ -64,6 +66,93 @@ pub struct ProjectStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub error: Option<String>,
+}
+
+/// `GET /health/ready`: whether the daemon can do its work, and what stops
+/// it. Served with 200 when `ready`, else 503.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// No broken project, the ticker alive and no run blocked by the
+    /// machine.
+    pub ready: bool,
+    /// The last tick ended less than three intervals (plus 10 s) ago, or
+    /// the ticker is paused on purpose.
+    pub ticker_alive: bool,
+    /// Projects whose blackboard cannot be used, and why.
+    pub project_problems: Vec<ProjectProblem>,
+    /// Runs that cannot start for the machine's reasons (a CLI not
+    /// installed, a read-only home or database, no file descriptors); the
+    /// daemon is not ready until a run starts again.
+    pub degraded: Vec<Problem>,
+    /// Informational: review protocols the team cannot staff hold only
+    /// their own tasks.
+    pub unusable_review_protocols: Vec<UnusableProtocol>,
+    /// Informational: each upstream's breaker (an open breaker does not make
+    /// the daemon unready: readiness must not flap with a provider's
+    /// health); `null` when the gateway is not mounted.
+    pub gateway: Option<GatewayReadiness>,
+}
+
+/// The gateway's part of the readiness document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GatewayReadiness {
+    /// By provider name.
+    pub providers: BTreeMap<String, ProviderReadiness>,
+}
+
+/// One upstream in the readiness document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProviderReadiness {
+    pub breaker: BreakerState,
+    /// Its API key's environment variable is set.
+    pub key_set: bool,
+}
+
+impl Readiness {
+    /// The readiness of `d` now.
+    pub fn of(d: &Daemon) -> Readiness {
+        let project_problems = d.projects().problems();
+        let stats = d.tick_stats();
+        let interval_ms = d.config().daemon.tick_interval as i64 * 1000;
+        let ticker_alive = d.ticker_paused()
+            || stats.last_tick_at_ms.is_some_and(|t| {
+                chrono::Utc::now().timestamp_millis() - t < 3 * interval_ms + 10_000
+            });
+        let degraded = d.degraded();
+        let gateway = d.gateway().map(|g| GatewayReadiness {
+            providers: g
+                .status()
+                .providers
+                .into_iter()
+                .map(|p| {
+                    let key_set = p.api_key.is_some();
+                    (
+                        p.name,
+                        ProviderReadiness {
+                            breaker: p.breaker.state,
+                            key_set,
+                        },
+                    )
+                })
+                .collect(),
+        });
+        Readiness {
+            ready: project_problems.is_empty() && ticker_alive && degraded.is_empty(),
+            ticker_alive,
+            project_problems,
+            degraded,
+            unusable_review_protocols: unusable_protocols(d),
+            gateway,
+        }
+    }
+}
+
+fn unusable_protocols(d: &Daemon) -> Vec<UnusableProtocol> {
+    d.protocols()
+        .unusable()
+        .into_iter()
+        .map(|(protocol, reason)| UnusableProtocol { protocol, reason })
+        .collect()
 }
 
 /// A review protocol the team cannot staff, and why.
@@ -142,12 +231,7 @@ impl DaemonStatus {
             gateway: d.gateway().map(|g| g.status()),
             runs_started: d.runs_spawned(),
             degraded: d.degraded(),
-            unusable_review_protocols: d
-                .protocols()
-                .unusable()
-                .into_iter()
-                .map(|(protocol, reason)| UnusableProtocol { protocol, reason })
-                .collect(),
+            unusable_review_protocols: unusable_protocols(d),
             limits: Limits {
                 max_global_agents: config.daemon.max_global_agents,
                 max_per_agent: config.daemon.max_per_agent,
