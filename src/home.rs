@@ -2,8 +2,7 @@
 //!
 //! Resolution order (SPEC §1): `--home` flag, else `$MOZI_HOME`, else the current
 //! directory. Every path of the on-disk layout is derived here so the layout
-//! is defined in exactly one place (the one exception: the runtimes' own
-//! generated state, `runtime::state_dir`). [`ProjectId`] lives here too: a
+//! is defined in exactly one place. [`ProjectId`] lives here too: a
 //! project id is a folder name before it is anything else.
 
 use std::path::{Path, PathBuf};
@@ -200,6 +199,11 @@ impl Home {
     /// Where every run's `TMPDIR` lives (`tmp/<session>`).
     pub fn runs_tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+    /// `runtimes/<runtime>/<agent>/`: an agent CLI's generated configuration
+    /// and state (made private by `runtime::state_dir`).
+    pub fn runtime_state_dir(&self, runtime: &str, agent: &str) -> PathBuf {
+        self.root.join("runtimes").join(runtime).join(agent)
     }
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")

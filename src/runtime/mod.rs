@@ -241,7 +241,7 @@ impl Adapter {
 /// Where an adapter keeps an agent's generated CLI configuration and state:
 /// `<home>/runtimes/<runtime>/<agent>/`, private to the daemon's user.
 pub fn state_dir(home: &Path, runtime: &str, agent: &str) -> Result<PathBuf, PrepareError> {
-    let dir = home.join("runtimes").join(runtime).join(agent);
+    let dir = crate::home::Home::new(home).runtime_state_dir(runtime, agent);
     if !dir.is_dir() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
