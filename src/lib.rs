@@ -6,6 +6,8 @@
 //! * [`config`] — layered, strictly validated configuration.
 //! * [`blackboard`] — one SQLite blackboard per project: tasks, their lifecycle,
 //!   and every record agents and the daemon write.
+//! * [`wire`] — the JSON and OpenAPI shape of the board's records (the store's
+//!   model carries no serde).
 //! * [`service`] — the project service: who may do what on a blackboard
 //!   (identities, allowed agents, leases, holders, decisions, artifacts),
 //!   called by every front door.
@@ -43,4 +45,5 @@ pub mod runtime;
 pub mod safe_fs;
 pub mod service;
 pub mod skills;
+pub mod wire;
 pub mod workspace;

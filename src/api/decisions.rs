@@ -10,8 +10,9 @@ use utoipa_axum::routes;
 
 use super::{actor, project_service, ApiPath, ApiQuery, OptionalJson};
 use crate::api::ApiError;
-use crate::blackboard::{Decision, DecisionStatus};
+use crate::blackboard::DecisionStatus;
 use crate::daemon::Daemon;
+use crate::wire::{self, Decision};
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
@@ -75,7 +76,7 @@ async fn list_decisions(
     let status = status_filter(&q)?;
     let svc = project_service(&d, &id).await?;
     Ok(Json(DecisionList {
-        decisions: svc.decisions(status, LIST_LIMIT).await?,
+        decisions: wire::list(svc.decisions(status, LIST_LIMIT).await?),
     }))
 }
 
@@ -93,7 +94,7 @@ async fn all_decisions(
         for decision in bb.decisions(status, LIST_LIMIT).await? {
             decisions.push(ProjectDecision {
                 project: slot.id.to_string(),
-                decision,
+                decision: decision.into(),
             });
         }
     }
@@ -117,7 +118,7 @@ async fn decide(
     let decision = svc
         .settle_decision(n, approve, &who, rationale.trim())
         .await?;
-    Ok(Json(decision))
+    Ok(Json(decision.into()))
 }
 
 /// Approves a proposed decision (409 if already decided).

@@ -9,8 +9,9 @@ use utoipa_axum::routes;
 
 use super::{check_limit, project_service, ApiPath, ApiQuery};
 use crate::api::ApiError;
-use crate::blackboard::{Experience, ExperienceStatus, Observation, ObservationLevel};
+use crate::blackboard::{ExperienceStatus, ObservationLevel};
 use crate::daemon::Daemon;
+use crate::wire::{self, Experience, Observation};
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
@@ -63,7 +64,7 @@ async fn list_observations(
     let limit = check_limit(q.limit, 100, 1000)?;
     let svc = project_service(&d, &id).await?;
     Ok(Json(ObservationList {
-        observations: svc.observations(level, limit).await?,
+        observations: wire::list(svc.observations(level, limit).await?),
     }))
 }
 
@@ -84,6 +85,6 @@ async fn list_experiences(
     let svc = project_service(&d, &id).await?;
     let tag = q.tag.filter(|t| !t.is_empty());
     Ok(Json(ExperienceList {
-        experiences: svc.experiences(status, tag.as_deref(), limit).await?,
+        experiences: wire::list(svc.experiences(status, tag.as_deref(), limit).await?),
     }))
 }

@@ -15,8 +15,9 @@ use utoipa_axum::routes;
 
 use super::{check_limit, open_project, ApiPath, ApiQuery};
 use crate::api::ApiError;
-use crate::blackboard::{Blackboard, Session};
+use crate::blackboard::{self, Blackboard};
 use crate::daemon::Daemon;
+use crate::wire::{self, Session};
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
@@ -87,7 +88,9 @@ async fn list_sessions(
         Some(task) => bb.sessions_for_task(task).await?,
         None => bb.recent_sessions(limit).await?,
     };
-    Ok(Json(SessionList { sessions }))
+    Ok(Json(SessionList {
+        sessions: wire::list(sessions),
+    }))
 }
 
 /// The session, its log's path and the folder the log must be in.
@@ -95,7 +98,7 @@ async fn session_and_log(
     d: &Daemon,
     bb: &Blackboard,
     sid: &str,
-) -> Result<(Session, std::path::PathBuf, std::path::PathBuf), ApiError> {
+) -> Result<(blackboard::Session, std::path::PathBuf, std::path::PathBuf), ApiError> {
     let s = bb.session(sid).await?;
     let path = s
         .log_path

@@ -11,8 +11,9 @@ use utoipa_axum::routes;
 
 use super::{actor, check_limit, parse_list, project_service, ApiJson, ApiPath, ApiQuery};
 use crate::api::ApiError;
-use crate::blackboard::{Comment, CommentType, NewTask, Task, TaskDetail, TaskQuery, TaskStatus};
+use crate::blackboard::{CommentType, TaskQuery, TaskStatus};
 use crate::daemon::Daemon;
+use crate::wire::{self, Comment, NewTask, Task, TaskDetail};
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
@@ -115,7 +116,7 @@ async fn list_tasks(
     };
     let page = svc.task_page(&query).await?;
     Ok(Json(TaskList {
-        tasks: page.tasks,
+        tasks: wire::list(page.tasks),
         next_cursor: page.next.map(encode_cursor),
         total: page.total,
     }))
@@ -135,9 +136,9 @@ async fn create_task(
     let who = actor(&headers)?;
     let task = project_service(&d, &id)
         .await?
-        .create_task(new, &who)
+        .create_task(new.into(), &who)
         .await?;
-    Ok((StatusCode::CREATED, Json(task)))
+    Ok((StatusCode::CREATED, Json(task.into())))
 }
 
 /// A task with its dependencies, comments, outputs, reviews and sessions.
@@ -150,7 +151,7 @@ async fn show_task(
     ApiPath((id, task)): ApiPath<(String, String)>,
 ) -> Result<Json<TaskDetail>, ApiError> {
     let svc = project_service(&d, &id).await?;
-    Ok(Json(svc.task_detail(&task, 500).await?))
+    Ok(Json(svc.task_detail(&task, 500).await?.into()))
 }
 
 /// An operator transition: cancel, block, unblock or retry (409 naming both
@@ -172,7 +173,7 @@ async fn set_task_status(
     let task = svc
         .set_status(&task, to, &who, change.reason.trim())
         .await?;
-    Ok(Json(task))
+    Ok(Json(task.into()))
 }
 
 /// Adds a comment to a task.
@@ -194,5 +195,5 @@ async fn add_comment(
     };
     let svc = project_service(&d, &id).await?;
     let comment = svc.comment(&task, &who, kind, &c.body).await?;
-    Ok((StatusCode::CREATED, Json(comment)))
+    Ok((StatusCode::CREATED, Json(comment.into())))
 }

@@ -1,20 +1,18 @@
 //! The blackboard's vocabulary: statuses, priorities, verdicts, levels, and the
-//! record types read back from the database.
-
-use serde::{Deserialize, Serialize};
+//! record types read back from the database. Their JSON and OpenAPI shape is
+//! `crate::wire`'s: nothing here is serialized for the wire.
 
 macro_rules! string_enum {
     ($(#[$m:meta])* $name:ident { $($variant:ident = $s:literal),+ $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-        #[serde(rename_all = "snake_case")]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub enum $name { $($variant),+ }
 
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
 
-            pub fn as_str(self) -> &'static str {
+            pub const fn as_str(self) -> &'static str {
                 match self { $($name::$variant => $s),+ }
             }
         }
@@ -208,23 +206,8 @@ pub fn rfc3339(ms: Millis) -> String {
         .unwrap_or_default()
 }
 
-mod ts {
-    //! serde helpers: times are stored as millis, shown as RFC 3339.
-    use super::{rfc3339, Millis};
-    use serde::Serializer;
-    pub fn ser<S: Serializer>(v: &Millis, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&rfc3339(*v))
-    }
-    pub fn ser_opt<S: Serializer>(v: &Option<Millis>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(v) => s.serialize_str(&rfc3339(*v)),
-            None => s.serialize_none(),
-        }
-    }
-}
-
 /// A task as stored.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Task {
     pub id: String,
     pub title: String,
@@ -239,25 +222,15 @@ pub struct Task {
     pub review_protocol: Option<String>,
     pub round: i64,
     pub max_rounds: i64,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub lease_expires_at: Option<Millis>,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Millis,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub claimed_at: Option<Millis>,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub finished_at: Option<Millis>,
     pub tags: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Comment {
     pub id: i64,
     pub task_id: String,
@@ -265,12 +238,10 @@ pub struct Comment {
     #[sqlx(try_from = "String")]
     pub comment_type: CommentType,
     pub body: String,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Output {
     pub id: i64,
     pub task_id: String,
@@ -279,12 +250,10 @@ pub struct Output {
     pub summary: String,
     pub artifact_path: Option<String>,
     pub inline_text: Option<String>,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Review {
     pub id: i64,
     pub task_id: String,
@@ -295,12 +264,10 @@ pub struct Review {
     pub verdict: Verdict,
     pub confidence: f64,
     pub body: String,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Decision {
     pub id: i64,
     pub task_id: Option<String>,
@@ -311,18 +278,12 @@ pub struct Decision {
     #[sqlx(try_from = "String")]
     pub status: DecisionStatus,
     pub decided_by: Option<String>,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub decided_at: Option<Millis>,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub expires_at: Option<Millis>,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct Observation {
     pub id: i64,
     #[sqlx(try_from = "String")]
@@ -330,12 +291,10 @@ pub struct Observation {
     pub source: String,
     pub task_id: Option<String>,
     pub body: String,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Experience {
     pub id: i64,
     pub task_id: Option<String>,
@@ -343,16 +302,12 @@ pub struct Experience {
     pub lesson: String,
     pub tags: Vec<String>,
     pub times_referenced: i64,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_referenced_at: Option<Millis>,
     pub status: ExperienceStatus,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub id: String,
     pub task_id: String,
@@ -361,11 +316,7 @@ pub struct Session {
     pub pgid: Option<i64>,
     pub command: String,
     pub round: i64,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub started_at: Millis,
-    #[serde(serialize_with = "ts::ser_opt")]
-    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<Millis>,
     pub exit_code: Option<i64>,
     pub outcome: Option<Outcome>,
@@ -376,11 +327,9 @@ pub struct Session {
     pub detail: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Event {
     pub id: i64,
-    #[serde(serialize_with = "ts::ser")]
-    #[schema(value_type = String, format = DateTime)]
     pub created_at: Millis,
     pub level: EventLevel,
     pub kind: String,
@@ -390,9 +339,8 @@ pub struct Event {
 }
 
 /// A task with everything attached to it (`bb read T-0001`).
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone)]
 pub struct TaskDetail {
-    #[serde(flatten)]
     pub task: Task,
     pub depends_on: Vec<DependencyRef>,
     pub dependents: Vec<DependencyRef>,
@@ -403,7 +351,7 @@ pub struct TaskDetail {
 }
 
 /// A dependency edge as seen from one side, with the other task's status.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DependencyRef {
     pub id: String,
     pub title: String,
@@ -411,7 +359,7 @@ pub struct DependencyRef {
 }
 
 /// The board at a glance (`bb read`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct BoardSummary {
     pub project: String,
     pub counts: std::collections::BTreeMap<String, i64>,
@@ -426,7 +374,7 @@ pub struct BoardSummary {
 }
 
 /// One line of a task listing.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct TaskLine {
     pub id: String,
     pub title: String,

@@ -72,33 +72,23 @@ pub(super) fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Task> {
 }
 
 /// What `bb create` (or the inbox, or the API) asks for.
-#[derive(Debug, Clone, Default, serde::Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
+/// Its JSON form is `crate::wire::NewTask`.
+#[derive(Debug, Clone, Default)]
 pub struct NewTask {
     pub title: String,
-    #[serde(default)]
     pub description: String,
-    #[serde(default)]
     pub kind: Option<String>,
-    #[serde(default)]
     pub priority: Option<Priority>,
-    #[serde(default)]
     pub assignee: Option<String>,
-    #[serde(default)]
     pub parent_id: Option<String>,
-    #[serde(default)]
     pub review_protocol: Option<String>,
-    #[serde(default)]
     pub max_rounds: Option<i64>,
-    #[serde(default)]
     pub depends_on: Vec<String>,
-    #[serde(default)]
     pub tags: Vec<String>,
 }
 
 /// How a review round ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReviewConclusion {
     Approved,
     /// Back to `pending` with the next round.

@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use super::Daemon;
 use crate::blackboard::{Blackboard, Event, EventLevel, Task};
+use crate::wire;
 
 /// Events kept for slow receivers before they are told they lagged.
 pub const CAPACITY: usize = 4096;
@@ -62,11 +63,14 @@ impl StreamEvent {
     /// The event as sent; `task` is the row of its task, for
     /// [`carries_task`] kinds.
     pub fn new(project: &str, e: &Event, task: Option<&Task>) -> StreamEvent {
-        let mut v = serde_json::to_value(e).unwrap_or_default();
+        let mut v = serde_json::to_value(wire::Event::from(e)).unwrap_or_default();
         if let Some(m) = v.as_object_mut() {
             m.insert("project".into(), json!(project));
             if let Some(t) = task {
-                m.insert("task".into(), serde_json::to_value(t).unwrap_or_default());
+                m.insert(
+                    "task".into(),
+                    serde_json::to_value(wire::Task::from(t)).unwrap_or_default(),
+                );
             }
         }
         StreamEvent {

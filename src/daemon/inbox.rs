@@ -21,7 +21,7 @@ use notify::Watcher;
 use serde::{Deserialize, Serialize};
 
 use super::Daemon;
-use crate::blackboard::{Actor, NewTask, ObservationLevel};
+use crate::blackboard::{Actor, ObservationLevel};
 use crate::service::{Notifier, ProjectService};
 
 /// What the status endpoint shows of the inbox.
@@ -102,7 +102,7 @@ enum InboxLine {
     },
     CreateTask {
         project: String,
-        task: Box<NewTask>,
+        task: Box<crate::wire::NewTask>,
         #[serde(default)]
         creator: Option<String>,
     },
@@ -413,7 +413,7 @@ async fn apply(d: &Daemon, text: &str, key: &str) {
             // The consumer wakes the daemon once per batch it applied.
             let service =
                 ProjectService::new(bb, d.home().clone(), slot.id.clone(), Notifier::none());
-            match service.create_task_once(*task, &actor, key).await {
+            match service.create_task_once((*task).into(), &actor, key).await {
                 Ok(_) => d.update_inbox_stats(|s| s.applied += 1),
                 Err(e) => malformed(d, Some(&project), text, &e.to_string()).await,
             }

@@ -142,7 +142,7 @@ async fn sessions(State(d): State<Daemon>) -> Json<DaemonSessions> {
             if let Ok(s) = bb.recent_sessions(20).await {
                 recent.extend(s.into_iter().map(|session| ProjectSession {
                     project: slot.id.to_string(),
-                    session,
+                    session: session.into(),
                 }));
             }
         }

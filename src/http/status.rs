@@ -183,7 +183,7 @@ pub struct DaemonSessions {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectSession {
     pub project: String,
-    pub session: crate::blackboard::Session,
+    pub session: crate::wire::Session,
 }
 
 impl DaemonStatus {

@@ -7,6 +7,7 @@ use clap::Subcommand;
 use super::Cx;
 use crate::blackboard::{DecisionStatus, NewDecision};
 use crate::service::ServiceError;
+use crate::wire::ToWire;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum DecisionVerbs {
@@ -84,7 +85,7 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
             let d = cx.service.decide(new, &actor).await?;
             return cx
                 .out
-                .emit(&d, || format!("decision D{} {}", d.id, d.status));
+                .emit(&d.to_wire(), || format!("decision D{} {}", d.id, d.status));
         }
         DecisionVerbs::Decision(v) => v,
     };
@@ -94,7 +95,7 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
         DecisionVerb::Reject { id, rationale } => settle(cx, id, false, &rationale).await,
         DecisionVerb::List { status, limit } => {
             let ds = svc.decisions(status, limit).await?;
-            out.emit(&ds, || {
+            out.emit(&ds.to_wire(), || {
                 ds.iter()
                     .map(|d| {
                         format!(
@@ -107,7 +108,7 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
         }
         DecisionVerb::Show { id } => {
             let d = svc.decision(id).await?;
-            out.emit(&d, || {
+            out.emit(&d.to_wire(), || {
                 format!(
                     "D{} [{}] {}\n  asked by {}; decided by {}\n  decision: {}\n  rationale: {}\n",
                     d.id,
@@ -123,7 +124,9 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
         DecisionVerb::Wait { id, timeout } => {
             let d = svc.wait_decision(id, Duration::from_secs(timeout)).await?;
             let by = d.decided_by.as_deref().unwrap_or("?");
-            out.emit(&d, || format!("decision D{id} {} by {by}", d.status))?;
+            out.emit(&d.to_wire(), || {
+                format!("decision D{id} {} by {by}", d.status)
+            })?;
             if d.status == DecisionStatus::Rejected {
                 return Err(ServiceError::Conflict(format!("decision D{id} was rejected")).into());
             }
@@ -140,5 +143,5 @@ async fn settle(cx: &mut Cx, id: i64, approve: bool, rationale: &str) -> anyhow:
         .settle_decision(id, approve, &actor, rationale)
         .await?;
     cx.out
-        .emit(&d, || format!("decision D{} {}", d.id, d.status))
+        .emit(&d.to_wire(), || format!("decision D{} {}", d.id, d.status))
 }

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use super::Cx;
 use crate::blackboard::{rfc3339, BoardSummary, TaskDetail, TaskFilter, TaskStatus};
 use crate::cli::output::{line_table, task_table};
+use crate::wire::ToWire;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ReadVerb {
@@ -46,14 +47,14 @@ pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
     match verb {
         ReadVerb::Read { task: None, limit } => {
             let s = svc.summary(limit).await?;
-            out.emit(&s, || summary_text(&s))
+            out.emit(&s.to_wire(), || summary_text(&s))
         }
         ReadVerb::Read {
             task: Some(id),
             limit,
         } => {
             let d = svc.task_detail(&id, limit).await?;
-            out.emit(&d, || detail_text(&d))
+            out.emit(&d.to_wire(), || detail_text(&d))
         }
         ReadVerb::List {
             status,
@@ -72,11 +73,11 @@ pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
                 offset,
             };
             let tasks = svc.list_tasks(&filter).await?;
-            out.emit(&tasks, || task_table(&tasks))
+            out.emit(&tasks.to_wire(), || task_table(&tasks))
         }
         ReadVerb::Events { after, limit } => {
             let ev = svc.events_after(after, limit).await?;
-            out.emit(&ev, || {
+            out.emit(&ev.to_wire(), || {
                 ev.iter()
                     .map(|e| {
                         format!(

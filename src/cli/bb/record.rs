@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Cx, TaskArg};
 use crate::blackboard::{CommentType, ExperienceStatus, NewExperience, ObservationLevel, Verdict};
 use crate::service::{ArtifactSource, NewArtifact, ServiceError};
+use crate::wire::ToWire;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum RecordVerb {
@@ -87,7 +88,7 @@ pub(super) async fn experience(cx: &mut Cx, verb: ExperienceVerb) -> anyhow::Res
                 .service
                 .experiences(status, tag.as_deref(), limit)
                 .await?;
-            cx.out.emit(&es, || {
+            cx.out.emit(&es.to_wire(), || {
                 es.iter()
                     .map(|e| {
                         format!(
@@ -109,7 +110,8 @@ pub(super) async fn experience(cx: &mut Cx, verb: ExperienceVerb) -> anyhow::Res
                 lesson,
             };
             let e = cx.service.add_experience(new, &actor).await?;
-            cx.out.emit(&e, || format!("experience E{} recorded", e.id))
+            cx.out
+                .emit(&e.to_wire(), || format!("experience E{} recorded", e.id))
         }
     }
 }
@@ -143,7 +145,7 @@ pub(super) async fn run(cx: &mut Cx, verb: RecordVerb) -> anyhow::Result<()> {
             let o = svc
                 .post_output(id, &actor, &summary, text.as_deref(), artifact)
                 .await?;
-            out.emit(&o, || {
+            out.emit(&o.to_wire(), || {
                 format!(
                     "output {} recorded on {}{}",
                     o.id,
@@ -161,7 +163,9 @@ pub(super) async fn run(cx: &mut Cx, verb: RecordVerb) -> anyhow::Result<()> {
             comment_type,
         } => {
             let c = svc.comment(t.id()?, &actor, comment_type, &body).await?;
-            out.emit(&c, || format!("comment {} added to {}", c.id, c.task_id))
+            out.emit(&c.to_wire(), || {
+                format!("comment {} added to {}", c.id, c.task_id)
+            })
         }
         RecordVerb::Review {
             t,
@@ -171,7 +175,7 @@ pub(super) async fn run(cx: &mut Cx, verb: RecordVerb) -> anyhow::Result<()> {
         } => {
             let id = t.id()?;
             let r = svc.review(id, &actor, verdict, confidence, &body).await?;
-            out.emit(&r, || {
+            out.emit(&r.to_wire(), || {
                 format!(
                     "review {} ({}) recorded on {} round {}",
                     r.id, r.verdict, id, r.round

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::{Cx, TaskArg};
 use crate::blackboard::{rfc3339, NewTask, Priority, Task, TaskStatus};
+use crate::wire::ToWire;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum TaskVerb {
@@ -153,7 +154,7 @@ pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
                 tags: non_empty(tags),
             };
             let t = svc.create_task(new, &actor).await?;
-            out.emit(&t, || t.id.clone())
+            out.emit(&t.to_wire(), || t.id.clone())
         }
         TaskVerb::Claim { t, lease } => {
             let id = t.id()?;
@@ -164,7 +165,7 @@ pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
             let task = svc
                 .claim(id, &actor, lease, settings.agents.as_deref())
                 .await?;
-            out.emit(&task, || {
+            out.emit(&task.to_wire(), || {
                 format!(
                     "claimed {} for {} (lease until {})",
                     task.id,
@@ -180,39 +181,41 @@ pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
                 None => cx.config()?.0.daemon.task_timeout,
             };
             let task = cx.service.heartbeat(id, &actor, lease).await?;
-            out.emit(&task, || {
+            out.emit(&task.to_wire(), || {
                 format!("lease of {} renewed until {}", task.id, lease_text(&task))
             })
         }
         TaskVerb::Release { t, reason } => {
             let task = svc.release(t.id()?, &actor, &reason).await?;
-            out.emit(&task, || format!("released {}", task.id))
+            out.emit(&task.to_wire(), || format!("released {}", task.id))
         }
         TaskVerb::Done { t } => {
             let task = svc.submit(t.id()?, &actor).await?;
-            out.emit(&task, || format!("{} is now {}", task.id, task.status))
+            out.emit(&task.to_wire(), || {
+                format!("{} is now {}", task.id, task.status)
+            })
         }
         TaskVerb::Fail { t, reason } => {
             let task = svc.fail(t.id()?, &actor, &reason).await?;
-            out.emit(&task, || format!("{} is now failed", task.id))
+            out.emit(&task.to_wire(), || format!("{} is now failed", task.id))
         }
         TaskVerb::Cancel { t, reason } => {
             let task = svc
                 .set_status(t.id()?, TaskStatus::Cancelled, &actor, &reason)
                 .await?;
-            out.emit(&task, || format!("{} is now cancelled", task.id))
+            out.emit(&task.to_wire(), || format!("{} is now cancelled", task.id))
         }
         TaskVerb::Block { t, reason } => {
             let task = svc
                 .set_status(t.id()?, TaskStatus::Blocked, &actor, &reason)
                 .await?;
-            out.emit(&task, || format!("{} is now blocked", task.id))
+            out.emit(&task.to_wire(), || format!("{} is now blocked", task.id))
         }
         TaskVerb::Reopen { t, reason } => {
             let task = svc
                 .set_status(t.id()?, TaskStatus::Pending, &actor, &reason)
                 .await?;
-            out.emit(&task, || {
+            out.emit(&task.to_wire(), || {
                 format!("{} is now pending (round {})", task.id, task.round)
             })
         }

@@ -16,7 +16,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Serialize;
 use serde_json::Value;
 
 use super::{
@@ -27,6 +26,7 @@ use crate::blackboard::{Actor, DecisionStatus, NewDecision, NewExperience, OpenM
 use crate::home::Home;
 use crate::registry::{self, RegistryError};
 use crate::service::{ArtifactSource, NewArtifact, ProjectService, RunIdentity, ServiceError};
+use crate::wire::ToWire;
 
 /// Why a tool call was refused, with the CLI's distinctions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -103,8 +103,8 @@ type Outcome = Result<Value, Refusal>;
 
 /// A service result as the tool's structured content (the document
 /// `moziplus bb --json` prints for the same verb).
-fn json<T: Serialize>(value: &T) -> Outcome {
-    serde_json::to_value(value)
+fn json<T: ToWire>(value: &T) -> Outcome {
+    serde_json::to_value(value.to_wire())
         .map_err(|e| Refusal::new(ErrorKind::Error, format!("cannot encode the result: {e}")))
 }
 
