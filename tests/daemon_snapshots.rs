@@ -29,10 +29,10 @@ fn tasks_in(db: &Path) -> i64 {
 
 #[test]
 fn the_daemon_snapshots_each_project_once_per_interval_across_restarts() {
-    let home = TestHome::new("backup:\n  interval_minutes: 60\n  keep: 2\n", "");
+    let home = TestHome::with_config("backup:\n  interval_minutes: 60\n  keep: 2\n", "");
     for p in ["a", "b"] {
         home.create_project(p);
-        home.create_task(p, &["--title", "kept in the snapshot"]);
+        home.create_task(p, "kept in the snapshot", &[]);
     }
     // Two old snapshots of `a` (older than the interval): the new one makes
     // three, and `keep: 2` prunes the oldest.
@@ -79,7 +79,7 @@ fn the_daemon_snapshots_each_project_once_per_interval_across_restarts() {
 
 #[test]
 fn interval_zero_turns_snapshots_off() {
-    let home = TestHome::new("backup:\n  interval_minutes: 0\n", "");
+    let home = TestHome::with_config("backup:\n  interval_minutes: 0\n", "");
     home.create_project("a");
     let d = Daemon::start(&home);
     std::thread::sleep(Duration::from_secs(4));
@@ -103,10 +103,9 @@ fn interval_zero_turns_snapshots_off() {
 
 #[test]
 fn an_out_of_range_backup_setting_is_refused() {
-    let home = TestHome::new("backup:\n  keep: 0\n", "");
+    let home = TestHome::with_config("backup:\n  keep: 0\n", "");
     let out = home.run(&["doctor"]);
-    assert!(!out.status.success());
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.code != 0);
+    let err = out.stderr.clone() + &out.stdout;
     assert!(err.contains("backup.keep"), "{err}");
 }

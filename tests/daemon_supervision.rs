@@ -32,7 +32,7 @@ fn recorded_pids(home: &TestHome) -> Vec<i32> {
 
 #[test]
 fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_to_pending() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let script = home.script("stuck.sh", STUCK_AGENT);
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -40,7 +40,7 @@ fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_
     )
     .unwrap();
     home.create_project("p");
-    let task = home.create_task("p", &["--title", "never ends", "--max-rounds", "5"]);
+    let task = home.create_task("p", "never ends", &["--max-rounds", "5"]);
     let daemon = Daemon::start(&home);
     let db = home.db("p");
     wait_for(Duration::from_secs(60), "the first run to time out", || {
@@ -86,7 +86,7 @@ fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_
 
 #[test]
 fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
-    let home = TestHome::new(&CONFIG.replace("task_timeout: 3", "task_timeout: 600"), "");
+    let home = TestHome::with_config(&CONFIG.replace("task_timeout: 3", "task_timeout: 600"), "");
     let script = home.script("stuck.sh", STUCK_AGENT);
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -95,7 +95,7 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
     .unwrap();
     home.create_project("p");
     for i in 0..3 {
-        home.create_task("p", &["--title", &format!("t{i}")]);
+        home.create_task("p", &format!("t{i}"), &[]);
     }
     let db = home.db("p");
     let daemon = Daemon::start(&home);
@@ -173,7 +173,7 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
 #[test]
 fn broken_agents_and_projects_are_reported_and_the_rest_keeps_working() {
     // A long infrastructure backoff: the missing command is tried once.
-    let home = TestHome::new(&format!("{CONFIG}  retry_backoff: [60]\n"), "");
+    let home = TestHome::with_config(&format!("{CONFIG}  retry_backoff: [60]\n"), "");
     let good = home.script(
         "good.sh",
         "#!/bin/bash\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
@@ -193,25 +193,13 @@ fn broken_agents_and_projects_are_reported_and_the_rest_keeps_working() {
     }
     home.create_task(
         "faults",
-        &[
-            "--title",
-            "exits non-zero",
-            "--kind",
-            "crash",
-            "--max-rounds",
-            "1",
-        ],
+        "exits non-zero",
+        &["--kind", "crash", "--max-rounds", "1"],
     );
     home.create_task(
         "faults",
-        &[
-            "--title",
-            "missing command",
-            "--kind",
-            "ghost",
-            "--max-rounds",
-            "1",
-        ],
+        "missing command",
+        &["--kind", "ghost", "--max-rounds", "1"],
     );
     // Corrupt one project before the daemon starts.
     std::fs::write(
@@ -233,7 +221,7 @@ fn broken_agents_and_projects_are_reported_and_the_rest_keeps_working() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"{{{{ not json\n"))
         .unwrap();
     // Work on the healthy project still flows.
-    let t = home.create_task("ok", &["--title", "fine"]);
+    let t = home.create_task("ok", "fine", &[]);
     let ok_db = home.db("ok");
     wait_for(
         Duration::from_secs(30),

@@ -52,7 +52,7 @@ fn start_limited(home: &TestHome, port: u16) -> Daemon {
         .append(true)
         .open(home.path().join("daemon.log"))
         .unwrap();
-    let mut cmd = home.cmd();
+    let mut cmd = home.command();
     cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log));
@@ -140,7 +140,7 @@ fn cpu_seconds(pid: i32) -> f64 {
 
 fn push_tasks(home: &TestHome, from: usize, to: usize) {
     let mut child = home
-        .cmd()
+        .command()
         .args(["inbox", "push"])
         .stdin(Stdio::piped())
         .spawn()
@@ -175,7 +175,7 @@ fn stranded(db: &std::path::Path) -> Vec<String> {
 #[test]
 fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_two_kill_9s() {
     let started = Instant::now();
-    let home = TestHome::new(CONFIG, "agents: []\n");
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
     // The demo agent built into the binary (`moziplus demo-agent`), paced
     // down so the faults land while runs are in flight.
     let command = format!(
@@ -193,9 +193,8 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
     for i in 0..TASKS_CLI {
         home.create_task(
             "demo",
+            &format!("cli-{i}"),
             &[
-                "--title",
-                &format!("cli-{i}"),
                 "--kind",
                 ["plan", "data", "code", "analysis"][i % 4],
                 "--max-rounds",

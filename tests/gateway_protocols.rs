@@ -730,7 +730,7 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
 async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session() {
     let Some(py) = python() else { return };
     let fake = FakeUpstream::start().await;
-    let home = support::TestHome::new(
+    let home = support::TestHome::with_config(
         &format!(
             "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  providers:\n    - name: fake\n      base_url: {}\n",
             fake.base_url
@@ -740,7 +740,7 @@ async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session(
         ),
     );
     home.create_project("p");
-    let task = home.create_task("p", &["--title", "call the gateway with both SDKs"]);
+    let task = home.create_task("p", "call the gateway with both SDKs", &[]);
     let h = home;
     let results = tokio::task::spawn_blocking(move || {
         let daemon = support::Daemon::start(&h);
