@@ -206,6 +206,15 @@ async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
     assert_eq!(got["b"], want_b, "project b: every event once, in order");
     // Nothing more (no duplicates trailing behind).
     assert!(s.next_event(Duration::from_millis(1500)).await.is_none());
+    // Positive control: the same stream does deliver a new event now, so
+    // the quiet above is not a stream that stopped delivering.
+    let h = home.clone();
+    let t_control = blocking(move || h.create_task("a", "control", &[])).await;
+    let f = s
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the control event");
+    assert_eq!(f.json()["task_id"], json!(t_control), "{f:?}");
     assert!(
         last_id.contains(&format!("a:{}", want_a.last().unwrap())),
         "{last_id}"
@@ -283,6 +292,18 @@ async fn default_levels_leave_out_agent_activity() {
         .next_event(Duration::from_millis(1000))
         .await
         .is_none());
+    // Positive control: the urgent stream still delivers an urgent event.
+    let h = home.clone();
+    blocking(move || {
+        h.bb_ok(
+            "a",
+            &["observe", "--level", "alert", "--body", "still on fire"],
+        )
+    })
+    .await;
+    let f = urgent.next_event(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(f.json()["kind"], "observation.added", "{f:?}");
+    assert_eq!(f.json()["level"], "urgent");
     // `gateway=1` adds the shared gateway snapshot about once a second.
     let mut gw = Sse::open(d.port, "?gateway=1", None).await;
     let mut snapshots = Vec::new();
@@ -439,20 +460,10 @@ async fn five_hundred_clients_and_one_that_never_reads() {
     })
     .await;
 
-    let api = reqwest::Client::new();
-    let create = |project: &'static str, title: String| {
-        let api = api.clone();
-        async move {
-            let r = api
-                .post(format!(
-                    "http://127.0.0.1:{port}/api/projects/{project}/tasks"
-                ))
-                .json(&json!({ "title": title }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 201);
-        }
+    let create = |project: &'static str, title: String| async move {
+        let url = format!("http://127.0.0.1:{port}/api/projects/{project}/tasks");
+        let r = post_json(&url, &json!({ "title": title }), &[]).await;
+        assert_eq!(r.status().as_u16(), 201);
     };
     // Wait until every reader saw `title`; returns the slowest delivery.
     async fn all_see(

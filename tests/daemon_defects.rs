@@ -36,19 +36,6 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
         .unwrap();
 }
 
-/// User + system CPU time of a process, in seconds (/proc/<pid>/stat).
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, utime 14, stime 15 (1-based) →
-    // indexes 11 and 12 here.
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf with a valid name has no preconditions.
-    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
-}
-
 fn titles(db: &std::path::Path) -> Vec<String> {
     query_strings(db, "SELECT title FROM task ORDER BY title")
 }
@@ -221,6 +208,8 @@ fn defect2_a_torn_tail_waits_without_spinning_and_the_next_push_starts_on_a_new_
         "the daemon must not spin on a partial line: {:.1}% CPU",
         share * 100.0
     );
+    // Positive control: the same probe sees a process that does spin.
+    assert_cpu_probe_sees_a_spinner(0.05);
     // The next push is not glued onto the fragment.
     home.ok(&[
         "inbox",
@@ -333,6 +322,15 @@ exec "$MOZI_BIN" bb done
         ),
         0,
         "run 1's exit gave nothing back"
+    );
+    // Positive control: the same event probe sees what run 1 did do (its
+    // `bb release`), so the absence above is not a query that sees nothing.
+    assert!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM event WHERE kind = 'task.released'"
+        ) >= 1,
+        "run 1's release is in the events"
     );
     assert_eq!(
         query_i64(&db, &format!("SELECT round FROM task WHERE id = '{task}'")),

@@ -91,6 +91,18 @@ fn four_writers_append_50000_lines_while_the_daemon_consumes_and_compacts_each_a
         "the inbox was compacted while writers appended (compactions: {compactions})"
     );
     assert_eq!(status["inbox"]["malformed"].as_u64(), Some(0));
+    // Positive control: the daemon was still consuming during the quiet
+    // window, so "no duplicate showed up" is not "nothing was read": one more
+    // line is applied, and counted, by the same probes.
+    home.ok(&[
+        "inbox",
+        "push",
+        "{\"type\":\"create_task\",\"project\":\"inbox\",\"task\":{\"title\":\"control\"}}",
+    ]);
+    wait_for(Duration::from_secs(30), "the control line applied", || {
+        daemon.status()["inbox"]["applied"].as_u64() == Some(lines + 1)
+    });
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM task"), tasks + 1);
     daemon.stop();
 }
 

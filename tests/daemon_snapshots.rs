@@ -74,6 +74,11 @@ fn the_daemon_snapshots_each_project_once_per_interval_across_restarts() {
     std::thread::sleep(Duration::from_secs(4));
     let after: Vec<_> = ["a", "b"].map(|p| snapshots(&home, p)).to_vec();
     assert_eq!(before, after, "no second snapshot within the interval");
+    // Positive control: a snapshot taken now (by `moziplus backup`, into the
+    // same folder) is seen by the same listing.
+    home.ok(&["backup", "--project", "a", "--keep", "2"]);
+    let taken = snapshots(&home, "a");
+    assert_ne!(taken, after[0], "the listing sees the new snapshot");
     d.stop();
 }
 

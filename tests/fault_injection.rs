@@ -124,20 +124,6 @@ fn lock_holder(
     })
 }
 
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<String> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf with a valid name has no preconditions.
-    ticks / unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64
-}
-
 fn push_tasks(home: &TestHome, from: usize, to: usize) {
     let mut child = home
         .command()
@@ -335,6 +321,8 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
         idle_cpu * 100.0
     );
     assert!(idle_cpu < 0.01, "idle CPU {:.2}% ≥ 1%", idle_cpu * 100.0);
+    // Positive control: the same probe sees a process that does spin.
+    assert_cpu_probe_sees_a_spinner(0.01);
 
     assert!(daemon.stop().success(), "graceful stop");
     assert!(

@@ -322,6 +322,15 @@ fn a_missing_cli_costs_no_round_degrades_readiness_and_recovers_once_installed()
         "the task to be done once the agent exists",
         || task_status(&db, &t) == "done",
     );
+    // Positive control of "one attempt within the backoff": the same session
+    // count sees the attempt made after it.
+    assert!(
+        query_i64(
+            &db,
+            &format!("SELECT COUNT(*) FROM session WHERE task_id = '{t}'")
+        ) >= 2,
+        "the retry after the backoff is counted"
+    );
     let (_, body) = daemon.get("/health/ready").unwrap();
     let ready = json_of(&body);
     let degraded = ready["degraded"].as_array().unwrap();
@@ -544,7 +553,11 @@ fn a_team_without_a_reviewer_starts_and_holds_only_the_tasks_needing_review() {
         "{ready}"
     );
     // Said once, not every tick.
+    let ticks = daemon.ticks();
     std::thread::sleep(Duration::from_secs(2));
+    // Positive control: there were ticks to repeat it (and the count below
+    // sees the one observation).
+    assert!(daemon.ticks() > ticks, "the ticker ran during the wait");
     assert_eq!(
         query_i64(
             &db,

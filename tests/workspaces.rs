@@ -217,7 +217,7 @@ fn a_worktree_with_uncommitted_changes_is_kept_with_an_observation() {
     let repo = repo(dir.path(), &[("README.md", "base\n")]);
     let home = home_with(DIRTY_AGENT, &repo);
     let t = home.create_task("p", "dirty", &[]);
-    let _daemon = Daemon::start(&home);
+    let daemon = Daemon::start(&home);
     wait_for(Duration::from_secs(60), "the task done", || {
         status(&home, &t) == "done"
     });
@@ -233,7 +233,11 @@ fn a_worktree_with_uncommitted_changes_is_kept_with_an_observation() {
     assert!(wt.join("README.md").exists(), "the worktree is kept");
     assert_eq!(read(wt.join("README.md")), "base\nchanged");
     // Written once, not at every tick.
+    let ticks = daemon.ticks();
     std::thread::sleep(Duration::from_secs(3));
+    // Positive control: there were ticks to repeat it (and the probe below
+    // sees the one observation).
+    assert!(daemon.ticks() > ticks, "the ticker ran during the wait");
     assert_eq!(query_strings(&home.db("p"), &sql).len(), 1);
 }
 

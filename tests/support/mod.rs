@@ -242,6 +242,12 @@ impl Daemon {
         serde_json::from_str(&body).expect("status JSON")
     }
 
+    /// Ticks since the daemon started (`ticks` of the status): read before
+    /// and after a wait, it shows the ticker did run in that window.
+    pub fn ticks(&self) -> u64 {
+        self.status()["ticks"].as_u64().expect("status.ticks")
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -345,4 +351,42 @@ pub fn agent_processes(home: &Path) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime 14, stime 15 (1-based) →
+    // indexes 11 and 12 here.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// Positive control for an "it does not spin" check: a shell busy loop,
+/// measured with [`cpu_seconds`] over 2 s, must use more than `limit` of a
+/// core, so the probe would have caught a spinning daemon. Returns the share.
+#[track_caller]
+pub fn assert_cpu_probe_sees_a_spinner(limit: f64) -> f64 {
+    let mut spinner = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .expect("spawn a busy loop");
+    let pid = spinner.id() as i32;
+    let window = Duration::from_secs(2);
+    let before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let share = (cpu_seconds(pid) - before) / window.as_secs_f64();
+    spinner.kill().ok();
+    spinner.wait().ok();
+    assert!(
+        share > limit,
+        "control: a busy loop measured {:.1}% CPU, not above the {:.1}% limit",
+        share * 100.0,
+        limit * 100.0
+    );
+    share
 }
