@@ -627,7 +627,7 @@ async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
         "",
     );
     let out = home.run(&["serve", "--bind", "127.0.0.1:0"]);
-    assert!(out.code != 0);
+    assert_ne!(out.code, 0, "{out}");
     let err = out.stderr.as_str();
     assert!(
         err.contains("default.yaml")

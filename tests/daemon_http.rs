@@ -177,7 +177,7 @@ fn status_control_sessions_metrics_and_errors() {
 fn a_non_loopback_bind_without_a_token_is_refused() {
     let home = TestHome::with_config("", "");
     let out = home.run(&["serve", "--bind", "0.0.0.0:0"]);
-    assert_eq!(Some(out.code), Some(1));
+    assert_eq!(out.code, 1, "{out}");
     let err = out.stderr.as_str();
     assert!(err.contains("api_token"), "{err}");
 }

@@ -110,7 +110,7 @@ fn interval_zero_turns_snapshots_off() {
 fn an_out_of_range_backup_setting_is_refused() {
     let home = TestHome::with_config("backup:\n  keep: 0\n", "");
     let out = home.run(&["doctor"]);
-    assert!(out.code != 0);
+    assert_ne!(out.code, 0, "{out}");
     let err = out.stderr.clone() + &out.stdout;
     assert!(err.contains("backup.keep"), "{err}");
 }

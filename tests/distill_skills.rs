@@ -449,7 +449,7 @@ fn brief_render_prints_the_brief_and_names_a_missing_variable() {
         std::fs::write(home.path().join("prompt_templates").join(n), body).unwrap();
     }
     let out = home.run(&["brief", "render", "--project", "p", "--task", &t]);
-    assert_eq!(Some(out.code), Some(1));
+    assert_eq!(out.code, 1, "{out}");
     let err = out.stderr.as_str();
     assert!(
         err.contains("rendering work.md.j2: undefined variable(s) task.deadline"),

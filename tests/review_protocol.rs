@@ -289,7 +289,7 @@ fn an_invalid_protocol_file_refuses_the_start_naming_file_and_key() {
     )
     .unwrap();
     let out = home.run(&["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
-    assert!(out.code != 0);
+    assert_ne!(out.code, 0, "{out}");
     let err = out.stderr.as_str();
     assert!(
         err.contains("bad.yaml line 6: `max_rounds` must be between 1 and 100, got 0"),
@@ -297,7 +297,7 @@ fn an_invalid_protocol_file_refuses_the_start_naming_file_and_key() {
     );
     // `doctor` runs the same start checks and fails the same way.
     let doctor = home.run(&["doctor"]);
-    assert!(doctor.code != 0);
+    assert_ne!(doctor.code, 0, "{doctor}");
     let text = doctor.stdout.as_str();
     assert!(text.contains("FAIL serve start checks"), "{text}");
     assert!(

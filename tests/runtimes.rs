@@ -226,7 +226,7 @@ fn an_agent_sees_only_the_allow_listed_environment() {
     )
     .unwrap();
     let out = home.run(&["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
-    assert!(out.code != 0);
+    assert_ne!(out.code, 0, "{out}");
     let err = out.stderr.as_str();
     assert!(
         err.contains("agents.dumper.pass_env names NVIDIA_API_KEY"),
@@ -516,7 +516,7 @@ fn a_team_without_a_reviewer_starts_and_holds_only_the_tasks_needing_review() {
     // doctor and serve agree: the protocol is reported, the start is fine.
     let doctor = home.run(&["doctor"]);
     let text = doctor.stdout.as_str();
-    assert!(doctor.code == 0, "{text}");
+    assert_eq!(doctor.code, 0, "{text}");
     assert!(text.contains("ok   serve start checks"), "{text}");
     assert!(text.contains("warn review protocol output"), "{text}");
     assert!(

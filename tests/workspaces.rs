@@ -458,7 +458,7 @@ fn doctor_checks_the_workspace() {
     )
     .unwrap();
     let out = home.run(&["doctor"]);
-    assert!(out.code != 0);
+    assert_ne!(out.code, 0, "{out}");
     let text = out.stdout.as_str();
     let line = text
         .lines()
