@@ -378,6 +378,12 @@ fn defect14_a_setsid_grandchild_dies_with_its_timed_out_run() {
         "the setsid grandchild to be killed",
         || !alive(escaped),
     );
+    // Positive control: the /proc scan finds this home's processes while
+    // they run (the daemon's own), so the empty scan below means gone.
+    assert!(
+        processes_of_home(home.path()).contains(&daemon.pid()),
+        "the scan sees the daemon"
+    );
     daemon.stop();
     assert!(processes_of_home(home.path()).is_empty());
 }

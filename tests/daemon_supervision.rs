@@ -59,14 +59,26 @@ fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_
         || !alive(leader) && !alive(grandchild),
     );
     // The task went back to pending with the next round (one event says so).
-    let requeued = query_i64(
-        &db,
-        &format!(
-            "SELECT COUNT(*) FROM event WHERE task_id = '{task}' AND kind = 'task.run_failed'
-             AND json_extract(payload, '$.to') = 'pending' AND json_extract(payload, '$.next_round') = 2"
-        ),
+    // The session ends (timed_out) before the task is given back: wait for
+    // the event, then check there is exactly one.
+    let requeues = format!(
+        "SELECT COUNT(*) FROM event WHERE task_id = '{task}' AND kind = 'task.run_failed'
+         AND json_extract(payload, '$.to') = 'pending' AND json_extract(payload, '$.next_round') = 2"
     );
-    assert_eq!(requeued, 1, "one requeue event for round 1 → 2");
+    wait_for(Duration::from_secs(10), "the requeue event", || {
+        query_i64(&db, &requeues) >= 1
+    });
+    assert_eq!(
+        query_i64(&db, &requeues),
+        1,
+        "one requeue event for round 1 → 2"
+    );
+    // Positive control: the /proc scan finds this home's processes while
+    // they run (the daemon's own), so the empty scan below means gone.
+    assert!(
+        processes_of_home(home.path()).contains(&daemon.pid()),
+        "the scan sees the daemon"
+    );
     let status = daemon.stop();
     assert!(status.success(), "graceful stop exits 0: {status:?}");
     assert!(
@@ -156,6 +168,12 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
         ),
         3,
         "no round spent on the crash"
+    );
+    // Positive control: the /proc scan finds the three runs' agents while
+    // they work, so the empty scan below means they are gone.
+    assert!(
+        !agent_processes(home.path()).is_empty(),
+        "the scan sees the working agents"
     );
     daemon.stop();
     assert!(

@@ -324,6 +324,12 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
     // Positive control: the same probe sees a process that does spin.
     assert_cpu_probe_sees_a_spinner(0.01);
 
+    // Positive control: the /proc scan finds this home's processes while
+    // they run (the daemon's own), so the empty scan below means gone.
+    assert!(
+        processes_of_home(home.path()).contains(&daemon.pid()),
+        "the scan sees the daemon"
+    );
     assert!(daemon.stop().success(), "graceful stop");
     assert!(
         processes_of_home(home.path()).is_empty(),
