@@ -30,7 +30,9 @@ impl Api {
         }
     }
 
-    /// Sends `body` as JSON text (so malformed JSON can be sent too).
+    /// Sends `body` as text with the given content type, or no body at all:
+    /// for the malformed JSON, wrong content types and bodiless POSTs that
+    /// the shared [`post_json`] (always a well-formed JSON body) cannot send.
     async fn raw(
         &self,
         method: Method,
@@ -48,28 +50,43 @@ impl Api {
         if let Some(b) = body {
             req = req.body(b.to_string());
         }
-        let resp = req.send().await.expect("request");
-        let code = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        decode(req.send().await.expect("request")).await
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
-        self.raw(Method::GET, path, None, None).await
+    async fn get(&self, path: impl AsRef<str>) -> (u16, Value) {
+        self.raw(Method::GET, path.as_ref(), None, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        self.raw(
-            Method::POST,
-            path,
-            Some(&body.to_string()),
-            Some("application/json"),
-        )
-        .await
+    /// `POST path` with `body` as JSON (and the token, if any).
+    async fn post(&self, path: impl AsRef<str>, body: Value) -> (u16, Value) {
+        self.post_with(path, body, &[]).await
     }
+
+    /// [`post`](Self::post) with extra headers.
+    async fn post_with(
+        &self,
+        path: impl AsRef<str>,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let auth = self.token.as_deref().map(bearer);
+        let mut all: Vec<(&str, &str)> = headers.to_vec();
+        if let Some(a) = &auth {
+            all.push(("authorization", a));
+        }
+        let url = format!("{}{}", self.base, path.as_ref());
+        decode(post_json(&url, &body, &all).await).await
+    }
+}
+
+/// (status, body as JSON, or as a JSON string when it is not JSON).
+async fn decode(resp: reqwest::Response) -> (u16, Value) {
+    let code = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (
+        code,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// `query_i64` off the async test's runtime (it runs its own).
@@ -106,17 +123,68 @@ fn agents_yaml(home: &TestHome) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rest_routes_happy_paths_and_bad_inputs() {
-    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
+/// A home with the `w` agent (a script that says hello and finishes its
+/// task) and project `p`, served with the ticker stopped: nothing runs
+/// unless a test starts it.
+fn serve_stopped() -> (TestHome, Daemon) {
+    let home = TestHome::with_config("daemon:\n  tick_interval: 1\n", "");
     std::fs::write(home.path().join("config/agents.yaml"), agents_yaml(&home)).unwrap();
     home.create_project("p");
     let d = Daemon::start(&home);
-    // Nothing runs until the agent-run part below.
     d.post("/api/daemon/stop").unwrap();
-    let api = Api::new(&d, None);
+    (home, d)
+}
 
-    // ---- projects
+/// `POST path body` that must answer 201; returns the created record.
+async fn created(api: &Api, path: &str, body: Value) -> Value {
+    let (code, v) = api.post(path, body).await;
+    assert_eq!(code, 201, "{v}");
+    v
+}
+
+/// The id of a created record.
+fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// The seven tasks of project `p` the task tests read: `first` (high, tag
+/// `ui`), `second` (depends on `first`, "needle" in its description),
+/// `third` (low, written by `alice` through X-Mozi-Actor) and four fillers.
+/// Returns the ids of the first three.
+async fn seed_tasks(api: &Api) -> (String, String, String) {
+    let tasks = "/api/projects/p/tasks";
+    let a = created(
+        api,
+        tasks,
+        json!({"title": "first", "priority": "high", "tags": ["ui"], "kind": "code"}),
+    )
+    .await;
+    assert_eq!(a["creator"], "operator:api");
+    let b = created(
+        api,
+        tasks,
+        json!({"title": "second", "depends_on": [id_of(&a)], "description": "needle in here"}),
+    )
+    .await;
+    // X-Mozi-Actor names the writer.
+    let c = api
+        .post_with(
+            tasks,
+            json!({"title": "third", "priority": "low"}),
+            &[("x-mozi-actor", "alice")],
+        )
+        .await;
+    assert_eq!((c.0, &c.1["creator"]), (201, &json!("alice")), "{}", c.1);
+    for i in 0..4 {
+        created(api, tasks, json!({"title": format!("filler {i}")})).await;
+    }
+    (id_of(&a), id_of(&b), id_of(&c.1))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn projects_are_listed_created_archived_and_restored() {
+    let (home, d) = serve_stopped();
+    let api = Api::new(&d, None);
     let (code, v) = api.get("/api/projects").await;
     assert_eq!(code, 200, "{v}");
     let p = &v["projects"][0];
@@ -135,52 +203,33 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     ] {
         assert!(p.get(key).is_some(), "project has {key}: {p}");
     }
-    let (code, v) = api
-        .post(
-            "/api/projects",
-            json!({"id": "q", "name": "Q", "description": "second", "agents": ["w"]}),
-        )
-        .await;
-    assert_eq!(code, 201, "{v}");
+    let v = created(
+        &api,
+        "/api/projects",
+        json!({"id": "q", "name": "Q", "description": "second", "agents": ["w"]}),
+    )
+    .await;
     assert_eq!(v["status"], "active");
     assert_eq!(v["agents"], json!(["w"]));
     assert!(home.db("q").exists(), "the blackboard file was created");
+    let new = |body: Value| api.post("/api/projects", body);
     assert_error(
-        &api.post("/api/projects", json!({"id": "q", "name": "again"}))
-            .await,
+        &new(json!({"id": "q", "name": "again"})).await,
         409,
         &["q", "exists"],
     );
     assert_error(
-        &api.post("/api/projects", json!({"id": "Bad Id!", "name": "x"}))
-            .await,
+        &new(json!({"id": "Bad Id!", "name": "x"})).await,
         400,
         &["Bad Id!"],
     );
+    assert_error(&new(json!({"id": "r"})).await, 400, &["name"]);
+    let raw = |body: &'static str, ct: &'static str| {
+        api.raw(Method::POST, "/api/projects", Some(body), Some(ct))
+    };
+    assert_error(&raw("{\"id\": \"r\",", "application/json").await, 400, &[]);
     assert_error(
-        &api.post("/api/projects", json!({"id": "r"})).await,
-        400,
-        &["name"],
-    );
-    assert_error(
-        &api.raw(
-            Method::POST,
-            "/api/projects",
-            Some("{\"id\": \"r\","),
-            Some("application/json"),
-        )
-        .await,
-        400,
-        &[],
-    );
-    assert_error(
-        &api.raw(
-            Method::POST,
-            "/api/projects",
-            Some("{\"id\":\"r\",\"name\":\"r\"}"),
-            Some("text/plain"),
-        )
-        .await,
+        &raw("{\"id\":\"r\",\"name\":\"r\"}", "text/plain").await,
         415,
         &["application/json"],
     );
@@ -195,72 +244,48 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     assert_eq!(v["projects"].as_array().unwrap().len(), 1, "{v}");
     let (_, v) = api.get("/api/projects?include_archived=true").await;
     assert_eq!(v["projects"].as_array().unwrap().len(), 2, "{v}");
-    assert_error(
-        &api.post("/api/projects/q/archive", json!({})).await,
-        409,
-        &["archived"],
-    );
+    let again = api.post("/api/projects/q/archive", json!({})).await;
+    assert_error(&again, 409, &["archived"]);
     let (code, v) = api.post("/api/projects/q/restore", json!({})).await;
     assert_eq!((code, &v["status"]), (200, &json!("active")), "{v}");
-    assert_error(
-        &api.post("/api/projects/q/restore", json!({})).await,
-        409,
-        &["not archived"],
-    );
-    assert_error(
-        &api.post("/api/projects/nope/restore", json!({})).await,
-        404,
-        &["nope"],
-    );
+    let again = api.post("/api/projects/q/restore", json!({})).await;
+    assert_error(&again, 409, &["not archived"]);
+    let nope = api.post("/api/projects/nope/restore", json!({})).await;
+    assert_error(&nope, 404, &["nope"]);
+    d.stop();
+}
 
-    // ---- tasks
-    let (code, a) = api
-        .post(
-            "/api/projects/p/tasks",
-            json!({"title": "first", "priority": "high", "tags": ["ui"], "kind": "code"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{a}");
-    let a_id = a["id"].as_str().unwrap().to_string();
-    assert_eq!(a["creator"], "operator:api");
-    let (code, b) = api
-        .post(
-            "/api/projects/p/tasks",
-            json!({"title": "second", "depends_on": [a_id], "description": "needle in here"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{b}");
-    let b_id = b["id"].as_str().unwrap().to_string();
+#[tokio::test(flavor = "multi_thread")]
+async fn archiving_a_project_with_a_working_task_is_refused() {
+    let (home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    let working = home.create_task("p", "held", &[]);
+    home.ok(&["bb", "--project", "p", "--agent", "w", "claim", &working]);
     assert_error(
-        &api.post(
-            "/api/projects/p/tasks",
-            json!({"title": "x", "depends_on": ["T-9999"]}),
-        )
-        .await,
-        404,
-        &["T-9999"],
+        &api.post("/api/projects/p/archive", json!({})).await,
+        409,
+        &["working"],
     );
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_are_created_and_bad_fields_refused() {
+    let (_home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    seed_tasks(&api).await;
+    let new = |body: Value| api.post("/api/projects/p/tasks", body);
+    let dep = new(json!({"title": "x", "depends_on": ["T-9999"]})).await;
+    assert_error(&dep, 404, &["T-9999"]);
+    let untitled = new(json!({"description": "no title"})).await;
+    assert_error(&untitled, 400, &["title"]);
     assert_error(
-        &api.post("/api/projects/p/tasks", json!({"description": "no title"}))
-            .await,
-        400,
-        &["title"],
-    );
-    assert_error(
-        &api.post(
-            "/api/projects/p/tasks",
-            json!({"title": "x", "colour": "red"}),
-        )
-        .await,
+        &new(json!({"title": "x", "colour": "red"})).await,
         400,
         &["colour"],
     );
     assert_error(
-        &api.post(
-            "/api/projects/p/tasks",
-            json!({"title": "x", "priority": "asap"}),
-        )
-        .await,
+        &new(json!({"title": "x", "priority": "asap"})).await,
         400,
         &["asap"],
     );
@@ -270,38 +295,23 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
         404,
         &["nope"],
     );
-    // X-Mozi-Actor names the writer; a bad one is refused.
-    let (code, c) = {
-        let resp = api
-            .client
-            .post(format!("{}/api/projects/p/tasks", api.base))
-            .header("x-mozi-actor", "alice")
-            .json(&json!({"title": "third", "priority": "low"}))
-            .send()
-            .await
-            .unwrap();
-        (resp.status().as_u16(), resp.json::<Value>().await.unwrap())
-    };
-    assert_eq!((code, &c["creator"]), (201, &json!("alice")), "{c}");
-    let resp = api
-        .client
-        .post(format!("{}/api/projects/p/tasks", api.base))
-        .header("x-mozi-actor", "Not An Id")
-        .json(&json!({"title": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 400);
-    for i in 0..4 {
-        let (code, _) = api
-            .post(
-                "/api/projects/p/tasks",
-                json!({"title": format!("filler {i}")}),
-            )
-            .await;
-        assert_eq!(code, 201);
-    }
+    // A bad X-Mozi-Actor is refused.
+    let (code, v) = api
+        .post_with(
+            "/api/projects/p/tasks",
+            json!({"title": "x"}),
+            &[("x-mozi-actor", "Not An Id")],
+        )
+        .await;
+    assert_eq!(code, 400, "{v}");
+    d.stop();
+}
 
+#[tokio::test(flavor = "multi_thread")]
+async fn task_list_pages_every_task_once_and_filters() {
+    let (_home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    let (a_id, b_id, c_id) = seed_tasks(&api).await;
     // Pagination: every task exactly once, in (priority, creation) order.
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
@@ -324,126 +334,75 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     assert_eq!(seen.len(), 7, "{seen:?}");
     assert_eq!(seen.iter().collect::<BTreeSet<_>>().len(), 7, "{seen:?}");
     assert_eq!(seen[0], a_id, "high priority first: {seen:?}");
-    assert_eq!(
-        seen[6],
-        c["id"].as_str().unwrap(),
-        "low priority last: {seen:?}"
-    );
+    assert_eq!(seen[6], c_id, "low priority last: {seen:?}");
     // Filters.
-    let (_, v) = api.get("/api/projects/p/tasks?tag=ui").await;
-    assert_eq!(v["total"], 1, "{v}");
-    let (_, v) = api.get("/api/projects/p/tasks?q=needle").await;
+    let list = |query: &'static str| api.get(format!("/api/projects/p/tasks?{query}"));
+    assert_eq!(list("tag=ui").await.1["total"], 1);
+    let (_, v) = list("q=needle").await;
     assert_eq!(v["tasks"][0]["id"], json!(b_id), "{v}");
-    let (_, v) = api.get("/api/projects/p/tasks?priority=low").await;
-    assert_eq!(v["total"], 1, "{v}");
-    let (_, v) = api
-        .get("/api/projects/p/tasks?status=pending,blocked")
-        .await;
-    assert_eq!(v["total"], 7, "{v}");
-    let (_, v) = api.get("/api/projects/p/tasks?assignee=nobody").await;
-    assert_eq!(v["total"], 0, "{v}");
-    assert_error(
-        &api.get("/api/projects/p/tasks?cursor=zz-not-hex").await,
-        400,
-        &["cursor"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/tasks?limit=0").await,
-        400,
-        &["limit"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/tasks?limit=501").await,
-        400,
-        &["501"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/tasks?limit=ten").await,
-        400,
-        &["limit"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/tasks?status=sleeping").await,
-        400,
-        &["sleeping"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/tasks?bogus=1").await,
-        400,
-        &["bogus"],
-    );
+    assert_eq!(list("priority=low").await.1["total"], 1);
+    assert_eq!(list("status=pending,blocked").await.1["total"], 7);
+    assert_eq!(list("assignee=nobody").await.1["total"], 0);
+    assert_error(&list("cursor=zz-not-hex").await, 400, &["cursor"]);
+    assert_error(&list("limit=0").await, 400, &["limit"]);
+    assert_error(&list("limit=501").await, 400, &["501"]);
+    assert_error(&list("limit=ten").await, 400, &["limit"]);
+    assert_error(&list("status=sleeping").await, 400, &["sleeping"]);
+    assert_error(&list("bogus=1").await, 400, &["bogus"]);
+    d.stop();
+}
 
-    // Detail.
+#[tokio::test(flavor = "multi_thread")]
+async fn task_detail_and_operator_transitions() {
+    let (_home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    let (a_id, b_id, _) = seed_tasks(&api).await;
     let (code, v) = api.get(&format!("/api/projects/p/tasks/{b_id}")).await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["depends_on"][0]["id"], json!(a_id), "{v}");
     for key in ["dependents", "comments", "outputs", "reviews", "sessions"] {
         assert!(v[key].is_array(), "detail has {key}: {v}");
     }
-    assert_error(
-        &api.get("/api/projects/p/tasks/T-9999").await,
-        404,
-        &["T-9999"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/tasks/banana").await,
-        400,
-        &["banana"],
-    );
+    let missing = api.get("/api/projects/p/tasks/T-9999").await;
+    assert_error(&missing, 404, &["T-9999"]);
+    let banana = api.get("/api/projects/p/tasks/banana").await;
+    assert_error(&banana, 400, &["banana"]);
 
     // Operator transitions.
     let st = |t: &str| format!("/api/projects/p/tasks/{t}/status");
-    let (code, v) = api
-        .post(
-            &st(&b_id),
-            json!({"status": "blocked", "reason": "waiting on legal"}),
-        )
-        .await;
+    let set = |t: &str, body: Value| api.post(st(t), body);
+    let reason = json!({"status": "blocked", "reason": "waiting on legal"});
+    let (code, v) = set(&b_id, reason).await;
     assert_eq!((code, &v["status"]), (200, &json!("blocked")), "{v}");
-    let (code, v) = api.post(&st(&b_id), json!({"status": "pending"})).await;
+    let (code, v) = set(&b_id, json!({"status": "pending"})).await;
     assert_eq!((code, &v["status"]), (200, &json!("pending")), "{v}");
-    let (code, v) = api.post(&st(&b_id), json!({"status": "cancelled"})).await;
+    let (code, v) = set(&b_id, json!({"status": "cancelled"})).await;
     assert_eq!((code, &v["status"]), (200, &json!("cancelled")), "{v}");
-    assert_error(
-        &api.post(&st(&b_id), json!({"status": "blocked"})).await,
-        409,
-        &["cancelled", "blocked"],
-    );
-    assert_error(
-        &api.post(&st(&b_id), json!({"status": "done"})).await,
-        400,
-        &["done"],
-    );
-    assert_error(
-        &api.post(&st(&b_id), json!({"status": "asleep"})).await,
-        400,
-        &["asleep"],
-    );
-    assert_error(
-        &api.post(&st("T-9999"), json!({"status": "cancelled"}))
-            .await,
-        404,
-        &["T-9999"],
-    );
-    assert_error(&api.post(&st(&b_id), json!({})).await, 400, &["status"]);
-    // The reason was kept as a system comment; comments.
+    let blocked = set(&b_id, json!({"status": "blocked"})).await;
+    assert_error(&blocked, 409, &["cancelled", "blocked"]);
+    assert_error(&set(&b_id, json!({"status": "done"})).await, 400, &["done"]);
+    let asleep = set(&b_id, json!({"status": "asleep"})).await;
+    assert_error(&asleep, 400, &["asleep"]);
+    let unknown = set("T-9999", json!({"status": "cancelled"})).await;
+    assert_error(&unknown, 404, &["T-9999"]);
+    assert_error(&set(&b_id, json!({})).await, 400, &["status"]);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn comments_are_added_and_bad_or_oversized_ones_refused() {
+    let (_home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    let a = created(&api, "/api/projects/p/tasks", json!({"title": "first"})).await;
+    let a_id = id_of(&a);
     let cm = format!("/api/projects/p/tasks/{a_id}/comments");
-    let (code, v) = api
-        .post(
-            &cm,
-            json!({"body": "looks good", "comment_type": "question"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{v}");
+    let question = json!({"body": "looks good", "comment_type": "question"});
+    let v = created(&api, &cm, question).await;
     assert_eq!(v["author"], "operator:api");
     assert_eq!(v["comment_type"], "question");
     assert_error(&api.post(&cm, json!({"body": "  "})).await, 400, &["empty"]);
-    assert_error(
-        &api.post(&cm, json!({"body": "x", "comment_type": "system"}))
-            .await,
-        400,
-        &["system"],
-    );
+    let system = json!({"body": "x", "comment_type": "system"});
+    assert_error(&api.post(&cm, system).await, 400, &["system"]);
     assert_error(
         &api.post(
             "/api/projects/p/tasks/T-9999/comments",
@@ -459,30 +418,26 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     // Oversized body.
     let big = json!({"body": "x".repeat(300 * 1024)});
     assert_error(&api.post(&cm, big).await, 413, &[]);
+    d.stop();
+}
 
-    // ---- decisions
-    home.ok(&[
-        "bb",
-        "--project",
-        "p",
-        "decide",
-        "--propose",
-        "--question",
-        "Ship it?",
-        "--decision",
-        "yes",
-    ]);
-    home.ok(&[
-        "bb",
-        "--project",
-        "p",
-        "decide",
-        "--propose",
-        "--question",
-        "Rename?",
-        "--decision",
-        "no",
-    ]);
+#[tokio::test(flavor = "multi_thread")]
+async fn decisions_are_listed_approved_and_rejected() {
+    let (home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    for (question, decision) in [("Ship it?", "yes"), ("Rename?", "no")] {
+        home.bb_ok(
+            "p",
+            &[
+                "decide",
+                "--propose",
+                "--question",
+                question,
+                "--decision",
+                decision,
+            ],
+        );
+    }
     let (code, v) = api.get("/api/projects/p/decisions?status=proposed").await;
     assert_eq!(code, 200, "{v}");
     let ids: Vec<i64> = v["decisions"]
@@ -496,131 +451,94 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     assert_eq!(code, 200);
     assert_eq!(v["decisions"][0]["project"], "p", "{v}");
     assert!(v["decisions"][0]["question"].is_string(), "{v}");
+    let decide = |id: &str, verb: &str| format!("/api/projects/p/decisions/{id}/{verb}");
     let (code, v) = api
         .post(
-            &format!("/api/projects/p/decisions/{}/approve", ids[0]),
+            &decide(&ids[0].to_string(), "approve"),
             json!({"rationale": "fine"}),
         )
         .await;
     assert_eq!((code, &v["status"]), (200, &json!("approved")), "{v}");
     assert_eq!(v["decided_by"], "operator:api");
     // No body at all is fine too.
-    let (code, v) = api
-        .raw(
-            Method::POST,
-            &format!("/api/projects/p/decisions/{}/reject", ids[1]),
-            None,
-            None,
-        )
-        .await;
+    let reject = decide(&ids[1].to_string(), "reject");
+    let (code, v) = api.raw(Method::POST, &reject, None, None).await;
     assert_eq!((code, &v["status"]), (200, &json!("rejected")), "{v}");
-    assert_error(
-        &api.post(
-            &format!("/api/projects/p/decisions/{}/reject", ids[0]),
-            json!({}),
-        )
-        .await,
-        409,
-        &["already approved"],
-    );
-    assert_error(
-        &api.post("/api/projects/p/decisions/999/approve", json!({}))
-            .await,
-        404,
-        &["999"],
-    );
-    assert_error(
-        &api.post("/api/projects/p/decisions/abc/approve", json!({}))
-            .await,
-        400,
-        &["abc"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/decisions?status=maybe").await,
-        400,
-        &["maybe"],
-    );
+    let twice = api
+        .post(&decide(&ids[0].to_string(), "reject"), json!({}))
+        .await;
+    assert_error(&twice, 409, &["already approved"]);
+    let missing = api.post(&decide("999", "approve"), json!({})).await;
+    assert_error(&missing, 404, &["999"]);
+    let bad = api.post(&decide("abc", "approve"), json!({})).await;
+    assert_error(&bad, 400, &["abc"]);
+    let maybe = api.get("/api/projects/p/decisions?status=maybe").await;
+    assert_error(&maybe, 400, &["maybe"]);
     let (_, v) = api.get("/api/decisions?status=proposed").await;
     assert_eq!(v["decisions"], json!([]), "{v}");
+    d.stop();
+}
 
-    // ---- observations and experiences
-    home.ok(&[
-        "bb",
-        "--project",
+#[tokio::test(flavor = "multi_thread")]
+async fn observations_and_experiences_are_filtered() {
+    let (home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    home.bb_ok(
         "p",
-        "observe",
-        "--level",
-        "warn",
-        "--body",
-        "disk filling",
-    ]);
-    home.ok(&["bb", "--project", "p", "observe", "--body", "fyi"]);
-    home.ok(&[
-        "bb",
-        "--project",
+        &["observe", "--level", "warn", "--body", "disk filling"],
+    );
+    home.bb_ok("p", &["observe", "--body", "fyi"]);
+    home.bb_ok(
         "p",
-        "experience",
-        "add",
-        "--tags",
-        "rust,sqlite",
-        "--lesson",
-        "index the keyset",
-    ]);
+        &[
+            "experience",
+            "add",
+            "--tags",
+            "rust,sqlite",
+            "--lesson",
+            "index the keyset",
+        ],
+    );
     let (code, v) = api.get("/api/projects/p/observations?level=warn").await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["observations"].as_array().unwrap().len(), 1, "{v}");
     assert_eq!(v["observations"][0]["body"], "disk filling");
     let (_, v) = api.get("/api/projects/p/observations?limit=1").await;
     assert_eq!(v["observations"][0]["body"], "fyi", "{v}");
-    assert_error(
-        &api.get("/api/projects/p/observations?level=loud").await,
-        400,
-        &["loud"],
-    );
-    assert_error(
-        &api.get("/api/projects/p/observations?limit=0").await,
-        400,
-        &["limit"],
-    );
+    let loud = api.get("/api/projects/p/observations?level=loud").await;
+    assert_error(&loud, 400, &["loud"]);
+    let zero = api.get("/api/projects/p/observations?limit=0").await;
+    assert_error(&zero, 400, &["limit"]);
     let (code, v) = api.get("/api/projects/p/experiences?tag=sqlite").await;
     assert_eq!(code, 200, "{v}");
     assert_eq!(v["experiences"][0]["lesson"], "index the keyset", "{v}");
     let (_, v) = api.get("/api/projects/p/experiences?tag=go").await;
     assert_eq!(v["experiences"], json!([]));
-    assert_error(
-        &api.get("/api/projects/p/experiences?status=old").await,
-        400,
-        &["old"],
-    );
+    let old = api.get("/api/projects/p/experiences?status=old").await;
+    assert_error(&old, 400, &["old"]);
+    d.stop();
+}
 
-    // Archiving a project with a working task is refused (409).
-    let working = home.create_task("p", &["--title", "held"]);
-    home.ok(&["bb", "--project", "p", "--agent", "w", "claim", &working]);
-    assert_error(
-        &api.post("/api/projects/p/archive", json!({})).await,
-        409,
-        &["working"],
-    );
-
-    // ---- sessions and logs: let the agent work one task.
-    let (code, t) = api
-        .post(
-            "/api/projects/q/tasks",
-            json!({"title": "run me", "assignee": "w"}),
-        )
-        .await;
-    assert_eq!(code, 201, "{t}");
-    let t_id = t["id"].as_str().unwrap().to_string();
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_and_their_logs_after_the_agent_works_a_task() {
+    let (home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    let project = json!({"id": "q", "name": "Q", "agents": ["w"]});
+    created(&api, "/api/projects", project).await;
+    let t = created(
+        &api,
+        "/api/projects/q/tasks",
+        json!({"title": "run me", "assignee": "w"}),
+    )
+    .await;
+    let t_id = id_of(&t);
     assert_eq!(d.post("/api/daemon/start").unwrap().0, 200);
+    let ended =
+        format!("SELECT COUNT(*) FROM session WHERE task_id = '{t_id}' AND ended_at IS NOT NULL");
     wait_for(
         Duration::from_secs(60),
         "the agent to finish the task",
-        || {
-            count(
-            &home.db("q"),
-            &format!("SELECT COUNT(*) FROM session WHERE task_id = '{t_id}' AND ended_at IS NOT NULL"),
-        ) == 1
-        },
+        || count(&home.db("q"), &ended) == 1,
     );
     let (code, v) = api
         .get(&format!("/api/projects/q/sessions?task={t_id}"))
@@ -641,17 +559,12 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     assert_eq!(v2["text"].as_str().unwrap(), &text[6..10], "{v2}");
     assert_eq!(v2["next_offset"], 10);
     assert_error(&api.get(&format!("{log}?limit=0")).await, 400, &["limit"]);
-    assert_error(
-        &api.get(&format!("{log}?offset=-1")).await,
-        400,
-        &["offset"],
-    );
-    assert_error(
-        &api.get("/api/projects/q/sessions/no-such-session/log")
-            .await,
-        404,
-        &["no-such-session"],
-    );
+    let negative = api.get(&format!("{log}?offset=-1")).await;
+    assert_error(&negative, 400, &["offset"]);
+    let unknown = api
+        .get("/api/projects/q/sessions/no-such-session/log")
+        .await;
+    assert_error(&unknown, 404, &["no-such-session"]);
     // The tail of an ended session: every byte, then `end`.
     let body = api
         .client
@@ -665,18 +578,14 @@ async fn rest_routes_happy_paths_and_bad_inputs() {
     assert!(body.contains("event: log"), "{body}");
     assert!(body.contains(&format!("hello from {t_id}")), "{body}");
     assert!(body.trim_end().contains("event: end"), "{body}");
-    assert_error(
-        &api.get("/api/projects/q/sessions?limit=5000").await,
-        400,
-        &["limit"],
-    );
-
+    let limit = api.get("/api/projects/q/sessions?limit=5000").await;
+    assert_error(&limit, 400, &["limit"]);
     d.stop();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bearer_token_guards_every_write_and_leaves_reads_open() {
-    let home = TestHome::new("server:\n  api_token: s3cret-token\n", "");
+    let home = TestHome::with_config("server:\n  api_token: s3cret-token\n", "");
     home.create_project("p");
     let d = Daemon::start(&home);
     let anon = Api::new(&d, None);
@@ -714,7 +623,7 @@ async fn bearer_token_guards_every_write_and_leaves_reads_open() {
     d.stop();
 
     // Without a token, writes are open on loopback.
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     home.create_project("p");
     let d = Daemon::start(&home);
     let (code, v) = Api::new(&d, None)
@@ -724,9 +633,9 @@ async fn bearer_token_guards_every_write_and_leaves_reads_open() {
     d.stop();
 
     // A non-loopback bind without a token refuses to start.
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     let out = home
-        .cmd()
+        .command()
         .args(["serve", "--bind", "0.0.0.0:0"])
         .output()
         .unwrap();
@@ -777,7 +686,7 @@ fn routes_in_sources() -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openapi_lists_every_route_and_only_routes_that_exist() {
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     home.create_project("p");
     let d = Daemon::start(&home);
     let api = Api::new(&d, None);
@@ -862,7 +771,7 @@ fn write_skill(dir: &std::path::Path, id: &str, description: &str, tags: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skills_of_a_project_with_overrides_and_errors() {
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     home.create_project("p");
     home.create_project("q");
     let root = home.path();

@@ -125,13 +125,13 @@ const ALL: &str = "?levels=urgent,attention,daily,optional";
 
 #[tokio::test(flavor = "multi_thread")]
 async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
-    let home = std::sync::Arc::new(TestHome::new("", ""));
+    let home = std::sync::Arc::new(TestHome::with_config("", ""));
     home.create_project("a");
     home.create_project("b");
     let d = Daemon::start(&home);
     let mut s = Sse::open(d.port, ALL, None).await;
     let h = home.clone();
-    let t1 = blocking(move || h.create_task("a", &["--title", "before the crash"])).await;
+    let t1 = blocking(move || h.create_task("a", "before the crash", &[])).await;
     let f = s
         .next_event(Duration::from_secs(10))
         .await
@@ -156,9 +156,9 @@ async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
     let h = home.clone();
     blocking(move || {
         for i in 0..5 {
-            let t = h.create_task("a", &["--title", &format!("a{i}")]);
+            let t = h.create_task("a", &format!("a{i}"), &[]);
             h.ok(&["bb", "--project", "a", "comment", &t, "--body", "note"]);
-            h.create_task("b", &["--title", &format!("b{i}")]);
+            h.create_task("b", &format!("b{i}"), &[]);
         }
     })
     .await;
@@ -168,8 +168,8 @@ async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
     let h = home.clone();
     blocking(move || {
         for i in 0..3 {
-            h.create_task("a", &["--title", &format!("late a{i}")]);
-            h.create_task("b", &["--title", &format!("late b{i}")]);
+            h.create_task("a", &format!("late a{i}"), &[]);
+            h.create_task("b", &format!("late b{i}"), &[]);
         }
     })
     .await;
@@ -206,6 +206,15 @@ async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
     assert_eq!(got["b"], want_b, "project b: every event once, in order");
     // Nothing more (no duplicates trailing behind).
     assert!(s.next_event(Duration::from_millis(1500)).await.is_none());
+    // Positive control: the same stream does deliver a new event now, so
+    // the quiet above is not a stream that stopped delivering.
+    let h = home.clone();
+    let t_control = blocking(move || h.create_task("a", "control", &[])).await;
+    let f = s
+        .next_event(Duration::from_secs(10))
+        .await
+        .expect("the control event");
+    assert_eq!(f.json()["task_id"], json!(t_control), "{f:?}");
     assert!(
         last_id.contains(&format!("a:{}", want_a.last().unwrap())),
         "{last_id}"
@@ -234,9 +243,9 @@ async fn resume_after_a_daemon_crash_delivers_every_event_once_in_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn default_levels_leave_out_agent_activity() {
-    let home = std::sync::Arc::new(TestHome::new("", ""));
+    let home = std::sync::Arc::new(TestHome::with_config("", ""));
     home.create_project("a");
-    let t = home.create_task("a", &["--title", "x"]);
+    let t = home.create_task("a", "x", &[]);
     let d = Daemon::start(&home);
     let mut default = Sse::open(d.port, "", None).await;
     let mut urgent = Sse::open(d.port, "?levels=urgent", None).await;
@@ -261,7 +270,7 @@ async fn default_levels_leave_out_agent_activity() {
             "--body",
             "on fire",
         ]);
-        h.create_task("a", &["--title", "daily level"])
+        h.create_task("a", "daily level", &[])
     })
     .await;
     let f = default.next_event(Duration::from_secs(10)).await.unwrap();
@@ -283,6 +292,18 @@ async fn default_levels_leave_out_agent_activity() {
         .next_event(Duration::from_millis(1000))
         .await
         .is_none());
+    // Positive control: the urgent stream still delivers an urgent event.
+    let h = home.clone();
+    blocking(move || {
+        h.bb_ok(
+            "a",
+            &["observe", "--level", "alert", "--body", "still on fire"],
+        )
+    })
+    .await;
+    let f = urgent.next_event(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(f.json()["kind"], "observation.added", "{f:?}");
+    assert_eq!(f.json()["level"], "urgent");
     // `gateway=1` adds the shared gateway snapshot about once a second.
     let mut gw = Sse::open(d.port, "?gateway=1", None).await;
     let mut snapshots = Vec::new();
@@ -330,9 +351,9 @@ async fn next_of_kind(sse: &mut Sse, kind: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn task_events_carry_the_tasks_row_live_and_on_replay() {
-    let home = std::sync::Arc::new(TestHome::new("", ""));
+    let home = std::sync::Arc::new(TestHome::with_config("", ""));
     home.create_project("a");
-    let t = home.create_task("a", &["--title", "carried", "--kind", "manual"]);
+    let t = home.create_task("a", "carried", &["--kind", "manual"]);
     let d = Daemon::start(&home);
     let all = "?levels=urgent,attention,daily,optional&project=a";
     let mut live = Sse::open(d.port, all, None).await;
@@ -386,7 +407,7 @@ fn metric(port: u16, name: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn five_hundred_clients_and_one_that_never_reads() {
     const CLIENTS: usize = 499;
-    let home = std::sync::Arc::new(TestHome::new("", ""));
+    let home = std::sync::Arc::new(TestHome::with_config("", ""));
     home.create_project("a");
     home.create_project("flood");
     let d = Daemon::start(&home);
@@ -439,20 +460,10 @@ async fn five_hundred_clients_and_one_that_never_reads() {
     })
     .await;
 
-    let api = reqwest::Client::new();
-    let create = |project: &'static str, title: String| {
-        let api = api.clone();
-        async move {
-            let r = api
-                .post(format!(
-                    "http://127.0.0.1:{port}/api/projects/{project}/tasks"
-                ))
-                .json(&json!({ "title": title }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 201);
-        }
+    let create = |project: &'static str, title: String| async move {
+        let url = format!("http://127.0.0.1:{port}/api/projects/{project}/tasks");
+        let r = post_json(&url, &json!({ "title": title }), &[]).await;
+        assert_eq!(r.status().as_u16(), 201);
     };
     // Wait until every reader saw `title`; returns the slowest delivery.
     async fn all_see(
@@ -553,7 +564,7 @@ async fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(u16, Value)>>>
 async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
     let (port, log) = receiver().await;
     let dead = free_port();
-    let home = std::sync::Arc::new(TestHome::new(
+    let home = std::sync::Arc::new(TestHome::with_config(
         &format!(
             "notifications:\n  webhooks:\n    - url: http://127.0.0.1:{port}/hook\n      levels: [daily]\n      max_attempts: 3\n      timeout_ms: 2000\n      headers: {{ X-Test: \"yes\" }}\n    - url: http://127.0.0.1:{dead}/gone\n      levels: [daily]\n      max_attempts: 2\n      timeout_ms: 500\n"
         ),
@@ -562,7 +573,7 @@ async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
     home.create_project("a");
     let d = Daemon::start(&home);
     let h = home.clone();
-    let t = blocking(move || h.create_task("a", &["--title", "hook me"])).await;
+    let t = blocking(move || h.create_task("a", "hook me", &[])).await;
     let l = log.clone();
     blocking(move || {
         wait_for(Duration::from_secs(20), "a delivery after the 500", || {
@@ -595,7 +606,7 @@ async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
     let h = home.clone();
     let t3 = blocking(move || {
         h.ok(&["bb", "--project", "a", "comment", &t, "--body", "quiet"]);
-        h.create_task("a", &["--title", "after the comment"])
+        h.create_task("a", "after the comment", &[])
     })
     .await;
     let l = log.clone();
@@ -611,13 +622,13 @@ async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
     d.stop();
 
     // A bad webhook is a config error naming the file and key.
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "notifications:\n  webhooks:\n    - url: ftp://example.com/x\n",
         "",
     );
     let out = home.run(&["serve", "--bind", "127.0.0.1:0"]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.code, 0, "{out}");
+    let err = out.stderr.as_str();
     assert!(
         err.contains("default.yaml")
             && err.contains("notifications.webhooks")

@@ -3,7 +3,6 @@
 //! committed before it started, in a transactionally consistent state; `restore`
 //! brings exactly that state back; `--keep` prunes old snapshots.
 
-#[path = "cli_support/mod.rs"]
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
@@ -25,12 +24,7 @@ async fn run_async(home: &TestHome, args: &[&str]) -> Out {
         .await
         .unwrap_or_else(|_| panic!("moziplus {args:?} did not finish in time"))
         .expect("run moziplus");
-    Out {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        what: format!("moziplus {}", args.join(" ")),
-    }
+    Out::from_output(format!("moziplus {}", args.join(" ")), output)
 }
 
 async fn max_comment_id(db: &Path) -> i64 {
@@ -147,7 +141,7 @@ async fn backup_under_eight_writers_holds_every_committed_row() {
 
     // The snapshot is a sound, current-schema database file, private to us.
     assert!(
-        snapshot.starts_with(home.root().join("backups/p")),
+        snapshot.starts_with(home.path().join("backups/p")),
         "{}",
         snapshot.display()
     );
@@ -254,9 +248,9 @@ async fn backup_under_eight_writers_holds_every_committed_row() {
         .await;
         newest_paths.push(snapshot_path(&out));
     }
-    let kept: Vec<PathBuf> = listing_of(&home.root().join("backups/p"))
+    let kept: Vec<PathBuf> = listing_of(&home.path().join("backups/p"))
         .into_iter()
-        .map(|n| home.root().join("backups/p").join(n))
+        .map(|n| home.path().join("backups/p").join(n))
         .collect();
     assert_eq!(
         kept,
@@ -310,7 +304,7 @@ fn backup_of_every_project_and_restore_from_a_file() {
         .assert_same(&a_before.without(&["sqlite_sequence"]), "restore --from");
     assert!(home.bb_ok("a", &["read"]).contains("1 tasks"));
     // The restore working copy is cleaned up.
-    assert_eq!(listing_of(&home.root().join("backups/a")).len(), 1);
+    assert_eq!(listing_of(&home.path().join("backups/a")).len(), 1);
 
     // Refusals: no snapshot yet, a missing file, neither --from nor --latest.
     home.create_project("c");
@@ -321,7 +315,7 @@ fn backup_of_every_project_and_restore_from_a_file() {
     home.run(&["restore", "--project", "a"])
         .fails(1, &["pass --from FILE or --latest"]);
     // A file that is not a database is refused and the live board is untouched.
-    let junk = home.root().join("junk.db");
+    let junk = home.path().join("junk.db");
     std::fs::write(&junk, b"definitely not sqlite").unwrap();
     let before = home.dump("a");
     home.run(&[

@@ -10,7 +10,6 @@
 //! has spawned all 64 and then writes one line to each of them in a tight loop,
 //! so they are released within microseconds of each other.
 
-#[path = "cli_support/mod.rs"]
 mod support;
 
 use std::io::Write;
@@ -31,11 +30,11 @@ fn race(home: &TestHome, project: &str, task: &str) -> Vec<Out> {
         scrub_env(&mut c);
         c.arg("-c")
             .arg(r#"read -r gate; exec "$0" "$@""#)
-            .arg(support::bin())
+            .arg(support::BIN)
             .args(["--home"])
-            .arg(home.root())
+            .arg(home.path())
             .args(["bb", "--project", project, "claim", task, "--agent", &agent])
-            .current_dir(home.root())
+            .current_dir(home.path())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -9,7 +9,6 @@
 //! The case tables are kept one case per line (`rustfmt::skip`) so each reads
 //! as "command → exit code → what the message must say".
 
-#[path = "cli_support/mod.rs"]
 mod support;
 
 use moziplus::blackboard::{sessions, Blackboard, NewSession, OpenMode, Outcome};
@@ -203,8 +202,8 @@ fn unknown_projects_and_tasks_are_named() {
     refused(&h, &["project", "restore", "nope"], &[], ERROR, unknown);
     refused(&h, &["backup", "--project", "nope"], &[], ERROR, unknown);
     refused(&h, &["restore", "--project", "nope", "--latest"], &[], ERROR, unknown);
-    assert_eq!(listing_of(&h.root().join("projects")), [".registry.lock", "_registry.yaml", "p"], "an unknown project left files behind");
-    assert!(!h.root().join("backups/nope").exists());
+    assert_eq!(listing_of(&h.path().join("projects")), [".registry.lock", "_registry.yaml", "p"], "an unknown project left files behind");
+    assert!(!h.path().join("backups/nope").exists());
 
     let cases: &[&[&str]] = &[
         &["read", "T-9999"],
@@ -288,9 +287,9 @@ fn malformed_task_ids_are_refused() {
 #[test]
 fn malformed_project_ids_are_refused() {
     let h = fixture();
-    let root_before = listing_of(h.root());
-    let projects_before = listing_of(&h.root().join("projects"));
-    let registry = h.root().join("projects/_registry.yaml");
+    let root_before = listing_of(h.path());
+    let projects_before = listing_of(&h.path().join("projects"));
+    let registry = h.path().join("projects/_registry.yaml");
     let registry_before = std::fs::read_to_string(&registry).unwrap();
     for id in ["../etc", "A", "a.b", "a/b", "..", "-a", "p ", ""] {
         let needle = format!("invalid project id {id:?}");
@@ -328,12 +327,12 @@ fn malformed_project_ids_are_refused() {
         );
     }
     assert_eq!(
-        listing_of(h.root()),
+        listing_of(h.path()),
         root_before,
         "files appeared in the home"
     );
     assert_eq!(
-        listing_of(&h.root().join("projects")),
+        listing_of(&h.path().join("projects")),
         projects_before,
         "files appeared in projects/"
     );
@@ -438,7 +437,7 @@ fn an_agent_may_only_write_as_itself() {
 fn artifact_paths_cannot_escape_outputs() {
     let h = fixture();
     let outside = tempfile::tempdir().unwrap();
-    let src = h.root().join("report.txt");
+    let src = h.path().join("report.txt");
     std::fs::write(&src, "the report").unwrap();
     let src = src.to_str().unwrap();
     let outputs = h.project_dir("p").join("artifacts/T-0002/outputs");
@@ -515,7 +514,7 @@ fn artifact_paths_cannot_escape_outputs() {
 fn artifact_temp_file_cannot_be_a_planted_symlink() {
     let h = fixture();
     let outside = tempfile::tempdir().unwrap();
-    let src = h.root().join("report.txt");
+    let src = h.path().join("report.txt");
     std::fs::write(&src, "the report").unwrap();
     let outputs = h.project_dir("p").join("artifacts/T-0002/outputs");
     std::fs::create_dir_all(&outputs).unwrap();
@@ -577,7 +576,7 @@ fn bad_configuration_is_refused_naming_file_key_and_line() {
     let h = TestHome::new();
     h.create_project("p");
     h.create_task("p", "t", &[]);
-    let global = h.root().join("config/default.yaml");
+    let global = h.path().join("config/default.yaml");
     let project = h.project_dir("p").join("config/project.yaml");
     std::fs::create_dir_all(global.parent().unwrap()).unwrap();
     let project_original = std::fs::read_to_string(&project).unwrap();

@@ -3,7 +3,6 @@
 //! commands on the broken one fail with a message naming the file and what is
 //! wrong with it — without "repairing" it behind the user's back.
 
-#[path = "cli_support/mod.rs"]
 mod support;
 
 use std::path::Path;
@@ -100,8 +99,8 @@ fn a_deleted_blackboard_does_not_affect_another_project() {
     let out = h.run(&["backup"]);
     out.fails(1, &["backup failed for a:", "does not exist"]);
     assert!(out.stdout.contains("b: "), "{out}");
-    assert_eq!(listing_of(&h.root().join("backups/b")).len(), 1);
-    assert!(listing_of(&h.root().join("backups/a")).is_empty());
+    assert_eq!(listing_of(&h.path().join("backups/b")).len(), 1);
+    assert!(listing_of(&h.path().join("backups/a")).is_empty());
 
     // doctor names the broken project and still checks the healthy one.
     let out = h.run(&["doctor"]);
@@ -154,7 +153,7 @@ fn a_garbage_blackboard_does_not_affect_another_project() {
 
     let out = h.run(&["backup"]);
     out.fails(1, &["backup failed for a:"]);
-    assert_eq!(listing_of(&h.root().join("backups/b")).len(), 1, "{out}");
+    assert_eq!(listing_of(&h.path().join("backups/b")).len(), 1, "{out}");
 }
 
 /// The corrupt-file message tells the user to restore from backups/ with
@@ -164,9 +163,9 @@ fn restore_recovers_a_garbage_blackboard() {
     let h = two_projects();
     h.run(&["backup", "--project", "a"]).ok();
     let snapshot = h
-        .root()
+        .path()
         .join("backups/a")
-        .join(&listing_of(&h.root().join("backups/a"))[0]);
+        .join(&listing_of(&h.path().join("backups/a"))[0]);
     let want = block_on(support::dump(&snapshot));
     remove_db(&h, "a");
     std::fs::write(h.db("a"), b"this is not a database, it is a shopping list").unwrap();

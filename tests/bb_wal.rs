@@ -5,7 +5,6 @@
 //! left beside a database that was deleted by hand is never replayed into the
 //! new one (SQLite itself discards a WAL found beside an empty database).
 
-#[path = "cli_support/mod.rs"]
 mod support;
 
 use std::path::Path;

@@ -20,7 +20,7 @@ fn agents_yaml(script: &std::path::Path) -> String {
 
 /// A home whose one agent runs `script_body`.
 fn home_with_agent(config: &str, script_body: &str) -> TestHome {
-    let home = TestHome::new(config, "agents: []\n");
+    let home = TestHome::with_config(config, "agents: []\n");
     let script = home.script("agent.sh", script_body);
     std::fs::write(home.path().join("config/agents.yaml"), agents_yaml(&script)).unwrap();
     home
@@ -34,19 +34,6 @@ fn append(path: &std::path::Path, bytes: &[u8]) {
         .unwrap()
         .write_all(bytes)
         .unwrap();
-}
-
-/// User + system CPU time of a process, in seconds (/proc/<pid>/stat).
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state is field 3, utime 14, stime 15 (1-based) →
-    // indexes 11 and 12 here.
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf with a valid name has no preconditions.
-    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
-    ticks / hz
 }
 
 fn titles(db: &std::path::Path) -> Vec<String> {
@@ -64,7 +51,7 @@ fn defect1_readiness_lists_a_project_whose_ticks_keep_failing_until_they_succeed
     home.create_project("p");
     let daemon = Daemon::start(&home);
     assert_eq!(daemon.post("/api/daemon/stop").map(|(c, _)| c), Some(200));
-    let task = home.create_task("p", &["--title", "behind a lock"]);
+    let task = home.create_task("p", "behind a lock", &[]);
     // Another process holds the write lock: every claim waits out its busy
     // timeout and every tick runs out of its 10 s.
     let (locked_tx, locked_rx) = std::sync::mpsc::channel();
@@ -121,7 +108,7 @@ fn defect1_readiness_lists_a_project_whose_ticks_keep_failing_until_they_succeed
 
 #[test]
 fn defect2_lines_over_the_limit_are_skipped_as_one_malformed_line_each_and_the_inbox_goes_on() {
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "daemon:\n  tick_interval: 3600\ninbox:\n  watch_interval: 0.2\n",
         "agents: []\n",
     );
@@ -194,7 +181,7 @@ fn defect2_lines_over_the_limit_are_skipped_as_one_malformed_line_each_and_the_i
 
 #[test]
 fn defect2_a_torn_tail_waits_without_spinning_and_the_next_push_starts_on_a_new_line() {
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "daemon:\n  tick_interval: 3600\ninbox:\n  watch_interval: 0.2\n",
         "agents: []\n",
     );
@@ -221,6 +208,8 @@ fn defect2_a_torn_tail_waits_without_spinning_and_the_next_push_starts_on_a_new_
         "the daemon must not spin on a partial line: {:.1}% CPU",
         share * 100.0
     );
+    // Positive control: the same probe sees a process that does spin.
+    assert_cpu_probe_sees_a_spinner(0.05);
     // The next push is not glued onto the fragment.
     home.ok(&[
         "inbox",
@@ -246,7 +235,7 @@ fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid(
         "#!/bin/sh\necho $$ > \"$MOZI_HOME/agent.pid\"\nexec sleep 1000\n",
     );
     home.create_project("p");
-    home.create_task("p", &["--title", "long"]);
+    home.create_task("p", "long", &[]);
     let first = Daemon::start(&home);
     let pidfile = home.path().join("agent.pid");
     wait_for(Duration::from_secs(30), "the first daemon's run", || {
@@ -258,7 +247,7 @@ fn defect6_a_second_serve_on_the_same_home_is_refused_naming_the_first_ones_pid(
         .parse()
         .unwrap();
     let mut second = home
-        .cmd()
+        .command()
         .args(["serve", "--bind", &format!("127.0.0.1:{}", free_port())])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -316,7 +305,7 @@ exec "$MOZI_BIN" bb done
 "#,
     );
     home.create_project("p");
-    let task = home.create_task("p", &["--title", "shared", "--max-rounds", "5"]);
+    let task = home.create_task("p", "shared", &["--max-rounds", "5"]);
     let daemon = Daemon::start(&home);
     let db = home.db("p");
     wait_for(Duration::from_secs(60), "the task to be done", || {
@@ -333,6 +322,15 @@ exec "$MOZI_BIN" bb done
         ),
         0,
         "run 1's exit gave nothing back"
+    );
+    // Positive control: the same event probe sees what run 1 did do (its
+    // `bb release`), so the absence above is not a query that sees nothing.
+    assert!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM event WHERE kind = 'task.released'"
+        ) >= 1,
+        "run 1's release is in the events"
     );
     assert_eq!(
         query_i64(&db, &format!("SELECT round FROM task WHERE id = '{task}'")),
@@ -357,7 +355,7 @@ fn defect14_a_setsid_grandchild_dies_with_its_timed_out_run() {
         "#!/bin/sh\nsetsid sleep 1000 &\necho $! > \"$MOZI_HOME/escaped.pid\"\nexec sleep 1000\n",
     );
     home.create_project("p");
-    home.create_task("p", &["--title", "escapes", "--max-rounds", "1"]);
+    home.create_task("p", "escapes", &["--max-rounds", "1"]);
     let daemon = Daemon::start(&home);
     let pidfile = home.path().join("escaped.pid");
     wait_for(Duration::from_secs(30), "the grandchild", || {
@@ -380,6 +378,12 @@ fn defect14_a_setsid_grandchild_dies_with_its_timed_out_run() {
         "the setsid grandchild to be killed",
         || !alive(escaped),
     );
+    // Positive control: the /proc scan finds this home's processes while
+    // they run (the daemon's own), so the empty scan below means gone.
+    assert!(
+        processes_of_home(home.path()).contains(&daemon.pid()),
+        "the scan sees the daemon"
+    );
     daemon.stop();
     assert!(processes_of_home(home.path()).is_empty());
 }
@@ -391,7 +395,7 @@ fn defect14_session_logs_briefs_and_outputs_are_private() {
         "#!/bin/sh\necho result > \"$MOZI_HOME/r.txt\"\n\"$MOZI_BIN\" bb output --summary r --file \"$MOZI_HOME/r.txt\" && exec \"$MOZI_BIN\" bb done\n",
     );
     home.create_project("p");
-    let task = home.create_task("p", &["--title", "private"]);
+    let task = home.create_task("p", "private", &[]);
     let daemon = Daemon::start(&home);
     let db = home.db("p");
     wait_for(Duration::from_secs(30), "the task to be done", || {

@@ -9,7 +9,7 @@ use support::*;
 
 #[test]
 fn status_control_sessions_metrics_and_errors() {
-    let home = TestHome::new("daemon:\n  tick_interval: 1\n", "");
+    let home = TestHome::with_config("daemon:\n  tick_interval: 1\n", "");
     let script = home.script(
         "ok.sh",
         "#!/bin/bash\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
@@ -99,7 +99,7 @@ fn status_control_sessions_metrics_and_errors() {
     let (code, body) = d.post("/api/daemon/stop").unwrap();
     assert_eq!(code, 200, "{body}");
     assert_eq!(d.status()["ticker_running"], false);
-    let t = home.create_task("p", &["--title", "waits for the ticker"]);
+    let t = home.create_task("p", "waits for the ticker", &[]);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(
         query_i64(&home.db("p"), "SELECT COUNT(*) FROM session"),
@@ -133,6 +133,12 @@ fn status_control_sessions_metrics_and_errors() {
     assert_eq!(d.get("/health").unwrap().0, 200);
     let (code, body) = d.get("/health/ready").unwrap();
     assert_eq!(code, 200, "{body}");
+    // The run is counted after its process exits, which is after `bb done`
+    // marked the task done: wait for the count, not just the task.
+    wait_for(Duration::from_secs(30), "the run to be counted", || {
+        d.get("/metrics")
+            .is_some_and(|(_, m)| m.contains("moziplus_runs_total"))
+    });
     let (code, metrics) = d.get("/metrics").unwrap();
     assert_eq!(code, 200);
     for name in [
@@ -169,9 +175,9 @@ fn status_control_sessions_metrics_and_errors() {
 
 #[test]
 fn a_non_loopback_bind_without_a_token_is_refused() {
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     let out = home.run(&["serve", "--bind", "0.0.0.0:0"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.code, 1, "{out}");
+    let err = out.stderr.as_str();
     assert!(err.contains("api_token"), "{err}");
 }

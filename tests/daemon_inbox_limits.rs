@@ -13,7 +13,7 @@ use support::*;
 fn four_writers_append_50000_lines_while_the_daemon_consumes_and_compacts_each_applied_once() {
     // A small max_size_bytes forces many compactions during the run. No agents:
     // the created tasks just accumulate.
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "daemon:\n  tick_interval: 1\ninbox:\n  max_size_bytes: 65536\n  watch_interval: 0.2\n",
         "agents: []\n",
     );
@@ -24,7 +24,7 @@ fn four_writers_append_50000_lines_while_the_daemon_consumes_and_compacts_each_a
     let mut writers = Vec::new();
     for w in 0..WRITERS {
         let mut child = home
-            .cmd()
+            .command()
             .args(["inbox", "push"])
             .stdin(Stdio::piped())
             .spawn()
@@ -91,12 +91,24 @@ fn four_writers_append_50000_lines_while_the_daemon_consumes_and_compacts_each_a
         "the inbox was compacted while writers appended (compactions: {compactions})"
     );
     assert_eq!(status["inbox"]["malformed"].as_u64(), Some(0));
+    // Positive control: the daemon was still consuming during the quiet
+    // window, so "no duplicate showed up" is not "nothing was read": one more
+    // line is applied, and counted, by the same probes.
+    home.ok(&[
+        "inbox",
+        "push",
+        "{\"type\":\"create_task\",\"project\":\"inbox\",\"task\":{\"title\":\"control\"}}",
+    ]);
+    wait_for(Duration::from_secs(30), "the control line applied", || {
+        daemon.status()["inbox"]["applied"].as_u64() == Some(lines + 1)
+    });
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM task"), tasks + 1);
     daemon.stop();
 }
 
 #[test]
 fn concurrency_limits_hold_with_200_ready_tasks_across_10_projects() {
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  max_global_agents: 3\n  max_per_agent: 1\n",
         "",
     );
@@ -120,7 +132,7 @@ fn concurrency_limits_hold_with_200_ready_tasks_across_10_projects() {
             .map(|i| format!("{{\"type\":\"create_task\",\"project\":\"{id}\",\"task\":{{\"title\":\"t{i}\"}}}}\n"))
             .collect();
         let mut child = home
-            .cmd()
+            .command()
             .args(["inbox", "push"])
             .stdin(Stdio::piped())
             .spawn()

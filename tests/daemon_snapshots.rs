@@ -29,10 +29,10 @@ fn tasks_in(db: &Path) -> i64 {
 
 #[test]
 fn the_daemon_snapshots_each_project_once_per_interval_across_restarts() {
-    let home = TestHome::new("backup:\n  interval_minutes: 60\n  keep: 2\n", "");
+    let home = TestHome::with_config("backup:\n  interval_minutes: 60\n  keep: 2\n", "");
     for p in ["a", "b"] {
         home.create_project(p);
-        home.create_task(p, &["--title", "kept in the snapshot"]);
+        home.create_task(p, "kept in the snapshot", &[]);
     }
     // Two old snapshots of `a` (older than the interval): the new one makes
     // three, and `keep: 2` prunes the oldest.
@@ -74,12 +74,17 @@ fn the_daemon_snapshots_each_project_once_per_interval_across_restarts() {
     std::thread::sleep(Duration::from_secs(4));
     let after: Vec<_> = ["a", "b"].map(|p| snapshots(&home, p)).to_vec();
     assert_eq!(before, after, "no second snapshot within the interval");
+    // Positive control: a snapshot taken now (by `moziplus backup`, into the
+    // same folder) is seen by the same listing.
+    home.ok(&["backup", "--project", "a", "--keep", "2"]);
+    let taken = snapshots(&home, "a");
+    assert_ne!(taken, after[0], "the listing sees the new snapshot");
     d.stop();
 }
 
 #[test]
 fn interval_zero_turns_snapshots_off() {
-    let home = TestHome::new("backup:\n  interval_minutes: 0\n", "");
+    let home = TestHome::with_config("backup:\n  interval_minutes: 0\n", "");
     home.create_project("a");
     let d = Daemon::start(&home);
     std::thread::sleep(Duration::from_secs(4));
@@ -103,10 +108,9 @@ fn interval_zero_turns_snapshots_off() {
 
 #[test]
 fn an_out_of_range_backup_setting_is_refused() {
-    let home = TestHome::new("backup:\n  keep: 0\n", "");
+    let home = TestHome::with_config("backup:\n  keep: 0\n", "");
     let out = home.run(&["doctor"]);
-    assert!(!out.status.success());
-    let err =
-        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.code, 0, "{out}");
+    let err = out.stderr.clone() + &out.stdout;
     assert!(err.contains("backup.keep"), "{err}");
 }

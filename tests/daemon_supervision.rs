@@ -32,7 +32,7 @@ fn recorded_pids(home: &TestHome) -> Vec<i32> {
 
 #[test]
 fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_to_pending() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let script = home.script("stuck.sh", STUCK_AGENT);
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -40,7 +40,7 @@ fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_
     )
     .unwrap();
     home.create_project("p");
-    let task = home.create_task("p", &["--title", "never ends", "--max-rounds", "5"]);
+    let task = home.create_task("p", "never ends", &["--max-rounds", "5"]);
     let daemon = Daemon::start(&home);
     let db = home.db("p");
     wait_for(Duration::from_secs(60), "the first run to time out", || {
@@ -59,14 +59,26 @@ fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_
         || !alive(leader) && !alive(grandchild),
     );
     // The task went back to pending with the next round (one event says so).
-    let requeued = query_i64(
-        &db,
-        &format!(
-            "SELECT COUNT(*) FROM event WHERE task_id = '{task}' AND kind = 'task.run_failed'
-             AND json_extract(payload, '$.to') = 'pending' AND json_extract(payload, '$.next_round') = 2"
-        ),
+    // The session ends (timed_out) before the task is given back: wait for
+    // the event, then check there is exactly one.
+    let requeues = format!(
+        "SELECT COUNT(*) FROM event WHERE task_id = '{task}' AND kind = 'task.run_failed'
+         AND json_extract(payload, '$.to') = 'pending' AND json_extract(payload, '$.next_round') = 2"
     );
-    assert_eq!(requeued, 1, "one requeue event for round 1 → 2");
+    wait_for(Duration::from_secs(10), "the requeue event", || {
+        query_i64(&db, &requeues) >= 1
+    });
+    assert_eq!(
+        query_i64(&db, &requeues),
+        1,
+        "one requeue event for round 1 → 2"
+    );
+    // Positive control: the /proc scan finds this home's processes while
+    // they run (the daemon's own), so the empty scan below means gone.
+    assert!(
+        processes_of_home(home.path()).contains(&daemon.pid()),
+        "the scan sees the daemon"
+    );
     let status = daemon.stop();
     assert!(status.success(), "graceful stop exits 0: {status:?}");
     assert!(
@@ -86,7 +98,7 @@ fn a_run_past_its_timeout_is_killed_with_its_grandchildren_and_the_task_returns_
 
 #[test]
 fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
-    let home = TestHome::new(&CONFIG.replace("task_timeout: 3", "task_timeout: 600"), "");
+    let home = TestHome::with_config(&CONFIG.replace("task_timeout: 3", "task_timeout: 600"), "");
     let script = home.script("stuck.sh", STUCK_AGENT);
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -95,7 +107,7 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
     .unwrap();
     home.create_project("p");
     for i in 0..3 {
-        home.create_task("p", &["--title", &format!("t{i}")]);
+        home.create_task("p", &format!("t{i}"), &[]);
     }
     let db = home.db("p");
     let daemon = Daemon::start(&home);
@@ -157,6 +169,12 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
         3,
         "no round spent on the crash"
     );
+    // Positive control: the /proc scan finds the three runs' agents while
+    // they work, so the empty scan below means they are gone.
+    assert!(
+        !agent_processes(home.path()).is_empty(),
+        "the scan sees the working agents"
+    );
     daemon.stop();
     assert!(
         processes_of_home(home.path()).is_empty(),
@@ -173,7 +191,7 @@ fn kill_9_of_the_daemon_is_recovered_without_orphans_or_double_runs() {
 #[test]
 fn broken_agents_and_projects_are_reported_and_the_rest_keeps_working() {
     // A long infrastructure backoff: the missing command is tried once.
-    let home = TestHome::new(&format!("{CONFIG}  retry_backoff: [60]\n"), "");
+    let home = TestHome::with_config(&format!("{CONFIG}  retry_backoff: [60]\n"), "");
     let good = home.script(
         "good.sh",
         "#!/bin/bash\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
@@ -193,25 +211,13 @@ fn broken_agents_and_projects_are_reported_and_the_rest_keeps_working() {
     }
     home.create_task(
         "faults",
-        &[
-            "--title",
-            "exits non-zero",
-            "--kind",
-            "crash",
-            "--max-rounds",
-            "1",
-        ],
+        "exits non-zero",
+        &["--kind", "crash", "--max-rounds", "1"],
     );
     home.create_task(
         "faults",
-        &[
-            "--title",
-            "missing command",
-            "--kind",
-            "ghost",
-            "--max-rounds",
-            "1",
-        ],
+        "missing command",
+        &["--kind", "ghost", "--max-rounds", "1"],
     );
     // Corrupt one project before the daemon starts.
     std::fs::write(
@@ -233,7 +239,7 @@ fn broken_agents_and_projects_are_reported_and_the_rest_keeps_working() {
         .and_then(|mut f| std::io::Write::write_all(&mut f, b"{{{{ not json\n"))
         .unwrap();
     // Work on the healthy project still flows.
-    let t = home.create_task("ok", &["--title", "fine"]);
+    let t = home.create_task("ok", "fine", &[]);
     let ok_db = home.db("ok");
     wait_for(
         Duration::from_secs(30),

@@ -49,7 +49,7 @@ const CONFIG: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_cancelled_at_any_point_never_strands_or_doubles_a_run() {
-    let home = TestHome::new(CONFIG, "agents: []\n");
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
     let script = home.script("done.sh", &format!("#!/bin/sh\nexec '{BIN}' bb done\n"));
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -201,7 +201,7 @@ async fn manual_ticks_during_a_slow_tick_never_overlap() {
     const SLOW: Duration = Duration::from_millis(300);
     const HTTP_TICKS: usize = 4;
     const API_TICKS: usize = 4;
-    let home = TestHome::new("daemon:\n  tick_interval: 3600\n", "agents: []\n");
+    let home = TestHome::with_config("daemon:\n  tick_interval: 3600\n", "agents: []\n");
     home.create_project("p");
     let d = Daemon::new(Home::new(home.path()), Vec::new()).expect("daemon");
     let probe = Arc::new(OverlapProbe::default());

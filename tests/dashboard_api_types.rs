@@ -44,7 +44,7 @@ fn generator() -> Option<PathBuf> {
 #[test]
 fn generated_api_types_match_the_openapi_document() {
     let Some(generator) = generator() else { return };
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     let d = Daemon::start(&home);
     let (code, spec) = d.get("/api/openapi.json").expect("GET /api/openapi.json");
     assert_eq!(code, 200, "{spec}");

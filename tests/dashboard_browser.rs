@@ -89,7 +89,7 @@ fn screenshot_dir() -> PathBuf {
 /// A home with the repository's configuration, agents and templates, so the
 /// demo runs as `moziplus serve --demo` runs it from a checkout.
 fn demo_home() -> TestHome {
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     for dir in ["config", "agents", "prompt_templates", "skills"] {
         copy_dir(&Path::new(REPO).join(dir), &home.path().join(dir));
     }
@@ -135,7 +135,7 @@ impl Serve {
             .append(true)
             .open(home.path().join("daemon.log"))
             .unwrap();
-        let mut cmd = home.cmd();
+        let mut cmd = home.command();
         cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port)]);
         if self.demo {
             cmd.arg("--demo");

@@ -38,7 +38,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 
 #[test]
 fn page_assets_and_api_404s() {
-    let home = TestHome::new("", "");
+    let home = TestHome::with_config("", "");
     let d = Daemon::start(&home);
 
     // The page, for `/` and for an app route (a reload on /projects/x).

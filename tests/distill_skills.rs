@@ -280,7 +280,7 @@ bb("done", task)
 "###;
 
 fn distill_home(distiller_kinds: &str) -> TestHome {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let s = home.script("distiller.py", DISTILLER).display().to_string();
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -382,14 +382,8 @@ fn a_bad_skill_is_refused_with_an_observation_and_the_next_round_installs_a_vali
     // A task tagged csv now gets the skill in its brief.
     let t = home.create_task(
         "p",
-        &[
-            "--title",
-            "load the csv",
-            "--kind",
-            "nothing-takes-this",
-            "--tags",
-            "csv",
-        ],
+        "load the csv",
+        &["--kind", "nothing-takes-this", "--tags", "csv"],
     );
     let brief = home.ok(&["brief", "render", "--project", "p", "--task", &t]);
     assert!(brief.contains("- **csv-hygiene** — Checks that keep CSV outputs loadable. (`skills/custom/csv-hygiene/SKILL.md`)"), "{brief}");
@@ -434,15 +428,12 @@ fn a_daemon_killed_and_restarted_does_not_create_a_second_distill_task() {
 
 #[test]
 fn brief_render_prints_the_brief_and_names_a_missing_variable() {
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "",
         "agents:\n  - id: a\n    runtime: command\n    command: [\"true\"]\n",
     );
     home.create_project("p");
-    let t = home.create_task(
-        "p",
-        &["--title", "say hello", "--description", "Say it twice."],
-    );
+    let t = home.create_task("p", "say hello", &["--description", "Say it twice."]);
     let out = home.ok(&["brief", "render", "--project", "p", "--task", &t]);
     assert!(out.starts_with("# Brief: say hello\n"), "{out}");
     assert!(out.contains("Say it twice."), "{out}");
@@ -458,8 +449,8 @@ fn brief_render_prints_the_brief_and_names_a_missing_variable() {
         std::fs::write(home.path().join("prompt_templates").join(n), body).unwrap();
     }
     let out = home.run(&["brief", "render", "--project", "p", "--task", &t]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.code, 1, "{out}");
+    let err = out.stderr.as_str();
     assert!(
         err.contains("rendering work.md.j2: undefined variable(s) task.deadline"),
         "{err}"

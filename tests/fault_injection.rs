@@ -52,7 +52,7 @@ fn start_limited(home: &TestHome, port: u16) -> Daemon {
         .append(true)
         .open(home.path().join("daemon.log"))
         .unwrap();
-    let mut cmd = home.cmd();
+    let mut cmd = home.command();
     cmd.args(["serve", "--bind", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log));
@@ -124,23 +124,9 @@ fn lock_holder(
     })
 }
 
-fn cpu_seconds(pid: i32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let f: Vec<String> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
-    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf with a valid name has no preconditions.
-    ticks / unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64
-}
-
 fn push_tasks(home: &TestHome, from: usize, to: usize) {
     let mut child = home
-        .cmd()
+        .command()
         .args(["inbox", "push"])
         .stdin(Stdio::piped())
         .spawn()
@@ -175,7 +161,7 @@ fn stranded(db: &std::path::Path) -> Vec<String> {
 #[test]
 fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_two_kill_9s() {
     let started = Instant::now();
-    let home = TestHome::new(CONFIG, "agents: []\n");
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
     // The demo agent built into the binary (`moziplus demo-agent`), paced
     // down so the faults land while runs are in flight.
     let command = format!(
@@ -193,9 +179,8 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
     for i in 0..TASKS_CLI {
         home.create_task(
             "demo",
+            &format!("cli-{i}"),
             &[
-                "--title",
-                &format!("cli-{i}"),
                 "--kind",
                 ["plan", "data", "code", "analysis"][i % 4],
                 "--max-rounds",
@@ -336,7 +321,15 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
         idle_cpu * 100.0
     );
     assert!(idle_cpu < 0.01, "idle CPU {:.2}% ≥ 1%", idle_cpu * 100.0);
+    // Positive control: the same probe sees a process that does spin.
+    assert_cpu_probe_sees_a_spinner(0.01);
 
+    // Positive control: the /proc scan finds this home's processes while
+    // they run (the daemon's own), so the empty scan below means gone.
+    assert!(
+        processes_of_home(home.path()).contains(&daemon.pid()),
+        "the scan sees the daemon"
+    );
     assert!(daemon.stop().success(), "graceful stop");
     assert!(
         processes_of_home(home.path()).is_empty(),

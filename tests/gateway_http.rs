@@ -6,23 +6,16 @@
 mod fake_upstream;
 #[path = "support/gateway_harness.rs"]
 mod harness;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fake_upstream::FakeUpstream;
 use futures_util::StreamExt;
-use harness::{chat, config, provider, start, KEY_VALUE, RUN_KEY};
+use harness::{chat, chat_url, config, provider, start, KEY_VALUE, RUN_KEY};
 use serde_json::{json, Value};
-
-async fn post(url: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
+use support::{bearer, post_json};
 
 #[tokio::test]
 async fn unlimited_provider_passes_through_unqueued_with_prefix_stripped() {
@@ -32,13 +25,12 @@ async fn unlimited_provider_passes_through_unqueued_with_prefix_stripped() {
         provider("nv", &fake.base_url, true),
     ]);
     let (url, gw, hooks) = start(cfg).await;
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(RUN_KEY)
-        .json(&chat("fake/org/echo-model", "hello"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &chat("fake/org/echo-model", "hello"),
+        &[("authorization", &bearer(RUN_KEY))],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-moziplus-provider"], "fake");
     let body: Value = resp.json().await.unwrap();
@@ -86,7 +78,7 @@ async fn several_limited_requests_are_in_flight_at_once() {
     let calls = (0..6).map(|i| {
         let url = url.clone();
         async move {
-            post(&url, &chat("nv/slow-300", &format!("c{i}")))
+            post_json(&chat_url(&url), &chat("nv/slow-300", &format!("c{i}")), &[])
                 .await
                 .status()
         }
@@ -108,6 +100,9 @@ async fn client_mistakes_get_clear_4xx_errors() {
     let (url, _gw, _) = start(cfg).await;
     let client = reqwest::Client::new();
     let endpoint = format!("{url}/v1/chat/completions");
+    // Built by hand, not with the shared post_json: most cases send bodies
+    // that are not JSON (or not an object, or too large), and all of them go
+    // through the one table below.
     let cases: Vec<(reqwest::RequestBuilder, u16, &str)> = vec![
         (
             client.post(&endpoint).body("{not json"),
@@ -198,32 +193,28 @@ async fn unknown_key_is_anonymous_unless_session_keys_are_required() {
     let mut cfg = config(vec![provider("fake", &fake.base_url, false)]);
     cfg.require_session_key = true;
     let (url, _gw, _) = start(cfg).await;
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth("stolen")
-        .json(&chat("fake/x", "x"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &chat("fake/x", "x"),
+        &[("authorization", &bearer("stolen"))],
+    )
+    .await;
     assert_eq!(resp.status(), 401);
-    let resp = client
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(RUN_KEY)
-        .json(&chat("fake/x", "x"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &chat("fake/x", "x"),
+        &[("authorization", &bearer(RUN_KEY))],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
 
     let (url, gw, _) = start(config(vec![provider("fake", &fake.base_url, false)])).await;
-    let resp = client
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth("unknown")
-        .json(&chat("fake/x", "x"))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &chat("fake/x", "x"),
+        &[("authorization", &bearer("unknown"))],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(gw.status().usage.anonymous.total_tokens, 15);
 }
@@ -241,16 +232,14 @@ async fn read_stream(resp: reqwest::Response) -> String {
 async fn streams_pass_through_and_their_usage_is_booked() {
     let fake = FakeUpstream::start().await;
     let (url, gw, hooks) = start(config(vec![provider("nv", &fake.base_url, true)])).await;
-    let client = reqwest::Client::new();
     let mut body = chat("nv/echo", "s1");
     body["stream"] = json!(true);
-    let resp = client
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(RUN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &body,
+        &[("authorization", &bearer(RUN_KEY))],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -282,12 +271,7 @@ async fn streams_pass_through_and_their_usage_is_booked() {
 
     // A client that asks for usage gets the chunk.
     body["stream_options"] = json!({"include_usage": true});
-    let resp = client
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&format!("{url}/v1/chat/completions"), &body, &[]).await;
     let text = read_stream(resp).await;
     assert!(text.contains("\"usage\""), "{text}");
     assert_eq!(gw.status().usage.anonymous.completion_tokens, 5);
@@ -305,13 +289,12 @@ async fn tool_calls_are_cleaned_and_high_risk_ones_need_approval() {
         "parameters": {"type": "object", "required": ["name", "replicas"]}}}]);
     let mut body = chat("nv/tool-scale_deployment", "scale it");
     body["tools"] = tools.clone();
-    let resp = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .bearer_auth(RUN_KEY)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/chat/completions"),
+        &body,
+        &[("authorization", &bearer(RUN_KEY))],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-moziplus-requires-approval"], "D-1");
     let v: Value = resp.json().await.unwrap();
@@ -336,7 +319,7 @@ async fn tool_calls_are_cleaned_and_high_risk_ones_need_approval() {
     // Broken arguments are retried; the second answer is valid.
     let mut body = chat("nv/toolflaky", "again");
     body["tools"] = tools;
-    let resp = post(&url, &body).await;
+    let resp = post_json(&chat_url(&url), &body, &[]).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(fake.state.hits_for("toolflaky"), 2);
 }
@@ -352,20 +335,20 @@ async fn completions_embeddings_and_models() {
     ]))
     .await;
     let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{url}/v1/embeddings"))
-        .json(&json!({"model": "fake/embed", "input": "hello"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/embeddings"),
+        &json!({"model": "fake/embed", "input": "hello"}),
+        &[],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(fake.state.last().body["model"], "embed");
-    let resp = client
-        .post(format!("{url}/v1/completions"))
-        .json(&json!({"model": "fake/text", "prompt": "p"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/completions"),
+        &json!({"model": "fake/text", "prompt": "p"}),
+        &[],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let models: Value = client
         .get(format!("{url}/v1/models"))
@@ -401,7 +384,7 @@ async fn metrics_use_bounded_labels() {
     let fake = FakeUpstream::start().await;
     let (url, _gw, _) = start(config(vec![provider("metered", &fake.base_url, true)])).await;
     assert_eq!(
-        post(&url, &chat("metered/some-model-v1.2", "m"))
+        post_json(&chat_url(&url), &chat("metered/some-model-v1.2", "m"), &[])
             .await
             .status(),
         200

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use harness::{config, provider, start, RUN_KEY};
 use moziplus::gateway::{GatewayConfig, ModelMap};
 use serde_json::{json, Value};
+use support::post_json;
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/drive.py");
 
@@ -487,11 +488,10 @@ async fn a_limited_provider_keeps_its_rate_under_100_callers_on_three_surfaces()
     cfg.limiter.capacity = 40.0;
     cfg.queue.request_timeout = 3600.0;
     let (url, gw, _) = start(cfg).await;
-    let client = reqwest::Client::new();
     let calls = (0..100).map(|i| {
         let (path, body) = surface_body(i, "nv/echo", &format!("c{i}"));
-        let req = client.post(format!("{url}{path}")).json(&body);
-        async move { req.send().await.map(|r| r.status().as_u16()).unwrap_or(0) }
+        let url = format!("{url}{path}");
+        async move { post_json(&url, &body, &[]).await.status().as_u16() }
     });
     let statuses = futures_util::future::join_all(calls).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
@@ -528,9 +528,9 @@ async fn priority_order_holds_across_the_three_surfaces() {
     cfg.limiter.capacity = 100.0;
     cfg.limiter.rate_per_minute = 1000.0;
     let (url, gw, _) = start(cfg).await;
-    let client = reqwest::Client::new();
     let (path, body) = surface_body(0, "nv/slow-600", "blocker");
-    let blocker = tokio::spawn(client.post(format!("{url}{path}")).json(&body).send());
+    let blocker_url = format!("{url}{path}");
+    let blocker = tokio::spawn(async move { post_json(&blocker_url, &body, &[]).await });
     let lane = gw.lane("nv").unwrap();
     while lane.snapshot().in_flight == 0 {
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -546,19 +546,18 @@ async fn priority_order_holds_across_the_three_surfaces() {
     let mut waiting = Vec::new();
     for (n, (priority, surface)) in order.iter().enumerate() {
         let (path, body) = surface_body(*surface, "nv/echo", &format!("{priority}-{n}"));
-        let req = client
-            .post(format!("{url}{path}"))
-            .header("x-priority", *priority)
-            .json(&body);
-        waiting.push(tokio::spawn(req.send()));
+        let (url, priority) = (format!("{url}{path}"), *priority);
+        waiting.push(tokio::spawn(async move {
+            post_json(&url, &body, &[("x-priority", priority)]).await
+        }));
         while lane.queue_len() < n + 1 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
     for w in waiting {
-        assert_eq!(w.await.unwrap().unwrap().status(), 200);
+        assert_eq!(w.await.unwrap().status(), 200);
     }
-    assert_eq!(blocker.await.unwrap().unwrap().status(), 200);
+    assert_eq!(blocker.await.unwrap().status(), 200);
     let markers: Vec<String> = seen_bodies(&fake)
         .iter()
         .skip(1)
@@ -584,12 +583,7 @@ async fn a_client_leaving_mid_stream_closes_the_upstream_and_frees_the_slot() {
             "dc",
         );
         body[*stream_key] = json!(true);
-        let resp = reqwest::Client::new()
-            .post(format!("{url}{path}"))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_json(&format!("{url}{path}"), &body, &[]).await;
         assert_eq!(resp.status(), 200);
         let mut stream = resp.bytes_stream();
         let mut got = String::new();
@@ -628,7 +622,6 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
     // Claude Code's /v1/messages?beta=true), abridged.
     let fake = FakeUpstream::start().await;
     let (url, _gw, _) = start(sdk_config(&fake)).await;
-    let client = reqwest::Client::new();
     let codex = json!({
         "model": "gpt-5-codex", "instructions": "You are Codex.",
         "input": [
@@ -642,12 +635,7 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
         "store": false, "stream": true, "include": ["reasoning.encrypted_content"], "prompt_cache_key": "abc",
         "text": {"verbosity": "medium"}, "client_metadata": {"x-codex-turn": "1"}
     });
-    let resp = client
-        .post(format!("{url}/v1/responses"))
-        .json(&codex)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&format!("{url}/v1/responses"), &codex, &[]).await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(text.contains("event: response.completed"), "{text}");
@@ -668,14 +656,15 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
         "thinking": {"type": "adaptive"}, "context_management": {"edits": [{"type": "clear_thinking_20251015"}]},
         "output_config": {"effort": "high"}, "metadata": {"user_id": "u"}
     });
-    let resp = client
-        .post(format!("{url}/v1/messages?beta=true"))
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "claude-code-20250219")
-        .json(&claude)
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/messages?beta=true"),
+        &claude,
+        &[
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "claude-code-20250219"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     let text = resp.text().await.unwrap();
     assert!(text.starts_with("event: message_start"), "{text}");
@@ -700,24 +689,19 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
     assert!(fake.state.not_found.lock().unwrap().is_empty());
 
     // No provider, no map entry, no default: 400 listing the choices, in Anthropic's shape.
-    let resp = client
-        .post(format!("{url}/v1/messages"))
-        .json(&json!({"model": "mystery-model", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(&format!("{url}/v1/messages"), &json!({"model": "mystery-model", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}), &[]).await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["type"], "error");
     let msg = body["error"]["message"].as_str().unwrap();
     assert!(msg.contains("fake") && msg.contains("model_map"), "{msg}");
     // previous_response_id: a clear 400.
-    let resp = client
-        .post(format!("{url}/v1/responses"))
-        .json(&json!({"model": "fake/echo", "input": "x", "previous_response_id": "resp_1"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/responses"),
+        &json!({"model": "fake/echo", "input": "x", "previous_response_id": "resp_1"}),
+        &[],
+    )
+    .await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"]["message"]
@@ -730,7 +714,7 @@ async fn client_shapes_of_codex_and_claude_code_are_accepted() {
 async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session() {
     let Some(py) = python() else { return };
     let fake = FakeUpstream::start().await;
-    let home = support::TestHome::new(
+    let home = support::TestHome::with_config(
         &format!(
             "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  providers:\n    - name: fake\n      base_url: {}\n",
             fake.base_url
@@ -740,7 +724,7 @@ async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session(
         ),
     );
     home.create_project("p");
-    let task = home.create_task("p", &["--title", "call the gateway with both SDKs"]);
+    let task = home.create_task("p", "call the gateway with both SDKs", &[]);
     let h = home;
     let results = tokio::task::spawn_blocking(move || {
         let daemon = support::Daemon::start(&h);
@@ -788,25 +772,23 @@ async fn providers_marked_native_get_the_clients_body_passed_through() {
         moziplus::gateway::NativeApi::Messages,
     ];
     let (url, _gw, _) = start(config(vec![p])).await;
-    let client = reqwest::Client::new();
-    let resp = client
-        .post(format!("{url}/v1/responses"))
-        .json(&json!({"model": "nat/gpt-x", "input": "hi", "store": false}))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_json(
+        &format!("{url}/v1/responses"),
+        &json!({"model": "nat/gpt-x", "input": "hi", "store": false}),
+        &[],
+    )
+    .await;
     assert_eq!(resp.status(), 404, "the upstream's own status");
-    let resp = client
-        .post(format!("{url}/v1/messages?beta=true"))
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "fine-grained-tool-streaming-2025-05-14")
-        .json(
-            &json!({"model": "nat/claude-x", "max_tokens": 5, "thinking": {"type": "adaptive"},
+    let resp = post_json(
+        &format!("{url}/v1/messages?beta=true"),
+        &json!({"model": "nat/claude-x", "max_tokens": 5, "thinking": {"type": "adaptive"},
             "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .send()
-        .await
-        .unwrap();
+        &[
+            ("anthropic-version", "2023-06-01"),
+            ("anthropic-beta", "fine-grained-tool-streaming-2025-05-14"),
+        ],
+    )
+    .await;
     assert_eq!(resp.status(), 404);
     let seen = fake.state.not_found_seen.lock().unwrap();
     assert_eq!(seen[0].0, "/v1/responses");
@@ -840,12 +822,8 @@ async fn a_silent_upstream_gets_anthropic_pings_and_the_stream_still_completes()
     let (url, _gw, _) = start(config(vec![p])).await;
     let (path, mut body) = surface_body(2, "fake/gap-500", "quiet");
     body["stream"] = json!(true);
-    let text = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .json(&body)
-        .send()
+    let text = post_json(&format!("{url}{path}"), &body, &[])
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();
@@ -863,12 +841,8 @@ async fn a_silent_upstream_gets_anthropic_pings_and_the_stream_still_completes()
     // Responses has no ping event: nothing is invented there.
     let (path, mut body) = surface_body(1, "fake/gap-500", "quiet");
     body["stream"] = json!(true);
-    let text = reqwest::Client::new()
-        .post(format!("{url}{path}"))
-        .json(&body)
-        .send()
+    let text = post_json(&format!("{url}{path}"), &body, &[])
         .await
-        .unwrap()
         .text()
         .await
         .unwrap();

@@ -7,35 +7,18 @@
 mod fake_upstream;
 #[path = "support/gateway_harness.rs"]
 mod harness;
+mod support;
 
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use fake_upstream::FakeUpstream;
 use futures_util::StreamExt;
-use harness::{chat, config, provider, start};
+use harness::{chat, chat_url, config, provider, start};
 use moziplus::gateway::config::FallbackConfig;
 use moziplus::gateway::{BreakerState, FullPolicy, GatewayConfig};
 use serde_json::{json, Value};
-
-async fn post(url: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn post_with(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
-    let mut req = reqwest::Client::new()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(body);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.send().await.unwrap()
-}
+use support::{bearer, post_json};
 
 async fn error_of(resp: reqwest::Response) -> (u16, Option<String>, Option<String>, Value) {
     let status = resp.status().as_u16();
@@ -55,14 +38,24 @@ async fn upstream_429_and_503_are_retried_honouring_retry_after() {
     let fake = FakeUpstream::start().await;
     let (url, gw, _) = start(config(vec![provider("nv", &fake.base_url, true)])).await;
     let t = Instant::now();
-    assert_eq!(post(&url, &chat("nv/flaky429", "a")).await.status(), 200);
+    assert_eq!(
+        post_json(&chat_url(&url), &chat("nv/flaky429", "a"), &[])
+            .await
+            .status(),
+        200
+    );
     assert!(
         t.elapsed() >= Duration::from_millis(950),
         "waited the upstream's Retry-After: {:?}",
         t.elapsed()
     );
     assert_eq!(fake.state.hits_for("flaky429"), 2);
-    assert_eq!(post(&url, &chat("nv/flaky503", "b")).await.status(), 200);
+    assert_eq!(
+        post_json(&chat_url(&url), &chat("nv/flaky503", "b"), &[])
+            .await
+            .status(),
+        200
+    );
     assert_eq!(fake.state.hits_for("flaky503"), 2);
     let lane = gw.lane("nv").unwrap().snapshot();
     assert_eq!(lane.counters.granted, 4, "every attempt took its own token");
@@ -76,7 +69,7 @@ async fn persistent_upstream_429_is_reported_as_upstream_limit() {
     cfg.retry.max_retries = 1;
     let (url, _gw, _) = start(cfg).await;
     let (status, retry_after, source, body) =
-        error_of(post(&url, &chat("nv/status-429", "x")).await).await;
+        error_of(post_json(&chat_url(&url), &chat("nv/status-429", "x"), &[]).await).await;
     assert_eq!(
         (status, retry_after.as_deref(), source.as_deref()),
         (429, Some("1"), Some("upstream"))
@@ -89,7 +82,12 @@ async fn persistent_upstream_429_is_reported_as_upstream_limit() {
         "first attempt + one retry"
     );
     // A 400 from the upstream is the client's mistake: passed on, not retried.
-    assert_eq!(post(&url, &chat("nv/status-400", "x")).await.status(), 400);
+    assert_eq!(
+        post_json(&chat_url(&url), &chat("nv/status-400", "x"), &[])
+            .await
+            .status(),
+        400
+    );
     assert_eq!(fake.state.hits_for("status-400"), 1);
 }
 
@@ -116,7 +114,12 @@ async fn breaker_opens_after_five_failures_serves_the_fallback_and_closes_after_
     *primary.state.force_status.lock().unwrap() = Some(500);
     let (url, gw, _) = start(breaker_config(&primary.base_url, &backup.base_url)).await;
     for i in 0..7 {
-        let resp = post(&url, &chat("flaky/slow-0", &format!("b{i}"))).await;
+        let resp = post_json(
+            &chat_url(&url),
+            &chat("flaky/slow-0", &format!("b{i}")),
+            &[],
+        )
+        .await;
         assert_eq!(resp.status(), 200, "call {i} answered by the fallback");
         assert_eq!(resp.headers()["x-moziplus-provider"], "backup");
     }
@@ -140,9 +143,13 @@ async fn breaker_opens_after_five_failures_serves_the_fallback_and_closes_after_
     let calls = (0..5).map(|i| {
         let url = url.clone();
         async move {
-            post(&url, &chat("flaky/slow-300", &format!("p{i}")))
-                .await
-                .status()
+            post_json(
+                &chat_url(&url),
+                &chat("flaky/slow-300", &format!("p{i}")),
+                &[],
+            )
+            .await
+            .status()
         }
     });
     let statuses = futures_util::future::join_all(calls).await;
@@ -154,7 +161,9 @@ async fn breaker_opens_after_five_failures_serves_the_fallback_and_closes_after_
     );
     assert_eq!(flaky(&gw).breaker.state, BreakerState::Closed);
     assert_eq!(
-        post(&url, &chat("flaky/slow-0", "after")).await.headers()["x-moziplus-provider"],
+        post_json(&chat_url(&url), &chat("flaky/slow-0", "after"), &[])
+            .await
+            .headers()["x-moziplus-provider"],
         "flaky"
     );
 }
@@ -164,12 +173,13 @@ async fn without_fallback_an_open_breaker_fails_fast_with_503() {
     let backup = FakeUpstream::start().await;
     let (url, _gw, _) = start(breaker_config(&backup.base_url, &backup.base_url)).await;
     for _ in 0..5 {
-        let (status, ..) = error_of(post(&url, &chat("down/x", "d")).await).await;
+        let (status, ..) =
+            error_of(post_json(&chat_url(&url), &chat("down/x", "d"), &[]).await).await;
         assert_eq!(status, 502, "connection refused is an upstream failure");
     }
     let t = Instant::now();
     let (status, retry_after, source, body) =
-        error_of(post(&url, &chat("down/x", "d")).await).await;
+        error_of(post_json(&chat_url(&url), &chat("down/x", "d"), &[]).await).await;
     assert!(t.elapsed() < Duration::from_millis(200), "fails fast");
     assert_eq!((status, source.as_deref()), (503, Some("gateway")));
     assert_eq!(retry_after.as_deref(), Some("1"));
@@ -207,7 +217,10 @@ async fn full_queue_reject_answers_everyone() {
         .map(|i| {
             let url = url.clone();
             tokio::spawn(async move {
-                error_of(post(&url, &chat("nv/slow-200", &format!("q{i}"))).await).await
+                error_of(
+                    post_json(&chat_url(&url), &chat("nv/slow-200", &format!("q{i}")), &[]).await,
+                )
+                .await
             })
         })
         .collect();
@@ -241,15 +254,19 @@ async fn full_queue_drop_lowest_answers_the_dropped_request_at_once() {
     let (url, gw, _) = start(tight_lane(&fake, FullPolicy::DropLowest)).await;
     let first = tokio::spawn({
         let url = url.clone();
-        async move { post(&url, &chat("nv/slow-300", "first")).await.status() }
+        async move {
+            post_json(&chat_url(&url), &chat("nv/slow-300", "first"), &[])
+                .await
+                .status()
+        }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let spawn = |marker: &'static str, priority: &'static str| {
         let url = url.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let resp = post_with(
-                &url,
+            let resp = post_json(
+                &chat_url(&url),
                 &chat("nv/slow-10", marker),
                 &[("x-priority", priority)],
             )
@@ -287,14 +304,18 @@ async fn low_priority_degrades_to_the_fallback_model_or_gets_429() {
     cfg.providers[0].degrade_chain = vec!["nv/big".into(), "nv/medium".into(), "fake/local".into()];
     let (url, _gw, _) = start(cfg).await;
     assert_eq!(
-        post(&url, &chat("nv/echo", "takes the only token"))
-            .await
-            .status(),
+        post_json(
+            &chat_url(&url),
+            &chat("nv/echo", "takes the only token"),
+            &[]
+        )
+        .await
+        .status(),
         200
     );
 
-    let resp = post_with(
-        &url,
+    let resp = post_json(
+        &chat_url(&url),
         &chat("nv/echo", "low"),
         &[("x-priority", "low"), ("x-fallback-model", "fake/small")],
     )
@@ -304,12 +325,24 @@ async fn low_priority_degrades_to_the_fallback_model_or_gets_429() {
     assert_eq!(resp.headers()["x-moziplus-upstream-model"], "small");
 
     // Degrade chain: big -> medium (still limited, no token) -> fake/local.
-    let resp = post_with(&url, &chat("nv/big", "low2"), &[("x-priority", "4")]).await;
+    let resp = post_json(
+        &chat_url(&url),
+        &chat("nv/big", "low2"),
+        &[("x-priority", "4")],
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-moziplus-upstream-model"], "local");
 
-    let (status, retry_after, source, body) =
-        error_of(post_with(&url, &chat("nv/echo", "low3"), &[("x-priority", "low")]).await).await;
+    let (status, retry_after, source, body) = error_of(
+        post_json(
+            &chat_url(&url),
+            &chat("nv/echo", "low3"),
+            &[("x-priority", "low")],
+        )
+        .await,
+    )
+    .await;
     assert_eq!(
         (status, source.as_deref()),
         (429, Some("gateway")),
@@ -329,7 +362,7 @@ async fn a_stalled_stream_is_cut_and_frees_its_slot() {
     let mut body = chat("nv/stall", "st");
     body["stream"] = json!(true);
     let t = Instant::now();
-    let resp = post(&url, &body).await;
+    let resp = post_json(&chat_url(&url), &body, &[]).await;
     assert_eq!(resp.status(), 200);
     let text = String::from_utf8(resp.bytes().await.unwrap().to_vec()).unwrap();
     assert!(text.contains("st#0"), "{text}");
@@ -340,11 +373,24 @@ async fn a_stalled_stream_is_cut_and_frees_its_slot() {
     assert!(t.elapsed() < Duration::from_secs(2));
     assert_eq!(gw.lane("nv").unwrap().snapshot().in_flight, 0);
     // The slot is free again: the next limited call goes straight through.
-    assert_eq!(post(&url, &chat("nv/echo", "next")).await.status(), 200);
+    assert_eq!(
+        post_json(&chat_url(&url), &chat("nv/echo", "next"), &[])
+            .await
+            .status(),
+        200
+    );
 
     let mut body = chat("nv/reset", "rs");
     body["stream"] = json!(true);
-    let text = String::from_utf8(post(&url, &body).await.bytes().await.unwrap().to_vec()).unwrap();
+    let text = String::from_utf8(
+        post_json(&chat_url(&url), &body, &[])
+            .await
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(
         text.contains("rs#0") && text.contains("stream_interrupted"),
         "{text}"
@@ -362,7 +408,7 @@ async fn client_disconnect_cancels_the_upstream_stream() {
     let (url, gw, _) = start(config(vec![provider("nv", &fake.base_url, true)])).await;
     let mut body = chat("nv/slowstream", "dc");
     body["stream"] = json!(true);
-    let resp = post(&url, &body).await;
+    let resp = post_json(&chat_url(&url), &body, &[]).await;
     let mut stream = resp.bytes_stream();
     let first = stream.next().await.unwrap().unwrap();
     assert!(std::str::from_utf8(&first).unwrap().contains("dc#0"));
@@ -418,15 +464,13 @@ async fn admin_config_needs_the_token_and_refuses_to_shrink_below_depth() {
     assert_eq!(settings["queue_max_size"], 10);
 
     let change = |body: Value| {
-        client
-            .post(&endpoint)
-            .bearer_auth("admin-secret-token-42")
-            .json(&body)
-            .send()
+        let endpoint = endpoint.clone();
+        async move {
+            let auth = bearer("admin-secret-token-42");
+            post_json(&endpoint, &body, &[("authorization", &auth)]).await
+        }
     };
-    let resp = change(json!({"rate_per_minute": 30, "full_policy": "drop_lowest"}))
-        .await
-        .unwrap();
+    let resp = change(json!({"rate_per_minute": 30, "full_policy": "drop_lowest"})).await;
     assert_eq!(resp.status(), 200);
     let lane = gw.lane("nv").unwrap().snapshot();
     assert_eq!(
@@ -434,25 +478,25 @@ async fn admin_config_needs_the_token_and_refuses_to_shrink_below_depth() {
         (30.0, FullPolicy::DropLowest)
     );
     assert_eq!(
-        change(json!({"rate": 3})).await.unwrap().status(),
+        change(json!({"rate": 3})).await.status(),
         400,
         "unknown field"
     );
-    assert_eq!(change(json!({"capacity": -1})).await.unwrap().status(), 400);
+    assert_eq!(change(json!({"capacity": -1})).await.status(), 400);
 
     // Fill the queue: one in flight, three waiting.
     let calls: Vec<_> = (0..4)
         .map(|i| {
             let url = url.clone();
             tokio::spawn(async move {
-                post(&url, &chat("nv/slow-300", &format!("a{i}")))
+                post_json(&chat_url(&url), &chat("nv/slow-300", &format!("a{i}")), &[])
                     .await
                     .status()
             })
         })
         .collect();
     wait_for_depth(&gw, 3).await;
-    let resp = change(json!({"queue_max_size": 2})).await.unwrap();
+    let resp = change(json!({"queue_max_size": 2})).await;
     assert_eq!(resp.status(), 409);
     let body: Value = resp.json().await.unwrap();
     assert!(
@@ -470,7 +514,6 @@ async fn admin_config_needs_the_token_and_refuses_to_shrink_below_depth() {
     assert_eq!(
         change(json!({"queue_max_size": 3, "rate_per_minute": 600}))
             .await
-            .unwrap()
             .status(),
         200
     );
@@ -494,7 +537,10 @@ async fn upstream_with_its_own_limit_sees_the_gateway_back_off() {
     let (url, gw, _) = start(cfg).await;
     let mut statuses = Vec::new();
     for i in 0..7 {
-        statuses.push(error_of(post(&url, &chat("nv/echo", &format!("l{i}"))).await).await);
+        statuses.push(
+            error_of(post_json(&chat_url(&url), &chat("nv/echo", &format!("l{i}")), &[]).await)
+                .await,
+        );
     }
     let codes: Vec<u16> = statuses.iter().map(|s| s.0).collect();
     assert_eq!(&codes[..5], &[200; 5]);
@@ -522,6 +568,8 @@ async fn client_disconnect_cancels_a_pending_non_streaming_call() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
+    // Not the shared post_json: this client must give up after 200 ms, and
+    // post_json waits for an answer (and panics without one).
     let result = client
         .post(format!("{url}/v1/chat/completions"))
         .json(&chat("nv/slow-3000", "gone"))

@@ -28,7 +28,7 @@ const REPORTS_EACH: u64 = 1_000;
 
 #[test]
 fn every_usage_reported_concurrently_is_booked_after_a_graceful_shutdown() {
-    let home = TestHome::new(CONFIG, "agents: []\n");
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
     for p in PROJECTS {
         home.create_project(p);
     }

@@ -63,7 +63,7 @@ fn the_official_mcp_client_works_a_task_through_moziplus_mcp() {
     let Some(py) = python() else {
         return;
     };
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let report_path = home.path().join("mcp-report.json");
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -75,7 +75,7 @@ fn the_official_mcp_client_works_a_task_through_moziplus_mcp() {
     )
     .unwrap();
     home.create_project("p");
-    let t = home.create_task("p", &["--title", "work over MCP"]);
+    let t = home.create_task("p", "work over MCP", &[]);
     let daemon = Daemon::start(&home);
     let db = home.db("p");
     wait_for(Duration::from_secs(120), "the MCP run to end", || {

@@ -79,7 +79,7 @@ fn no_orphan_work(home: &TestHome) {
 
 #[test]
 fn pm2_start_restart_stop_leave_no_orphans_and_no_unowned_work() {
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "daemon:\n  tick_interval: 1\n  task_timeout: 600\n  kill_grace: 2\n  max_per_agent: 2\n",
         "",
     );
@@ -93,8 +93,8 @@ fn pm2_start_restart_stop_leave_no_orphans_and_no_unowned_work() {
     )
     .unwrap();
     home.create_project("p");
-    home.create_task("p", &["--title", "one"]);
-    home.create_task("p", &["--title", "two"]);
+    home.create_task("p", "one", &[]);
+    home.create_task("p", "two", &[]);
     let port = free_port();
     let pm2 = Pm2 {
         bin: pm2(),

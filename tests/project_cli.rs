@@ -1,7 +1,6 @@
 //! The admin CLI (SPEC §4): `project create|list|show|archive|restore` and
 //! `doctor`, through the real binary on a throw-away home.
 
-#[path = "cli_support/mod.rs"]
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +14,7 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn registry_text(h: &TestHome) -> String {
-    std::fs::read_to_string(h.root().join("projects/_registry.yaml")).unwrap()
+    std::fs::read_to_string(h.path().join("projects/_registry.yaml")).unwrap()
 }
 
 fn listed_ids(h: &TestHome) -> Vec<(String, String)> {
@@ -150,7 +149,7 @@ fn archive_is_refused_while_a_task_is_working_and_restore_brings_it_back() {
         1,
         &["cannot archive project \"p\": 2 task(s) are working (T-0001, T-0002)"],
     );
-    assert!(h.db("p").exists() && !h.root().join("projects/_archived/p").exists());
+    assert!(h.db("p").exists() && !h.path().join("projects/_archived/p").exists());
     assert_eq!(listed_ids(&h)[0], ("p".into(), "active".into()));
 
     h.bb_ok("p", &["done", "T-0001", "--agent", "a"]);
@@ -161,7 +160,7 @@ fn archive_is_refused_while_a_task_is_working_and_restore_brings_it_back() {
 
     let out = h.run(&["project", "archive", "p"]);
     assert!(out.ok().contains("archived p to"), "{out}");
-    let archived = h.root().join("projects/_archived/p");
+    let archived = h.path().join("projects/_archived/p");
     assert!(!h.project_dir("p").exists(), "the folder must move");
     assert!(archived.join("blackboard.db").is_file());
     assert!(
@@ -195,8 +194,8 @@ fn archive_is_refused_while_a_task_is_working_and_restore_brings_it_back() {
         .fails(1, &["project \"p\" already exists"]);
     // Backing up everything skips it; show still describes it.
     h.run(&["backup"]).ok();
-    assert!(listing_of(&h.root().join("backups/p")).is_empty());
-    assert_eq!(listing_of(&h.root().join("backups/other")).len(), 1);
+    assert!(listing_of(&h.path().join("backups/p")).is_empty());
+    assert_eq!(listing_of(&h.path().join("backups/other")).len(), 1);
     let show = h.run(&["project", "show", "p", "--json"]).json();
     assert_eq!(show["project"]["status"], "archived");
     assert_eq!(Path::new(show["path"].as_str().unwrap()), archived);
@@ -232,7 +231,7 @@ fn registry_comments_and_order_survive_edits() {
             "    status: active # reviewed 2026-01\n",
         );
     let annotated = format!("# Team registry: hand-maintained notes live here.\n{annotated}");
-    std::fs::write(h.root().join("projects/_registry.yaml"), &annotated).unwrap();
+    std::fs::write(h.path().join("projects/_registry.yaml"), &annotated).unwrap();
 
     h.create_project("second");
     h.run(&["project", "archive", "prod"]).ok();
@@ -279,7 +278,7 @@ fn install_repo_config(h: &TestHome) {
     }
     copy(
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
-        &h.root().join("config"),
+        &h.path().join("config"),
     );
 }
 
@@ -336,7 +335,7 @@ fn doctor_passes_on_a_fresh_home_and_fails_on_each_problem() {
         ),
     ];
     for (file, text, needles) in broken {
-        let path = h.root().join(file);
+        let path = h.path().join(file);
         let original = std::fs::read(&path).unwrap();
         std::fs::write(&path, text).unwrap();
         let out = h.run(&["doctor"]);

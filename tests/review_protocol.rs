@@ -55,7 +55,7 @@ senior_reviewer: { role: senior-reviewer }
 ";
 
 fn setup() -> TestHome {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let w = home.script("writer.py", WRITER).display().to_string();
     let r = home.script("reviewer.py", REVIEWER).display().to_string();
     let agents = format!(
@@ -124,17 +124,7 @@ fn concluded(db: &Path, task: &str) -> Vec<String> {
 }
 
 fn new_task(home: &TestHome) -> String {
-    home.create_task(
-        "p",
-        &[
-            "--title",
-            "write it",
-            "--kind",
-            "code",
-            "--protocol",
-            "pair",
-        ],
-    )
+    home.create_task("p", "write it", &["--kind", "code", "--protocol", "pair"])
 }
 
 #[test]
@@ -299,16 +289,16 @@ fn an_invalid_protocol_file_refuses_the_start_naming_file_and_key() {
     )
     .unwrap();
     let out = home.run(&["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.code, 0, "{out}");
+    let err = out.stderr.as_str();
     assert!(
         err.contains("bad.yaml line 6: `max_rounds` must be between 1 and 100, got 0"),
         "{err}"
     );
     // `doctor` runs the same start checks and fails the same way.
     let doctor = home.run(&["doctor"]);
-    assert!(!doctor.status.success());
-    let text = String::from_utf8_lossy(&doctor.stdout);
+    assert_ne!(doctor.code, 0, "{doctor}");
+    let text = doctor.stdout.as_str();
     assert!(text.contains("FAIL serve start checks"), "{text}");
     assert!(
         text.contains("`max_rounds` must be between 1 and 100, got 0"),
@@ -322,7 +312,7 @@ fn an_invalid_protocol_file_refuses_the_start_naming_file_and_key() {
     )
     .unwrap();
     let out = home.run(&["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = out.stderr.as_str();
     assert!(
         err.contains("bad.yaml: pass_rule: unknown variant `unanimous`"),
         "{err}"

@@ -35,7 +35,7 @@ fn start_with_env(home: &TestHome, env: &[(&str, String)]) -> Daemon {
         .append(true)
         .open(home.path().join("daemon.log"))
         .unwrap();
-    let mut cmd = home.cmd();
+    let mut cmd = home.command();
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -120,7 +120,7 @@ fn tool(var: &str) -> Option<PathBuf> {
 
 #[test]
 fn an_agent_sees_only_the_allow_listed_environment() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let dump = home.path().join("env-dump.txt");
     let script = home.script(
         "dump.sh",
@@ -138,7 +138,7 @@ fn an_agent_sees_only_the_allow_listed_environment() {
     )
     .unwrap();
     home.create_project("p");
-    let t = home.create_task("p", &["--title", "dump the environment"]);
+    let t = home.create_task("p", "dump the environment", &[]);
     let secrets = [
         ("NVIDIA_API_KEY", "nvapi-secret-1".to_string()),
         ("DEEPSEEK_API_KEY", "ds-secret-2".to_string()),
@@ -226,8 +226,8 @@ fn an_agent_sees_only_the_allow_listed_environment() {
     )
     .unwrap();
     let out = home.run(&["serve", "--bind", &format!("127.0.0.1:{}", free_port())]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.code, 0, "{out}");
+    let err = out.stderr.as_str();
     assert!(
         err.contains("agents.dumper.pass_env names NVIDIA_API_KEY"),
         "{err}"
@@ -236,7 +236,7 @@ fn an_agent_sees_only_the_allow_listed_environment() {
 
 #[test]
 fn a_missing_cli_costs_no_round_degrades_readiness_and_recovers_once_installed() {
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  kill_grace: 2\n  retry_backoff: [5]\n",
         "",
     );
@@ -252,25 +252,13 @@ fn a_missing_cli_costs_no_round_degrades_readiness_and_recovers_once_installed()
     home.create_project("p");
     let t = home.create_task(
         "p",
-        &[
-            "--title",
-            "needs the late agent",
-            "--kind",
-            "code",
-            "--max-rounds",
-            "1",
-        ],
+        "needs the late agent",
+        &["--kind", "code", "--max-rounds", "1"],
     );
     let c = home.create_task(
         "p",
-        &[
-            "--title",
-            "needs codex",
-            "--kind",
-            "codex",
-            "--max-rounds",
-            "1",
-        ],
+        "needs codex",
+        &["--kind", "codex", "--max-rounds", "1"],
     );
     // A PATH without codex.
     let daemon = start_with_env(&home, &[("PATH", "/usr/bin:/bin".to_string())]);
@@ -334,6 +322,15 @@ fn a_missing_cli_costs_no_round_degrades_readiness_and_recovers_once_installed()
         "the task to be done once the agent exists",
         || task_status(&db, &t) == "done",
     );
+    // Positive control of "one attempt within the backoff": the same session
+    // count sees the attempt made after it.
+    assert!(
+        query_i64(
+            &db,
+            &format!("SELECT COUNT(*) FROM session WHERE task_id = '{t}'")
+        ) >= 2,
+        "the retry after the backoff is counted"
+    );
     let (_, body) = daemon.get("/health/ready").unwrap();
     let ready = json_of(&body);
     let degraded = ready["degraded"].as_array().unwrap();
@@ -347,7 +344,7 @@ fn a_missing_cli_costs_no_round_degrades_readiness_and_recovers_once_installed()
 
 #[test]
 fn a_failing_cli_costs_a_round_with_its_stderr_and_rounds_wait_for_the_backoff() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let script = home.script(
         "bad-flags.sh",
         "#!/bin/bash\necho 'starting' >&2\necho \"error: unexpected argument '--full-auto' found\" >&2\nexit 2\n",
@@ -361,7 +358,7 @@ fn a_failing_cli_costs_a_round_with_its_stderr_and_rounds_wait_for_the_backoff()
     )
     .unwrap();
     home.create_project("p");
-    let t = home.create_task("p", &["--title", "fails at start", "--max-rounds", "2"]);
+    let t = home.create_task("p", "fails at start", &["--max-rounds", "2"]);
     let daemon = start_with_env(&home, &[]);
     let db = home.db("p");
     wait_for(
@@ -389,7 +386,7 @@ fn a_failing_cli_costs_a_round_with_its_stderr_and_rounds_wait_for_the_backoff()
 
 #[test]
 fn a_json_result_error_fails_the_run_and_the_log_keeps_stdout_and_stderr() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     // An OpenClaw-style program: progress on both streams, then its verdict.
     let script = home.script(
         "aborting.sh",
@@ -404,7 +401,7 @@ fn a_json_result_error_fails_the_run_and_the_log_keeps_stdout_and_stderr() {
     )
     .unwrap();
     home.create_project("p");
-    let t = home.create_task("p", &["--title", "aborts", "--max-rounds", "1"]);
+    let t = home.create_task("p", "aborts", &["--max-rounds", "1"]);
     let daemon = start_with_env(&home, &[]);
     let db = home.db("p");
     wait_for(Duration::from_secs(30), "the task to fail", || {
@@ -495,7 +492,7 @@ fn serve_demo_in_an_empty_directory_completes_the_demo() {
 
 #[test]
 fn a_team_without_a_reviewer_starts_and_holds_only_the_tasks_needing_review() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     std::fs::create_dir_all(home.path().join("config/review_protocols")).unwrap();
     std::fs::write(
         home.path()
@@ -518,16 +515,16 @@ fn a_team_without_a_reviewer_starts_and_holds_only_the_tasks_needing_review() {
     home.create_project("p");
     // doctor and serve agree: the protocol is reported, the start is fine.
     let doctor = home.run(&["doctor"]);
-    let text = String::from_utf8_lossy(&doctor.stdout);
-    assert!(doctor.status.success(), "{text}");
+    let text = doctor.stdout.as_str();
+    assert_eq!(doctor.code, 0, "{text}");
     assert!(text.contains("ok   serve start checks"), "{text}");
     assert!(text.contains("warn review protocol output"), "{text}");
     assert!(
         text.contains("no agent in config/agents.yaml can be the reviewer role reviewer"),
         "{text}"
     );
-    let reviewed = home.create_task("p", &["--title", "needs review", "--protocol", "output"]);
-    let plain = home.create_task("p", &["--title", "no review"]);
+    let reviewed = home.create_task("p", "needs review", &["--protocol", "output"]);
+    let plain = home.create_task("p", "no review", &[]);
     let daemon = start_with_env(&home, &[]);
     let db = home.db("p");
     wait_for(
@@ -556,7 +553,11 @@ fn a_team_without_a_reviewer_starts_and_holds_only_the_tasks_needing_review() {
         "{ready}"
     );
     // Said once, not every tick.
+    let ticks = daemon.ticks();
     std::thread::sleep(Duration::from_secs(2));
+    // Positive control: there were ticks to repeat it (and the count below
+    // sees the one observation).
+    assert!(daemon.ticks() > ticks, "the ticker ran during the wait");
     assert_eq!(
         query_i64(
             &db,
@@ -668,14 +669,14 @@ fn openclaw_works_a_task_through_the_gateway() {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         &gateway_config(&llm),
         "agents:\n  - id: claw\n    runtime: openclaw\n    model: fake/scripted-model\n",
     );
     home.create_project("p");
     let env = cli_env(&home, &openclaw, &llm);
     // doctor sees the CLI and its Node.
-    let mut doctor = home.cmd();
+    let mut doctor = home.command();
     for (k, v) in &env {
         doctor.env(k, v);
     }
@@ -683,7 +684,7 @@ fn openclaw_works_a_task_through_the_gateway() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("ok   runtime openclaw node"), "{text}");
     assert!(text.contains("ok   runtime openclaw "), "{text}");
-    let t = home.create_task("p", &["--title", "post a result"]);
+    let t = home.create_task("p", "post a result", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
     wait_for(
@@ -721,13 +722,13 @@ fn codex_works_a_task_through_the_gateway() {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         &gateway_config(&llm),
         "agents:\n  - id: cdx\n    runtime: codex\n    model: fake/scripted-model\n",
     );
     home.create_project("p");
     let env = cli_env(&home, &codex, &llm);
-    let t = home.create_task("p", &["--title", "post a result"]);
+    let t = home.create_task("p", "post a result", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
     wait_for(Duration::from_secs(240), "codex to finish its run", || {
@@ -761,13 +762,13 @@ fn claude_code_works_a_task_through_the_gateway() {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         &gateway_config(&llm),
         "agents:\n  - id: cc\n    runtime: claude-code\n    model: fake/scripted-model\n",
     );
     home.create_project("p");
     let env = cli_env(&home, &claude, &llm);
-    let t = home.create_task("p", &["--title", "post a result"]);
+    let t = home.create_task("p", "post a result", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
     wait_for(Duration::from_secs(240), "claude to finish its run", || {
@@ -807,13 +808,13 @@ fn claude_code_finishes_a_task_through_the_mcp_tool() {
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
     llm.served.lock().unwrap().mcp_tool = Some("mcp__moziplus__done".into());
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         &gateway_config(&llm),
         "agents:\n  - id: cc\n    runtime: claude-code\n    model: fake/scripted-model\n",
     );
     home.create_project("p");
     let env = cli_env(&home, &claude, &llm);
-    let t = home.create_task("p", &["--title", "finish through MCP"]);
+    let t = home.create_task("p", "finish through MCP", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
     wait_for(Duration::from_secs(240), "claude to finish its run", || {
@@ -871,7 +872,7 @@ fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
     // Every upstream call is refused: the CLIs report it in their own JSON
     // (Codex `turn.failed`, Claude Code `is_error`) and may still exit 0.
     llm.served.lock().unwrap().fail_with = Some((400, "scripted refusal".into()));
-    let home = TestHome::new(
+    let home = TestHome::with_config(
         &gateway_config(&llm),
         "agents:\n  - id: cdx\n    runtime: codex\n    kinds: [codex]\n    model: fake/scripted-model\n  - id: cc\n    runtime: claude-code\n    kinds: [claude]\n    model: fake/scripted-model\n",
     );
@@ -885,25 +886,13 @@ fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
     }
     let a = home.create_task(
         "p",
-        &[
-            "--title",
-            "codex fails",
-            "--kind",
-            "codex",
-            "--max-rounds",
-            "1",
-        ],
+        "codex fails",
+        &["--kind", "codex", "--max-rounds", "1"],
     );
     let b = home.create_task(
         "p",
-        &[
-            "--title",
-            "claude fails",
-            "--kind",
-            "claude",
-            "--max-rounds",
-            "1",
-        ],
+        "claude fails",
+        &["--kind", "claude", "--max-rounds", "1"],
     );
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");

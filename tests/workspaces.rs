@@ -47,7 +47,7 @@ fn repo(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
 }
 
 fn home_with(agent_script: &str, workspace: &Path) -> TestHome {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let script = home.script("agent.sh", agent_script);
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -111,8 +111,8 @@ fn concurrent_tasks_get_their_own_worktrees_and_branches_that_outlive_them() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path(), &[("README.md", "base\n")]);
     let home = home_with(CONCURRENT_AGENT, &repo);
-    let a = home.create_task("p", &["--title", "a"]);
-    let b = home.create_task("p", &["--title", "b"]);
+    let a = home.create_task("p", "a", &[]);
+    let b = home.create_task("p", "b", &[]);
     let daemon = Daemon::start(&home);
     wait_for(Duration::from_secs(60), "both tasks done", || {
         status(&home, &a) == "done" && status(&home, &b) == "done"
@@ -188,7 +188,7 @@ fn a_second_round_of_a_task_reuses_its_worktree() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path(), &[("README.md", "base\n")]);
     let home = home_with(TWO_ROUND_AGENT, &repo);
-    let t = home.create_task("p", &["--title", "two rounds", "--max-rounds", "3"]);
+    let t = home.create_task("p", "two rounds", &["--max-rounds", "3"]);
     let _daemon = Daemon::start(&home);
     wait_for(Duration::from_secs(60), "the task done in round 2", || {
         status(&home, &t) == "done"
@@ -216,8 +216,8 @@ fn a_worktree_with_uncommitted_changes_is_kept_with_an_observation() {
     let dir = tempfile::tempdir().unwrap();
     let repo = repo(dir.path(), &[("README.md", "base\n")]);
     let home = home_with(DIRTY_AGENT, &repo);
-    let t = home.create_task("p", &["--title", "dirty"]);
-    let _daemon = Daemon::start(&home);
+    let t = home.create_task("p", "dirty", &[]);
+    let daemon = Daemon::start(&home);
     wait_for(Duration::from_secs(60), "the task done", || {
         status(&home, &t) == "done"
     });
@@ -233,7 +233,11 @@ fn a_worktree_with_uncommitted_changes_is_kept_with_an_observation() {
     assert!(wt.join("README.md").exists(), "the worktree is kept");
     assert_eq!(read(wt.join("README.md")), "base\nchanged");
     // Written once, not at every tick.
+    let ticks = daemon.ticks();
     std::thread::sleep(Duration::from_secs(3));
+    // Positive control: there were ticks to repeat it (and the probe below
+    // sees the one observation).
+    assert!(daemon.ticks() > ticks, "the ticker ran during the wait");
     assert_eq!(query_strings(&home.db("p"), &sql).len(), 1);
 }
 
@@ -300,7 +304,7 @@ fn a_kill_9_in_the_middle_of_a_worktree_creation_is_recovered() {
     );
     git(&repo, &["config", "filter.slow.clean", "cat"]);
     let home = home_with(CHECKING_AGENT, &repo);
-    let t = home.create_task("p", &["--title", "crash in creation"]);
+    let t = home.create_task("p", "crash in creation", &[]);
     let daemon = Daemon::start(&home);
     wait_for(
         Duration::from_secs(30),
@@ -376,8 +380,8 @@ fn a_plain_folder_gives_a_directory_per_task_and_every_run_its_own_tmpdir() {
     let plain = dir.path().join("plain");
     std::fs::create_dir_all(&plain).unwrap();
     let home = home_with(RECORDING_AGENT, &plain);
-    let a = home.create_task("p", &["--title", "a"]);
-    let b = home.create_task("p", &["--title", "b"]);
+    let a = home.create_task("p", "a", &[]);
+    let b = home.create_task("p", "b", &[]);
     let _daemon = Daemon::start(&home);
     wait_for(Duration::from_secs(60), "both tasks done", || {
         status(&home, &a) == "done" && status(&home, &b) == "done"
@@ -405,7 +409,7 @@ fn a_plain_folder_gives_a_directory_per_task_and_every_run_its_own_tmpdir() {
 
 #[test]
 fn without_a_workspace_each_task_gets_a_directory_under_the_project() {
-    let home = TestHome::new(CONFIG, "");
+    let home = TestHome::with_config(CONFIG, "");
     let script = home.script("agent.sh", RECORDING_AGENT);
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -416,7 +420,7 @@ fn without_a_workspace_each_task_gets_a_directory_under_the_project() {
     )
     .unwrap();
     home.create_project("p");
-    let a = home.create_task("p", &["--title", "a"]);
+    let a = home.create_task("p", "a", &[]);
     let _daemon = Daemon::start(&home);
     wait_for(Duration::from_secs(60), "the task done", || {
         status(&home, &a) == "done"
@@ -438,7 +442,7 @@ fn doctor_checks_the_workspace() {
     let repo = repo(dir.path(), &[("README.md", "x\n")]);
     let home = home_with("#!/bin/bash\n", &repo);
     let out = home.run(&["doctor"]);
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = out.stdout.as_str();
     let line = text
         .lines()
         .find(|l| l.contains("project p workspace"))
@@ -454,8 +458,8 @@ fn doctor_checks_the_workspace() {
     )
     .unwrap();
     let out = home.run(&["doctor"]);
-    assert!(!out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert_ne!(out.code, 0, "{out}");
+    let text = out.stdout.as_str();
     let line = text
         .lines()
         .find(|l| l.contains("project p workspace"))

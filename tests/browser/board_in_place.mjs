@@ -3,7 +3,8 @@
 // request for the project's task list (the events carry the task's row).
 // Positive control in the same page: a `resync` frame (the daemon restarted,
 // and its stream's first frame after the restart replaced by `event: resync`)
-// does refetch the list, so the request counter is shown to see them.
+// does refetch the list, so the request counter is shown to see them; and a
+// reload is counted by the page-load counter that must stay at 0 above.
 
 import { BASE, ask, assert, cli, run, shot, step } from './lib.mjs';
 
@@ -75,4 +76,10 @@ await run('board_in_place', async (page) => {
   assert(listRequests > firstLoad, 'a resync did not refetch the task list');
   await page.locator('[data-testid=link-state]', { hasText: 'live' }).waitFor({ timeout: 30000 });
   await card('done', id).waitFor({ timeout: 10000 });
+
+  step('positive control: a reload is counted');
+  const loadsBefore = loads;
+  await page.reload();
+  await page.locator('[data-testid=board]').waitFor({ timeout: 15000 });
+  assert(loads === loadsBefore + 1, `a reload was counted ${loads - loadsBefore} time(s)`);
 });

@@ -112,3 +112,8 @@ pub async fn start(cfg: GatewayConfig) -> (String, Gateway, Arc<RecordingHooks>)
 pub fn chat(model: &str, marker: &str) -> serde_json::Value {
     json!({"model": model, "messages": [{"role": "user", "content": marker}]})
 }
+
+/// The chat completions endpoint of a gateway served at `url`.
+pub fn chat_url(url: &str) -> String {
+    format!("{url}/v1/chat/completions")
+}

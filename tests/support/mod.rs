@@ -1,79 +1,160 @@
-//! Shared helpers for the daemon's integration tests: a temporary home, the
-//! real `moziplus` binary as a child process, and a minimal HTTP client.
-#![allow(dead_code)]
+//! Shared helpers for the integration tests: a throw-away moziplus home, the
+//! real `moziplus` binary run as a child process with a scrubbed environment
+//! (CLI commands and `moziplus serve`), HTTP over loopback, reading the
+//! blackboard files, and the processes a home left running.
+//!
+//! Every helper works on real files and real processes; nothing is mocked.
+//! Each test binary uses a different subset, hence the `allow`s.
+#![allow(dead_code, unused_imports)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+mod db;
+mod http;
+mod out;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub use db::{block_on, dump, query_i64, query_strings, raw_connection, Dump};
+pub use http::{bearer, dechunk, free_port, http, post_json};
+pub use out::{wait_child, Out, CHILD_TIMEOUT};
+
+/// The `moziplus` binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_moziplus");
 
-/// A temporary moziplus home.
+/// Removes every `MOZI_*` variable of the test process from a child's
+/// environment, so a developer's shell cannot leak into the tests.
+pub fn scrub_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("MOZI_") {
+            cmd.env_remove(k);
+        }
+    }
+}
+
+/// A temporary moziplus home, deleted when dropped.
 pub struct TestHome {
-    pub dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+impl Default for TestHome {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestHome {
-    /// A home with `default.yaml` and `agents.yaml` as given.
-    pub fn new(default_yaml: &str, agents_yaml: &str) -> TestHome {
-        let dir = tempfile::tempdir().expect("tempdir");
-        std::fs::create_dir_all(dir.path().join("config")).unwrap();
-        std::fs::create_dir_all(dir.path().join("projects")).unwrap();
-        std::fs::write(dir.path().join("config/default.yaml"), default_yaml).unwrap();
-        std::fs::write(dir.path().join("config/agents.yaml"), agents_yaml).unwrap();
-        TestHome { dir }
+    /// An empty home: the binary creates `config/` and `projects/` as it
+    /// needs them.
+    pub fn new() -> TestHome {
+        TestHome {
+            dir: tempfile::Builder::new()
+                .prefix("moziplus-test-")
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
+    /// A home with `config/default.yaml` and `config/agents.yaml` as given
+    /// and an empty `projects/`.
+    pub fn with_config(default_yaml: &str, agents_yaml: &str) -> TestHome {
+        let home = TestHome::new();
+        std::fs::create_dir_all(home.path().join("config")).unwrap();
+        std::fs::create_dir_all(home.path().join("projects")).unwrap();
+        std::fs::write(home.path().join("config/default.yaml"), default_yaml).unwrap();
+        std::fs::write(home.path().join("config/agents.yaml"), agents_yaml).unwrap();
+        home
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
 
-    /// A `moziplus` command in this home with no `MOZI_*` from the caller.
-    pub fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("MOZI_") {
-                c.env_remove(k);
-            }
-        }
-        c.env("MOZI_HOME", self.path());
-        c
-    }
-
-    /// Runs `moziplus args…` and returns its output.
-    pub fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().expect("run moziplus")
-    }
-
-    /// Runs and insists on success; returns stdout.
-    pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "moziplus {args:?} failed: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            String::from_utf8_lossy(&out.stdout)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    pub fn create_project(&self, id: &str) {
-        self.ok(&["project", "create", "--id", id, "--name", id]);
-    }
-
-    pub fn create_task(&self, project: &str, extra: &[&str]) -> String {
-        let mut args = vec!["bb", "--project", project, "create"];
-        args.extend_from_slice(extra);
-        self.ok(&args)
+    pub fn project_dir(&self, project: &str) -> PathBuf {
+        self.path().join("projects").join(project)
     }
 
     pub fn db(&self, project: &str) -> PathBuf {
-        self.path()
-            .join("projects")
-            .join(project)
-            .join("blackboard.db")
+        self.project_dir(project).join("blackboard.db")
+    }
+
+    /// `moziplus --home <home>` with a scrubbed environment plus
+    /// `MOZI_HOME=<home>` (which the daemon and its agents inherit), run in
+    /// the home with stdin closed. Every way a test runs the binary in a home
+    /// starts here.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(BIN);
+        scrub_env(&mut c);
+        c.env("MOZI_HOME", self.path());
+        c.arg("--home").arg(self.path());
+        c.current_dir(self.path());
+        c.stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `moziplus --home <home> ARGS…` and waits for it.
+    pub fn run(&self, args: &[&str]) -> Out {
+        self.run_env(args, &[])
+    }
+
+    /// Like [`run`](Self::run) with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Out {
+        let mut c = self.command();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let what = describe(args, env);
+        let child = c.spawn().unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+        wait_child(child, what)
+    }
+
+    /// Runs and insists on success; returns trimmed stdout.
+    #[track_caller]
+    pub fn ok(&self, args: &[&str]) -> String {
+        self.run(args).ok()
+    }
+
+    /// `moziplus bb --project P ARGS…`.
+    pub fn bb(&self, project: &str, args: &[&str]) -> Out {
+        let mut full = vec!["bb", "--project", project];
+        full.extend_from_slice(args);
+        self.run(&full)
+    }
+
+    /// `bb` that must succeed; returns trimmed stdout.
+    #[track_caller]
+    pub fn bb_ok(&self, project: &str, args: &[&str]) -> String {
+        self.bb(project, args).ok()
+    }
+
+    /// Creates a project through the CLI.
+    #[track_caller]
+    pub fn create_project(&self, id: &str) {
+        self.ok(&[
+            "project",
+            "create",
+            "--id",
+            id,
+            "--name",
+            &format!("Project {id}"),
+        ]);
+    }
+
+    /// Creates a task through the CLI; returns its id.
+    #[track_caller]
+    pub fn create_task(&self, project: &str, title: &str, extra: &[&str]) -> String {
+        let mut args = vec!["create", "--title", title];
+        args.extend_from_slice(extra);
+        let id = self.bb_ok(project, &args);
+        assert!(id.starts_with("T-"), "unexpected create output {id:?}");
+        id
+    }
+
+    /// Logical dump of a project's blackboard (see [`dump`]).
+    pub fn dump(&self, project: &str) -> Dump {
+        block_on(dump(&self.db(project)))
     }
 
     /// Writes an executable script under the home and returns its path.
@@ -86,16 +167,32 @@ impl TestHome {
     }
 }
 
-/// A free loopback port (released before use; good enough for tests).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+fn describe(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut s = String::new();
+    for (k, v) in env {
+        s.push_str(&format!("{k}={v} "));
+    }
+    s.push_str("moziplus");
+    for a in args {
+        s.push(' ');
+        s.push_str(a);
+    }
+    s
 }
 
-/// A running `moziplus serve`.
+/// Names of the entries of a directory, sorted (empty if it does not exist).
+pub fn listing_of(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A running `moziplus serve`, logging to `daemon.log` in its home.
 pub struct Daemon {
     pub child: Child,
     pub port: u16,
@@ -110,7 +207,7 @@ impl Daemon {
             .open(home.path().join("daemon.log"))
             .unwrap();
         let child = home
-            .cmd()
+            .command()
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
@@ -123,10 +220,19 @@ impl Daemon {
         d
     }
 
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
     /// `GET path` → (status, body).
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         http(self.port, "GET", path)
     }
+
+    /// A bodiless control `POST path` (`/api/daemon/stop`, `…/tick`) from a
+    /// synchronous test → (status, body). JSON bodies go through
+    /// [`post_json`].
     pub fn post(&self, path: &str) -> Option<(u16, String)> {
         http(self.port, "POST", path)
     }
@@ -134,6 +240,12 @@ impl Daemon {
     pub fn status(&self) -> serde_json::Value {
         let (_, body) = self.get("/api/daemon/status").expect("status");
         serde_json::from_str(&body).expect("status JSON")
+    }
+
+    /// Ticks since the daemon started (`ticks` of the status): read before
+    /// and after a wait, it shows the ticker did run in that window.
+    pub fn ticks(&self) -> u64 {
+        self.status()["ticks"].as_u64().expect("status.ticks")
     }
 
     pub fn pid(&self) -> i32 {
@@ -176,40 +288,6 @@ impl Drop for Daemon {
     }
 }
 
-/// Minimal HTTP/1.1 client over loopback.
-pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    Some((code, body))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n.min(rest.len())]);
-        s = rest.get(n + 2..).unwrap_or("");
-    }
-    out
-}
-
 /// Polls `f` until it is true, failing the test after `limit`.
 pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + limit;
@@ -220,48 +298,6 @@ pub fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// Opens `db` on a throwaway runtime and runs `f` with the connection.
-fn with_db<T, F, Fut>(db: &Path, f: F) -> T
-where
-    F: FnOnce(sqlx::SqliteConnection) -> Fut,
-    Fut: std::future::Future<Output = T>,
-{
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        use sqlx::ConnectOptions;
-        let conn = sqlx::sqlite::SqliteConnectOptions::new()
-            .filename(db)
-            .busy_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .expect("open db");
-        f(conn).await
-    })
-}
-
-/// One integer from a query on a blackboard.
-pub fn query_i64(db: &Path, sql: &str) -> i64 {
-    with_db(db, |mut conn| async move {
-        sqlx::query_scalar::<_, i64>(sql)
-            .fetch_one(&mut conn)
-            .await
-            .expect(sql)
-    })
-}
-
-/// A column of strings from a query on a blackboard.
-pub fn query_strings(db: &Path, sql: &str) -> Vec<String> {
-    with_db(db, |mut conn| async move {
-        sqlx::query_scalar::<_, String>(sql)
-            .fetch_all(&mut conn)
-            .await
-            .expect(sql)
-    })
 }
 
 /// Pids of live (non-zombie) processes whose environment has `MOZI_HOME=home`.
@@ -315,4 +351,42 @@ pub fn agent_processes(home: &Path) -> Vec<i32> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+pub fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = stat.rsplit_once(')').unwrap().1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, utime 14, stime 15 (1-based) →
+    // indexes 11 and 12 here.
+    let ticks: f64 = f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf with a valid name has no preconditions.
+    let hz = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) } as f64;
+    ticks / hz
+}
+
+/// Positive control for an "it does not spin" check: a shell busy loop,
+/// measured with [`cpu_seconds`] over 2 s, must use more than `limit` of a
+/// core, so the probe would have caught a spinning daemon. Returns the share.
+#[track_caller]
+pub fn assert_cpu_probe_sees_a_spinner(limit: f64) -> f64 {
+    let mut spinner = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .expect("spawn a busy loop");
+    let pid = spinner.id() as i32;
+    let window = Duration::from_secs(2);
+    let before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    let share = (cpu_seconds(pid) - before) / window.as_secs_f64();
+    spinner.kill().ok();
+    spinner.wait().ok();
+    assert!(
+        share > limit,
+        "control: a busy loop measured {:.1}% CPU, not above the {:.1}% limit",
+        share * 100.0,
+        limit * 100.0
+    );
+    share
 }
