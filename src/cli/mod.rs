@@ -89,8 +89,9 @@ pub fn main() -> i32 {
     let Some(hint) = early::bb_hint(&args, env_project.as_deref()) else {
         return run(Cli::parse_from(args));
     };
-    // Before any other thread exists.
-    single_malloc_arena();
+    // Before any other thread exists: one arena for this thread, one for
+    // the parser (reused by the connection worker once the parser is done).
+    cap_malloc_arenas(2);
     let thread_hint = hint.clone();
     let parser = std::thread::Builder::new()
         .name("moziplus-args".into())
@@ -146,7 +147,7 @@ pub fn run(cli: Cli) -> i32 {
     }
     let bb = matches!(cli.command, Command::Bb(_));
     if bb {
-        single_malloc_arena();
+        cap_malloc_arenas(1);
     }
     match runtime(bb) {
         Ok(rt) => run_on(rt, cli, None),
@@ -200,25 +201,32 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
     }
 }
 
-/// Lets glibc's malloc serve every thread from the main heap.
+/// Caps glibc's malloc arenas for a `bb` command at `n`.
 ///
 /// By default the first allocation on a second thread (sqlx's connection
 /// worker, where SQLite parses the schema and runs the statements) creates a
 /// new 64 MiB arena and grows it page range by page range with `mprotect`:
 /// about 40 extra system calls and 50 page faults in a `bb claim` that lasts a
 /// few milliseconds. Two threads that take turns gain nothing from separate
-/// arenas. Called before any other thread exists.
+/// arenas: a command parsed before anything runs caps them at 1. The early
+/// path caps them at 2: there clap and the project config are parsed on a
+/// second thread *while* the main thread opens the blackboard, and on one
+/// arena the two contended for its lock at every allocation (≈ 20 futex
+/// round trips; `bb claim` 1.32× the sqlite3 floor, 1.13–1.16× with its own
+/// arena for the parser, which the connection worker reuses after the parser
+/// has ended — bench/bb_cli.sh, 2026-11-26). Called before any other thread
+/// exists.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn single_malloc_arena() {
+fn cap_malloc_arenas(n: i32) {
     // SAFETY: mallopt only sets one of malloc's tunables; this runs on the
     // main thread before the runtime or any connection thread is started.
     unsafe {
-        nix::libc::mallopt(nix::libc::M_ARENA_MAX, 1);
+        nix::libc::mallopt(nix::libc::M_ARENA_MAX, n);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn single_malloc_arena() {}
+fn cap_malloc_arenas(_n: i32) {}
 
 /// Prints an error and picks its exit code.
 fn report(e: &anyhow::Error) -> i32 {
