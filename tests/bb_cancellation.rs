@@ -15,6 +15,8 @@
 //! able to take the write lock with no waiting, and every write is either
 //! fully there or not at all.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -147,7 +149,7 @@ async fn writes_cancelled_at_every_await_never_leak_a_transaction_into_the_pool(
     }
     // Atomicity: an observation row exists exactly for the writes that
     // committed, and each has its event (same transaction).
-    let raw = raw_pool(bb.path()).await;
+    let raw = support::raw_pool(bb.path()).await;
     let obs: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM observation WHERE body LIKE 'cancel-%'")
             .fetch_one(&raw)
@@ -161,18 +163,4 @@ async fn writes_cancelled_at_every_await_never_leak_a_transaction_into_the_pool(
     eprintln!(
         "one write ≈ {one:?}; swept 0..{span:?} in {steps} steps: {cancelled} cancelled, {completed} completed, {obs} committed"
     );
-}
-
-/// A read-only connection of the test's own to the blackboard's file: the
-/// store offers no raw pool, and the test's SQL is no business of it.
-async fn raw_pool(path: &std::path::Path) -> sqlx::SqlitePool {
-    sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true),
-        )
-        .await
-        .expect("a read-only connection to the blackboard file")
 }

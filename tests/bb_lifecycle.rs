@@ -3,6 +3,8 @@
 //! round limit, heartbeats, dependency gating and scheduling order, cycle
 //! refusal, decision expiry, and "every change writes exactly one event".
 
+mod support;
+
 use std::sync::Arc;
 
 use moziplus::blackboard::{
@@ -10,6 +12,8 @@ use moziplus::blackboard::{
     ManualClock, Millis, NewDecision, NewExperience, NewSession, NewTask, ObservationLevel,
     OpenMode, Outcome, Priority, ReviewConclusion, TaskStatus, Verdict,
 };
+use moziplus::home::{Home, ProjectId};
+use moziplus::service::{Notifier, ProjectService, ServiceError};
 
 /// 2023-11-14T22:13:20Z — any fixed instant will do.
 const T0: Millis = 1_700_000_000_000;
@@ -41,6 +45,16 @@ impl Board {
             seen: 0,
             _dir: dir,
         }
+    }
+
+    /// The project service on this blackboard (whose writes wake nobody).
+    fn service(&self) -> ProjectService {
+        ProjectService::new(
+            self.bb.clone(),
+            Home::new(self._dir.path()),
+            ProjectId::parse("p").unwrap(),
+            Notifier::none(),
+        )
     }
 
     async fn create(&mut self, new: NewTask) -> String {
@@ -421,7 +435,7 @@ async fn dependency_cycles_are_refused_through_add_dependency() {
     assert!(added.iter().all(|e| e.kind == "task.dependency_added"));
     b.seen = added.last().unwrap().id;
 
-    let raw = raw_pool(b.bb.path()).await;
+    let raw = support::raw_pool(b.bb.path()).await;
     let edges = || async {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dependency")
             .fetch_one(&raw)
@@ -536,11 +550,18 @@ async fn unanswered_decisions_expire_as_rejected() {
         err.is_conflict() && err.to_string().contains("already rejected by daemon"),
         "{err}"
     );
-    let err =
-        b.bb.decide(open.id, true, &Actor::session("agent"), "")
-            .await
-            .unwrap_err();
-    assert!(matches!(err, BbError::Forbidden(_)), "{err}");
+    // Who may decide is the service's rule, checked before the store.
+    let err = b
+        .service()
+        .settle_decision(open.id, true, &Actor::session("agent"), "")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Forbidden(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("agent agent may not approve or reject decisions"),
+        "{err}"
+    );
     b.expect_events(&[]).await;
     b.bb.decide(open.id, true, &op, "fine").await.unwrap();
     b.expect_events(&["decision.approved"]).await;
@@ -733,29 +754,17 @@ async fn every_change_writes_exactly_one_event() {
         .add_comment("T-9999", &a, CommentType::Comment, "x")
         .await
         .is_err());
-    assert!(b
-        .bb
+    // An agent may not use an operator's power (the service's rule).
+    let err = b
+        .service()
         .set_status(&id, TaskStatus::Blocked, &Actor::session("a"), "")
         .await
-        .is_err());
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::Forbidden(_)), "{err}");
     assert!(b
         .bb
         .conclude_review(&id, true, &Actor::daemon(), "")
         .await
         .is_err());
     b.expect_events(&[]).await;
-}
-
-/// A read-only connection of the test's own to the blackboard's file: the
-/// store offers no raw pool, and the test's SQL is no business of it.
-async fn raw_pool(path: &std::path::Path) -> sqlx::SqlitePool {
-    sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true),
-        )
-        .await
-        .expect("a read-only connection to the blackboard file")
 }

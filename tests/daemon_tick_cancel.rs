@@ -24,24 +24,10 @@ use moziplus::home::Home;
 use support::{TestHome, BIN};
 
 async fn count(bb: &moziplus::blackboard::Blackboard, sql: &str) -> i64 {
-    let pool = raw_pool(bb.path()).await;
+    let pool = support::raw_pool(bb.path()).await;
     let n = sqlx::query_scalar(sql).fetch_one(&pool).await.expect(sql);
     pool.close().await;
     n
-}
-
-/// A read-only connection of the test's own to the blackboard's file: the
-/// store offers no raw pool, and the test's SQL is no business of it.
-async fn raw_pool(path: &std::path::Path) -> sqlx::SqlitePool {
-    sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true),
-        )
-        .await
-        .expect("a read-only connection to the blackboard file")
 }
 
 const CONFIG: &str =

@@ -51,27 +51,13 @@ async fn lesson(bb: &Blackboard, tags: &[&str], text: &str) -> i64 {
 }
 
 async fn distill_tasks(bb: &Blackboard) -> Vec<String> {
-    let pool = raw_pool(bb.path()).await;
+    let pool = support::raw_pool(bb.path()).await;
     let ids = sqlx::query_scalar("SELECT id FROM task WHERE kind = 'distill' ORDER BY id")
         .fetch_all(&pool)
         .await
         .unwrap();
     pool.close().await;
     ids
-}
-
-/// A read-only connection of the test's own to the blackboard's file: the
-/// store offers no raw pool, and the test's SQL is no business of it.
-async fn raw_pool(path: &std::path::Path) -> sqlx::SqlitePool {
-    sqlx::sqlite::SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(
-            sqlx::sqlite::SqliteConnectOptions::new()
-                .filename(path)
-                .read_only(true),
-        )
-        .await
-        .expect("a read-only connection to the blackboard file")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -115,7 +115,8 @@ impl Blackboard {
         rows.iter().map(decision_from_row).collect()
     }
 
-    /// Approves or rejects a proposed decision (operators and the daemon only).
+    /// Approves or rejects a proposed decision (who may is the service's
+    /// rule, `service::rules::require_privileged`).
     pub async fn decide(
         &self,
         id: i64,
@@ -123,12 +124,6 @@ impl Blackboard {
         actor: &Actor,
         rationale: &str,
     ) -> BbResult<Decision> {
-        if !actor.is_privileged() {
-            return Err(BbError::Forbidden(format!(
-                "agent {} may not approve or reject decisions; a person must",
-                actor.name
-            )));
-        }
         write_tx!(self, |tx, now| {
             let row = sqlx::query("SELECT * FROM decision WHERE id = ?")
                 .bind(id)

@@ -126,6 +126,12 @@ impl ProjectService {
         actor: &Actor,
         rationale: &str,
     ) -> ServiceResult<Decision> {
+        rules::require_privileged(actor, || {
+            format!(
+                "agent {} may not approve or reject decisions; a person must",
+                actor.name
+            )
+        })?;
         let decision = self.bb.decide(id, approve, actor, rationale).await?;
         self.committed(decision)
     }

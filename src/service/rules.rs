@@ -1,9 +1,10 @@
 //! The rules a write must pass, as plain functions of what is stored: which
-//! agents a project admits, how long a lease runs, which comment types are
-//! reserved. Who holds a task is the store's invariant, checked under its
-//! write lock: [`crate::blackboard::require_holder`], which the service also
-//! calls before work outside the database. Both the front doors (through
-//! [`super::ProjectService`]) and the ticker ask here; none re-implements one.
+//! agents a project admits, how long a lease runs, who holds operators'
+//! powers, which comment types are reserved. Who holds a task is the store's
+//! invariant, checked under its write lock: [`crate::blackboard::require_holder`],
+//! which the service also calls before work outside the database. Both the
+//! front doors (through [`super::ProjectService`]) and the ticker ask here;
+//! none re-implements one.
 
 use super::{ServiceError, ServiceResult};
 use crate::blackboard::{Actor, ActorKind, CommentType, Millis};
@@ -38,6 +39,17 @@ pub fn lease_ms(secs: u64) -> ServiceResult<Millis> {
         ));
     }
     Ok(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
+}
+
+/// Operators' and the daemon's powers (administrative transitions, settling
+/// decisions) are refused to an agent running under a session; `refusal`
+/// says what was refused.
+pub fn require_privileged(actor: &Actor, refusal: impl FnOnce() -> String) -> ServiceResult<()> {
+    if actor.is_privileged() {
+        Ok(())
+    } else {
+        Err(ServiceError::Forbidden(refusal()))
+    }
 }
 
 /// `system` comments record what the daemon did; nobody else writes one.

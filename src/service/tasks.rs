@@ -103,6 +103,12 @@ impl ProjectService {
         actor: &Actor,
         reason: &str,
     ) -> ServiceResult<Task> {
+        rules::require_privileged(actor, || {
+            format!(
+                "agent {} may not set task {id} to {to}; only operators and the daemon may",
+                actor.name
+            )
+        })?;
         let task = self.bb.set_status(id, to, actor, reason).await?;
         self.committed(task)
     }
@@ -165,12 +171,8 @@ mod tests {
     use crate::registry::ProjectId;
     use crate::service::Notifier;
 
-    /// The fold of the ticker's and the distill check's "conclude the round,
-    /// The policy's recovery gives back only the claim it judged: after the
-    /// agent released and claimed the task again, the old claim's recovery
-    /// changes nothing (a stale decision never requeues a newer claim).
-    #[tokio::test]
-    async fn recovering_a_claim_that_ended_leaves_the_new_claim() {
+    /// A service on a new blackboard in a temporary home.
+    async fn service() -> (tempfile::TempDir, ProjectService) {
         let dir = tempfile::tempdir().unwrap();
         let project = ProjectId::parse("demo").unwrap();
         let bb = Blackboard::open(
@@ -181,6 +183,15 @@ mod tests {
         .await
         .unwrap();
         let svc = ProjectService::new(bb, Home::new(dir.path()), project, Notifier::none());
+        (dir, svc)
+    }
+
+    /// The policy's recovery gives back only the claim it judged: after the
+    /// agent released and claimed the task again, the old claim's recovery
+    /// changes nothing (a stale decision never requeues a newer claim).
+    #[tokio::test]
+    async fn recovering_a_claim_that_ended_leaves_the_new_claim() {
+        let (_dir, svc) = service().await;
         let agent = Actor::operator("dev1");
         let new = NewTask {
             title: "stuck work".into(),
@@ -209,21 +220,13 @@ mod tests {
         );
     }
 
+    /// The fold of the ticker's and the distill check's "conclude the round,
     /// ignore a conflict": the first verdict concludes the round it read; a
     /// second verdict on that same read (a round that is over) is dropped
     /// and changes nothing; any other error still comes back.
     #[tokio::test]
     async fn a_verdict_on_a_round_that_is_over_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let project = ProjectId::parse("demo").unwrap();
-        let bb = Blackboard::open(
-            &dir.path().join("blackboard.db"),
-            project.as_str(),
-            OpenMode::Create { max_connections: 2 },
-        )
-        .await
-        .unwrap();
-        let svc = ProjectService::new(bb, Home::new(dir.path()), project, Notifier::none());
+        let (_dir, svc) = service().await;
         // Held the way the ticker claims for an agent.
         let writer = Actor {
             name: "writer".into(),

@@ -31,6 +31,16 @@ pub async fn raw_connection(db: &Path) -> SqliteConnection {
         .unwrap_or_else(|e| panic!("opening {}: {e}", db.display()))
 }
 
+/// A read-only pool of the test's own on the blackboard's file: the store
+/// offers no raw pool, and the test's SQL is no business of it.
+pub async fn raw_pool(path: &Path) -> sqlx::SqlitePool {
+    sqlx::sqlite::SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(SqliteConnectOptions::new().filename(path).read_only(true))
+        .await
+        .expect("a read-only connection to the blackboard file")
+}
+
 /// Opens `db` on a throwaway runtime and runs `f` with the connection.
 fn with_db<T, F, Fut>(db: &Path, f: F) -> T
 where

@@ -46,8 +46,19 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let (head, body) = text.split_once("\r\n\r\n")?;
+    let (code, _, body) = parse_response(&text);
+    (code != 0 && text.contains("\r\n\r\n")).then_some((code, body))
+}
+
+/// A raw HTTP/1.1 response → (status, 0 when unreadable; head; body,
+/// de-chunked when the head says so; empty without a blank line).
+pub fn parse_response(text: &str) -> (u16, String, String) {
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text, ""));
     let body = if head
         .to_ascii_lowercase()
         .contains("transfer-encoding: chunked")
@@ -56,7 +67,7 @@ pub fn http(port: u16, method: &str, path: &str) -> Option<(u16, String)> {
     } else {
         body.to_string()
     };
-    Some((code, body))
+    (code, head.to_string(), body)
 }
 
 /// The payload of a `Transfer-Encoding: chunked` body.

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use db::{block_on, dump, query_i64, query_strings, raw_connection, Dump};
-pub use http::{bearer, dechunk, free_port, http, post_json};
+pub use db::{block_on, dump, query_i64, query_strings, raw_connection, raw_pool, Dump};
+pub use http::{bearer, dechunk, free_port, http, parse_response, post_json};
 pub use out::{wait_child, Out, CHILD_TIMEOUT};
 
 /// The `moziplus` binary cargo built for these tests.

@@ -46,23 +46,8 @@ pub(super) async fn infra_failure(
         wait.as_secs()
     );
     tracing::warn!(project = bb.project(), task = %task.id, why, "run could not start (infrastructure)");
-    end_session(
-        bb,
-        session_id,
-        Outcome::Failed,
-        None,
-        serde_json::json!({ "error": why, "infrastructure": true }),
-    )
-    .await;
-    let _ = bb
-        .add_observation(
-            ObservationLevel::Alert,
-            &Actor::daemon(),
-            Some(&task.id),
-            &why,
-        )
-        .await;
-    give_back(bb, task, kind, &why, false).await;
+    let detail = serde_json::json!({ "error": why, "infrastructure": true });
+    abandon_start(bb, session_id, task, kind, &why, detail, false).await;
 }
 
 /// The run could not even start, for a reason of its own (a brief that
@@ -77,24 +62,29 @@ pub(super) async fn fail_to_start(
     why: &str,
 ) {
     tracing::warn!(project = bb.project(), task = %task.id, why, "run failed to start");
-    end_session(
-        bb,
-        session_id,
-        Outcome::Failed,
-        None,
-        serde_json::json!({ "error": why }),
-    )
-    .await;
-    let _ = bb
-        .add_observation(
-            ObservationLevel::Alert,
-            &Actor::daemon(),
-            Some(&task.id),
-            why,
-        )
-        .await;
-    give_back(bb, task, kind, why, true).await;
+    let detail = serde_json::json!({ "error": why });
+    abandon_start(bb, session_id, task, kind, why, detail, true).await;
     hold_next_round(d, bb, &task.id, kind).await;
+}
+
+/// A start that did not happen: the session ends failed with `detail`, an
+/// alert says `why`, and the task goes back (`bump`: costing a round).
+async fn abandon_start(
+    bb: &Blackboard,
+    session_id: &str,
+    task: &Task,
+    kind: RunKind,
+    why: &str,
+    detail: serde_json::Value,
+    bump: bool,
+) {
+    end_session(bb, session_id, Outcome::Failed, None, detail).await;
+    let daemon = Actor::daemon();
+    let alert = ObservationLevel::Alert;
+    let _ = bb
+        .add_observation(alert, &daemon, Some(&task.id), why)
+        .await;
+    give_back(bb, task, kind, why, bump).await;
 }
 
 /// After a failed round, the task's next round waits for the backoff of
