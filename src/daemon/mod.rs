@@ -138,15 +138,15 @@ pub enum DaemonError {
 /// Refuses an agent whose `pass_env` names a provider key of the gateway or
 /// the API token: the run environment never carries them.
 fn check_pass_env(config: &Config, agents: &AgentsFile) -> Result<(), DaemonError> {
-    let mut secret: Vec<&str> = config
+    let mut secret: Vec<String> = config
         .gateway
         .providers
         .iter()
-        .filter_map(|p| p.api_key_env.as_deref())
+        .flat_map(|p| p.key_envs())
         .collect();
-    secret.push("NVIDIA_API_KEY");
+    secret.push("NVIDIA_API_KEY".to_string());
     for a in &agents.agents {
-        if let Some(name) = a.pass_env.iter().find(|n| secret.contains(&n.as_str())) {
+        if let Some(name) = a.pass_env.iter().find(|n| secret.contains(n)) {
             return Err(DaemonError::Refused(format!(
                 "config/agents.yaml: agents.{}.pass_env names {name}, a provider key of the gateway; agents reach providers only through the gateway",
                 a.id

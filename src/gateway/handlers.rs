@@ -334,7 +334,7 @@ async fn models(State(gw): State<Gateway>, uri: Uri, headers: HeaderMap) -> Resp
         }
         let url = routing::upstream_url(&p.cfg.base_url, "models");
         let mut req = p.client.get(url).timeout(Duration::from_secs(5));
-        if let Some(key) = &p.key {
+        if let Some(key) = p.key(None) {
             req = req.bearer_auth(key.expose());
         }
         let Ok(resp) = req.send().await else {

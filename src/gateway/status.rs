@@ -165,8 +165,9 @@ pub struct RuntimeSettings {
     pub queue_max_size: usize,
     /// Full policy.
     pub full_policy: super::config::FullPolicy,
-    /// In-flight limit per limited provider.
-    pub concurrency: usize,
+    /// In-flight limit per limited provider: `auto` (sized by rate x
+    /// answer time) or a number.
+    pub concurrency: super::config::Concurrency,
     /// Wait allowance of urgent/high/normal, seconds.
     pub request_timeout: f64,
     /// Wait allowance of low before degrading, seconds.
