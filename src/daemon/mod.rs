@@ -25,6 +25,7 @@ pub mod home_lock;
 pub mod inbox;
 pub mod process;
 pub mod projects;
+pub mod quota;
 pub mod recovery;
 pub mod runs;
 pub mod snapshots;
@@ -106,6 +107,7 @@ struct Inner {
     runtime_health: crate::runtime::health::RuntimeHealth,
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
+    quota: quota::QuotaBook,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -196,6 +198,7 @@ impl Daemon {
                 spawned: AtomicU64::new(0),
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
+                quota: Default::default(),
             }),
         })
     }
@@ -233,6 +236,11 @@ impl Daemon {
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {
         &self.inner.workspaces
+    }
+
+    /// Admission by quota: call counts, demand estimates, held tasks.
+    pub fn quota(&self) -> &quota::QuotaBook {
+        &self.inner.quota
     }
 
     /// The current infrastructure problems (readiness, status, dashboard):

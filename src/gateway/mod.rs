@@ -284,6 +284,7 @@ impl Gateway {
             default_provider: inner.config.default_provider.clone(),
             providers,
             usage: lock(&inner.ledger).snapshot(),
+            admission: inner.hooks.admission(),
         }
     }
 
