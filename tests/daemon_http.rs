@@ -79,6 +79,7 @@ fn status_control_sessions_metrics_and_errors() {
     assert_eq!(
         keys(&s["gateway"]),
         [
+            "admission",
             "default_provider",
             "providers",
             "settings",

@@ -60,7 +60,11 @@ async fn unlimited_provider_passes_through_unqueued_with_prefix_stripped() {
         0,
         "the limited lane was not touched"
     );
-    assert_eq!(nv.lane.as_ref().unwrap().bucket.tokens, 40.0);
+    assert_eq!(
+        nv.lane.as_ref().unwrap().bucket.tokens,
+        1.0,
+        "its one token (the default: no burst) untouched"
+    );
     // Usage booked for the run and reported to the daemon hook.
     assert_eq!(status.usage.by_session["S-1"].total_tokens, 15);
     assert_eq!(status.usage.by_task["demo/T-0042"].prompt_tokens, 10);
@@ -76,6 +80,8 @@ async fn several_limited_requests_are_in_flight_at_once() {
     let fake = FakeUpstream::start().await;
     let mut cfg = config(vec![provider("nv", &fake.base_url, true)]);
     cfg.queue.concurrency = Concurrency::Fixed(3);
+    // A burst of 6 allowed, so the in-flight limit is what holds them back.
+    cfg.limiter.capacity = 6.0;
     let (url, _gw, _) = start(cfg).await;
     let calls = (0..6).map(|i| {
         let url = url.clone();

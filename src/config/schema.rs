@@ -103,7 +103,8 @@ pub struct DaemonConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdmissionConfig {
     pub enabled: bool,
-    /// Calls per minute assumed for an agent with no history.
+    /// Most calls per minute assumed for an agent with no history (which is
+    /// taken for a sequential caller: one call per answer time of its lane).
     pub demand_prior: f64,
     /// A run is admitted while the lane's committed demand is under its
     /// capacity, or while it still fits within capacity x headroom.
@@ -114,7 +115,7 @@ impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
             enabled: true,
-            demand_prior: 4.0,
+            demand_prior: 20.0,
             headroom: 1.25,
         }
     }

@@ -5,8 +5,9 @@
 //! ([`GatewayHooks::record_call`]) how long it waited in its lane. When the
 //! run ends, its calls and waits are booked on its session row; an agent's
 //! *demand* is then its calls per minute of un-queued run time over its
-//! last sessions ([`Blackboard::agent_demand`]), or the configured prior
-//! (`daemon.admission.demand_prior`) for an agent with no history.
+//! last sessions ([`Blackboard::agent_demand`]). An agent with no history is
+//! taken for a sequential caller: one call per answer time of its lane
+//! (`60 / W` a minute), at most `daemon.admission.demand_prior`.
 //!
 //! The ticker sums the demand of the runs in flight per lane (*committed*)
 //! and admits a run on a lane while the committed demand is under the
@@ -46,7 +47,9 @@ pub struct SessionCalls {
 #[derive(Debug, Default)]
 pub struct QuotaBook {
     calls: Mutex<HashMap<String, SessionCalls>>,
-    demand: Mutex<HashMap<String, f64>>,
+    /// Per agent: its demand from history (`None`: no history, the prior
+    /// applies).
+    demand: Mutex<HashMap<String, Option<f64>>>,
     held: Mutex<BTreeMap<(String, String), HeldTask>>,
     lanes: Mutex<BTreeMap<String, LaneLoad>>,
 }
@@ -79,26 +82,29 @@ impl QuotaBook {
         lock(&self.demand).remove(agent);
     }
 
-    /// The agent's demand, calls per minute: cached, else from `bb`'s
-    /// sessions, else `prior`.
+    /// The agent's demand, calls per minute, from its history in `bb`
+    /// (cached until its next run ends), else `prior`.
     pub async fn demand(&self, bb: &Blackboard, agent: &str, prior: f64) -> f64 {
-        if let Some(d) = lock(&self.demand).get(agent) {
-            return *d;
+        if let Some(known) = lock(&self.demand).get(agent) {
+            return known.unwrap_or(prior);
         }
         let estimate = match bb.agent_demand(agent, DEMAND_SESSIONS).await {
-            Ok(Some((d, _))) => d,
-            Ok(None) => prior,
+            Ok(found) => found.map(|(d, _)| d),
             Err(e) => {
                 tracing::warn!(agent, error = %e, "cannot read the agent's demand; using the prior");
-                prior
+                return prior;
             }
         };
         lock(&self.demand).insert(agent.to_string(), estimate);
-        estimate
+        estimate.unwrap_or(prior)
     }
 
     fn cached_demand(&self, agent: &str, prior: f64) -> f64 {
-        lock(&self.demand).get(agent).copied().unwrap_or(prior)
+        lock(&self.demand)
+            .get(agent)
+            .copied()
+            .flatten()
+            .unwrap_or(prior)
     }
 
     /// Replace the held tasks of `project` with `held` (keeping the time a
@@ -144,7 +150,7 @@ impl QuotaBook {
             held: lock(&self.held).values().cloned().collect(),
             demand_per_minute: lock(&self.demand)
                 .iter()
-                .map(|(a, d)| (a.clone(), (d * 100.0).round() / 100.0))
+                .filter_map(|(a, d)| d.map(|d| (a.clone(), (d * 100.0).round() / 100.0)))
                 .collect(),
         }
     }
@@ -181,6 +187,8 @@ pub fn lane_of(d: &Daemon, agent: &AgentDef) -> Option<String> {
 /// The admission decisions of one tick (under the schedule lock).
 pub struct Admission<'a> {
     d: &'a Daemon,
+    /// The prior demand per lane (see `new`).
+    priors: BTreeMap<String, f64>,
     prior: f64,
     headroom: f64,
     lanes: BTreeMap<String, LaneLoad>,
@@ -217,19 +225,35 @@ impl<'a> Admission<'a> {
                 );
             }
         }
+        // Without history an agent is taken for a sequential caller on its
+        // lane: one call per answer time, at most `demand_prior` a minute.
+        let mut priors = BTreeMap::new();
+        if let Some(gw) = d.gateway() {
+            for name in lanes.keys() {
+                let answer = gw
+                    .lane(name)
+                    .map_or(30.0, |l| l.answer_time().as_secs_f64());
+                priors.insert(name.clone(), (60.0 / answer).min(cfg.demand_prior));
+            }
+        }
         let book = d.quota();
         for run in running {
             let Some(agent) = d.agents().agents.iter().find(|a| a.id == run.agent) else {
                 continue;
             };
-            let Some(lane) = lane_of(d, agent).and_then(|l| lanes.get_mut(&l)) else {
+            let Some(name) = lane_of(d, agent) else {
                 continue;
             };
-            lane.committed_per_minute += book.cached_demand(&agent.id, cfg.demand_prior);
+            let prior = priors.get(&name).copied().unwrap_or(cfg.demand_prior);
+            let Some(lane) = lanes.get_mut(&name) else {
+                continue;
+            };
+            lane.committed_per_minute += book.cached_demand(&agent.id, prior);
             lane.runs += 1;
         }
         Admission {
             d,
+            priors,
             prior: cfg.demand_prior,
             headroom: cfg.headroom,
             lanes,
@@ -248,7 +272,8 @@ impl<'a> Admission<'a> {
         let Some(lane_name) = lane_of(self.d, agent) else {
             return Verdict::Admit;
         };
-        let demand = self.d.quota().demand(bb, &agent.id, self.prior).await;
+        let prior = self.priors.get(&lane_name).copied().unwrap_or(self.prior);
+        let demand = self.d.quota().demand(bb, &agent.id, prior).await;
         let Some(lane) = self.lanes.get_mut(&lane_name) else {
             return Verdict::Admit;
         };

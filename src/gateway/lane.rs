@@ -689,6 +689,13 @@ impl RateLane {
         }
     }
 
+    /// The answer time the lane works with: its moving average, or the
+    /// configured prior before the first answer.
+    pub fn answer_time(&self) -> Duration {
+        let st = self.inner.lock();
+        Duration::from_secs_f64(st.answer_ewma.unwrap_or(st.answer_prior).max(0.001))
+    }
+
     /// Requests per minute the lane can feed now (its unparked keys' rates).
     pub fn capacity_per_minute(&self) -> f64 {
         self.inner.lock().capacity_per_minute(Instant::now())

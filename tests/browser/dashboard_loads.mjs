@@ -1,6 +1,7 @@
 // The dashboard loads against a daemon running the demo: overview with the
 // daemon state and the demo project, the board with its tasks, a task's
-// detail, the gateway panel, and the same overview at phone size.
+// detail, the gateway panel (with its lane's in-flight reason and admission
+// by quota), and the same overview at phone size.
 
 import { BASE, hasFullApi, run, shot, step } from './lib.mjs';
 
@@ -19,6 +20,13 @@ await run('dashboard_loads', async (page) => {
   await page.locator('nav a', { hasText: 'Gateway' }).click();
   await page.locator('[data-provider]').first().waitFor({ timeout: 15000 });
   await page.locator('.chart canvas').first().waitFor({ timeout: 15000 });
+  // The lane says why its in-flight limit is what it is, the bucket reads
+  // as requests (not LLM tokens), and admission by quota has its section.
+  const reason = await page.locator('[data-role=concurrency-reason]').first().textContent({ timeout: 15000 });
+  if (!/in-flight limit: auto: 40\.0\/min x/.test(reason ?? '')) throw new Error(`in-flight reason: ${reason}`);
+  await page.getByText('Requests available', { exact: true }).first().waitFor();
+  await page.getByText('Admission by quota').waitFor();
+  await page.getByText('nvidia: committed / capacity').waitFor({ timeout: 15000 });
   await page.waitForTimeout(2500); // a few points on the charts
   await shot(page, 'gateway');
 
