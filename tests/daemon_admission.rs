@@ -114,6 +114,15 @@ fn admission_holds_runs_beyond_the_lane_and_releases_them_in_priority_order() {
     assert_eq!(lanes[0]["capacity_per_minute"], 6.0);
     assert_eq!(lanes[0]["committed_per_minute"], 8.0);
     assert_eq!(lanes[0]["runs"], 2);
+    let (_, metrics) = d.get("/metrics").expect("metrics");
+    assert!(
+        metrics.contains("moziplus_admission_held_tasks{provider=\"nvidia\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("moziplus_admission_committed_per_minute{provider=\"nvidia\"} 8"),
+        "{metrics}"
+    );
     // Held tasks stay pending and their reason is on the board once.
     let show = home.bb_ok("p", &["read", &normal2]);
     assert!(show.contains("pending"), "{show}");

@@ -32,6 +32,11 @@ use crate::blackboard::Blackboard;
 use crate::config::agents::AgentDef;
 pub use crate::gateway::status::{AdmissionStatus, HeldTask, LaneLoad};
 
+/// Gauge: the demand of the runs in flight on a lane, calls per minute.
+pub const COMMITTED: &str = "moziplus_admission_committed_per_minute";
+/// Gauge: tasks held back for quota on a lane.
+pub const HELD: &str = "moziplus_admission_held_tasks";
+
 /// Sessions an agent's demand is estimated from.
 const DEMAND_SESSIONS: i64 = 5;
 
@@ -138,7 +143,13 @@ impl QuotaBook {
     fn set_lanes(&self, lanes: Vec<LaneLoad>) {
         let mut map = lock(&self.lanes);
         for l in lanes {
+            metrics::gauge!(COMMITTED, "provider" => l.lane.clone()).set(l.committed_per_minute);
             map.insert(l.lane.clone(), l);
+        }
+        let held = lock(&self.held);
+        for lane in map.keys() {
+            let n = held.values().filter(|h| &h.lane == lane).count();
+            metrics::gauge!(HELD, "provider" => lane.clone()).set(n as f64);
         }
     }
 
@@ -313,7 +324,8 @@ impl<'a> Admission<'a> {
     /// newly held (for their event).
     pub fn finish(self, project: &str) -> Vec<HeldTask> {
         let book = self.d.quota();
+        let fresh = book.set_held(project, self.held);
         book.set_lanes(self.lanes.into_values().collect());
-        book.set_held(project, self.held)
+        fresh
     }
 }
