@@ -130,6 +130,8 @@ impl QuotaBook {
             }
             map.insert((project.to_string(), h.task.clone()), h);
         }
+        drop(map);
+        self.publish_held();
         fresh
     }
 
@@ -146,10 +148,17 @@ impl QuotaBook {
             metrics::gauge!(COMMITTED, "provider" => l.lane.clone()).set(l.committed_per_minute);
             map.insert(l.lane.clone(), l);
         }
+        drop(map);
+        self.publish_held();
+    }
+
+    /// The held-tasks gauge of every lane seen so far.
+    fn publish_held(&self) {
+        let lanes: Vec<String> = lock(&self.lanes).keys().cloned().collect();
         let held = lock(&self.held);
-        for lane in map.keys() {
-            let n = held.values().filter(|h| &h.lane == lane).count();
-            metrics::gauge!(HELD, "provider" => lane.clone()).set(n as f64);
+        for lane in lanes {
+            let n = held.values().filter(|h| h.lane == lane).count();
+            metrics::gauge!(HELD, "provider" => lane).set(n as f64);
         }
     }
 

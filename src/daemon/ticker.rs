@@ -212,6 +212,10 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         tokio::spawn(start_ready(d.clone(), slot.clone(), ready))
             .await
             .map_err(|e| BbError::Io(std::io::Error::other(e)))??;
+    } else {
+        // Nothing was judged for quota this tick (no open work, or every
+        // slot taken): no task of this project waits for quota now.
+        d.quota().set_held(project, Vec::new());
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
