@@ -309,6 +309,10 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
         provider("down", &closed, false),
         provider("five-openai", &fake.base_url, false),
         provider("five-anthropic", &fake.base_url, false),
+        // A broken stream is a failed attempt for the breaker (threshold 1
+        // here): each SDK's gets a provider of its own.
+        provider("reset-openai", &fake.base_url, false),
+        provider("reset-anthropic", &fake.base_url, false),
     ]);
     cfg.require_session_key = true;
     cfg.limiter.rate_per_minute = 1.0;
@@ -341,7 +345,10 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
             sdk,
             json!({"model": format!("five-{sdk}/status-500")}),
         ));
-        cases.push(case(sdk, json!({"model": "fake/reset", "stream": true})));
+        cases.push(case(
+            sdk,
+            json!({"model": format!("reset-{sdk}/reset"), "stream": true}),
+        ));
     }
     let r = drive(&py, "errors", &url, "fake/echo", Some(json!(cases))).await;
     let results = r["errors"]["results"].as_array().unwrap();
@@ -377,14 +384,10 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
     assert_eq!(oa[6]["body"]["code"], "circuit_open");
     expect(&oa[7], "InternalServerError", 502);
     assert_eq!(oa[7]["body"]["code"], "upstream_failed");
-    // A stream broken mid-way ends with response.failed.
-    assert_eq!(oa[8]["class"], Value::Null);
-    let last = oa[8]["events"].as_array().unwrap().last().unwrap();
-    assert_eq!(last["type"], "response.failed", "{last}");
-    assert!(last["response"]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("broke"));
+    // A stream broken mid-way ends with response.failed, on which the SDK
+    // raises.
+    assert_eq!(oa[8]["class"], "APIError", "{}", oa[8]);
+    assert!(oa[8]["message"].as_str().unwrap().contains("broke"));
 
     // Anthropic shape: {"type": "error", "error": {"type", "message"}}.
     let anthropic_type = |r: &Value| {
@@ -414,6 +417,68 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
     assert_eq!(anthropic_type(&an[8]), "api_error");
 }
 
+/// The fake's `truncated` model is a provider that answers 200 and stops
+/// half-way: one chunk "Hel", then the body ends without a finish reason or
+/// `[DONE]` (as JSON: a choice with `finish_reason: null`). No surface may
+/// report that as a finished answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_answer_is_an_error_on_every_surface_and_a_failed_attempt() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let mut cfg = sdk_config(&fake);
+    cfg.retry.max_retries = 0;
+    cfg.breaker.failure_threshold = 100;
+    let (url, gw, hooks) = start(cfg).await;
+    let r = drive(&py, "truncation", &url, "fake/truncated", None).await;
+    let r = &r["truncation"];
+
+    // Not streamed: a 502 in each API's own shape.
+    assert_eq!(r["chat"]["class"], "InternalServerError", "{}", r["chat"]);
+    assert_eq!(r["chat"]["status"], 502);
+    assert_eq!(r["chat"]["body"]["code"], "upstream_failed");
+    assert_eq!(
+        r["responses"]["class"], "InternalServerError",
+        "{}",
+        r["responses"]
+    );
+    assert_eq!(r["responses"]["status"], 502);
+    assert_eq!(
+        r["messages"]["class"], "InternalServerError",
+        "{}",
+        r["messages"]
+    );
+    assert_eq!(r["messages"]["body"]["type"], "error");
+    assert_eq!(r["messages"]["body"]["error"]["type"], "api_error");
+    // Streamed: each SDK raises its own error on the stream's error event.
+    for name in ["chat_stream", "responses_stream"] {
+        assert_eq!(r[name]["class"], "APIError", "{name}: {}", r[name]);
+        assert!(
+            r[name]["message"].as_str().unwrap().contains("truncated"),
+            "{name}: {}",
+            r[name]
+        );
+    }
+    assert_eq!(
+        r["messages_stream"]["class"], "APIStatusError",
+        "{}",
+        r["messages_stream"]
+    );
+    assert_eq!(r["messages_stream"]["body"]["error"]["type"], "api_error");
+
+    // Six failed attempts, each booked for the run and counted by the breaker.
+    let failures = hooks.failures.lock().unwrap();
+    assert_eq!(failures.len(), 6, "{failures:?}");
+    assert!(failures
+        .iter()
+        .all(|(a, f)| a.session_id == "S-1" && f.provider == "fake" && f.model == "truncated"));
+    let status = serde_json::to_value(gw.status()).unwrap();
+    assert_eq!(
+        status["providers"][0]["breaker"]["consecutive_failures"], 6,
+        "{}",
+        status["providers"][0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_high_risk_tool_call_is_held_back_and_proposed_once_per_call() {
     let Some(py) = python() else { return };
@@ -423,8 +488,8 @@ async fn a_streamed_high_risk_tool_call_is_held_back_and_proposed_once_per_call(
     let approvals = hooks.approvals.lock().unwrap();
     assert_eq!(
         approvals.len(),
-        2,
-        "exactly one proposed decision per stream"
+        1,
+        "one decision: the Messages turn makes the same call (run, tool, arguments) while it is open"
     );
     assert!(approvals.iter().all(|a| a.tool_name == "scale_deployment"));
     assert_eq!(approvals[0].attribution.as_ref().unwrap().session_id, "S-1");
@@ -461,7 +526,7 @@ async fn a_streamed_high_risk_tool_call_is_held_back_and_proposed_once_per_call(
     assert!(m["content"][0]["text"]
         .as_str()
         .unwrap()
-        .contains("moziplus bb decision wait D-2"));
+        .contains("moziplus bb decision wait D-1"));
     assert_eq!(m["stop_reason"], "end_turn");
 }
 

@@ -16,14 +16,15 @@ use super::breaker::BreakerDecision;
 use super::call::Call;
 use super::config::secs;
 use super::error::{GatewayError, LimitSource};
+use super::hooks::{FailedAttempt, RunAttribution};
 use super::lane::LanePermit;
 use super::metrics::{self, status_label};
-use super::respond::{check_json, decorate, passthrough_error, render_json};
+use super::respond::{check_json, decorate, high_risk, passthrough_error, render_json, Rejected};
 use super::retry::backoff;
 use super::routing::Route;
 use super::stream::{self, StreamContext};
 use super::surface::{reshape_upstream_error, Surface};
-use super::upstream::{self, SendFailure};
+use super::upstream::{self, Endpoint, SendFailure};
 use super::wire::{translator, upstream_body, wire, Wire};
 use super::{GatewayInner, ProviderRuntime};
 
@@ -88,6 +89,71 @@ impl Drop for ProbeGuard<'_> {
         if self.armed {
             self.failure();
         }
+    }
+}
+
+/// The breaker outcome of a streamed answer, settled when the stream ends:
+/// a success only once the provider said the answer is complete, a failure
+/// when the stream broke, stalled or was cut off. A stream dropped before
+/// that (the client left) settles a half-open probe as a failure and
+/// counts as nothing otherwise.
+pub(crate) struct StreamOutcome {
+    gw: Arc<GatewayInner>,
+    provider: usize,
+    probe: bool,
+    settled: bool,
+}
+
+impl StreamOutcome {
+    /// The provider finished its answer.
+    pub fn success(&mut self) {
+        if !std::mem::replace(&mut self.settled, true) {
+            let p = &self.gw.providers[self.provider];
+            p.breaker().record_success();
+            metrics::breaker_state(&p.cfg.name, p.breaker().state());
+        }
+    }
+
+    /// The answer is incomplete: a failed attempt for the breaker, the
+    /// provider's error counter and the run.
+    pub fn failure(&mut self, call: Option<&RunAttribution>, model: &str, reason: &str) {
+        if !std::mem::replace(&mut self.settled, true) {
+            failed_attempt(&self.gw, self.provider, call, model, reason);
+        }
+    }
+}
+
+impl Drop for StreamOutcome {
+    fn drop(&mut self) {
+        if !self.settled && self.probe {
+            let p = &self.gw.providers[self.provider];
+            p.breaker().record_failure(Instant::now());
+            metrics::breaker_state(&p.cfg.name, p.breaker().state());
+        }
+    }
+}
+
+/// Book an attempt that got an answer, but not a complete one: a breaker
+/// failure, a log line naming the run, and the daemon's record of the run.
+pub(crate) fn failed_attempt(
+    gw: &GatewayInner,
+    provider: usize,
+    attribution: Option<&RunAttribution>,
+    model: &str,
+    reason: &str,
+) {
+    let p = &gw.providers[provider];
+    p.breaker().record_failure(Instant::now());
+    metrics::breaker_state(&p.cfg.name, p.breaker().state());
+    let session = attribution.map_or("", |a| a.session_id.as_str());
+    tracing::warn!(provider = %p.cfg.name, model = %model, session = %session, reason = %reason, "upstream answer incomplete; booked as a failed attempt");
+    if let Some(a) = attribution {
+        let failure = FailedAttempt {
+            provider: p.cfg.name.clone(),
+            model: model.to_string(),
+            reason: reason.to_string(),
+        };
+        gw.hooks.record_failure(a, &failure);
     }
 }
 
@@ -223,16 +289,24 @@ impl Attempt<'_> {
         if status == 429 || status >= 500 {
             return self.refused(status, retry_after, resp, &mut outcome).await;
         }
-        outcome.success();
         if status >= 400 {
             // A client mistake the upstream reported: pass it on verbatim.
+            outcome.success();
             metrics::upstream_error(name, status_label(status));
             return Outcome::Answer(self.client_error(status, resp).await);
         }
         if self.call.stream {
-            return Outcome::Answer(self.stream(resp, permit.take(), queue_wait));
+            // The breaker hears of it when the stream ends.
+            outcome.armed = false;
+            let settle = StreamOutcome {
+                gw: self.gw.clone(),
+                provider: self.route.provider,
+                probe,
+                settled: false,
+            };
+            return Outcome::Answer(self.stream(resp, permit.take(), queue_wait, settle));
         }
-        self.json(n, resp, permit, queue_wait).await
+        self.json(n, resp, permit, queue_wait, &mut outcome).await
     }
 
     /// A 429 or 5xx: the upstream is busy (429, not a breaker failure) or
@@ -300,6 +374,7 @@ impl Attempt<'_> {
         resp: reqwest::Response,
         permit: Option<LanePermit>,
         queue_wait: Duration,
+        outcome: StreamOutcome,
     ) -> Response {
         let (provider, wire) = (self.provider, &self.wire);
         let translate = translator(self.gw, self.call, provider, wire, self.strip_usage);
@@ -314,6 +389,9 @@ impl Attempt<'_> {
             idle: secs(provider.cfg.timeouts.idle),
             ping: secs(provider.cfg.timeouts.ping),
             strip_usage_only: self.strip_usage,
+            chat_stream: matches!(wire.endpoint, Endpoint::Chat | Endpoint::Completions),
+            outcome,
+            high_risk: high_risk(self.gw, provider),
         };
         let content_type = resp
             .headers()
@@ -339,12 +417,14 @@ impl Attempt<'_> {
         resp: reqwest::Response,
         permit: &mut Option<LanePermit>,
         queue_wait: Duration,
+        outcome: &mut ProbeGuard<'_>,
     ) -> Outcome {
         let (provider, name) = (self.provider, self.name());
         let bytes = match upstream::read_body(provider, resp).await {
             Ok(b) => b,
             Err(f) => {
                 // Nothing reached the client yet, so a broken body may be retried.
+                outcome.failure();
                 metrics::upstream_error(name, "reset");
                 let (err, retryable) = send_error(name, f);
                 return provider_down(err, retryable);
@@ -354,11 +434,28 @@ impl Attempt<'_> {
         let endpoint = self.wire.endpoint;
         match check_json(self.gw, self.call, self.route, provider, endpoint, bytes).await {
             Ok(checked) => {
+                outcome.success();
                 let mut resp = render_json(self.call, self.wire.translated, checked);
                 decorate(resp.headers_mut(), self.route, provider, queue_wait);
                 Outcome::Answer(resp)
             }
-            Err(problem) => {
+            Err(Rejected::Incomplete(problem)) => {
+                // Counted here, not through the guard: the run hears of it too.
+                outcome.armed = false;
+                metrics::upstream_error(name, "incomplete");
+                let model = &self.route.upstream_model;
+                let attribution = self.call.attribution.as_ref();
+                failed_attempt(self.gw, self.route.provider, attribution, model, &problem);
+                provider_down(
+                    GatewayError::Upstream {
+                        provider: name.to_string(),
+                        detail: problem,
+                    },
+                    true,
+                )
+            }
+            Err(Rejected::InvalidToolCall(problem)) => {
+                outcome.success();
                 tracing::warn!(provider = %name, model = %self.route.upstream_model, attempt = n, problem = %problem, "invalid tool call from upstream");
                 Outcome::Failed {
                     failure: Failure::Final(GatewayError::Upstream {

@@ -40,11 +40,13 @@ pub mod status;
 pub mod tools;
 
 mod admin;
+mod approval;
 mod attempt;
 mod auth;
 mod call;
 mod handlers;
 mod messages;
+mod models;
 mod proxy;
 mod respond;
 mod responses;
@@ -72,7 +74,10 @@ pub use config::{
     ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, ProviderConfig, Secret,
 };
 pub use error::{GatewayError, LimitSource};
-pub use hooks::{ApprovalRequest, GatewayHooks, NoopHooks, RunAttribution, TokenUsage};
+pub use hooks::{
+    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, NoopHooks, RunAttribution,
+    TokenUsage,
+};
 pub use lane::{LaneSettings, RateLane};
 pub use limiter::RetreatState;
 pub use metrics::install_prometheus_recorder;
@@ -112,6 +117,8 @@ pub(crate) struct GatewayInner {
     pub settings: Mutex<RuntimeSettings>,
     pub hooks: Arc<dyn GatewayHooks>,
     pub ledger: Mutex<Ledger>,
+    /// Decisions proposed for held high-risk calls ([`approval`]).
+    pub approvals: approval::OpenDecisions,
     rng: Mutex<StdRng>,
     started: Instant,
 }
@@ -226,6 +233,7 @@ impl Gateway {
                 settings: Mutex::new(settings),
                 hooks,
                 ledger: Mutex::new(Ledger::default()),
+                approvals: approval::OpenDecisions::default(),
                 rng: Mutex::new(rng),
                 started: Instant::now(),
             }),

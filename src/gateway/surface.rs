@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::approval::{self, ToolCall, Verdict};
 use super::config::NativeApi;
 use super::error::GatewayError;
-use super::tools::RiskyCall;
 
 /// Which client API a call arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,42 +123,6 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The text of a chat answer's `message`, followed by the note on the calls
-/// held back for approval (both translated answers show it).
-pub(crate) fn answer_text(message: &Value, risky: &[RiskyCall], approvals: &[Value]) -> String {
-    let mut text = message
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if !risky.is_empty() {
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        text.push_str(&approval_text(risky, approvals));
-    }
-    text
-}
-
-/// What the client is told instead of a held-back high-risk tool call.
-pub(crate) fn approval_text(calls: &[RiskyCall], entries: &[Value]) -> String {
-    let mut lines = Vec::new();
-    for (c, e) in calls.iter().zip(entries) {
-        match e.get("decision_id").and_then(Value::as_str) {
-            Some(id) => lines.push(format!(
-                "The high-risk tool call `{}` needs a human decision before it runs: decision {id} is proposed. Wait for it with `moziplus bb decision wait {id}`, then call the tool again if it was approved.",
-                c.name
-            )),
-            None => lines.push(format!(
-                "The high-risk tool call `{}` was not delivered: {}",
-                c.name,
-                e.get("reason").and_then(Value::as_str).unwrap_or("approval could not be requested")
-            )),
-        }
-    }
-    lines.join("\n")
-}
-
 /// Builds the chat `messages` list: leading system texts merged, tool calls
 /// attached to the assistant message they follow.
 #[derive(Default)]
@@ -192,8 +156,10 @@ impl ChatMessages {
             }
             return;
         }
+        // `""`, not null or missing: llama.cpp's server (llama-cpp-python)
+        // refuses both with a 500 ("Input should be a valid string").
         self.list
-            .push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+            .push(json!({"role": "assistant", "content": "", "tool_calls": [call]}));
     }
 
     pub fn finish(self) -> Vec<Value> {
@@ -208,7 +174,9 @@ impl ChatMessages {
 
 /// What one upstream chat-completions chunk says, for the translators: the
 /// text delta (empty ones left out), the tool-call deltas and the finish
-/// reason of its first choice. `None` for a chunk without choices (usage).
+/// reason of its choice 0 (the one with `index: 0`, wherever it is in the
+/// array; translated calls ask for one choice). `None` for a chunk without
+/// it (usage).
 pub(crate) struct ChatDelta<'a> {
     pub text: Option<&'a str>,
     pub tool_calls: &'a [Value],
@@ -216,7 +184,11 @@ pub(crate) struct ChatDelta<'a> {
 }
 
 pub(crate) fn chat_delta(chunk: &Value) -> Option<ChatDelta<'_>> {
-    let choice = chunk.pointer("/choices/0")?;
+    let choices = chunk.get("choices")?.as_array()?;
+    let choice = choices
+        .iter()
+        .find(|c| c.get("index").and_then(Value::as_u64) == Some(0))
+        .or_else(|| choices.iter().find(|c| c.get("index").is_none()))?;
     Some(ChatDelta {
         text: choice
             .pointer("/delta/content")
@@ -231,24 +203,25 @@ pub(crate) fn chat_delta(chunk: &Value) -> Option<ChatDelta<'_>> {
 }
 
 /// Re-cuts an upstream chat-completions stream into a client API's events.
-/// Fed parsed `data:` chunks in order; high-risk tool calls are held back
-/// and handed to the caller at the end to become approval requests.
+/// Fed parsed `data:` chunks in order. Text goes out as it comes; tool calls
+/// are collected whole and sent by [`StreamTranslator::finish`] once
+/// [`approval::decide`] judged the complete calls.
 pub(crate) trait StreamTranslator: Send {
     /// Events to send before the first upstream byte (e.g. `response.created`).
     fn start(&mut self, out: &mut VecDeque<Bytes>);
     /// One upstream chunk.
     fn chunk(&mut self, chunk: &Value, out: &mut VecDeque<Bytes>);
-    /// Tool calls held back because they are high-risk.
-    fn held_back(&self) -> Vec<RiskyCall>;
-    /// Upstream ended normally. `approvals` = the `requires_approval`
-    /// entries for [`StreamTranslator::held_back`], in order.
+    /// The complete tool calls of the answer, none of them sent yet.
+    fn calls(&self) -> Vec<ToolCall>;
+    /// Upstream ended normally. `verdicts` = one per [`StreamTranslator::calls`],
+    /// in order: delivered calls are sent, withheld ones told.
     fn finish(
         &mut self,
         usage: Option<(u64, u64, u64)>,
-        approvals: &[Value],
+        verdicts: &[Verdict],
         out: &mut VecDeque<Bytes>,
     );
-    /// Upstream broke or stalled after the stream started.
+    /// Upstream broke, stalled or was cut off after the stream started.
     fn fail(&mut self, message: &str, out: &mut VecDeque<Bytes>);
     /// A keep-alive event for long waits, if the API has one.
     fn ping(&self) -> Option<Bytes> {
@@ -256,35 +229,141 @@ pub(crate) trait StreamTranslator: Send {
     }
 }
 
-/// Chat streams whose request offered a high-risk tool: chunks pass through
-/// unchanged except the deltas of high-risk tool calls, which are held back
-/// (SPEC 7.6: such a call never reaches the agent unapproved). Once a call
-/// was held, the closing chunks wait until the approvals are proposed; then
-/// a content chunk names the decisions and the finish chunk carries
-/// `requires_approval`.
+/// One tool call being assembled from stream deltas.
+struct PendingCall {
+    /// Chat choice index.
+    choice: u64,
+    /// `tool_calls[].index`; `None` for a legacy `function_call`.
+    index: Option<u64>,
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Tool calls assembled from chat stream deltas as a client SDK would: per
+/// choice and call index, the id from the first delta that has one, name
+/// and argument fragments joined in order. Judged only once complete.
+#[derive(Default)]
+pub(crate) struct PendingCalls {
+    calls: Vec<PendingCall>,
+}
+
+impl PendingCalls {
+    /// A `tool_calls[]` delta of `choice`. A delta without `index` belongs
+    /// to the choice's last call, unless it brings a new id.
+    pub fn add(&mut self, choice: u64, delta: &Value) {
+        let id = delta.get("id").and_then(Value::as_str).unwrap_or("");
+        let index = delta.get("index").and_then(Value::as_u64);
+        let found = match index {
+            Some(i) => self
+                .calls
+                .iter()
+                .rposition(|c| c.choice == choice && c.index == Some(i)),
+            None => self
+                .calls
+                .iter()
+                .rposition(|c| c.choice == choice && c.index.is_some())
+                .filter(|&at| id.is_empty() || self.calls[at].id == id),
+        };
+        let at = found.unwrap_or_else(|| {
+            let index = index.unwrap_or_else(|| {
+                self.calls
+                    .iter()
+                    .filter(|c| c.choice == choice && c.index.is_some())
+                    .count() as u64
+            });
+            self.calls.push(PendingCall {
+                choice,
+                index: Some(index),
+                id: String::new(),
+                name: String::new(),
+                arguments: String::new(),
+            });
+            self.calls.len() - 1
+        });
+        let function = delta.get("function").unwrap_or(&Value::Null);
+        self.extend(at, id, function);
+    }
+
+    /// A legacy `function_call` delta of `choice`.
+    pub fn add_legacy(&mut self, choice: u64, delta: &Value) {
+        let at = match self
+            .calls
+            .iter()
+            .rposition(|c| c.choice == choice && c.index.is_none())
+        {
+            Some(at) => at,
+            None => {
+                self.calls.push(PendingCall {
+                    choice,
+                    index: None,
+                    id: String::new(),
+                    name: String::new(),
+                    arguments: String::new(),
+                });
+                self.calls.len() - 1
+            }
+        };
+        self.extend(at, "", delta);
+    }
+
+    fn extend(&mut self, at: usize, id: &str, function: &Value) {
+        let call = &mut self.calls[at];
+        if call.id.is_empty() {
+            call.id = id.to_string();
+        }
+        if let Some(name) = function.get("name").and_then(Value::as_str) {
+            call.name.push_str(name);
+        }
+        match function.get("arguments") {
+            Some(Value::String(a)) => call.arguments.push_str(a),
+            Some(Value::Null) | None => {}
+            Some(other) => call.arguments.push_str(&other.to_string()),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The calls, complete, in the order they began.
+    pub fn complete(&self) -> Vec<ToolCall> {
+        self.calls
+            .iter()
+            .map(|c| {
+                let arguments = if c.arguments.trim().is_empty() {
+                    "{}"
+                } else {
+                    &c.arguments
+                };
+                ToolCall::new(&c.id, &c.name, arguments)
+            })
+            .collect()
+    }
+}
+
+/// Chat streams whose request offered tools (with a high-risk list in
+/// force): text passes through as it comes, tool-call deltas (every choice,
+/// and the legacy `function_call`) are collected, and the closing chunks
+/// wait for the end of the provider's stream. Then [`approval::decide`]
+/// judges the complete calls: delivered ones go out whole (one delta each),
+/// withheld ones are told in a content chunk, and a choice left without
+/// calls finishes with `stop`; the finish chunk carries `requires_approval`.
 pub(crate) struct ChatHoldback {
-    high_risk: Vec<String>,
     strip_usage_only: bool,
-    /// Chat tool-call index → held back?
-    calls: Vec<(u64, bool)>,
-    held: Vec<RiskyCall>,
-    /// Chunks from the first finish chunk on, while a call is held.
+    calls: PendingCalls,
+    /// Chunks from the first one with a finish reason on.
     tail: Vec<Value>,
-    /// Some call was passed on (the finish reason stays `tool_calls`).
-    passed_call: bool,
     id: Option<Value>,
     model: Option<Value>,
 }
 
 impl ChatHoldback {
-    pub fn new(high_risk: Vec<String>, strip_usage_only: bool) -> Self {
+    pub fn new(strip_usage_only: bool) -> Self {
         ChatHoldback {
-            high_risk,
             strip_usage_only,
-            calls: Vec::new(),
-            held: Vec::new(),
+            calls: PendingCalls::default(),
             tail: Vec::new(),
-            passed_call: false,
             id: None,
             model: None,
         }
@@ -292,6 +371,11 @@ impl ChatHoldback {
 
     fn send(out: &mut VecDeque<Bytes>, chunk: &Value) {
         out.push_back(Bytes::from(format!("data: {chunk}\n\n")));
+    }
+
+    fn chunk_with(&self, choice: u64, delta: Value) -> Value {
+        json!({"id": self.id, "object": "chat.completion.chunk", "model": self.model,
+            "choices": [{"index": choice, "delta": delta, "finish_reason": null}]})
     }
 }
 
@@ -304,117 +388,119 @@ impl StreamTranslator for ChatHoldback {
             self.id = chunk.get("id").cloned();
             self.model = chunk.get("model").cloned();
         }
-        let usage_only = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(|c| c.is_empty());
-        if usage_only && self.strip_usage_only {
+        let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) else {
+            Self::send(out, &chunk);
+            return;
+        };
+        if choices.is_empty() && self.strip_usage_only {
             return;
         }
-        if let Some(calls) = chunk
-            .pointer_mut("/choices/0/delta/tool_calls")
-            .and_then(Value::as_array_mut)
-        {
-            calls.retain(|tc| {
-                let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let held = match self.calls.iter().find(|(i, _)| *i == index) {
-                    Some((_, held)) => *held,
-                    None => {
-                        let name = tc
-                            .pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
-                        let held = self.high_risk.iter().any(|h| h == name);
-                        self.calls.push((index, held));
-                        if held {
-                            self.held.push(RiskyCall {
-                                id: tc
-                                    .get("id")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_string(),
-                                name: name.to_string(),
-                                arguments: String::new(),
-                            });
-                        } else {
-                            self.passed_call = true;
-                        }
-                        held
-                    }
-                };
-                if held {
-                    if let (Some(last), Some(args)) = (
-                        self.held.last_mut(),
-                        tc.pointer("/function/arguments").and_then(Value::as_str),
-                    ) {
-                        last.arguments.push_str(args);
-                    }
-                }
-                !held
-            });
-            if calls.is_empty() {
-                if let Some(delta) = chunk
-                    .pointer_mut("/choices/0/delta")
-                    .and_then(Value::as_object_mut)
-                {
-                    delta.remove("tool_calls");
+        let usage_only = choices.is_empty();
+        let mut finished = false;
+        let mut carries = false;
+        for (position, choice) in choices.iter_mut().enumerate() {
+            let n = choice
+                .get("index")
+                .and_then(Value::as_u64)
+                .unwrap_or(position as u64);
+            finished |= choice.get("finish_reason").is_some_and(|f| !f.is_null());
+            let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            if let Some(calls) = delta.remove("tool_calls") {
+                for tc in calls.as_array().into_iter().flatten() {
+                    self.calls.add(n, tc);
                 }
             }
+            if let Some(f) = delta.remove("function_call") {
+                self.calls.add_legacy(n, &f);
+            }
+            carries |= delta.keys().any(|k| k != "role")
+                || delta.get("role").is_some() && self.calls.is_empty();
         }
-        let finished = chunk
-            .pointer("/choices/0/finish_reason")
-            .is_some_and(|f| !f.is_null());
-        if !self.held.is_empty() && (finished || !self.tail.is_empty()) {
+        if finished || !self.tail.is_empty() {
             self.tail.push(chunk);
             return;
         }
-        let empty_delta = chunk
-            .pointer("/choices/0/delta")
-            .and_then(Value::as_object)
-            .is_some_and(|d| d.is_empty() || d.keys().all(|k| k == "role"));
-        if empty_delta
-            && !finished
-            && !usage_only
-            && !self.held.is_empty()
-            && chunk.get("usage").is_none()
-        {
-            return;
+        if carries || usage_only || chunk.get("usage").is_some_and(|u| !u.is_null()) {
+            Self::send(out, &chunk);
         }
-        Self::send(out, &chunk);
     }
 
-    fn held_back(&self) -> Vec<RiskyCall> {
-        self.held
-            .iter()
-            .map(|c| RiskyCall {
-                arguments: super::tools::strip_fences(&c.arguments).to_string(),
-                ..c.clone()
-            })
-            .collect()
+    fn calls(&self) -> Vec<ToolCall> {
+        self.calls.complete()
     }
 
     fn finish(
         &mut self,
         _usage: Option<(u64, u64, u64)>,
-        approvals: &[Value],
+        verdicts: &[Verdict],
         out: &mut VecDeque<Bytes>,
     ) {
-        if !self.held.is_empty() {
-            let text = approval_text(&self.held_back(), approvals);
-            let note = json!({"id": self.id, "object": "chat.completion.chunk", "model": self.model,
-                "choices": [{"index": 0, "delta": {"content": format!("\n\n{text}")}, "finish_reason": null}]});
-            Self::send(out, &note);
-            for mut chunk in std::mem::take(&mut self.tail) {
-                if let Some(f) = chunk.pointer_mut("/choices/0/finish_reason") {
-                    if !f.is_null() {
-                        if !self.passed_call {
-                            *f = json!("stop");
+        let calls = self.calls.complete();
+        // Per choice: the next tool_calls index, calls delivered, notes.
+        let mut delivered: Vec<u64> = Vec::new();
+        let mut held: Vec<u64> = Vec::new();
+        let mut next_index: Vec<(u64, u64)> = Vec::new();
+        for ((pending, call), verdict) in self.calls.calls.iter().zip(&calls).zip(verdicts) {
+            let choice = pending.choice;
+            match verdict {
+                Verdict::Deliver => {
+                    delivered.push(choice);
+                    let function = json!({"name": call.name, "arguments": call.arguments});
+                    let delta = match pending.index {
+                        None => json!({"function_call": function}),
+                        Some(_) => {
+                            let k = match next_index.iter_mut().find(|(c, _)| *c == choice) {
+                                Some((_, k)) => {
+                                    *k += 1;
+                                    *k - 1
+                                }
+                                None => {
+                                    next_index.push((choice, 1));
+                                    0
+                                }
+                            };
+                            json!({"tool_calls": [{"index": k, "id": call.id, "type": "function", "function": function}]})
                         }
-                        chunk["requires_approval"] = Value::Array(approvals.to_vec());
-                    }
+                    };
+                    Self::send(out, &self.chunk_with(choice, delta));
                 }
-                Self::send(out, &chunk);
+                Verdict::Withhold { note, .. } => {
+                    held.push(choice);
+                    let delta = json!({"content": format!("\n\n{note}")});
+                    Self::send(out, &self.chunk_with(choice, delta));
+                }
             }
+        }
+        let approvals = approval::entries(verdicts);
+        let mut told = false;
+        for mut chunk in std::mem::take(&mut self.tail) {
+            let mut finishes = false;
+            for (position, choice) in chunk
+                .get_mut("choices")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                let n = choice
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(position as u64);
+                let Some(f) = choice.get_mut("finish_reason").filter(|f| !f.is_null()) else {
+                    continue;
+                };
+                finishes = true;
+                if held.contains(&n) && !delivered.contains(&n) {
+                    *f = json!("stop");
+                }
+            }
+            if finishes && !told && !approvals.is_empty() {
+                chunk["requires_approval"] = Value::Array(approvals.clone());
+                told = true;
+            }
+            Self::send(out, &chunk);
         }
         out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
     }

@@ -227,6 +227,29 @@ def errors():
     return {"results": results}
 
 
+def truncation():
+    """A provider that stops half-way (MOZI_GW_MODEL = the fake's `truncated`),
+    on each surface, streamed and not: which exception each SDK raised and
+    what it had received before."""
+    results = {}
+    user = [{"role": "user", "content": "hi"}]
+    calls = {
+        "chat": lambda: oa().chat.completions.create(model=MODEL, messages=user),
+        "chat_stream": lambda: [c.model_dump() for c in oa().chat.completions.create(model=MODEL, messages=user, stream=True)],
+        "responses": lambda: oa().responses.create(model=MODEL, input="hi"),
+        "responses_stream": lambda: [e.model_dump() for e in oa().responses.create(model=MODEL, input="hi", stream=True)],
+        "messages": lambda: an().messages.create(model=MODEL, max_tokens=50, messages=user),
+        "messages_stream": lambda: [e.model_dump() for e in an().messages.create(model=MODEL, max_tokens=50, messages=user, stream=True)],
+    }
+    for name, call in calls.items():
+        try:
+            got = call()
+            results[name] = {"class": None, "got": got if isinstance(got, list) else got.model_dump()}
+        except Exception as e:  # noqa: BLE001 - the class is the result
+            results[name] = exc(e)
+    return results
+
+
 def high_risk():
     """A streamed high-risk tool call on both surfaces: what reached the SDK."""
     tool = dict(EXEC_TOOL, name="scale_deployment")
@@ -270,7 +293,7 @@ def agent():
 
 SCENARIOS = {f.__name__: f for f in [
     openai_basic, openai_stream, openai_tools, anthropic_basic, anthropic_bearer, anthropic_stream,
-    anthropic_tools, anthropic_count, models, errors, high_risk, agent,
+    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent,
 ]}
 
 if __name__ == "__main__":
