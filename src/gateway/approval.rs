@@ -35,7 +35,6 @@ use serde_json::{json, Value};
 
 use super::config::secs;
 use super::hooks::{ApprovalRequest, ApprovalStatus, RunAttribution};
-use super::surface::new_id;
 use super::tools::strip_fences;
 use super::{lock, GatewayInner};
 
@@ -453,7 +452,8 @@ pub(crate) fn withhold_in_native_answer(answer: &mut Value, verdicts: &[Verdict]
             !is_call(item, &["function_call", "custom_tool_call"])
                 || verdicts.next().is_none_or(Verdict::delivered)
         });
-        output.push(json!({"id": new_id("msg_"), "type": "message", "status": "completed",
+        let id = format!("msg_{:024x}", rand::random::<u128>() >> 32);
+        output.push(json!({"id": id, "type": "message", "status": "completed",
             "role": "assistant", "content": [{"type": "output_text", "text": note, "annotations": []}]}));
     }
     if let Some(content) = answer.get_mut("content").and_then(Value::as_array_mut) {

@@ -16,7 +16,7 @@ use super::breaker::BreakerDecision;
 use super::call::Call;
 use super::config::secs;
 use super::error::{GatewayError, LimitSource};
-use super::hooks::{FailedAttempt, RunAttribution};
+use super::failure::{failed_attempt, StreamOutcome};
 use super::lane::LanePermit;
 use super::metrics::{self, status_label};
 use super::respond::{check_json, decorate, high_risk, passthrough_error, render_json, Rejected};
@@ -89,71 +89,6 @@ impl Drop for ProbeGuard<'_> {
         if self.armed {
             self.failure();
         }
-    }
-}
-
-/// The breaker outcome of a streamed answer, settled when the stream ends:
-/// a success only once the provider said the answer is complete, a failure
-/// when the stream broke, stalled or was cut off. A stream dropped before
-/// that (the client left) settles a half-open probe as a failure and
-/// counts as nothing otherwise.
-pub(crate) struct StreamOutcome {
-    gw: Arc<GatewayInner>,
-    provider: usize,
-    probe: bool,
-    settled: bool,
-}
-
-impl StreamOutcome {
-    /// The provider finished its answer.
-    pub fn success(&mut self) {
-        if !std::mem::replace(&mut self.settled, true) {
-            let p = &self.gw.providers[self.provider];
-            p.breaker().record_success();
-            metrics::breaker_state(&p.cfg.name, p.breaker().state());
-        }
-    }
-
-    /// The answer is incomplete: a failed attempt for the breaker, the
-    /// provider's error counter and the run.
-    pub fn failure(&mut self, call: Option<&RunAttribution>, model: &str, reason: &str) {
-        if !std::mem::replace(&mut self.settled, true) {
-            failed_attempt(&self.gw, self.provider, call, model, reason);
-        }
-    }
-}
-
-impl Drop for StreamOutcome {
-    fn drop(&mut self) {
-        if !self.settled && self.probe {
-            let p = &self.gw.providers[self.provider];
-            p.breaker().record_failure(Instant::now());
-            metrics::breaker_state(&p.cfg.name, p.breaker().state());
-        }
-    }
-}
-
-/// Book an attempt that got an answer, but not a complete one: a breaker
-/// failure, a log line naming the run, and the daemon's record of the run.
-pub(crate) fn failed_attempt(
-    gw: &GatewayInner,
-    provider: usize,
-    attribution: Option<&RunAttribution>,
-    model: &str,
-    reason: &str,
-) {
-    let p = &gw.providers[provider];
-    p.breaker().record_failure(Instant::now());
-    metrics::breaker_state(&p.cfg.name, p.breaker().state());
-    let session = attribution.map_or("", |a| a.session_id.as_str());
-    tracing::warn!(provider = %p.cfg.name, model = %model, session = %session, reason = %reason, "upstream answer incomplete; booked as a failed attempt");
-    if let Some(a) = attribution {
-        let failure = FailedAttempt {
-            provider: p.cfg.name.clone(),
-            model: model.to_string(),
-            reason: reason.to_string(),
-        };
-        gw.hooks.record_failure(a, &failure);
     }
 }
 
@@ -298,12 +233,7 @@ impl Attempt<'_> {
         if self.call.stream {
             // The breaker hears of it when the stream ends.
             outcome.armed = false;
-            let settle = StreamOutcome {
-                gw: self.gw.clone(),
-                provider: self.route.provider,
-                probe,
-                settled: false,
-            };
+            let settle = StreamOutcome::new(self.gw.clone(), self.route.provider, probe);
             return Outcome::Answer(self.stream(resp, permit.take(), queue_wait, settle));
         }
         self.json(n, resp, permit, queue_wait, &mut outcome).await

@@ -1,4 +1,4 @@
-//! The embedded OpenAI-compatible LLM gateway (SPEC section 7).
+//! The embedded OpenAI-compatible LLM gateway.
 //!
 //! Agents call `/v1/chat/completions` & co. with `model = "provider/model"`.
 //! The gateway routes the call ([`routing`]), and for limited providers
@@ -44,6 +44,7 @@ mod approval;
 mod attempt;
 mod auth;
 mod call;
+mod failure;
 mod handlers;
 mod messages;
 mod models;

@@ -29,7 +29,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::approval::{self, HighRisk};
-use super::attempt::StreamOutcome;
+use super::failure::StreamOutcome;
 use super::hooks::{RunAttribution, TokenUsage};
 use super::lane::LanePermit;
 use super::surface::StreamTranslator;
