@@ -826,6 +826,63 @@ async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session(
     assert_eq!(tokens, ["20/10"], "usage of task {task}'s run");
 }
 
+/// The rule end to end under `moziplus serve`: the run's high-risk call
+/// becomes a decision on the project's board, the run waits for it, a human
+/// approves it (`bb decision approve`), and the same call goes through once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_moziplus_serve_a_held_call_goes_through_once_after_a_human_approves() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let home = support::TestHome::with_config(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  providers:\n    - name: fake\n      base_url: {}\n",
+            fake.base_url
+        ),
+        &format!(
+            "agents:\n  - id: sdk\n    runtime: command\n    command: [\"{py}\", \"{DRIVER}\", \"agent_approval\"]\n"
+        ),
+    );
+    home.create_project("p");
+    home.create_task("p", "scale the deployment", &[]);
+    let r = tokio::task::spawn_blocking(move || {
+        let daemon = support::Daemon::start(&home);
+        let id_file = home.path().join("decision-id");
+        support::wait_for(Duration::from_secs(90), "the proposed decision", || {
+            id_file.exists()
+        });
+        let id = std::fs::read_to_string(&id_file).unwrap();
+        let open = home
+            .bb("p", &["decision", "show", id.trim(), "--json"])
+            .ok();
+        assert!(open.contains("proposed"), "{open}");
+        assert!(open.contains("scale_deployment"), "{open}");
+        home.bb("p", &["decision", "approve", id.trim()]).ok();
+        let file = home.path().join("approval-results.json");
+        support::wait_for(Duration::from_secs(60), "the run's results", || {
+            file.exists()
+        });
+        daemon.stop();
+        serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    // Held: no call, the text and requires_approval name the decision.
+    assert_eq!(r["first"]["calls"], json!([]), "{r}");
+    assert_eq!(r["first"]["finish"], "stop");
+    let id = r["first"]["approvals"][0]["decision_id"].as_str().unwrap();
+    assert!(r["first"]["content"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("moziplus bb decision wait {id}")));
+    assert_eq!(r["waited"], 0, "the decision was approved");
+    // Approved: the same call goes through, once.
+    assert_eq!(r["second"]["calls"], json!(["scale_deployment"]), "{r}");
+    assert_eq!(r["second"]["approvals"], Value::Null);
+    assert_eq!(r["third"]["calls"], json!([]), "{r}");
+    let next = r["third"]["approvals"][0]["decision_id"].as_str().unwrap();
+    assert_ne!(next, id, "the next time needs a new decision");
+}
+
 #[tokio::test]
 async fn providers_marked_native_get_the_clients_body_passed_through() {
     // The fake answers 404 to /responses and /messages (it speaks only chat):

@@ -291,9 +291,42 @@ def agent():
     return result
 
 
+def agent_approval():
+    """Run as a moziplus agent: a high-risk chat call is held and proposed as a
+    decision; the run waits for it (`bb decision wait`), then makes the same
+    call twice: the first goes through, the second is held again."""
+    global URL, KEY
+    URL = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+    KEY = os.environ["OPENAI_API_KEY"]
+    home, bin_, task = os.environ["MOZI_HOME"], os.environ["MOZI_BIN"], os.environ["MOZI_TASK"]
+    tool = {"type": "function", "function": {"name": "scale_deployment", "parameters": {"type": "object"}}}
+
+    def ask():
+        r = oa().chat.completions.create(
+            model="fake/tool-scale_deployment", messages=[{"role": "user", "content": "scale"}], tools=[tool])
+        m = r.choices[0].message
+        return {"calls": [c.function.name for c in (m.tool_calls or [])], "content": m.content,
+                "finish": r.choices[0].finish_reason, "approvals": (r.model_extra or {}).get("requires_approval")}
+
+    first = ask()
+    decision = first["approvals"][0]["decision_id"]
+    with open(os.path.join(home, "decision-id"), "w") as f:
+        f.write(decision)
+    waited = subprocess.run([bin_, "bb", "decision", "wait", decision, "--timeout", "60"]).returncode
+    result = {"first": first, "waited": waited, "second": ask(), "third": ask(), "session": os.environ["MOZI_SESSION"]}
+    with open(os.path.join(home, "approval-results.json"), "w") as f:
+        json.dump(result, f)
+    path = os.path.join(home, "approval-output.md")
+    with open(path, "w") as f:
+        f.write("approval round trip done\n")
+    subprocess.run([bin_, "bb", "output", task, "--summary", "approval", "--file", path, "--name", "approval.md"], check=True)
+    subprocess.run([bin_, "bb", "done", task], check=True)
+    return result
+
+
 SCENARIOS = {f.__name__: f for f in [
     openai_basic, openai_stream, openai_tools, anthropic_basic, anthropic_bearer, anthropic_stream,
-    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent,
+    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent, agent_approval,
 ]}
 
 if __name__ == "__main__":
