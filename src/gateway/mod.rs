@@ -52,6 +52,7 @@ mod proxy;
 mod respond;
 mod responses;
 mod stream;
+mod stream_calls;
 mod surface;
 mod upstream;
 mod usage;

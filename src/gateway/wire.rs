@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use super::call::{Call, Translation};
 use super::respond::high_risk;
 use super::routing::Route;
-use super::surface::{ChatHoldback, StreamTranslator, Surface};
+use super::stream_calls::ChatHoldback;
+use super::surface::{StreamTranslator, Surface};
 use super::upstream::Endpoint;
 use super::{messages, responses, GatewayInner, ProviderRuntime};
 

@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 
 use super::answer::{stop_reason, usage_json};
 use crate::gateway::approval::{self, ToolCall, Verdict};
-use crate::gateway::surface::{new_id, sse_event, PendingCalls, StreamTranslator};
+use crate::gateway::stream_calls::PendingCalls;
+use crate::gateway::surface::{new_id, sse_event, StreamTranslator};
 
 /// Chat chunks → Anthropic stream events.
 pub(crate) struct MessagesStream {

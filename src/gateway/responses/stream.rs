@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 use super::answer::{call_item, message_item, response_object, usage_json};
 use super::Echo;
 use crate::gateway::approval::{self, ToolCall, Verdict};
-use crate::gateway::surface::{new_id, sse_event, unix_now, PendingCalls, StreamTranslator};
+use crate::gateway::stream_calls::PendingCalls;
+use crate::gateway::surface::{new_id, sse_event, unix_now, StreamTranslator};
 
 /// The text item being streamed.
 struct OpenText {
