@@ -826,6 +826,58 @@ async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session(
     assert_eq!(tokens, ["20/10"], "usage of task {task}'s run");
 }
 
+/// Under `moziplus serve`, a run whose provider stops half-way (the fake's
+/// `truncated`): the SDK raises, and the run's transcript (its
+/// `session.activity` events) records each failed call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_moziplus_serve_a_truncated_answer_is_in_the_runs_transcript() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let home = support::TestHome::with_config(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  retry:\n    max_retries: 0\n  providers:\n    - name: fake\n      base_url: {}\n",
+            fake.base_url
+        ),
+        &format!(
+            "agents:\n  - id: sdk\n    runtime: command\n    command: [\"{py}\", \"{DRIVER}\", \"agent_truncated\"]\n"
+        ),
+    );
+    home.create_project("p");
+    home.create_task("p", "call a provider that stops half-way", &[]);
+    let (r, events) = tokio::task::spawn_blocking(move || {
+        let daemon = support::Daemon::start(&home);
+        let file = home.path().join("truncated-results.json");
+        support::wait_for(Duration::from_secs(90), "the run's results", || {
+            file.exists()
+        });
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let db = home.db("p");
+        let query = "SELECT payload FROM event WHERE kind = 'session.activity' \
+            AND payload LIKE '%\"kind\":\"error\"%' ORDER BY id";
+        support::wait_for(Duration::from_secs(10), "the transcript entries", || {
+            support::query_strings(&db, query).len() >= 2
+        });
+        let events = support::query_strings(&db, query);
+        daemon.stop();
+        (r, events)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["json"]["class"], "InternalServerError", "{r}");
+    assert_eq!(r["stream"]["class"], "APIError", "{r}");
+    let session = r["session"].as_str().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        let e: Value = serde_json::from_str(e).unwrap();
+        assert_eq!(e["session"], session, "{e}");
+        assert_eq!(e["kind"], "error", "{e}");
+        assert!(
+            e["text"].as_str().unwrap().contains("fake truncated"),
+            "{e}"
+        );
+    }
+}
+
 /// The rule end to end under `moziplus serve`: the run's high-risk call
 /// becomes a decision on the project's board, the run waits for it, a human
 /// approves it (`bb decision approve`), and the same call goes through once.

@@ -12,8 +12,7 @@ use futures_util::future::BoxFuture;
 use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
-use crate::blackboard::DecisionStatus;
-use crate::blackboard::{Actor, Priority as TaskPriority};
+use crate::blackboard::{Actor, DecisionStatus, EventLevel, Priority as TaskPriority};
 use crate::gateway::{
     ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, Priority, RunAttribution,
     TokenUsage,
@@ -113,8 +112,9 @@ impl GatewayHooks for DaemonHooks {
         });
     }
 
-    /// The daemon's log names the run, task and provider; the agent itself
-    /// got the error in its API's shape, so its transcript shows it too.
+    /// The daemon's log names the run, task and provider, and the run's
+    /// live transcript gets it as a `session.activity` of kind `error` (the
+    /// agent itself got the error in its API's shape).
     fn record_failure(&self, attribution: &RunAttribution, failure: &FailedAttempt) {
         tracing::warn!(
             session = %attribution.session_id,
@@ -126,6 +126,39 @@ impl GatewayHooks for DaemonHooks {
             reason = %failure.reason,
             "an LLM call of this run failed after the provider answered"
         );
+        let Some(bb) = self
+            .daemon
+            .projects()
+            .get(&attribution.project)
+            .and_then(|s| s.bb)
+        else {
+            return;
+        };
+        let payload = serde_json::json!({
+            "session": attribution.session_id,
+            "agent": attribution.agent,
+            "kind": "error",
+            "text": format!(
+                "LLM call failed ({} {}): {}",
+                failure.provider, failure.model, failure.reason
+            ),
+        });
+        let task = attribution.task.clone();
+        // Called on the request path: the write must not hold the answer up.
+        tokio::spawn(async move {
+            let recorded = bb
+                .record_event(
+                    EventLevel::Optional,
+                    "session.activity",
+                    task.as_deref(),
+                    &Actor::daemon(),
+                    payload,
+                )
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "cannot record a failed LLM call in the run's transcript");
+            }
+        });
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -324,9 +324,34 @@ def agent_approval():
     return result
 
 
+def agent_truncated():
+    """Run as a moziplus agent against a provider that stops half-way: what
+    the SDK raised, streamed and not."""
+    global URL, KEY
+    URL = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+    KEY = os.environ["OPENAI_API_KEY"]
+    home, bin_, task = os.environ["MOZI_HOME"], os.environ["MOZI_BIN"], os.environ["MOZI_TASK"]
+    user = [{"role": "user", "content": "hi"}]
+    result = {"session": os.environ["MOZI_SESSION"]}
+    for name, stream in [("json", False), ("stream", True)]:
+        try:
+            r = oa().chat.completions.create(model="fake/truncated", messages=user, stream=stream)
+            result[name] = {"class": None, "got": [c.model_dump() for c in r] if stream else r.model_dump()}
+        except Exception as e:  # noqa: BLE001 - the class is the result
+            result[name] = exc(e)
+    with open(os.path.join(home, "truncated-results.json"), "w") as f:
+        json.dump(result, f)
+    path = os.path.join(home, "truncated-output.md")
+    with open(path, "w") as f:
+        f.write("truncated calls done\n")
+    subprocess.run([bin_, "bb", "output", task, "--summary", "truncated", "--file", path, "--name", "t.md"], check=True)
+    subprocess.run([bin_, "bb", "done", task], check=True)
+    return result
+
+
 SCENARIOS = {f.__name__: f for f in [
     openai_basic, openai_stream, openai_tools, anthropic_basic, anthropic_bearer, anthropic_stream,
-    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent, agent_approval,
+    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent, agent_approval, agent_truncated,
 ]}
 
 if __name__ == "__main__":
