@@ -11,6 +11,8 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use moziplus::gateway::config::Concurrency;
+
 use fake_upstream::FakeUpstream;
 use futures_util::StreamExt;
 use harness::{chat, chat_url, config, provider, start, KEY_VALUE, RUN_KEY};
@@ -73,7 +75,7 @@ async fn unlimited_provider_passes_through_unqueued_with_prefix_stripped() {
 async fn several_limited_requests_are_in_flight_at_once() {
     let fake = FakeUpstream::start().await;
     let mut cfg = config(vec![provider("nv", &fake.base_url, true)]);
-    cfg.queue.concurrency = 3;
+    cfg.queue.concurrency = Concurrency::Fixed(3);
     let (url, _gw, _) = start(cfg).await;
     let calls = (0..6).map(|i| {
         let url = url.clone();

@@ -22,6 +22,7 @@ use std::time::Duration;
 use fake_upstream::FakeUpstream;
 use futures_util::StreamExt;
 use harness::{config, provider, start, RUN_KEY};
+use moziplus::gateway::config::Concurrency;
 use moziplus::gateway::{GatewayConfig, ModelMap};
 use serde_json::{json, Value};
 use support::post_json;
@@ -589,7 +590,7 @@ async fn a_limited_provider_keeps_its_rate_under_100_callers_on_three_surfaces()
 async fn priority_order_holds_across_the_three_surfaces() {
     let fake = FakeUpstream::start().await;
     let mut cfg = config(vec![provider("nv", &fake.base_url, true)]);
-    cfg.queue.concurrency = 1;
+    cfg.queue.concurrency = Concurrency::Fixed(1);
     cfg.limiter.capacity = 100.0;
     cfg.limiter.rate_per_minute = 1000.0;
     let (url, gw, _) = start(cfg).await;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use fake_upstream::FakeUpstream;
 use futures_util::StreamExt;
 use harness::{chat, chat_url, config, provider, start};
-use moziplus::gateway::config::FallbackConfig;
+use moziplus::gateway::config::{Concurrency, FallbackConfig};
 use moziplus::gateway::{BreakerState, FullPolicy, GatewayConfig};
 use serde_json::{json, Value};
 use support::{bearer, post_json};
@@ -193,7 +193,7 @@ fn tight_lane(fake: &FakeUpstream, policy: FullPolicy) -> GatewayConfig {
     ]);
     cfg.limiter.rate_per_minute = 60.0;
     cfg.limiter.capacity = 1.0;
-    cfg.queue.concurrency = 1;
+    cfg.queue.concurrency = Concurrency::Fixed(1);
     cfg.queue.max_size = 2;
     cfg.queue.full_policy = policy;
     cfg

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use moziplus::gateway::breaker::{BreakerDecision, BreakerState, CircuitBreaker};
-use moziplus::gateway::config::{GatewayConfig, LimiterConfig};
+use moziplus::gateway::config::{Concurrency, GatewayConfig, LimiterConfig};
 use moziplus::gateway::limiter::AdaptiveBucket;
 use moziplus::gateway::RetreatState;
 use tokio::time::{advance, Instant};
@@ -76,39 +76,72 @@ async fn failed_probe_reopens_for_another_full_period() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn one_429_is_not_a_100_percent_rate() {
+async fn a_429_cuts_once_per_hold_and_short_history_cuts_by_the_factor() {
     let mut bucket = AdaptiveBucket::new(LimiterConfig::default(), Instant::now());
-    bucket.record_response(Instant::now(), true, None);
-    assert_eq!(
-        bucket.state(),
-        RetreatState::Normal,
-        "below min_samples nothing reacts"
-    );
-    for _ in 0..8 {
+    for _ in 0..5 {
         bucket.record_response(Instant::now(), false, None);
     }
-    assert_eq!(
-        bucket.state(),
-        RetreatState::Normal,
-        "9 samples are still too few"
-    );
-    bucket.record_response(Instant::now(), false, None);
-    // 1 of 10 = 10 % >= 5 %: retreat once, x0.75.
+    assert_eq!(bucket.state(), RetreatState::Normal);
+    bucket.record_response(Instant::now(), true, None);
+    // Under a minute of history: x0.9.
     assert_eq!(bucket.state(), RetreatState::Retreat);
-    assert_eq!(bucket.effective_rate(), 30.0);
-    // More 429s within the same window do not cut again (once per window).
+    assert_eq!(bucket.effective_rate(), 36.0);
+    // 429s within the hold were sent at the old rate: no second cut.
+    advance(Duration::from_secs(5)).await;
     for _ in 0..10 {
         bucket.record_response(Instant::now(), true, None);
     }
-    assert_eq!(bucket.effective_rate(), 30.0);
-    advance(Duration::from_secs(60)).await;
-    for _ in 0..10 {
-        bucket.record_response(Instant::now(), true, None);
+    assert_eq!(bucket.effective_rate(), 36.0);
+    advance(Duration::from_secs(6)).await;
+    bucket.record_response(Instant::now(), true, None);
+    assert!(
+        (bucket.effective_rate() - 32.4).abs() < 1e-9,
+        "after the hold a 429 cuts again: {}",
+        bucket.effective_rate()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_minute_of_history_the_rate_goes_to_what_the_provider_accepted() {
+    let mut bucket = AdaptiveBucket::new(LimiterConfig::default(), Instant::now());
+    // The provider served one every 2 s for a minute: 30 in the window...
+    let serve_one = |bucket: &mut AdaptiveBucket, was_429: bool| {
+        if bucket.try_acquire(Instant::now()) {
+            bucket.record_response(Instant::now(), was_429, None);
+        }
+    };
+    for i in 0..30 {
+        if i > 0 {
+            advance(Duration::from_secs(2)).await;
+        }
+        serve_one(&mut bucket, false);
     }
-    assert_eq!(
-        bucket.effective_rate(),
-        22.5,
-        "a new window with >= 10 % cuts once more"
+    assert_eq!(bucket.snapshot(Instant::now()).accepted_last_minute, 30);
+    // ...then refused: its limit is 30/min. The lane goes there in cuts of
+    // at most x0.9 (40 -> 36 -> 32.4 -> ~30), one per hold (10 s).
+    let mut rates = Vec::new();
+    for _ in 0..4 {
+        advance(Duration::from_secs(2)).await;
+        serve_one(&mut bucket, true);
+        rates.push(bucket.effective_rate());
+        // The provider keeps serving 30 a minute meanwhile.
+        for _ in 0..4 {
+            advance(Duration::from_secs(2)).await;
+            serve_one(&mut bucket, false);
+        }
+    }
+    assert_eq!(rates[0], 36.0, "{rates:?}");
+    assert!((rates[1] - 32.4).abs() < 1e-9, "{rates:?}");
+    for r in &rates[2..] {
+        assert!(
+            (29.0..=30.5).contains(r),
+            "settles at what the provider served: {rates:?}"
+        );
+    }
+    let ceiling = bucket.snapshot(Instant::now()).ceiling_per_minute.unwrap();
+    assert!(
+        (29.0..=30.5).contains(&ceiling),
+        "the provider's limit: {ceiling}"
     );
 }
 
@@ -119,27 +152,45 @@ async fn retreat_floor_recovery_steps_and_retry_after_pause() {
         ..LimiterConfig::default()
     };
     let mut bucket = AdaptiveBucket::new(cfg, Instant::now());
-    for _ in 0..5 {
-        for _ in 0..10 {
-            bucket.record_response(Instant::now(), true, None);
-        }
-        advance(Duration::from_secs(60)).await;
+    for _ in 0..10 {
+        bucket.record_response(Instant::now(), true, None);
+        advance(Duration::from_secs(11)).await;
     }
     assert_eq!(bucket.effective_rate(), 20.0, "never below the floor");
-    // Quiet upstream: after 120 s without 429s, recover by +2 per step.
-    advance(Duration::from_secs(120)).await;
+    // Near the ceiling (where the last 429 came, here the floor) recovery
+    // probes slowly: +0.5 per 60 s.
+    let ceiling = bucket.snapshot(Instant::now()).ceiling_per_minute.unwrap();
+    assert!(ceiling < 25.0, "ceiling {ceiling}");
+    // (The last 429 came 11 s ago.)
+    advance(Duration::from_secs(40)).await;
+    bucket.evaluate(Instant::now());
+    assert_eq!(bucket.effective_rate(), 20.0, "no probe before 60 s");
+    advance(Duration::from_secs(10)).await;
     bucket.evaluate(Instant::now());
     assert_eq!(
         (bucket.state(), bucket.effective_rate()),
-        (RetreatState::Recover, 22.0)
+        (RetreatState::Recover, 20.5)
     );
-    for _ in 0..20 {
-        advance(Duration::from_secs(60)).await;
+    // Once the ceiling is forgotten (180 s without a 429) the climb is fast:
+    // x1.25 per step, back to the base within a few steps.
+    let mut steps_after_forgetting = 0;
+    for _ in 0..40 {
+        advance(Duration::from_secs(20)).await;
         bucket.evaluate(Instant::now());
+        if bucket.snapshot(Instant::now()).ceiling_per_minute.is_none() {
+            steps_after_forgetting += 1;
+        }
+        if bucket.state() == RetreatState::Normal {
+            break;
+        }
     }
     assert_eq!(
         (bucket.state(), bucket.effective_rate()),
         (RetreatState::Normal, 40.0)
+    );
+    assert!(
+        steps_after_forgetting <= 4,
+        "{steps_after_forgetting} steps from the forgotten ceiling to the base"
     );
 
     // Retry-After pauses grants even with a full bucket.
@@ -156,25 +207,35 @@ async fn runtime_base_rate_change_moves_the_base_not_just_the_current_rate() {
     let mut bucket = AdaptiveBucket::new(LimiterConfig::default(), Instant::now());
     bucket.set_base_rate(Instant::now(), 20.0);
     assert_eq!((bucket.base_rate(), bucket.effective_rate()), (20.0, 20.0));
-    for _ in 0..10 {
-        bucket.record_response(Instant::now(), true, None);
-    }
-    assert_eq!(bucket.effective_rate(), 15.0);
+    bucket.record_response(Instant::now(), true, None);
+    assert_eq!(bucket.effective_rate(), 18.0);
     bucket.set_base_rate(Instant::now(), 30.0);
     assert_eq!(
         (bucket.base_rate(), bucket.effective_rate()),
-        (30.0, 15.0),
+        (30.0, 18.0),
         "retreat keeps its cut"
     );
-    advance(Duration::from_secs(121)).await;
-    for _ in 0..20 {
+    for _ in 0..40 {
+        advance(Duration::from_secs(20)).await;
         bucket.evaluate(Instant::now());
-        advance(Duration::from_secs(60)).await;
     }
     assert_eq!(
         bucket.effective_rate(),
         30.0,
         "recovery climbs to the new base"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_first_minute_is_paced_not_burst() {
+    // Default capacity 1: the first grant at once, then one per 1.5 s.
+    let mut bucket = AdaptiveBucket::new(LimiterConfig::default(), Instant::now());
+    assert!(bucket.try_acquire(Instant::now()));
+    assert!(!bucket.try_acquire(Instant::now()), "no burst");
+    let wait = bucket.time_until_grant(Instant::now());
+    assert!(
+        wait >= Duration::from_millis(1499) && wait <= Duration::from_millis(1501),
+        "{wait:?}"
     );
 }
 
@@ -184,7 +245,18 @@ fn config_defaults_yaml_and_validation() {
     cfg.validate().unwrap();
     assert_eq!(cfg.limiter.rate_per_minute, 40.0);
     assert_eq!(cfg.queue.max_size, 500);
-    assert_eq!(cfg.queue.concurrency, 3);
+    assert_eq!(cfg.queue.concurrency, Concurrency::Auto);
+    assert_eq!(cfg.limiter.capacity, 1.0, "no burst by default");
+    let fixed: GatewayConfig = serde_yaml_ng::from_str("queue:\n  concurrency: 7\n").unwrap();
+    assert_eq!(fixed.queue.concurrency, Concurrency::Fixed(7));
+    let auto: GatewayConfig = serde_yaml_ng::from_str("queue:\n  concurrency: auto\n").unwrap();
+    assert_eq!(auto.queue.concurrency, Concurrency::Auto);
+    let word =
+        serde_yaml_ng::from_str::<GatewayConfig>("queue:\n  concurrency: lots\n").unwrap_err();
+    assert!(
+        word.to_string().contains("neither `auto` nor a number"),
+        "{word}"
+    );
     assert_eq!(cfg.providers[0].name, "nvidia");
     assert!(cfg.providers[0].limited);
 

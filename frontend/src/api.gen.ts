@@ -850,6 +850,19 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** @description Admission by quota, as the daemon reports it through its hooks. */
+        AdmissionStatus: {
+            /** @description Whether admission by quota is on (`daemon.admission.enabled`). */
+            enabled: boolean;
+            /** @description Per lane, as of the last tick that looked for work. */
+            lanes: components["schemas"]["LaneLoad"][];
+            /** @description Tasks held back for quota. */
+            held: components["schemas"]["HeldTask"][];
+            /** @description Known agent demands, calls per minute (from history or the prior). */
+            demand_per_minute: {
+                [key: string]: number;
+            };
+        };
         AllDecisions: {
             decisions: components["schemas"]["ProjectDecision"][];
         };
@@ -882,12 +895,13 @@ export interface components {
         BucketSnapshot: {
             /**
              * Format: double
-             * @description Tokens in the bucket now.
+             * @description Requests that may be granted right now (the bucket's tokens; these
+             *     are requests, not LLM tokens).
              */
             tokens: number;
             /**
              * Format: double
-             * @description Bucket capacity.
+             * @description Bucket capacity (largest burst).
              */
             capacity: number;
             /**
@@ -904,15 +918,21 @@ export interface components {
             retreat_state: components["schemas"]["RetreatState"];
             /**
              * Format: double
-             * @description 429 ratio over the retreat window (`None` below `min_samples`).
+             * @description Share of the responses of the last 60 s that were 429 (`None`
+             *     without responses).
              */
-            ratio_429_retreat_window?: number | null;
+            ratio_429_last_minute?: number | null;
+            /**
+             * @description Responses of the last 60 s that were not 429: what the provider
+             *     served.
+             */
+            accepted_last_minute: number;
             /**
              * Format: double
-             * @description 429 ratio over the recover window (`None` below `min_samples`).
+             * @description Rate at which the last 429 came, per minute (`None` once forgotten).
              */
-            ratio_429_recover_window?: number | null;
-            /** @description Responses recorded in the recover window. */
+            ceiling_per_minute?: number | null;
+            /** @description Responses recorded in the last 60 s. */
             samples: number;
             /** @description Grants in the last 60 s. */
             granted_last_minute: number;
@@ -937,6 +957,8 @@ export interface components {
          * @enum {string}
          */
         CommentType: "comment" | "question" | "answer" | "rebuttal" | "note" | "system";
+        /** @description `auto` (sized by rate x answer time) or a fixed number of requests in flight */
+        Concurrency: "auto" | number;
         CreateProject: {
             id: string;
             name: string;
@@ -1082,6 +1104,23 @@ export interface components {
             providers: components["schemas"]["ProviderStatus"][];
             /** @description Token usage ledger. */
             usage: components["schemas"]["LedgerSnapshot"];
+            admission?: null | components["schemas"]["AdmissionStatus"];
+        };
+        /** @description A task the daemon's ticker held back for quota (admission by quota). */
+        HeldTask: {
+            project: string;
+            task: string;
+            /** @description The agent it would have gone to. */
+            agent: string;
+            /** @description The lane (provider) it waits for. */
+            lane: string;
+            /** @description In words, for people. */
+            reason: string;
+            /**
+             * Format: int64
+             * @description When it was first held (ms since the epoch).
+             */
+            since_ms: number;
         };
         /** @description What the status endpoint shows of the inbox. */
         InboxStats: {
@@ -1094,6 +1133,25 @@ export interface components {
             /** Format: int64 */
             pending_bytes: number;
             last_error?: string | null;
+        };
+        /** @description One key of a lane's pool. */
+        KeySnapshot: {
+            /** @description The environment variable the key comes from (never the key). */
+            name: string;
+            /** @description This key's bucket and retreat. */
+            bucket: components["schemas"]["BucketSnapshot"];
+            /**
+             * Format: int64
+             * @description Permits granted on this key.
+             */
+            granted: number;
+            /**
+             * Format: double
+             * @description Seconds until a parked key serves again (0 = not parked).
+             */
+            parked_for_seconds: number;
+            /** @description Why the key is parked. */
+            parked_reason?: string | null;
         };
         /** @description Counters kept by a lane. */
         LaneCounters: {
@@ -1123,10 +1181,37 @@ export interface components {
              */
             passthrough: number;
         };
+        /** @description One lane's load as the ticker last saw it. */
+        LaneLoad: {
+            lane: string;
+            /**
+             * Format: double
+             * @description Requests per minute the lane serves now.
+             */
+            capacity_per_minute: number;
+            /**
+             * Format: double
+             * @description Sum of the demand of its runs in flight, calls per minute.
+             */
+            committed_per_minute: number;
+            /** @description Runs in flight on it. */
+            runs: number;
+        };
         /** @description Point-in-time view of a lane. */
         LaneSnapshot: {
-            /** @description Token bucket state. */
+            /**
+             * @description The pool's buckets together (rates and tokens summed over the keys
+             *     that are not parked).
+             */
             bucket: components["schemas"]["BucketSnapshot"];
+            /**
+             * Format: double
+             * @description Requests per minute the lane can feed now (sum of the unparked
+             *     keys' effective rates).
+             */
+            capacity_per_minute: number;
+            /** @description Each key of the pool. */
+            keys: components["schemas"]["KeySnapshot"][];
             /** @description Waiting requests per priority. */
             queue_depth: components["schemas"]["QueueDepth"];
             /** @description Waiting requests in total. */
@@ -1137,8 +1222,17 @@ export interface components {
             full_policy: components["schemas"]["FullPolicy"];
             /** @description Requests in flight upstream. */
             in_flight: number;
-            /** @description Concurrency limit. */
+            /** @description In-flight limit in force. */
             concurrency: number;
+            /** @description How the limit is set: `auto` or the fixed number. */
+            concurrency_mode: components["schemas"]["Concurrency"];
+            /** @description Why the limit is what it is, in words. */
+            concurrency_reason: string;
+            /**
+             * Format: double
+             * @description Moving average of answer times, seconds (`None` before the first).
+             */
+            answer_time_seconds?: number | null;
             /** @description Counters. */
             counters: components["schemas"]["LaneCounters"];
         };
@@ -1493,8 +1587,11 @@ export interface components {
             queue_max_size: number;
             /** @description Full policy. */
             full_policy: components["schemas"]["FullPolicy"];
-            /** @description In-flight limit per limited provider. */
-            concurrency: number;
+            /**
+             * @description In-flight limit per limited provider: `auto` (sized by rate x
+             *     answer time) or a number.
+             */
+            concurrency: components["schemas"]["Concurrency"];
             /**
              * Format: double
              * @description Wait allowance of urgent/high/normal, seconds.

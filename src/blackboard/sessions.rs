@@ -173,6 +173,56 @@ impl Blackboard {
         })
     }
 
+    /// Books the LLM calls a run made through the gateway and the time they
+    /// waited for a rate lane (added to what the session has).
+    pub async fn add_session_calls(&self, id: &str, calls: u64, wait_ms: u64) -> BbResult<()> {
+        let (calls, wait_ms) = (
+            calls.min(i64::MAX as u64) as i64,
+            wait_ms.min(i64::MAX as u64) as i64,
+        );
+        write_tx!(self, |tx, _now| {
+            sqlx::query(
+                "UPDATE session SET llm_calls = llm_calls + ?, llm_wait_ms = llm_wait_ms + ?
+                 WHERE id = ?",
+            )
+            .bind(calls)
+            .bind(wait_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        })
+    }
+
+    /// An agent's LLM demand in calls per minute of un-queued run time over
+    /// its last `last` ended sessions that made calls, with how many
+    /// sessions it rests on; `None` without such sessions.
+    pub async fn agent_demand(&self, agent: &str, last: i64) -> BbResult<Option<(f64, usize)>> {
+        let rows = sqlx::query(
+            "SELECT llm_calls, llm_wait_ms, ended_at - started_at FROM session
+             WHERE agent = ? AND ended_at IS NOT NULL AND llm_calls > 0
+             ORDER BY ended_at DESC LIMIT ?",
+        )
+        .bind(agent)
+        .bind(last)
+        .fetch_all(&self.pool)
+        .await?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let (mut calls, mut active_ms) = (0i64, 0i64);
+        for r in &rows {
+            calls += r.get::<i64, _>(0);
+            // A run's time less its queue waits, at least a second per call.
+            let wait: i64 = r.get(1);
+            let span: i64 = r.get(2);
+            active_ms += (span - wait).max(1000 * r.get::<i64, _>(0));
+        }
+        Ok(Some((
+            calls as f64 * 60_000.0 / active_ms.max(1) as f64,
+            rows.len(),
+        )))
+    }
+
     pub async fn session(&self, id: &str) -> BbResult<Session> {
         let row = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM session WHERE id = ?"

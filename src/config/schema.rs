@@ -87,6 +87,37 @@ pub struct DaemonConfig {
     /// trying again (the last value repeats): an agent held after an
     /// infrastructure failure, a task's next round after a failed run.
     pub retry_backoff: Vec<u64>,
+    /// Run slots beyond `max_global_agents` that only urgent tasks (and
+    /// high ones with `reserve_for_high`) may take, so urgent work never
+    /// waits for another run to end.
+    pub reserved_urgent_slots: u32,
+    /// Let high-priority tasks use the reserved slots too.
+    pub reserve_for_high: bool,
+    /// Admission by quota (see `daemon::quota`).
+    pub admission: AdmissionConfig,
+}
+
+/// `daemon.admission:` — start runs only while the rate lane their agent
+/// uses can feed them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    pub enabled: bool,
+    /// Calls per minute assumed for an agent with no history.
+    pub demand_prior: f64,
+    /// A run is admitted while the lane's committed demand is under its
+    /// capacity, or while it still fits within capacity x headroom.
+    pub headroom: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            enabled: true,
+            demand_prior: 4.0,
+            headroom: 1.25,
+        }
+    }
 }
 
 impl Default for DaemonConfig {
@@ -99,6 +130,9 @@ impl Default for DaemonConfig {
             zombie_threshold: 20,
             kill_grace: 10,
             retry_backoff: vec![10, 60, 300],
+            reserved_urgent_slots: 1,
+            reserve_for_high: false,
+            admission: AdmissionConfig::default(),
         }
     }
 }

@@ -64,6 +64,25 @@ impl Config {
                 d.retry_backoff
             ),
         )?;
+        check(
+            d.reserved_urgent_slots <= 64,
+            "daemon.reserved_urgent_slots",
+            format!("must be at most 64, got {}", d.reserved_urgent_slots),
+        )?;
+        let a = &d.admission;
+        check(
+            a.demand_prior.is_finite() && a.demand_prior > 0.0 && a.demand_prior <= 10_000.0,
+            "daemon.admission.demand_prior",
+            format!(
+                "must be a positive number of calls per minute (at most 10000), got {}",
+                a.demand_prior
+            ),
+        )?;
+        check(
+            a.headroom.is_finite() && (1.0..=10.0).contains(&a.headroom),
+            "daemon.admission.headroom",
+            format!("must be between 1 and 10, got {}", a.headroom),
+        )?;
         Ok(())
     }
 

@@ -161,6 +161,17 @@ impl GatewayHooks for DaemonHooks {
         });
     }
 
+    fn record_call(&self, attribution: &RunAttribution, queue_wait: std::time::Duration) {
+        self.daemon
+            .quota()
+            .record_call(&attribution.session_id, queue_wait);
+    }
+
+    fn admission(&self) -> Option<crate::gateway::status::AdmissionStatus> {
+        let enabled = self.daemon.config().daemon.admission.enabled;
+        Some(self.daemon.quota().status(enabled))
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         let usage = self.usage.clone();
         Box::pin(async move { usage.close().await })

@@ -25,6 +25,7 @@ pub mod home_lock;
 pub mod inbox;
 pub mod process;
 pub mod projects;
+pub mod quota;
 pub mod recovery;
 pub mod runs;
 pub mod snapshots;
@@ -106,6 +107,7 @@ struct Inner {
     runtime_health: crate::runtime::health::RuntimeHealth,
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
+    quota: quota::QuotaBook,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -138,15 +140,15 @@ pub enum DaemonError {
 /// Refuses an agent whose `pass_env` names a provider key of the gateway or
 /// the API token: the run environment never carries them.
 fn check_pass_env(config: &Config, agents: &AgentsFile) -> Result<(), DaemonError> {
-    let mut secret: Vec<&str> = config
+    let mut secret: Vec<String> = config
         .gateway
         .providers
         .iter()
-        .filter_map(|p| p.api_key_env.as_deref())
+        .flat_map(|p| p.key_envs())
         .collect();
-    secret.push("NVIDIA_API_KEY");
+    secret.push("NVIDIA_API_KEY".to_string());
     for a in &agents.agents {
-        if let Some(name) = a.pass_env.iter().find(|n| secret.contains(&n.as_str())) {
+        if let Some(name) = a.pass_env.iter().find(|n| secret.contains(n)) {
             return Err(DaemonError::Refused(format!(
                 "config/agents.yaml: agents.{}.pass_env names {name}, a provider key of the gateway; agents reach providers only through the gateway",
                 a.id
@@ -196,6 +198,7 @@ impl Daemon {
                 spawned: AtomicU64::new(0),
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
+                quota: Default::default(),
             }),
         })
     }
@@ -233,6 +236,11 @@ impl Daemon {
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {
         &self.inner.workspaces
+    }
+
+    /// Admission by quota: call counts, demand estimates, held tasks.
+    pub fn quota(&self) -> &quota::QuotaBook {
+        &self.inner.quota
     }
 
     /// The current infrastructure problems (readiness, status, dashboard):

@@ -195,8 +195,11 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
 
     // 3. Ready work, most urgent then oldest, within the limits. The query
     // runs outside the schedule lock; the counts are taken again under it.
+    // Urgent work may also take the reserved slots, so the query runs while
+    // any slot is free (the non-urgent limit is applied per task).
     let max_global = d.config().daemon.max_global_agents as usize;
-    if probe.open > 0 && run_counts(d).0 < max_global && !d.is_shutting_down() {
+    let reserved = d.config().daemon.reserved_urgent_slots as usize;
+    if probe.open > 0 && run_counts(d).0 < max_global + reserved && !d.is_shutting_down() {
         let ready = bb.ready_tasks((max_global as i64) * 4 + 16).await?;
         metrics::gauge!("moziplus_ready_tasks", "project" => project.to_string())
             .set(ready.len() as f64);
@@ -282,13 +285,31 @@ async fn start_ready(
         .max_global_agents
         .map(|c| c as usize)
         .unwrap_or(max_global);
+    let reserved = d.config().daemon.reserved_urgent_slots as usize;
+    let reserve_for_high = d.config().daemon.reserve_for_high;
     let _guard = d.schedule_lock_owned().await;
-    let (running, per_project, mut busy) = run_counts(&d);
-    let mut free = max_global
-        .saturating_sub(running)
-        .min(project_cap.saturating_sub(*per_project.get(project).unwrap_or(&0)));
+    let (mut running, per_project, mut busy) = run_counts(&d);
+    let mut in_project = *per_project.get(project).unwrap_or(&0);
+    let admission_on = d.config().daemon.admission.enabled;
+    let live: Vec<super::runs::RunInfo> = if admission_on {
+        d.runs_lock().values().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let mut admission = super::quota::Admission::new(&d, &live);
     for task in ready {
-        if free == 0 || d.is_shutting_down() {
+        if d.is_shutting_down() {
+            break;
+        }
+        // Ready tasks come most urgent first: once a task finds no slot,
+        // none after it will (the reserved slots are for the urgent).
+        let may_reserve = task.priority == crate::blackboard::Priority::Urgent
+            || (reserve_for_high && task.priority == crate::blackboard::Priority::High);
+        let extra = if may_reserve { reserved } else { 0 };
+        if running >= max_global + extra || in_project >= project_cap + extra {
+            if may_reserve {
+                continue;
+            }
             break;
         }
         let team = Team {
@@ -301,6 +322,11 @@ async fn start_ready(
         let Some(agent) = team.for_work(task.assignee.as_deref(), &task.kind) else {
             continue;
         };
+        if admission_on {
+            if let super::quota::Verdict::Hold(_) = admission.judge(bb, &task, agent).await {
+                continue;
+            }
+        }
         // Claim for the agent; the lease outlives the run's own timeout so
         // the supervisor, not lease expiry, ends a slow run.
         let holder = Actor {
@@ -316,7 +342,19 @@ async fn start_ready(
         };
         start_run(&d, bb, &claimed, agent, RunKind::Work, timeout).await;
         *busy.entry(agent.id.clone()).or_insert(0) += 1;
-        free -= 1;
+        running += 1;
+        in_project += 1;
+    }
+    for held in admission.finish(project) {
+        tracing::info!(project, task = %held.task, reason = %held.reason, "task held for quota");
+        bb.record_event(
+            EventLevel::Attention,
+            "task.held",
+            Some(&held.task),
+            &Actor::daemon(),
+            json!({ "reason": held.reason, "lane": held.lane, "agent": held.agent }),
+        )
+        .await?;
     }
     Ok(())
 }

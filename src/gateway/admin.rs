@@ -12,7 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::auth::{bearer, constant_time_eq};
-use super::config::FullPolicy;
+use super::config::{Concurrency, FullPolicy};
 use super::error::GatewayError;
 use super::status::RuntimeSettings;
 use super::{lock, Gateway};
@@ -29,8 +29,8 @@ pub struct SettingsUpdate {
     pub queue_max_size: Option<usize>,
     /// New full policy.
     pub full_policy: Option<FullPolicy>,
-    /// New concurrency limit.
-    pub concurrency: Option<usize>,
+    /// New in-flight limit: `"auto"` or a number.
+    pub concurrency: Option<Concurrency>,
     /// New wait allowance, seconds.
     pub request_timeout: Option<f64>,
     /// New low-priority wait, seconds.
@@ -126,9 +126,9 @@ impl Gateway {
                 "`queue_max_size` must be at least 1".to_string(),
             ));
         }
-        if update.concurrency == Some(0) {
+        if update.concurrency == Some(Concurrency::Fixed(0)) {
             return Err(GatewayError::BadRequest(
-                "`concurrency` must be at least 1".to_string(),
+                "`concurrency` must be \"auto\" or at least 1".to_string(),
             ));
         }
         let lanes: Vec<_> = self

@@ -166,6 +166,14 @@ pub(super) async fn attempts(
     }))
 }
 
+/// Whether a 429's body says a daily (not a per-minute) quota is spent.
+fn names_daily_quota(detail: &str) -> bool {
+    let d = detail.to_ascii_lowercase();
+    ["daily", "per day", "requests per day", "quota for today"]
+        .iter()
+        .any(|w| d.contains(w))
+}
+
 impl Attempt<'_> {
     fn name(&self) -> &str {
         &self.provider.cfg.name
@@ -199,6 +207,7 @@ impl Attempt<'_> {
         let sent_at = Instant::now();
         let resp = match upstream::send(
             provider,
+            permit.as_ref().map(LanePermit::key),
             self.wire.endpoint,
             self.body.clone(),
             self.call.stream,
@@ -222,7 +231,9 @@ impl Attempt<'_> {
             p.record_response(status == 429, retry_after.filter(|_| status == 429));
         }
         if status == 429 || status >= 500 {
-            return self.refused(status, retry_after, resp, &mut outcome).await;
+            return self
+                .refused(status, retry_after, resp, &mut outcome, permit)
+                .await;
         }
         if status >= 400 {
             // A client mistake the upstream reported: pass it on verbatim.
@@ -247,6 +258,7 @@ impl Attempt<'_> {
         upstream_ra: Option<Duration>,
         resp: reqwest::Response,
         outcome: &mut ProbeGuard<'_>,
+        permit: &mut Option<LanePermit>,
     ) -> Outcome {
         let name = self.name();
         let detail = upstream::snippet(
@@ -254,6 +266,13 @@ impl Attempt<'_> {
                 .await
                 .unwrap_or_default(),
         );
+        if status == 429 && names_daily_quota(&detail) {
+            // This key is spent for the day; the retry (and every other
+            // call) goes to the pool's other keys.
+            if let Some(p) = permit.as_mut() {
+                p.park_daily_quota(upstream_ra, &detail);
+            }
+        }
         metrics::upstream_error(name, status_label(status));
         let retryable = status == 429 || upstream::is_retryable_5xx(status);
         let failure = if status == 429 {

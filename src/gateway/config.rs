@@ -76,6 +76,20 @@ impl Default for GatewayConfig {
     }
 }
 
+impl ProviderConfig {
+    /// Every environment variable naming one of this provider's keys, in
+    /// pool order, each once.
+    pub fn key_envs(&self) -> Vec<String> {
+        let mut envs: Vec<String> = Vec::new();
+        for env in self.api_key_env.iter().chain(self.api_key_envs.iter()) {
+            if !envs.contains(env) {
+                envs.push(env.clone());
+            }
+        }
+        envs
+    }
+}
+
 /// One upstream OpenAI-compatible provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,6 +103,12 @@ pub struct ProviderConfig {
     /// appears in config, logs or API output.
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// A key pool: more environment variables, each holding one more key
+    /// of the same provider (after `api_key_env`, if set). Each key of a
+    /// limited provider gets its own bucket and retreat; calls go to the
+    /// key that can serve soonest.
+    #[serde(default)]
+    pub api_key_envs: Vec<String>,
     /// Limited providers go through the token bucket and priority queue.
     #[serde(default)]
     pub limited: bool,
@@ -241,58 +261,72 @@ impl Default for TimeoutConfig {
     }
 }
 
-/// Token bucket plus adaptive retreat (SPEC 7.2).
+/// Token bucket plus adaptive retreat, per key of a limited provider.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimiterConfig {
-    /// Base rate, requests per minute.
+    /// Base rate, requests per minute (per key).
     pub rate_per_minute: f64,
-    /// Bucket capacity (burst size); the bucket starts full.
+    /// Bucket capacity: the most requests granted at once after idle time.
+    /// The bucket starts with this many; the default 1 means no burst at
+    /// all, one grant every `60 / rate` seconds from the first second.
     pub capacity: f64,
     /// Also cap grants in any rolling 60 s window at the effective rate, so
-    /// a full bucket plus refill never exceeds the per-minute promise.
+    /// a burst plus refill never exceeds the per-minute promise.
     pub window_guard: bool,
-    /// Retreat window, seconds.
-    pub retreat_window: f64,
-    /// Recover window, seconds.
-    pub recover_window: f64,
-    /// Samples a window needs before its 429 ratio counts.
-    pub min_samples: usize,
-    /// 429 ratio (60 s) that starts a retreat.
-    pub retreat_ratio: f64,
-    /// 429 ratio (60 s) that deepens a retreat, at most once per window.
-    pub deep_retreat_ratio: f64,
-    /// 429 ratio (120 s) under which recovery starts.
-    pub recover_ratio: f64,
-    /// Multiplier applied on each retreat step.
+    /// After a 429 with under 30 s of history: the rate is multiplied by
+    /// this. With more history the rate goes to the rate the provider
+    /// accepted over the last minute (times `retreat_margin`).
     pub retreat_factor: f64,
+    /// Share of the provider's observed accept rate the lane settles at.
+    pub retreat_margin: f64,
+    /// Seconds after a cut during which further 429s do not cut again
+    /// (they were sent at the old rate).
+    pub retreat_hold: f64,
     /// Rate never goes below this, requests per minute.
     pub floor_per_minute: f64,
-    /// Recovery step, requests per minute.
-    pub recover_step_per_minute: f64,
-    /// Seconds between two recovery steps.
+    /// Seconds without a 429 between two recovery steps.
     pub recover_step_interval: f64,
-    /// Longest upstream `Retry-After` honoured, seconds.
+    /// Recovery step near the rate where the last 429 came, per minute.
+    pub recover_step_per_minute: f64,
+    /// Seconds without a 429 between two steps near that rate (each step
+    /// there risks a 429).
+    pub probe_interval: f64,
+    /// Recovery multiplier when the rate is well below that ceiling (or
+    /// the ceiling is forgotten).
+    pub recover_factor: f64,
+    /// Seconds without a 429 after which the last 429's rate is forgotten
+    /// and recovery climbs fast to the base.
+    pub ceiling_memory: f64,
+    /// Longest upstream `Retry-After` honoured as a pause, seconds.
     pub max_retry_after: f64,
+    /// A 429 whose `Retry-After` is at least this long (seconds), or whose
+    /// body names a daily quota, parks the key: the pool's other keys carry
+    /// on and this one gets nothing until the time has passed.
+    pub park_after: f64,
+    /// How long a key is parked on a daily-quota 429 without `Retry-After`,
+    /// seconds.
+    pub park_default: f64,
 }
 
 impl Default for LimiterConfig {
     fn default() -> Self {
         LimiterConfig {
             rate_per_minute: 40.0,
-            capacity: 40.0,
+            capacity: 1.0,
             window_guard: true,
-            retreat_window: 60.0,
-            recover_window: 120.0,
-            min_samples: 10,
-            retreat_ratio: 0.05,
-            deep_retreat_ratio: 0.10,
-            recover_ratio: 0.02,
-            retreat_factor: 0.75,
+            retreat_factor: 0.9,
+            retreat_margin: 1.0,
+            retreat_hold: 10.0,
             floor_per_minute: 5.0,
-            recover_step_per_minute: 2.0,
-            recover_step_interval: 60.0,
+            recover_step_interval: 20.0,
+            recover_step_per_minute: 0.5,
+            probe_interval: 60.0,
+            recover_factor: 1.25,
+            ceiling_memory: 180.0,
             max_retry_after: 300.0,
+            park_after: 600.0,
+            park_default: 3600.0,
         }
     }
 }
@@ -322,14 +356,107 @@ impl fmt::Display for FullPolicy {
     }
 }
 
+/// How many requests a lane lets be in flight upstream at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Concurrency {
+    /// Sized by latency (Little's law): the lane's rate times its observed
+    /// answer time, with headroom, within `concurrency_min..=concurrency_max`.
+    Auto,
+    /// A fixed limit.
+    Fixed(usize),
+}
+
+impl fmt::Display for Concurrency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Concurrency::Auto => f.write_str("auto"),
+            Concurrency::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl Serialize for Concurrency {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Concurrency::Auto => s.serialize_str("auto"),
+            Concurrency::Fixed(n) => s.serialize_u64(*n as u64),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Concurrency {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Concurrency;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("`auto` or a number of requests of at least 1")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Concurrency, E> {
+                Ok(Concurrency::Fixed(usize::try_from(v).unwrap_or(usize::MAX)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Concurrency, E> {
+                u64::try_from(v)
+                    .map(|v| Concurrency::Fixed(usize::try_from(v).unwrap_or(usize::MAX)))
+                    .map_err(|_| {
+                        E::custom(format!(
+                            "concurrency {v} is negative; use `auto` or a number of at least 1"
+                        ))
+                    })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Concurrency, E> {
+                match v.trim() {
+                    "auto" => Ok(Concurrency::Auto),
+                    other => other.parse::<usize>().map(Concurrency::Fixed).map_err(|_| {
+                        E::custom(format!(
+                            "concurrency {other:?} is neither `auto` nor a number; use `auto` or e.g. 20"
+                        ))
+                    }),
+                }
+            }
+        }
+        d.deserialize_any(Visit)
+    }
+}
+
+impl utoipa::PartialSchema for Concurrency {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaType, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::String))
+                    .enum_values(Some(["auto"])),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Integer))
+                    .minimum(Some(1)),
+            )
+            .description(Some(
+                "`auto` (sized by rate x answer time) or a fixed number of requests in flight",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Concurrency {}
+
 /// Priority queue of limited providers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     /// Waiting requests per limited provider.
     pub max_size: usize,
-    /// Requests in flight upstream at once per limited provider.
-    pub concurrency: usize,
+    /// Requests in flight upstream at once per limited provider: `auto`
+    /// (the default) or a number.
+    pub concurrency: Concurrency,
+    /// Lower bound of `auto`.
+    pub concurrency_min: usize,
+    /// Upper bound of `auto`.
+    pub concurrency_max: usize,
+    /// Answer time `auto` assumes until the lane has seen answers, seconds.
+    pub answer_time_prior: f64,
     /// Queue-full policy.
     pub full_policy: FullPolicy,
     /// How long urgent/high/normal requests wait for a token, seconds.
@@ -342,7 +469,10 @@ impl Default for QueueConfig {
     fn default() -> Self {
         QueueConfig {
             max_size: 500,
-            concurrency: 3,
+            concurrency: Concurrency::Auto,
+            concurrency_min: 2,
+            concurrency_max: 64,
+            answer_time_prior: 30.0,
             full_policy: FullPolicy::Reject,
             request_timeout: 60.0,
             low_priority_timeout: 2.0,
@@ -484,6 +614,7 @@ fn provider(name: &str, base_url: &str, key_env: &str) -> ProviderConfig {
         name: name.to_string(),
         base_url: base_url.to_string(),
         api_key_env: Some(key_env.to_string()),
+        api_key_envs: Vec::new(),
         limited: false,
         aliases: Vec::new(),
         alias_prefix: None,

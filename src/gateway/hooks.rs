@@ -103,6 +103,17 @@ pub trait GatewayHooks: Send + Sync + 'static {
     /// books it for the run.
     fn record_failure(&self, _attribution: &RunAttribution, _failure: &FailedAttempt) {}
 
+    /// One call of a run is going upstream, after `queue_wait` in its rate
+    /// lane (zero for unlimited providers). Once per client call, not per
+    /// retry; synchronous and non-blocking like `record_usage`.
+    fn record_call(&self, _attribution: &RunAttribution, _queue_wait: Duration) {}
+
+    /// What the embedding daemon does to fit its runs to the lanes, for
+    /// the status page.
+    fn admission(&self) -> Option<super::status::AdmissionStatus> {
+        None
+    }
+
     /// Write a `proposed` decision for a high-risk tool call and return its
     /// id, which the agent sees under `requires_approval`.
     fn propose_approval(

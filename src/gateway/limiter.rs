@@ -1,25 +1,34 @@
-//! Token bucket with adaptive retreat (SPEC 7.2).
+//! Token bucket with adaptive retreat, one per key of a limited provider.
 //!
 //! Pure state machine: every method takes `now`, nothing sleeps and nothing
 //! reads a clock, so the rules can be tested exactly. The lane (`lane.rs`)
-//! owns one bucket per limited provider behind a mutex and calls these
+//! owns the buckets of a provider's keys behind a mutex and calls these
 //! methods with `tokio::time::Instant::now()`.
 //!
+//! # Pace
 //! Two guards decide whether a request may go upstream now:
 //! * the **bucket** (capacity, continuous refill at the effective rate)
-//!   shapes bursts;
+//!   shapes bursts. It starts with `capacity` tokens, and the default
+//!   capacity is 1: from the first second, and again after idle time, the
+//!   lane spends at the steady pace (one grant every `60 / rate` s) instead
+//!   of bursting a whole minute's quota and then stalling for most of the
+//!   next minute;
 //! * the **rolling-window guard** counts grants of the last 60 s and refuses
-//!   once they reach the effective per-minute rate. A full bucket plus one
-//!   minute of refill would otherwise allow `capacity + rate` requests in the
-//!   first minute, which is exactly what NVIDIA's per-minute limit punishes.
+//!   once they reach the effective per-minute rate, so a configured burst
+//!   plus refill never exceeds the per-minute promise.
 //!
-//! While the window is full the bucket does not refill, so under sustained
-//! demand grants settle into an even pace (one every `60 / rate` seconds)
-//! after the initial burst, instead of a burst at the top of every minute.
-//!
-//! Adaptive retreat only reacts to ratios computed over at least
-//! `min_samples` responses, and deepens or recovers at most once per window,
-//! so one 429 is never read as a 100 % rate (a defect of the old system).
+//! # Retreat
+//! A 429 says the provider serves less than the lane sends. The lane then
+//! moves to the rate the provider *accepted* over the last minute (times
+//! `retreat_margin`), or by `retreat_factor` while it has less than 30 s of
+//! history; further 429s within `retreat_hold` were sent at the old rate
+//! and do not cut again. The rate at which the 429 came is remembered as the
+//! ceiling. Without 429s the rate climbs: by `recover_factor` each
+//! `recover_step_interval` while well below the ceiling (or once the
+//! ceiling is forgotten after `ceiling_memory`), by
+//! `recover_step_per_minute` each `probe_interval` near it.
+//! So a lane settles within a few percent of a provider's real limit and
+//! returns to its base quickly when the 429s stop.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -37,7 +46,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 pub enum RetreatState {
     /// Effective rate equals the base rate.
     Normal,
-    /// The upstream returned too many 429s; the rate was cut.
+    /// The upstream answered 429; the rate was cut.
     Retreat,
     /// 429s stopped; the rate climbs back towards the base.
     Recover,
@@ -57,9 +66,10 @@ impl RetreatState {
 /// Point-in-time view of a bucket, for status and metrics.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BucketSnapshot {
-    /// Tokens in the bucket now.
+    /// Requests that may be granted right now (the bucket's tokens; these
+    /// are requests, not LLM tokens).
     pub tokens: f64,
-    /// Bucket capacity.
+    /// Bucket capacity (largest burst).
     pub capacity: f64,
     /// Configured base rate, per minute.
     pub base_rate_per_minute: f64,
@@ -67,11 +77,15 @@ pub struct BucketSnapshot {
     pub effective_rate_per_minute: f64,
     /// Adaptive state.
     pub retreat_state: RetreatState,
-    /// 429 ratio over the retreat window (`None` below `min_samples`).
-    pub ratio_429_retreat_window: Option<f64>,
-    /// 429 ratio over the recover window (`None` below `min_samples`).
-    pub ratio_429_recover_window: Option<f64>,
-    /// Responses recorded in the recover window.
+    /// Share of the responses of the last 60 s that were 429 (`None`
+    /// without responses).
+    pub ratio_429_last_minute: Option<f64>,
+    /// Responses of the last 60 s that were not 429: what the provider
+    /// served.
+    pub accepted_last_minute: usize,
+    /// Rate at which the last 429 came, per minute (`None` once forgotten).
+    pub ceiling_per_minute: Option<f64>,
+    /// Responses recorded in the last 60 s.
     pub samples: usize,
     /// Grants in the last 60 s.
     pub granted_last_minute: usize,
@@ -89,14 +103,20 @@ pub struct AdaptiveBucket {
     tokens: f64,
     last_refill: Instant,
     grants: VecDeque<Instant>,
+    /// Responses of the last 60 s: (when, was 429).
     samples: VecDeque<(Instant, bool)>,
+    /// When the first grant was made (how much history there is).
+    first_grant: Option<Instant>,
     state: RetreatState,
     last_change: Instant,
+    last_429: Option<Instant>,
+    last_cut: Option<Instant>,
+    ceiling: Option<f64>,
     paused_until: Option<Instant>,
 }
 
 impl AdaptiveBucket {
-    /// A full bucket at the configured base rate.
+    /// A bucket holding `capacity` tokens at the configured base rate.
     pub fn new(cfg: LimiterConfig, now: Instant) -> Self {
         AdaptiveBucket {
             base_per_min: cfg.rate_per_minute,
@@ -106,35 +126,24 @@ impl AdaptiveBucket {
             last_refill: now,
             grants: VecDeque::new(),
             samples: VecDeque::new(),
+            first_grant: None,
             state: RetreatState::Normal,
             last_change: now,
+            last_429: None,
+            last_cut: None,
+            ceiling: None,
             paused_until: None,
             cfg,
         }
     }
 
-    /// Add the tokens earned since the last refill. While the rolling window
-    /// is full the bucket earns nothing: otherwise a saturated lane would
-    /// bank a full bucket during every blocked stretch and release it as a
-    /// burst at the top of each minute, making urgent requests wait for the
-    /// next burst. With the pause it settles into an even pace.
+    /// Add the tokens earned since the last refill.
     fn refill(&mut self, now: Instant) {
-        let mut from = self.last_refill;
-        if self.cfg.window_guard {
-            let cap = self.window_cap();
-            let first = self
-                .grants
-                .partition_point(|t| from.saturating_duration_since(*t) >= MINUTE);
-            let in_window = self.grants.len() - first;
-            if in_window >= cap {
-                if let Some(t) = self.grants.get(first + (in_window - cap)) {
-                    from = from.max(*t + MINUTE);
-                }
-            }
-        }
-        let earning = now.saturating_duration_since(from).as_secs_f64();
+        let earning = now
+            .saturating_duration_since(self.last_refill)
+            .as_secs_f64();
         self.tokens = (self.tokens + earning * self.rate_per_min / 60.0).min(self.capacity);
-        self.last_refill = now;
+        self.last_refill = self.last_refill.max(now);
     }
 
     fn window_cap(&self) -> usize {
@@ -149,11 +158,10 @@ impl AdaptiveBucket {
         {
             self.grants.pop_front();
         }
-        let keep = secs(self.cfg.retreat_window.max(self.cfg.recover_window));
         while self
             .samples
             .front()
-            .is_some_and(|(t, _)| now.saturating_duration_since(*t) > keep)
+            .is_some_and(|(t, _)| now.saturating_duration_since(*t) >= MINUTE)
         {
             self.samples.pop_front();
         }
@@ -169,7 +177,10 @@ impl AdaptiveBucket {
         }
         if self.tokens < 1.0 {
             let missing = 1.0 - self.tokens;
-            wait = wait.max(secs(missing * 60.0 / self.rate_per_min));
+            // Rounded up to the microsecond so a wake at `now + wait` finds
+            // the whole token (a float sum can fall a hair short of 1).
+            let micros = (missing * 60.0 / self.rate_per_min * 1e6).ceil();
+            wait = wait.max(Duration::from_micros(micros as u64));
         }
         if self.cfg.window_guard && self.grants.len() >= self.window_cap() {
             let excess = self.grants.len() - self.window_cap();
@@ -187,6 +198,7 @@ impl AdaptiveBucket {
         }
         self.tokens -= 1.0;
         self.grants.push_back(now);
+        self.first_grant.get_or_insert(now);
         true
     }
 
@@ -200,83 +212,116 @@ impl AdaptiveBucket {
     /// Record one upstream response and re-evaluate the adaptive state.
     /// `retry_after` pauses the bucket (capped by `max_retry_after`).
     pub fn record_response(&mut self, now: Instant, was_429: bool, retry_after: Option<Duration>) {
+        self.prune(now);
         self.samples.push_back((now, was_429));
         if let Some(ra) = retry_after {
             let until = now + ra.min(secs(self.cfg.max_retry_after));
             self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         }
+        if was_429 {
+            self.last_429 = Some(now);
+            // Answers to requests sent before the last cut say nothing new.
+            let held = self
+                .last_cut
+                .is_some_and(|t| now.saturating_duration_since(t) < secs(self.cfg.retreat_hold));
+            if !held {
+                self.cut(now);
+            }
+        }
         self.evaluate(now);
     }
 
-    fn ratio(&self, now: Instant, window: Duration) -> Option<f64> {
-        let (mut n, mut bad) = (0usize, 0usize);
-        for (t, was_429) in self.samples.iter().rev() {
-            if now.saturating_duration_since(*t) > window {
-                break;
-            }
-            n += 1;
-            bad += usize::from(*was_429);
-        }
-        (n >= self.cfg.min_samples).then(|| bad as f64 / n as f64)
+    /// Responses of the last minute that were not 429.
+    fn accepted_last_minute(&self) -> usize {
+        self.samples.iter().filter(|(_, bad)| !bad).count()
     }
 
-    fn step_down(&mut self, now: Instant) {
+    fn ratio_last_minute(&self) -> Option<f64> {
+        (!self.samples.is_empty()).then(|| {
+            let bad = self.samples.iter().filter(|(_, bad)| *bad).count();
+            bad as f64 / self.samples.len() as f64
+        })
+    }
+
+    /// A 429 outside the hold: go to what the provider serves.
+    fn cut(&mut self, now: Instant) {
         self.refill(now);
-        self.rate_per_min =
-            (self.rate_per_min * self.cfg.retreat_factor).max(self.cfg.floor_per_minute);
+        let before = self.rate_per_min;
+        let history = self
+            .first_grant
+            .map_or(Duration::ZERO, |f| now.saturating_duration_since(f));
+        let step = before * self.cfg.retreat_factor;
+        // What the provider served per minute while the lane sent more: its
+        // real limit. Counted by grant time (what the provider's window
+        // counts): the grants of the last minute less the 429s among them.
+        // With under 30 s of history there is no such figure.
+        let served = (history >= MINUTE / 2).then(|| {
+            let span = history.min(MINUTE).as_secs_f64();
+            let refused = self.samples.iter().filter(|(_, bad)| *bad).count();
+            self.grants.len().saturating_sub(refused) as f64 * 60.0 / span
+        });
+        // One cut goes at most `retreat_factor` deep: a minute with a pause
+        // in it under-counts what the provider serves.
+        let target = served.map_or(step, |s| (s * self.cfg.retreat_margin).max(step));
+        self.rate_per_min = target.max(self.cfg.floor_per_minute).min(before);
+        // The ceiling is where the provider's limit seems to be; recovery
+        // probes slowly near it.
+        self.ceiling = Some(served.unwrap_or(before).max(self.rate_per_min));
         self.state = RetreatState::Retreat;
         self.last_change = now;
+        self.last_cut = Some(now);
     }
 
-    /// Apply the retreat/recover rules. Called on every response and
-    /// periodically by the lane so recovery also happens without traffic.
+    /// Apply the recovery rules. Called on every response and periodically
+    /// by the lane so recovery also happens without traffic.
     pub fn evaluate(&mut self, now: Instant) {
         self.prune(now);
         if self.paused_until.is_some_and(|p| p <= now) {
             self.paused_until = None;
         }
-        let retreat_window = secs(self.cfg.retreat_window);
-        let recover_window = secs(self.cfg.recover_window);
-        let short = self.ratio(now, retreat_window);
-        let since_change = now.saturating_duration_since(self.last_change);
-        match self.state {
-            RetreatState::Normal => {
-                if short.is_some_and(|r| r >= self.cfg.retreat_ratio) {
-                    self.step_down(now);
-                }
-            }
-            RetreatState::Retreat => {
-                if short.is_some_and(|r| r >= self.cfg.deep_retreat_ratio) {
-                    if since_change >= retreat_window {
-                        self.step_down(now);
-                    }
-                } else if since_change >= recover_window
-                    // Too few samples means too little traffic to keep
-                    // punishing the rate: treat it as a clean window.
-                    && self.ratio(now, recover_window).unwrap_or(0.0) < self.cfg.recover_ratio
-                {
-                    self.state = RetreatState::Recover;
-                    self.step_up(now);
-                }
-            }
-            RetreatState::Recover => {
-                if short.is_some_and(|r| r >= self.cfg.retreat_ratio) {
-                    self.step_down(now);
-                } else if since_change >= secs(self.cfg.recover_step_interval) {
-                    self.step_up(now);
-                }
-            }
+        if self
+            .last_429
+            .is_some_and(|t| now.saturating_duration_since(t) >= secs(self.cfg.ceiling_memory))
+        {
+            self.ceiling = None;
         }
-    }
-
-    fn step_up(&mut self, now: Instant) {
+        if self.state == RetreatState::Normal {
+            return;
+        }
+        let quiet_since = self
+            .last_429
+            .map_or(self.last_change, |t| t.max(self.last_change));
+        let near_ceiling = self
+            .ceiling
+            .is_some_and(|c| self.rate_per_min * self.cfg.recover_factor > c);
+        // Near the provider's limit each probe risks a 429 (and its pause),
+        // so the probes there are rarer.
+        let interval = if near_ceiling {
+            self.cfg.probe_interval
+        } else {
+            self.cfg.recover_step_interval
+        };
+        if now.saturating_duration_since(quiet_since) < secs(interval) {
+            return;
+        }
         self.refill(now);
-        self.rate_per_min =
-            (self.rate_per_min + self.cfg.recover_step_per_minute).min(self.base_per_min);
+        let next = if near_ceiling {
+            self.rate_per_min + self.cfg.recover_step_per_minute
+        } else {
+            let up = self.rate_per_min * self.cfg.recover_factor;
+            // Stop short of the ceiling; the slow steps probe the rest.
+            match self.ceiling {
+                Some(c) => up.min(c * self.cfg.retreat_margin).max(self.rate_per_min),
+                None => up,
+            }
+        };
+        self.rate_per_min = next.min(self.base_per_min);
         self.last_change = now;
-        if self.rate_per_min >= self.base_per_min {
-            self.state = RetreatState::Normal;
-        }
+        self.state = if self.rate_per_min >= self.base_per_min {
+            RetreatState::Normal
+        } else {
+            RetreatState::Recover
+        };
     }
 
     /// Change the base rate at runtime. In `normal` the effective rate
@@ -323,8 +368,9 @@ impl AdaptiveBucket {
             base_rate_per_minute: self.base_per_min,
             effective_rate_per_minute: (self.rate_per_min * 100.0).round() / 100.0,
             retreat_state: self.state,
-            ratio_429_retreat_window: self.ratio(now, secs(self.cfg.retreat_window)),
-            ratio_429_recover_window: self.ratio(now, secs(self.cfg.recover_window)),
+            ratio_429_last_minute: self.ratio_last_minute(),
+            accepted_last_minute: self.accepted_last_minute(),
+            ceiling_per_minute: self.ceiling.map(|c| (c * 100.0).round() / 100.0),
             samples: self.samples.len(),
             granted_last_minute: self.grants.len(),
             paused_for_seconds: self

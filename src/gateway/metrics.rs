@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use tokio::time::Instant;
 
 use super::breaker::BreakerState;
-use super::limiter::AdaptiveBucket;
+use super::limiter::BucketSnapshot;
 use super::queue::Priority;
 
 /// `moziplus_gateway_requests_total{provider,priority,status}`
@@ -32,6 +31,10 @@ pub const RATIO_429: &str = "moziplus_gateway_upstream_429_ratio";
 pub const QUEUE_DEPTH: &str = "moziplus_gateway_queue_depth";
 /// `moziplus_gateway_in_flight{provider}`
 pub const IN_FLIGHT: &str = "moziplus_gateway_in_flight";
+/// Gauge: the in-flight limit in force (fixed, or sized by latency).
+pub const IN_FLIGHT_LIMIT: &str = "moziplus_gateway_in_flight_limit";
+/// Gauge: requests per minute the lane's unparked keys serve together.
+pub const CAPACITY: &str = "moziplus_gateway_capacity_per_minute";
 /// `moziplus_gateway_queue_wait_seconds{provider,priority}` histogram
 pub const QUEUE_WAIT: &str = "moziplus_gateway_queue_wait_seconds";
 /// `moziplus_gateway_upstream_latency_seconds{provider}` histogram (to headers)
@@ -121,19 +124,20 @@ pub(crate) fn usage(provider: &str, prompt: u64, completion: u64) {
 /// gauges never go stale).
 pub(crate) fn publish_lane(
     provider: &str,
-    bucket: &mut AdaptiveBucket,
+    snap: &BucketSnapshot,
     depth: &[usize; 4],
     in_flight: usize,
-    now: Instant,
+    limit: usize,
 ) {
-    let snap = bucket.snapshot(now);
     let p = provider.to_string();
     gauge!(TOKENS, "provider" => p.clone()).set(snap.tokens);
     gauge!(RATE_EFFECTIVE, "provider" => p.clone()).set(snap.effective_rate_per_minute);
+    gauge!(CAPACITY, "provider" => p.clone()).set(snap.effective_rate_per_minute);
     gauge!(RATE_BASE, "provider" => p.clone()).set(snap.base_rate_per_minute);
     gauge!(RETREAT_STATE, "provider" => p.clone()).set(snap.retreat_state.as_gauge());
-    gauge!(RATIO_429, "provider" => p.clone()).set(snap.ratio_429_retreat_window.unwrap_or(0.0));
+    gauge!(RATIO_429, "provider" => p.clone()).set(snap.ratio_429_last_minute.unwrap_or(0.0));
     gauge!(IN_FLIGHT, "provider" => p.clone()).set(in_flight as f64);
+    gauge!(IN_FLIGHT_LIMIT, "provider" => p.clone()).set(limit as f64);
     for priority in Priority::ALL {
         gauge!(QUEUE_DEPTH, "provider" => p.clone(), "priority" => priority.as_str())
             .set(depth[priority.index()] as f64);

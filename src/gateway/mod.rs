@@ -94,9 +94,17 @@ pub struct Gateway {
     inner: Arc<GatewayInner>,
 }
 
+/// One key of a provider's pool: the variable it came from and its value
+/// (`None` when the variable is unset or empty).
+pub(crate) struct PoolKey {
+    pub env: String,
+    pub secret: Option<Secret>,
+}
+
 pub(crate) struct ProviderRuntime {
     pub cfg: ProviderConfig,
-    pub key: Option<Secret>,
+    /// The pool, in `key_envs` order (empty when the provider needs no key).
+    pub keys: Vec<PoolKey>,
     pub client: reqwest::Client,
     pub lane: Option<RateLane>,
     pub breaker: Mutex<CircuitBreaker>,
@@ -104,6 +112,15 @@ pub(crate) struct ProviderRuntime {
 }
 
 impl ProviderRuntime {
+    /// The key to send with: pool key `index` (a lane permit's), else the
+    /// first key that is set.
+    pub fn key(&self, index: Option<usize>) -> Option<&Secret> {
+        index
+            .and_then(|i| self.keys.get(i))
+            .and_then(|k| k.secret.as_ref())
+            .or_else(|| self.keys.iter().find_map(|k| k.secret.as_ref()))
+    }
+
     pub fn breaker(&self) -> MutexGuard<'_, CircuitBreaker> {
         lock(&self.breaker)
     }
@@ -181,12 +198,6 @@ impl Gateway {
         rng: StdRng,
     ) -> Result<Gateway, ConfigError> {
         config.validate()?;
-        let lane_settings = LaneSettings {
-            limiter: config.limiter.clone(),
-            max_size: config.queue.max_size,
-            concurrency: config.queue.concurrency,
-            policy: config.queue.full_policy,
-        };
         let mut providers = Vec::with_capacity(config.providers.len());
         for (i, p) in config.providers.iter().enumerate() {
             let client = reqwest::Client::builder()
@@ -198,19 +209,26 @@ impl Gateway {
                     key: format!("gateway.providers[{i}]"),
                     reason: format!("cannot build HTTP client: {e}"),
                 })?;
-            let key = p
-                .api_key_env
-                .as_deref()
-                .and_then(|env| std::env::var(env).ok())
-                .filter(|k| !k.trim().is_empty())
-                .map(|k| Secret::new(k.trim()));
+            let keys: Vec<PoolKey> = p
+                .key_envs()
+                .into_iter()
+                .map(|env| {
+                    let secret = std::env::var(&env)
+                        .ok()
+                        .filter(|k| !k.trim().is_empty())
+                        .map(|k| Secret::new(k.trim()));
+                    PoolKey { env, secret }
+                })
+                .collect();
+            let lane = p.limited.then(|| {
+                let names = keys.iter().map(|k| k.env.clone()).collect();
+                RateLane::new(&p.name, LaneSettings::from_config(&config, names))
+            });
             providers.push(ProviderRuntime {
                 cfg: p.clone(),
-                key,
+                keys,
                 client,
-                lane: p
-                    .limited
-                    .then(|| RateLane::new(&p.name, lane_settings.clone())),
+                lane,
                 breaker: Mutex::new(CircuitBreaker::new(
                     config.breaker.failure_threshold,
                     config::secs(config.breaker.open_seconds),
@@ -262,7 +280,7 @@ impl Gateway {
                 base_url: p.cfg.base_url.clone(),
                 limited: p.cfg.limited,
                 api_key_env: p.cfg.api_key_env.clone(),
-                api_key: p.key.as_ref().map(|k| config::mask_secret(k.expose())),
+                api_key: p.key(None).map(|k| config::mask_secret(k.expose())),
                 aliases: p.cfg.aliases.clone(),
                 fallback: p.cfg.fallback.as_ref().map(|f| f.provider.clone()),
                 breaker: p.breaker().snapshot(now),
@@ -276,6 +294,7 @@ impl Gateway {
             default_provider: inner.config.default_provider.clone(),
             providers,
             usage: lock(&inner.ledger).snapshot(),
+            admission: inner.hooks.admission(),
         }
     }
 

@@ -65,7 +65,7 @@ async fn models_of(p: &ProviderRuntime) -> Result<Vec<String>, String> {
 async fn ask(p: &ProviderRuntime, client: &reqwest::Client) -> Result<Vec<String>, String> {
     let url = routing::upstream_url(&p.cfg.base_url, "models");
     let mut req = client.get(url).timeout(LIST_TIMEOUT);
-    if let Some(key) = &p.key {
+    if let Some(key) = p.key(None) {
         req = req.bearer_auth(key.expose());
     }
     let resp = req

@@ -10,6 +10,7 @@
 //! Timeouts are not retried: they already cost the caller a full timeout.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::response::Response;
 use tokio::time::Instant;
@@ -76,6 +77,7 @@ async fn pipeline(
     let mut via_fallback = false;
     let mut header_fallback_used = false;
     let mut degrade_steps = 0;
+    let mut call_recorded = false;
     loop {
         let provider = &gw.providers[route.provider];
         let name = provider.cfg.name.as_str();
@@ -129,6 +131,11 @@ async fn pipeline(
         } else {
             None
         };
+        if let (Some(a), false) = (call.attribution.as_ref(), call_recorded) {
+            call_recorded = true;
+            let wait = permit.as_ref().map_or(Duration::ZERO, |p| p.queue_wait);
+            gw.hooks.record_call(a, wait);
+        }
         match attempts(gw, call, &route, permit, deadline).await {
             Ok(resp) => return Ok(resp),
             Err(Failure::Final(e)) => return Err(e),

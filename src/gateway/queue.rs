@@ -128,6 +128,13 @@ impl<P> PriorityQueue<P> {
         self.len += 1;
     }
 
+    /// Put an entry back at the head of its priority (it was popped but
+    /// could not be served).
+    pub fn push_front(&mut self, entry: Entry<P>) {
+        self.lanes[entry.priority.index()].push_front(entry);
+        self.len += 1;
+    }
+
     /// Highest-priority, oldest entry.
     pub fn pop(&mut self) -> Option<Entry<P>> {
         let entry = self.lanes.iter_mut().find_map(|l| l.pop_front())?;

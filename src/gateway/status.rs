@@ -165,12 +165,53 @@ pub struct RuntimeSettings {
     pub queue_max_size: usize,
     /// Full policy.
     pub full_policy: super::config::FullPolicy,
-    /// In-flight limit per limited provider.
-    pub concurrency: usize,
+    /// In-flight limit per limited provider: `auto` (sized by rate x
+    /// answer time) or a number.
+    pub concurrency: super::config::Concurrency,
     /// Wait allowance of urgent/high/normal, seconds.
     pub request_timeout: f64,
     /// Wait allowance of low before degrading, seconds.
     pub low_priority_timeout: f64,
+}
+
+/// A task the daemon's ticker held back for quota (admission by quota).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HeldTask {
+    pub project: String,
+    pub task: String,
+    /// The agent it would have gone to.
+    pub agent: String,
+    /// The lane (provider) it waits for.
+    pub lane: String,
+    /// In words, for people.
+    pub reason: String,
+    /// When it was first held (ms since the epoch).
+    pub since_ms: i64,
+}
+
+/// One lane's load as the ticker last saw it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct LaneLoad {
+    pub lane: String,
+    /// Requests per minute the lane serves now.
+    pub capacity_per_minute: f64,
+    /// Sum of the demand of its runs in flight, calls per minute.
+    pub committed_per_minute: f64,
+    /// Runs in flight on it.
+    pub runs: usize,
+}
+
+/// Admission by quota, as the daemon reports it through its hooks.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct AdmissionStatus {
+    /// Whether admission by quota is on (`daemon.admission.enabled`).
+    pub enabled: bool,
+    /// Per lane, as of the last tick that looked for work.
+    pub lanes: Vec<LaneLoad>,
+    /// Tasks held back for quota.
+    pub held: Vec<HeldTask>,
+    /// Known agent demands, calls per minute (from history or the prior).
+    pub demand_per_minute: std::collections::BTreeMap<String, f64>,
 }
 
 /// Everything `/api/gateway/status` shows (and the daemon embeds).
@@ -186,4 +227,7 @@ pub struct GatewayStatus {
     pub providers: Vec<ProviderStatus>,
     /// Token usage ledger.
     pub usage: LedgerSnapshot,
+    /// Admission by quota (runs the daemon holds back to fit the lanes);
+    /// absent when no daemon is attached.
+    pub admission: Option<AdmissionStatus>,
 }

@@ -55,6 +55,7 @@ impl SendFailure {
 /// Send `body` to the provider. Returns once response headers arrived.
 pub(crate) async fn send(
     p: &ProviderRuntime,
+    key: Option<usize>,
     endpoint: Endpoint,
     body: Bytes,
     stream: bool,
@@ -74,7 +75,7 @@ pub(crate) async fn send(
             },
         )
         .body(body);
-    if let Some(key) = &p.key {
+    if let Some(key) = p.key(key) {
         req = if endpoint == Endpoint::Messages {
             // Anthropic-style providers take the key as `x-api-key`.
             req.header("x-api-key", key.expose())

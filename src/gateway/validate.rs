@@ -32,20 +32,23 @@ impl GatewayConfig {
         let l = &self.limiter;
         positive("limiter.rate_per_minute", l.rate_per_minute)?;
         positive("limiter.capacity", l.capacity)?;
-        positive("limiter.retreat_window", l.retreat_window)?;
-        positive("limiter.recover_window", l.recover_window)?;
-        if l.min_samples == 0 {
-            return Err(bad("limiter.min_samples", "must be at least 1"));
-        }
-        ratio("limiter.retreat_ratio", l.retreat_ratio)?;
-        ratio("limiter.deep_retreat_ratio", l.deep_retreat_ratio)?;
-        ratio("limiter.recover_ratio", l.recover_ratio)?;
         if !(l.retreat_factor > 0.0 && l.retreat_factor < 1.0) {
             return Err(bad(
                 "limiter.retreat_factor",
                 format!("must be in (0, 1), got {}", l.retreat_factor),
             ));
         }
+        ratio("limiter.retreat_margin", l.retreat_margin)?;
+        positive("limiter.retreat_hold", l.retreat_hold)?;
+        if !(l.recover_factor > 1.0 && l.recover_factor.is_finite()) {
+            return Err(bad(
+                "limiter.recover_factor",
+                format!("must be above 1, got {}", l.recover_factor),
+            ));
+        }
+        positive("limiter.ceiling_memory", l.ceiling_memory)?;
+        positive("limiter.park_after", l.park_after)?;
+        positive("limiter.park_default", l.park_default)?;
         positive("limiter.floor_per_minute", l.floor_per_minute)?;
         if l.floor_per_minute > l.rate_per_minute {
             return Err(bad(
@@ -55,14 +58,28 @@ impl GatewayConfig {
         }
         positive("limiter.recover_step_per_minute", l.recover_step_per_minute)?;
         positive("limiter.recover_step_interval", l.recover_step_interval)?;
+        positive("limiter.probe_interval", l.probe_interval)?;
         positive("limiter.max_retry_after", l.max_retry_after)?;
         let q = &self.queue;
         if q.max_size == 0 {
             return Err(bad("queue.max_size", "must be at least 1"));
         }
-        if q.concurrency == 0 {
-            return Err(bad("queue.concurrency", "must be at least 1"));
+        if q.concurrency == super::config::Concurrency::Fixed(0) {
+            return Err(bad("queue.concurrency", "must be `auto` or at least 1"));
         }
+        if q.concurrency_min == 0 {
+            return Err(bad("queue.concurrency_min", "must be at least 1"));
+        }
+        if q.concurrency_max < q.concurrency_min {
+            return Err(bad(
+                "queue.concurrency_max",
+                format!(
+                    "must be at least queue.concurrency_min ({})",
+                    q.concurrency_min
+                ),
+            ));
+        }
+        positive("queue.answer_time_prior", q.answer_time_prior)?;
         positive("queue.request_timeout", q.request_timeout)?;
         positive("queue.low_priority_timeout", q.low_priority_timeout)?;
         if self.breaker.failure_threshold == 0 {

@@ -6,11 +6,11 @@ import { useState } from 'preact/hooks';
 import { ApiFailure, get, post, put, token, type GatewaySettings } from '../api';
 import { ErrorBox, Section, useFetch } from '../ui';
 
-const FIELDS: { key: keyof GatewaySettings; label: string; step: string; int?: boolean; help: string }[] = [
+const FIELDS: { key: keyof GatewaySettings; label: string; step: string; int?: boolean; auto?: boolean; help: string }[] = [
   { key: 'rate_per_minute', label: 'Base rate per minute', step: '0.1', help: 'Token bucket refill of every limited provider.' },
   { key: 'capacity', label: 'Bucket capacity', step: '0.1', help: 'Burst size.' },
   { key: 'queue_max_size', label: 'Queue size', step: '1', int: true, help: 'Waiting requests per limited provider; cannot shrink below the current depth.' },
-  { key: 'concurrency', label: 'Concurrency', step: '1', int: true, help: 'Requests in flight upstream per limited provider.' },
+  { key: 'concurrency', label: 'Concurrency', step: '1', int: true, auto: true, help: 'Requests in flight upstream per limited provider: "auto" (rate x answer time) or a number.' },
   { key: 'request_timeout', label: 'Wait allowance (s)', step: '0.1', help: 'How long urgent/high/normal requests may wait for a token.' },
   { key: 'low_priority_timeout', label: 'Low-priority wait (s)', step: '0.1', help: 'Wait of low requests before they are degraded.' },
 ];
@@ -36,9 +36,13 @@ export function Config() {
     for (const f of FIELDS) {
       const v = edits[f.key];
       if (v === undefined || v === '') continue;
+      if (f.auto && v.trim() === 'auto') {
+        body[f.key] = 'auto';
+        continue;
+      }
       const n = Number(v);
       if (!Number.isFinite(n)) {
-        setError(`${f.label}: not a number`);
+        setError(`${f.label}: not a number${f.auto ? ' (nor "auto")' : ''}`);
         return;
       }
       body[f.key] = f.int ? Math.round(n) : n;
@@ -91,8 +95,9 @@ export function Config() {
               <label key={f.key}>
                 <span>{f.label}</span>
                 <input
-                  type="number"
-                  step={f.step}
+                  type={f.auto ? 'text' : 'number'}
+                  inputMode={f.auto ? 'numeric' : undefined}
+                  step={f.auto ? undefined : f.step}
                   min="0"
                   name={f.key}
                   placeholder={String(cfg.data?.[f.key])}

@@ -179,6 +179,18 @@ pub(super) async fn supervise(
             );
         }
     }
+    // What the run asked of the gateway: the demand estimate of admission
+    // by quota (`daemon::quota`) reads it back.
+    let calls = d.quota().take_calls(&info.session_id);
+    if calls.calls > 0 {
+        if let Err(e) = bb
+            .add_session_calls(&info.session_id, calls.calls, calls.wait_ms)
+            .await
+        {
+            tracing::warn!(session = %info.session_id, error = %e, "cannot book the run's LLM calls");
+        }
+        d.quota().forget_demand(&info.agent);
+    }
     end_session(&bb, &info.session_id, outcome, exit_code, detail.clone()).await;
     metrics::counter!("moziplus_runs_total", "outcome" => outcome.as_str()).increment(1);
     if info.kind == RunKind::Work && still_held {
