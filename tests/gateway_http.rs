@@ -306,14 +306,16 @@ async fn tool_calls_are_cleaned_and_high_risk_ones_need_approval() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["x-moziplus-requires-approval"], "D-1");
     let v: Value = resp.json().await.unwrap();
-    let args = v["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
-        .as_str()
-        .unwrap();
-    assert_eq!(
-        serde_json::from_str::<Value>(args).unwrap(),
-        json!({"name": "api", "replicas": 3}),
-        "fences stripped"
+    // The call is not delivered: the agent reads why instead.
+    assert!(
+        v["choices"][0]["message"].get("tool_calls").is_none(),
+        "{v}"
     );
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert!(v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .contains("moziplus bb decision wait D-1"));
     assert_eq!(v["requires_approval"][0]["decision_id"], "D-1");
     assert_eq!(
         v["requires_approval"][0]["wait_command"],
@@ -323,6 +325,11 @@ async fn tool_calls_are_cleaned_and_high_risk_ones_need_approval() {
     assert_eq!(approvals[0].tool_name, "scale_deployment");
     assert_eq!(approvals[0].attribution.as_ref().unwrap().session_id, "S-1");
     assert_eq!(approvals[0].expires_in, Duration::from_secs(300));
+    assert_eq!(
+        serde_json::from_str::<Value>(&approvals[0].arguments_json).unwrap(),
+        json!({"name": "api", "replicas": 3}),
+        "the decision shows the cleaned arguments (fences stripped)"
+    );
 
     // Broken arguments are retried; the second answer is valid.
     let mut body = chat("nv/toolflaky", "again");

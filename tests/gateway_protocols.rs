@@ -310,6 +310,10 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
         provider("down", &closed, false),
         provider("five-openai", &fake.base_url, false),
         provider("five-anthropic", &fake.base_url, false),
+        // A broken stream is a failed attempt for the breaker (threshold 1
+        // here): each SDK's gets a provider of its own.
+        provider("reset-openai", &fake.base_url, false),
+        provider("reset-anthropic", &fake.base_url, false),
     ]);
     cfg.require_session_key = true;
     cfg.limiter.rate_per_minute = 1.0;
@@ -342,7 +346,10 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
             sdk,
             json!({"model": format!("five-{sdk}/status-500")}),
         ));
-        cases.push(case(sdk, json!({"model": "fake/reset", "stream": true})));
+        cases.push(case(
+            sdk,
+            json!({"model": format!("reset-{sdk}/reset"), "stream": true}),
+        ));
     }
     let r = drive(&py, "errors", &url, "fake/echo", Some(json!(cases))).await;
     let results = r["errors"]["results"].as_array().unwrap();
@@ -378,14 +385,10 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
     assert_eq!(oa[6]["body"]["code"], "circuit_open");
     expect(&oa[7], "InternalServerError", 502);
     assert_eq!(oa[7]["body"]["code"], "upstream_failed");
-    // A stream broken mid-way ends with response.failed.
-    assert_eq!(oa[8]["class"], Value::Null);
-    let last = oa[8]["events"].as_array().unwrap().last().unwrap();
-    assert_eq!(last["type"], "response.failed", "{last}");
-    assert!(last["response"]["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("broke"));
+    // A stream broken mid-way ends with response.failed, on which the SDK
+    // raises.
+    assert_eq!(oa[8]["class"], "APIError", "{}", oa[8]);
+    assert!(oa[8]["message"].as_str().unwrap().contains("broke"));
 
     // Anthropic shape: {"type": "error", "error": {"type", "message"}}.
     let anthropic_type = |r: &Value| {
@@ -415,6 +418,68 @@ async fn errors_arrive_in_each_apis_shape_and_each_sdk_raises_its_typed_exceptio
     assert_eq!(anthropic_type(&an[8]), "api_error");
 }
 
+/// The fake's `truncated` model is a provider that answers 200 and stops
+/// half-way: one chunk "Hel", then the body ends without a finish reason or
+/// `[DONE]` (as JSON: a choice with `finish_reason: null`). No surface may
+/// report that as a finished answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_answer_is_an_error_on_every_surface_and_a_failed_attempt() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let mut cfg = sdk_config(&fake);
+    cfg.retry.max_retries = 0;
+    cfg.breaker.failure_threshold = 100;
+    let (url, gw, hooks) = start(cfg).await;
+    let r = drive(&py, "truncation", &url, "fake/truncated", None).await;
+    let r = &r["truncation"];
+
+    // Not streamed: a 502 in each API's own shape.
+    assert_eq!(r["chat"]["class"], "InternalServerError", "{}", r["chat"]);
+    assert_eq!(r["chat"]["status"], 502);
+    assert_eq!(r["chat"]["body"]["code"], "upstream_failed");
+    assert_eq!(
+        r["responses"]["class"], "InternalServerError",
+        "{}",
+        r["responses"]
+    );
+    assert_eq!(r["responses"]["status"], 502);
+    assert_eq!(
+        r["messages"]["class"], "InternalServerError",
+        "{}",
+        r["messages"]
+    );
+    assert_eq!(r["messages"]["body"]["type"], "error");
+    assert_eq!(r["messages"]["body"]["error"]["type"], "api_error");
+    // Streamed: each SDK raises its own error on the stream's error event.
+    for name in ["chat_stream", "responses_stream"] {
+        assert_eq!(r[name]["class"], "APIError", "{name}: {}", r[name]);
+        assert!(
+            r[name]["message"].as_str().unwrap().contains("truncated"),
+            "{name}: {}",
+            r[name]
+        );
+    }
+    assert_eq!(
+        r["messages_stream"]["class"], "APIStatusError",
+        "{}",
+        r["messages_stream"]
+    );
+    assert_eq!(r["messages_stream"]["body"]["error"]["type"], "api_error");
+
+    // Six failed attempts, each booked for the run and counted by the breaker.
+    let failures = hooks.failures.lock().unwrap();
+    assert_eq!(failures.len(), 6, "{failures:?}");
+    assert!(failures
+        .iter()
+        .all(|(a, f)| a.session_id == "S-1" && f.provider == "fake" && f.model == "truncated"));
+    let status = serde_json::to_value(gw.status()).unwrap();
+    assert_eq!(
+        status["providers"][0]["breaker"]["consecutive_failures"], 6,
+        "{}",
+        status["providers"][0]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streamed_high_risk_tool_call_is_held_back_and_proposed_once_per_call() {
     let Some(py) = python() else { return };
@@ -424,8 +489,8 @@ async fn a_streamed_high_risk_tool_call_is_held_back_and_proposed_once_per_call(
     let approvals = hooks.approvals.lock().unwrap();
     assert_eq!(
         approvals.len(),
-        2,
-        "exactly one proposed decision per stream"
+        1,
+        "one decision: the Messages turn makes the same call (run, tool, arguments) while it is open"
     );
     assert!(approvals.iter().all(|a| a.tool_name == "scale_deployment"));
     assert_eq!(approvals[0].attribution.as_ref().unwrap().session_id, "S-1");
@@ -462,7 +527,7 @@ async fn a_streamed_high_risk_tool_call_is_held_back_and_proposed_once_per_call(
     assert!(m["content"][0]["text"]
         .as_str()
         .unwrap()
-        .contains("moziplus bb decision wait D-2"));
+        .contains("moziplus bb decision wait D-1"));
     assert_eq!(m["stop_reason"], "end_turn");
 }
 
@@ -760,6 +825,115 @@ async fn an_agent_run_under_moziplus_serve_books_both_sdks_usage_to_its_session(
     // Bearer (OpenAI SDK) and x-api-key (Anthropic SDK) both named the run:
     // its session carries both calls' tokens (10 + 5 each at the fake).
     assert_eq!(tokens, ["20/10"], "usage of task {task}'s run");
+}
+
+/// Under `moziplus serve`, a run whose provider stops half-way (the fake's
+/// `truncated`): the SDK raises, and the run's transcript (its
+/// `session.activity` events) records each failed call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_moziplus_serve_a_truncated_answer_is_in_the_runs_transcript() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let home = support::TestHome::with_config(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  retry:\n    max_retries: 0\n  providers:\n    - name: fake\n      base_url: {}\n",
+            fake.base_url
+        ),
+        &format!(
+            "agents:\n  - id: sdk\n    runtime: command\n    command: [\"{py}\", \"{DRIVER}\", \"agent_truncated\"]\n"
+        ),
+    );
+    home.create_project("p");
+    home.create_task("p", "call a provider that stops half-way", &[]);
+    let (r, events) = tokio::task::spawn_blocking(move || {
+        let daemon = support::Daemon::start(&home);
+        let file = home.path().join("truncated-results.json");
+        support::wait_for(Duration::from_secs(90), "the run's results", || {
+            file.exists()
+        });
+        let r: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let db = home.db("p");
+        let query = "SELECT payload FROM event WHERE kind = 'session.activity' \
+            AND payload LIKE '%\"kind\":\"error\"%' ORDER BY id";
+        support::wait_for(Duration::from_secs(10), "the transcript entries", || {
+            support::query_strings(&db, query).len() >= 2
+        });
+        let events = support::query_strings(&db, query);
+        daemon.stop();
+        (r, events)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r["json"]["class"], "InternalServerError", "{r}");
+    assert_eq!(r["stream"]["class"], "APIError", "{r}");
+    let session = r["session"].as_str().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    for e in &events {
+        let e: Value = serde_json::from_str(e).unwrap();
+        assert_eq!(e["session"], session, "{e}");
+        assert_eq!(e["kind"], "error", "{e}");
+        assert!(
+            e["text"].as_str().unwrap().contains("fake truncated"),
+            "{e}"
+        );
+    }
+}
+
+/// The rule end to end under `moziplus serve`: the run's high-risk call
+/// becomes a decision on the project's board, the run waits for it, a human
+/// approves it (`bb decision approve`), and the same call goes through once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_moziplus_serve_a_held_call_goes_through_once_after_a_human_approves() {
+    let Some(py) = python() else { return };
+    let fake = FakeUpstream::start().await;
+    let home = support::TestHome::with_config(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  require_session_key: true\n  providers:\n    - name: fake\n      base_url: {}\n",
+            fake.base_url
+        ),
+        &format!(
+            "agents:\n  - id: sdk\n    runtime: command\n    command: [\"{py}\", \"{DRIVER}\", \"agent_approval\"]\n"
+        ),
+    );
+    home.create_project("p");
+    home.create_task("p", "scale the deployment", &[]);
+    let r = tokio::task::spawn_blocking(move || {
+        let daemon = support::Daemon::start(&home);
+        let id_file = home.path().join("decision-id");
+        support::wait_for(Duration::from_secs(90), "the proposed decision", || {
+            id_file.exists()
+        });
+        let id = std::fs::read_to_string(&id_file).unwrap();
+        let open = home
+            .bb("p", &["decision", "show", id.trim(), "--json"])
+            .ok();
+        assert!(open.contains("proposed"), "{open}");
+        assert!(open.contains("scale_deployment"), "{open}");
+        home.bb("p", &["decision", "approve", id.trim()]).ok();
+        let file = home.path().join("approval-results.json");
+        support::wait_for(Duration::from_secs(60), "the run's results", || {
+            file.exists()
+        });
+        daemon.stop();
+        serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap()).unwrap()
+    })
+    .await
+    .unwrap();
+    // Held: no call, the text and requires_approval name the decision.
+    assert_eq!(r["first"]["calls"], json!([]), "{r}");
+    assert_eq!(r["first"]["finish"], "stop");
+    let id = r["first"]["approvals"][0]["decision_id"].as_str().unwrap();
+    assert!(r["first"]["content"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("moziplus bb decision wait {id}")));
+    assert_eq!(r["waited"], 0, "the decision was approved");
+    // Approved: the same call goes through, once.
+    assert_eq!(r["second"]["calls"], json!(["scale_deployment"]), "{r}");
+    assert_eq!(r["second"]["approvals"], Value::Null);
+    assert_eq!(r["third"]["calls"], json!([]), "{r}");
+    let next = r["third"]["approvals"][0]["decision_id"].as_str().unwrap();
+    assert_ne!(next, id, "the next time needs a new decision");
 }
 
 #[tokio::test]

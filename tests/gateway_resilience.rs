@@ -591,3 +591,116 @@ async fn client_disconnect_cancels_a_pending_non_streaming_call() {
         "slot released"
     );
 }
+
+/// A provider that keeps its connections alive after the first answer, then
+/// drops each connection on the next request without answering (what a
+/// server that closed an idle pooled connection looks like to the gateway).
+/// Counts the connections it accepted.
+async fn drops_pooled_connections() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                // First request on this connection: a keep-alive answer.
+                if sock.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                let body = r#"{"object":"list","data":[{"id":"kept","object":"model"}]}"#;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: keep-alive\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(format!("{head}{body}").as_bytes()).await;
+                // The next request on it: read, then close without a word.
+                let _ = sock.read(&mut buf).await;
+            });
+        }
+    });
+    (format!("http://{addr}/v1"), accepted)
+}
+
+#[tokio::test]
+async fn a_models_listing_keeps_every_provider_when_one_drops_its_pooled_connection() {
+    let fake = FakeUpstream::start().await;
+    let (dropping_url, accepted) = drops_pooled_connections().await;
+    let closed = format!("http://127.0.0.1:{}/v1", support::free_port());
+    let (url, _gw, _) = start(config(vec![
+        provider("fake", &fake.base_url, false),
+        provider("dropper", &dropping_url, false),
+        provider("down", &closed, false),
+    ]))
+    .await;
+    let client = reqwest::Client::new();
+    let list = || async {
+        let v: Value = client
+            .get(format!("{url}/v1/models"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v
+    };
+    let first = list().await;
+    // The second listing goes out on the dropper's pooled connection, which
+    // it closes: the gateway asks again on a fresh one.
+    let second = list().await;
+    for listing in [&first, &second] {
+        let ids: Vec<&str> = listing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&"fake/m1"), "{listing}");
+        assert!(ids.contains(&"dropper/kept"), "{listing}");
+        // A provider that cannot answer is listed with its error, not dropped.
+        let down = listing["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["owned_by"] == "down")
+            .unwrap_or_else(|| panic!("the failing provider is listed: {listing}"));
+        assert_eq!(down["id"], "down/*");
+        assert!(
+            down["error"]
+                .as_str()
+                .unwrap()
+                .contains("model list unavailable"),
+            "{down}"
+        );
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        2,
+        "the second listing needed a fresh connection"
+    );
+    // Anthropic's shape lists it too.
+    let anthropic: Value = client
+        .get(format!("{url}/v1/models"))
+        .header("anthropic-version", "2023-06-01")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        anthropic["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["id"] == "down/*" && m["error"].is_string()),
+        "{anthropic}"
+    );
+}

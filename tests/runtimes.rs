@@ -623,6 +623,11 @@ fn assert_worked_through_the_gateway(
         calls >= 2,
         "a tool call and a final answer at least, got {calls}"
     );
+    assert_eq!(
+        llm.served.lock().unwrap().refused_content,
+        0,
+        "the strict fake (content must be a string, as llama.cpp's server wants) refused none"
+    );
     let booked_prompt = query_i64(&db, "SELECT COALESCE(SUM(prompt_tokens), 0) FROM session");
     let booked_completion = query_i64(
         &db,

@@ -12,8 +12,11 @@ use futures_util::future::BoxFuture;
 use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
-use crate::blackboard::{Actor, Priority as TaskPriority};
-use crate::gateway::{ApprovalRequest, GatewayHooks, Priority, RunAttribution, TokenUsage};
+use crate::blackboard::{Actor, DecisionStatus, EventLevel, Priority as TaskPriority};
+use crate::gateway::{
+    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, Priority, RunAttribution,
+    TokenUsage,
+};
 
 /// What the daemon remembers of a running agent's API key.
 #[derive(Debug, Clone)]
@@ -109,6 +112,55 @@ impl GatewayHooks for DaemonHooks {
         });
     }
 
+    /// The daemon's log names the run, task and provider, and the run's
+    /// live transcript gets it as a `session.activity` of kind `error` (the
+    /// agent itself got the error in its API's shape).
+    fn record_failure(&self, attribution: &RunAttribution, failure: &FailedAttempt) {
+        tracing::warn!(
+            session = %attribution.session_id,
+            project = %attribution.project,
+            task = attribution.task.as_deref().unwrap_or(""),
+            agent = %attribution.agent,
+            provider = %failure.provider,
+            model = %failure.model,
+            reason = %failure.reason,
+            "an LLM call of this run failed after the provider answered"
+        );
+        let Some(bb) = self
+            .daemon
+            .projects()
+            .get(&attribution.project)
+            .and_then(|s| s.bb)
+        else {
+            return;
+        };
+        let payload = serde_json::json!({
+            "session": attribution.session_id,
+            "agent": attribution.agent,
+            "kind": "error",
+            "text": format!(
+                "LLM call failed ({} {}): {}",
+                failure.provider, failure.model, failure.reason
+            ),
+        });
+        let task = attribution.task.clone();
+        // Called on the request path: the write must not hold the answer up.
+        tokio::spawn(async move {
+            let recorded = bb
+                .record_event(
+                    EventLevel::Optional,
+                    "session.activity",
+                    task.as_deref(),
+                    &Actor::daemon(),
+                    payload,
+                )
+                .await;
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "cannot record a failed LLM call in the run's transcript");
+            }
+        });
+    }
+
     fn record_call(&self, attribution: &RunAttribution, queue_wait: std::time::Duration) {
         self.daemon
             .quota()
@@ -157,6 +209,44 @@ impl GatewayHooks for DaemonHooks {
                 .await
                 .map_err(|e| e.to_string())?;
             Ok(d.id.to_string())
+        })
+    }
+
+    /// The decision as the project's blackboard has it now (an overdue
+    /// proposal is expired first, i.e. rejected). A decision that cannot
+    /// be read is still open: the call stays held.
+    fn approval_status(
+        &self,
+        attribution: Option<RunAttribution>,
+        decision_id: String,
+    ) -> BoxFuture<'static, ApprovalStatus> {
+        let daemon = self.daemon.clone();
+        Box::pin(async move {
+            let (Some(attribution), Ok(id)) = (attribution, decision_id.parse::<i64>()) else {
+                return ApprovalStatus::Proposed;
+            };
+            let Some(service) = daemon
+                .projects()
+                .get(&attribution.project)
+                .and_then(|s| s.service(daemon.home()))
+            else {
+                return ApprovalStatus::Proposed;
+            };
+            match service.decision(id).await {
+                Ok(d) => match d.status {
+                    DecisionStatus::Approved => ApprovalStatus::Approved,
+                    DecisionStatus::Rejected => ApprovalStatus::Rejected(format!(
+                        "{} ({})",
+                        d.rationale,
+                        d.decided_by.as_deref().unwrap_or("unknown")
+                    )),
+                    DecisionStatus::Proposed => ApprovalStatus::Proposed,
+                },
+                Err(e) => {
+                    tracing::warn!(decision = %decision_id, error = %e, "cannot read the decision of a held tool call; it stays held");
+                    ApprovalStatus::Proposed
+                }
+            }
         })
     }
 }

@@ -16,14 +16,15 @@ use super::breaker::BreakerDecision;
 use super::call::Call;
 use super::config::secs;
 use super::error::{GatewayError, LimitSource};
+use super::failure::{failed_attempt, StreamOutcome};
 use super::lane::LanePermit;
 use super::metrics::{self, status_label};
-use super::respond::{check_json, decorate, passthrough_error, render_json};
+use super::respond::{check_json, decorate, high_risk, passthrough_error, render_json, Rejected};
 use super::retry::backoff;
 use super::routing::Route;
 use super::stream::{self, StreamContext};
 use super::surface::{reshape_upstream_error, Surface};
-use super::upstream::{self, SendFailure};
+use super::upstream::{self, Endpoint, SendFailure};
 use super::wire::{translator, upstream_body, wire, Wire};
 use super::{GatewayInner, ProviderRuntime};
 
@@ -234,16 +235,19 @@ impl Attempt<'_> {
                 .refused(status, retry_after, resp, &mut outcome, permit)
                 .await;
         }
-        outcome.success();
         if status >= 400 {
             // A client mistake the upstream reported: pass it on verbatim.
+            outcome.success();
             metrics::upstream_error(name, status_label(status));
             return Outcome::Answer(self.client_error(status, resp).await);
         }
         if self.call.stream {
-            return Outcome::Answer(self.stream(resp, permit.take(), queue_wait));
+            // The breaker hears of it when the stream ends.
+            outcome.armed = false;
+            let settle = StreamOutcome::new(self.gw.clone(), self.route.provider, probe);
+            return Outcome::Answer(self.stream(resp, permit.take(), queue_wait, settle));
         }
-        self.json(n, resp, permit, queue_wait).await
+        self.json(n, resp, permit, queue_wait, &mut outcome).await
     }
 
     /// A 429 or 5xx: the upstream is busy (429, not a breaker failure) or
@@ -319,6 +323,7 @@ impl Attempt<'_> {
         resp: reqwest::Response,
         permit: Option<LanePermit>,
         queue_wait: Duration,
+        outcome: StreamOutcome,
     ) -> Response {
         let (provider, wire) = (self.provider, &self.wire);
         let translate = translator(self.gw, self.call, provider, wire, self.strip_usage);
@@ -333,6 +338,9 @@ impl Attempt<'_> {
             idle: secs(provider.cfg.timeouts.idle),
             ping: secs(provider.cfg.timeouts.ping),
             strip_usage_only: self.strip_usage,
+            chat_stream: matches!(wire.endpoint, Endpoint::Chat | Endpoint::Completions),
+            outcome,
+            high_risk: high_risk(self.gw, provider),
         };
         let content_type = resp
             .headers()
@@ -358,12 +366,14 @@ impl Attempt<'_> {
         resp: reqwest::Response,
         permit: &mut Option<LanePermit>,
         queue_wait: Duration,
+        outcome: &mut ProbeGuard<'_>,
     ) -> Outcome {
         let (provider, name) = (self.provider, self.name());
         let bytes = match upstream::read_body(provider, resp).await {
             Ok(b) => b,
             Err(f) => {
                 // Nothing reached the client yet, so a broken body may be retried.
+                outcome.failure();
                 metrics::upstream_error(name, "reset");
                 let (err, retryable) = send_error(name, f);
                 return provider_down(err, retryable);
@@ -373,11 +383,28 @@ impl Attempt<'_> {
         let endpoint = self.wire.endpoint;
         match check_json(self.gw, self.call, self.route, provider, endpoint, bytes).await {
             Ok(checked) => {
+                outcome.success();
                 let mut resp = render_json(self.call, self.wire.translated, checked);
                 decorate(resp.headers_mut(), self.route, provider, queue_wait);
                 Outcome::Answer(resp)
             }
-            Err(problem) => {
+            Err(Rejected::Incomplete(problem)) => {
+                // Counted here, not through the guard: the run hears of it too.
+                outcome.armed = false;
+                metrics::upstream_error(name, "incomplete");
+                let model = &self.route.upstream_model;
+                let attribution = self.call.attribution.as_ref();
+                failed_attempt(self.gw, self.route.provider, attribution, model, &problem);
+                provider_down(
+                    GatewayError::Upstream {
+                        provider: name.to_string(),
+                        detail: problem,
+                    },
+                    true,
+                )
+            }
+            Err(Rejected::InvalidToolCall(problem)) => {
+                outcome.success();
                 tracing::warn!(provider = %name, model = %self.route.upstream_model, attempt = n, problem = %problem, "invalid tool call from upstream");
                 Outcome::Failed {
                     failure: Failure::Final(GatewayError::Upstream {

@@ -1,8 +1,6 @@
 //! axum handlers: request parsing and validation for `/v1/*`, plus the
 //! status route. Every client mistake becomes a 4xx naming what was wrong.
 
-use std::time::Duration;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
@@ -324,58 +322,12 @@ fn translate(
     })
 }
 
-/// `GET /v1/models`: configured static lists, else each provider's own
-/// `/models` (5 s budget, never through the rate lane), ids prefixed with the
-/// provider name so they can be used as `model` directly.
+/// `GET /v1/models` ([`super::models`]): OpenAI's list, or Anthropic's
+/// when the client sends `anthropic-version`.
 async fn models(State(gw): State<Gateway>, uri: Uri, headers: HeaderMap) -> Response {
-    let fetches = gw.inner.providers.iter().map(|p| async move {
-        if !p.cfg.models.is_empty() {
-            return p.cfg.models.clone();
-        }
-        let url = routing::upstream_url(&p.cfg.base_url, "models");
-        let mut req = p.client.get(url).timeout(Duration::from_secs(5));
-        if let Some(key) = p.key(None) {
-            req = req.bearer_auth(key.expose());
-        }
-        let Ok(resp) = req.send().await else {
-            return Vec::new();
-        };
-        let Ok(body) = resp.json::<Value>().await else {
-            return Vec::new();
-        };
-        body.get("data")
-            .and_then(Value::as_array)
-            .map(|d| {
-                d.iter()
-                    .filter_map(|m| m.get("id")?.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    let lists = futures_util::future::join_all(fetches).await;
-    let ids: Vec<(String, &str)> = gw
-        .inner
-        .providers
-        .iter()
-        .zip(lists)
-        .flat_map(|(p, ids)| {
-            ids.into_iter()
-                .map(move |id| (format!("{}/{}", p.cfg.name, id), p.cfg.name.as_str()))
-        })
-        .collect();
+    let lists = super::models::list(&gw.inner.providers).await;
     if anthropic_client(&uri, &headers) {
-        // Anthropic's shape: what `client.models.list()` of the Anthropic SDK reads.
-        let data: Vec<Value> = ids
-            .iter()
-            .map(|(id, _)| json!({"type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"}))
-            .collect();
-        return Json(json!({"data": data, "has_more": false,
-            "first_id": ids.first().map(|(id, _)| id), "last_id": ids.last().map(|(id, _)| id)}))
-        .into_response();
+        return Json(super::models::anthropic_list(&lists)).into_response();
     }
-    let data: Vec<Value> = ids
-        .iter()
-        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
-        .collect();
-    Json(json!({"object": "list", "data": data})).into_response()
+    Json(super::models::openai_list(&lists)).into_response()
 }

@@ -46,7 +46,21 @@ pub struct TokenUsage {
     pub provider: String,
 }
 
-/// A high-risk tool call awaiting a human decision (SPEC 7.6).
+/// An attempt that reached a provider and got no complete answer: the
+/// stream broke, stalled or ended before the provider said it was finished,
+/// or a JSON answer came without `choices` or a `finish_reason`.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailedAttempt {
+    /// Provider name.
+    pub provider: String,
+    /// Model name as sent upstream.
+    pub model: String,
+    /// What was wrong, as the client was told.
+    pub reason: String,
+}
+
+/// A high-risk tool call awaiting a human decision: the agent does not get
+/// the call until a human approves it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ApprovalRequest {
     /// The calling run, if known.
@@ -61,6 +75,17 @@ pub struct ApprovalRequest {
     pub expires_in: Duration,
 }
 
+/// Where a proposed decision on a high-risk tool call stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    /// Nobody decided yet.
+    Proposed,
+    /// A human approved it: the same call may go through, once.
+    Approved,
+    /// Rejected or expired, with what the agent is told.
+    Rejected(String),
+}
+
 /// Everything the gateway asks of the daemon. Implementations must be cheap
 /// and non-blocking in `resolve_key` and `record_usage` (they run on the
 /// request path); `propose_approval` may do I/O.
@@ -72,6 +97,11 @@ pub trait GatewayHooks: Send + Sync + 'static {
     /// Called once per response that reported usage (non-streaming bodies
     /// and the final usage chunk of streams).
     fn record_usage(&self, attribution: &RunAttribution, usage: &TokenUsage);
+
+    /// An attempt of the run failed after the provider answered (see
+    /// [`FailedAttempt`]). The breaker has counted it already; the daemon
+    /// books it for the run.
+    fn record_failure(&self, _attribution: &RunAttribution, _failure: &FailedAttempt) {}
 
     /// One call of a run is going upstream, after `queue_wait` in its rate
     /// lane (zero for unlimited providers). Once per client call, not per
@@ -90,6 +120,17 @@ pub trait GatewayHooks: Send + Sync + 'static {
         &self,
         request: ApprovalRequest,
     ) -> BoxFuture<'static, Result<String, String>>;
+
+    /// Where the decision `decision_id` (from [`GatewayHooks::propose_approval`])
+    /// stands, asked when the model makes the held call again. The default
+    /// never approves.
+    fn approval_status(
+        &self,
+        _attribution: Option<RunAttribution>,
+        _decision_id: String,
+    ) -> BoxFuture<'static, ApprovalStatus> {
+        Box::pin(async { ApprovalStatus::Proposed })
+    }
 
     /// The daemon is stopping: finish what the hooks hold (usage reports
     /// not yet booked) while the daemon's stores are still open. Called

@@ -1,4 +1,4 @@
-//! The embedded OpenAI-compatible LLM gateway (SPEC section 7).
+//! The embedded OpenAI-compatible LLM gateway.
 //!
 //! Agents call `/v1/chat/completions` & co. with `model = "provider/model"`.
 //! The gateway routes the call ([`routing`]), and for limited providers
@@ -40,15 +40,19 @@ pub mod status;
 pub mod tools;
 
 mod admin;
+mod approval;
 mod attempt;
 mod auth;
 mod call;
+mod failure;
 mod handlers;
 mod messages;
+mod models;
 mod proxy;
 mod respond;
 mod responses;
 mod stream;
+mod stream_calls;
 mod surface;
 mod upstream;
 mod usage;
@@ -72,7 +76,10 @@ pub use config::{
     ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, ProviderConfig, Secret,
 };
 pub use error::{GatewayError, LimitSource};
-pub use hooks::{ApprovalRequest, GatewayHooks, NoopHooks, RunAttribution, TokenUsage};
+pub use hooks::{
+    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, NoopHooks, RunAttribution,
+    TokenUsage,
+};
 pub use lane::{LaneSettings, RateLane};
 pub use limiter::RetreatState;
 pub use metrics::install_prometheus_recorder;
@@ -129,6 +136,8 @@ pub(crate) struct GatewayInner {
     pub settings: Mutex<RuntimeSettings>,
     pub hooks: Arc<dyn GatewayHooks>,
     pub ledger: Mutex<Ledger>,
+    /// Decisions proposed for held high-risk calls ([`approval`]).
+    pub approvals: approval::OpenDecisions,
     rng: Mutex<StdRng>,
     started: Instant,
 }
@@ -244,6 +253,7 @@ impl Gateway {
                 settings: Mutex::new(settings),
                 hooks,
                 ledger: Mutex::new(Ledger::default()),
+                approvals: approval::OpenDecisions::default(),
                 rng: Mutex::new(rng),
                 started: Instant::now(),
             }),

@@ -11,9 +11,9 @@ use axum::response::Response;
 use bytes::Bytes;
 use serde_json::Value;
 
+use super::approval::{self, HighRisk};
 use super::call::{Call, Translation};
-use super::config::secs;
-use super::hooks::{ApprovalRequest, TokenUsage};
+use super::hooks::TokenUsage;
 use super::routing::Route;
 use super::upstream::{self, Endpoint};
 use super::usage::usage_of;
@@ -61,13 +61,10 @@ pub(crate) struct Checked {
     pub value: Option<Value>,
     /// The body as received.
     pub bytes: Bytes,
-    /// `value` differs from `bytes` (cleaned tool calls, approvals).
+    /// `value` differs from `bytes` (cleaned tool calls, withheld calls).
     pub changed: bool,
-    /// High-risk tool calls found, with their `requires_approval` entries.
-    pub risky: Vec<tools::RiskyCall>,
+    /// The `requires_approval` entries of the withheld high-risk calls.
     pub approvals: Vec<Value>,
-    /// Decision ids proposed.
-    pub decision_ids: Vec<String>,
 }
 
 fn json_response(bytes: Bytes) -> Response {
@@ -77,8 +74,35 @@ fn json_response(bytes: Bytes) -> Response {
     out
 }
 
-/// Book usage; for chat answers validate tool calls and propose approvals
-/// for high-risk ones. `Err` = invalid tool call (retry).
+/// Why a successful upstream JSON answer is not passed on.
+pub(crate) enum Rejected {
+    /// A tool call failed validation (retried like a failure, not counted
+    /// against the provider's breaker).
+    InvalidToolCall(String),
+    /// The answer is not a complete one: a failed attempt.
+    Incomplete(String),
+}
+
+/// Whether a chat-completions answer is complete: `choices` is a non-empty
+/// array and each choice says why it finished. A provider that cut its
+/// answer off (or sent a stub) must not be reported as a finished answer.
+pub(crate) fn incomplete_chat_answer(answer: &Value) -> Option<String> {
+    let Some(choices) = answer.get("choices").and_then(Value::as_array) else {
+        return Some("the provider's answer has no `choices`".to_string());
+    };
+    if choices.is_empty() {
+        return Some("the provider's answer has an empty `choices` list".to_string());
+    }
+    let unfinished = choices
+        .iter()
+        .any(|c| c.get("finish_reason").is_none_or(Value::is_null));
+    unfinished.then(|| {
+        "the provider's answer has a choice without a `finish_reason` (truncated)".to_string()
+    })
+}
+
+/// Book usage; for chat answers check the answer is complete, validate tool
+/// calls and propose approvals for high-risk ones.
 pub(crate) async fn check_json(
     gw: &Arc<GatewayInner>,
     call: &Call,
@@ -86,14 +110,12 @@ pub(crate) async fn check_json(
     provider: &ProviderRuntime,
     endpoint: Endpoint,
     bytes: Bytes,
-) -> Result<Checked, String> {
+) -> Result<Checked, Rejected> {
     let mut checked = Checked {
         value: None,
         bytes,
         changed: false,
-        risky: Vec::new(),
         approvals: Vec::new(),
-        decision_ids: Vec::new(),
     };
     let Ok(mut value) = serde_json::from_slice::<Value>(&checked.bytes) else {
         return Ok(checked);
@@ -108,81 +130,75 @@ pub(crate) async fn check_json(
         };
         gw.record_usage(call.attribution.as_ref(), &usage);
     }
-    if endpoint != Endpoint::Chat {
-        checked.value = Some(value);
-        return Ok(checked);
-    }
-    if provider.cfg.validate_tool_calls {
-        if let Some(offered) = call.body.get("tools").and_then(Value::as_array) {
-            tools::validate_tool_calls(&mut value, offered)?;
-            checked.changed = true;
+    let patterns = high_risk(gw, provider);
+    let attribution = call.attribution.as_ref();
+    match endpoint {
+        Endpoint::Chat => {
+            if let Some(problem) = incomplete_chat_answer(&value) {
+                return Err(Rejected::Incomplete(problem));
+            }
+            if provider.cfg.validate_tool_calls {
+                if let Some(offered) = call.body.get("tools").and_then(Value::as_array) {
+                    tools::validate_tool_calls(&mut value, offered)
+                        .map_err(Rejected::InvalidToolCall)?;
+                    checked.changed = true;
+                }
+            }
+            let calls = approval::chat_answer_calls(&value);
+            let verdicts = approval::decide(gw, &patterns, attribution, &calls).await;
+            checked.changed |= approval::withhold_in_chat_answer(&mut value, &verdicts);
+            checked.approvals = approval::entries(&verdicts);
         }
-    }
-    let risky = tools::risky_calls(&value, high_risk(gw, provider));
-    for c in &risky {
-        let request = ApprovalRequest {
-            attribution: call.attribution.clone(),
-            tool_name: c.name.clone(),
-            arguments_json: c.arguments.clone(),
-            tool_call_id: c.id.clone(),
-            expires_in: secs(gw.config.approval.expiry),
-        };
-        let decision = gw.hooks.propose_approval(request).await;
-        if let Ok(id) = &decision {
-            checked.decision_ids.push(id.clone());
+        Endpoint::Responses | Endpoint::Messages if !patterns.is_empty() => {
+            let calls = approval::native_answer_calls(&value);
+            let verdicts = approval::decide(gw, &patterns, attribution, &calls).await;
+            checked.changed |= approval::withhold_in_native_answer(&mut value, &verdicts);
+            checked.approvals = approval::entries(&verdicts);
         }
-        tracing::info!(tool = %c.name, decision = ?decision, "high-risk tool call needs approval");
-        checked.approvals.push(tools::approval_entry(
-            c,
-            &decision,
-            gw.config.approval.expiry,
-        ));
+        _ => {}
     }
-    checked.risky = risky;
     checked.value = Some(value);
     Ok(checked)
 }
 
-/// The high-risk tool names in force for a provider.
-pub(crate) fn high_risk<'a>(gw: &'a GatewayInner, provider: &'a ProviderRuntime) -> &'a [String] {
-    provider
-        .cfg
-        .high_risk_tools
-        .as_ref()
-        .unwrap_or(&gw.config.approval.high_risk_tools)
+/// The high-risk tool name patterns in force for a provider.
+pub(crate) fn high_risk(gw: &GatewayInner, provider: &ProviderRuntime) -> HighRisk {
+    HighRisk::new(
+        provider
+            .cfg
+            .high_risk_tools
+            .as_ref()
+            .unwrap_or(&gw.config.approval.high_risk_tools),
+    )
 }
 
-/// The client's response: chat (and native answers) as received plus
-/// `requires_approval`; translated surfaces re-shaped, with high-risk calls
-/// held back.
-pub(crate) fn render_json(call: &Call, translated: bool, mut checked: Checked) -> Response {
+/// The client's response: chat and native answers as received (or as
+/// changed by the checks, `requires_approval` included); translated
+/// surfaces re-shaped.
+pub(crate) fn render_json(call: &Call, translated: bool, checked: Checked) -> Response {
     let mut out = match (&checked.value, translated, &call.translation) {
         (Some(value), true, Translation::Responses(echo)) => json_response(Bytes::from(
-            responses::from_chat(value, echo, &checked.risky, &checked.approvals).to_string(),
+            responses::from_chat(value, echo, &checked.approvals).to_string(),
         )),
         (Some(value), true, Translation::Messages { model }) => json_response(Bytes::from(
-            messages::from_chat(value, model, &checked.risky, &checked.approvals).to_string(),
+            messages::from_chat(value, model, &checked.approvals).to_string(),
         )),
-        (Some(_), _, _) if !checked.approvals.is_empty() => {
-            let mut value = checked.value.take().unwrap_or_default();
-            if let Some(obj) = value.as_object_mut() {
-                obj.insert(
-                    "requires_approval".into(),
-                    Value::Array(checked.approvals.clone()),
-                );
-            }
-            json_response(Bytes::from(serde_json::to_vec(&value).unwrap_or_default()))
-        }
         (Some(value), _, _) if checked.changed => {
             json_response(Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
         }
         _ => json_response(checked.bytes.clone()),
     };
-    if !checked.risky.is_empty() {
-        let v = if checked.decision_ids.is_empty() {
+    if !checked.approvals.is_empty() {
+        let ids: Vec<&str> = checked
+            .approvals
+            .iter()
+            .filter(|e| e["status"] == "proposed")
+            .filter_map(|e| e["decision_id"].as_str())
+            .collect();
+        let v = if ids.is_empty() {
             "rejected".to_string()
         } else {
-            checked.decision_ids.join(",")
+            ids.join(",")
         };
         if let Ok(v) = HeaderValue::from_str(&v) {
             out.headers_mut().insert("x-moziplus-requires-approval", v);

@@ -7,6 +7,13 @@
 //! with `stream_options.include_usage`) for the ledger; when the gateway
 //! itself asked for usage, that usage-only chunk is removed again.
 //!
+//! A chat stream is complete only when the provider said so: a
+//! `finish_reason` or `data: [DONE]`. One that ends without either was cut
+//! off; the client gets an error in its API's shape (never a clean
+//! `[DONE]`, `response.completed` or `message_stop`), and the attempt is
+//! booked as failed ([`StreamOutcome`]). The breaker hears of a stream when
+//! it ends, not when its headers arrive.
+//!
 //! The stream owns the rate-lane permit, so its slot is held until the last
 //! byte — and released at once when the client disconnects (the body is
 //! dropped, which drops the upstream response and closes its connection) or
@@ -21,11 +28,13 @@ use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use super::approval::{self, HighRisk};
+use super::failure::StreamOutcome;
 use super::hooks::{RunAttribution, TokenUsage};
 use super::lane::LanePermit;
 use super::surface::StreamTranslator;
 use super::usage::{merge_usage, usage_of};
-use super::{metrics, tools, GatewayInner};
+use super::{metrics, GatewayInner};
 
 /// Largest event buffered for inspection; beyond it bytes pass through raw.
 pub const MAX_EVENT_BYTES: usize = 1024 * 1024;
@@ -37,6 +46,33 @@ pub(crate) struct SseScanner {
     strip_usage_only: bool,
     /// Usage found so far (the last one wins).
     pub usage: Option<(u64, u64, u64)>,
+    /// The provider said the answer is complete (a finish reason or `[DONE]`).
+    pub finished: bool,
+}
+
+/// Whether an event of a chat stream says the answer is complete: a
+/// `data: [DONE]` line or a non-null `finish_reason`. A text scan, so that
+/// passthrough streams are not parsed.
+fn marks_finish(text: &str) -> bool {
+    if text.lines().any(|l| {
+        l.strip_prefix("data:")
+            .is_some_and(|d| d.trim() == "[DONE]")
+    }) {
+        return true;
+    }
+    const KEY: &str = "\"finish_reason\"";
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        rest = &rest[at + KEY.len()..];
+        let value = rest
+            .trim_start()
+            .strip_prefix(':')
+            .map_or("", str::trim_start);
+        if !value.is_empty() && !value.starts_with("null") {
+            return true;
+        }
+    }
+    false
 }
 
 fn event_end(buf: &[u8]) -> Option<usize> {
@@ -62,6 +98,7 @@ impl SseScanner {
             inspect: true,
             strip_usage_only,
             usage: None,
+            finished: false,
         }
     }
 
@@ -79,8 +116,10 @@ impl SseScanner {
             }
         }
         if self.buf.len() > MAX_EVENT_BYTES {
-            // Not SSE as we know it: stop inspecting, pass everything on.
+            // Not SSE as we know it: stop inspecting, pass everything on
+            // (and stop judging whether it finished).
             self.inspect = false;
+            self.finished = true;
             out.push_back(self.buf.split().freeze());
         }
     }
@@ -99,6 +138,9 @@ impl SseScanner {
         let Ok(text) = std::str::from_utf8(event) else {
             return true;
         };
+        if !self.finished && marks_finish(text) {
+            self.finished = true;
+        }
         if !text.contains("\"usage\"") {
             return true;
         }
@@ -126,8 +168,9 @@ impl SseScanner {
 
 /// Everything the body stream needs to finish the books.
 pub(crate) struct StreamContext {
-    /// Re-cut the upstream chat stream into another API's events (and hold
-    /// back high-risk tool calls); `None` passes bytes through.
+    /// Re-cut the upstream chat stream into another API's events (tool
+    /// calls collected whole and judged at the end); `None` passes bytes
+    /// through.
     pub translate: Option<Box<dyn StreamTranslator>>,
     pub gateway: Arc<GatewayInner>,
     pub attribution: Option<RunAttribution>,
@@ -139,6 +182,13 @@ pub(crate) struct StreamContext {
     /// Keep-alive interval for translators that have a ping event.
     pub ping: Duration,
     pub strip_usage_only: bool,
+    /// The upstream speaks chat completions, so the stream must say it
+    /// finished. Native Responses/Messages streams are passed on as they are.
+    pub chat_stream: bool,
+    /// The breaker's verdict on this attempt, given when the stream ends.
+    pub outcome: StreamOutcome,
+    /// The high-risk tool names in force for the provider.
+    pub high_risk: HighRisk,
 }
 
 struct State {
@@ -240,10 +290,18 @@ pub(crate) fn passthrough(
                 Ok(None) => {
                     if st.ctx.translate.is_some() {
                         st.translate_rest();
-                        st.ended = !st.done;
-                        st.done = true;
                     } else {
                         st.scanner.finish(&mut st.pending);
+                    }
+                    if st.done {
+                        // An error event already ended it.
+                    } else if st.ctx.chat_stream && !st.scanner.finished {
+                        metrics::upstream_error(&st.ctx.provider, "truncated");
+                        tracing::warn!(provider = %st.ctx.provider, model = %st.ctx.model, "upstream stream ended without a finish reason");
+                        st.fail("upstream stream ended before the answer was finished (no finish_reason, no [DONE]): the answer is truncated");
+                    } else {
+                        st.ctx.outcome.success();
+                        st.ended = st.ctx.translate.is_some();
                         st.done = true;
                     }
                 }
@@ -268,6 +326,8 @@ impl State {
     /// The upstream broke or stalled: end the client's stream with an error
     /// in its own shape.
     fn fail(&mut self, message: &str) {
+        let (model, attribution) = (&self.ctx.model, self.ctx.attribution.as_ref());
+        self.ctx.outcome.failure(attribution, model, message);
         match self.ctx.translate.as_mut() {
             Some(t) => t.fail(message, &mut self.pending),
             None => {
@@ -309,6 +369,9 @@ impl State {
             let Some(data) = line.strip_prefix("data:").map(str::trim) else {
                 continue;
             };
+            if data == "[DONE]" {
+                self.scanner.finished = true;
+            }
             if data.is_empty() || data == "[DONE]" {
                 continue;
             }
@@ -327,40 +390,30 @@ impl State {
             if let Some(u) = usage_of(&v) {
                 self.scanner.usage = Some(u);
             }
+            let finish = v.get("choices").and_then(Value::as_array).is_some_and(|c| {
+                c.iter()
+                    .any(|c| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+            });
+            self.scanner.finished |= finish;
             if let Some(t) = self.ctx.translate.as_mut() {
                 t.chunk(&v, &mut self.pending);
             }
         }
     }
 
-    /// Upstream ended: request approvals for held-back calls, then the
-    /// closing events.
+    /// Upstream ended: the complete tool calls are judged, then the
+    /// closing events (delivered calls, notes for withheld ones).
     async fn finish_translation(&mut self) {
         let Some(t) = self.ctx.translate.as_ref() else {
             return;
         };
-        let held = t.held_back();
+        let calls = t.calls();
         let gw = self.ctx.gateway.clone();
-        let mut entries = Vec::with_capacity(held.len());
-        for c in &held {
-            let request = super::hooks::ApprovalRequest {
-                attribution: self.ctx.attribution.clone(),
-                tool_name: c.name.clone(),
-                arguments_json: c.arguments.clone(),
-                tool_call_id: c.id.clone(),
-                expires_in: super::config::secs(gw.config.approval.expiry),
-            };
-            let decision = gw.hooks.propose_approval(request).await;
-            tracing::info!(tool = %c.name, decision = ?decision, "high-risk tool call held back from a stream; needs approval");
-            entries.push(tools::approval_entry(
-                c,
-                &decision,
-                gw.config.approval.expiry,
-            ));
-        }
+        let attribution = self.ctx.attribution.as_ref();
+        let verdicts = approval::decide(&gw, &self.ctx.high_risk, attribution, &calls).await;
         let usage = self.scanner.usage;
         if let Some(t) = self.ctx.translate.as_mut() {
-            t.finish(usage, &entries, &mut self.pending);
+            t.finish(usage, &verdicts, &mut self.pending);
         }
     }
 }

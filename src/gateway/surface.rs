@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use super::approval::{ToolCall, Verdict};
 use super::config::NativeApi;
 use super::error::GatewayError;
-use super::tools::RiskyCall;
 
 /// Which client API a call arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,42 +123,6 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The text of a chat answer's `message`, followed by the note on the calls
-/// held back for approval (both translated answers show it).
-pub(crate) fn answer_text(message: &Value, risky: &[RiskyCall], approvals: &[Value]) -> String {
-    let mut text = message
-        .get("content")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
-    if !risky.is_empty() {
-        if !text.is_empty() {
-            text.push_str("\n\n");
-        }
-        text.push_str(&approval_text(risky, approvals));
-    }
-    text
-}
-
-/// What the client is told instead of a held-back high-risk tool call.
-pub(crate) fn approval_text(calls: &[RiskyCall], entries: &[Value]) -> String {
-    let mut lines = Vec::new();
-    for (c, e) in calls.iter().zip(entries) {
-        match e.get("decision_id").and_then(Value::as_str) {
-            Some(id) => lines.push(format!(
-                "The high-risk tool call `{}` needs a human decision before it runs: decision {id} is proposed. Wait for it with `moziplus bb decision wait {id}`, then call the tool again if it was approved.",
-                c.name
-            )),
-            None => lines.push(format!(
-                "The high-risk tool call `{}` was not delivered: {}",
-                c.name,
-                e.get("reason").and_then(Value::as_str).unwrap_or("approval could not be requested")
-            )),
-        }
-    }
-    lines.join("\n")
-}
-
 /// Builds the chat `messages` list: leading system texts merged, tool calls
 /// attached to the assistant message they follow.
 #[derive(Default)]
@@ -192,8 +156,10 @@ impl ChatMessages {
             }
             return;
         }
+        // `""`, not null or missing: llama.cpp's server (llama-cpp-python)
+        // refuses both with a 500 ("Input should be a valid string").
         self.list
-            .push(json!({"role": "assistant", "content": null, "tool_calls": [call]}));
+            .push(json!({"role": "assistant", "content": "", "tool_calls": [call]}));
     }
 
     pub fn finish(self) -> Vec<Value> {
@@ -208,7 +174,9 @@ impl ChatMessages {
 
 /// What one upstream chat-completions chunk says, for the translators: the
 /// text delta (empty ones left out), the tool-call deltas and the finish
-/// reason of its first choice. `None` for a chunk without choices (usage).
+/// reason of its choice 0 (the one with `index: 0`, wherever it is in the
+/// array; translated calls ask for one choice). `None` for a chunk without
+/// it (usage).
 pub(crate) struct ChatDelta<'a> {
     pub text: Option<&'a str>,
     pub tool_calls: &'a [Value],
@@ -216,7 +184,11 @@ pub(crate) struct ChatDelta<'a> {
 }
 
 pub(crate) fn chat_delta(chunk: &Value) -> Option<ChatDelta<'_>> {
-    let choice = chunk.pointer("/choices/0")?;
+    let choices = chunk.get("choices")?.as_array()?;
+    let choice = choices
+        .iter()
+        .find(|c| c.get("index").and_then(Value::as_u64) == Some(0))
+        .or_else(|| choices.iter().find(|c| c.get("index").is_none()))?;
     Some(ChatDelta {
         text: choice
             .pointer("/delta/content")
@@ -231,196 +203,28 @@ pub(crate) fn chat_delta(chunk: &Value) -> Option<ChatDelta<'_>> {
 }
 
 /// Re-cuts an upstream chat-completions stream into a client API's events.
-/// Fed parsed `data:` chunks in order; high-risk tool calls are held back
-/// and handed to the caller at the end to become approval requests.
+/// Fed parsed `data:` chunks in order. Text goes out as it comes; tool calls
+/// are collected whole and sent by [`StreamTranslator::finish`] once
+/// [`super::approval::decide`] judged the complete calls.
 pub(crate) trait StreamTranslator: Send {
     /// Events to send before the first upstream byte (e.g. `response.created`).
     fn start(&mut self, out: &mut VecDeque<Bytes>);
     /// One upstream chunk.
     fn chunk(&mut self, chunk: &Value, out: &mut VecDeque<Bytes>);
-    /// Tool calls held back because they are high-risk.
-    fn held_back(&self) -> Vec<RiskyCall>;
-    /// Upstream ended normally. `approvals` = the `requires_approval`
-    /// entries for [`StreamTranslator::held_back`], in order.
+    /// The complete tool calls of the answer, none of them sent yet.
+    fn calls(&self) -> Vec<ToolCall>;
+    /// Upstream ended normally. `verdicts` = one per [`StreamTranslator::calls`],
+    /// in order: delivered calls are sent, withheld ones told.
     fn finish(
         &mut self,
         usage: Option<(u64, u64, u64)>,
-        approvals: &[Value],
+        verdicts: &[Verdict],
         out: &mut VecDeque<Bytes>,
     );
-    /// Upstream broke or stalled after the stream started.
+    /// Upstream broke, stalled or was cut off after the stream started.
     fn fail(&mut self, message: &str, out: &mut VecDeque<Bytes>);
     /// A keep-alive event for long waits, if the API has one.
     fn ping(&self) -> Option<Bytes> {
         None
-    }
-}
-
-/// Chat streams whose request offered a high-risk tool: chunks pass through
-/// unchanged except the deltas of high-risk tool calls, which are held back
-/// (SPEC 7.6: such a call never reaches the agent unapproved). Once a call
-/// was held, the closing chunks wait until the approvals are proposed; then
-/// a content chunk names the decisions and the finish chunk carries
-/// `requires_approval`.
-pub(crate) struct ChatHoldback {
-    high_risk: Vec<String>,
-    strip_usage_only: bool,
-    /// Chat tool-call index → held back?
-    calls: Vec<(u64, bool)>,
-    held: Vec<RiskyCall>,
-    /// Chunks from the first finish chunk on, while a call is held.
-    tail: Vec<Value>,
-    /// Some call was passed on (the finish reason stays `tool_calls`).
-    passed_call: bool,
-    id: Option<Value>,
-    model: Option<Value>,
-}
-
-impl ChatHoldback {
-    pub fn new(high_risk: Vec<String>, strip_usage_only: bool) -> Self {
-        ChatHoldback {
-            high_risk,
-            strip_usage_only,
-            calls: Vec::new(),
-            held: Vec::new(),
-            tail: Vec::new(),
-            passed_call: false,
-            id: None,
-            model: None,
-        }
-    }
-
-    fn send(out: &mut VecDeque<Bytes>, chunk: &Value) {
-        out.push_back(Bytes::from(format!("data: {chunk}\n\n")));
-    }
-}
-
-impl StreamTranslator for ChatHoldback {
-    fn start(&mut self, _out: &mut VecDeque<Bytes>) {}
-
-    fn chunk(&mut self, chunk: &Value, out: &mut VecDeque<Bytes>) {
-        let mut chunk = chunk.clone();
-        if self.id.is_none() {
-            self.id = chunk.get("id").cloned();
-            self.model = chunk.get("model").cloned();
-        }
-        let usage_only = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(|c| c.is_empty());
-        if usage_only && self.strip_usage_only {
-            return;
-        }
-        if let Some(calls) = chunk
-            .pointer_mut("/choices/0/delta/tool_calls")
-            .and_then(Value::as_array_mut)
-        {
-            calls.retain(|tc| {
-                let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let held = match self.calls.iter().find(|(i, _)| *i == index) {
-                    Some((_, held)) => *held,
-                    None => {
-                        let name = tc
-                            .pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .unwrap_or("");
-                        let held = self.high_risk.iter().any(|h| h == name);
-                        self.calls.push((index, held));
-                        if held {
-                            self.held.push(RiskyCall {
-                                id: tc
-                                    .get("id")
-                                    .and_then(Value::as_str)
-                                    .unwrap_or("")
-                                    .to_string(),
-                                name: name.to_string(),
-                                arguments: String::new(),
-                            });
-                        } else {
-                            self.passed_call = true;
-                        }
-                        held
-                    }
-                };
-                if held {
-                    if let (Some(last), Some(args)) = (
-                        self.held.last_mut(),
-                        tc.pointer("/function/arguments").and_then(Value::as_str),
-                    ) {
-                        last.arguments.push_str(args);
-                    }
-                }
-                !held
-            });
-            if calls.is_empty() {
-                if let Some(delta) = chunk
-                    .pointer_mut("/choices/0/delta")
-                    .and_then(Value::as_object_mut)
-                {
-                    delta.remove("tool_calls");
-                }
-            }
-        }
-        let finished = chunk
-            .pointer("/choices/0/finish_reason")
-            .is_some_and(|f| !f.is_null());
-        if !self.held.is_empty() && (finished || !self.tail.is_empty()) {
-            self.tail.push(chunk);
-            return;
-        }
-        let empty_delta = chunk
-            .pointer("/choices/0/delta")
-            .and_then(Value::as_object)
-            .is_some_and(|d| d.is_empty() || d.keys().all(|k| k == "role"));
-        if empty_delta
-            && !finished
-            && !usage_only
-            && !self.held.is_empty()
-            && chunk.get("usage").is_none()
-        {
-            return;
-        }
-        Self::send(out, &chunk);
-    }
-
-    fn held_back(&self) -> Vec<RiskyCall> {
-        self.held
-            .iter()
-            .map(|c| RiskyCall {
-                arguments: super::tools::strip_fences(&c.arguments).to_string(),
-                ..c.clone()
-            })
-            .collect()
-    }
-
-    fn finish(
-        &mut self,
-        _usage: Option<(u64, u64, u64)>,
-        approvals: &[Value],
-        out: &mut VecDeque<Bytes>,
-    ) {
-        if !self.held.is_empty() {
-            let text = approval_text(&self.held_back(), approvals);
-            let note = json!({"id": self.id, "object": "chat.completion.chunk", "model": self.model,
-                "choices": [{"index": 0, "delta": {"content": format!("\n\n{text}")}, "finish_reason": null}]});
-            Self::send(out, &note);
-            for mut chunk in std::mem::take(&mut self.tail) {
-                if let Some(f) = chunk.pointer_mut("/choices/0/finish_reason") {
-                    if !f.is_null() {
-                        if !self.passed_call {
-                            *f = json!("stop");
-                        }
-                        chunk["requires_approval"] = Value::Array(approvals.to_vec());
-                    }
-                }
-                Self::send(out, &chunk);
-            }
-        }
-        out.push_back(Bytes::from_static(b"data: [DONE]\n\n"));
-    }
-
-    fn fail(&mut self, message: &str, out: &mut VecDeque<Bytes>) {
-        let body = json!({"error": {"message": message, "type": "upstream_error", "code": "stream_interrupted"}});
-        Self::send(out, &body);
     }
 }

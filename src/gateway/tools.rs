@@ -1,4 +1,4 @@
-//! Tool-call validation and high-risk approval (SPEC 7.6).
+//! Tool-call validation.
 //!
 //! Models on free tiers often wrap `function.arguments` in markdown fences
 //! or drop required parameters. For providers with `validate_tool_calls`, a
@@ -6,14 +6,9 @@
 //! JSON objects, the tool must be one the request offered and its required
 //! parameters present. A failed check is retried like an upstream failure.
 //!
-//! Independently, tool calls whose name is on the high-risk list become
-//! `proposed` decisions through [`GatewayHooks::propose_approval`]; the
-//! response gains a top-level `requires_approval` array with the decision
-//! ids so the agent waits (`moziplus bb decision wait ID`) before acting.
-//!
-//! [`GatewayHooks::propose_approval`]: super::hooks::GatewayHooks::propose_approval
+//! Which calls are high-risk and held back is [`super::approval`]'s rule.
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// Remove a surrounding markdown code fence (```` ```json … ``` ````).
 pub fn strip_fences(args: &str) -> &str {
@@ -24,17 +19,6 @@ pub fn strip_fences(args: &str) -> &str {
         s = s.strip_suffix("```").unwrap_or(s);
     }
     s.trim()
-}
-
-/// A high-risk tool call found in a response.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RiskyCall {
-    /// `tool_calls[].id`.
-    pub id: String,
-    /// Function name.
-    pub name: String,
-    /// Arguments JSON.
-    pub arguments: String,
 }
 
 fn tool_calls_mut(response: &mut Value) -> Vec<&mut Value> {
@@ -103,62 +87,10 @@ pub fn validate_tool_calls(response: &mut Value, offered: &[Value]) -> Result<()
     Ok(())
 }
 
-/// Tool calls of a response whose names are on `high_risk`.
-pub fn risky_calls(response: &Value, high_risk: &[String]) -> Vec<RiskyCall> {
-    let Some(choices) = response.get("choices").and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    choices
-        .iter()
-        .filter_map(|c| c.pointer("/message/tool_calls").and_then(Value::as_array))
-        .flatten()
-        .filter_map(|call| {
-            let name = call.pointer("/function/name")?.as_str()?;
-            high_risk.iter().any(|h| h == name).then(|| RiskyCall {
-                id: call
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string(),
-                name: name.to_string(),
-                arguments: match call.pointer("/function/arguments") {
-                    Some(Value::String(s)) => strip_fences(s).to_string(),
-                    Some(other) => other.to_string(),
-                    None => "{}".to_string(),
-                },
-            })
-        })
-        .collect()
-}
-
-/// One entry of the response's `requires_approval` array.
-pub fn approval_entry(
-    call: &RiskyCall,
-    decision: &Result<String, String>,
-    expires_in_seconds: f64,
-) -> Value {
-    match decision {
-        Ok(id) => json!({
-            "tool_call_id": call.id,
-            "tool": call.name,
-            "decision_id": id,
-            "status": "proposed",
-            "expires_in_seconds": expires_in_seconds,
-            "wait_command": format!("moziplus bb decision wait {id}"),
-        }),
-        Err(e) => json!({
-            "tool_call_id": call.id,
-            "tool": call.name,
-            "decision_id": null,
-            "status": "rejected",
-            "reason": format!("approval could not be requested: {e}"),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn offered() -> Vec<Value> {
         vec![
@@ -200,16 +132,5 @@ mod tests {
         assert!(validate_tool_calls(&mut unknown, &offered())
             .unwrap_err()
             .contains("unknown tool"));
-    }
-
-    #[test]
-    fn risky_calls_are_found() {
-        let calls = risky_calls(
-            &response("{\"name\":\"api\",\"replicas\":3}"),
-            &["scale_deployment".to_string()],
-        );
-        assert_eq!(calls.len(), 1);
-        assert_eq!(calls[0].id, "c1");
-        assert!(risky_calls(&response("{}"), &["delete_resource".to_string()]).is_empty());
     }
 }

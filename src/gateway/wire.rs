@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use super::call::{Call, Translation};
 use super::respond::high_risk;
 use super::routing::Route;
-use super::surface::{ChatHoldback, StreamTranslator, Surface};
+use super::stream_calls::ChatHoldback;
+use super::surface::{StreamTranslator, Surface};
 use super::upstream::Endpoint;
 use super::{messages, responses, GatewayInner, ProviderRuntime};
 
@@ -59,6 +60,9 @@ pub(super) fn upstream_body(
         _ => call.body.clone(),
     };
     body.insert("model".into(), Value::String(route.upstream_model.clone()));
+    if wire.endpoint == Endpoint::Chat {
+        empty_content_beside_tool_calls(&mut body);
+    }
     let mut strip = false;
     let chat_like = matches!(wire.endpoint, Endpoint::Chat | Endpoint::Completions);
     if call.stream && provider.cfg.stream_usage && chat_like {
@@ -83,9 +87,27 @@ pub(super) fn upstream_body(
     )
 }
 
+/// Assistant messages that carry `tool_calls` get `"content": ""` where
+/// the client sent null or nothing. OpenAI accepts all three; strict
+/// OpenAI-compatible servers (llama-cpp-python's) refuse null and missing
+/// content with a 500, and none refuses `""`.
+fn empty_content_beside_tool_calls(body: &mut Map<String, Value>) {
+    let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for m in messages.iter_mut().filter_map(Value::as_object_mut) {
+        let carries_calls = m.get("role").and_then(Value::as_str) == Some("assistant")
+            && m.get("tool_calls").is_some_and(|c| !c.is_null());
+        if carries_calls && m.get("content").is_none_or(Value::is_null) {
+            m.insert("content".into(), Value::String(String::new()));
+        }
+    }
+}
+
 /// The stream translator: the surface's for a translated call; for a chat
-/// stream whose request offered a high-risk tool, the hold-back filter;
-/// else none (bytes pass through untouched).
+/// stream whose request offered tools (legacy `functions` too) while a
+/// high-risk list is in force, the hold-back ([`ChatHoldback`]); else none
+/// (bytes pass through untouched).
 pub(super) fn translator(
     gw: &GatewayInner,
     call: &Call,
@@ -93,33 +115,23 @@ pub(super) fn translator(
     wire: &Wire,
     strip_usage_only: bool,
 ) -> Option<Box<dyn StreamTranslator>> {
-    let high_risk = high_risk(gw, provider);
     match &call.translation {
         _ if !wire.translated && call.surface != Surface::Chat => None,
-        Translation::Responses(echo) => Some(Box::new(responses::ResponsesStream::new(
-            echo.clone(),
-            high_risk.to_vec(),
-        ))),
-        Translation::Messages { model } => Some(Box::new(messages::MessagesStream::new(
-            model.clone(),
-            high_risk.to_vec(),
-        ))),
+        Translation::Responses(echo) => {
+            Some(Box::new(responses::ResponsesStream::new(echo.clone())))
+        }
+        Translation::Messages { model } => {
+            Some(Box::new(messages::MessagesStream::new(model.clone())))
+        }
         Translation::None => {
-            let offers_risky = call
-                .body
-                .get("tools")
-                .and_then(Value::as_array)
-                .is_some_and(|tools| {
-                    tools.iter().any(|t| {
-                        t.pointer("/function/name")
-                            .and_then(Value::as_str)
-                            .is_some_and(|n| high_risk.iter().any(|h| h == n))
-                    })
-                });
-            (offers_risky && wire.endpoint == Endpoint::Chat).then(|| {
-                Box::new(ChatHoldback::new(high_risk.to_vec(), strip_usage_only))
-                    as Box<dyn StreamTranslator>
-            })
+            let offers_tools = ["tools", "functions"]
+                .iter()
+                .any(|k| call.body.get(*k).is_some_and(|t| !t.is_null()));
+            let holds = offers_tools
+                && wire.endpoint == Endpoint::Chat
+                && !high_risk(gw, provider).is_empty();
+            holds
+                .then(|| Box::new(ChatHoldback::new(strip_usage_only)) as Box<dyn StreamTranslator>)
         }
     }
 }

@@ -227,6 +227,29 @@ def errors():
     return {"results": results}
 
 
+def truncation():
+    """A provider that stops half-way (MOZI_GW_MODEL = the fake's `truncated`),
+    on each surface, streamed and not: which exception each SDK raised and
+    what it had received before."""
+    results = {}
+    user = [{"role": "user", "content": "hi"}]
+    calls = {
+        "chat": lambda: oa().chat.completions.create(model=MODEL, messages=user),
+        "chat_stream": lambda: [c.model_dump() for c in oa().chat.completions.create(model=MODEL, messages=user, stream=True)],
+        "responses": lambda: oa().responses.create(model=MODEL, input="hi"),
+        "responses_stream": lambda: [e.model_dump() for e in oa().responses.create(model=MODEL, input="hi", stream=True)],
+        "messages": lambda: an().messages.create(model=MODEL, max_tokens=50, messages=user),
+        "messages_stream": lambda: [e.model_dump() for e in an().messages.create(model=MODEL, max_tokens=50, messages=user, stream=True)],
+    }
+    for name, call in calls.items():
+        try:
+            got = call()
+            results[name] = {"class": None, "got": got if isinstance(got, list) else got.model_dump()}
+        except Exception as e:  # noqa: BLE001 - the class is the result
+            results[name] = exc(e)
+    return results
+
+
 def high_risk():
     """A streamed high-risk tool call on both surfaces: what reached the SDK."""
     tool = dict(EXEC_TOOL, name="scale_deployment")
@@ -268,9 +291,67 @@ def agent():
     return result
 
 
+def agent_approval():
+    """Run as a moziplus agent: a high-risk chat call is held and proposed as a
+    decision; the run waits for it (`bb decision wait`), then makes the same
+    call twice: the first goes through, the second is held again."""
+    global URL, KEY
+    URL = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+    KEY = os.environ["OPENAI_API_KEY"]
+    home, bin_, task = os.environ["MOZI_HOME"], os.environ["MOZI_BIN"], os.environ["MOZI_TASK"]
+    tool = {"type": "function", "function": {"name": "scale_deployment", "parameters": {"type": "object"}}}
+
+    def ask():
+        r = oa().chat.completions.create(
+            model="fake/tool-scale_deployment", messages=[{"role": "user", "content": "scale"}], tools=[tool])
+        m = r.choices[0].message
+        return {"calls": [c.function.name for c in (m.tool_calls or [])], "content": m.content,
+                "finish": r.choices[0].finish_reason, "approvals": (r.model_extra or {}).get("requires_approval")}
+
+    first = ask()
+    decision = first["approvals"][0]["decision_id"]
+    with open(os.path.join(home, "decision-id"), "w") as f:
+        f.write(decision)
+    waited = subprocess.run([bin_, "bb", "decision", "wait", decision, "--timeout", "60"]).returncode
+    result = {"first": first, "waited": waited, "second": ask(), "third": ask(), "session": os.environ["MOZI_SESSION"]}
+    with open(os.path.join(home, "approval-results.json"), "w") as f:
+        json.dump(result, f)
+    path = os.path.join(home, "approval-output.md")
+    with open(path, "w") as f:
+        f.write("approval round trip done\n")
+    subprocess.run([bin_, "bb", "output", task, "--summary", "approval", "--file", path, "--name", "approval.md"], check=True)
+    subprocess.run([bin_, "bb", "done", task], check=True)
+    return result
+
+
+def agent_truncated():
+    """Run as a moziplus agent against a provider that stops half-way: what
+    the SDK raised, streamed and not."""
+    global URL, KEY
+    URL = os.environ["OPENAI_BASE_URL"].removesuffix("/v1")
+    KEY = os.environ["OPENAI_API_KEY"]
+    home, bin_, task = os.environ["MOZI_HOME"], os.environ["MOZI_BIN"], os.environ["MOZI_TASK"]
+    user = [{"role": "user", "content": "hi"}]
+    result = {"session": os.environ["MOZI_SESSION"]}
+    for name, stream in [("json", False), ("stream", True)]:
+        try:
+            r = oa().chat.completions.create(model="fake/truncated", messages=user, stream=stream)
+            result[name] = {"class": None, "got": [c.model_dump() for c in r] if stream else r.model_dump()}
+        except Exception as e:  # noqa: BLE001 - the class is the result
+            result[name] = exc(e)
+    with open(os.path.join(home, "truncated-results.json"), "w") as f:
+        json.dump(result, f)
+    path = os.path.join(home, "truncated-output.md")
+    with open(path, "w") as f:
+        f.write("truncated calls done\n")
+    subprocess.run([bin_, "bb", "output", task, "--summary", "truncated", "--file", path, "--name", "t.md"], check=True)
+    subprocess.run([bin_, "bb", "done", task], check=True)
+    return result
+
+
 SCENARIOS = {f.__name__: f for f in [
     openai_basic, openai_stream, openai_tools, anthropic_basic, anthropic_bearer, anthropic_stream,
-    anthropic_tools, anthropic_count, models, errors, high_risk, agent,
+    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent, agent_approval, agent_truncated,
 ]}
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@
 //! * `slow-<ms>` — waits before answering;
 //! * `stall` — streams one chunk, then nothing (stalled stream);
 //! * `reset` — streams one chunk, then breaks the connection;
+//! * `truncated` — a provider that answers 200 and stops half-way: streamed,
+//!   one chunk `"Hel"`, then the body ends cleanly without a finish reason
+//!   or `[DONE]`; as JSON, a choice with `"Hel"` and `finish_reason: null`;
+//! * `nochoices` — a JSON answer without `choices`;
 //! * `slowstream` — 50 chunks, 100 ms apart (for disconnects);
 //! * `gap-<ms>` — streams 3 chunks, `<ms>` apart (long silences);
 //! * `tool-<name>` — a tool call to `<name>` with markdown-fenced arguments
@@ -246,6 +250,15 @@ async fn chat(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byt
         return sse(state.clone(), guard, model, mark, include_usage);
     }
     drop(guard);
+    if model == "truncated" {
+        return Json(json!({"id": "cmpl-cut", "object": "chat.completion", "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]}))
+        .into_response();
+    }
+    if model == "nochoices" {
+        return Json(json!({"id": "cmpl-stub", "object": "chat.completion", "model": model}))
+            .into_response();
+    }
     let message = if let Some(tool) = model.strip_prefix("tool-") {
         tool_message(tool, "```json\n{\"name\": \"api\", \"replicas\": 3}\n```")
     } else if model == "toolflaky" {
@@ -324,6 +337,18 @@ fn sse(
     mark: String,
     include_usage: bool,
 ) -> Response {
+    if model == "truncated" {
+        let v = json!({"id": "chatcmpl-cut", "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": null}]});
+        let once = futures_util::stream::iter([Ok::<Bytes, std::io::Error>(Bytes::from(format!(
+            "data: {v}\n\n"
+        )))]);
+        drop(in_flight);
+        return Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(once))
+            .unwrap();
+    }
     let (count, gap) = match model.as_str() {
         "slowstream" => (50, Duration::from_millis(100)),
         m if m.starts_with("gap-") => (3, Duration::from_millis(m[4..].parse().unwrap_or(1000))),

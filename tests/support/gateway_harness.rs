@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, Once};
 
 use futures_util::future::BoxFuture;
 use moziplus::gateway::{
-    ApprovalRequest, Gateway, GatewayConfig, GatewayHooks, Priority, ProviderConfig,
-    RunAttribution, TokenUsage,
+    ApprovalRequest, ApprovalStatus, FailedAttempt, Gateway, GatewayConfig, GatewayHooks, Priority,
+    ProviderConfig, RunAttribution, TokenUsage,
 };
 use serde_json::json;
 
@@ -26,11 +26,16 @@ pub fn init_env() {
     ENV.call_once(|| std::env::set_var(KEY_ENV, KEY_VALUE));
 }
 
-/// Hooks that resolve one run key and record usage and approvals.
+/// Hooks that resolve one run key and record usage, failed attempts and
+/// approvals.
 #[derive(Default)]
 pub struct RecordingHooks {
     pub usage: Mutex<Vec<(RunAttribution, TokenUsage)>>,
+    pub failures: Mutex<Vec<(RunAttribution, FailedAttempt)>>,
     pub approvals: Mutex<Vec<ApprovalRequest>>,
+    /// Decisions settled by the test's "human", by decision id; any other
+    /// is still proposed.
+    pub decided: Mutex<std::collections::HashMap<String, ApprovalStatus>>,
 }
 
 pub fn attribution() -> RunAttribution {
@@ -54,6 +59,28 @@ impl GatewayHooks for RecordingHooks {
             .lock()
             .unwrap()
             .push((attribution.clone(), usage.clone()));
+    }
+
+    fn record_failure(&self, attribution: &RunAttribution, failure: &FailedAttempt) {
+        self.failures
+            .lock()
+            .unwrap()
+            .push((attribution.clone(), failure.clone()));
+    }
+
+    fn approval_status(
+        &self,
+        _attribution: Option<RunAttribution>,
+        decision_id: String,
+    ) -> BoxFuture<'static, ApprovalStatus> {
+        let status = self
+            .decided
+            .lock()
+            .unwrap()
+            .get(&decision_id)
+            .cloned()
+            .unwrap_or(ApprovalStatus::Proposed);
+        Box::pin(async move { status })
     }
 
     fn propose_approval(

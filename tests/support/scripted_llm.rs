@@ -15,6 +15,13 @@
 //! (`prompt_tokens` = 100 + the request's message count, `completion_tokens`
 //! = 7), and the totals served are kept so tests can compare them with what
 //! the daemon booked.
+//!
+//! It is as strict about message content as llama.cpp's server
+//! (llama-cpp-python): every message needs `content` as a string, so an
+//! assistant message carrying tool calls with `"content": null` or none at
+//! all is refused with a 500 ("Input should be a valid string"). A CLI's
+//! second turn of a tool loop therefore only passes if the gateway sends
+//! what such a local server accepts.
 #![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
@@ -40,6 +47,8 @@ pub struct Served {
     /// A tool to call instead of the shell, with no arguments, when the
     /// request offers it (an MCP tool such as `mcp__moziplus__done`).
     pub mcp_tool: Option<String>,
+    /// Requests refused for a message without string content.
+    pub refused_content: usize,
 }
 
 #[derive(Clone)]
@@ -186,6 +195,19 @@ async fn chat(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
+    if let Some(i) = messages.iter().position(|m| {
+        !m.get("content")
+            .is_some_and(|c| c.is_string() || c.is_array())
+    }) {
+        // llama-cpp-python's pydantic validation, word for word in its detail.
+        let detail = format!("messages.{i}.content: Input should be a valid string");
+        ctx.served.lock().unwrap().refused_content += 1;
+        return (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"message": detail, "type": "internal_server_error"}})),
+        )
+            .into_response();
+    }
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let has_result = messages
         .iter()

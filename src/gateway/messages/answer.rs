@@ -3,8 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::gateway::surface::{answer_text, new_id};
-use crate::gateway::tools::RiskyCall;
+use crate::gateway::surface::new_id;
 use crate::gateway::usage::usage_of;
 
 /// Anthropic `stop_reason` for a chat `finish_reason`.
@@ -31,14 +30,9 @@ fn tool_input(arguments: &str) -> Value {
     }
 }
 
-/// A non-streaming chat answer as a Messages response; `risky` tool calls
-/// are held back (named in a text block and `requires_approval`).
-pub(crate) fn from_chat(
-    chat: &Value,
-    model: &str,
-    risky: &[RiskyCall],
-    approvals: &[Value],
-) -> Value {
+/// A non-streaming chat answer (high-risk calls already withheld, their
+/// notes in its text) as a Messages response.
+pub(crate) fn from_chat(chat: &Value, model: &str, approvals: &[Value]) -> Value {
     let message = chat
         .pointer("/choices/0/message")
         .cloned()
@@ -47,7 +41,7 @@ pub(crate) fn from_chat(
         .pointer("/choices/0/finish_reason")
         .and_then(Value::as_str);
     let mut content = Vec::new();
-    let text = answer_text(&message, risky, approvals);
+    let text = message.get("content").and_then(Value::as_str).unwrap_or("");
     if !text.is_empty() {
         content.push(json!({"type": "text", "text": text}));
     }
@@ -59,9 +53,6 @@ pub(crate) fn from_chat(
         .flatten()
     {
         let id = call.get("id").and_then(Value::as_str).unwrap_or("");
-        if risky.iter().any(|r| r.id == id) {
-            continue;
-        }
         tool_use = true;
         let args = match call.pointer("/function/arguments") {
             Some(Value::String(s)) => s.clone(),
@@ -72,11 +63,6 @@ pub(crate) fn from_chat(
             "name": call.pointer("/function/name").and_then(Value::as_str).unwrap_or(""),
             "input": tool_input(&args)}));
     }
-    let finish = if !risky.is_empty() && !tool_use {
-        Some("stop")
-    } else {
-        finish
-    };
     let mut msg = json!({"id": new_id("msg_"), "type": "message", "role": "assistant", "model": model,
         "content": content, "stop_reason": stop_reason(finish, tool_use), "stop_sequence": null,
         "usage": usage_json(usage_of(chat))});
@@ -95,11 +81,11 @@ mod tests {
         let chat = json!({"choices": [{"message": {"role": "assistant", "content": "ok",
             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "Read", "arguments": "{\"a\":1}"}}]},
             "finish_reason": "tool_calls"}], "usage": {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}});
-        let m = from_chat(&chat, "claude-x", &[], &[]);
+        let m = from_chat(&chat, "claude-x", &[]);
         assert_eq!(m["stop_reason"], "tool_use");
         assert_eq!(m["content"][1]["input"], json!({"a": 1}));
         assert_eq!(m["usage"]["input_tokens"], 9);
         let long = json!({"choices": [{"message": {"content": "abc"}, "finish_reason": "length"}]});
-        assert_eq!(from_chat(&long, "m", &[], &[])["stop_reason"], "max_tokens");
+        assert_eq!(from_chat(&long, "m", &[])["stop_reason"], "max_tokens");
     }
 }

@@ -1,4 +1,8 @@
-//! Chat chunks as the Anthropic Messages stream.
+//! Chat chunks as the Anthropic Messages stream. Text streams as it comes;
+//! tool calls are collected whole and sent as `tool_use` blocks when the
+//! provider's stream ended and [`approval`] judged them.
+//!
+//! [`approval`]: crate::gateway::approval
 
 use std::collections::VecDeque;
 
@@ -6,90 +10,60 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::answer::{stop_reason, usage_json};
-use crate::gateway::surface::{approval_text, new_id, sse_event, StreamTranslator};
-use crate::gateway::tools::RiskyCall;
-
-/// Open content block of a stream.
-enum Block {
-    Text,
-    Tool {
-        id: String,
-        name: String,
-        arguments: String,
-        /// High-risk: nothing of it is sent.
-        held: bool,
-    },
-}
+use crate::gateway::approval::{self, ToolCall, Verdict};
+use crate::gateway::stream_calls::PendingCalls;
+use crate::gateway::surface::{new_id, sse_event, StreamTranslator};
 
 /// Chat chunks → Anthropic stream events.
 pub(crate) struct MessagesStream {
     model: String,
-    high_risk: Vec<String>,
     next_block: usize,
-    /// The open block: its index and kind.
-    open: Option<(usize, Block)>,
-    /// Tool calls by chat index → block index (`usize::MAX` when held).
-    calls: Vec<(u64, usize)>,
-    held: Vec<RiskyCall>,
+    /// The open text block's index.
+    open_text: Option<usize>,
+    calls: PendingCalls,
     finish_reason: Option<String>,
-    tool_use: bool,
     any_text: bool,
 }
 
 impl MessagesStream {
-    pub fn new(model: String, high_risk: Vec<String>) -> Self {
+    pub fn new(model: String) -> Self {
         MessagesStream {
             model,
-            high_risk,
             next_block: 0,
-            open: None,
-            calls: Vec::new(),
-            held: Vec::new(),
+            open_text: None,
+            calls: PendingCalls::default(),
             finish_reason: None,
-            tool_use: false,
             any_text: false,
         }
     }
 
-    fn close(&mut self, out: &mut VecDeque<Bytes>) {
-        match self.open.take() {
-            Some((
-                _,
-                Block::Tool {
-                    id,
-                    name,
-                    arguments,
-                    held: true,
-                },
-            )) => self.held.push(RiskyCall {
-                id,
-                name,
-                arguments: crate::gateway::tools::strip_fences(&arguments).to_string(),
-            }),
-            Some((index, _)) => sse_event(
+    fn close_text(&mut self, out: &mut VecDeque<Bytes>) {
+        if let Some(index) = self.open_text.take() {
+            sse_event(
                 out,
                 "content_block_stop",
                 &json!({"type": "content_block_stop", "index": index}),
-            ),
-            None => {}
+            );
         }
     }
 
     fn text(&mut self, text: &str, out: &mut VecDeque<Bytes>) {
-        if !matches!(self.open, Some((_, Block::Text))) {
-            self.close(out);
-            let index = self.next_block;
-            self.next_block += 1;
-            sse_event(
-                out,
-                "content_block_start",
-                &json!({"type": "content_block_start", "index": index,
-                "content_block": {"type": "text", "text": ""}}),
-            );
-            self.open = Some((index, Block::Text));
-        }
+        let index = match self.open_text {
+            Some(index) => index,
+            None => {
+                let index = self.next_block;
+                self.next_block += 1;
+                sse_event(
+                    out,
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": index,
+                    "content_block": {"type": "text", "text": ""}}),
+                );
+                self.open_text = Some(index);
+                index
+            }
+        };
         self.any_text = true;
-        let index = self.open.as_ref().map_or(0, |(i, _)| *i);
         sse_event(
             out,
             "content_block_delta",
@@ -98,64 +72,32 @@ impl MessagesStream {
         );
     }
 
-    fn tool(&mut self, tc: &Value, out: &mut VecDeque<Bytes>) {
-        let chat_index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let args = tc
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !self.calls.iter().any(|(i, _)| *i == chat_index) {
-            self.close(out);
-            let name = tc
-                .pointer("/function/name")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string();
-            let id = tc
-                .get("id")
-                .and_then(Value::as_str)
-                .map_or_else(|| new_id("toolu_"), str::to_string);
-            let held = self.high_risk.contains(&name);
-            let index = if held { usize::MAX } else { self.next_block };
-            if !held {
-                self.next_block += 1;
-                self.tool_use = true;
-                sse_event(
-                    out,
-                    "content_block_start",
-                    &json!({"type": "content_block_start", "index": index,
-                    "content_block": {"type": "tool_use", "id": id, "name": name, "input": {}}}),
-                );
-            }
-            self.calls.push((chat_index, index));
-            self.open = Some((
-                index,
-                Block::Tool {
-                    id,
-                    name,
-                    arguments: String::new(),
-                    held,
-                },
-            ));
-        }
-        let Some((
-            index,
-            Block::Tool {
-                arguments, held, ..
-            },
-        )) = self.open.as_mut()
-        else {
-            return;
+    /// One complete call as a `tool_use` block.
+    fn send_call(&mut self, call: &ToolCall, out: &mut VecDeque<Bytes>) {
+        let index = self.next_block;
+        self.next_block += 1;
+        let id = if call.id.is_empty() {
+            new_id("toolu_")
+        } else {
+            call.id.clone()
         };
-        arguments.push_str(args);
-        if !*held && !args.is_empty() {
-            sse_event(
-                out,
-                "content_block_delta",
-                &json!({"type": "content_block_delta", "index": *index,
-                "delta": {"type": "input_json_delta", "partial_json": args}}),
-            );
-        }
+        sse_event(
+            out,
+            "content_block_start",
+            &json!({"type": "content_block_start", "index": index,
+            "content_block": {"type": "tool_use", "id": id, "name": call.name, "input": {}}}),
+        );
+        sse_event(
+            out,
+            "content_block_delta",
+            &json!({"type": "content_block_delta", "index": index,
+            "delta": {"type": "input_json_delta", "partial_json": call.arguments}}),
+        );
+        sse_event(
+            out,
+            "content_block_stop",
+            &json!({"type": "content_block_stop", "index": index}),
+        );
     }
 }
 
@@ -178,62 +120,54 @@ impl StreamTranslator for MessagesStream {
             self.text(text, out);
         }
         for tc in delta.tool_calls {
-            self.tool(tc, out);
+            self.calls.add(0, tc);
         }
         if let Some(f) = delta.finish_reason {
             self.finish_reason = Some(f.to_string());
         }
     }
 
-    fn held_back(&self) -> Vec<RiskyCall> {
-        let mut held = self.held.clone();
-        if let Some((
-            _,
-            Block::Tool {
-                id,
-                name,
-                arguments,
-                held: true,
-            },
-        )) = &self.open
-        {
-            held.push(RiskyCall {
-                id: id.clone(),
-                name: name.clone(),
-                arguments: crate::gateway::tools::strip_fences(arguments).to_string(),
-            });
-        }
-        held
+    fn calls(&self) -> Vec<ToolCall> {
+        self.calls.complete()
     }
 
     fn finish(
         &mut self,
         usage: Option<(u64, u64, u64)>,
-        approvals: &[Value],
+        verdicts: &[Verdict],
         out: &mut VecDeque<Bytes>,
     ) {
-        self.close(out);
-        if !self.held.is_empty() {
-            let text = approval_text(&self.held.clone(), approvals);
+        let note = approval::notes(verdicts);
+        if !note.is_empty() {
             let text = if self.any_text {
-                format!("\n\n{text}")
+                format!("\n\n{note}")
             } else {
-                text
+                note
             };
             self.text(&text, out);
-            self.close(out);
         }
-        let finish = if !self.held.is_empty() && !self.tool_use {
+        self.close_text(out);
+        let calls = self.calls.complete();
+        let mut tool_use = false;
+        for (call, verdict) in calls.iter().zip(verdicts) {
+            if verdict.delivered() {
+                self.send_call(call, out);
+                tool_use = true;
+            }
+        }
+        let finish = if !tool_use && !calls.is_empty() {
+            // Every call was withheld: the turn ends with the note.
             Some("stop")
         } else {
             self.finish_reason.as_deref()
         };
         let (i, o, _) = usage.unwrap_or((0, 0, 0));
         let mut delta = json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_reason(finish, self.tool_use), "stop_sequence": null},
+            "delta": {"stop_reason": stop_reason(finish, tool_use), "stop_sequence": null},
             "usage": {"input_tokens": i, "output_tokens": o}});
+        let approvals = approval::entries(verdicts);
         if !approvals.is_empty() {
-            delta["requires_approval"] = Value::Array(approvals.to_vec());
+            delta["requires_approval"] = Value::Array(approvals);
         }
         sse_event(out, "message_delta", &delta);
         sse_event(out, "message_stop", &json!({"type": "message_stop"}));

@@ -4,8 +4,7 @@
 use serde_json::{json, Value};
 
 use super::Echo;
-use crate::gateway::surface::{answer_text, new_id, unix_now};
-use crate::gateway::tools::RiskyCall;
+use crate::gateway::surface::{new_id, unix_now};
 use crate::gateway::usage::usage_of;
 
 /// `usage` in Responses names.
@@ -58,14 +57,9 @@ pub(super) fn call_item(
         "call_id": call_id, "name": name, "arguments": arguments})
 }
 
-/// A non-streaming chat answer (already validated; `risky` calls held back
-/// with their `requires_approval` entries) as a Responses object.
-pub(crate) fn from_chat(
-    chat: &Value,
-    echo: &Echo,
-    risky: &[RiskyCall],
-    approvals: &[Value],
-) -> Value {
+/// A non-streaming chat answer (already validated, high-risk calls already
+/// withheld with their `requires_approval` entries) as a Responses object.
+pub(crate) fn from_chat(chat: &Value, echo: &Echo, approvals: &[Value]) -> Value {
     let message = chat
         .pointer("/choices/0/message")
         .cloned()
@@ -75,9 +69,9 @@ pub(crate) fn from_chat(
         .and_then(Value::as_str)
         .unwrap_or("stop");
     let mut output = Vec::new();
-    let text = answer_text(&message, risky, approvals);
+    let text = message.get("content").and_then(Value::as_str).unwrap_or("");
     if !text.is_empty() {
-        output.push(message_item(&new_id("msg_"), &text, "completed"));
+        output.push(message_item(&new_id("msg_"), text, "completed"));
     }
     for call in message
         .get("tool_calls")
@@ -86,9 +80,6 @@ pub(crate) fn from_chat(
         .flatten()
     {
         let call_id = call.get("id").and_then(Value::as_str).unwrap_or("");
-        if risky.iter().any(|r| r.id == call_id) {
-            continue;
-        }
         let name = call
             .pointer("/function/name")
             .and_then(Value::as_str)

@@ -1,5 +1,10 @@
 //! Chat chunks as the Responses stream: the full event sequence with
-//! `sequence_number`, high-risk tool calls held back.
+//! `sequence_number`. Text streams as it comes; tool calls are collected
+//! whole and sent when the provider's stream ended and [`approval`] judged
+//! them (a high-risk call is never sent unapproved, and never judged on a
+//! first fragment).
+//!
+//! [`approval`]: crate::gateway::approval
 
 use std::collections::VecDeque;
 
@@ -8,59 +13,45 @@ use serde_json::{json, Value};
 
 use super::answer::{call_item, message_item, response_object, usage_json};
 use super::Echo;
-use crate::gateway::surface::{approval_text, new_id, sse_event, unix_now, StreamTranslator};
-use crate::gateway::tools::RiskyCall;
+use crate::gateway::approval::{self, ToolCall, Verdict};
+use crate::gateway::stream_calls::PendingCalls;
+use crate::gateway::surface::{new_id, sse_event, unix_now, StreamTranslator};
 
-/// An output item being streamed.
-struct OpenItem {
+/// The text item being streamed.
+struct OpenText {
     /// Output index.
     index: usize,
     id: String,
-    kind: OpenKind,
-}
-
-enum OpenKind {
-    Text(String),
-    Call {
-        call_id: String,
-        name: String,
-        arguments: String,
-        /// High-risk: nothing of it is sent.
-        held: bool,
-    },
+    text: String,
 }
 
 /// Chat chunks → Responses stream events.
 pub(crate) struct ResponsesStream {
     echo: Echo,
-    high_risk: Vec<String>,
     id: String,
     created: u64,
     seq: u64,
     /// Finished output items with their output index, for `response.completed`.
     done: Vec<(usize, Value)>,
     next_index: usize,
-    text: Option<OpenItem>,
-    /// Tool calls by their chat `index`.
-    calls: Vec<(u64, OpenItem)>,
+    text: Option<OpenText>,
+    /// Tool calls of the answer, assembled from their deltas.
+    calls: PendingCalls,
     finish_reason: Option<String>,
-    held: Vec<RiskyCall>,
 }
 
 impl ResponsesStream {
-    pub fn new(echo: Echo, high_risk: Vec<String>) -> Self {
+    pub fn new(echo: Echo) -> Self {
         ResponsesStream {
             echo,
-            high_risk,
             id: new_id("resp_"),
             created: unix_now(),
             seq: 0,
             done: Vec::new(),
             next_index: 0,
             text: None,
-            calls: Vec::new(),
+            calls: PendingCalls::default(),
             finish_reason: None,
-            held: Vec::new(),
         }
     }
 
@@ -91,10 +82,10 @@ impl ResponsesStream {
 
     fn text_delta(&mut self, delta: &str, out: &mut VecDeque<Bytes>) {
         if self.text.is_none() {
-            let item = OpenItem {
+            let item = OpenText {
                 index: self.next_index,
                 id: new_id("msg_"),
-                kind: OpenKind::Text(String::new()),
+                text: String::new(),
             };
             self.next_index += 1;
             let added = json!({"output_index": item.index, "item": {"id": item.id, "type": "message",
@@ -108,19 +99,15 @@ impl ResponsesStream {
         let Some(item) = self.text.as_mut() else {
             return;
         };
-        if let OpenKind::Text(t) = &mut item.kind {
-            t.push_str(delta);
-        }
+        item.text.push_str(delta);
         let data = json!({"item_id": item.id, "output_index": item.index, "content_index": 0, "delta": delta, "logprobs": []});
         self.emit(out, "response.output_text.delta", data);
     }
 
     fn close_text(&mut self, out: &mut VecDeque<Bytes>) {
-        let Some(item) = self.text.take() else { return };
-        let OpenKind::Text(text) = &item.kind else {
+        let Some(OpenText { index, id, text }) = self.text.take() else {
             return;
         };
-        let (id, index) = (item.id.clone(), item.index);
         self.emit(out, "response.output_text.done", json!({"item_id": id, "output_index": index, "content_index": 0, "text": text, "logprobs": []}));
         self.emit(
             out,
@@ -128,7 +115,7 @@ impl ResponsesStream {
             json!({"item_id": id, "output_index": index, "content_index": 0,
             "part": {"type": "output_text", "text": text, "annotations": []}}),
         );
-        let done = message_item(&id, text, "completed");
+        let done = message_item(&id, &text, "completed");
         self.emit(
             out,
             "response.output_item.done",
@@ -137,119 +124,54 @@ impl ResponsesStream {
         self.done.push((index, done));
     }
 
-    fn call_delta(&mut self, tc: &Value, out: &mut VecDeque<Bytes>) {
-        let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let name = tc
-            .pointer("/function/name")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        let args = tc
-            .pointer("/function/arguments")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        if !self.calls.iter().any(|(i, _)| *i == index) {
-            self.close_text(out);
-            let held = self.high_risk.iter().any(|h| h == name);
-            let call_id = tc
-                .get("id")
-                .and_then(Value::as_str)
-                .map_or_else(|| new_id("call_"), str::to_string);
-            let item = OpenItem {
-                index: if held { usize::MAX } else { self.next_index },
-                id: new_id("fc_"),
-                kind: OpenKind::Call {
-                    call_id,
-                    name: name.to_string(),
-                    arguments: String::new(),
-                    held,
-                },
-            };
-            if !held {
-                self.next_index += 1;
-                let OpenKind::Call { call_id, name, .. } = &item.kind else {
-                    return;
-                };
-                let added = call_item(&self.echo, &item.id, call_id, name, "", "in_progress");
-                self.emit(
-                    out,
-                    "response.output_item.added",
-                    json!({"output_index": item.index, "item": added}),
-                );
-            }
-            self.calls.push((index, item));
-        }
-        let Some((_, item)) = self.calls.iter_mut().find(|(i, _)| *i == index) else {
-            return;
+    /// One complete call, as its whole event sequence.
+    fn send_call(&mut self, call: &ToolCall, out: &mut VecDeque<Bytes>) {
+        let (index, item_id) = (self.next_index, new_id("fc_"));
+        self.next_index += 1;
+        let arguments = if call.arguments.trim().is_empty() {
+            "{}"
+        } else {
+            call.arguments.as_str()
         };
-        let OpenKind::Call {
+        let added = call_item(
+            &self.echo,
+            &item_id,
+            &call.id,
+            &call.name,
+            "",
+            "in_progress",
+        );
+        self.emit(
+            out,
+            "response.output_item.added",
+            json!({"output_index": index, "item": added}),
+        );
+        let done = call_item(
+            &self.echo,
+            &item_id,
+            &call.id,
+            &call.name,
             arguments,
-            held,
-            name: n,
-            ..
-        } = &mut item.kind
-        else {
-            return;
-        };
-        if n.is_empty() && !name.is_empty() {
-            n.push_str(name);
-        }
-        arguments.push_str(args);
-        if !*held && !args.is_empty() {
-            let data = json!({"item_id": item.id, "output_index": item.index, "delta": args});
-            let custom = self.echo.custom_tools.contains(n.as_str());
-            // Custom tool input is only known once complete (it is unwrapped from JSON).
-            if !custom {
-                self.emit(out, "response.function_call_arguments.delta", data);
-            }
-        }
-    }
-
-    fn close_calls(&mut self, out: &mut VecDeque<Bytes>) {
-        for (_, item) in std::mem::take(&mut self.calls) {
-            let OpenKind::Call {
-                call_id,
-                name,
-                arguments,
-                held,
-            } = item.kind
-            else {
-                continue;
-            };
-            let arguments = if arguments.trim().is_empty() {
-                "{}".to_string()
-            } else {
-                arguments
-            };
-            if held {
-                self.held.push(RiskyCall {
-                    id: call_id,
-                    name,
-                    arguments: crate::gateway::tools::strip_fences(&arguments).to_string(),
-                });
-                continue;
-            }
-            let done = call_item(
-                &self.echo,
-                &item.id,
-                &call_id,
-                &name,
-                &arguments,
-                "completed",
-            );
-            if done["type"] == "function_call" {
-                self.emit(
-                    out,
-                    "response.function_call_arguments.done",
-                    json!({"item_id": item.id, "output_index": item.index, "arguments": arguments}),
-                );
-            }
+            "completed",
+        );
+        if done["type"] == "function_call" {
             self.emit(
                 out,
-                "response.output_item.done",
-                json!({"output_index": item.index, "item": done}),
+                "response.function_call_arguments.delta",
+                json!({"item_id": item_id, "output_index": index, "delta": arguments}),
             );
-            self.done.push((item.index, done));
+            self.emit(
+                out,
+                "response.function_call_arguments.done",
+                json!({"item_id": item_id, "output_index": index, "arguments": arguments}),
+            );
         }
+        self.emit(
+            out,
+            "response.output_item.done",
+            json!({"output_index": index, "item": done}),
+        );
+        self.done.push((index, done));
     }
 }
 
@@ -269,49 +191,35 @@ impl StreamTranslator for ResponsesStream {
             self.text_delta(text, out);
         }
         for tc in delta.tool_calls {
-            self.call_delta(tc, out);
+            self.calls.add(0, tc);
         }
         if let Some(f) = delta.finish_reason {
             self.finish_reason = Some(f.to_string());
         }
     }
 
-    fn held_back(&self) -> Vec<RiskyCall> {
-        let mut held = self.held.clone();
-        for (_, item) in &self.calls {
-            if let OpenKind::Call {
-                call_id,
-                name,
-                arguments,
-                held: true,
-            } = &item.kind
-            {
-                held.push(RiskyCall {
-                    id: call_id.clone(),
-                    name: name.clone(),
-                    arguments: crate::gateway::tools::strip_fences(arguments).to_string(),
-                });
-            }
-        }
-        held
+    fn calls(&self) -> Vec<ToolCall> {
+        self.calls.complete()
     }
 
     fn finish(
         &mut self,
         usage: Option<(u64, u64, u64)>,
-        approvals: &[Value],
+        verdicts: &[Verdict],
         out: &mut VecDeque<Bytes>,
     ) {
-        let held = self.held_back();
-        self.calls
-            .retain(|(_, i)| !matches!(i.kind, OpenKind::Call { held: true, .. }));
-        if !held.is_empty() {
-            let text = approval_text(&held, approvals);
+        let note = approval::notes(verdicts);
+        if !note.is_empty() {
             let prefix = if self.text.is_some() { "\n\n" } else { "" };
-            self.text_delta(&format!("{prefix}{text}"), out);
+            self.text_delta(&format!("{prefix}{note}"), out);
         }
         self.close_text(out);
-        self.close_calls(out);
+        let calls = self.calls.complete();
+        for (call, verdict) in calls.iter().zip(verdicts) {
+            if verdict.delivered() {
+                self.send_call(call, out);
+            }
+        }
         let incomplete = self.finish_reason.as_deref() == Some("length");
         let status = if incomplete {
             "incomplete"
@@ -323,8 +231,9 @@ impl StreamTranslator for ResponsesStream {
         if incomplete {
             obj["incomplete_details"] = json!({"reason": "max_output_tokens"});
         }
+        let approvals = approval::entries(verdicts);
         if !approvals.is_empty() {
-            obj["requires_approval"] = Value::Array(approvals.to_vec());
+            obj["requires_approval"] = Value::Array(approvals);
         }
         let name = if incomplete {
             "response.incomplete"
@@ -334,11 +243,21 @@ impl StreamTranslator for ResponsesStream {
         self.emit(out, name, json!({"response": obj}));
     }
 
+    /// `response.failed` (what Codex reads). The same error also sits at the
+    /// top level of the event: the OpenAI SDKs raise `APIError` on a stream
+    /// event with an `error` member and would otherwise hand the failure
+    /// over as one more event.
     fn fail(&mut self, message: &str, out: &mut VecDeque<Bytes>) {
+        self.close_text(out);
         let output = self.take_output();
         let mut obj = self.object("failed", output, Value::Null);
-        obj["error"] = json!({"code": "server_error", "message": message});
-        self.emit(out, "response.failed", json!({"response": obj}));
+        let error = json!({"code": "server_error", "message": message});
+        obj["error"] = error.clone();
+        self.emit(
+            out,
+            "response.failed",
+            json!({"response": obj, "error": error}),
+        );
     }
 }
 
@@ -348,13 +267,10 @@ mod tests {
 
     #[test]
     fn stream_events_are_complete_and_numbered() {
-        let mut s = ResponsesStream::new(
-            Echo {
-                model: "m".into(),
-                ..Echo::default()
-            },
-            vec!["scale_deployment".into()],
-        );
+        let mut s = ResponsesStream::new(Echo {
+            model: "m".into(),
+            ..Echo::default()
+        });
         let mut out = VecDeque::new();
         s.start(&mut out);
         s.chunk(
@@ -368,8 +284,14 @@ mod tests {
         s.chunk(&json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "id": "c1", "function": {"name": "exec_command", "arguments": "{\"cmd\""}}]}}]}), &mut out);
         s.chunk(&json!({"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":\"ls\"}"}}]}}]}), &mut out);
         s.chunk(&json!({"choices": [{"delta": {"tool_calls": [{"index": 1, "id": "c2", "function": {"name": "scale_deployment", "arguments": "{}"}}]}, "finish_reason": "tool_calls"}]}), &mut out);
-        assert_eq!(s.held_back().len(), 1);
-        s.finish(Some((3, 4, 7)), &[json!({"decision_id": "D-1"})], &mut out);
+        let calls = s.calls();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[1].name, "scale_deployment");
+        let held = Verdict::Withhold {
+            entry: json!({"decision_id": "D-1"}),
+            note: "held: wait for D-1".into(),
+        };
+        s.finish(Some((3, 4, 7)), &[Verdict::Deliver, held], &mut out);
         let events: Vec<Value> = out
             .iter()
             .map(|b| {
