@@ -338,3 +338,95 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
     );
     eprintln!("fault injection finished in {:?}", started.elapsed());
 }
+
+/// Issue 23, finding 4: a crash leaves `daemon.lock` behind with a PID in
+/// it, and `rm daemon.lock` let a second `serve` start beside the first (it
+/// SIGTERMed the first one's run; the task ended in round 2). The lock is
+/// the kernel's, on the home directory: after the `rm`, the second daemon is
+/// refused, `doctor` names the holder, and the first one's run finishes its
+/// task in round 1.
+#[test]
+fn a_deleted_lock_file_lets_no_second_daemon_in() {
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
+    let command = format!(
+        "[\"env\", \"MOZI_DEMO_PACE=1\", \"{}\", \"demo-agent\", \"{{brief}}\"]",
+        env!("CARGO_BIN_EXE_moziplus")
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: demo-coder\n    runtime: command\n    command: {command}\n    kinds: [code]\n"
+        ),
+    )
+    .unwrap();
+    home.create_project("demo");
+    let db = home.db("demo");
+
+    // A crash leaves the file behind, with the dead daemon's PID inside.
+    let crashed = Daemon::start(&home);
+    let crashed_pid = crashed.pid();
+    crashed.crash();
+    let left = std::fs::read_to_string(home.path().join("daemon.lock")).expect("left behind");
+    assert_eq!(left.trim(), crashed_pid.to_string());
+
+    let first = Daemon::start(&home);
+    let task = home.create_task("demo", "slow", &["--kind", "code"]);
+    wait_for(Duration::from_secs(30), "the run to start", || {
+        query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL") == 1
+    });
+    // The cleanup the left-over file invites.
+    std::fs::remove_file(home.path().join("daemon.lock")).unwrap();
+
+    let port = free_port();
+    // A second daemon that gets in serves until killed: `wait_child` fails
+    // the test then.
+    let second = home
+        .command()
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a second serve");
+    let second = wait_child(second, "a second serve".into());
+    let said = format!("{}{}", second.stderr, second.stdout);
+    assert_ne!(second.code, 0, "a second daemon was let in: {said}");
+    assert!(
+        said.contains("already serving") && said.contains(&format!("pid {}", first.pid())),
+        "the refusal names the holder: {said}"
+    );
+    assert!(
+        http(port, "GET", "/health").is_none(),
+        "nothing listens on the second daemon's port"
+    );
+
+    let doctor = home.run(&["doctor"]);
+    assert!(
+        doctor
+            .stdout
+            .contains(&format!("held by pid {} (", first.pid())),
+        "doctor names the holder:\n{doctor}"
+    );
+
+    wait_for(Duration::from_secs(90), "the task done", || {
+        query_i64(
+            &db,
+            &format!("SELECT COUNT(*) FROM task WHERE id = '{task}' AND status = 'done'"),
+        ) == 1
+    });
+    assert_eq!(
+        query_i64(&db, &format!("SELECT round FROM task WHERE id = '{task}'")),
+        1,
+        "the first daemon's run was not interrupted"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session"),
+        1,
+        "one session: nobody ran the task twice"
+    );
+    assert!(first.stop().success(), "graceful stop");
+    // Positive control: once the holder is gone, doctor says so and a
+    // daemon starts.
+    let doctor = home.run(&["doctor"]);
+    assert!(doctor.stdout.contains("free: no daemon"), "{doctor}");
+    Daemon::start(&home).stop();
+}

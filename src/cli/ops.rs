@@ -118,6 +118,7 @@ impl Checks {
 pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
     let mut checks = Checks::default();
     check_home_and_team(home, &mut checks);
+    check_home_lock(home, &mut checks);
     check_serve_start(home, &mut checks);
     match registry::load(home) {
         Ok(entries) => {
@@ -174,6 +175,33 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
         }
         Err(e) => checks.push("agents.yaml", false, true, e.to_string()),
     }
+}
+
+/// Who serves this home: the holder of its lock, as the kernel reports it
+/// (not the PID written in `daemon.lock`, which anyone may delete or edit).
+fn check_home_lock(home: &Home, checks: &mut Checks) {
+    use crate::daemon::home_lock::{holder, Holder};
+    let detail = match holder(home) {
+        Holder::Free => "free: no daemon is serving this home".to_string(),
+        Holder::Process(Some(pid)) => {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    c.split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            if command.is_empty() {
+                format!("held by pid {pid}")
+            } else {
+                format!("held by pid {pid} ({command})")
+            }
+        }
+        Holder::Process(None) => "held by another process (the lock table is unreadable)".into(),
+    };
+    checks.push("daemon lock", true, false, detail);
 }
 
 /// Exactly the checks `serve` runs at start (agents, pass_env, review
