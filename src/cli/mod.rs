@@ -145,6 +145,11 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => report(&e),
         };
     }
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before the runtime or any thread exists (see `secrets`): an agent
+        // of the same user can read the daemon's /proc/<pid>/environ.
+        crate::secrets::withdraw_from_environment();
+    }
     let bb = matches!(cli.command, Command::Bb(_));
     if bb {
         cap_malloc_arenas(1);

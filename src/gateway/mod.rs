@@ -192,7 +192,7 @@ impl Gateway {
             let key = p
                 .api_key_env
                 .as_deref()
-                .and_then(|env| std::env::var(env).ok())
+                .and_then(crate::secrets::env_var)
                 .filter(|k| !k.trim().is_empty())
                 .map(|k| Secret::new(k.trim()));
             providers.push(ProviderRuntime {
