@@ -79,3 +79,206 @@ fn the_daemon_keeps_no_secret_in_its_environment_or_on_its_status_pages() {
         .expect("the NVIDIA provider");
     assert_eq!(nvidia["api_key"], "****", "set, without its characters");
 }
+
+/// Finding 3: two connections announce 32 MB bodies on `/v1` and send one
+/// byte a second. Every API write got 503 for as long as they trickled,
+/// and nothing ever cut them. Now API writes succeed meanwhile (the API's
+/// share of the body memory), and each trickle is cut with 408 after one
+/// rate window.
+#[test]
+fn api_writes_succeed_while_two_slow_uploads_trickle_and_the_trickles_are_cut() {
+    // The gateway's share is then exactly two 32 MiB bodies (66 MiB less
+    // the API's 2 MiB).
+    let home = TestHome::with_config("server:\n  max_body_memory: 66MB\n", "agents: []\n");
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    let port = d.port;
+    let trickles: Vec<_> = (0..2)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+                write!(
+                    s,
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nx-api-key: slow-{i}\r\nContent-Length: {}\r\n\r\n",
+                    32 * 1024 * 1024
+                )
+                .unwrap();
+                let started = std::time::Instant::now();
+                let mut answer = Vec::new();
+                while started.elapsed() < Duration::from_secs(30) {
+                    if s.write_all(b" ").is_err() {
+                        let _ = s.read_to_end(&mut answer);
+                        break;
+                    }
+                    let mut buf = [0u8; 4096];
+                    match s.read(&mut buf) {
+                        Ok(0) => break,
+                        Ok(n) => {
+                            answer.extend_from_slice(&buf[..n]);
+                            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                                std::thread::sleep(Duration::from_millis(300));
+                                if let Ok(n) = s.read(&mut buf) {
+                                    answer.extend_from_slice(&buf[..n]);
+                                }
+                                break;
+                            }
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(800)),
+                    }
+                }
+                (started.elapsed(), String::from_utf8_lossy(&answer).into_owned())
+            })
+        })
+        .collect();
+    // Both uploads are under way (their memory reserved) before the writes.
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in 0..5 {
+        let body = format!("{{\"title\":\"during the trickle {n}\"}}");
+        let (code, text) = request(
+            port,
+            "POST",
+            "/api/projects/p/tasks",
+            "Content-Type: application/json\r\n",
+            body.as_bytes(),
+        );
+        assert!(
+            (200..300).contains(&code),
+            "an API write while two uploads trickle: {code} {text}"
+        );
+        // Positive control: the trickles do hold the gateway's whole share.
+        let (code, text) = request(
+            port,
+            "POST",
+            "/v1/chat/completions",
+            "Content-Type: application/json\r\n",
+            b"{}",
+        );
+        assert_eq!(code, 503, "the gateway's body memory is taken: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for t in trickles {
+        let (took, answer) = t.join().unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 408"),
+            "the trickle is answered 408: {answer:?}"
+        );
+        assert!(answer.contains("body_min_rate"), "{answer}");
+        assert!(took < Duration::from_secs(10), "cut after {took:?}");
+    }
+    assert_eq!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM task"),
+        5,
+        "every write during the trickle was applied"
+    );
+}
+
+/// `VmRSS` or `VmHWM` of `pid` in bytes, from `/proc/<pid>/status`.
+fn memory(pid: i32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A `/v1` body of `n` tiny items: `{"model": …, "messages": [{"role":
+/// "user", "content": [[], [], …]}]}`.
+fn tiny_items(n: usize) -> Vec<u8> {
+    let mut body =
+        br#"{"model":"m","max_tokens":1,"messages":[{"role":"user","content":["#.to_vec();
+    for i in 0..n {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(b"[]");
+    }
+    body.extend_from_slice(b"]}]}");
+    body
+}
+
+/// Finding 1: one body under the 32 MiB limit, made of tiny items, drove
+/// RSS from 19 MB to 804 MB (chat), 1.24 GB (Responses) and 2.45 GB
+/// (`count_tokens`), and the memory was kept. Now a body past
+/// `server.max_body_items` is 413 in each API's own shape before anything
+/// parses it: the peak stays near the body's size, and RSS comes back to
+/// within 10% of its level before the calls.
+#[test]
+fn a_body_of_tiny_items_is_refused_in_the_apis_shape_and_memory_comes_back() {
+    let home = TestHome::new();
+    let d = Daemon::start(&home);
+    let pid = d.pid();
+    // 5 million items in 15 MB.
+    let body = tiny_items(5_000_000);
+    assert!(body.len() < 16 << 20);
+    // Warm the daemon's paths once with a small body, then measure.
+    let (code, _) = request(
+        d.port,
+        "POST",
+        "/v1/chat/completions",
+        "Content-Type: application/json\r\n",
+        &tiny_items(10),
+    );
+    assert_ne!(code, 413, "a small body passes the bound");
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_before = memory(pid, "VmRSS:");
+    let hwm_before = memory(pid, "VmHWM:");
+    for (path, anthropic) in [
+        ("/v1/chat/completions", false),
+        ("/v1/responses", false),
+        ("/v1/messages", true),
+        ("/v1/messages/count_tokens", true),
+    ] {
+        let (code, text) = request(
+            d.port,
+            "POST",
+            path,
+            "Content-Type: application/json\r\n",
+            &body,
+        );
+        assert_eq!(code, 413, "{path}: {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("a JSON error");
+        if anthropic {
+            assert_eq!(v["type"], "error", "{path}: {text}");
+            assert_eq!(v["error"]["type"], "request_too_large", "{path}: {text}");
+        } else {
+            assert_eq!(
+                v["error"]["type"], "invalid_request_error",
+                "{path}: {text}"
+            );
+        }
+        let message = &v["error"]["message"];
+        assert!(
+            message.as_str().unwrap().contains("server.max_body_items"),
+            "{path}: {text}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = memory(pid, "VmRSS:");
+    let peak = memory(pid, "VmHWM:");
+    println!(
+        "RSS {} MB before, {} MB after; peak {} MB before, {} MB during four 15 MB bodies",
+        rss_before >> 20,
+        rss_after >> 20,
+        hwm_before >> 20,
+        peak >> 20
+    );
+    assert!(
+        rss_after <= rss_before + rss_before / 10,
+        "RSS {} MB after, {} MB before: memory kept",
+        rss_after >> 20,
+        rss_before >> 20
+    );
+    assert!(
+        peak < hwm_before + (80 << 20),
+        "peak RSS {} MB (was {} MB): parsing is not bounded",
+        peak >> 20,
+        hwm_before >> 20
+    );
+}
