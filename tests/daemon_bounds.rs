@@ -282,3 +282,75 @@ fn a_body_of_tiny_items_is_refused_in_the_apis_shape_and_memory_comes_back() {
         hwm_before >> 20
     );
 }
+
+/// Finding 2: two `count_tokens` calls, each a single 25 MB word, made
+/// `/health` take 15 s. Now a body past 8 MiB is 413 at once, and the
+/// counting of two 4 MB words runs off the async worker: `/health` answers
+/// in < 100 ms meanwhile.
+#[test]
+fn health_answers_fast_while_count_tokens_counts_two_huge_words() {
+    let home = TestHome::new();
+    let d = Daemon::start(&home);
+    let port = d.port;
+    let word = |mb: usize| {
+        let mut b = br#"{"model":"m","messages":[{"role":"user","content":""#.to_vec();
+        b.extend(std::iter::repeat_n(b'a', mb << 20));
+        b.extend_from_slice(br#""}]}"#);
+        b
+    };
+    let huge = word(25);
+    for _ in 0..2 {
+        let (code, text) = request(
+            port,
+            "POST",
+            "/v1/messages/count_tokens",
+            "Content-Type: application/json\r\n",
+            &huge,
+        );
+        assert_eq!(code, 413, "a 25 MB count_tokens body: {text}");
+    }
+
+    let big = std::sync::Arc::new(word(4));
+    let calls: Vec<_> = (0..2)
+        .map(|_| {
+            let big = big.clone();
+            std::thread::spawn(move || {
+                let started = std::time::Instant::now();
+                let (code, text) = request(
+                    port,
+                    "POST",
+                    "/v1/messages/count_tokens",
+                    "Content-Type: application/json\r\n",
+                    &big,
+                );
+                (code, text, started.elapsed())
+            })
+        })
+        .collect();
+    let mut worst = Duration::ZERO;
+    let mut probes = 0;
+    while calls.iter().any(|c| !c.is_finished()) {
+        let t = std::time::Instant::now();
+        let (code, _) = http(port, "GET", "/health").expect("/health answers");
+        assert_eq!(code, 200);
+        worst = worst.max(t.elapsed());
+        probes += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut longest = Duration::ZERO;
+    for c in calls {
+        let (code, text, took) = c.join().unwrap();
+        assert_eq!(code, 200, "{text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["input_tokens"].as_u64().unwrap() > 1000, "{text}");
+        longest = longest.max(took);
+    }
+    println!(
+        "two 4 MB count_tokens calls: {longest:?}; /health worst {worst:?} over {probes} probes"
+    );
+    assert!(
+        probes >= 3,
+        "the calls ran long enough to probe ({longest:?})"
+    );
+    assert!(worst < Duration::from_millis(100), "/health took {worst:?}");
+}

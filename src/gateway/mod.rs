@@ -43,6 +43,7 @@ mod admin;
 mod attempt;
 mod auth;
 mod call;
+mod cpu;
 mod handlers;
 mod messages;
 mod proxy;
@@ -114,6 +115,8 @@ pub(crate) struct GatewayInner {
     pub ledger: Mutex<Ledger>,
     rng: Mutex<StdRng>,
     started: Instant,
+    /// CPU-heavy steps (large parses, token counting) off the async worker.
+    pub cpu: cpu::CpuPool,
 }
 
 /// Lock a mutex, ignoring poisoning: gateway state stays usable after a
@@ -228,6 +231,7 @@ impl Gateway {
                 ledger: Mutex::new(Ledger::default()),
                 rng: Mutex::new(rng),
                 started: Instant::now(),
+                cpu: cpu::CpuPool::default(),
             }),
         })
     }
