@@ -354,3 +354,59 @@ fn health_answers_fast_while_count_tokens_counts_two_huge_words() {
     );
     assert!(worst < Duration::from_millis(100), "/health took {worst:?}");
 }
+
+/// Finding 3, the other half: one client's slow calls cannot take the
+/// gateway from the others. With `server.max_requests_per_client: 2`, a key
+/// with two uploads in flight gets 429 for a third call, in the gateway's
+/// shape; another key is served meanwhile.
+#[test]
+fn a_client_has_at_most_its_share_of_gateway_calls_in_flight() {
+    let home = TestHome::with_config("server:\n  max_requests_per_client: 2\n", "agents: []\n");
+    let d = Daemon::start(&home);
+    let hold: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", d.port)).unwrap();
+            write!(
+                s,
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nx-api-key: k1\r\nContent-Length: 100000\r\n\r\n{{"
+            )
+            .unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, text) = request(
+        d.port,
+        "POST",
+        "/v1/chat/completions",
+        "Content-Type: application/json\r\nx-api-key: k1\r\n",
+        b"{}",
+    );
+    assert_eq!(code, 429, "a third call of the same key: {text}");
+    assert!(text.contains("max_requests_per_client"), "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{text}");
+    let (code, text) = request(
+        d.port,
+        "POST",
+        "/v1/chat/completions",
+        "Content-Type: application/json\r\nx-api-key: k2\r\n",
+        b"{}",
+    );
+    assert!(
+        code != 429 && code != 503,
+        "another key is served: {code} {text}"
+    );
+    drop(hold);
+    // Once they are gone, the first key is served again.
+    wait_for(Duration::from_secs(10), "k1 served again", || {
+        request(
+            d.port,
+            "POST",
+            "/v1/chat/completions",
+            "Content-Type: application/json\r\nx-api-key: k1\r\n",
+            b"{}",
+        )
+        .0 != 429
+    });
+}

@@ -211,8 +211,8 @@ pub struct ServerConfig {
     /// The slowest a body may arrive (e.g. `1KB`, per second, averaged over
     /// 5 s windows): below it 408.
     pub body_min_rate: String,
-    /// Writes one client (one key or token; clients without one together)
-    /// may have in flight: past it 429.
+    /// `/v1` calls one client (one key or token; clients without one
+    /// together) may have in flight: past it 429.
     pub max_requests_per_client: u32,
     /// JSON items (array elements plus object members, at every depth) a
     /// request body may hold: past it 413 before anything parses it.

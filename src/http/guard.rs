@@ -19,10 +19,11 @@
 //! 4. **Gateway credentials.** With `server.api_token` set, `/v1/*` needs a
 //!    run's key or the token. Changing `/api/gateway/config` needs the API
 //!    token or the gateway's `admin_token` whenever either is set.
-//! 5. **Requests in flight per client.** A client (the key or token it
+//! 5. **Gateway calls in flight per client.** A client (the key or token it
 //!    presents; clients without one share one count) may have at most
-//!    `server.max_requests_per_client` writes in flight; past it 429 with
-//!    `Retry-After` (issue 23, finding 3).
+//!    `server.max_requests_per_client` `/v1` calls in flight; past it 429
+//!    with `Retry-After` (issue 23, finding 3). API writes are short and
+//!    are not counted.
 //! 6. **Body memory.** A body over the route's limit is 413; the bodies in
 //!    flight together stay under `server.max_body_memory`, past which a
 //!    request is 503 with `Retry-After`. A body without a length reserves the
@@ -314,8 +315,9 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     if let Err(refused) = authorize_gateway(&g, &mut req, &path, write) {
         return *refused;
     }
-    // Requests in flight per client: only writes carry a body to trickle.
-    let _in_flight = if write {
+    // Gateway calls in flight per client: a call holds its body, then an
+    // upstream slot, for as long as the client and the provider take.
+    let _in_flight = if write && is_gateway(&path) {
         let client = crate::gateway::presented_keys(req.headers())
             .next()
             .unwrap_or("")
@@ -325,7 +327,7 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
             None => {
                 metrics::counter!("moziplus_http_client_limit_refusals_total").increment(1);
                 let message = format!(
-                    "too many requests in flight for this client (server.max_requests_per_client \
+                    "too many gateway calls in flight for this client (server.max_requests_per_client \
                      = {}): retry shortly",
                     g.per_client
                 );
