@@ -430,3 +430,100 @@ fn a_deleted_lock_file_lets_no_second_daemon_in() {
     assert!(doctor.stdout.contains("free: no daemon"), "{doctor}");
     Daemon::start(&home).stop();
 }
+
+/// Issue 23, finding 5: a symlinked log was refused, but an agent that
+/// hard-linked its log to an outside 0600 file of the same user got that
+/// file served by the log API. The API now serves a log only with one link
+/// and only the very file the daemon created (device and inode recorded on
+/// the session): both the hard link (two links) and the hard link whose
+/// original was then removed (one link, another inode) are 403, while an
+/// untouched log is served.
+#[test]
+fn an_agent_that_hard_links_its_log_gets_no_outside_file_served() {
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
+    let outside = tempfile::tempdir().unwrap();
+    let script = home.script(
+        "agent.sh",
+        &format!(
+            "#!/bin/sh\n\
+             log=\"$MOZI_HOME/projects/p/artifacts/$MOZI_TASK/sessions/$MOZI_SESSION.log\"\n\
+             mode=$(cat \"$MOZI_HOME/mode-$MOZI_TASK\")\n\
+             echo 'my honest output'\n\
+             if [ \"$mode\" != none ]; then\n\
+               rm -f \"$log\" && ln {out}/secret-$MOZI_TASK \"$log\" || exit 7\n\
+               if [ \"$mode\" = unlink ]; then rm {out}/secret-$MOZI_TASK; fi\n\
+             fi\n\
+             exec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
+            out = outside.path().display()
+        ),
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let mut tasks = Vec::new();
+    for mode in ["linked", "unlink", "none"] {
+        let t = home.create_task("p", mode, &[]);
+        std::fs::write(home.path().join(format!("mode-{t}")), mode).unwrap();
+        let secret = outside.path().join(format!("secret-{t}"));
+        std::fs::write(&secret, format!("TOP-SECRET of {t}\n")).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        tasks.push((mode, t));
+    }
+    let db = home.db("p");
+    let d = Daemon::start(&home);
+    wait_for(Duration::from_secs(90), "three sessions ended", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) >= 3
+    });
+    for (mode, t) in &tasks {
+        let sid = query_strings(
+            &db,
+            &format!("SELECT id FROM session WHERE task_id = '{t}'"),
+        )
+        .remove(0);
+        let log = home
+            .path()
+            .join(format!("projects/p/artifacts/{t}/sessions/{sid}.log"));
+        let nlink = std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&log).unwrap());
+        for path in [
+            format!("/api/projects/p/sessions/{sid}/log"),
+            format!("/api/projects/p/sessions/{sid}/log/stream"),
+        ] {
+            let (code, body) = d.get(&path).expect("the log API answers");
+            assert!(
+                !body.contains("TOP-SECRET"),
+                "{mode}: the outside file leaked: {body}"
+            );
+            match *mode {
+                "none" if path.ends_with("/log") => {
+                    assert_eq!(code, 200, "{mode}: an untouched log is served: {body}");
+                    assert!(body.contains("my honest output"), "{mode}: {body}");
+                }
+                "none" => assert_eq!(code, 200, "{mode}: {body}"),
+                "linked" => {
+                    assert_eq!(nlink, 2, "the agent hard-linked its log");
+                    assert_eq!(code, 403, "{mode}: {body}");
+                    assert!(body.contains("links"), "{mode}: {body}");
+                }
+                _ => {
+                    assert_eq!(nlink, 1, "the original is gone: one link left");
+                    assert_eq!(code, 403, "{mode}: {body}");
+                    assert!(
+                        body.contains("not the file the daemon created"),
+                        "{mode}: {body}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(d.stop().success());
+}
