@@ -527,3 +527,69 @@ fn an_agent_that_hard_links_its_log_gets_no_outside_file_served() {
     }
     assert!(d.stop().success());
 }
+
+/// Issue 23, finding 6: a FIFO, or a skill folder without `meta.yaml`,
+/// under `projects/<id>/skills/` made every claimed task go `run_failed`
+/// twice and then `failed` (nine tasks lost in 90 s). A broken skill is now
+/// skipped and reported; it costs no task a round.
+#[test]
+fn a_broken_project_skill_costs_no_task_a_round() {
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
+    let script = home.script("agent.sh", "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let skills = home.path().join("projects/p/skills");
+    std::fs::create_dir_all(skills.join("no-meta")).unwrap();
+    std::fs::write(
+        skills.join("no-meta/SKILL.md"),
+        "---\nname: no-meta\n---\nbody\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(skills.join("a-fifo")).unwrap();
+    std::fs::write(skills.join("a-fifo/meta.yaml"), "version: 1\ntags: [x]\n").unwrap();
+    nix::unistd::mkfifo(
+        &skills.join("a-fifo/SKILL.md"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    let tasks: Vec<String> = (0..3)
+        .map(|i| home.create_task("p", &format!("t{i}"), &[]))
+        .collect();
+    let db = home.db("p");
+    let d = Daemon::start(&home);
+    wait_for(Duration::from_secs(60), "every task done", || {
+        query_i64(&db, "SELECT COUNT(*) FROM task WHERE status = 'done'") == tasks.len() as i64
+    });
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM event WHERE kind = 'task.run_failed'"
+        ),
+        0,
+        "no run failed for the skills"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM task WHERE round <> 1"),
+        0,
+        "no task lost a round"
+    );
+    // Reported once per broken skill (the positive side of the check).
+    let reports = query_strings(
+        &db,
+        "SELECT body FROM observation WHERE body LIKE 'skill skipped:%'",
+    );
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports.iter().any(|r| r.contains("a-fifo")), "{reports:?}");
+    assert!(
+        reports.iter().any(|r| r.contains("meta.yaml")),
+        "{reports:?}"
+    );
+    assert!(d.stop().success());
+}
