@@ -243,7 +243,7 @@ async fn prepare_workspace(
         }
         RunKind::Review => {
             d.workspaces()
-                .prepare_review(&root, &task.id, session_id)
+                .prepare_review(&root, bb.project(), &task.id, session_id)
                 .await
         }
     };
