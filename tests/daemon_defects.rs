@@ -443,3 +443,32 @@ fn defect14_inbox_push_outside_a_home_is_refused_and_writes_nothing() {
     );
     assert!(!dir.path().join("inbox").exists(), "no ./inbox created");
 }
+
+// ---- Issue 23, finding 11: a run without progress waits the backoff -------
+
+#[test]
+fn an_agent_that_always_releases_waits_the_backoff_between_runs() {
+    // It releases its task and exits 0, every time. It was re-run at once:
+    // 291 sessions in 80 s.
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [3]\n",
+        "#!/bin/sh\nexec \"$MOZI_BIN\" bb release --reason \"not for me\"\n",
+    );
+    home.create_project("p");
+    home.create_task("p", "nobody's", &[]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(30), "the first run", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) >= 1
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let sessions = query_i64(&db, "SELECT COUNT(*) FROM session");
+    // ~10 s at one run per 3 s backoff (plus the tick): at most 5.
+    assert!(sessions <= 5, "{sessions} sessions in ~10 s: no backoff");
+    // Positive control: the task is run again after the backoff.
+    assert!(sessions >= 2, "{sessions} sessions: never re-run");
+    daemon.stop();
+}

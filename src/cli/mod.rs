@@ -310,6 +310,10 @@ fn inbox_push(home: &Home, args: InboxArgs) -> anyhow::Result<()> {
         if !value.is_object() {
             anyhow::bail!("line {n}: must be a JSON object: {line}");
         }
+        let len = serde_json::to_vec(&value)?.len() as u64;
+        if let Some(why) = crate::inbox::line_over_limit(len, config.inbox.max_line_bytes) {
+            anyhow::bail!("line {n}: {why}; the daemon would skip it, so it was not written");
+        }
         crate::inbox::append(&path, &value)?;
         Ok(())
     };
