@@ -472,3 +472,49 @@ fn an_agent_that_always_releases_waits_the_backoff_between_runs() {
     assert!(sessions >= 2, "{sessions} sessions: never re-run");
     daemon.stop();
 }
+
+// ---- Issue 23, finding 8: a review seat only the author could take --------
+
+#[test]
+fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
+    // One agent, the team's only reviewer, writes the task: it sat in
+    // `review` forever, the only signal repeated zombie alerts.
+    let home = TestHome::with_config("daemon:\n  tick_interval: 1\n", "agents: []\n");
+    let script = home.script("agent.sh", "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: solo\n    runtime: command\n    command: [\"{}\"]\n    kinds: [code]\n    roles: [reviewer, senior-reviewer]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let protocols = home.path().join("config/review_protocols");
+    std::fs::create_dir_all(&protocols).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/review_protocols/output_review.yaml"),
+        protocols.join("output_review.yaml"),
+    )
+    .unwrap();
+    home.create_project("p");
+    let task = home.create_task("p", "mine", &["--kind", "code", "--protocol", "output"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    let reported = format!(
+        "SELECT body FROM observation WHERE task_id = '{task}' AND body LIKE '%waiting for a reviewer other than solo%'"
+    );
+    wait_for(Duration::from_secs(30), "the report on the task", || {
+        !query_strings(&db, &reported).is_empty()
+    });
+    // Said once per round, while ticks go on.
+    let ticks = daemon.ticks();
+    wait_for(Duration::from_secs(20), "three more ticks", || {
+        daemon.ticks() >= ticks + 3
+    });
+    assert_eq!(query_strings(&db, &reported).len(), 1, "reported once");
+    assert_eq!(
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")),
+        ["review"]
+    );
+    daemon.stop();
+}
