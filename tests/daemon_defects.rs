@@ -475,11 +475,10 @@ fn an_agent_that_always_releases_waits_the_backoff_between_runs() {
 
 // ---- Issue 23, finding 8: a review seat only the author could take --------
 
-#[test]
-fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
-    // One agent, the team's only reviewer, writes the task: it sat in
-    // `review` forever, the only signal repeated zombie alerts.
-    let home = TestHome::with_config("daemon:\n  tick_interval: 1\n", "agents: []\n");
+/// A home whose one agent, `solo`, fits both review roles of protocol
+/// `output` and writes its tasks with `bb done`.
+fn solo_reviewer_home(config: &str) -> TestHome {
+    let home = TestHome::with_config(config, "agents: []\n");
     let script = home.script("agent.sh", "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n");
     std::fs::write(
         home.path().join("config/agents.yaml"),
@@ -492,11 +491,22 @@ fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
     let protocols = home.path().join("config/review_protocols");
     std::fs::create_dir_all(&protocols).unwrap();
     std::fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/config/review_protocols/output_review.yaml"),
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/review_protocols/output_review.yaml"
+        ),
         protocols.join("output_review.yaml"),
     )
     .unwrap();
     home.create_project("p");
+    home
+}
+
+#[test]
+fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
+    // One agent, the team's only reviewer, writes the task: it sat in
+    // `review` forever, the only signal repeated zombie alerts.
+    let home = solo_reviewer_home("daemon:\n  tick_interval: 1\n");
     let task = home.create_task("p", "mine", &["--kind", "code", "--protocol", "output"]);
     let daemon = Daemon::start(&home);
     let db = home.db("p");
@@ -515,6 +525,28 @@ fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
     assert_eq!(
         query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")),
         ["review"]
+    );
+    daemon.stop();
+}
+
+#[test]
+fn with_unstaffed_seat_fail_such_a_task_fails_with_the_reason() {
+    let home = solo_reviewer_home("daemon:\n  tick_interval: 1\nreview:\n  unstaffed_seat: fail\n");
+    let task = home.create_task("p", "mine", &["--kind", "code", "--protocol", "output"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(30), "the task failed", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["failed"]
+    });
+    let reasons = query_strings(
+        &db,
+        &format!("SELECT body FROM comment WHERE task_id = '{task}' AND comment_type = 'system'"),
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("waiting for a reviewer other than solo")),
+        "{reasons:?}"
     );
     daemon.stop();
 }

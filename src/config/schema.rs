@@ -155,6 +155,10 @@ pub struct ReviewConfig {
     pub debate_max_rounds: u32,
     /// Below this a review escalates to the senior reviewer.
     pub confidence_threshold: f64,
+    /// A review seat that no agent but the task's author fits: `wait`
+    /// (reported on the task once per round; the task waits for the team to
+    /// change) or `fail` (the task fails with that reason).
+    pub unstaffed_seat: String,
 }
 
 impl Default for ReviewConfig {
@@ -163,6 +167,7 @@ impl Default for ReviewConfig {
             default_max_rounds: 3,
             debate_max_rounds: 5,
             confidence_threshold: 0.7,
+            unstaffed_seat: "wait".into(),
         }
     }
 }

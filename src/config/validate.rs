@@ -106,6 +106,11 @@ impl Config {
             "review.confidence_threshold",
             format!("must be between 0 and 1, got {}", r.confidence_threshold),
         )?;
+        check(
+            ["wait", "fail"].contains(&r.unstaffed_seat.as_str()),
+            "review.unstaffed_seat",
+            format!("must be wait or fail, got {:?}", r.unstaffed_seat),
+        )?;
         let b = &self.backup;
         check(
             b.interval_minutes <= 10_080,

@@ -163,7 +163,8 @@ async fn fill_seats(
 }
 
 /// A seat of `task`'s round that no agent but its author fits (once per
-/// round): a warning observation on the task.
+/// round): a warning observation on the task, and with
+/// `review.unstaffed_seat: fail` the task fails with that reason.
 async fn note_unstaffed(
     d: &Daemon,
     slot: &ProjectSlot,
@@ -191,6 +192,9 @@ async fn note_unstaffed(
             &body,
         )
         .await?;
+    if slot.config.review.unstaffed_seat == "fail" {
+        service.fail(&task.id, &Actor::daemon(), &body).await?;
+    }
     Ok(())
 }
 
