@@ -522,6 +522,15 @@ fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
         daemon.ticks() >= ticks + 3
     });
     assert_eq!(query_strings(&db, &reported).len(), 1, "reported once");
+    // doctor says it too.
+    let doctor = home.run(&["doctor"]);
+    assert!(
+        doctor.stdout.contains(&format!("project p review {task}"))
+            && doctor
+                .stdout
+                .contains("waiting for a reviewer other than solo"),
+        "{doctor}"
+    );
     assert_eq!(
         query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")),
         ["review"]
