@@ -33,6 +33,15 @@ pub fn wake(home: &crate::home::Home, project: &str) {
     }
 }
 
+/// Why the daemon skips a line of `len` bytes (without its newline), when
+/// it does: the one limit and message of the daemon's reader and of `inbox
+/// push`, which refuses such a line instead of writing it (issue 23,
+/// finding 11: it returned 0 for a 9 MiB line the daemon then skipped).
+pub fn line_over_limit(len: u64, max_line_bytes: u64) -> Option<String> {
+    (len > max_line_bytes)
+        .then(|| format!("a line of {len} bytes is over inbox.max_line_bytes ({max_line_bytes})"))
+}
+
 /// Appends one JSON value as a line, safely against concurrent compaction.
 pub fn append(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(value)?;

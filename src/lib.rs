@@ -43,6 +43,7 @@ pub mod registry;
 pub mod review;
 pub mod runtime;
 pub mod safe_fs;
+pub mod secrets;
 pub mod service;
 pub mod skills;
 pub mod wire;

@@ -165,7 +165,15 @@ fn invalid_values_are_errors_and_bad_syntax_is_a_usage_error() {
         (&["create", "--title", "x", "--max-rounds", "0"], ERROR, &["max_rounds must be between 1 and 1000, got 0"]),
         (&["create", "--title", "x", "--kind", "Big/Kind"], ERROR, &["invalid task kind \"Big/Kind\""]),
         (&["create", "--title", "x", "--assignee", "../b"], ERROR, &["invalid assignee agent id \"../b\""]),
-        (&["claim", "T-0001", "--agent", "a", "--lease", "0"], ERROR, &["--lease must be at least 1 second"]),
+        (&["claim", "T-0001", "--agent", "a", "--lease", "0"], ERROR, &["--lease (lease_secs) must be between 1 and 31536000 seconds (365 days), got 0"]),
+        // Issue 23, finding 10: numbers past any sensible duration are
+        // errors, not an i64::MAX lease, an empty expiry or a panic (exit 101).
+        (&["heartbeat", "T-0002", "--agent", "a", "--lease", "18446744073709551615"], ERROR, &["--lease (lease_secs) must be between 1 and 31536000 seconds", "got 18446744073709551615"]),
+        (&["decide", "--question", "q", "--propose", "--expires", "18446744073709551615"], ERROR, &["a decision's expiry (expires_secs) must be between 1 and 31536000 seconds"]),
+        (&["decision", "wait", "1", "--timeout", "18446744073709551615"], ERROR, &["a decision wait's timeout must be between 0 and 31536000 seconds"]),
+        // …and reserved names are refused as --agent, as HTTP refuses them.
+        (&["--agent", "daemon", "decide", "--question", "q", "--decision", "d"], ERROR, &["agent name \"daemon\" is reserved"]),
+        (&["comment", "T-0001", "--agent", "system", "--body", "x"], ERROR, &["agent name \"system\" is reserved"]),
         (&["comment", "T-0001", "--agent", "../evil", "--body", "x"], ERROR, &["invalid agent id \"../evil\""]),
         (&["comment", "T-0001", "--body", "  "], ERROR, &["comment body must not be empty"]),
         (&["fail", "T-0002", "--reason", " "], ERROR, &["a failure needs a reason"]),
@@ -627,4 +635,30 @@ fn bad_configuration_is_refused_naming_file_key_and_line() {
 
     // Repaired, the same command works: the refusals were about configuration.
     assert!(h.bb_ok("p", &["claim", "T-0001", "--agent", "a"]).contains("claimed T-0001 for a"));
+}
+
+/// Issue 23, finding 10: a FIFO as an output's file froze the MCP server
+/// (and the CLI), and `/dev/zero` had no size cap. Only regular files are
+/// read, without blocking.
+#[test]
+fn an_output_file_must_be_a_regular_file() {
+    let h = fixture();
+    let fifo = h.path().join("pipe");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    for (file, what) in [
+        (fifo.to_str().unwrap(), "a FIFO"),
+        ("/dev/zero", "a device"),
+    ] {
+        let args = [
+            "output",
+            "T-0002",
+            "--agent",
+            "a",
+            "--summary",
+            "s",
+            "--file",
+            file,
+        ];
+        refused(&h, &bb(&args), &[], ERROR, &[what]);
+    }
 }

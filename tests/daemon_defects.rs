@@ -443,3 +443,119 @@ fn defect14_inbox_push_outside_a_home_is_refused_and_writes_nothing() {
     );
     assert!(!dir.path().join("inbox").exists(), "no ./inbox created");
 }
+
+// ---- Issue 23, finding 11: a run without progress waits the backoff -------
+
+#[test]
+fn an_agent_that_always_releases_waits_the_backoff_between_runs() {
+    // It releases its task and exits 0, every time. It was re-run at once:
+    // 291 sessions in 80 s.
+    let home = home_with_agent(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [3]\n",
+        "#!/bin/sh\nexec \"$MOZI_BIN\" bb release --reason \"not for me\"\n",
+    );
+    home.create_project("p");
+    home.create_task("p", "nobody's", &[]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(30), "the first run", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) >= 1
+    });
+    std::thread::sleep(Duration::from_secs(10));
+    let sessions = query_i64(&db, "SELECT COUNT(*) FROM session");
+    // ~10 s at one run per 3 s backoff (plus the tick): at most 5.
+    assert!(sessions <= 5, "{sessions} sessions in ~10 s: no backoff");
+    // Positive control: the task is run again after the backoff.
+    assert!(sessions >= 2, "{sessions} sessions: never re-run");
+    daemon.stop();
+}
+
+// ---- Issue 23, finding 8: a review seat only the author could take --------
+
+/// A home whose one agent, `solo`, fits both review roles of protocol
+/// `output` and writes its tasks with `bb done`.
+fn solo_reviewer_home(config: &str) -> TestHome {
+    let home = TestHome::with_config(config, "agents: []\n");
+    let script = home.script("agent.sh", "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: solo\n    runtime: command\n    command: [\"{}\"]\n    kinds: [code]\n    roles: [reviewer, senior-reviewer]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let protocols = home.path().join("config/review_protocols");
+    std::fs::create_dir_all(&protocols).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/review_protocols/output_review.yaml"
+        ),
+        protocols.join("output_review.yaml"),
+    )
+    .unwrap();
+    home.create_project("p");
+    home
+}
+
+#[test]
+fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
+    // One agent, the team's only reviewer, writes the task: it sat in
+    // `review` forever, the only signal repeated zombie alerts.
+    let home = solo_reviewer_home("daemon:\n  tick_interval: 1\n");
+    let task = home.create_task("p", "mine", &["--kind", "code", "--protocol", "output"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    let reported = format!(
+        "SELECT body FROM observation WHERE task_id = '{task}' AND body LIKE '%waiting for a reviewer other than solo%'"
+    );
+    wait_for(Duration::from_secs(30), "the report on the task", || {
+        !query_strings(&db, &reported).is_empty()
+    });
+    // Said once per round, while ticks go on.
+    let ticks = daemon.ticks();
+    wait_for(Duration::from_secs(20), "three more ticks", || {
+        daemon.ticks() >= ticks + 3
+    });
+    assert_eq!(query_strings(&db, &reported).len(), 1, "reported once");
+    // doctor says it too.
+    let doctor = home.run(&["doctor"]);
+    assert!(
+        doctor.stdout.contains(&format!("project p review {task}"))
+            && doctor
+                .stdout
+                .contains("waiting for a reviewer other than solo"),
+        "{doctor}"
+    );
+    assert_eq!(
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")),
+        ["review"]
+    );
+    daemon.stop();
+}
+
+#[test]
+fn with_unstaffed_seat_fail_such_a_task_fails_with_the_reason() {
+    let home = solo_reviewer_home("daemon:\n  tick_interval: 1\nreview:\n  unstaffed_seat: fail\n");
+    let task = home.create_task("p", "mine", &["--kind", "code", "--protocol", "output"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(30), "the task failed", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["failed"]
+    });
+    let reasons = query_strings(
+        &db,
+        &format!("SELECT body FROM comment WHERE task_id = '{task}' AND comment_type = 'system'"),
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("waiting for a reviewer other than solo")),
+        "{reasons:?}"
+    );
+    daemon.stop();
+}

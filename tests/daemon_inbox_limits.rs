@@ -198,3 +198,34 @@ fn concurrency_limits_hold_with_200_ready_tasks_across_10_projects() {
         .sum();
     assert_eq!(sessions, 200);
 }
+
+/// Issue 23, finding 11: `inbox push` returned 0 for a 9 MiB line that the
+/// daemon then skipped. It now refuses a line over `inbox.max_line_bytes`
+/// with the daemon's own message and writes nothing; a line within the
+/// limit is still written.
+#[test]
+fn inbox_push_refuses_a_line_the_daemon_would_skip() {
+    let home = TestHome::with_config("inbox:\n  max_line_bytes: 1024\n", "agents: []\n");
+    home.create_project("p");
+    let inbox = home.path().join("inbox/daemon.jsonl");
+    let long = format!(
+        "{{\"type\":\"create_task\",\"project\":\"p\",\"task\":{{\"title\":\"{}\"}}}}",
+        "x".repeat(2000)
+    );
+    let out = home.run(&["inbox", "push", &long]);
+    out.fails(1, &["over inbox.max_line_bytes (1024)", "would skip it"]);
+    let written = std::fs::read(&inbox).unwrap_or_default();
+    assert!(
+        written.is_empty(),
+        "nothing written: {} bytes",
+        written.len()
+    );
+    // Positive control: a line within the limit is written.
+    home.ok(&[
+        "inbox",
+        "push",
+        "{\"type\":\"create_task\",\"project\":\"p\",\"task\":{\"title\":\"short\"}}",
+    ]);
+    let written = std::fs::read_to_string(&inbox).unwrap();
+    assert!(written.contains("\"short\""), "{written}");
+}

@@ -338,3 +338,258 @@ fn the_demo_workload_survives_locks_torn_and_huge_inbox_lines_idle_sockets_and_t
     );
     eprintln!("fault injection finished in {:?}", started.elapsed());
 }
+
+/// Issue 23, finding 4: a crash leaves `daemon.lock` behind with a PID in
+/// it, and `rm daemon.lock` let a second `serve` start beside the first (it
+/// SIGTERMed the first one's run; the task ended in round 2). The lock is
+/// the kernel's, on the home directory: after the `rm`, the second daemon is
+/// refused, `doctor` names the holder, and the first one's run finishes its
+/// task in round 1.
+#[test]
+fn a_deleted_lock_file_lets_no_second_daemon_in() {
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
+    let command = format!(
+        "[\"env\", \"MOZI_DEMO_PACE=1\", \"{}\", \"demo-agent\", \"{{brief}}\"]",
+        env!("CARGO_BIN_EXE_moziplus")
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: demo-coder\n    runtime: command\n    command: {command}\n    kinds: [code]\n"
+        ),
+    )
+    .unwrap();
+    home.create_project("demo");
+    let db = home.db("demo");
+
+    // A crash leaves the file behind, with the dead daemon's PID inside.
+    let crashed = Daemon::start(&home);
+    let crashed_pid = crashed.pid();
+    crashed.crash();
+    let left = std::fs::read_to_string(home.path().join("daemon.lock")).expect("left behind");
+    assert_eq!(left.trim(), crashed_pid.to_string());
+
+    let first = Daemon::start(&home);
+    let task = home.create_task("demo", "slow", &["--kind", "code"]);
+    wait_for(Duration::from_secs(30), "the run to start", || {
+        query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL") == 1
+    });
+    // The cleanup the left-over file invites.
+    std::fs::remove_file(home.path().join("daemon.lock")).unwrap();
+
+    let port = free_port();
+    // A second daemon that gets in serves until killed: `wait_child` fails
+    // the test then.
+    let second = home
+        .command()
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run a second serve");
+    let second = wait_child(second, "a second serve".into());
+    let said = format!("{}{}", second.stderr, second.stdout);
+    assert_ne!(second.code, 0, "a second daemon was let in: {said}");
+    assert!(
+        said.contains("already serving") && said.contains(&format!("pid {}", first.pid())),
+        "the refusal names the holder: {said}"
+    );
+    assert!(
+        http(port, "GET", "/health").is_none(),
+        "nothing listens on the second daemon's port"
+    );
+
+    let doctor = home.run(&["doctor"]);
+    assert!(
+        doctor
+            .stdout
+            .contains(&format!("held by pid {} (", first.pid())),
+        "doctor names the holder:\n{doctor}"
+    );
+
+    wait_for(Duration::from_secs(90), "the task done", || {
+        query_i64(
+            &db,
+            &format!("SELECT COUNT(*) FROM task WHERE id = '{task}' AND status = 'done'"),
+        ) == 1
+    });
+    assert_eq!(
+        query_i64(&db, &format!("SELECT round FROM task WHERE id = '{task}'")),
+        1,
+        "the first daemon's run was not interrupted"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session"),
+        1,
+        "one session: nobody ran the task twice"
+    );
+    assert!(first.stop().success(), "graceful stop");
+    // Positive control: once the holder is gone, doctor says so and a
+    // daemon starts.
+    let doctor = home.run(&["doctor"]);
+    assert!(doctor.stdout.contains("free: no daemon"), "{doctor}");
+    Daemon::start(&home).stop();
+}
+
+/// Issue 23, finding 5: a symlinked log was refused, but an agent that
+/// hard-linked its log to an outside 0600 file of the same user got that
+/// file served by the log API. The API now serves a log only with one link
+/// and only the very file the daemon created (device and inode recorded on
+/// the session): both the hard link (two links) and the hard link whose
+/// original was then removed (one link, another inode) are 403, while an
+/// untouched log is served.
+#[test]
+fn an_agent_that_hard_links_its_log_gets_no_outside_file_served() {
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
+    let outside = tempfile::tempdir().unwrap();
+    let script = home.script(
+        "agent.sh",
+        &format!(
+            "#!/bin/sh\n\
+             log=\"$MOZI_HOME/projects/p/artifacts/$MOZI_TASK/sessions/$MOZI_SESSION.log\"\n\
+             mode=$(cat \"$MOZI_HOME/mode-$MOZI_TASK\")\n\
+             echo 'my honest output'\n\
+             if [ \"$mode\" != none ]; then\n\
+               rm -f \"$log\" && ln {out}/secret-$MOZI_TASK \"$log\" || exit 7\n\
+               if [ \"$mode\" = unlink ]; then rm {out}/secret-$MOZI_TASK; fi\n\
+             fi\n\
+             exec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
+            out = outside.path().display()
+        ),
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let mut tasks = Vec::new();
+    for mode in ["linked", "unlink", "none"] {
+        let t = home.create_task("p", mode, &[]);
+        std::fs::write(home.path().join(format!("mode-{t}")), mode).unwrap();
+        let secret = outside.path().join(format!("secret-{t}"));
+        std::fs::write(&secret, format!("TOP-SECRET of {t}\n")).unwrap();
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        tasks.push((mode, t));
+    }
+    let db = home.db("p");
+    let d = Daemon::start(&home);
+    wait_for(Duration::from_secs(90), "three sessions ended", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) >= 3
+    });
+    for (mode, t) in &tasks {
+        let sid = query_strings(
+            &db,
+            &format!("SELECT id FROM session WHERE task_id = '{t}'"),
+        )
+        .remove(0);
+        let log = home
+            .path()
+            .join(format!("projects/p/artifacts/{t}/sessions/{sid}.log"));
+        let nlink = std::os::unix::fs::MetadataExt::nlink(&std::fs::metadata(&log).unwrap());
+        for path in [
+            format!("/api/projects/p/sessions/{sid}/log"),
+            format!("/api/projects/p/sessions/{sid}/log/stream"),
+        ] {
+            let (code, body) = d.get(&path).expect("the log API answers");
+            assert!(
+                !body.contains("TOP-SECRET"),
+                "{mode}: the outside file leaked: {body}"
+            );
+            match *mode {
+                "none" if path.ends_with("/log") => {
+                    assert_eq!(code, 200, "{mode}: an untouched log is served: {body}");
+                    assert!(body.contains("my honest output"), "{mode}: {body}");
+                }
+                "none" => assert_eq!(code, 200, "{mode}: {body}"),
+                "linked" => {
+                    assert_eq!(nlink, 2, "the agent hard-linked its log");
+                    assert_eq!(code, 403, "{mode}: {body}");
+                    assert!(body.contains("links"), "{mode}: {body}");
+                }
+                _ => {
+                    assert_eq!(nlink, 1, "the original is gone: one link left");
+                    assert_eq!(code, 403, "{mode}: {body}");
+                    assert!(
+                        body.contains("not the file the daemon created"),
+                        "{mode}: {body}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(d.stop().success());
+}
+
+/// Issue 23, finding 6: a FIFO, or a skill folder without `meta.yaml`,
+/// under `projects/<id>/skills/` made every claimed task go `run_failed`
+/// twice and then `failed` (nine tasks lost in 90 s). A broken skill is now
+/// skipped and reported; it costs no task a round.
+#[test]
+fn a_broken_project_skill_costs_no_task_a_round() {
+    let home = TestHome::with_config(CONFIG, "agents: []\n");
+    let script = home.script("agent.sh", "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let skills = home.path().join("projects/p/skills");
+    std::fs::create_dir_all(skills.join("no-meta")).unwrap();
+    std::fs::write(
+        skills.join("no-meta/SKILL.md"),
+        "---\nname: no-meta\n---\nbody\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(skills.join("a-fifo")).unwrap();
+    std::fs::write(skills.join("a-fifo/meta.yaml"), "version: 1\ntags: [x]\n").unwrap();
+    nix::unistd::mkfifo(
+        &skills.join("a-fifo/SKILL.md"),
+        nix::sys::stat::Mode::S_IRWXU,
+    )
+    .unwrap();
+    let tasks: Vec<String> = (0..3)
+        .map(|i| home.create_task("p", &format!("t{i}"), &[]))
+        .collect();
+    let db = home.db("p");
+    let d = Daemon::start(&home);
+    wait_for(Duration::from_secs(60), "every task done", || {
+        query_i64(&db, "SELECT COUNT(*) FROM task WHERE status = 'done'") == tasks.len() as i64
+    });
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM event WHERE kind = 'task.run_failed'"
+        ),
+        0,
+        "no run failed for the skills"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM task WHERE round <> 1"),
+        0,
+        "no task lost a round"
+    );
+    // Reported once per broken skill (the positive side of the check).
+    let reports = query_strings(
+        &db,
+        "SELECT body FROM observation WHERE body LIKE 'skill skipped:%'",
+    );
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert!(reports.iter().any(|r| r.contains("a-fifo")), "{reports:?}");
+    assert!(
+        reports.iter().any(|r| r.contains("meta.yaml")),
+        "{reports:?}"
+    );
+    assert!(d.stop().success());
+}

@@ -164,6 +164,19 @@ fn the_official_mcp_client_works_a_task_through_moziplus_mcp() {
     // A forged session token too.
     let (kind, message) = refusal(&report, "forged_token");
     assert_eq!(kind, "forbidden", "{message}");
+    // Issue 23, finding 10: a FIFO, numbers past any duration, and a
+    // reserved name without a session are refused, each with its reason.
+    let (kind, message) = refusal(&report, "output_fifo");
+    assert_eq!(kind, "invalid", "{message}");
+    assert!(message.contains("a FIFO"), "{message}");
+    for call in ["decision_wait_overflow", "heartbeat_overflow"] {
+        let (kind, message) = refusal(&report, call);
+        assert_eq!(kind, "invalid", "{call}: {message}");
+        assert!(message.contains("must be between"), "{call}: {message}");
+    }
+    let (kind, message) = refusal(&report, "no_session_as_daemon");
+    assert_eq!(kind, "forbidden", "{message}");
+    assert!(message.contains("\"daemon\" is reserved"), "{message}");
 
     // Malformed calls are tool errors naming what was wrong.
     let (_, m) = refusal(&report, "malformed_type");
@@ -217,6 +230,10 @@ fn the_official_mcp_client_works_a_task_through_moziplus_mcp() {
     assert!(
         comments.iter().all(|c| !c.contains("forged")),
         "nothing written with a forged token: {comments:?}"
+    );
+    assert!(
+        comments.iter().all(|c| !c.contains("as daemon")),
+        "nothing written as daemon: {comments:?}"
     );
     assert_eq!(
         query_strings(&db, "SELECT outcome FROM session"),

@@ -137,15 +137,15 @@ fn concurrent_tasks_get_their_own_worktrees_and_branches_that_outlive_them() {
         );
         assert_eq!(
             read(home.path().join(format!("branch-{me}"))),
-            format!("mozi/{me}")
+            format!("mozi/p/{me}")
         );
         // The branch outlives the worktree and holds the commit.
         assert_eq!(
-            git(&repo, &["show", &format!("mozi/{me}:file-{me}.txt")]),
+            git(&repo, &["show", &format!("mozi/p/{me}:file-{me}.txt")]),
             me.as_str()
         );
         assert!(
-            git(&repo, &["ls-tree", "--name-only", &format!("mozi/{me}")])
+            git(&repo, &["ls-tree", "--name-only", &format!("mozi/p/{me}")])
                 .lines()
                 .all(|f| f != format!("file-{other}.txt")),
             "{other}'s file is on {me}'s branch"
@@ -198,7 +198,7 @@ fn a_second_round_of_a_task_reuses_its_worktree() {
     let cwds: Vec<&str> = cwds.lines().collect();
     assert_eq!(cwds.len(), 2, "two runs: {cwds:?}");
     assert_eq!(cwds[0], cwds[1], "both rounds in one worktree");
-    assert_eq!(git(&repo, &["show", &format!("mozi/{t}:one.txt")]), "one");
+    assert_eq!(git(&repo, &["show", &format!("mozi/p/{t}:one.txt")]), "one");
     wait_for(Duration::from_secs(20), "the worktree removed", || {
         !Path::new(cwds[0]).exists()
     });
@@ -228,7 +228,7 @@ fn a_worktree_with_uncommitted_changes_is_kept_with_an_observation() {
         !query_strings(&home.db("p"), &sql).is_empty()
     });
     let body = query_strings(&home.db("p"), &sql).remove(0);
-    assert!(body.contains(&format!("mozi/{t}")), "{body}");
+    assert!(body.contains(&format!("mozi/p/{t}")), "{body}");
     let wt = home.path().join("projects/p/worktrees").join(&t);
     assert!(wt.join("README.md").exists(), "the worktree is kept");
     assert_eq!(read(wt.join("README.md")), "base\nchanged");
@@ -342,11 +342,11 @@ fn a_kill_9_in_the_middle_of_a_worktree_creation_is_recovered() {
         "the task done after restart",
         || status(&home, &t) == "done",
     );
-    assert_eq!(read(home.path().join("branch")), format!("mozi/{t}"));
+    assert_eq!(read(home.path().join("branch")), format!("mozi/p/{t}"));
     assert_eq!(read(home.path().join("status")), "", "a clean checkout");
     assert_eq!(read(home.path().join("data")), "the data");
     assert_eq!(
-        git(&repo, &["show", &format!("mozi/{t}:after.txt")]),
+        git(&repo, &["show", &format!("mozi/p/{t}:after.txt")]),
         "after"
     );
     wait_for(Duration::from_secs(20), "the worktree removed", || {
@@ -468,4 +468,170 @@ fn doctor_checks_the_workspace() {
         line.starts_with("FAIL") && line.contains("not a directory"),
         "{line}"
     );
+}
+
+/// Commits a file named for its project and task, records its branch, done.
+const PROJECT_AGENT: &str = r#"#!/bin/bash
+set -e
+echo "$MOZI_PROJECT" > "file-$MOZI_PROJECT-$MOZI_TASK.txt"
+git add "file-$MOZI_PROJECT-$MOZI_TASK.txt"
+git commit -q -m "work of $MOZI_PROJECT/$MOZI_TASK"
+git rev-parse --abbrev-ref HEAD > "$MOZI_HOME/branch-$MOZI_PROJECT-$MOZI_TASK"
+exec "$MOZI_BIN" bb done "$MOZI_TASK"
+"#;
+
+/// Issue 23, finding 7: branches were `mozi/<task>` for every project, so
+/// p2's T-0001 started on p1's T-0001 commits, and p2's later tasks failed
+/// forever with "already used by worktree". Branches are now
+/// `mozi/<project>/<task>`: two projects on one repository work side by
+/// side, each task once, each on its own branch.
+#[test]
+fn two_projects_on_one_repository_work_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path(), &[("README.md", "base\n")]);
+    let home = home_with(PROJECT_AGENT, &repo);
+    home.create_project("q");
+    std::fs::create_dir_all(home.path().join("projects/q/config")).unwrap();
+    std::fs::write(
+        home.path().join("projects/q/config/project.yaml"),
+        format!("workspace: {}\n", repo.display()),
+    )
+    .unwrap();
+    let mut tasks = Vec::new();
+    for project in ["p", "q"] {
+        for title in ["one", "two"] {
+            tasks.push((project, home.create_task(project, title, &[])));
+        }
+    }
+    let daemon = Daemon::start(&home);
+    let status_in = |project: &str, task: &str| {
+        query_strings(
+            &home.db(project),
+            &format!("SELECT status FROM task WHERE id = '{task}'"),
+        )
+        .pop()
+        .unwrap_or_default()
+    };
+    wait_for(
+        Duration::from_secs(90),
+        "every task of both projects done",
+        || tasks.iter().all(|(p, t)| status_in(p, t) == "done"),
+    );
+    for (project, task) in &tasks {
+        let branch = format!("mozi/{project}/{task}");
+        assert_eq!(
+            read(home.path().join(format!("branch-{project}-{task}"))),
+            branch
+        );
+        let files = git(&repo, &["ls-tree", "--name-only", &branch]);
+        assert!(
+            files.contains(&format!("file-{project}-{task}.txt")),
+            "{branch} holds its own commit: {files}"
+        );
+        let other = if *project == "p" { "q" } else { "p" };
+        assert!(
+            !files.contains(&format!("file-{other}-")),
+            "{branch} started on the other project's commits: {files}"
+        );
+        assert_eq!(
+            query_i64(
+                &home.db(project),
+                &format!("SELECT COUNT(*) FROM session WHERE task_id = '{task}'")
+            ),
+            1,
+            "{project}/{task} ran once, without failed sessions"
+        );
+    }
+    assert!(daemon.stop().success());
+}
+
+/// Issue 23, finding 9: the daemon trusted the worktree's contents.
+/// * An agent that rewrites its `.git` to `gitdir: /outside` made the
+///   daemon delete `/outside/index.lock` and put `/outside/mozi-base` into
+///   the next brief. Now a `.git` that does not point at the repository's
+///   own admin folder marks the worktree broken: it is made again, and
+///   nothing outside is touched or read.
+/// * An agent that replaces its worktree with a symbolic link made
+///   `git worktree remove` delete the outside folder's files. Now the
+///   daemon refuses, with an observation, and the files stay.
+#[test]
+fn a_rewritten_git_file_and_a_symlinked_worktree_are_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = repo(dir.path(), &[("README.md", "base\n")]);
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let agent = format!(
+        r#"#!/bin/bash
+set -e
+n=$(ls "$MOZI_HOME" | grep -c "^run-$MOZI_TASK-" || true)
+cp "$MOZI_BRIEF" "$MOZI_HOME/run-$MOZI_TASK-$n"
+mode=$(cat "$MOZI_HOME/mode-$MOZI_TASK")
+if [ "$mode" = gitdir ] && [ "$n" = 0 ]; then
+  echo "gitdir: {out}/admin" > .git
+  exit 1
+fi
+if [ "$mode" = symlink ]; then
+  wt=$(pwd)
+  cd ..
+  rm -rf "$wt"
+  ln -s {out}/files "$wt"
+fi
+exec "$MOZI_BIN" bb done "$MOZI_TASK"
+"#,
+        out = outside.display()
+    );
+    let home = home_with(&agent, &repo);
+    // The outside admin folder a rewritten `.git` points at, complete
+    // enough to pass for a worktree's.
+    let admin = outside.join("admin");
+    std::fs::create_dir_all(&admin).unwrap();
+    std::fs::write(admin.join("index.lock"), "").unwrap();
+    std::fs::write(admin.join("index"), "").unwrap();
+    std::fs::write(admin.join("mozi-base"), "INJECTED-TEXT from outside").unwrap();
+    let files = outside.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    std::fs::write(files.join("precious.txt"), "keep me").unwrap();
+
+    let rewritten = home.create_task("p", "rewrites .git", &[]);
+    std::fs::write(home.path().join(format!("mode-{rewritten}")), "gitdir").unwrap();
+    // On the branch name worktrees had before namespacing, which is still
+    // accepted for an existing worktree (and was the only one before).
+    std::fs::write(
+        admin.join("HEAD"),
+        format!("ref: refs/heads/mozi/{rewritten}\n"),
+    )
+    .unwrap();
+    let linked = home.create_task("p", "symlinks its worktree", &[]);
+    std::fs::write(home.path().join(format!("mode-{linked}")), "symlink").unwrap();
+    let daemon = Daemon::start(&home);
+    wait_for(Duration::from_secs(90), "both tasks done", || {
+        status(&home, &rewritten) == "done" && status(&home, &linked) == "done"
+    });
+    // The second run of the rewriting task started on a worktree made again.
+    let second = read(home.path().join(format!("run-{rewritten}-1")));
+    assert!(
+        second.contains(&format!("mozi/p/{rewritten}")),
+        "the brief names the task's branch: {second}"
+    );
+    assert!(
+        !second.contains("INJECTED-TEXT"),
+        "outside text in the brief: {second}"
+    );
+    assert!(
+        admin.join("index.lock").exists(),
+        "the daemon removed a file outside the repository"
+    );
+    // The symlinked worktree: refused with an observation, files kept.
+    let observed = format!(
+        "SELECT body FROM observation WHERE task_id = '{linked}' AND body LIKE '%symbolic link%'"
+    );
+    wait_for(Duration::from_secs(20), "the refusal's observation", || {
+        !query_strings(&home.db("p"), &observed).is_empty()
+    });
+    assert_eq!(
+        std::fs::read_to_string(files.join("precious.txt")).unwrap(),
+        "keep me",
+        "git worktree remove followed the link"
+    );
+    assert!(daemon.stop().success());
 }

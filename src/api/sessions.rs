@@ -119,20 +119,50 @@ fn log_error(e: std::io::Error) -> ApiError {
     }
 }
 
+/// The device and inode of the file the daemon created as a session's log
+/// (`detail.log_file`, see `Blackboard::set_session_log_file`).
+fn created_log_file(session: &blackboard::Session) -> Option<(u64, u64)> {
+    let id = session.detail.as_ref()?.get("log_file")?;
+    Some((
+        id.get("dev")?.as_i64()? as u64,
+        id.get("ino")?.as_i64()? as u64,
+    ))
+}
+
 /// Reads up to `limit` bytes at `offset`; a missing file reads as empty.
 /// The log must be a regular file, not a symbolic link, inside `root` (the
-/// project's folder): the agent whose log it is can replace it.
+/// project's folder), with one link, and — when the session recorded it —
+/// the very file the daemon created (device and inode): the agent whose log
+/// it is can replace it, or hard-link an outside file in its place (issue
+/// 23, finding 5).
 fn read_slice(
     path: &std::path::Path,
     root: &std::path::Path,
+    created: Option<(u64, u64)>,
     offset: u64,
     limit: u64,
 ) -> std::io::Result<(Vec<u8>, u64)> {
+    use std::os::unix::fs::MetadataExt;
     let mut f = match crate::safe_fs::open_confined(path, root) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
     };
+    let meta = f.metadata()?;
+    let refused = |why: String| std::io::Error::new(std::io::ErrorKind::PermissionDenied, why);
+    if meta.nlink() != 1 {
+        return Err(refused(format!(
+            "{} has {} links (another name points at the same file); the daemon's logs have one",
+            path.display(),
+            meta.nlink()
+        )));
+    }
+    if created.is_some_and(|id| id != (meta.dev(), meta.ino())) {
+        return Err(refused(format!(
+            "{} is not the file the daemon created as this session's log (it was replaced)",
+            path.display()
+        )));
+    }
     let size = f.metadata()?.len();
     if offset >= size {
         return Ok((Vec::new(), size));
@@ -162,8 +192,9 @@ async fn read_log(
     let offset = q.offset.unwrap_or(0);
     let bb = open_project(&d, &id).await?;
     let (session, path, root) = session_and_log(&d, &bb, &sid).await?;
+    let created = created_log_file(&session);
     let (bytes, size) =
-        tokio::task::spawn_blocking(move || read_slice(&path, &root, offset, limit))
+        tokio::task::spawn_blocking(move || read_slice(&path, &root, created, offset, limit))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(log_error)?;
@@ -188,13 +219,14 @@ async fn stream_log(
     ApiQuery(q): ApiQuery<TailQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let bb = open_project(&d, &id).await?;
-    let (_, path, root) = session_and_log(&d, &bb, &sid).await?;
+    let (session, path, root) = session_and_log(&d, &bb, &sid).await?;
     let start = q.offset.unwrap_or(0);
     {
         // Refuse a replaced log up front, with the reason; later refusals
         // (a swap mid-stream) end the stream.
         let (path, root) = (path.clone(), root.clone());
-        tokio::task::spawn_blocking(move || read_slice(&path, &root, start, 1))
+        let created = created_log_file(&session);
+        tokio::task::spawn_blocking(move || read_slice(&path, &root, created, start, 1))
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(log_error)?;
@@ -225,18 +257,17 @@ async fn stream_log(
             loop {
                 // Read the ended flag before the file: bytes written before the
                 // end are then always sent before `end`.
-                let ended =
-                    t.bb.session(&t.sid)
-                        .await
-                        .map(|s| s.ended_at.is_some())
-                        .unwrap_or(true);
+                let session = t.bb.session(&t.sid).await.ok();
+                let ended = session.as_ref().is_none_or(|s| s.ended_at.is_some());
+                let created = session.as_ref().and_then(created_log_file);
                 let (path, root) = (t.path.clone(), t.root.clone());
                 let offset = t.offset;
-                let read =
-                    tokio::task::spawn_blocking(move || read_slice(&path, &root, offset, 65_536))
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
+                let read = tokio::task::spawn_blocking(move || {
+                    read_slice(&path, &root, created, offset, 65_536)
+                })
+                .await
+                .ok()
+                .and_then(Result::ok);
                 if let Some((bytes, _)) = read.filter(|(b, _)| !b.is_empty()) {
                     let frame = serde_json::json!({
                         "offset": t.offset,

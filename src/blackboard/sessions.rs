@@ -88,6 +88,25 @@ impl Blackboard {
         Ok(())
     }
 
+    /// Records which file the daemon created as the session's log (its
+    /// device and inode, as `detail.log_file`), so the log API serves that
+    /// file only (issue 23, finding 5: an agent hard-linked its log to an
+    /// outside file).
+    pub async fn set_session_log_file(&self, id: &str, dev: u64, ino: u64) -> BbResult<()> {
+        self.check_file()?;
+        sqlx::query(
+            "UPDATE session SET detail = json_set(COALESCE(detail, '{}'), '$.log_file',
+                 json_object('dev', ?, 'ino', ?))
+             WHERE id = ?",
+        )
+        .bind(dev as i64)
+        .bind(ino as i64)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Marks a run ended (idempotent: a second call changes nothing).
     pub async fn end_session(
         &self,
@@ -98,9 +117,15 @@ impl Blackboard {
     ) -> BbResult<bool> {
         write_tx!(self, |tx, now| {
             let row = sqlx::query(
-                "UPDATE session SET ended_at = ?, outcome = ?, exit_code = ?,
-                     detail = COALESCE(?, detail)
-                 WHERE id = ? AND ended_at IS NULL RETURNING task_id, agent",
+                // Numbered throughout: sqlx counts a bare `?` on its own, so a
+                // bare one after `?4` would take the fourth value again.
+                "UPDATE session SET ended_at = ?1, outcome = ?2, exit_code = ?3,
+                     detail = CASE
+                         WHEN ?4 IS NULL THEN detail
+                         WHEN detail -> '$.log_file' IS NULL THEN ?4
+                         ELSE json_set(?4, '$.log_file', json(detail -> '$.log_file'))
+                     END
+                 WHERE id = ?5 AND ended_at IS NULL RETURNING task_id, agent",
             )
             .bind(now)
             .bind(outcome.as_str())

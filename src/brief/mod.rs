@@ -349,6 +349,34 @@ pub enum TaskBriefError {
     Blackboard(#[from] crate::blackboard::BbError),
 }
 
+/// One warning observation on the project per broken skill (not again
+/// while it is among the board's latest 200 observations): the brief skips
+/// it, the operator learns why it is missing.
+async fn report_broken_skills(
+    bb: &crate::blackboard::Blackboard,
+    broken: &[crate::skills::SkillError],
+) {
+    if broken.is_empty() {
+        return;
+    }
+    let recent = bb.observations(200).await.unwrap_or_default();
+    for e in broken {
+        let body = format!("skill skipped: {e}; fix or remove it, the briefs go on without it");
+        tracing::warn!(project = bb.project(), skill = %e, "broken skill skipped");
+        if recent.iter().any(|o| o.body == body) {
+            continue;
+        }
+        let _ = bb
+            .add_observation(
+                crate::blackboard::ObservationLevel::Warn,
+                &crate::blackboard::Actor::daemon(),
+                None,
+                &body,
+            )
+            .await;
+    }
+}
+
 /// Gathers and renders the brief of `task` for one run: the protocol the
 /// task names, the skills visible to its project, guardrails and lessons.
 pub async fn render_task_brief(
@@ -363,14 +391,20 @@ pub async fn render_task_brief(
         .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
     // Skill folders are read off the runtime: a slow disk or a hostile file
     // must not stall the daemon.
+    // A broken skill is skipped and reported, never the task's failure
+    // (issue 23, finding 6).
     let skills = {
         let (home, project) = (home.clone(), project.clone());
-        tokio::task::spawn_blocking(move || crate::skills::list_skills(&home, Some(&project)))
-            .await
-            .map_err(|e| crate::skills::SkillError {
-                file: std::path::PathBuf::from("skills"),
-                message: format!("the skill reader stopped: {e}"),
-            })??
+        let (skills, broken) = tokio::task::spawn_blocking(move || {
+            crate::skills::list_skills_skipping_broken(&home, Some(&project))
+        })
+        .await
+        .map_err(|e| crate::skills::SkillError {
+            file: std::path::PathBuf::from("skills"),
+            message: format!("the skill reader stopped: {e}"),
+        })?;
+        report_broken_skills(bb, &broken).await;
+        skills
     };
     let protocol = task
         .review_protocol

@@ -145,6 +145,12 @@ pub fn run(cli: Cli) -> i32 {
             Err(e) => report(&e),
         };
     }
+    if matches!(cli.command, Command::Serve(_)) {
+        // Before the runtime or any thread exists (see `secrets`): an agent
+        // of the same user can read the daemon's /proc/<pid>/environ.
+        crate::secrets::withdraw_from_environment();
+        fix_malloc_thresholds();
+    }
     let bb = matches!(cli.command, Command::Bb(_));
     if bb {
         cap_malloc_arenas(1);
@@ -228,6 +234,29 @@ fn cap_malloc_arenas(n: i32) {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn cap_malloc_arenas(_n: i32) {}
 
+/// Fixes glibc's mmap and trim thresholds for the daemon (issue 23,
+/// finding 1: the memory of a large request was kept after it).
+///
+/// By default glibc raises its mmap threshold to the size of each large
+/// block freed, up to 32 MiB, and its trim threshold to twice that: after
+/// one 15 MB body, the next ones came from the heap and their pages stayed
+/// with the process. Set explicitly, the thresholds stay put: a block of
+/// 256 KiB or more (a request body, a parse buffer) is mapped on its own and
+/// unmapped when freed, and the heap gives back free memory past 1 MiB at
+/// its top. Called before the runtime or any other thread exists.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_malloc_thresholds() {
+    // SAFETY: mallopt only sets malloc's tunables; this runs on the main
+    // thread before the runtime or any other thread is started.
+    unsafe {
+        nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 256 * 1024);
+        nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_malloc_thresholds() {}
+
 /// Prints an error and picks its exit code.
 fn report(e: &anyhow::Error) -> i32 {
     let conflict = e.chain().any(|c| {
@@ -280,6 +309,10 @@ fn inbox_push(home: &Home, args: InboxArgs) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("line {n}: not JSON ({e}): {line}"))?;
         if !value.is_object() {
             anyhow::bail!("line {n}: must be a JSON object: {line}");
+        }
+        let len = serde_json::to_vec(&value)?.len() as u64;
+        if let Some(why) = crate::inbox::line_over_limit(len, config.inbox.max_line_bytes) {
+            anyhow::bail!("line {n}: {why}; the daemon would skip it, so it was not written");
         }
         crate::inbox::append(&path, &value)?;
         Ok(())

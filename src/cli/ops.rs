@@ -118,7 +118,8 @@ impl Checks {
 pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
     let mut checks = Checks::default();
     check_home_and_team(home, &mut checks);
-    check_serve_start(home, &mut checks);
+    check_home_lock(home, &mut checks);
+    let daemon = check_serve_start(home, &mut checks);
     match registry::load(home) {
         Ok(entries) => {
             checks.push(
@@ -129,7 +130,7 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
             );
             for e in entries.iter().filter(|e| e.status == ProjectStatus::Active) {
                 if let Ok(id) = ProjectId::parse(&e.id) {
-                    check_project(home, &id, &mut checks).await;
+                    check_project(home, &id, daemon.as_ref(), &mut checks).await;
                 }
             }
         }
@@ -176,9 +177,37 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
     }
 }
 
+/// Who serves this home: the holder of its lock, as the kernel reports it
+/// (not the PID written in `daemon.lock`, which anyone may delete or edit).
+fn check_home_lock(home: &Home, checks: &mut Checks) {
+    use crate::daemon::home_lock::{holder, Holder};
+    let detail = match holder(home) {
+        Holder::Free => "free: no daemon is serving this home".to_string(),
+        Holder::Process(Some(pid)) => {
+            let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| {
+                    c.split(|b| *b == 0)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| String::from_utf8_lossy(a).into_owned())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            if command.is_empty() {
+                format!("held by pid {pid}")
+            } else {
+                format!("held by pid {pid} ({command})")
+            }
+        }
+        Holder::Process(None) => "held by another process (the lock table is unreadable)".into(),
+    };
+    checks.push("daemon lock", true, false, detail);
+}
+
 /// Exactly the checks `serve` runs at start (agents, pass_env, review
 /// protocols, briefs, skills), so doctor and serve never disagree.
-fn check_serve_start(home: &Home, checks: &mut Checks) {
+/// Returns the daemon context they built (its team and protocols), if any.
+fn check_serve_start(home: &Home, checks: &mut Checks) -> Option<crate::daemon::Daemon> {
     match crate::daemon::Daemon::new(home.clone(), Vec::new()) {
         Ok(d) => {
             checks.push(
@@ -204,14 +233,80 @@ fn check_serve_start(home: &Home, checks: &mut Checks) {
                     ),
                 }
             }
+            Some(d)
         }
-        Err(e) => checks.push("serve start checks", false, true, e.to_string()),
+        Err(e) => {
+            checks.push("serve start checks", false, true, e.to_string());
+            None
+        }
+    }
+}
+
+/// Tasks in `review` with a seat no agent but the author fits (issue 23,
+/// finding 8): the same test as the tick's (`choose::open_seats`,
+/// `choose::senior_exists`), one warning line per task.
+async fn check_review_staffing(
+    d: &crate::daemon::Daemon,
+    bb: &Blackboard,
+    id: &ProjectId,
+    allowed: Option<&[String]>,
+    checks: &mut Checks,
+) {
+    use crate::daemon::ticker::choose;
+    let filter = crate::blackboard::TaskFilter {
+        status: Some(crate::blackboard::TaskStatus::Review),
+        limit: 1000,
+        ..Default::default()
+    };
+    let agents = &d.agents().agents;
+    for task in bb.list_tasks(&filter).await.unwrap_or_default() {
+        let Some(protocol) = task
+            .review_protocol
+            .as_deref()
+            .and_then(|n| d.protocols().get(n))
+        else {
+            continue;
+        };
+        if protocol.unusable.is_some() {
+            continue; // reported with the protocol above
+        }
+        let taken: Vec<String> = bb
+            .reviews(&task.id)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.round == task.round)
+            .map(|r| r.reviewer)
+            .collect();
+        let author = task.claimed_by.as_deref();
+        let unstaffed = choose::open_seats(&protocol.reviewers, &taken, agents)
+            .into_iter()
+            .find(|seat| !choose::senior_exists(agents, seat, author, &taken, allowed));
+        if let Some(seat) = unstaffed {
+            checks.push(
+                &format!("project {id} review {}", task.id),
+                false,
+                false,
+                format!(
+                    "waiting for a reviewer other than {}: no other agent fits seat {seat} of \
+                     review protocol {:?}",
+                    author.unwrap_or("its author"),
+                    protocol.name
+                ),
+            );
+        }
     }
 }
 
 /// One active project: its configuration and workspace, its database's
 /// permissions and integrity.
-async fn check_project(home: &Home, id: &ProjectId, checks: &mut Checks) {
+async fn check_project(
+    home: &Home,
+    id: &ProjectId,
+    daemon: Option<&crate::daemon::Daemon>,
+    checks: &mut Checks,
+) {
+    let mut allowed = None;
     match Config::load_for_project(home, id, &[]) {
         Err(err) => checks.push(
             &format!("project {id} config"),
@@ -220,6 +315,7 @@ async fn check_project(home: &Home, id: &ProjectId, checks: &mut Checks) {
             err.to_string(),
         ),
         Ok((_, settings)) => {
+            allowed = settings.agents.clone();
             let root = crate::workspace::root(home, id, settings.workspace.as_deref());
             let c = crate::workspace::check(&root);
             checks.push(&format!("project {id} workspace"), c.ok, true, c.detail);
@@ -238,6 +334,9 @@ async fn check_project(home: &Home, id: &ProjectId, checks: &mut Checks) {
     );
     let (ok, detail) = match Blackboard::open(&path, id.as_str(), OpenMode::CLI).await {
         Ok(bb) => {
+            if let Some(d) = daemon {
+                check_review_staffing(d, &bb, id, allowed.as_deref(), checks).await;
+            }
             let r = bb.quick_check().await;
             let found = match r {
                 Ok(()) => (

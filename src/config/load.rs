@@ -218,7 +218,7 @@ impl Config {
         let (project_layer, settings) = load_project_file(&home.project_config_file(project))?;
         let mut layers = vec![Layer::from_file(&home.default_config_file())?];
         layers.push(project_layer);
-        layers.extend(Layer::from_env_vars(std::env::vars())?);
+        layers.extend(Layer::from_env_vars(crate::secrets::vars())?);
         layers.extend(overrides.iter().cloned());
         let config = Config::from_layers(&layers)?;
         if let Some(cap) = settings.max_global_agents {
@@ -240,7 +240,7 @@ impl Config {
 
 fn global_layers(home: &crate::home::Home, overrides: &[Layer]) -> Result<Vec<Layer>, ConfigError> {
     let mut layers = vec![Layer::from_file(&home.default_config_file())?];
-    layers.extend(Layer::from_env_vars(std::env::vars())?);
+    layers.extend(Layer::from_env_vars(crate::secrets::vars())?);
     layers.extend(overrides.iter().cloned());
     Ok(layers)
 }

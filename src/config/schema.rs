@@ -190,6 +190,10 @@ pub struct ReviewConfig {
     pub debate_max_rounds: u32,
     /// Below this a review escalates to the senior reviewer.
     pub confidence_threshold: f64,
+    /// A review seat that no agent but the task's author fits: `wait`
+    /// (reported on the task once per round; the task waits for the team to
+    /// change) or `fail` (the task fails with that reason).
+    pub unstaffed_seat: String,
 }
 
 impl Default for ReviewConfig {
@@ -198,6 +202,7 @@ impl Default for ReviewConfig {
             default_max_rounds: 3,
             debate_max_rounds: 5,
             confidence_threshold: 0.7,
+            unstaffed_seat: "wait".into(),
         }
     }
 }
@@ -240,6 +245,18 @@ pub struct ServerConfig {
     /// Request bodies held in memory at once, all connections together
     /// (e.g. `128MB`): past it a request is answered 503.
     pub max_body_memory: String,
+    /// Seconds a client has to send a whole request body, from its headers:
+    /// past it 408.
+    pub body_timeout: u64,
+    /// The slowest a body may arrive (e.g. `1KB`, per second, averaged over
+    /// 5 s windows): below it 408.
+    pub body_min_rate: String,
+    /// `/v1` calls one client (one key or token; clients without one
+    /// together) may have in flight: past it 429.
+    pub max_requests_per_client: u32,
+    /// JSON items (array elements plus object members, at every depth) a
+    /// request body may hold: past it 413 before anything parses it.
+    pub max_body_items: u64,
 }
 
 impl Default for ServerConfig {
@@ -251,6 +268,10 @@ impl Default for ServerConfig {
             max_connections: 1024,
             header_timeout: 10,
             max_body_memory: "64MB".into(),
+            body_timeout: 60,
+            body_min_rate: "1KB".into(),
+            max_requests_per_client: 32,
+            max_body_items: 100_000,
         }
     }
 }
@@ -259,6 +280,11 @@ impl ServerConfig {
     /// `max_body_memory` in bytes (validated at load time).
     pub fn max_body_memory_bytes(&self) -> u64 {
         parse_size(&self.max_body_memory).expect("server.max_body_memory is validated at load")
+    }
+
+    /// `body_min_rate` in bytes per second (validated at load time).
+    pub fn body_min_rate_bytes(&self) -> u64 {
+        parse_size(&self.body_min_rate).expect("server.body_min_rate is validated at load")
     }
 
     /// The parsed bind address (validated at load time).

@@ -125,6 +125,11 @@ impl Config {
             "review.confidence_threshold",
             format!("must be between 0 and 1, got {}", r.confidence_threshold),
         )?;
+        check(
+            ["wait", "fail"].contains(&r.unstaffed_seat.as_str()),
+            "review.unstaffed_seat",
+            format!("must be wait or fail, got {:?}", r.unstaffed_seat),
+        )?;
         let b = &self.backup;
         check(
             b.interval_minutes <= 10_080,
@@ -185,6 +190,38 @@ impl Config {
             format!(
                 "must be a size like 128MB (at least 1MB), got {:?}",
                 self.server.max_body_memory
+            ),
+        )?;
+        check(
+            (1..=3600).contains(&self.server.body_timeout),
+            "server.body_timeout",
+            format!(
+                "must be between 1 and 3600 seconds, got {}",
+                self.server.body_timeout
+            ),
+        )?;
+        check(
+            parse_size(&self.server.body_min_rate).is_some_and(|n| n <= 1024 * 1024 * 1024),
+            "server.body_min_rate",
+            format!(
+                "must be a size per second like 1KB (0 turns the check off; at most 1GB), got {:?}",
+                self.server.body_min_rate
+            ),
+        )?;
+        check(
+            (1..=1_000_000).contains(&self.server.max_requests_per_client),
+            "server.max_requests_per_client",
+            format!(
+                "must be between 1 and 1000000, got {}",
+                self.server.max_requests_per_client
+            ),
+        )?;
+        check(
+            (100..=100_000_000).contains(&self.server.max_body_items),
+            "server.max_body_items",
+            format!(
+                "must be between 100 and 100000000, got {}",
+                self.server.max_body_items
             ),
         )?;
         for h in &self.server.allowed_hosts {

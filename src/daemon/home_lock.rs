@@ -1,14 +1,24 @@
-//! One daemon per home (issue 13, defect 6).
+//! One daemon per home (issue 13, defect 6; issue 23, finding 4).
 //!
 //! Two `moziplus serve` on one home both ran recovery (killing each other's
 //! runs as "left running") and both ticked (running tasks twice). The daemon
-//! therefore holds an exclusive `flock` on `<home>/daemon.lock` for its whole
-//! life, with its PID written inside; a second start is refused with a message
-//! naming that PID. The kernel drops the lock when the process dies, however it
-//! dies, so a kill -9 never leaves a stale lock behind.
+//! therefore holds an exclusive `flock` for its whole life; a second start is
+//! refused with a message naming the holder. The kernel drops the lock when
+//! the process dies, however it dies, so a kill -9 never leaves a stale lock
+//! behind.
+//!
+//! The lock is taken on the **home directory itself**, not on
+//! `<home>/daemon.lock`. A lock on that file held only as long as the file
+//! did: a crash leaves it behind with a PID inside, which invites `rm`, and
+//! after `rm` a second `serve` created a new file (a new inode), locked it
+//! and ran beside the first. The home directory cannot be deleted while it
+//! holds the projects, and replacing it means moving the whole home. The file
+//! stays, as information: the holder writes its PID there for people and
+//! tools, but nothing trusts it — [`holder`] asks the kernel (`/proc/locks`)
+//! who holds the directory's lock, and `doctor` prints that.
 
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use nix::fcntl::{Flock, FlockArg};
 
@@ -18,55 +28,113 @@ use crate::home::Home;
 /// Held while the daemon runs; dropping it releases the home.
 #[derive(Debug)]
 pub struct HomeLock {
-    _file: Flock<std::fs::File>,
+    _dir: Flock<std::fs::File>,
+}
+
+/// Who holds a home's lock, as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holder {
+    /// No process holds it: no daemon serves this home.
+    Free,
+    /// Held by this process (from `/proc/locks`; `None` when the kernel's
+    /// table was unreadable and only the lock attempt said it is held).
+    Process(Option<u32>),
 }
 
 impl HomeLock {
     /// Takes the home's lock, or says who holds it.
     pub fn acquire(home: &Home) -> Result<HomeLock, DaemonError> {
-        let path = home.daemon_lock_file();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| DaemonError::Refused(format!("cannot open {}: {e}", path.display())))?;
-        let mut locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let root = home.root();
+        let dir = open_dir(home)?;
+        let dir = match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
             Ok(l) => l,
-            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
-                let mut pid = String::new();
-                let _ = file.read_to_string(&mut pid);
-                let pid = pid.trim();
-                let who = if pid.is_empty() {
-                    "another process".to_string()
-                } else {
-                    format!("pid {pid}")
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let who = match holder(home) {
+                    Holder::Process(Some(pid)) => format!("pid {pid}"),
+                    _ => "another process".to_string(),
                 };
                 return Err(DaemonError::Refused(format!(
-                    "another moziplus daemon ({who}) is already serving home {} (it holds {}); \
-                     stop it first, or use another --home",
-                    home.root().display(),
-                    path.display()
+                    "another moziplus daemon ({who}) is already serving home {} (it holds an \
+                     exclusive lock on the home directory); stop it first, or use another --home",
+                    root.display(),
                 )));
             }
             Err((_, e)) => {
                 return Err(DaemonError::Refused(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
+                    "cannot lock the home directory {}: {e}",
+                    root.display()
                 )))
             }
         };
-        // Ours now: record who holds it.
-        let pid = std::process::id();
-        locked
-            .set_len(0)
-            .and_then(|_| locked.rewind())
-            .and_then(|_| writeln!(locked, "{pid}"))
+        // Ours now: record who holds it, for people (nothing trusts the file).
+        let path = home.daemon_lock_file();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{}", std::process::id()))
             .map_err(|e| DaemonError::Refused(format!("cannot write {}: {e}", path.display())))?;
-        Ok(HomeLock { _file: locked })
+        Ok(HomeLock { _dir: dir })
     }
+}
+
+fn open_dir(home: &Home) -> Result<std::fs::File, DaemonError> {
+    let root = home.root();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_DIRECTORY | nix::libc::O_CLOEXEC)
+        .open(root)
+        .map_err(|e| {
+            DaemonError::Refused(format!(
+                "cannot open the home directory {}: {e}",
+                root.display()
+            ))
+        })
+}
+
+/// Who holds `home`'s lock: the kernel's lock table (`/proc/locks`), or,
+/// where that cannot be read, a non-blocking probe (taken and dropped at once
+/// when free).
+pub fn holder(home: &Home) -> Holder {
+    let Ok(dir) = open_dir(home) else {
+        return Holder::Free;
+    };
+    let Ok(meta) = dir.metadata() else {
+        return Holder::Free;
+    };
+    if let Ok(locks) = std::fs::read_to_string("/proc/locks") {
+        return match flock_holder(&locks, meta.dev(), meta.ino()) {
+            Some(pid) => Holder::Process(Some(pid)),
+            None => Holder::Free,
+        };
+    }
+    match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        Ok(_probe) => Holder::Free,
+        Err(_) => Holder::Process(None),
+    }
+}
+
+/// The PID holding a `FLOCK` on the file `dev`/`ino` in the text of
+/// `/proc/locks` (`1: FLOCK  ADVISORY  WRITE 4242 08:01:131 0 EOF`: device
+/// major and minor in hex, then the inode in decimal). Lines starting with
+/// `->` are waiters, not holders.
+fn flock_holder(locks: &str, dev: u64, ino: u64) -> Option<u32> {
+    let (major, minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) != Some(&"FLOCK") {
+            return None;
+        }
+        let pid: u32 = fields.get(4)?.parse().ok()?;
+        let mut id = fields.get(5)?.split(':');
+        let maj = u64::from_str_radix(id.next()?, 16).ok()?;
+        let min = u64::from_str_radix(id.next()?, 16).ok()?;
+        let inode: u64 = id.next()?.parse().ok()?;
+        (maj == major && min == minor && inode == ino).then_some(pid)
+    })
 }
 
 #[cfg(test)]
@@ -77,6 +145,7 @@ mod tests {
     fn a_second_lock_on_one_home_is_refused_naming_the_holder() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
+        assert_eq!(holder(&home), Holder::Free);
         let first = HomeLock::acquire(&home).expect("first lock");
         let err = HomeLock::acquire(&home).expect_err("second lock refused");
         let text = err.to_string();
@@ -84,7 +153,37 @@ mod tests {
             text.contains(&format!("pid {}", std::process::id())),
             "names the holder: {text}"
         );
+        assert_eq!(holder(&home), Holder::Process(Some(std::process::id())));
         drop(first);
+        assert_eq!(holder(&home), Holder::Free);
         HomeLock::acquire(&home).expect("free again once released");
+    }
+
+    #[test]
+    fn deleting_the_lock_file_does_not_free_the_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let _first = HomeLock::acquire(&home).expect("first lock");
+        let pid = std::fs::read_to_string(home.daemon_lock_file()).unwrap();
+        assert_eq!(
+            pid.trim(),
+            std::process::id().to_string(),
+            "the PID is recorded"
+        );
+        std::fs::remove_file(home.daemon_lock_file()).unwrap();
+        let err = HomeLock::acquire(&home).expect_err("still held after rm daemon.lock");
+        assert!(err.to_string().contains("already serving"), "{err}");
+    }
+
+    #[test]
+    fn lock_table_lines_are_matched_by_device_and_inode() {
+        let dev = nix::sys::stat::makedev(0x103, 0x2a);
+        let table = "1: POSIX  ADVISORY  WRITE 7 103:2a:99 0 EOF\n\
+                     2: FLOCK  ADVISORY  WRITE 11 103:2a:98 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE 12 103:2a:99 0 EOF\n\
+                     3: -> FLOCK  ADVISORY  WRITE 13 103:2a:99 0 EOF\n";
+        assert_eq!(flock_holder(table, dev, 99), Some(12));
+        assert_eq!(flock_holder(table, dev, 98), Some(11));
+        assert_eq!(flock_holder(table, dev, 97), None);
     }
 }

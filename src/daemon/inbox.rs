@@ -331,10 +331,11 @@ const READ_CHUNK: u64 = 8 << 20;
 /// is known; else it is at least `len` and still growing).
 async fn too_long(d: &Daemon, start: &[u8], len: u64, max_line: u64, whole: bool) {
     let shown = String::from_utf8_lossy(&start[..start.len().min(300)]).to_string();
-    let why = if whole {
-        format!("a line of {len} bytes is over inbox.max_line_bytes ({max_line})")
-    } else {
-        format!("a line of more than {max_line} bytes (inbox.max_line_bytes) with no end yet; skipped up to its newline")
+    let why = match crate::inbox::line_over_limit(len, max_line) {
+        Some(why) if whole => why,
+        _ => {
+            format!("a line of more than {max_line} bytes (inbox.max_line_bytes) with no end yet; skipped up to its newline")
+        }
     };
     malformed(d, named_project(&shown).as_deref(), &shown, &why).await;
 }

@@ -70,7 +70,7 @@ async fn release(d: &Daemon, bb: &Blackboard, root: &Root, task: &str) {
             };
             let text = format!(
                 "the worktree of {task} was kept at {path} (branch {}): git would not remove it: {why}. Commit or discard its changes, then `git worktree remove {path}`",
-                workspace::branch_of(task)
+                workspace::branch_of(bb.project(), task)
             );
             tracing::warn!(project = bb.project(), task, why, "worktree kept");
             let _ = bb

@@ -54,6 +54,17 @@ pub enum GatewayError {
         /// The limit.
         limit: usize,
     },
+    /// A body refused by a bound other than its byte limit: too many JSON
+    /// items (413) or too slow to arrive (408). The daemon's guard raises it.
+    #[error("{message}")]
+    BodyRefused {
+        /// 413 or 408.
+        status: StatusCode,
+        /// Which bound, and its setting.
+        message: String,
+        /// `too_many_items` or `body_timeout`.
+        code: &'static str,
+    },
     /// Missing or unknown bearer key / admin token.
     #[error("{0}")]
     Unauthorized(String),
@@ -115,6 +126,7 @@ impl GatewayError {
                 StatusCode::BAD_REQUEST
             }
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyRefused { status, .. } => *status,
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
@@ -130,7 +142,8 @@ impl GatewayError {
         match self {
             GatewayError::BadRequest(_)
             | GatewayError::UnknownProvider { .. }
-            | GatewayError::PayloadTooLarge { .. } => "invalid_request_error",
+            | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::BodyRefused { .. } => "invalid_request_error",
             GatewayError::Unauthorized(_) => "authentication_error",
             GatewayError::NotFound(_) => "not_found_error",
             GatewayError::Conflict(_) => "conflict_error",
@@ -146,6 +159,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::UnknownProvider { .. } => "unknown_provider",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::BodyRefused { code, .. } => code,
             GatewayError::Unauthorized(_) => "unauthorized",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::Conflict(_) => "conflict",

@@ -18,7 +18,7 @@ use super::proxy;
 use super::queue::Priority;
 use super::surface::Surface;
 use super::upstream::Endpoint;
-use super::{admin, routing, Gateway};
+use super::{admin, cpu, routing, Gateway};
 use super::{messages, responses};
 
 pub(crate) fn router(gateway: Gateway) -> Router {
@@ -66,8 +66,18 @@ async fn messages_api(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
 async fn count_tokens(State(gw): State<Gateway>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         attribution(&gw, &headers)?;
-        let body = read_body(body, gw.inner.config.max_body_bytes).await?;
-        messages::count_tokens(&body)
+        let limit = gw
+            .inner
+            .config
+            .max_body_bytes
+            .min(cpu::COUNT_TOKENS_MAX_BODY);
+        let body = read_body(&gw, body, limit).await?;
+        // The tokenizer is the gateway's most CPU-heavy step: never on the
+        // async worker (issue 23, finding 2).
+        gw.inner
+            .cpu
+            .run(move || messages::count_tokens(&body))
+            .await?
     }
     .await;
     match result {
@@ -108,7 +118,13 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Gat
     }
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Map<String, Value>, GatewayError> {
+/// The body as a JSON object; a large one is parsed on a blocking thread
+/// (`cpu`), so the async worker keeps answering meanwhile.
+async fn read_body(
+    gw: &Gateway,
+    body: Body,
+    limit: usize,
+) -> Result<Map<String, Value>, GatewayError> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if e.to_string().contains("length limit") {
             GatewayError::PayloadTooLarge { limit }
@@ -121,7 +137,15 @@ async fn read_body(body: Body, limit: usize) -> Result<Map<String, Value>, Gatew
             "request body is empty; expected a JSON object".to_string(),
         ));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
+    let parsed = if bytes.len() >= cpu::PARSE_OFF_THREAD_BYTES {
+        gw.inner
+            .cpu
+            .run(move || serde_json::from_slice::<Value>(&bytes))
+            .await?
+    } else {
+        serde_json::from_slice::<Value>(&bytes)
+    };
+    match parsed {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(GatewayError::BadRequest(
             "request body must be a JSON object".to_string(),
@@ -214,7 +238,7 @@ async fn parse(
         }
     }
     let attribution = attribution(gw, headers)?;
-    let mut body = read_body(body, gw.inner.config.max_body_bytes).await?;
+    let mut body = read_body(gw, body, gw.inner.config.max_body_bytes).await?;
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
         Some(Value::String(_)) | None => {

@@ -44,6 +44,7 @@ mod approval;
 mod attempt;
 mod auth;
 mod call;
+mod cpu;
 mod failure;
 mod handlers;
 mod messages;
@@ -140,6 +141,8 @@ pub(crate) struct GatewayInner {
     pub approvals: approval::OpenDecisions,
     rng: Mutex<StdRng>,
     started: Instant,
+    /// CPU-heavy steps (large parses, token counting) off the async worker.
+    pub cpu: cpu::CpuPool,
 }
 
 /// Lock a mutex, ignoring poisoning: gateway state stays usable after a
@@ -213,8 +216,7 @@ impl Gateway {
                 .key_envs()
                 .into_iter()
                 .map(|env| {
-                    let secret = std::env::var(&env)
-                        .ok()
+                    let secret = crate::secrets::env_var(&env)
                         .filter(|k| !k.trim().is_empty())
                         .map(|k| Secret::new(k.trim()));
                     PoolKey { env, secret }
@@ -256,6 +258,7 @@ impl Gateway {
                 approvals: approval::OpenDecisions::default(),
                 rng: Mutex::new(rng),
                 started: Instant::now(),
+                cpu: cpu::CpuPool::default(),
             }),
         })
     }

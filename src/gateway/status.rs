@@ -123,7 +123,8 @@ pub struct ProviderStatus {
     pub limited: bool,
     /// Env variable of the key.
     pub api_key_env: Option<String>,
-    /// The key, masked (`nvap…a1b2`), or `None` when the env var is unset.
+    /// `****` when the key is set (never any of its characters), `None` when
+    /// the env var is unset.
     pub api_key: Option<String>,
     /// Aliases.
     pub aliases: Vec<String>,

@@ -19,14 +19,27 @@
 //! 4. **Gateway credentials.** With `server.api_token` set, `/v1/*` needs a
 //!    run's key or the token. Changing `/api/gateway/config` needs the API
 //!    token or the gateway's `admin_token` whenever either is set.
-//! 5. **Body memory.** A body over the route's limit is 413; the bodies in
+//! 5. **Gateway calls in flight per client.** A client (the key or token it
+//!    presents; clients without one share one count) may have at most
+//!    `server.max_requests_per_client` `/v1` calls in flight; past it 429
+//!    with `Retry-After` (issue 23, finding 3). API writes are short and
+//!    are not counted.
+//! 6. **Body memory.** A body over the route's limit is 413; the bodies in
 //!    flight together stay under `server.max_body_memory`, past which a
 //!    request is 503 with `Retry-After`. A body without a length reserves the
-//!    route's whole limit.
+//!    route's whole limit. The API's routes have a share of their own
+//!    ([`api_reserve`]), so gateway uploads cannot take the memory every API
+//!    write needs.
+//! 7. **Body time.** The guard reads the body itself (`body::read_body`):
+//!    a minimum rate and a whole-body deadline, 408 past either.
+//! 8. **Body items.** A JSON body of more than `server.max_body_items` array
+//!    elements and object members is 413 before anything parses it
+//!    (`body::json_items`; issue 23, finding 1).
 //!
 //! Every refusal is the API's JSON error.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -34,6 +47,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use super::body::{json_items, read_body, BodyRefusal, BodyRules};
 use super::ApiError;
 use crate::daemon::Daemon;
 use crate::gateway::GatewayError;
@@ -53,9 +67,41 @@ pub struct Guard {
     port: u16,
     /// The bind address is 0.0.0.0 or [::]: every IP literal names us.
     any_ip: bool,
+    /// Body memory of the gateway's routes.
     body_memory: Arc<Semaphore>,
     body_memory_units: u64,
+    /// Body memory of every other route ([`api_reserve`]).
+    api_body_memory: Arc<Semaphore>,
+    api_body_memory_units: u64,
     gateway_body_limit: usize,
+    body_rules: BodyRules,
+    per_client: u32,
+    max_items: u64,
+    in_flight: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+/// The part of `server.max_body_memory` kept for the API's routes: room for
+/// eight bodies at the API's limit, at most half the budget.
+pub fn api_reserve(budget: u64) -> u64 {
+    (8 * crate::api::MAX_BODY_BYTES as u64).min(budget / 2)
+}
+
+/// One write of a client in flight; dropping it ends it.
+struct InFlight {
+    map: Arc<Mutex<HashMap<String, u32>>>,
+    client: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
 }
 
 impl Guard {
@@ -74,7 +120,9 @@ impl Guard {
         if !names.contains(&bind_name) {
             names.push(bind_name);
         }
-        let units = (server.max_body_memory_bytes() / UNIT).clamp(1, u32::MAX as u64);
+        let budget = server.max_body_memory_bytes();
+        let api_units = (api_reserve(budget) / UNIT).clamp(1, u32::MAX as u64);
+        let units = ((budget - api_reserve(budget)) / UNIT).clamp(1, u32::MAX as u64);
         Guard {
             daemon: d.clone(),
             names,
@@ -87,6 +135,15 @@ impl Guard {
             any_ip: bind.ip().is_unspecified(),
             body_memory: Arc::new(Semaphore::new(units as usize)),
             body_memory_units: units,
+            api_body_memory: Arc::new(Semaphore::new(api_units as usize)),
+            api_body_memory_units: api_units,
+            body_rules: BodyRules {
+                timeout: std::time::Duration::from_secs(server.body_timeout),
+                min_rate: server.body_min_rate_bytes(),
+            },
+            per_client: server.max_requests_per_client,
+            max_items: server.max_body_items,
+            in_flight: Arc::new(Mutex::new(HashMap::new())),
             gateway_body_limit: d
                 .gateway()
                 .map(|g| g.config().max_body_bytes)
@@ -110,10 +167,24 @@ impl Guard {
         self.any_ip && is_ip_literal(name)
     }
 
+    /// Counts one more write of `client`, or refuses it past the limit.
+    fn begin(&self, client: &str) -> Option<InFlight> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(client.to_string()).or_insert(0);
+        if *n >= self.per_client {
+            return None;
+        }
+        *n += 1;
+        Some(InFlight {
+            map: self.in_flight.clone(),
+            client: client.to_string(),
+        })
+    }
+
     /// The body limit of a route: the gateway's for `/v1/*`, the API's
     /// otherwise.
     fn body_limit(&self, path: &str) -> usize {
-        if path.starts_with("/v1/") {
+        if is_gateway(path) {
             self.gateway_body_limit
         } else {
             crate::api::MAX_BODY_BYTES
@@ -244,6 +315,28 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     if let Err(refused) = authorize_gateway(&g, &mut req, &path, write) {
         return *refused;
     }
+    // Gateway calls in flight per client: a call holds its body, then an
+    // upstream slot, for as long as the client and the provider take.
+    let _in_flight = if write && is_gateway(&path) {
+        let client = crate::gateway::presented_keys(req.headers())
+            .next()
+            .unwrap_or("")
+            .to_string();
+        match g.begin(&client) {
+            Some(f) => Some(f),
+            None => {
+                metrics::counter!("moziplus_http_client_limit_refusals_total").increment(1);
+                let message = format!(
+                    "too many gateway calls in flight for this client (server.max_requests_per_client \
+                     = {}): retry shortly",
+                    g.per_client
+                );
+                return refusal(&path, StatusCode::TOO_MANY_REQUESTS, message, true);
+            }
+        }
+    } else {
+        None
+    };
     // Body memory: reserve what the body may take before anything reads it.
     let length = body_length(req.headers());
     if length == Some(0) {
@@ -251,28 +344,136 @@ pub async fn guard(State(g): State<Guard>, mut req: Request, next: Next) -> Resp
     }
     let limit = g.body_limit(&path) as u64;
     if length.is_some_and(|n| n > limit) {
-        return ApiError::from_status(
+        return refusal(
+            &path,
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("request body is larger than the limit of {limit} bytes"),
-        )
-        .into_response();
+            BodyRefusal::TooLarge { limit }.to_string(),
+            false,
+        );
     }
-    let units = length
-        .unwrap_or(limit)
-        .div_ceil(UNIT)
-        .clamp(1, g.body_memory_units);
-    let Ok(_reserved) = g.body_memory.clone().try_acquire_many_owned(units as u32) else {
+    let (pool, pool_units) = if is_gateway(&path) {
+        (&g.body_memory, g.body_memory_units)
+    } else {
+        (&g.api_body_memory, g.api_body_memory_units)
+    };
+    let units = length.unwrap_or(limit).div_ceil(UNIT).clamp(1, pool_units);
+    let Ok(_reserved) = pool.clone().try_acquire_many_owned(units as u32) else {
         metrics::counter!("moziplus_http_body_memory_refusals_total").increment(1);
-        let mut resp = ApiError::unavailable(format!(
+        let message = format!(
             "too many request bodies in flight (server.max_body_memory = {}): retry shortly",
             g.daemon.config().server.max_body_memory
-        ))
-        .into_response();
+        );
+        return refusal(&path, StatusCode::SERVICE_UNAVAILABLE, message, true);
+    };
+    // Body time: the whole body, at a minimum rate, within the deadline.
+    let (parts, body) = req.into_parts();
+    let bytes = match read_body(body, g.body_rules, limit, length).await {
+        Ok(b) => b,
+        Err(e) => {
+            let status = match e {
+                BodyRefusal::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyRefusal::Broken(_) => StatusCode::BAD_REQUEST,
+                BodyRefusal::TooSlow { .. } | BodyRefusal::Deadline { .. } => {
+                    metrics::counter!("moziplus_http_body_timeouts_total").increment(1);
+                    StatusCode::REQUEST_TIMEOUT
+                }
+            };
+            let mut resp = refusal(&path, status, e.to_string(), false);
+            // The rest of the body is not read: the connection cannot be reused.
+            resp.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return resp;
+        }
+    };
+    // Body items: what parsing would build is bounded before it is built.
+    let items = json_items(&bytes);
+    if items > g.max_items {
+        metrics::counter!("moziplus_http_body_item_refusals_total").increment(1);
+        let message = format!(
+            "request body has {items} JSON items (array elements and object members), more \
+             than server.max_body_items ({})",
+            g.max_items
+        );
+        drop(bytes);
+        give_back_free_memory();
+        return refusal(&path, StatusCode::PAYLOAD_TOO_LARGE, message, false);
+    }
+    let large = bytes.len() >= TRIM_AFTER_BYTES;
+    let resp = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if large {
+        give_back_free_memory();
+    }
+    resp
+}
+
+/// A request whose body was at least this large gives back the free memory
+/// of every malloc arena when it is answered.
+const TRIM_AFTER_BYTES: usize = 1 << 20;
+
+/// `malloc_trim(0)` on a blocking thread: the small blocks a large request
+/// parsed into are freed, but glibc keeps their pages in its arenas until
+/// asked (issue 23, finding 1: RSS comes back to its level before the call).
+fn give_back_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only returns free pages of malloc's own
+        // arenas to the kernel; it is thread-safe.
+        unsafe {
+            nix::libc::malloc_trim(0);
+        }
+    });
+}
+
+fn is_gateway(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/v1"
+}
+
+/// A refusal in the route's own shape: the gateway's error body (OpenAI or
+/// Anthropic) on `/v1`, the API's JSON error elsewhere; `retry` adds
+/// `Retry-After: 1`.
+fn refusal(path: &str, status: StatusCode, message: String, retry: bool) -> Response {
+    let mut resp = if is_gateway(path) {
+        let retry_after = std::time::Duration::from_secs(1);
+        let origin = crate::gateway::LimitSource::Gateway;
+        let e = match status {
+            StatusCode::TOO_MANY_REQUESTS => GatewayError::RateLimited {
+                origin,
+                retry_after,
+                message,
+            },
+            StatusCode::SERVICE_UNAVAILABLE => GatewayError::Unavailable {
+                origin,
+                retry_after,
+                code: "body_memory",
+                message,
+            },
+            StatusCode::PAYLOAD_TOO_LARGE => GatewayError::BodyRefused {
+                status,
+                message,
+                code: "payload_too_large",
+            },
+            StatusCode::REQUEST_TIMEOUT => GatewayError::BodyRefused {
+                status,
+                message,
+                code: "body_timeout",
+            },
+            _ => GatewayError::BadRequest(message),
+        };
+        let mut r = crate::gateway::error_for_path(path, e);
+        *r.status_mut() = status;
+        r
+    } else {
+        ApiError::from_status(status, message).into_response()
+    };
+    if retry {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return resp;
-    };
-    next.run(req).await
+    }
+    resp
 }
 
 /// Credentials of the gateway's routes (see the module docs, 4).

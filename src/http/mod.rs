@@ -22,6 +22,7 @@ use crate::daemon::Daemon;
 /// [`crate::api::error`] (the layer rule: `api` does not import `http`).
 pub use crate::api::ApiError;
 
+pub mod body;
 pub mod guard;
 pub mod serve;
 pub mod status;

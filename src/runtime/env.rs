@@ -87,5 +87,5 @@ pub fn base(
 
 /// [`base`] with the daemon's real environment.
 pub fn base_from_process(run: &RunContext<'_>) -> Vec<(String, String)> {
-    base(run, |k| std::env::var(k).ok())
+    base(run, crate::secrets::env_var)
 }

@@ -46,20 +46,47 @@ impl NewArtifact {
         }
     }
 
+    /// The artifact's bytes, at most [`MAX_ARTIFACT_BYTES`]. A file must be
+    /// a regular file, opened without blocking (issue 23, finding 10: a FIFO
+    /// froze the MCP server, `/dev/zero` had no end); a regular file's read
+    /// cannot wait on a writer, so it needs no timer.
     fn read(self) -> ServiceResult<Vec<u8>> {
-        match self.source {
-            ArtifactSource::Bytes(b) => Ok(b),
-            ArtifactSource::Stdin => {
-                let mut b = Vec::new();
-                std::io::stdin()
-                    .read_to_end(&mut b)
-                    .map_err(|e| ServiceError::io("reading standard input", e))?;
-                Ok(b)
+        let (what, reader): (String, Box<dyn Read>) = match self.source {
+            ArtifactSource::Bytes(b) => {
+                return match too_large(b.len() as u64) {
+                    Some(e) => Err(e),
+                    None => Ok(b),
+                }
             }
-            ArtifactSource::File(src) => std::fs::read(&src)
-                .map_err(|e| ServiceError::io(format!("reading {}", src.display()), e)),
+            ArtifactSource::Stdin => ("standard input".into(), Box::new(std::io::stdin())),
+            ArtifactSource::File(src) => {
+                let f = crate::safe_fs::open_regular(&src).map_err(|e| {
+                    ServiceError::Invalid(format!("cannot read {}: {e}", src.display()))
+                })?;
+                (src.display().to_string(), Box::new(f))
+            }
+        };
+        let mut b = Vec::new();
+        reader
+            .take(MAX_ARTIFACT_BYTES + 1)
+            .read_to_end(&mut b)
+            .map_err(|e| ServiceError::io(format!("reading {what}"), e))?;
+        match too_large(b.len() as u64) {
+            Some(e) => Err(e),
+            None => Ok(b),
         }
     }
+}
+
+/// The largest artifact an output may carry.
+pub const MAX_ARTIFACT_BYTES: u64 = 64 * 1024 * 1024;
+
+fn too_large(len: u64) -> Option<ServiceError> {
+    (len > MAX_ARTIFACT_BYTES).then(|| {
+        ServiceError::Invalid(format!(
+            "an artifact is at most {MAX_ARTIFACT_BYTES} bytes (64 MiB); this one is larger"
+        ))
+    })
 }
 
 /// Stores `artifact` under `base` (the task's `outputs/`, created if

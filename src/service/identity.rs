@@ -50,6 +50,9 @@ impl ProjectService {
             if !ids::is_valid_agent_id(&name) {
                 return Err(ServiceError::Invalid(format!("invalid agent id {name:?}")));
             }
+            // The CLI's --agent, MOZI_AGENT and MCP's `agent`, like HTTP's
+            // X-Mozi-Actor (issue 23, finding 10).
+            refuse_reserved(&name, "agent name")?;
             return Ok(Actor::operator(name));
         };
         let Some(token) = &id.token else {
@@ -70,6 +73,17 @@ impl ProjectService {
     }
 }
 
+/// Refuses a name of [`RESERVED_ACTORS`] (any case) as `what`.
+fn refuse_reserved(name: &str, what: &str) -> ServiceResult<()> {
+    if RESERVED_ACTORS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        return Err(ServiceError::Forbidden(format!(
+            "{what} {name:?} is reserved ({}): name the person or script writing",
+            RESERVED_ACTORS.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// Who an HTTP write is recorded as: `operator:api`, or the name the caller
 /// gives (`X-Mozi-Actor`), which must be a valid agent id and not reserved.
 /// `None` in `given` means no name was given; a name that is not text is
@@ -78,12 +92,8 @@ pub fn api_operator(given: Option<&str>) -> ServiceResult<Actor> {
     let Some(name) = given else {
         return Ok(Actor::operator("operator:api"));
     };
-    if RESERVED_ACTORS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
-        Err(ServiceError::Forbidden(format!(
-            "X-Mozi-Actor {name:?} is reserved ({}): name the person or script writing",
-            RESERVED_ACTORS.join(", ")
-        )))
-    } else if ids::is_valid_agent_id(name) {
+    refuse_reserved(name, "X-Mozi-Actor")?;
+    if ids::is_valid_agent_id(name) {
         Ok(Actor::operator(name))
     } else {
         Err(ServiceError::Invalid(format!(

@@ -112,10 +112,9 @@ impl ProjectService {
     }
 
     /// A proposal expiring `secs` from now.
-    pub fn expiry_in(&self, secs: u64) -> crate::blackboard::Millis {
-        self.bb
-            .now()
-            .saturating_add(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
+    pub fn expiry_in(&self, secs: u64) -> ServiceResult<crate::blackboard::Millis> {
+        let secs = super::rules::client_secs("a decision's expiry (expires_secs)", secs, 1)?;
+        Ok(self.bb.now() + secs as crate::blackboard::Millis * 1000)
     }
 
     /// Approves or rejects a proposed decision (operators and the daemon).
@@ -160,6 +159,7 @@ impl ProjectService {
     /// Waits until decision `id` is settled and returns it (approved or
     /// rejected); [`ServiceError::Timeout`] after `timeout`.
     pub async fn wait_decision(&self, id: i64, timeout: Duration) -> ServiceResult<Decision> {
+        super::rules::client_secs("a decision wait's timeout", timeout.as_secs(), 0)?;
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let d = self.decision(id).await?;

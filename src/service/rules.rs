@@ -33,12 +33,24 @@ pub fn require_allowed(
 /// A lease of `secs` seconds, in milliseconds. A lease must last at least a
 /// second: a zero lease would expire before the holder could use it.
 pub fn lease_ms(secs: u64) -> ServiceResult<Millis> {
-    if secs == 0 {
-        return Err(ServiceError::Invalid(
-            "--lease must be at least 1 second".into(),
-        ));
+    Ok(client_secs("--lease (lease_secs)", secs, 1)? as Millis * 1000)
+}
+
+/// The longest duration a client may ask for: a lease, a decision's expiry,
+/// a wait (365 days). Past it a client's number is a mistake, and in
+/// milliseconds or as an `Instant` it overflowed (issue 23, finding 10:
+/// u64::MAX became a lease of i64::MAX, an empty `expires_at`, a panic).
+pub const MAX_CLIENT_SECS: u64 = 365 * 24 * 3600;
+
+/// `secs` of a client's `what`, checked to lie in `min..=MAX_CLIENT_SECS`.
+pub fn client_secs(what: &str, secs: u64, min: u64) -> ServiceResult<u64> {
+    if (min..=MAX_CLIENT_SECS).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(ServiceError::Invalid(format!(
+            "{what} must be between {min} and {MAX_CLIENT_SECS} seconds (365 days), got {secs}"
+        )))
     }
-    Ok(i64::try_from(secs).unwrap_or(i64::MAX).saturating_mul(1000))
 }
 
 /// Operators' and the daemon's powers (administrative transitions, settling

@@ -207,6 +207,69 @@ pub fn load_skill(dir: &Path, source: SkillSource) -> Result<Skill, SkillError> 
     )
 }
 
+/// A folder's skills, the broken ones skipped and returned beside them.
+fn load_folder_skipping(
+    dir: &Path,
+    source: SkillSource,
+    into: &mut BTreeMap<String, Skill>,
+    broken: &mut Vec<SkillError>,
+) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            broken.push(SkillError {
+                file: dir.to_path_buf(),
+                message: format!("cannot read: {e}"),
+            });
+            return;
+        }
+    };
+    let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    dirs.sort();
+    // Files beside the folders (a README) are not skills, as before.
+    for d in dirs.into_iter().filter(|d| d.is_dir()) {
+        match load_skill(&d, source) {
+            Ok(skill) => {
+                into.insert(skill.id.clone(), skill);
+            }
+            Err(e) => broken.push(e),
+        }
+    }
+}
+
+/// Every skill visible to `project` that loads, and the broken ones,
+/// skipped (issue 23, finding 6: one broken project skill failed every
+/// task of the project). Briefs use this; `serve`'s start checks and
+/// `doctor` use [`list_skills`], which refuses a broken skill.
+pub fn list_skills_skipping_broken(
+    home: &Home,
+    project: Option<&ProjectId>,
+) -> (Vec<Skill>, Vec<SkillError>) {
+    let (mut by_id, mut broken) = (BTreeMap::new(), Vec::new());
+    load_folder_skipping(
+        &home.builtin_skills_dir(),
+        SkillSource::Builtin,
+        &mut by_id,
+        &mut broken,
+    );
+    load_folder_skipping(
+        &home.custom_skills_dir(),
+        SkillSource::Custom,
+        &mut by_id,
+        &mut broken,
+    );
+    if let Some(p) = project {
+        load_folder_skipping(
+            &home.project_skills_dir(p),
+            SkillSource::Project,
+            &mut by_id,
+            &mut broken,
+        );
+    }
+    (by_id.into_values().collect(), broken)
+}
+
 fn load_folder(
     dir: &Path,
     source: SkillSource,

@@ -4,11 +4,29 @@
 
 use super::*;
 
-/// The admin folder git keeps for a worktree (`<path>/.git` says where).
-pub(super) fn admin_dir(path: &Path) -> Option<PathBuf> {
+/// The admin folder git keeps for the worktree at `path`, validated: the
+/// repository's own (`<common dir>/worktrees/<name>`, whose `gitdir` names
+/// `<path>/.git`), and the one the worktree's `.git` file points at. An
+/// agent can rewrite its `.git` to `gitdir: /outside`; the daemon then
+/// removed `/outside/index.lock` and put `/outside/mozi-base` into the next
+/// brief (issue 23, finding 9). `None` when they disagree, or `path` is a
+/// symbolic link: the worktree is then not ours as it is.
+pub(super) fn admin_dir(repo: &Path, path: &Path) -> Option<PathBuf> {
+    if std::fs::symlink_metadata(path)
+        .ok()?
+        .file_type()
+        .is_symlink()
+    {
+        return None;
+    }
+    let admin = admin_of(repo, path)?;
     let text = std::fs::read_to_string(path.join(".git")).ok()?;
-    let dir = text.strip_prefix("gitdir:")?.trim();
-    Some(PathBuf::from(dir))
+    let named = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    let same = match (named.canonicalize(), admin.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    same.then_some(admin)
 }
 
 /// The state of an existing worktree folder, read from git's files (no
@@ -16,8 +34,10 @@ pub(super) fn admin_dir(path: &Path) -> Option<PathBuf> {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Health {
     Missing,
-    /// Complete, on the task's branch; its base as recorded.
+    /// Complete, on one of the task's branches (named); its base as
+    /// recorded.
     Healthy {
+        branch: String,
         base: Option<String>,
     },
     /// Half made (a killed `git worktree add`) or not ours: made again.
@@ -28,45 +48,59 @@ pub(super) enum Health {
 /// worktree, so it goes when the worktree goes).
 pub(super) const BASE_FILE: &str = "mozi-base";
 
-pub(super) fn worktree_health(path: &Path, branch: &str) -> Health {
+/// The worktree at `path` of `repo`, expected on one of `branches`.
+pub(super) fn worktree_health(repo: &Path, path: &Path, branches: &[String]) -> Health {
     if std::fs::symlink_metadata(path).is_err() {
         return Health::Missing;
     }
-    let Some(admin) = admin_dir(path) else {
+    let Some(admin) = admin_dir(repo, path) else {
         return Health::Broken;
     };
     let initializing =
         std::fs::read_to_string(admin.join("locked")).is_ok_and(|s| s.trim() == "initializing");
     let head = std::fs::read_to_string(admin.join("HEAD")).unwrap_or_default();
-    let on_branch = head.trim() == format!("ref: refs/heads/{branch}");
-    if initializing || !on_branch || !admin.join("index").exists() {
+    let on_branch = branches
+        .iter()
+        .find(|b| head.trim() == format!("ref: refs/heads/{b}"));
+    let Some(branch) = on_branch.cloned() else {
+        return Health::Broken;
+    };
+    if initializing || !admin.join("index").exists() {
         return Health::Broken;
     }
     // No run of this task is alive while its next run is prepared: a lock
     // in its index is left over from a killed one.
     let _ = std::fs::remove_file(admin.join("index.lock"));
     Health::Healthy {
+        branch,
         base: std::fs::read_to_string(admin.join(BASE_FILE))
             .ok()
             .map(|s| s.trim().to_string()),
     }
 }
 
-/// The task's worktree, healthy: reused as it is, or (first run, or a
-/// broken one) made on `mozi/<task>` (a new branch from `HEAD`, or the
-/// existing branch). Called with the repository's lock held.
+/// The task's worktree, healthy: reused as it is (on `mozi/<project>/<task>`,
+/// or on the `mozi/<task>` of a worktree made before branches were
+/// namespaced), or (first run, or a broken one) made on
+/// `mozi/<project>/<task>` (a new branch from `HEAD`, or the existing
+/// branch). Called with the repository's lock held.
 pub(super) async fn ensure_worktree(
     repo: &Path,
     path: &Path,
+    project: &str,
     task: &str,
 ) -> Result<TaskWorkspace, WorkspaceError> {
-    let branch = branch_of(task);
-    let (p, b) = (path.to_path_buf(), branch.clone());
-    let health = tokio::task::spawn_blocking(move || worktree_health(&p, &b))
+    let branch = branch_of(project, task);
+    let (r, p, b) = (
+        repo.to_path_buf(),
+        path.to_path_buf(),
+        [branch.clone(), legacy_branch_of(task)],
+    );
+    let health = tokio::task::spawn_blocking(move || worktree_health(&r, &p, &b))
         .await
         .unwrap_or(Health::Broken);
     match health {
-        Health::Healthy { base } => {
+        Health::Healthy { branch, base } => {
             return Ok(TaskWorkspace {
                 path: path.to_path_buf(),
                 kind: WorkspaceKind::Git,
@@ -112,10 +146,10 @@ pub(super) async fn ensure_worktree(
             format!("{head_name} ({})", short(&head_commit))
         }
     };
-    let p = path.to_path_buf();
+    let (r, p) = (repo.to_path_buf(), path.to_path_buf());
     let recorded = base.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        admin_dir(&p).map(|a| std::fs::write(a.join(BASE_FILE), recorded))
+        admin_dir(&r, &p).map(|a| std::fs::write(a.join(BASE_FILE), recorded))
     })
     .await;
     Ok(TaskWorkspace {
@@ -198,22 +232,29 @@ pub(super) fn common_dir(repo: &Path) -> PathBuf {
     }
 }
 
-/// The folders under `worktrees/`: name, path and whether it is healthy.
-pub(super) fn scan_worktrees(dir: &Path) -> Vec<(String, PathBuf, bool)> {
+/// The folders under `worktrees/` of `project`: name, path and whether it
+/// is healthy. A symbolic link there is listed as broken (discarding it
+/// removes the link, never what it points at).
+pub(super) fn scan_worktrees(
+    repo: &Path,
+    dir: &Path,
+    project: &str,
+) -> Vec<(String, PathBuf, bool)> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     entries
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir() || t.is_symlink()))
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
             let path = e.path();
             let healthy = if name.contains(".review-") {
                 false
             } else {
+                let branches = [branch_of(project, &name), legacy_branch_of(&name)];
                 matches!(
-                    worktree_health(&path, &branch_of(&name)),
+                    worktree_health(repo, &path, &branches),
                     Health::Healthy { .. }
                 )
             };

@@ -4,8 +4,10 @@
 //! project folder):
 //!
 //! * a git repository (a `.git` at its top) gives each task its own
-//!   worktree, `projects/<id>/worktrees/<task>`, on branch `mozi/<task>`
-//!   from the repository's `HEAD`; made on the task's first run, reused by
+//!   worktree, `projects/<id>/worktrees/<task>`, on branch
+//!   `mozi/<id>/<task>` from the repository's `HEAD` (namespaced by
+//!   project: two projects on one repository have tasks of the same id;
+//!   issue 23, finding 7); made on the task's first run, reused by
 //!   its later runs and rounds, removed (branch kept) when the task is
 //!   `done` or `cancelled` ([`Workspaces::release`]). A removal that git
 //!   refuses (uncommitted changes) leaves the worktree.
@@ -64,7 +66,8 @@ pub struct TaskWorkspace {
     /// The run's working directory.
     pub path: PathBuf,
     pub kind: WorkspaceKind,
-    /// `mozi/<task>` (git only).
+    /// `mozi/<project>/<task>` (git only; `mozi/<task>` for a worktree made
+    /// before branches were namespaced).
     pub branch: Option<String>,
     /// What the branch started from: `<ref> (<commit>)` (git only).
     pub base: Option<String>,
@@ -139,7 +142,13 @@ pub struct Workspaces {
 }
 
 /// The branch of a task's worktree.
-pub fn branch_of(task: &str) -> String {
+pub fn branch_of(project: &str, task: &str) -> String {
+    format!("mozi/{project}/{task}")
+}
+
+/// The branch worktrees were made on before branches were namespaced by
+/// project: still accepted for a worktree that exists, never made.
+pub fn legacy_branch_of(task: &str) -> String {
     format!("mozi/{task}")
 }
 
@@ -224,7 +233,7 @@ impl Workspaces {
                 let lock = self.repo_lock(repo);
                 let ws = {
                     let _held = lock.lock().await;
-                    ensure_worktree(repo, &path, task).await?
+                    ensure_worktree(repo, &path, project, task).await?
                 };
                 self.mark(project, task, true);
                 Ok(ws)
@@ -237,6 +246,7 @@ impl Workspaces {
     pub async fn prepare_review(
         &self,
         root: &Root,
+        project: &str,
         task: &str,
         session: &str,
     ) -> Result<TaskWorkspace, WorkspaceError> {
@@ -248,15 +258,24 @@ impl Workspaces {
             }
             Root::Git { repo, worktrees } => {
                 let path = worktrees.join(format!("{task}.review-{session}"));
-                let branch = branch_of(task);
                 let lock = self.repo_lock(repo);
                 let _held = lock.lock().await;
                 make_dir(worktrees).await?;
-                let full = format!("refs/heads/{branch}");
-                let has_branch = !git(repo, &["for-each-ref", "--format=%(objectname)", &full])
-                    .await?
-                    .trim()
-                    .is_empty();
+                // The author's branch: namespaced, or one made before.
+                let mut branch = branch_of(project, task);
+                let mut has_branch = false;
+                for candidate in [branch_of(project, task), legacy_branch_of(task)] {
+                    let full = format!("refs/heads/{candidate}");
+                    if !git(repo, &["for-each-ref", "--format=%(objectname)", &full])
+                        .await?
+                        .trim()
+                        .is_empty()
+                    {
+                        branch = candidate;
+                        has_branch = true;
+                        break;
+                    }
+                }
                 let target = if has_branch { branch.as_str() } else { "HEAD" };
                 let path_text = path.display().to_string();
                 git_retrying(
@@ -289,6 +308,16 @@ impl Workspaces {
         let lock = self.repo_lock(repo);
         let _held = lock.lock().await;
         let path = ws.path.display().to_string();
+        if is_symlink(&ws.path).await {
+            // Replaced by the run: remove the link, never what it points at.
+            tracing::warn!(
+                path,
+                "a review checkout was replaced by a symbolic link; removing the link"
+            );
+            let _ = tokio::fs::remove_file(&ws.path).await;
+            let _ = git(repo, &["worktree", "prune"]).await;
+            return;
+        }
         if let Err(e) =
             git_retrying(repo, &["worktree", "remove", "--force", "--force", &path]).await
         {
@@ -312,6 +341,15 @@ impl Workspaces {
         if tokio::fs::symlink_metadata(&path).await.is_err() {
             return Released::Absent;
         }
+        if is_symlink(&path).await {
+            // `git worktree remove` would delete what the link points at
+            // (issue 23, finding 9).
+            return Released::Kept(format!(
+                "{} is a symbolic link, not the worktree the daemon made: refusing to let git \
+                 remove it (it would delete the files it points at); remove the link by hand",
+                path.display()
+            ));
+        }
         let text = path.display().to_string();
         match git_retrying(repo, &["worktree", "remove", &text]).await {
             Ok(_) => Released::Removed,
@@ -331,8 +369,8 @@ impl Workspaces {
         };
         let lock = self.repo_lock(repo);
         let _held = lock.lock().await;
-        let dir = worktrees.clone();
-        let found = tokio::task::spawn_blocking(move || scan_worktrees(&dir))
+        let (r, dir, p) = (repo.clone(), worktrees.clone(), project.to_string());
+        let found = tokio::task::spawn_blocking(move || scan_worktrees(&r, &dir, &p))
             .await
             .map_err(|e| WorkspaceError::Io {
                 path: worktrees.clone(),
@@ -351,6 +389,12 @@ impl Workspaces {
         git(repo, &["worktree", "prune"]).await?;
         Ok(tasks)
     }
+}
+
+async fn is_symlink(path: &Path) -> bool {
+    tokio::fs::symlink_metadata(path)
+        .await
+        .is_ok_and(|m| m.file_type().is_symlink())
 }
 
 /// A plain per-task directory, made if missing.

@@ -56,6 +56,15 @@ async def scenario(report):
             report["malformed_task_id"] = outcome(await call("done", {"task": "T-bad"}))
             # `--file -` reads stdin in the CLI; here stdin is the protocol's stream.
             report["output_stdin"] = outcome(await call("output", {"summary": "stdin", "file": "-"}))
+            # Issue 23, finding 10: a FIFO as the output's file (it froze the
+            # server) and numbers past any duration (a panic, an i64::MAX lease).
+            fifo = os.path.join(os.environ["MOZI_HOME"], "mcp-fifo")
+            os.mkfifo(fifo)
+            report["output_fifo"] = outcome(await call("output", {"summary": "fifo", "file": fifo}))
+            report["decision_wait_overflow"] = outcome(
+                await call("decision_wait", {"id": 1, "timeout_secs": 2**64 - 1})
+            )
+            report["heartbeat_overflow"] = outcome(await call("heartbeat", {"lease_secs": 2**64 - 1}))
             report["comment"] = outcome(await call("comment", {"body": "-starts with a dash", "type": "note"}))
             report["experience_add"] = outcome(
                 await call("experience_add", {"tags": ["mcp"], "lesson": "typed tools beat shell lines"})
@@ -71,6 +80,14 @@ async def scenario(report):
         async with ClientSession(read, write) as s:
             await s.initialize()
             report["forged_token"] = outcome(await s.call_tool("comment", {"body": "forged"}))
+    # Without a session (an operator's server), a reserved name is refused as
+    # HTTP refuses it (issue 23, finding 10).
+    async with stdio_client(server(MOZI_SESSION="", MOZI_SESSION_TOKEN="")) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            report["no_session_as_daemon"] = outcome(
+                await s.call_tool("comment", {"body": "as daemon", "agent": "daemon"})
+            )
 
 
 async def bench(report, tasks):

@@ -200,6 +200,11 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(home: &TestHome) -> Daemon {
+        Daemon::start_env(home, &[])
+    }
+
+    /// [`start`](Self::start) with extra environment variables.
+    pub fn start_env(home: &TestHome, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -208,6 +213,7 @@ impl Daemon {
             .unwrap();
         let child = home
             .command()
+            .envs(env.iter().copied())
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))

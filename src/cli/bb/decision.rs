@@ -80,7 +80,7 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
                 decision,
                 rationale,
                 settled: !propose,
-                expires_at: expires.map(|s| cx.service.expiry_in(s)),
+                expires_at: expires.map(|s| cx.service.expiry_in(s)).transpose()?,
             };
             let d = cx.service.decide(new, &actor).await?;
             return cx

@@ -263,7 +263,7 @@ impl Board {
             decision: i.decision.unwrap_or_default(),
             rationale: i.rationale.unwrap_or_default(),
             settled: !i.propose,
-            expires_at: i.expires_secs.map(|s| service.expiry_in(s)),
+            expires_at: i.expires_secs.map(|s| service.expiry_in(s)).transpose()?,
         };
         json(&service.decide(new, &actor).await?)
     }

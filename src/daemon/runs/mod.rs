@@ -207,7 +207,22 @@ pub async fn start_run(
             return;
         }
     };
+    record_log_file(bb, &plan.session_id, &p.log).await;
     hand_to_supervisor(d, bb, task, agent, kind, timeout_secs, plan, p, child).await;
+}
+
+/// Records the log's device and inode on the session, for the log API's
+/// check that it serves the file the daemon created. Best effort: without
+/// it the API still requires a single link.
+async fn record_log_file(bb: &Blackboard, session_id: &str, log: &std::fs::File) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = log.metadata() else { return };
+    if let Err(e) = bb
+        .set_session_log_file(session_id, meta.dev(), meta.ino())
+        .await
+    {
+        tracing::warn!(session = session_id, error = %e, "cannot record the log's identity");
+    }
 }
 
 /// The task's workspace (`crate::workspace`): its worktree or directory for
@@ -228,7 +243,7 @@ async fn prepare_workspace(
         }
         RunKind::Review => {
             d.workspaces()
-                .prepare_review(&root, &task.id, session_id)
+                .prepare_review(&root, bb.project(), &task.id, session_id)
                 .await
         }
     };

@@ -191,8 +191,19 @@ pub(super) async fn supervise(
         }
         d.quota().forget_demand(&info.agent);
     }
+    // Pending again and not by the daemon's hand: the run gave its task
+    // back itself (`bb release`), without progress.
+    let released = !still_held
+        && task
+            .as_ref()
+            .is_some_and(|t| t.status == TaskStatus::Pending);
     end_session(&bb, &info.session_id, outcome, exit_code, detail.clone()).await;
     metrics::counter!("moziplus_runs_total", "outcome" => outcome.as_str()).increment(1);
+    if info.kind == RunKind::Work && released {
+        // Its next run waits the backoff too: an agent that always releases
+        // was re-run at once (issue 23, finding 11: 291 sessions in 80 s).
+        hold_next_round(&d, &bb, &info.task_id, info.kind).await;
+    }
     if info.kind == RunKind::Work && still_held {
         if let Some(t) = task {
             let end = RunEnd {

@@ -141,6 +141,15 @@ async fn fill_seats(
     let mut taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
     taken.extend(reviewing(d, slot, task));
     for spec in choose::open_seats(&protocol.reviewers, &taken, &d.agents().agents) {
+        let author = task.claimed_by.as_deref();
+        let allowed = slot.settings.agents.as_deref();
+        if !choose::senior_exists(&d.agents().agents, spec, author, &taken, allowed) {
+            // Nobody but the author could take this seat: say so on the
+            // task, once per round, instead of waiting in silence (issue 23,
+            // finding 8).
+            note_unstaffed(d, slot, task, protocol, spec).await?;
+            continue;
+        }
         if !start_reviewer(d, slot, task, spec, &taken).await? {
             break;
         }
@@ -149,6 +158,42 @@ async fn fill_seats(
             .into_iter()
             .chain(round.iter().map(|r| r.reviewer.clone()))
             .collect();
+    }
+    Ok(())
+}
+
+/// A seat of `task`'s round that no agent but its author fits (once per
+/// round): a warning observation on the task, and with
+/// `review.unstaffed_seat: fail` the task fails with that reason.
+async fn note_unstaffed(
+    d: &Daemon,
+    slot: &ProjectSlot,
+    task: &Task,
+    protocol: &Protocol,
+    spec: &ReviewerSpec,
+) -> Result<(), BbError> {
+    let key = format!("{}:{}:{}:unstaffed:{spec}", slot.id, task.id, task.round);
+    if !d.runtime_health().note_once(key) {
+        return Ok(());
+    }
+    let author = task.claimed_by.as_deref().unwrap_or("its author");
+    let body = format!(
+        "{} is waiting for a reviewer other than {author}: no other agent of config/agents.yaml \
+         allowed on this project fits seat {spec} of review protocol {:?}; add one, or change \
+         the task's protocol",
+        task.id, protocol.name
+    );
+    let service = slot.service(d.home()).expect("caller checked");
+    service
+        .observe(
+            ObservationLevel::Warn,
+            &Actor::daemon(),
+            Some(&task.id),
+            &body,
+        )
+        .await?;
+    if slot.config.review.unstaffed_seat == "fail" {
+        service.fail(&task.id, &Actor::daemon(), &body).await?;
     }
     Ok(())
 }

@@ -291,7 +291,7 @@ pub(crate) fn count_tokens(body: &Map<String, Value>) -> Result<u64, GatewayErro
     body.remove("stream");
     let (chat, _) = to_chat(&body)?;
     let bpe = tiktoken_rs::o200k_base_singleton();
-    let count = |s: &str| bpe.encode_ordinary(s).len() as u64;
+    let count = |s: &str| crate::gateway::cpu::count_text(bpe, s);
     let mut n = 0;
     for m in chat["messages"].as_array().into_iter().flatten() {
         n += 3;
