@@ -4,10 +4,10 @@
 //! The limited provider here is never called: its address points at a
 //! closed port, and the agents (shell scripts) make no LLM calls. What the
 //! test sets is the arithmetic admission works with: the lane's rate (6 a
-//! minute) and the demand assumed for an agent without history: one call
-//! per answer time of the lane (15 s before any answer: 4 a minute), at most
-//! `demand_prior` (4). So the first two runs fit (0 < 6, then 4 < 6) and the
-//! third does not (8 committed, 12 would exceed 6 x 1.25).
+//! minute) and the demand assumed for an agent without history on a lane
+//! that has seen no answer yet: `demand_prior` (4 a minute). So the first
+//! two runs fit (0 < 6, then 4 < 6) and the third does not (8 committed, 12
+//! would exceed 6 x 1.25).
 
 mod support;
 
@@ -26,7 +26,7 @@ exec "$MOZI_BIN" bb done "$MOZI_TASK"
 
 fn home(daemon_yaml: &str) -> TestHome {
     let config = format!(
-        "daemon:\n  tick_interval: 1\n{daemon_yaml}gateway:\n  limiter: {{ rate_per_minute: 6 }}\n  queue: {{ answer_time_prior: 15 }}\n  providers:\n    - name: nvidia\n      base_url: http://127.0.0.1:9/v1\n      limited: true\n"
+        "daemon:\n  tick_interval: 1\n{daemon_yaml}gateway:\n  limiter: {{ rate_per_minute: 6 }}\n  providers:\n    - name: nvidia\n      base_url: http://127.0.0.1:9/v1\n      limited: true\n"
     );
     let home = TestHome::with_config(&config, "");
     let script = home.script("agent.sh", AGENT);

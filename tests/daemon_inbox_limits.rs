@@ -9,8 +9,18 @@ use std::time::Duration;
 
 use support::*;
 
+/// The tests of this file run one at a time: the first measures how often
+/// the daemon catches up with four writers, which a daemon of a parallel
+/// test starved of CPU turns into a coin toss.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn four_writers_append_50000_lines_while_the_daemon_consumes_and_compacts_each_applied_once() {
+    let _serial = serial();
     // A small max_size_bytes forces many compactions during the run. No agents:
     // the created tasks just accumulate.
     let home = TestHome::with_config(
@@ -108,6 +118,7 @@ fn four_writers_append_50000_lines_while_the_daemon_consumes_and_compacts_each_a
 
 #[test]
 fn concurrency_limits_hold_with_200_ready_tasks_across_10_projects() {
+    let _serial = serial();
     let home = TestHome::with_config(
         "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  max_global_agents: 3\n  max_per_agent: 1\n",
         "",
@@ -205,6 +216,7 @@ fn concurrency_limits_hold_with_200_ready_tasks_across_10_projects() {
 /// limit is still written.
 #[test]
 fn inbox_push_refuses_a_line_the_daemon_would_skip() {
+    let _serial = serial();
     let home = TestHome::with_config("inbox:\n  max_line_bytes: 1024\n", "agents: []\n");
     home.create_project("p");
     let inbox = home.path().join("inbox/daemon.jsonl");

@@ -815,7 +815,13 @@ fn a_fifo_named_skill_md_does_not_freeze_the_daemon_and_sigterm_ends_it() {
     // The skills route refuses it too, promptly.
     let got = request(d.port, "GET", "/api/projects/p/skills", &[], b"");
     assert!(got.2.contains("a FIFO"), "{}", got.2);
-    assert!(!task_done(&home, "p", &t), "no run without its brief");
+    // A broken skill is skipped, not a reason to hold the task (issue 23,
+    // finding 6): the run goes ahead with a brief without it.
+    wait_for(
+        Duration::from_secs(30),
+        "the task done despite the FIFO",
+        || task_done(&home, "p", &t),
+    );
     // SIGTERM ends the process (support::Daemon::stop waits at most 60 s).
     let t0 = Instant::now();
     let status = d.stop();

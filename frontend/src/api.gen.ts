@@ -1478,7 +1478,10 @@ export interface components {
             limited: boolean;
             /** @description Env variable of the key. */
             api_key_env?: string | null;
-            /** @description The key, masked (`nvap…a1b2`), or `None` when the env var is unset. */
+            /**
+             * @description `****` when the key is set (never any of its characters), `None` when
+             *     the env var is unset.
+             */
             api_key?: string | null;
             /** @description Aliases. */
             aliases: string[];

@@ -103,8 +103,9 @@ pub struct DaemonConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdmissionConfig {
     pub enabled: bool,
-    /// Most calls per minute assumed for an agent with no history (which is
-    /// taken for a sequential caller: one call per answer time of its lane).
+    /// Calls per minute assumed for an agent with no history while its
+    /// lane has seen no answer; after that one call per answer time of the
+    /// lane, at most this.
     pub demand_prior: f64,
     /// A run is admitted while the lane's committed demand is under its
     /// capacity, or while it still fits within capacity x headroom.

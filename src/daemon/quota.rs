@@ -7,12 +7,14 @@
 //! *demand* is then its calls per minute of un-queued run time over its
 //! last sessions ([`Blackboard::agent_demand`]). An agent with no history is
 //! taken for a sequential caller: one call per answer time of its lane
-//! (`60 / W` a minute), at most `daemon.admission.demand_prior`.
+//! (`60 / W` a minute), at most `daemon.admission.demand_prior` — and
+//! `demand_prior` itself while the lane has seen no answer.
 //!
 //! The ticker sums the demand of the runs in flight per lane (*committed*)
 //! and admits a run on a lane while the committed demand is under the
 //! lane's capacity (the per-minute rate its unparked keys serve), or while
-//! the run still fits within `capacity × headroom`. A task held back stays
+//! the run still fits within `capacity × headroom` — and never while the
+//! lane's queue would take half of `request_timeout` to drain. A task held back stays
 //! `pending`; the reason ("waiting for LLM quota: nvidia 38/40 per min
 //! committed") is kept here for the status page and written once as a
 //! `task.held` event. Holding a task closes its lane to every less urgent
@@ -209,6 +211,10 @@ pub struct Admission<'a> {
     d: &'a Daemon,
     /// The prior demand per lane (see `new`).
     priors: BTreeMap<String, f64>,
+    /// Calls waiting in each lane's queue when the tick began.
+    backlog: BTreeMap<String, usize>,
+    /// How long a call may wait for its lane, seconds.
+    request_timeout: f64,
     prior: f64,
     headroom: f64,
     lanes: BTreeMap<String, LaneLoad>,
@@ -246,16 +252,25 @@ impl<'a> Admission<'a> {
             }
         }
         // Without history an agent is taken for a sequential caller on its
-        // lane: one call per answer time, at most `demand_prior` a minute.
+        // lane: one call per answer time, at most `demand_prior` a minute
+        // (all of it while the lane has seen no answer: admitting for a
+        // guessed slow lane would flood a fast one's queue).
         let mut priors = BTreeMap::new();
+        let mut backlog = BTreeMap::new();
         if let Some(gw) = d.gateway() {
             for name in lanes.keys() {
-                let answer = gw
-                    .lane(name)
-                    .map_or(30.0, |l| l.answer_time().as_secs_f64());
-                priors.insert(name.clone(), (60.0 / answer).min(cfg.demand_prior));
+                let lane = gw.lane(name);
+                let prior = lane
+                    .as_ref()
+                    .and_then(|l| l.answer_time())
+                    .map_or(cfg.demand_prior, |w| {
+                        (60.0 / w.as_secs_f64()).min(cfg.demand_prior)
+                    });
+                priors.insert(name.clone(), prior);
+                backlog.insert(name.clone(), lane.map_or(0, |l| l.queue_len()));
             }
         }
+        let request_timeout = d.gateway().map_or(60.0, |gw| gw.settings().request_timeout);
         let book = d.quota();
         for run in running {
             let Some(agent) = d.agents().agents.iter().find(|a| a.id == run.agent) else {
@@ -274,6 +289,8 @@ impl<'a> Admission<'a> {
         Admission {
             d,
             priors,
+            backlog,
+            request_timeout,
             prior: cfg.demand_prior,
             headroom: cfg.headroom,
             lanes,
@@ -300,11 +317,20 @@ impl<'a> Admission<'a> {
         let urgent = task.priority == crate::blackboard::Priority::Urgent;
         let fits = lane.committed_per_minute < lane.capacity_per_minute
             || lane.committed_per_minute + demand <= lane.capacity_per_minute * self.headroom;
+        // A queue that takes half the wait allowance to drain means the
+        // runs in flight already ask for more than the lane serves.
+        let queued = self.backlog.get(&lane_name).copied().unwrap_or(0);
+        let drain_secs = queued as f64 * 60.0 / lane.capacity_per_minute.max(0.001);
+        let backed_up = drain_secs > self.request_timeout / 2.0;
         let reason = match self.closed.get(&lane_name) {
             Some(reason) if !urgent => Some(reason.clone()),
             _ if !urgent && !fits => Some(format!(
                 "waiting for LLM quota: {lane_name} {:.0}/{:.0} per min committed ({} runs), {} needs ~{:.1}/min",
                 lane.committed_per_minute, lane.capacity_per_minute, lane.runs, agent.id, demand
+            )),
+            _ if !urgent && backed_up => Some(format!(
+                "waiting for LLM quota: {lane_name} has {queued} calls queued (~{drain_secs:.0} s to drain at {:.0}/min)",
+                lane.capacity_per_minute
             )),
             _ => None,
         };

@@ -689,11 +689,12 @@ impl RateLane {
         }
     }
 
-    /// The answer time the lane works with: its moving average, or the
-    /// configured prior before the first answer.
-    pub fn answer_time(&self) -> Duration {
+    /// The moving average of the lane's answer times (`None` before the
+    /// first answer).
+    pub fn answer_time(&self) -> Option<Duration> {
         let st = self.inner.lock();
-        Duration::from_secs_f64(st.answer_ewma.unwrap_or(st.answer_prior).max(0.001))
+        st.answer_ewma
+            .map(|w| Duration::from_secs_f64(w.max(0.001)))
     }
 
     /// Requests per minute the lane can feed now (its unparked keys' rates).

@@ -301,6 +301,11 @@ impl Gateway {
         }
     }
 
+    /// The runtime settings in force (`/api/gateway/config`).
+    pub fn settings(&self) -> RuntimeSettings {
+        self.inner.settings()
+    }
+
     /// The rate lane of a limited provider (for the dashboard or tests).
     pub fn lane(&self, provider: &str) -> Option<RateLane> {
         self.inner
