@@ -200,3 +200,51 @@ fn a_reserved_slot_starts_an_urgent_task_while_every_other_slot_is_busy() {
     release(&home, &second);
     d.stop();
 }
+
+/// Two LLM calls through the gateway, then a failure: the first call takes
+/// the lane's only token (its provider is a closed port), the second finds
+/// none within `request_timeout` and gets the gateway's own 429.
+const STARVED_AGENT: &str = r#"#!/usr/bin/env python3
+import json, os, sys, urllib.error, urllib.request
+base = os.environ["OPENAI_BASE_URL"].rstrip("/")
+for i in range(2):
+    req = urllib.request.Request(
+        base + "/chat/completions",
+        data=json.dumps({"model": "nvidia/m", "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=60).read()
+    except urllib.error.HTTPError as e:
+        print(f"call {i}: HTTP {e.code} Retry-After {e.headers.get('Retry-After')}", file=sys.stderr)
+sys.exit(1)
+"#;
+
+#[test]
+fn a_run_whose_calls_the_gateway_refused_for_quota_is_not_charged_a_round() {
+    let config = "daemon:\n  tick_interval: 1\n  retry_backoff: [1]\ngateway:\n  limiter: { rate_per_minute: 1, capacity: 1, floor_per_minute: 1 }\n  queue: { request_timeout: 1 }\n  retry: { max_retries: 1, base: 0.1, cap: 0.1 }\n  providers:\n    - name: nvidia\n      base_url: http://127.0.0.1:9/v1\n      limited: true\n";
+    let home = TestHome::with_config(config, "");
+    let script = home.script("agent.py", STARVED_AGENT);
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let task = home.create_task("p", "starved", &["--max-rounds", "3"]);
+    let d = Daemon::start(&home);
+    wait_for(Duration::from_secs(30), "the starved run to end", || {
+        home.dump("p")
+            .0
+            .iter()
+            .any(|l| l.starts_with("observation|") && l.contains("not charged"))
+    });
+    d.stop();
+    let read = home.bb_ok("p", &["read", &task]);
+    assert!(read.contains("round 1"), "still its first round: {read}");
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}

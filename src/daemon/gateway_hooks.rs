@@ -167,6 +167,10 @@ impl GatewayHooks for DaemonHooks {
             .record_call(&attribution.session_id, queue_wait);
     }
 
+    fn record_quota_refusal(&self, attribution: &RunAttribution) {
+        self.daemon.quota().record_refusal(&attribution.session_id);
+    }
+
     fn admission(&self) -> Option<crate::gateway::status::AdmissionStatus> {
         let enabled = self.daemon.config().daemon.admission.enabled;
         Some(self.daemon.quota().status(enabled))

@@ -47,6 +47,8 @@ const DEMAND_SESSIONS: i64 = 5;
 pub struct SessionCalls {
     pub calls: u64,
     pub wait_ms: u64,
+    /// Calls the gateway refused for quota (lane wait ran out, queue full).
+    pub refused: u64,
 }
 
 /// The daemon's quota book: call counts of live runs, demand estimates,
@@ -76,6 +78,15 @@ impl QuotaBook {
         let c = calls.entry(session.to_string()).or_default();
         c.calls += 1;
         c.wait_ms += wait.as_millis().min(u64::MAX as u128) as u64;
+    }
+
+    /// A call of `session` was refused by the gateway for quota.
+    pub fn record_refusal(&self, session: &str) {
+        let mut calls = lock(&self.calls);
+        if calls.len() >= 100_000 && !calls.contains_key(session) {
+            return;
+        }
+        calls.entry(session.to_string()).or_default().refused += 1;
     }
 
     /// The calls of a run that ended (removed from the book).

@@ -108,6 +108,11 @@ pub trait GatewayHooks: Send + Sync + 'static {
     /// retry; synchronous and non-blocking like `record_usage`.
     fn record_call(&self, _attribution: &RunAttribution, _queue_wait: Duration) {}
 
+    /// A call of a run was refused by the gateway itself for quota (its
+    /// lane's wait allowance ran out, or the queue was full): the client
+    /// got a 429/503 with `Retry-After`. Synchronous and non-blocking.
+    fn record_quota_refusal(&self, _attribution: &RunAttribution) {}
+
     /// What the embedding daemon does to fit its runs to the lanes, for
     /// the status page.
     fn admission(&self) -> Option<super::status::AdmissionStatus> {

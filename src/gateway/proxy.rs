@@ -118,15 +118,23 @@ async fn pipeline(
                             continue;
                         }
                         None => {
+                            if let Some(attribution) = call.attribution.as_ref() {
+                                gw.hooks.record_quota_refusal(attribution);
+                            }
                             return Err(admission_error(
                                 name,
                                 call.priority,
                                 Admission::TimedOut { retry_after },
-                            ))
+                            ));
                         }
                     }
                 }
-                Err(a) => return Err(admission_error(name, call.priority, a)),
+                Err(a) => {
+                    if let Some(attribution) = call.attribution.as_ref() {
+                        gw.hooks.record_quota_refusal(attribution);
+                    }
+                    return Err(admission_error(name, call.priority, a));
+                }
             }
         } else {
             None

@@ -212,6 +212,7 @@ pub(super) async fn supervise(
                 exit_code,
                 stderr_text: &stderr_text,
                 timeout_secs,
+                quota_refused: calls.refused,
             };
             give_back_after_run(&d, &bb, &info, &t, end).await;
         }
@@ -387,6 +388,9 @@ pub(super) struct RunEnd<'a> {
     exit_code: Option<i64>,
     stderr_text: &'a str,
     timeout_secs: u64,
+    /// Calls of the run the gateway refused for quota (its own 429/503:
+    /// the lane's queue wait ran out or the queue was full).
+    quota_refused: u64,
 }
 
 /// A work run ended still holding its own claim: the task goes back (a
@@ -404,6 +408,7 @@ pub(super) async fn give_back_after_run(
         exit_code,
         stderr_text,
         timeout_secs,
+        quota_refused,
     } = end;
     let mut why = match outcome {
         Outcome::TimedOut => {
@@ -424,8 +429,24 @@ pub(super) async fn give_back_after_run(
         why.push_str("; last stderr lines:\n");
         why.push_str(stderr_text);
     }
-    // Shutdown is not the agent's fault: same round. Anything else costs one.
-    give_back(bb, t, info.kind, &why, outcome != Outcome::Killed).await;
+    // Shutdown is not the agent's fault: same round. Nor is a failure after
+    // the gateway refused the run's calls for quota (its lane's queue wait
+    // ran out): the task goes back in the same round, after the backoff.
+    // Anything else costs one.
+    let starved = outcome == Outcome::Failed && quota_refused > 0;
+    if starved {
+        why.push_str(&format!(
+            "; the gateway refused {quota_refused} of its LLM calls for quota, so this round is not charged"
+        ));
+    }
+    give_back(
+        bb,
+        t,
+        info.kind,
+        &why,
+        outcome != Outcome::Killed && !starved,
+    )
+    .await;
     if outcome == Outcome::Failed || outcome == Outcome::TimedOut {
         hold_next_round(d, bb, &t.id, info.kind).await;
         let _ = bb
