@@ -220,31 +220,38 @@ impl Blackboard {
 
     /// An agent's LLM demand in calls per minute of un-queued run time over
     /// its last `last` ended sessions that made calls, with how many
-    /// sessions it rests on; `None` without such sessions.
+    /// sessions it rests on. An agent whose last three or more sessions made
+    /// no call at all asks nothing of the gateway: 0. `None` without
+    /// enough history.
     pub async fn agent_demand(&self, agent: &str, last: i64) -> BbResult<Option<(f64, usize)>> {
         let rows = sqlx::query(
             "SELECT llm_calls, llm_wait_ms, ended_at - started_at FROM session
-             WHERE agent = ? AND ended_at IS NOT NULL AND llm_calls > 0
+             WHERE agent = ? AND ended_at IS NOT NULL
              ORDER BY ended_at DESC LIMIT ?",
         )
         .bind(agent)
         .bind(last)
         .fetch_all(&self.pool)
         .await?;
-        if rows.is_empty() {
-            return Ok(None);
-        }
-        let (mut calls, mut active_ms) = (0i64, 0i64);
+        let (mut calls, mut active_ms, mut counted) = (0i64, 0i64, 0usize);
         for r in &rows {
-            calls += r.get::<i64, _>(0);
+            let n: i64 = r.get(0);
+            if n == 0 {
+                continue;
+            }
+            calls += n;
+            counted += 1;
             // A run's time less its queue waits, at least a second per call.
             let wait: i64 = r.get(1);
             let span: i64 = r.get(2);
-            active_ms += (span - wait).max(1000 * r.get::<i64, _>(0));
+            active_ms += (span - wait).max(1000 * n);
+        }
+        if counted == 0 {
+            return Ok((rows.len() >= 3).then_some((0.0, rows.len())));
         }
         Ok(Some((
             calls as f64 * 60_000.0 / active_ms.max(1) as f64,
-            rows.len(),
+            counted,
         )))
     }
 

@@ -116,7 +116,7 @@ impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
             enabled: true,
-            demand_prior: 20.0,
+            demand_prior: 8.0,
             headroom: 1.25,
         }
     }
