@@ -628,3 +628,71 @@ fn bad_configuration_is_refused_naming_file_key_and_line() {
     // Repaired, the same command works: the refusals were about configuration.
     assert!(h.bb_ok("p", &["claim", "T-0001", "--agent", "a"]).contains("claimed T-0001 for a"));
 }
+
+/// A home with a team: `coder` takes `code` and `data`, `writer` takes
+/// `docs` and is left out of project `p`'s `agents:` list, `reviewer` takes
+/// `review`; protocol `output` is defined.
+fn team_home() -> TestHome {
+    let agents = "agents:\n\
+        \x20 - { id: coder, runtime: command, command: [\"true\"], kinds: [code, data], roles: [reviewer] }\n\
+        \x20 - { id: writer, runtime: command, command: [\"true\"], kinds: [docs] }\n\
+        \x20 - { id: reviewer, runtime: command, command: [\"true\"], kinds: [review], roles: [reviewer] }\n";
+    let h = TestHome::with_config("", agents);
+    let protocols = h.path().join("config/review_protocols");
+    std::fs::create_dir_all(&protocols).unwrap();
+    std::fs::write(
+        protocols.join("output.yaml"),
+        "name: output\napplies_to: [data]\nreviewers:\n  - role: reviewer\npass_rule: all_approve\n",
+    )
+    .unwrap();
+    h.create_project("p");
+    std::fs::write(
+        h.project_dir("p").join("config/project.yaml"),
+        "agents: [coder, reviewer]\n",
+    )
+    .unwrap();
+    h
+}
+
+#[test]
+#[rustfmt::skip]
+fn creation_refuses_a_task_that_could_never_start_unless_forced() {
+    let h = team_home();
+    let force = "--force (API and inbox: \"force\": true)";
+    // Each refusal names the value, the known choices and the way out; the
+    // board is left exactly as it was.
+    refused(&h, &bb(&["create", "--title", "t", "--assignee", "ghost"]), &[], ERROR, &["unknown assignee \"ghost\"", "config/agents.yaml defines: coder, writer, reviewer", force]);
+    refused(&h, &bb(&["create", "--title", "t", "--assignee", "writer"]), &[], ERROR, &["assignee \"writer\" is not allowed on the project", "its agents: coder, reviewer", force]);
+    refused(&h, &bb(&["create", "--title", "t", "--kind", "design"]), &[], ERROR, &["no agent takes kind \"design\"", "kinds taken: code, data, review", force]);
+    // `docs` is taken only by an agent the project leaves out.
+    refused(&h, &bb(&["create", "--title", "t", "--kind", "docs"]), &[], ERROR, &["no agent takes kind \"docs\""]);
+    refused(&h, &bb(&["create", "--title", "t", "--protocol", "nosuch"]), &[], ERROR, &["unknown review protocol \"nosuch\"", "config/review_protocols/ defines: output", force]);
+    // Two problems at once: both are named.
+    refused(&h, &bb(&["create", "--title", "t", "--kind", "design", "--protocol", "nosuch"]), &[], ERROR, &["no agent takes kind \"design\"", "unknown review protocol \"nosuch\""]);
+
+    // What can start is created as before; an assignee takes any kind.
+    assert_eq!(h.create_task("p", "fine", &["--kind", "data", "--protocol", "output"]), "T-0001");
+    assert_eq!(h.create_task("p", "assigned", &["--assignee", "coder", "--kind", "design"]), "T-0002");
+
+    // --force creates each anyway, stored as asked.
+    assert_eq!(h.create_task("p", "ghostly", &["--assignee", "ghost", "--force"]), "T-0003");
+    assert_eq!(h.create_task("p", "designed", &["--kind", "design", "--force"]), "T-0004");
+    assert_eq!(h.create_task("p", "unreviewed", &["--protocol", "nosuch", "--force"]), "T-0005");
+    let t = h.bb("p", &["read", "T-0003", "--json"]).json();
+    assert!(t.to_string().contains("\"assignee\":\"ghost\""), "{t}");
+
+    // doctor warns about each pending task that can never start, and only those.
+    let doctor = h.run(&["doctor"]);
+    for (task, why) in [
+        ("T-0003", "can never start: unknown assignee \"ghost\""),
+        ("T-0004", "can never start: no agent takes kind \"design\""),
+        ("T-0005", "can never start: unknown review protocol \"nosuch\""),
+    ] {
+        let name = format!("project p task {task}");
+        let line = doctor.stdout.lines().find(|l| l.contains(&name));
+        assert!(line.is_some_and(|l| l.starts_with("warn ") && l.contains(why)), "doctor does not warn {name}: {why}:\n{doctor}");
+    }
+    for fine in ["task T-0001", "task T-0002"] {
+        assert!(!doctor.stdout.contains(fine), "doctor warns about {fine}:\n{doctor}");
+    }
+}
