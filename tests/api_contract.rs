@@ -454,7 +454,8 @@ async fn decisions_are_listed_approved_and_rejected() {
     let decide = |id: &str, verb: &str| format!("/api/projects/p/decisions/{id}/{verb}");
     let (code, v) = api
         .post(
-            &decide(&ids[0].to_string(), "approve"),
+            // The display form D7; the reject below uses the bare number.
+            &decide(&format!("D{}", ids[0]), "approve"),
             json!({"rationale": "fine"}),
         )
         .await;
@@ -465,7 +466,7 @@ async fn decisions_are_listed_approved_and_rejected() {
     let (code, v) = api.raw(Method::POST, &reject, None, None).await;
     assert_eq!((code, &v["status"]), (200, &json!("rejected")), "{v}");
     let twice = api
-        .post(&decide(&ids[0].to_string(), "reject"), json!({}))
+        .post(&decide(&format!("%23{}", ids[0]), "reject"), json!({}))
         .await;
     assert_error(&twice, 409, &["already approved"]);
     let missing = api.post(&decide("999", "approve"), json!({})).await;

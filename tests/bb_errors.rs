@@ -145,8 +145,8 @@ fn illegal_transitions_are_refused_and_change_nothing() {
         (&["review", "T-0004", "--agent", "r", "--verdict", "approve", "--confidence", "1"], CONFLICT, &["r already reviewed round 1 of task T-0004"]),
         (&["review", "T-0004", "--agent", "a", "--verdict", "approve", "--confidence", "1"], ERROR, &["a wrote task T-0004 and cannot review it"]),
         // deciding a settled decision again
-        (&["decision", "approve", "1"], CONFLICT, &["decision 1 is already approved by human"]),
-        (&["decision", "reject", "1"], CONFLICT, &["decision 1 is already approved by human"]),
+        (&["decision", "approve", "1"], CONFLICT, &["decision D1 is already approved by human"]),
+        (&["decision", "reject", "1"], CONFLICT, &["decision D1 is already approved by human"]),
     ];
     for (args, code, needles) in cases {
         refused(&h, &bb(args), &[], *code, needles);
@@ -224,8 +224,8 @@ fn unknown_projects_and_tasks_are_named() {
     }
     refused(&h, &bb(&["create", "--title", "x", "--depends-on", "T-9999"]), &[], ERROR, &["dependency task T-9999 not found"]);
     refused(&h, &bb(&["create", "--title", "x", "--parent", "T-9999"]), &[], ERROR, &["parent task T-9999 not found"]);
-    refused(&h, &bb(&["decision", "show", "99"]), &[], ERROR, &["decision 99 not found"]);
-    refused(&h, &bb(&["decision", "approve", "99"]), &[], ERROR, &["decision 99 not found"]);
+    refused(&h, &bb(&["decision", "show", "99"]), &[], ERROR, &["decision D99 not found"]);
+    refused(&h, &bb(&["decision", "approve", "99"]), &[], ERROR, &["decision D99 not found"]);
 }
 
 #[test]
@@ -694,5 +694,57 @@ fn creation_refuses_a_task_that_could_never_start_unless_forced() {
     }
     for fine in ["task T-0001", "task T-0002"] {
         assert!(!doctor.stdout.contains(fine), "doctor warns about {fine}:\n{doctor}");
+    }
+}
+
+/// A decision is shown one way (`D7`) and found by every form people have
+/// seen (`7`, `D7`, `D-7`, `#7`).
+#[test]
+fn decision_ids_are_shown_one_way_and_read_in_every_form() {
+    let h = fixture();
+    for n in 2..=5 {
+        let said = h.bb_ok(
+            "p",
+            &["decide", "--propose", "--question", &format!("q{n}?")],
+        );
+        assert_eq!(said, format!("decision D{n} proposed"));
+    }
+    let list = h.bb_ok("p", &["decision", "list"]);
+    for n in 1..=5 {
+        assert!(
+            list.lines().any(|l| l.starts_with(&format!("D{n} "))),
+            "D{n} missing:\n{list}"
+        );
+    }
+    assert!(h
+        .bb_ok("p", &["decision", "show", "#1"])
+        .starts_with("D1 [approved]"));
+    for (form, verb, n) in [
+        ("2", "approve", 2),
+        ("D3", "approve", 3),
+        ("D-4", "reject", 4),
+        ("#5", "reject", 5),
+    ] {
+        let said = h.bb_ok("p", &["decision", verb, form]);
+        let status = if verb == "approve" {
+            "approved"
+        } else {
+            "rejected"
+        };
+        assert_eq!(said, format!("decision D{n} {status}"), "{verb} {form}");
+    }
+    assert_eq!(
+        h.bb_ok("p", &["decision", "wait", "d3", "--timeout", "1"]),
+        "decision D3 approved by human"
+    );
+    // Anything else is a usage error naming the accepted forms.
+    for bad in ["X3", "D", "T-0003", "0"] {
+        refused(
+            &h,
+            &bb(&["decision", "approve", bad]),
+            &[],
+            USAGE,
+            &["is not a decision id (D7; 7, D-7 and #7 are accepted too)"],
+        );
     }
 }

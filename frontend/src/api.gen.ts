@@ -2099,8 +2099,8 @@ export interface operations {
             path: {
                 /** @description project id */
                 id: string;
-                /** @description decision id */
-                n: number;
+                /** @description decision id: D7 (also 7, D-7, #7) */
+                n: string;
             };
             cookie?: never;
         };
@@ -2140,8 +2140,8 @@ export interface operations {
             path: {
                 /** @description project id */
                 id: string;
-                /** @description decision id */
-                n: number;
+                /** @description decision id: D7 (also 7, D-7, #7) */
+                n: string;
             };
             cookie?: never;
         };
