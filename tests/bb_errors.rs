@@ -748,3 +748,51 @@ fn decision_ids_are_shown_one_way_and_read_in_every_form() {
         );
     }
 }
+
+/// `bb read T-n` says why a pending task is not running: its open
+/// dependencies (named), its not-before time, and a team that cannot take
+/// it; a ready task and a task that is not pending say nothing of the kind.
+#[test]
+fn a_waiting_task_says_why() {
+    let h = team_home();
+    let dep = h.create_task("p", "first", &[]);
+    let after = h.create_task("p", "second", &["--depends-on", &dep]);
+    let ghost = h.create_task("p", "haunted", &["--assignee", "ghost", "--force"]);
+    let later = h.create_task("p", "later", &[]);
+    // A retry's backoff, as the daemon leaves it: the lease column of a
+    // pending task is its not-before time.
+    block_on(async {
+        let mut c = support::raw_connection(&h.db("p")).await;
+        sqlx::query("UPDATE task SET lease_expires_at = ? WHERE id = ?")
+            .bind(4_102_444_800_000_i64) // 2100-01-01
+            .bind(&later)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let read = |id: &str| h.bb_ok("p", &["read", id]);
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("waiting for:"))
+            .map(str::trim)
+            .map(String::from)
+    };
+
+    assert_eq!(
+        line(&read(&after)).as_deref(),
+        Some(format!("waiting for: dependencies {dep} (pending)").as_str())
+    );
+    let haunted = line(&read(&ghost)).unwrap_or_default();
+    assert!(haunted.starts_with("waiting for: unknown assignee \"ghost\" (config/agents.yaml defines: coder, writer, reviewer)"), "{haunted}");
+    assert_eq!(
+        line(&read(&later)).as_deref(),
+        Some("waiting for: not before 2100-01-01T00:00:00.000Z")
+    );
+    assert_eq!(line(&read(&dep)), None, "a ready task waits for nothing");
+
+    // Once the dependency is done the reason goes away.
+    h.bb_ok("p", &["claim", &dep, "--agent", "coder"]);
+    assert_eq!(line(&read(&dep)), None, "a working task is not waiting");
+    h.bb_ok("p", &["done", &dep, "--agent", "coder"]);
+    assert_eq!(line(&read(&after)), None);
+}

@@ -33,7 +33,7 @@ use std::time::Duration;
 pub use artifacts::{artifact_path, ArtifactSource, NewArtifact};
 pub use error::{ServiceError, ServiceResult};
 pub use identity::{RunIdentity, RESERVED_ACTORS};
-pub use team::{NeverStarts, TeamView};
+pub use team::{NeverStarts, TeamView, WaitingFor};
 
 use crate::blackboard::{
     Blackboard, BoardSummary, Event, OpenMode, Task, TaskDetail, TaskFilter, TaskPage, TaskQuery,

@@ -1,7 +1,7 @@
 //! Task verbs: create, depend, claim, heartbeat, release, submit, fail, the
 //! operators' transitions, and the daemon's review-round conclusions.
 
-use super::team::{NeverStarts, TeamView};
+use super::team::{NeverStarts, TeamView, WaitingFor};
 use super::{rules, ProjectService, ServiceError, ServiceResult};
 use crate::blackboard::{Actor, Millis, NewTask, ReviewConclusion, Task, TaskFilter, TaskStatus};
 
@@ -50,6 +50,11 @@ impl ProjectService {
             new.title.trim(),
             reasons.join("; ")
         )))
+    }
+
+    /// Why a pending task is not running yet (see [`TeamView::waiting_for`]).
+    pub fn waiting_for(&self, detail: &crate::blackboard::TaskDetail) -> Vec<WaitingFor> {
+        TeamView::load(&self.home, &self.project).waiting_for(detail, self.bb.now())
     }
 
     /// The pending tasks that can never start as the team stands, each
