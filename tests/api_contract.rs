@@ -295,6 +295,32 @@ async fn tasks_are_created_and_bad_fields_refused() {
         404,
         &["nope"],
     );
+    // A task that could never start is refused naming the value, the
+    // known choices and `force`; with `"force": true` it is created.
+    let ghost = new(json!({"title": "x", "assignee": "ghost"})).await;
+    assert_error(
+        &ghost,
+        400,
+        &[
+            "unknown assignee \"ghost\"",
+            "defines: w",
+            "\"force\": true",
+        ],
+    );
+    let nosuch = new(json!({"title": "x", "review_protocol": "nosuch"})).await;
+    assert_error(
+        &nosuch,
+        400,
+        &["unknown review protocol \"nosuch\"", "\"force\": true"],
+    );
+    let forced = created(
+        &api,
+        "/api/projects/p/tasks",
+        json!({"title": "x", "assignee": "ghost", "force": true}),
+    )
+    .await;
+    assert_eq!(forced["assignee"], "ghost", "{forced}");
+    assert_eq!(forced["status"], "pending", "{forced}");
     // A bad X-Mozi-Actor is refused.
     let (code, v) = api
         .post_with(
