@@ -79,8 +79,10 @@ impl TeamView {
     /// Reads the team from `home` for `project`. A file that does not load
     /// judges nothing of its own (doctor and `serve` report it).
     pub fn load(home: &Home, project: &ProjectId) -> TeamView {
-        let Ok(file) = AgentsFile::load(&home.agents_file()) else {
-            return TeamView::default();
+        let file = match AgentsFile::load(&home.agents_file()) {
+            Ok(file) if !file.agents.is_empty() => file,
+            // No team to judge by: nothing more to read.
+            _ => return TeamView::default(),
         };
         let allowed = Config::load_for_project(home, project, &[])
             .ok()
