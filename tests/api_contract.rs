@@ -295,6 +295,32 @@ async fn tasks_are_created_and_bad_fields_refused() {
         404,
         &["nope"],
     );
+    // A task that could never start is refused naming the value, the
+    // known choices and `force`; with `"force": true` it is created.
+    let ghost = new(json!({"title": "x", "assignee": "ghost"})).await;
+    assert_error(
+        &ghost,
+        400,
+        &[
+            "unknown assignee \"ghost\"",
+            "defines: w",
+            "\"force\": true",
+        ],
+    );
+    let nosuch = new(json!({"title": "x", "review_protocol": "nosuch"})).await;
+    assert_error(
+        &nosuch,
+        400,
+        &["unknown review protocol \"nosuch\"", "\"force\": true"],
+    );
+    let forced = created(
+        &api,
+        "/api/projects/p/tasks",
+        json!({"title": "x", "assignee": "ghost", "force": true}),
+    )
+    .await;
+    assert_eq!(forced["assignee"], "ghost", "{forced}");
+    assert_eq!(forced["status"], "pending", "{forced}");
     // A bad X-Mozi-Actor is refused.
     let (code, v) = api
         .post_with(
@@ -454,7 +480,8 @@ async fn decisions_are_listed_approved_and_rejected() {
     let decide = |id: &str, verb: &str| format!("/api/projects/p/decisions/{id}/{verb}");
     let (code, v) = api
         .post(
-            &decide(&ids[0].to_string(), "approve"),
+            // The display form D7; the reject below uses the bare number.
+            &decide(&format!("D{}", ids[0]), "approve"),
             json!({"rationale": "fine"}),
         )
         .await;
@@ -465,7 +492,7 @@ async fn decisions_are_listed_approved_and_rejected() {
     let (code, v) = api.raw(Method::POST, &reject, None, None).await;
     assert_eq!((code, &v["status"]), (200, &json!("rejected")), "{v}");
     let twice = api
-        .post(&decide(&ids[0].to_string(), "reject"), json!({}))
+        .post(&decide(&format!("%23{}", ids[0]), "reject"), json!({}))
         .await;
     assert_error(&twice, 409, &["already approved"]);
     let missing = api.post(&decide("999", "approve"), json!({})).await;

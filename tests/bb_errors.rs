@@ -145,8 +145,8 @@ fn illegal_transitions_are_refused_and_change_nothing() {
         (&["review", "T-0004", "--agent", "r", "--verdict", "approve", "--confidence", "1"], CONFLICT, &["r already reviewed round 1 of task T-0004"]),
         (&["review", "T-0004", "--agent", "a", "--verdict", "approve", "--confidence", "1"], ERROR, &["a wrote task T-0004 and cannot review it"]),
         // deciding a settled decision again
-        (&["decision", "approve", "1"], CONFLICT, &["decision 1 is already approved by human"]),
-        (&["decision", "reject", "1"], CONFLICT, &["decision 1 is already approved by human"]),
+        (&["decision", "approve", "1"], CONFLICT, &["decision D1 is already approved by human"]),
+        (&["decision", "reject", "1"], CONFLICT, &["decision D1 is already approved by human"]),
     ];
     for (args, code, needles) in cases {
         refused(&h, &bb(args), &[], *code, needles);
@@ -232,8 +232,8 @@ fn unknown_projects_and_tasks_are_named() {
     }
     refused(&h, &bb(&["create", "--title", "x", "--depends-on", "T-9999"]), &[], ERROR, &["dependency task T-9999 not found"]);
     refused(&h, &bb(&["create", "--title", "x", "--parent", "T-9999"]), &[], ERROR, &["parent task T-9999 not found"]);
-    refused(&h, &bb(&["decision", "show", "99"]), &[], ERROR, &["decision 99 not found"]);
-    refused(&h, &bb(&["decision", "approve", "99"]), &[], ERROR, &["decision 99 not found"]);
+    refused(&h, &bb(&["decision", "show", "99"]), &[], ERROR, &["decision D99 not found"]);
+    refused(&h, &bb(&["decision", "approve", "99"]), &[], ERROR, &["decision D99 not found"]);
 }
 
 #[test]
@@ -661,4 +661,172 @@ fn an_output_file_must_be_a_regular_file() {
         ];
         refused(&h, &bb(&args), &[], ERROR, &[what]);
     }
+}
+
+/// A home with a team: `coder` takes `code` and `data`, `writer` takes
+/// `docs` and is left out of project `p`'s `agents:` list, `reviewer` takes
+/// `review`; protocol `output` is defined.
+fn team_home() -> TestHome {
+    let agents = "agents:\n\
+        \x20 - { id: coder, runtime: command, command: [\"true\"], kinds: [code, data], roles: [reviewer] }\n\
+        \x20 - { id: writer, runtime: command, command: [\"true\"], kinds: [docs] }\n\
+        \x20 - { id: reviewer, runtime: command, command: [\"true\"], kinds: [review], roles: [reviewer] }\n";
+    let h = TestHome::with_config("", agents);
+    let protocols = h.path().join("config/review_protocols");
+    std::fs::create_dir_all(&protocols).unwrap();
+    std::fs::write(
+        protocols.join("output.yaml"),
+        "name: output\napplies_to: [data]\nreviewers:\n  - role: reviewer\npass_rule: all_approve\n",
+    )
+    .unwrap();
+    h.create_project("p");
+    std::fs::write(
+        h.project_dir("p").join("config/project.yaml"),
+        "agents: [coder, reviewer]\n",
+    )
+    .unwrap();
+    h
+}
+
+#[test]
+#[rustfmt::skip]
+fn creation_refuses_a_task_that_could_never_start_unless_forced() {
+    let h = team_home();
+    let force = "--force (API and inbox: \"force\": true)";
+    // Each refusal names the value, the known choices and the way out; the
+    // board is left exactly as it was.
+    refused(&h, &bb(&["create", "--title", "t", "--assignee", "ghost"]), &[], ERROR, &["unknown assignee \"ghost\"", "config/agents.yaml defines: coder, writer, reviewer", force]);
+    refused(&h, &bb(&["create", "--title", "t", "--assignee", "writer"]), &[], ERROR, &["assignee \"writer\" is not allowed on the project", "its agents: coder, reviewer", force]);
+    refused(&h, &bb(&["create", "--title", "t", "--kind", "design"]), &[], ERROR, &["no agent takes kind \"design\"", "kinds taken: code, data, review", force]);
+    // `docs` is taken only by an agent the project leaves out.
+    refused(&h, &bb(&["create", "--title", "t", "--kind", "docs"]), &[], ERROR, &["no agent takes kind \"docs\""]);
+    refused(&h, &bb(&["create", "--title", "t", "--protocol", "nosuch"]), &[], ERROR, &["unknown review protocol \"nosuch\"", "config/review_protocols/ defines: output", force]);
+    // Two problems at once: both are named.
+    refused(&h, &bb(&["create", "--title", "t", "--kind", "design", "--protocol", "nosuch"]), &[], ERROR, &["no agent takes kind \"design\"", "unknown review protocol \"nosuch\""]);
+
+    // What can start is created as before; an assignee takes any kind.
+    assert_eq!(h.create_task("p", "fine", &["--kind", "data", "--protocol", "output"]), "T-0001");
+    assert_eq!(h.create_task("p", "assigned", &["--assignee", "coder", "--kind", "design"]), "T-0002");
+
+    // --force creates each anyway, stored as asked.
+    assert_eq!(h.create_task("p", "ghostly", &["--assignee", "ghost", "--force"]), "T-0003");
+    assert_eq!(h.create_task("p", "designed", &["--kind", "design", "--force"]), "T-0004");
+    assert_eq!(h.create_task("p", "unreviewed", &["--protocol", "nosuch", "--force"]), "T-0005");
+    let t = h.bb("p", &["read", "T-0003", "--json"]).json();
+    assert!(t.to_string().contains("\"assignee\":\"ghost\""), "{t}");
+
+    // doctor warns about each pending task that can never start, and only those.
+    let doctor = h.run(&["doctor"]);
+    for (task, why) in [
+        ("T-0003", "can never start: unknown assignee \"ghost\""),
+        ("T-0004", "can never start: no agent takes kind \"design\""),
+        ("T-0005", "can never start: unknown review protocol \"nosuch\""),
+    ] {
+        let name = format!("project p task {task}");
+        let line = doctor.stdout.lines().find(|l| l.contains(&name));
+        assert!(line.is_some_and(|l| l.starts_with("warn ") && l.contains(why)), "doctor does not warn {name}: {why}:\n{doctor}");
+    }
+    for fine in ["task T-0001", "task T-0002"] {
+        assert!(!doctor.stdout.contains(fine), "doctor warns about {fine}:\n{doctor}");
+    }
+}
+
+/// A decision is shown one way (`D7`) and found by every form people have
+/// seen (`7`, `D7`, `D-7`, `#7`).
+#[test]
+fn decision_ids_are_shown_one_way_and_read_in_every_form() {
+    let h = fixture();
+    for n in 2..=5 {
+        let said = h.bb_ok(
+            "p",
+            &["decide", "--propose", "--question", &format!("q{n}?")],
+        );
+        assert_eq!(said, format!("decision D{n} proposed"));
+    }
+    let list = h.bb_ok("p", &["decision", "list"]);
+    for n in 1..=5 {
+        assert!(
+            list.lines().any(|l| l.starts_with(&format!("D{n} "))),
+            "D{n} missing:\n{list}"
+        );
+    }
+    assert!(h
+        .bb_ok("p", &["decision", "show", "#1"])
+        .starts_with("D1 [approved]"));
+    for (form, verb, n) in [
+        ("2", "approve", 2),
+        ("D3", "approve", 3),
+        ("D-4", "reject", 4),
+        ("#5", "reject", 5),
+    ] {
+        let said = h.bb_ok("p", &["decision", verb, form]);
+        let status = if verb == "approve" {
+            "approved"
+        } else {
+            "rejected"
+        };
+        assert_eq!(said, format!("decision D{n} {status}"), "{verb} {form}");
+    }
+    assert_eq!(
+        h.bb_ok("p", &["decision", "wait", "d3", "--timeout", "1"]),
+        "decision D3 approved by human"
+    );
+    // Anything else is a usage error naming the accepted forms.
+    for bad in ["X3", "D", "T-0003", "0"] {
+        refused(
+            &h,
+            &bb(&["decision", "approve", bad]),
+            &[],
+            USAGE,
+            &["is not a decision id (D7; 7, D-7 and #7 are accepted too)"],
+        );
+    }
+}
+
+/// `bb read T-n` says why a pending task is not running: its open
+/// dependencies (named), its not-before time, and a team that cannot take
+/// it; a ready task and a task that is not pending say nothing of the kind.
+#[test]
+fn a_waiting_task_says_why() {
+    let h = team_home();
+    let dep = h.create_task("p", "first", &[]);
+    let after = h.create_task("p", "second", &["--depends-on", &dep]);
+    let ghost = h.create_task("p", "haunted", &["--assignee", "ghost", "--force"]);
+    let later = h.create_task("p", "later", &[]);
+    // A retry's backoff, as the daemon leaves it: the lease column of a
+    // pending task is its not-before time.
+    block_on(async {
+        let mut c = support::raw_connection(&h.db("p")).await;
+        sqlx::query("UPDATE task SET lease_expires_at = ? WHERE id = ?")
+            .bind(4_102_444_800_000_i64) // 2100-01-01
+            .bind(&later)
+            .execute(&mut c)
+            .await
+            .unwrap();
+    });
+    let read = |id: &str| h.bb_ok("p", &["read", id]);
+    let line = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("waiting for:"))
+            .map(str::trim)
+            .map(String::from)
+    };
+
+    assert_eq!(
+        line(&read(&after)).as_deref(),
+        Some(format!("waiting for: dependencies {dep} (pending)").as_str())
+    );
+    let haunted = line(&read(&ghost)).unwrap_or_default();
+    assert!(haunted.starts_with("waiting for: unknown assignee \"ghost\" (config/agents.yaml defines: coder, writer, reviewer)"), "{haunted}");
+    assert_eq!(
+        line(&read(&later)).as_deref(),
+        Some("waiting for: not before 2100-01-01T00:00:00.000Z")
+    );
+    assert_eq!(line(&read(&dep)), None, "a ready task waits for nothing");
+
+    // Once the dependency is done the reason goes away.
+    h.bb_ok("p", &["claim", &dep, "--agent", "coder"]);
+    assert_eq!(line(&read(&dep)), None, "a working task is not waiting");
+    h.bb_ok("p", &["done", &dep, "--agent", "coder"]);
+    assert_eq!(line(&read(&after)), None);
 }

@@ -182,3 +182,40 @@ fn a_non_loopback_bind_without_a_token_is_refused() {
     let err = out.stderr.as_str();
     assert!(err.contains("api_token"), "{err}");
 }
+
+/// `moziplus pause` and `resume` switch the running daemon's ticker through
+/// its routes, found from the home's configuration (here
+/// `MOZI_SERVER__BIND`) or `--bind`; without a daemon they say so.
+#[test]
+fn pause_and_resume_reach_the_running_daemon() {
+    let h = TestHome::with_config("daemon:\n  tick_interval: 1\n", "");
+    let d = Daemon::start(&h);
+    let bind = format!("127.0.0.1:{}", d.port);
+    assert_eq!(d.status()["ticker_running"], true);
+
+    let paused = h.run_env(&["pause"], &[("MOZI_SERVER__BIND", &bind)]).ok();
+    assert!(paused.starts_with("paused: no new run starts"), "{paused}");
+    assert_eq!(d.status()["ticker_running"], false);
+    // A pause holds: with a tick a second, none runs while paused.
+    let ticks = d.ticks();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(d.ticks(), ticks, "a tick ran while paused");
+
+    let resumed = h.ok(&["resume", "--bind", &bind]);
+    assert_eq!(resumed, "resumed: the ticker runs");
+    assert_eq!(d.status()["ticker_running"], true);
+    wait_for(Duration::from_secs(10), "a tick after resume", || {
+        d.ticks() > ticks
+    });
+
+    assert!(d.stop().success());
+    let out = h.run(&["pause", "--bind", &bind]);
+    out.fails(
+        1,
+        &[
+            &format!("no daemon answers at {bind}"),
+            "moziplus serve",
+            "--bind",
+        ],
+    );
+}

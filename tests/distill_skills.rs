@@ -369,7 +369,7 @@ fn a_bad_skill_is_refused_with_an_observation_and_the_next_round_installs_a_vali
     let t = home.create_task(
         "p",
         "load the csv",
-        &["--kind", "nothing-takes-this", "--tags", "csv"],
+        &["--kind", "nothing-takes-this", "--tags", "csv", "--force"],
     );
     let brief = home.ok(&["brief", "render", "--project", "p", "--task", &t]);
     assert!(brief.contains("- **csv-hygiene** — Checks that keep CSV outputs loadable. (`skills/custom/csv-hygiene/SKILL.md`)"), "{brief}");

@@ -923,6 +923,12 @@ async fn under_moziplus_serve_a_held_call_goes_through_once_after_a_human_approv
     assert_eq!(r["first"]["calls"], json!([]), "{r}");
     assert_eq!(r["first"]["finish"], "stop");
     let id = r["first"]["approvals"][0]["decision_id"].as_str().unwrap();
+    // The daemon names the decision as the CLI and the dashboard do.
+    assert!(
+        id.strip_prefix('D')
+            .is_some_and(|n| n.parse::<i64>().is_ok()),
+        "decision id {id:?} is not in the D7 form"
+    );
     assert!(r["first"]["content"]
         .as_str()
         .unwrap()

@@ -1301,6 +1301,12 @@ export interface components {
             max_rounds?: number | null;
             depends_on?: string[];
             tags?: string[];
+            /**
+             * @description Create it even if it could never start as the team stands (an
+             *     unknown assignee or review protocol, a kind no agent takes): e.g.
+             *     before the agent is configured. Not stored.
+             */
+            force?: boolean;
         };
         Observation: {
             /** Format: int64 */
@@ -2096,8 +2102,8 @@ export interface operations {
             path: {
                 /** @description project id */
                 id: string;
-                /** @description decision id */
-                n: number;
+                /** @description decision id: D7 (also 7, D-7, #7) */
+                n: string;
             };
             cookie?: never;
         };
@@ -2137,8 +2143,8 @@ export interface operations {
             path: {
                 /** @description project id */
                 id: string;
-                /** @description decision id */
-                n: number;
+                /** @description decision id: D7 (also 7, D-7, #7) */
+                n: string;
             };
             cookie?: never;
         };

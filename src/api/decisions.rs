@@ -111,9 +111,11 @@ async fn decide(
     rationale: String,
 ) -> Result<Json<Decision>, ApiError> {
     let who = actor(&headers)?;
-    let n: i64 = n
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("decision id {n:?} is not a number")))?;
+    let n = crate::blackboard::ids::parse_decision_id(&n).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "{n:?} is not a decision id (D7; 7, D-7 and #7 are accepted too)"
+        ))
+    })?;
     let svc = project_service(&d, &id).await?;
     let decision = svc
         .settle_decision(n, approve, &who, rationale.trim())
@@ -124,7 +126,7 @@ async fn decide(
 /// Approves a proposed decision (409 if already decided).
 #[utoipa::path(post, path = "/api/projects/{id}/decisions/{n}/approve", tag = "decisions",
     params(("id" = String, Path, description = "project id"),
-           ("n" = i64, Path, description = "decision id")),
+           ("n" = String, Path, description = "decision id: D7 (also 7, D-7, #7)")),
     request_body(content = Verdict, description = "optional"), security(("bearer" = [])),
     responses((status = 200, body = Decision), (status = 404), (status = 409)))]
 async fn approve_decision(
@@ -139,7 +141,7 @@ async fn approve_decision(
 /// Rejects a proposed decision (409 if already decided).
 #[utoipa::path(post, path = "/api/projects/{id}/decisions/{n}/reject", tag = "decisions",
     params(("id" = String, Path, description = "project id"),
-           ("n" = i64, Path, description = "decision id")),
+           ("n" = String, Path, description = "decision id: D7 (also 7, D-7, #7)")),
     request_body(content = Verdict, description = "optional"), security(("bearer" = [])),
     responses((status = 200, body = Decision), (status = 404), (status = 409)))]
 async fn reject_decision(

@@ -134,9 +134,10 @@ async fn create_task(
     ApiJson(new): ApiJson<NewTask>,
 ) -> Result<(StatusCode, Json<Task>), ApiError> {
     let who = actor(&headers)?;
+    let force = new.force;
     let task = project_service(&d, &id)
         .await?
-        .create_task(new.into(), &who)
+        .create_task(new.into(), &who, force)
         .await?;
     Ok((StatusCode::CREATED, Json(task.into())))
 }

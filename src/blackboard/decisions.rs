@@ -95,7 +95,7 @@ impl Blackboard {
             .await?
             .ok_or_else(|| BbError::NotFound {
                 what: "decision",
-                id: id.to_string(),
+                id: super::ids::format_decision_id(id),
             })?;
         decision_from_row(&row)
     }
@@ -131,12 +131,12 @@ impl Blackboard {
                 .await?
                 .ok_or_else(|| BbError::NotFound {
                     what: "decision",
-                    id: id.to_string(),
+                    id: super::ids::format_decision_id(id),
                 })?;
             let d = decision_from_row(&row)?;
             if d.status != DecisionStatus::Proposed {
                 return Err(BbError::Conflict(format!(
-                    "decision {id} is already {} by {}",
+                    "decision D{id} is already {} by {}",
                     d.status,
                     d.decided_by.as_deref().unwrap_or("?")
                 )));

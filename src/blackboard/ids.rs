@@ -43,6 +43,29 @@ pub fn format_task_id(seq: i64) -> String {
     format!("T-{seq:04}")
 }
 
+/// How a decision is named wherever one is shown: `D7` (the CLI, the
+/// service's messages, the gateway's `requires_approval`, the dashboard).
+pub fn format_decision_id(id: i64) -> String {
+    format!("D{id}")
+}
+
+/// The number of a decision named in any form people have seen: `7`, `D7`,
+/// `d7`, `D-7`, `#7`. `None` for anything else.
+pub fn parse_decision_id(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let digits = s
+        .strip_prefix("D-")
+        .or_else(|| s.strip_prefix("d-"))
+        .or_else(|| s.strip_prefix('D'))
+        .or_else(|| s.strip_prefix('d'))
+        .or_else(|| s.strip_prefix('#'))
+        .unwrap_or(s);
+    if digits.is_empty() || digits.len() > 18 || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|n| *n > 0)
+}
+
 /// Tags: short lowercase words (`rust`, `data-validation`).
 pub fn is_valid_tag(s: &str) -> bool {
     !s.is_empty()
@@ -55,6 +78,20 @@ pub fn is_valid_tag(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decision_ids_in_every_form() {
+        for s in ["7", "D7", "d7", "D-7", "d-7", "#7", " D7 "] {
+            assert_eq!(parse_decision_id(s), Some(7), "{s}");
+        }
+        for s in [
+            "", "D", "D-", "#", "x7", "D7x", "T-0007", "0", "D0", "-7", "D--7",
+        ] {
+            assert_eq!(parse_decision_id(s), None, "{s}");
+        }
+        assert_eq!(format_decision_id(7), "D7");
+        assert_eq!(parse_decision_id(&format_decision_id(123)), Some(123));
+    }
 
     #[test]
     fn project_ids() {

@@ -65,7 +65,7 @@ pub use pages::{ProjectStats, TaskPage, TaskQuery};
 pub use records::NewExperience;
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
-pub use tasks::{NewTask, ReviewConclusion};
+pub use tasks::{NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
 
 use sqlx::SqlitePool;
 

@@ -71,6 +71,9 @@ pub(super) fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Task> {
     super::rows::read::<super::rows::TaskRow, Task>(row)
 }
 
+/// The kind of a task created without one.
+pub const DEFAULT_TASK_KIND: &str = "code";
+
 /// What `bb create` (or the inbox, or the API) asks for.
 /// Its JSON form is `crate::wire::NewTask`.
 #[derive(Debug, Clone, Default)]
@@ -170,7 +173,7 @@ pub(super) async fn insert_task(
 ) -> BbResult<Task> {
     validate_new_task(new)?;
     let title = new.title.trim();
-    let kind = new.kind.clone().unwrap_or_else(|| "code".into());
+    let kind = new.kind.clone().unwrap_or_else(|| DEFAULT_TASK_KIND.into());
     let max_rounds = new.max_rounds.unwrap_or(3);
     for d in &new.depends_on {
         fetch_task(conn, d).await.map_err(|e| match e {

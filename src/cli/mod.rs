@@ -5,6 +5,7 @@
 
 mod bb;
 mod brief;
+mod daemon_ctl;
 mod early;
 mod mcp;
 mod ops;
@@ -64,6 +65,10 @@ pub enum Command {
     Doctor(ops::DoctorArgs),
     /// Append JSON lines (from the arguments, or stdin) to the daemon's inbox.
     Inbox(InboxArgs),
+    /// Pause the running daemon's ticker: no new run starts, runs in flight go on.
+    Pause(daemon_ctl::DaemonCtlArgs),
+    /// Resume the running daemon's ticker after `pause`.
+    Resume(daemon_ctl::DaemonCtlArgs),
     /// The built-in demo agent (the `demo` runtime runs it for a task).
     #[command(hide = true)]
     DemoAgent {
@@ -193,6 +198,12 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Restore(args) => ops::restore(&home, args).await,
             Command::Doctor(args) => ops::doctor(&home, args).await,
             Command::Inbox(args) => inbox_push(&home, args),
+            Command::Pause(args) => {
+                daemon_ctl::run(&home, daemon_ctl::TickerSwitch::Pause, args).await
+            }
+            Command::Resume(args) => {
+                daemon_ctl::run(&home, daemon_ctl::TickerSwitch::Resume, args).await
+            }
             Command::Completions { .. } | Command::DemoAgent { .. } => Ok(()),
         }
     });

@@ -354,6 +354,27 @@ async fn check_project(
         Err(err) => (false, err.to_string()),
     };
     checks.push(&format!("project {id} blackboard"), ok, true, detail);
+    check_never_starting(home, id, checks).await;
+}
+
+/// A warning per pending task that can never start as the team stands.
+async fn check_never_starting(home: &Home, id: &ProjectId, checks: &mut Checks) {
+    let Ok(svc) = crate::service::ProjectService::open(home, id, OpenMode::CLI).await else {
+        return;
+    };
+    if let Ok(stuck) = svc.pending_never_starting().await {
+        for (task, why) in stuck {
+            let why: Vec<String> = why.iter().map(ToString::to_string).collect();
+            let name = format!("project {id} task {}", task.id);
+            checks.push(
+                &name,
+                false,
+                false,
+                format!("can never start: {}", why.join("; ")),
+            );
+        }
+    }
+    svc.close().await;
 }
 
 /// Prints the findings (text or `--json`); fails when a required one failed.

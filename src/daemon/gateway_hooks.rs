@@ -212,7 +212,7 @@ impl GatewayHooks for DaemonHooks {
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            Ok(d.id.to_string())
+            Ok(crate::blackboard::ids::format_decision_id(d.id))
         })
     }
 
@@ -226,7 +226,8 @@ impl GatewayHooks for DaemonHooks {
     ) -> BoxFuture<'static, ApprovalStatus> {
         let daemon = self.daemon.clone();
         Box::pin(async move {
-            let (Some(attribution), Ok(id)) = (attribution, decision_id.parse::<i64>()) else {
+            let parsed = crate::blackboard::ids::parse_decision_id(&decision_id);
+            let (Some(attribution), Some(id)) = (attribution, parsed) else {
                 return ApprovalStatus::Proposed;
             };
             let Some(service) = daemon

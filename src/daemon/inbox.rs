@@ -414,7 +414,11 @@ async fn apply(d: &Daemon, text: &str, key: &str) {
             // The consumer wakes the daemon once per batch it applied.
             let service =
                 ProjectService::new(bb, d.home().clone(), slot.id.clone(), Notifier::none());
-            match service.create_task_once((*task).into(), &actor, key).await {
+            let force = task.force;
+            match service
+                .create_task_once((*task).into(), &actor, key, force)
+                .await
+            {
                 Ok(_) => d.update_inbox_stats(|s| s.applied += 1),
                 Err(e) => malformed(d, Some(&project), text, &e.to_string()).await,
             }

@@ -25,6 +25,7 @@ pub mod identity;
 mod records;
 pub mod rules;
 mod tasks;
+pub mod team;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,7 @@ use std::time::Duration;
 pub use artifacts::{artifact_path, ArtifactSource, NewArtifact};
 pub use error::{ServiceError, ServiceResult};
 pub use identity::{RunIdentity, RESERVED_ACTORS};
+pub use team::{NeverStarts, TeamView, WaitingFor};
 
 use crate::blackboard::{
     Blackboard, BoardSummary, Event, OpenMode, Task, TaskDetail, TaskFilter, TaskPage, TaskQuery,

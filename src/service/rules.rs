@@ -15,6 +15,11 @@ pub fn agent_allowed(allowed: Option<&[String]>, agent: &str) -> bool {
     allowed.is_none_or(|list| list.iter().any(|a| a == agent))
 }
 
+/// Whether `agent` takes work of `kind` (no kinds = any kind).
+pub fn takes_kind(agent: &crate::config::agents::AgentDef, kind: &str) -> bool {
+    agent.kinds.is_empty() || agent.kinds.iter().any(|k| k == kind)
+}
+
 /// Refuses an agent the project does not admit.
 pub fn require_allowed(
     allowed: Option<&[String]>,

@@ -1,26 +1,79 @@
 //! Task verbs: create, depend, claim, heartbeat, release, submit, fail, the
 //! operators' transitions, and the daemon's review-round conclusions.
 
-use super::{rules, ProjectService, ServiceResult};
-use crate::blackboard::{Actor, Millis, NewTask, ReviewConclusion, Task, TaskStatus};
+use super::team::{NeverStarts, TeamView, WaitingFor};
+use super::{rules, ProjectService, ServiceError, ServiceResult};
+use crate::blackboard::{Actor, Millis, NewTask, ReviewConclusion, Task, TaskFilter, TaskStatus};
 
 impl ProjectService {
-    /// Creates a `pending` task with its tags and dependencies.
-    pub async fn create_task(&self, new: NewTask, actor: &Actor) -> ServiceResult<Task> {
+    /// Creates a `pending` task with its tags and dependencies. Unless
+    /// `force`, a task that can never start (unknown assignee, a kind no
+    /// agent takes, unknown review protocol: [`TeamView::never_starts`]) is
+    /// refused with every reason and the way to create it anyway.
+    pub async fn create_task(
+        &self,
+        new: NewTask,
+        actor: &Actor,
+        force: bool,
+    ) -> ServiceResult<Task> {
+        self.refuse_never_starting(&new, force)?;
         let task = self.bb.create_task(new, actor).await?;
         self.committed(task)
     }
 
     /// Creates a task exactly once for an inbox line keyed `key`: `None`
-    /// when that line was already applied.
+    /// when that line was already applied. Refuses as [`Self::create_task`].
     pub async fn create_task_once(
         &self,
         new: NewTask,
         actor: &Actor,
         key: &str,
+        force: bool,
     ) -> ServiceResult<Option<Task>> {
+        self.refuse_never_starting(&new, force)?;
         let task = self.bb.create_task_once(new, actor, key).await?;
         self.committed(task)
+    }
+
+    /// The one creation check every front door shares.
+    fn refuse_never_starting(&self, new: &NewTask, force: bool) -> ServiceResult<()> {
+        if force {
+            return Ok(());
+        }
+        let why = TeamView::load(&self.home, &self.project).new_task_never_starts(new);
+        if why.is_empty() {
+            return Ok(());
+        }
+        let reasons: Vec<String> = why.iter().map(ToString::to_string).collect();
+        Err(ServiceError::Invalid(format!(
+            "task {:?} could never start: {}; fix config/agents.yaml or config/review_protocols/, or create it anyway with --force (API and inbox: \"force\": true)",
+            new.title.trim(),
+            reasons.join("; ")
+        )))
+    }
+
+    /// Why a pending task is not running yet (see [`TeamView::waiting_for`]).
+    pub fn waiting_for(&self, detail: &crate::blackboard::TaskDetail) -> Vec<WaitingFor> {
+        TeamView::load(&self.home, &self.project).waiting_for(detail, self.bb.now())
+    }
+
+    /// The pending tasks that can never start as the team stands, each
+    /// with its reasons (doctor's warning).
+    pub async fn pending_never_starting(&self) -> ServiceResult<Vec<(Task, Vec<NeverStarts>)>> {
+        let team = TeamView::load(&self.home, &self.project);
+        let filter = TaskFilter {
+            status: Some(TaskStatus::Pending),
+            limit: 10_000,
+            ..TaskFilter::default()
+        };
+        let tasks = self.bb.list_tasks(&filter).await?;
+        Ok(tasks
+            .into_iter()
+            .filter_map(|t| {
+                let why = team.task_never_starts(&t);
+                (!why.is_empty()).then_some((t, why))
+            })
+            .collect())
     }
 
     /// Makes `task` wait for `depends_on` (cycles are refused).
@@ -197,7 +250,7 @@ mod tests {
             title: "stuck work".into(),
             ..Default::default()
         };
-        let t = svc.create_task(new, &agent).await.unwrap();
+        let t = svc.create_task(new, &agent, false).await.unwrap();
         let first = svc.claim(&t.id, &agent, 60, None).await.unwrap();
         let judged = first.claimed_at.unwrap();
         svc.release(&t.id, &agent, "back soon").await.unwrap();
@@ -238,7 +291,10 @@ mod tests {
             max_rounds: Some(3),
             ..Default::default()
         };
-        let t = svc.create_task(new, &Actor::operator("op")).await.unwrap();
+        let t = svc
+            .create_task(new, &Actor::operator("op"), false)
+            .await
+            .unwrap();
         svc.claim(&t.id, &writer, 60, None).await.unwrap();
         let read = svc.submit(&t.id, &writer).await.unwrap();
         assert_eq!(read.status, TaskStatus::Review);

@@ -374,6 +374,11 @@ pub struct NewTask {
     pub depends_on: Vec<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Create it even if it could never start as the team stands (an
+    /// unknown assignee or review protocol, a kind no agent takes): e.g.
+    /// before the agent is configured. Not stored.
+    #[serde(default)]
+    pub force: bool,
 }
 
 impl From<NewTask> for model::NewTask {

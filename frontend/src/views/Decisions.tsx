@@ -64,7 +64,7 @@ function DecisionCard({ d, onDone }: { d: Decision; onDone: (after: Decision) =>
   return (
     <li class="decision" data-decision={`${d.project}:${d.id}`}>
       <div class="item-head">
-        <strong>#{d.id}</strong>
+        <strong>D{d.id}</strong>
         <Link href={`/projects/${d.project}`}>{d.project}</Link>
         {d.task_id && <Link href={`/projects/${d.project}/tasks/${d.task_id}`}>{d.task_id}</Link>}
         <span class="muted">by {d.author}</span>

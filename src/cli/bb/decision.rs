@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::Subcommand;
 
 use super::Cx;
+use crate::blackboard::ids::{format_decision_id, parse_decision_id};
 use crate::blackboard::{DecisionStatus, NewDecision};
 use crate::service::ServiceError;
 use crate::wire::ToWire;
@@ -33,29 +34,48 @@ pub(super) enum DecisionVerbs {
     Decision(DecisionVerb),
 }
 
+/// A decision id on the command line: `D7`, or any older form (`7`,
+/// `D-7`, `#7`).
+fn decision_id(s: &str) -> Result<i64, String> {
+    parse_decision_id(s)
+        .ok_or_else(|| format!("{s:?} is not a decision id (D7; 7, D-7 and #7 are accepted too)"))
+}
+
 #[derive(Debug, Subcommand)]
 pub(super) enum DecisionVerb {
+    /// List decisions, newest first: `D7  proposed  author: question`.
     List {
         #[arg(long)]
         status: Option<DecisionStatus>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Show one decision.
     Show {
+        /// The decision: D7 (also 7, D-7, #7).
+        #[arg(value_parser = decision_id)]
         id: i64,
     },
+    /// Approve a proposed decision (operators only).
     Approve {
+        /// The decision: D7 (also 7, D-7, #7).
+        #[arg(value_parser = decision_id)]
         id: i64,
         #[arg(long, default_value = "")]
         rationale: String,
     },
+    /// Reject a proposed decision (operators only).
     Reject {
+        /// The decision: D7 (also 7, D-7, #7).
+        #[arg(value_parser = decision_id)]
         id: i64,
         #[arg(long, default_value = "")]
         rationale: String,
     },
     /// Wait until a decision is approved (exit 0) or rejected (exit 3).
     Wait {
+        /// The decision: D7 (also 7, D-7, #7).
+        #[arg(value_parser = decision_id)]
         id: i64,
         /// Give up after this many seconds (exit 1).
         #[arg(long, default_value_t = 300)]
@@ -83,9 +103,9 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
                 expires_at: expires.map(|s| cx.service.expiry_in(s)).transpose()?,
             };
             let d = cx.service.decide(new, &actor).await?;
-            return cx
-                .out
-                .emit(&d.to_wire(), || format!("decision D{} {}", d.id, d.status));
+            return cx.out.emit(&d.to_wire(), || {
+                format!("decision {} {}", format_decision_id(d.id), d.status)
+            });
         }
         DecisionVerbs::Decision(v) => v,
     };
@@ -99,8 +119,11 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
                 ds.iter()
                     .map(|d| {
                         format!(
-                            "D{:<5} {:<9} {}: {}\n",
-                            d.id, d.status, d.author, d.question
+                            "{:<6} {:<9} {}: {}\n",
+                            format_decision_id(d.id),
+                            d.status,
+                            d.author,
+                            d.question
                         )
                     })
                     .collect::<String>()
@@ -110,8 +133,8 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
             let d = svc.decision(id).await?;
             out.emit(&d.to_wire(), || {
                 format!(
-                    "D{} [{}] {}\n  asked by {}; decided by {}\n  decision: {}\n  rationale: {}\n",
-                    d.id,
+                    "{} [{}] {}\n  asked by {}; decided by {}\n  decision: {}\n  rationale: {}\n",
+                    format_decision_id(d.id),
                     d.status,
                     d.question,
                     d.author,
@@ -125,10 +148,14 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
             let d = svc.wait_decision(id, Duration::from_secs(timeout)).await?;
             let by = d.decided_by.as_deref().unwrap_or("?");
             out.emit(&d.to_wire(), || {
-                format!("decision D{id} {} by {by}", d.status)
+                format!("decision {} {} by {by}", format_decision_id(id), d.status)
             })?;
             if d.status == DecisionStatus::Rejected {
-                return Err(ServiceError::Conflict(format!("decision D{id} was rejected")).into());
+                return Err(ServiceError::Conflict(format!(
+                    "decision {} was rejected",
+                    format_decision_id(id)
+                ))
+                .into());
             }
             Ok(())
         }
@@ -142,6 +169,7 @@ async fn settle(cx: &mut Cx, id: i64, approve: bool, rationale: &str) -> anyhow:
         .service
         .settle_decision(id, approve, &actor, rationale)
         .await?;
-    cx.out
-        .emit(&d.to_wire(), || format!("decision D{} {}", d.id, d.status))
+    cx.out.emit(&d.to_wire(), || {
+        format!("decision {} {}", format_decision_id(d.id), d.status)
+    })
 }

@@ -5,6 +5,7 @@ use clap::Subcommand;
 use super::Cx;
 use crate::blackboard::{rfc3339, BoardSummary, TaskDetail, TaskFilter, TaskStatus};
 use crate::cli::output::{line_table, task_table};
+use crate::service::WaitingFor;
 use crate::wire::ToWire;
 
 #[derive(Debug, Subcommand)]
@@ -54,7 +55,8 @@ pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
             limit,
         } => {
             let d = svc.task_detail(&id, limit).await?;
-            out.emit(&d.to_wire(), || detail_text(&d))
+            let waiting = svc.waiting_for(&d);
+            out.emit(&d.to_wire(), || detail_text(&d, &waiting))
         }
         ReadVerb::List {
             status,
@@ -117,7 +119,7 @@ fn summary_text(s: &BoardSummary) -> String {
     )
 }
 
-fn detail_text(d: &TaskDetail) -> String {
+fn detail_text(d: &TaskDetail, waiting: &[WaitingFor]) -> String {
     let t = &d.task;
     let mut s = format!(
         "{} [{}] {}\n  kind {}  priority {}  round {}/{}  assignee {}  claimed by {}\n",
@@ -131,6 +133,10 @@ fn detail_text(d: &TaskDetail) -> String {
         t.assignee.as_deref().unwrap_or("-"),
         t.claimed_by.as_deref().unwrap_or("-")
     );
+    if !waiting.is_empty() {
+        let why: Vec<String> = waiting.iter().map(ToString::to_string).collect();
+        s.push_str(&format!("  waiting for: {}\n", why.join("; ")));
+    }
     if !t.description.is_empty() {
         s.push_str(&format!("\n{}\n", t.description));
     }

@@ -37,6 +37,11 @@ pub(super) enum TaskVerb {
         protocol: Option<String>,
         #[arg(long)]
         max_rounds: Option<i64>,
+        /// Create it even if it could never start as the team stands (an
+        /// unknown assignee or protocol, a kind no agent takes), e.g. before
+        /// the agent is configured.
+        #[arg(long)]
+        force: bool,
     },
     /// Atomically claim a ready task (exit 3 if someone else has it).
     Claim {
@@ -140,6 +145,7 @@ pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
             parent,
             protocol,
             max_rounds,
+            force,
         } => {
             let new = NewTask {
                 title,
@@ -153,7 +159,7 @@ pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
                 depends_on: non_empty(depends_on),
                 tags: non_empty(tags),
             };
-            let t = svc.create_task(new, &actor).await?;
+            let t = svc.create_task(new, &actor, force).await?;
             out.emit(&t.to_wire(), || t.id.clone())
         }
         TaskVerb::Claim { t, lease } => {

@@ -72,9 +72,10 @@ pub fn allowed(list: Option<&[String]>, agent: &str) -> bool {
     crate::service::rules::agent_allowed(list, agent)
 }
 
-/// Whether `agent` takes work of `kind` (no kinds = any kind).
+/// Whether `agent` takes work of `kind` (no kinds = any kind); the rule is
+/// the project service's, which creation checks too.
 pub fn takes_kind(agent: &AgentDef, kind: &str) -> bool {
-    agent.kinds.is_empty() || agent.kinds.iter().any(|k| k == kind)
+    crate::service::rules::takes_kind(agent, kind)
 }
 
 /// The protocol's seats still open this round: each reviewer in `taken` (a
