@@ -30,14 +30,7 @@ fn home(daemon_yaml: &str) -> TestHome {
     );
     let home = TestHome::with_config(&config, "");
     let script = home.script("agent.sh", AGENT);
-    std::fs::write(
-        home.path().join("config/agents.yaml"),
-        format!(
-            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
-            script.display()
-        ),
-    )
-    .unwrap();
+    home.command_worker(&script);
     home.create_project("p");
     home
 }
@@ -225,14 +218,7 @@ fn a_run_whose_calls_the_gateway_refused_for_quota_is_not_charged_a_round() {
     let config = "daemon:\n  tick_interval: 1\n  retry_backoff: [1]\ngateway:\n  limiter: { rate_per_minute: 1, capacity: 1, floor_per_minute: 1 }\n  queue: { request_timeout: 1 }\n  retry: { max_retries: 1, base: 0.1, cap: 0.1 }\n  providers:\n    - name: nvidia\n      base_url: http://127.0.0.1:9/v1\n      limited: true\n";
     let home = TestHome::with_config(config, "");
     let script = home.script("agent.py", STARVED_AGENT);
-    std::fs::write(
-        home.path().join("config/agents.yaml"),
-        format!(
-            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
-            script.display()
-        ),
-    )
-    .unwrap();
+    home.command_worker(&script);
     home.create_project("p");
     let task = home.create_task("p", "starved", &["--max-rounds", "3"]);
     let d = Daemon::start(&home);

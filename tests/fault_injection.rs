@@ -457,14 +457,7 @@ fn an_agent_that_hard_links_its_log_gets_no_outside_file_served() {
             out = outside.path().display()
         ),
     );
-    std::fs::write(
-        home.path().join("config/agents.yaml"),
-        format!(
-            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
-            script.display()
-        ),
-    )
-    .unwrap();
+    home.command_worker(&script);
     home.create_project("p");
     let mut tasks = Vec::new();
     for mode in ["linked", "unlink", "none"] {
@@ -536,14 +529,7 @@ fn an_agent_that_hard_links_its_log_gets_no_outside_file_served() {
 fn a_broken_project_skill_costs_no_task_a_round() {
     let home = TestHome::with_config(CONFIG, "agents: []\n");
     let script = home.script("agent.sh", "#!/bin/sh\nexec \"$MOZI_BIN\" bb done\n");
-    std::fs::write(
-        home.path().join("config/agents.yaml"),
-        format!(
-            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
-            script.display()
-        ),
-    )
-    .unwrap();
+    home.command_worker(&script);
     home.create_project("p");
     let skills = home.path().join("projects/p/skills");
     std::fs::create_dir_all(skills.join("no-meta")).unwrap();

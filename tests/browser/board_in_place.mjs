@@ -28,7 +28,7 @@ await run('board_in_place', async (page) => {
   const card = (status, id) => page.locator(`[data-column=${status}] [data-task="${id}"]`);
 
   step('create');
-  const id = await cli('bb', '--project', project, 'create', '--title', 'Updated in place', '--kind', 'manual', '--priority', 'high');
+  const id = await cli('bb', '--project', project, 'create', '--title', 'Updated in place', '--kind', 'manual', '--force', '--priority', 'high');
   assert(/^T-\d+$/.test(id), `bb create printed ${id}`);
   await card('pending', id).waitFor({ timeout: 10000 });
 

@@ -16,8 +16,8 @@ await run('board_live', async (page) => {
   let loads = 0;
   page.on('load', () => loads++);
 
-  step('create (kind manual: no demo agent takes it)');
-  const id = await cli('bb', '--project', project, 'create', '--title', 'Walk across the board', '--kind', 'manual', '--priority', 'high');
+  step('create (kind manual: no demo agent takes it, so --force)');
+  const id = await cli('bb', '--project', project, 'create', '--title', 'Walk across the board', '--kind', 'manual', '--force', '--priority', 'high');
   assert(/^T-\d+$/.test(id), `bb create printed ${id}`);
   const card = (status) => page.locator(`[data-column=${status}] [data-task="${id}"]`);
   await card('pending').waitFor({ timeout: 10000 });

@@ -25,7 +25,7 @@ await run('overlay_reconnect', async (page) => {
   await shot(page, 'overlay-reconnecting');
 
   step('write an event while the daemon is away');
-  const id = await cli('bb', '--project', project, 'create', '--title', 'Created while the daemon was away', '--kind', 'manual');
+  const id = await cli('bb', '--project', project, 'create', '--title', 'Created while the daemon was away', '--kind', 'manual', '--force');
 
   step('start the daemon on the same port');
   await ask('start-daemon');

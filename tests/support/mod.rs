@@ -157,6 +157,19 @@ impl TestHome {
         block_on(dump(&self.db(project)))
     }
 
+    /// Writes `config/agents.yaml` with one agent, `worker`, that runs
+    /// `script` through the `command` runtime.
+    pub fn command_worker(&self, script: &Path) {
+        std::fs::write(
+            self.path().join("config/agents.yaml"),
+            format!(
+                "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+                script.display()
+            ),
+        )
+        .unwrap();
+    }
+
     /// Writes an executable script under the home and returns its path.
     pub fn script(&self, name: &str, body: &str) -> PathBuf {
         use std::os::unix::fs::PermissionsExt;
