@@ -1,4 +1,4 @@
-//! Online snapshots of blackboards and their restore (SPEC §11).
+//! Online snapshots of blackboards and their restore.
 //!
 //! A snapshot is `VACUUM INTO` a temporary file in `backups/<id>/`, renamed to
 //! `<UTC timestamp>.db` once complete: it is a read transaction on the live

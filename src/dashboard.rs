@@ -1,4 +1,4 @@
-//! The embedded dashboard (SPEC §10): the single-page app built from
+//! The embedded dashboard: the single-page app built from
 //! `frontend/` by `build.rs`, served by the daemon itself.
 //!
 //! [`serve`] is the router's fallback. Paths of the machine interfaces

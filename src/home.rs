@@ -1,6 +1,6 @@
 //! The moziplus *home*: the directory holding configuration and runtime data.
 //!
-//! Resolution order (SPEC §1): `--home` flag, else `$MOZI_HOME`, else the current
+//! Resolution order: `--home` flag, else `$MOZI_HOME`, else the current
 //! directory. Every path of the on-disk layout is derived here so the layout
 //! is defined in exactly one place. [`ProjectId`] lives here too: a
 //! project id is a folder name before it is anything else.

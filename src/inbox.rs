@@ -1,4 +1,4 @@
-//! The daemon's inbox (SPEC §5): `inbox/daemon.jsonl`, one JSON object per line.
+//! The daemon's inbox: `inbox/daemon.jsonl`, one JSON object per line.
 //!
 //! Writers append whole lines while holding a *shared* `flock` on the file; the
 //! daemon compacts it while holding an *exclusive* one, by renaming a fresh empty

@@ -1,4 +1,4 @@
-//! Projects: ids, the registry file and the folder tree (SPEC §1, §4).
+//! Projects: ids, the registry file and the folder tree.
 //!
 //! `projects/_registry.yaml` is meant to be read and diffed by people, so edits
 //! are made to its text: a new project is appended as a block, a status change

@@ -43,7 +43,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** `GET /api/daemon/status` (SPEC §6). */
+        /** `GET /api/daemon/status`. */
         get: operations["status"];
         put?: never;
         post?: never;
@@ -1078,7 +1078,7 @@ export interface components {
          */
         ExperienceStatus: "active" | "distilled" | "deprecated";
         /**
-         * @description What happens to a request arriving at a full queue (SPEC 7.3).
+         * @description What happens to a request arriving at a full queue.
          * @enum {string}
          */
         FullPolicy: "reject" | "drop_lowest" | "passthrough";
@@ -1714,7 +1714,7 @@ export interface components {
             total: number;
         };
         /**
-         * @description Where a task is in its lifecycle (SPEC §3).
+         * @description Where a task is in its lifecycle.
          * @enum {string}
          */
         TaskStatus: "pending" | "working" | "review" | "done" | "blocked" | "failed" | "cancelled";

@@ -1,4 +1,4 @@
-// The moziplus dashboard (SPEC §10): the app shell, its routes and the
+// The moziplus dashboard: the app shell, its routes and the
 // "reconnecting" overlay.
 //
 // Routes: /                        overview

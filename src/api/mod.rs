@@ -1,4 +1,4 @@
-//! The REST API and the event stream of docs/API.md (SPEC §6).
+//! The REST API and the event stream of docs/API.md.
 //!
 //! One file per resource, each with its own `router()` returning a
 //! [`utoipa_axum::router::OpenApiRouter`]: the handlers carry their

@@ -1,4 +1,4 @@
-//! The skills a project's briefs draw from (SPEC §9): builtin, custom
+//! The skills a project's briefs draw from: builtin, custom
 //! (distilled) and the project's own, later sources overriding earlier ones
 //! of the same id.
 

@@ -1,7 +1,7 @@
 //! Identifier rules. Ids become paths and command-line arguments, so they are
 //! validated at every boundary before they are used.
 
-/// Project ids: `^[a-z0-9][a-z0-9_-]{0,63}$` (SPEC §1).
+/// Project ids: `^[a-z0-9][a-z0-9_-]{0,63}$`.
 pub fn is_valid_project_id(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()

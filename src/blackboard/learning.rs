@@ -1,4 +1,4 @@
-//! Experience bookkeeping for briefs and distillation (SPEC §9): which
+//! Experience bookkeeping for briefs and distillation: which
 //! lessons a brief shows (and that it showed them), which tags have enough
 //! active lessons to distill, the one open `distill` task per tag, and expiry.
 

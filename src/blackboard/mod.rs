@@ -1,4 +1,4 @@
-//! One SQLite blackboard per project (SPEC §3).
+//! One SQLite blackboard per project.
 //!
 //! [`Blackboard`] owns a small sqlx pool over `projects/<id>/blackboard.db`
 //! (WAL, `busy_timeout` 5 s, foreign keys on, file mode 0600). Every state change

@@ -50,7 +50,7 @@ macro_rules! string_enum {
 }
 
 string_enum!(
-    /// Where a task is in its lifecycle (SPEC §3).
+    /// Where a task is in its lifecycle.
     TaskStatus {
         Pending = "pending",
         Working = "working",
@@ -187,7 +187,7 @@ string_enum!(
 );
 
 string_enum!(
-    /// Event levels (SPEC §6): who must look, and how soon.
+    /// Event levels: who must look, and how soon.
     EventLevel {
         Urgent = "urgent",
         Attention = "attention",

@@ -1,4 +1,4 @@
-//! Agent briefs (SPEC §9): what a run is told, rendered with minijinja from
+//! Agent briefs: what a run is told, rendered with minijinja from
 //! `prompt_templates/*.j2`, the snippets of `config/template_components.yaml`
 //! and the rules of `config/guardrails.yaml`.
 //!

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ConfigError, Source};
 
-/// An agent's heartbeat category (SPEC §5): sets its suspect/recover times and
+/// An agent's heartbeat category: sets its suspect/recover times and
 /// round limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]

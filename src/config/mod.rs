@@ -1,4 +1,4 @@
-//! Layered, strictly validated configuration (SPEC §2).
+//! Layered, strictly validated configuration.
 //!
 //! Layers, later wins: built-in defaults → `config/default.yaml` →
 //! `projects/<id>/config/project.yaml` → `MOZI_<SECTION>__<KEY>` environment

@@ -21,11 +21,11 @@ pub struct Config {
     pub logging: LoggingConfig,
     /// The LLM gateway (see `docs/GATEWAY.md`).
     pub gateway: crate::gateway::GatewayConfig,
-    /// Where events are pushed besides the dashboard (SPEC §8).
+    /// Where events are pushed besides the dashboard.
     pub notifications: NotificationsConfig,
 }
 
-/// `notifications:` — webhooks (SPEC §8).
+/// `notifications:` — webhooks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct NotificationsConfig {
@@ -164,7 +164,7 @@ impl Default for InboxConfig {
     }
 }
 
-/// `backup:` — automatic online snapshots taken by the daemon (SPEC §11).
+/// `backup:` — automatic online snapshots taken by the daemon.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BackupConfig {

@@ -1,4 +1,4 @@
-//! The heartbeat policy (SPEC §5), checked by the daemon for every agent in
+//! The heartbeat policy, checked by the daemon for every agent in
 //! one place instead of each agent polling.
 //!
 //! A working task's *progress* is the newest event on it written by anyone but

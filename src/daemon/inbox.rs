@@ -1,4 +1,4 @@
-//! The inbox consumer (SPEC §5) and the wake socket.
+//! The inbox consumer and the wake socket.
 //!
 //! Lines are read from the persisted offset; each is applied once. `wake` is
 //! idempotent by nature; `create_task` records the line's key

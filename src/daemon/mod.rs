@@ -1,4 +1,4 @@
-//! The daemon (SPEC §5): one tokio process that ticks, consumes the inbox,
+//! The daemon: one tokio process that ticks, consumes the inbox,
 //! starts agent runs and supervises them.
 //!
 //! [`Daemon`] is the single explicit context every part receives — no globals —

@@ -1,6 +1,6 @@
 //! The daemon's set of active projects and their open blackboards.
 //!
-//! Physical isolation (SPEC §1): each project is opened, ticked and reported on
+//! Physical isolation: each project is opened, ticked and reported on
 //! its own. A project whose database is corrupt or locked is marked with its
 //! error and skipped; the others carry on. A missing `blackboard.db` of a
 //! registered project is recreated empty (and that is recorded).

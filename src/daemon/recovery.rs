@@ -1,4 +1,4 @@
-//! Crash recovery (SPEC §5): what a start finds of the previous process.
+//! Crash recovery: what a start finds of the previous process.
 //!
 //! Sessions still marked running belonged to a daemon that died without ending
 //! them. Their processes are looked up in `/proc` by the session's marker: a

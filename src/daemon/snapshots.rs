@@ -1,4 +1,4 @@
-//! Automatic online snapshots of every blackboard (SPEC §11).
+//! Automatic online snapshots of every blackboard.
 //!
 //! Every minute the loop looks at each open project's newest snapshot in
 //! `backups/<id>/`; one older than `backup.interval_minutes` (or none at all)

@@ -1,4 +1,4 @@
-//! The ticker (SPEC §5): every `tick_interval`, or at once when woken.
+//! The ticker: every `tick_interval`, or at once when woken.
 //!
 //! One loop, so ticks never overlap: a wake during a tick is remembered by the
 //! `Notify` and causes exactly one more tick afterwards, and a manual tick
@@ -175,7 +175,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         }
     }
 
-    // 2c. Experience (SPEC §9): lessons unreferenced for `expire_days` are
+    // 2c. Experience: lessons unreferenced for `expire_days` are
     // deprecated; a tag with `distill_threshold` active lessons gets one
     // distill task (the blackboard guarantees one, even across ticks).
     let exp = &slot.config.experience;

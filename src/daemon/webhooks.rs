@@ -1,4 +1,4 @@
-//! Webhooks (SPEC §8): every event whose level a webhook asks for is POSTed
+//! Webhooks: every event whose level a webhook asks for is POSTed
 //! to it as the SSE JSON of docs/API.md.
 //!
 //! One delivery task per webhook, fed through a bounded queue ([`QUEUE`]

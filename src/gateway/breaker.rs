@@ -1,4 +1,4 @@
-//! Per-provider circuit breaker (SPEC 7.4): closed → open → half-open.
+//! Per-provider circuit breaker: closed → open → half-open.
 //!
 //! `failure_threshold` consecutive failures (connect error, timeout, 5xx)
 //! open it for `open_for`. The first call after that becomes the single

@@ -1,6 +1,6 @@
 //! Gateway configuration: the `gateway:` section of `config/default.yaml`.
 //!
-//! Every number has the SPEC default (section 7) so an empty section is a
+//! Every number has its documented default (docs/GATEWAY.md) so an empty section is a
 //! working gateway. Unknown keys are refused (`deny_unknown_fields`) and
 //! [`GatewayConfig::validate`] names the first out-of-range key, because a
 //! silent reset to a default is how the old system hid configuration mistakes.
@@ -46,15 +46,15 @@ pub struct GatewayConfig {
     pub admin_token: Option<Secret>,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
-    /// Token bucket and adaptive retreat of limited providers (SPEC 7.2).
+    /// Token bucket and adaptive retreat of limited providers.
     pub limiter: LimiterConfig,
-    /// Priority queue and concurrency of limited providers (SPEC 7.3).
+    /// Priority queue and concurrency of limited providers.
     pub queue: QueueConfig,
-    /// Per-provider circuit breaker (SPEC 7.4).
+    /// Per-provider circuit breaker.
     pub breaker: BreakerConfig,
-    /// Upstream retry policy (SPEC 7.4).
+    /// Upstream retry policy.
     pub retry: RetryConfig,
-    /// High-risk tool approval (SPEC 7.6).
+    /// High-risk tool approval.
     pub approval: ApprovalConfig,
 }
 
@@ -116,7 +116,7 @@ pub struct ProviderConfig {
     #[serde(default)]
     pub aliases: Vec<String>,
     /// Any first segment starting with this prefix selects this provider
-    /// (SPEC 7.1: "any other name starting with `nvidia`").
+    /// ("any other name starting with `nvidia`").
     #[serde(default)]
     pub alias_prefix: Option<String>,
     /// Upstream timeouts.
@@ -134,7 +134,7 @@ pub struct ProviderConfig {
     /// Static model list for `/v1/models`; empty asks the upstream.
     #[serde(default)]
     pub models: Vec<String>,
-    /// Validate tool calls in non-streaming chat responses (SPEC 7.6).
+    /// Validate tool calls in non-streaming chat responses.
     #[serde(default)]
     pub validate_tool_calls: bool,
     /// Overrides `approval.high_risk_tools` for this provider.
@@ -331,7 +331,7 @@ impl Default for LimiterConfig {
     }
 }
 
-/// What happens to a request arriving at a full queue (SPEC 7.3).
+/// What happens to a request arriving at a full queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FullPolicy {
@@ -593,7 +593,7 @@ pub fn mask_secret(_value: &str) -> String {
     "****".to_string()
 }
 
-/// The NVIDIA account names of SPEC 7.1.
+/// The NVIDIA account names the gateway routes as aliases of `nvidia`.
 pub const NVIDIA_ALIASES: &[&str] = &[
     "nvidia-gateway",
     "nvidia_gateway",
@@ -625,7 +625,7 @@ fn provider(name: &str, base_url: &str, key_env: &str) -> ProviderConfig {
 }
 
 /// Providers used when the config names none: NVIDIA (limited, all aliases of
-/// SPEC 7.1 and the `nvidia` prefix) and the known unlimited providers.
+/// the `nvidia` prefix) and the known unlimited providers.
 pub fn default_providers() -> Vec<ProviderConfig> {
     let mut nvidia = provider(
         "nvidia",

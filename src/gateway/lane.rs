@@ -223,20 +223,38 @@ impl LaneState {
             .sum()
     }
 
-    /// The in-flight limit in force and why.
-    fn limit(&self, now: Instant) -> (usize, String) {
+    /// The in-flight limit in force (on every grant: no formatting here).
+    fn limit(&self, now: Instant) -> usize {
         match self.concurrency {
-            Concurrency::Fixed(n) => (n, format!("fixed: queue.concurrency is {n}")),
+            Concurrency::Fixed(n) => n,
+            Concurrency::Auto => self.auto_limit(now).0,
+        }
+    }
+
+    /// `auto`'s limit, the unclamped figure and what it rests on.
+    fn auto_limit(&self, now: Instant) -> (usize, usize, f64, f64, bool) {
+        let rate = self.capacity_per_minute(now);
+        let observed = self.answer_ewma.is_some();
+        let answer = self.answer_ewma.unwrap_or(self.answer_prior);
+        let needed = rate / 60.0 * answer;
+        // (The epsilon keeps 24.000000000000004 from becoming 25.)
+        let raw = (needed * AUTO_HEADROOM - 1e-9).ceil().max(0.0) as usize + 1;
+        let limit = raw.clamp(self.concurrency_min, self.concurrency_max);
+        (limit, raw, rate, answer, observed)
+    }
+
+    /// Why the limit is what it is, in words (for the status).
+    fn limit_reason(&self, now: Instant) -> String {
+        match self.concurrency {
+            Concurrency::Fixed(n) => format!("fixed: queue.concurrency is {n}"),
             Concurrency::Auto => {
-                let rate = self.capacity_per_minute(now);
-                let (answer, source) = match self.answer_ewma {
-                    Some(w) => (w, "observed"),
-                    None => (self.answer_prior, "assumed until the first answer"),
+                let (limit, raw, rate, answer, observed) = self.auto_limit(now);
+                let source = if observed {
+                    "observed"
+                } else {
+                    "assumed until the first answer"
                 };
                 let needed = rate / 60.0 * answer;
-                // (The epsilon keeps 24.000000000000004 from becoming 25.)
-                let raw = (needed * AUTO_HEADROOM - 1e-9).ceil().max(0.0) as usize + 1;
-                let limit = raw.clamp(self.concurrency_min, self.concurrency_max);
                 let bound = if limit != raw {
                     format!(
                         ", held to the bounds {}..={}",
@@ -245,11 +263,8 @@ impl LaneState {
                 } else {
                     String::new()
                 };
-                (
-                    limit,
-                    format!(
-                        "auto: {rate:.1}/min x {answer:.1} s answers ({source}) = {needed:.1} in flight, +20% and one spare -> {limit}{bound}"
-                    ),
+                format!(
+                    "auto: {rate:.1}/min x {answer:.1} s answers ({source}) = {needed:.1} in flight, +20% and one spare -> {limit}{bound}"
                 )
             }
         }
@@ -564,7 +579,7 @@ impl RateLane {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         {
             let mut st = self.inner.lock();
-            if st.queue.is_empty() && st.in_flight < st.limit(start).0 {
+            if st.queue.is_empty() && st.in_flight < st.limit(start) {
                 if let Some(key) = st.take_token(start) {
                     st.in_flight += 1;
                     st.counters.granted += 1;
@@ -653,7 +668,7 @@ impl RateLane {
         let mut st = self.inner.lock();
         let now = Instant::now();
         let d = st.queue.depth_by_priority();
-        let (limit, reason) = st.limit(now);
+        let (limit, reason) = (st.limit(now), st.limit_reason(now));
         let keys = st
             .keys
             .iter_mut()
@@ -775,7 +790,7 @@ async fn dispatch(lane: Weak<LaneInner>, notify: Arc<Notify>) {
             for k in &mut st.keys {
                 k.bucket.evaluate(now);
             }
-            let limit = st.limit(now).0;
+            let limit = st.limit(now);
             let sleep_for = loop {
                 if st.queue.is_empty() || st.in_flight >= limit {
                     break IDLE_TICK;

@@ -1,4 +1,4 @@
-//! Metric names and recording helpers (SPEC 7.5).
+//! Metric names and recording helpers.
 //!
 //! Recorded through the `metrics` facade: the daemon installs the
 //! Prometheus recorder (see [`install_prometheus_recorder`]) and serves

@@ -2,7 +2,7 @@
 //! retries → response (JSON or stream), with the fallback provider and the
 //! low-priority degrade chain around it.
 //!
-//! Retry rules (SPEC 7.4): connect errors, 502/503/504 and 429 are retried
+//! Retry rules: connect errors, 502/503/504 and 429 are retried
 //! with jittered exponential backoff (at least the upstream's `Retry-After`)
 //! while the request's waiting allowance lasts; an invalid tool call is
 //! retried too. Each retry of a limited provider takes a new token. A stream

@@ -1,4 +1,4 @@
-//! Strict-priority FIFO queue of waiting requests (SPEC 7.3).
+//! Strict-priority FIFO queue of waiting requests.
 //!
 //! A plain data structure: four FIFOs, one per priority. Each entry carries
 //! the channel its waiter listens on, so the waiter exists *before* the entry
@@ -62,7 +62,7 @@ impl fmt::Display for Priority {
 
 impl FromStr for Priority {
     type Err = String;
-    /// Accepts the names (any case) and the numbers 1–4 of SPEC 7.3.
+    /// Accepts the names (any case) and the numbers 1–4 (1 = urgent).
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
             "urgent" | "1" => Ok(Priority::Urgent),

@@ -1,4 +1,4 @@
-//! Jittered exponential backoff (SPEC 7.4).
+//! Jittered exponential backoff.
 //!
 //! `base × factor^attempt`, capped, with "equal jitter": half the delay is
 //! fixed and half random, so a herd of retries spreads out while each one

@@ -1,4 +1,4 @@
-//! Model → provider routing (SPEC 7.1).
+//! Model → provider routing.
 //!
 //! The first `/` segment of `model`, trimmed and lower-cased, selects the
 //! provider by name, then by alias, then by alias prefix (`nvidia…`); the

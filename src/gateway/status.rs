@@ -1,4 +1,4 @@
-//! `GET /api/gateway/status` and the in-memory usage ledger (SPEC 7.5).
+//! `GET /api/gateway/status` and the in-memory usage ledger.
 
 use std::collections::{HashMap, VecDeque};
 

@@ -1,4 +1,4 @@
-//! The HTTP server (SPEC §6): health, daemon status and control, metrics.
+//! The HTTP server: health, daemon status and control, metrics.
 //!
 //! Each resource has its own `router()`; [`router`] merges them, so the full API,
 //! the event stream, the gateway (`/v1`) and the dashboard slot in beside these
@@ -129,7 +129,7 @@ async fn render_metrics(State(d): State<Daemon>) -> Response {
         .into_response()
 }
 
-/// `GET /api/daemon/status` (SPEC §6).
+/// `GET /api/daemon/status`.
 #[utoipa::path(get, path = "/api/daemon/status", tag = "daemon", responses((status = 200, body = DaemonStatus)))]
 async fn status(State(d): State<Daemon>) -> Json<DaemonStatus> {
     Json(DaemonStatus::of(&d).await)

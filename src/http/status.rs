@@ -1,4 +1,4 @@
-//! The daemon status document (`GET /api/daemon/status`, SPEC §6), typed so
+//! The daemon status document (`GET /api/daemon/status`), typed so
 //! the OpenAPI document describes it and the dashboard's types are generated
 //! from it.
 

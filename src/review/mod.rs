@@ -1,4 +1,4 @@
-//! Review protocols and the verdict rule (SPEC §9).
+//! Review protocols and the verdict rule.
 //!
 //! [`protocol`] loads `config/review_protocols/*.yaml`. [`evaluate_round`] is
 //! the pure rule that turns the reviews of one round into a state: waiting

@@ -1,4 +1,4 @@
-//! Review protocol files (`config/review_protocols/*.yaml`, SPEC §9).
+//! Review protocol files (`config/review_protocols/*.yaml`).
 //!
 //! A protocol says which task kinds it covers, who reviews (agents by id or
 //! by role), how the verdicts combine (`pass_rule`), how many rounds a task

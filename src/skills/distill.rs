@@ -1,4 +1,4 @@
-//! From experiences to skills (SPEC §9).
+//! From experiences to skills.
 //!
 //! Each tick, [`create_distill_tasks`] asks the blackboard for experience tags
 //! with `distill_threshold` active lessons and creates one `distill` task per

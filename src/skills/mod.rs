@@ -1,4 +1,4 @@
-//! Skills (SPEC §9): folders with a `SKILL.md` and a `meta.yaml`.
+//! Skills: folders with a `SKILL.md` and a `meta.yaml`.
 //!
 //! Three sources, later wins for the same id: `skills/builtins/` (shipped),
 //! `skills/custom/` (distilled or written by people), and a project's own
@@ -71,7 +71,7 @@ pub struct SkillMeta {
     pub source_experiences: Vec<i64>,
 }
 
-/// The sections a `SKILL.md` body must have (SPEC §9).
+/// The sections a `SKILL.md` body must have.
 pub const REQUIRED_SECTIONS: [&str; 3] = ["## When to use", "## Steps", "## Pitfalls"];
 
 /// Whether `id` can name a skill folder.

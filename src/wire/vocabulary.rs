@@ -128,7 +128,7 @@ macro_rules! vocabulary {
 }
 
 vocabulary! {
-    TaskStatus: "Where a task is in its lifecycle (SPEC §3).",
+    TaskStatus: "Where a task is in its lifecycle.",
     Priority: "Task and request priority; lower number is more urgent.",
     Verdict: "A reviewer's verdict.",
     CommentType: "Kinds of comment.",
@@ -136,7 +136,7 @@ vocabulary! {
     ObservationLevel: "Observation level.",
     ExperienceStatus: "Experience status.",
     Outcome: "How an agent run ended.",
-    EventLevel: "Event levels (SPEC §6): who must look, and how soon.",
+    EventLevel: "Event levels: who must look, and how soon.",
 }
 
 #[cfg(test)]

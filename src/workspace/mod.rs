@@ -1,4 +1,4 @@
-//! Where a task's runs work (SPEC §5 "Workspaces", issue 15).
+//! Where a task's runs work (README "Workspaces").
 //!
 //! `project.yaml` `workspace:` names a folder (absolute, or relative to the
 //! project folder):

@@ -1,4 +1,4 @@
-//! Review rounds (SPEC §9): for every task in `review`, the tick applies its
+//! Review rounds: for every task in `review`, the tick applies its
 //! protocol to the reviews of the current round — concludes the round when
 //! it is decided, starts reviewer runs for open seats, or escalates doubtful
 //! verdicts to the senior reviewer. `distill` tasks (protocol `skill-check`)
