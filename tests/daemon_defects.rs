@@ -535,6 +535,150 @@ fn a_review_only_its_author_could_staff_is_reported_on_the_task() {
         query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")),
         ["review"]
     );
+    // Readiness lists it, without turning unready.
+    let (code, body) = daemon.get("/health/ready").expect("readiness");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let warnings = ready["warnings"].as_array().expect("warnings");
+    assert!(
+        warnings.iter().any(|w| w["kind"] == "review"
+            && w["subject"] == task.as_str()
+            && w["project"] == "p"
+            && w["reason"]
+                .as_str()
+                .unwrap()
+                .contains("waiting for a reviewer other than solo")),
+        "{body}"
+    );
+    assert_eq!(
+        (code, ready["ready"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn with_unstaffed_seat_decide_the_operators_approval_concludes_the_round() {
+    let home =
+        solo_reviewer_home("daemon:\n  tick_interval: 1\nreview:\n  unstaffed_seat: decide\n");
+    let approved = home.create_task(
+        "p",
+        "approve me",
+        &["--kind", "code", "--protocol", "output"],
+    );
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    let proposal = |task: &str| {
+        query_strings(
+            &db,
+            &format!("SELECT 'D' || id FROM decision WHERE task_id = '{task}' AND status = 'proposed' AND question LIKE '%has no reviewer but the author%'"),
+        )
+    };
+    wait_for(Duration::from_secs(30), "the proposal", || {
+        !proposal(&approved).is_empty()
+    });
+    let ticks = daemon.ticks();
+    wait_for(Duration::from_secs(20), "two more ticks", || {
+        daemon.ticks() >= ticks + 2
+    });
+    assert_eq!(proposal(&approved).len(), 1, "one proposal per round");
+    let id = proposal(&approved).remove(0);
+    home.run(&[
+        "bb",
+        "-p",
+        "p",
+        "decision",
+        "approve",
+        &id,
+        "--rationale",
+        "trivial",
+    ])
+    .ok();
+    wait_for(Duration::from_secs(30), "the task done", || {
+        query_strings(
+            &db,
+            &format!("SELECT status FROM task WHERE id = '{approved}'"),
+        ) == ["done"]
+    });
+    // Rejected, the task fails with the decision named.
+    let rejected = home.create_task(
+        "p",
+        "reject me",
+        &["--kind", "code", "--protocol", "output"],
+    );
+    wait_for(Duration::from_secs(30), "the second proposal", || {
+        !proposal(&rejected).is_empty()
+    });
+    let id = proposal(&rejected).remove(0);
+    home.run(&[
+        "bb",
+        "-p",
+        "p",
+        "decision",
+        "reject",
+        &id,
+        "--rationale",
+        "needs a reviewer",
+    ])
+    .ok();
+    wait_for(Duration::from_secs(30), "the task failed", || {
+        query_strings(
+            &db,
+            &format!("SELECT status FROM task WHERE id = '{rejected}'"),
+        ) == ["failed"]
+    });
+    let reasons = query_strings(
+        &db,
+        &format!(
+            "SELECT body FROM comment WHERE task_id = '{rejected}' AND comment_type = 'system'"
+        ),
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains(&format!("decision {id} rejected"))),
+        "{reasons:?}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn with_unstaffed_seat_role_an_agent_of_that_role_takes_the_seat() {
+    let home =
+        solo_reviewer_home("daemon:\n  tick_interval: 1\nreview:\n  unstaffed_seat: role:qa\n");
+    let reviewer = home.script(
+        "qa.sh",
+        "#!/bin/sh\nexec \"$MOZI_BIN\" bb review \"$MOZI_TASK\" --verdict approve --confidence 0.9 --body checked\n",
+    );
+    let agents = std::fs::read_to_string(home.path().join("config/agents.yaml")).unwrap();
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "{agents}  - id: qa\n    runtime: command\n    command: [\"{}\"]\n    kinds: [test]\n    roles: [qa]\n",
+            reviewer.display()
+        ),
+    )
+    .unwrap();
+    let task = home.create_task("p", "mine", &["--kind", "code", "--protocol", "output"]);
+    let daemon = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(40), "the task done", || {
+        query_strings(&db, &format!("SELECT status FROM task WHERE id = '{task}'")) == ["done"]
+    });
+    assert_eq!(
+        query_strings(
+            &db,
+            &format!("SELECT reviewer FROM review WHERE task_id = '{task}'")
+        ),
+        ["qa"]
+    );
+    assert_eq!(
+        query_strings(
+            &db,
+            &format!("SELECT CAST(count(*) AS TEXT) FROM observation WHERE task_id = '{task}' AND body LIKE '%gives the seat to role qa%'")
+        ),
+        ["1"]
+    );
     daemon.stop();
 }
 

@@ -174,7 +174,8 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .text;
     assert!(
         brief.contains(&format!("- [{kept}] shown in a brief on day 20")),
         "{brief}"

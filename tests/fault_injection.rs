@@ -577,5 +577,22 @@ fn a_broken_project_skill_costs_no_task_a_round() {
         reports.iter().any(|r| r.contains("meta.yaml")),
         "{reports:?}"
     );
+    // Readiness lists both, and stays ready: the project keeps running.
+    let (code, body) = d.get("/health/ready").expect("readiness");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let skills: Vec<&serde_json::Value> = ready["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .filter(|w| w["kind"] == "skill" && w["project"] == "p")
+        .collect();
+    assert_eq!(skills.len(), 2, "{body}");
+    assert!(
+        skills
+            .iter()
+            .any(|w| w["subject"].as_str().unwrap().contains("a-fifo")),
+        "{body}"
+    );
+    assert_eq!(code, 200, "{body}");
     assert!(d.stop().success());
 }

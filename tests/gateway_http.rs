@@ -422,3 +422,69 @@ async fn metrics_use_bounded_labels() {
         "model ids never become labels"
     );
 }
+
+#[tokio::test]
+async fn the_gateway_on_its_own_router_bounds_items_and_translates_large_bodies() {
+    // Issue 23, finding 1: the item bound lived only in the daemon's guard,
+    // so the gateway mounted on its own router (as here) had none.
+    let fake = FakeUpstream::start().await;
+    let mut cfg = config(vec![provider("fake", &fake.base_url, false)]);
+    cfg.max_body_items = 1_000;
+    let (url, _gw, _hooks) = start(cfg).await;
+    let auth = bearer(RUN_KEY);
+    let tiny: Vec<u8> = vec![0; 5_000];
+    for (path, body) in [
+        (
+            "/v1/chat/completions",
+            json!({"model": "fake/m", "messages": [{"role": "user", "content": "hi"}], "stop": tiny}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model": "fake/m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}], "metadata": {"x": tiny}}),
+        ),
+    ] {
+        let resp = post_json(&format!("{url}{path}"), &body, &[("authorization", &auth)]).await;
+        assert_eq!(resp.status(), 413, "{path}");
+        let err: Value = resp.json().await.unwrap();
+        let text = err.to_string();
+        // 5,000 tiny items plus the few of the rest of the body.
+        let counted: u64 = text
+            .split("has ")
+            .nth(1)
+            .and_then(|t| t.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!((5_000..5_010).contains(&counted), "{path}: {text}");
+        assert!(
+            text.contains("more than the gateway's max_body_items (1000)"),
+            "{path}: {text}"
+        );
+        if path == "/v1/messages" {
+            assert_eq!(err["type"], "error", "Anthropic's shape: {text}");
+        } else {
+            assert!(
+                err["error"]["message"].is_string(),
+                "OpenAI's shape: {text}"
+            );
+        }
+    }
+    assert_eq!(fake.state.hits(), 0, "nothing refused reached the provider");
+
+    // Issue 23, finding 2: a large Responses body (past the 256 KiB off-thread
+    // mark) is translated on the CPU pool and still arrives whole.
+    let big = "lorem ipsum ".repeat(40_000);
+    let resp = post_json(
+        &format!("{url}/v1/responses"),
+        &json!({"model": "fake/m", "input": big, "instructions": "be brief"}),
+        &[("authorization", &auth)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let seen = fake.state.last();
+    let messages = seen.body["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert_eq!(
+        messages[1]["content"].as_str().map(str::len),
+        Some(big.len())
+    );
+}

@@ -1538,6 +1538,12 @@ export interface components {
              *     their own tasks.
              */
             unusable_review_protocols: components["schemas"]["UnusableProtocol"][];
+            /**
+             * @description Informational: what the operator should fix though it holds no other
+             *     work back — a broken skill the briefs skip (`kind: skill`), a task
+             *     in review whose seat only its author fits (`kind: review`).
+             */
+            warnings: components["schemas"]["Warning"][];
             gateway?: null | components["schemas"]["GatewayReadiness"];
         };
         /**
@@ -1751,6 +1757,28 @@ export interface components {
          * @enum {string}
          */
         Verdict: "approve" | "revise" | "reject";
+        /**
+         * @description Something the operator should fix that holds no other work back: a
+         *     broken skill the briefs skip, a review seat only the task's author fits.
+         *     Readiness lists them (`warnings`) without turning unready.
+         */
+        Warning: {
+            project: string;
+            /**
+             * @description `skill` (a skill folder that does not load) or `review` (a task in
+             *     review whose seat no agent but its author fits).
+             */
+            kind: string;
+            /** @description The skill folder, or the task id. */
+            subject: string;
+            /** @description What is wrong and what to do. */
+            reason: string;
+            /**
+             * Format: int64
+             * @description First seen (UTC ms).
+             */
+            since_ms: number;
+        };
     };
     responses: never;
     parameters: never;

@@ -386,7 +386,7 @@ pub async fn render_task_brief(
     protocols: &crate::review::Protocols,
     task: &crate::blackboard::Task,
     req: BriefRequest<'_>,
-) -> Result<String, TaskBriefError> {
+) -> Result<TaskBrief, TaskBriefError> {
     let project = crate::registry::ProjectId::parse(bb.project())
         .map_err(|e| crate::blackboard::BbError::Invalid(e.to_string()))?;
     // Skill folders are read off the runtime: a slow disk or a hostile file
@@ -404,8 +404,9 @@ pub async fn render_task_brief(
             message: format!("the skill reader stopped: {e}"),
         })?;
         report_broken_skills(bb, &broken).await;
-        skills
+        (skills, broken)
     };
+    let (skills, broken_skills) = skills;
     let protocol = task
         .review_protocol
         .as_deref()
@@ -435,7 +436,19 @@ pub async fn render_task_brief(
         let ids: Vec<i64> = ctx.experiences.iter().map(|e| e.id).collect();
         bb.reference_experiences(&ids).await?;
     }
-    Ok(text)
+    Ok(TaskBrief {
+        text,
+        broken_skills,
+    })
+}
+
+/// A rendered task brief, and the skill folders it had to skip.
+#[derive(Debug)]
+pub struct TaskBrief {
+    pub text: String,
+    /// Skills that did not load (reported once as observations; the daemon
+    /// lists them in readiness).
+    pub broken_skills: Vec<crate::skills::SkillError>,
 }
 
 /// How many recent comments a brief shows.

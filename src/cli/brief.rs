@@ -90,7 +90,7 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
             },
         )
         .await?;
-        print!("{text}");
+        print!("{}", text.text);
         Ok(())
     }
     .await;

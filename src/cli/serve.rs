@@ -89,8 +89,11 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     crate::http::metrics_handle();
+    // One item bound: the guard's `server.max_body_items`, in the gateway too.
+    let mut gateway_config = daemon.config().gateway.clone();
+    gateway_config.max_body_items = daemon.config().server.max_body_items;
     let gateway = crate::gateway::Gateway::new(
-        daemon.config().gateway.clone(),
+        gateway_config,
         crate::daemon::gateway_hooks::DaemonHooks::new(daemon.clone()),
     )
     .map_err(|e| anyhow::anyhow!("gateway: `{}` {}", e.key, e.reason))?;

@@ -24,7 +24,8 @@ mod validate;
 pub use load::{load_project_file, merge_values, ConfigError, Layer, Source};
 pub use schema::{
     parse_size, AdmissionConfig, BackupConfig, Config, DaemonConfig, ExperienceConfig, InboxConfig,
-    LoggingConfig, NotificationsConfig, ProjectSettings, ReviewConfig, ServerConfig, WebhookConfig,
+    LoggingConfig, NotificationsConfig, ProjectSettings, ReviewConfig, ServerConfig, UnstaffedSeat,
+    WebhookConfig,
 };
 pub use validate::find_key_line;
 

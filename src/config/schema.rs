@@ -191,10 +191,40 @@ pub struct ReviewConfig {
     pub debate_max_rounds: u32,
     /// Below this a review escalates to the senior reviewer.
     pub confidence_threshold: f64,
-    /// A review seat that no agent but the task's author fits: `wait`
-    /// (reported on the task once per round; the task waits for the team to
-    /// change) or `fail` (the task fails with that reason).
+    /// A review seat that no agent but the task's author fits (reported on
+    /// the task once per round and listed in readiness), then: `wait` (the
+    /// task waits for the team to change), `fail` (the task fails with that
+    /// reason), `decide` (an operator decision is proposed: approved, the
+    /// round concludes approved without the seat; rejected or expired, the
+    /// task fails) or `role:NAME` (an agent of that role takes the seat).
     pub unstaffed_seat: String,
+}
+
+/// What happens to a review seat only the task's author fits
+/// (`review.unstaffed_seat`, parsed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnstaffedSeat {
+    Wait,
+    Fail,
+    Decide,
+    Role(String),
+}
+
+impl ReviewConfig {
+    /// `review.unstaffed_seat` parsed; the error names the accepted forms.
+    pub fn unstaffed_policy(&self) -> Result<UnstaffedSeat, String> {
+        match self.unstaffed_seat.as_str() {
+            "wait" => Ok(UnstaffedSeat::Wait),
+            "fail" => Ok(UnstaffedSeat::Fail),
+            "decide" => Ok(UnstaffedSeat::Decide),
+            other => match other.strip_prefix("role:").map(str::trim) {
+                Some(role) if !role.is_empty() => Ok(UnstaffedSeat::Role(role.to_string())),
+                _ => Err(format!(
+                    "must be wait, fail, decide or role:NAME (a role of config/agents.yaml), got {other:?}"
+                )),
+            },
+        }
+    }
 }
 
 impl Default for ReviewConfig {

@@ -125,10 +125,11 @@ impl Config {
             "review.confidence_threshold",
             format!("must be between 0 and 1, got {}", r.confidence_threshold),
         )?;
+        let policy = r.unstaffed_policy();
         check(
-            ["wait", "fail"].contains(&r.unstaffed_seat.as_str()),
+            policy.is_ok(),
             "review.unstaffed_seat",
-            format!("must be wait or fail, got {:?}", r.unstaffed_seat),
+            policy.err().unwrap_or_default(),
         )?;
         let b = &self.backup;
         check(

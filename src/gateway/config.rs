@@ -46,6 +46,11 @@ pub struct GatewayConfig {
     pub admin_token: Option<Secret>,
     /// Largest accepted request body; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// Most JSON items (array elements plus object members, at any depth)
+    /// a request body may hold; more get 413 before anything is parsed.
+    /// Under `moziplus serve` the daemon's guard applies
+    /// `server.max_body_items` first, and sets this to the same value.
+    pub max_body_items: u64,
     /// Token bucket and adaptive retreat of limited providers.
     pub limiter: LimiterConfig,
     /// Priority queue and concurrency of limited providers.
@@ -67,6 +72,7 @@ impl Default for GatewayConfig {
             require_session_key: false,
             admin_token: None,
             max_body_bytes: 32 * 1024 * 1024,
+            max_body_items: 100_000,
             limiter: LimiterConfig::default(),
             queue: QueueConfig::default(),
             breaker: BreakerConfig::default(),
@@ -593,16 +599,10 @@ pub fn mask_secret(_value: &str) -> String {
     "****".to_string()
 }
 
-/// The NVIDIA account names the gateway routes as aliases of `nvidia`.
-pub const NVIDIA_ALIASES: &[&str] = &[
-    "nvidia-gateway",
-    "nvidia_gateway",
-    "nvidia98053",
-    "nvidialiuweicheng84",
-    "nvidiavx",
-    "nvidiavx18088980513",
-    "nvidiavx64391942",
-];
+/// The generic names the gateway routes as aliases of `nvidia` (any other
+/// first segment starting with `nvidia` is routed there too, by the alias
+/// prefix). No account name of anyone's: `/api/gateway/status` shows them.
+pub const NVIDIA_ALIASES: &[&str] = &["nvidia-gateway", "nvidia_gateway"];
 
 fn provider(name: &str, base_url: &str, key_env: &str) -> ProviderConfig {
     ProviderConfig {

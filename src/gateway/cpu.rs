@@ -32,6 +32,44 @@ pub const COUNT_TOKENS_MAX_BODY: usize = 8 * 1024 * 1024;
 /// changes an estimate by a token or so per piece and keeps the cost linear.
 pub const LONGEST_RUN: usize = 256;
 
+/// The items of a JSON text: array elements plus object members, at every
+/// depth, counted in one pass over the bytes without building anything
+/// (finding 1: 15 MB of tiny items became 804 MB of parsed values). Text
+/// that is not JSON is counted as far as it goes; the parser refuses it later.
+pub fn json_items(bytes: &[u8]) -> u64 {
+    let mut items = 0u64;
+    let mut in_string = false;
+    let mut escaped = false;
+    // Just after `[` or `{`: the next non-blank byte starts the first item,
+    // unless it closes the container.
+    let mut opened = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        if opened && !b.is_ascii_whitespace() {
+            opened = false;
+            if b != b']' && b != b'}' {
+                items += 1;
+            }
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => opened = true,
+            b',' => items += 1,
+            _ => {}
+        }
+    }
+    items
+}
+
 /// The tokens of `text` with `bpe`, runs of non-blank text longer than
 /// [`LONGEST_RUN`] bytes counted piece by piece.
 pub fn count_text(bpe: &tiktoken_rs::CoreBPE, text: &str) -> u64 {

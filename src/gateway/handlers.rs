@@ -71,7 +71,7 @@ async fn count_tokens(State(gw): State<Gateway>, headers: HeaderMap, body: Body)
             .config
             .max_body_bytes
             .min(cpu::COUNT_TOKENS_MAX_BODY);
-        let body = read_body(&gw, body, limit).await?;
+        let (body, _) = read_body(&gw, body, limit).await?;
         // The tokenizer is the gateway's most CPU-heavy step: never on the
         // async worker (issue 23, finding 2).
         gw.inner
@@ -120,11 +120,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Gat
 
 /// The body as a JSON object; a large one is parsed on a blocking thread
 /// (`cpu`), so the async worker keeps answering meanwhile.
+/// A request body read under `limit` bytes and the gateway's item bound,
+/// parsed off the async workers when large; returns the object and its size
+/// in bytes.
 async fn read_body(
     gw: &Gateway,
     body: Body,
     limit: usize,
-) -> Result<Map<String, Value>, GatewayError> {
+) -> Result<(Map<String, Value>, usize), GatewayError> {
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
         if e.to_string().contains("length limit") {
             GatewayError::PayloadTooLarge { limit }
@@ -137,7 +140,23 @@ async fn read_body(
             "request body is empty; expected a JSON object".to_string(),
         ));
     }
-    let parsed = if bytes.len() >= cpu::PARSE_OFF_THREAD_BYTES {
+    // What parsing would build is bounded before it is built (issue 23,
+    // finding 1), here as well as in the daemon's guard, so the gateway
+    // mounted on its own router is bounded too.
+    let items = cpu::json_items(&bytes);
+    let max_items = gw.inner.config.max_body_items;
+    if items > max_items {
+        return Err(GatewayError::BodyRefused {
+            status: axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!(
+                "request body has {items} JSON items (array elements and object members), more \
+                 than the gateway's max_body_items ({max_items})"
+            ),
+            code: "too_many_items",
+        });
+    }
+    let size = bytes.len();
+    let parsed = if size >= cpu::PARSE_OFF_THREAD_BYTES {
         gw.inner
             .cpu
             .run(move || serde_json::from_slice::<Value>(&bytes))
@@ -146,7 +165,7 @@ async fn read_body(
         serde_json::from_slice::<Value>(&bytes)
     };
     match parsed {
-        Ok(Value::Object(map)) => Ok(map),
+        Ok(Value::Object(map)) => Ok((map, size)),
         Ok(_) => Err(GatewayError::BadRequest(
             "request body must be a JSON object".to_string(),
         )),
@@ -238,7 +257,7 @@ async fn parse(
         }
     }
     let attribution = attribution(gw, headers)?;
-    let mut body = read_body(gw, body, gw.inner.config.max_body_bytes).await?;
+    let (mut body, size) = read_body(gw, body, gw.inner.config.max_body_bytes).await?;
     let model = match body.get("model") {
         Some(Value::String(m)) if !m.trim().is_empty() => m.trim().to_string(),
         Some(Value::String(_)) | None => {
@@ -271,7 +290,25 @@ async fn parse(
         ));
     }
     let model = resolve_model(gw, attribution.as_ref(), &model);
-    let (translation, client_body, forward_headers) = translate(surface, &mut body, headers)?;
+    // Translation walks the whole body: a large one is translated on the
+    // CPU pool, off the async workers (issue 23, finding 2).
+    let (translation, client_body, forward_headers) =
+        if size >= cpu::PARSE_OFF_THREAD_BYTES && surface != Surface::Chat {
+            let headers = headers.clone();
+            let (result, back) = gw
+                .inner
+                .cpu
+                .run(move || {
+                    let mut body = body;
+                    let result = translate(surface, &mut body, &headers);
+                    (result, body)
+                })
+                .await?;
+            body = back;
+            result?
+        } else {
+            translate(surface, &mut body, headers)?
+        };
     let priority = match header(headers, "x-priority")? {
         Some(p) => p
             .parse::<Priority>()

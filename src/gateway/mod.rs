@@ -63,6 +63,7 @@ mod wire;
 pub use auth::presented_keys;
 /// Shared with the daemon API's bearer check.
 pub(crate) use auth::{bearer, constant_time_eq};
+pub use cpu::json_items;
 pub use handlers::error_for_path;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn nvidia_aliases_are_limited_and_stripped() {
         let p = default_providers();
-        let r = route(&p, None, "nvidiavx18088980513/deepseek-ai/deepseek-v4-pro").unwrap();
+        let r = route(&p, None, "nvidia-team-b/deepseek-ai/deepseek-v4-pro").unwrap();
         assert_eq!(p[r.provider].name, "nvidia");
         assert_eq!(r.upstream_model, "deepseek-ai/deepseek-v4-pro");
         assert!(r.limited);
@@ -137,6 +137,24 @@ mod tests {
         assert_eq!((p[r.provider].name.as_str(), r.limited), ("nvidia", true));
         let r = route(&p, None, "nvidia-new-account/x").unwrap();
         assert_eq!(p[r.provider].name, "nvidia");
+    }
+
+    #[test]
+    fn the_built_in_aliases_are_generic_names() {
+        // Issue 26, item 10: the built-in list carried personal account
+        // names (one with a phone number), served by /api/gateway/status.
+        let p = default_providers();
+        let nvidia = p.iter().find(|p| p.name == "nvidia").unwrap();
+        assert_eq!(nvidia.aliases, ["nvidia-gateway", "nvidia_gateway"]);
+        for p in &p {
+            for a in &p.aliases {
+                assert!(
+                    !a.chars().any(|c| c.is_ascii_digit()),
+                    "alias {a:?} of {} looks like an account name",
+                    p.name
+                );
+            }
+        }
     }
 
     #[test]

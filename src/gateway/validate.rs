@@ -98,6 +98,9 @@ impl GatewayConfig {
         if self.max_body_bytes < 1024 {
             return Err(bad("max_body_bytes", "must be at least 1024"));
         }
+        if !(100..=100_000_000).contains(&self.max_body_items) {
+            return Err(bad("max_body_items", "must be between 100 and 100000000"));
+        }
         self.validate_providers()
     }
 

@@ -87,6 +87,10 @@ pub struct Readiness {
     /// Informational: review protocols the team cannot staff hold only
     /// their own tasks.
     pub unusable_review_protocols: Vec<UnusableProtocol>,
+    /// Informational: what the operator should fix though it holds no other
+    /// work back — a broken skill the briefs skip (`kind: skill`), a task
+    /// in review whose seat only its author fits (`kind: review`).
+    pub warnings: Vec<crate::runtime::health::Warning>,
     /// Informational: each upstream's breaker (an open breaker does not make
     /// the daemon unready: readiness must not flap with a provider's
     /// health); `null` when the gateway is not mounted.
@@ -142,6 +146,7 @@ impl Readiness {
             project_problems,
             degraded,
             unusable_review_protocols: unusable_protocols(d),
+            warnings: d.runtime_health().warnings(),
             gateway,
         }
     }

@@ -31,10 +31,29 @@ pub struct Problem {
     pub retry_at_ms: i64,
 }
 
+/// Something the operator should fix that holds no other work back: a
+/// broken skill the briefs skip, a review seat only the task's author fits.
+/// Readiness lists them (`warnings`) without turning unready.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Warning {
+    pub project: String,
+    /// `skill` (a skill folder that does not load) or `review` (a task in
+    /// review whose seat no agent but its author fits).
+    pub kind: String,
+    /// The skill folder, or the task id.
+    pub subject: String,
+    /// What is wrong and what to do.
+    pub reason: String,
+    /// First seen (UTC ms).
+    pub since_ms: i64,
+}
+
 /// The daemon's record of infrastructure problems (per project and agent).
 #[derive(Debug, Default)]
 pub struct RuntimeHealth {
     problems: Mutex<BTreeMap<(String, String), Problem>>,
+    /// Current warnings by (project, kind): each report replaces the last.
+    warnings: Mutex<BTreeMap<(String, String), Vec<Warning>>>,
     /// Things reported once (e.g. "task held: its review protocol is unusable").
     noted: Mutex<BTreeSet<String>>,
 }
@@ -103,6 +122,31 @@ impl RuntimeHealth {
         map.values().cloned().collect()
     }
 
+    /// Replaces `project`'s warnings of `kind` with `now` (empty clears
+    /// them); a warning already known keeps its `since_ms`.
+    pub fn set_warnings(&self, project: &str, kind: &str, mut now: Vec<Warning>) {
+        let mut map = self.warnings.lock().expect("warnings lock");
+        let key = (project.to_string(), kind.to_string());
+        if now.is_empty() {
+            map.remove(&key);
+            return;
+        }
+        if let Some(old) = map.get(&key) {
+            for w in &mut now {
+                if let Some(o) = old.iter().find(|o| o.subject == w.subject) {
+                    w.since_ms = o.since_ms;
+                }
+            }
+        }
+        map.insert(key, now);
+    }
+
+    /// Every current warning, by project then kind.
+    pub fn warnings(&self) -> Vec<Warning> {
+        let map = self.warnings.lock().expect("warnings lock");
+        map.values().flatten().cloned().collect()
+    }
+
     /// True the first time `key` is noted.
     pub fn note_once(&self, key: String) -> bool {
         self.noted.lock().expect("noted lock").insert(key)
@@ -157,6 +201,35 @@ pub fn message_is_infrastructure(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_replace_per_project_and_kind_and_keep_their_first_time() {
+        let h = RuntimeHealth::default();
+        let w = |subject: &str, at: i64| Warning {
+            project: "p".into(),
+            kind: "skill".into(),
+            subject: subject.into(),
+            reason: "broken".into(),
+            since_ms: at,
+        };
+        h.set_warnings("p", "skill", vec![w("a", 1), w("b", 1)]);
+        h.set_warnings(
+            "q",
+            "review",
+            vec![Warning {
+                project: "q".into(),
+                kind: "review".into(),
+                ..w("T-1", 5)
+            }],
+        );
+        h.set_warnings("p", "skill", vec![w("b", 9)]);
+        let now = h.warnings();
+        assert_eq!(now.len(), 2, "{now:?}");
+        assert_eq!((now[0].subject.as_str(), now[0].since_ms), ("b", 1));
+        h.set_warnings("p", "skill", Vec::new());
+        assert_eq!(h.warnings().len(), 1);
+        assert_eq!(h.warnings()[0].project, "q");
+    }
 
     #[test]
     fn backoff_follows_the_schedule_and_stays_at_its_end() {

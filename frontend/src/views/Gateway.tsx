@@ -59,9 +59,13 @@ function ProviderCard({ p }: { p: ProviderStatus }) {
     <div class="provider" data-provider={p.name}>
       <div class="item-head">
         <strong>{p.name}</strong>
-        <Badge kind={`br-${p.breaker.state}`} title={`${p.breaker.consecutive_failures} consecutive failures, opened ${p.breaker.times_opened}×`}>
-          breaker {p.breaker.state.replace('_', '-')}
-        </Badge>
+        {p.api_key ? (
+          <Badge kind={`br-${p.breaker.state}`} title={`${p.breaker.consecutive_failures} consecutive failures, opened ${p.breaker.times_opened}×`}>
+            breaker {p.breaker.state.replace('_', '-')}
+          </Badge>
+        ) : (
+          <Badge kind="muted" title={p.api_key_env ? `set ${p.api_key_env} to use it` : 'no api_key_env configured'}>no key</Badge>
+        )}
         {b && <Badge kind={`rt-${b.retreat_state}`}>{b.retreat_state}</Badge>}
         {!p.limited && <Badge kind="muted">unlimited</Badge>}
       </div>

@@ -87,7 +87,7 @@ async fn write_brief(
     workspace: &TaskWorkspace,
 ) -> Result<String, crate::brief::TaskBriefError> {
     let settings = d.projects().get(bb.project()).map(|s| s.settings);
-    crate::brief::render_task_brief(
+    let brief = crate::brief::render_task_brief(
         d.home(),
         bb,
         d.briefs(),
@@ -105,7 +105,23 @@ async fn write_brief(
             workspace: Some(workspace),
         },
     )
-    .await
+    .await?;
+    // Readiness lists the project's broken skills until a brief finds none.
+    let now = chrono::Utc::now().timestamp_millis();
+    let warnings = brief
+        .broken_skills
+        .iter()
+        .map(|e| crate::runtime::health::Warning {
+            project: bb.project().to_string(),
+            kind: "skill".into(),
+            subject: e.file.display().to_string(),
+            reason: format!("skill skipped: {}; fix or remove it", e.message),
+            since_ms: now,
+        })
+        .collect();
+    d.runtime_health()
+        .set_warnings(bb.project(), "skill", warnings);
+    Ok(brief.text)
 }
 
 /// The names and paths of one run, fixed before anything is made.

@@ -14,8 +14,12 @@ use super::super::projects::ProjectSlot;
 use super::super::runs::{run_counts, start_run, RunKind};
 use super::super::Daemon;
 use super::choose::{self, Team};
-use crate::blackboard::{Actor, BbError, EventLevel, ObservationLevel, Review, Task, TaskStatus};
+use crate::blackboard::{
+    Actor, BbError, DecisionStatus, EventLevel, ObservationLevel, Review, Task, TaskStatus,
+};
+use crate::config::UnstaffedSeat;
 use crate::review::{evaluate_round, Protocol, ReviewerSpec, RoundState, SKILL_CHECK_PROTOCOL};
+use crate::runtime::health::Warning;
 use crate::service::ProjectService;
 
 /// Drives every task in `review` one step (see the module's documentation).
@@ -29,9 +33,13 @@ pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(
             ..Default::default()
         })
         .await?;
+    let mut unstaffed = Vec::new();
     for task in in_review {
-        review_task(d, slot, &service, &task).await?;
+        review_task(d, slot, &service, &task, &mut unstaffed).await?;
     }
+    // Readiness lists this tick's unstaffed seats, and nothing older.
+    d.runtime_health()
+        .set_warnings(slot.id.as_str(), "review", unstaffed);
     Ok(())
 }
 
@@ -41,6 +49,7 @@ async fn review_task(
     slot: &ProjectSlot,
     service: &ProjectService,
     task: &Task,
+    unstaffed: &mut Vec<Warning>,
 ) -> Result<(), BbError> {
     let bb = service.blackboard();
     let name = task.review_protocol.clone().unwrap_or_default();
@@ -91,7 +100,7 @@ async fn review_task(
             conclude_round(slot, service, task, protocol, outcome.approved, &why).await
         }
         RoundState::AwaitingReviewers { .. } => {
-            fill_seats(d, slot, task, protocol, &round).await?;
+            fill_seats(d, slot, task, protocol, &round, unstaffed).await?;
             Ok(())
         }
         RoundState::AwaitingSenior { doubtful } => {
@@ -136,6 +145,7 @@ async fn fill_seats(
     task: &Task,
     protocol: &Protocol,
     round: &[Review],
+    unstaffed: &mut Vec<Warning>,
 ) -> Result<(), BbError> {
     // Seats already taken by a review or a running review run.
     let mut taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
@@ -143,14 +153,17 @@ async fn fill_seats(
     for spec in choose::open_seats(&protocol.reviewers, &taken, &d.agents().agents) {
         let author = task.claimed_by.as_deref();
         let allowed = slot.settings.agents.as_deref();
+        let mut seat = spec.clone();
         if !choose::senior_exists(&d.agents().agents, spec, author, &taken, allowed) {
             // Nobody but the author could take this seat: say so on the
-            // task, once per round, instead of waiting in silence (issue 23,
-            // finding 8).
-            note_unstaffed(d, slot, task, protocol, spec).await?;
-            continue;
+            // task, once per round, list it in readiness, and apply
+            // `review.unstaffed_seat` (issue 23, finding 8).
+            match note_unstaffed(d, slot, task, protocol, spec, &taken, unstaffed).await? {
+                Some(stand_in) => seat = stand_in,
+                None => continue,
+            }
         }
-        if !start_reviewer(d, slot, task, spec, &taken).await? {
+        if !start_reviewer(d, slot, task, &seat, &taken).await? {
             break;
         }
         // start_reviewer records whom it started in `d.runs()`.
@@ -162,40 +175,156 @@ async fn fill_seats(
     Ok(())
 }
 
-/// A seat of `task`'s round that no agent but its author fits (once per
-/// round): a warning observation on the task, and with
-/// `review.unstaffed_seat: fail` the task fails with that reason.
+/// A seat of `task`'s round that no agent but its author fits: a warning
+/// observation on the task (once per round), a readiness warning (every
+/// tick it lasts), then `review.unstaffed_seat`:
+/// - `wait`: nothing more;
+/// - `fail`: the task fails with that reason;
+/// - `decide`: an operator decision is proposed (once per round); approved,
+///   the round concludes approved without the seat; rejected or expired,
+///   the task fails;
+/// - `role:NAME`: returns that role as the seat to fill, when an agent of
+///   it other than the author and this round's reviewers exists.
 async fn note_unstaffed(
     d: &Daemon,
     slot: &ProjectSlot,
     task: &Task,
     protocol: &Protocol,
     spec: &ReviewerSpec,
-) -> Result<(), BbError> {
-    let key = format!("{}:{}:{}:unstaffed:{spec}", slot.id, task.id, task.round);
-    if !d.runtime_health().note_once(key) {
-        return Ok(());
-    }
+    taken: &[String],
+    unstaffed: &mut Vec<Warning>,
+) -> Result<Option<ReviewerSpec>, BbError> {
     let author = task.claimed_by.as_deref().unwrap_or("its author");
+    let policy = slot
+        .config
+        .review
+        .unstaffed_policy()
+        .unwrap_or(UnstaffedSeat::Wait);
+    if let UnstaffedSeat::Role(role) = &policy {
+        let stand_in = ReviewerSpec::Role(role.clone());
+        if choose::senior_exists(
+            &d.agents().agents,
+            &stand_in,
+            task.claimed_by.as_deref(),
+            taken,
+            slot.settings.agents.as_deref(),
+        ) {
+            let key = format!("{}:{}:{}:stand-in:{spec}", slot.id, task.id, task.round);
+            if d.runtime_health().note_once(key) {
+                let body = format!(
+                    "{} round {}: no agent but {author} fits seat {spec} of review protocol {:?}; \
+                     review.unstaffed_seat gives the seat to {stand_in}",
+                    task.id, task.round, protocol.name
+                );
+                let service = slot.service(d.home()).expect("caller checked");
+                service
+                    .observe(
+                        ObservationLevel::Info,
+                        &Actor::daemon(),
+                        Some(&task.id),
+                        &body,
+                    )
+                    .await?;
+            }
+            return Ok(Some(stand_in));
+        }
+    }
     let body = format!(
         "{} is waiting for a reviewer other than {author}: no other agent of config/agents.yaml \
          allowed on this project fits seat {spec} of review protocol {:?}; add one, or change \
          the task's protocol",
         task.id, protocol.name
     );
+    unstaffed.push(Warning {
+        project: slot.id.to_string(),
+        kind: "review".into(),
+        subject: task.id.clone(),
+        reason: body.clone(),
+        since_ms: chrono::Utc::now().timestamp_millis(),
+    });
     let service = slot.service(d.home()).expect("caller checked");
-    service
-        .observe(
-            ObservationLevel::Warn,
-            &Actor::daemon(),
-            Some(&task.id),
-            &body,
-        )
-        .await?;
-    if slot.config.review.unstaffed_seat == "fail" {
-        service.fail(&task.id, &Actor::daemon(), &body).await?;
+    let key = format!("{}:{}:{}:unstaffed:{spec}", slot.id, task.id, task.round);
+    if d.runtime_health().note_once(key) {
+        service
+            .observe(
+                ObservationLevel::Warn,
+                &Actor::daemon(),
+                Some(&task.id),
+                &body,
+            )
+            .await?;
     }
-    Ok(())
+    match policy {
+        UnstaffedSeat::Fail => {
+            service.fail(&task.id, &Actor::daemon(), &body).await?;
+        }
+        UnstaffedSeat::Decide => {
+            decide_unstaffed(slot, &service, task, protocol, spec).await?;
+        }
+        UnstaffedSeat::Wait | UnstaffedSeat::Role(_) => {}
+    }
+    Ok(None)
+}
+
+/// `review.unstaffed_seat: decide`: the round's proposal for the operator
+/// (one per task and round, found again by its question), and its outcome
+/// once settled.
+async fn decide_unstaffed(
+    slot: &ProjectSlot,
+    service: &ProjectService,
+    task: &Task,
+    protocol: &Protocol,
+    spec: &ReviewerSpec,
+) -> Result<(), BbError> {
+    let question = format!(
+        "{} round {}: review seat {spec} of protocol {:?} has no reviewer but the author; \
+         approve the round without it?",
+        task.id, task.round, protocol.name
+    );
+    service.expire_decisions().await?;
+    let existing = service
+        .decisions(None, 1000)
+        .await?
+        .into_iter()
+        .find(|x| x.task_id.as_deref() == Some(task.id.as_str()) && x.question == question);
+    let Some(decision) = existing else {
+        // A day to answer; unanswered, the proposal is rejected and the
+        // task fails with the reason.
+        let expiry = std::time::Duration::from_secs(24 * 3600);
+        let proposed = service
+            .propose(
+                Some(task.id.clone()),
+                question,
+                "approve the round without this seat".into(),
+                "no agent other than the author fits the seat (review.unstaffed_seat: decide)"
+                    .into(),
+                expiry,
+                &Actor::daemon(),
+            )
+            .await?;
+        tracing::info!(project = %slot.id, task = %task.id, decision = proposed.id, "unstaffed review seat: decision proposed");
+        return Ok(());
+    };
+    let id = crate::blackboard::ids::format_decision_id(decision.id);
+    match decision.status {
+        DecisionStatus::Proposed => Ok(()),
+        DecisionStatus::Approved => {
+            let why = format!(
+                "protocol {}: seat {spec} left empty by the operator's decision {id}",
+                protocol.name
+            );
+            conclude_round(slot, service, task, protocol, true, &why).await
+        }
+        _ => {
+            let why = format!(
+                "{}: the operator did not approve the round without seat {spec} (decision {id} {})",
+                task.id,
+                decision.status.as_str()
+            );
+            service.fail(&task.id, &Actor::daemon(), &why).await?;
+            Ok(())
+        }
+    }
 }
 
 /// Verdicts below the confidence threshold go to the senior reviewer; when
