@@ -731,6 +731,36 @@ fn creation_refuses_a_task_that_could_never_start_unless_forced() {
     }
 }
 
+/// Issue 26, item 2: `applies_to` did nothing (a `code` task under a
+/// protocol with `applies_to: [code]` went straight to done). A task
+/// created without a protocol now gets the one covering its kind; `none`
+/// asks for no review; a protocol the team cannot staff is not applied.
+#[test]
+fn a_tasks_protocol_follows_its_kind_unless_one_is_given() {
+    let h = team_home();
+    let protocols = h.path().join("config/review_protocols");
+    // `design-review` covers `code` but needs a role nobody has.
+    std::fs::write(
+        protocols.join("design.yaml"),
+        "name: design-review\napplies_to: [code]\nreviewers:\n  - role: architect\npass_rule: all_approve\n",
+    )
+    .unwrap();
+    let protocol_of = |id: &str| -> serde_json::Value {
+        let t = h.bb("p", &["read", id, "--json"]).json();
+        assert!(t["id"] == id, "{t}");
+        t["review_protocol"].clone()
+    };
+    let by_kind = h.create_task("p", "by kind", &["--kind", "data"]);
+    assert_eq!(protocol_of(&by_kind), "output");
+    let opted_out = h.create_task("p", "no review", &["--kind", "data", "--protocol", "none"]);
+    assert_eq!(protocol_of(&opted_out), serde_json::Value::Null);
+    let named = h.create_task("p", "named", &["--kind", "code", "--protocol", "output"]);
+    assert_eq!(protocol_of(&named), "output");
+    // Only an unstaffable protocol covers `code`: none is applied.
+    let unstaffed = h.create_task("p", "code", &["--kind", "code"]);
+    assert_eq!(protocol_of(&unstaffed), serde_json::Value::Null);
+}
+
 /// A decision is shown one way (`D7`) and found by every form people have
 /// seen (`7`, `D7`, `D-7`, `#7`).
 #[test]

@@ -1296,6 +1296,11 @@ export interface components {
             priority?: null | components["schemas"]["Priority"];
             assignee?: string | null;
             parent_id?: string | null;
+            /**
+             * @description A protocol of `config/review_protocols/`, or `none` for no review;
+             *     absent: the protocol whose `applies_to` holds the task's kind (if the
+             *     team can staff it).
+             */
             review_protocol?: string | null;
             /** Format: int64 */
             max_rounds?: number | null;

@@ -16,6 +16,7 @@ impl ProjectService {
         actor: &Actor,
         force: bool,
     ) -> ServiceResult<Task> {
+        let new = self.with_protocol(new);
         self.refuse_never_starting(&new, force)?;
         let task = self.bb.create_task(new, actor).await?;
         self.committed(task)
@@ -30,9 +31,23 @@ impl ProjectService {
         key: &str,
         force: bool,
     ) -> ServiceResult<Option<Task>> {
+        let new = self.with_protocol(new);
         self.refuse_never_starting(&new, force)?;
         let task = self.bb.create_task_once(new, actor, key).await?;
         self.committed(task)
+    }
+
+    /// The review protocol a new task gets ([`TeamView::protocol_for`]):
+    /// the one named, none for `none`, else the one whose `applies_to`
+    /// covers its kind.
+    fn with_protocol(&self, mut new: NewTask) -> NewTask {
+        let kind = new
+            .kind
+            .clone()
+            .unwrap_or_else(|| crate::blackboard::DEFAULT_TASK_KIND.to_string());
+        new.review_protocol = TeamView::load(&self.home, &self.project)
+            .protocol_for(new.review_protocol.as_deref(), &kind);
+        new
     }
 
     /// The one creation check every front door shares.

@@ -73,7 +73,15 @@ pub struct TeamView {
     /// Protocol names; `None` when the folder does not load (doctor says
     /// why), so protocols are not judged.
     protocols: Option<Vec<String>>,
+    /// The protocols the team can staff, with their `applies_to` kinds, in
+    /// name order: a task created without a protocol gets the first one
+    /// covering its kind.
+    by_kind: Vec<(String, Vec<String>)>,
 }
+
+/// A `--protocol` value that asks for no review, even where a protocol's
+/// `applies_to` covers the task's kind.
+pub const NO_REVIEW: &str = "none";
 
 impl TeamView {
     /// Reads the team from `home` for `project`. A file that does not load
@@ -87,17 +95,41 @@ impl TeamView {
         let allowed = Config::load_for_project(home, project, &[])
             .ok()
             .and_then(|(_, settings)| settings.agents);
-        let protocols = Protocols::load(
+        let loaded = Protocols::load(
             &home.review_protocols_dir(),
             &ReviewConfig::default(),
             &file,
         )
-        .ok()
-        .map(|p| p.names().into_iter().map(str::to_string).collect());
+        .ok();
+        let protocols = loaded
+            .as_ref()
+            .map(|p| p.names().into_iter().map(str::to_string).collect());
+        let by_kind = loaded
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter(|p| p.unusable.is_none())
+            .map(|p| (p.name.clone(), p.applies_to.clone()))
+            .collect();
         TeamView {
             agents: file.agents,
             allowed,
             protocols,
+            by_kind,
+        }
+    }
+
+    /// The review protocol a new task gets: the one it names (`none`: no
+    /// review), else the first protocol (by name) whose `applies_to` holds
+    /// its kind and that the team can staff, else none.
+    pub fn protocol_for(&self, named: Option<&str>, kind: &str) -> Option<String> {
+        match named {
+            Some(NO_REVIEW) => None,
+            Some(name) => Some(name.to_string()),
+            None => self
+                .by_kind
+                .iter()
+                .find(|(_, kinds)| kinds.iter().any(|k| k == kind))
+                .map(|(name, _)| name.clone()),
         }
     }
 

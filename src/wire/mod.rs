@@ -366,6 +366,9 @@ pub struct NewTask {
     pub assignee: Option<String>,
     #[serde(default)]
     pub parent_id: Option<String>,
+    /// A protocol of `config/review_protocols/`, or `none` for no review;
+    /// absent: the protocol whose `applies_to` holds the task's kind (if the
+    /// team can staff it).
     #[serde(default)]
     pub review_protocol: Option<String>,
     #[serde(default)]

@@ -32,7 +32,7 @@ pub(super) enum TaskVerb {
         tags: Vec<String>,
         #[arg(long)]
         parent: Option<String>,
-        /// Review protocol (plan, output, analysis, final); without one, `done` finishes the task.
+        /// Review protocol (plan, output, analysis, final, or none); without one, the protocol whose applies_to holds the task's kind, if the team can staff it; with none, `done` finishes the task.
         #[arg(long)]
         protocol: Option<String>,
         #[arg(long)]
