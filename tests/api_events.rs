@@ -636,3 +636,89 @@ async fn webhooks_retry_and_report_a_dead_url_as_an_observation() {
         "{err}"
     );
 }
+
+/// Issue 26, item 3: an open breaker showed only on the Gateway tab —
+/// readiness said ready, and no event, observation or webhook told anyone.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_breaker_is_an_attention_event_a_webhook_and_a_readiness_problem() {
+    let (port, log) = receiver().await;
+    // A provider whose address refuses connections (nothing listens there),
+    // with a key, a breaker that opens after 2 failures and no retries.
+    let refused = free_port();
+    let home = std::sync::Arc::new(TestHome::with_config(
+        &format!(
+            "notifications:\n  webhooks:\n    - url: http://127.0.0.1:{port}/hook\n      levels: [attention]\n      max_attempts: 3\n      timeout_ms: 2000\n      headers: {{ X-Test: \"yes\" }}\n\
+             gateway:\n  breaker: {{ failure_threshold: 2, open_seconds: 600 }}\n  retry: {{ max_retries: 0 }}\n  providers:\n    - name: down\n      base_url: http://127.0.0.1:{refused}/v1\n      api_key_env: DOWN_TEST_KEY\n"
+        ),
+        "",
+    ));
+    home.create_project("a");
+    let d = Daemon::start_env(&home, &[("DOWN_TEST_KEY", "k")]);
+    let (code, body) = d.get("/health/ready").unwrap();
+    assert_eq!(code, 200, "{body}");
+    for _ in 0..3 {
+        let resp = support::post_json(
+            &d.url("/v1/chat/completions"),
+            &json!({"model": "down/m", "messages": [{"role": "user", "content": "hi"}]}),
+            &[],
+        )
+        .await;
+        assert!(resp.status().is_server_error(), "{}", resp.status());
+    }
+    // Readiness names the provider in `degraded` and turns 503.
+    let daemon_port = d.port;
+    let ready = blocking(move || {
+        let mut last = String::new();
+        wait_for(Duration::from_secs(15), "the provider in degraded", || {
+            let (code, body) = http(daemon_port, "GET", "/health/ready").unwrap();
+            last = body;
+            code == 503 && last.contains("provider down")
+        });
+        last
+    })
+    .await;
+    let ready: Value = serde_json::from_str(&ready).unwrap();
+    let problem = ready["degraded"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["runtime"] == "provider down")
+        .cloned()
+        .unwrap();
+    assert!(
+        problem["reason"]
+            .as_str()
+            .unwrap()
+            .contains("breaker open after 2 consecutive failures"),
+        "{problem}"
+    );
+    // An attention event in the project's log, delivered to the webhook.
+    let db = home.db("a");
+    blocking(move || {
+        wait_for(Duration::from_secs(15), "the provider.degraded event", || {
+            query_i64(
+                &db,
+                "SELECT COUNT(*) FROM event WHERE kind = 'provider.degraded' AND level = 'attention'",
+            ) == 1
+        })
+    })
+    .await;
+    let l = log.clone();
+    blocking(move || {
+        wait_for(Duration::from_secs(20), "the webhook delivery", || {
+            l.lock()
+                .unwrap()
+                .iter()
+                .any(|(c, ev)| *c == 200 && ev["kind"] == "provider.degraded")
+        })
+    })
+    .await;
+    let got = log.lock().unwrap().clone();
+    let ev = &got.iter().find(|(c, _)| *c == 200).unwrap().1;
+    assert_eq!(ev["project"], "a");
+    assert!(
+        ev["payload"]["provider"] == "down" || ev.to_string().contains("\"provider\":\"down\""),
+        "{ev}"
+    );
+    drop(d);
+}

@@ -1534,8 +1534,10 @@ export interface components {
             project_problems: components["schemas"]["ProjectProblem"][];
             /**
              * @description Runs that cannot start for the machine's reasons (a CLI not
-             *     installed, a read-only home or database, no file descriptors); the
-             *     daemon is not ready until a run starts again.
+             *     installed, a read-only home or database, no file descriptors), and
+             *     providers the gateway cannot use as configured (`runtime: "provider
+             *     NAME"`, empty `project` and `agent`: an open breaker, parked keys, a
+             *     rate retreated below half); the daemon is not ready until they pass.
              */
             degraded: components["schemas"]["Problem"][];
             /**

@@ -25,6 +25,7 @@ pub mod home_lock;
 pub mod inbox;
 pub mod process;
 pub mod projects;
+pub mod provider_health;
 pub mod quota;
 pub mod recovery;
 pub mod runs;
@@ -108,6 +109,7 @@ struct Inner {
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
     quota: quota::QuotaBook,
+    provider_health: provider_health::ProviderHealth,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -199,6 +201,7 @@ impl Daemon {
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
                 quota: Default::default(),
+                provider_health: Default::default(),
             }),
         })
     }
@@ -257,8 +260,28 @@ impl Daemon {
             .unwrap_or(0) as i64
             * 1000
             + 10_000;
-        self.runtime_health()
-            .problems(chrono::Utc::now().timestamp_millis(), linger)
+        let mut problems = self
+            .runtime_health()
+            .problems(chrono::Utc::now().timestamp_millis(), linger);
+        // A provider's problem holds back every run that calls it.
+        problems.extend(self.provider_health().problems().into_iter().map(|p| {
+            crate::runtime::health::Problem {
+                project: String::new(),
+                agent: String::new(),
+                runtime: format!("provider {}", p.provider),
+                reason: p.reason,
+                failures: 0,
+                since_ms: p.since_ms,
+                retry_at_ms: p.since_ms,
+            }
+        }));
+        problems
+    }
+
+    /// The gateway's providers as the operator should see them (an open
+    /// breaker, a parked key, a deep retreat).
+    pub fn provider_health(&self) -> &provider_health::ProviderHealth {
+        &self.inner.provider_health
     }
 
     /// The embedded gateway, once mounted.
@@ -414,6 +437,7 @@ impl Daemon {
             tokio::spawn(snapshots::run(self.clone())),
             tokio::spawn(events::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
+            tokio::spawn(provider_health::run(self.clone())),
         ])
     }
 

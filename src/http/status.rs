@@ -81,8 +81,10 @@ pub struct Readiness {
     /// Projects whose blackboard cannot be used, and why.
     pub project_problems: Vec<ProjectProblem>,
     /// Runs that cannot start for the machine's reasons (a CLI not
-    /// installed, a read-only home or database, no file descriptors); the
-    /// daemon is not ready until a run starts again.
+    /// installed, a read-only home or database, no file descriptors), and
+    /// providers the gateway cannot use as configured (`runtime: "provider
+    /// NAME"`, empty `project` and `agent`: an open breaker, parked keys, a
+    /// rate retreated below half); the daemon is not ready until they pass.
     pub degraded: Vec<Problem>,
     /// Informational: review protocols the team cannot staff hold only
     /// their own tasks.
@@ -91,9 +93,8 @@ pub struct Readiness {
     /// work back — a broken skill the briefs skip (`kind: skill`), a task
     /// in review whose seat only its author fits (`kind: review`).
     pub warnings: Vec<crate::runtime::health::Warning>,
-    /// Informational: each upstream's breaker (an open breaker does not make
-    /// the daemon unready: readiness must not flap with a provider's
-    /// health); `null` when the gateway is not mounted.
+    /// Each upstream's breaker and key (an open breaker also shows in
+    /// `degraded`); `null` when the gateway is not mounted.
     pub gateway: Option<GatewayReadiness>,
 }
 

@@ -66,15 +66,21 @@ export function Overview() {
         <ErrorBox error={actionError} />
         {s && (s.degraded ?? []).length > 0 && (
           <div class="error" role="alert" data-testid="degraded">
-            <strong>Degraded: runs cannot start</strong>
+            <strong>Degraded: runs cannot start or calls cannot pass</strong>
             <ul>
-              {(s.degraded ?? []).map((p) => (
-                <li key={`${p.project}/${p.agent}`}>
-                  project <Link href={`/projects/${encodeURIComponent(p.project)}`}>{p.project}</Link>, agent{' '}
-                  <code>{p.agent}</code> ({p.runtime}): {p.reason} — {p.failures} failure(s), next try{' '}
-                  {ago(new Date(p.retry_at_ms).toISOString())}
-                </li>
-              ))}
+              {(s.degraded ?? []).map((p) =>
+                p.project ? (
+                  <li key={`${p.project}/${p.agent}`}>
+                    project <Link href={`/projects/${encodeURIComponent(p.project)}`}>{p.project}</Link>, agent{' '}
+                    <code>{p.agent}</code> ({p.runtime}): {p.reason} — {p.failures} failure(s), next try{' '}
+                    {ago(new Date(p.retry_at_ms).toISOString())}
+                  </li>
+                ) : (
+                  <li key={p.runtime} data-testid="provider-problem">
+                    <Link href="/gateway">{p.runtime}</Link>: {p.reason} — since {ago(new Date(p.since_ms).toISOString())}
+                  </li>
+                ),
+              )}
             </ul>
           </div>
         )}
