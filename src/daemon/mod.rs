@@ -28,6 +28,7 @@ pub mod projects;
 pub mod quota;
 pub mod recovery;
 pub mod runs;
+pub mod schedules;
 pub mod snapshots;
 pub mod ticker;
 pub mod webhooks;
@@ -108,6 +109,9 @@ struct Inner {
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
     quota: quota::QuotaBook,
+    /// Per project, when its next schedule slot is due (UTC ms): the
+    /// ticker sleeps no longer than that.
+    schedule_due: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -199,6 +203,7 @@ impl Daemon {
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
                 quota: Default::default(),
+                schedule_due: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -232,6 +237,30 @@ impl Daemon {
     /// Infrastructure problems of runs (degraded projects) and their backoff.
     pub fn runtime_health(&self) -> &crate::runtime::health::RuntimeHealth {
         &self.inner.runtime_health
+    }
+
+    /// Records when `project`'s next schedule slot is due (`None`: none).
+    pub fn set_schedule_due(&self, project: &str, due: Option<i64>) {
+        let mut map = self
+            .inner
+            .schedule_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match due {
+            Some(at) => map.insert(project.to_string(), at),
+            None => map.remove(project),
+        };
+    }
+
+    /// The earliest next schedule slot over every project.
+    pub fn next_schedule_due(&self) -> Option<i64> {
+        self.inner
+            .schedule_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .min()
+            .copied()
     }
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {
