@@ -640,10 +640,16 @@ async fn every_api_route() {
 // ---- A real daemon -----------------------------------------------------
 
 fn firing_keys(home: &TestHome) -> Vec<(i64, String, Option<String>)> {
+    firing_keys_of(home, "%")
+}
+
+/// (slot, reason, task) of every recorded slot of the schedules whose id is
+/// `LIKE id`, oldest first.
+fn firing_keys_of(home: &TestHome, id: &str) -> Vec<(i64, String, Option<String>)> {
     let db = home.db("p");
     let rows = query_strings(
         &db,
-        "SELECT scheduled_at || '|' || reason || '|' || COALESCE(task_id, '') FROM schedule_firing ORDER BY scheduled_at",
+        &format!("SELECT scheduled_at || '|' || reason || '|' || COALESCE(task_id, '') FROM schedule_firing WHERE schedule_id LIKE '{id}' ORDER BY scheduled_at"),
     );
     rows.into_iter()
         .map(|r| {
@@ -691,6 +697,7 @@ fn every_two_seconds_for_twenty_seconds_gives_ten_tasks() {
         (9..=11).contains(&n),
         "{n} tasks in {elapsed:?}, want 10 ± 1: {keys:?}"
     );
+    eprintln!("measured: {n} tasks in {elapsed:?} from an every-2s schedule");
     // One task per firing key, all on time.
     assert_eq!(keys.iter().filter(|k| k.2.is_some()).count() as i64, n);
     assert!(keys.iter().all(|k| k.1 == "on_time"), "{keys:?}");
@@ -703,14 +710,14 @@ fn kill_nine_and_restart_fire_no_slot_twice_and_once_catches_up_once() {
     home.create_project("p");
     project_yaml(
         &home,
-        "schedules:\n  - id: beat\n    every: 2s\n    title: beat {{ time }}\n    overlap: allow\n    missed: once\n    force: true\n",
+        "schedules:\n  - id: beat\n    every: 2s\n    title: beat {{ time }}\n    overlap: allow\n    missed: once\n  - id: quiet\n    every: 2s\n    title: quiet {{ time }}\n    overlap: allow\n",
     );
     let d = Daemon::start(&home);
     wait_for(Duration::from_secs(20), "three firings", || {
         query_i64(&home.db("p"), "SELECT COUNT(*) FROM task") >= 3
     });
     d.crash();
-    let before = firing_keys(&home);
+    let before = firing_keys_of(&home, "beat");
     // Down long enough that some slots are past their 5 s grace.
     std::thread::sleep(Duration::from_secs(10));
     let d = Daemon::start(&home);
@@ -719,11 +726,14 @@ fn kill_nine_and_restart_fire_no_slot_twice_and_once_catches_up_once() {
     });
     std::thread::sleep(Duration::from_secs(4));
     d.stop();
-    let after = firing_keys(&home);
+    let after = firing_keys_of(&home, "beat");
     // What was recorded before the crash is unchanged, no key twice (the
     // primary key), and one task per fired key.
     assert_eq!(&after[..before.len()], &before[..]);
-    let tasks = query_i64(&home.db("p"), "SELECT COUNT(*) FROM task");
+    let tasks = query_i64(
+        &home.db("p"),
+        "SELECT COUNT(*) FROM task WHERE title LIKE 'beat %'",
+    );
     assert_eq!(after.iter().filter(|k| k.2.is_some()).count() as i64, tasks);
     let distinct_tasks: std::collections::BTreeSet<_> =
         after.iter().filter_map(|k| k.2.clone()).collect();
@@ -737,9 +747,30 @@ fn kill_nine_and_restart_fire_no_slot_twice_and_once_catches_up_once() {
     // Slots are increasing and none was lost between them: every 2 s slot
     // from the first to the last is covered by a row (a skip row counts
     // for `slots` of them).
-    let slots: i64 = query_i64(&home.db("p"), "SELECT SUM(slots) FROM schedule_firing");
+    let slots: i64 = query_i64(
+        &home.db("p"),
+        "SELECT SUM(slots) FROM schedule_firing WHERE schedule_id = 'beat'",
+    );
     let span = (after.last().unwrap().0 - after[0].0) / 2000 + 1;
     assert_eq!(slots, span, "{after:?}");
+    // `missed: skip` (the default) over the same downtime: no catch-up, the
+    // missed slots recorded, every task still one per fired key.
+    let quiet = firing_keys_of(&home, "quiet");
+    assert!(!quiet.iter().any(|k| k.1 == "catch_up"), "{quiet:?}");
+    assert!(quiet.iter().any(|k| k.1 == "missed"), "{quiet:?}");
+    let quiet_tasks = query_i64(
+        &home.db("p"),
+        "SELECT COUNT(*) FROM task WHERE title LIKE 'quiet %'",
+    );
+    assert_eq!(
+        quiet.iter().filter(|k| k.2.is_some()).count() as i64,
+        quiet_tasks
+    );
+    eprintln!(
+        "measured: beat {} rows, {tasks} tasks, 1 catch-up; quiet {} rows, {quiet_tasks} tasks",
+        after.len(),
+        quiet.len()
+    );
 }
 
 #[test]
