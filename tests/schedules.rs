@@ -374,6 +374,15 @@ async fn config_sync_wins_for_its_ids_and_removes_what_it_dropped() {
             .contains("invalid cron expression \"0 25 * * *\""),
         "{refused:?}"
     );
+    let mut bad = def("badkind", Recurrence::Interval(HOUR));
+    bad.kind = Some("Not A Kind".into());
+    let refused = svc.sync_config_schedules(&[bad]).await.unwrap();
+    assert!(
+        refused[0]
+            .1
+            .contains("schedule badkind: task template: invalid task kind"),
+        "{refused:?}"
+    );
 }
 
 // ---- CLI and API -------------------------------------------------------
@@ -666,6 +675,36 @@ fn project_yaml(home: &TestHome, body: &str) {
     let p = home.project_dir("p").join("config/project.yaml");
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, body).unwrap();
+}
+
+#[test]
+fn a_bad_project_yaml_schedule_is_an_alert_naming_it() {
+    let home = TestHome::new();
+    home.create_project("p");
+    project_yaml(
+        &home,
+        "schedules:\n  - id: good\n    every: 1h\n    title: good\n  - id: bad\n    cron: \"0 9 * *\"\n    title: bad\n",
+    );
+    let d = Daemon::start(&home);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(15), "the alert", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM observation WHERE level = 'alert'",
+        ) > 0
+    });
+    let body = query_strings(&db, "SELECT body FROM observation WHERE level = 'alert'").join("\n");
+    assert!(
+        body.contains("project.yaml schedules[1] (id bad): invalid cron expression \"0 9 * *\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("no schedule of project.yaml was synced"),
+        "{body}"
+    );
+    // Nothing half-synced: the good entry waits for the file to be fixed.
+    assert_eq!(query_i64(&db, "SELECT COUNT(*) FROM schedule"), 0);
+    d.stop();
 }
 
 #[test]

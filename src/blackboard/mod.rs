@@ -70,7 +70,7 @@ pub use schedules::{
 };
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
-pub use tasks::{NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
+pub use tasks::{validate_new_task, NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
 
 use sqlx::SqlitePool;
 

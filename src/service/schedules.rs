@@ -348,7 +348,12 @@ pub fn validate(def: &ScheduleDef) -> Result<(), String> {
     if title.trim().is_empty() {
         return Err(format!("schedule {}: the title renders empty", def.id));
     }
-    for tag in def.tags.iter().chain(&def.depends_on_tags) {
+    // The template makes a task the store accepts (kind, assignee, tags):
+    // refused now, not at every firing.
+    let task = task_for_slot(def, &timing, 0)?;
+    crate::blackboard::validate_new_task(&task)
+        .map_err(|e| format!("schedule {}: task template: {e}", def.id))?;
+    for tag in &def.depends_on_tags {
         if !is_valid_tag(tag) {
             return Err(format!(
                 "schedule {}: invalid tag {tag:?}: use lowercase letters, digits, - _ . :",
