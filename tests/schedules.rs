@@ -854,3 +854,67 @@ fn skip_overlap_waits_for_the_open_instance() {
     assert_ne!(v[0]["last_task_id"], first.as_str());
     d.stop();
 }
+
+/// Regression: the schema version stayed at 2 after migration 0003 was
+/// added, so a database migrated to 2 was never brought past it. One at 2
+/// now gets every later migration (0003's columns, 0005's tables) on open.
+#[test]
+fn a_database_at_schema_version_two_gets_the_later_migrations() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old-migrations");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in ["0001_blackboard.sql", "0002_inbox_applied.sql"] {
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(f),
+            old.join(f),
+        )
+        .unwrap();
+    }
+    let db = dir.path().join("blackboard.db");
+    block_on(async {
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&db)
+                    .create_if_missing(true),
+            )
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(old.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA user_version = 2")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        let bb = Blackboard::open(&db, "p", OpenMode::CLI).await.unwrap();
+        bb.close().await;
+    });
+    assert_eq!(
+        query_i64(&db, "PRAGMA user_version"),
+        moziplus::blackboard::LATEST_SCHEMA_VERSION
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM pragma_table_info('session') WHERE name = 'llm_calls'"
+        ),
+        1,
+        "0003 applied"
+    );
+    assert_eq!(
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'schedule_firing'"
+        ),
+        1,
+        "0005 applied"
+    );
+}
