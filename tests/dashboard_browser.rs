@@ -321,3 +321,11 @@ fn cli_writes_update_the_board_in_place_and_resync_refetches() {
     let (home, mut serve) = live_daemon();
     run_script(&tools, &home, &mut serve, "board_in_place.mjs", "live");
 }
+
+#[test]
+fn schedules_view_shows_next_firing_history_and_buttons() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "schedules_view.mjs", "live");
+}

@@ -395,6 +395,96 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{id}/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The project's schedules, by id, each with its next firing and last instance. */
+        get: operations["list_schedules"];
+        put?: never;
+        /** Creates a schedule (409 when the id exists; 400 naming the field that is wrong). */
+        post: operations["create_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A schedule with its history of recorded slots (fired with their task's
+         *     state, or skipped and why), newest first.
+         */
+        get: operations["show_schedule"];
+        put?: never;
+        post?: never;
+        /** Removes a schedule and its history (the tasks it created stay). */
+        delete: operations["remove_schedule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pauses a schedule: its due slots are recorded as skipped (`paused`). */
+        post: operations["pause_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resumes a schedule; slots that passed while it was paused do not fire. */
+        post: operations["resume_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}/run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Fires a schedule now, whatever its overlap policy; returns the task. */
+        post: operations["run_schedule_now"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{id}/sessions": {
         parameters: {
             query?: never;
@@ -1078,6 +1168,11 @@ export interface components {
          */
         ExperienceStatus: "active" | "distilled" | "deprecated";
         /**
+         * @description Why a schedule's slot was recorded: fired on time, as the catch-up, by hand; or skipped for overlap, missed or paused.
+         * @enum {string}
+         */
+        FiringReason: "on_time" | "catch_up" | "manual" | "overlap" | "missed" | "paused";
+        /**
          * @description What happens to a request arriving at a full queue.
          * @enum {string}
          */
@@ -1283,10 +1378,52 @@ export interface components {
             /** @description The session has ended (the log will not grow). */
             ended: boolean;
         };
+        /**
+         * @description What a schedule does about slots missed while no daemon ran: skip them, or fire once.
+         * @enum {string}
+         */
+        MissedPolicy: "skip" | "once";
         NewComment: {
             body: string;
             /** @description `comment` (default), `question`, `answer`, `rebuttal` or `note`. */
             comment_type?: string | null;
+        };
+        /**
+         * @description A schedule to create: `cron` (5 fields, or 6 with seconds first, read in
+         *     `timezone`) or `every` (a duration such as `30s`, `10m`, `1h`), and the
+         *     template of the task each firing creates.
+         */
+        NewSchedule: {
+            /** @description 1-64 lowercase letters, digits, - or _. */
+            id: string;
+            cron?: string | null;
+            every?: string | null;
+            /** @description IANA name; default `UTC`. */
+            timezone?: string | null;
+            /**
+             * @description A template: `{{ date }}`, `{{ time }}`, `{{ datetime }}` (the slot in
+             *     the schedule's time zone) and `{{ schedule }}` (its id).
+             */
+            title: string;
+            description?: string;
+            kind?: string | null;
+            assignee?: string | null;
+            priority?: null | components["schemas"]["Priority"];
+            tags?: string[];
+            review_protocol?: string | null;
+            /** @description Each instance depends on every open task with one of these tags. */
+            depends_on_tags?: string[];
+            overlap?: null | components["schemas"]["OverlapPolicy"];
+            missed?: null | components["schemas"]["MissedPolicy"];
+            /** @description A duration; each slot fires up to this much later. */
+            jitter?: string | null;
+            /** @description Default true; false creates it paused. */
+            enabled?: boolean | null;
+            /**
+             * @description Create it even if its tasks could never start as the team stands.
+             *     Not stored.
+             */
+            force?: boolean;
         };
         /** @description What `bb create` (or the inbox, or the API) asks for. */
         NewTask: {
@@ -1349,6 +1486,11 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
+        /**
+         * @description What a schedule does while its last task is open: skip the slot, queue a task that waits for it, or allow it.
+         * @enum {string}
+         */
+        OverlapPolicy: "skip" | "queue" | "allow";
         /**
          * @description Task and request priority; lower number is more urgent.
          * @enum {string}
@@ -1625,6 +1767,73 @@ export interface components {
              */
             low_priority_timeout: number;
         };
+        /** @description A schedule with its next firing and its last instance. */
+        Schedule: {
+            id: string;
+            cron?: string | null;
+            /** Format: int64 */
+            every_ms?: number | null;
+            timezone: string;
+            title: string;
+            description: string;
+            kind?: string | null;
+            assignee?: string | null;
+            priority: components["schemas"]["Priority"];
+            tags: string[];
+            review_protocol?: string | null;
+            depends_on_tags: string[];
+            overlap: components["schemas"]["OverlapPolicy"];
+            missed: components["schemas"]["MissedPolicy"];
+            /** Format: int64 */
+            jitter_ms: number;
+            enabled: boolean;
+            source: components["schemas"]["ScheduleSource"];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            /**
+             * Format: date-time
+             * @description When the next slot is due; null when paused.
+             */
+            next_at?: string | null;
+            /** @description The last task a firing created, and its state. */
+            last_task_id?: string | null;
+            last_task_status?: null | components["schemas"]["TaskStatus"];
+        };
+        /** @description A schedule and its history, newest first. */
+        ScheduleDetail: {
+            schedule: components["schemas"]["Schedule"];
+            firings: components["schemas"]["ScheduleFiring"][];
+        };
+        /**
+         * @description One recorded slot of a schedule: fired (with its task and the task's
+         *     state now) or skipped, and why.
+         */
+        ScheduleFiring: {
+            schedule_id: string;
+            /**
+             * Format: date-time
+             * @description The slot (the firing's key with the schedule id).
+             */
+            scheduled_at: string;
+            /** Format: date-time */
+            recorded_at: string;
+            reason: components["schemas"]["FiringReason"];
+            fired: boolean;
+            /**
+             * Format: int64
+             * @description Slots this row stands for (a run of skipped slots is one row).
+             */
+            slots: number;
+            task_id?: string | null;
+            task_status?: null | components["schemas"]["TaskStatus"];
+        };
+        /**
+         * @description Where a schedule was defined: by an operator (CLI, API) or in project.yaml.
+         * @enum {string}
+         */
+        ScheduleSource: "operator" | "config";
         Session: {
             id: string;
             task_id: string;
@@ -2307,6 +2516,240 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Project"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    list_schedules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"][];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    create_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewSchedule"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    show_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+                /** @description Recorded slots to return, newest first: 1..=500, default 50. */
+                limit: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleDetail"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    remove_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    pause_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    resume_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    run_schedule_now: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Task"];
                 };
             };
             404: {

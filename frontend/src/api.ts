@@ -25,6 +25,9 @@ export type Decision = Schemas['Decision'] & { project?: string };
 export type Experience = Schemas['Experience'];
 export type Skill = Schemas['SkillInfo'];
 export type Project = Schemas['Project'];
+export type Schedule = Schemas['Schedule'];
+export type ScheduleDetail = Schemas['ScheduleDetail'];
+export type ScheduleFiring = Schemas['ScheduleFiring'];
 
 // The daemon's status document, its runs in flight and the gateway's status
 // (`/api/daemon/status`, `/api/daemon/sessions`, `/api/gateway/status`).

@@ -4,6 +4,7 @@
 // Routes: /                        overview
 //         /projects/ID             board   (/projects/ID/tasks/TASK: with the task open)
 //         /projects/ID/knowledge   skills and experiences
+//         /projects/ID/schedules   schedules: next firing, history, pause/resume/run-now
 //         /events  /decisions  /gateway  /config
 
 import { render } from 'preact';
@@ -17,6 +18,7 @@ import { Events } from './views/Events';
 import { Gateway } from './views/Gateway';
 import { Knowledge } from './views/Knowledge';
 import { Overview } from './views/Overview';
+import { Schedules } from './views/Schedules';
 import './styles.css';
 
 function App() {
@@ -59,10 +61,17 @@ function App() {
           <>
             <div class="subnav">
               <h1>{project}</h1>
-              <Link href={`/projects/${project}`} class={sub !== 'knowledge' ? 'active' : ''}>Board</Link>
+              <Link href={`/projects/${project}`} class={sub !== 'knowledge' && sub !== 'schedules' ? 'active' : ''}>Board</Link>
+              <Link href={`/projects/${project}/schedules`} class={sub === 'schedules' ? 'active' : ''}>Schedules</Link>
               <Link href={`/projects/${project}/knowledge`} class={sub === 'knowledge' ? 'active' : ''}>Skills &amp; experiences</Link>
             </div>
-            {sub === 'knowledge' ? <Knowledge project={project} /> : <Board project={project} taskId={sub === 'tasks' && arg ? arg : null} />}
+            {sub === 'knowledge' ? (
+              <Knowledge project={project} />
+            ) : sub === 'schedules' ? (
+              <Schedules project={project} />
+            ) : (
+              <Board project={project} taskId={sub === 'tasks' && arg ? arg : null} />
+            )}
           </>
         ) : top === 'events' ? (
           <Events />

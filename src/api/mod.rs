@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod projects;
 pub mod records;
+pub mod schedules;
 pub mod sessions;
 pub mod skills;
 pub mod tasks;
@@ -49,6 +50,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(records::router())
         .merge(sessions::router())
         .merge(skills::router())
+        .merge(schedules::router())
         .merge(events::router())
 }
 

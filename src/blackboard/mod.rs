@@ -48,6 +48,7 @@ mod pages;
 mod records;
 mod rounds;
 mod rows;
+mod schedules;
 pub mod sessions;
 mod summary;
 mod tasks;
@@ -63,9 +64,13 @@ pub use model::*;
 pub use open::{OpenMode, AGENT_WAL_LIMIT_BYTES, LATEST_SCHEMA_VERSION};
 pub use pages::{ProjectStats, TaskPage, TaskQuery};
 pub use records::NewExperience;
+pub use schedules::{
+    Firing, FiringRequest, FiringResult, OverlapDecision, PutOutcome, Recurrence, Schedule,
+    ScheduleDef,
+};
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
-pub use tasks::{NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
+pub use tasks::{validate_new_task, NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
 
 use sqlx::SqlitePool;
 
@@ -84,6 +89,8 @@ pub const TABLES: &[&str] = &[
     "session",
     "event",
     "inbox_applied",
+    "schedule",
+    "schedule_firing",
 ];
 
 /// Errors of the blackboard layer. [`BbError::is_conflict`] separates "someone

@@ -196,6 +196,55 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// What a schedule does while the last task it created is still open.
+    OverlapPolicy {
+        Skip = "skip",
+        Queue = "queue",
+        Allow = "allow",
+    }
+);
+
+string_enum!(
+    /// What a schedule does about slots that passed while no daemon ran.
+    MissedPolicy {
+        Skip = "skip",
+        Once = "once",
+    }
+);
+
+string_enum!(
+    /// Why a slot was recorded: fired (on time, as the one catch-up after
+    /// downtime, or by hand) or skipped (last instance open, missed, paused).
+    FiringReason {
+        OnTime = "on_time",
+        CatchUp = "catch_up",
+        Manual = "manual",
+        Overlap = "overlap",
+        Missed = "missed",
+        Paused = "paused",
+    }
+);
+
+impl FiringReason {
+    /// The slot created a task.
+    pub fn is_fired(self) -> bool {
+        matches!(
+            self,
+            FiringReason::OnTime | FiringReason::CatchUp | FiringReason::Manual
+        )
+    }
+}
+
+string_enum!(
+    /// Where a schedule was defined: `project.yaml` (synced at load; the
+    /// file wins) or by an operator (CLI, API).
+    ScheduleSource {
+        Operator = "operator",
+        Config = "config",
+    }
+);
+
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 

@@ -117,9 +117,9 @@ pub(super) fn check_task_id(id: &str) -> BbResult<()> {
     }
 }
 
-/// Reads one task inside a transaction (or on a pooled connection).
-/// Checks a [`NewTask`] before anything is written.
-pub(super) fn validate_new_task(new: &NewTask) -> BbResult<()> {
+/// Checks a [`NewTask`] before anything is written (also what a schedule's
+/// task template is checked with when the schedule is defined).
+pub fn validate_new_task(new: &NewTask) -> BbResult<()> {
     let title = new.title.trim();
     if title.is_empty() {
         return Err(BbError::Invalid("task title must not be empty".into()));

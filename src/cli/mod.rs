@@ -12,6 +12,7 @@ mod ops;
 mod output;
 mod project;
 mod project_config;
+mod schedule;
 mod serve;
 
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ pub enum Command {
     Doctor(ops::DoctorArgs),
     /// Append JSON lines (from the arguments, or stdin) to the daemon's inbox.
     Inbox(InboxArgs),
+    /// Recurring tasks: add, list, show, pause, resume, remove, run-now.
+    Schedule(schedule::ScheduleArgs),
     /// Pause the running daemon's ticker: no new run starts, runs in flight go on.
     Pause(daemon_ctl::DaemonCtlArgs),
     /// Resume the running daemon's ticker after `pause`.
@@ -191,6 +194,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
         match cli.command {
             Command::Serve(args) => serve::run(&home, args).await,
             Command::Project(cmd) => project::run(&home, cmd).await,
+            Command::Schedule(args) => schedule::run(&home, args).await,
             Command::Bb(args) => bb::run(&home, args, early).await,
             Command::Mcp(args) => mcp::run(&home, args).await,
             Command::Brief(cmd) => brief::run(&home, cmd).await,

@@ -342,6 +342,7 @@ pub fn load_project_file(path: &Path) -> Result<(Layer, ProjectSettings), Config
         agents: file.agents,
         context: file.context,
         workspace: file.workspace,
+        schedules: file.schedules.unwrap_or_default(),
     };
     Ok((
         Layer {

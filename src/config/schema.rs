@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use serde_yaml_ng::Mapping;
+use serde_yaml_ng::{Mapping, Value};
 
 /// The whole configuration, after layering.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -364,6 +364,11 @@ pub struct ProjectSettings {
     /// worktree; any other folder a directory per task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workspace: Option<PathBuf>,
+    /// Recurring tasks (`schedules:`), each in the shape `POST
+    /// /api/projects/{id}/schedules` accepts; the daemon checks them and
+    /// syncs them into the project's store when it opens the project.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedules: Vec<Value>,
 }
 
 /// The on-disk shape of `project.yaml`, used to validate it with line numbers.
@@ -379,6 +384,8 @@ pub(super) struct ProjectFile {
     pub(super) context: Option<Mapping>,
     #[serde(default)]
     pub(super) workspace: Option<PathBuf>,
+    #[serde(default)]
+    pub(super) schedules: Option<Vec<Value>>,
     #[serde(default)]
     pub(super) daemon: Option<ProjectDaemonOverrides>,
     #[serde(default)]

@@ -29,6 +29,7 @@ pub mod provider_health;
 pub mod quota;
 pub mod recovery;
 pub mod runs;
+pub mod schedules;
 pub mod snapshots;
 pub mod ticker;
 pub mod webhooks;
@@ -110,6 +111,9 @@ struct Inner {
     workspaces: crate::workspace::Workspaces,
     quota: quota::QuotaBook,
     provider_health: provider_health::ProviderHealth,
+    /// Per project, when its next schedule slot is due (UTC ms): the
+    /// ticker sleeps no longer than that.
+    schedule_due: Mutex<HashMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -202,6 +206,7 @@ impl Daemon {
                 workspaces: Default::default(),
                 quota: Default::default(),
                 provider_health: Default::default(),
+                schedule_due: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -235,6 +240,30 @@ impl Daemon {
     /// Infrastructure problems of runs (degraded projects) and their backoff.
     pub fn runtime_health(&self) -> &crate::runtime::health::RuntimeHealth {
         &self.inner.runtime_health
+    }
+
+    /// Records when `project`'s next schedule slot is due (`None`: none).
+    pub fn set_schedule_due(&self, project: &str, due: Option<i64>) {
+        let mut map = self
+            .inner
+            .schedule_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match due {
+            Some(at) => map.insert(project.to_string(), at),
+            None => map.remove(project),
+        };
+    }
+
+    /// The earliest next schedule slot over every project.
+    pub fn next_schedule_due(&self) -> Option<i64> {
+        self.inner
+            .schedule_due
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .min()
+            .copied()
     }
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {

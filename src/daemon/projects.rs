@@ -118,6 +118,8 @@ impl ProjectSet {
             let slot = open_slot(d, &id).await;
             if let Some(e) = &slot.error {
                 tracing::warn!(project = %id, error = %e, "project unavailable");
+            } else {
+                super::schedules::sync_from_config(d, &slot).await;
             }
             self.slots
                 .lock()

@@ -49,8 +49,16 @@ pub async fn run(d: Daemon, mut requests: mpsc::UnboundedReceiver<TickRequest>) 
         for r in waiting.drain(..) {
             let _ = r.send(());
         }
+        // No longer than until the next schedule slot is due.
+        let sleep = match d.next_schedule_due() {
+            Some(due) => {
+                let wait = due - chrono::Utc::now().timestamp_millis();
+                interval.min(Duration::from_millis(wait.max(0) as u64))
+            }
+            None => interval,
+        };
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(sleep) => {}
             _ = d.wake_notified() => {}
             Some(r) = requests.recv() => waiting.push(r),
             _ = shutdown.changed() => {}
@@ -161,6 +169,11 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     if probe.decisions_due {
         service.expire_decisions().await?;
     }
+
+    // 1b. Schedules: record every due slot (its task, or why it was
+    // skipped) before the ready tasks are read, so a fired task can start
+    // in this tick.
+    super::schedules::fire_due(d, slot, &service).await?;
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.
     if probe.in_review > 0 {

@@ -24,6 +24,7 @@ mod error;
 pub mod identity;
 mod records;
 pub mod rules;
+pub mod schedules;
 mod tasks;
 pub mod team;
 

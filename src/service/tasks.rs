@@ -51,7 +51,7 @@ impl ProjectService {
     }
 
     /// The one creation check every front door shares.
-    fn refuse_never_starting(&self, new: &NewTask, force: bool) -> ServiceResult<()> {
+    pub(super) fn refuse_never_starting(&self, new: &NewTask, force: bool) -> ServiceResult<()> {
         if force {
             return Ok(());
         }

@@ -10,7 +10,10 @@
 //! schema in [`vocabulary`]. A front door converts at the door:
 //! `Json(wire::Task::from(task))`.
 
+mod schedules;
 mod vocabulary;
+
+pub use schedules::{NewSchedule, Schedule, ScheduleDetail, ScheduleFiring};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

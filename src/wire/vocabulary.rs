@@ -14,8 +14,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
 use utoipa::openapi::RefOr;
 
 use crate::blackboard::{
-    CommentType, DecisionStatus, EventLevel, ExperienceStatus, ObservationLevel, Outcome, Priority,
-    TaskStatus, Verdict,
+    CommentType, DecisionStatus, EventLevel, ExperienceStatus, FiringReason, MissedPolicy,
+    ObservationLevel, Outcome, OverlapPolicy, Priority, ScheduleSource, TaskStatus, Verdict,
 };
 
 /// One of the blackboard's string enums.
@@ -137,6 +137,10 @@ vocabulary! {
     ExperienceStatus: "Experience status.",
     Outcome: "How an agent run ended.",
     EventLevel: "Event levels: who must look, and how soon.",
+    OverlapPolicy: "What a schedule does while its last task is open: skip the slot, queue a task that waits for it, or allow it.",
+    MissedPolicy: "What a schedule does about slots missed while no daemon ran: skip them, or fire once.",
+    FiringReason: "Why a schedule's slot was recorded: fired on time, as the catch-up, by hand; or skipped for overlap, missed or paused.",
+    ScheduleSource: "Where a schedule was defined: by an operator (CLI, API) or in project.yaml.",
 }
 
 #[cfg(test)]
