@@ -52,8 +52,8 @@ struct RegistryFile {
 pub enum RegistryError {
     #[error(transparent)]
     InvalidId(#[from] InvalidProjectId),
-    #[error("unknown project {0:?} (see `moziplus project list`)")]
-    Unknown(String),
+    #[error("unknown project {id:?} in home {home} (see `moziplus project list`; another home: --home or MOZI_HOME)")]
+    Unknown { id: String, home: String },
     #[error("project {0:?} already exists")]
     Exists(String),
     #[error("project {0:?} is archived; `moziplus project restore {0}` first")]
@@ -122,7 +122,7 @@ pub fn find(home: &Home, id: &ProjectId) -> Result<ProjectEntry, RegistryError> 
     load(home)?
         .into_iter()
         .find(|p| p.id == id.as_str())
-        .ok_or_else(|| RegistryError::Unknown(id.to_string()))
+        .ok_or_else(|| RegistryError::unknown(home, id))
 }
 
 /// An exclusive lock on the registry for the duration of an edit.
@@ -413,7 +413,7 @@ pub async fn archive_project(home: &Home, id: &ProjectId) -> Result<(), Registry
     let bb = Blackboard::open(&home.blackboard_file(id), id.as_str(), OpenMode::CLI).await?;
     let working = bb
         .list_tasks(&crate::blackboard::TaskFilter {
-            status: Some(TaskStatus::Working),
+            statuses: vec![TaskStatus::Working],
             limit: 10_000,
             ..Default::default()
         })
@@ -485,7 +485,17 @@ pub fn active_project(home: &Home, raw: &str) -> Result<ProjectId, RegistryError
     if home.archived_project_dir(&id).is_dir() {
         return Err(RegistryError::Archived(id.to_string()));
     }
-    Err(RegistryError::Unknown(id.to_string()))
+    Err(RegistryError::unknown(home, &id))
+}
+
+impl RegistryError {
+    /// `id` is not a project of `home` (the message names the home looked in).
+    pub fn unknown(home: &Home, id: &ProjectId) -> RegistryError {
+        RegistryError::Unknown {
+            id: id.to_string(),
+            home: home.root().display().to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -201,7 +201,9 @@ fn invalid_values_are_errors_and_bad_syntax_is_a_usage_error() {
 #[rustfmt::skip]
 fn unknown_projects_and_tasks_are_named() {
     let h = fixture();
-    let unknown = &["unknown project \"nope\""][..];
+    // Issue 26, item 8: the message names the home it looked in.
+    let in_home = format!("in home {}", h.path().display());
+    let unknown = &["unknown project \"nope\"", in_home.as_str(), "--home or MOZI_HOME"][..];
     refused(&h, &["bb", "--project", "nope", "read"], &[], ERROR, unknown);
     refused(&h, &["bb", "read"], &[("MOZI_PROJECT", "nope")], ERROR, unknown);
     refused(&h, &["bb", "--project", "nope", "create", "--title", "x"], &[], ERROR, unknown);
@@ -859,4 +861,69 @@ fn a_waiting_task_says_why() {
     assert_eq!(line(&read(&dep)), None, "a working task is not waiting");
     h.bb_ok("p", &["done", &dep, "--agent", "coder"]);
     assert_eq!(line(&read(&after)), None);
+}
+
+/// Issue 26, item 9: `bb list --json | head -c 600` failed with "Broken
+/// pipe" and `completions zsh | head -1` panicked. A reader that stops
+/// early is not an error: exit 0, nothing on stderr.
+#[test]
+fn a_reader_that_stops_early_is_not_an_error() {
+    use std::io::Read;
+    use std::process::Stdio;
+    let h = TestHome::new();
+    h.create_project("p");
+    // More than a pipe's 64 KiB of JSON.
+    let long = "x".repeat(6_000);
+    for i in 0..20 {
+        h.create_task("p", &format!("t{i}"), &["--description", &long]);
+    }
+    for args in [
+        &["bb", "--project", "p", "list", "--json"][..],
+        &["completions", "zsh"],
+        &["completions", "bash"],
+    ] {
+        let mut c = h.command();
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut first = [0u8; 1];
+        child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+        // The reader is gone: the rest cannot be written.
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.is_empty(), "{args:?}: {stderr}");
+    }
+}
+
+/// Issue 26, item 9: `bb list` had no header and ragged columns, and
+/// `--status pending,blocked` was refused though the API takes lists.
+#[test]
+fn bb_list_has_a_header_aligned_columns_and_takes_comma_lists() {
+    let h = fixture();
+    let text = h.bb_ok("p", &["list", "--status", "pending,blocked"]);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ID") && lines[0].contains("STATUS") && lines[0].ends_with("TITLE"),
+        "{text}"
+    );
+    let title_at = lines[0].find("TITLE").unwrap();
+    for l in &lines[1..] {
+        assert!(l.contains("pending") || l.contains("blocked"), "{text}");
+        assert!(!l.contains("working") && !l.contains("cancelled"), "{text}");
+        assert_eq!(
+            l.char_indices().nth(title_at).map(|(_, c)| c != ' '),
+            Some(true),
+            "aligned: {text}"
+        );
+    }
+    let json = h
+        .bb("p", &["list", "--status", "pending,blocked", "--json"])
+        .json();
+    let statuses: std::collections::BTreeSet<String> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["blocked", "pending"].map(String::from).into());
 }

@@ -359,3 +359,34 @@ fn doctor_passes_on_a_fresh_home_and_fails_on_each_problem() {
         "{out}"
     );
 }
+
+/// Issue 26, item 8: an empty folder as home passed `doctor` (0 agents, 0
+/// projects, "config/default.yaml ok" for a file that does not exist), and
+/// `serve` started in it silently.
+#[test]
+fn an_empty_home_is_named_and_warned_about() {
+    let h = TestHome::new();
+    let out = h.run(&["doctor"]);
+    let text = out.ok();
+    let root = h.path().display().to_string();
+    for needle in [
+        "ok   config".to_string(),
+        format!("{root}/config/default.yaml missing, defaults used"),
+        format!(
+            "warn agents.yaml                      {root}/config/agents.yaml missing: no agents"
+        ),
+        format!("warn registry                         no projects in {root}"),
+    ] {
+        assert!(text.contains(&needle), "missing {needle:?}:\n{out}");
+    }
+    // serve says the same at once, and a taken port is named with the way out.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = h.run(&["serve", "--bind", &format!("127.0.0.1:{port}")]);
+    out.fails(1, &["the port is taken", "pass --bind 127.0.0.1:PORT"]);
+    assert!(
+        out.stderr.contains("default.yaml missing, defaults used")
+            && out.stderr.contains("defines no agents: no task will run"),
+        "{out}"
+    );
+}

@@ -115,7 +115,7 @@ impl From<crate::registry::RegistryError> for ApiError {
         let message = e.to_string();
         match e {
             E::InvalidId(_) | E::Invalid(_) => ApiError::bad_request(message),
-            E::Unknown(_) => ApiError::not_found(message),
+            E::Unknown { .. } => ApiError::not_found(message),
             E::Exists(_) | E::Archived(_) | E::NotArchived(_) | E::Busy { .. } => {
                 ApiError::conflict(message)
             }

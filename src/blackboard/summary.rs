@@ -49,7 +49,8 @@ pub struct TickProbe {
 /// Filters for `bb list` and the task API.
 #[derive(Debug, Clone, Default)]
 pub struct TaskFilter {
-    pub status: Option<TaskStatus>,
+    /// Any of these statuses (empty: every status).
+    pub statuses: Vec<TaskStatus>,
     /// Matches the designated assignee or the current claimant.
     pub assignee: Option<String>,
     pub tag: Option<String>,
@@ -240,8 +241,14 @@ impl Blackboard {
         // Only the filters given appear in the SQL, so SQLite can use the
         // status index (an `?1 IS NULL OR …` condition would defeat it).
         let mut sql = format!("SELECT {TASK_COLUMNS} FROM task t WHERE 1 = 1");
-        if f.status.is_some() {
-            sql.push_str(" AND t.status = ?1");
+        if !f.statuses.is_empty() {
+            // The enum's own names, never a caller's text.
+            let names: Vec<String> = f
+                .statuses
+                .iter()
+                .map(|s| format!("'{}'", s.as_str()))
+                .collect();
+            sql.push_str(&format!(" AND t.status IN ({})", names.join(", ")));
         }
         if f.assignee.is_some() {
             sql.push_str(" AND (t.assignee = ?2 OR t.claimed_by = ?2)");
@@ -254,7 +261,7 @@ impl Blackboard {
         }
         sql.push_str(" ORDER BY t.priority, t.seq LIMIT ?5 OFFSET ?6");
         let rows = sqlx::query(&sql)
-            .bind(f.status.map(|s| s.as_str()))
+            .bind(Option::<&str>::None)
             .bind(&f.assignee)
             .bind(&f.tag)
             .bind(&f.kind)

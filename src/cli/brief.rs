@@ -90,7 +90,8 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
             },
         )
         .await?;
-        print!("{}", text.text);
+        use std::io::Write;
+        std::io::stdout().lock().write_all(text.text.as_bytes())?;
         Ok(())
     }
     .await;

@@ -139,13 +139,18 @@ pub fn main() -> i32 {
 pub fn run(cli: Cli) -> i32 {
     if let Command::Completions { shell } = &cli.command {
         use clap::CommandFactory;
-        clap_complete::generate(
-            *shell,
-            &mut Cli::command(),
-            "moziplus",
-            &mut std::io::stdout(),
-        );
-        return EXIT_OK;
+        use std::io::Write;
+        // Into a buffer first: clap_complete panics on a write error, and a
+        // reader that stops early (`| head -1`) is not an error.
+        let mut script = Vec::new();
+        clap_complete::generate(*shell, &mut Cli::command(), "moziplus", &mut script);
+        return match std::io::stdout().lock().write_all(&script) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                eprintln!("moziplus: error: cannot write the completions: {e}");
+                EXIT_ERROR
+            }
+            _ => EXIT_OK,
+        };
     }
     if let Command::DemoAgent { .. } = &cli.command {
         return match crate::runtime::demo::main() {
@@ -272,8 +277,18 @@ fn fix_malloc_thresholds() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn fix_malloc_thresholds() {}
 
-/// Prints an error and picks its exit code.
+/// Prints an error and picks its exit code. A closed standard output (the
+/// reader stopped early: `| head -c 1`) is not an error: exit 0, silently.
 fn report(e: &anyhow::Error) -> i32 {
+    if e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .and_then(|j| j.io_error_kind())
+                .is_some_and(|k| k == std::io::ErrorKind::BrokenPipe)
+    }) {
+        return EXIT_OK;
+    }
     let conflict = e.chain().any(|c| {
         c.downcast_ref::<crate::service::ServiceError>()
             .is_some_and(|s| s.is_conflict())

@@ -121,6 +121,15 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
     check_home_lock(home, &mut checks);
     let daemon = check_serve_start(home, &mut checks);
     match registry::load(home) {
+        Ok(entries) if entries.is_empty() => checks.push(
+            "registry",
+            false,
+            false,
+            format!(
+                "no projects in {}: create one with `moziplus project create --id ID --name NAME`",
+                home.root().display()
+            ),
+        ),
         Ok(entries) => {
             checks.push(
                 "registry",
@@ -148,6 +157,16 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
         home.root().display().to_string(),
     );
     match Config::load_global(home, &[]) {
+        Ok(c) if !home.default_config_file().exists() => checks.push(
+            "config",
+            true,
+            true,
+            format!(
+                "{} missing, defaults used (bind {})",
+                home.default_config_file().display(),
+                c.server.bind
+            ),
+        ),
         Ok(c) => checks.push(
             "config",
             true,
@@ -161,6 +180,19 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
         Err(e) => checks.push("config", false, true, e.to_string()),
     }
     match AgentsFile::load(&home.agents_file()) {
+        Ok(agents) if agents.agents.is_empty() => checks.push(
+            "agents.yaml",
+            false,
+            false,
+            format!(
+                "{}: no agents, so no task will ever run; write config/agents.yaml (README, \"Agents\"), or try `moziplus serve --demo`",
+                if home.agents_file().exists() {
+                    format!("{} defines none", home.agents_file().display())
+                } else {
+                    format!("{} missing", home.agents_file().display())
+                }
+            ),
+        ),
         Ok(agents) => {
             checks.push(
                 "agents.yaml",
@@ -254,7 +286,7 @@ async fn check_review_staffing(
 ) {
     use crate::daemon::ticker::choose;
     let filter = crate::blackboard::TaskFilter {
-        status: Some(crate::blackboard::TaskStatus::Review),
+        statuses: vec![crate::blackboard::TaskStatus::Review],
         limit: 1000,
         ..Default::default()
     };

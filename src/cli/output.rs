@@ -42,22 +42,51 @@ impl Printer {
     }
 }
 
-/// One line per task: id, status, priority, kind, who, title.
+/// A header, then one line per task: id, status, priority, kind, who
+/// (claimant, else assignee), round, title; each column as wide as its
+/// widest cell.
 pub fn task_table<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> String {
-    let mut s = String::new();
-    for t in tasks {
-        let who = t
-            .claimed_by
-            .as_deref()
-            .or(t.assignee.as_deref())
-            .unwrap_or("-");
-        s.push_str(&format!(
-            "{:<8} {:<9} {:<7} {:<9} {:<14} r{} {}\n",
-            t.id, t.status, t.priority, t.kind, who, t.round, t.title
-        ));
+    let rows: Vec<[String; 7]> = tasks
+        .into_iter()
+        .map(|t| {
+            let who = t
+                .claimed_by
+                .as_deref()
+                .or(t.assignee.as_deref())
+                .unwrap_or("-");
+            [
+                t.id.clone(),
+                t.status.to_string(),
+                t.priority.to_string(),
+                t.kind.clone(),
+                who.to_string(),
+                format!("r{}", t.round),
+                t.title.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "(no tasks)\n".to_string();
     }
-    if s.is_empty() {
-        s.push_str("(no tasks)\n");
+    let header = ["ID", "STATUS", "PRIORITY", "KIND", "WHO", "ROUND", "TITLE"].map(String::from);
+    let mut widths = [0usize; 7];
+    for row in std::iter::once(&header).chain(&rows) {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut s = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        s.push_str(line.trim_end());
+        s.push('\n');
     }
     s
 }

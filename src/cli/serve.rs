@@ -73,6 +73,21 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         }
     }
     let daemon = Daemon::new(home.clone(), overrides)?;
+    // A home that is not the one meant (an empty folder, a typo in --home)
+    // is said at once, not discovered when nothing runs.
+    if !home.default_config_file().exists() && !args.demo {
+        eprintln!(
+            "moziplus: warning: {} missing, defaults used (is {} the home you meant? --home or MOZI_HOME)",
+            home.default_config_file().display(),
+            home.root().display()
+        );
+    }
+    if daemon.agents().agents.is_empty() {
+        eprintln!(
+            "moziplus: warning: {} defines no agents: no task will run (`moziplus serve --demo` writes a demo team)",
+            home.agents_file().display()
+        );
+    }
     let addr: SocketAddr = daemon.config().server.bind_addr();
     if !addr.ip().is_loopback()
         && daemon
@@ -85,9 +100,14 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     {
         bail!("refusing to listen on non-loopback {addr} without server.api_token (set MOZI_SERVER__API_TOKEN)");
     }
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => bail!(
+            "cannot listen on {addr}: the port is taken (another moziplus or another program); \
+             pass --bind 127.0.0.1:PORT or set server.bind"
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
+    };
     crate::http::metrics_handle();
     // One item bound: the guard's `server.max_body_items`, in the gateway too.
     let mut gateway_config = daemon.config().gateway.clone();

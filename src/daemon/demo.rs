@@ -66,7 +66,7 @@ pub async fn ensure_demo(home: &Home) -> Result<Vec<String>, RegistryError> {
             registry::restore_project(home, &id).await?;
         }
         Ok(_) => {}
-        Err(RegistryError::Unknown(_)) => {
+        Err(RegistryError::Unknown { .. }) => {
             registry::create_project(
                 home,
                 NewProject {

@@ -142,7 +142,7 @@ pub async fn recover(d: &Daemon) {
 async fn give_back_stranded_claims(d: &Daemon, bb: &crate::blackboard::Blackboard) {
     let working = match bb
         .list_tasks(&crate::blackboard::TaskFilter {
-            status: Some(TaskStatus::Working),
+            statuses: vec![TaskStatus::Working],
             limit: 10_000,
             ..Default::default()
         })

@@ -77,7 +77,7 @@ impl ProjectService {
     pub async fn pending_never_starting(&self) -> ServiceResult<Vec<(Task, Vec<NeverStarts>)>> {
         let team = TeamView::load(&self.home, &self.project);
         let filter = TaskFilter {
-            status: Some(TaskStatus::Pending),
+            statuses: vec![TaskStatus::Pending],
             limit: 10_000,
             ..TaskFilter::default()
         };

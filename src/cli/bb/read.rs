@@ -20,8 +20,10 @@ pub(super) enum ReadVerb {
     },
     /// List tasks (most urgent first).
     List {
-        #[arg(long)]
-        status: Option<TaskStatus>,
+        /// Only these statuses, comma-separated (pending, working, review,
+        /// done, blocked, failed, cancelled).
+        #[arg(long, value_delimiter = ',')]
+        status: Vec<TaskStatus>,
         /// Designated or current agent.
         #[arg(long)]
         assignee: Option<String>,
@@ -67,7 +69,7 @@ pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
             offset,
         } => {
             let filter = TaskFilter {
-                status,
+                statuses: status,
                 assignee,
                 tag,
                 kind,

@@ -91,7 +91,7 @@ impl From<ServiceError> for Refusal {
 impl From<RegistryError> for Refusal {
     fn from(e: RegistryError) -> Refusal {
         let kind = match &e {
-            RegistryError::Unknown(_) | RegistryError::Archived(_) => ErrorKind::NotFound,
+            RegistryError::Unknown { .. } | RegistryError::Archived(_) => ErrorKind::NotFound,
             RegistryError::InvalidId(_) => ErrorKind::Invalid,
             _ => ErrorKind::Error,
         };
@@ -318,7 +318,10 @@ mod tests {
             assert_eq!(r.message, "x");
             assert_eq!(r.kind == ErrorKind::Conflict, conflict);
         }
-        let unknown = Refusal::from(RegistryError::Unknown("nope".into()));
+        let unknown = Refusal::from(RegistryError::Unknown {
+            id: "nope".into(),
+            home: "/h".into(),
+        });
         assert_eq!(unknown.kind, ErrorKind::NotFound);
         assert!(unknown.message.contains("unknown project \"nope\""));
     }

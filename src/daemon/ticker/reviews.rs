@@ -28,7 +28,7 @@ pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(
     let service = slot.service(d.home()).expect("caller checked");
     let in_review = bb
         .list_tasks(&crate::blackboard::TaskFilter {
-            status: Some(TaskStatus::Review),
+            statuses: vec![TaskStatus::Review],
             limit: 1000,
             ..Default::default()
         })
