@@ -28,6 +28,7 @@ pub mod projects;
 pub mod quota;
 pub mod recovery;
 pub mod runs;
+pub mod sandbox_socket;
 pub mod snapshots;
 pub mod ticker;
 pub mod webhooks;
@@ -108,6 +109,9 @@ struct Inner {
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
     quota: quota::QuotaBook,
+    /// `bwrap` and whether it makes a sandbox here, probed at the first
+    /// sandboxed run (`runtime::sandbox::probe`).
+    sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -199,6 +203,7 @@ impl Daemon {
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
                 quota: Default::default(),
+                sandbox: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -227,6 +232,15 @@ impl Daemon {
     /// The `moziplus` binary agents should call.
     pub fn exe(&self) -> &std::path::Path {
         &self.inner.exe
+    }
+    /// The `bwrap` of sandboxed runs, or why there is none (probed once).
+    pub fn sandbox(&self) -> Result<&std::path::Path, &str> {
+        match self.inner.sandbox.get_or_init(|| {
+            crate::runtime::sandbox::probe(self.inner.config.sandbox.bwrap.as_deref())
+        }) {
+            Ok(p) => Ok(p.as_path()),
+            Err(e) => Err(e.as_str()),
+        }
     }
 
     /// Infrastructure problems of runs (degraded projects) and their backoff.
