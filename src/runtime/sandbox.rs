@@ -42,6 +42,22 @@ const ETC_SECRETS: [&str; 6] = [
     "/etc/ssh",
 ];
 
+/// Folders of the user's home never shown whole, even when a `PATH`
+/// folder lies inside one (that folder alone is shown then).
+const HOME_SECRETS: [&str; 11] = [
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".config",
+    ".local",
+    ".docker",
+    ".kube",
+    ".netrc",
+    ".password-store",
+    ".git-credentials",
+];
+
 /// What one run's sandbox shows; built by `daemon::runs`.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
 pub struct SandboxPlan {
@@ -188,13 +204,35 @@ pub fn toolchain_paths(launch: &Launch, home: &Path, user_home: Option<&Path>) -
             out.push(p);
         }
     };
+    // A folder inside a `node_modules` tree: the whole tree (a `.bin`
+    // entry is a relative link into it), unless that is too wide.
+    let tree_of = |p: &Path| -> Option<PathBuf> {
+        p.ancestors()
+            .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+            .last()
+            .and_then(Path::parent)
+            .filter(|t| !too_wide(t))
+            .map(Path::to_path_buf)
+    };
+    // A folder of a toolchain kept in a dot-folder (`~/.pyenv/shims`,
+    // `~/.cargo/bin`): that dot-folder whole, whose shims need the rest of
+    // it — never one known to hold secrets or settings.
+    let home_tool = |p: &Path| -> Option<PathBuf> {
+        let top = p
+            .ancestors()
+            .filter(|a| {
+                a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .last()?;
+        let name = top.file_name()?.to_string_lossy().into_owned();
+        (!HOME_SECRETS.contains(&name.as_str()) && !too_wide(top)).then(|| top.to_path_buf())
+    };
     let path = env::get(&launch.env, "PATH").unwrap_or_default();
-    for dir in std::env::split_paths(path) {
-        if dir.is_absolute() {
-            if let Ok(real) = dir.canonicalize() {
-                add(real, &mut out);
-            }
-            add(dir, &mut out);
+    for dir in std::env::split_paths(path).filter(|d| d.is_absolute()) {
+        let real = dir.canonicalize().ok();
+        for d in std::iter::once(dir).chain(real) {
+            add(tree_of(&d).or_else(|| home_tool(&d)).unwrap_or(d), &mut out);
         }
     }
     let program = if launch.program.contains('/') {
@@ -204,21 +242,16 @@ pub fn toolchain_paths(launch: &Launch, home: &Path, user_home: Option<&Path>) -
             .map(|d| d.join(&launch.program))
             .find(|p| p.is_file())
     };
-    if let Some(real) = program.and_then(|p| p.canonicalize().ok()) {
-        let tree = real
-            .ancestors()
-            .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
-            .last()
-            .and_then(Path::parent)
-            .map(Path::to_path_buf);
-        match tree {
-            Some(t) if !too_wide(&t) => add(t, &mut out),
-            // A program in a folder that is not shown whole (a script in
-            // the home): the file alone.
-            _ => match real.parent() {
-                Some(parent) if !too_wide(parent) => add(parent.to_path_buf(), &mut out),
-                _ => add(real, &mut out),
-            },
+    if let Some(literal) = program {
+        let real = literal.canonicalize().ok();
+        for p in std::iter::once(literal).chain(real) {
+            match (tree_of(&p), p.parent()) {
+                (Some(t), _) => add(t, &mut out),
+                // A program in a folder that is not shown whole (a script
+                // in the home): the file alone.
+                (None, Some(parent)) if !too_wide(parent) => add(parent.to_path_buf(), &mut out),
+                _ => add(p, &mut out),
+            }
         }
     }
     out
@@ -406,8 +439,10 @@ mod tests {
             ..Launch::default()
         };
         let paths = toolchain_paths(&launch, &home, None);
-        assert!(paths.contains(&bin), "{paths:?}");
-        assert!(paths.contains(&root.join("tools")), "{paths:?}");
+        assert!(
+            paths.contains(&root.join("tools")),
+            "the whole tree, where .bin's links point: {paths:?}"
+        );
         assert!(!paths.contains(&home), "the home is never shown: {paths:?}");
         assert!(
             !paths.contains(&root),
