@@ -967,7 +967,7 @@ fn git_workspace(home: &TestHome) -> PathBuf {
 fn a_sandboxed_cli_commits_and_runs_commands(runtime: &str, cli: &Path, tool_name: &str) {
     let llm = scripted_llm::ScriptedLlm::start(BIN);
     llm.served.lock().unwrap().shell_prefix = Some(
-        "echo sandboxed > work.txt && git add work.txt && git commit -q -m 'work in the sandbox' && ls && python3 -c 'print(6*7)' && (echo x > \"$MOZI_HOME/escaped\" || true)"
+        "cd \"$MOZI_WORKSPACE\" && echo sandboxed > work.txt && git add work.txt && git commit -q -m 'work in the sandbox' && ls && python3 -c 'print(6*7)' && (echo x > \"$MOZI_HOME/escaped\" || true)"
             .into(),
     );
     let home = TestHome::with_config(
@@ -1038,4 +1038,12 @@ fn codex_in_the_sandbox_commits_and_runs_commands() {
         return;
     };
     a_sandboxed_cli_commits_and_runs_commands("codex", &codex, "shell");
+}
+
+#[test]
+fn openclaw_exec_in_the_sandbox_commits_and_cannot_write_outside() {
+    let Some(openclaw) = tool("MOZI_TEST_OPENCLAW") else {
+        return;
+    };
+    a_sandboxed_cli_commits_and_runs_commands("openclaw", &openclaw, "exec");
 }
