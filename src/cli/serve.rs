@@ -114,10 +114,11 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.changed().await;
     });
     let server_task = tokio::spawn(server);
-    // Sandboxed runs reach the gateway and the API through this socket.
-    let _sandbox_socket =
-        crate::daemon::sandbox_socket::serve(home, addr, daemon.shutdown_signal())
-            .with_context(|| "cannot serve the sockets of sandboxed runs".to_string())?;
+    // Sandboxed runs reach the gateway and the API through this socket;
+    // without it they are refused (`daemon::runs`), the rest works.
+    if let Err(e) = crate::daemon::sandbox_socket::serve(home, addr, daemon.shutdown_signal()) {
+        tracing::warn!(error = %e, "no socket for sandboxed runs: agents with permissions: sandbox will not start");
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: stopping the ticker, giving runs their grace period");
     shutdown_deadline(std::time::Duration::from_secs(

@@ -402,6 +402,21 @@ fn sandboxed(
         why: format!("agent {} has permissions: sandbox, and {why}", agent.id),
         infra: true,
     })?;
+    let socket = d.home().sandbox_socket_file();
+    let served = std::fs::symlink_metadata(&socket).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    });
+    if !served {
+        return Err(NotPrepared {
+            why: format!(
+                "agent {} has permissions: sandbox, and the daemon serves no socket at {} (see the daemon's log at start)",
+                agent.id,
+                socket.display()
+            ),
+            infra: true,
+        });
+    }
     let sb = sandbox_plan(d, adapter, plan, workspace, &launch);
     Ok(sandbox::wrap(launch, &sb, bwrap, d.exe()))
 }
