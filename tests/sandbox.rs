@@ -98,7 +98,16 @@ try read_other_worktree "cat '$MOZI_HOME/projects/p/worktrees/T-9999/secret.txt'
 try read_ssh "cat '$HOME/.ssh/id_ed25519'"
 try read_shadow "grep -q root /etc/shadow"
 try other_port "exec 3<>/dev/tcp/127.0.0.1/$OTHER_PORT"
-try gateway "exec 3<>/dev/tcp/127.0.0.1/${MOZI_GATEWAY##*:}; printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3; grep -q ok <&3"
+try gateway "exec 3<>/dev/tcp/127.0.0.1/${MOZI_GATEWAY##*:}; printf 'GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer $MOZI_RUN_KEY\r\n\r\n' >&3; head -1 <&3 | grep -q ' 200 '"
+http() { # method path: the status line of the daemon's answer, from inside
+  exec 3<>/dev/tcp/127.0.0.1/${MOZI_GATEWAY##*:}
+  printf '%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n' "$1" "$2" >&3
+  head -1 <&3
+}
+export -f http
+try api_other_project "http GET /api/projects/q/tasks | grep -q ' 200 '"
+try api_daemon_stop "http POST /api/daemon/stop | grep -q ' 200 '"
+try api_sessions "http GET /api/daemon/sessions | grep -q ' 200 '"
 try daemon_environ "cat /proc/$DAEMON_PID/environ"
 try any_environ_token "cat /proc/[0-9]*/environ | tr '\0' '\n' | grep -q SANDBOX_SENTINEL=visible"
 ls /proc | grep -c '^[0-9]' | sed 's/^/pids=/' >> $r
@@ -166,6 +175,9 @@ fn a_sandboxed_agent_commits_in_its_worktree_and_reaches_nothing_else() {
         "daemon_environ",
         "any_environ_token",
         "bb_other_project",
+        "api_other_project",
+        "api_daemon_stop",
+        "api_sessions",
     ] {
         assert_eq!(line(closed), "closed", "{closed} must fail:\n{report}");
     }
