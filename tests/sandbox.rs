@@ -341,3 +341,60 @@ fn doctor_checks_bubblewrap_and_names_each_agents_mode() {
     );
     assert!(out.stdout.contains("its runs are refused"), "{out}");
 }
+
+/// `POST /api/runs/bb` answers only a run in flight: no key is 401, a key
+/// that is no live run's is 403, even with the operator's api_token; a
+/// `--file` naming a path is refused (it would be read outside the sandbox).
+#[test]
+fn the_runs_bb_route_answers_only_a_run_in_flight() {
+    let config = format!("{CONFIG}server:\n  api_token: operator-token\n");
+    let (home, _repo) = sandboxed_home(&config, "#!/bin/bash\nexec sleep 30\n");
+    let task = home.create_task("p", "hold", &[]);
+    let daemon = Daemon::start(&home);
+    let url = daemon.url("/api/runs/bb");
+    let body = serde_json::json!({ "args": ["list"] });
+    block_on(async {
+        let none = post_json(&url, &body, &[]).await;
+        assert_eq!(none.status().as_u16(), 401);
+        let operator = bearer("operator-token");
+        let forged = post_json(&url, &body, &[("authorization", &operator)]).await;
+        assert_eq!(forged.status().as_u16(), 403);
+        let dead = bearer("mozi-not-a-run");
+        let forged = post_json(&url, &body, &[("authorization", &dead)]).await;
+        assert_eq!(forged.status().as_u16(), 403);
+    });
+    // The run's key, read as its process holds it.
+    wait_for(Duration::from_secs(30), "the run started", || {
+        !agent_processes(home.path()).is_empty()
+    });
+    let pid = agent_processes(home.path())[0];
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let key = env
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"MOZI_RUN_KEY="))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .expect("the run has a key");
+    let auth = bearer(&key);
+    block_on(async {
+        let ok = post_json(&url, &body, &[("authorization", &auth)]).await;
+        assert_eq!(ok.status().as_u16(), 200);
+        let answer: serde_json::Value = ok.json().await.unwrap();
+        assert_eq!(answer["code"], 0, "{answer}");
+        assert!(
+            answer["stdout"].as_str().unwrap().contains(&task),
+            "{answer}"
+        );
+        let file =
+            serde_json::json!({ "args": ["output", "--summary", "s", "--file", "/etc/hostname"] });
+        let refused = post_json(&url, &file, &[("authorization", &auth)]).await;
+        assert_eq!(refused.status().as_u16(), 400);
+        let other = serde_json::json!({ "args": ["--project", "q", "list"] });
+        let twice = post_json(&url, &other, &[("authorization", &auth)]).await;
+        let answer: serde_json::Value = twice.json().await.unwrap();
+        assert_eq!(
+            answer["code"], 2,
+            "a second --project is a usage error: {answer}"
+        );
+    });
+    daemon.stop();
+}
