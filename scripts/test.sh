@@ -17,6 +17,12 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "test.sh: installing chromium (apt-get)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
+# Bubblewrap (Debian's package) runs the `permissions: sandbox` agents
+# (tests/sandbox.rs and the runtimes' sandboxed runs).
+if [ ! -x /usr/bin/bwrap ]; then
+  echo "test.sh: installing bubblewrap (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
+fi
 if [ ! -d .tools/node_modules/playwright-core ]; then
   echo "test.sh: installing playwright-core into .tools/ (npm)"
   npm install --prefix .tools --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null

@@ -197,6 +197,15 @@ impl Home {
         self.backups_dir().join(id.as_str())
     }
     /// Where every run's `TMPDIR` lives (`tmp/<session>`).
+    /// `run/`: the folder of the daemon's socket for sandboxed runs
+    /// (`sandbox_socket_file`), bound read-only into every sandbox.
+    pub fn sandbox_socket_dir(&self) -> PathBuf {
+        self.root.join("run")
+    }
+    /// `run/api.sock`: the daemon's gateway and API for sandboxed runs.
+    pub fn sandbox_socket_file(&self) -> PathBuf {
+        self.sandbox_socket_dir().join("api.sock")
+    }
     pub fn runs_tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }

@@ -929,3 +929,121 @@ fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
     );
     assert!(daemon.stop().success());
 }
+
+/// A git repository with one commit, as project `p`'s workspace.
+fn git_workspace(home: &TestHome) -> PathBuf {
+    let repo = home.project_dir("p").join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    let git = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "main"]);
+    git(&["config", "user.email", "agent@example.com"]);
+    git(&["config", "user.name", "agent"]);
+    std::fs::write(repo.join("README"), "base\n").unwrap();
+    git(&["add", "-A"]);
+    git(&["commit", "-q", "-m", "base"]);
+    std::fs::create_dir_all(home.project_dir("p").join("config")).unwrap();
+    std::fs::write(
+        home.project_dir("p").join("config/project.yaml"),
+        "workspace: repo\n",
+    )
+    .unwrap();
+    repo
+}
+
+/// The real CLI with `permissions: sandbox`: the scripted model's one shell
+/// call commits a file, lists the folder, runs Python and finishes the task
+/// with `moziplus bb` (through the daemon: the database is hidden). The
+/// commit is on the task's branch afterwards, and the run could not write
+/// outside its workspace.
+fn a_sandboxed_cli_commits_and_runs_commands(runtime: &str, cli: &Path, tool_name: &str) {
+    let llm = scripted_llm::ScriptedLlm::start(BIN);
+    llm.served.lock().unwrap().shell_prefix = Some(
+        "cd \"$MOZI_WORKSPACE\" && echo sandboxed > work.txt && git add work.txt && git commit -q -m 'work in the sandbox' && ls && python3 -c 'print(6*7)' && (echo x > \"$MOZI_HOME/escaped\" || true)"
+            .into(),
+    );
+    let home = TestHome::with_config(
+        &gateway_config(&llm),
+        &format!(
+            "agents:\n  - id: boxed\n    runtime: {runtime}\n    permissions: sandbox\n    model: fake/scripted-model\n"
+        ),
+    );
+    home.create_project("p");
+    let repo = git_workspace(&home);
+    let env = cli_env(&home, cli, &llm);
+    let t = home.create_task("p", "commit a file", &[]);
+    let daemon = start_with_env(&home, &env);
+    let db = home.db("p");
+    wait_for(Duration::from_secs(240), "the sandboxed run to end", || {
+        query_i64(
+            &db,
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) >= 1
+    });
+    assert_eq!(
+        task_status(&db, &t),
+        "done",
+        "{}\n{}",
+        query_strings(&db, "SELECT body FROM observation").join("\n"),
+        session_logs(&db)
+    );
+    let command = query_strings(&db, "SELECT command FROM session").join("\n");
+    assert!(
+        command.contains("bwrap") && command.contains("--unshare-net"),
+        "{command}"
+    );
+    let show = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo)
+        .args(["show", &format!("mozi/p/{t}:work.txt")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&show.stdout).trim(),
+        "sandboxed",
+        "the commit is on the task's branch: {show:?}\n{}",
+        session_logs(&db)
+    );
+    assert!(
+        !home.path().join("escaped").exists(),
+        "nothing written outside"
+    );
+    let read = home.ok(&["bb", "--project", "p", "read", &t, "--json"]);
+    assert!(read.contains("scripted result"), "output attached: {read}");
+    let logs = session_logs(&db);
+    assert!(logs.contains("42"), "python3 ran inside: {logs}");
+    let _ = tool_name;
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn claude_code_in_the_sandbox_commits_and_runs_commands() {
+    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+        return;
+    };
+    a_sandboxed_cli_commits_and_runs_commands("claude-code", &claude, "Bash");
+}
+
+#[test]
+fn codex_in_the_sandbox_commits_and_runs_commands() {
+    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+        return;
+    };
+    a_sandboxed_cli_commits_and_runs_commands("codex", &codex, "shell");
+}
+
+#[test]
+fn openclaw_exec_in_the_sandbox_commits_and_cannot_write_outside() {
+    let Some(openclaw) = tool("MOZI_TEST_OPENCLAW") else {
+        return;
+    };
+    a_sandboxed_cli_commits_and_runs_commands("openclaw", &openclaw, "exec");
+}

@@ -628,6 +628,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/runs/bb": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Runs `moziplus bb` as the run that presents its key. */
+        post: operations["run_bb"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -1714,6 +1731,23 @@ export interface components {
             body: string;
             /** Format: date-time */
             created_at: string;
+        };
+        /** @description A `moziplus bb` command line of a run. */
+        RunBb: {
+            /** @description The arguments after `bb` (e.g. `["done", "--json"]`). */
+            args: string[];
+            /** @description Text given to the command's stdin (`--file -`). */
+            stdin?: string | null;
+        };
+        /**
+         * @description What the command printed and its exit code (`0` ok, `1` error, `2`
+         *     usage, `3` conflict).
+         */
+        RunBbAnswer: {
+            /** Format: int32 */
+            code: number;
+            stdout: string;
+            stderr: string;
         };
         /** @description A run in flight. */
         RunInfo: {
@@ -3117,6 +3151,47 @@ export interface operations {
                 content?: never;
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    run_bb: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunBb"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunBbAnswer"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -15,6 +15,7 @@ pub mod error;
 pub mod events;
 pub mod projects;
 pub mod records;
+pub mod runs;
 pub mod schedules;
 pub mod sessions;
 pub mod skills;
@@ -48,6 +49,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(tasks::router())
         .merge(decisions::router())
         .merge(records::router())
+        .merge(runs::router())
         .merge(sessions::router())
         .merge(skills::router())
         .merge(schedules::router())
@@ -310,7 +312,8 @@ pub async fn require_token(State(d): State<Daemon>, req: Request, next: Next) ->
     use axum::response::IntoResponse;
     let token = d.config().server.api_token.as_deref().unwrap_or("");
     let read = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if token.is_empty() || read {
+    // A run's own route checks the run's key itself (`runs::run_bb`).
+    if token.is_empty() || read || req.uri().path() == runs::BB_PATH {
         return next.run(req).await;
     }
     match crate::gateway::bearer(req.headers()) {

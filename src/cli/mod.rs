@@ -12,6 +12,7 @@ mod ops;
 mod output;
 mod project;
 mod project_config;
+mod remote;
 mod schedule;
 mod serve;
 
@@ -78,6 +79,20 @@ pub enum Command {
         /// The brief file (read from `MOZI_BRIEF` when absent; unused by the demo).
         brief: Option<PathBuf>,
     },
+    /// Inside a sandboxed run: forward the daemon's address to its socket,
+    /// then run the agent's command (`runtime::sandbox`).
+    #[command(hide = true)]
+    SandboxInit {
+        /// The address to listen on inside the sandbox (`server.bind`).
+        #[arg(long)]
+        listen: String,
+        /// The daemon's socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The command.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -93,6 +108,9 @@ pub enum Command {
 /// everything else is parsed, then run.
 pub fn main() -> i32 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = remote::maybe_bb(&args) {
+        return code;
+    }
     let env_project = std::env::var("MOZI_PROJECT").ok();
     let Some(hint) = early::bb_hint(&args, env_project.as_deref()) else {
         return run(Cli::parse_from(args));
@@ -151,6 +169,14 @@ pub fn run(cli: Cli) -> i32 {
             }
             _ => EXIT_OK,
         };
+    }
+    if let Command::SandboxInit {
+        listen,
+        socket,
+        command,
+    } = &cli.command
+    {
+        return crate::runtime::sandbox::init(listen, socket, command);
     }
     if let Command::DemoAgent { .. } = &cli.command {
         return match crate::runtime::demo::main() {
@@ -213,7 +239,9 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Resume(args) => {
                 daemon_ctl::run(&home, daemon_ctl::TickerSwitch::Resume, args).await
             }
-            Command::Completions { .. } | Command::DemoAgent { .. } => Ok(()),
+            Command::Completions { .. }
+            | Command::DemoAgent { .. }
+            | Command::SandboxInit { .. } => Ok(()),
         }
     });
     if serving {

@@ -156,7 +156,8 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
         true,
         home.root().display().to_string(),
     );
-    match Config::load_global(home, &[]) {
+    let config = Config::load_global(home, &[]);
+    match &config {
         Ok(c) if !home.default_config_file().exists() => checks.push(
             "config",
             true,
@@ -179,6 +180,7 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
         ),
         Err(e) => checks.push("config", false, true, e.to_string()),
     }
+    let bwrap = config.as_ref().ok().and_then(|c| c.sandbox.bwrap.clone());
     match AgentsFile::load(&home.agents_file()) {
         Ok(agents) if agents.agents.is_empty() => checks.push(
             "agents.yaml",
@@ -204,8 +206,55 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
             for f in crate::runtime::check::check_team(&agents, home.root(), &exe) {
                 checks.push(&f.name, f.ok, f.required, f.detail);
             }
+            check_sandbox(&agents, bwrap.as_deref(), checks);
         }
         Err(e) => checks.push("agents.yaml", false, true, e.to_string()),
+    }
+}
+
+/// Whether bubblewrap makes a sandbox here (user, PID and network
+/// namespaces), and the mode each agent's runs get; `full` is flagged.
+fn check_sandbox(agents: &AgentsFile, bwrap: Option<&std::path::Path>, checks: &mut Checks) {
+    use crate::config::agents::Permissions;
+    let wanted = agents
+        .agents
+        .iter()
+        .any(|a| a.permissions == Permissions::Sandbox);
+    let probe = crate::runtime::sandbox::probe(bwrap);
+    checks.push(
+        "sandbox",
+        probe.is_ok(),
+        wanted,
+        match &probe {
+            Ok(p) => format!(
+                "{} makes a sandbox (user, PID and network namespaces)",
+                p.display()
+            ),
+            Err(e) => e.clone(),
+        },
+    );
+    for a in &agents.agents {
+        let (ok, detail) = match a.permissions {
+            Permissions::Sandbox if probe.is_ok() => (true, "sandbox".to_string()),
+            Permissions::Sandbox => (
+                false,
+                "sandbox, which this machine cannot make: its runs are refused".to_string(),
+            ),
+            Permissions::Workspace => (
+                true,
+                "workspace (the CLI's own limits; no moziplus sandbox)".to_string(),
+            ),
+            Permissions::Full => (
+                false,
+                "full — UNSAFE: the agent gets the whole machine (every project's blackboard, the home, the network)".to_string(),
+            ),
+        };
+        checks.push(
+            &format!("permissions {}", a.id),
+            ok,
+            a.permissions == Permissions::Sandbox,
+            detail,
+        );
     }
 }
 

@@ -137,6 +137,27 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         let _ = stop.changed().await;
     });
     let server_task = tokio::spawn(server);
+    // Sandboxed runs reach the gateway and the API through this socket;
+    // without it they are refused (`daemon::runs`), the rest works.
+    match crate::daemon::sandbox_socket::bind(home) {
+        Ok(listener) => {
+            let mut stop = daemon.shutdown_signal();
+            let app = crate::http::sandbox_router(daemon.clone());
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.changed().await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::warn!(error = %e, "the socket of sandboxed runs stopped");
+                }
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no socket for sandboxed runs: agents with permissions: sandbox will not start");
+        }
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: stopping the ticker, giving runs their grace period");
     shutdown_deadline(std::time::Duration::from_secs(

@@ -98,8 +98,8 @@ pub struct AgentDef {
     /// Roles (e.g. `reviewer`, `senior-reviewer`) used by review protocols.
     #[serde(default)]
     pub roles: Vec<String>,
-    /// What the agent's tools may do (`workspace`, the default, or `full`);
-    /// each adapter maps it to its CLI's own flags (README "Runtimes").
+    /// What the agent's tools may do (`workspace`, the default, `sandbox` or
+    /// `full`); each adapter maps it to its CLI's own flags (README "Runtimes").
     #[serde(default)]
     pub permissions: Permissions,
     /// Arguments appended to the runtime's own.
@@ -122,9 +122,23 @@ pub enum Permissions {
     /// (Claude Code) shell commands are limited to `moziplus bb`.
     #[default]
     Workspace,
+    /// The run starts inside a bubblewrap sandbox (`runtime::sandbox`):
+    /// read-write only its workspace, `TMPDIR` and runtime state, no network
+    /// but the daemon's; inside it every tool of the CLI is allowed.
+    Sandbox,
     /// No sandbox and every tool allowed; for agents already isolated
-    /// (a container, a VM).
+    /// (a container, a VM). Unsafe on a shared machine.
     Full,
+}
+
+impl Permissions {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permissions::Workspace => "workspace",
+            Permissions::Sandbox => "sandbox",
+            Permissions::Full => "full",
+        }
+    }
 }
 
 /// The names of the runtimes built into the binary (`runtime::Adapter`).

@@ -23,6 +23,21 @@ pub struct Config {
     pub gateway: crate::gateway::GatewayConfig,
     /// Where events are pushed besides the dashboard.
     pub notifications: NotificationsConfig,
+    /// What a `permissions: sandbox` run sees beyond its own folders.
+    pub sandbox: SandboxConfig,
+}
+
+/// `sandbox:` — extra paths shown inside every sandboxed run
+/// (`runtime::sandbox`); absolute paths, `~` for the user's home.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Files and folders a run may read.
+    pub read_only: Vec<PathBuf>,
+    /// Folders a run may change.
+    pub read_write: Vec<PathBuf>,
+    /// The bubblewrap program (default: `/usr/bin/bwrap`, else `PATH`).
+    pub bwrap: Option<PathBuf>,
 }
 
 /// `notifications:` — webhooks.

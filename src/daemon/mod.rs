@@ -29,6 +29,7 @@ pub mod provider_health;
 pub mod quota;
 pub mod recovery;
 pub mod runs;
+pub mod sandbox_socket;
 pub mod schedules;
 pub mod snapshots;
 pub mod ticker;
@@ -114,6 +115,9 @@ struct Inner {
     /// Per project, when its next schedule slot is due (UTC ms): the
     /// ticker sleeps no longer than that.
     schedule_due: Mutex<HashMap<String, i64>>,
+    /// `bwrap` and whether it makes a sandbox here, probed at the first
+    /// sandboxed run (`runtime::sandbox::probe`).
+    sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -207,6 +211,7 @@ impl Daemon {
                 quota: Default::default(),
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
+                sandbox: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -235,6 +240,15 @@ impl Daemon {
     /// The `moziplus` binary agents should call.
     pub fn exe(&self) -> &std::path::Path {
         &self.inner.exe
+    }
+    /// The `bwrap` of sandboxed runs, or why there is none (probed once).
+    pub fn sandbox(&self) -> Result<&std::path::Path, &str> {
+        match self.inner.sandbox.get_or_init(|| {
+            crate::runtime::sandbox::probe(self.inner.config.sandbox.bwrap.as_deref())
+        }) {
+            Ok(p) => Ok(p.as_path()),
+            Err(e) => Err(e.as_str()),
+        }
     }
 
     /// Infrastructure problems of runs (degraded projects) and their backoff.

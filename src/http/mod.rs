@@ -83,6 +83,37 @@ pub fn router(d: Daemon) -> Router {
         ))
 }
 
+/// What a sandboxed run reaches over `<home>/run/api.sock`
+/// (`runtime::sandbox`): `/health`, the gateway (`/v1/*`, its own key
+/// checks) and `POST /api/runs/bb` (the run's key) — nothing else of the
+/// API: not another project's board, not the daemon's controls. Behind the
+/// same guard and body limit as the TCP listener.
+pub fn sandbox_router(d: Daemon) -> Router {
+    let gateway = d.gateway().map(|g| g.router()).unwrap_or_default();
+    let (runs, _) = OpenApiRouter::<Daemon>::new()
+        .merge(crate::api::runs::router())
+        .split_for_parts();
+    runs.route("/health", axum::routing::get(health))
+        .fallback(sandbox_not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::api::MAX_BODY_BYTES,
+        ))
+        .with_state(d.clone())
+        .merge(gateway)
+        .layer(axum::middleware::from_fn_with_state(
+            guard::Guard::new(&d),
+            guard::guard,
+        ))
+}
+
+async fn sandbox_not_found(uri: axum::http::Uri) -> Response {
+    ApiError::not_found(format!(
+        "{} is not reachable from a sandboxed run: only the gateway (/v1/*) and POST /api/runs/bb are",
+        uri.path()
+    ))
+    .into_response()
+}
+
 /// The generated OpenAPI document, serialized once.
 #[derive(Debug)]
 struct OpenApiDocument(String);

@@ -52,7 +52,7 @@ pub fn allowed_tools(run: &RunContext<'_>) -> Vec<String> {
             "Edit".into(),
             "Write".into(),
         ],
-        Permissions::Full => [
+        Permissions::Sandbox | Permissions::Full => [
             "Bash",
             "Read",
             "Glob",
@@ -133,8 +133,17 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
     if let Some(m) = cli_model {
         args.extend(["--model".to_string(), m.to_string()]);
     }
-    if run.agent.permissions == Permissions::Workspace {
-        args.extend(["--permission-mode".to_string(), "acceptEdits".to_string()]);
+    match run.agent.permissions {
+        Permissions::Workspace => {
+            args.extend(["--permission-mode".to_string(), "acceptEdits".to_string()]);
+        }
+        Permissions::Sandbox => {
+            // Every tool, no prompt: the sandbox is the boundary. As root,
+            // Claude Code refuses this mode unless told it is sandboxed.
+            args.push("--dangerously-skip-permissions".into());
+            env::set(&mut e, "IS_SANDBOX", "1");
+        }
+        Permissions::Full => {}
     }
     Ok(Launch {
         program: REQUIREMENT.program.into(),

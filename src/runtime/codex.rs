@@ -99,7 +99,11 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
         Permissions::Workspace => {
             args.extend(["--sandbox".to_string(), "workspace-write".to_string()])
         }
-        Permissions::Full => args.push("--dangerously-bypass-approvals-and-sandbox".into()),
+        // Inside moziplus's sandbox Codex's own is off: bubblewrap does not
+        // nest inside bubblewrap, and the outer one already contains it.
+        Permissions::Sandbox | Permissions::Full => {
+            args.push("--dangerously-bypass-approvals-and-sandbox".into())
+        }
     }
     if let Some(m) = model_of(run.agent) {
         args.extend(["--model".to_string(), m.to_string()]);

@@ -28,6 +28,7 @@ pub mod env;
 pub mod health;
 pub mod mcp;
 pub mod openclaw;
+pub mod sandbox;
 pub mod transcript;
 
 use std::path::{Path, PathBuf};

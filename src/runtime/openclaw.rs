@@ -15,7 +15,8 @@
 //!
 //! Permissions: OpenClaw's `exec` tool runs unsandboxed in `--local` mode
 //! (its sandbox needs Docker); `workspace` and `full` behave alike here, and
-//! the run's cwd is the home. Isolate OpenClaw agents that must not touch it.
+//! the run's cwd is the home. `sandbox` contains it like every runtime
+//! (`super::sandbox`).
 //!
 //! The board is also there as MCP tools: `openclaw.json` registers `moziplus
 //! mcp` under `mcp.servers.moziplus`, whose `env` hands the run's identity on

@@ -49,6 +49,9 @@ pub struct Served {
     pub mcp_tool: Option<String>,
     /// Requests refused for a message without string content.
     pub refused_content: usize,
+    /// Run before the default `bb output … && bb done …` in the shell
+    /// tool's command (e.g. a commit), joined with `&&`.
+    pub shell_prefix: Option<String>,
 }
 
 #[derive(Clone)]
@@ -156,10 +159,13 @@ fn task_id(body: &Value) -> String {
 }
 
 /// The tool call's arguments for `tool`.
-fn arguments(tool: &str, bin: &str, task: &str) -> Value {
-    let command = format!(
+fn arguments(tool: &str, bin: &str, task: &str, prefix: Option<&str>) -> Value {
+    let mut command = format!(
         "{bin} bb output {task} --summary 'scripted result' --text 'made by the scripted LLM' && {bin} bb done {task}"
     );
+    if let Some(p) = prefix {
+        command = format!("{p} && {command}");
+    }
     match tool {
         // An MCP tool of the board: its task and identity come from the run.
         t if t.starts_with("mcp__") => json!({}),
@@ -245,6 +251,7 @@ async fn chat(
             s.tool_calls += 1;
         }
     }
+    let prefix = ctx.served.lock().unwrap().shell_prefix.clone();
     let id = format!("chatcmpl-{}", rand_id());
     let message = match &call {
         Some(tool) => json!({
@@ -253,7 +260,7 @@ async fn chat(
             "tool_calls": [{
                 "id": format!("call_{}", rand_id()),
                 "type": "function",
-                "function": { "name": tool, "arguments": arguments(tool, &ctx.bin, &task_id(&body)).to_string() }
+                "function": { "name": tool, "arguments": arguments(tool, &ctx.bin, &task_id(&body), prefix.as_deref()).to_string() }
             }]
         }),
         None => {

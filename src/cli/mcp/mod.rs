@@ -48,6 +48,13 @@ pub struct McpArgs {}
 
 /// Serves the tools on stdin/stdout until the client closes the stream.
 pub async fn run(home: &Home, _args: McpArgs) -> anyhow::Result<()> {
+    // Inside a sandbox (`runtime::sandbox`) the database is hidden; the
+    // board is reached through the daemon, which `moziplus bb` does.
+    if std::env::var_os("MOZI_API").is_some_and(|v| !v.is_empty()) {
+        anyhow::bail!(
+            "the board's MCP tools are not served inside a sandboxed run (MOZI_API is set): use `moziplus bb`, which reaches the board through the daemon"
+        );
+    }
     let board = Board::open(home).await;
     let running = Server::new(board.clone())
         .serve(rmcp::transport::stdio_pipes())

@@ -23,7 +23,7 @@ use crate::blackboard::sessions::{new_token, NewSession};
 use crate::blackboard::{
     Actor, Blackboard, EventLevel, ObservationLevel, Outcome, Task, TaskStatus,
 };
-use crate::config::agents::AgentDef;
+use crate::config::agents::{AgentDef, Permissions};
 use crate::runtime::{env, health, Activity, Adapter, Launch, RunContext, Transcript};
 use crate::workspace::{self, TaskWorkspace};
 use setbacks::*;
@@ -396,7 +396,95 @@ fn launch(
         "MOZI_WORKSPACE",
         workspace.path.display().to_string(),
     );
+    if agent.permissions == Permissions::Sandbox {
+        launch = sandboxed(d, agent, adapter, plan, workspace, launch)?;
+    }
     Ok(launch)
+}
+
+/// `permissions: sandbox`: the launch inside bubblewrap
+/// (`runtime::sandbox`). Refused, never run unsandboxed, where bubblewrap
+/// cannot make a sandbox.
+fn sandboxed(
+    d: &Daemon,
+    agent: &AgentDef,
+    adapter: &Adapter,
+    plan: &RunPlan,
+    workspace: &TaskWorkspace,
+    launch: Launch,
+) -> Result<Launch, NotPrepared> {
+    use crate::runtime::sandbox;
+    let bwrap = d.sandbox().map_err(|why| NotPrepared {
+        why: format!("agent {} has permissions: sandbox, and {why}", agent.id),
+        infra: true,
+    })?;
+    let socket = d.home().sandbox_socket_file();
+    let served = std::fs::symlink_metadata(&socket).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    });
+    if !served {
+        return Err(NotPrepared {
+            why: format!(
+                "agent {} has permissions: sandbox, and the daemon serves no socket at {} (see the daemon's log at start)",
+                agent.id,
+                socket.display()
+            ),
+            infra: true,
+        });
+    }
+    let sb = sandbox_plan(d, adapter, plan, workspace, &launch);
+    Ok(sandbox::wrap(launch, &sb, bwrap, d.exe()))
+}
+
+/// What one sandboxed run sees (`runtime::sandbox::SandboxPlan`).
+fn sandbox_plan(
+    d: &Daemon,
+    adapter: &Adapter,
+    plan: &RunPlan,
+    workspace: &TaskWorkspace,
+    launch: &Launch,
+) -> crate::runtime::sandbox::SandboxPlan {
+    use crate::runtime::sandbox;
+    let user_home = crate::secrets::env_var("HOME")
+        .map(PathBuf::from)
+        .filter(|h| h.is_absolute() && h != std::path::Path::new("/"));
+    let expand = |p: &PathBuf| -> PathBuf {
+        match (p.strip_prefix("~"), &user_home) {
+            (Ok(rest), Some(h)) => h.join(rest),
+            _ => p.clone(),
+        }
+    };
+    let cfg = &d.config().sandbox;
+    let mut read_write = vec![plan.tmpdir.clone()];
+    let mut read_only = sandbox::toolchain_paths(launch, d.home().root(), user_home.as_deref());
+    if workspace.read_only {
+        read_only.push(workspace.path.clone());
+    } else {
+        read_write.push(workspace.path.clone());
+    }
+    if let Some(git) = sandbox::git_common_dir(&workspace.path) {
+        if workspace.read_only {
+            read_only.push(git);
+        } else {
+            read_write.push(git);
+        }
+    }
+    if adapter.requirement().is_some() {
+        let agent = env::get(&launch.env, "MOZI_AGENT").unwrap_or_default();
+        read_write.push(d.home().runtime_state_dir(adapter.name(), agent));
+    }
+    read_only.push(plan.brief_path.clone());
+    read_only.push(d.exe().to_path_buf());
+    read_only.extend(cfg.read_only.iter().map(expand).filter(|p| p.exists()));
+    read_write.extend(cfg.read_write.iter().map(expand).filter(|p| p.exists()));
+    sandbox::SandboxPlan {
+        read_write,
+        read_only,
+        socket_dir: d.home().sandbox_socket_dir(),
+        listen: d.config().server.bind.clone(),
+        user_home,
+    }
 }
 
 /// The session row. `false` when it cannot be written: the task goes back

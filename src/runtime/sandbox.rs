@@ -1,0 +1,486 @@
+//! `permissions: sandbox`: a run inside bubblewrap (`bwrap`).
+//!
+//! The contract, the same for every runtime:
+//!
+//! * **read-write**: the task's workspace (for a git worktree also the
+//!   repository's `.git`, without its `config` and `hooks`, which stay
+//!   read-only), the run's `TMPDIR`, the agent's state folder
+//!   `runtimes/<runtime>/<agent>/`, and `sandbox.read_write`;
+//! * **read-only**: the system (`/usr`, `/etc` without its secrets, `/opt`),
+//!   the toolchains the run needs (every absolute `PATH` folder, the CLI's
+//!   package tree), the `moziplus` binary, the brief, `sandbox.read_only`;
+//! * **hidden**: everything else — the rest of the moziplus home (other
+//!   projects, their blackboards, `config/`, backups), the user's home
+//!   (`~/.ssh`), the daemon's processes (own PID namespace and `/proc`);
+//! * **network**: an empty network namespace. The in-sandbox `moziplus
+//!   sandbox-init` listens on the daemon's own address (`server.bind`) inside
+//!   it and forwards each connection to the daemon's socket bound in at
+//!   [`SOCKET_INSIDE`]: the gateway and the API are reachable, nothing else.
+//!
+//! A user namespace with every capability dropped, a new session (no
+//! terminal injection), `--die-with-parent`: killing the run's process group
+//! (the `bwrap` process) takes the whole namespace down.
+
+use std::path::{Path, PathBuf};
+
+use super::{env, Launch};
+
+/// The folder the daemon's socket is bound at inside the sandbox.
+pub const SOCKET_DIR_INSIDE: &str = "/run/moziplus";
+/// The daemon's socket inside the sandbox (`MOZI_API`).
+pub const SOCKET_INSIDE: &str = "/run/moziplus/api.sock";
+/// The name of the daemon's socket in its folder (`Home::sandbox_socket_file`).
+pub const SOCKET_NAME: &str = "api.sock";
+
+/// Files of `/etc` a run never sees (replaced by an empty file or folder).
+const ETC_SECRETS: [&str; 6] = [
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/shadow-",
+    "/etc/gshadow-",
+    "/etc/sudoers",
+    "/etc/ssh",
+];
+
+/// Folders of the user's home never shown whole, even when a `PATH`
+/// folder lies inside one (that folder alone is shown then).
+const HOME_SECRETS: [&str; 11] = [
+    ".ssh",
+    ".gnupg",
+    ".aws",
+    ".azure",
+    ".config",
+    ".local",
+    ".docker",
+    ".kube",
+    ".netrc",
+    ".password-store",
+    ".git-credentials",
+];
+
+/// What one run's sandbox shows; built by `daemon::runs`.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct SandboxPlan {
+    /// Folders the run may change.
+    pub read_write: Vec<PathBuf>,
+    /// Files and folders it may read.
+    pub read_only: Vec<PathBuf>,
+    /// The host folder holding the daemon's socket.
+    #[serde(skip)]
+    pub socket_dir: PathBuf,
+    /// The address the gateway and API answer on inside (`server.bind`).
+    pub listen: String,
+    /// The user's home: an empty private folder inside.
+    pub user_home: Option<PathBuf>,
+}
+
+/// The `bwrap` program: `configured` (`sandbox.bwrap`), else
+/// `/usr/bin/bwrap` or the first on `PATH`.
+pub fn find_bwrap(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = configured {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    let path = crate::secrets::env_var("PATH").unwrap_or_default();
+    std::iter::once(PathBuf::from("/usr/bin"))
+        .chain(std::env::split_paths(&path))
+        .map(|d| d.join("bwrap"))
+        .find(|p| p.is_file())
+}
+
+/// Checks that bubblewrap can make a sandbox here (user, PID and network
+/// namespaces); the error says what failed and what to do.
+pub fn probe(configured: Option<&Path>) -> Result<PathBuf, String> {
+    let Some(bwrap) = find_bwrap(configured) else {
+        let what = match configured {
+            Some(p) => format!("sandbox.bwrap names {}, which is not a file", p.display()),
+            None => "bubblewrap (`bwrap`) is not installed".into(),
+        };
+        return Err(format!("{what}: install it (Debian/Ubuntu: `apt-get install bubblewrap`), or give the agent `permissions: workspace`"));
+    };
+    let mut cmd = std::process::Command::new(&bwrap);
+    cmd.args(namespace_args())
+        .args(system_args())
+        .args(["--", "/bin/true"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    match cmd.output() {
+        Ok(o) if o.status.success() => Ok(bwrap),
+        Ok(o) => Err(format!(
+            "{} cannot make a sandbox (user, PID and network namespaces): {} — allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1, or the AppArmor restriction on Ubuntu), or give the agent `permissions: workspace`",
+            bwrap.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run {}: {e}", bwrap.display())),
+    }
+}
+
+fn namespace_args() -> Vec<String> {
+    [
+        "--unshare-user",
+        "--unshare-pid",
+        "--unshare-net",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--cap-drop",
+        "ALL",
+        "--die-with-parent",
+        "--new-session",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The read-only system: `/usr`, the merged-`/usr` links (or folders),
+/// `/etc` without [`ETC_SECRETS`], `/opt`.
+fn system_args() -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut ro = |p: &str| a.extend(["--ro-bind".into(), p.into(), p.into()]);
+    ro("/usr");
+    for top in ["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"] {
+        match std::fs::read_link(top) {
+            Ok(target) => a.extend(["--symlink".into(), target.display().to_string(), top.into()]),
+            Err(_) if Path::new(top).is_dir() => {
+                a.extend(["--ro-bind".into(), top.into(), top.into()]);
+            }
+            Err(_) => {}
+        }
+    }
+    for dir in ["/etc", "/opt"] {
+        if Path::new(dir).is_dir() {
+            a.extend(["--ro-bind".into(), dir.into(), dir.into()]);
+        }
+    }
+    for secret in ETC_SECRETS {
+        match std::fs::symlink_metadata(secret) {
+            Ok(m) if m.is_dir() => a.extend(["--tmpfs".into(), secret.into()]),
+            Ok(_) => a.extend(["--ro-bind".into(), "/dev/null".into(), secret.into()]),
+            Err(_) => {}
+        }
+    }
+    a
+}
+
+/// One mount of a run's own paths.
+#[derive(Debug)]
+enum Mount {
+    Tmpfs(PathBuf),
+    ReadOnly(PathBuf),
+    ReadWrite(PathBuf),
+}
+
+impl Mount {
+    fn dest(&self) -> &Path {
+        match self {
+            Mount::Tmpfs(p) | Mount::ReadOnly(p) | Mount::ReadWrite(p) => p,
+        }
+    }
+}
+
+/// The toolchain folders a launch needs read-only: every absolute folder
+/// of its `PATH` (as written and resolved) and, for a program inside a
+/// `node_modules` tree, the folder holding that tree. A folder that holds
+/// the moziplus home or the user's home is never shown whole.
+pub fn toolchain_paths(launch: &Launch, home: &Path, user_home: Option<&Path>) -> Vec<PathBuf> {
+    let too_wide = |p: &Path| {
+        p == Path::new("/") || home.starts_with(p) || user_home.is_some_and(|h| h.starts_with(p))
+    };
+    let mut out: Vec<PathBuf> = Vec::new();
+    // Already shown with the system (`/bin` is a link to `/usr/bin`).
+    let system = |p: &Path| {
+        p.canonicalize()
+            .is_ok_and(|c| ["/usr", "/etc", "/opt"].iter().any(|s| c.starts_with(s)))
+    };
+    let add = |p: PathBuf, out: &mut Vec<PathBuf>| {
+        if p.is_absolute() && p.exists() && !too_wide(&p) && !system(&p) && !out.contains(&p) {
+            out.push(p);
+        }
+    };
+    // A folder inside a `node_modules` tree: the whole tree (a `.bin`
+    // entry is a relative link into it), unless that is too wide.
+    let tree_of = |p: &Path| -> Option<PathBuf> {
+        p.ancestors()
+            .filter(|a| a.file_name().is_some_and(|n| n == "node_modules"))
+            .last()
+            .and_then(Path::parent)
+            .filter(|t| !too_wide(t))
+            .map(Path::to_path_buf)
+    };
+    // A folder of a toolchain kept in a dot-folder (`~/.pyenv/shims`,
+    // `~/.cargo/bin`): that dot-folder whole, whose shims need the rest of
+    // it — never one known to hold secrets or settings.
+    let home_tool = |p: &Path| -> Option<PathBuf> {
+        let top = p
+            .ancestors()
+            .filter(|a| {
+                a.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .last()?;
+        let name = top.file_name()?.to_string_lossy().into_owned();
+        (!HOME_SECRETS.contains(&name.as_str()) && !too_wide(top)).then(|| top.to_path_buf())
+    };
+    let path = env::get(&launch.env, "PATH").unwrap_or_default();
+    for dir in std::env::split_paths(path).filter(|d| d.is_absolute()) {
+        let real = dir.canonicalize().ok();
+        for d in std::iter::once(dir).chain(real) {
+            add(tree_of(&d).or_else(|| home_tool(&d)).unwrap_or(d), &mut out);
+        }
+    }
+    let program = if launch.program.contains('/') {
+        Some(PathBuf::from(&launch.program))
+    } else {
+        std::env::split_paths(path)
+            .map(|d| d.join(&launch.program))
+            .find(|p| p.is_file())
+    };
+    if let Some(literal) = program {
+        let real = literal.canonicalize().ok();
+        for p in std::iter::once(literal).chain(real) {
+            match (tree_of(&p), p.parent()) {
+                (Some(t), _) => add(t, &mut out),
+                // A program in a folder that is not shown whole (a script
+                // in the home): the file alone.
+                (None, Some(parent)) if !too_wide(parent) => add(parent.to_path_buf(), &mut out),
+                _ => add(p, &mut out),
+            }
+        }
+    }
+    out
+}
+
+/// For a git worktree: the repository's common `.git` folder (read from the
+/// worktree's `.git` file and its `commondir`), which a commit writes.
+pub fn git_common_dir(workspace: &Path) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(workspace.join(".git")).ok()?;
+    let admin = PathBuf::from(text.strip_prefix("gitdir:")?.trim());
+    let common = std::fs::read_to_string(admin.join("commondir")).ok()?;
+    let common = admin.join(common.trim());
+    common.canonicalize().ok()
+}
+
+/// Wraps `launch` in bubblewrap: the program becomes `bwrap`, which runs
+/// `moziplus sandbox-init` (the network forwarder) inside, which execs the
+/// CLI. The environment is the launch's own plus `MOZI_API`.
+pub fn wrap(launch: Launch, plan: &SandboxPlan, bwrap: &Path, exe: &Path) -> Launch {
+    let mut args = namespace_args();
+    args.extend(system_args());
+    let mut mounts: Vec<Mount> = Vec::new();
+    if let Some(h) = &plan.user_home {
+        mounts.push(Mount::Tmpfs(h.clone()));
+    }
+    for p in &plan.read_only {
+        mounts.push(Mount::ReadOnly(p.clone()));
+    }
+    for p in &plan.read_write {
+        mounts.push(Mount::ReadWrite(p.clone()));
+    }
+    // Parents first, so a folder bound inside another lands on top of it;
+    // at one depth tmpfs, then read-only, then read-write (kept order).
+    mounts.sort_by_key(|m| m.dest().components().count());
+    for m in &mounts {
+        let p = m.dest().display().to_string();
+        match m {
+            Mount::Tmpfs(_) => args.extend(["--tmpfs".into(), p]),
+            Mount::ReadOnly(_) => args.extend(["--ro-bind".into(), p.clone(), p]),
+            Mount::ReadWrite(_) => args.extend(["--bind".into(), p.clone(), p]),
+        }
+    }
+    // A git worktree's repository: `config` and `hooks` run code in the
+    // daemon's own git calls, so they stay read-only.
+    for ws in plan.read_write.iter().filter_map(|p| {
+        p.file_name()
+            .is_some_and(|n| n == ".git")
+            .then_some(p.clone())
+    }) {
+        for part in ["config", "hooks"] {
+            let p = ws.join(part);
+            if p.exists() {
+                let p = p.display().to_string();
+                args.extend(["--ro-bind".into(), p.clone(), p]);
+            }
+        }
+    }
+    args.extend([
+        "--ro-bind".into(),
+        plan.socket_dir.display().to_string(),
+        SOCKET_DIR_INSIDE.into(),
+        // The root itself (where the mount points were made) is read-only:
+        // a write outside the bound folders, `/tmp` and `HOME` fails.
+        "--remount-ro".into(),
+        "/".into(),
+        "--chdir".into(),
+        launch.cwd.display().to_string(),
+        "--".into(),
+        exe.display().to_string(),
+        "sandbox-init".into(),
+        "--listen".into(),
+        plan.listen.clone(),
+        "--socket".into(),
+        SOCKET_INSIDE.into(),
+        "--".into(),
+        launch.program.clone(),
+    ]);
+    args.extend(launch.args.iter().cloned());
+    let mut e = launch.env.clone();
+    env::set(&mut e, "MOZI_API", SOCKET_INSIDE);
+    Launch {
+        program: bwrap.display().to_string(),
+        args,
+        env: e,
+        ..launch
+    }
+}
+
+/// Inside the sandbox: forwards every connection to `listen` (in the run's
+/// own network namespace) to the daemon's `socket`, runs `argv` and returns
+/// its exit code. Blocking; threads only (no runtime to start).
+pub fn init(listen: &str, socket: &Path, argv: &[String]) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    let Some((program, args)) = argv.split_first() else {
+        eprintln!("moziplus sandbox-init: no command to run");
+        return 2;
+    };
+    match std::net::TcpListener::bind(listen) {
+        Ok(listener) => {
+            let socket = socket.to_path_buf();
+            let spawned = std::thread::Builder::new()
+                .name("sandbox-forward".into())
+                .spawn(move || forward_all(listener, &socket));
+            if let Err(e) = spawned {
+                eprintln!("moziplus sandbox-init: cannot start the forwarder: {e}");
+                return 1;
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "moziplus sandbox-init: cannot listen on {listen} inside the sandbox: {e}; the gateway will be unreachable"
+            );
+        }
+    }
+    match std::process::Command::new(program).args(args).status() {
+        Ok(s) => s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)),
+        Err(e) => {
+            eprintln!("moziplus sandbox-init: cannot run {program}: {e}");
+            if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            }
+        }
+    }
+}
+
+fn forward_all(listener: std::net::TcpListener, socket: &Path) {
+    for conn in listener.incoming() {
+        let Ok(tcp) = conn else { continue };
+        let socket = socket.to_path_buf();
+        let _ = std::thread::Builder::new()
+            .name("sandbox-conn".into())
+            .spawn(move || {
+                let Ok(unix) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    return;
+                };
+                pipe(tcp, unix);
+            });
+    }
+}
+
+/// Copies both ways until either side closes.
+fn pipe(tcp: std::net::TcpStream, unix: std::os::unix::net::UnixStream) {
+    let (Ok(mut tcp_r), Ok(mut unix_r)) = (tcp.try_clone(), unix.try_clone()) else {
+        return;
+    };
+    let (mut tcp_w, mut unix_w) = (tcp, unix);
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut tcp_r, &mut unix_w);
+        let _ = unix_w.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut unix_r, &mut tcp_w);
+    let _ = tcp_w.shutdown(std::net::Shutdown::Write);
+    let _ = up.join();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_cli_shows_its_package_tree_but_never_a_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let pkg = root.join("tools/node_modules/cli/bin");
+        std::fs::create_dir_all(&pkg).unwrap();
+        std::fs::write(pkg.join("cli.js"), "").unwrap();
+        let bin = root.join("tools/node_modules/.bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::os::unix::fs::symlink(pkg.join("cli.js"), bin.join("cli")).unwrap();
+        let home = root.join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let launch = Launch {
+            program: "cli".into(),
+            env: vec![(
+                "PATH".into(),
+                format!(
+                    "{}:{}:{}:relative",
+                    bin.display(),
+                    home.display(),
+                    root.display()
+                ),
+            )],
+            ..Launch::default()
+        };
+        let paths = toolchain_paths(&launch, &home, None);
+        assert!(
+            paths.contains(&root.join("tools")),
+            "the whole tree, where .bin's links point: {paths:?}"
+        );
+        assert!(!paths.contains(&home), "the home is never shown: {paths:?}");
+        assert!(
+            !paths.contains(&root),
+            "an ancestor of the home neither: {paths:?}"
+        );
+    }
+
+    #[test]
+    fn the_wrapped_launch_runs_the_forwarder_then_the_cli() {
+        let plan = SandboxPlan {
+            read_write: vec!["/w/ws".into()],
+            read_only: vec!["/w".into()],
+            socket_dir: "/h/run".into(),
+            listen: "127.0.0.1:9".into(),
+            user_home: Some("/root".into()),
+        };
+        let launch = Launch {
+            program: "claude".into(),
+            args: vec!["-p".into()],
+            cwd: "/w/ws".into(),
+            ..Launch::default()
+        };
+        let w = wrap(
+            launch,
+            &plan,
+            Path::new("/usr/bin/bwrap"),
+            Path::new("/m/moziplus"),
+        );
+        assert_eq!(w.program, "/usr/bin/bwrap");
+        let line = w.args.join(" ");
+        assert!(line.contains("--unshare-net"), "{line}");
+        assert!(line.contains("--cap-drop ALL"), "{line}");
+        let ro = line.find("--ro-bind /w /w").unwrap();
+        let rw = line.find("--bind /w/ws /w/ws").unwrap();
+        assert!(ro < rw, "the parent is mounted first: {line}");
+        assert!(line.ends_with(
+            "-- /m/moziplus sandbox-init --listen 127.0.0.1:9 --socket /run/moziplus/api.sock -- claude -p"
+        ), "{line}");
+        assert_eq!(env::get(&w.env, "MOZI_API"), Some(SOCKET_INSIDE));
+    }
+}

@@ -1,0 +1,400 @@
+//! `permissions: sandbox` with a real `moziplus serve`, real bubblewrap
+//! (Debian's `bubblewrap`, installed by `scripts/test.sh`), real `git` and
+//! command agents (bash scripts) that try to get out: each escape is one
+//! line of the agent's report, which it writes in its own worktree (the
+//! one place it may write) and the test reads from outside.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+const CONFIG: &str = "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  kill_grace: 1\n  max_global_agents: 5\n  max_per_agent: 3\n  retry_backoff: [1]\n";
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git on PATH");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn repo(dir: &Path) -> PathBuf {
+    let repo = dir.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.email", "agent@example.com"]);
+    git(&repo, &["config", "user.name", "agent"]);
+    std::fs::write(repo.join("README"), "base\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "base"]);
+    repo
+}
+
+/// A home whose agent `coder` runs `script` with `permissions: sandbox`
+/// on project `p`, whose workspace is a git repository.
+fn sandboxed_home(config: &str, script: &str) -> (TestHome, PathBuf) {
+    let home = TestHome::with_config(config, "");
+    let script = home.script("agent.sh", script);
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: coder\n    runtime: command\n    permissions: sandbox\n    pass_env: [OTHER_PORT]\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    let repo = repo(&home.project_dir("p"));
+    std::fs::create_dir_all(home.path().join("projects/p/config")).unwrap();
+    std::fs::write(
+        home.path().join("projects/p/config/project.yaml"),
+        "workspace: repo\n",
+    )
+    .unwrap();
+    (home, repo)
+}
+
+fn status(home: &TestHome, task: &str) -> String {
+    query_strings(
+        &home.db("p"),
+        &format!("SELECT status FROM task WHERE id = '{task}'"),
+    )
+    .pop()
+    .unwrap_or_default()
+}
+
+/// The agent: commits its work, then tries each way out and writes one
+/// `name=result` line per try into `report.txt` in its worktree; finishes
+/// with `moziplus bb done` through the daemon.
+const ESCAPE_AGENT: &str = r#"#!/bin/bash
+r=report.txt
+DAEMON_PID=$(grep -o 'daemon-pid-[0-9]*' "$MOZI_BRIEF" | head -1 | cut -d- -f3)
+echo "daemon_pid=$DAEMON_PID" >> $r
+try() { # name, command: "open" if it worked, "closed" if not
+  if bash -c "$2" >/dev/null 2>&1; then echo "$1=open" >> $r; else echo "$1=closed" >> $r; fi
+}
+echo "work" > work.txt
+git add work.txt && git commit -q -m "work of $MOZI_TASK" && echo "commit=ok" >> $r
+try write_home "echo x > '$MOZI_HOME/escaped'"
+try write_root "echo x > /escaped"
+try write_other_db "echo x >> '$MOZI_HOME/projects/q/blackboard.db'"
+try write_usr "echo x > /usr/escaped"
+try write_tmp_outside "echo x > /tmp/inside-only && test -f /tmp/inside-only"
+try read_other_db "cat '$MOZI_HOME/projects/q/blackboard.db'"
+try read_own_db "cat '$MOZI_HOME/projects/p/blackboard.db'"
+try read_config "cat '$MOZI_HOME/config/default.yaml'"
+try read_other_worktree "cat '$MOZI_HOME/projects/p/worktrees/T-9999/secret.txt'"
+try read_ssh "cat '$HOME/.ssh/id_ed25519'"
+try read_shadow "grep -q root /etc/shadow"
+try other_port "exec 3<>/dev/tcp/127.0.0.1/$OTHER_PORT"
+try gateway "exec 3<>/dev/tcp/127.0.0.1/${MOZI_GATEWAY##*:}; printf 'GET /v1/models HTTP/1.0\r\nHost: 127.0.0.1\r\nAuthorization: Bearer $MOZI_RUN_KEY\r\n\r\n' >&3; head -1 <&3 | grep -q ' 200 '"
+http() { # method path: the status line of the daemon's answer, from inside
+  exec 3<>/dev/tcp/127.0.0.1/${MOZI_GATEWAY##*:}
+  printf '%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n' "$1" "$2" >&3
+  head -1 <&3
+}
+export -f http
+try api_other_project "http GET /api/projects/q/tasks | grep -q ' 200 '"
+try api_daemon_stop "http POST /api/daemon/stop | grep -q ' 200 '"
+try api_sessions "http GET /api/daemon/sessions | grep -q ' 200 '"
+try daemon_environ "cat /proc/$DAEMON_PID/environ"
+try any_environ_token "cat /proc/[0-9]*/environ | tr '\0' '\n' | grep -q SANDBOX_SENTINEL=visible"
+ls /proc | grep -c '^[0-9]' | sed 's/^/pids=/' >> $r
+try bb_other_project "'$MOZI_BIN' bb --project q list"
+try bb_list "'$MOZI_BIN' bb list --json | grep -q '$MOZI_TASK'"
+try bb_comment "'$MOZI_BIN' bb comment --body 'from the sandbox'"
+git add $r && git commit -q -m report
+exec "$MOZI_BIN" bb done
+"#;
+
+#[test]
+fn a_sandboxed_agent_commits_in_its_worktree_and_reaches_nothing_else() {
+    let (home, repo) = sandboxed_home(CONFIG, ESCAPE_AGENT);
+    home.create_project("q");
+    // Another task's worktree, next to this one.
+    let other = home.project_dir("p").join("worktrees/T-9999");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("secret.txt"), "other task").unwrap();
+    // The user's home, with a key the agent must not read.
+    let user_home = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(user_home.path().join(".ssh")).unwrap();
+    std::fs::write(user_home.path().join(".ssh/id_ed25519"), "PRIVATE").unwrap();
+    // A loopback service that is not the daemon's.
+    let other_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_addr = other_port.local_addr().unwrap().port().to_string();
+    // The daemon's environment holds a value no run is given.
+    let daemon = Daemon::start_env(
+        &home,
+        &[
+            ("HOME", user_home.path().to_str().unwrap()),
+            ("OTHER_PORT", &other_addr),
+            ("SANDBOX_SENTINEL", "visible"),
+        ],
+    );
+    // The agent finds the daemon's pid in its brief (the task's title).
+    let task = home.create_task("p", &format!("escape daemon-pid-{}", daemon.pid()), &[]);
+    wait_for(Duration::from_secs(60), "the task done", || {
+        status(&home, &task) == "done"
+    });
+    let branch = format!("mozi/p/{task}");
+    let report = git(&repo, &["show", &format!("{branch}:report.txt")]);
+    let line = |name: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in the report:\n{report}"))
+            .to_string()
+    };
+    assert_eq!(line("commit"), "ok", "{report}");
+    assert_eq!(
+        git(&repo, &["show", &format!("{branch}:work.txt")]),
+        "work",
+        "the commit is on the task's branch"
+    );
+    for closed in [
+        "write_root",
+        "write_usr",
+        "read_other_db",
+        "read_own_db",
+        "read_config",
+        "read_other_worktree",
+        "read_ssh",
+        "read_shadow",
+        "other_port",
+        "daemon_environ",
+        "any_environ_token",
+        "bb_other_project",
+        "api_other_project",
+        "api_daemon_stop",
+        "api_sessions",
+    ] {
+        assert_eq!(line(closed), "closed", "{closed} must fail:\n{report}");
+    }
+    for open in ["write_tmp_outside", "gateway", "bb_list", "bb_comment"] {
+        assert_eq!(line(open), "open", "{open} must work:\n{report}");
+    }
+    let pids: usize = line("pids").parse().unwrap();
+    assert_eq!(line("daemon_pid"), daemon.pid().to_string());
+    assert!(
+        pids <= 10,
+        "the run sees only its own processes ({pids}):\n{report}"
+    );
+    // The home's path inside is a mount point on the run's own /tmp: a
+    // write there lands in the sandbox, never in the home.
+    assert!(!home.path().join("escaped").exists(), "{report}");
+    assert_eq!(
+        query_i64(&home.db("q"), "SELECT COUNT(*) FROM task"),
+        0,
+        "another project's blackboard is untouched"
+    );
+    assert!(!Path::new("/usr/escaped").exists());
+    assert!(
+        !Path::new("/tmp/inside-only").exists(),
+        "/tmp is the run's own"
+    );
+    let comments = query_strings(
+        &home.db("p"),
+        &format!("SELECT author || ':' || body FROM comment WHERE task_id = '{task}'"),
+    );
+    assert!(
+        comments.iter().any(|c| c == "coder:from the sandbox"),
+        "bb comment through the daemon is the agent's own: {comments:?}"
+    );
+    drop(other_port);
+    daemon.stop();
+}
+
+/// Processes whose command line holds `needle`.
+fn processes_with(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let mut cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        for b in cmd.iter_mut().filter(|b| **b == 0) {
+            *b = b' ';
+        }
+        if alive(pid) && String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// The agent leaves a detached, daemonised sleeper (its own session and
+/// process group, so the run's group signal misses it) and hangs.
+const HANGING_AGENT: &str = r#"#!/bin/bash
+setsid nohup sleep 7331 >/dev/null 2>&1 < /dev/null &
+touch started
+git add started && git commit -q -m started
+exec sleep 7332
+"#;
+
+#[test]
+fn a_timeout_kills_everything_the_sandboxed_run_started() {
+    let config = CONFIG.replace("task_timeout: 60", "task_timeout: 3");
+    let (home, repo) = sandboxed_home(&config, HANGING_AGENT);
+    let task = home.create_task("p", "hang", &["--max-rounds", "1"]);
+    let daemon = Daemon::start(&home);
+    let branch = format!("mozi/p/{task}");
+    wait_for(Duration::from_secs(30), "the agent started", || {
+        Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(["rev-parse", "--verify", "-q", &branch])
+            .output()
+            .is_ok_and(|o| o.status.success())
+            && !processes_with("sleep 7331").is_empty()
+    });
+    wait_for(Duration::from_secs(30), "the timeout", || {
+        query_strings(
+            &home.db("p"),
+            &format!(
+                "SELECT outcome FROM session WHERE task_id = '{task}' AND ended_at IS NOT NULL"
+            ),
+        )
+        .iter()
+        .any(|o| o == "timed_out")
+    });
+    wait_for(
+        Duration::from_secs(10),
+        "every process of the run gone",
+        || processes_with("sleep 7331").is_empty() && processes_with("sleep 7332").is_empty(),
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_sandboxed_agent_without_bubblewrap_is_refused_never_run_unsandboxed() {
+    let config = format!("{CONFIG}sandbox:\n  bwrap: /nonexistent/bwrap\n");
+    let (home, _repo) = sandboxed_home(
+        &config,
+        "#!/bin/bash\ntouch \"$MOZI_HOME/ran-unsandboxed\"\n",
+    );
+    let task = home.create_task("p", "refused", &[]);
+    let daemon = Daemon::start(&home);
+    wait_for(
+        Duration::from_secs(30),
+        "the agent held as degraded",
+        || {
+            daemon.get("/health/ready").is_some_and(|(_, body)| {
+                body.contains("permissions: sandbox") && body.contains("/nonexistent/bwrap")
+            })
+        },
+    );
+    // The claim is given back right after the refusal is recorded: wait for
+    // it rather than race it.
+    wait_for(Duration::from_secs(10), "the task back in pending", || {
+        status(&home, &task) == "pending"
+    });
+    assert!(!home.path().join("ran-unsandboxed").exists());
+    daemon.stop();
+}
+
+#[test]
+fn doctor_checks_bubblewrap_and_names_each_agents_mode() {
+    let home = TestHome::with_config(
+        CONFIG,
+        "agents:\n  - id: boxed\n    runtime: demo\n    permissions: sandbox\n  - id: open\n    runtime: demo\n    permissions: full\n  - id: plain\n    runtime: demo\n    permissions: workspace\n",
+    );
+    let out = home.run(&["doctor"]);
+    let line = |name: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("doctor has no {name}:\n{out}"))
+            .to_string()
+    };
+    assert!(
+        line("sandbox ").contains("/usr/bin/bwrap makes a sandbox"),
+        "{out}"
+    );
+    assert!(line("permissions boxed").ends_with("sandbox"), "{out}");
+    assert!(line("permissions open").contains("UNSAFE"), "{out}");
+    assert!(line("permissions open").starts_with("warn "), "{out}");
+    assert!(line("permissions plain").contains("workspace"), "{out}");
+
+    // Without bubblewrap the sandboxed agent's check fails doctor.
+    std::fs::write(
+        home.path().join("config/default.yaml"),
+        format!("{CONFIG}sandbox:\n  bwrap: /nonexistent/bwrap\n"),
+    )
+    .unwrap();
+    let out = home.run(&["doctor"]);
+    out.fails(1, &["doctor found"]);
+    assert!(
+        out.stdout
+            .contains("sandbox.bwrap names /nonexistent/bwrap"),
+        "{out}"
+    );
+    assert!(out.stdout.contains("its runs are refused"), "{out}");
+}
+
+/// `POST /api/runs/bb` answers only a run in flight: no key is 401, a key
+/// that is no live run's is 403, even with the operator's api_token; a
+/// `--file` naming a path is refused (it would be read outside the sandbox).
+#[test]
+fn the_runs_bb_route_answers_only_a_run_in_flight() {
+    let config = format!("{CONFIG}server:\n  api_token: operator-token\n");
+    let (home, _repo) = sandboxed_home(&config, "#!/bin/bash\nexec sleep 30\n");
+    let task = home.create_task("p", "hold", &[]);
+    let daemon = Daemon::start(&home);
+    let url = daemon.url("/api/runs/bb");
+    let body = serde_json::json!({ "args": ["list"] });
+    block_on(async {
+        let none = post_json(&url, &body, &[]).await;
+        assert_eq!(none.status().as_u16(), 401);
+        let operator = bearer("operator-token");
+        let forged = post_json(&url, &body, &[("authorization", &operator)]).await;
+        assert_eq!(forged.status().as_u16(), 403);
+        let dead = bearer("mozi-not-a-run");
+        let forged = post_json(&url, &body, &[("authorization", &dead)]).await;
+        assert_eq!(forged.status().as_u16(), 403);
+    });
+    // The run's key, read as its process holds it.
+    wait_for(Duration::from_secs(30), "the run started", || {
+        !agent_processes(home.path()).is_empty()
+    });
+    let pid = agent_processes(home.path())[0];
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let key = env
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"MOZI_RUN_KEY="))
+        .map(|k| String::from_utf8_lossy(k).into_owned())
+        .expect("the run has a key");
+    let auth = bearer(&key);
+    block_on(async {
+        let ok = post_json(&url, &body, &[("authorization", &auth)]).await;
+        assert_eq!(ok.status().as_u16(), 200);
+        let answer: serde_json::Value = ok.json().await.unwrap();
+        assert_eq!(answer["code"], 0, "{answer}");
+        assert!(
+            answer["stdout"].as_str().unwrap().contains(&task),
+            "{answer}"
+        );
+        let file =
+            serde_json::json!({ "args": ["output", "--summary", "s", "--file", "/etc/hostname"] });
+        let refused = post_json(&url, &file, &[("authorization", &auth)]).await;
+        assert_eq!(refused.status().as_u16(), 400);
+        let other = serde_json::json!({ "args": ["--project", "q", "list"] });
+        let twice = post_json(&url, &other, &[("authorization", &auth)]).await;
+        let answer: serde_json::Value = twice.json().await.unwrap();
+        assert_eq!(
+            answer["code"], 2,
+            "a second --project is a usage error: {answer}"
+        );
+    });
+    daemon.stop();
+}
