@@ -416,6 +416,84 @@ async fn task_detail_and_operator_transitions() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn tasks_are_reprioritised_and_reassigned() {
+    let (home, d) = serve_stopped();
+    let api = Api::new(&d, None);
+    let (a_id, _, c_id) = seed_tasks(&api).await;
+    let edit = |t: &str, body: Value| {
+        let path = format!("/api/projects/p/tasks/{t}");
+        let body = body.to_string();
+        let api = &api;
+        async move {
+            api.raw(Method::PATCH, &path, Some(&body), Some("application/json"))
+                .await
+        }
+    };
+    let (code, v) = edit(&c_id, json!({"priority": "urgent", "assignee": "w"})).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (&v["priority"], &v["assignee"]),
+        (&json!("urgent"), &json!("w")),
+        "{v}"
+    );
+    // The store says so, and one task.updated event names both changes.
+    let db = home.path().join("projects/p/blackboard.db");
+    let stored = format!(
+        "SELECT count(*) FROM task WHERE id = '{c_id}' AND priority = 1 AND assignee = 'w'"
+    );
+    assert_eq!(count(&db, &stored), 1);
+    let event = format!("SELECT count(*) FROM event WHERE kind = 'task.updated' AND task_id = '{c_id}' AND payload LIKE '%\"to\":\"urgent\"%'");
+    assert_eq!(count(&db, &event), 1);
+    // "" clears the assignee.
+    let (code, v) = edit(&c_id, json!({"assignee": ""})).await;
+    assert_eq!((code, &v["assignee"]), (200, &Value::Null), "{v}");
+    // An agent that is not configured is refused unless forced.
+    let ghost = edit(&c_id, json!({"assignee": "ghost"})).await;
+    assert_error(&ghost, 400, &["ghost", "force"]);
+    let (code, v) = edit(&c_id, json!({"assignee": "ghost", "force": true})).await;
+    assert_eq!((code, &v["assignee"]), (200, &json!("ghost")), "{v}");
+    // From another origin (a page elsewhere in the operator's browser): refused.
+    let foreign = api
+        .client
+        .patch(format!("{}/api/projects/p/tasks/{c_id}", api.base))
+        .header("origin", "http://evil.example")
+        .header("content-type", "application/json")
+        .body(r#"{"priority":"low"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_error(&decode(foreign).await, 403, &["cross-origin"]);
+    assert_eq!(
+        count(&db, &stored.replace("assignee = 'w'", "1")),
+        1,
+        "still urgent"
+    );
+    assert_error(
+        &edit(&c_id, json!({"priority": "asap"})).await,
+        400,
+        &["asap"],
+    );
+    assert_error(&edit(&c_id, json!({})).await, 400, &["nothing to change"]);
+    assert_error(
+        &edit(&c_id, json!({"colour": "red"})).await,
+        400,
+        &["colour"],
+    );
+    assert_error(
+        &edit("T-9999", json!({"priority": "low"})).await,
+        404,
+        &["T-9999"],
+    );
+    // A finished task is not edited: reopen it first.
+    let st = format!("/api/projects/p/tasks/{a_id}/status");
+    let (code, _) = api.post(&st, json!({"status": "cancelled"})).await;
+    assert_eq!(code, 200);
+    let done = edit(&a_id, json!({"priority": "low"})).await;
+    assert_error(&done, 409, &["cancelled", "reopen"]);
+    d.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn comments_are_added_and_bad_or_oversized_ones_refused() {
     let (_home, d) = serve_stopped();
     let api = Api::new(&d, None);
@@ -646,6 +724,13 @@ async fn bearer_token_guards_every_write_and_leaves_reads_open() {
         .post("/api/projects/p/tasks", json!({"title": "t"}))
         .await;
     assert_eq!(code, 201, "{v}");
+    // The dashboard's reprioritise / reassign (PATCH) is a write too.
+    let edit = (Some(r#"{"priority":"low"}"#), Some("application/json"));
+    let task = format!("/api/projects/p/tasks/{}", v["id"].as_str().unwrap());
+    let refused = anon.raw(Method::PATCH, &task, edit.0, edit.1).await;
+    assert_error(&refused, 401, &["Bearer"]);
+    let (code, v) = right.raw(Method::PATCH, &task, edit.0, edit.1).await;
+    assert_eq!((code, &v["priority"]), (200, &json!("low")), "{v}");
     assert_eq!(right.post("/api/daemon/tick", json!({})).await.0, 200);
     d.stop();
 

@@ -329,3 +329,11 @@ fn schedules_view_shows_next_firing_history_and_buttons() {
     let (home, mut serve) = live_daemon();
     run_script(&tools, &home, &mut serve, "schedules_view.mjs", "live");
 }
+
+#[test]
+fn task_actions_on_the_page_change_the_task() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "task_actions.mjs", "live");
+}

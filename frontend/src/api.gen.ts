@@ -588,7 +588,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Reprioritises or reassigns an open task (409 when it is finished: reopen
+         *     it first; 400 naming the agents when the assignee could never take it).
+         */
+        patch: operations["update_task"];
         trace?: never;
     };
     "/api/projects/{id}/tasks/{task}/comments": {
@@ -1959,6 +1963,15 @@ export interface components {
             reviews: components["schemas"]["Review"][];
             sessions: components["schemas"]["Session"][];
         };
+        /** @description An operator's edit of an open task; absent fields are kept. */
+        TaskEdit: {
+            /** @description `urgent`, `high`, `normal` or `low`. */
+            priority?: string | null;
+            /** @description The designated agent; `""` clears it (any agent taking the kind). */
+            assignee?: string | null;
+            /** @description Assign an agent the task could never start with (not configured yet). */
+            force?: boolean;
+        };
         TaskList: {
             tasks: components["schemas"]["Task"][];
             /** @description Pass as `cursor` for the next page; null on the last page. */
@@ -3065,6 +3078,52 @@ export interface operations {
                 content?: never;
             };
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    update_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description task id */
+                task: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TaskEdit"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Task"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };

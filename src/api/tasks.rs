@@ -18,7 +18,7 @@ use crate::wire::{self, Comment, NewTask, Task, TaskDetail};
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
         .routes(routes!(list_tasks, create_task))
-        .routes(routes!(show_task))
+        .routes(routes!(show_task, update_task))
         .routes(routes!(set_task_status))
         .routes(routes!(add_comment))
 }
@@ -61,6 +61,21 @@ pub struct StatusChange {
     pub status: String,
     #[serde(default)]
     pub reason: String,
+}
+
+/// An operator's edit of an open task; absent fields are kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskEdit {
+    /// `urgent`, `high`, `normal` or `low`.
+    #[serde(default)]
+    pub priority: Option<String>,
+    /// The designated agent; `""` clears it (any agent taking the kind).
+    #[serde(default)]
+    pub assignee: Option<String>,
+    /// Assign an agent the task could never start with (not configured yet).
+    #[serde(default)]
+    pub force: bool,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -153,6 +168,39 @@ async fn show_task(
 ) -> Result<Json<TaskDetail>, ApiError> {
     let svc = project_service(&d, &id).await?;
     Ok(Json(svc.task_detail(&task, 500).await?.into()))
+}
+
+/// Reprioritises or reassigns an open task (409 when it is finished: reopen
+/// it first; 400 naming the agents when the assignee could never take it).
+#[utoipa::path(patch, path = "/api/projects/{id}/tasks/{task}", tag = "tasks",
+    params(("id" = String, Path, description = "project id"),
+           ("task" = String, Path, description = "task id")),
+    request_body = TaskEdit, security(("bearer" = [])),
+    responses((status = 200, body = Task), (status = 400), (status = 404), (status = 409)))]
+async fn update_task(
+    State(d): State<Daemon>,
+    ApiPath((id, task)): ApiPath<(String, String)>,
+    headers: HeaderMap,
+    ApiJson(edit): ApiJson<TaskEdit>,
+) -> Result<Json<Task>, ApiError> {
+    let who = actor(&headers)?;
+    let priority = non_empty(edit.priority)
+        .map(|p| p.parse())
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let assignee = edit
+        .assignee
+        .map(|a| Some(a.trim().to_string()).filter(|a| !a.is_empty()));
+    if priority.is_none() && assignee.is_none() {
+        return Err(ApiError::bad_request(
+            "nothing to change: send \"priority\" (urgent, high, normal, low) and/or \"assignee\" (\"\" clears it)",
+        ));
+    }
+    let svc = project_service(&d, &id).await?;
+    let task = svc
+        .update_task(&task, priority, assignee, &who, edit.force)
+        .await?;
+    Ok(Json(task.into()))
 }
 
 /// An operator transition: cancel, block, unblock or retry (409 naming both

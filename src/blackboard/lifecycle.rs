@@ -6,12 +6,14 @@
 use serde_json::json;
 
 use super::events::emit;
+use super::ids::is_valid_agent_id;
 use super::tasks::{
     check_task_id, fetch_task, insert_task, observe, system_comment, task_from_row,
     unfinished_dependencies, validate_new_task, would_cycle, write_status, NewTask, TASK_RETURNING,
 };
 use super::{
-    Actor, BbError, BbResult, Blackboard, EventLevel, Millis, ObservationLevel, Task, TaskStatus,
+    Actor, BbError, BbResult, Blackboard, EventLevel, Millis, ObservationLevel, Priority, Task,
+    TaskStatus,
 };
 
 impl Blackboard {
@@ -338,6 +340,68 @@ impl Blackboard {
             }
             if !reason.is_empty() {
                 system_comment(&mut tx, now, id, &actor.name, &format!("{to}: {reason}")).await?;
+            }
+        })
+    }
+}
+
+impl Blackboard {
+    /// An operator's edit of an open task: its priority and its designated
+    /// assignee (`Some(None)` clears it, so any agent taking its kind may
+    /// claim it). A running claim is not touched: the new assignee takes
+    /// the task when it is next pending. A finished task is refused (reopen
+    /// it first). One `task.updated` event names what changed.
+    pub async fn update_task(
+        &self,
+        id: &str,
+        priority: Option<Priority>,
+        assignee: Option<Option<String>>,
+        actor: &Actor,
+    ) -> BbResult<Task> {
+        if let Some(Some(a)) = &assignee {
+            if !is_valid_agent_id(a) {
+                return Err(BbError::Invalid(format!(
+                    "invalid assignee agent id {a:?}: use an agent id of config/agents.yaml"
+                )));
+            }
+        }
+        change_task!(self, id, |tx, now, task| {
+            if task.status.is_terminal() {
+                return Err(BbError::Conflict(format!(
+                    "task {id} is {}: reopen it before changing its priority or assignee",
+                    task.status
+                )));
+            }
+            let mut changed = serde_json::Map::new();
+            if let Some(p) = priority.filter(|p| *p != task.priority) {
+                sqlx::query("UPDATE task SET priority = ?, updated_at = ? WHERE id = ?")
+                    .bind(p.rank())
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                changed.insert("priority".into(), json!({ "from": task.priority, "to": p }));
+            }
+            if let Some(a) = assignee.as_ref().filter(|a| **a != task.assignee) {
+                sqlx::query("UPDATE task SET assignee = ?, updated_at = ? WHERE id = ?")
+                    .bind(a)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                changed.insert("assignee".into(), json!({ "from": task.assignee, "to": a }));
+            }
+            if !changed.is_empty() {
+                emit(
+                    &mut tx,
+                    now,
+                    EventLevel::Daily,
+                    "task.updated",
+                    Some(id),
+                    actor,
+                    serde_json::Value::Object(changed),
+                )
+                .await?;
             }
         })
     }

@@ -181,6 +181,42 @@ impl ProjectService {
         self.committed(task)
     }
 
+    /// An operator's change of an open task's priority or designated
+    /// assignee (`Some(None)` clears it): operators and the daemon only.
+    /// Unless `force`, an assignee the task could never start with (unknown,
+    /// or not on the project's team) is refused as creation refuses it.
+    pub async fn update_task(
+        &self,
+        id: &str,
+        priority: Option<crate::blackboard::Priority>,
+        assignee: Option<Option<String>>,
+        actor: &Actor,
+        force: bool,
+    ) -> ServiceResult<Task> {
+        rules::require_privileged(actor, || {
+            format!(
+                "agent {} may not change task {id}; only operators and the daemon may",
+                actor.name
+            )
+        })?;
+        if let (Some(Some(name)), false) = (&assignee, force) {
+            let task = self.bb.task(id).await?;
+            let why: Vec<String> = TeamView::load(&self.home, &self.project)
+                .never_starts(Some(name), &task.kind, None)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            if !why.is_empty() {
+                return Err(ServiceError::Invalid(format!(
+                    "task {id} could never start with assignee {name:?}: {}; fix config/agents.yaml, or assign it anyway with \"force\": true",
+                    why.join("; ")
+                )));
+            }
+        }
+        let task = self.bb.update_task(id, priority, assignee, actor).await?;
+        self.committed(task)
+    }
+
     /// Ends a review round (the daemon's verdict, see `crate::review`):
     /// approved → `done`, else the next round or `failed` at the limit.
     /// `round` must be the task's current round, so one round is concluded

@@ -8,6 +8,7 @@ import { STATUSES, allTasks, enc, get, type BbEvent, type Task } from '../api';
 import { useEpoch, useEvents } from '../live';
 import { isNewer, upsertTask } from '../tasks';
 import { Badge, ErrorBox, Link } from '../ui';
+import { NewTaskForm } from './TaskActions';
 import { TaskPanel } from './TaskPanel';
 
 interface Loaded {
@@ -70,6 +71,7 @@ function useLiveTasks(project: string) {
 export function Board({ project, taskId }: { project: string; taskId: string | null }) {
   const tasks = useLiveTasks(project);
   const [filter, setFilter] = useState('');
+  const [creating, setCreating] = useState(false);
   const q = filter.trim().toLowerCase();
   const shown = (tasks.data ?? []).filter(
     (t) =>
@@ -94,7 +96,11 @@ export function Board({ project, taskId }: { project: string; taskId: string | n
             aria-label="Filter tasks"
           />
           <span class="muted">{tasks.data ? `${shown.length} of ${tasks.data.length} tasks` : tasks.error ? '' : 'loading…'}</span>
+          <button class="primary" data-action="new-task" onClick={() => setCreating(!creating)}>
+            New task
+          </button>
         </div>
+        {creating && <NewTaskForm project={project} onClose={() => setCreating(false)} />}
         <ErrorBox error={tasks.error} what="tasks" />
         <div class="board" data-testid="board">
           {STATUSES.map((status) => {

@@ -6,6 +6,7 @@ import { enc, get, post, type Comment, type Task, type TaskDetail } from '../api
 import { ACTIVITY, useEventRev, useEvents } from '../live';
 import { isNewer } from '../tasks';
 import { Badge, Empty, ErrorBox, Link, Time, navigate, useFetch } from '../ui';
+import { TaskActions } from './TaskActions';
 
 export function TaskPanel({ project, taskId }: { project: string; taskId: string }) {
   const base = `/api/projects/${enc(project)}/tasks/${enc(taskId)}`;
@@ -53,6 +54,7 @@ export function TaskPanel({ project, taskId }: { project: string; taskId: string
       {t && (
         <div class="panel-body">
           <h2 class="task-heading">{t.title}</h2>
+          <TaskActions project={project} task={t} onDone={detail.reload} />
           <dl class="facts">
             <dt>Priority</dt>
             <dd><Badge kind={`p-${t.priority}`}>{t.priority}</Badge></dd>
