@@ -1258,6 +1258,10 @@ export interface components {
             by_provider: {
                 [key: string]: components["schemas"]["UsageTotals"];
             };
+            /** @description Keyed by `provider/model` (the model as sent upstream). */
+            by_model: {
+                [key: string]: components["schemas"]["UsageTotals"];
+            };
             /** @description Calls without a known run key. */
             anonymous: components["schemas"]["UsageTotals"];
         };
@@ -1635,9 +1639,23 @@ export interface components {
             prompt_tokens: number;
             /** Format: int64 */
             completion_tokens: number;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description USD the CLI itself reported (0 when it reports none); never
+             *     added to `gateway_cost`.
+             */
             cost: number;
             detail?: unknown;
+            /**
+             * Format: int64
+             * @description Prompt tokens the provider served from its cache.
+             */
+            cached_tokens: number;
+            /**
+             * Format: double
+             * @description USD as `gateway.prices` prices the calls the gateway saw.
+             */
+            gateway_cost: number;
         };
         SessionList: {
             sessions: components["schemas"]["Session"][];
@@ -1745,6 +1763,21 @@ export interface components {
              * @description Total tokens.
              */
             total_tokens: number;
+            /**
+             * Format: int64
+             * @description Prompt tokens the provider served from its cache.
+             */
+            cached_tokens: number;
+            /**
+             * Format: double
+             * @description USD, as `gateway.prices` prices the usage the gateway saw.
+             */
+            cost_usd: number;
+            /**
+             * Format: int64
+             * @description Responses whose `provider/model` no price matched (cost 0 here).
+             */
+            unpriced_responses: number;
         };
         /**
          * @description A reviewer's verdict.

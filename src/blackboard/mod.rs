@@ -51,6 +51,7 @@ mod rows;
 pub mod sessions;
 mod summary;
 mod tasks;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -82,6 +83,7 @@ pub const TABLES: &[&str] = &[
     "experience",
     "experience_tag",
     "session",
+    "llm_usage",
     "event",
     "inbox_applied",
 ];

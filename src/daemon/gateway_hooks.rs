@@ -12,7 +12,10 @@ use futures_util::future::BoxFuture;
 use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
-use crate::blackboard::{Actor, DecisionStatus, EventLevel, Priority as TaskPriority};
+use crate::blackboard::usage::UsageBooking;
+use crate::blackboard::{
+    Actor, Clock, DecisionStatus, EventLevel, Priority as TaskPriority, SystemClock,
+};
 use crate::gateway::{
     ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, Priority, RunAttribution,
     TokenUsage,
@@ -32,11 +35,18 @@ pub struct RunKey {
 pub struct DaemonHooks {
     daemon: Daemon,
     usage: Arc<UsageWriter>,
+    /// When usage is booked (the quarter hour of its `llm_usage` line).
+    clock: Arc<dyn Clock>,
 }
 
 impl DaemonHooks {
     /// Starts the usage writer too (call inside a tokio runtime).
     pub fn new(daemon: Daemon) -> Arc<DaemonHooks> {
+        Self::with_clock(daemon, Arc::new(SystemClock))
+    }
+
+    /// As [`DaemonHooks::new`], on a given clock (tests).
+    pub fn with_clock(daemon: Daemon, clock: Arc<dyn Clock>) -> Arc<DaemonHooks> {
         let sink = Arc::new(ProjectLedgers {
             daemon: daemon.clone(),
         });
@@ -44,6 +54,7 @@ impl DaemonHooks {
         Arc::new(DaemonHooks {
             daemon,
             usage: Arc::new(usage),
+            clock,
         })
     }
 
@@ -62,7 +73,7 @@ impl UsageSink for ProjectLedgers {
     fn book<'a>(
         &'a self,
         project: &'a str,
-        rows: &'a [(String, i64, i64)],
+        rows: &'a [UsageBooking],
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let bb = self
@@ -71,7 +82,7 @@ impl UsageSink for ProjectLedgers {
                 .get(project)
                 .and_then(|s| s.bb)
                 .ok_or_else(|| format!("project {project} is unavailable"))?;
-            bb.add_sessions_usage(rows).await.map_err(|e| e.to_string())
+            bb.add_usage(rows).await.map_err(|e| e.to_string())
         })
     }
 }
@@ -107,8 +118,13 @@ impl GatewayHooks for DaemonHooks {
         self.usage.book(Booking {
             project: attribution.project.clone(),
             session: attribution.session_id.clone(),
+            provider: usage.provider.clone(),
+            model: usage.model.clone(),
+            at_ms: self.clock.now_ms(),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_usd: usage.cost_usd,
         });
     }
 

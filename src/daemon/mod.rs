@@ -272,7 +272,8 @@ impl Daemon {
     // The run keys are read on every gateway call: a panic elsewhere while
     // the lock was held (a map of whole entries; no half-written state) must
     // not take the gateway down, so a poisoned lock is recovered.
-    pub(crate) fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
+    /// Registers a run's gateway key (`start_run` does; tests and embedders too).
+    pub fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
         self.inner
             .run_keys
             .lock()

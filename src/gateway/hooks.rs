@@ -32,9 +32,9 @@ pub struct RunAttribution {
 }
 
 /// Token usage of one upstream response.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TokenUsage {
-    /// Prompt tokens.
+    /// Prompt tokens (those read from the provider's cache included).
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
@@ -44,6 +44,11 @@ pub struct TokenUsage {
     pub model: String,
     /// Provider name.
     pub provider: String,
+    /// Prompt tokens the provider served from its cache.
+    pub cached_tokens: u64,
+    /// USD, from `gateway.prices`; `None` when no price matches
+    /// `provider/model`. Set by the gateway before the hooks see it.
+    pub cost_usd: Option<f64>,
 }
 
 /// An attempt that reached a provider and got no complete answer: the

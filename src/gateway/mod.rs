@@ -49,6 +49,7 @@ mod failure;
 mod handlers;
 mod messages;
 mod models;
+mod pricing;
 mod proxy;
 mod respond;
 mod responses;
@@ -74,7 +75,8 @@ use tokio::time::Instant;
 pub use admin::{AdminAuthorized, SettingsUpdate};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use config::{
-    ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, ProviderConfig, Secret,
+    ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, PriceConfig, ProviderConfig,
+    Secret,
 };
 pub use error::{GatewayError, LimitSource};
 pub use hooks::{
@@ -137,6 +139,8 @@ pub(crate) struct GatewayInner {
     pub settings: Mutex<RuntimeSettings>,
     pub hooks: Arc<dyn GatewayHooks>,
     pub ledger: Mutex<Ledger>,
+    /// `gateway.prices`, compiled.
+    pub prices: pricing::PriceTable,
     /// Decisions proposed for held high-risk calls ([`approval`]).
     pub approvals: approval::OpenDecisions,
     rng: Mutex<StdRng>,
@@ -161,8 +165,11 @@ impl GatewayInner {
         lock(&self.settings).clone()
     }
 
-    /// Book one response's usage: ledger, metrics, and the daemon hook.
-    pub fn record_usage(&self, attribution: Option<&RunAttribution>, usage: &TokenUsage) {
+    /// Book one response's usage: priced, then into the ledger, metrics,
+    /// and the daemon hook.
+    pub fn record_usage(&self, attribution: Option<&RunAttribution>, mut usage: TokenUsage) {
+        usage.cost_usd = self.prices.cost(&usage);
+        let usage = &usage;
         lock(&self.ledger).record(attribution, usage);
         metrics::usage(
             &usage.provider,
@@ -248,6 +255,7 @@ impl Gateway {
             request_timeout: config.queue.request_timeout,
             low_priority_timeout: config.queue.low_priority_timeout,
         };
+        let prices = pricing::PriceTable::new(&config.prices);
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
@@ -255,6 +263,7 @@ impl Gateway {
                 settings: Mutex::new(settings),
                 hooks,
                 ledger: Mutex::new(Ledger::default()),
+                prices,
                 approvals: approval::OpenDecisions::default(),
                 rng: Mutex::new(rng),
                 started: Instant::now(),
