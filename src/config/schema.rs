@@ -23,6 +23,8 @@ pub struct Config {
     pub gateway: crate::gateway::GatewayConfig,
     /// Where events are pushed besides the dashboard.
     pub notifications: NotificationsConfig,
+    /// Caps on what runs spend, enforced by the gateway on every call.
+    pub budgets: super::budgets::BudgetsConfig,
 }
 
 /// `notifications:` — webhooks.

@@ -3,12 +3,14 @@
 //! (`OPENAI_API_KEY=mozi-<session token>`), which maps to its run here.
 //! Token usage goes through one batching writer ([`usage`]).
 
+pub mod budgets;
 pub mod usage;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use budgets::Budgets;
 use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
@@ -17,8 +19,8 @@ use crate::blackboard::{
     Actor, Clock, DecisionStatus, EventLevel, Priority as TaskPriority, SystemClock,
 };
 use crate::gateway::{
-    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, Priority, RunAttribution,
-    TokenUsage,
+    ApprovalRequest, ApprovalStatus, BudgetRefusal, CallEstimate, FailedAttempt, GatewayHooks,
+    Priority, RunAttribution, TokenUsage,
 };
 
 /// What the daemon remembers of a running agent's API key.
@@ -37,6 +39,8 @@ pub struct DaemonHooks {
     usage: Arc<UsageWriter>,
     /// When usage is booked (the quarter hour of its `llm_usage` line).
     clock: Arc<dyn Clock>,
+    /// Budgets (`budgets:`), on the same clock.
+    budgets: Arc<Budgets>,
 }
 
 impl DaemonHooks {
@@ -51,11 +55,18 @@ impl DaemonHooks {
             daemon: daemon.clone(),
         });
         let usage = UsageWriter::start(sink, usage::CHANNEL_CAPACITY, usage::MAX_BATCH);
+        let budgets = Budgets::new(daemon.config().budgets.clone(), clock.clone());
         Arc::new(DaemonHooks {
             daemon,
             usage: Arc::new(usage),
             clock,
+            budgets: Arc::new(budgets),
         })
+    }
+
+    /// The budgets and their spend.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The usage writer (its counts, for tests and status).
@@ -126,6 +137,52 @@ impl GatewayHooks for DaemonHooks {
             cached_tokens: usage.cached_tokens,
             cost_usd: usage.cost_usd,
         });
+        if self.budgets.book.enabled() {
+            for crossing in self.budgets.spend(attribution, usage) {
+                tracing::warn!(
+                    budget = %crossing.scope.name(),
+                    spent = crossing.spent,
+                    limit = crossing.limit,
+                    unit = crossing.unit,
+                    "a budget passed its soft threshold"
+                );
+            }
+        }
+    }
+
+    fn budgets_apply(&self, _attribution: &RunAttribution) -> bool {
+        self.budgets.book.enabled()
+    }
+
+    fn reserve(
+        &self,
+        attribution: &RunAttribution,
+        estimate: &CallEstimate,
+    ) -> BoxFuture<'static, Result<Option<u64>, BudgetRefusal>> {
+        let (daemon, budgets) = (self.daemon.clone(), self.budgets.clone());
+        let (attribution, estimate) = (attribution.clone(), estimate.clone());
+        Box::pin(async move {
+            budgets
+                .reserve(&daemon, &attribution, &estimate)
+                .await
+                .map_err(|refusal| {
+                    tracing::warn!(
+                        session = %attribution.session_id,
+                        project = %attribution.project,
+                        task = attribution.task.as_deref().unwrap_or(""),
+                        agent = %attribution.agent,
+                        budget = %refusal.scope.name(),
+                        "an LLM call of this run was refused for budget"
+                    );
+                    BudgetRefusal {
+                        message: refusal.message(),
+                    }
+                })
+        })
+    }
+
+    fn release(&self, _attribution: &RunAttribution, reservation: u64) {
+        self.budgets.book.release(reservation);
     }
 
     /// The daemon's log names the run, task and provider, and the run's

@@ -17,6 +17,7 @@
 //! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
+pub mod budget;
 pub mod demo;
 pub mod events;
 pub mod gateway_hooks;

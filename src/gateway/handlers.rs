@@ -303,6 +303,7 @@ async fn parse(
         attribution,
         fallback_model,
         started,
+        budget: None,
     })
 }
 

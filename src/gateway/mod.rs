@@ -43,6 +43,7 @@ mod admin;
 mod approval;
 mod attempt;
 mod auth;
+mod budget;
 mod call;
 mod cpu;
 mod failure;
@@ -80,8 +81,8 @@ pub use config::{
 };
 pub use error::{GatewayError, LimitSource};
 pub use hooks::{
-    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, NoopHooks, RunAttribution,
-    TokenUsage,
+    ApprovalRequest, ApprovalStatus, BudgetRefusal, CallEstimate, FailedAttempt, GatewayHooks,
+    NoopHooks, RunAttribution, TokenUsage,
 };
 pub use lane::{LaneSettings, RateLane};
 pub use limiter::RetreatState;

@@ -44,6 +44,16 @@ impl PriceTable {
         PriceTable { entries }
     }
 
+    /// USD per million (input, output) tokens of `provider/model`, `None`
+    /// when unpriced.
+    pub fn rates(&self, provider: &str, model: &str) -> Option<(f64, f64)> {
+        let name = format!("{provider}/{model}");
+        self.entries
+            .iter()
+            .find(|e| e.pattern.matches(&name))
+            .map(|e| (e.input, e.output))
+    }
+
     /// The cost in USD of one response's usage, `None` when no entry
     /// prices `provider/model`.
     pub fn cost(&self, usage: &TokenUsage) -> Option<f64> {

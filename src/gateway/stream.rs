@@ -29,6 +29,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::approval::{self, HighRisk};
+use super::budget::BudgetHold;
 use super::failure::StreamOutcome;
 use super::hooks::{RunAttribution, TokenUsage};
 use super::lane::LanePermit;
@@ -193,6 +194,10 @@ pub(crate) struct StreamContext {
     pub outcome: StreamOutcome,
     /// The high-risk tool names in force for the provider.
     pub high_risk: HighRisk,
+    /// The call's budget reservation: released when the stream ends, after
+    /// its usage was booked. Only held: dropping it is what releases it.
+    #[allow(dead_code)]
+    pub budget: Option<Arc<BudgetHold>>,
 }
 
 struct State {
