@@ -107,6 +107,58 @@ fn priority(p: TaskPriority) -> Priority {
     }
 }
 
+impl DaemonHooks {
+    /// A budget passed its soft threshold (once per window): a
+    /// `budget.soft_threshold` event (level attention: the webhooks get it)
+    /// and a warning observation on the run's project and task.
+    fn soft_threshold(&self, a: &RunAttribution, c: budgets::SoftCrossing) {
+        let text = format!(
+            "budget {} passed {:.0}% of its limit: {} of {} {}",
+            c.scope.name(),
+            self.daemon.config().budgets.soft_threshold * 100.0,
+            c.spent,
+            c.limit,
+            c.unit
+        );
+        tracing::warn!(budget = %c.scope.name(), spent = c.spent, limit = c.limit, unit = c.unit, "a budget passed its soft threshold");
+        let Some(bb) = self.daemon.projects().get(&a.project).and_then(|s| s.bb) else {
+            return;
+        };
+        let payload = serde_json::json!({
+            "budget": c.scope.name(),
+            "unit": c.unit,
+            "spent": c.spent,
+            "limit": c.limit,
+            "agent": a.agent,
+            "session": a.session_id,
+        });
+        let task = a.task.clone();
+        // On the request path: the writes must not hold the answer up.
+        tokio::spawn(async move {
+            let event = bb
+                .record_event(
+                    EventLevel::Attention,
+                    "budget.soft_threshold",
+                    task.as_deref(),
+                    &Actor::daemon(),
+                    payload,
+                )
+                .await;
+            let observation = bb
+                .add_observation(
+                    crate::blackboard::ObservationLevel::Warn,
+                    &Actor::daemon(),
+                    task.as_deref(),
+                    &text,
+                )
+                .await;
+            if let Err(e) = event.map(|_| ()).and(observation.map(|_| ())) {
+                tracing::warn!(error = %e, "cannot record a budget's soft threshold");
+            }
+        });
+    }
+}
+
 impl GatewayHooks for DaemonHooks {
     fn resolve_key(&self, bearer_token: &str) -> Option<RunAttribution> {
         self.daemon.run_key(bearer_token).map(|k| RunAttribution {
@@ -139,13 +191,7 @@ impl GatewayHooks for DaemonHooks {
         });
         if self.budgets.book.enabled() {
             for crossing in self.budgets.spend(attribution, usage) {
-                tracing::warn!(
-                    budget = %crossing.scope.name(),
-                    spent = crossing.spent,
-                    limit = crossing.limit,
-                    unit = crossing.unit,
-                    "a budget passed its soft threshold"
-                );
+                self.soft_threshold(attribution, crossing);
             }
         }
     }
@@ -166,6 +212,23 @@ impl GatewayHooks for DaemonHooks {
                 .reserve(&daemon, &attribution, &estimate)
                 .await
                 .map_err(|refusal| {
+                    // The run ends: its task is blocked with the reason when
+                    // the run's end is booked (`runs::supervise`), without
+                    // costing a round.
+                    let message = refusal.message();
+                    daemon
+                        .quota()
+                        .record_budget_refusal(&attribution.session_id, &message);
+                    let pid = daemon
+                        .runs_lock()
+                        .get(&attribution.session_id)
+                        .map(|r| r.pid);
+                    if let Some(pid) = pid {
+                        crate::daemon::process::signal_group(
+                            pid,
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
                     tracing::warn!(
                         session = %attribution.session_id,
                         project = %attribution.project,
@@ -174,9 +237,7 @@ impl GatewayHooks for DaemonHooks {
                         budget = %refusal.scope.name(),
                         "an LLM call of this run was refused for budget"
                     );
-                    BudgetRefusal {
-                        message: refusal.message(),
-                    }
+                    BudgetRefusal { message }
                 })
         })
     }

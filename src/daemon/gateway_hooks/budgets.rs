@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::blackboard::usage::UsageLine;
 use crate::blackboard::{Blackboard, Clock};
 use crate::config::BudgetsConfig;
-use crate::daemon::budget::{Amount, BudgetBook, Payer, Refusal, Scope, SoftCrossing};
+pub use crate::daemon::budget::SoftCrossing;
+use crate::daemon::budget::{Amount, BudgetBook, Payer, Refusal, Scope};
 use crate::daemon::Daemon;
 use crate::gateway::{CallEstimate, RunAttribution, TokenUsage};
 
