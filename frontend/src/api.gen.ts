@@ -538,6 +538,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/usage": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Usage and cost per project, agent, model, task and day. */
+        get: operations["usage"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -1741,6 +1758,50 @@ export interface components {
             protocol: string;
             reason: string;
         };
+        /** @description The usage of a period, all projects. */
+        UsageReport: {
+            /** @description Start of the period (RFC 3339). */
+            since: string;
+            total: components["schemas"]["UsageRow"];
+            by_project: components["schemas"]["UsageRow"][];
+            by_agent: components["schemas"]["UsageRow"][];
+            by_model: components["schemas"]["UsageRow"][];
+            by_task: components["schemas"]["UsageRow"][];
+            /** @description Per UTC day, oldest first. */
+            by_day: components["schemas"]["UsageRow"][];
+        };
+        /** @description Usage of one key (a project, agent, model, task or day). */
+        UsageRow: {
+            /**
+             * @description The project id, agent id, `provider/model`, `project/task` or
+             *     `YYYY-MM-DD` (UTC); `total` for the total.
+             */
+            key: string;
+            /**
+             * Format: int64
+             * @description Responses that reported usage.
+             */
+            responses: number;
+            /**
+             * Format: int64
+             * @description Responses no price matched (their cost counts 0).
+             */
+            unpriced: number;
+            /** Format: int64 */
+            prompt_tokens: number;
+            /** Format: int64 */
+            completion_tokens: number;
+            /**
+             * Format: int64
+             * @description Prompt tokens the provider served from its cache.
+             */
+            cached_tokens: number;
+            /**
+             * Format: double
+             * @description USD as `gateway.prices` priced the calls the gateway saw.
+             */
+            cost_usd: number;
+        };
         /** @description Usage totals of one key. */
         UsageTotals: {
             /**
@@ -2672,6 +2733,34 @@ export interface operations {
                 content?: never;
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    usage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The last this many days (UTC, from now), 1..=400, default 30. */
+                days: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["UsageReport"];
+                };
+            };
+            400: {
                 headers: {
                     [name: string]: unknown;
                 };

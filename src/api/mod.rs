@@ -18,6 +18,7 @@ pub mod records;
 pub mod sessions;
 pub mod skills;
 pub mod tasks;
+pub mod usage;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -50,6 +51,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(sessions::router())
         .merge(skills::router())
         .merge(events::router())
+        .merge(usage::router())
 }
 
 /// The document's header: title, version, the bearer scheme, and the

@@ -41,7 +41,22 @@ pub struct DaemonHooks {
     clock: Arc<dyn Clock>,
     /// Budgets (`budgets:`), on the same clock.
     budgets: Arc<Budgets>,
+    /// The `model` label values given out so far (bounded: [`MODEL_LABELS`]).
+    model_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// `moziplus_llm_tokens_total{project,agent,model,kind}` (kind: prompt,
+/// completion, cached): the tokens of the responses the gateway booked.
+pub const LLM_TOKENS: &str = "moziplus_llm_tokens_total";
+/// `moziplus_llm_cost_microusd_total{project,agent,model}`: their cost in
+/// millionths of a USD.
+pub const LLM_COST: &str = "moziplus_llm_cost_microusd_total";
+/// `moziplus_llm_responses_total{project,agent,model}`.
+pub const LLM_RESPONSES: &str = "moziplus_llm_responses_total";
+/// Distinct `model` labels at most; later models are labelled `other`
+/// (client-chosen names must not grow the series without bound). Projects
+/// and agents come from the registry and `agents.yaml`.
+pub const MODEL_LABELS: usize = 64;
 
 impl DaemonHooks {
     /// Starts the usage writer too (call inside a tokio runtime).
@@ -61,7 +76,26 @@ impl DaemonHooks {
             usage: Arc::new(usage),
             clock,
             budgets: Arc::new(budgets),
+            model_labels: Default::default(),
         })
+    }
+
+    /// The `model` label of `provider/model`: itself while fewer than
+    /// [`MODEL_LABELS`] were given out, else `other`.
+    fn model_label(&self, provider: &str, model: &str) -> String {
+        let name = format!("{provider}/{model}");
+        let mut seen = self
+            .model_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&name) {
+            return name;
+        }
+        if seen.len() >= MODEL_LABELS {
+            return "other".to_string();
+        }
+        seen.insert(name.clone());
+        name
     }
 
     /// The budgets and their spend.
@@ -178,6 +212,24 @@ impl GatewayHooks for DaemonHooks {
     }
 
     fn record_usage(&self, attribution: &RunAttribution, usage: &TokenUsage) {
+        let model = self.model_label(&usage.provider, &usage.model);
+        let labels = [
+            ("project", attribution.project.clone()),
+            ("agent", attribution.agent.clone()),
+            ("model", model),
+        ];
+        metrics::counter!(LLM_RESPONSES, &labels).increment(1);
+        metrics::counter!(LLM_COST, &labels)
+            .increment((usage.cost_usd.unwrap_or(0.0) * 1e6).round().max(0.0) as u64);
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_tokens),
+        ] {
+            let mut l = labels.to_vec();
+            l.push(("kind", kind.to_string()));
+            metrics::counter!(LLM_TOKENS, &l).increment(n);
+        }
         self.usage.book(Booking {
             project: attribution.project.clone(),
             session: attribution.session_id.clone(),
