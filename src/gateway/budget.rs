@@ -68,6 +68,19 @@ pub(crate) async fn reserve(
     if !gw.hooks.budgets_apply(attribution) {
         return Ok(None);
     }
+    let started = std::time::Instant::now();
+    let result = check(gw, call, route, provider, attribution).await;
+    metrics::histogram!(super::metrics::BUDGET_CHECK).record(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn check(
+    gw: &Arc<GatewayInner>,
+    call: &Call,
+    route: &Route,
+    provider: &str,
+    attribution: &RunAttribution,
+) -> Result<Option<Arc<BudgetHold>>, GatewayError> {
     let prompt_tokens = if text_bytes(&call.body) <= COUNT_INLINE_BYTES {
         cpu::count_chat(&call.body)
     } else {
