@@ -55,6 +55,42 @@ wait_port "$GW_PORT"
 echo "gateway pid $GW_PID, idle RSS $(rss_kb $GW_PID) kB"
 IDLE_RSS=$(rss_kb $GW_PID)
 
+# 0. The budget check (issue 25): a second gateway whose hooks keep a budget
+#    for every call (the daemon's BudgetBook: task, agent day, project day
+#    and month, home day), at RATE req/s for SECS. Its own histogram
+#    moziplus_gateway_budget_check_seconds (prompt counted, worst case
+#    reserved) gives the share of checks under 50 µs; the latency against
+#    the plain gateway is shown too. SKIP_BUDGET=1 leaves it out;
+#    ONLY_BUDGET=1 runs only this.
+BUDGET_PORT=${BUDGET_PORT:-18184}
+if [ "${SKIP_BUDGET:-0}" != 1 ]; then
+  "$BIN" gateway-budget "$BUDGET_PORT" "http://127.0.0.1:$FAKE_PORT/v1" & PIDS+=($!)
+  wait_port "$BUDGET_PORT"
+  echo "== budget check: $RATE req/s for $SECS s, plain gateway then budgeted gateway"
+  "$BIN" load "http://127.0.0.1:$GW_PORT" fake/echo "$RATE" "$SECS" | tee "$OUT/b_plain.json"
+  "$BIN" load "http://127.0.0.1:$BUDGET_PORT" fake/echo "$RATE" "$SECS" | tee "$OUT/b_budget.json"
+  curl -s "http://127.0.0.1:$BUDGET_PORT/metrics" > "$OUT/b_metrics.txt"
+  python3 - "$OUT" <<'PY'
+import json, re, sys
+out = sys.argv[1]
+plain = json.load(open(f"{out}/b_plain.json"))
+budget = json.load(open(f"{out}/b_budget.json"))
+buckets, count = {}, 0
+for line in open(f"{out}/b_metrics.txt"):
+    m = re.match(r'moziplus_gateway_budget_check_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+    if m and m.group(1) != "+Inf":
+        buckets[float(m.group(1))] = float(m.group(2))
+    m = re.match(r'moziplus_gateway_budget_check_seconds_count (\S+)', line)
+    if m:
+        count = float(m.group(1))
+under50 = buckets.get(0.00005, 0) / count if count else 0
+p99 = next((le for le, n in sorted(buckets.items()) if count and n / count >= 0.99), None)
+print(f"budget checks: {int(count)}; under 50 us: {under50 * 100:.2f}%; p99 bucket <= {p99 * 1e6 if p99 else float('nan'):.0f} us")
+print(f"end-to-end p50 {budget['p50_ms'] - plain['p50_ms']:+.3f} ms, p99 {budget['p99_ms'] - plain['p99_ms']:+.3f} ms (budgeted - plain; errors {budget['errors']}, {budget['achieved_rps']} req/s)")
+PY
+  if [ "${ONLY_BUDGET:-0}" = 1 ]; then exit 0; fi
+fi
+
 surfaces() {
   echo "== translated surfaces: $SURF_RATE req/s for $SECS s each (direct chat, gateway chat, /v1/responses, /v1/messages)"
   "$BIN" load "http://127.0.0.1:$FAKE_PORT" fake/echo "$SURF_RATE" "$SECS" chat | tee "$OUT/s_direct.json"

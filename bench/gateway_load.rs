@@ -51,6 +51,7 @@ fn main() {
         match role.as_str() {
             "fake" => fake(&args[1]).await,
             "gateway" => gateway(&args[1], &args[2]).await,
+            "gateway-budget" => gateway_budget(&args[1], &args[2]).await,
             "load" => {
                 load(
                     &args[1],
@@ -151,6 +152,115 @@ async fn gateway(port: &str, upstream: &str) {
     axum::serve(listener, gw.router())
         .await
         .expect("serve gateway");
+}
+
+/// Hooks that keep a budget for every call, as the daemon's do: the key is
+/// a run of task T-1, agent `bench`, project `bench`, with a task cap no
+/// call reaches; each call reserves its worst case in the daemon's
+/// `BudgetBook` (five windows), books its usage there and releases.
+struct BudgetHooks {
+    budgets: moziplus::daemon::gateway_hooks::budgets::Budgets,
+}
+
+fn bench_run() -> moziplus::gateway::RunAttribution {
+    moziplus::gateway::RunAttribution {
+        session_id: "S-bench".into(),
+        project: "bench".into(),
+        task: Some("T-1".into()),
+        agent: "bench".into(),
+        task_priority: None,
+        model: None,
+    }
+}
+
+fn payer(a: &moziplus::gateway::RunAttribution) -> moziplus::daemon::budget::Payer<'_> {
+    moziplus::daemon::budget::Payer {
+        project: &a.project,
+        task: a.task.as_deref(),
+        agent: &a.agent,
+    }
+}
+
+impl moziplus::gateway::GatewayHooks for BudgetHooks {
+    fn resolve_key(&self, _key: &str) -> Option<moziplus::gateway::RunAttribution> {
+        Some(bench_run())
+    }
+    fn record_usage(
+        &self,
+        a: &moziplus::gateway::RunAttribution,
+        usage: &moziplus::gateway::TokenUsage,
+    ) {
+        self.budgets.spend(a, usage);
+    }
+    fn budgets_apply(&self, _a: &moziplus::gateway::RunAttribution) -> bool {
+        true
+    }
+    fn reserve(
+        &self,
+        a: &moziplus::gateway::RunAttribution,
+        e: &moziplus::gateway::CallEstimate,
+    ) -> futures_util::future::BoxFuture<
+        'static,
+        Result<Option<u64>, moziplus::gateway::BudgetRefusal>,
+    > {
+        let r = self
+            .budgets
+            .book
+            .reserve(payer(a), self.budgets.worst_case(e))
+            .map_err(|r| moziplus::gateway::BudgetRefusal {
+                message: r.message(),
+            });
+        Box::pin(async move { r })
+    }
+    fn release(&self, _a: &moziplus::gateway::RunAttribution, id: u64) {
+        self.budgets.book.release(id);
+    }
+    fn propose_approval(
+        &self,
+        _r: moziplus::gateway::ApprovalRequest,
+    ) -> futures_util::future::BoxFuture<'static, Result<String, String>> {
+        Box::pin(async { Err("no approvals in the benchmark".to_string()) })
+    }
+}
+
+/// The gateway with [`BudgetHooks`], serving `/metrics` too (the budget
+/// check's histogram, `moziplus_gateway_budget_check_seconds`).
+async fn gateway_budget(port: &str, upstream: &str) {
+    let cfg: GatewayConfig = serde_json::from_value(json!({
+        "providers": [{"name": "fake", "base_url": upstream, "limited": false, "stream_usage": false}],
+        "prices": [{"model": "fake/*", "input": 1.0, "output": 2.0}]
+    }))
+    .expect("config");
+    let handle = moziplus::gateway::install_prometheus_recorder().expect("recorder");
+    let budgets: moziplus::config::BudgetsConfig = serde_yaml_ng::from_str(
+        "tasks: {'*': {tokens: 1000000000000, usd: 1000000}}
+projects: {'*': {day: {usd: 1000000}, month: {usd: 1000000}}}
+agents: {'*': {day: {tokens: 1000000000000}}}
+home: {day: {usd: 1000000}}
+",
+    )
+    .expect("budgets");
+    let hooks = BudgetHooks {
+        budgets: moziplus::daemon::gateway_hooks::budgets::Budgets::new(
+            budgets,
+            Arc::new(moziplus::blackboard::SystemClock),
+        ),
+    };
+    let gw = Gateway::new(cfg, Arc::new(hooks)).expect("gateway");
+    let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
+        .await
+        .expect("bind gateway")
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+    let app = gw.router().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move { handle.render() }
+        }),
+    );
+    axum::serve(listener, app).await.expect("serve gateway");
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -240,3 +240,44 @@ fn a_blackboard_from_a_newer_moziplus_is_refused() {
         }
     });
 }
+
+/// Regression: the schema version stayed at 2 when migration 0003 was
+/// added, so a blackboard made before it never got `session.llm_calls`.
+/// A blackboard at version 2 with only 0001 and 0002 applied must get every
+/// later migration when it is opened.
+#[test]
+fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
+    let h = two_projects();
+    block_on(async {
+        let mut conn = raw_connection(&h.db("a")).await;
+        for sql in [
+            "DROP TABLE llm_usage",
+            "ALTER TABLE session DROP COLUMN gateway_cost",
+            "ALTER TABLE session DROP COLUMN cached_tokens",
+            "DROP INDEX session_agent_ended",
+            "ALTER TABLE session DROP COLUMN llm_calls",
+            "ALTER TABLE session DROP COLUMN llm_wait_ms",
+            "DELETE FROM _sqlx_migrations WHERE version >= 3",
+            "PRAGMA user_version = 2",
+        ] {
+            sqlx::query(sql).execute(&mut conn).await.expect(sql);
+        }
+        conn.close().await.unwrap();
+    });
+    assert!(h.bb_ok("a", &["read"]).contains("work in a"));
+    let columns = support::query_strings(
+        &h.db("a"),
+        "SELECT name FROM pragma_table_info('session') ORDER BY name",
+    );
+    for c in ["cached_tokens", "gateway_cost", "llm_calls", "llm_wait_ms"] {
+        assert!(columns.iter().any(|n| n == c), "{c} missing: {columns:?}");
+    }
+    assert_eq!(
+        support::query_i64(&h.db("a"), "PRAGMA user_version"),
+        LATEST_SCHEMA_VERSION
+    );
+    assert_eq!(
+        support::query_i64(&h.db("a"), "SELECT COUNT(*) FROM llm_usage"),
+        0
+    );
+}

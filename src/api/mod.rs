@@ -20,6 +20,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod skills;
 pub mod tasks;
+pub mod usage;
 
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
@@ -54,6 +55,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(skills::router())
         .merge(schedules::router())
         .merge(events::router())
+        .merge(usage::router())
 }
 
 /// The document's header: title, version, the bearer scheme, and the

@@ -52,6 +52,7 @@ mod schedules;
 pub mod sessions;
 mod summary;
 mod tasks;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -87,6 +88,7 @@ pub const TABLES: &[&str] = &[
     "experience",
     "experience_tag",
     "session",
+    "llm_usage",
     "event",
     "inbox_applied",
     "schedule",

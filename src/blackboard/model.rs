@@ -372,8 +372,13 @@ pub struct Session {
     pub log_path: Option<String>,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
+    /// USD the CLI itself reported (0 when it reports none).
     pub cost: f64,
     pub detail: Option<serde_json::Value>,
+    /// Prompt tokens the provider served from its cache.
+    pub cached_tokens: i64,
+    /// USD as `gateway.prices` prices the calls the gateway saw.
+    pub gateway_cost: f64,
 }
 
 #[derive(Debug, Clone, PartialEq)]

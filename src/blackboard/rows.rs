@@ -121,6 +121,8 @@ pub(super) struct SessionRow {
     completion_tokens: i64,
     cost: f64,
     detail: Option<String>,
+    cached_tokens: i64,
+    gateway_cost: f64,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -153,6 +155,8 @@ impl TryFrom<SessionRow> for Session {
             completion_tokens: r.completion_tokens,
             cost: r.cost,
             detail,
+            cached_tokens: r.cached_tokens,
+            gateway_cost: r.gateway_cost,
         })
     }
 }

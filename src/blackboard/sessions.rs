@@ -40,7 +40,8 @@ fn session_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Session> {
 }
 
 const SESSION_COLUMNS: &str = "id, task_id, agent, pid, pgid, command, round, started_at, ended_at,
-    exit_code, outcome, log_path, prompt_tokens, completion_tokens, cost, detail";
+    exit_code, outcome, log_path, prompt_tokens, completion_tokens, cost, detail, cached_tokens,
+    gateway_cost";
 
 impl Blackboard {
     /// Records a run that is starting (before its process is spawned).
@@ -177,25 +178,6 @@ impl Blackboard {
         .execute(&self.pool)
         .await?;
         Ok(())
-    }
-
-    /// Adds the token usage of many sessions in one write transaction: the
-    /// gateway's batched bookings, `(session id, prompt, completion)` each.
-    /// An unknown session id changes nothing.
-    pub async fn add_sessions_usage(&self, rows: &[(String, i64, i64)]) -> BbResult<()> {
-        write_tx!(self, |tx, _now| {
-            for (id, prompt_tokens, completion_tokens) in rows {
-                sqlx::query(
-                    "UPDATE session SET prompt_tokens = prompt_tokens + ?,
-                         completion_tokens = completion_tokens + ? WHERE id = ?",
-                )
-                .bind(prompt_tokens)
-                .bind(completion_tokens)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            }
-        })
     }
 
     /// Books the LLM calls a run made through the gateway and the time they

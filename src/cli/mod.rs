@@ -15,6 +15,7 @@ mod project_config;
 mod remote;
 mod schedule;
 mod serve;
+mod usage;
 
 use std::path::PathBuf;
 
@@ -73,6 +74,8 @@ pub enum Command {
     Pause(daemon_ctl::DaemonCtlArgs),
     /// Resume the running daemon's ticker after `pause`.
     Resume(daemon_ctl::DaemonCtlArgs),
+    /// LLM usage and cost per project, agent, model, task and day (the ledger).
+    Usage(usage::UsageArgs),
     /// The built-in demo agent (the `demo` runtime runs it for a task).
     #[command(hide = true)]
     DemoAgent {
@@ -226,6 +229,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Serve(args) => serve::run(&home, args).await,
             Command::Project(cmd) => project::run(&home, cmd).await,
             Command::Schedule(args) => schedule::run(&home, args).await,
+            Command::Usage(args) => usage::run(&home, args).await,
             Command::Bb(args) => bb::run(&home, args, early).await,
             Command::Mcp(args) => mcp::run(&home, args).await,
             Command::Brief(cmd) => brief::run(&home, cmd).await,

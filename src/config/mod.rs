@@ -17,10 +17,12 @@
 //! layers it; `validate` holds the range checks and the line finder.
 
 pub mod agents;
+pub mod budgets;
 pub mod load;
 pub mod schema;
 mod validate;
 
+pub use budgets::{BudgetLimit, BudgetsConfig, PeriodLimits};
 pub use load::{load_project_file, merge_values, ConfigError, Layer, Source};
 pub use schema::{
     parse_size, AdmissionConfig, BackupConfig, Config, DaemonConfig, ExperienceConfig, InboxConfig,

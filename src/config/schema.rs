@@ -25,6 +25,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// What a `permissions: sandbox` run sees beyond its own folders.
     pub sandbox: SandboxConfig,
+    /// Caps on what runs spend, enforced by the gateway on every call.
+    pub budgets: super::budgets::BudgetsConfig,
 }
 
 /// `sandbox:` — extra paths shown inside every sandboxed run

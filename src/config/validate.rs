@@ -11,6 +11,7 @@ impl Config {
         self.validate_queues()?;
         self.validate_server()?;
         self.validate_webhooks()?;
+        self.budgets.validate()?;
         self.gateway
             .validate()
             .map_err(|e| (e.key.clone(), e.reason.clone()))?;

@@ -3,19 +3,24 @@
 //! (`OPENAI_API_KEY=mozi-<session token>`), which maps to its run here.
 //! Token usage goes through one batching writer ([`usage`]).
 
+pub mod budgets;
 pub mod usage;
 
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use budgets::Budgets;
 use usage::{Booking, UsageSink, UsageWriter};
 
 use super::Daemon;
-use crate::blackboard::{Actor, DecisionStatus, EventLevel, Priority as TaskPriority};
+use crate::blackboard::usage::UsageBooking;
+use crate::blackboard::{
+    Actor, Clock, DecisionStatus, EventLevel, Priority as TaskPriority, SystemClock,
+};
 use crate::gateway::{
-    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, Priority, RunAttribution,
-    TokenUsage,
+    ApprovalRequest, ApprovalStatus, BudgetRefusal, CallEstimate, FailedAttempt, GatewayHooks,
+    Priority, RunAttribution, TokenUsage,
 };
 
 /// What the daemon remembers of a running agent's API key.
@@ -32,19 +37,70 @@ pub struct RunKey {
 pub struct DaemonHooks {
     daemon: Daemon,
     usage: Arc<UsageWriter>,
+    /// When usage is booked (the quarter hour of its `llm_usage` line).
+    clock: Arc<dyn Clock>,
+    /// Budgets (`budgets:`), on the same clock.
+    budgets: Arc<Budgets>,
+    /// The `model` label values given out so far (bounded: [`MODEL_LABELS`]).
+    model_labels: std::sync::Mutex<std::collections::HashSet<String>>,
 }
+
+/// `moziplus_llm_tokens_total{project,agent,model,kind}` (kind: prompt,
+/// completion, cached): the tokens of the responses the gateway booked.
+pub const LLM_TOKENS: &str = "moziplus_llm_tokens_total";
+/// `moziplus_llm_cost_microusd_total{project,agent,model}`: their cost in
+/// millionths of a USD.
+pub const LLM_COST: &str = "moziplus_llm_cost_microusd_total";
+/// `moziplus_llm_responses_total{project,agent,model}`.
+pub const LLM_RESPONSES: &str = "moziplus_llm_responses_total";
+/// Distinct `model` labels at most; later models are labelled `other`
+/// (client-chosen names must not grow the series without bound). Projects
+/// and agents come from the registry and `agents.yaml`.
+pub const MODEL_LABELS: usize = 64;
 
 impl DaemonHooks {
     /// Starts the usage writer too (call inside a tokio runtime).
     pub fn new(daemon: Daemon) -> Arc<DaemonHooks> {
+        Self::with_clock(daemon, Arc::new(SystemClock))
+    }
+
+    /// As [`DaemonHooks::new`], on a given clock (tests).
+    pub fn with_clock(daemon: Daemon, clock: Arc<dyn Clock>) -> Arc<DaemonHooks> {
         let sink = Arc::new(ProjectLedgers {
             daemon: daemon.clone(),
         });
         let usage = UsageWriter::start(sink, usage::CHANNEL_CAPACITY, usage::MAX_BATCH);
+        let budgets = Budgets::new(daemon.config().budgets.clone(), clock.clone());
         Arc::new(DaemonHooks {
             daemon,
             usage: Arc::new(usage),
+            clock,
+            budgets: Arc::new(budgets),
+            model_labels: Default::default(),
         })
+    }
+
+    /// The `model` label of `provider/model`: itself while fewer than
+    /// [`MODEL_LABELS`] were given out, else `other`.
+    fn model_label(&self, provider: &str, model: &str) -> String {
+        let name = format!("{provider}/{model}");
+        let mut seen = self
+            .model_labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(&name) {
+            return name;
+        }
+        if seen.len() >= MODEL_LABELS {
+            return "other".to_string();
+        }
+        seen.insert(name.clone());
+        name
+    }
+
+    /// The budgets and their spend.
+    pub fn budgets(&self) -> &Budgets {
+        &self.budgets
     }
 
     /// The usage writer (its counts, for tests and status).
@@ -62,7 +118,7 @@ impl UsageSink for ProjectLedgers {
     fn book<'a>(
         &'a self,
         project: &'a str,
-        rows: &'a [(String, i64, i64)],
+        rows: &'a [UsageBooking],
     ) -> BoxFuture<'a, Result<(), String>> {
         Box::pin(async move {
             let bb = self
@@ -71,7 +127,7 @@ impl UsageSink for ProjectLedgers {
                 .get(project)
                 .and_then(|s| s.bb)
                 .ok_or_else(|| format!("project {project} is unavailable"))?;
-            bb.add_sessions_usage(rows).await.map_err(|e| e.to_string())
+            bb.add_usage(rows).await.map_err(|e| e.to_string())
         })
     }
 }
@@ -82,6 +138,58 @@ fn priority(p: TaskPriority) -> Priority {
         TaskPriority::High => Priority::High,
         TaskPriority::Normal => Priority::Normal,
         TaskPriority::Low => Priority::Low,
+    }
+}
+
+impl DaemonHooks {
+    /// A budget passed its soft threshold (once per window): a
+    /// `budget.soft_threshold` event (level attention: the webhooks get it)
+    /// and a warning observation on the run's project and task.
+    fn soft_threshold(&self, a: &RunAttribution, c: budgets::SoftCrossing) {
+        let text = format!(
+            "budget {} passed {:.0}% of its limit: {} of {} {}",
+            c.scope.name(),
+            self.daemon.config().budgets.soft_threshold * 100.0,
+            c.spent,
+            c.limit,
+            c.unit
+        );
+        tracing::warn!(budget = %c.scope.name(), spent = c.spent, limit = c.limit, unit = c.unit, "a budget passed its soft threshold");
+        let Some(bb) = self.daemon.projects().get(&a.project).and_then(|s| s.bb) else {
+            return;
+        };
+        let payload = serde_json::json!({
+            "budget": c.scope.name(),
+            "unit": c.unit,
+            "spent": c.spent,
+            "limit": c.limit,
+            "agent": a.agent,
+            "session": a.session_id,
+        });
+        let task = a.task.clone();
+        // On the request path: the writes must not hold the answer up.
+        tokio::spawn(async move {
+            let event = bb
+                .record_event(
+                    EventLevel::Attention,
+                    "budget.soft_threshold",
+                    task.as_deref(),
+                    &Actor::daemon(),
+                    payload,
+                )
+                .await;
+            let observation = bb
+                .add_observation(
+                    crate::blackboard::ObservationLevel::Warn,
+                    &Actor::daemon(),
+                    task.as_deref(),
+                    &text,
+                )
+                .await;
+            if let Err(e) = event.map(|_| ()).and(observation.map(|_| ())) {
+                tracing::warn!(error = %e, "cannot record a budget's soft threshold");
+            }
+        });
     }
 }
 
@@ -104,12 +212,90 @@ impl GatewayHooks for DaemonHooks {
     }
 
     fn record_usage(&self, attribution: &RunAttribution, usage: &TokenUsage) {
+        let model = self.model_label(&usage.provider, &usage.model);
+        let labels = [
+            ("project", attribution.project.clone()),
+            ("agent", attribution.agent.clone()),
+            ("model", model),
+        ];
+        metrics::counter!(LLM_RESPONSES, &labels).increment(1);
+        metrics::counter!(LLM_COST, &labels)
+            .increment((usage.cost_usd.unwrap_or(0.0) * 1e6).round().max(0.0) as u64);
+        for (kind, n) in [
+            ("prompt", usage.prompt_tokens),
+            ("completion", usage.completion_tokens),
+            ("cached", usage.cached_tokens),
+        ] {
+            let mut l = labels.to_vec();
+            l.push(("kind", kind.to_string()));
+            metrics::counter!(LLM_TOKENS, &l).increment(n);
+        }
         self.usage.book(Booking {
             project: attribution.project.clone(),
             session: attribution.session_id.clone(),
+            provider: usage.provider.clone(),
+            model: usage.model.clone(),
+            at_ms: self.clock.now_ms(),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
+            cached_tokens: usage.cached_tokens,
+            cost_usd: usage.cost_usd,
         });
+        if self.budgets.book.enabled() {
+            for crossing in self.budgets.spend(attribution, usage) {
+                self.soft_threshold(attribution, crossing);
+            }
+        }
+    }
+
+    fn budgets_apply(&self, _attribution: &RunAttribution) -> bool {
+        self.budgets.book.enabled()
+    }
+
+    fn reserve(
+        &self,
+        attribution: &RunAttribution,
+        estimate: &CallEstimate,
+    ) -> BoxFuture<'static, Result<Option<u64>, BudgetRefusal>> {
+        let (daemon, budgets) = (self.daemon.clone(), self.budgets.clone());
+        let (attribution, estimate) = (attribution.clone(), estimate.clone());
+        Box::pin(async move {
+            budgets
+                .reserve(&daemon, &attribution, &estimate)
+                .await
+                .map_err(|refusal| {
+                    // The run ends: its task is blocked with the reason when
+                    // the run's end is booked (`runs::supervise`), without
+                    // costing a round.
+                    let message = refusal.message();
+                    daemon
+                        .quota()
+                        .record_budget_refusal(&attribution.session_id, &message);
+                    let pid = daemon
+                        .runs_lock()
+                        .get(&attribution.session_id)
+                        .map(|r| r.pid);
+                    if let Some(pid) = pid {
+                        crate::daemon::process::signal_group(
+                            pid,
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    tracing::warn!(
+                        session = %attribution.session_id,
+                        project = %attribution.project,
+                        task = attribution.task.as_deref().unwrap_or(""),
+                        agent = %attribution.agent,
+                        budget = %refusal.scope.name(),
+                        "an LLM call of this run was refused for budget"
+                    );
+                    BudgetRefusal { message }
+                })
+        })
+    }
+
+    fn release(&self, _attribution: &RunAttribution, reservation: u64) {
+        self.budgets.book.release(reservation);
     }
 
     /// The daemon's log names the run, task and provider, and the run's

@@ -17,6 +17,7 @@
 //! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
+pub mod budget;
 pub mod demo;
 pub mod events;
 pub mod gateway_hooks;
@@ -338,7 +339,8 @@ impl Daemon {
     // The run keys are read on every gateway call: a panic elsewhere while
     // the lock was held (a map of whole entries; no half-written state) must
     // not take the gateway down, so a poisoned lock is recovered.
-    pub(crate) fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
+    /// Registers a run's gateway key (`start_run` does; tests and embedders too).
+    pub fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
         self.inner
             .run_keys
             .lock()

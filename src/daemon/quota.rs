@@ -61,6 +61,9 @@ pub struct QuotaBook {
     demand: Mutex<HashMap<String, Option<f64>>>,
     held: Mutex<BTreeMap<(String, String), HeldTask>>,
     lanes: Mutex<BTreeMap<String, LaneLoad>>,
+    /// Runs a call of which the gateway refused for budget: the refusal's
+    /// message (the run's end blocks its task with it).
+    budget_refusals: Mutex<HashMap<String, String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -87,6 +90,23 @@ impl QuotaBook {
             return;
         }
         calls.entry(session.to_string()).or_default().refused += 1;
+    }
+
+    /// A call of `session` was refused for budget (the first refusal's
+    /// message is kept).
+    pub fn record_budget_refusal(&self, session: &str, message: &str) {
+        let mut refusals = lock(&self.budget_refusals);
+        if refusals.len() >= 100_000 && !refusals.contains_key(session) {
+            return;
+        }
+        refusals
+            .entry(session.to_string())
+            .or_insert_with(|| message.to_string());
+    }
+
+    /// The budget refusal of a run that ended (removed from the book).
+    pub fn take_budget_refusal(&self, session: &str) -> Option<String> {
+        lock(&self.budget_refusals).remove(session)
     }
 
     /// The calls of a run that ended (removed from the book).

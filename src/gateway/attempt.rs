@@ -341,6 +341,7 @@ impl Attempt<'_> {
             chat_stream: matches!(wire.endpoint, Endpoint::Chat | Endpoint::Completions),
             outcome,
             high_risk: high_risk(self.gw, provider),
+            budget: self.call.budget.clone(),
         };
         let content_type = resp
             .headers()

@@ -5,6 +5,9 @@ use axum::http::HeaderValue;
 use serde_json::{Map, Value};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use super::budget::BudgetHold;
 use super::hooks::RunAttribution;
 use super::queue::Priority;
 use super::responses;
@@ -32,6 +35,9 @@ pub(crate) struct Call {
     pub attribution: Option<RunAttribution>,
     pub fallback_model: Option<String>,
     pub started: Instant,
+    /// The call's budget reservation, kept by the call and its stream
+    /// until they end ([`super::budget`]).
+    pub budget: Option<Arc<BudgetHold>>,
 }
 
 /// What a chat answer is turned into.

@@ -61,6 +61,40 @@ pub struct GatewayConfig {
     pub retry: RetryConfig,
     /// High-risk tool approval.
     pub approval: ApprovalConfig,
+    /// What calls cost: USD per million tokens by `provider/model` glob,
+    /// first match in list order. When the key is absent the built-in list
+    /// of [`default_prices`] is used (NVIDIA's free tier at $0). A model
+    /// no entry matches costs nothing and is counted as unpriced.
+    #[serde(default = "default_prices")]
+    pub prices: Vec<PriceConfig>,
+}
+
+/// One `gateway.prices` entry: USD per million tokens of the calls whose
+/// `provider/model` (the model as sent upstream) matches `model`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceConfig {
+    /// Glob over `provider/model`, e.g. `nvidia/*` or `openai/gpt-5*`.
+    pub model: String,
+    /// USD per million prompt tokens not read from the provider's cache.
+    pub input: f64,
+    /// USD per million completion tokens.
+    pub output: f64,
+    /// USD per million prompt tokens read from the provider's cache;
+    /// absent = `input`.
+    #[serde(default)]
+    pub cached_input: Option<f64>,
+}
+
+/// The built-in price list: NVIDIA's free tier costs $0 (its tokens are
+/// still counted).
+pub fn default_prices() -> Vec<PriceConfig> {
+    vec![PriceConfig {
+        model: "nvidia/*".to_string(),
+        input: 0.0,
+        output: 0.0,
+        cached_input: None,
+    }]
 }
 
 impl Default for GatewayConfig {
@@ -78,6 +112,7 @@ impl Default for GatewayConfig {
             breaker: BreakerConfig::default(),
             retry: RetryConfig::default(),
             approval: ApprovalConfig::default(),
+            prices: default_prices(),
         }
     }
 }

@@ -96,6 +96,10 @@ pub enum GatewayError {
         /// Human-readable reason.
         message: String,
     },
+    /// A budget of the run would be crossed by this call (402): the
+    /// message names the budget, its use and its limit.
+    #[error("{0}")]
+    BudgetExceeded(String),
     /// The upstream could not be reached or failed (502).
     #[error("upstream {provider} failed: {detail}")]
     Upstream {
@@ -130,6 +134,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
+            GatewayError::BudgetExceeded(_) => StatusCode::PAYMENT_REQUIRED,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Upstream { .. } => StatusCode::BAD_GATEWAY,
@@ -147,6 +152,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "authentication_error",
             GatewayError::NotFound(_) => "not_found_error",
             GatewayError::Conflict(_) => "conflict_error",
+            GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::RateLimited { .. } => "rate_limit_error",
             GatewayError::Unavailable { .. } => "service_unavailable_error",
             GatewayError::Upstream { .. } | GatewayError::Timeout { .. } => "upstream_error",
@@ -163,6 +169,7 @@ impl GatewayError {
             GatewayError::Unauthorized(_) => "unauthorized",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::Conflict(_) => "conflict",
+            GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::RateLimited {
                 origin: LimitSource::Gateway,
                 ..
@@ -198,6 +205,7 @@ impl GatewayError {
         match self.status().as_u16() {
             400 => "400",
             401 => "401",
+            402 => "402",
             404 => "404",
             409 => "409",
             413 => "413",

@@ -340,6 +340,7 @@ async fn parse(
         attribution,
         fallback_model,
         started,
+        budget: None,
     })
 }
 

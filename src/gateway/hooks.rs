@@ -32,9 +32,9 @@ pub struct RunAttribution {
 }
 
 /// Token usage of one upstream response.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct TokenUsage {
-    /// Prompt tokens.
+    /// Prompt tokens (those read from the provider's cache included).
     pub prompt_tokens: u64,
     /// Completion tokens.
     pub completion_tokens: u64,
@@ -44,6 +44,36 @@ pub struct TokenUsage {
     pub model: String,
     /// Provider name.
     pub provider: String,
+    /// Prompt tokens the provider served from its cache.
+    pub cached_tokens: u64,
+    /// USD, from `gateway.prices`; `None` when no price matches
+    /// `provider/model`. Set by the gateway before the hooks see it.
+    pub cost_usd: Option<f64>,
+}
+
+/// What a call of a run may use at most, asked of the daemon before the
+/// call is sent ([`GatewayHooks::reserve`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CallEstimate {
+    /// Provider name.
+    pub provider: String,
+    /// Model name as sent upstream.
+    pub model: String,
+    /// The prompt's tokens, counted with the gateway's tokenizer
+    /// (`o200k_base`, as `count_tokens`).
+    pub prompt_tokens: u64,
+    /// The request's max output tokens; `None` when it names none.
+    pub max_output_tokens: Option<u64>,
+    /// USD per million (input, output) tokens of `gateway.prices` for this
+    /// model; `None` = unpriced.
+    pub price: Option<(f64, f64)>,
+}
+
+/// A call refused for budget; the message names the budget, its use and
+/// its limit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BudgetRefusal {
+    pub message: String,
 }
 
 /// An attempt that reached a provider and got no complete answer: the
@@ -112,6 +142,29 @@ pub trait GatewayHooks: Send + Sync + 'static {
     /// lane's wait allowance ran out, or the queue was full): the client
     /// got a 429/503 with `Retry-After`. Synchronous and non-blocking.
     fn record_quota_refusal(&self, _attribution: &RunAttribution) {}
+
+    /// Whether the daemon keeps budgets that could apply to this run's
+    /// calls; `false` (the default) skips counting the prompt. Cheap and
+    /// synchronous.
+    fn budgets_apply(&self, _attribution: &RunAttribution) -> bool {
+        false
+    }
+
+    /// Reserve a call's worst case before it is sent: `Ok(Some(id))` is
+    /// released with [`GatewayHooks::release`] when the call (or its
+    /// stream) ends, after its usage was reported; `Err` refuses the call
+    /// (the client gets a 402 `budget_exceeded` in its protocol's shape).
+    fn reserve(
+        &self,
+        _attribution: &RunAttribution,
+        _estimate: &CallEstimate,
+    ) -> BoxFuture<'static, Result<Option<u64>, BudgetRefusal>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The call holding reservation `id` ended; synchronous and
+    /// non-blocking.
+    fn release(&self, _attribution: &RunAttribution, _reservation: u64) {}
 
     /// What the embedding daemon does to fit its runs to the lanes, for
     /// the status page.

@@ -50,6 +50,9 @@ pub const RETRIES: &str = "moziplus_gateway_retries_total";
 /// `moziplus_gateway_overhead_seconds{provider}` histogram: time spent in the
 /// gateway before the upstream request left, excluding queue wait.
 pub const OVERHEAD: &str = "moziplus_gateway_overhead_seconds";
+/// `moziplus_gateway_budget_check_seconds` histogram: a budget
+/// reservation's cost per call (counting the prompt, asking the daemon).
+pub const BUDGET_CHECK: &str = "moziplus_gateway_budget_check_seconds";
 /// `moziplus_gateway_usage_tokens_total{provider,kind}` (kind: prompt|completion)
 pub const USAGE_TOKENS: &str = "moziplus_gateway_usage_tokens_total";
 
@@ -72,6 +75,15 @@ pub fn install_prometheus_recorder() -> Result<PrometheusHandle, String> {
             b.set_buckets_for_metric(
                 Matcher::Full(OVERHEAD.to_string()),
                 &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01],
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(BUDGET_CHECK.to_string()),
+                &[
+                    0.000005, 0.00001, 0.00002, 0.00003, 0.00004, 0.00005, 0.0001, 0.00025, 0.001,
+                    0.01,
+                ],
             )
         })
         .map_err(|e| e.to_string())?;

@@ -43,12 +43,14 @@ mod admin;
 mod approval;
 mod attempt;
 mod auth;
+mod budget;
 mod call;
 mod cpu;
 mod failure;
 mod handlers;
 mod messages;
 mod models;
+mod pricing;
 mod proxy;
 mod respond;
 mod responses;
@@ -75,12 +77,13 @@ use tokio::time::Instant;
 pub use admin::{AdminAuthorized, SettingsUpdate};
 pub use breaker::{BreakerState, CircuitBreaker};
 pub use config::{
-    ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, ProviderConfig, Secret,
+    ConfigError, FullPolicy, GatewayConfig, ModelMap, NativeApi, PriceConfig, ProviderConfig,
+    Secret,
 };
 pub use error::{GatewayError, LimitSource};
 pub use hooks::{
-    ApprovalRequest, ApprovalStatus, FailedAttempt, GatewayHooks, NoopHooks, RunAttribution,
-    TokenUsage,
+    ApprovalRequest, ApprovalStatus, BudgetRefusal, CallEstimate, FailedAttempt, GatewayHooks,
+    NoopHooks, RunAttribution, TokenUsage,
 };
 pub use lane::{LaneSettings, RateLane};
 pub use limiter::RetreatState;
@@ -138,6 +141,8 @@ pub(crate) struct GatewayInner {
     pub settings: Mutex<RuntimeSettings>,
     pub hooks: Arc<dyn GatewayHooks>,
     pub ledger: Mutex<Ledger>,
+    /// `gateway.prices`, compiled.
+    pub prices: pricing::PriceTable,
     /// Decisions proposed for held high-risk calls ([`approval`]).
     pub approvals: approval::OpenDecisions,
     rng: Mutex<StdRng>,
@@ -162,8 +167,11 @@ impl GatewayInner {
         lock(&self.settings).clone()
     }
 
-    /// Book one response's usage: ledger, metrics, and the daemon hook.
-    pub fn record_usage(&self, attribution: Option<&RunAttribution>, usage: &TokenUsage) {
+    /// Book one response's usage: priced, then into the ledger, metrics,
+    /// and the daemon hook.
+    pub fn record_usage(&self, attribution: Option<&RunAttribution>, mut usage: TokenUsage) {
+        usage.cost_usd = self.prices.cost(&usage);
+        let usage = &usage;
         lock(&self.ledger).record(attribution, usage);
         metrics::usage(
             &usage.provider,
@@ -249,6 +257,7 @@ impl Gateway {
             request_timeout: config.queue.request_timeout,
             low_priority_timeout: config.queue.low_priority_timeout,
         };
+        let prices = pricing::PriceTable::new(&config.prices);
         Ok(Gateway {
             inner: Arc::new(GatewayInner {
                 config,
@@ -256,6 +265,7 @@ impl Gateway {
                 settings: Mutex::new(settings),
                 hooks,
                 ledger: Mutex::new(Ledger::default()),
+                prices,
                 approvals: approval::OpenDecisions::default(),
                 rng: Mutex::new(rng),
                 started: Instant::now(),

@@ -16,6 +16,7 @@ use axum::response::Response;
 use tokio::time::Instant;
 
 use super::attempt::{attempts, circuit_open, Failure};
+use super::budget;
 use super::call::Call;
 use super::config::secs;
 use super::error::{GatewayError, LimitSource};
@@ -26,7 +27,7 @@ use super::routing::{self, Route};
 use super::{GatewayInner, ProviderRuntime};
 
 /// Run a call to the end and book its metrics.
-pub(crate) async fn run(gw: &Arc<GatewayInner>, call: Call) -> Response {
+pub(crate) async fn run(gw: &Arc<GatewayInner>, mut call: Call) -> Response {
     let default = gw.config.default_provider.as_deref();
     let route = match routing::route(&gw.config.providers, default, &call.model) {
         Ok(r) => r,
@@ -38,6 +39,16 @@ pub(crate) async fn run(gw: &Arc<GatewayInner>, call: Call) -> Response {
     let provider = &gw.providers[route.provider];
     let label = provider.cfg.name.clone();
     provider.count(|c| c.total += 1);
+    // The budget check comes before the lane: a refused call takes no
+    // token and reaches no provider.
+    match budget::reserve(gw, &call, &route, &label).await {
+        Ok(hold) => call.budget = hold,
+        Err(e) => {
+            metrics::request(&label, call.priority, e.status_label());
+            tracing::info!(provider = %label, model = %call.model, error = %e, "gateway call refused for budget");
+            return call.surface.error(e);
+        }
+    }
     let priority = call.priority;
     let result = pipeline(gw, &call, route).await;
     let provider = gw.providers.iter().find(|p| p.cfg.name == label);

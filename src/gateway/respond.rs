@@ -16,7 +16,7 @@ use super::call::{Call, Translation};
 use super::hooks::TokenUsage;
 use super::routing::Route;
 use super::upstream::{self, Endpoint};
-use super::usage::usage_of;
+use super::usage::{cached_of, usage_of};
 use super::{messages, responses, tools, GatewayInner, ProviderRuntime};
 
 pub(crate) fn decorate(
@@ -127,8 +127,10 @@ pub(crate) async fn check_json(
             total_tokens: total,
             model: route.upstream_model.clone(),
             provider: provider.cfg.name.clone(),
+            cached_tokens: cached_of(&value),
+            cost_usd: None,
         };
-        gw.record_usage(call.attribution.as_ref(), &usage);
+        gw.record_usage(call.attribution.as_ref(), usage);
     }
     let patterns = high_risk(gw, provider);
     let attribution = call.attribution.as_ref();

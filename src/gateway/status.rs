@@ -13,7 +13,7 @@ use super::lane::LaneSnapshot;
 pub const LEDGER_MAX_KEYS: usize = 10_000;
 
 /// Usage totals of one key.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct UsageTotals {
     /// Responses that reported usage.
     pub responses: u64,
@@ -23,6 +23,12 @@ pub struct UsageTotals {
     pub completion_tokens: u64,
     /// Total tokens.
     pub total_tokens: u64,
+    /// Prompt tokens the provider served from its cache.
+    pub cached_tokens: u64,
+    /// USD, as `gateway.prices` prices the usage the gateway saw.
+    pub cost_usd: f64,
+    /// Responses whose `provider/model` no price matched (cost 0 here).
+    pub unpriced_responses: u64,
 }
 
 impl UsageTotals {
@@ -31,6 +37,11 @@ impl UsageTotals {
         self.prompt_tokens += u.prompt_tokens;
         self.completion_tokens += u.completion_tokens;
         self.total_tokens += u.total_tokens;
+        self.cached_tokens += u.cached_tokens;
+        match u.cost_usd {
+            Some(c) => self.cost_usd += c,
+            None => self.unpriced_responses += 1,
+        }
     }
 }
 
@@ -62,6 +73,7 @@ pub struct Ledger {
     by_agent: BoundedTotals,
     by_project: BoundedTotals,
     by_provider: BoundedTotals,
+    by_model: BoundedTotals,
     anonymous: UsageTotals,
 }
 
@@ -78,6 +90,8 @@ pub struct LedgerSnapshot {
     pub by_project: HashMap<String, UsageTotals>,
     /// Keyed by provider name.
     pub by_provider: HashMap<String, UsageTotals>,
+    /// Keyed by `provider/model` (the model as sent upstream).
+    pub by_model: HashMap<String, UsageTotals>,
     /// Calls without a known run key.
     pub anonymous: UsageTotals,
 }
@@ -86,6 +100,8 @@ impl Ledger {
     /// Add one response's usage.
     pub fn record(&mut self, attribution: Option<&RunAttribution>, usage: &TokenUsage) {
         self.by_provider.add(usage.provider.clone(), usage);
+        self.by_model
+            .add(format!("{}/{}", usage.provider, usage.model), usage);
         match attribution {
             Some(a) => {
                 self.by_session.add(a.session_id.clone(), usage);
@@ -107,6 +123,7 @@ impl Ledger {
             by_agent: self.by_agent.map.clone(),
             by_project: self.by_project.map.clone(),
             by_provider: self.by_provider.map.clone(),
+            by_model: self.by_model.map.clone(),
             anonymous: self.anonymous.clone(),
         }
     }

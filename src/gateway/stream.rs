@@ -29,11 +29,12 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::approval::{self, HighRisk};
+use super::budget::BudgetHold;
 use super::failure::StreamOutcome;
 use super::hooks::{RunAttribution, TokenUsage};
 use super::lane::LanePermit;
 use super::surface::StreamTranslator;
-use super::usage::{merge_usage, usage_of};
+use super::usage::{cached_of, merge_usage, usage_of};
 use super::{metrics, GatewayInner};
 
 /// Largest event buffered for inspection; beyond it bytes pass through raw.
@@ -46,6 +47,8 @@ pub(crate) struct SseScanner {
     strip_usage_only: bool,
     /// Usage found so far (the last one wins).
     pub usage: Option<(u64, u64, u64)>,
+    /// Prompt tokens served from the provider's cache (the largest report).
+    pub cached: u64,
     /// The provider said the answer is complete (a finish reason or `[DONE]`).
     pub finished: bool,
 }
@@ -98,6 +101,7 @@ impl SseScanner {
             inspect: true,
             strip_usage_only,
             usage: None,
+            cached: 0,
             finished: false,
         }
     }
@@ -153,6 +157,7 @@ impl SseScanner {
             };
             if let Some(u) = usage_of(&v) {
                 self.usage = Some(merge_usage(self.usage, u));
+                self.cached = self.cached.max(cached_of(&v));
                 let usage_only = v
                     .get("choices")
                     .and_then(Value::as_array)
@@ -189,6 +194,10 @@ pub(crate) struct StreamContext {
     pub outcome: StreamOutcome,
     /// The high-risk tool names in force for the provider.
     pub high_risk: HighRisk,
+    /// The call's budget reservation: released when the stream ends, after
+    /// its usage was booked. Only held: dropping it is what releases it.
+    #[allow(dead_code)]
+    pub budget: Option<Arc<BudgetHold>>,
 }
 
 struct State {
@@ -215,10 +224,12 @@ impl State {
                 total_tokens: total,
                 model: self.ctx.model.clone(),
                 provider: self.ctx.provider.clone(),
+                cached_tokens: self.scanner.cached,
+                cost_usd: None,
             };
             self.ctx
                 .gateway
-                .record_usage(self.ctx.attribution.as_ref(), &usage);
+                .record_usage(self.ctx.attribution.as_ref(), usage);
         }
     }
 }
@@ -389,6 +400,7 @@ impl State {
             }
             if let Some(u) = usage_of(&v) {
                 self.scanner.usage = Some(u);
+                self.scanner.cached = cached_of(&v);
             }
             let finish = v.get("choices").and_then(Value::as_array).is_some_and(|c| {
                 c.iter()

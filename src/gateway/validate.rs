@@ -160,6 +160,27 @@ impl GatewayConfig {
                 ));
             }
         }
+        for (i, price) in self.prices.iter().enumerate() {
+            glob::Pattern::new(&price.model).map_err(|e| {
+                bad(
+                    format!("prices[{i}].model"),
+                    format!("{:?} is not a glob: {e}", price.model),
+                )
+            })?;
+            let amounts = [
+                ("input", Some(price.input)),
+                ("output", Some(price.output)),
+                ("cached_input", price.cached_input),
+            ];
+            for (name, value) in amounts {
+                if let Some(v) = value.filter(|v| !v.is_finite() || *v < 0.0) {
+                    return Err(bad(
+                        format!("prices[{i}].{name}"),
+                        format!("{v} must be a number of USD per million tokens, 0 or more"),
+                    ));
+                }
+            }
+        }
         if let Some(d) = &self.default_provider {
             if !known(d) {
                 return Err(bad(

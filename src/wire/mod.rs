@@ -11,6 +11,7 @@
 //! `Json(wire::Task::from(task))`.
 
 mod schedules;
+pub mod usage;
 mod vocabulary;
 
 pub use schedules::{NewSchedule, Schedule, ScheduleDetail, ScheduleFiring};
@@ -235,8 +236,14 @@ record! {
         log_path: Option<String>,
         prompt_tokens: i64,
         completion_tokens: i64,
+        /// USD the CLI itself reported (0 when it reports none); never
+        /// added to `gateway_cost`.
         cost: f64,
         detail: Option<serde_json::Value>,
+        /// Prompt tokens the provider served from its cache.
+        cached_tokens: i64,
+        /// USD as `gateway.prices` prices the calls the gateway saw.
+        gateway_cost: f64,
     }
 }
 

@@ -227,6 +227,30 @@ def errors():
     return {"results": results}
 
 
+def budget():
+    """One call per protocol (OpenAI chat, OpenAI Responses, Anthropic
+    Messages) on a run whose budget is spent: the typed exception each SDK
+    raised, with the status and the parsed error body."""
+    results = {}
+    calls = {
+        "chat": lambda: oa().chat.completions.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}]),
+        "responses": lambda: oa().responses.create(model=MODEL, max_output_tokens=10, input="hi"),
+        "messages": lambda: an().messages.create(
+            model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "hi"}]),
+    }
+    for name, call in calls.items():
+        try:
+            call()
+            results[name] = {"class": None}
+        except Exception as e:  # noqa: BLE001 - the class is the result
+            r = exc(e)
+            r["sdk_status_error"] = isinstance(e, (openai.APIStatusError, anthropic.APIStatusError))
+            r["module"] = type(e).__module__.split(".")[0]
+            results[name] = r
+    return results
+
+
 def truncation():
     """A provider that stops half-way (MOZI_GW_MODEL = the fake's `truncated`),
     on each surface, streamed and not: which exception each SDK raised and
@@ -351,7 +375,7 @@ def agent_truncated():
 
 SCENARIOS = {f.__name__: f for f in [
     openai_basic, openai_stream, openai_tools, anthropic_basic, anthropic_bearer, anthropic_stream,
-    anthropic_tools, anthropic_count, models, errors, truncation, high_risk, agent, agent_approval, agent_truncated,
+    anthropic_tools, anthropic_count, models, errors, budget, truncation, high_risk, agent, agent_approval, agent_truncated,
 ]}
 
 if __name__ == "__main__":

@@ -18,7 +18,10 @@
 //! * `gap-<ms>` — streams 3 chunks, `<ms>` apart (long silences);
 //! * `tool-<name>` — a tool call to `<name>` with markdown-fenced arguments
 //!   (streamed as tool-call deltas when `stream` is set);
-//! * `toolflaky` — first a tool call with broken JSON, then a valid one.
+//! * `toolflaky` — first a tool call with broken JSON, then a valid one;
+//! * `cached…` — JSON usage of 1,000 prompt tokens, 600 of them read from
+//!   the provider's cache (`prompt_tokens_details.cached_tokens`), and 200
+//!   completion tokens.
 //!
 //! It speaks only the chat-completions family: every other path (such as
 //! `/v1/responses` or `/v1/messages`) is recorded and answered 404, like
@@ -271,12 +274,18 @@ async fn chat(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byt
     } else {
         json!({"role": "assistant", "content": format!("echo:{mark}")})
     };
+    let usage = if model.starts_with("cached") {
+        json!({"prompt_tokens": 1000, "completion_tokens": 200, "total_tokens": 1200,
+            "prompt_tokens_details": {"cached_tokens": 600}})
+    } else {
+        json!({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15})
+    };
     Json(json!({
         "id": format!("cmpl-{mark}"),
         "object": "chat.completion",
         "model": model,
         "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+        "usage": usage
     }))
     .into_response()
 }

@@ -3,15 +3,17 @@
 //! The gateway reports usage on its request path ([`GatewayHooks::record_usage`]
 //! is synchronous and must not block), once per response. Each report goes
 //! into a bounded channel; one task takes whatever has queued up (up to
-//! [`MAX_BATCH`] reports), adds the reports of a session together, and books
-//! each project's share in one write transaction. Under load the batches
+//! [`MAX_BATCH`] reports), adds the reports of a session together per
+//! provider, model and quarter hour ([`usage_bucket`]), and books each
+//! project's share in one write transaction (the session rows and the
+//! `llm_usage` history). Under load the batches
 //! grow by themselves; when idle, a report is booked at once.
 //!
 //! Back-pressure never blocks the request and never loses a report
 //! silently:
 //! - channel full → the report is added to a small spill map keyed by
-//!   (project, session) (bounded by the number of live runs, not by
-//!   traffic), which the writer books with its next batch
+//!   (project, session, provider, model, bucket) (bounded by the live runs
+//!   and their models, not by traffic), which the writer books with its next batch
 //!   (`moziplus_gateway_usage_reports_total{outcome="spilled"}`);
 //! - writer closed (daemon shutting down, after the flush) → the report is
 //!   logged at warn with its tokens and counted (`outcome="dropped"`);
@@ -33,6 +35,8 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
+use crate::blackboard::usage::{usage_bucket, UsageBooking};
+
 /// Reports the channel holds before they spill.
 pub const CHANNEL_CAPACITY: usize = 4096;
 /// Most reports booked in one batch.
@@ -42,25 +46,70 @@ pub const MAX_BATCH: usize = 1024;
 pub const REPORTS: &str = "moziplus_gateway_usage_reports_total";
 
 /// One usage report of one response.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Booking {
     pub project: String,
     pub session: String,
+    pub provider: String,
+    pub model: String,
+    /// When the response was booked (ms since the epoch).
+    pub at_ms: i64,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    /// USD, `None` when no price matched.
+    pub cost_usd: Option<f64>,
 }
 
-/// One project's share of a batch: `(session, prompt, completion)` per
-/// session, each session once.
-pub type SessionRows = Vec<(String, i64, i64)>;
+/// One project's share of a batch: one line per (session, provider, model,
+/// bucket), in that order.
+pub type SessionRows = Vec<UsageBooking>;
 
 /// Where batches go: books one project's rows in one transaction.
 pub trait UsageSink: Send + Sync + 'static {
     fn book<'a>(
         &'a self,
         project: &'a str,
-        rows: &'a [(String, i64, i64)],
+        rows: &'a [UsageBooking],
     ) -> BoxFuture<'a, Result<(), String>>;
+}
+
+/// The spill map's and the batch's key: one line of `llm_usage`.
+type LineKey = (String, String, String, String, i64);
+
+/// Adds one report to a line.
+fn add(line: &mut UsageBooking, b: &Booking) {
+    let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    line.responses = line.responses.saturating_add(1);
+    line.prompt_tokens = line.prompt_tokens.saturating_add(n(b.prompt_tokens));
+    line.completion_tokens = line
+        .completion_tokens
+        .saturating_add(n(b.completion_tokens));
+    line.cached_tokens = line.cached_tokens.saturating_add(n(b.cached_tokens));
+    match b.cost_usd {
+        Some(c) => line.cost += c,
+        None => line.unpriced = line.unpriced.saturating_add(1),
+    }
+}
+
+fn key_of(b: &Booking) -> LineKey {
+    (
+        b.project.clone(),
+        b.session.clone(),
+        b.provider.clone(),
+        b.model.clone(),
+        usage_bucket(b.at_ms),
+    )
+}
+
+fn line_of(key: &LineKey) -> UsageBooking {
+    UsageBooking {
+        session_id: key.1.clone(),
+        provider: key.2.clone(),
+        model: key.3.clone(),
+        bucket_start: key.4,
+        ..Default::default()
+    }
 }
 
 /// Counts of what happened to reports (also exported as metrics).
@@ -85,12 +134,12 @@ impl UsageStats {
     }
 }
 
-/// Reports that found the channel full, added up per (project, session).
+/// Reports that found the channel full, added up per line.
 #[derive(Default)]
 struct Spill {
     /// Set by the writer's last take: later reports are dropped, not kept.
     closed: bool,
-    pending: HashMap<(String, String), (u64, u64)>,
+    pending: HashMap<LineKey, UsageBooking>,
 }
 
 /// The spill map plus the writer's wake-up.
@@ -108,19 +157,15 @@ impl Overflow {
         self.spill.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Everything spilled so far; `close` also refuses later spills.
-    fn take(&self, close: bool) -> Vec<Booking> {
+    /// Everything spilled so far, as (project, line); `close` also
+    /// refuses later spills.
+    fn take(&self, close: bool) -> Vec<(String, UsageBooking)> {
         let mut spill = self.spill();
         spill.closed |= close;
         spill
             .pending
             .drain()
-            .map(|((project, session), (p, c))| Booking {
-                project,
-                session,
-                prompt_tokens: p,
-                completion_tokens: c,
-            })
+            .map(|((project, ..), line)| (project, line))
             .collect()
     }
 }
@@ -171,12 +216,9 @@ impl UsageWriter {
             drop(spill);
             return self.drop_report(&booking);
         }
-        let sums = spill
-            .pending
-            .entry((booking.project, booking.session))
-            .or_default();
-        sums.0 += booking.prompt_tokens;
-        sums.1 += booking.completion_tokens;
+        let key = key_of(&booking);
+        let line = spill.pending.entry(key).or_insert_with_key(line_of);
+        add(line, &booking);
         drop(spill);
         self.stats.count("spilled", 1);
         self.overflow.wake.notify_one();
@@ -248,17 +290,19 @@ async fn write(
             }
         }
         let spilled = overflow.take(false);
-        flush(&*sink, &stats, batch.drain(..).chain(spilled)).await;
+        flush(&*sink, &stats, by_project(batch.drain(..), spilled)).await;
     }
-    flush(&*sink, &stats, overflow.take(true)).await;
+    flush(&*sink, &stats, by_project(Vec::new(), overflow.take(true))).await;
 }
 
 /// Books a batch: one transaction per project.
-async fn flush(sink: &dyn UsageSink, stats: &UsageStats, batch: impl IntoIterator<Item = Booking>) {
-    for (project, rows) in by_project(batch) {
+async fn flush(sink: &dyn UsageSink, stats: &UsageStats, batch: BTreeMap<String, SessionRows>) {
+    for (project, rows) in batch {
         if let Err(e) = sink.book(&project, &rows).await {
             stats.count("failed", rows.len() as u64);
-            let (prompt, completion) = rows.iter().fold((0, 0), |(p, c), r| (p + r.1, c + r.2));
+            let (prompt, completion) = rows.iter().fold((0, 0), |(p, c), r| {
+                (p + r.prompt_tokens, c + r.completion_tokens)
+            });
             tracing::warn!(
                 project = %project,
                 sessions = rows.len(),
@@ -271,27 +315,45 @@ async fn flush(sink: &dyn UsageSink, stats: &UsageStats, batch: impl IntoIterato
     }
 }
 
-/// A batch grouped by project, each session's reports added up; projects
-/// and sessions in name order.
-pub fn by_project(batch: impl IntoIterator<Item = Booking>) -> BTreeMap<String, SessionRows> {
-    let mut sums: BTreeMap<String, BTreeMap<String, (i64, i64)>> = BTreeMap::new();
+/// A batch grouped by project, each line's reports added up (with lines
+/// already summed, from the spill map); projects and lines in order.
+pub fn by_project(
+    batch: impl IntoIterator<Item = Booking>,
+    summed: impl IntoIterator<Item = (String, UsageBooking)>,
+) -> BTreeMap<String, SessionRows> {
+    let mut lines: BTreeMap<LineKey, UsageBooking> = BTreeMap::new();
     for b in batch {
-        let s = sums
-            .entry(b.project)
-            .or_default()
-            .entry(b.session)
-            .or_default();
-        s.0 =
-            s.0.saturating_add(i64::try_from(b.prompt_tokens).unwrap_or(i64::MAX));
-        s.1 =
-            s.1.saturating_add(i64::try_from(b.completion_tokens).unwrap_or(i64::MAX));
+        let key = key_of(&b);
+        let line = lines.entry(key).or_insert_with_key(line_of);
+        add(line, &b);
     }
-    sums.into_iter()
-        .map(|(project, sessions)| {
-            let rows = sessions.into_iter().map(|(s, (p, c))| (s, p, c)).collect();
-            (project, rows)
-        })
-        .collect()
+    for (project, s) in summed {
+        let key = (
+            project,
+            s.session_id.clone(),
+            s.provider.clone(),
+            s.model.clone(),
+            s.bucket_start,
+        );
+        match lines.get_mut(&key) {
+            Some(line) => {
+                line.responses += s.responses;
+                line.unpriced += s.unpriced;
+                line.prompt_tokens += s.prompt_tokens;
+                line.completion_tokens += s.completion_tokens;
+                line.cached_tokens += s.cached_tokens;
+                line.cost += s.cost;
+            }
+            None => {
+                lines.insert(key, s);
+            }
+        }
+    }
+    let mut out: BTreeMap<String, SessionRows> = BTreeMap::new();
+    for ((project, ..), line) in lines {
+        out.entry(project).or_default().push(line);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -309,7 +371,7 @@ mod tests {
         fn book<'a>(
             &'a self,
             project: &'a str,
-            rows: &'a [(String, i64, i64)],
+            rows: &'a [UsageBooking],
         ) -> BoxFuture<'a, Result<(), String>> {
             Box::pin(async move {
                 if self.refuse == Some(project) {
@@ -328,31 +390,95 @@ mod tests {
         Booking {
             project: project.into(),
             session: session.into(),
+            provider: "nvidia".into(),
+            model: "m".into(),
+            at_ms: 1_000,
             prompt_tokens: p,
             completion_tokens: c,
+            cached_tokens: 0,
+            cost_usd: Some(0.0),
         }
+    }
+
+    /// A line of `session` with `responses` reports summing to (p, c).
+    fn line(session: &str, responses: i64, p: i64, c: i64) -> UsageBooking {
+        UsageBooking {
+            session_id: session.into(),
+            provider: "nvidia".into(),
+            model: "m".into(),
+            bucket_start: 0,
+            responses,
+            prompt_tokens: p,
+            completion_tokens: c,
+            ..Default::default()
+        }
+    }
+
+    /// (session, prompt, completion) of each line.
+    fn sums(rows: &[UsageBooking]) -> Vec<(String, i64, i64)> {
+        rows.iter()
+            .map(|r| (r.session_id.clone(), r.prompt_tokens, r.completion_tokens))
+            .collect()
     }
 
     #[test]
     fn a_batch_is_grouped_by_project_and_summed_per_session() {
-        let grouped = by_project([
-            report("b", "s2", 1, 2),
-            report("a", "s1", 10, 20),
-            report("b", "s2", 3, 4),
-            report("a", "s3", 5, 6),
-            report("a", "s1", 1, 1),
-        ]);
+        let grouped = by_project(
+            [
+                report("b", "s2", 1, 2),
+                report("a", "s1", 10, 20),
+                report("b", "s2", 3, 4),
+                report("a", "s3", 5, 6),
+                report("a", "s1", 1, 1),
+            ],
+            Vec::new(),
+        );
         let expected: BTreeMap<String, SessionRows> = [
             (
                 "a".to_string(),
-                vec![("s1".into(), 11, 21), ("s3".into(), 5, 6)],
+                vec![line("s1", 2, 11, 21), line("s3", 1, 5, 6)],
             ),
-            ("b".to_string(), vec![("s2".into(), 4, 6)]),
+            ("b".to_string(), vec![line("s2", 2, 4, 6)]),
         ]
         .into_iter()
         .collect();
         assert_eq!(grouped, expected);
     }
+
+    #[test]
+    fn lines_split_by_model_and_quarter_hour_and_sum_cost_and_unpriced() {
+        let mut priced = report("a", "s", 100, 10);
+        priced.cached_tokens = 40;
+        priced.cost_usd = Some(0.5);
+        let mut later = priced.clone();
+        later.at_ms = USAGE_BUCKET + 1;
+        let mut other_model = priced.clone();
+        other_model.model = "n".into();
+        other_model.cost_usd = None;
+        let grouped = by_project(
+            [priced.clone(), priced, later, other_model],
+            [("a".to_string(), line("s", 3, 1, 1))],
+        );
+        let rows = &grouped["a"];
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let first = &rows[0];
+        assert_eq!((first.model.as_str(), first.bucket_start), ("m", 0));
+        // Two reports plus the spilled line of three.
+        assert_eq!(first.responses, 5);
+        assert_eq!(first.prompt_tokens, 201);
+        assert_eq!(first.cached_tokens, 80);
+        assert!((first.cost - 1.0).abs() < 1e-12);
+        assert_eq!(
+            (rows[1].model.as_str(), rows[1].bucket_start),
+            ("m", USAGE_BUCKET)
+        );
+        assert_eq!(
+            (rows[2].model.as_str(), rows[2].unpriced, rows[2].cost),
+            ("n", 1, 0.0)
+        );
+    }
+
+    const USAGE_BUCKET: i64 = crate::blackboard::usage::USAGE_BUCKET_MS;
 
     // Single-threaded runtime: the writer task runs only when the test
     // awaits, so everything booked before `close` is one batch.
@@ -368,11 +494,15 @@ mod tests {
         let calls = sink.calls.lock().unwrap().clone();
         // 30 reports, 2 projects: two transactions, each session once.
         assert_eq!(calls.len(), 2, "{calls:?}");
-        let total: i64 = calls.iter().flat_map(|(_, r)| r).map(|r| r.2).sum();
+        let total: i64 = calls
+            .iter()
+            .flat_map(|(_, r)| r)
+            .map(|r| r.completion_tokens)
+            .sum();
         assert_eq!(total, (0..30).sum::<i64>());
         assert_eq!(calls[0].0, "a");
-        assert_eq!(calls[0].1.iter().map(|r| r.1).sum::<i64>(), 10);
-        assert_eq!(calls[1].1.iter().map(|r| r.1).sum::<i64>(), 20);
+        assert_eq!(calls[0].1.iter().map(|r| r.prompt_tokens).sum::<i64>(), 10);
+        assert_eq!(calls[1].1.iter().map(|r| r.prompt_tokens).sum::<i64>(), 20);
         assert_eq!(writer.stats().queued.load(Ordering::Relaxed), 30);
     }
 
@@ -393,7 +523,7 @@ mod tests {
             .unwrap()
             .iter()
             .flat_map(|(_, r)| r)
-            .map(|r| r.1)
+            .map(|r| r.prompt_tokens)
             .sum();
         assert_eq!(booked, 5, "queued and spilled reports are all booked");
         writer.book(report("a", "s", 7, 7));
@@ -405,7 +535,7 @@ mod tests {
             1,
             "one batch, nothing booked after close: {calls:?}"
         );
-        assert_eq!(calls[0].1, vec![("s".to_string(), 5, 5)]);
+        assert_eq!(sums(&calls[0].1), vec![("s".to_string(), 5, 5)]);
     }
 
     #[tokio::test]
@@ -421,6 +551,8 @@ mod tests {
         writer.close().await;
         assert_eq!(writer.stats().failed.load(Ordering::Relaxed), 2);
         let calls = sink.calls.lock().unwrap().clone();
-        assert_eq!(calls, vec![("ok".to_string(), vec![("s3".into(), 1, 1)])]);
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].0, "ok");
+        assert_eq!(sums(&calls[0].1), vec![("s3".to_string(), 1, 1)]);
     }
 }

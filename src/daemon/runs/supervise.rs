@@ -182,6 +182,7 @@ pub(super) async fn supervise(
     // What the run asked of the gateway: the demand estimate of admission
     // by quota (`daemon::quota`) reads it back.
     let calls = d.quota().take_calls(&info.session_id);
+    let budget_refusal = d.quota().take_budget_refusal(&info.session_id);
     if calls.calls > 0 {
         if let Err(e) = bb
             .add_session_calls(&info.session_id, calls.calls, calls.wait_ms)
@@ -204,7 +205,31 @@ pub(super) async fn supervise(
         // was re-run at once (issue 23, finding 11: 291 sessions in 80 s).
         hold_next_round(&d, &bb, &info.task_id, info.kind).await;
     }
-    if info.kind == RunKind::Work && still_held {
+    if info.kind == RunKind::Work && still_held && budget_refusal.is_some() {
+        // The gateway refused a call of the run for budget and ended it: the
+        // task waits for an operator, blocked with the reason; the run
+        // costs no round.
+        let reason = format!("budget: {}", budget_refusal.as_deref().unwrap_or_default());
+        if let Err(e) = bb
+            .set_status(
+                &info.task_id,
+                TaskStatus::Blocked,
+                &Actor::daemon(),
+                &reason,
+            )
+            .await
+        {
+            tracing::error!(project = %info.project, task = %info.task_id, error = %e, "cannot block the task of a run refused for budget");
+        }
+        let _ = bb
+            .add_observation(
+                ObservationLevel::Warn,
+                &Actor::daemon(),
+                Some(&info.task_id),
+                &format!("run {} ended: {reason}", info.session_id),
+            )
+            .await;
+    } else if info.kind == RunKind::Work && still_held {
         if let Some(t) = task {
             let end = RunEnd {
                 outcome,

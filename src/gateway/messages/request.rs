@@ -290,47 +290,7 @@ pub(crate) fn count_tokens(body: &Map<String, Value>) -> Result<u64, GatewayErro
     let mut body = body.clone();
     body.remove("stream");
     let (chat, _) = to_chat(&body)?;
-    let bpe = tiktoken_rs::o200k_base_singleton();
-    let count = |s: &str| crate::gateway::cpu::count_text(bpe, s);
-    let mut n = 0;
-    for m in chat["messages"].as_array().into_iter().flatten() {
-        n += 3;
-        n += count(m["role"].as_str().unwrap_or(""));
-        match &m["content"] {
-            Value::String(s) => n += count(s),
-            Value::Array(parts) => {
-                for p in parts {
-                    match p.get("text").and_then(Value::as_str) {
-                        Some(t) => n += count(t),
-                        // An image: Anthropic's rule of thumb for a ~1 MP picture.
-                        None => n += 1_600,
-                    }
-                }
-            }
-            _ => {}
-        }
-        for c in m
-            .get("tool_calls")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            n += count(
-                c.pointer("/function/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            );
-            n += count(
-                c.pointer("/function/arguments")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            );
-        }
-    }
-    if let Some(tools) = chat.get("tools") {
-        n += count(&tools.to_string());
-    }
-    Ok(n)
+    Ok(crate::gateway::cpu::count_chat(&chat))
 }
 
 #[cfg(test)]
