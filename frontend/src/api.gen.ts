@@ -395,6 +395,96 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{id}/schedules": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** The project's schedules, by id, each with its next firing and last instance. */
+        get: operations["list_schedules"];
+        put?: never;
+        /** Creates a schedule (409 when the id exists; 400 naming the field that is wrong). */
+        post: operations["create_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A schedule with its history of recorded slots (fired with their task's
+         *     state, or skipped and why), newest first.
+         */
+        get: operations["show_schedule"];
+        put?: never;
+        post?: never;
+        /** Removes a schedule and its history (the tasks it created stay). */
+        delete: operations["remove_schedule"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}/pause": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Pauses a schedule: its due slots are recorded as skipped (`paused`). */
+        post: operations["pause_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}/resume": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Resumes a schedule; slots that passed while it was paused do not fire. */
+        post: operations["resume_schedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/schedules/{schedule}/run": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Fires a schedule now, whatever its overlap policy; returns the task. */
+        post: operations["run_schedule_now"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/projects/{id}/sessions": {
         parameters: {
             query?: never;
@@ -498,7 +588,11 @@ export interface paths {
         delete?: never;
         options?: never;
         head?: never;
-        patch?: never;
+        /**
+         * Reprioritises or reassigns an open task (409 when it is finished: reopen
+         *     it first; 400 naming the agents when the assignee could never take it).
+         */
+        patch: operations["update_task"];
         trace?: never;
     };
     "/api/projects/{id}/tasks/{task}/comments": {
@@ -532,6 +626,23 @@ export interface paths {
          *     states when the lifecycle does not allow it).
          */
         post: operations["set_task_status"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/runs/bb": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Runs `moziplus bb` as the run that presents its key. */
+        post: operations["run_bb"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1095,6 +1206,11 @@ export interface components {
          */
         ExperienceStatus: "active" | "distilled" | "deprecated";
         /**
+         * @description Why a schedule's slot was recorded: fired on time, as the catch-up, by hand; or skipped for overlap, missed or paused.
+         * @enum {string}
+         */
+        FiringReason: "on_time" | "catch_up" | "manual" | "overlap" | "missed" | "paused";
+        /**
          * @description What happens to a request arriving at a full queue.
          * @enum {string}
          */
@@ -1304,10 +1420,52 @@ export interface components {
             /** @description The session has ended (the log will not grow). */
             ended: boolean;
         };
+        /**
+         * @description What a schedule does about slots missed while no daemon ran: skip them, or fire once.
+         * @enum {string}
+         */
+        MissedPolicy: "skip" | "once";
         NewComment: {
             body: string;
             /** @description `comment` (default), `question`, `answer`, `rebuttal` or `note`. */
             comment_type?: string | null;
+        };
+        /**
+         * @description A schedule to create: `cron` (5 fields, or 6 with seconds first, read in
+         *     `timezone`) or `every` (a duration such as `30s`, `10m`, `1h`), and the
+         *     template of the task each firing creates.
+         */
+        NewSchedule: {
+            /** @description 1-64 lowercase letters, digits, - or _. */
+            id: string;
+            cron?: string | null;
+            every?: string | null;
+            /** @description IANA name; default `UTC`. */
+            timezone?: string | null;
+            /**
+             * @description A template: `{{ date }}`, `{{ time }}`, `{{ datetime }}` (the slot in
+             *     the schedule's time zone) and `{{ schedule }}` (its id).
+             */
+            title: string;
+            description?: string;
+            kind?: string | null;
+            assignee?: string | null;
+            priority?: null | components["schemas"]["Priority"];
+            tags?: string[];
+            review_protocol?: string | null;
+            /** @description Each instance depends on every open task with one of these tags. */
+            depends_on_tags?: string[];
+            overlap?: null | components["schemas"]["OverlapPolicy"];
+            missed?: null | components["schemas"]["MissedPolicy"];
+            /** @description A duration; each slot fires up to this much later. */
+            jitter?: string | null;
+            /** @description Default true; false creates it paused. */
+            enabled?: boolean | null;
+            /**
+             * @description Create it even if its tasks could never start as the team stands.
+             *     Not stored.
+             */
+            force?: boolean;
         };
         /** @description What `bb create` (or the inbox, or the API) asks for. */
         NewTask: {
@@ -1317,6 +1475,11 @@ export interface components {
             priority?: null | components["schemas"]["Priority"];
             assignee?: string | null;
             parent_id?: string | null;
+            /**
+             * @description A protocol of `config/review_protocols/`, or `none` for no review;
+             *     absent: the protocol whose `applies_to` holds the task's kind (if the
+             *     team can staff it).
+             */
             review_protocol?: string | null;
             /** Format: int64 */
             max_rounds?: number | null;
@@ -1365,6 +1528,11 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
+        /**
+         * @description What a schedule does while its last task is open: skip the slot, queue a task that waits for it, or allow it.
+         * @enum {string}
+         */
+        OverlapPolicy: "skip" | "queue" | "allow";
         /**
          * @description Task and request priority; lower number is more urgent.
          * @enum {string}
@@ -1550,8 +1718,10 @@ export interface components {
             project_problems: components["schemas"]["ProjectProblem"][];
             /**
              * @description Runs that cannot start for the machine's reasons (a CLI not
-             *     installed, a read-only home or database, no file descriptors); the
-             *     daemon is not ready until a run starts again.
+             *     installed, a read-only home or database, no file descriptors), and
+             *     providers the gateway cannot use as configured (`runtime: "provider
+             *     NAME"`, empty `project` and `agent`: an open breaker, parked keys, a
+             *     rate retreated below half); the daemon is not ready until they pass.
              */
             degraded: components["schemas"]["Problem"][];
             /**
@@ -1559,6 +1729,12 @@ export interface components {
              *     their own tasks.
              */
             unusable_review_protocols: components["schemas"]["UnusableProtocol"][];
+            /**
+             * @description Informational: what the operator should fix though it holds no other
+             *     work back — a broken skill the briefs skip (`kind: skill`), a task
+             *     in review whose seat only its author fits (`kind: review`).
+             */
+            warnings: components["schemas"]["Warning"][];
             gateway?: null | components["schemas"]["GatewayReadiness"];
         };
         /**
@@ -1580,6 +1756,23 @@ export interface components {
             body: string;
             /** Format: date-time */
             created_at: string;
+        };
+        /** @description A `moziplus bb` command line of a run. */
+        RunBb: {
+            /** @description The arguments after `bb` (e.g. `["done", "--json"]`). */
+            args: string[];
+            /** @description Text given to the command's stdin (`--file -`). */
+            stdin?: string | null;
+        };
+        /**
+         * @description What the command printed and its exit code (`0` ok, `1` error, `2`
+         *     usage, `3` conflict).
+         */
+        RunBbAnswer: {
+            /** Format: int32 */
+            code: number;
+            stdout: string;
+            stderr: string;
         };
         /** @description A run in flight. */
         RunInfo: {
@@ -1633,6 +1826,73 @@ export interface components {
              */
             low_priority_timeout: number;
         };
+        /** @description A schedule with its next firing and its last instance. */
+        Schedule: {
+            id: string;
+            cron?: string | null;
+            /** Format: int64 */
+            every_ms?: number | null;
+            timezone: string;
+            title: string;
+            description: string;
+            kind?: string | null;
+            assignee?: string | null;
+            priority: components["schemas"]["Priority"];
+            tags: string[];
+            review_protocol?: string | null;
+            depends_on_tags: string[];
+            overlap: components["schemas"]["OverlapPolicy"];
+            missed: components["schemas"]["MissedPolicy"];
+            /** Format: int64 */
+            jitter_ms: number;
+            enabled: boolean;
+            source: components["schemas"]["ScheduleSource"];
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            updated_at: string;
+            /**
+             * Format: date-time
+             * @description When the next slot is due; null when paused.
+             */
+            next_at?: string | null;
+            /** @description The last task a firing created, and its state. */
+            last_task_id?: string | null;
+            last_task_status?: null | components["schemas"]["TaskStatus"];
+        };
+        /** @description A schedule and its history, newest first. */
+        ScheduleDetail: {
+            schedule: components["schemas"]["Schedule"];
+            firings: components["schemas"]["ScheduleFiring"][];
+        };
+        /**
+         * @description One recorded slot of a schedule: fired (with its task and the task's
+         *     state now) or skipped, and why.
+         */
+        ScheduleFiring: {
+            schedule_id: string;
+            /**
+             * Format: date-time
+             * @description The slot (the firing's key with the schedule id).
+             */
+            scheduled_at: string;
+            /** Format: date-time */
+            recorded_at: string;
+            reason: components["schemas"]["FiringReason"];
+            fired: boolean;
+            /**
+             * Format: int64
+             * @description Slots this row stands for (a run of skipped slots is one row).
+             */
+            slots: number;
+            task_id?: string | null;
+            task_status?: null | components["schemas"]["TaskStatus"];
+        };
+        /**
+         * @description Where a schedule was defined: by an operator (CLI, API) or in project.yaml.
+         * @enum {string}
+         */
+        ScheduleSource: "operator" | "config";
         Session: {
             id: string;
             task_id: string;
@@ -1737,6 +1997,15 @@ export interface components {
             outputs: components["schemas"]["Output"][];
             reviews: components["schemas"]["Review"][];
             sessions: components["schemas"]["Session"][];
+        };
+        /** @description An operator's edit of an open task; absent fields are kept. */
+        TaskEdit: {
+            /** @description `urgent`, `high`, `normal` or `low`. */
+            priority?: string | null;
+            /** @description The designated agent; `""` clears it (any agent taking the kind). */
+            assignee?: string | null;
+            /** @description Assign an agent the task could never start with (not configured yet). */
+            force?: boolean;
         };
         TaskList: {
             tasks: components["schemas"]["Task"][];
@@ -1845,6 +2114,28 @@ export interface components {
          * @enum {string}
          */
         Verdict: "approve" | "revise" | "reject";
+        /**
+         * @description Something the operator should fix that holds no other work back: a
+         *     broken skill the briefs skip, a review seat only the task's author fits.
+         *     Readiness lists them (`warnings`) without turning unready.
+         */
+        Warning: {
+            project: string;
+            /**
+             * @description `skill` (a skill folder that does not load) or `review` (a task in
+             *     review whose seat no agent but its author fits).
+             */
+            kind: string;
+            /** @description The skill folder, or the task id. */
+            subject: string;
+            /** @description What is wrong and what to do. */
+            reason: string;
+            /**
+             * Format: int64
+             * @description First seen (UTC ms).
+             */
+            since_ms: number;
+        };
     };
     responses: never;
     parameters: never;
@@ -2382,6 +2673,240 @@ export interface operations {
             };
         };
     };
+    list_schedules: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"][];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    create_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NewSchedule"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    show_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+                /** @description Recorded slots to return, newest first: 1..=500, default 50. */
+                limit: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ScheduleDetail"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    remove_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    pause_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    resume_schedule: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Schedule"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    run_schedule_now: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description schedule id */
+                schedule: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Task"];
+                };
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     list_sessions: {
         parameters: {
             query?: never;
@@ -2654,6 +3179,52 @@ export interface operations {
             };
         };
     };
+    update_task: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description task id */
+                task: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TaskEdit"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Task"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     add_comment: {
         parameters: {
             query?: never;
@@ -2733,6 +3304,47 @@ export interface operations {
                 content?: never;
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    run_bb: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunBb"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunBbAnswer"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            403: {
                 headers: {
                     [name: string]: unknown;
                 };
