@@ -54,6 +54,46 @@ pub async fn snapshot_project(
     })
 }
 
+/// Before a restore replaces a project's board: a copy of it as it stands,
+/// under `backups/.replaced/<id>/` (not a snapshot: `restore --latest` never
+/// picks it, retention never prunes it). A board that does not open (the
+/// corrupt file a restore is often for) is copied as its files are.
+/// Returns the copy's path; `None` when there is no board to keep.
+pub async fn keep_replaced(home: &Home, id: &ProjectId) -> Result<Option<PathBuf>, BbError> {
+    let live = home.blackboard_file(id);
+    if !live.exists() {
+        return Ok(None);
+    }
+    let dir = home.backups_dir().join(".replaced").join(id.as_str());
+    std::fs::create_dir_all(&dir)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    let tmp = dir.join(format!(".{stamp}.db.partial"));
+    let dest = dir.join(format!("{stamp}.db"));
+    let _ = std::fs::remove_file(&tmp);
+    let copied = match Blackboard::open(&live, id.as_str(), OpenMode::CLI).await {
+        Ok(bb) => {
+            let result = bb.snapshot_to(&tmp).await;
+            bb.close().await;
+            result.map(|_| ())
+        }
+        Err(_) => Err(BbError::Invalid("does not open".into())),
+    };
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        std::fs::copy(&live, &tmp)?;
+        let wal = live.with_extension("db-wal");
+        if wal.exists() {
+            std::fs::copy(&wal, dir.join(format!("{stamp}.db-wal")))?;
+        }
+    }
+    std::fs::rename(&tmp, &dest)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(Some(dest))
+}
+
 /// Snapshot files of a project, oldest first.
 pub fn list_snapshots(home: &Home, id: &ProjectId) -> std::io::Result<Vec<PathBuf>> {
     let dir = home.project_backups_dir(id);

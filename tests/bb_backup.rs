@@ -204,8 +204,28 @@ async fn backup_under_eight_writers_holds_every_committed_row() {
             .await
             .unwrap()
     };
+    let live_dump = dump(&db).await;
     let out = run_async(&home, &["restore", "--project", "p", "--latest"]).await;
     let text = out.ok();
+    // Issue 26, item 7: what the restore replaced is kept, outside the
+    // snapshots `--latest` picks from, and named.
+    let kept_dir = home.path().join("backups/.replaced/p");
+    let kept: Vec<_> = std::fs::read_dir(&kept_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(
+        text.contains(&format!("kept in {}", kept[0].display())),
+        "{out}"
+    );
+    dump(&kept[0])
+        .await
+        .without(&["sqlite_sequence"])
+        .assert_same(
+            &live_dump.without(&["sqlite_sequence"]),
+            "the kept copy (vs the replaced board)",
+        );
     // The restore copies the blackboard's tables (not sqlx's bookkeeping).
     let rows: usize = moziplus::blackboard::TABLES
         .iter()

@@ -251,6 +251,8 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     block_on(async {
         let mut conn = raw_connection(&h.db("a")).await;
         for sql in [
+            "DROP TABLE schedule_firing",
+            "DROP TABLE schedule",
             "DROP TABLE llm_usage",
             "ALTER TABLE session DROP COLUMN gateway_cost",
             "ALTER TABLE session DROP COLUMN cached_tokens",
@@ -272,6 +274,11 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     for c in ["cached_tokens", "gateway_cost", "llm_calls", "llm_wait_ms"] {
         assert!(columns.iter().any(|n| n == c), "{c} missing: {columns:?}");
     }
+    assert_eq!(
+        support::query_i64(&h.db("a"), "SELECT COUNT(*) FROM schedule"),
+        0,
+        "migration 0005 applied too"
+    );
     assert_eq!(
         support::query_i64(&h.db("a"), "PRAGMA user_version"),
         LATEST_SCHEMA_VERSION

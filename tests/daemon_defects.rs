@@ -648,7 +648,7 @@ fn with_unstaffed_seat_role_an_agent_of_that_role_takes_the_seat() {
         solo_reviewer_home("daemon:\n  tick_interval: 1\nreview:\n  unstaffed_seat: role:qa\n");
     let reviewer = home.script(
         "qa.sh",
-        "#!/bin/sh\nexec \"$MOZI_BIN\" bb review \"$MOZI_TASK\" --verdict approve --confidence 0.9 --body checked\n",
+        "#!/bin/sh\necho qa-was-here\nexec \"$MOZI_BIN\" bb review \"$MOZI_TASK\" --verdict approve --confidence 0.9 --body checked\n",
     );
     let agents = std::fs::read_to_string(home.path().join("config/agents.yaml")).unwrap();
     std::fs::write(
@@ -672,6 +672,31 @@ fn with_unstaffed_seat_role_an_agent_of_that_role_takes_the_seat() {
         ),
         ["qa"]
     );
+    // Issue 26, item 7: `bb read T-n` lists the task's runs.
+    let read = home.bb("p", &["read", &task]).ok();
+    let runs = read.split("\nruns:\n").nth(1).unwrap_or_default();
+    assert!(
+        runs.lines()
+            .any(|l| l.contains("  solo  round 1  ") && l.contains("succeeded"))
+            && runs
+                .lines()
+                .any(|l| l.contains("  qa  round 1  ") && l.contains("succeeded")),
+        "{read}"
+    );
+    // `moziplus logs T-n` prints the latest run's log (the review), and
+    // --session picks another run.
+    let latest = home.run(&["logs", &task, "--project", "p"]).ok();
+    assert!(latest.contains("qa-was-here"), "{latest}");
+    let solo = query_strings(
+        &db,
+        &format!("SELECT id FROM session WHERE task_id = '{task}' AND agent = 'solo'"),
+    );
+    let first = home
+        .run(&["logs", &task, "--project", "p", "--session", &solo[0]])
+        .ok();
+    assert!(!first.contains("qa-was-here"), "{first}");
+    home.run(&["logs", "T-0099", "--project", "p"])
+        .fails(1, &["T-0099 has not run yet"]);
     assert_eq!(
         query_strings(
             &db,

@@ -121,7 +121,7 @@ fn log_error(e: std::io::Error) -> ApiError {
 
 /// The device and inode of the file the daemon created as a session's log
 /// (`detail.log_file`, see `Blackboard::set_session_log_file`).
-fn created_log_file(session: &blackboard::Session) -> Option<(u64, u64)> {
+pub(crate) fn created_log_file(session: &blackboard::Session) -> Option<(u64, u64)> {
     let id = session.detail.as_ref()?.get("log_file")?;
     Some((
         id.get("dev")?.as_i64()? as u64,
@@ -135,7 +135,7 @@ fn created_log_file(session: &blackboard::Session) -> Option<(u64, u64)> {
 /// the very file the daemon created (device and inode): the agent whose log
 /// it is can replace it, or hard-link an outside file in its place (issue
 /// 23, finding 5).
-fn read_slice(
+pub(crate) fn read_slice(
     path: &std::path::Path,
     root: &std::path::Path,
     created: Option<(u64, u64)>,

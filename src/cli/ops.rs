@@ -3,7 +3,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
@@ -85,8 +85,20 @@ pub async fn restore(home: &Home, args: RestoreArgs) -> anyhow::Result<()> {
         })?,
         (None, false) => bail!("pass --from FILE or --latest"),
     };
+    // What is replaced is kept first: a wrong `--latest` can be undone.
+    let kept = backup::keep_replaced(home, &id).await.with_context(|| {
+        format!("cannot keep a copy of project {id} before restoring; nothing was changed")
+    })?;
     let rows = backup::restore_project(home, &id, &snapshot).await?;
-    println!("restored {id} from {} ({rows} rows)", snapshot.display());
+    use std::io::Write;
+    let kept = kept
+        .map(|k| format!("; what it replaced is kept in {} (restore --from it to undo)", k.display()))
+        .unwrap_or_default();
+    writeln!(
+        std::io::stdout().lock(),
+        "restored {id} from {} ({rows} rows){kept}",
+        snapshot.display()
+    )?;
     crate::inbox::wake(home, id.as_str());
     Ok(())
 }

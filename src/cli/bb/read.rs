@@ -166,6 +166,31 @@ fn detail_text(d: &TaskDetail, waiting: &[WaitingFor]) -> String {
             r.round, r.reviewer, r.verdict, r.confidence, r.body
         ));
     }
+    if !d.sessions.is_empty() {
+        // Runs: what each cost and how it ended; `moziplus logs` shows one.
+        s.push_str("\nruns:\n");
+        for r in &d.sessions {
+            s.push_str(&format!(
+                "  {}  {}  round {}  {}  {}  {} tokens{}  {}\n",
+                r.id,
+                r.agent,
+                r.round,
+                crate::blackboard::rfc3339(r.started_at),
+                r.outcome
+                    .map(|o| o.as_str().to_string())
+                    .unwrap_or_else(|| "running".to_string()),
+                r.prompt_tokens + r.completion_tokens,
+                match (r.gateway_cost, r.cost) {
+                    (g, c) if c > 0.0 && (g - c).abs() > 1e-9 => {
+                        format!("  ${g:.4} (the CLI says ${c:.4})")
+                    }
+                    (g, _) if g > 0.0 => format!("  ${g:.4}"),
+                    _ => String::new(),
+                },
+                r.log_path.as_deref().unwrap_or("-")
+            ));
+        }
+    }
     for c in &d.comments {
         s.push_str(&format!(
             "\n[{}] {}: {}\n",

@@ -245,7 +245,12 @@ pub(super) async fn supervise(
     if let Some(ws) = &info.workspace {
         clean_up_run(&d, ws, &info.tmpdir).await;
     }
-    tracing::info!(project = %info.project, task = %info.task_id, session = %info.session_id, outcome = %outcome, "run ended");
+    // A run that did not succeed is the operator's business: WARN, not INFO.
+    if outcome == Outcome::Succeeded {
+        tracing::info!(project = %info.project, task = %info.task_id, session = %info.session_id, outcome = %outcome, "run ended");
+    } else {
+        tracing::warn!(project = %info.project, task = %info.task_id, session = %info.session_id, agent = %info.agent, outcome = %outcome, "run ended without success");
+    }
     d.runs_lock().remove(&info.session_id);
     d.remove_run_keys(&info.session_id);
     // The task may have ended with this run: its worktree goes now.
