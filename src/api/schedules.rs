@@ -124,10 +124,7 @@ async fn pause_schedule(
     ApiPath((id, schedule)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Schedule>, ApiError> {
-    let who = actor(&headers)?;
-    let svc = project_service(&d, &id).await?;
-    svc.set_schedule_enabled(&schedule, false, &who).await?;
-    Ok(Json(view(&svc, &schedule).await?))
+    set_enabled(&d, &id, &schedule, &headers, false).await
 }
 
 /// Resumes a schedule; slots that passed while it was paused do not fire.
@@ -141,10 +138,21 @@ async fn resume_schedule(
     ApiPath((id, schedule)): ApiPath<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Schedule>, ApiError> {
-    let who = actor(&headers)?;
-    let svc = project_service(&d, &id).await?;
-    svc.set_schedule_enabled(&schedule, true, &who).await?;
-    Ok(Json(view(&svc, &schedule).await?))
+    set_enabled(&d, &id, &schedule, &headers, true).await
+}
+
+/// Pause and resume: the one switch, then the schedule as it stands.
+async fn set_enabled(
+    d: &Daemon,
+    id: &str,
+    schedule: &str,
+    headers: &HeaderMap,
+    enabled: bool,
+) -> Result<Json<Schedule>, ApiError> {
+    let who = actor(headers)?;
+    let svc = project_service(d, id).await?;
+    svc.set_schedule_enabled(schedule, enabled, &who).await?;
+    Ok(Json(view(&svc, schedule).await?))
 }
 
 /// Fires a schedule now, whatever its overlap policy; returns the task.

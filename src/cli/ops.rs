@@ -92,7 +92,12 @@ pub async fn restore(home: &Home, args: RestoreArgs) -> anyhow::Result<()> {
     let rows = backup::restore_project(home, &id, &snapshot).await?;
     use std::io::Write;
     let kept = kept
-        .map(|k| format!("; what it replaced is kept in {} (restore --from it to undo)", k.display()))
+        .map(|k| {
+            format!(
+                "; what it replaced is kept in {} (restore --from it to undo)",
+                k.display()
+            )
+        })
         .unwrap_or_default();
     writeln!(
         std::io::stdout().lock(),

@@ -16,8 +16,7 @@ impl ProjectService {
         actor: &Actor,
         force: bool,
     ) -> ServiceResult<Task> {
-        let new = self.with_protocol(new);
-        self.refuse_never_starting(&new, force)?;
+        let new = self.prepare_new(new, force)?;
         let task = self.bb.create_task(new, actor).await?;
         self.committed(task)
     }
@@ -31,40 +30,29 @@ impl ProjectService {
         key: &str,
         force: bool,
     ) -> ServiceResult<Option<Task>> {
-        let new = self.with_protocol(new);
-        self.refuse_never_starting(&new, force)?;
+        let new = self.prepare_new(new, force)?;
         let task = self.bb.create_task_once(new, actor, key).await?;
         self.committed(task)
     }
 
-    /// The review protocol a new task gets ([`TeamView::protocol_for`]):
-    /// the one named, none for `none`, else the one whose `applies_to`
-    /// covers its kind.
-    fn with_protocol(&self, mut new: NewTask) -> NewTask {
+    /// A task about to be created, with the team read once: its review
+    /// protocol ([`TeamView::protocol_for`]: the one named, none for
+    /// `none`, else the one whose `applies_to` covers its kind), then the
+    /// creation check.
+    fn prepare_new(&self, mut new: NewTask, force: bool) -> ServiceResult<NewTask> {
+        let team = TeamView::load(&self.home, &self.project);
         let kind = new
             .kind
             .clone()
             .unwrap_or_else(|| crate::blackboard::DEFAULT_TASK_KIND.to_string());
-        new.review_protocol = TeamView::load(&self.home, &self.project)
-            .protocol_for(new.review_protocol.as_deref(), &kind);
-        new
+        new.review_protocol = team.protocol_for(new.review_protocol.as_deref(), &kind);
+        refuse_with(&team, &new, force)?;
+        Ok(new)
     }
 
     /// The one creation check every front door shares.
     pub(super) fn refuse_never_starting(&self, new: &NewTask, force: bool) -> ServiceResult<()> {
-        if force {
-            return Ok(());
-        }
-        let why = TeamView::load(&self.home, &self.project).new_task_never_starts(new);
-        if why.is_empty() {
-            return Ok(());
-        }
-        let reasons: Vec<String> = why.iter().map(ToString::to_string).collect();
-        Err(ServiceError::Invalid(format!(
-            "task {:?} could never start: {}; fix config/agents.yaml or config/review_protocols/, or create it anyway with --force (API and inbox: \"force\": true)",
-            new.title.trim(),
-            reasons.join("; ")
-        )))
+        refuse_with(&TeamView::load(&self.home, &self.project), new, force)
     }
 
     /// Why a pending task is not running yet (see [`TeamView::waiting_for`]).
@@ -265,6 +253,23 @@ impl ProjectService {
             Err(e) => Err(e),
         }
     }
+}
+
+/// [`ProjectService::refuse_never_starting`] against a team already read.
+fn refuse_with(team: &TeamView, new: &NewTask, force: bool) -> ServiceResult<()> {
+    if force {
+        return Ok(());
+    }
+    let why = team.new_task_never_starts(new);
+    if why.is_empty() {
+        return Ok(());
+    }
+    let reasons: Vec<String> = why.iter().map(ToString::to_string).collect();
+    Err(ServiceError::Invalid(format!(
+        "task {:?} could never start: {}; fix config/agents.yaml or config/review_protocols/, or create it anyway with --force (API and inbox: \"force\": true)",
+        new.title.trim(),
+        reasons.join("; ")
+    )))
 }
 
 #[cfg(test)]

@@ -70,22 +70,12 @@ async fn review_task(
         // The team cannot staff this protocol: the task waits in review
         // (said once per round) until agents.yaml is fixed and the daemon
         // restarted; nothing else is held.
-        if d.runtime_health()
-            .note_once(format!("{}:{}:{}:protocol", slot.id, task.id, task.round))
-        {
-            let body = format!(
-                "{} waits in review: review protocol {:?} cannot be used ({why}); add the agents it needs to config/agents.yaml and restart the daemon",
-                task.id, protocol.name
-            );
-            service
-                .observe(
-                    ObservationLevel::Warn,
-                    &Actor::daemon(),
-                    Some(&task.id),
-                    &body,
-                )
-                .await?;
-        }
+        let body = format!(
+            "{} waits in review: review protocol {:?} cannot be used ({why}); add the agents it needs to config/agents.yaml and restart the daemon",
+            task.id, protocol.name
+        );
+        let key = format!("{}:{}:{}:protocol", slot.id, task.id, task.round);
+        observe_once(d, service, key, ObservationLevel::Warn, task, &body).await?;
         return Ok(());
     }
     let round: Vec<Review> = bb
@@ -210,22 +200,13 @@ async fn note_unstaffed(
             slot.settings.agents.as_deref(),
         ) {
             let key = format!("{}:{}:{}:stand-in:{spec}", slot.id, task.id, task.round);
-            if d.runtime_health().note_once(key) {
-                let body = format!(
-                    "{} round {}: no agent but {author} fits seat {spec} of review protocol {:?}; \
-                     review.unstaffed_seat gives the seat to {stand_in}",
-                    task.id, task.round, protocol.name
-                );
-                let service = slot.service(d.home()).expect("caller checked");
-                service
-                    .observe(
-                        ObservationLevel::Info,
-                        &Actor::daemon(),
-                        Some(&task.id),
-                        &body,
-                    )
-                    .await?;
-            }
+            let body = format!(
+                "{} round {}: no agent but {author} fits seat {spec} of review protocol {:?}; \
+                 review.unstaffed_seat gives the seat to {stand_in}",
+                task.id, task.round, protocol.name
+            );
+            let service = slot.service(d.home()).expect("caller checked");
+            observe_once(d, &service, key, ObservationLevel::Info, task, &body).await?;
             return Ok(Some(stand_in));
         }
     }
@@ -244,16 +225,7 @@ async fn note_unstaffed(
     });
     let service = slot.service(d.home()).expect("caller checked");
     let key = format!("{}:{}:{}:unstaffed:{spec}", slot.id, task.id, task.round);
-    if d.runtime_health().note_once(key) {
-        service
-            .observe(
-                ObservationLevel::Warn,
-                &Actor::daemon(),
-                Some(&task.id),
-                &body,
-            )
-            .await?;
-    }
+    observe_once(d, &service, key, ObservationLevel::Warn, task, &body).await?;
     match policy {
         UnstaffedSeat::Fail => {
             service.fail(&task.id, &Actor::daemon(), &body).await?;
@@ -264,6 +236,24 @@ async fn note_unstaffed(
         UnstaffedSeat::Wait | UnstaffedSeat::Role(_) => {}
     }
     Ok(None)
+}
+
+/// An observation on `task`, written only the first time `key` is noted
+/// (the keys carry the round: said once per round, not on every tick).
+async fn observe_once(
+    d: &Daemon,
+    service: &ProjectService,
+    key: String,
+    level: ObservationLevel,
+    task: &Task,
+    body: &str,
+) -> Result<(), BbError> {
+    if d.runtime_health().note_once(key) {
+        service
+            .observe(level, &Actor::daemon(), Some(&task.id), body)
+            .await?;
+    }
+    Ok(())
 }
 
 /// `review.unstaffed_seat: decide`: the round's proposal for the operator
