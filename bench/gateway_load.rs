@@ -243,6 +243,7 @@ home: {day: {usd: 1000000}}
     let hooks = BudgetHooks {
         budgets: moziplus::daemon::gateway_hooks::budgets::Budgets::new(
             budgets,
+            Vec::new(),
             Arc::new(moziplus::blackboard::SystemClock),
         ),
     };

@@ -82,6 +82,11 @@ impl Home {
     pub fn config_dir(&self) -> PathBuf {
         self.root.join("config")
     }
+    /// Budgets changed at run time (`moziplus budget set`, `PUT
+    /// /api/budgets`): they win over `budgets:` of the configuration.
+    pub fn budget_overrides_file(&self) -> PathBuf {
+        self.root.join("budgets.json")
+    }
     pub fn default_config_file(&self) -> PathBuf {
         self.config_dir().join("default.yaml")
     }

@@ -34,6 +34,151 @@ for i in range(50):
 time.sleep(120)
 "#;
 
+/// Waits until `task` is `blocked`, the provider got `hits` calls and no
+/// agent process is left.
+fn wait_blocked(home: &TestHome, fake: &fake_upstream::FakeUpstream, task: &str, hits: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let read: Value = home.bb("p", &["read", task, "--json"]).json();
+        if read["status"] == "blocked"
+            && fake.state.hits() == hits
+            && agent_processes(home.path()).is_empty()
+        {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap_or_default();
+            panic!(
+                "the task was not blocked after {hits} calls: {read}\nprovider calls: {}\n{log}",
+                fake.state.hits()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn line<'a>(list: &'a Value, budget: &str) -> &'a Value {
+    list["budgets"]
+        .as_array()
+        .and_then(|b| b.iter().find(|l| l["budget"] == budget))
+        .unwrap_or_else(|| panic!("no line {budget} in {list}"))
+}
+
+/// Budgets changed at run time, through `moziplus budget` (which talks to
+/// the running daemon's `/api/budgets`, or writes `<home>/budgets.json`
+/// when none runs): raising a task's budget unblocks it in the same round
+/// and its run goes on to the new cap; the change survives a restart;
+/// clearing it goes back to the configuration's cap (still crossed: the
+/// task stays blocked); "no cap" unblocks it again.
+#[test]
+fn raising_a_budget_at_run_time_unblocks_the_task_in_the_same_round_and_survives_a_restart() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fake = rt.block_on(fake_upstream::FakeUpstream::start());
+    // 15 tokens reserved and used per call: 6 calls fit in 100, 13 in 200.
+    let config = format!(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [1]\n\
+         budgets:\n  tasks: {{'*': {{tokens: 100}}}}\n\
+         gateway:\n  providers:\n    - name: fake\n      base_url: {}\n",
+        fake.base_url
+    );
+    let home = TestHome::with_config(&config, "");
+    let script = home.script("agent.py", AGENT);
+    home.command_worker(&script);
+    home.create_project("p");
+    let task = home.create_task("p", "spends", &["--max-rounds", "3"]);
+    let budget = format!("task:p/{task}");
+    let d = Daemon::start(&home);
+    let bind = format!("127.0.0.1:{}", d.port);
+    let cli = |args: &[&str]| -> Value {
+        let mut full = vec!["budget", "--json", "--bind", &bind];
+        full.extend_from_slice(args);
+        home.run(&full).json()
+    };
+    wait_blocked(&home, &fake, &task, 6);
+
+    // The list (the daemon's, through the API) applies `task:*` to the
+    // task, with what it spent.
+    let list = cli(&["list"]);
+    let l = line(&list, &budget);
+    assert_eq!(l["source"], "task:*", "{l}");
+    assert_eq!(
+        (l["limit_tokens"].as_u64(), l["used_tokens"].as_u64()),
+        (Some(100), Some(90)),
+        "{l}"
+    );
+    let (code, body) = d.get("/api/budgets").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(line(&api, &budget), l, "the CLI prints the API's figures");
+
+    // Raised to 200: unblocked at once, same round, and it spends to the
+    // new cap (7 more calls) before it is blocked again.
+    let changed = cli(&["set", &budget, "--tokens", "200"]);
+    assert_eq!(
+        changed["unblocked"],
+        serde_json::json!([format!("p/{task}")]),
+        "{changed}"
+    );
+    assert_eq!(changed["budget"]["source"], "override", "{changed}");
+    assert_eq!(changed["budget"]["limit_tokens"], 200, "{changed}");
+    wait_blocked(&home, &fake, &task, 13);
+    let read: Value = home.bb("p", &["read", &task, "--json"]).json();
+    assert_eq!(read["round"], 1, "no round spent: {read}");
+    let runs = home
+        .dump("p")
+        .0
+        .iter()
+        .filter(|l| l.starts_with("session|"))
+        .count();
+    assert_eq!(runs, 2, "a second run after the raise");
+    d.stop();
+
+    // Stored: without a daemon the CLI reads it back from the file, and
+    // the ledger's spend with it.
+    let stored = std::fs::read_to_string(home.path().join("budgets.json")).unwrap();
+    assert!(stored.contains(&budget), "{stored}");
+    let offline = cli(&["list"]);
+    let l = line(&offline, &budget);
+    assert_eq!(l["source"], "override", "{l}");
+    assert_eq!(
+        (l["limit_tokens"].as_u64(), l["used_tokens"].as_u64()),
+        (Some(200), Some(195)),
+        "{l}"
+    );
+
+    // A restarted daemon keeps it; clearing it goes back to `task:*` (100,
+    // crossed: still blocked); no cap at all unblocks the task.
+    let d = Daemon::start_env(&home, &[]);
+    let bind2 = format!("127.0.0.1:{}", d.port);
+    let cli = |args: &[&str]| -> Value {
+        let mut full = vec!["budget", "--json", "--bind", &bind2];
+        full.extend_from_slice(args);
+        home.run(&full).json()
+    };
+    assert_eq!(line(&cli(&["list"]), &budget)["source"], "override");
+    let cleared = cli(&["clear", &budget]);
+    assert_eq!(cleared["unblocked"], serde_json::json!([]), "{cleared}");
+    assert_eq!(cleared["budget"]["limit_tokens"], 100, "{cleared}");
+    let read: Value = home.bb("p", &["read", &task, "--json"]).json();
+    assert_eq!(read["status"], "blocked", "{read}");
+    let free = cli(&["set", &budget, "--no-cap"]);
+    assert_eq!(
+        free["unblocked"],
+        serde_json::json!([format!("p/{task}")]),
+        "{free}"
+    );
+    assert_eq!(free["budget"]["limit_tokens"], Value::Null, "{free}");
+    let bad = home.run(&["budget", "--bind", &bind2, "set", "task:p", "--tokens", "5"]);
+    assert!(!bad.success());
+    assert!(bad.stderr.contains("task:<project>/<task>"), "{bad}");
+    d.stop();
+    drop(rt);
+}
+
 #[test]
 fn a_run_refused_for_budget_ends_and_its_task_is_blocked_without_spending_a_round() {
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -4,6 +4,36 @@
  */
 
 export interface paths {
+    "/api/budgets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Every budget in force: each entry of the configuration and each set at
+         *     run time, each `*` entry applied to every project, agent and task with
+         *     spend, with their use in the window in force.
+         */
+        get: operations["list_budgets"];
+        /**
+         * Sets a budget at run time (neither `tokens` nor `usd`: no cap). It is
+         *     stored, wins over the configuration, and the tasks blocked for budget
+         *     that have room again go back to `pending`, their round unchanged.
+         */
+        put: operations["set_budget"];
+        post?: never;
+        /**
+         * Removes a budget set at run time: the configuration's entry (if any)
+         *     applies again; tasks blocked for budget with room again are unblocked.
+         */
+        delete: operations["clear_budget"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/daemon/sessions": {
         parameters: {
             query?: never;
@@ -1069,6 +1099,90 @@ export interface components {
              * @description Seconds the bucket stays paused by an upstream `Retry-After`.
              */
             paused_for_seconds: number;
+        };
+        /**
+         * @description A budget set at run time. Neither `tokens` nor `usd`: no cap, whatever
+         *     the configuration says (`DELETE /api/budgets` goes back to it).
+         */
+        BudgetChange: {
+            /** @description The budget (`task:alpha/T-0001`, `project:alpha:day`, …). */
+            budget: string;
+            /** Format: int64 */
+            tokens?: number | null;
+            /** Format: double */
+            usd?: number | null;
+        };
+        /** @description What a change did. */
+        BudgetChanged: {
+            /** @description The budget's line after the change. */
+            budget: components["schemas"]["BudgetLine"];
+            /**
+             * @description Tasks blocked for budget that have room again and went back to
+             *     `pending` (`<project>/<task>`), their round unchanged.
+             */
+            unblocked: string[];
+        };
+        /**
+         * @description One budget: its limit, where the limit comes from, and its use in the
+         *     window in force.
+         */
+        BudgetLine: {
+            /**
+             * @description `task:<project>/<task>`, `agent:<id>:day`, `project:<id>:day`,
+             *     `project:<id>:month`, `home:day`; `*` in place of an id for the
+             *     entry every one without its own uses.
+             */
+            budget: string;
+            /** @description For people: `task T-0001 of project alpha`, `project alpha per day`. */
+            name: string;
+            /**
+             * @description `config` (`budgets:`), `override` (set at run time; wins over the
+             *     configuration), or the `*` entry it applies (`project:*:day`).
+             */
+            source: string;
+            /**
+             * Format: int64
+             * @description The cap in tokens (prompt + completion); none = no token cap.
+             */
+            limit_tokens?: number | null;
+            /**
+             * Format: double
+             * @description The cap in USD; none = no USD cap.
+             */
+            limit_usd?: number | null;
+            /**
+             * Format: int64
+             * @description Spent in the window in force (a task: all its runs); none for a `*`
+             *     entry, which applies to each one on its own line.
+             */
+            used_tokens?: number | null;
+            /** Format: double */
+            used_usd?: number | null;
+            /**
+             * Format: int64
+             * @description Reserved by calls in flight.
+             */
+            held_tokens?: number | null;
+            /** Format: double */
+            held_usd?: number | null;
+            /** @description Start of the window in force (RFC 3339); none for a task. */
+            window_start?: string | null;
+        };
+        /** @description Every budget in force. */
+        BudgetList: {
+            /**
+             * Format: int32
+             * @description The hour (0–23, in `time_zone`) windows begin.
+             */
+            reset_hour: number;
+            /** @description UTC offset of the windows. */
+            time_zone: string;
+            /**
+             * Format: double
+             * @description Share of a cap reported once per window.
+             */
+            soft_threshold: number;
+            budgets: components["schemas"]["BudgetLine"][];
         };
         Comment: {
             /** Format: int64 */
@@ -2145,6 +2259,100 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_budgets: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetList"];
+                };
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    set_budget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["BudgetChange"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetChanged"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    clear_budget: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The budget (`task:alpha/T-0001`, `project:alpha:day`, …). */
+                budget: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["BudgetChanged"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     sessions: {
         parameters: {
             query?: never;

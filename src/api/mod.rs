@@ -10,6 +10,7 @@
 //! ([`open_project`]), the operator actor of API writes ([`actor`]) and the
 //! bearer-token rule for mutating routes ([`require_token`]).
 
+pub mod budgets;
 pub mod decisions;
 pub mod error;
 pub mod events;
@@ -56,6 +57,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(schedules::router())
         .merge(events::router())
         .merge(usage::router())
+        .merge(budgets::router())
 }
 
 /// The document's header: title, version, the bearer scheme, and the

@@ -110,6 +110,26 @@ impl Blackboard {
             .collect())
     }
 
+    /// Tasks `blocked` whose last block was the daemon's for budget (its
+    /// `task.blocked` reason starts with `budget:`), with the agent of
+    /// their latest run: `(task, agent)`.
+    pub async fn budget_blocked_tasks(&self) -> BbResult<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT t.id,
+                    (SELECT s.agent FROM session s WHERE s.task_id = t.id
+                     ORDER BY s.started_at DESC, s.id DESC LIMIT 1)
+             FROM task t
+             WHERE t.status = 'blocked'
+               AND (SELECT json_extract(e.payload, '$.reason') FROM event e
+                    WHERE e.task_id = t.id AND e.kind = 'task.blocked'
+                    ORDER BY e.id DESC LIMIT 1) LIKE 'budget:%'
+             ORDER BY t.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     /// The usage lines of buckets starting in `[since, until)`, oldest
     /// first.
     pub async fn usage_lines(&self, since: Millis, until: Millis) -> BbResult<Vec<UsageLine>> {

@@ -46,9 +46,14 @@ impl TickerSwitch {
     }
 }
 
-pub async fn run(home: &Home, switch: TickerSwitch, args: DaemonCtlArgs) -> anyhow::Result<()> {
+/// The address of the daemon serving `home` (`bind`: its `serve --bind`)
+/// as a client reaches it, with the home's configuration.
+pub(crate) fn daemon_address(
+    home: &Home,
+    bind: Option<&str>,
+) -> anyhow::Result<(SocketAddr, Config)> {
     let mut layers = Vec::new();
-    if let Some(b) = &args.bind {
+    if let Some(b) = bind {
         let path = ["server".to_string(), "bind".to_string()];
         layers.push(Layer::from_override(
             Source::Flag("--bind".into()),
@@ -68,6 +73,11 @@ pub async fn run(home: &Home, switch: TickerSwitch, args: DaemonCtlArgs) -> anyh
             SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
         });
     }
+    Ok((addr, config))
+}
+
+pub async fn run(home: &Home, switch: TickerSwitch, args: DaemonCtlArgs) -> anyhow::Result<()> {
+    let (addr, config) = daemon_address(home, args.bind.as_deref())?;
     let url = format!("http://{addr}{}", switch.route());
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

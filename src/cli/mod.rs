@@ -5,6 +5,7 @@
 
 mod bb;
 mod brief;
+mod budget;
 mod daemon_ctl;
 mod early;
 mod logs;
@@ -77,6 +78,8 @@ pub enum Command {
     Resume(daemon_ctl::DaemonCtlArgs),
     /// LLM usage and cost per project, agent, model, task and day (the ledger).
     Usage(usage::UsageArgs),
+    /// Budgets in force with their use; set or clear one at run time.
+    Budget(budget::BudgetArgs),
     /// A task's run log (its latest run, or --session S); --follow while it runs.
     Logs(logs::LogsArgs),
     /// The built-in demo agent (the `demo` runtime runs it for a task).
@@ -233,6 +236,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Project(cmd) => project::run(&home, cmd).await,
             Command::Schedule(args) => schedule::run(&home, args).await,
             Command::Usage(args) => usage::run(&home, args).await,
+            Command::Budget(args) => budget::run(&home, args).await,
             Command::Logs(args) => logs::run(&home, args).await,
             Command::Bb(args) => bb::run(&home, args, early).await,
             Command::Mcp(args) => mcp::run(&home, args).await,

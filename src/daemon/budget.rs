@@ -18,7 +18,8 @@
 //! keyed by its start, so a new window starts from nothing by itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 
@@ -161,8 +162,12 @@ struct State {
 /// The budgets and their spend. Cheap to share (`Arc`).
 #[derive(Debug)]
 pub struct BudgetBook {
-    config: BudgetsConfig,
+    /// The limits in force: the configuration with the run-time changes
+    /// (`set_limits`); windows, threshold and default stay the start's.
+    config: RwLock<Arc<BudgetsConfig>>,
+    enabled: AtomicBool,
     offset_ms: i64,
+    reset_hour: u32,
     state: Mutex<State>,
     clock: Arc<dyn Clock>,
 }
@@ -177,7 +182,9 @@ impl BudgetBook {
             0
         });
         BudgetBook {
-            config,
+            enabled: AtomicBool::new(config.has_limits()),
+            reset_hour: config.reset_hour,
+            config: RwLock::new(Arc::new(config)),
             offset_ms,
             state: Mutex::new(State::default()),
             clock,
@@ -186,12 +193,51 @@ impl BudgetBook {
 
     /// Whether any budget is set at all (else calls skip the book).
     pub fn enabled(&self) -> bool {
-        self.config.has_limits()
+        self.enabled.load(Ordering::Acquire)
+    }
+
+    /// The budgets in force.
+    pub fn config(&self) -> Arc<BudgetsConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts new limits in force (a budget changed at run time); windows,
+    /// soft threshold and default output stay. Returns whether the book was
+    /// off before (no limit at all): it booked no spend then, so the caller
+    /// refills it from the ledger ([`BudgetBook::forget_spend`]).
+    pub fn set_limits(&self, config: BudgetsConfig) -> bool {
+        let mut slot = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        let mut next = config;
+        next.reset_hour = slot.reset_hour;
+        next.time_zone = slot.time_zone.clone();
+        next.soft_threshold = slot.soft_threshold;
+        next.default_max_output_tokens = slot.default_max_output_tokens;
+        let was = self.enabled.swap(next.has_limits(), Ordering::AcqRel);
+        *slot = Arc::new(next);
+        !was
+    }
+
+    /// Drops every window's spend (not the reservations in flight).
+    pub fn forget_spend(&self) {
+        let mut state = self.state();
+        let held: Vec<(Scope, Amount)> = state
+            .spend
+            .iter()
+            .filter(|(_, s)| s.held != Amount::default())
+            .map(|(k, s)| (k.clone(), s.held))
+            .collect();
+        state.spend.clear();
+        for (scope, amount) in held {
+            state.spend.entry(scope).or_default().held = amount;
+        }
     }
 
     /// Output tokens reserved for a call that names no maximum.
     pub fn default_max_output_tokens(&self) -> u64 {
-        self.config.default_max_output_tokens
+        self.config().default_max_output_tokens
     }
 
     pub fn now(&self) -> Millis {
@@ -206,14 +252,14 @@ impl BudgetBook {
     pub fn day_start(&self, at: Millis) -> Millis {
         // Local time less the reset hour: the day's start is a multiple of
         // a day in that frame.
-        let shift = self.offset_ms - i64::from(self.config.reset_hour) * HOUR_MS;
+        let shift = self.offset_ms - i64::from(self.reset_hour) * HOUR_MS;
         (at + shift).div_euclid(DAY_MS) * DAY_MS - shift
     }
 
     /// Start of the month window holding `at`: the first of its month at
     /// the reset hour, local time.
     pub fn month_start(&self, at: Millis) -> Millis {
-        let reset = i64::from(self.config.reset_hour) * HOUR_MS;
+        let reset = i64::from(self.reset_hour) * HOUR_MS;
         let local = at + self.offset_ms - reset;
         let Some(date) = Utc.timestamp_millis_opt(local).single() else {
             return self.day_start(at);
@@ -229,7 +275,7 @@ impl BudgetBook {
 
     /// The budgets a call of `payer` at `at` falls under, with their limits.
     fn scopes(&self, payer: Payer<'_>, at: Millis) -> Vec<(Scope, Option<BudgetLimit>)> {
-        let c = &self.config;
+        let c = self.config();
         let (day, month) = (self.day_start(at), self.month_start(at));
         let mut out = Vec::with_capacity(5);
         if let Some(task) = payer.task {
@@ -263,37 +309,7 @@ impl BudgetBook {
             return Ok(None);
         }
         let mut state = self.state();
-        for (scope, limit) in &scopes {
-            let Some(limit) = limit else { continue };
-            let s = state.spend.get(scope);
-            let (spent, held) = s.map_or((Amount::default(), Amount::default()), |s| {
-                (s.spent, s.held)
-            });
-            if let Some(max) = limit.tokens {
-                let used = spent.tokens.saturating_add(held.tokens);
-                if used.saturating_add(worst.tokens) > max {
-                    return Err(Refusal {
-                        scope: scope.clone(),
-                        unit: "tokens",
-                        used: used as f64,
-                        limit: max as f64,
-                        needed: worst.tokens as f64,
-                    });
-                }
-            }
-            if let Some(max) = limit.usd {
-                let used = spent.usd + held.usd;
-                if used + worst.usd > max + 1e-12 {
-                    return Err(Refusal {
-                        scope: scope.clone(),
-                        unit: "USD",
-                        used,
-                        limit: max,
-                        needed: worst.usd,
-                    });
-                }
-            }
-        }
+        check(&state, &scopes, worst)?;
         let scopes: Vec<Scope> = scopes.into_iter().map(|(s, _)| s).collect();
         for scope in &scopes {
             state
@@ -334,7 +350,7 @@ impl BudgetBook {
     /// window).
     pub fn spend(&self, payer: Payer<'_>, used: Amount) -> Vec<SoftCrossing> {
         let scopes = self.scopes(payer, self.now());
-        let soft = self.config.soft_threshold;
+        let soft = self.config().soft_threshold;
         let mut state = self.state();
         let mut crossed = Vec::new();
         for (scope, limit) in scopes {
@@ -386,10 +402,82 @@ impl BudgetBook {
             })
     }
 
+    /// Whether a call of `payer` needing `worst` would be let through now
+    /// (nothing is reserved): `Err` names the first budget it would cross.
+    /// A worst case of nothing asks for one token (and a trace of USD), so
+    /// a budget spent to its limit refuses it.
+    pub fn room_for(&self, payer: Payer<'_>, worst: Amount) -> Result<(), Refusal> {
+        let worst = Amount {
+            tokens: worst.tokens.max(1),
+            usd: worst.usd.max(1e-9),
+        };
+        let scopes = self.scopes(payer, self.now());
+        let state = self.state();
+        check(&state, &scopes, worst)
+    }
+
+    /// Tasks with spend in the book: (project, task).
+    pub fn tasks_with_spend(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .state()
+            .spend
+            .iter()
+            .filter_map(|(scope, s)| match scope {
+                Scope::Task(p, t) if s.spent.tokens > 0 || s.spent.usd > 0.0 => {
+                    Some((p.clone(), t.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The windows a call at `at` falls in: (day start, month start).
     pub fn windows(&self, at: Millis) -> (Millis, Millis) {
         (self.day_start(at), self.month_start(at))
     }
+}
+
+/// Whether `worst` fits beside what every limited scope has spent and
+/// holds: the first one it would cross.
+fn check(
+    state: &State,
+    scopes: &[(Scope, Option<BudgetLimit>)],
+    worst: Amount,
+) -> Result<(), Refusal> {
+    for (scope, limit) in scopes {
+        let Some(limit) = limit else { continue };
+        let s = state.spend.get(scope);
+        let (spent, held) = s.map_or((Amount::default(), Amount::default()), |s| {
+            (s.spent, s.held)
+        });
+        if let Some(max) = limit.tokens {
+            let used = spent.tokens.saturating_add(held.tokens);
+            if used.saturating_add(worst.tokens) > max {
+                return Err(Refusal {
+                    scope: scope.clone(),
+                    unit: "tokens",
+                    used: used as f64,
+                    limit: max as f64,
+                    needed: worst.tokens as f64,
+                });
+            }
+        }
+        if let Some(max) = limit.usd {
+            let used = spent.usd + held.usd;
+            if used + worst.usd > max + 1e-12 {
+                return Err(Refusal {
+                    scope: scope.clone(),
+                    unit: "USD",
+                    used,
+                    limit: max,
+                    needed: worst.usd,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -558,5 +646,38 @@ mod tests {
         assert_eq!(crossed.len(), 1);
         assert_eq!((crossed[0].spent, crossed[0].limit), (800.0, 1000.0));
         assert!(book.spend(payer(), tokens(100)).is_empty(), "once");
+    }
+
+    #[test]
+    fn new_limits_apply_at_once_and_room_for_asks_for_the_refused_call() {
+        let (book, _) = book(task_cap(100));
+        book.spend(payer(), tokens(90));
+        let refused = book.reserve(payer(), tokens(15)).unwrap_err();
+        assert_eq!(refused.used, 90.0);
+        assert!(book.room_for(payer(), tokens(15)).is_err());
+        assert!(
+            book.room_for(payer(), tokens(0)).is_ok(),
+            "10 tokens of room"
+        );
+        assert!(!book.set_limits(task_cap(200)), "the book was on");
+        assert!(book.room_for(payer(), tokens(15)).is_ok());
+        assert!(book.reserve(payer(), tokens(15)).unwrap().is_some());
+        // Spent to the limit: not even one token of room.
+        book.set_limits(task_cap(90));
+        assert!(book.room_for(payer(), tokens(0)).is_err());
+        // No limit at all turns the book off.
+        book.set_limits(BudgetsConfig::default());
+        assert!(!book.enabled());
+        assert!(
+            book.set_limits(task_cap(5)),
+            "it was off: the caller refills it"
+        );
+        book.forget_spend();
+        let task = Scope::Task("alpha".into(), "T-0001".into());
+        assert_eq!(
+            book.spent(&task),
+            (tokens(0), tokens(15)),
+            "the hold in flight stays"
+        );
     }
 }

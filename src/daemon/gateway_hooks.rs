@@ -70,12 +70,17 @@ impl DaemonHooks {
             daemon: daemon.clone(),
         });
         let usage = UsageWriter::start(sink, usage::CHANNEL_CAPACITY, usage::MAX_BATCH);
-        let budgets = Budgets::new(daemon.config().budgets.clone(), clock.clone());
+        let budgets = Arc::new(Budgets::new(
+            daemon.config().budgets.clone(),
+            daemon.budget_overrides_at_start(),
+            clock.clone(),
+        ));
+        daemon.set_budgets(budgets.clone());
         Arc::new(DaemonHooks {
             daemon,
             usage: Arc::new(usage),
             clock,
-            budgets: Arc::new(budgets),
+            budgets,
             model_labels: Default::default(),
         })
     }

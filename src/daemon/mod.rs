@@ -119,6 +119,10 @@ struct Inner {
     /// `bwrap` and whether it makes a sandbox here, probed at the first
     /// sandboxed run (`runtime::sandbox::probe`).
     sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
+    /// Budgets set at run time, as read at start (`<home>/budgets.json`).
+    budget_overrides: Vec<crate::config::budgets::BudgetOverride>,
+    /// The budgets behind the gateway's hooks, for the API.
+    budgets: Mutex<Option<Arc<gateway_hooks::budgets::Budgets>>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -178,6 +182,9 @@ impl Daemon {
         let protocols =
             crate::review::Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
         let briefs = crate::brief::BriefEngine::load(&home)?;
+        let budget_overrides =
+            crate::config::budgets::load_overrides(&home.budget_overrides_file())
+                .map_err(DaemonError::Refused)?;
         // A malformed skill folder is refused now rather than at the first run.
         crate::skills::list_skills(&home, None)?;
         let (shutdown_tx, _) = watch::channel(false);
@@ -213,8 +220,32 @@ impl Daemon {
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
                 sandbox: std::sync::OnceLock::new(),
+                budget_overrides,
+                budgets: Mutex::new(None),
             }),
         })
+    }
+
+    /// Budgets set at run time, as read at start.
+    pub fn budget_overrides_at_start(&self) -> Vec<crate::config::budgets::BudgetOverride> {
+        self.inner.budget_overrides.clone()
+    }
+
+    /// The budgets the gateway enforces (set by `DaemonHooks`).
+    pub fn budgets(&self) -> Option<Arc<gateway_hooks::budgets::Budgets>> {
+        self.inner
+            .budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn set_budgets(&self, budgets: Arc<gateway_hooks::budgets::Budgets>) {
+        *self
+            .inner
+            .budgets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(budgets);
     }
 
     pub fn home(&self) -> &Home {

@@ -10,6 +10,7 @@
 //! schema in [`vocabulary`]. A front door converts at the door:
 //! `Json(wire::Task::from(task))`.
 
+pub mod budgets;
 mod schedules;
 pub mod usage;
 mod vocabulary;
