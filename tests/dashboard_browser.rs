@@ -337,3 +337,87 @@ fn task_actions_on_the_page_change_the_task() {
     let (home, mut serve) = live_daemon();
     run_script(&tools, &home, &mut serve, "task_actions.mjs", "live");
 }
+
+/// Writes three days of LLM usage into project `live`'s stored ledger
+/// (through the blackboard's own `add_usage`, as the gateway's usage writer
+/// does): two runs of task `task` by agents `coder` and `reviewer`, two
+/// models. The page loads after all of it: its charts can only come from
+/// the stored history.
+fn seed_ledger(home: &TestHome, task: &str) {
+    use moziplus::blackboard::usage::{usage_bucket, UsageBooking};
+    use moziplus::blackboard::{Blackboard, NewSession, OpenMode, Outcome};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let bb = Blackboard::open(&home.db("live"), "live", OpenMode::CLI)
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut rows = Vec::new();
+        for (i, (agent, model)) in [
+            ("coder", "qwen/qwen3.5-397b"),
+            ("reviewer", "deepseek-ai/deepseek-v4-pro"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let id = format!("S-costs{i}");
+            bb.create_session(&NewSession {
+                id: id.clone(),
+                task_id: task.to_string(),
+                agent: agent.to_string(),
+                token: format!("token-{i}"),
+                command: "seeded".into(),
+                log_path: None,
+            })
+            .await
+            .unwrap();
+            bb.end_session(&id, Outcome::Succeeded, Some(0), None)
+                .await
+                .unwrap();
+            for day in 0..3i64 {
+                rows.push(UsageBooking {
+                    session_id: id.clone(),
+                    provider: "nvidia".into(),
+                    model: model.into(),
+                    bucket_start: usage_bucket(now - day * 86_400_000),
+                    responses: 4 + day,
+                    unpriced: 0,
+                    prompt_tokens: 3_000 * (i as i64 + 1) + 500 * day,
+                    completion_tokens: 700 + 100 * day,
+                    cached_tokens: 200,
+                    cost: 0.01 * (i as f64 + 1.0) + 0.002 * day as f64,
+                });
+            }
+        }
+        bb.add_usage(&rows).await.unwrap();
+        bb.close().await;
+    });
+}
+
+#[test]
+fn costs_view_charts_the_stored_ledger_and_changes_a_budget() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = demo_home();
+    home.create_project("live");
+    let task = home.create_task("live", "priced work", &["--kind", "manual", "--force"]);
+    seed_ledger(&home, &task);
+    // Set without a daemon: stored in budgets.json, read by the one below.
+    home.ok(&[
+        "budget",
+        "set",
+        "project:live:day",
+        "--tokens",
+        "100000",
+        "--usd",
+        "5",
+    ]);
+    let mut serve = Serve::start(&home, free_port(), false);
+    run_script(&tools, &home, &mut serve, "costs_view.mjs", "live");
+    // The page's change went through the API into the stored overrides.
+    let stored = std::fs::read_to_string(home.path().join("budgets.json")).unwrap();
+    assert!(stored.contains("\"home:day\""), "{stored}");
+}

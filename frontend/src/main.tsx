@@ -5,7 +5,7 @@
 //         /projects/ID             board   (/projects/ID/tasks/TASK: with the task open)
 //         /projects/ID/knowledge   skills and experiences
 //         /projects/ID/schedules   schedules: next firing, history, pause/resume/run-now
-//         /events  /decisions  /gateway  /config
+//         /events  /decisions  /gateway  /costs  /config
 
 import { render } from 'preact';
 import { get, type Project } from './api';
@@ -13,6 +13,7 @@ import { startLive, useLive } from './live';
 import { Link, useFetch, useRoute } from './ui';
 import { Board } from './views/Board';
 import { Config } from './views/Config';
+import { Costs } from './views/Costs';
 import { Decisions } from './views/Decisions';
 import { Events } from './views/Events';
 import { Gateway } from './views/Gateway';
@@ -43,6 +44,7 @@ function App() {
           <Link href="/events" class={top === 'events' ? 'active' : ''}>Events</Link>
           <Link href="/decisions" class={top === 'decisions' ? 'active' : ''}>Decisions</Link>
           <Link href="/gateway" class={top === 'gateway' ? 'active' : ''}>Gateway</Link>
+          <Link href="/costs" class={top === 'costs' ? 'active' : ''}>Costs</Link>
           <Link href="/config" class={top === 'config' ? 'active' : ''}>Config</Link>
         </nav>
         <LinkDot />
@@ -79,6 +81,8 @@ function App() {
           <Decisions />
         ) : top === 'gateway' ? (
           <Gateway />
+        ) : top === 'costs' ? (
+          <Costs />
         ) : top === 'config' ? (
           <Config />
         ) : (

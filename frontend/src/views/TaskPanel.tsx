@@ -155,12 +155,10 @@ export function TaskPanel({ project, taskId }: { project: string; taskId: string
                     <span>round {s.round}</span>
                     {s.outcome ? <Badge kind={`o-${s.outcome}`}>{s.outcome}</Badge> : <Badge kind="ok">running</Badge>}
                     <Time t={s.started_at} />
-                    {(s.prompt_tokens > 0 || s.completion_tokens > 0) && (
-                      <span class="muted">
-                        {s.prompt_tokens} in / {s.completion_tokens} out tokens
-                      </span>
-                    )}
-                    {s.cost > 0 && <span class="muted">${s.cost.toFixed(4)}</span>}
+                    <span class="muted" data-testid="run-usage" title="tokens and cost the gateway saw; the CLI's own cost beside it when it differs">
+                      {s.prompt_tokens.toLocaleString()} in / {s.completion_tokens.toLocaleString()} out tokens · ${s.gateway_cost.toFixed(4)}
+                      {s.cost > 0 && Math.abs(s.cost - s.gateway_cost) > 5e-5 && ` (CLI reports $${s.cost.toFixed(4)})`}
+                    </span>
                     <button class="small" onClick={() => setLogSession(logSession === s.id ? null : s.id)}>
                       {logSession === s.id ? 'Hide log' : 'Log'}
                     </button>
