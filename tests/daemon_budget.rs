@@ -179,6 +179,29 @@ fn raising_a_budget_at_run_time_unblocks_the_task_in_the_same_round_and_survives
     drop(rt);
 }
 
+/// A webhook receiver on loopback: every event POSTed to `/hook`, in order.
+async fn receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use axum::routing::post;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let l = log.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        post(move |body: String| {
+            let l = l.clone();
+            async move {
+                l.lock()
+                    .unwrap()
+                    .push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (port, log)
+}
+
 #[test]
 fn a_run_refused_for_budget_ends_and_its_task_is_blocked_without_spending_a_round() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -187,11 +210,13 @@ fn a_run_refused_for_budget_ends_and_its_task_is_blocked_without_spending_a_roun
         .build()
         .unwrap();
     let fake = rt.block_on(fake_upstream::FakeUpstream::start());
+    let (hook_port, hooks) = rt.block_on(receiver());
     // Each call uses 15 tokens (10 prompt, 5 completion) and reserves 15
     // (5 prompt tokens counted, 10 max output): six fit in 100.
     let config = format!(
         "daemon:\n  tick_interval: 1\n  retry_backoff: [1]\n\
          budgets:\n  tasks: {{'*': {{tokens: 100}}}}\n\
+         notifications:\n  webhooks:\n    - url: http://127.0.0.1:{hook_port}/hook\n      levels: [attention]\n\
          gateway:\n  providers:\n    - name: fake\n      base_url: {}\n",
         fake.base_url
     );
@@ -221,6 +246,26 @@ fn a_run_refused_for_budget_ends_and_its_task_is_blocked_without_spending_a_roun
         agent_processes(home.path()).is_empty()
     });
     let read = home.bb_ok("p", &["read", &task]);
+    // The webhook got the soft threshold exactly once: the task's block,
+    // a later event, arrived after it, and nothing repeated it.
+    wait_for(Duration::from_secs(20), "the task.blocked webhook", || {
+        hooks
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "task.blocked")
+    });
+    let soft_hooks: Vec<Value> = hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "budget.soft_threshold")
+        .cloned()
+        .collect();
+    assert_eq!(soft_hooks.len(), 1, "{soft_hooks:?}");
+    assert_eq!(soft_hooks[0]["task_id"], task.as_str(), "{soft_hooks:?}");
+    assert_eq!(soft_hooks[0]["payload"]["spent"], 90.0, "{soft_hooks:?}");
+    assert_eq!(soft_hooks[0]["payload"]["limit"], 100.0, "{soft_hooks:?}");
     d.stop();
     assert_eq!(
         fake.state.hits(),
