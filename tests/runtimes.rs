@@ -761,6 +761,134 @@ fn codex_works_a_task_through_the_gateway() {
     assert!(daemon.stop().success());
 }
 
+/// The real Codex CLI hits its task's budget mid-run: its first model call
+/// fits the cap, the second (after the tool result) does not. The gateway
+/// refuses it before it reaches the fake provider, the daemon ends the run,
+/// and the task is blocked with the reason `budget` in its first round.
+///
+/// The cap is measured, not guessed: two runs under a 1-token cap are
+/// refused at their first call, and each refusal names what that call
+/// needed (its prompt counted by the gateway plus its output allowance;
+/// the brief grows a little with each run's story). The cap is then set
+/// (`moziplus budget set`, which unblocks the task) to what the third run's
+/// first call should need plus a 60-token margin: that call fits, and the
+/// second needs well beyond it (the same prompt plus the tool call and its
+/// result, on top of the ~110 tokens the first call used).
+#[test]
+fn codex_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
+    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+        return;
+    };
+    let llm = scripted_llm::ScriptedLlm::start(BIN);
+    // The tool call fails (`false` before `bb output … && bb done …`), so
+    // the task stays the run's and Codex asks the model again.
+    llm.served.lock().unwrap().shell_prefix = Some("false".to_string());
+    let config = format!(
+        "{}budgets:\n  default_max_output_tokens: 100\n  tasks: {{'*': {{tokens: 1}}}}\n",
+        gateway_config(&llm)
+    );
+    let home = TestHome::with_config(
+        &config,
+        "agents:\n  - id: cdx\n    runtime: codex\n    model: fake/scripted-model\n",
+    );
+    home.create_project("p");
+    let env = cli_env(&home, &codex, &llm);
+    let t = home.create_task("p", "post a result", &[]);
+    let daemon = start_with_env(&home, &env);
+    let db = home.db("p");
+    let blocks = |db: &Path| {
+        query_strings(
+            db,
+            &format!("SELECT payload FROM event WHERE task_id = '{t}' AND kind = 'task.blocked' ORDER BY id"),
+        )
+    };
+    wait_for(Duration::from_secs(120), "the first call refused", || {
+        !blocks(&db).is_empty()
+    });
+    assert_eq!(
+        llm.totals().0,
+        0,
+        "the refused call never reached the provider"
+    );
+    // What the first call of a run needed; each run's brief tells the
+    // story of the runs before, so it grows by about the same each run.
+    let needed = |n: usize| -> u64 {
+        let block = blocks(&db).remove(n);
+        block
+            .split("may need up to ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("the refusal names what the call needed: {block}"))
+    };
+    let first = needed(0);
+    home.ok(&[
+        "bb",
+        "--project",
+        "p",
+        "reopen",
+        &t,
+        "--reason",
+        "measure again",
+    ]);
+    wait_for(Duration::from_secs(120), "the second run refused", || {
+        blocks(&db).len() == 2
+            && query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL") == 0
+    });
+    let second = needed(1);
+    let cap = second + second.saturating_sub(first) + 60;
+    let bind = format!("127.0.0.1:{}", daemon.port);
+    let changed = home.ok(&[
+        "budget",
+        "--bind",
+        &bind,
+        "--json",
+        "set",
+        &format!("task:p/{t}"),
+        "--tokens",
+        &cap.to_string(),
+    ]);
+    assert!(
+        changed.contains(&format!("\"p/{t}\"")),
+        "unblocked: {changed}"
+    );
+    wait_for(Duration::from_secs(240), "the third run blocked", || {
+        blocks(&db).len() == 3
+            && query_i64(&db, "SELECT COUNT(*) FROM session WHERE ended_at IS NULL") == 0
+    });
+    let (calls, prompt, completion) = llm.totals();
+    assert_eq!(
+        calls,
+        1,
+        "one call fit under the cap ({cap}), the next never reached the provider: {:?}",
+        blocks(&db)
+    );
+    assert!(
+        (prompt + completion) as u64 <= cap,
+        "the provider served {} tokens, the cap is {cap}",
+        prompt + completion
+    );
+    let third = blocks(&db).remove(2);
+    assert!(third.contains("budget: budget exceeded: task"), "{third}");
+    assert!(
+        third.contains(&format!("of its limit of {cap} tokens")),
+        "{third}"
+    );
+    assert_eq!(task_status(&db, &t), "blocked");
+    assert_eq!(
+        query_i64(&db, &format!("SELECT round FROM task WHERE id = '{t}'")),
+        1,
+        "no round spent"
+    );
+    assert_eq!(
+        query_i64(&db, "SELECT COUNT(*) FROM session"),
+        3,
+        "{}",
+        session_logs(&db)
+    );
+    assert!(daemon.stop().success());
+}
+
 #[test]
 fn claude_code_works_a_task_through_the_gateway() {
     let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
