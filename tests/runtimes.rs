@@ -779,9 +779,23 @@ fn codex_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
     let Some(codex) = tool("MOZI_TEST_CODEX") else {
         return;
     };
+    hits_its_task_budget_mid_run(&codex, "codex");
+}
+
+/// As [`codex_hits_its_task_budget_mid_run_and_the_task_is_blocked`], for
+/// the real Claude Code (Anthropic Messages through the gateway).
+#[test]
+fn claude_code_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
+    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+        return;
+    };
+    hits_its_task_budget_mid_run(&claude, "claude-code");
+}
+
+fn hits_its_task_budget_mid_run(cli: &Path, runtime: &str) {
     let llm = scripted_llm::ScriptedLlm::start(BIN);
     // The tool call fails (`false` before `bb output … && bb done …`), so
-    // the task stays the run's and Codex asks the model again.
+    // the task stays the run's and the CLI asks the model again.
     llm.served.lock().unwrap().shell_prefix = Some("false".to_string());
     let config = format!(
         "{}budgets:\n  default_max_output_tokens: 100\n  tasks: {{'*': {{tokens: 1}}}}\n",
@@ -789,10 +803,10 @@ fn codex_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
     );
     let home = TestHome::with_config(
         &config,
-        "agents:\n  - id: cdx\n    runtime: codex\n    model: fake/scripted-model\n",
+        &format!("agents:\n  - id: cli\n    runtime: {runtime}\n    model: fake/scripted-model\n"),
     );
     home.create_project("p");
-    let env = cli_env(&home, &codex, &llm);
+    let env = cli_env(&home, cli, &llm);
     let t = home.create_task("p", "post a result", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
