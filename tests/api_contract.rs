@@ -953,3 +953,98 @@ async fn skills_of_a_project_with_overrides_and_errors() {
     );
     d.stop();
 }
+
+/// `/api/budgets`: reads are open, writes need the token; a bad budget or
+/// a negative USD is a 400 naming it; a change is in force and listed at
+/// once; `moziplus budget` sends the home's token itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn budgets_are_read_openly_changed_with_the_token_and_bad_ones_named() {
+    let home = TestHome::with_config(
+        "server:\n  api_token: s3cret-token\nbudgets:\n  projects: {'*': {day: {usd: 5}}}\n",
+        "",
+    );
+    home.create_project("p");
+    let d = Daemon::start(&home);
+    let anon = Api::new(&d, None);
+    let right = Api::new(&d, Some("s3cret-token"));
+    let (code, list) = anon.get("/api/budgets").await;
+    assert_eq!(code, 200, "{list}");
+    let line = |list: &Value, key: &str| {
+        list["budgets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["budget"] == key)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {key} in {list}"))
+    };
+    assert_eq!(line(&list, "project:*:day")["source"], "config");
+    let applied = line(&list, "project:p:day");
+    assert_eq!(
+        (
+            &applied["source"],
+            &applied["limit_usd"],
+            &applied["used_usd"]
+        ),
+        (&json!("project:*:day"), &json!(5.0), &json!(0.0)),
+        "{applied}"
+    );
+
+    let body = r#"{"budget":"project:p:day","usd":2.5}"#;
+    async fn put(api: &Api, body: &str) -> (u16, Value) {
+        api.raw(
+            Method::PUT,
+            "/api/budgets",
+            Some(body),
+            Some("application/json"),
+        )
+        .await
+    }
+    assert_error(&put(&anon, body).await, 401, &["Bearer"]);
+    assert_error(
+        &put(&right, r#"{"budget":"project:p","usd":1}"#).await,
+        400,
+        &["\"project:p\"", "project:<id>:day"],
+    );
+    assert_error(
+        &put(&right, r#"{"budget":"home:day","usd":-1}"#).await,
+        400,
+        &["usd", "-1"],
+    );
+    let (code, changed) = put(&right, body).await;
+    assert_eq!(code, 200, "{changed}");
+    assert_eq!(changed["budget"]["source"], "override", "{changed}");
+    assert_eq!(changed["budget"]["limit_usd"], 2.5, "{changed}");
+    let (_, list) = anon.get("/api/budgets").await;
+    assert_eq!(line(&list, "project:p:day")["limit_usd"], 2.5);
+
+    let clear = "/api/budgets?budget=project:p:day";
+    assert_error(
+        &anon.raw(Method::DELETE, clear, None, None).await,
+        401,
+        &["Bearer"],
+    );
+    // The CLI reads the home's token and goes through the API.
+    let bind = format!("127.0.0.1:{}", d.port);
+    let mut cli = home.command();
+    cli.args([
+        "budget",
+        "--bind",
+        &bind,
+        "--json",
+        "clear",
+        "project:p:day",
+    ]);
+    let out = tokio::task::spawn_blocking(move || cli.output().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cleared: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cleared["budget"]["source"], "project:*:day", "{cleared}");
+    assert_eq!(cleared["budget"]["limit_usd"], 5.0, "{cleared}");
+    d.stop();
+}
