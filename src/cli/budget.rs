@@ -160,7 +160,7 @@ async fn change(
     out.emit(&changed, || {
         format!(
             "{}\nstored in {}; no daemon serves this home: the next one applies it at start \
-             (a task blocked for budget is unblocked by a change made while a daemon runs, or `bb unblock`)\n",
+             (a task blocked for budget is unblocked by a change made while a daemon runs, or `moziplus bb reopen`)\n",
             line_text(&changed.budget),
             path.display()
         )
