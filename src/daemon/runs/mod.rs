@@ -339,7 +339,10 @@ async fn write_run_files(plan: &RunPlan, brief: &str) -> Result<std::fs::File, N
         crate::home::create_private_dir_all(&dir)?;
         crate::home::write_private_file(&brief_file, body)?;
         workspace::make_run_tmpdir(&tmpdir)?;
-        crate::home::create_private_file(&log_file)
+        crate::home::create_private_file(&log_file)?;
+        // Appending: the sandbox's proxy writes its lines in the same log
+        // (`http::sandbox_proxy`), and neither may overwrite the other.
+        std::fs::OpenOptions::new().append(true).open(&log_file)
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
@@ -434,6 +437,15 @@ fn sandboxed(
         });
     }
     let sb = sandbox_plan(d, adapter, plan, workspace, &launch);
+    // The run's log starts with what the run may touch and reach.
+    let line = format!("[mozi:sandbox] {}\n", sb.describe());
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&plan.log_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!(session = plan.session_id, error = %e, "cannot write the sandbox line in the run's log");
+    }
     Ok(sandbox::wrap(launch, &sb, bwrap, d.exe()))
 }
 
@@ -484,6 +496,7 @@ fn sandbox_plan(
         socket_dir: d.home().sandbox_socket_dir(),
         listen: d.config().server.bind.clone(),
         user_home,
+        allow_hosts: cfg.allow_hosts.clone(),
     }
 }
 
