@@ -222,6 +222,7 @@ fn a_sandboxed_agent_commits_in_its_worktree_and_reaches_nothing_else() {
 const PROXY_AGENT: &str = r#"#!/bin/bash
 r=report.txt
 via() { curl -sS --max-time 10 --proxytunnel --noproxy '' -x "$HTTPS_PROXY" "$@"; }
+grep -q "You run in a sandbox" "$MOZI_BRIEF" && grep -q "through the proxy already set in .HTTPS_PROXY.: 127.0.0.1:$ALLOWED_PORT" "$MOZI_BRIEF" && echo "brief=told" >> $r || echo "brief=silent" >> $r
 if out=$(via "http://127.0.0.1:$ALLOWED_PORT/"); then echo "allowed=$out" >> $r; else echo "allowed=failed" >> $r; fi
 via "http://127.0.0.1:$OTHER_PORT/" >/dev/null 2>>err.txt && echo "other=open" >> $r || echo "other=closed" >> $r
 curl -sS --max-time 10 https://pypi.example/simple/ >/dev/null 2>>err.txt && echo "env_proxy=open" >> $r || echo "env_proxy=closed" >> $r
@@ -266,6 +267,11 @@ fn an_allow_listed_host_is_reached_through_the_proxy_and_every_refusal_is_in_the
             .unwrap_or_else(|| panic!("no {name} in the report:\n{report}"))
             .to_string()
     };
+    assert_eq!(
+        line("brief"),
+        "told",
+        "the brief says what the sandbox allows"
+    );
     assert_eq!(line("allowed"), "from-registry", "{report}\n{errors}");
     assert_eq!(line("other"), "closed", "{report}");
     assert_eq!(line("env_proxy"), "closed", "{report}");
@@ -455,6 +461,30 @@ fn doctor_checks_bubblewrap_and_names_each_agents_mode() {
         "{out}"
     );
     assert!(out.stdout.contains("its runs are refused"), "{out}");
+
+    // An agent with no `permissions:` gets the shipped default, `auto`:
+    // the sandbox here, `workspace` (a warning) where bubblewrap is missing.
+    let home = TestHome::with_config(CONFIG, "agents:\n  - id: unset\n    runtime: demo\n");
+    let out = home.run_env(&["doctor"], &[REAL_DEFAULT_PERMISSIONS]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("permissions unset") && l.ends_with("auto → sandbox")),
+        "{out}"
+    );
+    std::fs::write(
+        home.path().join("config/default.yaml"),
+        format!("{CONFIG}sandbox:\n  bwrap: /nonexistent/bwrap\n"),
+    )
+    .unwrap();
+    let out = home.run_env(&["doctor"], &[REAL_DEFAULT_PERMISSIONS]);
+    assert!(
+        out.stdout.lines().any(|l| l.contains("permissions unset")
+            && l.starts_with("warn ")
+            && l.contains("auto → workspace")
+            && l.contains("install bubblewrap")),
+        "{out}"
+    );
 }
 
 /// `POST /api/runs/bb` answers only a run in flight: no key is 401, a key

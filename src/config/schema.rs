@@ -46,6 +46,10 @@ pub struct SandboxConfig {
     /// the host is allowed. Everything else is refused and the refusal is
     /// written in the run's log (`config::allow_hosts`).
     pub allow_hosts: Vec<String>,
+    /// What an agent without `permissions:` (or with `auto`) gets: `auto`
+    /// (the default: `sandbox` where bubblewrap makes one, else
+    /// `workspace`), `sandbox`, `workspace` or `full`.
+    pub default_permissions: super::agents::Permissions,
 }
 
 /// `notifications:` — webhooks.

@@ -87,6 +87,11 @@ async fn write_brief(
     workspace: &TaskWorkspace,
 ) -> Result<String, crate::brief::TaskBriefError> {
     let settings = d.projects().get(bb.project()).map(|s| s.settings);
+    let sandboxed = d
+        .agents()
+        .agents
+        .iter()
+        .any(|a| a.id == agent && a.permissions == Permissions::Sandbox);
     let brief = crate::brief::render_task_brief(
         d.home(),
         bb,
@@ -103,6 +108,7 @@ async fn write_brief(
             count_references: true,
             bin: &d.exe().display().to_string(),
             workspace: Some(workspace),
+            sandbox: sandboxed.then_some(d.config().sandbox.allow_hosts.as_slice()),
         },
     )
     .await?;
