@@ -171,6 +171,7 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
             count_references: true,
             bin: "moziplus",
             workspace: None,
+            sandbox: None,
         },
     )
     .await
@@ -222,6 +223,7 @@ async fn lessons_unreferenced_for_expire_days_become_deprecated() {
             count_references: false,
             bin: "moziplus",
             workspace: None,
+            sandbox: None,
         },
     )
     .await

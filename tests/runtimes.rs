@@ -487,6 +487,15 @@ fn serve_demo_in_an_empty_directory_completes_the_demo() {
         2
     );
     assert!(dir.path().join("config/agents.yaml").is_file());
+    // With bubblewrap installed (scripts/test.sh installs it) the demo's
+    // agents, which set no `permissions:`, ran in the sandbox.
+    if std::path::Path::new("/usr/bin/bwrap").is_file() {
+        let commands = query_strings(&db, "SELECT command FROM session");
+        assert!(
+            !commands.is_empty() && commands.iter().all(|c| c.contains("bwrap")),
+            "{commands:?}"
+        );
+    }
     assert!(daemon.stop().success());
 }
 
@@ -1101,7 +1110,8 @@ fn git_workspace(home: &TestHome) -> PathBuf {
     repo
 }
 
-/// The real CLI with `permissions: sandbox`: the scripted model's one shell
+/// The real CLI with no `permissions:` at all (the shipped default, `auto`:
+/// the sandbox where bubblewrap works): the scripted model's one shell
 /// call commits a file, lists the folder, runs Python and finishes the task
 /// with `moziplus bb` (through the daemon: the database is hidden). The
 /// commit is on the task's branch afterwards, and the run could not write
@@ -1115,12 +1125,16 @@ fn a_sandboxed_cli_commits_and_runs_commands(runtime: &str, cli: &Path, tool_nam
     let home = TestHome::with_config(
         &gateway_config(&llm),
         &format!(
-            "agents:\n  - id: boxed\n    runtime: {runtime}\n    permissions: sandbox\n    model: fake/scripted-model\n"
+            "agents:\n  - id: boxed\n    runtime: {runtime}\n    model: fake/scripted-model\n"
         ),
     );
     home.create_project("p");
     let repo = git_workspace(&home);
-    let env = cli_env(&home, cli, &llm);
+    let mut env = cli_env(&home, cli, &llm);
+    env.push((
+        REAL_DEFAULT_PERMISSIONS.0,
+        REAL_DEFAULT_PERMISSIONS.1.to_string(),
+    ));
     let t = home.create_task("p", "commit a file", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");

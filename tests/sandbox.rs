@@ -49,7 +49,7 @@ fn sandboxed_home(config: &str, script: &str) -> (TestHome, PathBuf) {
     std::fs::write(
         home.path().join("config/agents.yaml"),
         format!(
-            "agents:\n  - id: coder\n    runtime: command\n    permissions: sandbox\n    pass_env: [OTHER_PORT]\n    command: [\"{}\"]\n",
+            "agents:\n  - id: coder\n    runtime: command\n    permissions: sandbox\n    pass_env: [OTHER_PORT, ALLOWED_PORT]\n    command: [\"{}\"]\n",
             script.display()
         ),
     )
@@ -215,6 +215,127 @@ fn a_sandboxed_agent_commits_in_its_worktree_and_reaches_nothing_else() {
     daemon.stop();
 }
 
+/// The agent goes out through the daemon's proxy with `curl` (a real
+/// client, with the `HTTPS_PROXY` the run was given): the allow-listed
+/// host answers, a host off the list does not, and a direct connection
+/// finds no network.
+const PROXY_AGENT: &str = r#"#!/bin/bash
+r=report.txt
+via() { curl -sS --max-time 10 --proxytunnel --noproxy '' -x "$HTTPS_PROXY" "$@"; }
+grep -q "You run in a sandbox" "$MOZI_BRIEF" && grep -q "through the proxy already set in .HTTPS_PROXY.: 127.0.0.1:$ALLOWED_PORT" "$MOZI_BRIEF" && echo "brief=told" >> $r || echo "brief=silent" >> $r
+if out=$(via "http://127.0.0.1:$ALLOWED_PORT/"); then echo "allowed=$out" >> $r; else echo "allowed=failed" >> $r; fi
+via "http://127.0.0.1:$OTHER_PORT/" >/dev/null 2>>err.txt && echo "other=open" >> $r || echo "other=closed" >> $r
+curl -sS --max-time 10 https://pypi.example/simple/ >/dev/null 2>>err.txt && echo "env_proxy=open" >> $r || echo "env_proxy=closed" >> $r
+curl -sS --max-time 5 --noproxy '*' "http://127.0.0.1:$ALLOWED_PORT/" >/dev/null 2>>err.txt && echo "direct=open" >> $r || echo "direct=closed" >> $r
+git add $r err.txt && git commit -q -m report
+exec "$MOZI_BIN" bb done
+"#;
+
+#[test]
+fn an_allow_listed_host_is_reached_through_the_proxy_and_every_refusal_is_in_the_runs_log() {
+    // The allow-listed host: a loopback HTTP server standing in for a
+    // package registry (the tests reach no real network).
+    let allowed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let allowed_port = allowed.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for stream in allowed.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nfrom-registry");
+        }
+    });
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let other_port = other.local_addr().unwrap().port().to_string();
+    let config = format!("{CONFIG}sandbox:\n  allow_hosts: [\"127.0.0.1:{allowed_port}\"]\n");
+    let (home, repo) = sandboxed_home(&config, PROXY_AGENT);
+    let daemon = Daemon::start_env(
+        &home,
+        &[("ALLOWED_PORT", &allowed_port), ("OTHER_PORT", &other_port)],
+    );
+    let task = home.create_task("p", "fetch a package", &[]);
+    wait_for(Duration::from_secs(60), "the task done", || {
+        status(&home, &task) == "done"
+    });
+    let report = git(&repo, &["show", &format!("mozi/p/{task}:report.txt")]);
+    let errors = git(&repo, &["show", &format!("mozi/p/{task}:err.txt")]);
+    let line = |name: &str| {
+        report
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in the report:\n{report}"))
+            .to_string()
+    };
+    assert_eq!(
+        line("brief"),
+        "told",
+        "the brief says what the sandbox allows"
+    );
+    assert_eq!(line("allowed"), "from-registry", "{report}\n{errors}");
+    assert_eq!(line("other"), "closed", "{report}");
+    assert_eq!(line("env_proxy"), "closed", "{report}");
+    assert_eq!(line("direct"), "closed", "{report}");
+    assert!(
+        errors.contains("403"),
+        "curl saw the proxy's refusal:\n{errors}"
+    );
+    let log_path = query_strings(
+        &home.db("p"),
+        &format!("SELECT log_path FROM session WHERE task_id = '{task}'"),
+    )
+    .pop()
+    .expect("a session");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for expected in [
+        "[mozi:sandbox] sandbox: read-write".to_string(),
+        format!("other hosts through the proxy: 127.0.0.1:{allowed_port}"),
+        format!("[mozi:sandbox] connected to 127.0.0.1:{allowed_port}"),
+        format!("[mozi:sandbox] refused connection to 127.0.0.1:{other_port}: not in sandbox.allow_hosts"),
+        "[mozi:sandbox] refused connection to pypi.example:443".to_string(),
+    ] {
+        assert!(log.contains(&expected), "the run's log has {expected:?}:\n{log}");
+    }
+    // The same lines through the log API the dashboard reads.
+    let session = query_strings(
+        &home.db("p"),
+        &format!("SELECT id FROM session WHERE task_id = '{task}'"),
+    )
+    .pop()
+    .unwrap();
+    let (code, body) = daemon
+        .get(&format!("/api/projects/p/sessions/{session}/log"))
+        .expect("the log API answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("refused connection to pypi.example:443"),
+        "{body}"
+    );
+    drop(other);
+    daemon.stop();
+}
+
+#[test]
+fn the_proxy_refuses_a_caller_without_a_runs_key() {
+    let (home, _repo) = sandboxed_home(CONFIG, "#!/bin/bash\nexit 0\n");
+    let daemon = Daemon::start(&home);
+    let socket = home.path().join("run/api.sock");
+    wait_for(Duration::from_secs(10), "the sandbox socket", || {
+        socket.exists()
+    });
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic cnVuOm1vemktbm90LWEta2V5\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    assert!(answer.contains("needs the run's key"), "{answer}");
+    daemon.stop();
+}
+
 /// Processes whose command line holds `needle`.
 fn processes_with(needle: &str) -> Vec<i32> {
     let mut out = Vec::new();
@@ -340,6 +461,30 @@ fn doctor_checks_bubblewrap_and_names_each_agents_mode() {
         "{out}"
     );
     assert!(out.stdout.contains("its runs are refused"), "{out}");
+
+    // An agent with no `permissions:` gets the shipped default, `auto`:
+    // the sandbox here, `workspace` (a warning) where bubblewrap is missing.
+    let home = TestHome::with_config(CONFIG, "agents:\n  - id: unset\n    runtime: demo\n");
+    let out = home.run_env(&["doctor"], &[REAL_DEFAULT_PERMISSIONS]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("permissions unset") && l.ends_with("auto → sandbox")),
+        "{out}"
+    );
+    std::fs::write(
+        home.path().join("config/default.yaml"),
+        format!("{CONFIG}sandbox:\n  bwrap: /nonexistent/bwrap\n"),
+    )
+    .unwrap();
+    let out = home.run_env(&["doctor"], &[REAL_DEFAULT_PERMISSIONS]);
+    assert!(
+        out.stdout.lines().any(|l| l.contains("permissions unset")
+            && l.starts_with("warn ")
+            && l.contains("auto → workspace")
+            && l.contains("install bubblewrap")),
+        "{out}"
+    );
 }
 
 /// `POST /api/runs/bb` answers only a run in flight: no key is 401, a key

@@ -49,6 +49,15 @@ pub struct BriefContext {
     pub cli: CliUsage,
     /// Where the run works (set by `render_task_brief` for runs).
     pub workspace: Option<WorkspaceView>,
+    /// The run is in the sandbox (`permissions: sandbox`): what it may do.
+    pub sandbox: Option<SandboxView>,
+}
+
+/// A sandboxed run as its brief describes it (`runtime::sandbox`).
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxView {
+    /// `sandbox.allow_hosts`: the hosts reachable through the proxy.
+    pub allow_hosts: Vec<String>,
 }
 
 /// The run's workspace as the brief names it (`crate::workspace`).
@@ -461,5 +470,6 @@ pub async fn gather(bb: &Blackboard, input: GatherInput<'_>) -> BbResult<BriefCo
         escalation,
         cli: CliUsage::for_task(&task.id),
         workspace: None,
+        sandbox: None,
     })
 }

@@ -336,6 +336,8 @@ pub struct BriefRequest<'a> {
     pub bin: &'a str,
     /// Where the run works (`None` for previews).
     pub workspace: Option<&'a crate::workspace::TaskWorkspace>,
+    /// The run is sandboxed, with these `sandbox.allow_hosts`.
+    pub sandbox: Option<&'a [String]>,
 }
 
 /// Why a task's brief could not be made.
@@ -431,6 +433,9 @@ pub async fn render_task_brief(
     let mut ctx = ctx;
     ctx.cli = context::CliUsage::with_bin(&task.id, req.bin);
     ctx.workspace = req.workspace.map(WorkspaceView::from);
+    ctx.sandbox = req.sandbox.map(|hosts| context::SandboxView {
+        allow_hosts: hosts.to_vec(),
+    });
     let text = engine.render(&ctx)?;
     if req.count_references {
         let ids: Vec<i64> = ctx.experiences.iter().map(|e| e.id).collect();

@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use crate::blackboard::{Blackboard, OpenMode};
 use crate::brief::{render_task_brief, BriefEngine, BriefKind, BriefRequest};
 use crate::config::agents::AgentsFile;
+use crate::config::agents::Permissions;
 use crate::config::Config;
 use crate::home::Home;
 use crate::registry;
@@ -40,7 +41,11 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
     let BriefCmd::Render(args) = cmd;
     let project = registry::active_project(home, &args.project)?;
     let (config, settings) = Config::load_for_project(home, &project, &[])?;
-    let agents = AgentsFile::load(&home.agents_file())?;
+    let mut agents = AgentsFile::load(&home.agents_file())?;
+    // The brief is the one the daemon would render: `auto` resolved alike.
+    agents.resolve_permissions(config.sandbox.default_permissions, || {
+        crate::runtime::sandbox::probe(config.sandbox.bwrap.as_deref()).is_ok()
+    });
     let protocols = Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
     let engine = BriefEngine::load(home)?;
     let bb = Blackboard::open(
@@ -87,6 +92,11 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
                 count_references: false,
                 bin: &bin,
                 workspace: None,
+                sandbox: agents
+                    .agents
+                    .iter()
+                    .any(|a| a.id == agent && a.permissions == Permissions::Sandbox)
+                    .then_some(config.sandbox.allow_hosts.as_slice()),
             },
         )
         .await?;

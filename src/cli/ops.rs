@@ -198,6 +198,10 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
         Err(e) => checks.push("config", false, true, e.to_string()),
     }
     let bwrap = config.as_ref().ok().and_then(|c| c.sandbox.bwrap.clone());
+    let default_permissions = config
+        .as_ref()
+        .map(|c| c.sandbox.default_permissions)
+        .unwrap_or_default();
     match AgentsFile::load(&home.agents_file()) {
         Ok(agents) if agents.agents.is_empty() => checks.push(
             "agents.yaml",
@@ -223,21 +227,34 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
             for f in crate::runtime::check::check_team(&agents, home.root(), &exe) {
                 checks.push(&f.name, f.ok, f.required, f.detail);
             }
-            check_sandbox(&agents, bwrap.as_deref(), checks);
+            check_sandbox(&agents, bwrap.as_deref(), default_permissions, checks);
         }
         Err(e) => checks.push("agents.yaml", false, true, e.to_string()),
     }
 }
 
 /// Whether bubblewrap makes a sandbox here (user, PID and network
-/// namespaces), and the mode each agent's runs get; `full` is flagged.
-fn check_sandbox(agents: &AgentsFile, bwrap: Option<&std::path::Path>, checks: &mut Checks) {
+/// namespaces), and the mode each agent's runs get (`auto` resolved as the
+/// daemon resolves it); `full` is flagged.
+fn check_sandbox(
+    agents: &AgentsFile,
+    bwrap: Option<&std::path::Path>,
+    default: crate::config::agents::Permissions,
+    checks: &mut Checks,
+) {
     use crate::config::agents::Permissions;
+    let probe = crate::runtime::sandbox::probe(bwrap);
+    let mut team = agents.clone();
+    let auto: std::collections::HashSet<String> = team
+        .resolve_permissions(default, || probe.is_ok())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     let wanted = agents
         .agents
         .iter()
-        .any(|a| a.permissions == Permissions::Sandbox);
-    let probe = crate::runtime::sandbox::probe(bwrap);
+        .any(|a| a.permissions == Permissions::Sandbox)
+        || default == Permissions::Sandbox;
     checks.push(
         "sandbox",
         probe.is_ok(),
@@ -250,20 +267,29 @@ fn check_sandbox(agents: &AgentsFile, bwrap: Option<&std::path::Path>, checks: &
             Err(e) => e.clone(),
         },
     );
-    for a in &agents.agents {
+    for a in &team.agents {
+        let how = if auto.contains(&a.id) {
+            "auto → "
+        } else {
+            ""
+        };
         let (ok, detail) = match a.permissions {
-            Permissions::Sandbox if probe.is_ok() => (true, "sandbox".to_string()),
+            Permissions::Sandbox if probe.is_ok() => (true, format!("{how}sandbox")),
             Permissions::Sandbox => (
                 false,
-                "sandbox, which this machine cannot make: its runs are refused".to_string(),
+                format!("{how}sandbox, which this machine cannot make: its runs are refused"),
             ),
-            Permissions::Workspace => (
+            Permissions::Workspace if !how.is_empty() => (
+                false,
+                "auto → workspace, since this machine cannot make a sandbox (the CLI's own limits only; install bubblewrap for the sandbox)".to_string(),
+            ),
+            Permissions::Workspace | Permissions::Auto => (
                 true,
                 "workspace (the CLI's own limits; no moziplus sandbox)".to_string(),
             ),
             Permissions::Full => (
                 false,
-                "full — UNSAFE: the agent gets the whole machine (every project's blackboard, the home, the network)".to_string(),
+                format!("{how}full — UNSAFE: the agent gets the whole machine (every project's blackboard, the home, the network)"),
             ),
         };
         checks.push(

@@ -98,8 +98,11 @@ pub struct AgentDef {
     /// Roles (e.g. `reviewer`, `senior-reviewer`) used by review protocols.
     #[serde(default)]
     pub roles: Vec<String>,
-    /// What the agent's tools may do (`workspace`, the default, `sandbox` or
-    /// `full`); each adapter maps it to its CLI's own flags (README "Runtimes").
+    /// What the agent's tools may do (`auto`, the default: `sandbox` where
+    /// bubblewrap makes one, else `workspace`; or `sandbox`, `workspace`,
+    /// `full`); each adapter maps it to its CLI's own flags (README
+    /// "Runtimes"). `auto` is resolved when the team loads
+    /// ([`AgentsFile::resolve_permissions`]), never seen by an adapter.
     #[serde(default)]
     pub permissions: Permissions,
     /// Arguments appended to the runtime's own.
@@ -118,9 +121,14 @@ pub struct AgentDef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum Permissions {
-    /// The safe default: tools write only inside the working directory and
-    /// (Claude Code) shell commands are limited to `moziplus bb`.
+    /// The default: `sandbox.default_permissions` (itself `auto` unless
+    /// set), where `auto` is `sandbox` on a machine where bubblewrap makes
+    /// one and `workspace` elsewhere.
     #[default]
+    Auto,
+    /// For hosts without bubblewrap: tools write only inside the working
+    /// directory and (Claude Code) shell commands are limited to
+    /// `moziplus bb`.
     Workspace,
     /// The run starts inside a bubblewrap sandbox (`runtime::sandbox`):
     /// read-write only its workspace, `TMPDIR` and runtime state, no network
@@ -134,6 +142,7 @@ pub enum Permissions {
 impl Permissions {
     pub fn as_str(self) -> &'static str {
         match self {
+            Permissions::Auto => "auto",
             Permissions::Workspace => "workspace",
             Permissions::Sandbox => "sandbox",
             Permissions::Full => "full",
@@ -155,6 +164,40 @@ pub struct AgentsFile {
 }
 
 impl AgentsFile {
+    /// Gives every `auto` agent its mode: `default` (from
+    /// `sandbox.default_permissions`), and where that is `auto` too,
+    /// `sandbox` if `sandbox_works()` (asked at most once), else
+    /// `workspace`. Returns the agents resolved, with the mode each got.
+    pub fn resolve_permissions(
+        &mut self,
+        default: Permissions,
+        sandbox_works: impl FnOnce() -> bool,
+    ) -> Vec<(String, Permissions)> {
+        let mut works = None;
+        let mut sandbox_works = Some(sandbox_works);
+        let mut resolved = Vec::new();
+        for a in self
+            .agents
+            .iter_mut()
+            .filter(|a| a.permissions == Permissions::Auto)
+        {
+            a.permissions = match default {
+                Permissions::Auto => {
+                    let ok =
+                        *works.get_or_insert_with(|| sandbox_works.take().is_some_and(|f| f()));
+                    if ok {
+                        Permissions::Sandbox
+                    } else {
+                        Permissions::Workspace
+                    }
+                }
+                other => other,
+            };
+            resolved.push((a.id.clone(), a.permissions));
+        }
+        resolved
+    }
+
     /// Loads and checks `agents.yaml`: unique valid ids, known runtimes, and the
     /// `command` runtime only with a per-agent command.
     pub fn load(path: &Path) -> Result<AgentsFile, ConfigError> {
@@ -309,6 +352,50 @@ fn agent_entry_line(text: &str, index: usize, field: &str) -> Option<usize> {
 #[cfg(test)]
 mod line_tests {
     use super::*;
+
+    #[test]
+    fn auto_is_the_sandbox_where_bubblewrap_works_and_workspace_elsewhere() {
+        let text = "agents:\n  - id: a\n    runtime: demo\n  - id: b\n    runtime: demo\n    permissions: full\n  - id: c\n    runtime: demo\n    permissions: auto\n";
+        let file: AgentsFile = serde_yaml_ng::from_str(text).unwrap();
+        assert_eq!(file.agents[0].permissions, Permissions::Auto, "the default");
+        let modes = |f: &AgentsFile| f.agents.iter().map(|a| a.permissions).collect::<Vec<_>>();
+        let mut asked = 0;
+        let mut here = file.clone();
+        let resolved = here.resolve_permissions(Permissions::Auto, || {
+            asked += 1;
+            true
+        });
+        assert_eq!(asked, 1, "the machine is probed once");
+        assert_eq!(resolved.len(), 2);
+        assert_eq!(
+            modes(&here),
+            [
+                Permissions::Sandbox,
+                Permissions::Full,
+                Permissions::Sandbox
+            ]
+        );
+        let mut no_bwrap = file.clone();
+        no_bwrap.resolve_permissions(Permissions::Auto, || false);
+        assert_eq!(
+            modes(&no_bwrap),
+            [
+                Permissions::Workspace,
+                Permissions::Full,
+                Permissions::Workspace
+            ]
+        );
+        let mut pinned = file.clone();
+        pinned.resolve_permissions(Permissions::Workspace, || panic!("not probed"));
+        assert_eq!(
+            modes(&pinned),
+            [
+                Permissions::Workspace,
+                Permissions::Full,
+                Permissions::Workspace
+            ]
+        );
+    }
 
     #[test]
     fn agent_errors_name_the_line_of_the_offending_entry() {

@@ -17,6 +17,7 @@
 //! layers it; `validate` holds the range checks and the line finder.
 
 pub mod agents;
+pub mod allow_hosts;
 pub mod budgets;
 pub mod load;
 pub mod schema;

@@ -40,6 +40,16 @@ pub struct SandboxConfig {
     pub read_write: Vec<PathBuf>,
     /// The bubblewrap program (default: `/usr/bin/bwrap`, else `PATH`).
     pub bwrap: Option<PathBuf>,
+    /// Hosts a run may reach through the daemon's proxy (`HTTPS_PROXY`
+    /// inside the sandbox): `host`, `host:port`, `*.domain[:port]` or an IP
+    /// literal (`10.0.0.5:443`, `[::1]:8080`). Without a port every port of
+    /// the host is allowed. Everything else is refused and the refusal is
+    /// written in the run's log (`config::allow_hosts`).
+    pub allow_hosts: Vec<String>,
+    /// What an agent without `permissions:` (or with `auto`) gets: `auto`
+    /// (the default: `sandbox` where bubblewrap makes one, else
+    /// `workspace`), `sandbox`, `workspace` or `full`.
+    pub default_permissions: super::agents::Permissions,
 }
 
 /// `notifications:` — webhooks.

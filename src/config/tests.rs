@@ -123,3 +123,16 @@ fn sizes_parse() {
     assert_eq!(parse_size("42"), Some(42));
     assert_eq!(parse_size("ten"), None);
 }
+
+#[test]
+fn a_bad_allow_hosts_entry_is_named_with_its_file_and_line() {
+    let err = Layer::from_yaml(
+        Source::File("config/default.yaml".into()),
+        "sandbox:\n  allow_hosts:\n    - github.com\n    - \"pypi org\"\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("sandbox.allow_hosts"), "{err}");
+    assert!(err.contains("\"pypi org\" is not a host"), "{err}");
+    assert!(err.contains("config/default.yaml"), "{err}");
+}

@@ -11,6 +11,8 @@ impl Config {
         self.validate_queues()?;
         self.validate_server()?;
         self.validate_webhooks()?;
+        super::allow_hosts::AllowHosts::parse(&self.sandbox.allow_hosts)
+            .map_err(|e| ("sandbox.allow_hosts".to_string(), e))?;
         self.budgets.validate()?;
         self.gateway
             .validate()

@@ -177,8 +177,22 @@ impl Daemon {
     /// Loads configuration and agents; opens nothing yet.
     pub fn new(home: Home, overrides: Vec<Layer>) -> Result<Daemon, DaemonError> {
         let config = Config::load_global(&home, &overrides)?;
-        let agents = AgentsFile::load(&home.agents_file())?;
+        let mut agents = AgentsFile::load(&home.agents_file())?;
         check_pass_env(&config, &agents)?;
+        // `permissions: auto` (the default) becomes `sandbox` where
+        // bubblewrap makes one, else `workspace`; probed once, here.
+        let sandbox = std::sync::OnceLock::new();
+        let resolved = agents.resolve_permissions(config.sandbox.default_permissions, || {
+            sandbox
+                .get_or_init(|| crate::runtime::sandbox::probe(config.sandbox.bwrap.as_deref()))
+                .is_ok()
+        });
+        if let (Some(Err(why)), false) = (sandbox.get(), resolved.is_empty()) {
+            tracing::warn!(
+                agents = resolved.len(),
+                "agents without `permissions:` run with `workspace`, not in a sandbox: {why}"
+            );
+        }
         let protocols =
             crate::review::Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
         let briefs = crate::brief::BriefEngine::load(&home)?;
@@ -219,7 +233,7 @@ impl Daemon {
                 quota: Default::default(),
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
-                sandbox: std::sync::OnceLock::new(),
+                sandbox,
                 budget_overrides,
                 budgets: Mutex::new(None),
             }),

@@ -24,6 +24,7 @@ pub use crate::api::ApiError;
 
 pub mod body;
 pub mod guard;
+pub mod sandbox_proxy;
 pub mod serve;
 pub mod status;
 
@@ -103,6 +104,12 @@ pub fn sandbox_router(d: Daemon) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             guard::Guard::new(&d),
             guard::guard,
+        ))
+        // Outermost: a `CONNECT` names another host, which the guard's
+        // Host check would refuse before the proxy could judge it.
+        .layer(axum::middleware::from_fn_with_state(
+            d.clone(),
+            sandbox_proxy::proxy,
         ))
 }
 

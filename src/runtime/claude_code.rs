@@ -44,7 +44,8 @@ pub fn allowed_tools(run: &RunContext<'_>) -> Vec<String> {
     let bb = format!("Bash({} bb:*)", run.exe.display());
     let board = format!("mcp__{}", super::mcp::SERVER_NAME);
     let mut tools: Vec<String> = match run.agent.permissions {
-        Permissions::Workspace => vec![
+        // `auto` is resolved when the team loads; as `workspace` if not.
+        Permissions::Workspace | Permissions::Auto => vec![
             bb,
             "Read".into(),
             "Glob".into(),
@@ -134,7 +135,7 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
         args.extend(["--model".to_string(), m.to_string()]);
     }
     match run.agent.permissions {
-        Permissions::Workspace => {
+        Permissions::Workspace | Permissions::Auto => {
             args.extend(["--permission-mode".to_string(), "acceptEdits".to_string()]);
         }
         Permissions::Sandbox => {

@@ -96,7 +96,8 @@ pub fn prepare(run: &RunContext<'_>) -> Result<Launch, PrepareError> {
     .map(|s| s.to_string())
     .collect();
     match run.agent.permissions {
-        Permissions::Workspace => {
+        // `auto` is resolved when the team loads; as `workspace` if not.
+        Permissions::Workspace | Permissions::Auto => {
             args.extend(["--sandbox".to_string(), "workspace-write".to_string()])
         }
         // Inside moziplus's sandbox Codex's own is off: bubblewrap does not

@@ -72,6 +72,71 @@ pub struct SandboxPlan {
     pub listen: String,
     /// The user's home: an empty private folder inside.
     pub user_home: Option<PathBuf>,
+    /// `sandbox.allow_hosts`: what the proxy lets through.
+    pub allow_hosts: Vec<String>,
+}
+
+impl SandboxPlan {
+    /// The address the run reaches the daemon at inside: `listen`, with an
+    /// any-address bind named as loopback.
+    pub fn inside_addr(&self) -> String {
+        match self.listen.rsplit_once(':') {
+            Some(("0.0.0.0", port)) => format!("127.0.0.1:{port}"),
+            Some(("[::]", port)) => format!("[::1]:{port}"),
+            _ => self.listen.clone(),
+        }
+    }
+
+    /// One line for the run's log and the session's detail: what the run
+    /// may change, read and reach.
+    pub fn describe(&self) -> String {
+        let list = |v: &[PathBuf]| {
+            v.iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let hosts = if self.allow_hosts.is_empty() {
+            "none".to_string()
+        } else {
+            self.allow_hosts.join(", ")
+        };
+        format!(
+            "sandbox: read-write {}; read-only {} and the system; network: the gateway and the API at {}, other hosts through the proxy: {hosts}",
+            list(&self.read_write),
+            list(&self.read_only),
+            self.inside_addr()
+        )
+    }
+}
+
+/// The variables that send a run's HTTP clients through the daemon's
+/// proxy (`http::sandbox_proxy`), with the run's key; the gateway and the
+/// API stay direct (`NO_PROXY`). They replace any the run inherited: no
+/// other proxy is reachable from inside.
+fn proxy_env(e: &mut Vec<(String, String)>, plan: &SandboxPlan) {
+    let Some(key) = env::get(e, "MOZI_RUN_KEY").map(str::to_string) else {
+        return;
+    };
+    let addr = plan.inside_addr();
+    let url = format!("http://run:{key}@{addr}");
+    let host = addr
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .unwrap_or_default();
+    let no_proxy = format!("127.0.0.1,localhost,::1,{host}");
+    for (name, value) in [
+        ("HTTPS_PROXY", &url),
+        ("https_proxy", &url),
+        ("HTTP_PROXY", &url),
+        ("http_proxy", &url),
+        ("ALL_PROXY", &url),
+        ("all_proxy", &url),
+        ("NO_PROXY", &no_proxy),
+        ("no_proxy", &no_proxy),
+    ] {
+        env::set(e, name, value.clone());
+    }
 }
 
 /// The `bwrap` program: `configured` (`sandbox.bwrap`), else
@@ -332,6 +397,7 @@ pub fn wrap(launch: Launch, plan: &SandboxPlan, bwrap: &Path, exe: &Path) -> Lau
     args.extend(launch.args.iter().cloned());
     let mut e = launch.env.clone();
     env::set(&mut e, "MOZI_API", SOCKET_INSIDE);
+    proxy_env(&mut e, plan);
     Launch {
         program: bwrap.display().to_string(),
         args,
@@ -458,6 +524,7 @@ mod tests {
             socket_dir: "/h/run".into(),
             listen: "127.0.0.1:9".into(),
             user_home: Some("/root".into()),
+            allow_hosts: vec!["github.com".into()],
         };
         let launch = Launch {
             program: "claude".into(),
@@ -482,5 +549,42 @@ mod tests {
             "-- /m/moziplus sandbox-init --listen 127.0.0.1:9 --socket /run/moziplus/api.sock -- claude -p"
         ), "{line}");
         assert_eq!(env::get(&w.env, "MOZI_API"), Some(SOCKET_INSIDE));
+    }
+
+    #[test]
+    fn a_run_goes_out_through_the_daemons_proxy_with_its_key() {
+        let plan = SandboxPlan {
+            listen: "0.0.0.0:8083".into(),
+            allow_hosts: vec!["github.com".into()],
+            ..SandboxPlan::default()
+        };
+        let launch = Launch {
+            program: "codex".into(),
+            env: vec![
+                ("MOZI_RUN_KEY".into(), "mozi-k".into()),
+                ("HTTPS_PROXY".into(), "http://corp-proxy:3128".into()),
+            ],
+            ..Launch::default()
+        };
+        let w = wrap(
+            launch,
+            &plan,
+            Path::new("/usr/bin/bwrap"),
+            Path::new("/m/moziplus"),
+        );
+        for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "ALL_PROXY"] {
+            assert_eq!(
+                env::get(&w.env, name),
+                Some("http://run:mozi-k@127.0.0.1:8083"),
+                "{name}: an inherited proxy is unreachable inside and is replaced"
+            );
+        }
+        assert_eq!(
+            env::get(&w.env, "NO_PROXY"),
+            Some("127.0.0.1,localhost,::1,127.0.0.1")
+        );
+        assert!(plan
+            .describe()
+            .contains("other hosts through the proxy: github.com"));
     }
 }

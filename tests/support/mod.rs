@@ -82,9 +82,17 @@ impl TestHome {
     /// `MOZI_HOME=<home>` (which the daemon and its agents inherit), run in
     /// the home with stdin closed. Every way a test runs the binary in a home
     /// starts here.
+    ///
+    /// Agents without `permissions:` get `workspace` here
+    /// (`MOZI_SANDBOX__DEFAULT_PERMISSIONS`): most tests' command agents
+    /// write markers in the home on purpose, which the default sandbox
+    /// hides. The tests of the default itself (`sandbox.rs`, the real CLIs
+    /// and the demo in `runtimes.rs`) set it back to `auto`, the shipped
+    /// default, with [`REAL_DEFAULT_PERMISSIONS`].
     pub fn command(&self) -> Command {
         let mut c = Command::new(BIN);
         scrub_env(&mut c);
+        c.env("MOZI_SANDBOX__DEFAULT_PERMISSIONS", "workspace");
         c.env("MOZI_HOME", self.path());
         c.arg("--home").arg(self.path());
         c.current_dir(self.path());
@@ -204,6 +212,11 @@ pub fn listing_of(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// The environment that gives agents without `permissions:` the shipped
+/// default (`auto`: the sandbox where bubblewrap works) instead of the
+/// suite's `workspace` ([`TestHome::command`]).
+pub const REAL_DEFAULT_PERMISSIONS: (&str, &str) = ("MOZI_SANDBOX__DEFAULT_PERMISSIONS", "auto");
 
 /// A running `moziplus serve`, logging to `daemon.log` in its home.
 pub struct Daemon {

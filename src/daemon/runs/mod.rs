@@ -87,6 +87,11 @@ async fn write_brief(
     workspace: &TaskWorkspace,
 ) -> Result<String, crate::brief::TaskBriefError> {
     let settings = d.projects().get(bb.project()).map(|s| s.settings);
+    let sandboxed = d
+        .agents()
+        .agents
+        .iter()
+        .any(|a| a.id == agent && a.permissions == Permissions::Sandbox);
     let brief = crate::brief::render_task_brief(
         d.home(),
         bb,
@@ -103,6 +108,7 @@ async fn write_brief(
             count_references: true,
             bin: &d.exe().display().to_string(),
             workspace: Some(workspace),
+            sandbox: sandboxed.then_some(d.config().sandbox.allow_hosts.as_slice()),
         },
     )
     .await?;
@@ -339,7 +345,10 @@ async fn write_run_files(plan: &RunPlan, brief: &str) -> Result<std::fs::File, N
         crate::home::create_private_dir_all(&dir)?;
         crate::home::write_private_file(&brief_file, body)?;
         workspace::make_run_tmpdir(&tmpdir)?;
-        crate::home::create_private_file(&log_file)
+        crate::home::create_private_file(&log_file)?;
+        // Appending: the sandbox's proxy writes its lines in the same log
+        // (`http::sandbox_proxy`), and neither may overwrite the other.
+        std::fs::OpenOptions::new().append(true).open(&log_file)
     })
     .await
     .unwrap_or_else(|e| Err(std::io::Error::other(e)))
@@ -434,6 +443,15 @@ fn sandboxed(
         });
     }
     let sb = sandbox_plan(d, adapter, plan, workspace, &launch);
+    // The run's log starts with what the run may touch and reach.
+    let line = format!("[mozi:sandbox] {}\n", sb.describe());
+    let written = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&plan.log_path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
+    if let Err(e) = written {
+        tracing::warn!(session = plan.session_id, error = %e, "cannot write the sandbox line in the run's log");
+    }
     Ok(sandbox::wrap(launch, &sb, bwrap, d.exe()))
 }
 
@@ -484,6 +502,7 @@ fn sandbox_plan(
         socket_dir: d.home().sandbox_socket_dir(),
         listen: d.config().server.bind.clone(),
         user_home,
+        allow_hosts: cfg.allow_hosts.clone(),
     }
 }
 
