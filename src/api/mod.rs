@@ -10,9 +10,11 @@
 //! ([`open_project`]), the operator actor of API writes ([`actor`]) and the
 //! bearer-token rule for mutating routes ([`require_token`]).
 
+pub mod alerts;
 pub mod decisions;
 pub mod error;
 pub mod events;
+pub mod gateway_history;
 pub mod projects;
 pub mod records;
 pub mod runs;
@@ -55,6 +57,8 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(skills::router())
         .merge(schedules::router())
         .merge(events::router())
+        .merge(alerts::router())
+        .merge(gateway_history::router())
         .merge(usage::router())
 }
 

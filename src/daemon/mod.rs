@@ -20,6 +20,7 @@
 pub mod budget;
 pub mod demo;
 pub mod events;
+pub mod gateway_history;
 pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod home_lock;
@@ -119,6 +120,9 @@ struct Inner {
     /// `bwrap` and whether it makes a sandbox here, probed at the first
     /// sandboxed run (`runtime::sandbox::probe`).
     sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
+    /// The gateway's stored history (`gateway/history.db`), opened on
+    /// first use.
+    gateway_history: tokio::sync::OnceCell<crate::blackboard::GatewayHistory>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -213,6 +217,7 @@ impl Daemon {
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
                 sandbox: std::sync::OnceLock::new(),
+                gateway_history: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -333,6 +338,23 @@ impl Daemon {
         self.inner.gateway.get()
     }
     /// Mounts the gateway (once).
+    /// The gateway's stored history, opened (created) on first use; `None`
+    /// (logged) when the file cannot be opened — the next call tries again.
+    pub async fn gateway_history(&self) -> Option<crate::blackboard::GatewayHistory> {
+        let path = self.home().gateway_history_file();
+        let opened = self
+            .inner
+            .gateway_history
+            .get_or_try_init(|| crate::blackboard::GatewayHistory::open(&path))
+            .await;
+        match opened {
+            Ok(h) => Some(h.clone()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the gateway history");
+                None
+            }
+        }
+    }
     pub fn set_gateway(&self, gw: crate::gateway::Gateway) {
         let _ = self.inner.gateway.set(gw);
     }
@@ -483,6 +505,7 @@ impl Daemon {
             tokio::spawn(events::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
             tokio::spawn(provider_health::run(self.clone())),
+            tokio::spawn(gateway_history::run(self.clone())),
         ])
     }
 
