@@ -1222,3 +1222,75 @@ fn bb_events_says_when_it_stops_short_of_all_rows() {
         1
     );
 }
+
+/// Issue 26, item 6: the gateway charts started at page load and were lost
+/// on reload. The daemon stores one sample per lane (at once, then every
+/// 10 s) in `<home>/gateway/history.db`, and a restarted daemon still serves
+/// the earlier samples. (The provider is never called: a lane's sample
+/// needs no traffic.)
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_history_is_stored_and_survives_a_restart() {
+    let home = TestHome::with_config(
+        "gateway:\n  limiter: { rate_per_minute: 6 }\n  providers:\n    - name: nvidia\n      base_url: http://127.0.0.1:9/v1\n      limited: true\n",
+        "",
+    );
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, None);
+    let mut first = Value::Null;
+    for _ in 0..100 {
+        let (code, v) = api.get("/api/gateway/history").await;
+        assert_eq!(code, 200, "{v}");
+        if let Some(s) = v["samples"].as_array().and_then(|a| a.first()) {
+            assert_eq!(
+                (&v["every_seconds"], &v["keep_seconds"]),
+                (&json!(10), &json!(86400)),
+                "{v}"
+            );
+            first = s.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(first["provider"], "nvidia", "a sample within 20 s: {first}");
+    assert!(
+        first["base_rate_per_minute"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
+    assert_eq!(first["requests"], 0, "{first}");
+    d.stop();
+
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, None);
+    let (_, v) = api
+        .get("/api/gateway/history?seconds=600&provider=nvidia")
+        .await;
+    let ats: Vec<i64> = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ats.contains(&first["at_ms"].as_i64().unwrap()),
+        "kept across the restart: {v}"
+    );
+    let (_, none) = api.get("/api/gateway/history?provider=other").await;
+    assert_eq!(none["samples"], json!([]), "{none}");
+    assert_error(
+        &api.get("/api/gateway/history?seconds=0").await,
+        400,
+        &["seconds"],
+    );
+    assert_error(
+        &api.get("/api/gateway/history?seconds=90000").await,
+        400,
+        &["24 h"],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.path().join("gateway/history.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the history file is private: {mode:o}");
+    d.stop();
+}
