@@ -222,6 +222,11 @@ impl Home {
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
     }
+    /// `gateway/history.db`: the gateway's samples of the last day
+    /// (`blackboard::GatewayHistory`), home-wide like the gateway.
+    pub fn gateway_history_file(&self) -> PathBuf {
+        self.root.join("gateway").join("history.db")
+    }
 }
 
 /// Creates `dir` and any missing parents with mode 0700 (what agents write:

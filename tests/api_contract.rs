@@ -841,6 +841,7 @@ async fn openapi_lists_every_route_and_only_routes_that_exist() {
                 .replace("{id}", "p")
                 .replace("{task}", "T-0001")
                 .replace("{n}", "1")
+                .replace("{event}", "1")
                 .replace("{sid}", "s");
             let (_, v) = api
                 .raw(m.clone(), &concrete, Some("{}"), Some("application/json"))
@@ -1046,5 +1047,342 @@ async fn budgets_are_read_openly_changed_with_the_token_and_bad_ones_named() {
     let cleared: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cleared["budget"]["source"], "project:*:day", "{cleared}");
     assert_eq!(cleared["budget"]["limit_usd"], 5.0, "{cleared}");
+/// Every event of `/api/events/log` from `query`, following `next_cursor`
+/// page by page; returns the events and the number of pages.
+async fn all_pages(api: &Api, query: &str) -> (Vec<Value>, usize) {
+    let (mut events, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let path = match &cursor {
+            None => format!("/api/events/log?{query}"),
+            Some(c) => format!("/api/events/log?{query}&cursor={c}"),
+        };
+        let (code, v) = api.get(&path).await;
+        assert_eq!(code, 200, "{path}: {v}");
+        pages += 1;
+        events.extend(v["events"].as_array().unwrap().iter().cloned());
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return (events, pages),
+        }
+        assert!(pages < 100, "the cursor never ends");
+    }
+}
+
+/// Issue 26, item 6: after a restart the Events page showed `urgent 0`
+/// beside a failed task, because the feed held only what the live stream
+/// had sent since the page loaded. The alerts and their acknowledgements
+/// are the store's: the counts survive two real daemon restarts, the log
+/// pages across projects with a cursor (nothing cut silently), and an
+/// acknowledgement through the API (token-guarded, cross-origin refused)
+/// or `bb events ack` is stored with who and when.
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_and_their_acknowledgements_survive_daemon_restarts() {
+    let home = TestHome::with_config("server:\n  api_token: s3cret-token\n", "");
+    home.create_project("shop");
+    home.create_project("blog");
+    let out = home.bb_ok(
+        "shop",
+        &["observe", "--level", "alert", "--body", "disk full"],
+    );
+    assert!(out.contains("recorded"), "{out}");
+    for body in ["slow upstream", "key parked"] {
+        home.bb_ok("blog", &["observe", "--level", "warn", "--body", body]);
+    }
+    for i in 0..5 {
+        home.bb_ok("shop", &["observe", "--body", &format!("note {i}")]);
+    }
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, Some("s3cret-token"));
+    let (code, v) = api.get("/api/events/log?unacked=1").await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v["unacked"], json!({"urgent": 1, "attention": 2}), "{v}");
+    let alerts = v["events"].as_array().unwrap();
+    assert_eq!(alerts.len(), 3, "{v}");
+    assert!(alerts.iter().all(|e| e["acked_at"].is_null()), "{v}");
+    let urgent = alerts.iter().find(|e| e["level"] == "urgent").unwrap();
+    assert_eq!(urgent["project"], "shop");
+    assert_eq!(urgent["payload"]["body"], "disk full", "{urgent}");
+    let urgent_id = urgent["id"].as_i64().unwrap();
+    d.stop();
+
+    // A restart changes nothing: the counts are the store's.
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, Some("s3cret-token"));
+    let anon = Api::new(&d, None);
+    let (_, v) = anon.get("/api/events/log?unacked=1&project=shop").await;
+    assert_eq!(v["unacked"], json!({"urgent": 1, "attention": 0}), "{v}");
+
+    // Paging: two at a time across both projects, every event once, newest first.
+    let (all, pages) = all_pages(&anon, "limit=2").await;
+    let total = count(&home.db("shop"), "SELECT COUNT(*) FROM event")
+        + count(&home.db("blog"), "SELECT COUNT(*) FROM event");
+    assert_eq!(all.len() as i64, total, "every stored event is listed");
+    assert_eq!(pages as i64, (total + 1) / 2, "pages of two");
+    let keys: BTreeSet<(String, i64)> = all
+        .iter()
+        .map(|e| {
+            (
+                e["project"].as_str().unwrap().to_string(),
+                e["id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(keys.len(), all.len(), "no event twice");
+    let times: Vec<&str> = all
+        .iter()
+        .map(|e| e["created_at"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {times:?}"
+    );
+    let (daily, _) = all_pages(&anon, "levels=optional&limit=3").await;
+    assert!(daily.len() >= 5 && daily.iter().all(|e| e["level"] == "optional"));
+
+    // Bad input is named.
+    assert_error(&anon.get("/api/events/log?limit=0").await, 400, &["limit"]);
+    assert_error(
+        &anon.get("/api/events/log?cursor=shop").await,
+        400,
+        &["next_cursor"],
+    );
+    assert_error(
+        &anon.get("/api/events/log?levels=loud").await,
+        400,
+        &["loud"],
+    );
+    assert_error(
+        &anon.get("/api/events/log?unacked=yes").await,
+        400,
+        &["unacked"],
+    );
+
+    // The acknowledgement is a write: token, same origin.
+    let ack = format!("/api/projects/shop/events/{urgent_id}/ack");
+    assert_error(&anon.post(&ack, json!({})).await, 401, &["Bearer"]);
+    let foreign = api
+        .post_with(&ack, json!({}), &[("origin", "http://evil.example")])
+        .await;
+    assert_error(&foreign, 403, &["cross-origin"]);
+    let (code, v) = api
+        .post_with(&ack, json!({}), &[("x-mozi-actor", "alice")])
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(
+        (&v["acked_by"], &v["id"]),
+        (&json!("alice"), &json!(urgent_id)),
+        "{v}"
+    );
+    let acked_at = v["acked_at"].as_str().unwrap().to_string();
+    // Again: the first acknowledgement stands.
+    let (code, again) = api
+        .post_with(&ack, json!({}), &[("x-mozi-actor", "bob")])
+        .await;
+    assert_eq!(
+        (code, &again["acked_by"]),
+        (200, &json!("alice")),
+        "{again}"
+    );
+    assert_eq!(again["acked_at"], json!(acked_at));
+    // Not an alert, not there.
+    let note = daily[0]["id"].as_i64().unwrap();
+    let project = daily[0]["project"].as_str().unwrap();
+    assert_error(
+        &api.post(
+            format!("/api/projects/{project}/events/{note}/ack"),
+            json!({}),
+        )
+        .await,
+        400,
+        &["optional", "only urgent and attention"],
+    );
+    assert_error(
+        &api.post("/api/projects/shop/events/99999/ack", json!({}))
+            .await,
+        404,
+        &["event 99999"],
+    );
+    let (_, v) = anon.get("/api/events/log?unacked=1").await;
+    assert_eq!(v["unacked"], json!({"urgent": 0, "attention": 2}), "{v}");
+
+    // `bb events ack` beside the running daemon.
+    let (_, v) = anon.get("/api/events/log?unacked=1&project=blog").await;
+    let warn_id = v["events"][0]["id"].as_i64().unwrap();
+    let out = home.bb("blog", &["events", "ack", &warn_id.to_string()]);
+    assert!(out.stdout.contains("acknowledged by"), "{out}");
+    d.stop();
+
+    let d = Daemon::start(&home);
+    let anon = Api::new(&d, None);
+    let (_, v) = anon.get("/api/events/log?unacked=1").await;
+    assert_eq!(v["unacked"], json!({"urgent": 0, "attention": 1}), "{v}");
+    assert_eq!(v["events"].as_array().unwrap().len(), 1, "{v}");
+    let (_, v) = anon.get("/api/events/log?project=shop&levels=urgent").await;
+    assert_eq!(v["events"][0]["acked_by"], "alice", "{v}");
+    let out = home.bb("blog", &["events", "--unacked"]);
+    assert!(out.stdout.contains("[unacknowledged]"), "{out}");
+    assert!(
+        out.stdout
+            .contains("unacknowledged alerts: urgent 0, attention 1"),
+        "{out}"
+    );
+    d.stop();
+}
+
+/// Issue 26, item 6: `bb events` stopped at 100 rows without saying so.
+/// It now says where the listing stopped and the command for the rest, on
+/// stderr (stdout stays the rows, `--json` stays an array), for the log and
+/// for `--unacked`; refusals name what is wrong.
+#[test]
+fn bb_events_says_when_it_stops_short_of_all_rows() {
+    let home = TestHome::with_config("", "");
+    home.create_project("p");
+    for i in 0..103 {
+        home.bb_ok("p", &["observe", "--body", &format!("note {i}")]);
+    }
+    for i in 0..3 {
+        home.bb_ok(
+            "p",
+            &["observe", "--level", "warn", "--body", &format!("warn {i}")],
+        );
+    }
+    let db = home.db("p");
+    let total = query_i64(&db, "SELECT COUNT(*) FROM event");
+    let hundredth = query_i64(&db, "SELECT id FROM event ORDER BY id LIMIT 1 OFFSET 99");
+    let out = home.bb("p", &["events"]);
+    assert_eq!(out.code, 0, "{out}");
+    assert_eq!(
+        out.stdout.lines().filter(|l| l.contains("Z ")).count(),
+        100,
+        "{out}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "stopped at 100 events; more follow: bb events --after {hundredth}"
+        )),
+        "{out}"
+    );
+    let rest = home.bb("p", &["events", "--after", &hundredth.to_string()]);
+    let rows = rest.stdout.lines().filter(|l| l.contains("Z ")).count() as i64;
+    assert_eq!(rows, total - 100, "{rest}");
+    assert!(rest.stderr.is_empty(), "the end says nothing more: {rest}");
+    assert!(
+        rest.stdout
+            .contains("unacknowledged alerts: urgent 0, attention 3"),
+        "{rest}"
+    );
+
+    let json = home.bb("p", &["--json", "events", "--unacked", "--limit", "2"]);
+    let v: Value = serde_json::from_str(&json.stdout).expect("--json is one array");
+    let ids: Vec<i64> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_i64().unwrap())
+        .collect();
+    let last = query_i64(&db, "SELECT MAX(id) FROM event");
+    assert_eq!(ids, [last, last - 1], "newest first: {v}");
+    let before = (last - 1).to_string();
+    assert!(
+        json.stderr
+            .contains(&format!("bb events --unacked --before {before}")),
+        "{json}"
+    );
+    let next = home.bb("p", &["events", "--unacked", "--before", &before]);
+    assert!(
+        next.stdout.contains("warn 0") && !next.stdout.contains("warn 1"),
+        "{next}"
+    );
+
+    for (args, needle) in [
+        (vec!["events", "ack", "1"], "only urgent and attention"),
+        (vec!["events", "ack", "999"], "event 999 not found"),
+        (vec!["events", "--limit", "0"], "0"),
+        (vec!["events", "--before", "3"], "--unacked"),
+    ] {
+        let out = home.bb("p", &args);
+        assert_ne!(out.code, 0, "{args:?}: {out}");
+        assert!(
+            out.stderr.contains(needle),
+            "{args:?} should say {needle:?}: {out}"
+        );
+    }
+    let ack = home.bb("p", &["events", "ack", &(last - 2).to_string()]);
+    assert!(ack.stdout.contains("acknowledged by human"), "{ack}");
+    assert_eq!(
+        query_i64(&home.db("p"), "SELECT COUNT(*) FROM event_ack"),
+        1
+    );
+}
+
+/// Issue 26, item 6: the gateway charts started at page load and were lost
+/// on reload. The daemon stores one sample per lane (at once, then every
+/// 10 s) in `<home>/gateway/history.db`, and a restarted daemon still serves
+/// the earlier samples. (The provider is never called: a lane's sample
+/// needs no traffic.)
+#[tokio::test(flavor = "multi_thread")]
+async fn gateway_history_is_stored_and_survives_a_restart() {
+    let home = TestHome::with_config(
+        "gateway:\n  limiter: { rate_per_minute: 6 }\n  providers:\n    - name: nvidia\n      base_url: http://127.0.0.1:9/v1\n      limited: true\n",
+        "",
+    );
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, None);
+    let mut first = Value::Null;
+    for _ in 0..100 {
+        let (code, v) = api.get("/api/gateway/history").await;
+        assert_eq!(code, 200, "{v}");
+        if let Some(s) = v["samples"].as_array().and_then(|a| a.first()) {
+            assert_eq!(
+                (&v["every_seconds"], &v["keep_seconds"]),
+                (&json!(10), &json!(86400)),
+                "{v}"
+            );
+            first = s.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(first["provider"], "nvidia", "a sample within 20 s: {first}");
+    assert!(
+        first["base_rate_per_minute"].as_f64().unwrap() > 0.0,
+        "{first}"
+    );
+    assert_eq!(first["requests"], 0, "{first}");
+    d.stop();
+
+    let d = Daemon::start(&home);
+    let api = Api::new(&d, None);
+    let (_, v) = api
+        .get("/api/gateway/history?seconds=600&provider=nvidia")
+        .await;
+    let ats: Vec<i64> = v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["at_ms"].as_i64().unwrap())
+        .collect();
+    assert!(
+        ats.contains(&first["at_ms"].as_i64().unwrap()),
+        "kept across the restart: {v}"
+    );
+    let (_, none) = api.get("/api/gateway/history?provider=other").await;
+    assert_eq!(none["samples"], json!([]), "{none}");
+    assert_error(
+        &api.get("/api/gateway/history?seconds=0").await,
+        400,
+        &["seconds"],
+    );
+    assert_error(
+        &api.get("/api/gateway/history?seconds=90000").await,
+        400,
+        &["24 h"],
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(home.path().join("gateway/history.db"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "the history file is private: {mode:o}");
     d.stop();
 }

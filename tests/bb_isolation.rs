@@ -251,6 +251,8 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     block_on(async {
         let mut conn = raw_connection(&h.db("a")).await;
         for sql in [
+            "DROP TABLE event_ack",
+            "DROP INDEX event_alert",
             "DROP TABLE schedule_firing",
             "DROP TABLE schedule",
             "DROP TABLE llm_usage",
@@ -286,5 +288,10 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     assert_eq!(
         support::query_i64(&h.db("a"), "SELECT COUNT(*) FROM llm_usage"),
         0
+    );
+    assert_eq!(
+        support::query_i64(&h.db("a"), "SELECT COUNT(*) FROM event_ack"),
+        0,
+        "migration 0007 applied too"
     );
 }

@@ -306,6 +306,18 @@ fn approving_a_decision_on_the_page_settles_it() {
     run_script(&tools, &home, &mut serve, "decision_approve.mjs", "live");
 }
 
+/// Issue 26, item 6: after a restart the Events page showed `urgent 0`.
+/// An alert written before a restart is counted and listed first after it,
+/// and acknowledging it on the page stores who and when (screenshots
+/// `alert-unacknowledged`, `alert-acknowledged`).
+#[test]
+fn an_alert_survives_a_restart_and_is_acknowledged_on_the_page() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (home, mut serve) = live_daemon();
+    run_script(&tools, &home, &mut serve, "alert_ack.mjs", "live");
+}
+
 #[test]
 fn overlay_shows_while_the_daemon_is_down() {
     let Some(tools) = tools() else { return };

@@ -153,6 +153,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/events/log": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stored events of every project (or those asked for), newest first, a
+         *     page at a time; `unacked=1` for the alerts that still need someone.
+         */
+        get: operations["event_log"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/gateway/config": {
         parameters: {
             query?: never;
@@ -209,6 +229,26 @@ export interface paths {
                 };
             };
         };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/gateway/history": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The gateway's samples of the last `seconds` (default an hour), oldest
+         *     first; empty when the gateway is off.
+         */
+        get: operations["gateway_history"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -368,6 +408,26 @@ export interface paths {
         put?: never;
         /** Rejects a proposed decision (409 if already decided). */
         post: operations["reject_decision"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/projects/{id}/events/{event}/ack": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Acknowledges an alert (an `urgent` or `attention` event): records who
+         *     and when. Acknowledging it again returns the first acknowledgement.
+         */
+        post: operations["ack_event"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1021,6 +1081,13 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** @description Alerts nobody has acknowledged yet, per level, counted in the store. */
+        AlertCounts: {
+            /** Format: int64 */
+            urgent: number;
+            /** Format: int64 */
+            attention: number;
+        };
         AllDecisions: {
             decisions: components["schemas"]["ProjectDecision"][];
         };
@@ -1296,6 +1363,36 @@ export interface components {
             title: string;
             status: components["schemas"]["TaskStatus"];
         };
+        Event: {
+            /** Format: int64 */
+            id: number;
+            /** Format: date-time */
+            created_at: string;
+            level: components["schemas"]["EventLevel"];
+            kind: string;
+            task_id?: string | null;
+            actor: string;
+            payload: unknown;
+        };
+        /**
+         * @description Event levels: who must look, and how soon.
+         * @enum {string}
+         */
+        EventLevel: "urgent" | "attention" | "daily" | "optional";
+        /** @description One page of the event log, newest first. */
+        EventLog: {
+            events: components["schemas"]["StoredEvent"][];
+            /**
+             * @description Pass as `cursor` for the next (older) page; `null` when this page
+             *     reaches the oldest event that matches.
+             */
+            next_cursor?: string | null;
+            /**
+             * @description Unacknowledged alerts of the projects asked for, over their whole
+             *     logs (not only this page).
+             */
+            unacked: components["schemas"]["AlertCounts"];
+        };
         Experience: {
             /** Format: int64 */
             id: number;
@@ -1329,12 +1426,78 @@ export interface components {
          * @enum {string}
          */
         FullPolicy: "reject" | "drop_lowest" | "passthrough";
+        GatewayHistory: {
+            /**
+             * Format: int64
+             * @description Seconds between samples.
+             */
+            every_seconds: number;
+            /**
+             * Format: int64
+             * @description Seconds a sample is kept.
+             */
+            keep_seconds: number;
+            /** @description Oldest first. */
+            samples: components["schemas"]["GatewaySample"][];
+        };
         /** @description The gateway's part of the readiness document. */
         GatewayReadiness: {
             /** @description By provider name. */
             providers: {
                 [key: string]: components["schemas"]["ProviderReadiness"];
             };
+        };
+        /** @description One lane at one moment. */
+        GatewaySample: {
+            provider: string;
+            /**
+             * Format: int64
+             * @description When it was taken, ms since the epoch (charts' x axis).
+             */
+            at_ms: number;
+            /**
+             * Format: int64
+             * @description Requests, errors and retries since the previous sample.
+             */
+            requests: number;
+            /** Format: int64 */
+            errors: number;
+            /** Format: int64 */
+            retries: number;
+            /**
+             * Format: double
+             * @description Share of answers that were 429 over the last minute.
+             */
+            ratio_429?: number | null;
+            /** Format: int64 */
+            in_flight: number;
+            /**
+             * Format: int64
+             * @description The in-flight limit.
+             */
+            concurrency: number;
+            /**
+             * Format: double
+             * @description Requests available in the bucket (not LLM tokens).
+             */
+            tokens: number;
+            /** Format: double */
+            effective_rate_per_minute: number;
+            /** Format: double */
+            base_rate_per_minute: number;
+            /** Format: double */
+            answer_time_seconds?: number | null;
+            /**
+             * Format: int64
+             * @description Waiting requests per priority.
+             */
+            queue_urgent: number;
+            /** Format: int64 */
+            queue_high: number;
+            /** Format: int64 */
+            queue_normal: number;
+            /** Format: int64 */
+            queue_low: number;
         };
         /** @description Everything `/api/gateway/status` shows (and the daemon embeds). */
         GatewayStatus: {
@@ -2074,6 +2237,16 @@ export interface components {
             status: string;
             reason?: string;
         };
+        /**
+         * @description An event from the store with its project and, for an alert, who
+         *     acknowledged it and when (both `null` while nobody has).
+         */
+        StoredEvent: components["schemas"]["Event"] & {
+            project: string;
+            /** Format: date-time */
+            acked_at?: string | null;
+            acked_by?: string | null;
+        };
         /** @description A task as stored. */
         Task: {
             id: string;
@@ -2520,6 +2693,78 @@ export interface operations {
             };
         };
     };
+    event_log: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description Comma list of `urgent`, `attention`, `daily`, `optional` (default all). */
+                levels: string | null;
+                /** @description Comma list of project ids (default every active project). */
+                project: string | null;
+                /** @description `1` for the alerts (urgent, attention) nobody has acknowledged yet. */
+                unacked: string | null;
+                /** @description The `next_cursor` of the previous page. */
+                cursor: string | null;
+                /** @description Events per page, 1–500 (default 50). */
+                limit: number | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EventLog"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    gateway_history: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description How far back, in seconds (1–86400, default 3600). */
+                seconds: number | null;
+                /** @description Only this provider (lane). */
+                provider: string | null;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["GatewayHistory"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
     openapi_json: {
         parameters: {
             query?: never;
@@ -2763,6 +3008,48 @@ export interface operations {
                 content?: never;
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    ack_event: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+                /** @description event id */
+                event: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["StoredEvent"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

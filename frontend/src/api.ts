@@ -28,6 +28,10 @@ export type Project = Schemas['Project'];
 export type Schedule = Schemas['Schedule'];
 export type ScheduleDetail = Schemas['ScheduleDetail'];
 export type ScheduleFiring = Schemas['ScheduleFiring'];
+/** An event from the store, with its project and acknowledgement. */
+export type StoredEvent = Schemas['StoredEvent'];
+/** A page of `/api/events/log`. */
+export type EventLog = Schemas['EventLog'];
 
 // The daemon's status document, its runs in flight and the gateway's status
 // (`/api/daemon/status`, `/api/daemon/sessions`, `/api/gateway/status`).
@@ -42,6 +46,9 @@ export type GatewaySettings = Schemas['RuntimeSettings'];
 export type ProviderStatus = Schemas['ProviderStatus'];
 export type Lane = Schemas['LaneSnapshot'];
 export type Bucket = Schemas['BucketSnapshot'];
+/** `/api/gateway/history`: stored samples, one per lane every 10 s. */
+export type GatewayHistory = Schemas['GatewayHistory'];
+export type GatewaySample = Schemas['GatewaySample'];
 
 // Not (yet) described in the OpenAPI document: the SSE frames are written by
 // hand.

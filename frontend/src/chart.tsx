@@ -1,5 +1,6 @@
 // A uPlot line chart that follows its container's width and takes new data
-// without being rebuilt.
+// without being rebuilt. While the pointer is not over it, its legend shows
+// the newest point (its real time and values) instead of uPlot's "--".
 
 import { useEffect, useRef } from 'preact/hooks';
 import uPlot from 'uplot';
@@ -16,6 +17,12 @@ export const color = (i: number) => PALETTE[i % PALETTE.length];
 
 function axisColor(): string {
   return matchMedia('(prefers-color-scheme: dark)').matches ? '#9aa4b2' : '#5b6472';
+}
+
+/** Puts the newest point in the legend (none: uPlot's blanks stay). */
+function showNewest(u: uPlot) {
+  const n = u.data[0]?.length ?? 0;
+  if (n > 0) u.setLegend({ idx: n - 1 });
 }
 
 export function Chart(props: { title: string; series: SeriesSpec[]; data: uPlot.AlignedData; height?: number; yRange?: [number, number] }) {
@@ -35,9 +42,14 @@ export function Chart(props: { title: string; series: SeriesSpec[]; data: uPlot.
       cursor: { drag: { x: false, y: false } },
       scales: { x: { time: true }, y: props.yRange ? { range: props.yRange } : { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } },
       axes: [axis, { ...axis, size: 48 }],
+      hooks: {
+        // The pointer left the chart (or never came): show the newest point.
+        setCursor: [(u) => { if (u.cursor.idx == null) showNewest(u); }],
+      },
       series: [{}, ...props.series.map((s) => ({ label: s.label, stroke: s.color, width: 2, dash: s.dash, points: { show: false } }))],
     };
     plot.current = new uPlot(opts, props.data, el);
+    showNewest(plot.current);
     const ro = new ResizeObserver(() => plot.current?.setSize({ width: Math.max(200, el.clientWidth), height: props.height ?? 180 }));
     ro.observe(el);
     return () => {
@@ -48,7 +60,10 @@ export function Chart(props: { title: string; series: SeriesSpec[]; data: uPlot.
   }, [shape]);
 
   useEffect(() => {
-    plot.current?.setData(props.data);
+    const u = plot.current;
+    if (!u) return;
+    u.setData(props.data);
+    if (u.cursor.idx == null) showNewest(u);
   }, [props.data]);
 
   return (

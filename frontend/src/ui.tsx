@@ -2,7 +2,8 @@
 
 import type { ComponentChildren } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { ago } from './api';
+import { ago, type Priority } from './api';
+import { PRIORITY_COLOR } from './priority';
 
 // ---- routing (history API; the daemon serves index.html for app paths) ----
 
@@ -117,6 +118,20 @@ export function Badge(props: { kind: string; children?: ComponentChildren; title
   return (
     <span class={`badge b-${props.kind.replace(/[^a-z0-9_-]/gi, '')}`} title={props.title}>
       {props.children ?? props.kind}
+    </span>
+  );
+}
+
+/** A priority pill in the priority's colour (see priority.ts). */
+export function PriorityPill(props: { p: Priority; children?: ComponentChildren }) {
+  const c = PRIORITY_COLOR[props.p];
+  return (
+    <span
+      class={`badge b-p-${props.p}`}
+      data-priority={props.p}
+      style={{ color: c, background: `color-mix(in srgb, ${c} 15%, transparent)` }}
+    >
+      {props.children ?? props.p}
     </span>
   );
 }

@@ -11,9 +11,11 @@
 //! bearer-token rule for mutating routes ([`require_token`]).
 
 pub mod budgets;
+pub mod alerts;
 pub mod decisions;
 pub mod error;
 pub mod events;
+pub mod gateway_history;
 pub mod projects;
 pub mod records;
 pub mod runs;
@@ -56,6 +58,8 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(skills::router())
         .merge(schedules::router())
         .merge(events::router())
+        .merge(alerts::router())
+        .merge(gateway_history::router())
         .merge(usage::router())
         .merge(budgets::router())
 }

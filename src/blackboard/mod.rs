@@ -39,6 +39,7 @@ macro_rules! change_task {
 
 mod decisions;
 mod events;
+mod gateway_history;
 pub mod ids;
 mod learning;
 mod lifecycle;
@@ -59,6 +60,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 pub use decisions::NewDecision;
+pub use events::{AlertCounts, EventQuery, StoredEvent, ALERT_LEVELS};
+pub use gateway_history::{GatewayHistory, GatewaySample};
 pub use learning::{distill_tag, DISTILL_TAG_PREFIX};
 pub use lifecycle::require_holder;
 pub use model::*;
@@ -90,6 +93,7 @@ pub const TABLES: &[&str] = &[
     "session",
     "llm_usage",
     "event",
+    "event_ack",
     "inbox_applied",
     "schedule",
     "schedule_firing",

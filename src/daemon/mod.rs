@@ -20,6 +20,7 @@
 pub mod budget;
 pub mod demo;
 pub mod events;
+pub mod gateway_history;
 pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod home_lock;
@@ -123,6 +124,9 @@ struct Inner {
     budget_overrides: Vec<crate::config::budgets::BudgetOverride>,
     /// The budgets behind the gateway's hooks, for the API.
     budgets: Mutex<Option<Arc<gateway_hooks::budgets::Budgets>>>,
+    /// The gateway's stored history (`gateway/history.db`), opened on
+    /// first use.
+    gateway_history: tokio::sync::OnceCell<crate::blackboard::GatewayHistory>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -236,6 +240,7 @@ impl Daemon {
                 sandbox,
                 budget_overrides,
                 budgets: Mutex::new(None),
+                gateway_history: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -378,6 +383,23 @@ impl Daemon {
         self.inner.gateway.get()
     }
     /// Mounts the gateway (once).
+    /// The gateway's stored history, opened (created) on first use; `None`
+    /// (logged) when the file cannot be opened — the next call tries again.
+    pub async fn gateway_history(&self) -> Option<crate::blackboard::GatewayHistory> {
+        let path = self.home().gateway_history_file();
+        let opened = self
+            .inner
+            .gateway_history
+            .get_or_try_init(|| crate::blackboard::GatewayHistory::open(&path))
+            .await;
+        match opened {
+            Ok(h) => Some(h.clone()),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot open the gateway history");
+                None
+            }
+        }
+    }
     pub fn set_gateway(&self, gw: crate::gateway::Gateway) {
         let _ = self.inner.gateway.set(gw);
     }
@@ -528,6 +550,7 @@ impl Daemon {
             tokio::spawn(events::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
             tokio::spawn(provider_health::run(self.clone())),
+            tokio::spawn(gateway_history::run(self.clone())),
         ])
     }
 

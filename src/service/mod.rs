@@ -37,7 +37,8 @@ pub use identity::{RunIdentity, RESERVED_ACTORS};
 pub use team::{NeverStarts, TeamView, WaitingFor};
 
 use crate::blackboard::{
-    Blackboard, BoardSummary, Event, OpenMode, Task, TaskDetail, TaskFilter, TaskPage, TaskQuery,
+    Actor, AlertCounts, Blackboard, BoardSummary, Event, EventQuery, OpenMode, StoredEvent, Task,
+    TaskDetail, TaskFilter, TaskPage, TaskQuery,
 };
 use crate::home::Home;
 use crate::registry::ProjectId;
@@ -80,7 +81,8 @@ impl std::fmt::Debug for Notifier {
 ///
 /// | verb | method |
 /// |---|---|
-/// | read board / task | [`summary`](Self::summary), [`task_detail`](Self::task_detail), [`task`](Self::task), [`list_tasks`](Self::list_tasks), [`task_page`](Self::task_page), [`events_after`](Self::events_after) |
+/// | read board / task | [`summary`](Self::summary), [`task_detail`](Self::task_detail), [`task`](Self::task), [`list_tasks`](Self::list_tasks), [`task_page`](Self::task_page), [`events_after`](Self::events_after), [`event_log`](Self::event_log), [`alert_counts`](Self::alert_counts) |
+/// | acknowledge an alert | [`ack_event`](Self::ack_event) |
 /// | create, depend | [`create_task`](Self::create_task), [`add_dependency`](Self::add_dependency) |
 /// | claim, heartbeat, release | [`claim`](Self::claim), [`heartbeat`](Self::heartbeat), [`release`](Self::release) |
 /// | output (text or file) | [`post_output`](Self::post_output) |
@@ -169,6 +171,35 @@ impl ProjectService {
     }
     pub async fn events_after(&self, after: i64, limit: i64) -> ServiceResult<Vec<Event>> {
         Ok(self.bb.events_after(after, limit).await?)
+    }
+    /// Events with id greater than `after`, oldest first, with their
+    /// acknowledgements.
+    pub async fn stored_events_after(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> ServiceResult<Vec<StoredEvent>> {
+        Ok(self.bb.stored_events_after(after, limit).await?)
+    }
+    /// A page of the event log, newest first (see [`EventQuery`]).
+    pub async fn event_log(&self, query: &EventQuery) -> ServiceResult<Vec<StoredEvent>> {
+        Ok(self.bb.event_log(query).await?)
+    }
+    /// Alerts nobody has acknowledged, per level.
+    pub async fn alert_counts(&self) -> ServiceResult<AlertCounts> {
+        Ok(self.bb.alert_counts().await?)
+    }
+    /// Acknowledges an alert: an operator's act (a person read it), refused
+    /// to an agent's run.
+    pub async fn ack_event(&self, id: i64, actor: &Actor) -> ServiceResult<StoredEvent> {
+        rules::require_privileged(actor, || {
+            format!(
+                "agent {} may not acknowledge alerts; an operator does",
+                actor.name
+            )
+        })?;
+        let stored = self.bb.ack_event(id, actor).await?;
+        self.committed(stored)
     }
 }
 

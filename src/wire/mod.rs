@@ -262,6 +262,53 @@ record! {
     }
 }
 
+/// An event from the store with its project and, for an alert, who
+/// acknowledged it and when (both `null` while nobody has).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct StoredEvent {
+    pub project: String,
+    #[serde(flatten)]
+    pub event: Event,
+    #[serde(serialize_with = "ts::ser_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub acked_at: Option<Millis>,
+    pub acked_by: Option<String>,
+}
+
+impl StoredEvent {
+    pub fn new(project: &str, e: &model::StoredEvent) -> Self {
+        StoredEvent {
+            project: project.to_string(),
+            event: Event::from(&e.event),
+            acked_at: e.acked_at,
+            acked_by: e.acked_by.clone(),
+        }
+    }
+}
+
+/// Alerts nobody has acknowledged yet, per level, counted in the store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, ToSchema)]
+pub struct AlertCounts {
+    pub urgent: i64,
+    pub attention: i64,
+}
+
+impl From<model::AlertCounts> for AlertCounts {
+    fn from(c: model::AlertCounts) -> Self {
+        AlertCounts {
+            urgent: c.urgent,
+            attention: c.attention,
+        }
+    }
+}
+
+impl std::ops::AddAssign for AlertCounts {
+    fn add_assign(&mut self, o: AlertCounts) {
+        self.urgent += o.urgent;
+        self.attention += o.attention;
+    }
+}
+
 record! {
     /// A dependency edge as seen from one side, with the other task's status.
     DependencyRef {

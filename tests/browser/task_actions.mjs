@@ -54,6 +54,10 @@ await run('task_actions', async (page) => {
   await panel.locator('.badge.b-p-urgent').first().waitFor({ timeout: 10000 });
   await page.locator(`[data-column=pending] [data-task="${id}"] .badge.b-p-urgent`).waitFor({ timeout: 10000 });
   await shot(page, 'task-actions-reprioritised');
+  // One colour per priority (frontend/src/priority.ts): the pill is in the
+  // same colour the charts draw urgent with.
+  const pill = await page.locator(`[data-column=pending] [data-task="${id}"] .badge.b-p-urgent`).evaluate((el) => getComputedStyle(el).color);
+  assert(pill === 'rgb(217, 48, 54)', `the urgent pill is ${pill}, not PRIORITY_COLOR.urgent (#d93036)`);
 
   step('block, then unblock');
   await actions.locator('input[aria-label=Reason]').fill('waiting on legal');

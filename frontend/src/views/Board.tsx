@@ -7,7 +7,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { STATUSES, allTasks, enc, get, type BbEvent, type Task } from '../api';
 import { useEpoch, useEvents } from '../live';
 import { isNewer, upsertTask } from '../tasks';
-import { Badge, ErrorBox, Link } from '../ui';
+import { ErrorBox, Link, PriorityPill } from '../ui';
 import { NewTaskForm } from './TaskActions';
 import { TaskPanel } from './TaskPanel';
 
@@ -143,7 +143,7 @@ class TaskCard extends Component<CardProps> {
       <Link href={`/projects/${project}/tasks/${t.id}`} class={`task${selected ? ' selected' : ''}`}>
         <div class="task-top" data-task={t.id}>
           <code>{t.id}</code>
-          <Badge kind={`p-${t.priority}`}>{t.priority}</Badge>
+          <PriorityPill p={t.priority} />
           {t.round > 1 && <span class="round" title={`round ${t.round} of ${t.max_rounds}`}>r{t.round}/{t.max_rounds}</span>}
         </div>
         <div class="task-title">{t.title}</div>

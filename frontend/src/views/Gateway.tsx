@@ -2,20 +2,96 @@
 // rate, retreat state, the in-flight limit and why, the key pool, queue depth
 // per priority, 429 ratio and breaker state; the daemon's admission by quota
 // (committed demand against capacity, tasks held back and why); with charts
-// over time from the stream's `event: gateway` snapshots (or polling).
+// over time from the stored history (`/api/gateway/history`: one sample per
+// lane every 10 s, kept 24 h) continued by the stream's `event: gateway`
+// snapshots (or polling), so a reload keeps the past.
 
+import { useEffect, useState } from 'preact/hooks';
 import type uPlot from 'uplot';
 import { Chart, color, type SeriesSpec } from '../chart';
-import type { GatewayStatus, Priority, ProviderStatus } from '../api';
-import { useLive, type GatewayPoint } from '../live';
-import { Badge, Empty, Link, Section } from '../ui';
+import { get, type GatewayHistory, type GatewaySample, type GatewayStatus, type Priority, type ProviderStatus } from '../api';
+import { PRIORITIES, PRIORITY_COLOR } from '../priority';
+import { useEpoch, useLive, type GatewayPoint } from '../live';
+import { Badge, Empty, Link, PriorityPill, Section } from '../ui';
 
-const PRIORITIES: Priority[] = ['urgent', 'high', 'normal', 'low'];
+
+/** How far back the charts start. */
+const WINDOWS: { label: string; seconds: number }[] = [
+  { label: '15 min', seconds: 900 },
+  { label: '1 h', seconds: 3600 },
+  { label: '6 h', seconds: 6 * 3600 },
+  { label: '24 h', seconds: 86400 },
+];
+
+/** One lane at one moment, from a stored sample or a live snapshot. */
+interface LanePoint {
+  tokens: number; in_flight: number; concurrency: number; eff: number; base: number;
+  ratio_429: number | null; queue: Record<Priority, number>;
+  /** Per 10 s; stored samples only. */
+  requests?: number; errors?: number;
+}
+interface Pt { t: number; lanes: Record<string, LanePoint> }
+
+function fromSamples(samples: GatewaySample[]): Pt[] {
+  const byT = new Map<number, Pt>();
+  for (const s of samples) {
+    const t = s.at_ms / 1000;
+    const pt = byT.get(t) ?? { t, lanes: {} };
+    pt.lanes[s.provider] = {
+      tokens: s.tokens, in_flight: s.in_flight, concurrency: s.concurrency,
+      eff: s.effective_rate_per_minute, base: s.base_rate_per_minute, ratio_429: s.ratio_429 ?? null,
+      queue: { urgent: s.queue_urgent, high: s.queue_high, normal: s.queue_normal, low: s.queue_low },
+      requests: s.requests, errors: s.errors,
+    };
+    byT.set(t, pt);
+  }
+  return [...byT.values()].sort((a, b) => a.t - b.t);
+}
+
+function fromLive(points: GatewayPoint[]): Pt[] {
+  return points.map((pt) => {
+    const lanes: Record<string, LanePoint> = {};
+    for (const p of pt.snap.providers) {
+      const l = p.lane;
+      if (!l) continue;
+      lanes[p.name] = {
+        tokens: l.bucket.tokens, in_flight: l.in_flight, concurrency: l.concurrency,
+        eff: l.bucket.effective_rate_per_minute, base: l.bucket.base_rate_per_minute,
+        ratio_429: l.bucket.ratio_429_last_minute ?? null,
+        queue: { urgent: l.queue_depth.urgent, high: l.queue_depth.high, normal: l.queue_depth.normal, low: l.queue_depth.low },
+      };
+    }
+    return { t: pt.t, lanes };
+  });
+}
 
 export function Gateway() {
   const live = useLive();
-  const points = live.gateway;
-  const last = points[points.length - 1]?.snap;
+  const epoch = useEpoch();
+  const [window_, setWindow] = useState(3600);
+  const [stored, setStored] = useState<Pt[]>([]);
+  const [historyError, setHistoryError] = useState<string | null>(null);
+  useEffect(() => {
+    let gone = false;
+    const load = () =>
+      get<GatewayHistory>(`/api/gateway/history?seconds=${window_}`).then(
+        (h) => {
+          if (gone) return;
+          setStored(fromSamples(h.samples));
+          setHistoryError(null);
+        },
+        (e: unknown) => !gone && setHistoryError(e instanceof Error ? e.message : String(e)),
+      );
+    void load();
+    const timer = window.setInterval(load, 30000);
+    return () => {
+      gone = true;
+      window.clearInterval(timer);
+    };
+  }, [window_, epoch]);
+  const lastStored = stored.length ? stored[stored.length - 1].t : 0;
+  const points: Pt[] = [...stored, ...fromLive(live.gateway).filter((p) => p.t > lastStored)];
+  const last = live.gateway[live.gateway.length - 1]?.snap;
   if (!last) {
     return (
       <Section title="Gateway">
@@ -38,13 +114,29 @@ export function Gateway() {
       </Section>
       <Admission status={last} />
       {limited.length > 0 && (
-        <Section title="Over time">
+        <Section
+          title="Over time"
+          actions={
+            <div class="filters" role="group" aria-label="Window">
+              {WINDOWS.map((w) => (
+                <button key={w.seconds} class={`chip${window_ === w.seconds ? ' on' : ''}`} aria-pressed={window_ === w.seconds} onClick={() => setWindow(w.seconds)}>
+                  {w.label}
+                </button>
+              ))}
+            </div>
+          }
+        >
+          {historyError && <p class="muted small-text">Stored history unavailable ({historyError}); charts start at page load.</p>}
+          <p class="muted small-text" data-role="history-span">
+            {stored.length ? `stored samples since ${new Date(stored[0].t * 1000).toLocaleString()} (one per lane every 10 s, kept 24 h), then live` : 'no stored samples yet: the daemon stores one per lane every 10 s'}
+          </p>
           <div class="charts">
-            <Chart title="Requests available now (not LLM tokens)" {...perProvider(points, limited, (p) => p.lane?.bucket.tokens)} />
+            <Chart title="Requests per 10 s (solid) and errors (dashed)" {...requestsAndErrors(stored, limited)} />
+            <Chart title="Requests available now (not LLM tokens)" {...perProvider(points, limited, (l) => l.tokens)} />
             <Chart title="In flight (solid) vs limit (dashed)" {...inFlight(points, limited)} />
             <Chart title="Rate per minute: effective (solid) vs base (dashed)" {...rates(points, limited)} />
             <Chart title="Queue depth by priority" {...queue(points)} />
-            <Chart title="429 ratio (last minute)" yRange={[0, 1]} {...perProvider(points, limited, (p) => p.lane?.bucket.ratio_429_last_minute ?? null)} />
+            <Chart title="429 ratio (last minute)" yRange={[0, 1]} {...perProvider(points, limited, (l) => l.ratio_429)} />
           </div>
         </Section>
       )}
@@ -86,7 +178,7 @@ function ProviderCard({ p }: { p: ProviderStatus }) {
           </dl>
           <div class="qdepth">
             {PRIORITIES.map((q) => (
-              <span key={q} class={`badge b-p-${q}`}>{q} {p.lane?.queue_depth[q] ?? 0}</span>
+              <PriorityPill key={q} p={q}>{q} {p.lane?.queue_depth[q] ?? 0}</PriorityPill>
             ))}
           </div>
           <div class="muted small-text" data-role="concurrency-reason">in-flight limit: {p.lane.concurrency_reason}</div>
@@ -167,9 +259,9 @@ function Admission({ status }: { status: GatewayStatus }) {
   );
 }
 
-function inFlight(points: GatewayPoint[], providers: ProviderStatus[]): ChartData {
-  const now = perProvider(points, providers, (p) => p.lane?.in_flight);
-  const limit = perProvider(points, providers, (p) => p.lane?.concurrency);
+function inFlight(points: Pt[], providers: ProviderStatus[]): ChartData {
+  const now = perProvider(points, providers, (l) => l.in_flight);
+  const limit = perProvider(points, providers, (l) => l.concurrency);
   return {
     series: [
       ...now.series.map((s) => ({ ...s, label: `${s.label} in flight` })),
@@ -181,22 +273,34 @@ function inFlight(points: GatewayPoint[], providers: ProviderStatus[]): ChartDat
 
 type ChartData = { series: SeriesSpec[]; data: uPlot.AlignedData };
 
-function perProvider(points: GatewayPoint[], providers: ProviderStatus[], pick: (p: ProviderStatus) => number | null | undefined): ChartData {
+function perProvider(points: Pt[], providers: ProviderStatus[], pick: (l: LanePoint) => number | null | undefined): ChartData {
   const xs = points.map((pt) => pt.t);
   const series = providers.map((p, i) => ({ label: p.name, color: color(i) }));
   const ys = providers.map((prov) =>
     points.map((pt) => {
-      const p = pt.snap.providers.find((x) => x.name === prov.name);
-      const v = p ? pick(p) : null;
+      const l = pt.lanes[prov.name];
+      const v = l ? pick(l) : null;
       return v === undefined ? null : v;
     }),
   );
   return { series, data: [xs, ...ys] as uPlot.AlignedData };
 }
 
-function rates(points: GatewayPoint[], providers: ProviderStatus[]): ChartData {
-  const eff = perProvider(points, providers, (p) => p.lane?.bucket.effective_rate_per_minute);
-  const base = perProvider(points, providers, (p) => p.lane?.bucket.base_rate_per_minute);
+function requestsAndErrors(stored: Pt[], providers: ProviderStatus[]): ChartData {
+  const req = perProvider(stored, providers, (l) => l.requests);
+  const err = perProvider(stored, providers, (l) => l.errors);
+  return {
+    series: [
+      ...req.series.map((s) => ({ ...s, label: `${s.label} requests` })),
+      ...err.series.map((s) => ({ ...s, label: `${s.label} errors`, dash: [6, 4] })),
+    ],
+    data: [req.data[0], ...req.data.slice(1), ...err.data.slice(1)] as uPlot.AlignedData,
+  };
+}
+
+function rates(points: Pt[], providers: ProviderStatus[]): ChartData {
+  const eff = perProvider(points, providers, (l) => l.eff);
+  const base = perProvider(points, providers, (l) => l.base);
   return {
     series: [
       ...eff.series.map((s) => ({ ...s, label: `${s.label} effective` })),
@@ -206,8 +310,8 @@ function rates(points: GatewayPoint[], providers: ProviderStatus[]): ChartData {
   };
 }
 
-function queue(points: GatewayPoint[]): ChartData {
+function queue(points: Pt[]): ChartData {
   const xs = points.map((pt) => pt.t);
-  const ys = PRIORITIES.map((q) => points.map((pt) => pt.snap.providers.reduce((n, p) => n + (p.lane?.queue_depth[q] ?? 0), 0)));
-  return { series: PRIORITIES.map((q, i) => ({ label: q, color: color(i) })), data: [xs, ...ys] as uPlot.AlignedData };
+  const ys = PRIORITIES.map((q) => points.map((pt) => Object.values(pt.lanes).reduce((n, l) => n + (l.queue[q] ?? 0), 0)));
+  return { series: PRIORITIES.map((q) => ({ label: q, color: PRIORITY_COLOR[q] })), data: [xs, ...ys] as uPlot.AlignedData };
 }

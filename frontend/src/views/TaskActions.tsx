@@ -4,9 +4,9 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import { enc, post, request, type Priority, type Status, type Task } from '../api';
+import { PRIORITIES } from '../priority';
 import { ErrorBox, navigate } from '../ui';
 
-const PRIORITIES: Priority[] = ['urgent', 'high', 'normal', 'low'];
 
 /** The transitions an operator may make from each status (the store's lifecycle). */
 const TRANSITIONS: Record<Status, { to: Status; label: string; action: string }[]> = {

@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { enc, get, post, type Comment, type Task, type TaskDetail } from '../api';
 import { ACTIVITY, useEventRev, useEvents } from '../live';
 import { isNewer } from '../tasks';
-import { Badge, Empty, ErrorBox, Link, Time, navigate, useFetch } from '../ui';
+import { Badge, Empty, ErrorBox, Link, PriorityPill, Time, navigate, useFetch } from '../ui';
 import { TaskActions } from './TaskActions';
 
 export function TaskPanel({ project, taskId }: { project: string; taskId: string }) {
@@ -57,7 +57,7 @@ export function TaskPanel({ project, taskId }: { project: string; taskId: string
           <TaskActions project={project} task={t} onDone={detail.reload} />
           <dl class="facts">
             <dt>Priority</dt>
-            <dd><Badge kind={`p-${t.priority}`}>{t.priority}</Badge></dd>
+            <dd><PriorityPill p={t.priority} /></dd>
             <dt>Kind</dt>
             <dd>{t.kind}</dd>
             <dt>Assignee</dt>

@@ -148,7 +148,7 @@ pub async fn run(home: &Home, args: BbArgs, early: Option<EarlyBlackboard>) -> a
         out: Printer { json: args.json },
     };
     let result = match args.verb {
-        Verb::Read(v) => read::run(&cx, v).await,
+        Verb::Read(v) => read::run(&mut cx, v).await,
         Verb::Task(v) => task::run(&mut cx, v).await,
         Verb::Record(v) => record::run(&mut cx, v).await,
         Verb::Decision(v) => decision::run(&mut cx, v).await,

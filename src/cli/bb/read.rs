@@ -3,7 +3,10 @@
 use clap::Subcommand;
 
 use super::Cx;
-use crate::blackboard::{rfc3339, BoardSummary, TaskDetail, TaskFilter, TaskStatus};
+use crate::blackboard::{
+    rfc3339, AlertCounts, BoardSummary, EventQuery, StoredEvent, TaskDetail, TaskFilter,
+    TaskStatus, ALERT_LEVELS,
+};
 use crate::cli::output::{line_table, task_table};
 use crate::service::WaitingFor;
 use crate::wire::ToWire;
@@ -36,16 +39,40 @@ pub(super) enum ReadVerb {
         #[arg(long, default_value_t = 0)]
         offset: i64,
     },
-    /// Events after an id (the audit log).
+    /// The event log (oldest first after an id), or with --unacked the
+    /// alerts nobody acknowledged (newest first); `bb events ack ID`
+    /// acknowledges one. Says when more events exist than it printed.
+    #[command(args_conflicts_with_subcommands = true)]
     Events {
-        #[arg(long, default_value_t = 0)]
+        #[command(subcommand)]
+        action: Option<EventsAction>,
+        /// Events with an id greater than this (the log, oldest first).
+        #[arg(long, default_value_t = 0, conflicts_with_all = ["unacked", "before"])]
         after: i64,
-        #[arg(long, default_value_t = 100)]
+        /// Only the alerts (levels urgent and attention) nobody has
+        /// acknowledged, newest first.
+        #[arg(long)]
+        unacked: bool,
+        /// With --unacked: alerts with an id below this (the next page).
+        #[arg(long, requires = "unacked")]
+        before: Option<i64>,
+        /// Most events printed.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..))]
         limit: i64,
     },
 }
 
-pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
+#[derive(Debug, Subcommand)]
+pub(super) enum EventsAction {
+    /// Acknowledge an alert (an urgent or attention event) by its id: who
+    /// and when are stored; the unacknowledged counts drop by one.
+    Ack {
+        /// The event id, as `bb events` prints it.
+        id: i64,
+    },
+}
+
+pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
     let (svc, out) = (&cx.service, cx.out);
     match verb {
         ReadVerb::Read { task: None, limit } => {
@@ -79,26 +106,102 @@ pub(super) async fn run(cx: &Cx, verb: ReadVerb) -> anyhow::Result<()> {
             let tasks = svc.list_tasks(&filter).await?;
             out.emit(&tasks.to_wire(), || task_table(&tasks))
         }
-        ReadVerb::Events { after, limit } => {
-            let ev = svc.events_after(after, limit).await?;
-            out.emit(&ev.to_wire(), || {
-                ev.iter()
-                    .map(|e| {
-                        format!(
-                            "{:<6} {} {:<9} {:<22} {:<8} {} {}\n",
-                            e.id,
-                            rfc3339(e.created_at),
-                            e.level,
-                            e.kind,
-                            e.task_id.as_deref().unwrap_or("-"),
-                            e.actor,
-                            e.payload
-                        )
-                    })
-                    .collect::<String>()
+        ReadVerb::Events {
+            action: Some(EventsAction::Ack { id }),
+            ..
+        } => {
+            let actor = cx.actor().await?;
+            let e = cx.service.ack_event(id, &actor).await?;
+            let wire = crate::wire::StoredEvent::new(cx.service.project().as_str(), &e);
+            out.emit(&wire, || {
+                format!(
+                    "event {} ({} {}) acknowledged by {} at {}\n",
+                    e.event.id,
+                    e.event.level,
+                    e.event.kind,
+                    e.acked_by.as_deref().unwrap_or("-"),
+                    e.acked_at.map(rfc3339).unwrap_or_default()
+                )
             })
         }
+        ReadVerb::Events {
+            action: None,
+            after,
+            unacked,
+            before,
+            limit,
+        } => {
+            let project = svc.project().as_str();
+            // One more than asked: whether the listing stops short.
+            let (events, more_hint) = if unacked {
+                let q = EventQuery {
+                    levels: Vec::new(),
+                    unacked_only: true,
+                    before,
+                    limit: limit + 1,
+                };
+                let mut ev = svc.event_log(&q).await?;
+                let more = ev.len() as i64 > limit;
+                ev.truncate(limit as usize);
+                let hint = more.then(|| {
+                    let last = ev.last().map(|e| e.event.id).unwrap_or(0);
+                    format!(
+                        "more unacknowledged alerts than the {limit} shown; the next page: bb events --unacked --before {last}"
+                    )
+                });
+                (ev, hint)
+            } else {
+                let mut ev = svc.stored_events_after(after, limit + 1).await?;
+                let more = ev.len() as i64 > limit;
+                ev.truncate(limit as usize);
+                let hint = more.then(|| {
+                    let last = ev.last().map(|e| e.event.id).unwrap_or(after);
+                    format!("stopped at {limit} events; more follow: bb events --after {last}")
+                });
+                (ev, hint)
+            };
+            let counts = svc.alert_counts().await?;
+            let wire: Vec<crate::wire::StoredEvent> = events
+                .iter()
+                .map(|e| crate::wire::StoredEvent::new(project, e))
+                .collect();
+            out.emit(&wire, || events_text(&events, counts))?;
+            if let Some(hint) = more_hint {
+                eprintln!("{hint}");
+            }
+            Ok(())
+        }
     }
+}
+
+fn events_text(events: &[StoredEvent], counts: AlertCounts) -> String {
+    let mut s: String = events
+        .iter()
+        .map(|se| {
+            let e = &se.event;
+            let ack = match (&se.acked_by, se.acked_at) {
+                (Some(by), Some(at)) => format!(" [acknowledged by {by} at {}]", rfc3339(at)),
+                _ if ALERT_LEVELS.contains(&e.level) => " [unacknowledged]".to_string(),
+                _ => String::new(),
+            };
+            format!(
+                "{:<6} {} {:<9} {:<22} {:<8} {} {}{}\n",
+                e.id,
+                rfc3339(e.created_at),
+                e.level,
+                e.kind,
+                e.task_id.as_deref().unwrap_or("-"),
+                e.actor,
+                e.payload,
+                ack
+            )
+        })
+        .collect();
+    s.push_str(&format!(
+        "unacknowledged alerts: urgent {}, attention {}\n",
+        counts.urgent, counts.attention
+    ));
+    s
 }
 
 fn summary_text(s: &BoardSummary) -> String {
