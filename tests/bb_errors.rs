@@ -816,8 +816,9 @@ fn decision_ids_are_shown_one_way_and_read_in_every_form() {
 }
 
 /// `bb read T-n` says why a pending task is not running: its open
-/// dependencies (named), its not-before time, and a team that cannot take
-/// it; a ready task and a task that is not pending say nothing of the kind.
+/// dependencies (named), its not-before time, a team that cannot take it,
+/// and (no daemon serves the home) the daemon; a blocked task its reason, a
+/// working task the decision it waits on.
 #[test]
 fn a_waiting_task_says_why() {
     let h = team_home();
@@ -844,23 +845,66 @@ fn a_waiting_task_says_why() {
             .map(String::from)
     };
 
+    // No daemon serves this home: every pending task says so too.
+    const STOPPED: &str = "the daemon: none is running on this home (`moziplus serve`)";
     assert_eq!(
-        line(&read(&after)).as_deref(),
-        Some(format!("waiting for: dependencies {dep} (pending)").as_str())
+        line(&read(&after)),
+        Some(format!(
+            "waiting for: dependencies {dep} (pending); {STOPPED}"
+        ))
     );
     let haunted = line(&read(&ghost)).unwrap_or_default();
     assert!(haunted.starts_with("waiting for: unknown assignee \"ghost\" (config/agents.yaml defines: coder, writer, reviewer)"), "{haunted}");
     assert_eq!(
-        line(&read(&later)).as_deref(),
-        Some("waiting for: not before 2100-01-01T00:00:00.000Z")
+        line(&read(&later)),
+        Some(format!(
+            "waiting for: not before 2100-01-01T00:00:00.000Z; {STOPPED}"
+        ))
     );
-    assert_eq!(line(&read(&dep)), None, "a ready task waits for nothing");
+    assert_eq!(
+        line(&read(&dep)),
+        Some(format!("waiting for: {STOPPED}")),
+        "a ready task waits for the daemon only"
+    );
 
     // Once the dependency is done the reason goes away.
     h.bb_ok("p", &["claim", &dep, "--agent", "coder"]);
     assert_eq!(line(&read(&dep)), None, "a working task is not waiting");
+    // Unless its run waits on a decision.
+    h.bb_ok(
+        "p",
+        &[
+            "decide",
+            "--question",
+            "which db?",
+            "--task",
+            &dep,
+            "--propose",
+            "--agent",
+            "coder",
+        ],
+    );
+    let n = support::query_i64(&h.db("p"), "SELECT MAX(id) FROM decision");
+    assert_eq!(
+        line(&read(&dep)),
+        Some(format!(
+            "waiting for: decision D{n} (`bb decision approve|reject`)"
+        ))
+    );
+    h.bb_ok("p", &["decision", "approve", &format!("D{n}")]);
+    assert_eq!(
+        line(&read(&dep)),
+        None,
+        "an approved decision holds nothing"
+    );
     h.bb_ok("p", &["done", &dep, "--agent", "coder"]);
-    assert_eq!(line(&read(&after)), None);
+    assert_eq!(line(&read(&after)), Some(format!("waiting for: {STOPPED}")));
+    // A blocked task says why it was blocked.
+    h.bb_ok("p", &["block", &later, "--reason", "needs a licence"]);
+    assert_eq!(
+        line(&read(&later)).as_deref(),
+        Some("waiting for: blocked: needs a licence")
+    );
 }
 
 /// Issue 26, item 9: `bb list --json | head -c 600` failed with "Broken
@@ -903,18 +947,24 @@ fn bb_list_has_a_header_aligned_columns_and_takes_comma_lists() {
     let text = h.bb_ok("p", &["list", "--status", "pending,blocked"]);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("STATUS") && lines[0].ends_with("TITLE"),
+        lines[0].starts_with("ID")
+            && lines[0].contains("STATUS")
+            && lines[0].contains("TITLE")
+            && lines[0].ends_with("WAITING FOR"),
         "{text}"
     );
     let title_at = lines[0].find("TITLE").unwrap();
+    let waiting_at = lines[0].find("WAITING FOR").unwrap();
     for l in &lines[1..] {
         assert!(l.contains("pending") || l.contains("blocked"), "{text}");
         assert!(!l.contains("working") && !l.contains("cancelled"), "{text}");
-        assert_eq!(
-            l.char_indices().nth(title_at).map(|(_, c)| c != ' '),
-            Some(true),
-            "aligned: {text}"
-        );
+        for at in [title_at, waiting_at] {
+            assert_eq!(
+                l.char_indices().nth(at).map(|(_, c)| c != ' '),
+                Some(true),
+                "aligned: {text}"
+            );
+        }
     }
     let json = h
         .bb("p", &["list", "--status", "pending,blocked", "--json"])

@@ -1405,6 +1405,10 @@ export interface components {
             /** Format: int32 */
             max_per_agent: number;
         };
+        /** @description A task as listed, with why it waits (empty: it does not). */
+        ListedTask: components["schemas"]["Task"] & {
+            waiting_for: components["schemas"]["Wait"][];
+        };
         LogSlice: {
             /** Format: int64 */
             offset: number;
@@ -1997,6 +2001,8 @@ export interface components {
             outputs: components["schemas"]["Output"][];
             reviews: components["schemas"]["Review"][];
             sessions: components["schemas"]["Session"][];
+            /** @description Why the task is not moving (empty: it is not waiting). */
+            waiting_for: components["schemas"]["Wait"][];
         };
         /** @description An operator's edit of an open task; absent fields are kept. */
         TaskEdit: {
@@ -2008,7 +2014,11 @@ export interface components {
             force?: boolean;
         };
         TaskList: {
-            tasks: components["schemas"]["Task"][];
+            /**
+             * @description Each with `waiting_for`: why it is not moving (empty: it is not
+             *     waiting).
+             */
+            tasks: components["schemas"]["ListedTask"][];
             /** @description Pass as `cursor` for the next page; null on the last page. */
             next_cursor?: string | null;
             /**
@@ -2114,6 +2124,19 @@ export interface components {
          * @enum {string}
          */
         Verdict: "approve" | "revise" | "reject";
+        /** @description One reason a task is not moving. */
+        Wait: {
+            reason: components["schemas"]["WaitReason"];
+            /** @description The reason in words, naming what it waits for. */
+            text: string;
+            /** @description When the wait ends by itself (RFC 3339), when known. */
+            until?: string | null;
+        };
+        /**
+         * @description What a task waits for.
+         * @enum {string}
+         */
+        WaitReason: "dependencies" | "not_before" | "no_agent" | "unknown_protocol" | "agent_busy" | "agent_held" | "run_slots" | "quota" | "paused" | "daemon_stopped" | "budget" | "blocked" | "decision";
         /**
          * @description Something the operator should fix that holds no other work back: a
          *     broken skill the briefs skip, a review seat only the task's author fits.

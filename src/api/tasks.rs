@@ -13,7 +13,7 @@ use super::{actor, check_limit, parse_list, project_service, ApiJson, ApiPath, A
 use crate::api::ApiError;
 use crate::blackboard::{CommentType, TaskQuery, TaskStatus};
 use crate::daemon::Daemon;
-use crate::wire::{self, Comment, NewTask, Task, TaskDetail};
+use crate::wire::{Comment, ListedTask, NewTask, Task, TaskDetail};
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
@@ -47,7 +47,9 @@ pub struct TaskListQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskList {
-    pub tasks: Vec<Task>,
+    /// Each with `waiting_for`: why it is not moving (empty: it is not
+    /// waiting).
+    pub tasks: Vec<ListedTask>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
     /// Tasks matching the filters, all pages.
@@ -130,8 +132,9 @@ async fn list_tasks(
             .transpose()?,
     };
     let page = svc.task_page(&query).await?;
+    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
     Ok(Json(TaskList {
-        tasks: wire::list(page.tasks),
+        tasks: svc.listed(page.tasks, &daemon).await?,
         next_cursor: page.next.map(encode_cursor),
         total: page.total,
     }))
@@ -167,7 +170,12 @@ async fn show_task(
     ApiPath((id, task)): ApiPath<(String, String)>,
 ) -> Result<Json<TaskDetail>, ApiError> {
     let svc = project_service(&d, &id).await?;
-    Ok(Json(svc.task_detail(&task, 500).await?.into()))
+    let detail = svc.task_detail(&task, 500).await?;
+    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    let waits = svc.task_waits(&detail.task, &daemon).await?;
+    let mut detail = TaskDetail::from(detail);
+    detail.waiting_for = waits;
+    Ok(Json(detail))
 }
 
 /// Reprioritises or reassigns an open task (409 when it is finished: reopen

@@ -70,7 +70,7 @@ pub use schedules::{
     ScheduleDef,
 };
 pub use sessions::NewSession;
-pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
+pub use summary::{DependencyWait, TaskFilter, TickProbe, WaitFacts, WorkActivity};
 pub use tasks::{validate_new_task, NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
 
 use sqlx::SqlitePool;

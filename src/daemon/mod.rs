@@ -34,6 +34,7 @@ pub mod sandbox_socket;
 pub mod schedules;
 pub mod snapshots;
 pub mod ticker;
+pub mod waits;
 pub mod webhooks;
 pub mod worktrees;
 
@@ -112,6 +113,8 @@ struct Inner {
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
     quota: quota::QuotaBook,
+    /// Why the last tick of each project left its tasks waiting.
+    waits: waits::WaitBook,
     provider_health: provider_health::ProviderHealth,
     /// Per project, when its next schedule slot is due (UTC ms): the
     /// ticker sleeps no longer than that.
@@ -210,6 +213,7 @@ impl Daemon {
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
                 quota: Default::default(),
+                waits: Default::default(),
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
                 sandbox: std::sync::OnceLock::new(),
@@ -408,9 +412,11 @@ impl Daemon {
 
     pub fn pause_ticker(&self) {
         self.inner.ticker_paused.store(true, Ordering::SeqCst);
+        waits::republish_paused(self);
     }
     pub fn resume_ticker(&self) {
         self.inner.ticker_paused.store(false, Ordering::SeqCst);
+        waits::republish_paused(self);
         self.wake();
     }
     pub fn ticker_paused(&self) -> bool {

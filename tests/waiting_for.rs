@@ -1,0 +1,212 @@
+//! Every waiting task says why (issue 26, item 1), with the daemon's own
+//! reasons: a real `moziplus serve`, real agent processes (`command`
+//! runtime), the API over loopback and the real `bb` CLI.
+//!
+//! One home shows each reason: an agent held back after an infrastructure
+//! failure (its program does not exist), a task whose dependency waits, a
+//! kind no agent takes, an agent busy with its one run, the paused daemon,
+//! and the daemon not running at all.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{wait_for, Daemon, TestHome};
+
+const CONFIG: &str = "daemon:\n  tick_interval: 1\n  task_timeout: 120\n  kill_grace: 1\n  max_global_agents: 5\n  max_per_agent: 1\n  retry_backoff: [600]\n";
+
+const STUCK_AGENT: &str = "#!/bin/bash\nexec sleep 1000\n";
+
+fn api_task(d: &Daemon, id: &str) -> Value {
+    let (code, body) = d
+        .get(&format!("/api/projects/p/tasks/{id}"))
+        .expect("task detail");
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).expect("task JSON")
+}
+
+/// `waiting_for` of a task as (reason, text) pairs.
+fn reasons(v: &Value) -> Vec<(String, String)> {
+    v["waiting_for"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no waiting_for in {v}"))
+        .iter()
+        .map(|w| {
+            (
+                w["reason"].as_str().unwrap_or_default().to_string(),
+                w["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn has(v: &[(String, String)], reason: &str) -> Option<String> {
+    v.iter().find(|(r, _)| r == reason).map(|(_, t)| t.clone())
+}
+
+/// The "waiting for:" line of `bb read T-n`.
+fn read_line(h: &TestHome, id: &str) -> String {
+    h.bb_ok("p", &["read", id])
+        .lines()
+        .find(|l| l.trim_start().starts_with("waiting for:"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn every_waiting_task_says_why_in_the_api_and_the_cli() {
+    let h = TestHome::with_config(CONFIG, "");
+    let stuck = h.script("stuck.sh", STUCK_AGENT);
+    std::fs::write(
+        h.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n",
+            stuck.display()
+        ),
+    )
+    .unwrap();
+    h.create_project("p");
+    let held = h.create_task("p", "needs the ghost", &["--kind", "ghost"]);
+    let after = h.create_task("p", "after it", &["--kind", "ghost", "--depends-on", &held]);
+    let design = h.create_task("p", "a design", &["--kind", "design", "--force"]);
+    let slow1 = h.create_task("p", "slow one", &["--kind", "slow"]);
+    let slow2 = h.create_task("p", "slow two", &["--kind", "slow"]);
+
+    // Without a daemon, a ready task says so.
+    assert_eq!(
+        read_line(&h, &slow1),
+        "waiting for: the daemon: none is running on this home (`moziplus serve`)"
+    );
+
+    let d = Daemon::start(&h);
+    // The ghost's program does not exist: an infrastructure failure holds
+    // the agent back for the backoff, and the task says until when.
+    wait_for(Duration::from_secs(30), "the held-back reason", || {
+        has(&reasons(&api_task(&d, &held)), "agent_held").is_some()
+    });
+    let v = api_task(&d, &held);
+    let text = has(&reasons(&v), "agent_held").unwrap();
+    assert!(
+        text.starts_with("agent ghost, held back until ") && text.contains(" after 1 failure: "),
+        "{text}"
+    );
+    let until = v["waiting_for"][0]["until"].as_str().expect("until");
+    assert!(text.contains(until), "{text} names {until}");
+
+    // The list carries the same field: a dependency (named), a kind no
+    // agent takes, an agent busy with its one run.
+    wait_for(Duration::from_secs(30), "one slow task to run", || {
+        let (_, body) = d.get("/api/projects/p/tasks").unwrap();
+        let list: Value = serde_json::from_str(&body).unwrap();
+        list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["status"] == "working")
+    });
+    let (_, body) = d.get("/api/projects/p/tasks").unwrap();
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let by_id = |id: &str| {
+        list["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} in the list"))
+    };
+    assert_eq!(
+        has(&reasons(&by_id(&after)), "dependencies").as_deref(),
+        Some(format!("dependencies {held} (pending)").as_str())
+    );
+    let no_agent = has(&reasons(&by_id(&design)), "no_agent").unwrap_or_default();
+    assert!(
+        no_agent.starts_with("no agent takes kind \"design\" (kinds taken: ghost, slow)"),
+        "{no_agent}"
+    );
+    let (running, waiting) = if by_id(&slow1)["status"] == "working" {
+        (slow1.clone(), slow2.clone())
+    } else {
+        (slow2.clone(), slow1.clone())
+    };
+    assert!(
+        reasons(&by_id(&running)).is_empty(),
+        "a working task waits for nothing"
+    );
+    // The busy reason comes with the tick after the start.
+    wait_for(Duration::from_secs(30), "the busy reason", || {
+        has(&reasons(&api_task(&d, &waiting)), "agent_busy").is_some()
+    });
+    assert_eq!(
+        has(&reasons(&api_task(&d, &waiting)), "agent_busy").as_deref(),
+        Some("a free agent: slow busy (1 run each, daemon.max_per_agent)")
+    );
+
+    // The CLI reads the daemon's reasons too.
+    assert!(
+        read_line(&h, &held).starts_with("waiting for: agent ghost, held back until "),
+        "{}",
+        read_line(&h, &held)
+    );
+    let table = h.bb_ok("p", &["list"]);
+    let header = table.lines().next().unwrap_or_default();
+    assert!(header.ends_with("WAITING FOR"), "{table}");
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(id))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(
+        row(&held).contains("agent ghost, held back until"),
+        "{table}"
+    );
+    assert!(
+        row(&after).ends_with(&format!("dependencies {held} (pending)")),
+        "{table}"
+    );
+    assert!(row(&running).trim_end().ends_with(" -"), "{table}");
+    let json: Value = serde_json::from_str(&h.bb_ok("p", &["list", "--json"])).unwrap();
+    let listed = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == design.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["waiting_for"][0]["reason"], "no_agent");
+
+    // Paused: every pending task says so, in the API and the CLI; the
+    // daemon's older reasons are not shown as current.
+    assert_eq!(d.post("/api/daemon/stop").unwrap().0, 200);
+    let r = reasons(&api_task(&d, &held));
+    assert!(
+        has(&r, "paused").is_some() && has(&r, "agent_held").is_none(),
+        "{r:?}"
+    );
+    assert_eq!(
+        read_line(&h, &held),
+        "waiting for: the daemon is paused (`moziplus resume`)"
+    );
+    assert!(read_line(&h, &after).ends_with("; the daemon is paused (`moziplus resume`)"));
+    assert_eq!(d.post("/api/daemon/start").unwrap().0, 200);
+    wait_for(
+        Duration::from_secs(30),
+        "the held reason after resume",
+        || read_line(&h, &held).starts_with("waiting for: agent ghost, held back until "),
+    );
+    assert!(has(&reasons(&api_task(&d, &held)), "paused").is_none());
+
+    // Stopped: the CLI says no daemon runs (the file it left is not read).
+    d.stop();
+    assert_eq!(
+        read_line(&h, &held),
+        "waiting for: the daemon: none is running on this home (`moziplus serve`)"
+    );
+    assert!(
+        h.path().join("run/waits/p.json").exists(),
+        "the stopped daemon's file is there"
+    );
+}
