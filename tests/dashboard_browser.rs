@@ -337,3 +337,25 @@ fn task_actions_on_the_page_change_the_task() {
     let (home, mut serve) = live_daemon();
     run_script(&tools, &home, &mut serve, "task_actions.mjs", "live");
 }
+
+/// Issue 26, item 1: a held-back task's reason on its card. The agent
+/// `ghost` runs a program that does not exist: its first run fails for the
+/// machine's reason and the daemon holds it back for the (long) backoff.
+#[test]
+fn a_held_back_task_says_why_on_its_card() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = TestHome::with_config(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [600]\n",
+        "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n",
+    );
+    home.create_project("live");
+    let mut serve = Serve::start(&home, free_port(), false);
+    run_script(&tools, &home, &mut serve, "waiting_reason.mjs", "live");
+    let shot = screenshot_dir().join("waiting-reason-held-back.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
+}

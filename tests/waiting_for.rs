@@ -93,6 +93,13 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
     );
     let until = v["waiting_for"][0]["until"].as_str().expect("until");
     assert!(text.contains(until), "{text} names {until}");
+    // The dashboard's poll: the same reasons by task id.
+    let (_, body) = d.get("/api/projects/p/waiting").unwrap();
+    let waiting: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        waiting["waiting"][&held][0]["reason"], "agent_held",
+        "{waiting}"
+    );
 
     // The list carries the same field: a dependency (named), a kind no
     // agent takes, an agent busy with its one run.

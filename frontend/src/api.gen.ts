@@ -632,6 +632,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{id}/waiting": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Why each open task (pending, blocked, working; the 500 most urgent)
+         *     waits: the dashboard reads it every few seconds, since the daemon's
+         *     reasons change on its ticks without an event.
+         */
+        get: operations["waiting_tasks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/bb": {
         parameters: {
             query?: never;
@@ -2137,6 +2158,13 @@ export interface components {
          * @enum {string}
          */
         WaitReason: "dependencies" | "not_before" | "no_agent" | "unknown_protocol" | "agent_busy" | "agent_held" | "run_slots" | "quota" | "paused" | "daemon_stopped" | "budget" | "blocked" | "decision";
+        /** @description Why the open tasks wait, by task id (`GET …/waiting`). */
+        WaitingTasks: {
+            /** @description Per task id (only tasks that wait): its reasons, as `waiting_for`. */
+            waiting: {
+                [key: string]: components["schemas"]["Wait"][];
+            };
+        };
         /**
          * @description Something the operator should fix that holds no other work back: a
          *     broken skill the briefs skip, a review seat only the task's author fits.
@@ -3327,6 +3355,40 @@ export interface operations {
                 content?: never;
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    waiting_tasks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WaitingTasks"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

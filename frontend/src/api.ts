@@ -20,6 +20,8 @@ export type Output = Schemas['Output'];
 export type Review = Schemas['Review'];
 export type Session = Schemas['Session'];
 export type TaskDetail = Schemas['TaskDetail'];
+/** Why a task is not moving (`waiting_for` of a listed task or a detail). */
+export type Wait = Schemas['Wait'];
 /** A decision; `project` is set where several projects' decisions are listed. */
 export type Decision = Schemas['Decision'] & { project?: string };
 export type Experience = Schemas['Experience'];
@@ -109,6 +111,15 @@ export async function allTasks(project: string): Promise<{ tasks: Task[]; comple
     if (!cursor) break;
   }
   return { tasks: out, complete: cursor === null };
+}
+
+/**
+ * Why each open task of a project waits (pending, blocked and working ones,
+ * the 500 most urgent), by task id (`GET …/waiting`).
+ */
+export async function taskWaits(project: string): Promise<Map<string, Wait[]>> {
+  const r: Schemas['WaitingTasks'] = await get(`/api/projects/${enc(project)}/waiting`);
+  return new Map(Object.entries(r.waiting));
 }
 
 export function ago(t: string | number | null | undefined): string {

@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .routes(routes!(show_task, update_task))
         .routes(routes!(set_task_status))
         .routes(routes!(add_comment))
+        .routes(routes!(waiting_tasks))
 }
 
 /// Largest page of tasks.
@@ -137,6 +138,43 @@ async fn list_tasks(
         tasks: svc.listed(page.tasks, &daemon).await?,
         next_cursor: page.next.map(encode_cursor),
         total: page.total,
+    }))
+}
+
+/// Why the open tasks wait, by task id (`GET …/waiting`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaitingTasks {
+    /// Per task id (only tasks that wait): its reasons, as `waiting_for`.
+    pub waiting: std::collections::BTreeMap<String, Vec<crate::wire::Wait>>,
+}
+
+/// Most open tasks `GET …/waiting` judges (the most urgent first).
+pub const MAX_WAITING: i64 = 500;
+
+/// Why each open task (pending, blocked, working; the 500 most urgent)
+/// waits: the dashboard reads it every few seconds, since the daemon's
+/// reasons change on its ticks without an event.
+#[utoipa::path(get, path = "/api/projects/{id}/waiting", tag = "tasks",
+    params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = WaitingTasks), (status = 400), (status = 404)))]
+async fn waiting_tasks(
+    State(d): State<Daemon>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<WaitingTasks>, ApiError> {
+    let svc = project_service(&d, &id).await?;
+    let filter = crate::blackboard::TaskFilter {
+        statuses: vec![
+            TaskStatus::Pending,
+            TaskStatus::Blocked,
+            TaskStatus::Working,
+        ],
+        limit: MAX_WAITING,
+        ..Default::default()
+    };
+    let tasks = svc.list_tasks(&filter).await?;
+    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    Ok(Json(WaitingTasks {
+        waiting: svc.waits(&tasks, &daemon).await?,
     }))
 }
 
