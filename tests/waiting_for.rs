@@ -217,3 +217,50 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
         "the stopped daemon's file is there"
     );
 }
+
+/// Issue 26, item 7: the retry backoff is honoured to the second. A run
+/// that fails holds its task for `retry_backoff` (3 s here); the ticker
+/// wakes when that ends instead of at its next tick (30 s here: the old
+/// wait, measured at 32 s for a 10 s backoff).
+#[test]
+fn the_retry_backoff_ends_when_it_says() {
+    let h = TestHome::with_config(
+        "daemon:\n  tick_interval: 30\n  task_timeout: 60\n  kill_grace: 1\n  retry_backoff: [3]\n",
+        "",
+    );
+    // Fails its first run, finishes the second.
+    let agent = h.script(
+        "flaky.sh",
+        "#!/bin/bash\nif [ ! -e \"$MOZI_HOME/failed-once\" ]; then touch \"$MOZI_HOME/failed-once\"; exit 1; fi\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
+    );
+    h.command_worker(&agent);
+    h.create_project("p");
+    let d = Daemon::start(&h);
+    let task = h.create_task("p", "flaky", &[]);
+    let db = h.db("p");
+    wait_for(
+        Duration::from_secs(40),
+        "the task done after a retry",
+        || {
+            support::query_i64(
+                &db,
+                &format!("SELECT COUNT(*) FROM task WHERE id = '{task}' AND status = 'done'"),
+            ) == 1
+        },
+    );
+    let first_end = support::query_i64(
+        &db,
+        "SELECT ended_at FROM session ORDER BY started_at LIMIT 1",
+    );
+    let second_start = support::query_i64(
+        &db,
+        "SELECT started_at FROM session ORDER BY started_at LIMIT 1 OFFSET 1",
+    );
+    let delay = second_start - first_end;
+    println!("restart delay after a 3 s backoff: {delay} ms");
+    assert!(
+        (3000..=5000).contains(&delay),
+        "the second run started {delay} ms after the first ended; the backoff is 3 s"
+    );
+    d.stop();
+}

@@ -119,6 +119,10 @@ struct Inner {
     /// Per project, when its next schedule slot is due (UTC ms): the
     /// ticker sleeps no longer than that.
     schedule_due: Mutex<HashMap<String, i64>>,
+    /// When a hold ends (a task's retry backoff, an agent held back after
+    /// an infrastructure failure; UTC ms): the ticker wakes then, so a
+    /// backoff lasts what it says and not until the next tick.
+    wake_deadlines: Mutex<std::collections::BTreeSet<i64>>,
     /// `bwrap` and whether it makes a sandbox here, probed at the first
     /// sandboxed run (`runtime::sandbox::probe`).
     sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
@@ -216,6 +220,7 @@ impl Daemon {
                 waits: Default::default(),
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
+                wake_deadlines: Mutex::new(Default::default()),
                 sandbox: std::sync::OnceLock::new(),
             }),
         })
@@ -283,6 +288,33 @@ impl Daemon {
             .values()
             .min()
             .copied()
+    }
+
+    /// Asks for a tick at `at_ms` (UTC ms): a hold ends then.
+    pub fn wake_at(&self, at_ms: i64) {
+        let mut set = self
+            .inner
+            .wake_deadlines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: past deadlines go at every tick; this many future ones
+        // means the tick interval serves them anyway.
+        if set.len() < 10_000 {
+            set.insert(at_ms);
+        }
+    }
+
+    /// The earliest hold ending after `since_ms` (the start of the tick
+    /// that just ran); those before it are forgotten, that tick saw them.
+    pub fn next_wake_after(&self, since_ms: i64) -> Option<i64> {
+        let mut set = self
+            .inner
+            .wake_deadlines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let later = set.split_off(&(since_ms + 1));
+        *set = later;
+        set.first().copied()
     }
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {

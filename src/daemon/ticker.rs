@@ -47,18 +47,23 @@ pub async fn run(d: Daemon, mut requests: mpsc::UnboundedReceiver<TickRequest>) 
         while let Ok(r) = requests.try_recv() {
             waiting.push(r);
         }
+        let started = chrono::Utc::now().timestamp_millis();
         if !d.ticker_paused() || !waiting.is_empty() {
             tick(&d).await;
         }
         for r in waiting.drain(..) {
             let _ = r.send(());
         }
-        // No longer than until the next schedule slot is due.
-        let sleep = match d.next_schedule_due() {
-            Some(due) => {
-                let wait = due - chrono::Utc::now().timestamp_millis();
-                interval.min(Duration::from_millis(wait.max(0) as u64))
-            }
+        // No longer than until the next schedule slot is due, or the next
+        // hold ends (a retry's backoff, a held agent): a backoff of 10 s
+        // starts the next run 10 s later, not at the next tick.
+        let now = chrono::Utc::now().timestamp_millis();
+        let next = [d.next_schedule_due(), d.next_wake_after(started)]
+            .into_iter()
+            .flatten()
+            .min();
+        let sleep = match next {
+            Some(due) => interval.min(Duration::from_millis((due - now).max(0) as u64)),
             None => interval,
         };
         tokio::select! {
