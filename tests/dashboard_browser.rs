@@ -359,3 +359,35 @@ fn a_held_back_task_says_why_on_its_card() {
         shot.display()
     );
 }
+
+/// Issue 26, item 5: the Agents tab. `ghost` runs a program that does not
+/// exist (held back after its first run), `slow` prints a line and sleeps
+/// (running, with that line as its activity).
+#[test]
+fn the_agents_tab_shows_state_activity_and_last_error() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = TestHome::with_config("daemon:\n  tick_interval: 1\n  retry_backoff: [600]\n", "");
+    let slow = home.script(
+        "slow.sh",
+        "#!/bin/bash\necho 'reading the spec'\nexec sleep 1000\n",
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n",
+            slow.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("live");
+    let mut serve = Serve::start(&home, free_port(), false);
+    run_script(&tools, &home, &mut serve, "agents_view.mjs", "live");
+    serve.stop();
+    let shot = screenshot_dir().join("agents-view.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
+}

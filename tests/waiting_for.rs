@@ -16,7 +16,7 @@ use support::{wait_for, Daemon, TestHome};
 
 const CONFIG: &str = "daemon:\n  tick_interval: 1\n  task_timeout: 120\n  kill_grace: 1\n  max_global_agents: 5\n  max_per_agent: 1\n  retry_backoff: [600]\n";
 
-const STUCK_AGENT: &str = "#!/bin/bash\nexec sleep 1000\n";
+const STUCK_AGENT: &str = "#!/bin/bash\necho 'reading the spec'\nexec sleep 1000\n";
 
 fn api_task(d: &Daemon, id: &str) -> Value {
     let (code, body) = d
@@ -149,6 +149,40 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
         has(&reasons(&api_task(&d, &waiting)), "agent_busy").as_deref(),
         Some("a free agent: slow busy (1 run each, daemon.max_per_agent)")
     );
+
+    // The Agents view (issue 26, item 5): the ghost held back with its last
+    // error, the slow agent running its task with its "doing now" line.
+    wait_for(Duration::from_secs(30), "the slow agent's activity", || {
+        let (_, body) = d.get("/api/agents").unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["agents"][1]["activity"] == "reading the spec"
+    });
+    let (_, body) = d.get("/api/agents").unwrap();
+    let agents: Value = serde_json::from_str(&body).unwrap();
+    let ghost = &agents["agents"][0];
+    assert_eq!(ghost["id"], "ghost", "{agents}");
+    assert_eq!(ghost["runtime"], "command");
+    assert_eq!(ghost["permissions"], "workspace");
+    assert_eq!(ghost["state"], "held", "{ghost}");
+    let state = ghost["state_text"].as_str().unwrap();
+    assert!(state.starts_with("held back on p until "), "{state}");
+    assert_eq!(ghost["held"][0]["until"].as_str(), Some(until), "{ghost}");
+    assert_eq!(ghost["runs_today"], 1, "{ghost}");
+    assert_eq!(ghost["last_error"]["task"], held.as_str(), "{ghost}");
+    assert_eq!(ghost["last_error"]["outcome"], "failed", "{ghost}");
+    assert!(
+        ghost["last_error"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("infrastructure failure: no round counted"),
+        "{ghost}"
+    );
+    let slow = &agents["agents"][1];
+    assert_eq!(slow["state"], "running", "{slow}");
+    assert_eq!(slow["state_text"], format!("running {running} (p)"));
+    assert_eq!(slow["running"][0]["task"], running.as_str());
+    assert_eq!(slow["runs_today"], 1, "{slow}");
+    assert!(slow["last_error"].is_null(), "{slow}");
 
     // The CLI reads the daemon's reasons too.
     assert!(

@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/agents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every agent: state, current activity, today's runs and tokens, last error. */
+        get: operations["agents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/daemon/sessions": {
         parameters: {
             query?: never;
@@ -1011,6 +1028,73 @@ export interface components {
             demand_per_minute: {
                 [key: string]: number;
             };
+        };
+        /** @description The agent's last run that did not succeed. */
+        AgentError: {
+            project: string;
+            task: string;
+            /** @description `failed`, `timed_out`, `killed` or `lost`. */
+            outcome: string;
+            /** @description The error the run ended with (may be empty: see its log). */
+            text: string;
+            /** @description RFC 3339. */
+            at: string;
+        };
+        /** @description The agent held back on a project after infrastructure failures. */
+        AgentHold: {
+            project: string;
+            /** @description RFC 3339: no run of it starts on the project before. */
+            until: string;
+            /** Format: int32 */
+            failures: number;
+            reason: string;
+        };
+        AgentList: {
+            agents: components["schemas"]["AgentView"][];
+        };
+        /** @description A run of the agent in flight. */
+        AgentRun: {
+            project: string;
+            task: string;
+            session: string;
+            /** @description `work` or `review`. */
+            kind: string;
+            /** @description RFC 3339. */
+            started_at: string;
+        };
+        /** @description One agent. */
+        AgentView: {
+            id: string;
+            runtime: string;
+            model?: string | null;
+            /** @description `workspace`, `sandbox` or `full`. */
+            permissions: string;
+            kinds: string[];
+            /**
+             * @description `running` (a run in flight), `held` (held back on a project, none
+             *     running) or `idle`.
+             */
+            state: string;
+            /**
+             * @description The state in words: `idle`, `running T-0003 (shop)`, `held back on
+             *     shop until … (reason)`.
+             */
+            state_text: string;
+            running: components["schemas"]["AgentRun"][];
+            held: components["schemas"]["AgentHold"][];
+            /** @description The current run's latest "doing now" line (a tool call, a message). */
+            activity?: string | null;
+            /**
+             * Format: int64
+             * @description Runs started today (UTC), every project.
+             */
+            runs_today: number;
+            /**
+             * Format: int64
+             * @description Their prompt and completion tokens.
+             */
+            tokens_today: number;
+            last_error?: null | components["schemas"]["AgentError"];
         };
         AllDecisions: {
             decisions: components["schemas"]["ProjectDecision"][];
@@ -2196,6 +2280,25 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    agents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentList"];
+                };
+            };
+        };
+    };
     sessions: {
         parameters: {
             query?: never;

@@ -22,6 +22,9 @@ export type Session = Schemas['Session'];
 export type TaskDetail = Schemas['TaskDetail'];
 /** Why a task is not moving (`waiting_for` of a listed task or a detail). */
 export type Wait = Schemas['Wait'];
+/** `GET /api/agents`. */
+export type AgentList = Schemas['AgentList'];
+export type AgentView = Schemas['AgentView'];
 /** A decision; `project` is set where several projects' decisions are listed. */
 export type Decision = Schemas['Decision'] & { project?: string };
 export type Experience = Schemas['Experience'];

@@ -10,6 +10,7 @@
 //! ([`open_project`]), the operator actor of API writes ([`actor`]) and the
 //! bearer-token rule for mutating routes ([`require_token`]).
 
+pub mod agents;
 pub mod decisions;
 pub mod error;
 pub mod events;
@@ -46,6 +47,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Every API route, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
+        .merge(agents::router())
         .merge(projects::router())
         .merge(tasks::router())
         .merge(decisions::router())

@@ -123,6 +123,8 @@ struct Inner {
     /// an infrastructure failure; UTC ms): the ticker wakes then, so a
     /// backoff lasts what it says and not until the next tick.
     wake_deadlines: Mutex<std::collections::BTreeSet<i64>>,
+    /// Per running session: its agent's latest "doing now" line.
+    activities: Mutex<HashMap<String, String>>,
     /// `bwrap` and whether it makes a sandbox here, probed at the first
     /// sandboxed run (`runtime::sandbox::probe`).
     sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
@@ -221,6 +223,7 @@ impl Daemon {
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
                 wake_deadlines: Mutex::new(Default::default()),
+                activities: Mutex::new(HashMap::new()),
                 sandbox: std::sync::OnceLock::new(),
             }),
         })
@@ -288,6 +291,31 @@ impl Daemon {
             .values()
             .min()
             .copied()
+    }
+
+    /// Sets a running session's "doing now" line (empty: forget it, the
+    /// run ended).
+    pub(crate) fn set_activity(&self, session: &str, line: String) {
+        let mut map = self
+            .inner
+            .activities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if line.is_empty() {
+            map.remove(session);
+        } else {
+            map.insert(session.to_string(), line);
+        }
+    }
+
+    /// A running session's latest "doing now" line.
+    pub fn activity(&self, session: &str) -> Option<String> {
+        self.inner
+            .activities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(session)
+            .cloned()
     }
 
     /// Asks for a tick at `at_ms` (UTC ms): a hold ends then.
