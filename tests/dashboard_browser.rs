@@ -362,7 +362,8 @@ fn a_held_back_task_says_why_on_its_card() {
 
 /// Issue 26, item 5: the Agents tab. `ghost` runs a program that does not
 /// exist (held back after its first run), `slow` prints a line and sleeps
-/// (running, with that line as its activity).
+/// (running, with that line as its activity); `asker` proposes a decision
+/// and waits (its session says so on the overview).
 #[test]
 fn the_agents_tab_shows_state_activity_and_last_error() {
     let Some(tools) = tools() else { return };
@@ -372,11 +373,16 @@ fn the_agents_tab_shows_state_activity_and_last_error() {
         "slow.sh",
         "#!/bin/bash\necho 'reading the spec'\nexec sleep 1000\n",
     );
+    let asker = home.script(
+        "asker.sh",
+        "#!/bin/bash\n\"$MOZI_BIN\" bb decide --question 'which db?' --task \"$MOZI_TASK\" --propose\nexec sleep 1000\n",
+    );
     std::fs::write(
         home.path().join("config/agents.yaml"),
         format!(
-            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n",
-            slow.display()
+            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n  - id: asker\n    runtime: command\n    kinds: [ask]\n    command: [\"{}\"]\n",
+            slow.display(),
+            asker.display()
         ),
     )
     .unwrap();

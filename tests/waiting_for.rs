@@ -58,11 +58,17 @@ fn read_line(h: &TestHome, id: &str) -> String {
 fn every_waiting_task_says_why_in_the_api_and_the_cli() {
     let h = TestHome::with_config(CONFIG, "");
     let stuck = h.script("stuck.sh", STUCK_AGENT);
+    // Proposes a decision for its task, then waits.
+    let asker = h.script(
+        "asker.sh",
+        "#!/bin/bash\n\"$MOZI_BIN\" bb decide --question 'which db?' --task \"$MOZI_TASK\" --propose\nexec sleep 1000\n",
+    );
     std::fs::write(
         h.path().join("config/agents.yaml"),
         format!(
-            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n",
-            stuck.display()
+            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n  - id: asker\n    runtime: command\n    kinds: [ask]\n    command: [\"{}\"]\n",
+            stuck.display(),
+            asker.display()
         ),
     )
     .unwrap();
@@ -129,7 +135,7 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
     );
     let no_agent = has(&reasons(&by_id(&design)), "no_agent").unwrap_or_default();
     assert!(
-        no_agent.starts_with("no agent takes kind \"design\" (kinds taken: ghost, slow)"),
+        no_agent.starts_with("no agent takes kind \"design\" (kinds taken: ask, ghost, slow)"),
         "{no_agent}"
     );
     let (running, waiting) = if by_id(&slow1)["status"] == "working" {
@@ -183,6 +189,41 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
     assert_eq!(slow["running"][0]["task"], running.as_str());
     assert_eq!(slow["runs_today"], 1, "{slow}");
     assert!(slow["last_error"].is_null(), "{slow}");
+
+    // Active sessions (issue 26, item 6): each with its task's title; the
+    // run whose agent waits on its decision says so instead of "working".
+    let asked = h.create_task("p", "needs a decision", &["--kind", "ask"]);
+    let session_of = |task: &str| -> Option<Value> {
+        let (_, body) = d.get("/api/daemon/sessions").unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["task_id"] == task)
+            .cloned()
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "the asker waiting on its decision",
+        || session_of(&asked).is_some_and(|r| r["state"] == "waiting"),
+    );
+    let n = support::query_i64(&h.db("p"), "SELECT MAX(id) FROM decision");
+    let r = session_of(&asked).unwrap();
+    assert_eq!(r["state_text"], format!("waiting on decision D{n}"), "{r}");
+    assert_eq!(r["task_title"], "needs a decision", "{r}");
+    let r = session_of(&running).unwrap();
+    assert_eq!(r["state"], "working", "{r}");
+    assert!(
+        r["task_title"].as_str().unwrap().starts_with("slow "),
+        "{r}"
+    );
+    assert_eq!(r["activity"], "reading the spec", "{r}");
+    // The task says the same (its run waits on the decision).
+    assert_eq!(
+        has(&reasons(&api_task(&d, &asked)), "decision").as_deref(),
+        Some(format!("decision D{n} (`bb decision approve|reject`)").as_str())
+    );
 
     // The CLI reads the daemon's reasons too.
     assert!(

@@ -1016,6 +1016,23 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description A run in flight as the operator reads it: its task's title and what it
+         *     is doing (working, or waiting on a decision it proposed).
+         */
+        ActiveRun: components["schemas"]["RunInfo"] & {
+            /** @description The title of its task (empty when the task cannot be read). */
+            task_title: string;
+            /** @description `working`, or `waiting` on a decision. */
+            state: string;
+            /**
+             * @description `working`, or `waiting on decision D3` (every proposed decision of
+             *     its task, named).
+             */
+            state_text: string;
+            /** @description The run's latest "doing now" line. */
+            activity?: string | null;
+        };
         /** @description Admission by quota, as the daemon reports it through its hooks. */
         AdmissionStatus: {
             /** @description Whether admission by quota is on (`daemon.admission.enabled`). */
@@ -1205,7 +1222,7 @@ export interface components {
          */
         DaemonSessions: {
             /** @description Runs in flight, oldest first. */
-            active: components["schemas"]["RunInfo"][];
+            active: components["schemas"]["ActiveRun"][];
             /** @description Up to 20 recent sessions per open project. */
             recent: components["schemas"]["ProjectSession"][];
         };

@@ -41,6 +41,8 @@ export type ProjectStatus = Schemas['ProjectStatus'];
 /** A run that cannot start for the machine's reasons (see README, Runtimes). */
 export type Degraded = Schemas['Problem'];
 export type RunInfo = Schemas['RunInfo'];
+/** A run in flight with its task's title and what it does (`/api/daemon/sessions`). */
+export type ActiveRun = Schemas['ActiveRun'];
 export type DaemonSessions = Schemas['DaemonSessions'];
 export type GatewayStatus = Schemas['GatewayStatus'];
 export type GatewaySettings = Schemas['RuntimeSettings'];

@@ -1,6 +1,8 @@
 // The Agents tab: each agent's runtime, permissions, state (running T-n,
 // held back until …), its "doing now" line, today's runs and its last
-// error, updated without a reload while the daemon runs them.
+// error, updated without a reload while the daemon runs them; and the
+// overview's active sessions with their task titles, one waiting on a
+// decision its run proposed.
 
 import { BASE, assert, cli, run, shot, step } from './lib.mjs';
 
@@ -29,4 +31,15 @@ await run('agents_view', async (page) => {
   assert(error.includes(held) && error.includes('infrastructure failure'), `ghost's last error: ${error}`);
   assert((await row('ghost').innerText()).includes('command'), 'the runtime is shown');
   await shot(page, 'agents-view');
+
+  step('active sessions show their task title; a run waiting on its decision says so');
+  const asked = await cli('bb', '--project', project, 'create', '--title', 'Needs a decision', '--kind', 'ask');
+  await page.goto(`${BASE}/`);
+  const waiting = page.locator('tr[data-session] [data-state=waiting]', { hasText: 'waiting on decision D' });
+  await waiting.waitFor({ timeout: 30000 });
+  const tr = page.locator('tr[data-session]', { hasText: 'waiting on decision D' });
+  assert((await tr.innerText()).includes(`${asked} Needs a decision`), `the waiting run's row: ${await tr.innerText()}`);
+  const working = page.locator('tr[data-session]', { hasText: 'Slow work' });
+  assert((await working.locator('[data-state=working]').innerText()).startsWith('working'), 'the slow run works');
+  await shot(page, 'sessions-waiting-on-decision');
 });
