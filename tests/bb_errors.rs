@@ -977,3 +977,70 @@ fn bb_list_has_a_header_aligned_columns_and_takes_comma_lists() {
         .collect();
     assert_eq!(statuses, ["blocked", "pending"].map(String::from).into());
 }
+
+/// Issue 26, item 9: completions offer task, project and agent ids. The
+/// bash script of `moziplus completions bash` is sourced in a real bash and
+/// its completion function run as bash runs it on <TAB>.
+#[test]
+fn bash_completion_offers_project_agent_and_task_ids() {
+    let h = team_home();
+    h.create_project("q");
+    let t1 = h.create_task("p", "one", &[]);
+    let t2 = h.create_task("p", "two", &[]);
+    let done = h.create_task("p", "finished", &[]);
+    h.bb_ok("p", &["claim", &done, "--agent", "coder"]);
+    h.bb_ok("p", &["done", &done, "--agent", "coder"]);
+    assert_eq!(h.ok(&["complete-ids", "projects"]), "p\nq");
+    assert_eq!(h.ok(&["complete-ids", "agents"]), "coder\nwriter\nreviewer");
+    // Open tasks only (a done one is not offered).
+    assert_eq!(
+        h.ok(&["complete-ids", "tasks", "--project", "p"]),
+        format!("{t1}\n{t2}")
+    );
+    // A project that does not exist offers nothing, quietly.
+    let none = h.run(&["complete-ids", "tasks", "--project", "nope"]);
+    assert_eq!(none.ok(), "");
+
+    let script = h.ok(&["completions", "bash"]);
+    let path = h.path().join("moziplus.bash");
+    std::fs::write(&path, script).unwrap();
+    let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
+    let complete = |words: &[&str]| -> String {
+        let cword = words.len() - 1;
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={cword}; COMP_LINE='{}'; COMP_POINT=${{#COMP_LINE}}; _moziplus_ids moziplus '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            path.display(),
+            quoted.join(" "),
+            words.join(" "),
+            words[cword],
+            words[cword - 1],
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(program)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env("MOZI_HOME", h.path())
+            .env_remove("MOZI_PROJECT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete(&["moziplus", "bb", "--project", ""]), "p\nq");
+    assert_eq!(
+        complete(&["moziplus", "bb", "--project", "p", "read", "T"]),
+        format!("{t1}\n{t2}")
+    );
+    assert_eq!(
+        complete(&["moziplus", "bb", "-p", "p", "create", "--assignee", "w"]),
+        "writer"
+    );
+    // Anything else is clap's own completion: the subcommands.
+    let subcommands = complete(&["moziplus", "b"]);
+    assert!(subcommands.lines().any(|l| l == "bb"), "{subcommands}");
+}
