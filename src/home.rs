@@ -211,6 +211,13 @@ impl Home {
     pub fn sandbox_socket_file(&self) -> PathBuf {
         self.sandbox_socket_dir().join("api.sock")
     }
+    /// `run/waits/<project>.json`: why the daemon's last tick of the
+    /// project left its tasks waiting (`daemon::waits`), for `bb`.
+    pub fn daemon_waits_file(&self, id: &ProjectId) -> PathBuf {
+        self.sandbox_socket_dir()
+            .join("waits")
+            .join(format!("{}.json", id.as_str()))
+    }
     pub fn runs_tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }

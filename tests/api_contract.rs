@@ -1047,6 +1047,9 @@ async fn budgets_are_read_openly_changed_with_the_token_and_bad_ones_named() {
     let cleared: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cleared["budget"]["source"], "project:*:day", "{cleared}");
     assert_eq!(cleared["budget"]["limit_usd"], 5.0, "{cleared}");
+    d.stop();
+}
+
 /// Every event of `/api/events/log` from `query`, following `next_cursor`
 /// page by page; returns the events and the number of pages.
 async fn all_pages(api: &Api, query: &str) -> (Vec<Value>, usize) {

@@ -816,8 +816,9 @@ fn decision_ids_are_shown_one_way_and_read_in_every_form() {
 }
 
 /// `bb read T-n` says why a pending task is not running: its open
-/// dependencies (named), its not-before time, and a team that cannot take
-/// it; a ready task and a task that is not pending say nothing of the kind.
+/// dependencies (named), its not-before time, a team that cannot take it,
+/// and (no daemon serves the home) the daemon; a blocked task its reason, a
+/// working task the decision it waits on.
 #[test]
 fn a_waiting_task_says_why() {
     let h = team_home();
@@ -844,23 +845,66 @@ fn a_waiting_task_says_why() {
             .map(String::from)
     };
 
+    // No daemon serves this home: every pending task says so too.
+    const STOPPED: &str = "the daemon: none is running on this home (`moziplus serve`)";
     assert_eq!(
-        line(&read(&after)).as_deref(),
-        Some(format!("waiting for: dependencies {dep} (pending)").as_str())
+        line(&read(&after)),
+        Some(format!(
+            "waiting for: dependencies {dep} (pending); {STOPPED}"
+        ))
     );
     let haunted = line(&read(&ghost)).unwrap_or_default();
     assert!(haunted.starts_with("waiting for: unknown assignee \"ghost\" (config/agents.yaml defines: coder, writer, reviewer)"), "{haunted}");
     assert_eq!(
-        line(&read(&later)).as_deref(),
-        Some("waiting for: not before 2100-01-01T00:00:00.000Z")
+        line(&read(&later)),
+        Some(format!(
+            "waiting for: not before 2100-01-01T00:00:00.000Z; {STOPPED}"
+        ))
     );
-    assert_eq!(line(&read(&dep)), None, "a ready task waits for nothing");
+    assert_eq!(
+        line(&read(&dep)),
+        Some(format!("waiting for: {STOPPED}")),
+        "a ready task waits for the daemon only"
+    );
 
     // Once the dependency is done the reason goes away.
     h.bb_ok("p", &["claim", &dep, "--agent", "coder"]);
     assert_eq!(line(&read(&dep)), None, "a working task is not waiting");
+    // Unless its run waits on a decision.
+    h.bb_ok(
+        "p",
+        &[
+            "decide",
+            "--question",
+            "which db?",
+            "--task",
+            &dep,
+            "--propose",
+            "--agent",
+            "coder",
+        ],
+    );
+    let n = support::query_i64(&h.db("p"), "SELECT MAX(id) FROM decision");
+    assert_eq!(
+        line(&read(&dep)),
+        Some(format!(
+            "waiting for: decision D{n} (`bb decision approve|reject`)"
+        ))
+    );
+    h.bb_ok("p", &["decision", "approve", &format!("D{n}")]);
+    assert_eq!(
+        line(&read(&dep)),
+        None,
+        "an approved decision holds nothing"
+    );
     h.bb_ok("p", &["done", &dep, "--agent", "coder"]);
-    assert_eq!(line(&read(&after)), None);
+    assert_eq!(line(&read(&after)), Some(format!("waiting for: {STOPPED}")));
+    // A blocked task says why it was blocked.
+    h.bb_ok("p", &["block", &later, "--reason", "needs a licence"]);
+    assert_eq!(
+        line(&read(&later)).as_deref(),
+        Some("waiting for: blocked: needs a licence")
+    );
 }
 
 /// Issue 26, item 9: `bb list --json | head -c 600` failed with "Broken
@@ -903,18 +947,24 @@ fn bb_list_has_a_header_aligned_columns_and_takes_comma_lists() {
     let text = h.bb_ok("p", &["list", "--status", "pending,blocked"]);
     let lines: Vec<&str> = text.lines().collect();
     assert!(
-        lines[0].starts_with("ID") && lines[0].contains("STATUS") && lines[0].ends_with("TITLE"),
+        lines[0].starts_with("ID")
+            && lines[0].contains("STATUS")
+            && lines[0].contains("TITLE")
+            && lines[0].ends_with("WAITING FOR"),
         "{text}"
     );
     let title_at = lines[0].find("TITLE").unwrap();
+    let waiting_at = lines[0].find("WAITING FOR").unwrap();
     for l in &lines[1..] {
         assert!(l.contains("pending") || l.contains("blocked"), "{text}");
         assert!(!l.contains("working") && !l.contains("cancelled"), "{text}");
-        assert_eq!(
-            l.char_indices().nth(title_at).map(|(_, c)| c != ' '),
-            Some(true),
-            "aligned: {text}"
-        );
+        for at in [title_at, waiting_at] {
+            assert_eq!(
+                l.char_indices().nth(at).map(|(_, c)| c != ' '),
+                Some(true),
+                "aligned: {text}"
+            );
+        }
     }
     let json = h
         .bb("p", &["list", "--status", "pending,blocked", "--json"])
@@ -926,4 +976,71 @@ fn bb_list_has_a_header_aligned_columns_and_takes_comma_lists() {
         .map(|t| t["status"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(statuses, ["blocked", "pending"].map(String::from).into());
+}
+
+/// Issue 26, item 9: completions offer task, project and agent ids. The
+/// bash script of `moziplus completions bash` is sourced in a real bash and
+/// its completion function run as bash runs it on <TAB>.
+#[test]
+fn bash_completion_offers_project_agent_and_task_ids() {
+    let h = team_home();
+    h.create_project("q");
+    let t1 = h.create_task("p", "one", &[]);
+    let t2 = h.create_task("p", "two", &[]);
+    let done = h.create_task("p", "finished", &[]);
+    h.bb_ok("p", &["claim", &done, "--agent", "coder"]);
+    h.bb_ok("p", &["done", &done, "--agent", "coder"]);
+    assert_eq!(h.ok(&["complete-ids", "projects"]), "p\nq");
+    assert_eq!(h.ok(&["complete-ids", "agents"]), "coder\nwriter\nreviewer");
+    // Open tasks only (a done one is not offered).
+    assert_eq!(
+        h.ok(&["complete-ids", "tasks", "--project", "p"]),
+        format!("{t1}\n{t2}")
+    );
+    // A project that does not exist offers nothing, quietly.
+    let none = h.run(&["complete-ids", "tasks", "--project", "nope"]);
+    assert_eq!(none.ok(), "");
+
+    let script = h.ok(&["completions", "bash"]);
+    let path = h.path().join("moziplus.bash");
+    std::fs::write(&path, script).unwrap();
+    let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
+    let complete = |words: &[&str]| -> String {
+        let cword = words.len() - 1;
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        let program = format!(
+            "source '{}'; COMP_WORDS=({}); COMP_CWORD={cword}; COMP_LINE='{}'; COMP_POINT=${{#COMP_LINE}}; _moziplus_ids moziplus '{}' '{}'; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+            path.display(),
+            quoted.join(" "),
+            words.join(" "),
+            words[cword],
+            words[cword - 1],
+        );
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(program)
+            .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+            .env("MOZI_HOME", h.path())
+            .env_remove("MOZI_PROJECT")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete(&["moziplus", "bb", "--project", ""]), "p\nq");
+    assert_eq!(
+        complete(&["moziplus", "bb", "--project", "p", "read", "T"]),
+        format!("{t1}\n{t2}")
+    );
+    assert_eq!(
+        complete(&["moziplus", "bb", "-p", "p", "create", "--assignee", "w"]),
+        "writer"
+    );
+    // Anything else is clap's own completion: the subcommands.
+    let subcommands = complete(&["moziplus", "b"]);
+    assert!(subcommands.lines().any(|l| l == "bb"), "{subcommands}");
 }

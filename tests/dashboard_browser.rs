@@ -433,3 +433,63 @@ fn costs_view_charts_the_stored_ledger_and_changes_a_budget() {
     let stored = std::fs::read_to_string(home.path().join("budgets.json")).unwrap();
     assert!(stored.contains("\"home:day\""), "{stored}");
 }
+
+/// Issue 26, item 1: a held-back task's reason on its card. The agent
+/// `ghost` runs a program that does not exist: its first run fails for the
+/// machine's reason and the daemon holds it back for the (long) backoff.
+#[test]
+fn a_held_back_task_says_why_on_its_card() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = TestHome::with_config(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [600]\n",
+        "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n",
+    );
+    home.create_project("live");
+    let mut serve = Serve::start(&home, free_port(), false);
+    run_script(&tools, &home, &mut serve, "waiting_reason.mjs", "live");
+    let shot = screenshot_dir().join("waiting-reason-held-back.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
+}
+
+/// Issue 26, item 5: the Agents tab. `ghost` runs a program that does not
+/// exist (held back after its first run), `slow` prints a line and sleeps
+/// (running, with that line as its activity); `asker` proposes a decision
+/// and waits (its session says so on the overview).
+#[test]
+fn the_agents_tab_shows_state_activity_and_last_error() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = TestHome::with_config("daemon:\n  tick_interval: 1\n  retry_backoff: [600]\n", "");
+    let slow = home.script(
+        "slow.sh",
+        "#!/bin/bash\necho 'reading the spec'\nexec sleep 1000\n",
+    );
+    let asker = home.script(
+        "asker.sh",
+        "#!/bin/bash\n\"$MOZI_BIN\" bb decide --question 'which db?' --task \"$MOZI_TASK\" --propose\nexec sleep 1000\n",
+    );
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: ghost\n    runtime: command\n    kinds: [ghost]\n    command: [\"/nonexistent/agent-binary\"]\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n  - id: asker\n    runtime: command\n    kinds: [ask]\n    command: [\"{}\"]\n",
+            slow.display(),
+            asker.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("live");
+    let mut serve = Serve::start(&home, free_port(), false);
+    run_script(&tools, &home, &mut serve, "agents_view.mjs", "live");
+    serve.stop();
+    let shot = screenshot_dir().join("agents-view.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
+}

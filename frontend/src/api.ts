@@ -20,6 +20,11 @@ export type Output = Schemas['Output'];
 export type Review = Schemas['Review'];
 export type Session = Schemas['Session'];
 export type TaskDetail = Schemas['TaskDetail'];
+/** Why a task is not moving (`waiting_for` of a listed task or a detail). */
+export type Wait = Schemas['Wait'];
+/** `GET /api/agents`. */
+export type AgentList = Schemas['AgentList'];
+export type AgentView = Schemas['AgentView'];
 /** A decision; `project` is set where several projects' decisions are listed. */
 export type Decision = Schemas['Decision'] & { project?: string };
 export type Experience = Schemas['Experience'];
@@ -40,6 +45,8 @@ export type ProjectStatus = Schemas['ProjectStatus'];
 /** A run that cannot start for the machine's reasons (see README, Runtimes). */
 export type Degraded = Schemas['Problem'];
 export type RunInfo = Schemas['RunInfo'];
+/** A run in flight with its task's title and what it does (`/api/daemon/sessions`). */
+export type ActiveRun = Schemas['ActiveRun'];
 export type DaemonSessions = Schemas['DaemonSessions'];
 export type GatewayStatus = Schemas['GatewayStatus'];
 export type GatewaySettings = Schemas['RuntimeSettings'];
@@ -116,6 +123,15 @@ export async function allTasks(project: string): Promise<{ tasks: Task[]; comple
     if (!cursor) break;
   }
   return { tasks: out, complete: cursor === null };
+}
+
+/**
+ * Why each open task of a project waits (pending, blocked and working ones,
+ * the 500 most urgent), by task id (`GET …/waiting`).
+ */
+export async function taskWaits(project: string): Promise<Map<string, Wait[]>> {
+  const r: Schemas['WaitingTasks'] = await get(`/api/projects/${enc(project)}/waiting`);
+  return new Map(Object.entries(r.waiting));
 }
 
 export function ago(t: string | number | null | undefined): string {

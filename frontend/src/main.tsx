@@ -5,12 +5,13 @@
 //         /projects/ID             board   (/projects/ID/tasks/TASK: with the task open)
 //         /projects/ID/knowledge   skills and experiences
 //         /projects/ID/schedules   schedules: next firing, history, pause/resume/run-now
-//         /events  /decisions  /gateway  /costs  /config
+//         /agents  /events  /decisions  /gateway  /costs  /config
 
 import { render } from 'preact';
 import { get, type Project } from './api';
 import { startLive, useLive } from './live';
 import { Link, useFetch, useRoute } from './ui';
+import { Agents } from './views/Agents';
 import { Board } from './views/Board';
 import { Config } from './views/Config';
 import { Costs } from './views/Costs';
@@ -41,6 +42,7 @@ function App() {
         </Link>
         <nav>
           <Link href="/" class={top === undefined ? 'active' : ''}>Overview</Link>
+          <Link href="/agents" class={top === 'agents' ? 'active' : ''}>Agents</Link>
           <Link href="/events" class={top === 'events' ? 'active' : ''}>Events</Link>
           <Link href="/decisions" class={top === 'decisions' ? 'active' : ''}>Decisions</Link>
           <Link href="/gateway" class={top === 'gateway' ? 'active' : ''}>Gateway</Link>
@@ -75,6 +77,8 @@ function App() {
               <Board project={project} taskId={sub === 'tasks' && arg ? arg : null} />
             )}
           </>
+        ) : top === 'agents' ? (
+          <Agents />
         ) : top === 'events' ? (
           <Events />
         ) : top === 'decisions' ? (

@@ -12,6 +12,7 @@
 
 pub mod budgets;
 pub mod alerts;
+pub mod agents;
 pub mod decisions;
 pub mod error;
 pub mod events;
@@ -49,6 +50,7 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Every API route, with its OpenAPI description.
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
+        .merge(agents::router())
         .merge(projects::router())
         .merge(tasks::router())
         .merge(decisions::router())

@@ -13,7 +13,7 @@ use super::{actor, check_limit, parse_list, project_service, ApiJson, ApiPath, A
 use crate::api::ApiError;
 use crate::blackboard::{CommentType, TaskQuery, TaskStatus};
 use crate::daemon::Daemon;
-use crate::wire::{self, Comment, NewTask, Task, TaskDetail};
+use crate::wire::{Comment, ListedTask, NewTask, Task, TaskDetail};
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new()
@@ -21,6 +21,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .routes(routes!(show_task, update_task))
         .routes(routes!(set_task_status))
         .routes(routes!(add_comment))
+        .routes(routes!(waiting_tasks))
 }
 
 /// Largest page of tasks.
@@ -47,7 +48,9 @@ pub struct TaskListQuery {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TaskList {
-    pub tasks: Vec<Task>,
+    /// Each with `waiting_for`: why it is not moving (empty: it is not
+    /// waiting).
+    pub tasks: Vec<ListedTask>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
     /// Tasks matching the filters, all pages.
@@ -130,10 +133,48 @@ async fn list_tasks(
             .transpose()?,
     };
     let page = svc.task_page(&query).await?;
+    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
     Ok(Json(TaskList {
-        tasks: wire::list(page.tasks),
+        tasks: svc.listed(page.tasks, &daemon).await?,
         next_cursor: page.next.map(encode_cursor),
         total: page.total,
+    }))
+}
+
+/// Why the open tasks wait, by task id (`GET …/waiting`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WaitingTasks {
+    /// Per task id (only tasks that wait): its reasons, as `waiting_for`.
+    pub waiting: std::collections::BTreeMap<String, Vec<crate::wire::Wait>>,
+}
+
+/// Most open tasks `GET …/waiting` judges (the most urgent first).
+pub const MAX_WAITING: i64 = 500;
+
+/// Why each open task (pending, blocked, working; the 500 most urgent)
+/// waits: the dashboard reads it every few seconds, since the daemon's
+/// reasons change on its ticks without an event.
+#[utoipa::path(get, path = "/api/projects/{id}/waiting", tag = "tasks",
+    params(("id" = String, Path, description = "project id")),
+    responses((status = 200, body = WaitingTasks), (status = 400), (status = 404)))]
+async fn waiting_tasks(
+    State(d): State<Daemon>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<WaitingTasks>, ApiError> {
+    let svc = project_service(&d, &id).await?;
+    let filter = crate::blackboard::TaskFilter {
+        statuses: vec![
+            TaskStatus::Pending,
+            TaskStatus::Blocked,
+            TaskStatus::Working,
+        ],
+        limit: MAX_WAITING,
+        ..Default::default()
+    };
+    let tasks = svc.list_tasks(&filter).await?;
+    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    Ok(Json(WaitingTasks {
+        waiting: svc.waits(&tasks, &daemon).await?,
     }))
 }
 
@@ -167,7 +208,12 @@ async fn show_task(
     ApiPath((id, task)): ApiPath<(String, String)>,
 ) -> Result<Json<TaskDetail>, ApiError> {
     let svc = project_service(&d, &id).await?;
-    Ok(Json(svc.task_detail(&task, 500).await?.into()))
+    let detail = svc.task_detail(&task, 500).await?;
+    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    let waits = svc.task_waits(&detail.task, &daemon).await?;
+    let mut detail = TaskDetail::from(detail);
+    detail.waiting_for = waits;
+    Ok(Json(detail))
 }
 
 /// Reprioritises or reassigns an open task (409 when it is finished: reopen

@@ -72,8 +72,8 @@ pub use schedules::{
     Firing, FiringRequest, FiringResult, OverlapDecision, PutOutcome, Recurrence, Schedule,
     ScheduleDef,
 };
-pub use sessions::NewSession;
-pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
+pub use sessions::{AgentDay, NewSession};
+pub use summary::{DependencyWait, TaskFilter, TickProbe, WaitFacts, WorkActivity};
 pub use tasks::{validate_new_task, NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
 
 use sqlx::SqlitePool;

@@ -7,7 +7,7 @@ use sqlx::Row;
 
 use super::events::emit;
 use super::tasks::fetch_task;
-use super::{Actor, BbError, BbResult, Blackboard, EventLevel, Outcome, Session};
+use super::{Actor, BbError, BbResult, Blackboard, EventLevel, Millis, Outcome, Session};
 
 /// A run about to start.
 #[derive(Debug, Clone)]
@@ -316,5 +316,80 @@ impl Blackboard {
             )));
         }
         Ok(session)
+    }
+}
+
+/// One agent's runs on a project since a time ([`Blackboard::agent_days`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AgentDay {
+    pub agent: String,
+    /// Runs started since.
+    pub runs: i64,
+    /// Prompt plus completion tokens of those runs.
+    pub tokens: i64,
+    /// The agent's last run that did not succeed (any time): when it
+    /// ended, its task, outcome and error text.
+    pub last_error: Option<(Millis, String, Outcome, String)>,
+}
+
+impl Blackboard {
+    /// Per agent with a session here: runs and tokens since `since`, and
+    /// its last run that did not succeed.
+    pub async fn agent_days(&self, since: Millis) -> BbResult<Vec<AgentDay>> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query(
+            "SELECT agent, COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)
+             FROM session WHERE started_at >= ? GROUP BY agent ORDER BY agent",
+        )
+        .bind(since)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut days: Vec<AgentDay> = Vec::new();
+        for r in rows {
+            days.push(AgentDay {
+                agent: r.try_get(0)?,
+                runs: r.try_get(1)?,
+                tokens: r.try_get(2)?,
+                last_error: None,
+            });
+        }
+        let errors = sqlx::query(
+            "SELECT s.agent, s.ended_at, s.task_id, s.outcome,
+                    COALESCE(json_extract(s.detail, '$.error'), '')
+             FROM (SELECT DISTINCT agent FROM session) a
+             JOIN session s ON s.id = (SELECT x.id FROM session x
+                            WHERE x.agent = a.agent AND x.outcome IS NOT NULL AND x.outcome <> 'succeeded'
+                            ORDER BY x.ended_at DESC LIMIT 1)
+             ORDER BY s.agent",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in errors {
+            let agent: String = r.try_get(0)?;
+            let outcome: String = r.try_get(3)?;
+            let outcome = outcome
+                .parse::<Outcome>()
+                .map_err(|e| BbError::Invalid(format!("stored session outcome: {e}")))?;
+            let error: String = match r.try_get::<Option<String>, _>(4) {
+                Ok(v) => v.unwrap_or_default(),
+                // A non-text error (an object): its JSON.
+                Err(_) => String::new(),
+            };
+            let last = Some((
+                r.try_get::<Option<Millis>, _>(1)?.unwrap_or_default(),
+                r.try_get(2)?,
+                outcome,
+                error,
+            ));
+            match days.iter_mut().find(|d| d.agent == agent) {
+                Some(d) => d.last_error = last,
+                None => days.push(AgentDay {
+                    agent,
+                    last_error: last,
+                    ..AgentDay::default()
+                }),
+            }
+        }
+        Ok(days)
     }
 }

@@ -32,6 +32,17 @@ pub struct DependencyWait {
     pub dependency_agent: Option<String>,
 }
 
+/// What the board says about why some tasks wait ([`Blackboard::wait_facts`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WaitFacts {
+    /// Per task: its dependencies that are not done, `(id, status)`.
+    pub open_dependencies: BTreeMap<String, Vec<(String, TaskStatus)>>,
+    /// Per task: the reason of the change that last blocked it.
+    pub blocked_reason: BTreeMap<String, String>,
+    /// Per task: its decisions still proposed (their numbers).
+    pub proposed_decisions: BTreeMap<String, Vec<i64>>,
+}
+
 /// See [`Blackboard::tick_probe`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickProbe {
@@ -198,6 +209,63 @@ impl Blackboard {
                 })
             })
             .collect()
+    }
+
+    /// The facts behind [`WaitFacts`] for the tasks `ids`, in three queries
+    /// whatever their number.
+    pub async fn wait_facts(&self, ids: &[String]) -> BbResult<WaitFacts> {
+        let mut facts = WaitFacts::default();
+        if ids.is_empty() {
+            return Ok(facts);
+        }
+        let ids = serde_json::to_string(ids).map_err(|e| super::BbError::Invalid(e.to_string()))?;
+        let mut conn = self.pool.acquire().await?;
+        let deps = sqlx::query(
+            "SELECT d.task_id, dt.id, dt.status FROM dependency d JOIN task dt ON dt.id = d.depends_on
+             WHERE d.task_id IN (SELECT value FROM json_each(?)) AND dt.status <> 'done'
+             ORDER BY d.task_id, dt.seq",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in deps {
+            let status: String = r.try_get(2)?;
+            let status = status
+                .parse::<TaskStatus>()
+                .map_err(|e| super::BbError::Invalid(format!("stored task status: {e}")))?;
+            facts
+                .open_dependencies
+                .entry(r.try_get(0)?)
+                .or_default()
+                .push((r.try_get(1)?, status));
+        }
+        let blocked = sqlx::query(
+            "SELECT e.task_id, COALESCE(json_extract(e.payload, '$.reason'), '') FROM event e
+             WHERE e.id IN (SELECT MAX(x.id) FROM event x
+                            WHERE x.task_id IN (SELECT value FROM json_each(?)) AND x.kind = 'task.blocked'
+                            GROUP BY x.task_id)",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in blocked {
+            facts.blocked_reason.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        let decisions = sqlx::query(
+            "SELECT task_id, id FROM decision
+             WHERE status = 'proposed' AND task_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        for r in decisions {
+            facts
+                .proposed_decisions
+                .entry(r.try_get(0)?)
+                .or_default()
+                .push(r.try_get(1)?);
+        }
+        Ok(facts)
     }
 
     /// Pending tasks waiting on unfinished dependencies since before `before`,

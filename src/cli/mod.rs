@@ -6,6 +6,7 @@
 mod bb;
 mod brief;
 mod budget;
+mod complete;
 mod daemon_ctl;
 mod early;
 mod logs;
@@ -102,11 +103,15 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Print shell completions.
+    /// Print shell completions (bash also completes project, agent and
+    /// task ids).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// The ids a completion offers, one a line (the bash completion calls it).
+    #[command(hide = true)]
+    CompleteIds(complete::CompleteIdsArgs),
 }
 
 /// The binary's entry point: parses the process's command line and runs it;
@@ -171,6 +176,9 @@ pub fn run(cli: Cli) -> i32 {
         // reader that stops early (`| head -1`) is not an error.
         let mut script = Vec::new();
         clap_complete::generate(*shell, &mut Cli::command(), "moziplus", &mut script);
+        if *shell == clap_complete::Shell::Bash {
+            script.extend_from_slice(complete::BASH_IDS.as_bytes());
+        }
         return match std::io::stdout().lock().write_all(&script) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 eprintln!("moziplus: error: cannot write the completions: {e}");
@@ -238,6 +246,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Usage(args) => usage::run(&home, args).await,
             Command::Budget(args) => budget::run(&home, args).await,
             Command::Logs(args) => logs::run(&home, args).await,
+            Command::CompleteIds(args) => complete::run(&home, args).await,
             Command::Bb(args) => bb::run(&home, args, early).await,
             Command::Mcp(args) => mcp::run(&home, args).await,
             Command::Brief(cmd) => brief::run(&home, cmd).await,

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use serde::Serialize;
 
-use crate::blackboard::{Task, TaskLine};
+use crate::blackboard::TaskLine;
 
 /// Prints either JSON (`--json`) or the text a person reads.
 #[derive(Debug, Clone, Copy)]
@@ -45,15 +45,27 @@ impl Printer {
 /// A header, then one line per task: id, status, priority, kind, who
 /// (claimant, else assignee), round, title; each column as wide as its
 /// widest cell.
-pub fn task_table<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> String {
-    let rows: Vec<[String; 7]> = tasks
-        .into_iter()
-        .map(|t| {
+/// Tasks as an aligned table with a header; the last column says why each
+/// waits (`-`: it does not).
+pub fn task_table(tasks: &[crate::wire::ListedTask]) -> String {
+    let rows: Vec<[String; 8]> = tasks
+        .iter()
+        .map(|l| {
+            let t = &l.task;
             let who = t
                 .claimed_by
                 .as_deref()
                 .or(t.assignee.as_deref())
                 .unwrap_or("-");
+            let waiting = if l.waiting_for.is_empty() {
+                "-".to_string()
+            } else {
+                l.waiting_for
+                    .iter()
+                    .map(|w| w.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
             [
                 t.id.clone(),
                 t.status.to_string(),
@@ -62,14 +74,25 @@ pub fn task_table<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> String {
                 who.to_string(),
                 format!("r{}", t.round),
                 t.title.clone(),
+                waiting,
             ]
         })
         .collect();
     if rows.is_empty() {
         return "(no tasks)\n".to_string();
     }
-    let header = ["ID", "STATUS", "PRIORITY", "KIND", "WHO", "ROUND", "TITLE"].map(String::from);
-    let mut widths = [0usize; 7];
+    let header = [
+        "ID",
+        "STATUS",
+        "PRIORITY",
+        "KIND",
+        "WHO",
+        "ROUND",
+        "TITLE",
+        "WAITING FOR",
+    ]
+    .map(String::from);
+    let mut widths = [0usize; 8];
     for row in std::iter::once(&header).chain(&rows) {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());

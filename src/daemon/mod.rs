@@ -35,6 +35,7 @@ pub mod sandbox_socket;
 pub mod schedules;
 pub mod snapshots;
 pub mod ticker;
+pub mod waits;
 pub mod webhooks;
 pub mod worktrees;
 
@@ -113,10 +114,18 @@ struct Inner {
     /// Per-repository worktree locks and the worktrees that exist.
     workspaces: crate::workspace::Workspaces,
     quota: quota::QuotaBook,
+    /// Why the last tick of each project left its tasks waiting.
+    waits: waits::WaitBook,
     provider_health: provider_health::ProviderHealth,
     /// Per project, when its next schedule slot is due (UTC ms): the
     /// ticker sleeps no longer than that.
     schedule_due: Mutex<HashMap<String, i64>>,
+    /// When a hold ends (a task's retry backoff, an agent held back after
+    /// an infrastructure failure; UTC ms): the ticker wakes then, so a
+    /// backoff lasts what it says and not until the next tick.
+    wake_deadlines: Mutex<std::collections::BTreeSet<i64>>,
+    /// Per running session: its agent's latest "doing now" line.
+    activities: Mutex<HashMap<String, String>>,
     /// `bwrap` and whether it makes a sandbox here, probed at the first
     /// sandboxed run (`runtime::sandbox::probe`).
     sandbox: std::sync::OnceLock<Result<PathBuf, String>>,
@@ -235,12 +244,15 @@ impl Daemon {
                 runtime_health: Default::default(),
                 workspaces: Default::default(),
                 quota: Default::default(),
+                waits: Default::default(),
                 provider_health: Default::default(),
                 schedule_due: Mutex::new(HashMap::new()),
                 sandbox,
                 budget_overrides,
                 budgets: Mutex::new(None),
                 gateway_history: tokio::sync::OnceCell::new(),
+                wake_deadlines: Mutex::new(Default::default()),
+                activities: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -329,6 +341,58 @@ impl Daemon {
             .values()
             .min()
             .copied()
+    }
+
+    /// Sets a running session's "doing now" line (empty: forget it, the
+    /// run ended).
+    pub(crate) fn set_activity(&self, session: &str, line: String) {
+        let mut map = self
+            .inner
+            .activities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if line.is_empty() {
+            map.remove(session);
+        } else {
+            map.insert(session.to_string(), line);
+        }
+    }
+
+    /// A running session's latest "doing now" line.
+    pub fn activity(&self, session: &str) -> Option<String> {
+        self.inner
+            .activities
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(session)
+            .cloned()
+    }
+
+    /// Asks for a tick at `at_ms` (UTC ms): a hold ends then.
+    pub fn wake_at(&self, at_ms: i64) {
+        let mut set = self
+            .inner
+            .wake_deadlines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Bounded: past deadlines go at every tick; this many future ones
+        // means the tick interval serves them anyway.
+        if set.len() < 10_000 {
+            set.insert(at_ms);
+        }
+    }
+
+    /// The earliest hold ending after `since_ms` (the start of the tick
+    /// that just ran); those before it are forgotten, that tick saw them.
+    pub fn next_wake_after(&self, since_ms: i64) -> Option<i64> {
+        let mut set = self
+            .inner
+            .wake_deadlines
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let later = set.split_off(&(since_ms + 1));
+        *set = later;
+        set.first().copied()
     }
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {
@@ -475,9 +539,11 @@ impl Daemon {
 
     pub fn pause_ticker(&self) {
         self.inner.ticker_paused.store(true, Ordering::SeqCst);
+        waits::republish_paused(self);
     }
     pub fn resume_ticker(&self) {
         self.inner.ticker_paused.store(false, Ordering::SeqCst);
+        waits::republish_paused(self);
         self.wake();
     }
     pub fn ticker_paused(&self) -> bool {

@@ -22,7 +22,11 @@ use super::projects::ProjectSlot;
 use super::runs::{run_counts, start_run, RunKind};
 use super::Daemon;
 use crate::blackboard::{Actor, ActorKind, BbError, EventLevel, ObservationLevel};
+use crate::service::WaitingFor;
 use choose::Team;
+
+/// Why the tick did not start each ready task it looked at.
+type Judged = std::collections::BTreeMap<String, Vec<WaitingFor>>;
 
 /// A manual tick's request: answered once a tick that began after it ended.
 pub(crate) type TickRequest = oneshot::Sender<()>;
@@ -43,18 +47,23 @@ pub async fn run(d: Daemon, mut requests: mpsc::UnboundedReceiver<TickRequest>) 
         while let Ok(r) = requests.try_recv() {
             waiting.push(r);
         }
+        let started = chrono::Utc::now().timestamp_millis();
         if !d.ticker_paused() || !waiting.is_empty() {
             tick(&d).await;
         }
         for r in waiting.drain(..) {
             let _ = r.send(());
         }
-        // No longer than until the next schedule slot is due.
-        let sleep = match d.next_schedule_due() {
-            Some(due) => {
-                let wait = due - chrono::Utc::now().timestamp_millis();
-                interval.min(Duration::from_millis(wait.max(0) as u64))
-            }
+        // No longer than until the next schedule slot is due, or the next
+        // hold ends (a retry's backoff, a held agent): a backoff of 10 s
+        // starts the next run 10 s later, not at the next tick.
+        let now = chrono::Utc::now().timestamp_millis();
+        let next = [d.next_schedule_due(), d.next_wake_after(started)]
+            .into_iter()
+            .flatten()
+            .min();
+        let sleep = match next {
+            Some(due) => interval.min(Duration::from_millis((due - now).max(0) as u64)),
             None => interval,
         };
         tokio::select! {
@@ -222,13 +231,24 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         // with no run, or an agent nobody supervised. So the step runs in its
         // own task; the tick waits for it, and if the tick is cancelled the
         // step still finishes (holding the schedule lock until it has).
-        tokio::spawn(start_ready(d.clone(), slot.clone(), ready))
+        let judged = tokio::spawn(start_ready(d.clone(), slot.clone(), ready))
             .await
             .map_err(|e| BbError::Io(std::io::Error::other(e)))??;
+        super::waits::publish(d, project, judged, Vec::new());
     } else {
         // Nothing was judged for quota this tick (no open work, or every
         // slot taken): no task of this project waits for quota now.
         d.quota().set_held(project, Vec::new());
+        let (running, _, _) = run_counts(d);
+        let unjudged = if probe.open > 0 && !d.is_shutting_down() {
+            vec![WaitingFor::RunSlots {
+                running,
+                cap: max_global + reserved,
+            }]
+        } else {
+            Vec::new()
+        };
+        super::waits::publish(d, project, Default::default(), unjudged);
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
@@ -285,12 +305,13 @@ async fn detect_zombie(
 
 /// Claims ready tasks for eligible agents and starts their runs, under the
 /// schedule lock (the limits are shared by every project). Runs in a task of
-/// its own: see step 3 of [`tick_project`].
+/// its own: see step 3 of [`tick_project`]. Returns why each ready task it
+/// did not start waits.
 async fn start_ready(
     d: Daemon,
     slot: ProjectSlot,
     ready: Vec<crate::blackboard::Task>,
-) -> Result<(), BbError> {
+) -> Result<Judged, BbError> {
     let service = slot.service(d.home()).expect("caller checked");
     let bb = service.blackboard();
     let project = slot.id.as_str();
@@ -314,6 +335,8 @@ async fn start_ready(
         Vec::new()
     };
     let mut admission = super::quota::Admission::new(&d, &live);
+    let mut judged = Judged::new();
+    let mut no_slot = false;
     for task in ready {
         if d.is_shutting_down() {
             break;
@@ -323,11 +346,16 @@ async fn start_ready(
         let may_reserve = task.priority == crate::blackboard::Priority::Urgent
             || (reserve_for_high && task.priority == crate::blackboard::Priority::High);
         let extra = if may_reserve { reserved } else { 0 };
-        if running >= max_global + extra || in_project >= project_cap + extra {
-            if may_reserve {
-                continue;
-            }
-            break;
+        if no_slot || running >= max_global + extra || in_project >= project_cap + extra {
+            let (running, cap) = if running >= max_global + extra {
+                (running, max_global + extra)
+            } else {
+                (in_project, project_cap + extra)
+            };
+            judged.insert(task.id.clone(), vec![WaitingFor::RunSlots { running, cap }]);
+            // The rest only get their reason (no more starts this tick).
+            no_slot = no_slot || !may_reserve;
+            continue;
         }
         let team = Team {
             agents: &d.agents().agents,
@@ -337,10 +365,34 @@ async fn start_ready(
             held: |agent: &str| d.runtime_health().held(project, agent, bb.now()),
         };
         let Some(agent) = team.for_work(task.assignee.as_deref(), &task.kind) else {
+            let (busy_agents, held_agents) = team.why_nobody(task.assignee.as_deref(), &task.kind);
+            let mut why = Vec::new();
+            for a in held_agents {
+                if let Some(p) = d.runtime_health().holding(project, &a.id, bb.now()) {
+                    why.push(WaitingFor::AgentHeld {
+                        agent: a.id.clone(),
+                        until: p.retry_at_ms,
+                        failures: p.failures,
+                        reason: p.reason,
+                    });
+                }
+            }
+            if !busy_agents.is_empty() {
+                why.push(WaitingFor::AgentBusy {
+                    agents: busy_agents.iter().map(|a| a.id.clone()).collect(),
+                    max_per_agent: cfg.max_per_agent as usize,
+                });
+            }
+            // Nobody at all: the board's reason says which (an unknown
+            // assignee, a kind no agent takes).
+            if !why.is_empty() {
+                judged.insert(task.id.clone(), why);
+            }
             continue;
         };
         if admission_on {
-            if let super::quota::Verdict::Hold(_) = admission.judge(bb, &task, agent).await {
+            if let super::quota::Verdict::Hold(reason) = admission.judge(bb, &task, agent).await {
+                judged.insert(task.id.clone(), vec![WaitingFor::Quota(reason)]);
                 continue;
             }
         }
@@ -373,5 +425,5 @@ async fn start_ready(
         )
         .await?;
     }
-    Ok(())
+    Ok(judged)
 }

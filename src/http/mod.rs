@@ -28,7 +28,7 @@ pub mod sandbox_proxy;
 pub mod serve;
 pub mod status;
 
-pub use status::{DaemonSessions, DaemonStatus, ProjectSession, Readiness};
+pub use status::{ActiveRun, DaemonSessions, DaemonStatus, ProjectSession, Readiness};
 
 /// The process-wide Prometheus recorder (installed once; later daemons in the
 /// same process share it).
@@ -186,10 +186,51 @@ async fn sessions(State(d): State<Daemon>) -> Json<DaemonSessions> {
             }
         }
     }
-    Json(DaemonSessions {
-        active: d.runs(),
-        recent,
-    })
+    let runs = d.runs();
+    let mut active = Vec::with_capacity(runs.len());
+    for slot in d.projects().snapshot() {
+        let mine: Vec<&crate::daemon::RunInfo> = runs
+            .iter()
+            .filter(|r| r.project == slot.id.as_str())
+            .collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = mine.iter().map(|r| r.task_id.clone()).collect();
+        let facts = match &slot.bb {
+            Some(bb) => bb.wait_facts(&ids).await.unwrap_or_default(),
+            None => Default::default(),
+        };
+        for r in mine {
+            let title = match &slot.bb {
+                Some(bb) => bb
+                    .task(&r.task_id)
+                    .await
+                    .map(|t| t.title)
+                    .unwrap_or_default(),
+                None => String::new(),
+            };
+            let (state, state_text) = match facts.proposed_decisions.get(&r.task_id) {
+                Some(ids) if r.kind == crate::daemon::runs::RunKind::Work => {
+                    let named: Vec<String> = ids.iter().map(|n| format!("D{n}")).collect();
+                    (
+                        "waiting",
+                        format!("waiting on decision {}", named.join(", ")),
+                    )
+                }
+                _ => ("working", "working".to_string()),
+            };
+            active.push(ActiveRun {
+                run: r.clone(),
+                task_title: title,
+                state: state.to_string(),
+                state_text,
+                activity: d.activity(&r.session_id),
+            });
+        }
+    }
+    active.sort_by_key(|a| a.run.started_at_ms);
+    Json(DaemonSessions { active, recent })
 }
 
 #[utoipa::path(post, path = "/api/daemon/stop", tag = "daemon", security(("bearer" = [])), responses((status = 200, body = Object)))]

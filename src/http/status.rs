@@ -180,9 +180,26 @@ pub struct Limits {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DaemonSessions {
     /// Runs in flight, oldest first.
-    pub active: Vec<RunInfo>,
+    pub active: Vec<ActiveRun>,
     /// Up to 20 recent sessions per open project.
     pub recent: Vec<ProjectSession>,
+}
+
+/// A run in flight as the operator reads it: its task's title and what it
+/// is doing (working, or waiting on a decision it proposed).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ActiveRun {
+    #[serde(flatten)]
+    pub run: RunInfo,
+    /// The title of its task (empty when the task cannot be read).
+    pub task_title: String,
+    /// `working`, or `waiting` on a decision.
+    pub state: String,
+    /// `working`, or `waiting on decision D3` (every proposed decision of
+    /// its task, named).
+    pub state_text: String,
+    /// The run's latest "doing now" line.
+    pub activity: Option<String>,
 }
 
 /// A session with the project it belongs to.

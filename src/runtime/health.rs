@@ -112,6 +112,14 @@ impl RuntimeHealth {
                 .is_some_and(|p| p.retry_at_ms > now_ms)
     }
 
+    /// The problem holding `agent` on `project` at `now_ms`, if it is held.
+    pub fn holding(&self, project: &str, agent: &str, now_ms: i64) -> Option<Problem> {
+        let map = self.problems.lock().expect("health lock");
+        map.get(&(project.to_string(), agent.to_string()))
+            .filter(|p| p.retry_at_ms > now_ms)
+            .cloned()
+    }
+
     /// Every current problem, by project then agent. A problem whose retry
     /// time passed more than `linger_ms` ago without a new attempt (the
     /// agent had no more work to try with) is forgotten, so readiness does

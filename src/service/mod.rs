@@ -27,6 +27,7 @@ pub mod rules;
 pub mod schedules;
 mod tasks;
 pub mod team;
+mod waiting;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,8 @@ use std::time::Duration;
 pub use artifacts::{artifact_path, ArtifactSource, NewArtifact};
 pub use error::{ServiceError, ServiceResult};
 pub use identity::{RunIdentity, RESERVED_ACTORS};
-pub use team::{NeverStarts, TeamView, WaitingFor};
+pub use team::{NeverStarts, TeamView};
+pub use waiting::{combine, DaemonSide, WaitingFor};
 
 use crate::blackboard::{
     Actor, AlertCounts, Blackboard, BoardSummary, Event, EventQuery, OpenMode, StoredEvent, Task,

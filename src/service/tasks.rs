@@ -1,7 +1,7 @@
 //! Task verbs: create, depend, claim, heartbeat, release, submit, fail, the
 //! operators' transitions, and the daemon's review-round conclusions.
 
-use super::team::{NeverStarts, TeamView, WaitingFor};
+use super::team::{NeverStarts, TeamView};
 use super::{rules, ProjectService, ServiceError, ServiceResult};
 use crate::blackboard::{Actor, Millis, NewTask, ReviewConclusion, Task, TaskFilter, TaskStatus};
 
@@ -53,11 +53,6 @@ impl ProjectService {
     /// The one creation check every front door shares.
     pub(super) fn refuse_never_starting(&self, new: &NewTask, force: bool) -> ServiceResult<()> {
         refuse_with(&TeamView::load(&self.home, &self.project), new, force)
-    }
-
-    /// Why a pending task is not running yet (see [`TeamView::waiting_for`]).
-    pub fn waiting_for(&self, detail: &crate::blackboard::TaskDetail) -> Vec<WaitingFor> {
-        TeamView::load(&self.home, &self.project).waiting_for(detail, self.bb.now())
     }
 
     /// The pending tasks that can never start as the team stands, each

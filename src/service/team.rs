@@ -187,6 +187,11 @@ impl TeamView {
         why
     }
 
+    /// Whether the home defines no agent at all (nothing is judged).
+    pub fn has_no_team(&self) -> bool {
+        self.agents.is_empty()
+    }
+
     /// [`Self::never_starts`] for a stored task.
     pub fn task_never_starts(&self, task: &Task) -> Vec<NeverStarts> {
         self.never_starts(
@@ -203,71 +208,5 @@ impl TeamView {
             new.kind.as_deref().unwrap_or(DEFAULT_TASK_KIND),
             new.review_protocol.as_deref(),
         )
-    }
-}
-
-/// Why a pending task is not running yet, as far as the board and the team
-/// say (the daemon's own holds — busy agents, quota, a paused ticker — are
-/// not seen from here).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WaitingFor {
-    /// Dependencies not done yet: `(id, status)`.
-    Dependencies(Vec<(String, String)>),
-    /// Not before this time (a retry's backoff).
-    NotBefore(crate::blackboard::Millis),
-    /// The home defines no agent at all.
-    NoTeam,
-    /// It can never start as the team stands.
-    Never(NeverStarts),
-}
-
-impl fmt::Display for WaitingFor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WaitingFor::Dependencies(deps) => {
-                let named: Vec<String> = deps.iter().map(|(id, s)| format!("{id} ({s})")).collect();
-                write!(f, "dependencies {}", named.join(", "))
-            }
-            WaitingFor::NotBefore(at) => {
-                write!(f, "not before {}", crate::blackboard::rfc3339(*at))
-            }
-            WaitingFor::NoTeam => f.write_str("an agent: config/agents.yaml defines none"),
-            WaitingFor::Never(why) => write!(f, "{why}"),
-        }
-    }
-}
-
-impl TeamView {
-    /// Every reason the pending task of `detail` is not running at `now`
-    /// (empty for a task that is not pending, or ready).
-    pub fn waiting_for(
-        &self,
-        detail: &crate::blackboard::TaskDetail,
-        now: crate::blackboard::Millis,
-    ) -> Vec<WaitingFor> {
-        use crate::blackboard::TaskStatus;
-        let t = &detail.task;
-        let mut why = Vec::new();
-        if t.status != TaskStatus::Pending {
-            return why;
-        }
-        let open: Vec<(String, String)> = detail
-            .depends_on
-            .iter()
-            .filter(|d| d.status != TaskStatus::Done)
-            .map(|d| (d.id.clone(), d.status.to_string()))
-            .collect();
-        if !open.is_empty() {
-            why.push(WaitingFor::Dependencies(open));
-        }
-        // For a pending task the lease column is its not-before time.
-        if let Some(at) = t.lease_expires_at.filter(|at| *at > now) {
-            why.push(WaitingFor::NotBefore(at));
-        }
-        if self.agents.is_empty() {
-            why.push(WaitingFor::NoTeam);
-        }
-        why.extend(self.task_never_starts(t).into_iter().map(WaitingFor::Never));
-        why
     }
 }

@@ -14,8 +14,10 @@ pub mod budgets;
 mod schedules;
 pub mod usage;
 mod vocabulary;
+mod waits;
 
 pub use schedules::{NewSchedule, Schedule, ScheduleDetail, ScheduleFiring};
+pub use waits::{DaemonWaits, ListedTask, Wait, WaitReason};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -343,6 +345,8 @@ pub struct TaskDetail {
     pub outputs: Vec<Output>,
     pub reviews: Vec<Review>,
     pub sessions: Vec<Session>,
+    /// Why the task is not moving (empty: it is not waiting).
+    pub waiting_for: Vec<Wait>,
 }
 
 impl From<model::TaskDetail> for TaskDetail {
@@ -355,6 +359,7 @@ impl From<model::TaskDetail> for TaskDetail {
             outputs: list(d.outputs),
             reviews: list(d.reviews),
             sessions: list(d.sessions),
+            waiting_for: Vec::new(),
         }
     }
 }
@@ -533,7 +538,7 @@ mod tests {
             "{json}"
         );
         assert!(
-            json.ends_with(r#""tags":["x","y"],"depends_on":[{"id":"T-0002","title":"x","status":"done"}],"dependents":[],"comments":[],"outputs":[],"reviews":[],"sessions":[]}"#),
+            json.ends_with(r#""tags":["x","y"],"depends_on":[{"id":"T-0002","title":"x","status":"done"}],"dependents":[],"comments":[],"outputs":[],"reviews":[],"sessions":[],"waiting_for":[]}"#),
             "{json}"
         );
     }

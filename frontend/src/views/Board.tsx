@@ -4,7 +4,7 @@
 
 import { Component } from 'preact';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { STATUSES, allTasks, enc, get, type BbEvent, type Task } from '../api';
+import { STATUSES, allTasks, enc, get, taskWaits, type BbEvent, type Task, type Wait } from '../api';
 import { useEpoch, useEvents } from '../live';
 import { isNewer, upsertTask } from '../tasks';
 import { ErrorBox, Link, PriorityPill } from '../ui';
@@ -68,8 +68,60 @@ function useLiveTasks(project: string) {
   return { data: board && board.project === project ? board.tasks : undefined, error };
 }
 
+/** How often the cards' reasons are read again: the daemon judges them each tick. */
+const WAITS_EVERY_MS = 5000;
+
+/**
+ * Why each task waits, by id: read on mount, every few seconds (the
+ * daemon's reasons change without an event) and soon after a task event.
+ * An unchanged list keeps its array, so its card does not re-render.
+ */
+function useWaits(project: string): Map<string, Wait[]> {
+  const epoch = useEpoch();
+  const [waits, setWaits] = useState<Map<string, Wait[]>>(new Map());
+  const [nudge, setNudge] = useState(0);
+  const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useEffect(() => {
+    let current = true;
+    const load = () =>
+      taskWaits(project).then(
+        (fresh) => {
+          if (!current) return;
+          setWaits((old) => {
+            const merged = new Map<string, Wait[]>();
+            for (const [id, w] of fresh) {
+              const prev = old.get(id);
+              merged.set(id, prev && JSON.stringify(prev) === JSON.stringify(w) ? prev : w);
+            }
+            return merged;
+          });
+        },
+        () => undefined,
+      );
+    load();
+    const every = setInterval(load, WAITS_EVERY_MS);
+    return () => {
+      current = false;
+      clearInterval(every);
+    };
+  }, [project, epoch, nudge]);
+  useEvents((ev: BbEvent) => {
+    if (ev.project !== project || !ev.kind.startsWith('task.')) return;
+    if (timer.current) return;
+    timer.current = setTimeout(() => {
+      timer.current = null;
+      setNudge((n) => n + 1);
+    }, 700);
+  });
+  return waits;
+}
+
+/** Statuses a task can wait in. */
+const CAN_WAIT = new Set(['pending', 'blocked', 'working']);
+
 export function Board({ project, taskId }: { project: string; taskId: string | null }) {
   const tasks = useLiveTasks(project);
+  const waits = useWaits(project);
   const [filter, setFilter] = useState('');
   const [creating, setCreating] = useState(false);
   const q = filter.trim().toLowerCase();
@@ -112,7 +164,13 @@ export function Board({ project, taskId }: { project: string; taskId: string | n
                 </h3>
                 <div class="cards">
                   {list.map((t) => (
-                    <TaskCard key={t.id} t={t} project={project} selected={t.id === taskId} />
+                    <TaskCard
+                      key={t.id}
+                      t={t}
+                      project={project}
+                      selected={t.id === taskId}
+                      waits={CAN_WAIT.has(t.status) ? waits.get(t.id) : undefined}
+                    />
                   ))}
                 </div>
               </div>
@@ -129,15 +187,22 @@ interface CardProps {
   t: Task;
   project: string;
   selected: boolean;
+  /** Why it waits (none: it does not). */
+  waits?: Wait[];
 }
 
 /** One card; re-renders only when its row or selection changes. */
 class TaskCard extends Component<CardProps> {
   shouldComponentUpdate(next: CardProps) {
-    return next.t !== this.props.t || next.selected !== this.props.selected || next.project !== this.props.project;
+    return (
+      next.t !== this.props.t ||
+      next.selected !== this.props.selected ||
+      next.project !== this.props.project ||
+      next.waits !== this.props.waits
+    );
   }
 
-  render({ t, project, selected }: CardProps) {
+  render({ t, project, selected, waits }: CardProps) {
     const who = t.claimed_by ?? t.assignee;
     return (
       <Link href={`/projects/${project}/tasks/${t.id}`} class={`task${selected ? ' selected' : ''}`}>
@@ -151,6 +216,15 @@ class TaskCard extends Component<CardProps> {
           <span class="kind">{t.kind}</span>
           {who && <span class="who">@{who}</span>}
         </div>
+        {waits && waits.length > 0 && (
+          <div class="task-waits" data-waits={t.id}>
+            {waits.map((w) => (
+              <div class={`task-wait w-${w.reason}`} data-wait={w.reason} title={w.text} key={w.reason + w.text}>
+                {w.text}
+              </div>
+            ))}
+          </div>
+        )}
       </Link>
     );
   }

@@ -2,7 +2,7 @@
 // summary card per project.
 
 import { useEffect, useState } from 'preact/hooks';
-import { STATUSES, ago, fmtBytes, get, post, type BbEvent, type DaemonStatus, type Project, type RunInfo } from '../api';
+import { STATUSES, ago, fmtBytes, get, post, type BbEvent, type DaemonStatus, type Project, type ActiveRun } from '../api';
 import { ACTIVITY, useEventRev } from '../live';
 import { Badge, Empty, ErrorBox, Link, Section, useClock, useFetch, useThrottled } from '../ui';
 
@@ -12,7 +12,7 @@ export function Overview() {
   const rev = useThrottled(useEventRev(changesOverview), 1000);
   useClock(5000);
   const status = useFetch(`s${rev}`, () => get<DaemonStatus>('/api/daemon/status'));
-  const sessions = useFetch(`x${rev}`, () => get<{ active: RunInfo[] }>('/api/daemon/sessions'));
+  const sessions = useFetch(`x${rev}`, () => get<{ active: ActiveRun[] }>('/api/daemon/sessions'));
   const projects = useFetch(`p${rev}`, () =>
     get<{ projects: Project[] }>('/api/projects').then((r) => r.projects).catch(() => null),
   );
@@ -146,19 +146,25 @@ export function Overview() {
                   <th>Task</th>
                   <th>Agent</th>
                   <th>Kind</th>
+                  <th>Doing</th>
                   <th>Started</th>
                   <th>Deadline</th>
                 </tr>
               </thead>
               <tbody>
                 {sessions.data.active.map((r) => (
-                  <tr key={r.session_id}>
+                  <tr key={r.session_id} data-session={r.session_id}>
                     <td>{r.project}</td>
-                    <td>
-                      <Link href={`/projects/${r.project}/tasks/${r.task_id}`}>{r.task_id}</Link>
+                    <td class="session-task">
+                      <Link href={`/projects/${r.project}/tasks/${r.task_id}`}>{r.task_id}</Link>{' '}
+                      <span data-task-title>{r.task_title}</span>
                     </td>
                     <td>{r.agent}</td>
                     <td>{r.kind}</td>
+                    <td class={`session-state st-${r.state}`} data-state={r.state}>
+                      {r.state_text}
+                      {r.activity && <div class="muted small">{r.activity}</div>}
+                    </td>
                     <td>{ago(r.started_at_ms)}</td>
                     <td>{inSeconds(r.deadline_ms)}</td>
                   </tr>

@@ -8,8 +8,8 @@ use crate::blackboard::{
     TaskStatus, ALERT_LEVELS,
 };
 use crate::cli::output::{line_table, task_table};
-use crate::service::WaitingFor;
 use crate::wire::ToWire;
+use crate::wire::Wait;
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ReadVerb {
@@ -84,8 +84,11 @@ pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
             limit,
         } => {
             let d = svc.task_detail(&id, limit).await?;
-            let waiting = svc.waiting_for(&d);
-            out.emit(&d.to_wire(), || detail_text(&d, &waiting))
+            let daemon = crate::daemon::waits::published(svc.home(), svc.project());
+            let waiting = svc.task_waits(&d.task, &daemon).await?;
+            let mut wire = d.to_wire();
+            wire.waiting_for = waiting.clone();
+            out.emit(&wire, || detail_text(&d, &waiting))
         }
         ReadVerb::List {
             status,
@@ -104,7 +107,9 @@ pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
                 offset,
             };
             let tasks = svc.list_tasks(&filter).await?;
-            out.emit(&tasks.to_wire(), || task_table(&tasks))
+            let daemon = crate::daemon::waits::published(svc.home(), svc.project());
+            let listed = svc.listed(tasks, &daemon).await?;
+            out.emit(&listed, || task_table(&listed))
         }
         ReadVerb::Events {
             action: Some(EventsAction::Ack { id }),
@@ -224,7 +229,7 @@ fn summary_text(s: &BoardSummary) -> String {
     )
 }
 
-fn detail_text(d: &TaskDetail, waiting: &[WaitingFor]) -> String {
+fn detail_text(d: &TaskDetail, waiting: &[Wait]) -> String {
     let t = &d.task;
     let mut s = format!(
         "{} [{}] {}\n  kind {}  priority {}  round {}/{}  assignee {}  claimed by {}\n",
@@ -239,7 +244,7 @@ fn detail_text(d: &TaskDetail, waiting: &[WaitingFor]) -> String {
         t.claimed_by.as_deref().unwrap_or("-")
     );
     if !waiting.is_empty() {
-        let why: Vec<String> = waiting.iter().map(ToString::to_string).collect();
+        let why: Vec<&str> = waiting.iter().map(|w| w.text.as_str()).collect();
         s.push_str(&format!("  waiting for: {}\n", why.join("; ")));
     }
     if !t.description.is_empty() {

@@ -22,6 +22,7 @@ pub(super) fn hold_agent(
         &d.config().daemon.retry_backoff,
     );
     metrics::counter!("moziplus_runs_infrastructure_failures_total").increment(1);
+    d.wake_at(bb.now() + wait.as_millis() as i64);
     wait
 }
 
@@ -106,8 +107,12 @@ pub(super) async fn hold_next_round(d: &Daemon, bb: &Blackboard, task_id: &str, 
         return;
     }
     let until = bb.now() + wait.as_millis() as i64;
-    if let Err(e) = bb.hold_pending_until(task_id, until).await {
-        tracing::warn!(project = bb.project(), task = task_id, error = %e, "cannot hold the task for its backoff");
+    match bb.hold_pending_until(task_id, until).await {
+        // The ticker wakes when the backoff ends.
+        Ok(_) => d.wake_at(until),
+        Err(e) => {
+            tracing::warn!(project = bb.project(), task = task_id, error = %e, "cannot hold the task for its backoff")
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! log and the live transcript, enforces the timeout and records the end.
 
 use super::*;
+use crate::runtime::transcript::ActivityKind;
 
 /// How often the end of a run is written before giving up when the database
 /// fails (held by another process past its busy timeout, say): a run's end
@@ -74,6 +75,7 @@ impl SessionLog {
 /// [`MAX_ACTIVITY_EVENTS`], to the event stream (`session.activity`,
 /// level `optional`).
 pub(super) struct Live<'a> {
+    d: &'a Daemon,
     bb: &'a Blackboard,
     info: &'a RunInfo,
     log: SessionLog,
@@ -84,6 +86,23 @@ pub(super) struct Live<'a> {
 impl Live<'_> {
     async fn publish(&mut self, acts: Vec<Activity>) {
         for a in acts {
+            // The agent's "doing now" line (the Agents view).
+            let now = match a.kind {
+                ActivityKind::ToolCall => Some(format!(
+                    "{}: {}",
+                    a.tool.as_deref().unwrap_or("tool"),
+                    a.text
+                )),
+                ActivityKind::AssistantText | ActivityKind::Error if !a.text.trim().is_empty() => {
+                    Some(a.text.clone())
+                }
+                _ => None,
+            };
+            if let Some(line) = now {
+                let first = line.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+                self.d
+                    .set_activity(&self.info.session_id, first.chars().take(200).collect());
+            }
             let value = serde_json::to_value(&a).unwrap_or_default();
             if self.structured {
                 let line = serde_json::json!({ "activity": value }).to_string();
@@ -124,6 +143,7 @@ pub(super) async fn supervise(
 ) {
     let structured = transcript.format() != crate::runtime::OutputFormat::Plain;
     let mut live = Live {
+        d: &d,
         bb: &bb,
         info: &info,
         log: SessionLog {
@@ -252,6 +272,7 @@ pub(super) async fn supervise(
         tracing::warn!(project = %info.project, task = %info.task_id, session = %info.session_id, agent = %info.agent, outcome = %outcome, "run ended without success");
     }
     d.runs_lock().remove(&info.session_id);
+    d.set_activity(&info.session_id, String::new());
     d.remove_run_keys(&info.session_id);
     // The task may have ended with this run: its worktree goes now.
     crate::daemon::worktrees::reap_workspaces(&d, &bb).await;

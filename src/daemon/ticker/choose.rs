@@ -48,6 +48,33 @@ impl<'a, H: Fn(&str) -> bool> Team<'a, H> {
             .min_by_key(|a| self.load(a))
     }
 
+    /// Why [`Self::for_work`] found nobody: the agents that would take the
+    /// task (its assignee, else those taking its kind, allowed on the
+    /// project) split into the busy (at `max_per_agent`) and the held. Both
+    /// empty: no agent would take it at all.
+    pub fn why_nobody(
+        &self,
+        assignee: Option<&str>,
+        kind: &str,
+    ) -> (Vec<&'a AgentDef>, Vec<&'a AgentDef>) {
+        let candidates = self.agents.iter().filter(|a| {
+            allowed(self.allowed, &a.id)
+                && match assignee {
+                    Some(x) => x == a.id,
+                    None => takes_kind(a, kind),
+                }
+        });
+        let (mut busy, mut held) = (Vec::new(), Vec::new());
+        for a in candidates {
+            if (self.held)(&a.id) {
+                held.push(a);
+            } else if self.load(a) >= self.max_per_agent {
+                busy.push(a);
+            }
+        }
+        (busy, held)
+    }
+
     /// The agent a review seat goes to: the first in `agents.yaml` that fits
     /// `spec`, is not the task's `author`, has not taken a seat this round
     /// (`taken`) and is available.

@@ -1,0 +1,153 @@
+//! The daemon's own reasons a task waits — a paused ticker, busy or held
+//! agents, run slots, quota — judged on every tick of a project
+//! (`ticker::start_ready`) and published: in memory for the API, and as
+//! `<home>/run/waits/<project>.json` ([`Home::daemon_waits_file`]) for `bb
+//! list` and `bb read`, which run without the daemon. The board's own
+//! reasons are the service's ([`crate::service::combine`]).
+//!
+//! The file is rewritten only when what it says changes; it names the
+//! daemon's pid, so a reader ignores a file a stopped daemon left behind
+//! ([`published`] asks the kernel who holds the home).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
+
+use super::Daemon;
+use crate::home::Home;
+use crate::registry::ProjectId;
+use crate::service::{DaemonSide, WaitingFor};
+use crate::wire::DaemonWaits;
+
+/// The last published reasons per project.
+#[derive(Debug, Default)]
+pub struct WaitBook {
+    projects: Mutex<HashMap<String, DaemonWaits>>,
+}
+
+impl WaitBook {
+    fn get(&self, project: &str) -> Option<DaemonWaits> {
+        self.projects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(project)
+            .cloned()
+    }
+}
+
+/// Publishes what the tick of `project` judged: `tasks`, each with why it
+/// did not start, and `unjudged`, why the ready tasks it did not look at
+/// wait.
+pub fn publish(
+    d: &Daemon,
+    project: &str,
+    tasks: BTreeMap<String, Vec<WaitingFor>>,
+    unjudged: Vec<WaitingFor>,
+) {
+    let wire = |w: Vec<WaitingFor>| w.iter().map(WaitingFor::to_wire).collect::<Vec<_>>();
+    let judged = DaemonWaits {
+        pid: std::process::id(),
+        judged_at: chrono::Utc::now().timestamp_millis(),
+        paused: d.ticker_paused(),
+        tasks: tasks.into_iter().map(|(id, w)| (id, wire(w))).collect(),
+        unjudged: wire(unjudged),
+    };
+    store(d, project, judged);
+}
+
+/// Republishes every project's reasons with the ticker's state (pause and
+/// resume): a paused ticker judges nothing, so `bb` must learn it here.
+pub fn republish_paused(d: &Daemon) {
+    let paused = d.ticker_paused();
+    let all: Vec<(String, DaemonWaits)> = d
+        .inner
+        .waits
+        .projects
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .iter()
+        .map(|(p, w)| (p.clone(), w.clone()))
+        .collect();
+    let known: Vec<String> = all.iter().map(|(p, _)| p.clone()).collect();
+    for (project, mut w) in all {
+        w.paused = paused;
+        store(d, &project, w);
+    }
+    // Projects never ticked yet (paused from the start) get a file too.
+    for slot in d.projects().snapshot() {
+        if !known.iter().any(|p| p == slot.id.as_str()) {
+            let w = DaemonWaits {
+                pid: std::process::id(),
+                judged_at: chrono::Utc::now().timestamp_millis(),
+                paused,
+                ..DaemonWaits::default()
+            };
+            store(d, slot.id.as_str(), w);
+        }
+    }
+}
+
+/// Keeps `judged` and writes its file when it says something new.
+fn store(d: &Daemon, project: &str, judged: DaemonWaits) {
+    let changed = {
+        let mut map = d
+            .inner
+            .waits
+            .projects
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let same = map.get(project).is_some_and(|old| {
+            old.paused == judged.paused
+                && old.tasks == judged.tasks
+                && old.unjudged == judged.unjudged
+        });
+        map.insert(project.to_string(), judged.clone());
+        !same
+    };
+    if !changed {
+        return;
+    }
+    let Ok(id) = ProjectId::parse(project) else {
+        return;
+    };
+    if let Err(e) = write_file(d.home(), &id, &judged) {
+        tracing::warn!(project, error = %e, "cannot write the daemon's wait reasons for bb");
+    }
+}
+
+fn write_file(home: &Home, id: &ProjectId, judged: &DaemonWaits) -> std::io::Result<()> {
+    let path = home.daemon_waits_file(id);
+    if let Some(dir) = path.parent() {
+        crate::home::create_private_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec(judged).map_err(std::io::Error::other)?;
+    crate::home::write_private_file(&tmp, bytes)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// What the daemon says of `project`'s tasks, for the API.
+pub fn side(d: &Daemon, project: &str) -> DaemonSide {
+    if d.ticker_paused() {
+        DaemonSide::Paused
+    } else {
+        DaemonSide::Running(d.inner.waits.get(project))
+    }
+}
+
+/// What the daemon serving `home` published for `project` (for `bb`,
+/// which runs without it): stopped when no daemon holds the home; a file
+/// written by another process than the holder is not read.
+pub fn published(home: &Home, project: &ProjectId) -> DaemonSide {
+    let pid = match super::home_lock::holder(home) {
+        super::home_lock::Holder::Free => return DaemonSide::Stopped,
+        super::home_lock::Holder::Process(pid) => pid,
+    };
+    let judged = std::fs::read(home.daemon_waits_file(project))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<DaemonWaits>(&b).ok())
+        .filter(|w| pid.is_none_or(|p| p == w.pid));
+    match judged {
+        Some(w) if w.paused => DaemonSide::Paused,
+        judged => DaemonSide::Running(judged),
+    }
+}
