@@ -4,6 +4,23 @@
  */
 
 export interface paths {
+    "/api/agents": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Every agent: state, current activity, today's runs and tokens, last error. */
+        get: operations["agents"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/budgets": {
         parameters: {
             query?: never;
@@ -722,6 +739,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/projects/{id}/waiting": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Why each open task (pending, blocked, working; the 500 most urgent)
+         *     waits: the dashboard reads it every few seconds, since the daemon's
+         *     reasons change on its ticks without an event.
+         */
+        get: operations["waiting_tasks"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/runs/bb": {
         parameters: {
             query?: never;
@@ -1068,6 +1106,23 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * @description A run in flight as the operator reads it: its task's title and what it
+         *     is doing (working, or waiting on a decision it proposed).
+         */
+        ActiveRun: components["schemas"]["RunInfo"] & {
+            /** @description The title of its task (empty when the task cannot be read). */
+            task_title: string;
+            /** @description `working`, or `waiting` on a decision. */
+            state: string;
+            /**
+             * @description `working`, or `waiting on decision D3` (every proposed decision of
+             *     its task, named).
+             */
+            state_text: string;
+            /** @description The run's latest "doing now" line. */
+            activity?: string | null;
+        };
         /** @description Admission by quota, as the daemon reports it through its hooks. */
         AdmissionStatus: {
             /** @description Whether admission by quota is on (`daemon.admission.enabled`). */
@@ -1080,6 +1135,73 @@ export interface components {
             demand_per_minute: {
                 [key: string]: number;
             };
+        };
+        /** @description The agent's last run that did not succeed. */
+        AgentError: {
+            project: string;
+            task: string;
+            /** @description `failed`, `timed_out`, `killed` or `lost`. */
+            outcome: string;
+            /** @description The error the run ended with (may be empty: see its log). */
+            text: string;
+            /** @description RFC 3339. */
+            at: string;
+        };
+        /** @description The agent held back on a project after infrastructure failures. */
+        AgentHold: {
+            project: string;
+            /** @description RFC 3339: no run of it starts on the project before. */
+            until: string;
+            /** Format: int32 */
+            failures: number;
+            reason: string;
+        };
+        AgentList: {
+            agents: components["schemas"]["AgentView"][];
+        };
+        /** @description A run of the agent in flight. */
+        AgentRun: {
+            project: string;
+            task: string;
+            session: string;
+            /** @description `work` or `review`. */
+            kind: string;
+            /** @description RFC 3339. */
+            started_at: string;
+        };
+        /** @description One agent. */
+        AgentView: {
+            id: string;
+            runtime: string;
+            model?: string | null;
+            /** @description `workspace`, `sandbox` or `full`. */
+            permissions: string;
+            kinds: string[];
+            /**
+             * @description `running` (a run in flight), `held` (held back on a project, none
+             *     running) or `idle`.
+             */
+            state: string;
+            /**
+             * @description The state in words: `idle`, `running T-0003 (shop)`, `held back on
+             *     shop until … (reason)`.
+             */
+            state_text: string;
+            running: components["schemas"]["AgentRun"][];
+            held: components["schemas"]["AgentHold"][];
+            /** @description The current run's latest "doing now" line (a tool call, a message). */
+            activity?: string | null;
+            /**
+             * Format: int64
+             * @description Runs started today (UTC), every project.
+             */
+            runs_today: number;
+            /**
+             * Format: int64
+             * @description Their prompt and completion tokens.
+             */
+            tokens_today: number;
+            last_error?: null | components["schemas"]["AgentError"];
         };
         /** @description Alerts nobody has acknowledged yet, per level, counted in the store. */
         AlertCounts: {
@@ -1281,7 +1403,7 @@ export interface components {
          */
         DaemonSessions: {
             /** @description Runs in flight, oldest first. */
-            active: components["schemas"]["RunInfo"][];
+            active: components["schemas"]["ActiveRun"][];
             /** @description Up to 20 recent sessions per open project. */
             recent: components["schemas"]["ProjectSession"][];
         };
@@ -1681,6 +1803,10 @@ export interface components {
             max_global_agents: number;
             /** Format: int32 */
             max_per_agent: number;
+        };
+        /** @description A task as listed, with why it waits (empty: it does not). */
+        ListedTask: components["schemas"]["Task"] & {
+            waiting_for: components["schemas"]["Wait"][];
         };
         LogSlice: {
             /** Format: int64 */
@@ -2284,6 +2410,8 @@ export interface components {
             outputs: components["schemas"]["Output"][];
             reviews: components["schemas"]["Review"][];
             sessions: components["schemas"]["Session"][];
+            /** @description Why the task is not moving (empty: it is not waiting). */
+            waiting_for: components["schemas"]["Wait"][];
         };
         /** @description An operator's edit of an open task; absent fields are kept. */
         TaskEdit: {
@@ -2295,7 +2423,11 @@ export interface components {
             force?: boolean;
         };
         TaskList: {
-            tasks: components["schemas"]["Task"][];
+            /**
+             * @description Each with `waiting_for`: why it is not moving (empty: it is not
+             *     waiting).
+             */
+            tasks: components["schemas"]["ListedTask"][];
             /** @description Pass as `cursor` for the next page; null on the last page. */
             next_cursor?: string | null;
             /**
@@ -2401,6 +2533,26 @@ export interface components {
          * @enum {string}
          */
         Verdict: "approve" | "revise" | "reject";
+        /** @description One reason a task is not moving. */
+        Wait: {
+            reason: components["schemas"]["WaitReason"];
+            /** @description The reason in words, naming what it waits for. */
+            text: string;
+            /** @description When the wait ends by itself (RFC 3339), when known. */
+            until?: string | null;
+        };
+        /**
+         * @description What a task waits for.
+         * @enum {string}
+         */
+        WaitReason: "dependencies" | "not_before" | "no_agent" | "unknown_protocol" | "agent_busy" | "agent_held" | "run_slots" | "quota" | "paused" | "daemon_stopped" | "budget" | "blocked" | "decision";
+        /** @description Why the open tasks wait, by task id (`GET …/waiting`). */
+        WaitingTasks: {
+            /** @description Per task id (only tasks that wait): its reasons, as `waiting_for`. */
+            waiting: {
+                [key: string]: components["schemas"]["Wait"][];
+            };
+        };
         /**
          * @description Something the operator should fix that holds no other work back: a
          *     broken skill the briefs skip, a review seat only the task's author fits.
@@ -2432,6 +2584,25 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    agents: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["AgentList"];
+                };
+            };
+        };
+    };
     list_budgets: {
         parameters: {
             query?: never;
@@ -3799,6 +3970,40 @@ export interface operations {
                 content?: never;
             };
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    waiting_tasks: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description project id */
+                id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["WaitingTasks"];
+                };
+            };
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };
