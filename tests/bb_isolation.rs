@@ -251,6 +251,10 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     block_on(async {
         let mut conn = raw_connection(&h.db("a")).await;
         for sql in [
+            // 0006: not_before; a hold written the old way, in the lease
+            // column of a pending task, must move over.
+            "ALTER TABLE task DROP COLUMN not_before",
+            "UPDATE task SET lease_expires_at = 4102444800000 WHERE status = 'pending'",
             "DROP TABLE schedule_firing",
             "DROP TABLE schedule",
             "DROP TABLE llm_usage",
@@ -278,6 +282,18 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
         support::query_i64(&h.db("a"), "SELECT COUNT(*) FROM schedule"),
         0,
         "migration 0005 applied too"
+    );
+    let held = "SELECT COUNT(*) FROM task WHERE status = 'pending' AND not_before = 4102444800000 AND lease_expires_at IS NULL";
+    assert!(
+        support::query_i64(&h.db("a"), held) >= 1,
+        "migration 0006 moved the old hold to not_before"
+    );
+    assert_eq!(
+        support::query_i64(
+            &h.db("a"),
+            "SELECT COUNT(*) FROM task WHERE status = 'pending' AND lease_expires_at IS NOT NULL"
+        ),
+        0
     );
     assert_eq!(
         support::query_i64(&h.db("a"), "PRAGMA user_version"),

@@ -71,7 +71,9 @@ pub use schedules::{
 };
 pub use sessions::NewSession;
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WorkActivity};
-pub use tasks::{validate_new_task, NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
+pub use tasks::{
+    validate_new_task, GiveBack, GiveBackTo, NewTask, ReviewConclusion, DEFAULT_TASK_KIND,
+};
 
 use sqlx::SqlitePool;
 

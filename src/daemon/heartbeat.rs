@@ -21,9 +21,9 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::runs::{signal_group, RunInfo, RunKind};
-use crate::blackboard::{Actor, BbResult, CommentType, EventLevel, ObservationLevel};
+use crate::blackboard::{Actor, BbResult, Claim, CommentType, EventLevel, ObservationLevel};
 use crate::config::agents::{AgentsFile, Category};
-use crate::service::ProjectService;
+use crate::service::{ProjectService, Setback};
 
 fn category_of(agents: &AgentsFile, agent: Option<&str>) -> Category {
     agent
@@ -87,8 +87,12 @@ pub async fn check(
                 // Only this claim: a release or a new claim since the read
                 // above is left alone.
                 None => {
+                    let claim = Claim {
+                        holder: w.agent.clone(),
+                        claimed_at: w.claimed_at,
+                    };
                     service
-                        .recover_claim(&w.task_id, &w.agent, w.claimed_at, &why)
+                        .give_back(&w.task_id, &claim, Setback::Stuck, &why)
                         .await?;
                 }
             }

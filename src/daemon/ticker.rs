@@ -162,7 +162,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
 
     // 1. Leases and approvals that ran out.
     if probe.leases_due {
-        for (task, status) in bb.expire_leases().await? {
+        for (task, status) in service.expire_leases().await? {
             tracing::info!(project, task, %status, "lease expired");
         }
     }

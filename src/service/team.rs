@@ -260,8 +260,7 @@ impl TeamView {
         if !open.is_empty() {
             why.push(WaitingFor::Dependencies(open));
         }
-        // For a pending task the lease column is its not-before time.
-        if let Some(at) = t.lease_expires_at.filter(|at| *at > now) {
+        if let Some(at) = t.not_before.filter(|at| *at > now) {
             why.push(WaitingFor::NotBefore(at));
         }
         if self.agents.is_empty() {
