@@ -21,7 +21,8 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::runs::{signal_group, RunInfo, RunKind};
-use crate::blackboard::{Actor, BbResult, Claim, CommentType, EventLevel, ObservationLevel};
+use super::ticker::TickError;
+use crate::blackboard::{Actor, Claim, CommentType, EventLevel, ObservationLevel};
 use crate::config::agents::{AgentsFile, Category};
 use crate::service::{ProjectService, Setback};
 
@@ -47,7 +48,7 @@ pub async fn check(
     service: &ProjectService,
     agents: &AgentsFile,
     runs: &[RunInfo],
-) -> BbResult<HeartbeatReport> {
+) -> Result<HeartbeatReport, TickError> {
     let bb = service.blackboard();
     let now = bb.now();
     let daemon = Actor::daemon();
@@ -150,7 +151,7 @@ async fn notify_dependency_waits(
     agents: &AgentsFile,
     now: i64,
     report: &mut HeartbeatReport,
-) -> BbResult<()> {
+) -> Result<(), TickError> {
     let bb = service.blackboard();
     let daemon = Actor::daemon();
     // Dependency waits: the shortest threshold bounds the query; each row is

@@ -50,6 +50,38 @@ impl ProjectSlot {
     }
 }
 
+impl ProjectSlot {
+    /// The project as a tick works on it, or `None` while it is unusable
+    /// (its blackboard did not open).
+    pub fn open(&self, home: &crate::home::Home) -> Option<OpenProject> {
+        Some(OpenProject {
+            id: self.id.clone(),
+            service: self.service(home)?,
+            config: self.config.clone(),
+            settings: self.settings.clone(),
+        })
+    }
+}
+
+/// A project whose blackboard is open: what the tick works on
+/// ([`ProjectSlot::open`]). Nothing in it can be missing, so the tick's code
+/// asks no "is it open?" again.
+#[derive(Debug, Clone)]
+pub struct OpenProject {
+    pub id: ProjectId,
+    /// The blackboard behind the project's rules; its writes wake nobody
+    /// (the daemon is the one that ticks).
+    pub service: ProjectService,
+    pub config: Config,
+    pub settings: ProjectSettings,
+}
+
+impl OpenProject {
+    pub fn bb(&self) -> &Blackboard {
+        self.service.blackboard()
+    }
+}
+
 /// Consecutive failed ticks after which a project counts as a problem.
 pub const FAILED_TICKS_UNREADY: u32 = 3;
 
