@@ -18,13 +18,14 @@
 //! keyed by its start, so a new window starts from nothing by itself.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 
 use crate::blackboard::{Clock, Millis};
 use crate::config::budgets::parse_offset;
 use crate::config::{BudgetLimit, BudgetsConfig};
+use crate::locks::Recover;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -199,7 +200,7 @@ impl BudgetBook {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// Start of the day window holding `at`.

@@ -40,7 +40,7 @@ pub mod worktrees;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -49,6 +49,7 @@ use crate::config::agents::AgentsFile;
 use crate::config::{Config, Layer};
 use crate::home::Home;
 
+use crate::locks::Recover;
 pub use runs::RunInfo;
 
 /// Ticker statistics shown by `/api/daemon/status`.
@@ -259,11 +260,7 @@ impl Daemon {
 
     /// Records when `project`'s next schedule slot is due (`None`: none).
     pub fn set_schedule_due(&self, project: &str, due: Option<i64>) {
-        let mut map = self
-            .inner
-            .schedule_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.inner.schedule_due.locked();
         match due {
             Some(at) => map.insert(project.to_string(), at),
             None => map.remove(project),
@@ -272,13 +269,7 @@ impl Daemon {
 
     /// The earliest next schedule slot over every project.
     pub fn next_schedule_due(&self) -> Option<i64> {
-        self.inner
-            .schedule_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .min()
-            .copied()
+        self.inner.schedule_due.locked().values().min().copied()
     }
 
     pub fn workspaces(&self) -> &crate::workspace::Workspaces {
@@ -341,26 +332,16 @@ impl Daemon {
     // not take the gateway down, so a poisoned lock is recovered.
     /// Registers a run's gateway key (`start_run` does; tests and embedders too).
     pub fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
-        self.inner
-            .run_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, run);
+        self.inner.run_keys.locked().insert(key, run);
     }
     pub(crate) fn remove_run_keys(&self, session_id: &str) {
         self.inner
             .run_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .locked()
             .retain(|_, r| r.session_id != session_id);
     }
     pub fn run_key(&self, key: &str) -> Option<gateway_hooks::RunKey> {
-        self.inner
-            .run_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned()
+        self.inner.run_keys.locked().get(key).cloned()
     }
 
     /// Asks for a tick as soon as possible (coalesced).
@@ -418,10 +399,10 @@ impl Daemon {
     }
 
     pub fn tick_stats(&self) -> TickStats {
-        self.inner.stats.lock().expect("stats lock").clone()
+        self.inner.stats.locked().clone()
     }
     pub(crate) fn record_tick(&self, ms: f64) {
-        let mut s = self.inner.stats.lock().expect("stats lock");
+        let mut s = self.inner.stats.locked();
         s.ticks += 1;
         s.last_tick_ms = ms;
         let now = chrono::Utc::now();
@@ -430,31 +411,20 @@ impl Daemon {
     }
 
     pub fn inbox_stats(&self) -> inbox::InboxStats {
-        self.inner
-            .inbox_stats
-            .lock()
-            .expect("inbox stats lock")
-            .clone()
+        self.inner.inbox_stats.locked().clone()
     }
     pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut inbox::InboxStats)) {
-        f(&mut self.inner.inbox_stats.lock().expect("inbox stats lock"));
+        f(&mut self.inner.inbox_stats.locked());
     }
 
     /// Snapshot of the runs in flight.
     pub fn runs(&self) -> Vec<RunInfo> {
-        let mut v: Vec<RunInfo> = self
-            .inner
-            .runs
-            .lock()
-            .expect("runs lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<RunInfo> = self.inner.runs.locked().values().cloned().collect();
         v.sort_by_key(|r| r.started_at_ms);
         v
     }
     pub(crate) fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunInfo>> {
-        self.inner.runs.lock().expect("runs lock")
+        self.inner.runs.locked()
     }
     pub fn runs_spawned(&self) -> u64 {
         self.inner.spawned.load(Ordering::Relaxed)
@@ -493,8 +463,7 @@ impl Daemon {
     ) -> Result<mpsc::UnboundedReceiver<ticker::TickRequest>, DaemonError> {
         self.inner
             .tick_receiver
-            .lock()
-            .expect("tick receiver lock")
+            .locked()
             .take()
             .ok_or_else(|| DaemonError::Refused("the daemon was already started".into()))
     }

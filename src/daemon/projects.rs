@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{Daemon, DaemonError};
 use crate::blackboard::{Actor, Blackboard, ObservationLevel, OpenMode};
 use crate::config::{Config, ProjectSettings};
+use crate::locks::Recover;
 use crate::registry::{self, ProjectId, ProjectStatus};
 use crate::service::{Notifier, ProjectService};
 
@@ -107,27 +108,19 @@ impl ProjectSet {
         let stamp = std::fs::metadata(d.home().registry_file())
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
-        let any_broken = self
-            .slots
-            .lock()
-            .expect("projects lock")
-            .values()
-            .any(|s| s.bb.is_none());
-        if stamp.is_some()
-            && !any_broken
-            && *self.registry_stamp.lock().expect("stamp lock") == stamp
-        {
+        let any_broken = self.slots.locked().values().any(|s| s.bb.is_none());
+        if stamp.is_some() && !any_broken && *self.registry_stamp.locked() == stamp {
             return Ok(());
         }
         let entries = registry::load(d.home())?;
-        *self.registry_stamp.lock().expect("stamp lock") = stamp;
+        *self.registry_stamp.locked() = stamp;
         let active: Vec<ProjectId> = entries
             .iter()
             .filter(|e| e.status == ProjectStatus::Active)
             .filter_map(|e| ProjectId::parse(&e.id).ok())
             .collect();
         let (to_open, to_close): (Vec<ProjectId>, Vec<ProjectSlot>) = {
-            let mut slots = self.slots.lock().expect("projects lock");
+            let mut slots = self.slots.locked();
             let to_close: Vec<String> = slots
                 .keys()
                 .filter(|k| !active.iter().any(|a| a.as_str() == k.as_str()))
@@ -153,31 +146,23 @@ impl ProjectSet {
             } else {
                 super::schedules::sync_from_config(d, &slot).await;
             }
-            self.slots
-                .lock()
-                .expect("projects lock")
-                .insert(id.to_string(), slot);
+            self.slots.locked().insert(id.to_string(), slot);
         }
         Ok(())
     }
 
     /// A copy of every slot (blackboards are cheap handles).
     pub fn snapshot(&self) -> Vec<ProjectSlot> {
-        self.slots
-            .lock()
-            .expect("projects lock")
-            .values()
-            .cloned()
-            .collect()
+        self.slots.locked().values().cloned().collect()
     }
 
     pub fn get(&self, id: &str) -> Option<ProjectSlot> {
-        self.slots.lock().expect("projects lock").get(id).cloned()
+        self.slots.locked().get(id).cloned()
     }
 
     /// Changes one slot in place.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut ProjectSlot)) {
-        if let Some(s) = self.slots.lock().expect("projects lock").get_mut(id) {
+        if let Some(s) = self.slots.locked().get_mut(id) {
             f(s);
         }
     }
@@ -192,8 +177,7 @@ impl ProjectSet {
 
     pub fn problems(&self) -> Vec<ProjectProblem> {
         self.slots
-            .lock()
-            .expect("projects lock")
+            .locked()
             .values()
             .filter_map(|s| {
                 let error = s.error.clone().or_else(|| {
@@ -219,10 +203,9 @@ impl ProjectSet {
     }
 
     pub async fn close_all(&self) {
-        let slots: Vec<ProjectSlot> =
-            std::mem::take(&mut *self.slots.lock().expect("projects lock"))
-                .into_values()
-                .collect();
+        let slots: Vec<ProjectSlot> = std::mem::take(&mut *self.slots.locked())
+            .into_values()
+            .collect();
         for s in slots {
             if let Some(bb) = s.bb {
                 bb.close().await;

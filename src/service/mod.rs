@@ -8,7 +8,10 @@
 //!   ([`identity`]);
 //! * the project's allowed agents and the lease rule ([`rules`]);
 //! * holder rules — only the holder of a `working` task posts its output,
-//!   renews its lease, submits or gives it back ([`rules::require_holder`]);
+//!   renews its lease, submits or gives it back (the store checks it under
+//!   its write lock: [`crate::blackboard::require_holder`]);
+//! * the one give-back: what a lease that ran out, a stuck claim or a run's
+//!   setback costs ([`give_back`], [`Setback`]);
 //! * reserved comment types — `system` comments are the daemon's only;
 //! * the decision lifecycle as a caller sees it (waiting, expiry);
 //! * artifact storage under `artifacts/<task>/outputs/` ([`artifacts`]);

@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::blackboard::usage::UsageLine;
 use crate::blackboard::{Blackboard, Clock};
@@ -15,6 +15,7 @@ pub use crate::daemon::budget::SoftCrossing;
 use crate::daemon::budget::{Amount, BudgetBook, Payer, Refusal, Scope};
 use crate::daemon::Daemon;
 use crate::gateway::{CallEstimate, RunAttribution, TokenUsage};
+use crate::locks::Recover;
 
 /// The book plus which projects' history it holds.
 pub struct Budgets {
@@ -46,12 +47,7 @@ impl Budgets {
     }
 
     fn is_seeded(&self, project: &str) -> bool {
-        self.all_seeded.load(Ordering::Acquire)
-            && self
-                .seeded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(project)
+        self.all_seeded.load(Ordering::Acquire) && self.seeded.locked().contains(project)
     }
 
     /// Reads the stored spend of every open project not yet in the book
@@ -66,20 +62,13 @@ impl Budgets {
         }
         for slot in daemon.projects().snapshot() {
             let id = slot.id.to_string();
-            let known = self
-                .seeded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&id);
+            let known = self.seeded.locked().contains(&id);
             let Some(bb) = slot.bb.filter(|_| !known) else {
                 continue;
             };
             match seed_project(&self.book, &id, &bb).await {
                 Ok(()) => {
-                    self.seeded
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(id);
+                    self.seeded.locked().insert(id);
                 }
                 Err(e) => {
                     tracing::warn!(project = %id, error = %e, "cannot read the project's stored LLM spend for its budgets; counting from now")
@@ -87,10 +76,7 @@ impl Budgets {
             }
         }
         // A project that could not be read is still counted from now on.
-        self.seeded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(project.to_string());
+        self.seeded.locked().insert(project.to_string());
         self.all_seeded.store(true, Ordering::Release);
     }
 
