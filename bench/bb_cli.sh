@@ -98,9 +98,9 @@ NOW_SQL="CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 claim_sql() {
     local id="$1"
     echo "UPDATE task SET status = 'working', claimed_by = 'bench-floor', claimed_at = $NOW_SQL,
-    updated_at = $NOW_SQL, lease_expires_at = $NOW_SQL + 600000
+    updated_at = $NOW_SQL, lease_expires_at = $NOW_SQL + 600000, not_before = NULL
   WHERE id = $id AND status = 'pending'
-    AND (lease_expires_at IS NULL OR lease_expires_at <= $NOW_SQL)
+    AND (not_before IS NULL OR not_before <= $NOW_SQL)
     AND (assignee IS NULL OR assignee = 'bench-floor')
     AND NOT EXISTS (SELECT 1 FROM dependency d JOIN task dt ON dt.id = d.depends_on
                     WHERE d.task_id = $id AND dt.status <> 'done')

@@ -39,6 +39,7 @@ pub mod gateway;
 pub mod home;
 pub mod http;
 pub mod inbox;
+pub mod locks;
 pub mod registry;
 pub mod review;
 pub mod runtime;

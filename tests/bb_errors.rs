@@ -826,11 +826,10 @@ fn a_waiting_task_says_why() {
     let after = h.create_task("p", "second", &["--depends-on", &dep]);
     let ghost = h.create_task("p", "haunted", &["--assignee", "ghost", "--force"]);
     let later = h.create_task("p", "later", &[]);
-    // A retry's backoff, as the daemon leaves it: the lease column of a
-    // pending task is its not-before time.
+    // A retry's backoff, as the daemon leaves it: the task's not-before time.
     block_on(async {
         let mut c = support::raw_connection(&h.db("p")).await;
-        sqlx::query("UPDATE task SET lease_expires_at = ? WHERE id = ?")
+        sqlx::query("UPDATE task SET not_before = ? WHERE id = ?")
             .bind(4_102_444_800_000_i64) // 2100-01-01
             .bind(&later)
             .execute(&mut c)

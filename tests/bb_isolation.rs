@@ -253,6 +253,10 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
         for sql in [
             "DROP TABLE event_ack",
             "DROP INDEX event_alert",
+            // 0006: not_before; a hold written the old way, in the lease
+            // column of a pending task, must move over.
+            "ALTER TABLE task DROP COLUMN not_before",
+            "UPDATE task SET lease_expires_at = 4102444800000 WHERE status = 'pending'",
             "DROP TABLE schedule_firing",
             "DROP TABLE schedule",
             "DROP TABLE llm_usage",
@@ -268,7 +272,9 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
         }
         conn.close().await.unwrap();
     });
-    assert!(h.bb_ok("a", &["read"]).contains("work in a"));
+    // `bb list`: the held task is not ready, so `bb read`'s summary would
+    // not name it.
+    assert!(h.bb_ok("a", &["list"]).contains("work in a"));
     let columns = support::query_strings(
         &h.db("a"),
         "SELECT name FROM pragma_table_info('session') ORDER BY name",
@@ -280,6 +286,18 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
         support::query_i64(&h.db("a"), "SELECT COUNT(*) FROM schedule"),
         0,
         "migration 0005 applied too"
+    );
+    let held = "SELECT COUNT(*) FROM task WHERE status = 'pending' AND not_before = 4102444800000 AND lease_expires_at IS NULL";
+    assert!(
+        support::query_i64(&h.db("a"), held) >= 1,
+        "migration 0006 moved the old hold to not_before"
+    );
+    assert_eq!(
+        support::query_i64(
+            &h.db("a"),
+            "SELECT COUNT(*) FROM task WHERE status = 'pending' AND lease_expires_at IS NOT NULL"
+        ),
+        0
     );
     assert_eq!(
         support::query_i64(&h.db("a"), "PRAGMA user_version"),

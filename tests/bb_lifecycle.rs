@@ -13,7 +13,7 @@ use moziplus::blackboard::{
     OpenMode, Outcome, Priority, ReviewConclusion, TaskStatus, Verdict,
 };
 use moziplus::home::{Home, ProjectId};
-use moziplus::service::{Notifier, ProjectService, ServiceError};
+use moziplus::service::{Notifier, ProjectService, ServiceError, Setback};
 
 /// 2023-11-14T22:13:20Z — any fixed instant will do.
 const T0: Millis = 1_700_000_000_000;
@@ -128,7 +128,7 @@ async fn an_expired_lease_returns_the_task_to_pending_with_the_next_round() {
 
     b.clock.advance(10 * MINUTE - 1);
     assert!(
-        b.bb.expire_leases().await.unwrap().is_empty(),
+        b.service().expire_leases().await.unwrap().is_empty(),
         "expired a millisecond early"
     );
     assert_eq!(b.bb.task(&id).await.unwrap().status, TaskStatus::Working);
@@ -136,7 +136,7 @@ async fn an_expired_lease_returns_the_task_to_pending_with_the_next_round() {
 
     b.clock.advance(1);
     assert_eq!(
-        b.bb.expire_leases().await.unwrap(),
+        b.service().expire_leases().await.unwrap(),
         vec![(id.clone(), TaskStatus::Pending)]
     );
     let t = b.bb.task(&id).await.unwrap();
@@ -158,7 +158,7 @@ async fn an_expired_lease_returns_the_task_to_pending_with_the_next_round() {
     );
 
     // Nothing left to expire; the task is ready again for anyone.
-    assert!(b.bb.expire_leases().await.unwrap().is_empty());
+    assert!(b.service().expire_leases().await.unwrap().is_empty());
     let ready: Vec<String> =
         b.bb.ready_tasks(10)
             .await
@@ -183,7 +183,7 @@ async fn reaching_max_rounds_fails_the_task_and_raises_an_alert() {
     for round in 1..=2 {
         b.bb.claim_task(&id, &agent("a"), MINUTE).await.unwrap();
         b.clock.advance(MINUTE);
-        let expired = b.bb.expire_leases().await.unwrap();
+        let expired = b.service().expire_leases().await.unwrap();
         let want = if round == 1 {
             TaskStatus::Pending
         } else {
@@ -224,7 +224,7 @@ async fn reaching_max_rounds_fails_the_task_and_raises_an_alert() {
             ..
         })
     ));
-    assert!(b.bb.expire_leases().await.unwrap().is_empty());
+    assert!(b.service().expire_leases().await.unwrap().is_empty());
 
     // An operator may reopen it: one more round is granted.
     let t =
@@ -308,7 +308,7 @@ async fn a_heartbeat_extends_the_lease() {
 
     // Past the original lease: still held.
     b.clock.advance(8 * MINUTE);
-    assert!(b.bb.expire_leases().await.unwrap().is_empty());
+    assert!(b.service().expire_leases().await.unwrap().is_empty());
     assert_eq!(
         b.bb.task(&id).await.unwrap().claimed_by.as_deref(),
         Some("a")
@@ -328,7 +328,7 @@ async fn a_heartbeat_extends_the_lease() {
 
     // At the renewed expiry it goes; a late heartbeat is then a conflict.
     b.clock.advance(2 * MINUTE);
-    assert_eq!(b.bb.expire_leases().await.unwrap().len(), 1);
+    assert_eq!(b.service().expire_leases().await.unwrap().len(), 1);
     let err =
         b.bb.heartbeat(&id, &agent("a"), 10 * MINUTE)
             .await
@@ -692,17 +692,11 @@ async fn every_change_writes_exactly_one_event() {
         "session.ended",
         b.bb.end_session("S-1", Outcome::Failed, Some(1), None)
     );
-    let claimed_at = b.bb.task(&other).await.unwrap().claimed_at.unwrap();
+    let claim = b.bb.task(&other).await.unwrap().claim().unwrap();
+    let svc = b.service();
     step!(
-        "task.timed_out",
-        b.bb.give_back_claim(
-            &other,
-            "a",
-            claimed_at,
-            "run took too long",
-            "task.timed_out",
-            true
-        )
+        "task.run_failed",
+        svc.give_back(&other, &claim, Setback::RunEnded, "run took too long")
     );
     step!("task.claimed", b.bb.claim_task(&other, &a, MINUTE));
     step!("task.failed", b.bb.fail_task(&other, &a, "gave up"));

@@ -21,7 +21,7 @@ async fn check(
     bb: &Blackboard,
     agents: &AgentsFile,
     runs: &[RunInfo],
-) -> moziplus::blackboard::BbResult<HeartbeatReport> {
+) -> Result<HeartbeatReport, moziplus::daemon::ticker::TickError> {
     let home = Home::new(bb.path().parent().unwrap());
     let project = ProjectId::parse(bb.project()).unwrap();
     let service = ProjectService::new(bb.clone(), home, project, Notifier::none());

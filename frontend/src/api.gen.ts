@@ -2392,6 +2392,12 @@ export interface components {
             max_rounds: number;
             /** Format: date-time */
             lease_expires_at?: string | null;
+            /**
+             * Format: date-time
+             * @description A pending task is not claimed before this time (the backoff
+             *     before a failed run's next round).
+             */
+            not_before?: string | null;
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */

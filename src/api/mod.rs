@@ -10,9 +10,9 @@
 //! ([`open_project`]), the operator actor of API writes ([`actor`]) and the
 //! bearer-token rule for mutating routes ([`require_token`]).
 
-pub mod budgets;
-pub mod alerts;
 pub mod agents;
+pub mod alerts;
+pub mod budgets;
 pub mod decisions;
 pub mod error;
 pub mod events;

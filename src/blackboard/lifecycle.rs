@@ -128,9 +128,9 @@ impl Blackboard {
             let claimed = sqlx::query(&format!(
                 "UPDATE task SET status = 'working', claimed_by = ?1,
                      claimed_at = MAX(?2, COALESCE(claimed_at, 0) + 1),
-                     updated_at = ?2, lease_expires_at = ?3
+                     updated_at = ?2, lease_expires_at = ?3, not_before = NULL
                  WHERE id = ?4 AND status = 'pending'
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= ?2)
+                   AND (not_before IS NULL OR not_before <= ?2)
                    AND (assignee IS NULL OR assignee = ?1)
                    AND NOT EXISTS (SELECT 1 FROM dependency d JOIN task dt ON dt.id = d.depends_on
                                    WHERE d.task_id = ?4 AND dt.status <> 'done')
@@ -154,10 +154,10 @@ impl Blackboard {
                     TaskStatus::Pending => {
                         if let Some(a) = t.assignee.as_deref().filter(|a| *a != actor.name) {
                             BbError::Conflict(format!("task {id} is assigned to {a}"))
-                        } else if t.lease_expires_at.is_some_and(|l| l > now) {
+                        } else if let Some(at) = t.not_before.filter(|at| *at > now) {
                             BbError::Conflict(format!(
                                 "task {id} is not ready before {}",
-                                super::rfc3339(t.lease_expires_at.unwrap_or_default())
+                                super::rfc3339(at)
                             ))
                         } else {
                             let waiting = unfinished_dependencies(&mut tx, id).await?;

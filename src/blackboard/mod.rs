@@ -74,7 +74,9 @@ pub use schedules::{
 };
 pub use sessions::{AgentDay, NewSession};
 pub use summary::{DependencyWait, TaskFilter, TickProbe, WaitFacts, WorkActivity};
-pub use tasks::{validate_new_task, NewTask, ReviewConclusion, DEFAULT_TASK_KIND};
+pub use tasks::{
+    validate_new_task, GiveBack, GiveBackTo, NewTask, ReviewConclusion, DEFAULT_TASK_KIND,
+};
 
 use sqlx::SqlitePool;
 

@@ -271,12 +271,43 @@ pub struct Task {
     pub review_protocol: Option<String>,
     pub round: i64,
     pub max_rounds: i64,
+    /// The claim's lease (UTC ms): a `working` task whose lease has run out
+    /// goes back (`ProjectService::give_back`, `Setback::LeaseExpired`).
     pub lease_expires_at: Option<Millis>,
+    /// A `pending` task is not claimed before this (UTC ms): the backoff
+    /// before a failed run's next round. Set only by a give-back or a hold.
+    pub not_before: Option<Millis>,
     pub created_at: Millis,
     pub updated_at: Millis,
     pub claimed_at: Option<Millis>,
     pub finished_at: Option<Millis>,
     pub tags: Vec<String>,
+}
+
+impl Task {
+    /// The task is in its last round: a setback that costs a round fails it
+    /// instead (the one round-limit rule; a give-back and a rejected review
+    /// both ask it).
+    pub fn at_round_limit(&self) -> bool {
+        self.round >= self.max_rounds
+    }
+
+    /// The claim that holds this task now, if any: who and since when.
+    pub fn claim(&self) -> Option<Claim> {
+        Some(Claim {
+            holder: self.claimed_by.clone()?,
+            claimed_at: self.claimed_at?,
+        })
+    }
+}
+
+/// One claim of a task: its holder and when it was made. Each claim of a
+/// task gets a later `claimed_at` than the one before, so a give-back that
+/// names a claim never touches a newer claim of the same agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub holder: String,
+    pub claimed_at: Millis,
 }
 
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

@@ -1,113 +1,75 @@
-//! How rounds end without the holder: expired leases, claims the daemon
-//! gives back, requeues after a failed run, and review conclusions.
+//! How rounds end without the holder: a claim given back (its lease ran
+//! out, its run failed or was lost — what to write is decided by
+//! `service::ProjectService::give_back`, applied here under the lock that
+//! re-checks the claim), holds before a next run, and review conclusions.
 
 use serde_json::json;
 
 use super::tasks::{
-    fetch_task, requeue_or_fail, system_comment, unfinished_dependencies, write_status,
+    apply_give_back, fetch_task, unfinished_dependencies, write_status, GiveBack, GiveBackTo,
     ReviewConclusion,
 };
-use super::{Actor, BbError, BbResult, Blackboard, EventLevel, Millis, TaskStatus};
+use super::{Actor, BbError, BbResult, Blackboard, Claim, EventLevel, Millis, Task, TaskStatus};
 
 impl Blackboard {
-    /// Returns every `working` task whose lease has expired to `pending` with
-    /// the next round (or `failed` at the limit). Returns the affected ids.
-    pub async fn expire_leases(&self) -> BbResult<Vec<(String, TaskStatus)>> {
-        let now = self.now();
-        let expired: Vec<String> = sqlx::query_scalar(
-            "SELECT id FROM task WHERE status = 'working' AND lease_expires_at IS NOT NULL
-             AND lease_expires_at <= ? ORDER BY seq",
+    /// The claims of `working` tasks whose lease has run out, oldest task
+    /// first: what `ProjectService::expire_leases` gives back.
+    pub async fn expired_claims(&self) -> BbResult<Vec<(String, Claim)>> {
+        let rows: Vec<(String, Option<String>, Option<Millis>)> = sqlx::query_as(
+            "SELECT id, claimed_by, claimed_at FROM task WHERE status = 'working'
+             AND lease_expires_at IS NOT NULL AND lease_expires_at <= ? ORDER BY seq",
         )
-        .bind(now)
+        .bind(self.now())
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::new();
-        for id in expired {
-            let requeued: BbResult<Option<TaskStatus>> = write_tx!(self, |tx, now| {
-                let task = fetch_task(&mut tx, &id).await?;
-                // Re-check under the write lock: a heartbeat may have just renewed it.
-                if task.status != TaskStatus::Working
-                    || task.lease_expires_at.is_none_or(|l| l > now)
-                {
-                    None
-                } else {
-                    let why = format!(
-                        "lease of {} expired without a heartbeat",
-                        task.claimed_by.as_deref().unwrap_or("?")
-                    );
-                    let actor = Actor::daemon();
-                    let kind = "task.lease_expired";
-                    Some(requeue_or_fail(&mut tx, now, &task, &actor, &why, kind).await?)
-                }
-            });
-            if let Some(status) = requeued? {
-                out.push((id, status));
-            }
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, holder, claimed_at)| {
+                let claim = Claim {
+                    holder: holder?,
+                    claimed_at: claimed_at?,
+                };
+                Some((id, claim))
+            })
+            .collect())
     }
 
-    /// Gives back a task the daemon claimed for a run — only if that very
-    /// claim still stands: `working`, held by `holder`, claimed at
-    /// `claimed_at`. Each claim of a task gets a later `claimed_at` than the
-    /// one before (see [`Blackboard::claim_task`]), so a run whose agent
-    /// released the task, which the same agent then claimed again for
-    /// another run, cannot give back the new claim (issue 13, defect 7).
+    /// Gives a task back — only if `claim` still stands: `working`, held by
+    /// its holder, claimed at its `claimed_at`. Each claim of a task gets a
+    /// later `claimed_at` than the one before (see
+    /// [`Blackboard::claim_task`]), so a run whose agent released the task,
+    /// which the same agent then claimed again for another run, cannot give
+    /// back the new claim (issue 13, defect 7).
     ///
-    /// `bump`: `pending` with round + 1 (or `failed` at the limit), event
-    /// `kind`; else `pending` in the same round (`task.released`). Returns
-    /// the new status, or `None` when the claim had already ended.
-    pub async fn give_back_claim(
+    /// `decide` is called under the write lock with the task as it is now;
+    /// it says what to write ([`GiveBack`]) or `None` to leave the task (a
+    /// lease a heartbeat just renewed). The store decides nothing here:
+    /// `service::ProjectService::give_back` is the one caller. Returns the
+    /// new status, or `None` when the claim had ended or `decide` declined.
+    pub async fn give_back(
         &self,
         id: &str,
-        holder: &str,
-        claimed_at: Millis,
-        why: &str,
-        kind: &str,
-        bump: bool,
+        claim: &Claim,
+        decide: impl FnOnce(&Task, Millis) -> Option<GiveBack>,
     ) -> BbResult<Option<TaskStatus>> {
         write_tx!(self, |tx, now| {
             let task = fetch_task(&mut tx, id).await?;
-            if task.status != TaskStatus::Working
-                || task.claimed_by.as_deref() != Some(holder)
-                || task.claimed_at != Some(claimed_at)
-            {
+            if task.status != TaskStatus::Working || task.claim().as_ref() != Some(claim) {
                 return Ok(None);
             }
-            let status = if bump {
-                requeue_or_fail(&mut tx, now, &task, &Actor::daemon(), why, kind).await?
-            } else {
-                let actor = Actor {
-                    name: holder.to_string(),
-                    kind: super::ActorKind::Daemon,
-                };
-                write_status(
-                    &mut tx,
-                    now,
-                    &task,
-                    TaskStatus::Pending,
-                    &actor,
-                    EventLevel::Optional,
-                    "task.released",
-                    json!({ "reason": why }),
-                )
-                .await?;
-                system_comment(&mut tx, now, id, holder, &format!("released: {why}")).await?;
-                TaskStatus::Pending
+            let Some(give) = decide(&task, now) else {
+                return Ok(None);
             };
-            Some(status)
+            Some(apply_give_back(&mut tx, now, &task, &Actor::daemon(), &give).await?)
         })
     }
 
-    /// Ends a round of work that the daemon judged failed (timeout, crash,
-    /// non-zero exit): `pending` with round + 1, or `failed` at the limit.
     /// Keeps a `pending` task from being claimed before `until` (UTC ms):
-    /// the backoff before the next round of a task whose run failed. Uses the
-    /// lease column, which `ready_tasks` and `claim_task` already respect.
-    /// Returns false when the task is not pending.
+    /// the backoff before the next run of a task its agent released without
+    /// progress. Returns false when the task is not pending.
     pub async fn hold_pending_until(&self, id: &str, until: Millis) -> BbResult<bool> {
         let r = sqlx::query(
-            "UPDATE task SET lease_expires_at = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'pending'",
+            "UPDATE task SET not_before = ?1, updated_at = ?2 WHERE id = ?3 AND status = 'pending'",
         )
         .bind(until)
         .bind(self.now())
@@ -188,10 +150,18 @@ impl Blackboard {
                 .await?;
                 ReviewConclusion::Approved
             } else {
-                // requeue_or_fail works from `working`; in review the same rule applies.
-                match requeue_or_fail(&mut tx, now, &task, actor, why, "task.review_rejected")
-                    .await?
-                {
+                // A rejected review ends the round as a give-back does.
+                let give = GiveBack {
+                    to: if task.at_round_limit() {
+                        GiveBackTo::Failed
+                    } else {
+                        GiveBackTo::NextRound
+                    },
+                    kind: "task.review_rejected",
+                    why: why.to_string(),
+                    not_before: None,
+                };
+                match apply_give_back(&mut tx, now, &task, actor, &give).await? {
                     TaskStatus::Failed => ReviewConclusion::Failed,
                     _ => ReviewConclusion::Rework,
                 }

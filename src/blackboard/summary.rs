@@ -80,7 +80,7 @@ const LINE_COLUMNS: &str =
 /// SQL condition: a pending task whose dependencies are all done and whose
 /// not-before time (if any) has passed. `?1` is now.
 pub(super) const READY_CONDITION: &str = "t.status = 'pending'
-    AND (t.lease_expires_at IS NULL OR t.lease_expires_at <= ?1)
+    AND (t.not_before IS NULL OR t.not_before <= ?1)
     AND NOT EXISTS (SELECT 1 FROM dependency d JOIN task dt ON dt.id = d.depends_on
                     WHERE d.task_id = t.id AND dt.status <> 'done')";
 

@@ -2,7 +2,7 @@
 //! and row, validation, insertion, reads under the write lock, the one
 //! status write ([`write_status`], checked against
 //! [`TaskStatus::can_become`]), system comments, observations and
-//! [`requeue_or_fail`]. The lifecycle itself is in `lifecycle.rs` (what
+//! [`apply_give_back`]. The lifecycle itself is in `lifecycle.rs` (what
 //! agents and operators do) and `rounds.rs` (how rounds end otherwise).
 
 use serde_json::json;
@@ -47,6 +47,8 @@ macro_rules! task_columns {
             "max_rounds, ",
             $t,
             "lease_expires_at, ",
+            $t,
+            "not_before, ",
             $t,
             "created_at, ",
             $t,
@@ -343,6 +345,7 @@ pub(super) async fn write_status(
     sqlx::query(
         "UPDATE task SET status = ?1, updated_at = ?2, finished_at = COALESCE(?3, finished_at),
              lease_expires_at = CASE WHEN ?1 = 'working' THEN lease_expires_at ELSE NULL END,
+             not_before = NULL,
              claimed_by = CASE WHEN ?1 IN ('pending', 'cancelled') THEN NULL ELSE claimed_by END
          WHERE id = ?4",
     )
@@ -401,72 +404,130 @@ pub(super) async fn observe(
     .await?)
 }
 
-/// Sends a task back for another attempt (`pending`, round + 1), or marks it
-/// `failed` with an alert observation when the round limit is reached.
-/// Returns the new status.
-pub(super) async fn requeue_or_fail(
+/// Where a give-back sends a task, as [`GiveBack::to`] says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBackTo {
+    /// `pending` in the next round: the round ended without the work.
+    NextRound,
+    /// `pending` in the same round: the round is not charged.
+    SameRound,
+    /// `failed`, with an alert observation: the last round ended without
+    /// the work.
+    Failed,
+}
+
+/// What a give-back writes, decided above the store
+/// (`service::ProjectService::give_back`); the store only applies it, in the
+/// transaction that re-checked the claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiveBack {
+    pub to: GiveBackTo,
+    /// The event (`task.lease_expired`, `task.run_failed`, … for a round
+    /// that ended, `task.released` for the same round); `failed` records it
+    /// as its `cause`.
+    pub kind: &'static str,
+    pub why: String,
+    /// The task is not claimed before this (UTC ms).
+    pub not_before: Option<Millis>,
+}
+
+/// Writes a give-back decided above: `actor` ends the round (or the task),
+/// with one event, a system comment and, for `failed`, an alert
+/// observation; a same-round give-back is written in `holder`'s name.
+pub(super) async fn apply_give_back(
     conn: &mut SqliteConnection,
     now: Millis,
     task: &Task,
     actor: &Actor,
-    why: &str,
-    kind: &str,
+    give: &GiveBack,
 ) -> BbResult<TaskStatus> {
-    if task.round >= task.max_rounds {
-        write_status(
-            conn,
-            now,
-            task,
-            TaskStatus::Failed,
-            actor,
-            EventLevel::Urgent,
-            "task.failed",
-            json!({ "reason": why, "cause": kind }),
-        )
-        .await?;
-        let body = format!(
-            "{} failed after {} of {} rounds: {why}",
-            task.id, task.round, task.max_rounds
-        );
-        system_comment(conn, now, &task.id, &actor.name, &body).await?;
-        observe(
-            conn,
-            now,
-            ObservationLevel::Alert,
-            &actor.name,
-            Some(&task.id),
-            &body,
-        )
-        .await?;
-        Ok(TaskStatus::Failed)
-    } else {
-        write_status(
-            conn,
-            now,
-            task,
-            TaskStatus::Pending,
-            actor,
-            EventLevel::Attention,
-            kind,
-            json!({ "reason": why, "next_round": task.round + 1 }),
-        )
-        .await?;
-        sqlx::query("UPDATE task SET round = round + 1 WHERE id = ?")
+    let why = give.why.as_str();
+    let status = match give.to {
+        GiveBackTo::Failed => {
+            write_status(
+                conn,
+                now,
+                task,
+                TaskStatus::Failed,
+                actor,
+                EventLevel::Urgent,
+                "task.failed",
+                json!({ "reason": why, "cause": give.kind }),
+            )
+            .await?;
+            let body = format!(
+                "{} failed after {} of {} rounds: {why}",
+                task.id, task.round, task.max_rounds
+            );
+            system_comment(conn, now, &task.id, &actor.name, &body).await?;
+            observe(
+                conn,
+                now,
+                ObservationLevel::Alert,
+                &actor.name,
+                Some(&task.id),
+                &body,
+            )
+            .await?;
+            TaskStatus::Failed
+        }
+        GiveBackTo::NextRound => {
+            write_status(
+                conn,
+                now,
+                task,
+                TaskStatus::Pending,
+                actor,
+                EventLevel::Attention,
+                give.kind,
+                json!({ "reason": why, "next_round": task.round + 1 }),
+            )
+            .await?;
+            sqlx::query("UPDATE task SET round = round + 1 WHERE id = ?")
+                .bind(&task.id)
+                .execute(&mut *conn)
+                .await?;
+            system_comment(
+                conn,
+                now,
+                &task.id,
+                &actor.name,
+                &format!(
+                    "round {} ended: {why}; round {} is next",
+                    task.round,
+                    task.round + 1
+                ),
+            )
+            .await?;
+            TaskStatus::Pending
+        }
+        GiveBackTo::SameRound => {
+            let holder = task.claimed_by.as_deref().unwrap_or(actor.name.as_str());
+            let releaser = Actor {
+                name: holder.to_string(),
+                kind: super::ActorKind::Daemon,
+            };
+            write_status(
+                conn,
+                now,
+                task,
+                TaskStatus::Pending,
+                &releaser,
+                EventLevel::Optional,
+                give.kind,
+                json!({ "reason": why }),
+            )
+            .await?;
+            system_comment(conn, now, &task.id, holder, &format!("released: {why}")).await?;
+            TaskStatus::Pending
+        }
+    };
+    if let (TaskStatus::Pending, Some(at)) = (status, give.not_before) {
+        sqlx::query("UPDATE task SET not_before = ? WHERE id = ?")
+            .bind(at)
             .bind(&task.id)
             .execute(&mut *conn)
             .await?;
-        system_comment(
-            conn,
-            now,
-            &task.id,
-            &actor.name,
-            &format!(
-                "round {} ended: {why}; round {} is next",
-                task.round,
-                task.round + 1
-            ),
-        )
-        .await?;
-        Ok(TaskStatus::Pending)
     }
+    Ok(status)
 }

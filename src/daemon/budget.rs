@@ -19,13 +19,15 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc};
 
 use crate::blackboard::{Clock, Millis};
 use crate::config::budgets::parse_offset;
 use crate::config::{BudgetLimit, BudgetsConfig};
+use crate::locks::Recover;
+use crate::locks::RecoverRw;
 
 const HOUR_MS: i64 = 3_600_000;
 const DAY_MS: i64 = 24 * HOUR_MS;
@@ -198,10 +200,7 @@ impl BudgetBook {
 
     /// The budgets in force.
     pub fn config(&self) -> Arc<BudgetsConfig> {
-        self.config
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.config.read_locked().clone()
     }
 
     /// Puts new limits in force (a budget changed at run time); windows,
@@ -209,7 +208,7 @@ impl BudgetBook {
     /// off before (no limit at all): it booked no spend then, so the caller
     /// refills it from the ledger ([`BudgetBook::forget_spend`]).
     pub fn set_limits(&self, config: BudgetsConfig) -> bool {
-        let mut slot = self.config.write().unwrap_or_else(PoisonError::into_inner);
+        let mut slot = self.config.write_locked();
         let mut next = config;
         next.reset_hour = slot.reset_hour;
         next.time_zone = slot.time_zone.clone();
@@ -245,7 +244,7 @@ impl BudgetBook {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.locked()
     }
 
     /// Start of the day window holding `at`.

@@ -32,6 +32,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use super::Daemon;
 use crate::blackboard::{Blackboard, Event, EventLevel, Task};
+use crate::locks::Recover;
 use crate::wire;
 
 /// Events kept for slow receivers before they are told they lagged.
@@ -150,7 +151,7 @@ impl EventHub {
     }
     /// The last event id pumped per project (the live stream's start).
     pub fn head(&self) -> BTreeMap<String, i64> {
-        self.head.lock().expect("head lock").clone()
+        self.head.locked().clone()
     }
     /// Asks the pump to read now.
     pub fn wake(&self) {
@@ -176,10 +177,7 @@ pub async fn run(d: Daemon) {
     for slot in d.projects().snapshot() {
         if let Some(bb) = &slot.bb {
             let last = bb.last_event_id().await.unwrap_or(0);
-            hub.head
-                .lock()
-                .expect("head lock")
-                .insert(slot.id.to_string(), last);
+            hub.head.locked().insert(slot.id.to_string(), last);
         }
     }
     let mut poll = tokio::time::interval(POLL);
@@ -248,13 +246,7 @@ async fn pump(
         }
         stamps.insert(project.to_string(), stamp);
         loop {
-            let after = hub
-                .head
-                .lock()
-                .expect("head lock")
-                .get(project)
-                .copied()
-                .unwrap_or(0);
+            let after = hub.head.locked().get(project).copied().unwrap_or(0);
             let events = match bb.events_after(after, BATCH).await {
                 Ok(e) => e,
                 Err(e) => {
@@ -264,10 +256,7 @@ async fn pump(
             };
             let n = events.len() as i64;
             for ev in stream_events(bb, project, &events).await {
-                hub.head
-                    .lock()
-                    .expect("head lock")
-                    .insert(project.to_string(), ev.id);
+                hub.head.locked().insert(project.to_string(), ev.id);
                 // No receiver is fine: nobody is listening.
                 let _ = hub.tx.send(Arc::new(ev));
             }

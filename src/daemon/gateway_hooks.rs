@@ -22,6 +22,7 @@ use crate::gateway::{
     ApprovalRequest, ApprovalStatus, BudgetRefusal, CallEstimate, FailedAttempt, GatewayHooks,
     Priority, RunAttribution, TokenUsage,
 };
+use crate::locks::Recover;
 
 /// What the daemon remembers of a running agent's API key.
 #[derive(Debug, Clone)]
@@ -89,10 +90,7 @@ impl DaemonHooks {
     /// [`MODEL_LABELS`] were given out, else `other`.
     fn model_label(&self, provider: &str, model: &str) -> String {
         let name = format!("{provider}/{model}");
-        let mut seen = self
-            .model_labels
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = self.model_labels.locked();
         if seen.contains(&name) {
             return name;
         }

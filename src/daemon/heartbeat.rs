@@ -21,9 +21,10 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::runs::{signal_group, RunInfo, RunKind};
-use crate::blackboard::{Actor, BbResult, CommentType, EventLevel, ObservationLevel};
+use super::ticker::TickError;
+use crate::blackboard::{Actor, Claim, CommentType, EventLevel, ObservationLevel};
 use crate::config::agents::{AgentsFile, Category};
-use crate::service::ProjectService;
+use crate::service::{ProjectService, Setback};
 
 fn category_of(agents: &AgentsFile, agent: Option<&str>) -> Category {
     agent
@@ -47,7 +48,7 @@ pub async fn check(
     service: &ProjectService,
     agents: &AgentsFile,
     runs: &[RunInfo],
-) -> BbResult<HeartbeatReport> {
+) -> Result<HeartbeatReport, TickError> {
     let bb = service.blackboard();
     let now = bb.now();
     let daemon = Actor::daemon();
@@ -87,8 +88,12 @@ pub async fn check(
                 // Only this claim: a release or a new claim since the read
                 // above is left alone.
                 None => {
+                    let claim = Claim {
+                        holder: w.agent.clone(),
+                        claimed_at: w.claimed_at,
+                    };
                     service
-                        .recover_claim(&w.task_id, &w.agent, w.claimed_at, &why)
+                        .give_back(&w.task_id, &claim, Setback::Stuck, &why)
                         .await?;
                 }
             }
@@ -146,7 +151,7 @@ async fn notify_dependency_waits(
     agents: &AgentsFile,
     now: i64,
     report: &mut HeartbeatReport,
-) -> BbResult<()> {
+) -> Result<(), TickError> {
     let bb = service.blackboard();
     let daemon = Actor::daemon();
     // Dependency waits: the shortest threshold bounds the query; each row is

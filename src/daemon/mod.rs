@@ -42,7 +42,7 @@ pub mod worktrees;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
@@ -51,6 +51,7 @@ use crate::config::agents::AgentsFile;
 use crate::config::{Config, Layer};
 use crate::home::Home;
 
+use crate::locks::Recover;
 pub use runs::RunInfo;
 
 /// Ticker statistics shown by `/api/daemon/status`.
@@ -264,19 +265,11 @@ impl Daemon {
 
     /// The budgets the gateway enforces (set by `DaemonHooks`).
     pub fn budgets(&self) -> Option<Arc<gateway_hooks::budgets::Budgets>> {
-        self.inner
-            .budgets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.inner.budgets.locked().clone()
     }
 
     pub fn set_budgets(&self, budgets: Arc<gateway_hooks::budgets::Budgets>) {
-        *self
-            .inner
-            .budgets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(budgets);
+        *self.inner.budgets.locked() = Some(budgets);
     }
 
     pub fn home(&self) -> &Home {
@@ -321,11 +314,7 @@ impl Daemon {
 
     /// Records when `project`'s next schedule slot is due (`None`: none).
     pub fn set_schedule_due(&self, project: &str, due: Option<i64>) {
-        let mut map = self
-            .inner
-            .schedule_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.inner.schedule_due.locked();
         match due {
             Some(at) => map.insert(project.to_string(), at),
             None => map.remove(project),
@@ -334,23 +323,13 @@ impl Daemon {
 
     /// The earliest next schedule slot over every project.
     pub fn next_schedule_due(&self) -> Option<i64> {
-        self.inner
-            .schedule_due
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .min()
-            .copied()
+        self.inner.schedule_due.locked().values().min().copied()
     }
 
     /// Sets a running session's "doing now" line (empty: forget it, the
     /// run ended).
     pub(crate) fn set_activity(&self, session: &str, line: String) {
-        let mut map = self
-            .inner
-            .activities
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.inner.activities.locked();
         if line.is_empty() {
             map.remove(session);
         } else {
@@ -360,21 +339,12 @@ impl Daemon {
 
     /// A running session's latest "doing now" line.
     pub fn activity(&self, session: &str) -> Option<String> {
-        self.inner
-            .activities
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(session)
-            .cloned()
+        self.inner.activities.locked().get(session).cloned()
     }
 
     /// Asks for a tick at `at_ms` (UTC ms): a hold ends then.
     pub fn wake_at(&self, at_ms: i64) {
-        let mut set = self
-            .inner
-            .wake_deadlines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut set = self.inner.wake_deadlines.locked();
         // Bounded: past deadlines go at every tick; this many future ones
         // means the tick interval serves them anyway.
         if set.len() < 10_000 {
@@ -385,11 +355,7 @@ impl Daemon {
     /// The earliest hold ending after `since_ms` (the start of the tick
     /// that just ran); those before it are forgotten, that tick saw them.
     pub fn next_wake_after(&self, since_ms: i64) -> Option<i64> {
-        let mut set = self
-            .inner
-            .wake_deadlines
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut set = self.inner.wake_deadlines.locked();
         let later = set.split_off(&(since_ms + 1));
         *set = later;
         set.first().copied()
@@ -472,26 +438,16 @@ impl Daemon {
     // not take the gateway down, so a poisoned lock is recovered.
     /// Registers a run's gateway key (`start_run` does; tests and embedders too).
     pub fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
-        self.inner
-            .run_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(key, run);
+        self.inner.run_keys.locked().insert(key, run);
     }
     pub(crate) fn remove_run_keys(&self, session_id: &str) {
         self.inner
             .run_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+            .locked()
             .retain(|_, r| r.session_id != session_id);
     }
     pub fn run_key(&self, key: &str) -> Option<gateway_hooks::RunKey> {
-        self.inner
-            .run_keys
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(key)
-            .cloned()
+        self.inner.run_keys.locked().get(key).cloned()
     }
 
     /// Asks for a tick as soon as possible (coalesced).
@@ -551,10 +507,10 @@ impl Daemon {
     }
 
     pub fn tick_stats(&self) -> TickStats {
-        self.inner.stats.lock().expect("stats lock").clone()
+        self.inner.stats.locked().clone()
     }
     pub(crate) fn record_tick(&self, ms: f64) {
-        let mut s = self.inner.stats.lock().expect("stats lock");
+        let mut s = self.inner.stats.locked();
         s.ticks += 1;
         s.last_tick_ms = ms;
         let now = chrono::Utc::now();
@@ -563,31 +519,20 @@ impl Daemon {
     }
 
     pub fn inbox_stats(&self) -> inbox::InboxStats {
-        self.inner
-            .inbox_stats
-            .lock()
-            .expect("inbox stats lock")
-            .clone()
+        self.inner.inbox_stats.locked().clone()
     }
     pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut inbox::InboxStats)) {
-        f(&mut self.inner.inbox_stats.lock().expect("inbox stats lock"));
+        f(&mut self.inner.inbox_stats.locked());
     }
 
     /// Snapshot of the runs in flight.
     pub fn runs(&self) -> Vec<RunInfo> {
-        let mut v: Vec<RunInfo> = self
-            .inner
-            .runs
-            .lock()
-            .expect("runs lock")
-            .values()
-            .cloned()
-            .collect();
+        let mut v: Vec<RunInfo> = self.inner.runs.locked().values().cloned().collect();
         v.sort_by_key(|r| r.started_at_ms);
         v
     }
     pub(crate) fn runs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, RunInfo>> {
-        self.inner.runs.lock().expect("runs lock")
+        self.inner.runs.locked()
     }
     pub fn runs_spawned(&self) -> u64 {
         self.inner.spawned.load(Ordering::Relaxed)
@@ -627,8 +572,7 @@ impl Daemon {
     ) -> Result<mpsc::UnboundedReceiver<ticker::TickRequest>, DaemonError> {
         self.inner
             .tick_receiver
-            .lock()
-            .expect("tick receiver lock")
+            .locked()
             .take()
             .ok_or_else(|| DaemonError::Refused("the daemon was already started".into()))
     }

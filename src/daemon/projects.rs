@@ -13,6 +13,7 @@ use serde::Serialize;
 use super::{Daemon, DaemonError};
 use crate::blackboard::{Actor, Blackboard, ObservationLevel, OpenMode};
 use crate::config::{Config, ProjectSettings};
+use crate::locks::Recover;
 use crate::registry::{self, ProjectId, ProjectStatus};
 use crate::service::{Notifier, ProjectService};
 
@@ -50,6 +51,38 @@ impl ProjectSlot {
     }
 }
 
+impl ProjectSlot {
+    /// The project as a tick works on it, or `None` while it is unusable
+    /// (its blackboard did not open).
+    pub fn open(&self, home: &crate::home::Home) -> Option<OpenProject> {
+        Some(OpenProject {
+            id: self.id.clone(),
+            service: self.service(home)?,
+            config: self.config.clone(),
+            settings: self.settings.clone(),
+        })
+    }
+}
+
+/// A project whose blackboard is open: what the tick works on
+/// ([`ProjectSlot::open`]). Nothing in it can be missing, so the tick's code
+/// asks no "is it open?" again.
+#[derive(Debug, Clone)]
+pub struct OpenProject {
+    pub id: ProjectId,
+    /// The blackboard behind the project's rules; its writes wake nobody
+    /// (the daemon is the one that ticks).
+    pub service: ProjectService,
+    pub config: Config,
+    pub settings: ProjectSettings,
+}
+
+impl OpenProject {
+    pub fn bb(&self) -> &Blackboard {
+        self.service.blackboard()
+    }
+}
+
 /// Consecutive failed ticks after which a project counts as a problem.
 pub const FAILED_TICKS_UNREADY: u32 = 3;
 
@@ -75,27 +108,19 @@ impl ProjectSet {
         let stamp = std::fs::metadata(d.home().registry_file())
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
-        let any_broken = self
-            .slots
-            .lock()
-            .expect("projects lock")
-            .values()
-            .any(|s| s.bb.is_none());
-        if stamp.is_some()
-            && !any_broken
-            && *self.registry_stamp.lock().expect("stamp lock") == stamp
-        {
+        let any_broken = self.slots.locked().values().any(|s| s.bb.is_none());
+        if stamp.is_some() && !any_broken && *self.registry_stamp.locked() == stamp {
             return Ok(());
         }
         let entries = registry::load(d.home())?;
-        *self.registry_stamp.lock().expect("stamp lock") = stamp;
+        *self.registry_stamp.locked() = stamp;
         let active: Vec<ProjectId> = entries
             .iter()
             .filter(|e| e.status == ProjectStatus::Active)
             .filter_map(|e| ProjectId::parse(&e.id).ok())
             .collect();
         let (to_open, to_close): (Vec<ProjectId>, Vec<ProjectSlot>) = {
-            let mut slots = self.slots.lock().expect("projects lock");
+            let mut slots = self.slots.locked();
             let to_close: Vec<String> = slots
                 .keys()
                 .filter(|k| !active.iter().any(|a| a.as_str() == k.as_str()))
@@ -121,31 +146,23 @@ impl ProjectSet {
             } else {
                 super::schedules::sync_from_config(d, &slot).await;
             }
-            self.slots
-                .lock()
-                .expect("projects lock")
-                .insert(id.to_string(), slot);
+            self.slots.locked().insert(id.to_string(), slot);
         }
         Ok(())
     }
 
     /// A copy of every slot (blackboards are cheap handles).
     pub fn snapshot(&self) -> Vec<ProjectSlot> {
-        self.slots
-            .lock()
-            .expect("projects lock")
-            .values()
-            .cloned()
-            .collect()
+        self.slots.locked().values().cloned().collect()
     }
 
     pub fn get(&self, id: &str) -> Option<ProjectSlot> {
-        self.slots.lock().expect("projects lock").get(id).cloned()
+        self.slots.locked().get(id).cloned()
     }
 
     /// Changes one slot in place.
     pub fn update(&self, id: &str, f: impl FnOnce(&mut ProjectSlot)) {
-        if let Some(s) = self.slots.lock().expect("projects lock").get_mut(id) {
+        if let Some(s) = self.slots.locked().get_mut(id) {
             f(s);
         }
     }
@@ -160,8 +177,7 @@ impl ProjectSet {
 
     pub fn problems(&self) -> Vec<ProjectProblem> {
         self.slots
-            .lock()
-            .expect("projects lock")
+            .locked()
             .values()
             .filter_map(|s| {
                 let error = s.error.clone().or_else(|| {
@@ -187,10 +203,9 @@ impl ProjectSet {
     }
 
     pub async fn close_all(&self) {
-        let slots: Vec<ProjectSlot> =
-            std::mem::take(&mut *self.slots.lock().expect("projects lock"))
-                .into_values()
-                .collect();
+        let slots: Vec<ProjectSlot> = std::mem::take(&mut *self.slots.locked())
+            .into_values()
+            .collect();
         for s in slots {
             if let Some(bb) = s.bb {
                 bb.close().await;

@@ -20,6 +20,7 @@ use serde_json::json;
 use super::Daemon;
 use crate::blackboard::{Actor, EventLevel};
 use crate::gateway::{BreakerState, GatewayStatus};
+use crate::locks::Recover;
 
 /// How often the gateway's status is assessed.
 pub const INTERVAL: Duration = Duration::from_secs(2);
@@ -117,7 +118,7 @@ impl ProviderHealth {
     /// Replaces the problems with `now` (from [`assess`]); returns what
     /// changed. A provider whose reason changes is reported again.
     pub fn update(&self, now: BTreeMap<String, String>, now_ms: i64) -> Changes {
-        let mut map = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.current.locked();
         let mut changes = Changes::default();
         map.retain(|name, _| {
             let keep = now.contains_key(name);
@@ -148,7 +149,7 @@ impl ProviderHealth {
 
     /// The current problems, by provider.
     pub fn problems(&self) -> Vec<ProviderProblem> {
-        let map = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.current.locked();
         map.values().cloned().collect()
     }
 }

@@ -25,7 +25,7 @@
 //! [`Blackboard::agent_demand`]: crate::blackboard::Blackboard::agent_demand
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::runs::RunInfo;
@@ -33,6 +33,7 @@ use super::Daemon;
 use crate::blackboard::Blackboard;
 use crate::config::agents::AgentDef;
 pub use crate::gateway::status::{AdmissionStatus, HeldTask, LaneLoad};
+use crate::locks::Recover;
 
 /// Gauge: the demand of the runs in flight on a lane, calls per minute.
 pub const COMMITTED: &str = "moziplus_admission_committed_per_minute";
@@ -67,7 +68,7 @@ pub struct QuotaBook {
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
+    m.locked()
 }
 
 impl QuotaBook {

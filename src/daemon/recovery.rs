@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use super::process::{kill_session_processes, session_processes, signal_group};
 use super::Daemon;
 use crate::blackboard::{Actor, ObservationLevel, Outcome, TaskStatus};
+use crate::service::{ProjectService, Setback};
 
 /// Ends every session the previous daemon left running.
 ///
@@ -28,7 +29,10 @@ use crate::blackboard::{Actor, ObservationLevel, Outcome, TaskStatus};
 pub async fn recover(d: &Daemon) {
     super::worktrees::clear_run_tmpdirs(d).await;
     for slot in d.projects().snapshot() {
-        let Some(bb) = slot.bb.clone() else { continue };
+        let Some(service) = slot.service(d.home()) else {
+            continue;
+        };
+        let bb = service.blackboard().clone();
         let sessions = match bb.running_sessions().await {
             Ok(s) => s,
             Err(e) => {
@@ -122,14 +126,14 @@ pub async fn recover(d: &Daemon) {
                 )
                 .await;
             if let Some(t) = ours.filter(|t| t.status == TaskStatus::Working) {
-                if let Some(claimed_at) = t.claimed_at {
-                    let _ = bb
-                        .give_back_claim(&t.id, &s.agent, claimed_at, &why, "task.run_lost", false)
+                if let Some(claim) = t.claim() {
+                    let _ = service
+                        .give_back(&t.id, &claim, Setback::RunLost, &why)
                         .await;
                 }
             }
         }
-        give_back_stranded_claims(d, &bb).await;
+        give_back_stranded_claims(d, &service).await;
         super::worktrees::recover_workspaces(d, &bb).await;
     }
 }
@@ -139,7 +143,8 @@ pub async fn recover(d: &Daemon) {
 /// by a configured agent with no running session. Nothing will work on it or
 /// renew its lease, so it goes back now, same round, instead of when its lease
 /// runs out. Claims by people (names that are no configured agent) stay.
-async fn give_back_stranded_claims(d: &Daemon, bb: &crate::blackboard::Blackboard) {
+async fn give_back_stranded_claims(d: &Daemon, service: &ProjectService) {
+    let bb = service.blackboard();
     let working = match bb
         .list_tasks(&crate::blackboard::TaskFilter {
             statuses: vec![TaskStatus::Working],
@@ -155,9 +160,10 @@ async fn give_back_stranded_claims(d: &Daemon, bb: &crate::blackboard::Blackboar
         }
     };
     for t in working {
-        let (Some(holder), Some(claimed_at)) = (t.claimed_by.as_deref(), t.claimed_at) else {
+        let Some(claim) = t.claim() else {
             continue;
         };
+        let holder = claim.holder.as_str();
         if d.agents().agent(holder).is_none() {
             continue;
         }
@@ -174,8 +180,8 @@ async fn give_back_stranded_claims(d: &Daemon, bb: &crate::blackboard::Blackboar
             t.id
         );
         tracing::warn!(project = bb.project(), task = %t.id, "recovery: stranded claim given back");
-        let _ = bb
-            .give_back_claim(&t.id, holder, claimed_at, &why, "task.run_lost", false)
+        let _ = service
+            .give_back(&t.id, &claim, Setback::RunLost, &why)
             .await;
     }
 }

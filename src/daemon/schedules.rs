@@ -5,21 +5,18 @@
 
 use serde_json::json;
 
-use super::projects::ProjectSlot;
+use super::projects::{OpenProject, ProjectSlot};
+use super::ticker::TickError;
 use super::Daemon;
-use crate::blackboard::{Actor, BbError, EventLevel, ObservationLevel, ScheduleDef};
-use crate::service::{schedules, ProjectService};
+use crate::blackboard::{Actor, EventLevel, ObservationLevel, ScheduleDef};
+use crate::service::schedules;
 
 /// Records the due slots of `slot`'s schedules and when the next is due.
 /// A schedule that cannot fire (a bad stored definition, a refused task)
 /// is reported as an observation and left for the next tick; it never stops
 /// the others or the rest of the tick.
-pub async fn fire_due(
-    d: &Daemon,
-    slot: &ProjectSlot,
-    service: &ProjectService,
-) -> Result<(), BbError> {
-    let project = slot.id.as_str();
+pub async fn fire_due(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
+    let (project, service) = (proj.id.as_str(), &proj.service);
     let tick = service.fire_due_schedules().await?;
     d.set_schedule_due(project, tick.next_due);
     for task in &tick.fired {

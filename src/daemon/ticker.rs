@@ -18,15 +18,56 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
-use super::projects::ProjectSlot;
+use super::projects::{OpenProject, ProjectSlot};
 use super::runs::{run_counts, start_run, RunKind};
 use super::Daemon;
 use crate::blackboard::{Actor, ActorKind, BbError, EventLevel, ObservationLevel};
-use crate::service::WaitingFor;
+use crate::service::{ServiceError, WaitingFor};
 use choose::Team;
 
 /// Why the tick did not start each ready task it looked at.
 type Judged = std::collections::BTreeMap<String, Vec<WaitingFor>>;
+
+/// Why one project's tick stopped short. The ticker logs it and counts it
+/// on the slot (readiness); a store error saying the file is broken also
+/// closes the project ([`TickError::file_is_broken`]). The next tick tries
+/// again.
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    /// The blackboard failed or refused.
+    #[error(transparent)]
+    Store(#[from] BbError),
+    /// A service call was refused or failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// A step the tick runs as a task of its own (claim and start, a
+    /// reviewer's start) panicked or was cancelled.
+    #[error("a step of the tick did not finish: {0}")]
+    Step(#[from] tokio::task::JoinError),
+    /// Local file work outside the blackboard (a distill task's check).
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl TickError {
+    /// The store error underneath, whether the store or the service met it.
+    pub fn store(&self) -> Option<&BbError> {
+        match self {
+            TickError::Store(e) | TickError::Service(ServiceError::Store(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The blackboard file itself is broken (corrupt, missing, not a
+    /// database): the project is closed and reported until it is repaired.
+    pub fn file_is_broken(&self) -> bool {
+        self.store().is_some_and(|e| {
+            matches!(e, BbError::Corrupt { .. } | BbError::Missing { .. })
+                || e.to_string().contains("malformed")
+                || e.to_string().contains("not a database")
+        })
+    }
+}
 
 /// A manual tick's request: answered once a tick that began after it ended.
 pub(crate) type TickRequest = oneshot::Sender<()>;
@@ -118,8 +159,11 @@ const PROJECT_CONCURRENCY: usize = 8;
 
 async fn tick_one(d: &Daemon, slot: ProjectSlot) {
     {
-        let Some(bb) = slot.bb.clone() else { return };
-        let id = slot.id.to_string();
+        let Some(proj) = slot.open(d.home()) else {
+            return;
+        };
+        let bb = proj.bb().clone();
+        let id = proj.id.to_string();
         if let Some(e) = bb.file_problem() {
             // Removed or replaced under us: no tick writes into it. The slot
             // keeps the handle (readiness and the API report the problem);
@@ -128,7 +172,7 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
             tracing::error!(project = %id, error = %e, "blackboard file gone; not ticking it");
             return;
         }
-        let outcome = tokio::time::timeout(Duration::from_secs(10), tick_project(d, &slot)).await;
+        let outcome = tokio::time::timeout(Duration::from_secs(10), tick_project(d, &proj)).await;
         let failure = match &outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -148,10 +192,7 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::warn!(project = %id, error = %e, "tick failed for project");
-                if matches!(e, BbError::Corrupt { .. } | BbError::Missing { .. })
-                    || e.to_string().contains("malformed")
-                    || e.to_string().contains("not a database")
-                {
+                if e.file_is_broken() {
                     bb.close().await;
                     d.projects().fail(&id, e.to_string());
                 }
@@ -161,17 +202,16 @@ async fn tick_one(d: &Daemon, slot: ProjectSlot) {
     }
 }
 
-async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
-    let service = slot.service(d.home()).expect("caller checked");
-    let project = slot.id.as_str();
+async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
+    let (bb, service) = (proj.bb(), &proj.service);
+    let project = proj.id.as_str();
 
     // One cheap query says what else is worth doing.
     let probe = bb.tick_probe().await?;
 
     // 1. Leases and approvals that ran out.
     if probe.leases_due {
-        for (task, status) in bb.expire_leases().await? {
+        for (task, status) in service.expire_leases().await? {
             tracing::info!(project, task, %status, "lease expired");
         }
     }
@@ -182,16 +222,16 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     // 1b. Schedules: record every due slot (its task, or why it was
     // skipped) before the ready tasks are read, so a fired task can start
     // in this tick.
-    super::schedules::fire_due(d, slot, &service).await?;
+    super::schedules::fire_due(d, proj).await?;
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.
     if probe.in_review > 0 {
-        reviews::conclude_reviews(d, slot).await?;
+        reviews::conclude_reviews(d, proj).await?;
     }
 
     // 2b. The heartbeat policy (suspect / recover / dependency waits).
     if probe.working > 0 || probe.long_waits {
-        let report = super::heartbeat::check(&service, d.agents(), &d.runs()).await?;
+        let report = super::heartbeat::check(service, d.agents(), &d.runs()).await?;
         if report != Default::default() {
             tracing::info!(project, ?report, "heartbeat policy acted");
         }
@@ -200,7 +240,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     // 2c. Experience: lessons unreferenced for `expire_days` are
     // deprecated; a tag with `distill_threshold` active lessons gets one
     // distill task (the blackboard guarantees one, even across ticks).
-    let exp = &slot.config.experience;
+    let exp = &proj.config.experience;
     let expired = bb.expire_experiences(exp.expire_days).await?;
     if !expired.is_empty() {
         tracing::info!(project, ?expired, "experiences deprecated");
@@ -231,9 +271,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
         // with no run, or an agent nobody supervised. So the step runs in its
         // own task; the tick waits for it, and if the tick is cancelled the
         // step still finishes (holding the schedule lock until it has).
-        let judged = tokio::spawn(start_ready(d.clone(), slot.clone(), ready))
-            .await
-            .map_err(|e| BbError::Io(std::io::Error::other(e)))??;
+        let judged = tokio::spawn(start_ready(d.clone(), proj.clone(), ready)).await??;
         super::waits::publish(d, project, judged, Vec::new());
     } else {
         // Nothing was judged for quota this tick (no open work, or every
@@ -252,7 +290,7 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
-    detect_zombie(d, slot, probe.open, probe.last_event_id).await
+    detect_zombie(d, proj, probe.open, probe.last_event_id).await
 }
 
 /// Counts ticks with open tasks but no new event; at
@@ -260,14 +298,13 @@ async fn tick_project(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
 /// event). Events written by this tick count as progress on the next one.
 async fn detect_zombie(
     d: &Daemon,
-    slot: &ProjectSlot,
+    proj: &OpenProject,
     outstanding: i64,
     last: i64,
-) -> Result<(), BbError> {
-    let service = slot.service(d.home()).expect("caller checked");
-    let bb = service.blackboard();
-    let project = slot.id.as_str();
-    let cfg = &slot.config.daemon;
+) -> Result<(), TickError> {
+    let bb = proj.bb();
+    let project = proj.id.as_str();
+    let cfg = &proj.config.daemon;
     let mut alert = false;
     d.projects().update(project, |s| {
         if outstanding > 0 && last == s.last_event_id {
@@ -309,16 +346,15 @@ async fn detect_zombie(
 /// did not start waits.
 async fn start_ready(
     d: Daemon,
-    slot: ProjectSlot,
+    proj: OpenProject,
     ready: Vec<crate::blackboard::Task>,
-) -> Result<Judged, BbError> {
-    let service = slot.service(d.home()).expect("caller checked");
-    let bb = service.blackboard();
-    let project = slot.id.as_str();
-    let cfg = &slot.config.daemon;
+) -> Result<Judged, TickError> {
+    let (bb, service) = (proj.bb(), &proj.service);
+    let project = proj.id.as_str();
+    let cfg = &proj.config.daemon;
     let timeout = cfg.task_timeout;
     let max_global = d.config().daemon.max_global_agents as usize;
-    let project_cap = slot
+    let project_cap = proj
         .settings
         .max_global_agents
         .map(|c| c as usize)
@@ -359,7 +395,7 @@ async fn start_ready(
         }
         let team = Team {
             agents: &d.agents().agents,
-            allowed: slot.settings.agents.as_deref(),
+            allowed: proj.settings.agents.as_deref(),
             busy: &busy,
             max_per_agent: cfg.max_per_agent as usize,
             held: |agent: &str| d.runtime_health().held(project, agent, bb.now()),
@@ -403,7 +439,7 @@ async fn start_ready(
             kind: ActorKind::Daemon,
         };
         let lease_secs = timeout + cfg.kill_grace + 60;
-        let allowed = slot.settings.agents.as_deref();
+        let allowed = proj.settings.agents.as_deref();
         let claimed = match service.claim(&task.id, &holder, lease_secs, allowed).await {
             Ok(t) => t,
             Err(e) if e.is_conflict() => continue,

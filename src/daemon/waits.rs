@@ -10,10 +10,11 @@
 //! ([`published`] asks the kernel who holds the home).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use super::Daemon;
 use crate::home::Home;
+use crate::locks::Recover;
 use crate::registry::ProjectId;
 use crate::service::{DaemonSide, WaitingFor};
 use crate::wire::DaemonWaits;
@@ -26,11 +27,7 @@ pub struct WaitBook {
 
 impl WaitBook {
     fn get(&self, project: &str) -> Option<DaemonWaits> {
-        self.projects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(project)
-            .cloned()
+        self.projects.locked().get(project).cloned()
     }
 }
 
@@ -62,8 +59,7 @@ pub fn republish_paused(d: &Daemon) {
         .inner
         .waits
         .projects
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
+        .locked()
         .iter()
         .map(|(p, w)| (p.clone(), w.clone()))
         .collect();
@@ -89,12 +85,7 @@ pub fn republish_paused(d: &Daemon) {
 /// Keeps `judged` and writes its file when it says something new.
 fn store(d: &Daemon, project: &str, judged: DaemonWaits) {
     let changed = {
-        let mut map = d
-            .inner
-            .waits
-            .projects
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = d.inner.waits.projects.locked();
         let same = map.get(project).is_some_and(|old| {
             old.paused == judged.paused
                 && old.tasks == judged.tasks

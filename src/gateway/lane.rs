@@ -40,6 +40,7 @@ use super::config::{secs, Concurrency, FullPolicy, GatewayConfig, LimiterConfig}
 use super::limiter::{AdaptiveBucket, BucketSnapshot, RetreatState};
 use super::metrics;
 use super::queue::{Entry, Priority, PriorityQueue, Wake};
+use crate::locks::Recover;
 
 /// How often the dispatcher re-evaluates the adaptive state and publishes
 /// gauges when nothing else wakes it.
@@ -373,7 +374,7 @@ impl LaneInner {
     fn lock(&self) -> MutexGuard<'_, LaneState> {
         // A panic while holding the lock cannot leave the queue half-edited
         // in a way that matters more than losing the whole gateway would.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.locked()
     }
 }
 

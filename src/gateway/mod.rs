@@ -62,6 +62,7 @@ mod usage;
 mod validate;
 mod wire;
 
+use crate::locks::Recover;
 pub use auth::presented_keys;
 /// Shared with the daemon API's bearer check.
 pub(crate) use auth::{bearer, constant_time_eq};
@@ -154,7 +155,7 @@ pub(crate) struct GatewayInner {
 /// Lock a mutex, ignoring poisoning: gateway state stays usable after a
 /// panicking request task.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    m.locked()
 }
 
 impl GatewayInner {

@@ -51,6 +51,7 @@ use super::body::{json_items, read_body, BodyRefusal, BodyRules};
 use super::ApiError;
 use crate::daemon::Daemon;
 use crate::gateway::GatewayError;
+use crate::locks::Recover;
 
 /// Bytes per permit of the body-memory semaphore (permits are counted in
 /// `u32`, bodies in bytes).
@@ -94,7 +95,7 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.map.locked();
         if let Some(n) = map.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
@@ -169,7 +170,7 @@ impl Guard {
 
     /// Counts one more write of `client`, or refuses it past the limit.
     fn begin(&self, client: &str) -> Option<InFlight> {
-        let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.in_flight.locked();
         let n = map.entry(client.to_string()).or_insert(0);
         if *n >= self.per_client {
             return None;

@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::locks::Recover;
 use serde::Serialize;
 
 /// One infrastructure problem, as readiness and the dashboard show it.
@@ -75,7 +76,7 @@ impl RuntimeHealth {
         now_ms: i64,
         schedule: &[u64],
     ) -> Duration {
-        let mut map = self.problems.lock().expect("health lock");
+        let mut map = self.problems.locked();
         let p = map
             .entry((project.to_string(), agent.to_string()))
             .or_insert_with(|| Problem {
@@ -97,7 +98,7 @@ impl RuntimeHealth {
 
     /// A run of `agent` on `project` started: the problem is over.
     pub fn started(&self, project: &str, agent: &str) {
-        let mut map = self.problems.lock().expect("health lock");
+        let mut map = self.problems.locked();
         if !map.is_empty() {
             map.remove(&(project.to_string(), agent.to_string()));
         }
@@ -105,7 +106,7 @@ impl RuntimeHealth {
 
     /// Whether `agent` must not start on `project` now (in its backoff).
     pub fn held(&self, project: &str, agent: &str, now_ms: i64) -> bool {
-        let map = self.problems.lock().expect("health lock");
+        let map = self.problems.locked();
         !map.is_empty()
             && map
                 .get(&(project.to_string(), agent.to_string()))
@@ -114,7 +115,7 @@ impl RuntimeHealth {
 
     /// The problem holding `agent` on `project` at `now_ms`, if it is held.
     pub fn holding(&self, project: &str, agent: &str, now_ms: i64) -> Option<Problem> {
-        let map = self.problems.lock().expect("health lock");
+        let map = self.problems.locked();
         map.get(&(project.to_string(), agent.to_string()))
             .filter(|p| p.retry_at_ms > now_ms)
             .cloned()
@@ -125,7 +126,7 @@ impl RuntimeHealth {
     /// agent had no more work to try with) is forgotten, so readiness does
     /// not stay degraded for an agent nobody needs.
     pub fn problems(&self, now_ms: i64, linger_ms: i64) -> Vec<Problem> {
-        let mut map = self.problems.lock().expect("health lock");
+        let mut map = self.problems.locked();
         map.retain(|_, p| p.retry_at_ms.saturating_add(linger_ms) > now_ms);
         map.values().cloned().collect()
     }
@@ -133,7 +134,7 @@ impl RuntimeHealth {
     /// Replaces `project`'s warnings of `kind` with `now` (empty clears
     /// them); a warning already known keeps its `since_ms`.
     pub fn set_warnings(&self, project: &str, kind: &str, mut now: Vec<Warning>) {
-        let mut map = self.warnings.lock().expect("warnings lock");
+        let mut map = self.warnings.locked();
         let key = (project.to_string(), kind.to_string());
         if now.is_empty() {
             map.remove(&key);
@@ -151,13 +152,13 @@ impl RuntimeHealth {
 
     /// Every current warning, by project then kind.
     pub fn warnings(&self) -> Vec<Warning> {
-        let map = self.warnings.lock().expect("warnings lock");
+        let map = self.warnings.locked();
         map.values().flatten().cloned().collect()
     }
 
     /// True the first time `key` is noted.
     pub fn note_once(&self, key: String) -> bool {
-        self.noted.lock().expect("noted lock").insert(key)
+        self.noted.locked().insert(key)
     }
 }
 

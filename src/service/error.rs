@@ -66,24 +66,4 @@ impl From<BbError> for ServiceError {
     }
 }
 
-/// For the daemon's tick, whose errors are the store's: a refusal keeps its
-/// message (a conflict stays a conflict), a store error comes back as it was.
-impl From<ServiceError> for BbError {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            ServiceError::Store(e) => e,
-            ServiceError::Conflict(m) => BbError::Conflict(m),
-            ServiceError::Forbidden(m) => BbError::Forbidden(m),
-            ServiceError::NotFound(m)
-            | ServiceError::IllegalTransition(m)
-            | ServiceError::Invalid(m)
-            | ServiceError::Timeout(m) => BbError::Invalid(m),
-            ServiceError::Io { context, source } => BbError::Io(std::io::Error::new(
-                source.kind(),
-                format!("{context}: {source}"),
-            )),
-        }
-    }
-}
-
 pub type ServiceResult<T> = Result<T, ServiceError>;

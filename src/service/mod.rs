@@ -8,7 +8,10 @@
 //!   ([`identity`]);
 //! * the project's allowed agents and the lease rule ([`rules`]);
 //! * holder rules — only the holder of a `working` task posts its output,
-//!   renews its lease, submits or gives it back ([`rules::require_holder`]);
+//!   renews its lease, submits or gives it back (the store checks it under
+//!   its write lock: [`crate::blackboard::require_holder`]);
+//! * the one give-back: what a lease that ran out, a stuck claim or a run's
+//!   setback costs ([`give_back`], [`Setback`]);
 //! * reserved comment types — `system` comments are the daemon's only;
 //! * the decision lifecycle as a caller sees it (waiting, expiry);
 //! * artifact storage under `artifacts/<task>/outputs/` ([`artifacts`]);
@@ -21,6 +24,7 @@
 mod artifacts;
 mod distill;
 mod error;
+mod give_back;
 pub mod identity;
 mod records;
 pub mod rules;
@@ -34,6 +38,7 @@ use std::time::Duration;
 
 pub use artifacts::{artifact_path, ArtifactSource, NewArtifact};
 pub use error::{ServiceError, ServiceResult};
+pub use give_back::{decide, Setback};
 pub use identity::{RunIdentity, RESERVED_ACTORS};
 pub use team::{NeverStarts, TeamView};
 pub use waiting::{combine, DaemonSide, WaitingFor};
@@ -94,6 +99,7 @@ impl std::fmt::Debug for Notifier {
 /// | decide, decision wait | [`decide`](Self::decide), [`settle_decision`](Self::settle_decision), [`decision`](Self::decision), [`decisions`](Self::decisions), [`wait_decision`](Self::wait_decision) |
 /// | observe, experience add | [`observe`](Self::observe), [`add_experience`](Self::add_experience), [`experiences`](Self::experiences), [`mark_distilled`](Self::mark_distilled) |
 /// | review rounds (daemon) | [`conclude_review_round`](Self::conclude_review_round), [`conclude_round_as_read`](Self::conclude_round_as_read), [`apply_distill_check`](Self::apply_distill_check) |
+/// | give a claim back (daemon) | [`give_back`](Self::give_back) with a [`Setback`], [`expire_leases`](Self::expire_leases) |
 /// | approvals (gateway), expiry (daemon) | [`propose`](Self::propose), [`expire_decisions`](Self::expire_decisions) |
 #[derive(Debug, Clone)]
 pub struct ProjectService {

@@ -3,7 +3,7 @@
 
 use super::team::{NeverStarts, TeamView};
 use super::{rules, ProjectService, ServiceError, ServiceResult};
-use crate::blackboard::{Actor, Millis, NewTask, ReviewConclusion, Task, TaskFilter, TaskStatus};
+use crate::blackboard::{Actor, NewTask, ReviewConclusion, Task, TaskFilter, TaskStatus};
 
 impl ProjectService {
     /// Creates a `pending` task with its tags and dependencies. Unless
@@ -98,26 +98,6 @@ impl ProjectService {
         let lease = rules::lease_ms(lease_secs)?;
         let task = self.bb.claim_task(id, actor, lease).await?;
         self.committed(task)
-    }
-
-    /// Recovers a claim the heartbeat policy judged stuck: `pending` with
-    /// round + 1 (or `failed` at the limit), but only if that very claim
-    /// (`holder`, `claimed_at`) still stands — an agent that released the
-    /// task, or a new claim since the policy read it, is left alone. `None`
-    /// when the claim had already ended.
-    pub async fn recover_claim(
-        &self,
-        id: &str,
-        holder: &str,
-        claimed_at: Millis,
-        why: &str,
-    ) -> ServiceResult<Option<TaskStatus>> {
-        let kind = "task.recovered_requeue";
-        let status = self
-            .bb
-            .give_back_claim(id, holder, claimed_at, why, kind, true)
-            .await?;
-        self.committed(status)
     }
 
     /// Renews the lease of a task `actor` holds, to `lease_secs` from now.
@@ -288,40 +268,6 @@ mod tests {
         .unwrap();
         let svc = ProjectService::new(bb, Home::new(dir.path()), project, Notifier::none());
         (dir, svc)
-    }
-
-    /// The policy's recovery gives back only the claim it judged: after the
-    /// agent released and claimed the task again, the old claim's recovery
-    /// changes nothing (a stale decision never requeues a newer claim).
-    #[tokio::test]
-    async fn recovering_a_claim_that_ended_leaves_the_new_claim() {
-        let (_dir, svc) = service().await;
-        let agent = Actor::operator("dev1");
-        let new = NewTask {
-            title: "stuck work".into(),
-            ..Default::default()
-        };
-        let t = svc.create_task(new, &agent, false).await.unwrap();
-        let first = svc.claim(&t.id, &agent, 60, None).await.unwrap();
-        let judged = first.claimed_at.unwrap();
-        svc.release(&t.id, &agent, "back soon").await.unwrap();
-        let second = svc.claim(&t.id, &agent, 60, None).await.unwrap();
-        assert!(second.claimed_at.unwrap() > judged);
-
-        let stale = svc.recover_claim(&t.id, "dev1", judged, "quiet").await;
-        assert_eq!(stale.unwrap(), None);
-        let now = svc.task(&t.id).await.unwrap();
-        assert_eq!((now.status, now.round), (TaskStatus::Working, second.round));
-
-        // Control: the standing claim is recovered by the same call.
-        let current = second.claimed_at.unwrap();
-        let live = svc.recover_claim(&t.id, "dev1", current, "quiet").await;
-        assert_eq!(live.unwrap(), Some(TaskStatus::Pending));
-        let now = svc.task(&t.id).await.unwrap();
-        assert_eq!(
-            (now.status, now.round),
-            (TaskStatus::Pending, second.round + 1)
-        );
     }
 
     /// The fold of the ticker's and the distill check's "conclude the round,

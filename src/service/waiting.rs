@@ -161,8 +161,7 @@ impl TeamView {
                             .collect(),
                     ));
                 }
-                // For a pending task the lease column is its not-before time.
-                if let Some(at) = task.lease_expires_at.filter(|at| *at > now) {
+                if let Some(at) = task.not_before.filter(|at| *at > now) {
                     why.push(WaitingFor::NotBefore(at));
                 }
                 if self.has_no_team() {

@@ -106,6 +106,11 @@ record! {
         #[serde(serialize_with = "ts::ser_opt")]
         #[schema(value_type = Option<String>, format = DateTime)]
         lease_expires_at: Option<Millis>,
+        /// A pending task is not claimed before this time (the backoff
+        /// before a failed run's next round).
+        #[serde(serialize_with = "ts::ser_opt")]
+        #[schema(value_type = Option<String>, format = DateTime)]
+        not_before: Option<Millis>,
         #[serde(serialize_with = "ts::ser")]
         #[schema(value_type = String, format = DateTime)]
         created_at: Millis,
@@ -484,6 +489,7 @@ mod tests {
             round: 2,
             max_rounds: 3,
             lease_expires_at: Some(1_700_000_000_123),
+            not_before: None,
             created_at: 1_700_000_000_001,
             updated_at: 1_700_000_000_002,
             claimed_at: Some(5),
@@ -499,7 +505,7 @@ mod tests {
     fn records_serialize_as_the_model_did() {
         assert_eq!(
             serde_json::to_string(&task().to_wire()).unwrap(),
-            r#"{"id":"T-0001","title":"t\"x","description":"d","kind":"code","status":"working","priority":"high","assignee":"a","claimed_by":"b","creator":"c","parent_id":"T-0000","review_protocol":"p","round":2,"max_rounds":3,"lease_expires_at":"2023-11-14T22:13:20.123Z","created_at":"2023-11-14T22:13:20.001Z","updated_at":"2023-11-14T22:13:20.002Z","claimed_at":"1970-01-01T00:00:00.005Z","finished_at":"1969-12-31T23:59:59.999Z","tags":["x","y"]}"#
+            r#"{"id":"T-0001","title":"t\"x","description":"d","kind":"code","status":"working","priority":"high","assignee":"a","claimed_by":"b","creator":"c","parent_id":"T-0000","review_protocol":"p","round":2,"max_rounds":3,"lease_expires_at":"2023-11-14T22:13:20.123Z","not_before":null,"created_at":"2023-11-14T22:13:20.001Z","updated_at":"2023-11-14T22:13:20.002Z","claimed_at":"1970-01-01T00:00:00.005Z","finished_at":"1969-12-31T23:59:59.999Z","tags":["x","y"]}"#
         );
         let event = model::Event {
             id: 7,

@@ -37,6 +37,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::home::Home;
+use crate::locks::Recover;
 use crate::registry::ProjectId;
 
 mod check;
@@ -190,8 +191,7 @@ pub fn root(home: &Home, project: &ProjectId, setting: Option<&Path>) -> Root {
 impl Workspaces {
     fn repo_lock(&self, repo: &Path) -> Arc<tokio::sync::Mutex<()>> {
         self.repos
-            .lock()
-            .expect("workspace locks")
+            .locked()
             .entry(repo.to_path_buf())
             .or_default()
             .clone()
@@ -200,8 +200,7 @@ impl Workspaces {
     /// `(project, task)` pairs of worktrees known to exist in `project`.
     pub fn live_tasks(&self, project: &str) -> Vec<String> {
         self.live
-            .lock()
-            .expect("live worktrees")
+            .locked()
             .iter()
             .filter(|(p, _)| p == project)
             .map(|(_, t)| t.clone())
@@ -209,7 +208,7 @@ impl Workspaces {
     }
 
     fn mark(&self, project: &str, task: &str, live: bool) {
-        let mut set = self.live.lock().expect("live worktrees");
+        let mut set = self.live.locked();
         let key = (project.to_string(), task.to_string());
         if live {
             set.insert(key);

@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use crate::blackboard::usage::UsageLine;
 use crate::blackboard::{rfc3339, Actor, Blackboard, Clock, TaskStatus};
@@ -22,6 +22,7 @@ pub use crate::daemon::budget::SoftCrossing;
 use crate::daemon::budget::{Amount, BudgetBook, Payer, Refusal, Scope};
 use crate::daemon::Daemon;
 use crate::gateway::{CallEstimate, RunAttribution, TokenUsage};
+use crate::locks::Recover;
 use crate::wire::budgets::{BudgetLine, BudgetList};
 
 /// The book plus which projects' history it holds.
@@ -70,12 +71,7 @@ impl Budgets {
     }
 
     fn is_seeded(&self, project: &str) -> bool {
-        self.all_seeded.load(Ordering::Acquire)
-            && self
-                .seeded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(project)
+        self.all_seeded.load(Ordering::Acquire) && self.seeded.locked().contains(project)
     }
 
     /// Reads the stored spend of every open project not yet in the book
@@ -90,20 +86,13 @@ impl Budgets {
         }
         for slot in daemon.projects().snapshot() {
             let id = slot.id.to_string();
-            let known = self
-                .seeded
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .contains(&id);
+            let known = self.seeded.locked().contains(&id);
             let Some(bb) = slot.bb.filter(|_| !known) else {
                 continue;
             };
             match seed_project(&self.book, &id, &bb).await {
                 Ok(()) => {
-                    self.seeded
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert(id);
+                    self.seeded.locked().insert(id);
                 }
                 Err(e) => {
                     tracing::warn!(project = %id, error = %e, "cannot read the project's stored LLM spend for its budgets; counting from now")
@@ -111,10 +100,7 @@ impl Budgets {
             }
         }
         // A project that could not be read is still counted from now on.
-        self.seeded
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(project.to_string());
+        self.seeded.locked().insert(project.to_string());
         self.all_seeded.store(true, Ordering::Release);
     }
 
@@ -144,8 +130,7 @@ impl Budgets {
         let result = self.book.reserve(payer(a), worst);
         if let (Err(_), Some(task)) = (&result, &a.task) {
             self.refused
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
+                .locked()
                 .insert((a.project.clone(), task.clone()), worst);
         }
         result
@@ -181,10 +166,7 @@ impl Budgets {
                 // The book booked nothing while no budget was set: it is
                 // refilled from the ledgers.
                 let _guard = self.seeding.lock().await;
-                self.seeded
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clear();
+                self.seeded.locked().clear();
                 self.all_seeded.store(false, Ordering::Release);
                 self.book.forget_spend();
             }
@@ -218,13 +200,7 @@ impl Budgets {
             }
             for (task, agent) in blocked {
                 let key = (project.clone(), task.clone());
-                let worst = self
-                    .refused
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get(&key)
-                    .copied()
-                    .unwrap_or_default();
+                let worst = self.refused.locked().get(&key).copied().unwrap_or_default();
                 let payer = Payer {
                     project: &project,
                     task: Some(&task),
@@ -240,10 +216,7 @@ impl Budgets {
                     .await
                 {
                     Ok(_) => {
-                        self.refused
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&key);
+                        self.refused.locked().remove(&key);
                         out.push(format!("{project}/{task}"));
                     }
                     Err(e) => {

@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc::error::TrySendError;
@@ -36,6 +36,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinHandle;
 
 use crate::blackboard::usage::{usage_bucket, UsageBooking};
+use crate::locks::Recover;
 
 /// Reports the channel holds before they spill.
 pub const CHANNEL_CAPACITY: usize = 4096;
@@ -154,7 +155,7 @@ impl Overflow {
     /// holds plain sums, which a panic cannot leave half-updated in a way
     /// worse than losing one addition.
     fn spill(&self) -> MutexGuard<'_, Spill> {
-        self.spill.lock().unwrap_or_else(PoisonError::into_inner)
+        self.spill.locked()
     }
 
     /// Everything spilled so far, as (project, line); `close` also
@@ -243,11 +244,7 @@ impl UsageWriter {
     /// Stops taking reports and books everything queued or spilled; returns
     /// when the last batch is committed. Idempotent.
     pub async fn close(&self) {
-        let stop = self
-            .stop
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let stop = self.stop.locked().take();
         if let Some(stop) = stop {
             let _ = stop.send(());
         }
@@ -378,8 +375,7 @@ mod tests {
                     return Err(format!("project {project} is unavailable"));
                 }
                 self.calls
-                    .lock()
-                    .unwrap()
+                    .locked()
                     .push((project.to_string(), rows.to_vec()));
                 Ok(())
             })
@@ -491,7 +487,7 @@ mod tests {
             writer.book(report(project, &format!("s{}", i % 2), 1, i));
         }
         writer.close().await;
-        let calls = sink.calls.lock().unwrap().clone();
+        let calls = sink.calls.locked().clone();
         // 30 reports, 2 projects: two transactions, each session once.
         assert_eq!(calls.len(), 2, "{calls:?}");
         let total: i64 = calls
@@ -519,8 +515,7 @@ mod tests {
         writer.close().await;
         let booked: i64 = sink
             .calls
-            .lock()
-            .unwrap()
+            .locked()
             .iter()
             .flat_map(|(_, r)| r)
             .map(|r| r.prompt_tokens)
@@ -529,7 +524,7 @@ mod tests {
         writer.book(report("a", "s", 7, 7));
         assert_eq!(stats.dropped.load(Ordering::Relaxed), 1);
         tokio::task::yield_now().await;
-        let calls = sink.calls.lock().unwrap().clone();
+        let calls = sink.calls.locked().clone();
         assert_eq!(
             calls.len(),
             1,
@@ -550,7 +545,7 @@ mod tests {
         writer.book(report("ok", "s3", 1, 1));
         writer.close().await;
         assert_eq!(writer.stats().failed.load(Ordering::Relaxed), 2);
-        let calls = sink.calls.lock().unwrap().clone();
+        let calls = sink.calls.locked().clone();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].0, "ok");
         assert_eq!(sums(&calls[0].1), vec![("s3".to_string(), 1, 1)]);

@@ -25,6 +25,7 @@ use crate::blackboard::{
 };
 use crate::config::agents::{AgentDef, Permissions};
 use crate::runtime::{env, health, Activity, Adapter, Launch, RunContext, Transcript};
+use crate::service::Setback;
 use crate::workspace::{self, TaskWorkspace};
 use setbacks::*;
 use supervise::*;
@@ -532,7 +533,7 @@ async fn record_session(
     tracing::error!(project = plan.project, task = %task.id, error = %e, "cannot record session");
     let why = format!("could not record the session: {e}");
     hold_agent(d, bb, agent, plan.runtime_name, &why);
-    give_back(bb, task, kind, &why, false).await;
+    give_back(d, bb, task, kind, &why, Setback::Infrastructure).await;
     false
 }
 

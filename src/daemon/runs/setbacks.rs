@@ -3,6 +3,9 @@
 //! for its next round.
 
 use super::*;
+use crate::blackboard::BbError;
+use crate::home::ProjectId;
+use crate::service::{Notifier, ProjectService, ServiceError};
 
 /// Holds `agent` on this project for the infrastructure backoff and marks
 /// the project degraded (readiness, dashboard).
@@ -48,7 +51,17 @@ pub(super) async fn infra_failure(
     );
     tracing::warn!(project = bb.project(), task = %task.id, why, "run could not start (infrastructure)");
     let detail = serde_json::json!({ "error": why, "infrastructure": true });
-    abandon_start(bb, session_id, task, kind, &why, detail, false).await;
+    abandon_start(
+        d,
+        bb,
+        session_id,
+        task,
+        kind,
+        &why,
+        detail,
+        Setback::Infrastructure,
+    )
+    .await;
 }
 
 /// The run could not even start, for a reason of its own (a brief that
@@ -64,20 +77,23 @@ pub(super) async fn fail_to_start(
 ) {
     tracing::warn!(project = bb.project(), task = %task.id, why, "run failed to start");
     let detail = serde_json::json!({ "error": why });
-    abandon_start(bb, session_id, task, kind, why, detail, true).await;
-    hold_next_round(d, bb, &task.id, kind).await;
+    let retry_backoff = &d.config().daemon.retry_backoff;
+    let setback = Setback::RunFailed { retry_backoff };
+    abandon_start(d, bb, session_id, task, kind, why, detail, setback).await;
 }
 
 /// A start that did not happen: the session ends failed with `detail`, an
-/// alert says `why`, and the task goes back (`bump`: costing a round).
+/// alert says `why`, and the task goes back after `setback`.
+#[allow(clippy::too_many_arguments)]
 async fn abandon_start(
+    d: &Daemon,
     bb: &Blackboard,
     session_id: &str,
     task: &Task,
     kind: RunKind,
     why: &str,
     detail: serde_json::Value,
-    bump: bool,
+    setback: Setback<'_>,
 ) {
     end_session(bb, session_id, Outcome::Failed, None, detail).await;
     let daemon = Actor::daemon();
@@ -85,16 +101,14 @@ async fn abandon_start(
     let _ = bb
         .add_observation(alert, &daemon, Some(&task.id), why)
         .await;
-    give_back(bb, task, kind, why, bump).await;
+    give_back(d, bb, task, kind, why, setback).await;
 }
 
-/// After a failed round, the task's next round waits for the backoff of
-/// `daemon.retry_backoff` (by the round it is now in), so a run that fails
-/// at once cannot burn every round in seconds.
-pub(super) async fn hold_next_round(d: &Daemon, bb: &Blackboard, task_id: &str, kind: RunKind) {
-    if kind != RunKind::Work {
-        return;
-    }
+/// A run whose agent released its task without progress: the next run
+/// waits the backoff of `daemon.retry_backoff` (by the rounds used), so an
+/// agent that always releases is not re-run at once. (A task the daemon
+/// gives back gets its wait from [`ProjectService::give_back`].)
+pub(super) async fn hold_released(d: &Daemon, bb: &Blackboard, task_id: &str) {
     let Ok(t) = bb.task(task_id).await else {
         return;
     };
@@ -116,26 +130,35 @@ pub(super) async fn hold_next_round(d: &Daemon, bb: &Blackboard, task_id: &str, 
     }
 }
 
-/// Returns a work run's task: with `bump` another round (or failed at the
-/// limit), without it the same round (daemon-side reasons such as shutdown).
-/// `task` is the run's claim: only that claim is given back (see
-/// `Blackboard::give_back_claim`), never a newer one of the same agent.
-pub(super) async fn give_back(bb: &Blackboard, task: &Task, kind: RunKind, why: &str, bump: bool) {
+/// Returns a work run's task after `setback` (what that costs is
+/// [`ProjectService::give_back`]'s). `task` is the run's claim: only that
+/// claim is given back, never a newer one of the same agent. A store error
+/// is retried (see [`WRITE_ATTEMPTS`]).
+pub(super) async fn give_back(
+    d: &Daemon,
+    bb: &Blackboard,
+    task: &Task,
+    kind: RunKind,
+    why: &str,
+    setback: Setback<'_>,
+) {
     if kind != RunKind::Work {
         return;
     }
-    let (Some(holder), Some(claimed_at)) = (task.claimed_by.as_deref(), task.claimed_at) else {
+    let Some(claim) = task.claim() else {
         return;
     };
+    let Ok(project) = ProjectId::parse(bb.project()) else {
+        tracing::error!(project = bb.project(), task = %task.id, "cannot give the task back: not a project id");
+        return;
+    };
+    let service = ProjectService::new(bb.clone(), d.home().clone(), project, Notifier::none());
     for attempt in 1..=WRITE_ATTEMPTS {
-        match bb
-            .give_back_claim(&task.id, holder, claimed_at, why, "task.run_failed", bump)
-            .await
-        {
+        match service.give_back(&task.id, &claim, setback, why).await {
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(project = bb.project(), task = %task.id, error = %e, attempt, "cannot give the task back");
-                if !matches!(e, crate::blackboard::BbError::Db(_)) {
+                if !matches!(e, ServiceError::Store(BbError::Db(_))) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(attempt.min(5))).await;

@@ -223,7 +223,7 @@ pub(super) async fn supervise(
     if info.kind == RunKind::Work && released {
         // Its next run waits the backoff too: an agent that always releases
         // was re-run at once (issue 23, finding 11: 291 sessions in 80 s).
-        hold_next_round(&d, &bb, &info.task_id, info.kind).await;
+        hold_released(&d, &bb, &info.task_id).await;
     }
     if info.kind == RunKind::Work && still_held && budget_refusal.is_some() {
         // The gateway refused a call of the run for budget and ended it: the
@@ -490,16 +490,15 @@ pub(super) async fn give_back_after_run(
             "; the gateway refused {quota_refused} of its LLM calls for quota, so this round is not charged"
         ));
     }
-    give_back(
-        bb,
-        t,
-        info.kind,
-        &why,
-        outcome != Outcome::Killed && !starved,
-    )
-    .await;
+    let retry_backoff = &d.config().daemon.retry_backoff;
+    let setback = match outcome {
+        Outcome::Killed => Setback::RunLost,
+        Outcome::Failed if starved => Setback::QuotaRefused { retry_backoff },
+        Outcome::Failed | Outcome::TimedOut => Setback::RunFailed { retry_backoff },
+        Outcome::Succeeded | Outcome::Lost => Setback::RunEnded,
+    };
+    give_back(d, bb, t, info.kind, &why, setback).await;
     if outcome == Outcome::Failed || outcome == Outcome::TimedOut {
-        hold_next_round(d, bb, &t.id, info.kind).await;
         let _ = bb
             .add_observation(ObservationLevel::Warn, &Actor::daemon(), Some(&t.id), &why)
             .await;

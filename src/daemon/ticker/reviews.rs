@@ -10,12 +10,13 @@
 
 use serde_json::json;
 
-use super::super::projects::ProjectSlot;
+use super::super::projects::OpenProject;
 use super::super::runs::{run_counts, start_run, RunKind};
 use super::super::Daemon;
 use super::choose::{self, Team};
+use super::TickError;
 use crate::blackboard::{
-    Actor, BbError, DecisionStatus, EventLevel, ObservationLevel, Review, Task, TaskStatus,
+    Actor, DecisionStatus, EventLevel, ObservationLevel, Review, Task, TaskStatus,
 };
 use crate::config::UnstaffedSeat;
 use crate::review::{evaluate_round, Protocol, ReviewerSpec, RoundState, SKILL_CHECK_PROTOCOL};
@@ -23,9 +24,8 @@ use crate::runtime::health::Warning;
 use crate::service::ProjectService;
 
 /// Drives every task in `review` one step (see the module's documentation).
-pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(), BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
-    let service = slot.service(d.home()).expect("caller checked");
+pub(super) async fn conclude_reviews(d: &Daemon, slot: &OpenProject) -> Result<(), TickError> {
+    let (bb, service) = (slot.bb(), &slot.service);
     let in_review = bb
         .list_tasks(&crate::blackboard::TaskFilter {
             statuses: vec![TaskStatus::Review],
@@ -35,7 +35,7 @@ pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(
         .await?;
     let mut unstaffed = Vec::new();
     for task in in_review {
-        review_task(d, slot, &service, &task, &mut unstaffed).await?;
+        review_task(d, slot, service, &task, &mut unstaffed).await?;
     }
     // Readiness lists this tick's unstaffed seats, and nothing older.
     d.runtime_health()
@@ -46,11 +46,11 @@ pub(super) async fn conclude_reviews(d: &Daemon, slot: &ProjectSlot) -> Result<(
 /// One task in `review`: its protocol, then the step its round calls for.
 async fn review_task(
     d: &Daemon,
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     service: &ProjectService,
     task: &Task,
     unstaffed: &mut Vec<Warning>,
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     let bb = service.blackboard();
     let name = task.review_protocol.clone().unwrap_or_default();
     if name == SKILL_CHECK_PROTOCOL {
@@ -100,7 +100,7 @@ async fn review_task(
 }
 
 /// The agents with a review run in flight on `task`.
-fn reviewing(d: &Daemon, slot: &ProjectSlot, task: &Task) -> Vec<String> {
+fn reviewing(d: &Daemon, slot: &OpenProject, task: &Task) -> Vec<String> {
     d.runs()
         .into_iter()
         .filter(|r| r.project == slot.id.as_str() && r.task_id == task.id)
@@ -112,13 +112,13 @@ fn reviewing(d: &Daemon, slot: &ProjectSlot, task: &Task) -> Vec<String> {
 /// next round or `failed` at the protocol's `max_rounds`); a task that moved
 /// on meanwhile is left alone.
 async fn conclude_round(
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     approved: bool,
     why: &str,
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     if let Some(c) = service
         .conclude_round_as_read(task, approved, Some(protocol.max_rounds), why)
         .await?
@@ -131,12 +131,12 @@ async fn conclude_round(
 /// Starts reviewer runs for the round's open seats, while the limits allow.
 async fn fill_seats(
     d: &Daemon,
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     task: &Task,
     protocol: &Protocol,
     round: &[Review],
     unstaffed: &mut Vec<Warning>,
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     // Seats already taken by a review or a running review run.
     let mut taken: Vec<String> = round.iter().map(|r| r.reviewer.clone()).collect();
     taken.extend(reviewing(d, slot, task));
@@ -177,13 +177,13 @@ async fn fill_seats(
 ///   it other than the author and this round's reviewers exists.
 async fn note_unstaffed(
     d: &Daemon,
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     task: &Task,
     protocol: &Protocol,
     spec: &ReviewerSpec,
     taken: &[String],
     unstaffed: &mut Vec<Warning>,
-) -> Result<Option<ReviewerSpec>, BbError> {
+) -> Result<Option<ReviewerSpec>, TickError> {
     let author = task.claimed_by.as_deref().unwrap_or("its author");
     let policy = slot
         .config
@@ -205,8 +205,7 @@ async fn note_unstaffed(
                  review.unstaffed_seat gives the seat to {stand_in}",
                 task.id, task.round, protocol.name
             );
-            let service = slot.service(d.home()).expect("caller checked");
-            observe_once(d, &service, key, ObservationLevel::Info, task, &body).await?;
+            observe_once(d, &slot.service, key, ObservationLevel::Info, task, &body).await?;
             return Ok(Some(stand_in));
         }
     }
@@ -223,15 +222,15 @@ async fn note_unstaffed(
         reason: body.clone(),
         since_ms: chrono::Utc::now().timestamp_millis(),
     });
-    let service = slot.service(d.home()).expect("caller checked");
+    let service = &slot.service;
     let key = format!("{}:{}:{}:unstaffed:{spec}", slot.id, task.id, task.round);
-    observe_once(d, &service, key, ObservationLevel::Warn, task, &body).await?;
+    observe_once(d, service, key, ObservationLevel::Warn, task, &body).await?;
     match policy {
         UnstaffedSeat::Fail => {
             service.fail(&task.id, &Actor::daemon(), &body).await?;
         }
         UnstaffedSeat::Decide => {
-            decide_unstaffed(slot, &service, task, protocol, spec).await?;
+            decide_unstaffed(slot, service, task, protocol, spec).await?;
         }
         UnstaffedSeat::Wait | UnstaffedSeat::Role(_) => {}
     }
@@ -247,7 +246,7 @@ async fn observe_once(
     level: ObservationLevel,
     task: &Task,
     body: &str,
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     if d.runtime_health().note_once(key) {
         service
             .observe(level, &Actor::daemon(), Some(&task.id), body)
@@ -260,12 +259,12 @@ async fn observe_once(
 /// (one per task and round, found again by its question), and its outcome
 /// once settled.
 async fn decide_unstaffed(
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     spec: &ReviewerSpec,
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     let question = format!(
         "{} round {}: review seat {spec} of protocol {:?} has no reviewer but the author; \
          approve the round without it?",
@@ -321,13 +320,13 @@ async fn decide_unstaffed(
 /// nobody could ever answer, the verdicts stand as given.
 async fn escalate(
     d: &Daemon,
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     round: &[Review],
     doubtful: &[String],
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     if !reviewing(d, slot, task).is_empty() {
         return Ok(());
     }
@@ -376,13 +375,13 @@ async fn escalate(
 /// No senior reviewer other than this round's reviewers exists: the round
 /// is judged without one, and an observation says why.
 async fn let_verdicts_stand(
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     service: &ProjectService,
     task: &Task,
     protocol: &Protocol,
     round: &[Review],
     spec: &ReviewerSpec,
-) -> Result<(), BbError> {
+) -> Result<(), TickError> {
     let mut lenient = protocol.clone();
     lenient.senior_reviewer = None;
     let RoundState::Concluded(o) = evaluate_round(&lenient, round) else {
@@ -409,12 +408,12 @@ async fn let_verdicts_stand(
 /// nobody fits right now.
 async fn start_reviewer(
     d: &Daemon,
-    slot: &ProjectSlot,
+    slot: &OpenProject,
     task: &Task,
     spec: &ReviewerSpec,
     taken: &[String],
-) -> Result<bool, BbError> {
-    let bb = slot.bb.as_ref().expect("caller checked");
+) -> Result<bool, TickError> {
+    let bb = slot.bb();
     let guard = d.schedule_lock_owned().await;
     let (running, per_project, per_agent) = run_counts(d);
     let project_cap = slot
@@ -447,7 +446,6 @@ async fn start_reviewer(
         start_run(&d, &bb, &task, &agent, RunKind::Review, timeout).await;
         drop(guard);
     })
-    .await
-    .map_err(|e| BbError::Io(std::io::Error::other(e)))?;
+    .await?;
     Ok(true)
 }
