@@ -155,6 +155,13 @@ pub(super) async fn give_back(
     let service = ProjectService::new(bb.clone(), d.home().clone(), project, Notifier::none());
     for attempt in 1..=WRITE_ATTEMPTS {
         match service.give_back(&task.id, &claim, setback, why).await {
+            Ok(Some(TaskStatus::Pending)) => {
+                // A retry's backoff: the ticker wakes when it ends.
+                if let Ok(Some(at)) = bb.task(&task.id).await.map(|t| t.not_before) {
+                    d.wake_at(at);
+                }
+                return;
+            }
             Ok(_) => return,
             Err(e) => {
                 tracing::error!(project = bb.project(), task = %task.id, error = %e, attempt, "cannot give the task back");
