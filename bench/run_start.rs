@@ -91,7 +91,7 @@ fn main() {
     );
     std::fs::write(
         home.agents_file(),
-        "agents:\n  - id: command\n    runtime: command\n    kinds: [command]\n    model: nvidia/some/model\n    command: [\"sleeper\", \"{brief}\", \"{model}\"]\n  - id: codex\n    runtime: codex\n    kinds: [codex]\n    model: nvidia/some/model\n  - id: claude-code\n    runtime: claude-code\n    kinds: [claude-code]\n    model: nvidia/some/model\n  - id: openclaw\n    runtime: openclaw\n    kinds: [openclaw]\n    model: nvidia/some/model\n",
+        "agents:\n  - id: command\n    runtime: command\n    permissions: workspace\n    kinds: [command]\n    model: nvidia/some/model\n    command: [\"sleeper\", \"{brief}\", \"{model}\"]\n  - id: codex\n    runtime: codex\n    permissions: workspace\n    kinds: [codex]\n    model: nvidia/some/model\n  - id: claude-code\n    runtime: claude-code\n    permissions: workspace\n    kinds: [claude-code]\n    model: nvidia/some/model\n  - id: openclaw\n    runtime: openclaw\n    permissions: workspace\n    kinds: [openclaw]\n    model: nvidia/some/model\n",
     )
     .unwrap();
     let id = ProjectId::parse("bench").unwrap();

@@ -110,7 +110,7 @@ fn main() {
     std::fs::write(home.default_config_file(), "daemon:\n  kill_grace: 1\n").unwrap();
     std::fs::write(
         home.agents_file(),
-        "agents:\n  - id: sleeper\n    runtime: command\n    kinds: [sleeper]\n    command: [\"sleep\", \"60\"]\n",
+        "agents:\n  - id: sleeper\n    runtime: command\n    permissions: workspace\n    kinds: [sleeper]\n    command: [\"sleep\", \"60\"]\n",
     )
     .unwrap();
     let id = ProjectId::parse("bench").unwrap();

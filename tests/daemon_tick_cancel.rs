@@ -37,10 +37,12 @@ const CONFIG: &str =
 async fn a_tick_cancelled_at_any_point_never_strands_or_doubles_a_run() {
     let home = TestHome::with_config(CONFIG, "agents: []\n");
     let script = home.script("done.sh", &format!("#!/bin/sh\nexec '{BIN}' bb done\n"));
+    // `workspace`: this in-process daemon serves no sandbox socket (`serve`
+    // binds it), so the default `auto` would refuse every run here.
     std::fs::write(
         home.path().join("config/agents.yaml"),
         format!(
-            "agents:\n  - id: worker\n    runtime: command\n    command: [\"{}\"]\n",
+            "agents:\n  - id: worker\n    runtime: command\n    permissions: workspace\n    command: [\"{}\"]\n",
             script.display()
         ),
     )
