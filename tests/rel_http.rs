@@ -725,8 +725,11 @@ fn a_removed_or_replaced_blackboard_refuses_writes_and_fails_readiness() {
         )
     };
     assert_eq!(create("gone").0, 201);
-    let (code, body) = d.get("/health/ready").unwrap();
-    assert_eq!(code, 200, "{body}");
+    // Ready once the first tick has completed (a loaded host may take a
+    // few seconds to get there).
+    wait_for(Duration::from_secs(20), "the daemon ready", || {
+        d.get("/health/ready").is_some_and(|(code, _)| code == 200)
+    });
 
     // The issue: delete the file under the running daemon.
     std::fs::remove_file(home.db("gone")).unwrap();
