@@ -543,3 +543,54 @@ fn the_runs_bb_route_answers_only_a_run_in_flight() {
     });
     daemon.stop();
 }
+
+/// A home too deep for the sandbox's Unix socket (a path holds at most 107
+/// bytes): agents without `permissions:` run with `workspace` and work,
+/// with the reason in the daemon's log and in doctor, instead of every run
+/// being refused for want of a socket.
+#[test]
+fn a_home_too_deep_for_the_socket_runs_default_agents_with_workspace_and_says_why() {
+    let home = TestHome::with_prefix(&format!("moziplus-test-{}-", "d".repeat(90)));
+    std::fs::create_dir_all(home.path().join("config")).unwrap();
+    std::fs::write(home.path().join("config/default.yaml"), CONFIG).unwrap();
+    let script = home.script("done.sh", "#!/bin/bash\nexec \"$MOZI_BIN\" bb done\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: plain\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("p");
+    assert!(home.path().join("run/api.sock").as_os_str().len() > 107);
+    let out = home.run_env(&["doctor"], &[REAL_DEFAULT_PERMISSIONS]);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.contains("permissions plain") && l.contains("auto → workspace")),
+        "{out}"
+    );
+    assert!(
+        out.stdout
+            .contains("a Unix socket's path holds at most 107"),
+        "{out}"
+    );
+    let daemon = Daemon::start_env(&home, &[REAL_DEFAULT_PERMISSIONS]);
+    let task = home.create_task("p", "work anyway", &[]);
+    wait_for(Duration::from_secs(60), "the task done", || {
+        status(&home, &task) == "done"
+    });
+    let commands = query_strings(&home.db("p"), "SELECT command FROM session");
+    assert!(
+        commands.iter().all(|c| !c.contains("bwrap")),
+        "{commands:?}"
+    );
+    daemon.stop();
+    let log = std::fs::read_to_string(home.path().join("daemon.log")).unwrap();
+    assert!(
+        log.contains("not in a sandbox")
+            && log.contains("move the moziplus home to a shorter path"),
+        "{log}"
+    );
+}

@@ -227,7 +227,13 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
             for f in crate::runtime::check::check_team(&agents, home.root(), &exe) {
                 checks.push(&f.name, f.ok, f.required, f.detail);
             }
-            check_sandbox(&agents, bwrap.as_deref(), default_permissions, checks);
+            check_sandbox(
+                &agents,
+                home.sandbox_socket_file(),
+                bwrap.as_deref(),
+                default_permissions,
+                checks,
+            );
         }
         Err(e) => checks.push("agents.yaml", false, true, e.to_string()),
     }
@@ -238,12 +244,14 @@ fn check_home_and_team(home: &Home, checks: &mut Checks) {
 /// daemon resolves it); `full` is flagged.
 fn check_sandbox(
     agents: &AgentsFile,
+    socket: std::path::PathBuf,
     bwrap: Option<&std::path::Path>,
     default: crate::config::agents::Permissions,
     checks: &mut Checks,
 ) {
     use crate::config::agents::Permissions;
-    let probe = crate::runtime::sandbox::probe(bwrap);
+    let probe = crate::runtime::sandbox::probe(bwrap)
+        .and_then(|p| crate::runtime::sandbox::socket_path_fits(&socket).map(|()| p));
     let mut team = agents.clone();
     let auto: std::collections::HashSet<String> = team
         .resolve_permissions(default, || probe.is_ok())

@@ -196,14 +196,24 @@ impl Daemon {
         // `permissions: auto` (the default) becomes `sandbox` where
         // bubblewrap makes one, else `workspace`; probed once, here.
         let sandbox = std::sync::OnceLock::new();
+        let socket = crate::runtime::sandbox::socket_path_fits(&home.sandbox_socket_file());
         let resolved = agents.resolve_permissions(config.sandbox.default_permissions, || {
-            sandbox
-                .get_or_init(|| crate::runtime::sandbox::probe(config.sandbox.bwrap.as_deref()))
-                .is_ok()
+            socket.is_ok()
+                && sandbox
+                    .get_or_init(|| crate::runtime::sandbox::probe(config.sandbox.bwrap.as_deref()))
+                    .is_ok()
         });
-        if let (Some(Err(why)), false) = (sandbox.get(), resolved.is_empty()) {
+        let why_not = match (&socket, sandbox.get()) {
+            (Err(why), _) | (Ok(()), Some(Err(why))) => Some(why),
+            _ => None,
+        };
+        let unsandboxed = resolved
+            .iter()
+            .filter(|(_, p)| *p != crate::config::agents::Permissions::Sandbox)
+            .count();
+        if let (Some(why), true) = (why_not, unsandboxed > 0) {
             tracing::warn!(
-                agents = resolved.len(),
+                agents = unsandboxed,
                 "agents without `permissions:` run with `workspace`, not in a sandbox: {why}"
             );
         }

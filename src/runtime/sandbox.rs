@@ -139,6 +139,20 @@ fn proxy_env(e: &mut Vec<(String, String)>, plan: &SandboxPlan) {
     }
 }
 
+/// Whether the daemon's socket for sandboxed runs can be bound at `path`:
+/// a Unix socket's path holds at most 107 bytes. The error says what to do.
+pub fn socket_path_fits(path: &Path) -> Result<(), String> {
+    const MAX: usize = 107;
+    let len = path.as_os_str().len();
+    if len <= MAX {
+        return Ok(());
+    }
+    Err(format!(
+        "the socket of sandboxed runs, {}, is {len} bytes long and a Unix socket's path holds at most {MAX}: move the moziplus home to a shorter path",
+        path.display()
+    ))
+}
+
 /// The `bwrap` program: `configured` (`sandbox.bwrap`), else
 /// `/usr/bin/bwrap` or the first on `PATH`.
 pub fn find_bwrap(configured: Option<&Path>) -> Option<PathBuf> {

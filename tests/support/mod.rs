@@ -55,6 +55,17 @@ impl TestHome {
         }
     }
 
+    /// An empty home whose folder name starts with `prefix` (a long one
+    /// makes a long home path).
+    pub fn with_prefix(prefix: &str) -> TestHome {
+        TestHome {
+            dir: tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .expect("temp dir"),
+        }
+    }
+
     /// A home with `config/default.yaml` and `config/agents.yaml` as given
     /// and an empty `projects/`.
     pub fn with_config(default_yaml: &str, agents_yaml: &str) -> TestHome {
