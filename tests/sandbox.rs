@@ -14,21 +14,6 @@ use support::*;
 
 const CONFIG: &str = "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  kill_grace: 1\n  max_global_agents: 5\n  max_per_agent: 3\n  retry_backoff: [1]\n";
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git on PATH");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 fn repo(dir: &Path) -> PathBuf {
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();

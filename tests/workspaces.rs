@@ -8,27 +8,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use support::*;
 
 const CONFIG: &str = "daemon:\n  tick_interval: 1\n  task_timeout: 60\n  kill_grace: 1\n  max_global_agents: 5\n  max_per_agent: 3\n  retry_backoff: [1]\n";
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .expect("git on PATH");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
 
 /// A repository with one commit on `main` (and a committer identity for
 /// the agents' commits).

@@ -433,3 +433,19 @@ pub fn assert_cpu_probe_sees_a_spinner(limit: f64) -> f64 {
     );
     share
 }
+
+/// `git -C dir ARGS…`, which must succeed; its trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .output()
+        .expect("git on PATH");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
