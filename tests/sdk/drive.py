@@ -16,6 +16,16 @@ import sys
 import anthropic
 import openai
 
+
+def publish(path, text):
+    """Write a file the test polls for all at once: to a temporary name, then
+    renamed, so a reader that sees the name never reads it half-written."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 URL = os.environ.get("MOZI_GW_URL", "")
 KEY = os.environ.get("MOZI_GW_KEY", "no-key")
 MODEL = os.environ.get("MOZI_GW_MODEL", "fake/echo")
@@ -303,8 +313,7 @@ def agent():
     MODEL = "claude-sonnet-4-5"
     result["anthropic"] = anthropic_basic()
     result["session"] = os.environ["MOZI_SESSION"]
-    with open(os.path.join(os.environ["MOZI_HOME"], "sdk-results.json"), "w") as f:
-        json.dump(result, f)
+    publish(os.path.join(os.environ["MOZI_HOME"], "sdk-results.json"), json.dumps(result))
     bin_ = os.environ["MOZI_BIN"]
     task = os.environ["MOZI_TASK"]
     path = os.path.join(os.environ["MOZI_HOME"], "sdk-output.md")
@@ -334,12 +343,10 @@ def agent_approval():
 
     first = ask()
     decision = first["approvals"][0]["decision_id"]
-    with open(os.path.join(home, "decision-id"), "w") as f:
-        f.write(decision)
+    publish(os.path.join(home, "decision-id"), decision)
     waited = subprocess.run([bin_, "bb", "decision", "wait", decision, "--timeout", "60"]).returncode
     result = {"first": first, "waited": waited, "second": ask(), "third": ask(), "session": os.environ["MOZI_SESSION"]}
-    with open(os.path.join(home, "approval-results.json"), "w") as f:
-        json.dump(result, f)
+    publish(os.path.join(home, "approval-results.json"), json.dumps(result))
     path = os.path.join(home, "approval-output.md")
     with open(path, "w") as f:
         f.write("approval round trip done\n")
@@ -363,8 +370,7 @@ def agent_truncated():
             result[name] = {"class": None, "got": [c.model_dump() for c in r] if stream else r.model_dump()}
         except Exception as e:  # noqa: BLE001 - the class is the result
             result[name] = exc(e)
-    with open(os.path.join(home, "truncated-results.json"), "w") as f:
-        json.dump(result, f)
+    publish(os.path.join(home, "truncated-results.json"), json.dumps(result))
     path = os.path.join(home, "truncated-output.md")
     with open(path, "w") as f:
         f.write("truncated calls done\n")
