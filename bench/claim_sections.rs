@@ -82,7 +82,7 @@ fn claim_once(home: &Home, task: &str) -> [Duration; 7] {
         bb.close().await;
         t[5] = s.elapsed();
         let s = Instant::now();
-        moziplus::inbox::wake(home, id.as_str());
+        moziplus::inbox::wake::send(home, id.as_str());
         t[6] = s.elapsed();
     });
     t

@@ -104,7 +104,7 @@ pub async fn restore(home: &Home, args: RestoreArgs) -> anyhow::Result<()> {
         "restored {id} from {} ({rows} rows){kept}",
         snapshot.display()
     )?;
-    crate::inbox::wake(home, id.as_str());
+    crate::inbox::wake::send(home, id.as_str());
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! The inbox consumer and the wake socket.
+//! The inbox consumer, and the daemon's end of the wake socket
+//! ([`crate::inbox::wake::Listener`]).
 //!
 //! Lines are read from the persisted offset; each is applied once. `wake` is
 //! idempotent by nature; `create_task` records the line's key
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Daemon;
 use crate::blackboard::{Actor, ObservationLevel};
+use crate::inbox::wake;
 use crate::service::{Notifier, ProjectService};
 
 /// What the status endpoint shows of the inbox.
@@ -137,12 +139,13 @@ pub async fn run(d: Daemon) {
         let _ = std::fs::create_dir_all(dir);
     }
     // The wake socket: CLI writes send their project id here.
-    let sock_path = crate::inbox::wake_socket_path(d.home());
-    let _ = std::fs::remove_file(&sock_path);
-    let socket = tokio::net::UnixDatagram::bind(&sock_path).ok();
-    if socket.is_none() {
-        tracing::warn!(path = %sock_path.display(), "cannot bind the wake socket; CLI writes wake the daemon only via the inbox");
-    }
+    let socket = match wake::Listener::bind(d.home()) {
+        Ok(listener) => Some(listener),
+        Err((sock_path, e)) => {
+            tracing::warn!(path = %sock_path.display(), error = %e, "cannot bind the wake socket; CLI writes wake the daemon only via the inbox");
+            None
+        }
+    };
     let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
     let watcher = {
         let tx = tx.clone();
@@ -175,20 +178,19 @@ pub async fn run(d: Daemon) {
     let mut shutdown = d.shutdown_signal();
     let mut pos = load_position(&path);
     let mut tail = Tail::default();
-    let mut buf = [0u8; 256];
     loop {
         pos = consume(&d, &path, pos, &mut tail).await;
         tokio::select! {
             _ = rx.recv() => {}
             _ = tokio::time::sleep(poll) => {}
-            r = async { match &socket { Some(s) => s.recv(&mut buf).await, None => std::future::pending().await } } => {
+            r = async { match &socket { Some(s) => s.recv().await, None => std::future::pending().await } } => {
                 if r.is_ok() { d.wake(); }
             }
             _ = shutdown.changed() => break,
         }
     }
     drop(watcher);
-    let _ = std::fs::remove_file(&sock_path);
+    drop(socket); // removes the socket file
 }
 
 /// What the last pass saw at the end of the file: a partial line (no newline

@@ -8,30 +8,15 @@
 //! line appended concurrently with a compaction is ever lost.
 //!
 //! CLI writes also *wake* a running daemon through a datagram on
-//! `inbox/wake.sock`: instant, free when no daemon listens, and it leaves no
-//! trace on disk.
+//! `inbox/wake.sock`: both ends of that socket are [`wake`].
+
+pub mod wake;
 
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
-
-/// The wake socket of a home.
-pub fn wake_socket_path(home: &crate::home::Home) -> PathBuf {
-    home.wake_socket_file()
-}
-
-/// Tells a running daemon that `project` changed. Never fails the caller:
-/// without a daemon there is nobody to wake.
-pub fn wake(home: &crate::home::Home, project: &str) {
-    let path = wake_socket_path(home);
-    if let Ok(sock) = UnixDatagram::unbound() {
-        let _ = sock.set_nonblocking(true);
-        let _ = sock.send_to(project.as_bytes(), &path);
-    }
-}
 
 /// Why the daemon skips a line of `len` bytes (without its newline), when
 /// it does: the one limit and message of the daemon's reader and of `inbox

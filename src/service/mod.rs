@@ -63,7 +63,7 @@ impl Notifier {
     /// and the MCP server's way; without a daemon it does nothing).
     pub fn wake_socket(home: &Home, project: &ProjectId) -> Notifier {
         let (home, project) = (home.clone(), project.to_string());
-        Notifier::new(move || crate::inbox::wake(&home, &project))
+        Notifier::new(move || crate::inbox::wake::send(&home, &project))
     }
     /// Nobody to tell (tests, tools).
     pub fn none() -> Notifier {
