@@ -10,7 +10,8 @@
 //! * [`runs`] — spawning agent processes in their own process groups and
 //!   supervising them (timeouts, exit judgement, kill of the whole group).
 //! * [`recovery`] — what a start finds after a crash.
-//! * [`inbox`] — the JSONL inbox consumer and the wake socket.
+//! * [`inbox_consumer`] — the JSONL inbox consumer; it also listens on the wake
+//!   socket ([`crate::inbox::wake`]).
 //! * [`snapshots`] — automatic online snapshots with retention.
 //! * [`demo`] — the bundled demo project.
 //!
@@ -24,7 +25,7 @@ pub mod gateway_history;
 pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod home_lock;
-pub mod inbox;
+pub mod inbox_consumer;
 pub mod process;
 pub mod projects;
 pub mod provider_health;
@@ -106,7 +107,7 @@ struct Inner {
     schedule: Arc<tokio::sync::Mutex<()>>,
     ticker_paused: AtomicBool,
     stats: Mutex<TickStats>,
-    inbox_stats: Mutex<inbox::InboxStats>,
+    inbox_stats: Mutex<inbox_consumer::InboxStats>,
     shutdown_tx: watch::Sender<bool>,
     exe: PathBuf,
     spawned: AtomicU64,
@@ -248,7 +249,7 @@ impl Daemon {
                 schedule: Arc::new(tokio::sync::Mutex::new(())),
                 ticker_paused: AtomicBool::new(false),
                 stats: Mutex::new(TickStats::default()),
-                inbox_stats: Mutex::new(inbox::InboxStats::default()),
+                inbox_stats: Mutex::new(inbox_consumer::InboxStats::default()),
                 shutdown_tx,
                 exe,
                 spawned: AtomicU64::new(0),
@@ -528,10 +529,10 @@ impl Daemon {
         s.last_tick_at_ms = Some(now.timestamp_millis());
     }
 
-    pub fn inbox_stats(&self) -> inbox::InboxStats {
+    pub fn inbox_stats(&self) -> inbox_consumer::InboxStats {
         self.inner.inbox_stats.locked().clone()
     }
-    pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut inbox::InboxStats)) {
+    pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut inbox_consumer::InboxStats)) {
         f(&mut self.inner.inbox_stats.locked());
     }
 
@@ -565,7 +566,7 @@ impl Daemon {
         self.projects().refresh(self).await?;
         recovery::recover(self).await;
         Ok(vec![
-            tokio::spawn(inbox::run(self.clone())),
+            tokio::spawn(inbox_consumer::run(self.clone())),
             tokio::spawn(ticker::run(self.clone(), self.take_tick_requests()?)),
             tokio::spawn(snapshots::run(self.clone())),
             tokio::spawn(events::run(self.clone())),

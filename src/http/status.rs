@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::daemon::inbox::InboxStats;
+use crate::daemon::inbox_consumer::InboxStats;
 use crate::daemon::projects::ProjectProblem;
 use crate::daemon::{Daemon, RunInfo};
 use crate::gateway::status::GatewayStatus;
