@@ -15,7 +15,7 @@ pub mod alerts;
 pub mod budgets;
 pub mod decisions;
 pub mod error;
-pub mod events;
+pub mod event_stream;
 pub mod gateway_history;
 pub mod projects;
 pub mod records;
@@ -59,7 +59,7 @@ pub fn router() -> OpenApiRouter<Daemon> {
         .merge(sessions::router())
         .merge(skills::router())
         .merge(schedules::router())
-        .merge(events::router())
+        .merge(event_stream::router())
         .merge(alerts::router())
         .merge(gateway_history::router())
         .merge(usage::router())

@@ -20,7 +20,7 @@
 
 pub mod budget;
 pub mod demo;
-pub mod events;
+pub mod event_hub;
 pub mod gateway_history;
 pub mod gateway_hooks;
 pub mod heartbeat;
@@ -101,7 +101,7 @@ struct Inner {
     /// Awaited at the start of every tick (tests make a tick slow with it).
     tick_hook: std::sync::OnceLock<TickHook>,
     /// The event pump's fan-out (SSE clients, webhooks).
-    events: events::EventHub,
+    events: event_hub::EventHub,
     /// Serializes the decisions that share the global limits (project ticks
     /// run concurrently; starting runs must not race past the caps).
     schedule: Arc<tokio::sync::Mutex<()>>,
@@ -245,7 +245,7 @@ impl Daemon {
                 tick_requests,
                 tick_receiver: Mutex::new(Some(tick_receiver)),
                 tick_hook: std::sync::OnceLock::new(),
-                events: events::EventHub::default(),
+                events: event_hub::EventHub::default(),
                 schedule: Arc::new(tokio::sync::Mutex::new(())),
                 ticker_paused: AtomicBool::new(false),
                 stats: Mutex::new(TickStats::default()),
@@ -467,7 +467,7 @@ impl Daemon {
         self.inner.events.wake();
     }
     /// The event fan-out (`GET /api/events`, webhooks).
-    pub fn events(&self) -> &events::EventHub {
+    pub fn events(&self) -> &event_hub::EventHub {
         &self.inner.events
     }
     pub(crate) fn wake_notified(&self) -> tokio::sync::futures::Notified<'_> {
@@ -569,7 +569,7 @@ impl Daemon {
             tokio::spawn(inbox_consumer::run(self.clone())),
             tokio::spawn(ticker::run(self.clone(), self.take_tick_requests()?)),
             tokio::spawn(snapshots::run(self.clone())),
-            tokio::spawn(events::run(self.clone())),
+            tokio::spawn(event_hub::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
             tokio::spawn(provider_health::run(self.clone())),
             tokio::spawn(gateway_history::run(self.clone())),

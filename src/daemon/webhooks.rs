@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::{broadcast, mpsc};
 
-use super::events::StreamEvent;
+use super::event_hub::StreamEvent;
 use super::Daemon;
 use crate::blackboard::{Actor, ActorKind, ObservationLevel};
 use crate::config::WebhookConfig;

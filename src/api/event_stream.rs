@@ -32,7 +32,7 @@ use utoipa_axum::routes;
 use super::ApiQuery;
 use crate::api::ApiError;
 use crate::blackboard::EventLevel;
-use crate::daemon::events::{stream_events, StreamEvent};
+use crate::daemon::event_hub::{stream_events, StreamEvent};
 use crate::daemon::Daemon;
 use crate::registry::ProjectId;
 
