@@ -173,8 +173,8 @@ fn bench_run() -> moziplus::gateway::RunAttribution {
     }
 }
 
-fn payer(a: &moziplus::gateway::RunAttribution) -> moziplus::daemon::budget::Payer<'_> {
-    moziplus::daemon::budget::Payer {
+fn payer(a: &moziplus::gateway::RunAttribution) -> moziplus::daemon::budget_book::Payer<'_> {
+    moziplus::daemon::budget_book::Payer {
         project: &a.project,
         task: a.task.as_deref(),
         agent: &a.agent,

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use moziplus::blackboard::{Actor, ManualClock, NewSession, NewTask, Priority as TaskPriority};
-use moziplus::daemon::budget::Scope;
+use moziplus::daemon::budget_book::Scope;
 use moziplus::daemon::gateway_hooks::{DaemonHooks, RunKey};
 use moziplus::daemon::Daemon;
 use moziplus::gateway::Gateway;

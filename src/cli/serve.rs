@@ -6,7 +6,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 
 use crate::config::{Layer, Source};
-use crate::daemon::{demo, Daemon};
+use crate::daemon::{demo_project, Daemon};
 use crate::home::Home;
 
 #[derive(Debug, Args)]
@@ -59,7 +59,7 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         )?;
     }
     if args.demo {
-        for file in demo::ensure_demo_config(home).with_context(|| {
+        for file in demo_project::ensure_demo_config(home).with_context(|| {
             format!(
                 "cannot write the demo's configuration in {}",
                 home.root().display()
@@ -67,7 +67,7 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         })? {
             tracing::info!(file = %file.display(), "bundled demo configuration written");
         }
-        let created = demo::ensure_demo(home).await?;
+        let created = demo_project::ensure_demo(home).await?;
         if !created.is_empty() {
             tracing::info!(tasks = ?created, "demo project seeded");
         }

@@ -1,5 +1,5 @@
 //! `budgets:` — caps in tokens and USD on what runs spend, enforced by the
-//! gateway on every call (the daemon's `daemon::budget` decides).
+//! gateway on every call (the daemon's `daemon::budget_book` decides).
 
 use std::collections::BTreeMap;
 use std::path::Path;

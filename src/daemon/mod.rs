@@ -13,13 +13,13 @@
 //! * [`inbox_consumer`] — the JSONL inbox consumer; it also listens on the wake
 //!   socket ([`crate::inbox::wake`]).
 //! * [`snapshots`] — automatic online snapshots with retention.
-//! * [`demo`] — the bundled demo project.
+//! * [`demo_project`] — the bundled demo project.
 //!
 //! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
-pub mod budget;
-pub mod demo;
+pub mod budget_book;
+pub mod demo_project;
 pub mod event_hub;
 pub mod gateway_history;
 pub mod gateway_hooks;
