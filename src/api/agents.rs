@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::api::ApiError;
+use crate::api::error::ApiError;
 use crate::blackboard::{rfc3339, AgentDay};
 use crate::daemon::Daemon;
 

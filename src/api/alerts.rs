@@ -15,8 +15,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{actor, check_limit, parse_list, project_service, ApiPath, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{actor, check_limit, parse_list, project_service, ApiPath, ApiQuery};
+use crate::api::error::ApiError;
 use crate::blackboard::{EventLevel, EventQuery};
 use crate::daemon::Daemon;
 use crate::registry::ProjectId;

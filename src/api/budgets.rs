@@ -11,8 +11,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{ApiJson, ApiQuery};
+use crate::api::error::ApiError;
 use crate::config::budgets::{check_limit, BudgetKey};
 use crate::config::BudgetLimit;
 use crate::daemon::gateway_hooks::budgets::Budgets;

@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{actor, project_service, ApiPath, ApiQuery, OptionalJson};
-use crate::api::ApiError;
+use super::extract::{actor, project_service, ApiPath, ApiQuery, OptionalJson};
+use crate::api::error::ApiError;
 use crate::blackboard::DecisionStatus;
 use crate::daemon::Daemon;
 use crate::wire::{self, Decision};

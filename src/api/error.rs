@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::service::ServiceError;
+
 /// An API error: a status and a message naming what was wrong.
 #[derive(Debug)]
 pub struct ApiError {
@@ -138,5 +140,24 @@ impl IntoResponse for ApiError {
 impl From<crate::home::InvalidProjectId> for ApiError {
     fn from(e: crate::home::InvalidProjectId) -> Self {
         ApiError::bad_request(e.to_string())
+    }
+}
+
+/// Service refusals are the caller's mistakes (400/403/404/409); store
+/// trouble is ours (500/503).
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let message = e.to_string();
+        match e {
+            ServiceError::NotFound(_) => ApiError::not_found(message),
+            ServiceError::Conflict(_) | ServiceError::IllegalTransition(_) => {
+                ApiError::conflict(message)
+            }
+            ServiceError::Invalid(_) => ApiError::bad_request(message),
+            ServiceError::Forbidden(_) => ApiError::forbidden(message),
+            ServiceError::Timeout(_) => ApiError::unavailable(message),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Io { .. } => ApiError::internal(message),
+        }
     }
 }

@@ -29,8 +29,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiQuery;
-use crate::api::ApiError;
+use super::extract::ApiQuery;
+use crate::api::error::ApiError;
 use crate::blackboard::EventLevel;
 use crate::daemon::event_hub::{stream_events, StreamEvent};
 use crate::daemon::Daemon;
@@ -179,7 +179,7 @@ async fn events(
         None => [EventLevel::Urgent, EventLevel::Attention, EventLevel::Daily]
             .into_iter()
             .collect(),
-        Some(raw) => super::parse_list::<EventLevel>(Some(raw))?
+        Some(raw) => super::extract::parse_list::<EventLevel>(Some(raw))?
             .into_iter()
             .collect(),
     };

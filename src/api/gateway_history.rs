@@ -9,8 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiQuery;
-use crate::api::ApiError;
+use super::extract::ApiQuery;
+use crate::api::error::ApiError;
 use crate::blackboard::GatewaySample as Stored;
 use crate::daemon::gateway_history::{KEEP, SAMPLE_EVERY};
 use crate::daemon::Daemon;

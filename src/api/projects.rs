@@ -11,8 +11,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiJson, ApiPath, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::error::ApiError;
 use crate::daemon::Daemon;
 use crate::registry::{self, NewProject, ProjectEntry, ProjectId, ProjectStatus};
 

@@ -7,8 +7,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_limit, project_service, ApiPath, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{check_limit, project_service, ApiPath, ApiQuery};
+use crate::api::error::ApiError;
 use crate::blackboard::{ExperienceStatus, ObservationLevel};
 use crate::daemon::Daemon;
 use crate::wire::{self, Experience, Observation};

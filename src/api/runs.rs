@@ -23,8 +23,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiJson;
-use crate::api::ApiError;
+use super::extract::ApiJson;
+use crate::api::error::ApiError;
 use crate::daemon::Daemon;
 
 pub fn router() -> OpenApiRouter<Daemon> {

@@ -10,8 +10,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{actor, check_limit, project_service, ApiJson, ApiPath, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{actor, check_limit, project_service, ApiJson, ApiPath, ApiQuery};
+use crate::api::error::ApiError;
 use crate::daemon::Daemon;
 use crate::service::schedules::{def_from_wire, ScheduleView};
 use crate::service::ProjectService;

@@ -13,8 +13,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{check_limit, open_project, ApiPath, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{check_limit, open_project, ApiPath, ApiQuery};
+use crate::api::error::ApiError;
 use crate::blackboard::{self, Blackboard};
 use crate::daemon::Daemon;
 use crate::wire::{self, Session};

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{open_project, ApiPath};
-use crate::api::ApiError;
+use super::extract::{open_project, ApiPath};
+use crate::api::error::ApiError;
 use crate::daemon::Daemon;
 use crate::registry::ProjectId;
 

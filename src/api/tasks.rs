@@ -9,8 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{actor, check_limit, parse_list, project_service, ApiJson, ApiPath, ApiQuery};
-use crate::api::ApiError;
+use super::extract::{actor, check_limit, parse_list, project_service, ApiJson, ApiPath, ApiQuery};
+use crate::api::error::ApiError;
 use crate::blackboard::{CommentType, TaskQuery, TaskStatus};
 use crate::daemon::Daemon;
 use crate::wire::{Comment, ListedTask, NewTask, Task, TaskDetail};

@@ -8,8 +8,8 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::ApiQuery;
-use crate::api::ApiError;
+use super::extract::ApiQuery;
+use crate::api::error::ApiError;
 use crate::daemon::Daemon;
 use crate::wire::usage::{usage_report, UsageReport};
 
