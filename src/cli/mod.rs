@@ -28,14 +28,7 @@ use crate::home::Home;
 
 pub use output::Printer;
 
-/// Exit code for success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code for errors (bad input, unknown ids, I/O, forbidden writes).
-pub const EXIT_ERROR: i32 = 1;
-/// Exit code for usage errors (clap's own).
-pub const EXIT_USAGE: i32 = 2;
-/// Exit code for conflicts: claimed by someone else, not ready, already decided.
-pub const EXIT_CONFLICT: i32 = 3;
+pub use output::{EXIT_CONFLICT, EXIT_ERROR, EXIT_OK, EXIT_USAGE};
 
 /// moziplus — multi-agent orchestration daemon and its CLIs.
 #[derive(Debug, Parser)]

@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde::Serialize;
 
-use super::Printer;
+use super::output::Printer;
 use crate::backup;
 use crate::blackboard::{Blackboard, OpenMode, LATEST_SCHEMA_VERSION};
 use crate::config::{agents::AgentsFile, Config};

@@ -1,10 +1,19 @@
-//! Text and JSON output of the CLI.
+//! Text and JSON output of the CLI, and its exit codes.
 
 use std::io::Write;
 
 use serde::Serialize;
 
 use crate::blackboard::TaskLine;
+
+/// Exit code for success.
+pub const EXIT_OK: i32 = 0;
+/// Exit code for errors (bad input, unknown ids, I/O, forbidden writes).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code for usage errors (clap's own).
+pub const EXIT_USAGE: i32 = 2;
+/// Exit code for conflicts: claimed by someone else, not ready, already decided.
+pub const EXIT_CONFLICT: i32 = 3;
 
 /// Prints either JSON (`--json`) or the text a person reads.
 #[derive(Debug, Clone, Copy)]

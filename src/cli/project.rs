@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Subcommand;
 use serde_json::json;
 
-use super::Printer;
+use super::output::Printer;
 use crate::blackboard::{Blackboard, OpenMode};
 use crate::home::Home;
 use crate::registry::{self, NewProject, ProjectId, ProjectStatus};

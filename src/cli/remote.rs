@@ -24,7 +24,7 @@ pub fn maybe_bb(args: &[OsString]) -> Option<i32> {
         Ok(code) => code,
         Err(e) => {
             eprintln!("moziplus bb: {e}");
-            super::EXIT_ERROR
+            super::output::EXIT_ERROR
         }
     })
 }

@@ -4,7 +4,7 @@
 
 use clap::{Args, Subcommand};
 
-use super::Printer;
+use super::output::Printer;
 use crate::blackboard::{rfc3339, OpenMode};
 use crate::home::Home;
 use crate::registry::ProjectId;

@@ -189,7 +189,7 @@ fn shutdown_deadline(limit: std::time::Duration) {
                 "moziplus: shutdown did not finish within {} s; exiting",
                 limit.as_secs()
             );
-            std::process::exit(super::EXIT_ERROR);
+            std::process::exit(super::output::EXIT_ERROR);
         });
     if let Err(e) = spawned {
         tracing::warn!(error = %e, "cannot start the shutdown deadline");

@@ -51,8 +51,8 @@ impl ErrorKind {
     /// The exit code `moziplus bb` gives the same refusal.
     pub fn exit_code(self) -> i32 {
         match self {
-            ErrorKind::Conflict => crate::cli::EXIT_CONFLICT,
-            _ => crate::cli::EXIT_ERROR,
+            ErrorKind::Conflict => crate::cli::output::EXIT_CONFLICT,
+            _ => crate::cli::output::EXIT_ERROR,
         }
     }
 }
