@@ -1,6 +1,6 @@
-//! The event pump: tails every open project's `event` table and fans the new
-//! rows out to the SSE clients and webhooks through one bounded
-//! `tokio::sync::broadcast`.
+//! The event hub: the one bounded `tokio::sync::broadcast` through which the
+//! pump ([`super::event_pump`]) fans every open project's new `event` rows
+//! out to the SSE clients and webhooks.
 //!
 //! The database is the source, not in-process calls: agents write through
 //! `moziplus bb` in other processes. The pump reads after every wake (the same
@@ -18,9 +18,9 @@
 //! at least as new as its own change; a client keeps the row with the newest
 //! `updated_at`.
 //!
-//! The gateway snapshot for `gateway=1` clients is built here, at most once
-//! per second and only while such a client is connected, and shared through a
-//! `watch` channel.
+//! The gateway snapshot for `gateway=1` clients is built by the pump, at most
+//! once per second and only while such a client is connected, and shared
+//! through a `watch` channel here.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,7 +30,6 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{broadcast, watch, Notify};
 
-use super::Daemon;
 use crate::blackboard::{Blackboard, Event, EventLevel, Task};
 use crate::locks::Recover;
 use crate::wire;
@@ -40,7 +39,7 @@ pub const CAPACITY: usize = 4096;
 /// Longest time between two reads of the event tables.
 pub const POLL: Duration = Duration::from_millis(200);
 /// Rows read per project per query.
-const BATCH: i64 = 1000;
+pub(super) const BATCH: i64 = 1000;
 
 /// One blackboard event, ready to send.
 #[derive(Debug)]
@@ -166,112 +165,31 @@ impl EventHub {
     pub fn receivers(&self) -> usize {
         self.tx.receiver_count()
     }
-}
 
-/// Runs until shutdown: pumps events, builds gateway snapshots.
-pub async fn run(d: Daemon) {
-    let hub = d.events();
-    let mut shutdown = d.shutdown_signal();
-    // Projects open now start at their end; ones that appear later (created
-    // while running) from their first event.
-    for slot in d.projects().snapshot() {
-        if let Some(bb) = &slot.bb {
-            let last = bb.last_event_id().await.unwrap_or(0);
-            hub.head.locked().insert(slot.id.to_string(), last);
-        }
+    // The pump's side (`event_pump`).
+
+    /// The last event id pumped of `project` (0: none yet).
+    pub(super) fn head_of(&self, project: &str) -> i64 {
+        self.head.locked().get(project).copied().unwrap_or(0)
     }
-    let mut poll = tokio::time::interval(POLL);
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut gateway_tick = tokio::time::interval(Duration::from_secs(1));
-    gateway_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // What each project's files looked like when last read: a poll skips a
-    // project whose database and WAL have not changed since (a `stat`
-    // instead of a query five times a second: an idle daemon stays idle).
-    // Wakes, and every FULL_READ, read everything regardless.
-    let mut stamps: HashMap<String, FileStamp> = HashMap::new();
-    let mut last_full = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = hub.wake.notified() => pump(&d, hub, &mut stamps, false).await,
-            _ = poll.tick() => {
-                let full = last_full.elapsed() >= FULL_READ;
-                if full {
-                    last_full = tokio::time::Instant::now();
-                }
-                pump(&d, hub, &mut stamps, !full).await
-            }
-            _ = gateway_tick.tick() => snapshot_gateway(&d, hub),
-        }
+    /// Records the last event id pumped of `project`.
+    pub(super) fn set_head(&self, project: &str, id: i64) {
+        self.head.locked().insert(project.to_string(), id);
     }
-}
-
-/// How often a poll reads every project even if its files look unchanged
-/// (file times are coarse; this bounds any delay that could cause).
-const FULL_READ: Duration = Duration::from_secs(5);
-
-/// Length and modification time of a project's WAL and database file.
-type FileStamp = (
-    u64,
-    Option<std::time::SystemTime>,
-    Option<std::time::SystemTime>,
-);
-
-fn file_stamp(db: &std::path::Path) -> FileStamp {
-    let wal = std::fs::metadata(db.with_extension("db-wal")).ok();
-    let main = std::fs::metadata(db).ok();
-    (
-        wal.as_ref().map_or(0, |m| m.len()),
-        wal.and_then(|m| m.modified().ok()),
-        main.and_then(|m| m.modified().ok()),
-    )
-}
-
-/// Reads every project's new events and broadcasts them in id order. With
-/// `only_changed`, projects whose files are as they were at the last read
-/// are skipped. The stamp is taken before the read, so a write during the
-/// read changes it and is read next time.
-async fn pump(
-    d: &Daemon,
-    hub: &EventHub,
-    stamps: &mut HashMap<String, FileStamp>,
-    only_changed: bool,
-) {
-    for slot in d.projects().snapshot() {
-        let Some(bb) = &slot.bb else { continue };
-        let project = slot.id.as_str();
-        let stamp = file_stamp(bb.path());
-        if only_changed && stamps.get(project) == Some(&stamp) {
-            continue;
-        }
-        stamps.insert(project.to_string(), stamp);
-        loop {
-            let after = hub.head.locked().get(project).copied().unwrap_or(0);
-            let events = match bb.events_after(after, BATCH).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(project, error = %e, "event pump cannot read events");
-                    break;
-                }
-            };
-            let n = events.len() as i64;
-            for ev in stream_events(bb, project, &events).await {
-                hub.head.locked().insert(project.to_string(), ev.id);
-                // No receiver is fine: nobody is listening.
-                let _ = hub.tx.send(Arc::new(ev));
-            }
-            if n < BATCH {
-                break;
-            }
-        }
+    /// Resolves when [`EventHub::wake`] was called.
+    pub(super) fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.notified()
     }
-}
-
-fn snapshot_gateway(d: &Daemon, hub: &EventHub) {
-    if hub.gateway_clients.load(Ordering::Relaxed) == 0 {
-        return;
+    /// Sends one event to every receiver (none is fine: nobody listens).
+    pub(super) fn publish(&self, event: StreamEvent) {
+        let _ = self.tx.send(Arc::new(event));
     }
-    let Some(gw) = d.gateway() else { return };
-    let text = serde_json::to_string(&gw.status()).unwrap_or_else(|_| "null".into());
-    hub.gateway_tx.send_replace(Some(Arc::from(text)));
+    /// Whether a `gateway=1` client is connected.
+    pub(super) fn wants_gateway(&self) -> bool {
+        self.gateway_clients.load(Ordering::Relaxed) > 0
+    }
+    /// Replaces the shared gateway snapshot.
+    pub(super) fn set_gateway_snapshot(&self, json: String) {
+        self.gateway_tx.send_replace(Some(Arc::from(json)));
+    }
 }

@@ -26,16 +26,6 @@ use crate::blackboard::{Actor, ObservationLevel};
 use crate::inbox::wake;
 use crate::service::{Notifier, ProjectService};
 
-/// What the status endpoint shows of the inbox.
-#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
-pub struct InboxStats {
-    pub applied: u64,
-    pub malformed: u64,
-    pub compactions: u64,
-    pub pending_bytes: u64,
-    pub last_error: Option<String>,
-}
-
 /// The persisted read position.
 ///
 /// Inode numbers are recycled by the file system, so a line's idempotency key

@@ -21,11 +21,13 @@
 pub mod budget_book;
 pub mod demo_project;
 pub mod event_hub;
+pub mod event_pump;
 pub mod gateway_history;
 pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod home_lock;
 pub mod inbox_consumer;
+mod lifecycle;
 pub mod process;
 pub mod projects;
 pub mod provider_health;
@@ -64,9 +66,23 @@ pub struct TickStats {
     pub last_tick_at_ms: Option<i64>,
 }
 
+/// What the status endpoint shows of the inbox.
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
+pub struct InboxStats {
+    pub applied: u64,
+    pub malformed: u64,
+    pub compactions: u64,
+    pub pending_bytes: u64,
+    pub last_error: Option<String>,
+}
+
 /// Awaited at the start of every tick: [`Daemon::set_tick_hook`].
 pub type TickHook =
     Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// A manual tick asked of the ticker loop ([`Daemon::tick_now`]): answered
+/// once a tick that began after it has ended.
+pub(crate) type TickRequest = oneshot::Sender<()>;
 
 /// A manual tick could not be run: the ticker loop has stopped (shutdown).
 #[derive(Debug, thiserror::Error)]
@@ -96,8 +112,8 @@ struct Inner {
     wake: Notify,
     /// Manual ticks, answered by the ticker loop (`ticker::run`), so a
     /// manual tick never overlaps another; the loop takes the receiver.
-    tick_requests: mpsc::UnboundedSender<ticker::TickRequest>,
-    tick_receiver: Mutex<Option<mpsc::UnboundedReceiver<ticker::TickRequest>>>,
+    tick_requests: mpsc::UnboundedSender<TickRequest>,
+    tick_receiver: Mutex<Option<mpsc::UnboundedReceiver<TickRequest>>>,
     /// Awaited at the start of every tick (tests make a tick slow with it).
     tick_hook: std::sync::OnceLock<TickHook>,
     /// The event pump's fan-out (SSE clients, webhooks).
@@ -107,7 +123,7 @@ struct Inner {
     schedule: Arc<tokio::sync::Mutex<()>>,
     ticker_paused: AtomicBool,
     stats: Mutex<TickStats>,
-    inbox_stats: Mutex<inbox_consumer::InboxStats>,
+    inbox_stats: Mutex<InboxStats>,
     shutdown_tx: watch::Sender<bool>,
     exe: PathBuf,
     spawned: AtomicU64,
@@ -249,7 +265,7 @@ impl Daemon {
                 schedule: Arc::new(tokio::sync::Mutex::new(())),
                 ticker_paused: AtomicBool::new(false),
                 stats: Mutex::new(TickStats::default()),
-                inbox_stats: Mutex::new(inbox_consumer::InboxStats::default()),
+                inbox_stats: Mutex::new(InboxStats::default()),
                 shutdown_tx,
                 exe,
                 spawned: AtomicU64::new(0),
@@ -504,15 +520,6 @@ impl Daemon {
         self.inner.tick_hook.get()
     }
 
-    pub fn pause_ticker(&self) {
-        self.inner.ticker_paused.store(true, Ordering::SeqCst);
-        waits::republish_paused(self);
-    }
-    pub fn resume_ticker(&self) {
-        self.inner.ticker_paused.store(false, Ordering::SeqCst);
-        waits::republish_paused(self);
-        self.wake();
-    }
     pub fn ticker_paused(&self) -> bool {
         self.inner.ticker_paused.load(Ordering::SeqCst)
     }
@@ -529,10 +536,10 @@ impl Daemon {
         s.last_tick_at_ms = Some(now.timestamp_millis());
     }
 
-    pub fn inbox_stats(&self) -> inbox_consumer::InboxStats {
+    pub fn inbox_stats(&self) -> InboxStats {
         self.inner.inbox_stats.locked().clone()
     }
-    pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut inbox_consumer::InboxStats)) {
+    pub(crate) fn update_inbox_stats(&self, f: impl FnOnce(&mut InboxStats)) {
         f(&mut self.inner.inbox_stats.locked());
     }
 
@@ -558,48 +565,5 @@ impl Daemon {
     }
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.shutdown_tx.borrow()
-    }
-
-    /// Starts the background parts (recovery, inbox, ticker, snapshots). Returns their
-    /// join handles; [`Daemon::shutdown`] stops them.
-    pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
-        self.projects().refresh(self).await?;
-        recovery::recover(self).await;
-        Ok(vec![
-            tokio::spawn(inbox_consumer::run(self.clone())),
-            tokio::spawn(ticker::run(self.clone(), self.take_tick_requests()?)),
-            tokio::spawn(snapshots::run(self.clone())),
-            tokio::spawn(event_hub::run(self.clone())),
-            tokio::spawn(webhooks::run(self.clone())),
-            tokio::spawn(provider_health::run(self.clone())),
-            tokio::spawn(gateway_history::run(self.clone())),
-        ])
-    }
-
-    /// The receiving end of [`Daemon::tick_now`]'s requests, for the one
-    /// ticker loop.
-    fn take_tick_requests(
-        &self,
-    ) -> Result<mpsc::UnboundedReceiver<ticker::TickRequest>, DaemonError> {
-        self.inner
-            .tick_receiver
-            .locked()
-            .take()
-            .ok_or_else(|| DaemonError::Refused("the daemon was already started".into()))
-    }
-
-    /// Graceful shutdown: stop ticking, give runs `kill_grace`, kill the rest,
-    /// close the databases.
-    pub async fn shutdown(&self, handles: Vec<tokio::task::JoinHandle<()>>) {
-        let _ = self.inner.shutdown_tx.send(true);
-        self.wake();
-        for h in handles {
-            let _ = h.await;
-        }
-        runs::stop_all(self).await;
-        if let Some(gateway) = self.gateway() {
-            gateway.shutdown().await; // books queued token usage while the blackboards are open
-        }
-        self.projects().close_all().await;
     }
 }

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::daemon::inbox_consumer::InboxStats;
 use crate::daemon::projects::ProjectProblem;
+use crate::daemon::InboxStats;
 use crate::daemon::{Daemon, RunInfo};
 use crate::gateway::status::GatewayStatus;
 use crate::gateway::BreakerState;
