@@ -133,7 +133,7 @@ async fn list_tasks(
             .transpose()?,
     };
     let page = svc.task_page(&query).await?;
-    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    let daemon = d.waits().side(d.ticker_paused(), svc.project().as_str());
     Ok(Json(TaskList {
         tasks: svc.listed(page.tasks, &daemon).await?,
         next_cursor: page.next.map(encode_cursor),
@@ -172,7 +172,7 @@ async fn waiting_tasks(
         ..Default::default()
     };
     let tasks = svc.list_tasks(&filter).await?;
-    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    let daemon = d.waits().side(d.ticker_paused(), svc.project().as_str());
     Ok(Json(WaitingTasks {
         waiting: svc.waits(&tasks, &daemon).await?,
     }))
@@ -209,7 +209,7 @@ async fn show_task(
 ) -> Result<Json<TaskDetail>, ApiError> {
     let svc = project_service(&d, &id).await?;
     let detail = svc.task_detail(&task, 500).await?;
-    let daemon = crate::daemon::waits::side(&d, svc.project().as_str());
+    let daemon = d.waits().side(d.ticker_paused(), svc.project().as_str());
     let waits = svc.task_waits(&detail.task, &daemon).await?;
     let mut detail = TaskDetail::from(detail);
     detail.waiting_for = waits;

@@ -21,7 +21,7 @@ use nix::sys::signal::Signal;
 use serde_json::json;
 
 use super::runs::{signal_group, RunInfo, RunKind};
-use super::ticker::TickError;
+use super::tick_error::TickError;
 use crate::blackboard::{Actor, Claim, CommentType, EventLevel, ObservationLevel};
 use crate::config::agents::{AgentsFile, Category};
 use crate::service::{ProjectService, Setback};

@@ -22,7 +22,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 
 use nix::fcntl::{Flock, FlockArg};
 
-use super::DaemonError;
+use super::error::DaemonError;
 use crate::home::Home;
 
 /// Held while the daemon runs; dropping it releases the home.

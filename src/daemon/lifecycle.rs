@@ -9,8 +9,8 @@
 use tokio::sync::mpsc;
 
 use super::{
-    event_pump, gateway_history, inbox_consumer, provider_health, recovery, runs, snapshots,
-    ticker, waits, webhooks, Daemon, DaemonError, TickRequest,
+    event_pump, gateway_history, inbox_consumer, provider_watch, recovery, runs, snapshots, ticker,
+    webhooks, Daemon, DaemonError, TickRequest,
 };
 use crate::locks::Recover;
 use std::sync::atomic::Ordering;
@@ -18,13 +18,25 @@ use std::sync::atomic::Ordering;
 impl Daemon {
     pub fn pause_ticker(&self) {
         self.inner.ticker_paused.store(true, Ordering::SeqCst);
-        waits::republish_paused(self);
+        self.republish_waits();
     }
     pub fn resume_ticker(&self) {
         self.inner.ticker_paused.store(false, Ordering::SeqCst);
-        waits::republish_paused(self);
+        self.republish_waits();
         self.wake();
     }
+    /// Republishes every project's wait reasons with the ticker's state.
+    fn republish_waits(&self) {
+        let open: Vec<_> = self
+            .projects()
+            .snapshot()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        self.waits()
+            .republish(self.home(), self.ticker_paused(), &open);
+    }
+
     /// Starts the background parts (recovery, inbox, ticker, snapshots). Returns their
     /// join handles; [`Daemon::shutdown`] stops them.
     pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
@@ -36,7 +48,7 @@ impl Daemon {
             tokio::spawn(snapshots::run(self.clone())),
             tokio::spawn(event_pump::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
-            tokio::spawn(provider_health::run(self.clone())),
+            tokio::spawn(provider_watch::run(self.clone())),
             tokio::spawn(gateway_history::run(self.clone())),
         ])
     }

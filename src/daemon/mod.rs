@@ -18,25 +18,31 @@
 //! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
+pub mod admission;
 pub mod budget_book;
 pub mod demo_project;
+pub mod error;
 pub mod event_hub;
 pub mod event_pump;
 pub mod gateway_history;
 pub mod gateway_hooks;
 pub mod heartbeat;
 pub mod home_lock;
+pub mod in_flight;
 pub mod inbox_consumer;
 mod lifecycle;
 pub mod process;
+pub mod project_open;
 pub mod projects;
 pub mod provider_health;
+pub mod provider_watch;
 pub mod quota;
 pub mod recovery;
 pub mod runs;
 pub mod sandbox_socket;
 pub mod schedules;
 pub mod snapshots;
+pub mod tick_error;
 pub mod ticker;
 pub mod waits;
 pub mod webhooks;
@@ -55,7 +61,8 @@ use crate::config::{Config, Layer};
 use crate::home::Home;
 
 use crate::locks::Recover;
-pub use runs::RunInfo;
+pub use error::DaemonError;
+pub use in_flight::{RunInfo, RunKey};
 
 /// Ticker statistics shown by `/api/daemon/status`.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -107,7 +114,7 @@ struct Inner {
     projects: projects::ProjectSet,
     runs: Mutex<HashMap<String, RunInfo>>,
     /// Per-run API keys (`mozi-<token>`) → the run, for the gateway.
-    run_keys: Mutex<HashMap<String, gateway_hooks::RunKey>>,
+    run_keys: Mutex<HashMap<String, RunKey>>,
     gateway: std::sync::OnceLock<crate::gateway::Gateway>,
     wake: Notify,
     /// Manual ticks, answered by the ticker loop (`ticker::run`), so a
@@ -162,25 +169,6 @@ impl std::fmt::Debug for Daemon {
             .field("home", &self.inner.home)
             .finish()
     }
-}
-
-/// Errors that stop the daemon from starting.
-#[derive(Debug, thiserror::Error)]
-pub enum DaemonError {
-    #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
-    #[error(transparent)]
-    Registry(#[from] crate::registry::RegistryError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Refused(String),
-    #[error("review protocol: {0}")]
-    Protocol(#[from] crate::review::ProtocolError),
-    #[error("briefs: {0}")]
-    Brief(#[from] crate::brief::BriefError),
-    #[error("skills: {0}")]
-    Skill(#[from] crate::skills::SkillError),
 }
 
 /// Refuses an agent whose `pass_env` names a provider key of the gateway or
@@ -392,6 +380,11 @@ impl Daemon {
         &self.inner.workspaces
     }
 
+    /// Why each project's last tick left its ready tasks waiting.
+    pub fn waits(&self) -> &waits::WaitBook {
+        &self.inner.waits
+    }
+
     /// Admission by quota: call counts, demand estimates, held tasks.
     pub fn quota(&self) -> &quota::QuotaBook {
         &self.inner.quota
@@ -464,7 +457,7 @@ impl Daemon {
     // the lock was held (a map of whole entries; no half-written state) must
     // not take the gateway down, so a poisoned lock is recovered.
     /// Registers a run's gateway key (`start_run` does; tests and embedders too).
-    pub fn add_run_key(&self, key: String, run: gateway_hooks::RunKey) {
+    pub fn add_run_key(&self, key: String, run: RunKey) {
         self.inner.run_keys.locked().insert(key, run);
     }
     pub(crate) fn remove_run_keys(&self, session_id: &str) {
@@ -473,7 +466,7 @@ impl Daemon {
             .locked()
             .retain(|_, r| r.session_id != session_id);
     }
-    pub fn run_key(&self, key: &str) -> Option<gateway_hooks::RunKey> {
+    pub fn run_key(&self, key: &str) -> Option<RunKey> {
         self.inner.run_keys.locked().get(key).cloned()
     }
 

@@ -2,19 +2,19 @@
 //!
 //! Physical isolation: each project is opened, ticked and reported on
 //! its own. A project whose database is corrupt or locked is marked with its
-//! error and skipped; the others carry on. A missing `blackboard.db` of a
-//! registered project is recreated empty (and that is recorded).
+//! error and skipped; the others carry on. Opening them (and recreating a
+//! missing `blackboard.db`) is [`super::project_open`]'s.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use serde::Serialize;
 
-use super::{Daemon, DaemonError};
-use crate::blackboard::{Actor, Blackboard, ObservationLevel, OpenMode};
+use crate::blackboard::Blackboard;
 use crate::config::{Config, ProjectSettings};
+use crate::home::Home;
 use crate::locks::Recover;
-use crate::registry::{self, ProjectId, ProjectStatus};
+use crate::registry::{self, ProjectId, ProjectStatus, RegistryError};
 use crate::service::{Notifier, ProjectService};
 
 /// One active project as the daemon sees it.
@@ -93,6 +93,14 @@ pub struct ProjectProblem {
     pub error: String,
 }
 
+/// What a refresh must do ([`ProjectSet::plan_refresh`]).
+pub(super) struct RefreshPlan {
+    /// Active projects to open: new, or broken and retried.
+    pub to_open: Vec<ProjectId>,
+    /// Slots taken out of the set, their blackboards still to close.
+    pub to_close: Vec<ProjectSlot>,
+}
+
 #[derive(Debug, Default)]
 pub struct ProjectSet {
     slots: Mutex<BTreeMap<String, ProjectSlot>>,
@@ -102,53 +110,45 @@ pub struct ProjectSet {
 }
 
 impl ProjectSet {
-    /// Re-reads the registry: opens new projects, drops archived ones,
-    /// retries broken ones.
-    pub async fn refresh(&self, d: &Daemon) -> Result<(), DaemonError> {
-        let stamp = std::fs::metadata(d.home().registry_file())
+    /// What a refresh must do, read from the registry under the set's
+    /// lock (the slots of projects no longer active are taken out here).
+    /// `None`: the registry is unchanged and nothing is broken.
+    pub(super) fn plan_refresh(&self, home: &Home) -> Result<Option<RefreshPlan>, RegistryError> {
+        let stamp = std::fs::metadata(home.registry_file())
             .ok()
             .and_then(|m| Some((m.modified().ok()?, m.len())));
         let any_broken = self.slots.locked().values().any(|s| s.bb.is_none());
         if stamp.is_some() && !any_broken && *self.registry_stamp.locked() == stamp {
-            return Ok(());
+            return Ok(None);
         }
-        let entries = registry::load(d.home())?;
+        let entries = registry::load(home)?;
         *self.registry_stamp.locked() = stamp;
         let active: Vec<ProjectId> = entries
             .iter()
             .filter(|e| e.status == ProjectStatus::Active)
             .filter_map(|e| ProjectId::parse(&e.id).ok())
             .collect();
-        let (to_open, to_close): (Vec<ProjectId>, Vec<ProjectSlot>) = {
-            let mut slots = self.slots.locked();
-            let to_close: Vec<String> = slots
-                .keys()
-                .filter(|k| !active.iter().any(|a| a.as_str() == k.as_str()))
-                .cloned()
-                .collect();
-            let closed = to_close.iter().filter_map(|k| slots.remove(k)).collect();
-            let to_open = active
-                .iter()
-                .filter(|id| slots.get(id.as_str()).is_none_or(|s| s.bb.is_none()))
-                .cloned()
-                .collect();
-            (to_open, closed)
-        };
-        for slot in to_close {
-            if let Some(bb) = slot.bb {
-                bb.close().await;
-            }
-        }
-        for id in to_open {
-            let slot = open_slot(d, &id).await;
-            if let Some(e) = &slot.error {
-                tracing::warn!(project = %id, error = %e, "project unavailable");
-            } else {
-                super::schedules::sync_from_config(d, &slot).await;
-            }
-            self.slots.locked().insert(id.to_string(), slot);
-        }
-        Ok(())
+        let mut slots = self.slots.locked();
+        let to_close: Vec<String> = slots
+            .keys()
+            .filter(|k| !active.iter().any(|a| a.as_str() == k.as_str()))
+            .cloned()
+            .collect();
+        let closed = to_close.iter().filter_map(|k| slots.remove(k)).collect();
+        let to_open = active
+            .iter()
+            .filter(|id| slots.get(id.as_str()).is_none_or(|s| s.bb.is_none()))
+            .cloned()
+            .collect();
+        Ok(Some(RefreshPlan {
+            to_open,
+            to_close: closed,
+        }))
+    }
+
+    /// Puts a freshly opened slot in (replacing a broken one).
+    pub(super) fn insert(&self, slot: ProjectSlot) {
+        self.slots.locked().insert(slot.id.to_string(), slot);
     }
 
     /// A copy of every slot (blackboards are cheap handles).
@@ -212,53 +212,4 @@ impl ProjectSet {
             }
         }
     }
-}
-
-async fn open_slot(d: &Daemon, id: &ProjectId) -> ProjectSlot {
-    let (config, settings, config_error) =
-        match Config::load_for_project(d.home(), id, d.overrides()) {
-            Ok((c, s)) => (c, s, None),
-            Err(e) => (
-                d.config().clone(),
-                ProjectSettings::default(),
-                Some(e.to_string()),
-            ),
-        };
-    let mut slot = ProjectSlot {
-        id: id.clone(),
-        bb: None,
-        error: config_error,
-        config,
-        settings,
-        zombie_ticks: 0,
-        last_event_id: 0,
-        failed_ticks: 0,
-        tick_error: None,
-    };
-    if slot.error.is_some() {
-        return slot;
-    }
-    let path = d.home().blackboard_file(id);
-    let missing = !path.exists();
-    match Blackboard::open(&path, id.as_str(), OpenMode::Create { max_connections: 4 }).await {
-        Ok(bb) => {
-            if missing {
-                let _ = bb
-                    .add_observation(
-                        ObservationLevel::Alert,
-                        &Actor::daemon(),
-                        None,
-                        &format!(
-                            "{} was missing; the daemon created an empty, migrated blackboard",
-                            path.display()
-                        ),
-                    )
-                    .await;
-            }
-            slot.last_event_id = bb.last_event_id().await.unwrap_or(0);
-            slot.bb = Some(bb);
-        }
-        Err(e) => slot.error = Some(format!("blackboard unavailable: {e}")),
-    }
-    slot
 }

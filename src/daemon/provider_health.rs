@@ -2,8 +2,9 @@
 //! open breaker, a parked key or a deep retreat of a provider the gateway
 //! routes to.
 //!
-//! [`assess`] is the pure rule over one gateway status; [`run`] applies it
-//! every [`INTERVAL`] and, on each change, writes an event to every open
+//! [`assess`] is the pure rule over one gateway status and
+//! [`ProviderHealth`] keeps what it last found; [`super::provider_watch`]
+//! applies it every [`INTERVAL`] and, on each change, writes an event to every open
 //! project (`provider.degraded` at level `attention`, `provider.recovered`
 //! at `daily`; webhooks deliver them like any event) and keeps the current
 //! problems for readiness's `degraded` list and the overview
@@ -15,10 +16,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use serde_json::json;
-
-use super::Daemon;
-use crate::blackboard::{Actor, EventLevel};
 use crate::gateway::{BreakerState, GatewayStatus};
 use crate::locks::Recover;
 
@@ -99,7 +96,7 @@ pub fn assess(status: &GatewayStatus) -> BTreeMap<String, String> {
     out
 }
 
-/// The current provider problems, as [`run`] last saw them.
+/// The current provider problems, as the watch last saw them.
 #[derive(Debug, Default)]
 pub struct ProviderHealth {
     current: Mutex<BTreeMap<String, ProviderProblem>>,
@@ -160,60 +157,6 @@ fn shape(reason: &str) -> String {
         .chars()
         .filter(|c| !c.is_ascii_digit() && *c != '.')
         .collect()
-}
-
-/// Runs until shutdown: assesses the gateway every [`INTERVAL`] and writes
-/// each change as an event to every open project.
-pub async fn run(d: Daemon) {
-    let mut shutdown = d.shutdown_signal();
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = shutdown.changed() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(gw) = d.gateway() else { continue };
-        let now = assess(&gw.status());
-        let changes = d
-            .provider_health()
-            .update(now, chrono::Utc::now().timestamp_millis());
-        for p in &changes.degraded {
-            tracing::warn!(provider = %p.provider, reason = %p.reason, "provider degraded");
-            record(
-                &d,
-                EventLevel::Attention,
-                "provider.degraded",
-                json!({"provider": p.provider, "reason": p.reason}),
-            )
-            .await;
-        }
-        for name in &changes.recovered {
-            tracing::info!(provider = %name, "provider recovered");
-            record(
-                &d,
-                EventLevel::Daily,
-                "provider.recovered",
-                json!({"provider": name}),
-            )
-            .await;
-        }
-    }
-}
-
-/// One event in every open project's log (the event pump and webhooks take
-/// it from there).
-async fn record(d: &Daemon, level: EventLevel, kind: &str, data: serde_json::Value) {
-    for slot in d.projects().snapshot() {
-        let Some(bb) = slot.bb.as_ref() else { continue };
-        if let Err(e) = bb
-            .record_event(level, kind, None, &Actor::daemon(), data.clone())
-            .await
-        {
-            tracing::warn!(project = %slot.id, error = %e, "cannot record {kind}");
-        }
-    }
-    d.events().wake();
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 use serde_json::json;
 
 use super::projects::{OpenProject, ProjectSlot};
-use super::ticker::TickError;
+use super::tick_error::TickError;
 use super::Daemon;
 use crate::blackboard::{Actor, EventLevel, ObservationLevel, ScheduleDef};
 use crate::service::schedules;

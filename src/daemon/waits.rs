@@ -12,7 +12,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use super::Daemon;
 use crate::home::Home;
 use crate::locks::Recover;
 use crate::registry::ProjectId;
@@ -29,79 +28,89 @@ impl WaitBook {
     fn get(&self, project: &str) -> Option<DaemonWaits> {
         self.projects.locked().get(project).cloned()
     }
-}
 
-/// Publishes what the tick of `project` judged: `tasks`, each with why it
-/// did not start, and `unjudged`, why the ready tasks it did not look at
-/// wait.
-pub fn publish(
-    d: &Daemon,
-    project: &str,
-    tasks: BTreeMap<String, Vec<WaitingFor>>,
-    unjudged: Vec<WaitingFor>,
-) {
-    let wire = |w: Vec<WaitingFor>| w.iter().map(WaitingFor::to_wire).collect::<Vec<_>>();
-    let judged = DaemonWaits {
-        pid: std::process::id(),
-        judged_at: chrono::Utc::now().timestamp_millis(),
-        paused: d.ticker_paused(),
-        tasks: tasks.into_iter().map(|(id, w)| (id, wire(w))).collect(),
-        unjudged: wire(unjudged),
-    };
-    store(d, project, judged);
-}
-
-/// Republishes every project's reasons with the ticker's state (pause and
-/// resume): a paused ticker judges nothing, so `bb` must learn it here.
-pub fn republish_paused(d: &Daemon) {
-    let paused = d.ticker_paused();
-    let all: Vec<(String, DaemonWaits)> = d
-        .inner
-        .waits
-        .projects
-        .locked()
-        .iter()
-        .map(|(p, w)| (p.clone(), w.clone()))
-        .collect();
-    let known: Vec<String> = all.iter().map(|(p, _)| p.clone()).collect();
-    for (project, mut w) in all {
-        w.paused = paused;
-        store(d, &project, w);
+    /// Publishes what the tick of `project` judged: `tasks`, each with why
+    /// it did not start, and `unjudged`, why the ready tasks it did not
+    /// look at wait; `paused` is the ticker's state.
+    pub fn publish(
+        &self,
+        home: &Home,
+        paused: bool,
+        project: &str,
+        tasks: BTreeMap<String, Vec<WaitingFor>>,
+        unjudged: Vec<WaitingFor>,
+    ) {
+        let wire = |w: Vec<WaitingFor>| w.iter().map(WaitingFor::to_wire).collect::<Vec<_>>();
+        let judged = DaemonWaits {
+            pid: std::process::id(),
+            judged_at: chrono::Utc::now().timestamp_millis(),
+            paused,
+            tasks: tasks.into_iter().map(|(id, w)| (id, wire(w))).collect(),
+            unjudged: wire(unjudged),
+        };
+        self.store(home, project, judged);
     }
-    // Projects never ticked yet (paused from the start) get a file too.
-    for slot in d.projects().snapshot() {
-        if !known.iter().any(|p| p == slot.id.as_str()) {
-            let w = DaemonWaits {
-                pid: std::process::id(),
-                judged_at: chrono::Utc::now().timestamp_millis(),
-                paused,
-                ..DaemonWaits::default()
-            };
-            store(d, slot.id.as_str(), w);
+
+    /// Republishes every project's reasons with the ticker's state (pause
+    /// and resume): a paused ticker judges nothing, so `bb` must learn it
+    /// here. `open` are the open projects: one never ticked yet (paused
+    /// from the start) gets a file too.
+    pub fn republish(&self, home: &Home, paused: bool, open: &[ProjectId]) {
+        let all: Vec<(String, DaemonWaits)> = self
+            .projects
+            .locked()
+            .iter()
+            .map(|(p, w)| (p.clone(), w.clone()))
+            .collect();
+        let known: Vec<String> = all.iter().map(|(p, _)| p.clone()).collect();
+        for (project, mut w) in all {
+            w.paused = paused;
+            self.store(home, &project, w);
+        }
+        for id in open {
+            if !known.iter().any(|p| p == id.as_str()) {
+                let w = DaemonWaits {
+                    pid: std::process::id(),
+                    judged_at: chrono::Utc::now().timestamp_millis(),
+                    paused,
+                    ..DaemonWaits::default()
+                };
+                self.store(home, id.as_str(), w);
+            }
         }
     }
-}
 
-/// Keeps `judged` and writes its file when it says something new.
-fn store(d: &Daemon, project: &str, judged: DaemonWaits) {
-    let changed = {
-        let mut map = d.inner.waits.projects.locked();
-        let same = map.get(project).is_some_and(|old| {
-            old.paused == judged.paused
-                && old.tasks == judged.tasks
-                && old.unjudged == judged.unjudged
-        });
-        map.insert(project.to_string(), judged.clone());
-        !same
-    };
-    if !changed {
-        return;
+    /// Keeps `judged` and writes its file when it says something new.
+    fn store(&self, home: &Home, project: &str, judged: DaemonWaits) {
+        let changed = {
+            let mut map = self.projects.locked();
+            let same = map.get(project).is_some_and(|old| {
+                old.paused == judged.paused
+                    && old.tasks == judged.tasks
+                    && old.unjudged == judged.unjudged
+            });
+            map.insert(project.to_string(), judged.clone());
+            !same
+        };
+        if !changed {
+            return;
+        }
+        let Ok(id) = ProjectId::parse(project) else {
+            return;
+        };
+        if let Err(e) = write_file(home, &id, &judged) {
+            tracing::warn!(project, error = %e, "cannot write the daemon's wait reasons for bb");
+        }
     }
-    let Ok(id) = ProjectId::parse(project) else {
-        return;
-    };
-    if let Err(e) = write_file(d.home(), &id, &judged) {
-        tracing::warn!(project, error = %e, "cannot write the daemon's wait reasons for bb");
+
+    /// What the daemon says of `project`'s tasks, for the API (`paused`:
+    /// the ticker's state).
+    pub fn side(&self, paused: bool, project: &str) -> DaemonSide {
+        if paused {
+            DaemonSide::Paused
+        } else {
+            DaemonSide::Running(self.get(project))
+        }
     }
 }
 
@@ -114,15 +123,6 @@ fn write_file(home: &Home, id: &ProjectId, judged: &DaemonWaits) -> std::io::Res
     let bytes = serde_json::to_vec(judged).map_err(std::io::Error::other)?;
     crate::home::write_private_file(&tmp, bytes)?;
     std::fs::rename(&tmp, &path)
-}
-
-/// What the daemon says of `project`'s tasks, for the API.
-pub fn side(d: &Daemon, project: &str) -> DaemonSide {
-    if d.ticker_paused() {
-        DaemonSide::Paused
-    } else {
-        DaemonSide::Running(d.inner.waits.get(project))
-    }
 }
 
 /// What the daemon serving `home` published for `project` (for `bb`,

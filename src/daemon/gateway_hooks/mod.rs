@@ -13,6 +13,7 @@ use futures_util::future::BoxFuture;
 use budgets::Budgets;
 use usage::{Booking, UsageSink, UsageWriter};
 
+pub use super::in_flight::RunKey;
 use super::Daemon;
 use crate::blackboard::usage::UsageBooking;
 use crate::blackboard::{
@@ -23,16 +24,6 @@ use crate::gateway::{
     Priority, RunAttribution, TokenUsage,
 };
 use crate::locks::Recover;
-
-/// What the daemon remembers of a running agent's API key.
-#[derive(Debug, Clone)]
-pub struct RunKey {
-    pub session_id: String,
-    pub project: String,
-    pub task: String,
-    pub agent: String,
-    pub priority: TaskPriority,
-}
 
 /// Hooks backed by the daemon's runs and blackboards.
 pub struct DaemonHooks {

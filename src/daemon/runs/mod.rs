@@ -14,9 +14,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use serde::Serialize;
 use tokio::process::Command;
 
+pub use super::in_flight::{RunInfo, RunKind};
 pub use super::process::signal_group;
 use super::Daemon;
 use crate::blackboard::sessions::{new_token, NewSession};
@@ -29,41 +29,6 @@ use crate::service::Setback;
 use crate::workspace::{self, TaskWorkspace};
 use setbacks::*;
 use supervise::*;
-
-/// Why a run exists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RunKind {
-    /// The agent works on a task it holds.
-    Work,
-    /// The agent reviews a task in `review`.
-    Review,
-}
-
-/// A run in flight.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RunInfo {
-    pub session_id: String,
-    pub project: String,
-    pub task_id: String,
-    pub agent: String,
-    pub kind: RunKind,
-    pub pid: i32,
-    pub started_at_ms: i64,
-    pub deadline_ms: i64,
-    #[schema(value_type = String)]
-    pub log_path: PathBuf,
-    /// A work run's claim (`task.claimed_at`): what the daemon gives back
-    /// for this run is this claim only, never a later one of the same agent.
-    #[serde(skip)]
-    pub claimed_at_ms: Option<i64>,
-    /// Where the run works (`crate::workspace`).
-    #[serde(skip)]
-    pub workspace: Option<TaskWorkspace>,
-    /// The run's own `TMPDIR`, removed when it ends.
-    #[serde(skip)]
-    pub tmpdir: PathBuf,
-}
 
 /// Counts of runs by project and by agent (for the limits).
 pub fn run_counts(d: &Daemon) -> (usize, HashMap<String, usize>, HashMap<String, usize>) {
@@ -654,7 +619,7 @@ async fn hand_to_supervisor(
     d.runs_lock().insert(session_id.clone(), info.clone());
     d.add_run_key(
         plan.run_key,
-        super::gateway_hooks::RunKey {
+        super::in_flight::RunKey {
             session_id: session_id.clone(),
             project: project.clone(),
             task: task.id.clone(),

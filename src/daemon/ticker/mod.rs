@@ -16,61 +16,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::projects::{OpenProject, ProjectSlot};
 use super::runs::{run_counts, start_run, RunKind};
-use super::Daemon;
-use crate::blackboard::{Actor, ActorKind, BbError, EventLevel, ObservationLevel};
-use crate::service::{ServiceError, WaitingFor};
+pub use super::tick_error::TickError;
+use super::{Daemon, TickRequest};
+use crate::blackboard::{Actor, ActorKind, EventLevel, ObservationLevel};
+use crate::service::WaitingFor;
 use choose::Team;
 
 /// Why the tick did not start each ready task it looked at.
 type Judged = std::collections::BTreeMap<String, Vec<WaitingFor>>;
-
-/// Why one project's tick stopped short. The ticker logs it and counts it
-/// on the slot (readiness); a store error saying the file is broken also
-/// closes the project ([`TickError::file_is_broken`]). The next tick tries
-/// again.
-#[derive(Debug, thiserror::Error)]
-pub enum TickError {
-    /// The blackboard failed or refused.
-    #[error(transparent)]
-    Store(#[from] BbError),
-    /// A service call was refused or failed.
-    #[error(transparent)]
-    Service(#[from] ServiceError),
-    /// A step the tick runs as a task of its own (claim and start, a
-    /// reviewer's start) panicked or was cancelled.
-    #[error("a step of the tick did not finish: {0}")]
-    Step(#[from] tokio::task::JoinError),
-    /// Local file work outside the blackboard (a distill task's check).
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
-}
-
-impl TickError {
-    /// The store error underneath, whether the store or the service met it.
-    pub fn store(&self) -> Option<&BbError> {
-        match self {
-            TickError::Store(e) | TickError::Service(ServiceError::Store(e)) => Some(e),
-            _ => None,
-        }
-    }
-
-    /// The blackboard file itself is broken (corrupt, missing, not a
-    /// database): the project is closed and reported until it is repaired.
-    pub fn file_is_broken(&self) -> bool {
-        self.store().is_some_and(|e| {
-            matches!(e, BbError::Corrupt { .. } | BbError::Missing { .. })
-                || e.to_string().contains("malformed")
-                || e.to_string().contains("not a database")
-        })
-    }
-}
-
-/// A manual tick's request: answered once a tick that began after it ended.
-pub(crate) type TickRequest = oneshot::Sender<()>;
 
 /// Runs until shutdown. `requests` are the manual ticks
 /// ([`Daemon::tick_now`]); they tick even while the ticker is paused, as
@@ -272,7 +229,8 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
         // own task; the tick waits for it, and if the tick is cancelled the
         // step still finishes (holding the schedule lock until it has).
         let judged = tokio::spawn(start_ready(d.clone(), proj.clone(), ready)).await??;
-        super::waits::publish(d, project, judged, Vec::new());
+        d.waits()
+            .publish(d.home(), d.ticker_paused(), project, judged, Vec::new());
     } else {
         // Nothing was judged for quota this tick (no open work, or every
         // slot taken): no task of this project waits for quota now.
@@ -286,7 +244,13 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
         } else {
             Vec::new()
         };
-        super::waits::publish(d, project, Default::default(), unjudged);
+        d.waits().publish(
+            d.home(),
+            d.ticker_paused(),
+            project,
+            Default::default(),
+            unjudged,
+        );
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
@@ -370,7 +334,7 @@ async fn start_ready(
     } else {
         Vec::new()
     };
-    let mut admission = super::quota::Admission::new(&d, &live);
+    let mut admission = super::admission::Admission::new(&d, &live);
     let mut judged = Judged::new();
     let mut no_slot = false;
     for task in ready {
@@ -427,7 +391,8 @@ async fn start_ready(
             continue;
         };
         if admission_on {
-            if let super::quota::Verdict::Hold(reason) = admission.judge(bb, &task, agent).await {
+            if let super::admission::Verdict::Hold(reason) = admission.judge(bb, &task, agent).await
+            {
                 judged.insert(task.id.clone(), vec![WaitingFor::Quota(reason)]);
                 continue;
             }
