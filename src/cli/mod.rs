@@ -133,7 +133,10 @@ pub fn main() -> i32 {
             move || {
                 // On a usage error or --help, clap prints and exits the process.
                 let cli = Cli::parse_from(args);
-                let config = bb::config_for(&cli, &thread_hint);
+                let config = match &cli.command {
+                    Command::Bb(args) => bb::config_for(args, &thread_hint),
+                    _ => None,
+                };
                 (cli, config)
             }
         });

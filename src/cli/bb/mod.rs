@@ -21,7 +21,6 @@ use clap::{Args, Subcommand};
 use super::early::{self, BbHint, EarlyBlackboard};
 use super::output::Printer;
 use super::project_config::ProjectConfig;
-use super::{Cli, Command};
 use crate::blackboard::{ids, Actor};
 use crate::config::{Config, ProjectSettings};
 use crate::home::Home;
@@ -91,10 +90,7 @@ impl Verb {
 /// On the parsing thread, right after clap: loads the hinted project's
 /// configuration when the parsed verb needs it, while the main thread is
 /// still opening the database.
-pub fn config_for(cli: &Cli, hint: &BbHint) -> Option<ProjectConfig> {
-    let Command::Bb(args) = &cli.command else {
-        return None;
-    };
+pub fn config_for(args: &BbArgs, hint: &BbHint) -> Option<ProjectConfig> {
     let project = ProjectId::parse(&hint.project).ok()?;
     let home = Home::resolve(hint.home.as_deref());
     args.verb
