@@ -1,4 +1,4 @@
-//! The daemon's life: [`Daemon::start`] recovers what a crash left and
+//! The daemon's controls: [`Daemon::start`] recovers what a crash left and
 //! spawns the background parts (inbox consumer, ticker, snapshots, event
 //! pump, webhooks, provider health, gateway history); [`Daemon::shutdown`]
 //! stops them, gives runs `kill_grace` and closes the databases last;

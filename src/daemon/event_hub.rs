@@ -112,7 +112,7 @@ pub async fn stream_events(bb: &Blackboard, project: &str, events: &[Event]) -> 
         .collect()
 }
 
-/// The fan-out point, owned by the [`Daemon`].
+/// The fan-out point, owned by the [`Daemon`](super::Daemon).
 #[derive(Debug)]
 pub struct EventHub {
     tx: broadcast::Sender<Arc<StreamEvent>>,

@@ -15,11 +15,19 @@
 //! * [`snapshots`] — automatic online snapshots with retention.
 //! * [`demo_project`] — the bundled demo project.
 //!
+//! This file holds the context — its state and accessors — and imports only
+//! leaves whose state it holds ([`in_flight`], [`projects`], [`event_hub`],
+//! [`quota`], [`waits`], [`provider_health`], [`error`]; the one exception is
+//! the gateway hooks' `Budgets`, which the API reads). A part that takes a
+//! [`Daemon`] sits above this file, and [`control`] (start, shutdown,
+//! pause) above them all.
+//!
 //! Shutdown is designed in: a `watch` channel tells every task to stop; runs get
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
 pub mod admission;
 pub mod budget_book;
+pub mod control;
 pub mod demo_project;
 pub mod error;
 pub mod event_hub;
@@ -30,7 +38,6 @@ pub mod heartbeat;
 pub mod home_lock;
 pub mod in_flight;
 pub mod inbox_consumer;
-mod lifecycle;
 pub mod process;
 pub mod project_open;
 pub mod projects;
