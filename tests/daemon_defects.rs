@@ -728,3 +728,51 @@ fn with_unstaffed_seat_fail_such_a_task_fails_with_the_reason() {
     );
     daemon.stop();
 }
+
+// ---- A SIGTERM as soon as the port answers stops the daemon cleanly ----------
+
+/// The port accepted connections (it is bound before the daemon starts its
+/// parts) while SIGTERM still had its default action: `serve` installed its
+/// handlers last, so a supervisor or a test that stopped the daemon once
+/// the port answered killed it by signal (exit status "signal 15", no
+/// shutdown, runs not given their grace). Seen as a flaky
+/// `rel_http::gateway_admin_api_needs_the_token_and_a_json_body`. The
+/// handlers are now installed before anything else. With them in place a
+/// second defect showed: a part spawned just before the shutdown subscribed
+/// to the shutdown signal after it was sent and waited for it forever, so
+/// the daemon hung until its 30 s shutdown deadline and exited 1; a late
+/// subscriber now sees the shutdown at once (`Daemon::shutdown_signal`).
+#[test]
+fn a_sigterm_as_soon_as_the_port_accepts_stops_the_daemon_cleanly() {
+    let home = TestHome::new();
+    home.create_project("p");
+    let port = free_port();
+    let mut child = home
+        .command()
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the port never accepted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "no exit within 60 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).to_string();
+    assert!(status.success(), "exit {status:?}: {stderr}");
+    assert!(stderr.contains("stopped cleanly"), "{stderr}");
+}

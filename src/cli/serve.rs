@@ -34,6 +34,10 @@ fn flag(layers: &mut Vec<Layer>, name: &str, path: &[&str], value: String) -> an
 
 pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     init_logging();
+    // First: a SIGTERM that arrives once the port answers (a supervisor, a
+    // test that saw readiness) must stop the daemon cleanly, not kill it with
+    // the default action because no handler was installed yet.
+    let mut stop_signals = StopSignals::install()?;
     // Before anything opens a file: the connection cap is computed from it.
     let fd_limit = crate::http::serve::raise_fd_limit();
     // Then, before anything touches the home: one daemon per home.
@@ -158,7 +162,7 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "no socket for sandboxed runs: agents with permissions: sandbox will not start");
         }
     }
-    wait_for_signal().await;
+    stop_signals.recv().await;
     tracing::info!("shutting down: stopping the ticker, giving runs their grace period");
     shutdown_deadline(std::time::Duration::from_secs(
         daemon.config().daemon.kill_grace + SHUTDOWN_MARGIN_SECS,
@@ -196,13 +200,27 @@ fn shutdown_deadline(limit: std::time::Duration) {
     }
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment `serve` starts; one received
+/// before the daemon is up is kept and stops it as soon as it is.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("cannot install the SIGINT handler")?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

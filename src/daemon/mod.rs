@@ -560,8 +560,17 @@ impl Daemon {
     }
 
     /// A receiver that turns `true` when shutdown begins.
+    /// A receiver whose `changed()` fires at shutdown, also when the
+    /// shutdown was sent before it was made: a part spawned just before a
+    /// SIGTERM, that subscribes after it, would otherwise wait for a change
+    /// that already happened (a daemon stopped at start hung until its
+    /// shutdown deadline).
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
-        self.inner.shutdown_tx.subscribe()
+        let mut rx = self.inner.shutdown_tx.subscribe();
+        if *rx.borrow() {
+            rx.mark_changed();
+        }
+        rx
     }
     pub fn is_shutting_down(&self) -> bool {
         *self.inner.shutdown_tx.borrow()
