@@ -13,7 +13,7 @@ use std::fmt;
 
 use super::team::{NeverStarts, TeamView};
 use super::{ProjectService, ServiceResult};
-use crate::blackboard::{rfc3339, Millis, Task, TaskStatus, WaitFacts};
+use crate::blackboard::{rfc3339, BbError, Millis, Task, TaskLine, TaskStatus, WaitFacts};
 use crate::wire::{DaemonWaits, ListedTask, Wait, WaitReason};
 
 /// One reason a task is not moving.
@@ -275,19 +275,24 @@ impl ProjectService {
             .collect())
     }
 
-    /// Why each of the `limit` most urgent ready tasks (the summary's
-    /// `ready`) waits, by id: ready by the board, a task may still wait for
-    /// a team that cannot take it or for the daemon.
+    /// Why each of `ready` (the summary's ready tasks) waits, by id: ready
+    /// by the board, a task may still wait for a team that cannot take it
+    /// or for the daemon. Each is read by its id (the summary's ready query
+    /// is not run twice); one gone since is left out.
     pub async fn ready_waits(
         &self,
-        limit: i64,
+        ready: &[TaskLine],
         daemon: &DaemonSide,
     ) -> ServiceResult<BTreeMap<String, Vec<Wait>>> {
-        if limit <= 0 {
-            return Ok(BTreeMap::new());
+        let mut tasks = Vec::with_capacity(ready.len());
+        for line in ready {
+            match self.bb.task(&line.id).await {
+                Ok(t) => tasks.push(t),
+                Err(BbError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        let ready = self.bb.ready_tasks(limit).await?;
-        self.waits(&ready, daemon).await
+        self.waits(&tasks, daemon).await
     }
 
     /// `tasks` as listed, each with why it waits.

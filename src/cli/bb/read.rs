@@ -83,9 +83,7 @@ pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
         ReadVerb::Read { task: None, limit } => {
             let s = svc.summary(limit).await?;
             let daemon = crate::daemon::waits::published(svc.home(), svc.project());
-            // Only as many as it lists (none: no query).
-            let listed = if s.ready.is_empty() { 0 } else { limit };
-            let waiting = svc.ready_waits(listed, &daemon).await?;
+            let waiting = svc.ready_waits(&s.ready, &daemon).await?;
             let mut wire = s.to_wire();
             wire.waiting = waiting;
             out.emit(&wire, || summary_text(&s, &wire.waiting))
