@@ -23,6 +23,12 @@ if [ ! -x /usr/bin/bwrap ]; then
   echo "test.sh: installing bubblewrap (apt-get)"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null
 fi
+# zsh and fish (Debian's packages) run the id completions of `moziplus
+# completions zsh|fish` (tests/bb_errors.rs).
+if [ ! -x /usr/bin/zsh ] || [ ! -x /usr/bin/fish ]; then
+  echo "test.sh: installing zsh and fish (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zsh fish >/dev/null
+fi
 if [ ! -d .tools/node_modules/playwright-core ]; then
   echo "test.sh: installing playwright-core into .tools/ (npm)"
   npm install --prefix .tools --no-audit --no-fund --loglevel=error playwright-core@1 >/dev/null

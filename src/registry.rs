@@ -25,6 +25,23 @@ pub enum ProjectStatus {
     Archived,
 }
 
+impl ProjectStatus {
+    /// Its one spelling, as the registry file, `project list` and `project
+    /// show` write it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProjectStatus::Active => "active",
+            ProjectStatus::Archived => "archived",
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One registry entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -865,6 +865,35 @@ fn a_waiting_task_says_why() {
         Some(format!("waiting for: {STOPPED}")),
         "a ready task waits for the daemon only"
     );
+    // `bb read`'s summary lists neither as ready (it listed both): each
+    // says why, under its own heading.
+    let summary = h.bb_ok("p", &["read"]);
+    let expected = [
+        "ready:".to_string(),
+        "  (none)".to_string(),
+        "waiting (dependencies done, but held):".to_string(),
+    ];
+    let lines: Vec<&str> = summary.lines().collect();
+    assert_eq!(lines[1..4], expected, "{summary}");
+    let under = |id: &str| {
+        let at = lines
+            .iter()
+            .position(|l| l.starts_with(&format!("  {id} ")))
+            .unwrap_or_else(|| panic!("{id} in {summary}"));
+        lines[at + 1].trim().to_string()
+    };
+    assert_eq!(under(&dep), format!("waiting for: {STOPPED}"), "{summary}");
+    assert!(
+        under(&ghost).starts_with("waiting for: unknown assignee \"ghost\"")
+            && under(&ghost).ends_with(STOPPED),
+        "{summary}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&h.bb_ok("p", &["read", "--json"])).unwrap();
+    assert_eq!(json["waiting"][&ghost][0]["reason"], "no_agent", "{json}");
+    assert_eq!(
+        json["waiting"][&dep][0]["reason"], "daemon_stopped",
+        "{json}"
+    );
 
     // Once the dependency is done the reason goes away.
     h.bb_ok("p", &["claim", &dep, "--agent", "coder"]);
@@ -1042,4 +1071,219 @@ fn bash_completion_offers_project_agent_and_task_ids() {
     // Anything else is clap's own completion: the subcommands.
     let subcommands = complete(&["moziplus", "b"]);
     assert!(subcommands.lines().any(|l| l == "bb"), "{subcommands}");
+}
+
+/// `shell` (zsh or fish) at /usr/bin, or `None` with a note (a failure
+/// under CI, where scripts/test.sh installs both).
+fn shell(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new("/usr/bin").join(name);
+    if path.exists() {
+        return Some(path);
+    }
+    let msg = format!("{name} missing — run scripts/test.sh (it installs zsh and fish)");
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("\n!!!!!!!!!! SKIPPED the {name} completion test: {msg} !!!!!!!!!!\n");
+    None
+}
+
+/// Runs `program` in `shell` with the built moziplus on the PATH and `h` as
+/// the home, in an empty directory (no file names among the candidates);
+/// its standard output, trimmed.
+fn in_shell(shell: &std::path::Path, h: &TestHome, program: &str) -> String {
+    let bin_dir = std::path::Path::new(support::BIN).parent().unwrap();
+    let cwd = h.path().join("empty-cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let out = std::process::Command::new(shell)
+        .current_dir(&cwd)
+        .arg("-c")
+        .arg(program)
+        .env("PATH", format!("{}:/usr/bin:/bin", bin_dir.display()))
+        .env("MOZI_HOME", h.path())
+        .env_remove("MOZI_PROJECT")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{program}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 26, item 9: zsh's completion offers the ids too. The script of
+/// `moziplus completions zsh` is sourced in a real zsh and its `_moziplus`
+/// run with the words of a command line, as the completion system runs it
+/// on <TAB>; `compadd` (which needs the line editor) prints what it is
+/// given, and clap's own completion is called for anything else.
+#[test]
+fn zsh_completion_offers_project_agent_and_task_ids() {
+    let Some(zsh) = shell("zsh") else { return };
+    let h = team_home();
+    h.create_project("q");
+    let t1 = h.create_task("p", "one", &[]);
+    let t2 = h.create_task("p", "two", &[]);
+    let script = h.ok(&["completions", "zsh"]);
+    // One dispatch, to the id-aware function; clap's is kept under its own name.
+    assert_eq!(script.matches("compdef _moziplus moziplus").count(), 1);
+    assert_eq!(script.matches("\n_moziplus() {").count(), 1);
+    assert_eq!(script.matches("\n_moziplus_clap() {").count(), 1);
+    let path = h.path().join("_moziplus");
+    std::fs::write(&path, script).unwrap();
+    let complete = |words: &[&str]| -> String {
+        let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+        in_shell(
+            &zsh,
+            &h,
+            &format!(
+                "compdef() {{ :; }}; source '{}'; \
+                 compadd() {{ [[ $1 == -a ]] && print -l -- ${{(P)2}}; }}; \
+                 _moziplus_clap() {{ print clap; }}; \
+                 words=({}); CURRENT={}; _moziplus",
+                path.display(),
+                quoted.join(" "),
+                words.len()
+            ),
+        )
+    };
+    assert_eq!(complete(&["moziplus", "bb", "--project", ""]), "p\nq");
+    assert_eq!(
+        complete(&["moziplus", "bb", "--project", "p", "read", "T"]),
+        format!("{t1}\n{t2}")
+    );
+    assert_eq!(
+        complete(&["moziplus", "bb", "-p", "p", "create", "--assignee", "w"]),
+        "coder\nwriter\nreviewer"
+    );
+    // A --home given on the line is the one asked.
+    let elsewhere = TestHome::new();
+    let with_home = complete(&[
+        "moziplus",
+        "--home",
+        elsewhere.path().to_str().unwrap(),
+        "bb",
+        "--project",
+        "",
+    ]);
+    assert_eq!(with_home, "clap", "an empty home offers no project");
+    // No tasks without a project, and anything else is clap's.
+    assert_eq!(complete(&["moziplus", "bb", "read", "T"]), "clap");
+    assert_eq!(complete(&["moziplus", "b"]), "clap");
+}
+
+/// Issue 26, item 9: fish's completion offers the ids too, asked of a real
+/// fish with `complete -C` (what fish runs on <TAB>), beside clap's own.
+#[test]
+fn fish_completion_offers_project_agent_and_task_ids() {
+    let Some(fish) = shell("fish") else { return };
+    let h = team_home();
+    h.create_project("q");
+    let t1 = h.create_task("p", "one", &[]);
+    let t2 = h.create_task("p", "two", &[]);
+    let path = h.path().join("moziplus.fish");
+    std::fs::write(&path, h.ok(&["completions", "fish"])).unwrap();
+    // Candidates only (fish prints `candidate<TAB>description`).
+    let complete = |line: &str| -> Vec<String> {
+        let out = in_shell(
+            &fish,
+            &h,
+            &format!("source '{}'; complete -C '{line}'", path.display()),
+        );
+        out.lines()
+            .map(|l| l.split('\t').next().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(complete("moziplus bb --project "), ["p", "q"]);
+    assert_eq!(complete("moziplus bb --project p read T"), [t1, t2]);
+    assert_eq!(complete("moziplus bb -p p create --assignee w"), ["writer"]);
+    // A --home given on the line is the one asked: an empty one has none.
+    let elsewhere = TestHome::new();
+    let listed = complete(&format!(
+        "moziplus --home {} bb --project ",
+        elsewhere.path().display()
+    ));
+    assert!(listed.is_empty(), "{listed:?}");
+    // clap's completions are still there: the subcommands.
+    assert!(complete("moziplus b").iter().any(|c| c == "bb"));
+}
+
+/// Every command, flag and argument shown by `--help` (hidden ones aside)
+/// without a line of help: `command-path name`.
+fn undocumented(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+    for a in cmd.get_arguments() {
+        let id = a.get_id().as_str();
+        if a.is_hide_set() || id == "help" || id == "version" {
+            continue;
+        }
+        if a.get_help().is_none() && a.get_long_help().is_none() {
+            out.push(format!("{path} {id}"));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        if sub.is_hide_set() || sub.get_name() == "help" {
+            continue;
+        }
+        let sub_path = format!("{path} {}", sub.get_name());
+        if sub.get_about().is_none() && sub.get_long_about().is_none() {
+            out.push(sub_path.clone());
+        }
+        undocumented(sub, &sub_path, out);
+    }
+}
+
+/// Issue 26, item 9: `--priority`, `--verdict` and `--status` did not list
+/// their values, the decision verbs had no help, and a dozen flags had no
+/// line at all. Every command, flag and argument now says what it takes,
+/// and each vocabulary lists its values (and a wrong value names them).
+#[test]
+fn every_flag_is_documented_with_its_values() {
+    use clap::CommandFactory;
+    let mut missing = Vec::new();
+    undocumented(&moziplus::cli::Cli::command(), "moziplus", &mut missing);
+    assert!(missing.is_empty(), "without help:\n{}", missing.join("\n"));
+    let h = team_home();
+    for (args, values) in [
+        (
+            &["bb", "create", "--help"][..],
+            "[possible values: urgent, high, normal, low]",
+        ),
+        (
+            &["bb", "review", "--help"][..],
+            "[possible values: approve, revise, reject]",
+        ),
+        (
+            &["bb", "list", "--help"][..],
+            "[possible values: pending, working, review, done, blocked, failed, cancelled]",
+        ),
+        (
+            &["bb", "decision", "list", "--help"][..],
+            "[possible values: proposed, approved, rejected]",
+        ),
+        (
+            &["bb", "experience", "list", "--help"][..],
+            "[possible values: active, distilled, deprecated]",
+        ),
+        (
+            &["bb", "observe", "--help"][..],
+            "[possible values: info, warn, alert]",
+        ),
+    ] {
+        let help = h.ok(args);
+        // clap wraps long lines: compare with the whitespace folded.
+        let folded = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(folded.contains(values), "{args:?}:\n{help}");
+    }
+    // A wrong value is named with the choices; comma lists still parse.
+    refused(
+        &h,
+        &bb(&["create", "--title", "t", "--priority", "asap"]),
+        &[],
+        USAGE,
+        &[
+            "invalid value 'asap' for '--priority <PRIORITY>'",
+            "[possible values: urgent, high, normal, low]",
+        ],
+    );
+    h.bb_ok("p", &["list", "--status", "pending,blocked"]);
 }

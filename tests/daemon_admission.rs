@@ -96,6 +96,19 @@ fn admission_holds_runs_beyond_the_lane_and_releases_them_in_priority_order() {
     let held_now = held(&d);
     let held_ids: BTreeSet<String> = held_now.iter().map(|(t, _)| t.clone()).collect();
     assert_eq!(held_ids, set(&[&normal2, &low]));
+    // Each held task says why where the operator looks (issue 26, item 1):
+    // its waiting_for in the API and `bb read`'s "waiting for:" line.
+    for task in [&normal2, &low] {
+        let (code, body) = d.get(&format!("/api/projects/p/tasks/{task}")).unwrap();
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["waiting_for"][0]["reason"], "quota", "{task}: {v}");
+        let read = home.bb_ok("p", &["read", task]);
+        assert!(
+            read.contains("waiting for: waiting for LLM quota: nvidia"),
+            "{task}: {read}"
+        );
+    }
     for (task, reason) in &held_now {
         assert!(
             reason.contains("waiting for LLM quota: nvidia 8/6 per min committed"),

@@ -246,6 +246,15 @@ fn a_run_refused_for_budget_ends_and_its_task_is_blocked_without_spending_a_roun
         agent_processes(home.path()).is_empty()
     });
     let read = home.bb_ok("p", &["read", &task]);
+    // It says why it waits (issue 26, item 1): the budget, in `bb read` and
+    // the API's waiting_for.
+    assert!(
+        read.contains("waiting for: blocked: budget: budget exceeded: task"),
+        "{read}"
+    );
+    let (_, body) = d.get(&format!("/api/projects/p/tasks/{task}")).unwrap();
+    let detail: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(detail["waiting_for"][0]["reason"], "budget", "{detail}");
     // The webhook got the soft threshold exactly once: the task's block,
     // a later event, arrived after it, and nothing repeated it.
     wait_for(Duration::from_secs(20), "the task.blocked webhook", || {

@@ -111,6 +111,16 @@ fn create_list_and_show() {
         text.contains("Alpha Team") && text.contains("agents: a, b") && text.contains("working 1"),
         "{text}"
     );
+    // One spelling of a state: `show` printed `Active` where `list` (and
+    // the registry) say `active`.
+    assert!(text.contains("\n  status: active\n"), "{text}");
+    let listed = h.run(&["project", "list"]).ok();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with("alpha ") && l.contains(" active ")),
+        "{listed}"
+    );
 
     // Refusals leave the registry and the folders as they were.
     let before = registry_text(&h);
@@ -379,11 +389,22 @@ fn an_empty_home_is_named_and_warned_about() {
     ] {
         assert!(text.contains(&needle), "missing {needle:?}:\n{out}");
     }
-    // serve says the same at once, and a taken port is named with the way out.
+    // serve says the same at once, and a taken port is named with the way
+    // out before anything is written (it left daemon.lock behind).
+    let listing = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(h.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = listing();
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let out = h.run(&["serve", "--bind", &format!("127.0.0.1:{port}")]);
     out.fails(1, &["the port is taken", "pass --bind 127.0.0.1:PORT"]);
+    assert_eq!(listing(), before, "a refused serve writes nothing: {out}");
     assert!(
         out.stderr.contains("default.yaml missing, defaults used")
             && out.stderr.contains("defines no agents: no task will run"),

@@ -54,6 +54,19 @@ fn read_line(h: &TestHome, id: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The "waiting for:" line under task `id` in `bb read`'s summary.
+fn summary_reason(summary: &str, id: &str) -> String {
+    let mut lines = summary.lines();
+    lines
+        .find(|l| l.starts_with(&format!("  {id} ")))
+        .unwrap_or_else(|| panic!("{id} in {summary}"));
+    lines
+        .next()
+        .filter(|l| l.trim_start().starts_with("waiting for:"))
+        .map(|l| l.trim().to_string())
+        .unwrap_or_default()
+}
+
 #[test]
 fn every_waiting_task_says_why_in_the_api_and_the_cli() {
     let h = TestHome::with_config(CONFIG, "");
@@ -260,6 +273,33 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
         .unwrap();
     assert_eq!(listed["waiting_for"][0]["reason"], "no_agent");
 
+    // `bb read`'s summary: a task ready by the board that still waits is
+    // listed apart from the ready ones, with why (it listed both as ready).
+    let summary = h.bb_ok("p", &["read"]);
+    let held_from = summary
+        .find("waiting (dependencies done, but held):")
+        .unwrap_or_else(|| panic!("{summary}"));
+    assert!(
+        summary.find(&format!("  {design} ")).unwrap() > held_from,
+        "{summary}"
+    );
+    assert!(
+        summary_reason(&summary, &design)
+            .starts_with("waiting for: no agent takes kind \"design\""),
+        "{summary}"
+    );
+    assert_eq!(
+        summary_reason(&summary, &waiting),
+        "waiting for: a free agent: slow busy (1 run each, daemon.max_per_agent)",
+        "{summary}"
+    );
+    let json: Value = serde_json::from_str(&h.bb_ok("p", &["read", "--json"])).unwrap();
+    assert_eq!(json["waiting"][&design][0]["reason"], "no_agent", "{json}");
+    assert_eq!(
+        json["waiting"][&waiting][0]["reason"], "agent_busy",
+        "{json}"
+    );
+
     // Paused: every pending task says so, in the API and the CLI; the
     // daemon's older reasons are not shown as current.
     assert_eq!(d.post("/api/daemon/stop").unwrap().0, 200);
@@ -273,6 +313,11 @@ fn every_waiting_task_says_why_in_the_api_and_the_cli() {
         "waiting for: the daemon is paused (`moziplus resume`)"
     );
     assert!(read_line(&h, &after).ends_with("; the daemon is paused (`moziplus resume`)"));
+    let summary = h.bb_ok("p", &["read"]);
+    assert!(
+        summary_reason(&summary, &waiting).ends_with("the daemon is paused (`moziplus resume`)"),
+        "{summary}"
+    );
     assert_eq!(d.post("/api/daemon/start").unwrap().0, 200);
     wait_for(
         Duration::from_secs(30),
@@ -336,6 +381,127 @@ fn the_retry_backoff_ends_when_it_says() {
     assert!(
         (3000..=5000).contains(&delay),
         "the second run started {delay} ms after the first ended; the backoff is 3 s"
+    );
+    d.stop();
+    // Issue 26, item 7: the failed run is logged at WARN (it was INFO),
+    // naming its task and how it ended.
+    let log = std::fs::read_to_string(h.path().join("daemon.log")).unwrap();
+    let ended: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "run ended without success")
+        .collect();
+    assert_eq!(ended.len(), 1, "one failed run:\n{log}");
+    assert_eq!(ended[0]["level"], "WARN", "{}", ended[0]);
+    assert_eq!(ended[0]["fields"]["task"], task.as_str(), "{}", ended[0]);
+    assert_eq!(ended[0]["fields"]["outcome"], "failed", "{}", ended[0]);
+}
+
+/// A tick looks at a bounded number of ready tasks (four per run slot and
+/// 16 more, here 24). Those behind that window still say why they wait, in the
+/// API, `bb list` and `bb read`: before, the daemon published nothing for
+/// them and they read as ready.
+#[test]
+fn ready_tasks_beyond_the_ticks_window_still_say_why() {
+    let h = TestHome::with_config(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 120\n  kill_grace: 1\n  max_global_agents: 2\n  max_per_agent: 1\n",
+        "",
+    );
+    let stuck = h.script("stuck.sh", STUCK_AGENT);
+    std::fs::write(
+        h.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n",
+            stuck.display()
+        ),
+    )
+    .unwrap();
+    h.create_project("p");
+    // One runs; 24 fill the window (the busy agent); the last is behind it.
+    let ids: Vec<String> = (0..26)
+        .map(|n| h.create_task("p", &format!("slow {n}"), &["--kind", "slow"]))
+        .collect();
+    let last = ids.last().unwrap().clone();
+    let d = Daemon::start(&h);
+    // Once one runs, the window holds the next 24: the 25th waits for the
+    // busy agent, the 26th behind the window (before: nothing at all).
+    let in_window = ids[ids.len() - 2].clone();
+    wait_for(
+        Duration::from_secs(30),
+        "the window after the start",
+        || {
+            has(&reasons(&api_task(&d, &in_window)), "agent_busy").is_some()
+                && has(&reasons(&api_task(&d, &last)), "queue").is_some()
+        },
+    );
+    assert_eq!(
+        has(&reasons(&api_task(&d, &last)), "queue").as_deref(),
+        Some("its turn: the daemon looks at the 24 most urgent ready tasks each tick, and this one is behind them")
+    );
+    let table = h.bb_ok("p", &["list", "--status", "pending"]);
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(last.as_str()))
+        .unwrap_or_else(|| panic!("{last} in {table}"));
+    assert!(
+        row.contains("its turn: the daemon looks at the 24"),
+        "{table}"
+    );
+    let summary = h.bb_ok("p", &["read", "--limit", "30"]);
+    assert!(
+        summary_reason(&summary, &last).starts_with("waiting for: its turn: "),
+        "{summary}"
+    );
+    d.stop();
+}
+
+/// Issue 26, item 1: the only signal of a task that could never start was
+/// a zombie alert naming no task and no reason. It now names the most
+/// urgent waiting tasks with why, in its text and its event.
+#[test]
+fn the_zombie_alert_names_the_waiting_tasks_and_why() {
+    let h = TestHome::with_config("daemon:\n  tick_interval: 1\n  zombie_threshold: 2\n", "");
+    std::fs::write(
+        h.path().join("config/agents.yaml"),
+        "agents:\n  - { id: coder, runtime: command, command: [\"true\"], kinds: [code] }\n",
+    )
+    .unwrap();
+    h.create_project("p");
+    let design = h.create_task("p", "a design", &["--kind", "design", "--force"]);
+    let d = Daemon::start(&h);
+    let alert = || -> Option<String> {
+        let (_, body) = d.get("/api/projects/p/observations?level=alert").unwrap();
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v["observations"]
+            .as_array()?
+            .iter()
+            .filter_map(|o| o["body"].as_str())
+            .find(|b| b.starts_with("zombie:"))
+            .map(String::from)
+    };
+    wait_for(Duration::from_secs(30), "a zombie alert", || {
+        alert().is_some()
+    });
+    let text = alert().unwrap();
+    assert!(
+        text.starts_with("zombie: 1 open task(s) and no state change for 2 ticks; ")
+            && text.contains(&format!(
+                "{design} waits for: no agent takes kind \"design\""
+            )),
+        "{text}"
+    );
+    let events = h.bb_ok("p", &["events", "--json"]);
+    let events: Value = serde_json::from_str(&events).unwrap();
+    let zombie = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "daemon.zombie")
+        .cloned()
+        .unwrap_or_else(|| panic!("a daemon.zombie event in {events}"));
+    assert_eq!(
+        zombie["payload"]["waiting"][&design][0]["reason"], "no_agent",
+        "{zombie}"
     );
     d.stop();
 }

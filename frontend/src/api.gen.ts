@@ -2551,7 +2551,7 @@ export interface components {
          * @description What a task waits for.
          * @enum {string}
          */
-        WaitReason: "dependencies" | "not_before" | "no_agent" | "unknown_protocol" | "agent_busy" | "agent_held" | "run_slots" | "quota" | "paused" | "daemon_stopped" | "budget" | "blocked" | "decision";
+        WaitReason: "dependencies" | "not_before" | "no_agent" | "unknown_protocol" | "agent_busy" | "agent_held" | "run_slots" | "queue" | "quota" | "paused" | "daemon_stopped" | "budget" | "blocked" | "decision";
         /** @description Why the open tasks wait, by task id (`GET …/waiting`). */
         WaitingTasks: {
             /** @description Per task id (only tasks that wait): its reasons, as `waiting_for`. */

@@ -96,13 +96,14 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Print shell completions (bash also completes project, agent and
-    /// task ids).
+    /// Print shell completions (bash, zsh and fish also complete project,
+    /// agent and task ids).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
-    /// The ids a completion offers, one a line (the bash completion calls it).
+    /// The ids a completion offers, one a line (the bash, zsh and fish
+    /// completions call it).
     #[command(hide = true)]
     CompleteIds(complete::CompleteIdsArgs),
 }
@@ -172,9 +173,7 @@ pub fn run(cli: Cli) -> i32 {
         // reader that stops early (`| head -1`) is not an error.
         let mut script = Vec::new();
         clap_complete::generate(*shell, &mut Cli::command(), "moziplus", &mut script);
-        if *shell == clap_complete::Shell::Bash {
-            script.extend_from_slice(complete::BASH_IDS.as_bytes());
-        }
+        let script = complete::with_ids(*shell, script);
         return match std::io::stdout().lock().write_all(&script) {
             Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
                 eprintln!("moziplus: error: cannot write the completions: {e}");
@@ -362,7 +361,10 @@ enum InboxVerb {
     /// Append each argument (or each stdin line when none) as one inbox line.
     /// Every line must be a JSON object; invalid ones are refused, nothing of
     /// them is written.
-    Push { lines: Vec<String> },
+    Push {
+        /// JSON lines, one an argument (none: read them from stdin).
+        lines: Vec<String>,
+    },
 }
 
 fn inbox_push(home: &Home, args: InboxArgs) -> anyhow::Result<()> {

@@ -22,12 +22,15 @@ pub struct BackupArgs {
     /// Snapshots to keep per project.
     #[arg(long, default_value_t = 24)]
     keep: usize,
+    /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
+    /// The project whose blackboard is restored (the one it replaces is
+    /// kept in backups/.replaced/).
     #[arg(long)]
     project: String,
     /// A snapshot file.
@@ -40,6 +43,7 @@ pub struct RestoreArgs {
 
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
+    /// Print JSON.
     #[arg(long)]
     json: bool,
 }

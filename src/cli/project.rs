@@ -16,31 +16,43 @@ pub enum ProjectCmd {
         /// ^[a-z0-9][a-z0-9_-]{0,63}$
         #[arg(long)]
         id: String,
+        /// A human name, shown beside the id.
         #[arg(long)]
         name: String,
+        /// What the project is for.
         #[arg(long, default_value = "")]
         description: String,
         /// Agent ids allowed to work on it (comma-separated; default all).
         #[arg(long, value_delimiter = ',')]
         agents: Vec<String>,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// List projects.
     List {
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Show one project with its task counts.
     Show {
+        /// The project's id.
         id: String,
+        /// Print JSON.
         #[arg(long)]
         json: bool,
     },
     /// Archive a project (refused while any task is working).
-    Archive { id: String },
+    Archive {
+        /// The project's id.
+        id: String,
+    },
     /// Restore an archived project.
-    Restore { id: String },
+    Restore {
+        /// The project's id.
+        id: String,
+    },
 }
 
 /// Over 100 lines because it is the verb table: one short arm per
@@ -86,10 +98,7 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
                         format!(
                             "{:<24} {:<9} {}\n",
                             e.id,
-                            match e.status {
-                                ProjectStatus::Active => "active",
-                                ProjectStatus::Archived => "archived",
-                            },
+                            e.status.as_str(),
                             e.name
                         )
                     })
@@ -114,7 +123,7 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
                                 "path": if entry.status == ProjectStatus::Active { home.project_dir(&id) } else { home.archived_project_dir(&id) } });
             Printer { json }.emit(&value, || {
                 let mut s = format!(
-                    "{} — {}\n  status: {:?}\n  created: {}\n  agents: {}\n",
+                    "{} — {}\n  status: {}\n  created: {}\n  agents: {}\n",
                     entry.id,
                     entry.name,
                     entry.status,

@@ -32,19 +32,32 @@ enum ScheduleVerb {
     List,
     /// One schedule with its history of firings.
     Show {
+        /// The schedule's id.
         id: String,
         /// How many recorded slots to show.
         #[arg(long, default_value_t = 20)]
         limit: i64,
     },
     /// Pause a schedule: its slots are recorded as skipped (paused).
-    Pause { id: String },
+    Pause {
+        /// The schedule's id.
+        id: String,
+    },
     /// Resume a paused schedule (slots that passed while paused do not fire).
-    Resume { id: String },
+    Resume {
+        /// The schedule's id.
+        id: String,
+    },
     /// Remove a schedule and its history (its tasks stay).
-    Remove { id: String },
+    Remove {
+        /// The schedule's id.
+        id: String,
+    },
     /// Fire a schedule now, whatever its overlap policy.
-    RunNow { id: String },
+    RunNow {
+        /// The schedule's id.
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -64,10 +77,13 @@ struct AddArgs {
     /// The task title; may use {{ date }}, {{ time }}, {{ datetime }}, {{ schedule }}.
     #[arg(long)]
     title: String,
+    /// The task description of each task.
     #[arg(long, default_value = "")]
     description: String,
+    /// The kind of each task (default code).
     #[arg(long)]
     kind: Option<String>,
+    /// Only this agent may claim each task.
     #[arg(long)]
     assignee: Option<String>,
     /// urgent, high, normal or low.
@@ -76,6 +92,8 @@ struct AddArgs {
     /// Tags of each task (repeat or comma-separate).
     #[arg(long = "tag", value_delimiter = ',')]
     tags: Vec<String>,
+    /// The review protocol of each task (default: by its kind, as `bb
+    /// create`; none for no review).
     #[arg(long)]
     review_protocol: Option<String>,
     /// Each task depends on the open tasks with this tag (repeat or comma-separate).

@@ -41,7 +41,7 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     // Before anything opens a file: the connection cap is computed from it.
     let fd_limit = crate::http::serve::raise_fd_limit();
     // Then, before anything touches the home: one daemon per home.
-    let _home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
+    let home_lock = crate::daemon::home_lock::HomeLock::acquire(home)?;
     let mut overrides = Vec::new();
     if let Some(b) = &args.bind {
         flag(&mut overrides, "--bind", &["server", "bind"], b.clone())?;
@@ -112,6 +112,8 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
         ),
         Err(e) => return Err(e).with_context(|| format!("cannot listen on {addr}")),
     };
+    // The port is ours: the daemon runs, and says who holds the home.
+    home_lock.record(home)?;
     crate::http::metrics_handle();
     // One item bound: the guard's `server.max_body_items`, in the gateway too.
     let mut gateway_config = daemon.config().gateway.clone();

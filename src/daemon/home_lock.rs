@@ -66,7 +66,13 @@ impl HomeLock {
                 )))
             }
         };
-        // Ours now: record who holds it, for people (nothing trusts the file).
+        Ok(HomeLock { _dir: dir })
+    }
+
+    /// Records who holds the lock in `<home>/daemon.lock`, for people
+    /// (nothing trusts the file). Called once the daemon will run (its port
+    /// is bound), so a start refused before that leaves nothing behind.
+    pub fn record(&self, home: &Home) -> Result<(), DaemonError> {
         let path = home.daemon_lock_file();
         std::fs::OpenOptions::new()
             .write(true)
@@ -76,8 +82,7 @@ impl HomeLock {
             .custom_flags(nix::libc::O_NOFOLLOW)
             .open(&path)
             .and_then(|mut f| writeln!(f, "{}", std::process::id()))
-            .map_err(|e| DaemonError::Refused(format!("cannot write {}: {e}", path.display())))?;
-        Ok(HomeLock { _dir: dir })
+            .map_err(|e| DaemonError::Refused(format!("cannot write {}: {e}", path.display())))
     }
 }
 

@@ -5,6 +5,9 @@
 //! list` and `bb read`, which run without the daemon. The board's own
 //! reasons are the service's ([`crate::service::combine`]).
 //!
+//! The zombie alert names the most urgent tasks that wait, with why
+//! ([`stuck`]).
+//!
 //! The file is rewritten only when what it says changes; it names the
 //! daemon's pid, so a reader ignores a file a stopped daemon left behind
 //! ([`published`] asks the kernel who holds the home).
@@ -12,11 +15,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
+use super::projects::OpenProject;
+use crate::blackboard::{TaskFilter, TaskStatus};
 use crate::home::Home;
 use crate::locks::Recover;
 use crate::registry::ProjectId;
 use crate::service::{DaemonSide, WaitingFor};
-use crate::wire::DaemonWaits;
+use crate::wire::{DaemonWaits, Wait};
 
 /// The last published reasons per project.
 #[derive(Debug, Default)]
@@ -123,6 +128,65 @@ fn write_file(home: &Home, id: &ProjectId, judged: &DaemonWaits) -> std::io::Res
     let bytes = serde_json::to_vec(judged).map_err(std::io::Error::other)?;
     crate::home::write_private_file(&tmp, bytes)?;
     std::fs::rename(&tmp, &path)
+}
+
+/// Why the ready tasks a tick did not look at wait (its query stops at
+/// `window` tasks): the run slots when the slots ran out among those it
+/// looked at, else their place behind them.
+pub fn beyond_the_window(
+    judged: &BTreeMap<String, Vec<WaitingFor>>,
+    window: usize,
+) -> Vec<WaitingFor> {
+    let slots = judged
+        .values()
+        .flatten()
+        .find(|w| matches!(w, WaitingFor::RunSlots { .. }));
+    match slots {
+        Some(w) => vec![w.clone()],
+        None => vec![WaitingFor::Queue { ahead: window }],
+    }
+}
+
+/// Open tasks a zombie alert names, most urgent first.
+const STUCK_NAMED: i64 = 5;
+
+/// The most urgent open tasks of `proj` that wait, each with why (as the
+/// API says it), for the zombie alert; empty when none can be read.
+pub async fn stuck(proj: &OpenProject, side: &DaemonSide) -> BTreeMap<String, Vec<Wait>> {
+    let filter = TaskFilter {
+        statuses: vec![
+            TaskStatus::Pending,
+            TaskStatus::Blocked,
+            TaskStatus::Working,
+        ],
+        limit: STUCK_NAMED,
+        ..TaskFilter::default()
+    };
+    let tasks = match proj.service.list_tasks(&filter).await {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            tracing::warn!(project = %proj.id, error = %e, "cannot read the stuck tasks");
+            return BTreeMap::new();
+        }
+    };
+    proj.service
+        .waits(&tasks, side)
+        .await
+        .unwrap_or_else(|e| {
+            tracing::warn!(project = %proj.id, error = %e, "cannot judge the stuck tasks");
+            BTreeMap::new()
+        })
+}
+
+/// `stuck` as the alert's text: `; T-0002 waits for: …; T-0003 …`.
+pub fn stuck_text(stuck: &BTreeMap<String, Vec<Wait>>) -> String {
+    stuck
+        .iter()
+        .map(|(id, why)| {
+            let why: Vec<&str> = why.iter().map(|w| w.text.as_str()).collect();
+            format!("; {id} waits for: {}", why.join(", "))
+        })
+        .collect()
 }
 
 /// What the daemon serving `home` published for `project` (for `bb`,

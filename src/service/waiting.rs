@@ -1,7 +1,8 @@
 //! Why a task is not moving: the board's and the team's reasons
 //! ([`TeamView::waiting_for`]: dependencies, a not-before time, a team that
 //! cannot take it, a block, a decision its run waits on) and the daemon's
-//! (paused, busy or held agents, run slots, quota), combined by [`combine`]
+//! (paused, busy or held agents, run slots, quota, a place behind the
+//! tick's window), combined by [`combine`]
 //! into what the API, `bb list` and `bb read` show.
 //!
 //! The daemon judges its reasons on every tick and publishes them
@@ -12,7 +13,7 @@ use std::fmt;
 
 use super::team::{NeverStarts, TeamView};
 use super::{ProjectService, ServiceResult};
-use crate::blackboard::{rfc3339, Millis, Task, TaskStatus, WaitFacts};
+use crate::blackboard::{rfc3339, BbError, Millis, Task, TaskLine, TaskStatus, WaitFacts};
 use crate::wire::{DaemonWaits, ListedTask, Wait, WaitReason};
 
 /// One reason a task is not moving.
@@ -48,6 +49,9 @@ pub enum WaitingFor {
     },
     /// Every run slot is taken (`running` of `cap`).
     RunSlots { running: usize, cap: usize },
+    /// Not looked at on the daemon's last tick: behind the `ahead` more
+    /// urgent ready tasks it looked at, none of which could start.
+    Queue { ahead: usize },
     /// Admission by quota holds it (the admission's reason).
     Quota(String),
 }
@@ -102,6 +106,10 @@ impl fmt::Display for WaitingFor {
                 f,
                 "a run slot: {running} of {cap} running (daemon.max_global_agents or the project's cap)"
             ),
+            WaitingFor::Queue { ahead } => write!(
+                f,
+                "its turn: the daemon looks at the {ahead} most urgent ready tasks each tick, and this one is behind them"
+            ),
             WaitingFor::Quota(reason) => f.write_str(reason),
         }
     }
@@ -124,6 +132,7 @@ impl WaitingFor {
             WaitingFor::AgentBusy { .. } => WaitReason::AgentBusy,
             WaitingFor::AgentHeld { .. } => WaitReason::AgentHeld,
             WaitingFor::RunSlots { .. } => WaitReason::RunSlots,
+            WaitingFor::Queue { .. } => WaitReason::Queue,
             WaitingFor::Quota(_) => WaitReason::Quota,
         }
     }
@@ -264,6 +273,26 @@ impl ProjectService {
                 (!all.is_empty()).then(|| (t.id.clone(), all))
             })
             .collect())
+    }
+
+    /// Why each of `ready` (the summary's ready tasks) waits, by id: ready
+    /// by the board, a task may still wait for a team that cannot take it
+    /// or for the daemon. Each is read by its id (the summary's ready query
+    /// is not run twice); one gone since is left out.
+    pub async fn ready_waits(
+        &self,
+        ready: &[TaskLine],
+        daemon: &DaemonSide,
+    ) -> ServiceResult<BTreeMap<String, Vec<Wait>>> {
+        let mut tasks = Vec::with_capacity(ready.len());
+        for line in ready {
+            match self.bb.task(&line.id).await {
+                Ok(t) => tasks.push(t),
+                Err(BbError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.waits(&tasks, daemon).await
     }
 
     /// `tasks` as listed, each with why it waits.

@@ -389,6 +389,9 @@ pub struct BoardSummary {
     pub decisions_proposed: i64,
     pub running_sessions: i64,
     pub last_event_id: i64,
+    /// Why each of `ready` that still waits does (by task id; a task
+    /// absent here is not waiting).
+    pub waiting: std::collections::BTreeMap<String, Vec<Wait>>,
 }
 
 impl From<model::BoardSummary> for BoardSummary {
@@ -402,6 +405,7 @@ impl From<model::BoardSummary> for BoardSummary {
             decisions_proposed: s.decisions_proposed,
             running_sessions: s.running_sessions,
             last_event_id: s.last_event_id,
+            waiting: Default::default(),
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum WaitReason {
     AgentHeld,
     /// Every run slot (`max_global_agents`, the project's cap) is taken.
     RunSlots,
+    /// Behind the more urgent ready tasks the daemon looked at on its last
+    /// tick (it looks at a bounded number each tick).
+    Queue,
     /// Admission by quota holds it: its agent's LLM lane is full.
     Quota,
     /// The daemon's ticker is paused (`moziplus resume`).

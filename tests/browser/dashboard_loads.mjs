@@ -1,7 +1,8 @@
 // The dashboard loads against a daemon running the demo: overview with the
 // daemon state and the demo project, the board with its tasks, a task's
-// detail, the gateway panel (with its lane's in-flight reason and admission
-// by quota), and the same overview at phone size.
+// detail, the gateway panel (with its lane's in-flight reason, admission by
+// quota and "no key" for a provider without one), and the same overview at
+// phone size.
 
 import { BASE, hasFullApi, run, shot, step } from './lib.mjs';
 
@@ -27,6 +28,16 @@ await run('dashboard_loads', async (page) => {
   await page.getByText('Requests available', { exact: true }).first().waitFor();
   await page.getByText('Admission by quota').waitFor();
   await page.getByText('nvidia: committed / capacity').waitFor({ timeout: 15000 });
+  // A provider without a key says "no key", not a green breaker (the
+  // built-in ones all showed "breaker closed" though none had a key).
+  const gw = await (await fetch(`${BASE}/api/gateway/status`)).json();
+  const keyless = gw.providers.filter((p) => !p.api_key);
+  if (keyless.length === 0) throw new Error('expected a provider without a key');
+  for (const p of gw.providers) {
+    const head = await page.locator(`[data-provider="${p.name}"] .item-head`).textContent({ timeout: 15000 });
+    const ok = p.api_key ? /breaker/.test(head ?? '') : /no key/.test(head ?? '') && !/breaker/.test(head ?? '');
+    if (!ok) throw new Error(`provider ${p.name} (key ${p.api_key ? 'set' : 'unset'}) shows: ${head}`);
+  }
   await page.waitForTimeout(2500); // a few points on the charts
   await shot(page, 'gateway');
 

@@ -1,6 +1,7 @@
 // Task actions on the page: create a task with the form, reprioritise and
 // reassign it, block and unblock it, cancel and reopen it; a failed task is
-// retried. Each change is checked on the blackboard through the CLI.
+// retried; the daemon is paused and resumed from the overview. Each change
+// is checked on the blackboard through the CLI, or on the daemon's status.
 
 import { BASE, assert, cli, run, shot, step } from './lib.mjs';
 
@@ -85,5 +86,28 @@ await run('task_actions', async (page) => {
   const retried = await waitFor(failed.id, (x) => x.status === 'pending', 'pending after retry');
   assert(retried.round === 2, `retry grants another round: round ${retried.round}`);
   await shot(page, 'task-actions-retried');
+
+  step('pause the daemon, then resume it');
+  const ticker = async () => {
+    const r = await fetch(`${BASE}/api/daemon/status`);
+    assert(r.ok, `GET status: ${r.status}`);
+    return (await r.json()).ticker_running;
+  };
+  const tickerBecomes = async (want) => {
+    for (let i = 0; i < 100; i++) {
+      if ((await ticker()) === want) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`the ticker never became ${want ? 'running' : 'paused'}`);
+  };
+  await page.goto(`${BASE}/`);
+  assert((await ticker()) === true, 'the ticker runs before the pause');
+  await page.locator('[data-testid=pause]').click();
+  await tickerBecomes(false);
+  await page.locator('[data-testid=resume]').waitFor({ timeout: 10000 });
+  await shot(page, 'daemon-paused');
+  await page.locator('[data-testid=resume]').click();
+  await tickerBecomes(true);
+  await page.locator('[data-testid=pause]').waitFor({ timeout: 10000 });
   console.log(`task ${id} and ${failed.id} acted on from the page`);
 });

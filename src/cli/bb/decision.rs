@@ -14,12 +14,16 @@ use crate::wire::ToWire;
 pub(super) enum DecisionVerbs {
     /// Record a decision, or propose one for a person to approve (--propose).
     Decide {
+        /// What is to be decided.
         #[arg(long)]
         question: String,
+        /// The answer (empty for a proposal a person answers).
         #[arg(long, default_value = "")]
         decision: String,
+        /// Why this answer.
         #[arg(long, default_value = "")]
         rationale: String,
+        /// The task it is about (T-n); a proposal holds the task's run.
         #[arg(long)]
         task: Option<String>,
         /// Propose instead of record: status `proposed` until approved/rejected.
@@ -45,8 +49,10 @@ fn decision_id(s: &str) -> Result<i64, String> {
 pub(super) enum DecisionVerb {
     /// List decisions, newest first: `D7  proposed  author: question`.
     List {
-        #[arg(long)]
+        /// Only decisions in this state.
+        #[arg(long, value_parser = vocab!(DecisionStatus))]
         status: Option<DecisionStatus>,
+        /// Most decisions printed.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
@@ -61,6 +67,7 @@ pub(super) enum DecisionVerb {
         /// The decision: D7 (also 7, D-7, #7).
         #[arg(value_parser = decision_id)]
         id: i64,
+        /// Why, kept with the decision.
         #[arg(long, default_value = "")]
         rationale: String,
     },
@@ -69,6 +76,7 @@ pub(super) enum DecisionVerb {
         /// The decision: D7 (also 7, D-7, #7).
         #[arg(value_parser = decision_id)]
         id: i64,
+        /// Why, kept with the decision.
         #[arg(long, default_value = "")]
         rationale: String,
     },

@@ -10,6 +10,18 @@
 //! Identity: see [`crate::service::identity`]. Reads need none; a write
 //! resolves it once, when it first needs it.
 
+/// A clap parser for one of the blackboard's vocabularies (`T::ALL`):
+/// `--help` lists the values, a shell completes them, and a wrong one is
+/// named with the choices.
+macro_rules! vocab {
+    ($t:ty) => {
+        clap::builder::TypedValueParser::try_map(
+            clap::builder::PossibleValuesParser::new(<$t>::ALL.iter().map(|v| v.as_str())),
+            |s| s.parse::<$t>(),
+        )
+    };
+}
+
 mod decision;
 mod read;
 mod record;

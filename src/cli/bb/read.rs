@@ -1,10 +1,12 @@
 //! `bb read`, `bb list`, `bb events`: reads, which need no identity.
 
+use std::collections::BTreeMap;
+
 use clap::Subcommand;
 
 use super::Cx;
 use crate::blackboard::{
-    rfc3339, AlertCounts, BoardSummary, EventQuery, StoredEvent, TaskDetail, TaskFilter,
+    rfc3339, AlertCounts, BoardSummary, EventQuery, StoredEvent, TaskDetail, TaskFilter, TaskLine,
     TaskStatus, ALERT_LEVELS,
 };
 use crate::cli::output::{line_table, task_table};
@@ -23,19 +25,22 @@ pub(super) enum ReadVerb {
     },
     /// List tasks (most urgent first).
     List {
-        /// Only these statuses, comma-separated (pending, working, review,
-        /// done, blocked, failed, cancelled).
-        #[arg(long, value_delimiter = ',')]
+        /// Only these statuses, comma-separated.
+        #[arg(long, value_delimiter = ',', value_parser = vocab!(TaskStatus))]
         status: Vec<TaskStatus>,
         /// Designated or current agent.
         #[arg(long)]
         assignee: Option<String>,
+        /// Only tasks with this tag.
         #[arg(long)]
         tag: Option<String>,
+        /// Only tasks of this kind.
         #[arg(long)]
         kind: Option<String>,
+        /// Most tasks printed.
         #[arg(long, default_value_t = 100)]
         limit: i64,
+        /// Tasks skipped first (the next page: the last offset + limit).
         #[arg(long, default_value_t = 0)]
         offset: i64,
     },
@@ -77,7 +82,11 @@ pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
     match verb {
         ReadVerb::Read { task: None, limit } => {
             let s = svc.summary(limit).await?;
-            out.emit(&s.to_wire(), || summary_text(&s))
+            let daemon = crate::daemon::waits::published(svc.home(), svc.project());
+            let waiting = svc.ready_waits(&s.ready, &daemon).await?;
+            let mut wire = s.to_wire();
+            wire.waiting = waiting;
+            out.emit(&wire, || summary_text(&s, &wire.waiting))
         }
         ReadVerb::Read {
             task: Some(id),
@@ -209,7 +218,9 @@ fn events_text(events: &[StoredEvent], counts: AlertCounts) -> String {
     s
 }
 
-fn summary_text(s: &BoardSummary) -> String {
+/// The summary: the ready tasks nothing holds, then those that still wait
+/// (each with why), then the active ones.
+fn summary_text(s: &BoardSummary, waiting: &BTreeMap<String, Vec<Wait>>) -> String {
     let counts = s
         .counts
         .iter()
@@ -217,12 +228,27 @@ fn summary_text(s: &BoardSummary) -> String {
         .map(|(k, n)| format!("{k} {n}"))
         .collect::<Vec<_>>()
         .join(", ");
+    let (held, free): (Vec<TaskLine>, Vec<TaskLine>) = s
+        .ready
+        .iter()
+        .cloned()
+        .partition(|t| waiting.contains_key(&t.id));
+    let mut held_text = String::new();
+    for t in &held {
+        held_text.push_str(&line_table(std::slice::from_ref(t)));
+        let why: Vec<&str> = waiting[&t.id].iter().map(|w| w.text.as_str()).collect();
+        held_text.push_str(&format!("      waiting for: {}\n", why.join("; ")));
+    }
+    if !held.is_empty() {
+        held_text = format!("waiting (dependencies done, but held):\n{held_text}");
+    }
     format!(
-        "project {} — {} tasks ({})\nready:\n{}active:\n{}decisions awaiting approval: {}  running sessions: {}\n",
+        "project {} — {} tasks ({})\nready:\n{}{}active:\n{}decisions awaiting approval: {}  running sessions: {}\n",
         s.project,
         s.total,
         if counts.is_empty() { "empty".into() } else { counts },
-        line_table(&s.ready),
+        line_table(&free),
+        held_text,
         line_table(&s.active),
         s.decisions_proposed,
         s.running_sessions

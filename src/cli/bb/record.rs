@@ -16,6 +16,7 @@ pub(super) enum RecordVerb {
     Output {
         #[command(flatten)]
         t: TaskArg,
+        /// What the output is or says, in a line or a few.
         #[arg(long)]
         summary: String,
         /// A file to store as the artifact ('-' reads stdin).
@@ -32,29 +33,37 @@ pub(super) enum RecordVerb {
     Comment {
         #[command(flatten)]
         t: TaskArg,
+        /// The comment's text.
         #[arg(long)]
         body: String,
-        #[arg(long = "type", default_value = "comment")]
+        /// What kind of comment.
+        #[arg(long = "type", default_value = "comment", value_parser = vocab!(CommentType))]
         comment_type: CommentType,
     },
     /// Review a task in review (approve, revise or reject).
     Review {
         #[command(flatten)]
         t: TaskArg,
-        #[arg(long)]
+        /// approve passes, revise sends it back for another round, reject
+        /// fails it.
+        #[arg(long, value_parser = vocab!(Verdict))]
         verdict: Verdict,
         /// 0..1
         #[arg(long)]
         confidence: f64,
+        /// Why: what is wrong, or what is good.
         #[arg(long, default_value = "")]
         body: String,
     },
     /// Record an observation (info, warn, alert).
     Observe {
-        #[arg(long, default_value = "info")]
+        /// How loud: alert is shown to the operator at once.
+        #[arg(long, default_value = "info", value_parser = vocab!(ObservationLevel))]
         level: ObservationLevel,
+        /// What was seen.
         #[arg(long)]
         body: String,
+        /// The task it is about (T-n).
         #[arg(long)]
         task: Option<String>,
     },
@@ -62,19 +71,27 @@ pub(super) enum RecordVerb {
 
 #[derive(Debug, Subcommand)]
 pub(super) enum ExperienceVerb {
+    /// Record a lesson learnt, under tags that say when it applies.
     Add {
+        /// Comma-separated tags (at least one).
         #[arg(long, value_delimiter = ',', required = true)]
         tags: Vec<String>,
+        /// The lesson, in a sentence or two.
         #[arg(long)]
         lesson: String,
+        /// The task it was learnt on (T-n).
         #[arg(long, env = "MOZI_TASK")]
         task: Option<String>,
     },
+    /// List lessons, newest first.
     List {
+        /// Only lessons with this tag.
         #[arg(long)]
         tag: Option<String>,
-        #[arg(long)]
+        /// Only lessons in this state.
+        #[arg(long, value_parser = vocab!(ExperienceStatus))]
         status: Option<ExperienceStatus>,
+        /// Most lessons printed.
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },

@@ -12,14 +12,17 @@ use crate::wire::ToWire;
 pub(super) enum TaskVerb {
     /// Create a task; prints its id.
     Create {
+        /// One line saying what is to be done.
         #[arg(long)]
         title: String,
+        /// The details, as long as needed.
         #[arg(long, default_value = "")]
         description: String,
         /// plan, analysis, code, data, review, distill, … (default code)
         #[arg(long)]
         kind: Option<String>,
-        #[arg(long)]
+        /// Default normal.
+        #[arg(long, value_parser = vocab!(Priority))]
         priority: Option<Priority>,
         /// Only this agent may claim it.
         #[arg(long)]
@@ -30,11 +33,14 @@ pub(super) enum TaskVerb {
         /// Comma-separated tags.
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
+        /// The task this one is part of (T-n).
         #[arg(long)]
         parent: Option<String>,
         /// Review protocol (plan, output, analysis, final, or none); without one, the protocol whose applies_to holds the task's kind, if the team can staff it; with none, `done` finishes the task.
         #[arg(long)]
         protocol: Option<String>,
+        /// Rounds of work and review it may take before it fails, 1-1000
+        /// (default 3).
         #[arg(long)]
         max_rounds: Option<i64>,
         /// Create it even if it could never start as the team stands (an
@@ -55,6 +61,7 @@ pub(super) enum TaskVerb {
     Heartbeat {
         #[command(flatten)]
         t: TaskArg,
+        /// New lease in seconds (default: daemon.task_timeout).
         #[arg(long)]
         lease: Option<u64>,
     },
@@ -62,6 +69,7 @@ pub(super) enum TaskVerb {
     Release {
         #[command(flatten)]
         t: TaskArg,
+        /// Why, kept in the task's history.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -75,6 +83,7 @@ pub(super) enum TaskVerb {
     Fail {
         #[command(flatten)]
         t: TaskArg,
+        /// Why, kept in the task's history (and shown as what it waits for).
         #[arg(long)]
         reason: String,
     },
@@ -82,6 +91,7 @@ pub(super) enum TaskVerb {
     Cancel {
         #[command(flatten)]
         t: TaskArg,
+        /// Why, kept in the task's history.
         #[arg(long, default_value = "")]
         reason: String,
     },
@@ -89,6 +99,7 @@ pub(super) enum TaskVerb {
     Block {
         #[command(flatten)]
         t: TaskArg,
+        /// Why, kept in the task's history (and shown as what it waits for).
         #[arg(long)]
         reason: String,
     },
@@ -96,6 +107,7 @@ pub(super) enum TaskVerb {
     Reopen {
         #[command(flatten)]
         t: TaskArg,
+        /// Why, kept in the task's history.
         #[arg(long, default_value = "")]
         reason: String,
     },

@@ -219,7 +219,10 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     let max_global = d.config().daemon.max_global_agents as usize;
     let reserved = d.config().daemon.reserved_urgent_slots as usize;
     if probe.open > 0 && run_counts(d).0 < max_global + reserved && !d.is_shutting_down() {
-        let ready = bb.ready_tasks((max_global as i64) * 4 + 16).await?;
+        let window = (max_global as i64) * 4 + 16;
+        let ready = bb.ready_tasks(window).await?;
+        // A full window may leave ready tasks unseen: they wait behind it.
+        let beyond = ready.len() as i64 >= window;
         metrics::gauge!("moziplus_ready_tasks", "project" => project.to_string())
             .set(ready.len() as f64);
         // Claim → session row → spawn → supervision is one step that the
@@ -229,8 +232,13 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
         // own task; the tick waits for it, and if the tick is cancelled the
         // step still finishes (holding the schedule lock until it has).
         let judged = tokio::spawn(start_ready(d.clone(), proj.clone(), ready)).await??;
+        let unjudged = if beyond {
+            crate::daemon::waits::beyond_the_window(&judged, window as usize)
+        } else {
+            Vec::new()
+        };
         d.waits()
-            .publish(d.home(), d.ticker_paused(), project, judged, Vec::new());
+            .publish(d.home(), d.ticker_paused(), project, judged, unjudged);
     } else {
         // Nothing was judged for quota this tick (no open work, or every
         // slot taken): no task of this project waits for quota now.
@@ -283,9 +291,12 @@ async fn detect_zombie(
         s.last_event_id = last;
     });
     if alert {
+        let side = d.waits().side(d.ticker_paused(), proj.id.as_str());
+        let stuck = super::waits::stuck(proj, &side).await;
         let body = format!(
-            "zombie: {outstanding} open task(s) and no state change for {} ticks",
-            cfg.zombie_threshold
+            "zombie: {outstanding} open task(s) and no state change for {} ticks{}",
+            cfg.zombie_threshold,
+            super::waits::stuck_text(&stuck)
         );
         bb.add_observation(ObservationLevel::Alert, &Actor::daemon(), None, &body)
             .await?;
@@ -294,7 +305,7 @@ async fn detect_zombie(
             "daemon.zombie",
             None,
             &Actor::daemon(),
-            json!({ "open_tasks": outstanding }),
+            json!({ "open_tasks": outstanding, "waiting": stuck }),
         )
         .await?;
         // The alert itself is an event; do not count it as progress.
