@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::through_daemon;
 use super::{
     CommentInput, DecideInput, DecisionWaitInput, ExperienceAddInput, FailInput, HeartbeatInput,
     OutputInput, ReadInput, ReviewInput, TaskInput,
@@ -65,7 +66,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
+    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
         Refusal {
             kind,
             message: message.into(),
@@ -114,6 +115,9 @@ pub struct Board {
     /// The project's service, or why it could not be opened (every call is
     /// then refused with that reason, so the agent reads it).
     service: Result<ProjectService, Refusal>,
+    /// Inside a sandbox, the daemon's socket (`MOZI_API`): every call goes
+    /// there ([`through_daemon`]) and `service` is not opened.
+    daemon: Option<String>,
     identity: RunIdentity,
     /// This run's task (`MOZI_TASK`), the default of every `task`.
     task: Option<String>,
@@ -123,7 +127,12 @@ impl Board {
     /// Opens the project the environment names (`MOZI_PROJECT`) in `home`.
     pub async fn open(home: &Home) -> Board {
         let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        let daemon = var("MOZI_API");
         let service = match var("MOZI_PROJECT") {
+            _ if daemon.is_some() => Err(Refusal::new(
+                ErrorKind::Error,
+                "the board is reached through the daemon (MOZI_API)",
+            )),
             None => Err(Refusal::new(
                 ErrorKind::Invalid,
                 "no project: MOZI_PROJECT is not set in the server's environment",
@@ -132,6 +141,7 @@ impl Board {
         };
         Board {
             service,
+            daemon,
             identity: RunIdentity::from_env(),
             task: var("MOZI_TASK"),
         }
@@ -177,6 +187,9 @@ impl Board {
     }
 
     pub async fn read(&self, i: ReadInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::read(i)).await;
+        }
         let service = self.service()?;
         let limit = i.limit.unwrap_or(20);
         match i.task {
@@ -186,6 +199,9 @@ impl Board {
     }
 
     pub async fn heartbeat(&self, i: HeartbeatInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::heartbeat(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let lease = match i.lease_secs {
@@ -201,6 +217,9 @@ impl Board {
     }
 
     pub async fn output(&self, i: OutputInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::output(i)?).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let artifact = match (i.file, i.name) {
@@ -227,6 +246,9 @@ impl Board {
     }
 
     pub async fn comment(&self, i: CommentInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::comment(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let kind = i.kind.unwrap_or(super::CommentKind::Comment).into();
@@ -234,6 +256,9 @@ impl Board {
     }
 
     pub async fn review(&self, i: ReviewInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::review(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let body = i.body.unwrap_or_default();
@@ -244,18 +269,27 @@ impl Board {
     }
 
     pub async fn done(&self, i: TaskInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::done(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         json(&service.submit(&id, &actor).await?)
     }
 
     pub async fn fail(&self, i: FailInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::fail(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         json(&service.fail(&id, &actor, &i.reason).await?)
     }
 
     pub async fn decide(&self, i: DecideInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::decide(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let new = NewDecision {
             task_id: i.task,
@@ -271,6 +305,9 @@ impl Board {
     /// An approved decision is the result; a rejected one is a conflict, as
     /// `bb decision wait` exits 3.
     pub async fn decision_wait(&self, i: DecisionWaitInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::decision_wait(i)).await;
+        }
         let service = self.service()?;
         let timeout = Duration::from_secs(i.timeout_secs.unwrap_or(300));
         let d = service.wait_decision(i.id, timeout).await?;
@@ -281,6 +318,9 @@ impl Board {
     }
 
     pub async fn experience_add(&self, i: ExperienceAddInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::experience_add(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let new = NewExperience {
             task_id: i.task.or_else(|| self.task.clone()),
