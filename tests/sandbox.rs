@@ -720,10 +720,12 @@ fn a_sandboxed_agent_finishes_its_task_with_the_mcp_tools() {
     assert_eq!(ok("output_file")["summary"], "a file from inside");
     assert_eq!(ok("done")["status"], "done");
     assert_eq!(ok("read_after")["status"], "done");
-    // Refusals name what is wrong.
-    let (_, unknown) = refused("read_unknown");
+    // Refusals name what is wrong, with the kinds a local server gives.
+    let (kind, unknown) = refused("read_unknown");
+    assert_eq!(kind, "not_found", "{unknown}");
     assert!(unknown.contains("T-9999"), "{unknown}");
-    let (_, other) = refused("output_as_other");
+    let (kind, other) = refused("output_as_other");
+    assert_eq!(kind, "forbidden", "{other}");
     assert!(other.contains("intruder"), "{other}");
     let (_, review) = refused("review_own_working_task");
     assert!(review.contains("review"), "{review}");

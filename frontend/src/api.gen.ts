@@ -2176,6 +2176,12 @@ export interface components {
             code: number;
             stdout: string;
             stderr: string;
+            /**
+             * @description A refusal's kind (`not_found`, `conflict`, `forbidden`, `invalid`,
+             *     `error`), as the MCP tools name it; absent on success and on a
+             *     usage error.
+             */
+            kind?: string | null;
         };
         /** @description A run in flight. */
         RunInfo: {

@@ -74,9 +74,10 @@ impl Refusal {
     }
 }
 
-impl From<ServiceError> for Refusal {
-    fn from(e: ServiceError) -> Refusal {
-        let kind = match &e {
+impl ErrorKind {
+    /// The kind of a service error.
+    pub fn of_service(e: &ServiceError) -> ErrorKind {
+        match e {
             ServiceError::NotFound(_) => ErrorKind::NotFound,
             ServiceError::Conflict(_) => ErrorKind::Conflict,
             ServiceError::Forbidden(_) => ErrorKind::Forbidden,
@@ -84,19 +85,72 @@ impl From<ServiceError> for Refusal {
             ServiceError::Timeout(_) | ServiceError::Store(_) | ServiceError::Io { .. } => {
                 ErrorKind::Error
             }
-        };
-        Refusal::new(kind, e.to_string())
+        }
+    }
+
+    /// The kind of a registry error (an unknown or archived project).
+    pub fn of_registry(e: &RegistryError) -> ErrorKind {
+        match e {
+            RegistryError::Unknown { .. } | RegistryError::Archived(_) => ErrorKind::NotFound,
+            RegistryError::InvalidId(_) => ErrorKind::Invalid,
+            _ => ErrorKind::Error,
+        }
+    }
+
+    /// The kind of any error a `bb` command ends with: the first service,
+    /// registry or store error in its chain says it.
+    pub fn of_error(e: &anyhow::Error) -> ErrorKind {
+        for cause in e.chain() {
+            if let Some(s) = cause.downcast_ref::<ServiceError>() {
+                return ErrorKind::of_service(s);
+            }
+            if let Some(r) = cause.downcast_ref::<RegistryError>() {
+                return ErrorKind::of_registry(r);
+            }
+            if cause
+                .downcast_ref::<crate::blackboard::BbError>()
+                .is_some_and(|b| b.is_conflict())
+            {
+                return ErrorKind::Conflict;
+            }
+        }
+        ErrorKind::Error
+    }
+
+    /// Its name on the wire (`not_found`, `conflict`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Error => "error",
+        }
+    }
+
+    /// The kind named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Forbidden,
+            ErrorKind::Invalid,
+            ErrorKind::Error,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Refusal {
+        Refusal::new(ErrorKind::of_service(&e), e.to_string())
     }
 }
 
 impl From<RegistryError> for Refusal {
     fn from(e: RegistryError) -> Refusal {
-        let kind = match &e {
-            RegistryError::Unknown { .. } | RegistryError::Archived(_) => ErrorKind::NotFound,
-            RegistryError::InvalidId(_) => ErrorKind::Invalid,
-            _ => ErrorKind::Error,
-        };
-        Refusal::new(kind, e.to_string())
+        Refusal::new(ErrorKind::of_registry(&e), e.to_string())
     }
 }
 

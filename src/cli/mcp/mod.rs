@@ -24,9 +24,7 @@
 //! calls the service verb — or, inside a sandboxed run (`MOZI_API` set: the
 //! database is hidden there), sends the same verb's `moziplus bb` command
 //! line to the daemon with the run's key ([`through_daemon`]), the path
-//! `moziplus bb` takes there too. Through the daemon a refusal's kind is
-//! the one `bb`'s exit code tells: `conflict`, `invalid` (a usage error)
-//! or `error`; its message is the same.
+//! `moziplus bb` takes there too: the same results, kinds and messages.
 
 mod board;
 mod through_daemon;

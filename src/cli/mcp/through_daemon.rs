@@ -7,8 +7,9 @@
 //! name anyone else, the project is the run's.
 //!
 //! A success is what `bb --json` printed; a refusal is the message `bb`
-//! printed, its kind read from `bb`'s exit code (3 conflict, 2 a usage
-//! error: invalid, 1 anything else: error). A `file` is read here, inside
+//! printed with the kind the daemon read from its exit code (`api::runs`
+//! runs it with `KIND_EXIT_ENV`: a code per kind), the kinds a local
+//! server gives; a usage error is `invalid`. A `file` is read here, inside
 //! the sandbox, as the agent sees it, and sent as `bb output --file -`.
 
 use std::path::Path;
@@ -234,10 +235,14 @@ pub async fn call(api: &str, call: BbCall) -> Result<Value, Refusal> {
             )
         });
     }
-    let kind = match answer.code {
-        crate::cli::EXIT_CONFLICT => ErrorKind::Conflict,
-        crate::cli::EXIT_USAGE => ErrorKind::Invalid,
-        _ => ErrorKind::Error,
+    let kind = match (
+        answer.kind.as_deref().and_then(ErrorKind::parse),
+        answer.code,
+    ) {
+        (Some(kind), _) => kind,
+        (None, crate::cli::EXIT_CONFLICT) => ErrorKind::Conflict,
+        (None, crate::cli::EXIT_USAGE) => ErrorKind::Invalid,
+        (None, _) => ErrorKind::Error,
     };
     let message = answer.stderr.trim();
     let message = ["moziplus: error: ", "moziplus: conflict: "]
