@@ -364,6 +364,7 @@ fn start_session(h: &TestHome, id: &str, task: &str, agent: &str) -> String {
             token: token.clone(),
             command: "test".into(),
             log_path: None,
+            sandbox: None,
         })
         .await
         .unwrap();

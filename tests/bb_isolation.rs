@@ -251,6 +251,7 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     block_on(async {
         let mut conn = raw_connection(&h.db("a")).await;
         for sql in [
+            "ALTER TABLE session DROP COLUMN sandbox",
             "DROP TABLE event_ack",
             "DROP INDEX event_alert",
             // 0006: not_before; a hold written the old way, in the lease
@@ -279,7 +280,13 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
         &h.db("a"),
         "SELECT name FROM pragma_table_info('session') ORDER BY name",
     );
-    for c in ["cached_tokens", "gateway_cost", "llm_calls", "llm_wait_ms"] {
+    for c in [
+        "cached_tokens",
+        "gateway_cost",
+        "llm_calls",
+        "llm_wait_ms",
+        "sandbox",
+    ] {
         assert!(columns.iter().any(|n| n == c), "{c} missing: {columns:?}");
     }
     assert_eq!(

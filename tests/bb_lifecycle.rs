@@ -686,6 +686,7 @@ async fn every_change_writes_exactly_one_event() {
         token,
         command: "x".into(),
         log_path: None,
+        sandbox: None,
     };
     step!("session.started", b.bb.create_session(&session));
     step!(

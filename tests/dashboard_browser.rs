@@ -383,6 +383,7 @@ fn seed_ledger(home: &TestHome, task: &str) {
                 token: format!("token-{i}"),
                 command: "seeded".into(),
                 log_path: None,
+                sandbox: None,
             })
             .await
             .unwrap();
@@ -492,4 +493,38 @@ fn the_agents_tab_shows_state_activity_and_last_error() {
         "the screenshot {} was written",
         shot.display()
     );
+}
+
+/// Issue 27: the run's sandbox on the task panel. `boxed` runs in
+/// bubblewrap (Debian's `bubblewrap`, installed by `scripts/test.sh`),
+/// `open` with `permissions: full`; each finishes with `bb done`.
+#[test]
+fn the_task_panel_shows_each_runs_sandbox_and_marks_full_unsafe() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let home = TestHome::with_config(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [600]\nsandbox:\n  allow_hosts: [\"registry.example:443\"]\n",
+        "",
+    );
+    let agent = home.script("agent.sh", "#!/bin/bash\nexec \"$MOZI_BIN\" bb done\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: boxed\n    runtime: command\n    kinds: [boxed]\n    permissions: sandbox\n    command: [\"{0}\"]\n  - id: open\n    runtime: command\n    kinds: [open]\n    permissions: full\n    command: [\"{0}\"]\n",
+            agent.display()
+        ),
+    )
+    .unwrap();
+    home.create_project("live");
+    let mut serve = Serve::start(&home, free_port(), false);
+    run_script(&tools, &home, &mut serve, "run_sandbox.mjs", "live");
+    serve.stop();
+    for name in ["run-sandbox", "run-sandbox-full-unsafe"] {
+        let shot = screenshot_dir().join(format!("{name}.png"));
+        assert!(
+            std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+            "the screenshot {} was written",
+            shot.display()
+        );
+    }
 }

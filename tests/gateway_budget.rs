@@ -64,6 +64,7 @@ async fn rig(home: TestHome, budgets: &str) -> Rig {
         token: "t".into(),
         command: "true".into(),
         log_path: None,
+        sandbox: None,
     })
     .await
     .unwrap();

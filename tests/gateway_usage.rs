@@ -74,6 +74,7 @@ fn every_usage_reported_concurrently_is_booked_after_a_graceful_shutdown() {
                     token: format!("token-{session}"),
                     command: "true".into(),
                     log_path: None,
+                    sandbox: None,
                 })
                 .await
                 .unwrap();
@@ -235,6 +236,7 @@ fn each_response_is_priced_from_the_usage_the_gateway_saw_and_the_cli_cost_stays
             token: "t".into(),
             command: "true".into(),
             log_path: None,
+            sandbox: None,
         })
         .await
         .unwrap();

@@ -296,6 +296,37 @@ fn an_allow_listed_host_is_reached_through_the_proxy_and_every_refusal_is_in_the
         body.contains("refused connection to pypi.example:443"),
         "{body}"
     );
+    // The session's detail keeps the sandbox it ran in.
+    let (code, body) = daemon
+        .get(&format!("/api/projects/p/tasks/{task}"))
+        .expect("the task API answers");
+    assert_eq!(code, 200, "{body}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sb = &detail["sessions"][0]["sandbox"];
+    assert_eq!(sb["mode"], "sandbox", "{sb}");
+    assert_eq!(sb["unsafe"], false, "{sb}");
+    assert_eq!(
+        sb["allow_hosts"],
+        serde_json::json!([format!("127.0.0.1:{allowed_port}")])
+    );
+    let worktree = home.project_dir("p").join(format!("worktrees/{task}"));
+    let listed = |key: &str| -> Vec<String> {
+        sb[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {key}: {sb}"))
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(
+        listed("read_write").contains(&worktree.display().to_string()),
+        "{sb}"
+    );
+    assert!(!listed("read_only").is_empty(), "{sb}");
+    assert!(
+        sb["network"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{sb}"
+    );
     drop(other);
     daemon.stop();
 }
@@ -578,4 +609,151 @@ fn a_home_too_deep_for_the_socket_runs_default_agents_with_workspace_and_says_wh
             && log.contains("move the moziplus home to a shorter path"),
         "{log}"
     );
+}
+
+/// The venv's python with the official MCP SDK (`scripts/test.sh`); under
+/// CI a missing one fails.
+fn mcp_python() -> Option<PathBuf> {
+    match std::env::var_os("MOZI_TEST_MCP_PYTHON") {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("MOZI_TEST_MCP_PYTHON is not set: run scripts/test.sh")
+        }
+        _ => {
+            eprintln!("skipping: MOZI_TEST_MCP_PYTHON is not set (run scripts/test.sh)");
+            None
+        }
+    }
+}
+
+/// The official MCP client (tests/mcp/drive.py, `sandbox` scenario) runs
+/// as a sandboxed command agent and drives `moziplus mcp` inside the
+/// sandbox: the database is hidden there, so every tool goes through the
+/// daemon with the run's key, under the run's own identity. The agent
+/// finishes its task with the `done` tool.
+#[test]
+fn a_sandboxed_agent_finishes_its_task_with_the_mcp_tools() {
+    let Some(py) = mcp_python() else {
+        return;
+    };
+    // The venv as it is on disk (its folder shown read-only inside), and
+    // a folder the agent may write its report to.
+    let venv = std::fs::canonicalize(py.parent().unwrap().parent().unwrap()).unwrap();
+    let driver = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/drive.py");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = std::fs::canonicalize(out.path()).unwrap();
+    let report_path = out_dir.join("report.json");
+    let config = format!(
+        "{CONFIG}sandbox:\n  read_only: [\"{}\", \"{}\"]\n  read_write: [\"{}\"]\n",
+        venv.display(),
+        driver.parent().unwrap().display(),
+        out_dir.display()
+    );
+    let (home, _repo) = sandboxed_home(&config, "#!/bin/bash\nexit 0\n");
+    std::fs::write(
+        home.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: coder\n    runtime: command\n    permissions: sandbox\n    command: [\"{}\", \"{}\", \"{}\", \"sandbox\"]\n",
+            venv.join("bin/python").display(),
+            driver.display(),
+            report_path.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&home);
+    let task = home.create_task("p", "work over MCP in the sandbox", &[]);
+    wait_for(Duration::from_secs(120), "the run to end", || {
+        query_i64(
+            &home.db("p"),
+            "SELECT COUNT(*) FROM session WHERE ended_at IS NOT NULL",
+        ) >= 1
+    });
+    let text = std::fs::read_to_string(&report_path).unwrap_or_else(|e| {
+        let log = query_strings(&home.db("p"), "SELECT log_path FROM session")
+            .pop()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default();
+        panic!("no report ({e}); the run's log:\n{log}")
+    });
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(report.get("exception").is_none(), "{report:#}");
+    let ok = |call: &str| -> serde_json::Value {
+        let r = &report[call];
+        assert_eq!(r["is_error"], false, "{call} must succeed: {r}");
+        r["structured"].clone()
+    };
+    let refused = |call: &str| -> (String, String) {
+        let r = &report[call];
+        assert_eq!(r["is_error"], true, "{call} must be refused: {r}");
+        (
+            r["structured"]["error"].as_str().unwrap_or_default().into(),
+            r["structured"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .into(),
+        )
+    };
+    assert_eq!(
+        report["tools"],
+        serde_json::json!([
+            "comment",
+            "decide",
+            "decision_wait",
+            "done",
+            "experience_add",
+            "fail",
+            "heartbeat",
+            "output",
+            "read",
+            "review"
+        ])
+    );
+    assert!(ok("read_board")["counts"].is_object(), "{report:#}");
+    assert_eq!(ok("read_task")["id"], task.as_str());
+    assert_eq!(ok("heartbeat")["id"], task.as_str());
+    assert_eq!(ok("comment")["body"], "-from the sandbox over MCP");
+    assert_eq!(ok("comment")["author"], "coder");
+    assert_eq!(ok("decide")["status"], "approved", "{report:#}");
+    assert_eq!(ok("decision_wait")["question"], "sandboxed MCP?");
+    assert_eq!(ok("experience_add")["agent"], "coder");
+    assert_eq!(ok("output")["summary"], "made over MCP inside");
+    assert_eq!(ok("output_file")["summary"], "a file from inside");
+    assert_eq!(ok("done")["status"], "done");
+    assert_eq!(ok("read_after")["status"], "done");
+    // Refusals name what is wrong, with the kinds a local server gives.
+    let (kind, unknown) = refused("read_unknown");
+    assert_eq!(kind, "not_found", "{unknown}");
+    assert!(unknown.contains("T-9999"), "{unknown}");
+    let (kind, other) = refused("output_as_other");
+    assert_eq!(kind, "forbidden", "{other}");
+    assert!(other.contains("intruder"), "{other}");
+    let (_, review) = refused("review_own_working_task");
+    assert!(review.contains("review"), "{review}");
+    let (kind, fifo) = refused("output_fifo");
+    assert_eq!(kind, "invalid");
+    assert!(fifo.contains("not a regular file"), "{fifo}");
+    let (_, hidden) = refused("output_hidden_file");
+    assert!(hidden.contains("default.yaml"), "{hidden}");
+    let (kind, again) = refused("done_again");
+    assert!(again.contains(&task), "{kind}: {again}");
+    let (_, forged) = refused("forged_key");
+    assert!(forged.contains("no run in flight"), "{forged}");
+    // What the tools wrote is on the board, as the run's agent.
+    let db = home.db("p");
+    assert_eq!(
+        query_strings(
+            &db,
+            &format!("SELECT author FROM comment WHERE task_id = '{task}' AND body LIKE '%sandbox over MCP'")
+        ),
+        ["coder"]
+    );
+    let artifact = home
+        .project_dir("p")
+        .join(format!("artifacts/{task}/outputs/notes.md"));
+    assert_eq!(
+        std::fs::read_to_string(&artifact).unwrap(),
+        "written inside the sandbox"
+    );
+    assert!(query_strings(&db, "SELECT body FROM comment WHERE body = 'forged'").is_empty());
+    daemon.stop();
 }

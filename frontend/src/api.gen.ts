@@ -2176,6 +2176,12 @@ export interface components {
             code: number;
             stdout: string;
             stderr: string;
+            /**
+             * @description A refusal's kind (`not_found`, `conflict`, `forbidden`, `invalid`,
+             *     `error`), as the MCP tools name it; absent on success and on a
+             *     usage error.
+             */
+            kind?: string | null;
         };
         /** @description A run in flight. */
         RunInfo: {
@@ -2197,6 +2203,35 @@ export interface components {
          * @enum {string}
          */
         RunKind: "work" | "review";
+        /**
+         * @description The permissions a run started with (an agent's `permissions:`, with
+         *     `auto` resolved).
+         * @enum {string}
+         */
+        RunMode: "sandbox" | "workspace" | "full";
+        /** @description What a run could touch and reach. */
+        RunSandbox: {
+            mode: components["schemas"]["RunMode"];
+            /** @description `full`: the run could read and change anything its user can. */
+            unsafe: boolean;
+            /** @description In a sandbox: the folders the run could change. */
+            read_write: string[];
+            /**
+             * @description In a sandbox: the files and folders it could read (besides the
+             *     system: `/usr`, `/etc` without its secrets, `/opt`).
+             */
+            read_only: string[];
+            /**
+             * @description In a sandbox: the one address it reached, the gateway and the API
+             *     (`server.bind`).
+             */
+            network?: string | null;
+            /**
+             * @description In a sandbox: `sandbox.allow_hosts`, the hosts the proxy let it
+             *     connect to (every refusal is a `[mozi:sandbox]` line in its log).
+             */
+            allow_hosts: string[];
+        };
         /** @description Runtime-changeable settings (`/api/gateway/config`). */
         RuntimeSettings: {
             /**
@@ -2336,6 +2371,7 @@ export interface components {
              * @description USD as `gateway.prices` prices the calls the gateway saw.
              */
             gateway_cost: number;
+            sandbox?: null | components["schemas"]["RunSandbox"];
         };
         SessionList: {
             sessions: components["schemas"]["Session"][];

@@ -19,6 +19,8 @@ export type Comment = Schemas['Comment'];
 export type Output = Schemas['Output'];
 export type Review = Schemas['Review'];
 export type Session = Schemas['Session'];
+/** What a run could touch and reach (`session.sandbox`). */
+export type RunSandbox = Schemas['RunSandbox'];
 export type TaskDetail = Schemas['TaskDetail'];
 /** Why a task is not moving (`waiting_for` of a listed task or a detail). */
 export type Wait = Schemas['Wait'];

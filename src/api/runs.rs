@@ -56,6 +56,33 @@ pub struct RunBbAnswer {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// A refusal's kind (`not_found`, `conflict`, `forbidden`, `invalid`,
+    /// `error`), as the MCP tools name it; absent on success and on a
+    /// usage error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Set on the `bb` the daemon runs for a run: a refused command exits with
+/// one of [`KIND_EXITS`], which also names its kind.
+pub const KIND_EXIT_ENV: &str = "MOZI_BB_KIND_EXIT";
+
+/// The exit codes of a refusal under [`KIND_EXIT_ENV`]: (code, kind, the
+/// exit code `bb` gives it otherwise).
+pub const KIND_EXITS: [(i32, &str, i32); 5] = [
+    (64, "not_found", 1),
+    (65, "conflict", 3),
+    (66, "forbidden", 1),
+    (67, "invalid", 1),
+    (68, "error", 1),
+];
+
+/// The public exit code and the kind of a child's exit code.
+fn public_exit(code: i32) -> (i32, Option<String>) {
+    match KIND_EXITS.iter().find(|(c, _, _)| *c == code) {
+        Some((_, kind, public)) => (*public, Some(kind.to_string())),
+        None => (code, None),
+    }
 }
 
 /// Runs `moziplus bb` as the run that presents its key.
@@ -109,6 +136,7 @@ async fn run_bb(
         .env("MOZI_AGENT", &run.agent)
         .env("MOZI_SESSION", &run.session_id)
         .env("MOZI_SESSION_TOKEN", token)
+        .env(KIND_EXIT_ENV, "1")
         .env(
             "MOZI_RUN_KIND",
             match kind {
@@ -146,10 +174,12 @@ async fn run_bb(
             )))
         }
     };
+    let (code, kind) = public_exit(out.status.code().unwrap_or(1));
     Ok(Json(RunBbAnswer {
-        code: out.status.code().unwrap_or(1),
+        code,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        kind,
     }))
 }
 
@@ -172,6 +202,14 @@ fn file_argument(args: &[String]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kind_exit_becomes_the_public_code_and_its_kind() {
+        assert_eq!(public_exit(66), (1, Some("forbidden".into())));
+        assert_eq!(public_exit(65), (3, Some("conflict".into())));
+        assert_eq!(public_exit(2), (2, None));
+        assert_eq!(public_exit(0), (0, None));
+    }
 
     #[test]
     fn only_stdin_passes_as_a_file() {

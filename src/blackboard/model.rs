@@ -410,6 +410,10 @@ pub struct Session {
     pub cached_tokens: i64,
     /// USD as `gateway.prices` prices the calls the gateway saw.
     pub gateway_cost: f64,
+    /// What the run could touch and reach (JSON, see [`NewSession`]).
+    ///
+    /// [`NewSession`]: super::sessions::NewSession
+    pub sandbox: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -125,6 +125,7 @@ pub(super) struct SessionRow {
     detail: Option<String>,
     cached_tokens: i64,
     gateway_cost: f64,
+    sandbox: Option<String>,
 }
 
 impl TryFrom<SessionRow> for Session {
@@ -140,6 +141,11 @@ impl TryFrom<SessionRow> for Session {
             .map(|d| serde_json::from_str(&d))
             .transpose()
             .map_err(|e| BbError::Invalid(format!("session {}: detail is not JSON: {e}", r.id)))?;
+        let sandbox = r
+            .sandbox
+            .map(|d| serde_json::from_str(&d))
+            .transpose()
+            .map_err(|e| BbError::Invalid(format!("session {}: sandbox is not JSON: {e}", r.id)))?;
         Ok(Session {
             id: r.id,
             task_id: r.task_id,
@@ -159,6 +165,7 @@ impl TryFrom<SessionRow> for Session {
             detail,
             cached_tokens: r.cached_tokens,
             gateway_cost: r.gateway_cost,
+            sandbox,
         })
     }
 }

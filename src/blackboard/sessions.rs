@@ -20,6 +20,8 @@ pub struct NewSession {
     pub token: String,
     pub command: String,
     pub log_path: Option<String>,
+    /// What the run may touch and reach (JSON, the daemon's description).
+    pub sandbox: Option<serde_json::Value>,
 }
 
 /// Hex SHA-256 of a session token.
@@ -41,7 +43,7 @@ fn session_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Session> {
 
 const SESSION_COLUMNS: &str = "id, task_id, agent, pid, pgid, command, round, started_at, ended_at,
     exit_code, outcome, log_path, prompt_tokens, completion_tokens, cost, detail, cached_tokens,
-    gateway_cost";
+    gateway_cost, sandbox";
 
 impl Blackboard {
     /// Records a run that is starting (before its process is spawned).
@@ -49,8 +51,9 @@ impl Blackboard {
         write_tx!(self, |tx, now| {
             let task = fetch_task(&mut tx, &new.task_id).await?;
             let row = sqlx::query(&format!(
-                "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
+                "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path,
+                     sandbox)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
             ))
             .bind(&new.id)
             .bind(&new.task_id)
@@ -60,6 +63,7 @@ impl Blackboard {
             .bind(task.round)
             .bind(now)
             .bind(&new.log_path)
+            .bind(new.sandbox.as_ref().map(|v| v.to_string()))
             .fetch_one(&mut *tx)
             .await?;
             let session = session_from_row(&row)?;

@@ -340,13 +340,25 @@ fn report(e: &anyhow::Error) -> i32 {
                 .is_some_and(|b| b.is_conflict())
     });
     let message = chain_message(e);
-    if conflict {
+    let code = if conflict {
         eprintln!("moziplus: conflict: {message}");
         EXIT_CONFLICT
     } else {
         eprintln!("moziplus: error: {message}");
         EXIT_ERROR
+    };
+    // The daemon's `bb` for a run (`api::runs`): the exit code names the
+    // refusal's kind too, which the run's MCP tools report.
+    if std::env::var_os(crate::api::runs::KIND_EXIT_ENV).is_some() {
+        let kind = mcp::ErrorKind::of_error(e);
+        if let Some((c, _, _)) = crate::api::runs::KIND_EXITS
+            .iter()
+            .find(|(_, k, _)| *k == kind.as_str())
+        {
+            return *c;
+        }
     }
+    code
 }
 
 /// `moziplus inbox push`.

@@ -31,6 +31,22 @@ pub fn maybe_bb(args: &[OsString]) -> Option<i32> {
 
 fn run(api: &str, mut args: Vec<String>) -> Result<i32, String> {
     let stdin = file_as_stdin(&mut args)?;
+    let answer = call(api, &args, stdin)?;
+    print!("{}", answer.stdout);
+    eprint!("{}", answer.stderr);
+    let _ = std::io::stdout().flush();
+    Ok(answer.code)
+}
+
+/// One `bb` command line (the arguments after `bb`) run by the daemon at
+/// `api` for this run, which presents `MOZI_RUN_KEY`; `stdin` is what
+/// `--file -` reads. Also the path of `moziplus mcp` inside a sandbox
+/// (`cli::mcp`).
+pub(super) fn call(
+    api: &str,
+    args: &[String],
+    stdin: Option<String>,
+) -> Result<RunBbAnswer, String> {
     let key = std::env::var("MOZI_RUN_KEY").map_err(|_| {
         "MOZI_API is set but MOZI_RUN_KEY is not: run this inside an agent run".to_string()
     })?;
@@ -39,11 +55,7 @@ fn run(api: &str, mut args: Vec<String>) -> Result<i32, String> {
         .and_then(|g| g.strip_prefix("http://").map(str::to_string))
         .unwrap_or_else(|| "localhost".into());
     let body = serde_json::json!({ "args": args, "stdin": stdin }).to_string();
-    let answer = post(Path::new(api), &host, &key, &body)?;
-    print!("{}", answer.stdout);
-    eprint!("{}", answer.stderr);
-    let _ = std::io::stdout().flush();
-    Ok(answer.code)
+    post(Path::new(api), &host, &key, &body)
 }
 
 /// `--file PATH` is read here, inside the sandbox, and sent as the

@@ -61,7 +61,7 @@ pub fn config_toml(run: &RunContext<'_>) -> String {
     t.push_str(&format!("args = {}\n", toml_array(super::mcp::args())));
     t.push_str(&format!(
         "env_vars = {}\n",
-        toml_array(super::mcp::IDENTITY_ENV)
+        toml_array(super::mcp::handed_on(run))
     ));
     t.push_str(&format!(
         "startup_timeout_sec = 30\ntool_timeout_sec = {}\n",

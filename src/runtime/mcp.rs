@@ -25,6 +25,21 @@ pub const IDENTITY_ENV: [&str; 6] = [
     "MOZI_SESSION_TOKEN",
 ];
 
+/// What a sandboxed run's server also needs to reach the board through the
+/// daemon (`cli::mcp`'s `through_daemon`): the socket, the run's key and the
+/// address it names as `Host`.
+pub const SANDBOX_ENV: [&str; 3] = ["MOZI_API", "MOZI_RUN_KEY", "MOZI_GATEWAY"];
+
+/// The variables a registration hands on to the server: the identity, and
+/// for an agent with `permissions: sandbox` the way to the daemon.
+pub fn handed_on(run: &RunContext<'_>) -> Vec<&'static str> {
+    let mut names = IDENTITY_ENV.to_vec();
+    if run.agent.permissions == crate::config::agents::Permissions::Sandbox {
+        names.extend(SANDBOX_ENV);
+    }
+    names
+}
+
 /// How long a tool call may take before the CLI gives up on it: above
 /// `decision_wait`'s longest default wait (300 s).
 pub const TOOL_TIMEOUT_SECS: u64 = 900;

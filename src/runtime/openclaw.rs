@@ -46,8 +46,8 @@ pub fn config_json(run: &RunContext<'_>, state: &std::path::Path) -> String {
     let model = model_of(run.agent).unwrap_or(DEFAULT_MODEL);
     // OpenClaw starts an MCP server with a few base variables and the
     // entry's `env`; its `${VAR}` substitution hands on the run's identity.
-    let identity: serde_json::Map<String, serde_json::Value> = super::mcp::IDENTITY_ENV
-        .iter()
+    let identity: serde_json::Map<String, serde_json::Value> = super::mcp::handed_on(run)
+        .into_iter()
         .map(|k| (k.to_string(), format!("${{{k}}}").into()))
         .collect();
     let name = super::mcp::SERVER_NAME;

@@ -11,11 +11,13 @@
 //! `Json(wire::Task::from(task))`.
 
 pub mod budgets;
+mod sandbox;
 mod schedules;
 pub mod usage;
 mod vocabulary;
 mod waits;
 
+pub use sandbox::{RunMode, RunSandbox};
 pub use schedules::{NewSchedule, Schedule, ScheduleDetail, ScheduleFiring};
 pub use waits::{DaemonWaits, ListedTask, Wait, WaitReason};
 
@@ -252,6 +254,10 @@ record! {
         cached_tokens: i64,
         /// USD as `gateway.prices` prices the calls the gateway saw.
         gateway_cost: f64,
+        /// What the run could touch and reach (`null` for runs recorded
+        /// before it was kept).
+        #[schema(value_type = Option<RunSandbox>)]
+        sandbox: Option<serde_json::Value>,
     }
 }
 

@@ -4,6 +4,7 @@ the way an agent CLI starts it, with the run's MOZI_* variables handed on.
 Writes one JSON report (argv[1]) of what the SDK saw; the test asserts on it.
 
 Usage: python drive.py REPORT.json            (the test's scenario, as a run)
+       python drive.py REPORT.json sandbox    (tests/sandbox.rs: a sandboxed run)
        python drive.py REPORT.json bench T-…  (bench/mcp_roundtrip.sh)
 """
 
@@ -17,10 +18,12 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 IDENTITY = ["MOZI_HOME", "MOZI_PROJECT", "MOZI_TASK", "MOZI_AGENT", "MOZI_SESSION", "MOZI_SESSION_TOKEN"]
+# What a sandboxed run's server needs to reach the daemon (runtime::mcp::SANDBOX_ENV).
+SANDBOX = ["MOZI_API", "MOZI_RUN_KEY", "MOZI_GATEWAY"]
 
 
 def server(**override):
-    env = {k: os.environ[k] for k in IDENTITY if k in os.environ}
+    env = {k: os.environ[k] for k in IDENTITY + SANDBOX if k in os.environ}
     env.update(override)
     return StdioServerParameters(command=os.environ["MOZI_BIN"], args=["mcp"], env=env)
 
@@ -90,6 +93,58 @@ async def scenario(report):
             )
 
 
+async def sandboxed(report):
+    """Inside bubblewrap: the database is hidden, every tool goes through
+    the daemon. Every tool that acts on the run's own task, a refusal of
+    each kind the run can meet, and the task finished with `done`."""
+    task = os.environ["MOZI_TASK"]
+    tmp = os.environ["TMPDIR"]
+    async with stdio_client(server()) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            report["tools"] = sorted(t.name for t in (await s.list_tools()).tools)
+            call = lambda name, args: s.call_tool(name, args)  # noqa: E731
+            report["read_board"] = outcome(await call("read", {}))
+            report["read_task"] = outcome(await call("read", {"task": task}))
+            report["read_unknown"] = outcome(await call("read", {"task": "T-9999"}))
+            report["heartbeat"] = outcome(await call("heartbeat", {"lease_secs": 120}))
+            report["comment"] = outcome(
+                await call("comment", {"body": "-from the sandbox over MCP", "type": "note"})
+            )
+            report["output_as_other"] = outcome(
+                await call("output", {"summary": "not mine", "text": "x", "agent": "intruder"})
+            )
+            report["review_own_working_task"] = outcome(
+                await call("review", {"verdict": "approve", "confidence": 0.9})
+            )
+            notes = os.path.join(tmp, "notes.md")
+            with open(notes, "w") as f:
+                f.write("written inside the sandbox")
+            report["output_file"] = outcome(await call("output", {"summary": "a file from inside", "file": notes}))
+            fifo = os.path.join(tmp, "mcp-fifo")
+            os.mkfifo(fifo)
+            report["output_fifo"] = outcome(await call("output", {"summary": "fifo", "file": fifo}))
+            hidden = os.path.join(os.environ["MOZI_HOME"], "config", "default.yaml")
+            report["output_hidden_file"] = outcome(await call("output", {"summary": "x", "file": hidden}))
+            report["decide"] = outcome(
+                await call("decide", {"question": "sandboxed MCP?", "decision": "yes", "rationale": "it works"})
+            )
+            decided = (report["decide"]["structured"] or {}).get("id", 0)
+            report["decision_wait"] = outcome(await call("decision_wait", {"id": decided, "timeout_secs": 5}))
+            report["experience_add"] = outcome(
+                await call("experience_add", {"tags": ["sandbox"], "lesson": "the board is reached through the daemon"})
+            )
+            report["output"] = outcome(await call("output", {"summary": "made over MCP inside", "text": "hello"}))
+            report["done"] = outcome(await call("done", {}))
+            report["done_again"] = outcome(await call("done", {}))
+            report["read_after"] = outcome(await call("read", {"task": task}))
+    # A key that is no run's: refused by the daemon.
+    async with stdio_client(server(MOZI_RUN_KEY="mozi-forged")) as (read, write):
+        async with ClientSession(read, write) as s:
+            await s.initialize()
+            report["forged_key"] = outcome(await s.call_tool("comment", {"body": "forged"}))
+
+
 async def bench(report, tasks):
     """One `done` per task (each claimed by this caller and working): the
     round trip of a successful call, from the client's send to its parsed
@@ -113,6 +168,8 @@ def main():
     try:
         if len(sys.argv) > 2 and sys.argv[2] == "bench":
             anyio.run(bench, report, sys.argv[3:])
+        elif len(sys.argv) > 2 and sys.argv[2] == "sandbox":
+            anyio.run(sandboxed, report)
         else:
             anyio.run(scenario, report)
     except BaseException as e:  # the report says what broke

@@ -2,7 +2,7 @@
 // reviews by round, and sessions with a live log tail.
 
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { enc, get, post, type Comment, type Task, type TaskDetail } from '../api';
+import { enc, get, post, type Comment, type RunSandbox, type Task, type TaskDetail } from '../api';
 import { ACTIVITY, useEventRev, useEvents } from '../live';
 import { isNewer } from '../tasks';
 import { Badge, Empty, ErrorBox, Link, PriorityPill, Time, navigate, useFetch } from '../ui';
@@ -163,6 +163,7 @@ export function TaskPanel({ project, taskId }: { project: string; taskId: string
                       {logSession === s.id ? 'Hide log' : 'Log'}
                     </button>
                   </div>
+                  {s.sandbox && <RunSandboxFacts sb={s.sandbox} />}
                   {logSession === s.id && <LogTail project={project} session={s.id} />}
                 </li>
               ))}
@@ -282,6 +283,39 @@ function Transcript({ items }: { items: Activity[] }) {
         <small class="muted">
           CLI reports {tokensIn} in / {tokensOut} out tokens{cost > 0 ? ` · $${cost.toFixed(4)}` : ''}
         </small>
+      )}
+    </div>
+  );
+}
+
+/** What a run could touch and reach: its mode (`full` marked unsafe) and,
+ * in a sandbox, its paths, network and allowed hosts. */
+function RunSandboxFacts({ sb }: { sb: RunSandbox }) {
+  const list = (paths: string[]) => (paths.length ? paths.map((p) => <code key={p}>{p}</code>) : '—');
+  return (
+    <div class="run-sandbox" data-testid="run-sandbox" data-mode={sb.mode}>
+      {sb.unsafe ? (
+        <p class="run-unsafe">
+          <Badge kind="unsafe" title="permissions: full — no sandbox">full · unsafe</Badge> no sandbox: this run could read and
+          change anything its user can, and reach any host
+        </p>
+      ) : sb.mode === 'workspace' ? (
+        <p class="muted">
+          <Badge kind="workspace">workspace</Badge> no sandbox: the CLI's own limits (bubblewrap was not used)
+        </p>
+      ) : (
+        <dl class="facts">
+          <dt>Sandbox</dt>
+          <dd><Badge kind="ok">sandbox</Badge></dd>
+          <dt>Read-write</dt>
+          <dd class="paths">{list(sb.read_write)}</dd>
+          <dt>Read-only</dt>
+          <dd class="paths">{list(sb.read_only)} and the system</dd>
+          <dt>Network</dt>
+          <dd>{sb.network ?? '—'} (gateway and API)</dd>
+          <dt>Allowed hosts</dt>
+          <dd class="paths">{sb.allow_hosts.length ? list(sb.allow_hosts) : 'none'}</dd>
+        </dl>
       )}
     </div>
   );

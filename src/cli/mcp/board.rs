@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::through_daemon;
 use super::{
     CommentInput, DecideInput, DecisionWaitInput, ExperienceAddInput, FailInput, HeartbeatInput,
     OutputInput, ReadInput, ReviewInput, TaskInput,
@@ -65,7 +66,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
+    pub(super) fn new(kind: ErrorKind, message: impl Into<String>) -> Refusal {
         Refusal {
             kind,
             message: message.into(),
@@ -73,9 +74,10 @@ impl Refusal {
     }
 }
 
-impl From<ServiceError> for Refusal {
-    fn from(e: ServiceError) -> Refusal {
-        let kind = match &e {
+impl ErrorKind {
+    /// The kind of a service error.
+    pub fn of_service(e: &ServiceError) -> ErrorKind {
+        match e {
             ServiceError::NotFound(_) => ErrorKind::NotFound,
             ServiceError::Conflict(_) => ErrorKind::Conflict,
             ServiceError::Forbidden(_) => ErrorKind::Forbidden,
@@ -83,19 +85,72 @@ impl From<ServiceError> for Refusal {
             ServiceError::Timeout(_) | ServiceError::Store(_) | ServiceError::Io { .. } => {
                 ErrorKind::Error
             }
-        };
-        Refusal::new(kind, e.to_string())
+        }
+    }
+
+    /// The kind of a registry error (an unknown or archived project).
+    pub fn of_registry(e: &RegistryError) -> ErrorKind {
+        match e {
+            RegistryError::Unknown { .. } | RegistryError::Archived(_) => ErrorKind::NotFound,
+            RegistryError::InvalidId(_) => ErrorKind::Invalid,
+            _ => ErrorKind::Error,
+        }
+    }
+
+    /// The kind of any error a `bb` command ends with: the first service,
+    /// registry or store error in its chain says it.
+    pub fn of_error(e: &anyhow::Error) -> ErrorKind {
+        for cause in e.chain() {
+            if let Some(s) = cause.downcast_ref::<ServiceError>() {
+                return ErrorKind::of_service(s);
+            }
+            if let Some(r) = cause.downcast_ref::<RegistryError>() {
+                return ErrorKind::of_registry(r);
+            }
+            if cause
+                .downcast_ref::<crate::blackboard::BbError>()
+                .is_some_and(|b| b.is_conflict())
+            {
+                return ErrorKind::Conflict;
+            }
+        }
+        ErrorKind::Error
+    }
+
+    /// Its name on the wire (`not_found`, `conflict`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Error => "error",
+        }
+    }
+
+    /// The kind named `name`, if it is one.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        [
+            ErrorKind::NotFound,
+            ErrorKind::Conflict,
+            ErrorKind::Forbidden,
+            ErrorKind::Invalid,
+            ErrorKind::Error,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == name)
+    }
+}
+
+impl From<ServiceError> for Refusal {
+    fn from(e: ServiceError) -> Refusal {
+        Refusal::new(ErrorKind::of_service(&e), e.to_string())
     }
 }
 
 impl From<RegistryError> for Refusal {
     fn from(e: RegistryError) -> Refusal {
-        let kind = match &e {
-            RegistryError::Unknown { .. } | RegistryError::Archived(_) => ErrorKind::NotFound,
-            RegistryError::InvalidId(_) => ErrorKind::Invalid,
-            _ => ErrorKind::Error,
-        };
-        Refusal::new(kind, e.to_string())
+        Refusal::new(ErrorKind::of_registry(&e), e.to_string())
     }
 }
 
@@ -114,6 +169,9 @@ pub struct Board {
     /// The project's service, or why it could not be opened (every call is
     /// then refused with that reason, so the agent reads it).
     service: Result<ProjectService, Refusal>,
+    /// Inside a sandbox, the daemon's socket (`MOZI_API`): every call goes
+    /// there ([`through_daemon`]) and `service` is not opened.
+    daemon: Option<String>,
     identity: RunIdentity,
     /// This run's task (`MOZI_TASK`), the default of every `task`.
     task: Option<String>,
@@ -123,7 +181,12 @@ impl Board {
     /// Opens the project the environment names (`MOZI_PROJECT`) in `home`.
     pub async fn open(home: &Home) -> Board {
         let var = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
+        let daemon = var("MOZI_API");
         let service = match var("MOZI_PROJECT") {
+            _ if daemon.is_some() => Err(Refusal::new(
+                ErrorKind::Error,
+                "the board is reached through the daemon (MOZI_API)",
+            )),
             None => Err(Refusal::new(
                 ErrorKind::Invalid,
                 "no project: MOZI_PROJECT is not set in the server's environment",
@@ -132,6 +195,7 @@ impl Board {
         };
         Board {
             service,
+            daemon,
             identity: RunIdentity::from_env(),
             task: var("MOZI_TASK"),
         }
@@ -177,6 +241,9 @@ impl Board {
     }
 
     pub async fn read(&self, i: ReadInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::read(i)).await;
+        }
         let service = self.service()?;
         let limit = i.limit.unwrap_or(20);
         match i.task {
@@ -186,6 +253,9 @@ impl Board {
     }
 
     pub async fn heartbeat(&self, i: HeartbeatInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::heartbeat(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let lease = match i.lease_secs {
@@ -201,6 +271,9 @@ impl Board {
     }
 
     pub async fn output(&self, i: OutputInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::output(i)?).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let artifact = match (i.file, i.name) {
@@ -227,6 +300,9 @@ impl Board {
     }
 
     pub async fn comment(&self, i: CommentInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::comment(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let kind = i.kind.unwrap_or(super::CommentKind::Comment).into();
@@ -234,6 +310,9 @@ impl Board {
     }
 
     pub async fn review(&self, i: ReviewInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::review(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         let body = i.body.unwrap_or_default();
@@ -244,18 +323,27 @@ impl Board {
     }
 
     pub async fn done(&self, i: TaskInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::done(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         json(&service.submit(&id, &actor).await?)
     }
 
     pub async fn fail(&self, i: FailInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::fail(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let id = self.task(i.task)?;
         json(&service.fail(&id, &actor, &i.reason).await?)
     }
 
     pub async fn decide(&self, i: DecideInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::decide(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let new = NewDecision {
             task_id: i.task,
@@ -271,6 +359,9 @@ impl Board {
     /// An approved decision is the result; a rejected one is a conflict, as
     /// `bb decision wait` exits 3.
     pub async fn decision_wait(&self, i: DecisionWaitInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::decision_wait(i)).await;
+        }
         let service = self.service()?;
         let timeout = Duration::from_secs(i.timeout_secs.unwrap_or(300));
         let d = service.wait_decision(i.id, timeout).await?;
@@ -281,6 +372,9 @@ impl Board {
     }
 
     pub async fn experience_add(&self, i: ExperienceAddInput) -> Outcome {
+        if let Some(api) = &self.daemon {
+            return through_daemon::call(api, through_daemon::experience_add(i)).await;
+        }
         let (service, actor) = self.actor(i.agent.as_deref()).await?;
         let new = NewExperience {
             task_id: i.task.or_else(|| self.task.clone()),

@@ -21,9 +21,13 @@
 //! --json` prints for the same verb.
 //!
 //! The tools hold no rule: each hands its input to [`board::Board`], which
-//! calls the service verb.
+//! calls the service verb — or, inside a sandboxed run (`MOZI_API` set: the
+//! database is hidden there), sends the same verb's `moziplus bb` command
+//! line to the daemon with the run's key ([`through_daemon`]), the path
+//! `moziplus bb` takes there too: the same results, kinds and messages.
 
 mod board;
+mod through_daemon;
 
 use rmcp::handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters};
 use rmcp::model::{
@@ -48,13 +52,6 @@ pub struct McpArgs {}
 
 /// Serves the tools on stdin/stdout until the client closes the stream.
 pub async fn run(home: &Home, _args: McpArgs) -> anyhow::Result<()> {
-    // Inside a sandbox (`runtime::sandbox`) the database is hidden; the
-    // board is reached through the daemon, which `moziplus bb` does.
-    if std::env::var_os("MOZI_API").is_some_and(|v| !v.is_empty()) {
-        anyhow::bail!(
-            "the board's MCP tools are not served inside a sandboxed run (MOZI_API is set): use `moziplus bb`, which reaches the board through the daemon"
-        );
-    }
     let board = Board::open(home).await;
     let running = Server::new(board.clone())
         .serve(rmcp::transport::stdio_pipes())

@@ -143,6 +143,8 @@ struct Prepared {
     launch: Launch,
     log: std::fs::File,
     workspace: TaskWorkspace,
+    /// What the run may touch and reach, kept with its session.
+    sandbox: crate::wire::RunSandbox,
 }
 
 /// Why a run could not be prepared: the message, and whether it is the
@@ -170,11 +172,11 @@ pub async fn start_run(
 ) {
     let plan = RunPlan::new(d, bb, task, agent);
     let prepared = prepare(d, bb, task, agent, kind, timeout_secs, &plan).await;
-    let command = match &prepared {
-        Ok(p) => p.launch.command_line(),
-        Err(_) => plan.runtime_name.to_string(),
+    let (command, sandbox) = match &prepared {
+        Ok(p) => (p.launch.command_line(), Some(&p.sandbox)),
+        Err(_) => (plan.runtime_name.to_string(), None),
     };
-    if !record_session(d, bb, task, agent, kind, &plan, command).await {
+    if !record_session(d, bb, task, agent, kind, &plan, command, sandbox).await {
         if let Ok(p) = &prepared {
             clean_up_run(d, &p.workspace, &plan.tmpdir).await;
         }
@@ -273,7 +275,7 @@ async fn prepare(
                 }
             })?;
         let log = write_run_files(plan, &brief).await?;
-        let launch = launch(
+        let (launch, sandbox) = launch(
             d,
             task,
             agent,
@@ -284,10 +286,27 @@ async fn prepare(
             &brief,
             &workspace,
         )?;
+        let sandbox = match sandbox {
+            Some(sb) => {
+                // The run's log starts with what the run may touch and reach.
+                append_to_log(
+                    &log,
+                    &plan.session_id,
+                    &format!("[mozi:sandbox] {}\n", sb.describe()),
+                )
+                .await;
+                run_sandbox(&sb)
+            }
+            None => crate::wire::RunSandbox::unsandboxed(match agent.permissions {
+                Permissions::Full => crate::wire::RunMode::Full,
+                _ => crate::wire::RunMode::Workspace,
+            }),
+        };
         Ok(Prepared {
             launch,
             log,
             workspace: workspace.clone(),
+            sandbox,
         })
     }
     .await;
@@ -324,9 +343,37 @@ async fn write_run_files(plan: &RunPlan, brief: &str) -> Result<std::fs::File, N
     })
 }
 
+/// Appends `line` to the run's log off the runtime thread (`tokio::fs`);
+/// a failure is only logged.
+async fn append_to_log(log: &std::fs::File, session_id: &str, line: &str) {
+    use tokio::io::AsyncWriteExt;
+    let written = async {
+        let mut f = tokio::fs::File::from_std(log.try_clone()?);
+        f.write_all(line.as_bytes()).await?;
+        f.flush().await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(session = session_id, error = %e, "cannot write the sandbox line in the run's log");
+    }
+}
+
+/// The sandbox as the session's detail shows it.
+fn run_sandbox(sb: &crate::runtime::sandbox::SandboxPlan) -> crate::wire::RunSandbox {
+    let paths = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect();
+    crate::wire::RunSandbox {
+        mode: crate::wire::RunMode::Sandbox,
+        is_unsafe: false,
+        read_write: paths(&sb.read_write),
+        read_only: paths(&sb.read_only),
+        network: Some(sb.inside_addr()),
+        allow_hosts: sb.allow_hosts.clone(),
+    }
+}
+
 /// The runtime's launch (`Adapter::prepare`), started in the task's
 /// workspace with the run's own `TMPDIR` (unless the agent's `env:` sets
-/// one) and `MOZI_WORKSPACE`.
+/// one) and `MOZI_WORKSPACE`; with the sandbox's plan when it runs in one.
 #[allow(clippy::too_many_arguments)]
 fn launch(
     d: &Daemon,
@@ -338,7 +385,7 @@ fn launch(
     plan: &RunPlan,
     brief: &str,
     workspace: &TaskWorkspace,
-) -> Result<Launch, NotPrepared> {
+) -> Result<(Launch, Option<crate::runtime::sandbox::SandboxPlan>), NotPrepared> {
     let gateway = format!("http://{}", d.config().server.bind);
     let ctx = RunContext {
         agent,
@@ -372,9 +419,10 @@ fn launch(
         workspace.path.display().to_string(),
     );
     if agent.permissions == Permissions::Sandbox {
-        launch = sandboxed(d, agent, adapter, plan, workspace, launch)?;
+        let (wrapped, sb) = sandboxed(d, agent, adapter, plan, workspace, launch)?;
+        return Ok((wrapped, Some(sb)));
     }
-    Ok(launch)
+    Ok((launch, None))
 }
 
 /// `permissions: sandbox`: the launch inside bubblewrap
@@ -387,7 +435,7 @@ fn sandboxed(
     plan: &RunPlan,
     workspace: &TaskWorkspace,
     launch: Launch,
-) -> Result<Launch, NotPrepared> {
+) -> Result<(Launch, crate::runtime::sandbox::SandboxPlan), NotPrepared> {
     use crate::runtime::sandbox;
     let bwrap = d.sandbox().map_err(|why| NotPrepared {
         why: format!("agent {} has permissions: sandbox, and {why}", agent.id),
@@ -409,16 +457,8 @@ fn sandboxed(
         });
     }
     let sb = sandbox_plan(d, adapter, plan, workspace, &launch);
-    // The run's log starts with what the run may touch and reach.
-    let line = format!("[mozi:sandbox] {}\n", sb.describe());
-    let written = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&plan.log_path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, line.as_bytes()));
-    if let Err(e) = written {
-        tracing::warn!(session = plan.session_id, error = %e, "cannot write the sandbox line in the run's log");
-    }
-    Ok(sandbox::wrap(launch, &sb, bwrap, d.exe()))
+    let wrapped = sandbox::wrap(launch, &sb, bwrap, d.exe());
+    Ok((wrapped, sb))
 }
 
 /// What one sandboxed run sees (`runtime::sandbox::SandboxPlan`).
@@ -475,6 +515,7 @@ fn sandbox_plan(
 /// The session row. `false` when it cannot be written: the task goes back
 /// (same round) and the agent is held, since the blackboard is the
 /// problem, not the agent.
+#[allow(clippy::too_many_arguments)]
 async fn record_session(
     d: &Daemon,
     bb: &Blackboard,
@@ -483,6 +524,7 @@ async fn record_session(
     kind: RunKind,
     plan: &RunPlan,
     command: String,
+    sandbox: Option<&crate::wire::RunSandbox>,
 ) -> bool {
     let session = bb
         .create_session(&NewSession {
@@ -492,6 +534,7 @@ async fn record_session(
             token: plan.token.clone(),
             command,
             log_path: Some(plan.log_path.display().to_string()),
+            sandbox: sandbox.and_then(|s| serde_json::to_value(s).ok()),
         })
         .await;
     let Err(e) = session else { return true };
@@ -584,6 +627,7 @@ async fn hand_to_supervisor(
         launch,
         log,
         workspace,
+        ..
     } = p;
     let project = plan.project;
     let session_id = plan.session_id;

@@ -1,0 +1,5 @@
+-- What each run could touch and reach, as the daemon started it (JSON,
+-- `wire::RunSandbox`): its permissions mode and, inside a sandbox, the
+-- folders it may change and read, its network and the allowed hosts.
+-- NULL for runs recorded before this column.
+ALTER TABLE session ADD COLUMN sandbox TEXT;
