@@ -67,7 +67,7 @@ for v in $(env | grep -o '^MOZI_[A-Za-z0-9_]*' || true); do unset "$v"; done
 
 "$BIN" --home "$HOMEDIR" project create --id bench --name "Benchmark" >/dev/null
 
-# 10,000 pending tasks consistent with migrations/0001_blackboard.sql, each
+# 10,000 pending tasks consistent with crates/store/migrations/0001_blackboard.sql, each
 # with its task.created event as the store would write it.
 NOW_MS="$(($(date +%s) * 1000))"
 sqlite3 "$DB" <<SQL
@@ -93,7 +93,7 @@ cp "$DB" "$DB_SQLITE"
 cp "$DB" "$DB_PY"
 
 NOW_SQL="CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
-# The statement moziplus' claim_task runs (src/blackboard/tasks.rs), as text;
+# The statement moziplus' claim_task runs (crates/store/src/tasks.rs), as text;
 # ID is replaced per command.
 claim_sql() {
     local id="$1"

@@ -139,7 +139,7 @@ async fn gateway(port: &str, upstream: &str) {
     // As in the daemon: a Prometheus recorder is installed, so metric
     // recording is part of the measured cost.
     let _metrics = moziplus::gateway::install_prometheus_recorder().expect("recorder");
-    let gw = Gateway::new(cfg, Arc::new(NoopHooks)).expect("gateway");
+    let gw = Gateway::new(cfg, Arc::new(NoopHooks), moziplus::secrets::env_var).expect("gateway");
     // As `moziplus serve` does: TCP_NODELAY on accepted connections.
     // `GW_NODELAY=0` leaves Nagle on, for an A/B of what it costs the tail.
     let nodelay = std::env::var("GW_NODELAY").map_or(true, |v| v != "0");
@@ -247,7 +247,7 @@ home: {day: {usd: 1000000}}
             Arc::new(moziplus::blackboard::SystemClock),
         ),
     };
-    let gw = Gateway::new(cfg, Arc::new(hooks)).expect("gateway");
+    let gw = Gateway::new(cfg, Arc::new(hooks), moziplus::secrets::env_var).expect("gateway");
     let listener = tokio::net::TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
         .expect("bind gateway")

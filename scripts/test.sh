@@ -105,4 +105,6 @@ if ! "$MCP_VENV/bin/python" -c 'import importlib.metadata as m; assert m.version
 fi
 export MOZI_TEST_MCP_PYTHON="$PWD/$MCP_VENV/bin/python"
 
-cargo test --locked "$@"
+# --workspace: the crates under crates/ (store, gateway, locks) too; a
+# `--test NAME` or `--lib` still selects as before, across the workspace.
+cargo test --locked --workspace "$@"

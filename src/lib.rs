@@ -1,13 +1,17 @@
 //! moziplus — a multi-agent orchestration daemon.
 //!
-//! The crate is cut along the product's seams (see `docs/ARCHITECTURE.md`):
+//! The crate is cut along the product's seams (see `docs/ARCHITECTURE.md`).
+//! Three of them are workspace crates under `crates/`, re-exported here under
+//! their module names so Cargo holds their boundaries: [`blackboard`]
+//! (`moziplus-store`), [`gateway`] (`moziplus-gateway`) and [`locks`]
+//! (`moziplus-locks`).
 //!
 //! * [`home`] — where everything lives on disk (`$MOZI_HOME`).
 //! * [`config`] — layered, strictly validated configuration.
 //! * [`blackboard`] — one SQLite blackboard per project: tasks, their lifecycle,
 //!   and every record agents and the daemon write.
 //! * [`wire`] — the JSON and OpenAPI shape of the board's records (the store's
-//!   model carries no serde).
+//!   model derives no serde).
 //! * [`service`] — the project service: who may do what on a blackboard
 //!   (identities, allowed agents, leases, holders, decisions, artifacts),
 //!   called by every front door.
@@ -18,6 +22,7 @@
 //! * [`daemon`] — the ticker, inbox consumer, agent runs and their supervision.
 //! * [`gateway`] — the OpenAI-compatible LLM gateway (`/v1`): NVIDIA rate limiter,
 //!   priority queue, circuit breaker, fallback.
+//! * [`locks`] — the one lock policy: a poisoned lock is used as it is.
 //! * [`http`] — the axum server: health, status, control, metrics.
 //! * [`dashboard`] — the embedded web dashboard, served for `/` and the app's routes.
 //! * [`cli`] — the `moziplus` command line (admin and agent CLIs).
@@ -29,17 +34,17 @@
 
 pub mod api;
 pub mod backup;
-pub mod blackboard;
+pub use moziplus_store as blackboard;
 pub mod brief;
 pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dashboard;
-pub mod gateway;
+pub use moziplus_gateway as gateway;
 pub mod home;
 pub mod http;
 pub mod inbox;
-pub mod locks;
+pub use moziplus_locks as locks;
 pub mod registry;
 pub mod review;
 pub mod runtime;

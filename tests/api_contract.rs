@@ -760,7 +760,7 @@ async fn bearer_token_guards_every_write_and_leaves_reads_open() {
 }
 
 /// Paths registered with `.route("…")` or `#[utoipa::path(…, path = "…")]`
-/// anywhere in the sources.
+/// anywhere in the sources (`src/` and `crates/`).
 fn routes_in_sources() -> BTreeSet<String> {
     fn walk(dir: &std::path::Path, out: &mut BTreeSet<String>) {
         for e in std::fs::read_dir(dir).unwrap().flatten() {
@@ -789,10 +789,10 @@ fn routes_in_sources() -> BTreeSet<String> {
         }
     }
     let mut out = BTreeSet::new();
-    walk(
-        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
-        &mut out,
-    );
+    // The main crate and the workspace crates (the gateway's routes).
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    walk(&repo.join("src"), &mut out);
+    walk(&repo.join("crates"), &mut out);
     out
 }
 

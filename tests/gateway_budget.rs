@@ -88,7 +88,7 @@ async fn rig(home: TestHome, budgets: &str) -> Rig {
         output: 2.0,
         cached_input: None,
     }];
-    let gateway = Gateway::new(cfg, hooks.clone()).expect("gateway");
+    let gateway = Gateway::new(cfg, hooks.clone(), moziplus::secrets::env_var).expect("gateway");
     let url = harness::serve(&gateway).await;
     daemon.set_gateway(gateway);
     Rig {

@@ -89,7 +89,12 @@ fn every_usage_reported_concurrently_is_booked_after_a_graceful_shutdown() {
             }
         }
         let hooks = DaemonHooks::new(daemon.clone());
-        let gateway = Gateway::new(GatewayConfig::default(), hooks.clone()).expect("gateway");
+        let gateway = Gateway::new(
+            GatewayConfig::default(),
+            hooks.clone(),
+            moziplus::secrets::env_var,
+        )
+        .expect("gateway");
         daemon.set_gateway(gateway);
 
         // Report i of reporter r books (1 prompt, r + 1 completion) tokens
@@ -265,7 +270,8 @@ fn each_response_is_priced_from_the_usage_the_gateway_saw_and_the_cli_cost_stays
             price("paid/*", 1.0, 4.0, None),
             price("nvidia/*", 0.0, 0.0, None),
         ];
-        let gateway = Gateway::new(cfg, hooks.clone()).expect("gateway");
+        let gateway =
+            Gateway::new(cfg, hooks.clone(), moziplus::secrets::env_var).expect("gateway");
         let url = harness::serve(&gateway).await;
         daemon.set_gateway(gateway.clone());
 

@@ -866,7 +866,7 @@ fn a_database_at_schema_version_two_gets_the_later_migrations() {
     for f in ["0001_blackboard.sql", "0002_inbox_applied.sql"] {
         std::fs::copy(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("migrations")
+                .join("crates/store/migrations")
                 .join(f),
             old.join(f),
         )

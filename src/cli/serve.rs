@@ -121,6 +121,7 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     let gateway = crate::gateway::Gateway::new(
         gateway_config,
         crate::daemon::gateway_hooks::DaemonHooks::new(daemon.clone()),
+        crate::secrets::env_var,
     )
     .map_err(|e| anyhow::anyhow!("gateway: `{}` {}", e.key, e.reason))?;
     daemon.set_gateway(gateway);

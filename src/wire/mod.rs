@@ -6,15 +6,16 @@
 //! record here has the same name and fields as its `blackboard` twin (so the
 //! OpenAPI schema names stay `Task`, `Comment`, …) and converts from it with
 //! `From`; times are stored as milliseconds and shown as RFC 3339. The
-//! vocabulary enums keep their blackboard type and get their serde form and
-//! schema in [`vocabulary`]. A front door converts at the door:
+//! vocabulary enums keep their blackboard type; their serde form and schema
+//! are written in the store crate (`crates/store/src/vocabulary.rs`, its
+//! `wire` feature: Rust lets serde's and utoipa's traits be implemented for
+//! a type only in the type's crate). A front door converts at the door:
 //! `Json(wire::Task::from(task))`.
 
 pub mod budgets;
 mod sandbox;
 mod schedules;
 pub mod usage;
-mod vocabulary;
 mod waits;
 
 pub use sandbox::{RunMode, RunSandbox};

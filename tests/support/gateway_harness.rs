@@ -130,7 +130,8 @@ pub async fn serve(gateway: &Gateway) -> String {
 /// Build and serve a gateway with recording hooks.
 pub async fn start(cfg: GatewayConfig) -> (String, Gateway, Arc<RecordingHooks>) {
     let hooks = Arc::new(RecordingHooks::default());
-    let gateway = Gateway::with_jitter_seed(cfg, hooks.clone(), 7).expect("valid test config");
+    let gateway = Gateway::with_jitter_seed(cfg, hooks.clone(), moziplus::secrets::env_var, 7)
+        .expect("valid test config");
     let url = serve(&gateway).await;
     (url, gateway, hooks)
 }
