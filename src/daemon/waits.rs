@@ -169,13 +169,10 @@ pub async fn stuck(proj: &OpenProject, side: &DaemonSide) -> BTreeMap<String, Ve
             return BTreeMap::new();
         }
     };
-    proj.service
-        .waits(&tasks, side)
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!(project = %proj.id, error = %e, "cannot judge the stuck tasks");
-            BTreeMap::new()
-        })
+    proj.service.waits(&tasks, side).await.unwrap_or_else(|e| {
+        tracing::warn!(project = %proj.id, error = %e, "cannot judge the stuck tasks");
+        BTreeMap::new()
+    })
 }
 
 /// `stuck` as the alert's text: `; T-0002 waits for: …; T-0003 …`.
