@@ -160,7 +160,7 @@ async fn an_expired_lease_returns_the_task_to_pending_with_the_next_round() {
     // Nothing left to expire; the task is ready again for anyone.
     assert!(b.service().expire_leases().await.unwrap().is_empty());
     let ready: Vec<String> =
-        b.bb.ready_tasks(10)
+        b.bb.ready_tasks(10, 0)
             .await
             .unwrap()
             .into_iter()
@@ -338,7 +338,7 @@ async fn a_heartbeat_extends_the_lease() {
 }
 
 async fn ready_ids(bb: &Blackboard, limit: i64) -> Vec<String> {
-    bb.ready_tasks(limit)
+    bb.ready_tasks(limit, 0)
         .await
         .unwrap()
         .into_iter()

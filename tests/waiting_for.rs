@@ -397,10 +397,10 @@ fn the_retry_backoff_ends_when_it_says() {
     assert_eq!(ended[0]["fields"]["outcome"], "failed", "{}", ended[0]);
 }
 
-/// A tick looks at a bounded number of ready tasks (four per run slot and
-/// 16 more, here 24). Those behind that window still say why they wait, in the
-/// API, `bb list` and `bb read`: before, the daemon published nothing for
-/// them and they read as ready.
+/// A tick reads ready tasks in pages (four per run slot and 16 more, here
+/// 24), and while run slots stay free up to four pages (96). Those behind
+/// them still say why they wait, in the API, `bb list` and `bb read`:
+/// before, the daemon published nothing for them and they read as ready.
 #[test]
 fn ready_tasks_beyond_the_ticks_window_still_say_why() {
     let h = TestHome::with_config(
@@ -417,14 +417,14 @@ fn ready_tasks_beyond_the_ticks_window_still_say_why() {
     )
     .unwrap();
     h.create_project("p");
-    // One runs; 24 fill the window (the busy agent); the last is behind it.
-    let ids: Vec<String> = (0..26)
+    // One runs; 96 fill the four pages (the busy agent); the last is behind.
+    let ids: Vec<String> = (0..98)
         .map(|n| h.create_task("p", &format!("slow {n}"), &["--kind", "slow"]))
         .collect();
     let last = ids.last().unwrap().clone();
     let d = Daemon::start(&h);
-    // Once one runs, the window holds the next 24: the 25th waits for the
-    // busy agent, the 26th behind the window (before: nothing at all).
+    // Once one runs, the pages hold the next 96: the 97th waits for the
+    // busy agent, the 98th behind them (before: nothing at all).
     let in_window = ids[ids.len() - 2].clone();
     wait_for(
         Duration::from_secs(30),
@@ -436,21 +436,60 @@ fn ready_tasks_beyond_the_ticks_window_still_say_why() {
     );
     assert_eq!(
         has(&reasons(&api_task(&d, &last)), "queue").as_deref(),
-        Some("its turn: the daemon looks at the 24 most urgent ready tasks each tick, and this one is behind them")
+        Some("its turn: the daemon looks at the 96 most urgent ready tasks each tick, and this one is behind them")
     );
-    let table = h.bb_ok("p", &["list", "--status", "pending"]);
+    let table = h.bb_ok("p", &["list", "--status", "pending", "--limit", "200"]);
     let row = table
         .lines()
         .find(|l| l.starts_with(last.as_str()))
         .unwrap_or_else(|| panic!("{last} in {table}"));
     assert!(
-        row.contains("its turn: the daemon looks at the 24"),
+        row.contains("its turn: the daemon looks at the 96"),
         "{table}"
     );
-    let summary = h.bb_ok("p", &["read", "--limit", "30"]);
+    let summary = h.bb_ok("p", &["read", "--limit", "100"]);
     assert!(
         summary_reason(&summary, &last).starts_with("waiting for: its turn: "),
         "{summary}"
+    );
+    d.stop();
+}
+
+/// A task behind a full page of ready tasks that cannot start (their one
+/// agent busy) starts when a slot and its own agent are free: the tick
+/// reads the next page. Before, the tick read only the first page, and the
+/// task waited as long as the page's tasks did — here for ever.
+#[test]
+fn a_task_behind_a_page_of_tasks_that_cannot_start_still_runs() {
+    let h = TestHome::with_config(
+        "daemon:\n  tick_interval: 1\n  task_timeout: 120\n  kill_grace: 1\n  max_global_agents: 2\n  max_per_agent: 1\n",
+        "",
+    );
+    let stuck = h.script("stuck.sh", STUCK_AGENT);
+    let quick = h.script(
+        "quick.sh",
+        "#!/bin/bash\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
+    );
+    std::fs::write(
+        h.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: slow\n    runtime: command\n    kinds: [slow]\n    command: [\"{}\"]\n  - id: quick\n    runtime: command\n    kinds: [quick]\n    command: [\"{}\"]\n",
+            stuck.display(),
+            quick.display()
+        ),
+    )
+    .unwrap();
+    h.create_project("p");
+    // One slow task runs; the next 24 fill the first page and wait for it.
+    for n in 0..26 {
+        h.create_task("p", &format!("slow {n}"), &["--kind", "slow"]);
+    }
+    let behind = h.create_task("p", "quick one", &["--kind", "quick"]);
+    let d = Daemon::start(&h);
+    wait_for(
+        Duration::from_secs(30),
+        "the task behind the page done",
+        || api_task(&d, &behind)["status"] == "done",
     );
     d.stop();
 }

@@ -342,14 +342,17 @@ impl Blackboard {
     }
 
     /// Ready tasks (pending, dependencies done, not-before passed), most
-    /// urgent first then oldest — the scheduler's input.
-    pub async fn ready_tasks(&self, limit: i64) -> BbResult<Vec<Task>> {
+    /// urgent first then oldest — the scheduler's input: `limit` of them,
+    /// after the first `skip` (a tick reads the next page when the first
+    /// page's tasks could not start).
+    pub async fn ready_tasks(&self, limit: i64, skip: i64) -> BbResult<Vec<Task>> {
         let rows = sqlx::query(&format!(
             "SELECT {TASK_COLUMNS} FROM task t WHERE {READY_CONDITION}
-             ORDER BY t.priority, t.seq LIMIT ?2"
+             ORDER BY t.priority, t.seq LIMIT ?2 OFFSET ?3"
         ))
         .bind(self.now())
         .bind(limit)
+        .bind(skip)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(task_from_row).collect()

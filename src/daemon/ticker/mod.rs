@@ -12,6 +12,7 @@
 pub mod choose;
 mod reviews;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,9 +221,7 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     let reserved = d.config().daemon.reserved_urgent_slots as usize;
     if probe.open > 0 && run_counts(d).0 < max_global + reserved && !d.is_shutting_down() {
         let window = (max_global as i64) * 4 + 16;
-        let ready = bb.ready_tasks(window).await?;
-        // A full window may leave ready tasks unseen: they wait behind it.
-        let beyond = ready.len() as i64 >= window;
+        let ready = bb.ready_tasks(window, 0).await?;
         metrics::gauge!("moziplus_ready_tasks", "project" => project.to_string())
             .set(ready.len() as f64);
         // Claim → session row → spawn → supervision is one step that the
@@ -231,11 +230,12 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
         // with no run, or an agent nobody supervised. So the step runs in its
         // own task; the tick waits for it, and if the tick is cancelled the
         // step still finishes (holding the schedule lock until it has).
-        let judged = tokio::spawn(start_ready(d.clone(), proj.clone(), ready)).await??;
-        let unjudged = if beyond {
-            crate::daemon::waits::beyond_the_window(&judged, window as usize)
-        } else {
-            Vec::new()
+        let (judged, looked_at) =
+            tokio::spawn(start_ready(d.clone(), proj.clone(), ready, window)).await??;
+        // Pages left unread leave ready tasks unseen: they wait behind them.
+        let unjudged = match looked_at {
+            LookedAt::All => Vec::new(),
+            LookedAt::First(n) => crate::daemon::waits::beyond_the_window(&judged, n),
         };
         d.waits()
             .publish(d.home(), d.ticker_paused(), project, judged, unjudged);
@@ -315,15 +315,106 @@ async fn detect_zombie(
     Ok(())
 }
 
+/// Pages of ready tasks one tick may read (each `window` tasks long) while
+/// run slots stay free: the tasks behind a page whose tasks cannot start
+/// (their agent busy, none takes their kind) must still get their turn.
+const READY_PAGES_PER_TICK: usize = 4;
+
+/// How many of the ready tasks a tick looked at.
+enum LookedAt {
+    All,
+    /// The first `n`; more were ready behind them.
+    First(usize),
+}
+
+/// What one tick's starts have counted so far, carried from page to page.
+struct Starting<'a> {
+    admission: super::admission::Admission<'a>,
+    admission_on: bool,
+    judged: Judged,
+    /// A task found no slot: the less urgent after it only get their reason.
+    no_slot: bool,
+    running: usize,
+    in_project: usize,
+    busy: HashMap<String, usize>,
+}
+
 /// Claims ready tasks for eligible agents and starts their runs, under the
 /// schedule lock (the limits are shared by every project). Runs in a task of
 /// its own: see step 3 of [`tick_project`]. Returns why each ready task it
-/// did not start waits.
+/// did not start waits, and how many it looked at: the first page is
+/// `first_page`; while slots stay free, up to [`READY_PAGES_PER_TICK`]
+/// pages of `window` tasks are read.
 async fn start_ready(
     d: Daemon,
     proj: OpenProject,
+    first_page: Vec<crate::blackboard::Task>,
+    window: i64,
+) -> Result<(Judged, LookedAt), TickError> {
+    let bb = proj.bb();
+    let project = proj.id.as_str();
+    let max_global = d.config().daemon.max_global_agents as usize;
+    let reserved = d.config().daemon.reserved_urgent_slots as usize;
+    let _guard = d.schedule_lock_owned().await;
+    let (running, per_project, busy) = run_counts(&d);
+    let admission_on = d.config().daemon.admission.enabled;
+    let live: Vec<super::runs::RunInfo> = if admission_on {
+        d.runs_lock().values().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    let mut st = Starting {
+        admission: super::admission::Admission::new(&d, &live),
+        admission_on,
+        judged: Judged::new(),
+        no_slot: false,
+        running,
+        in_project: *per_project.get(project).unwrap_or(&0),
+        busy,
+    };
+    let mut page = first_page;
+    let mut pages = 1;
+    let mut looked_at = 0;
+    let looked = loop {
+        let full = page.len() as i64 >= window;
+        looked_at += page.len();
+        start_page(&mut st, &d, &proj, page).await?;
+        if !full {
+            break LookedAt::All;
+        }
+        // Every slot taken, or enough read for one tick: the rest wait.
+        if st.no_slot
+            || st.running >= max_global + reserved
+            || pages >= READY_PAGES_PER_TICK
+            || d.is_shutting_down()
+        {
+            break LookedAt::First(looked_at);
+        }
+        page = bb.ready_tasks(window, looked_at as i64).await?;
+        pages += 1;
+    };
+    for held in st.admission.finish(project) {
+        tracing::info!(project, task = %held.task, reason = %held.reason, "task held for quota");
+        bb.record_event(
+            EventLevel::Attention,
+            "task.held",
+            Some(&held.task),
+            &Actor::daemon(),
+            json!({ "reason": held.reason, "lane": held.lane, "agent": held.agent }),
+        )
+        .await?;
+    }
+    Ok((st.judged, looked))
+}
+
+/// One page of ready tasks, most urgent first: each started, or given why
+/// it waits.
+async fn start_page(
+    st: &mut Starting<'_>,
+    d: &Daemon,
+    proj: &OpenProject,
     ready: Vec<crate::blackboard::Task>,
-) -> Result<Judged, TickError> {
+) -> Result<(), TickError> {
     let (bb, service) = (proj.bb(), &proj.service);
     let project = proj.id.as_str();
     let cfg = &proj.config.daemon;
@@ -336,18 +427,6 @@ async fn start_ready(
         .unwrap_or(max_global);
     let reserved = d.config().daemon.reserved_urgent_slots as usize;
     let reserve_for_high = d.config().daemon.reserve_for_high;
-    let _guard = d.schedule_lock_owned().await;
-    let (mut running, per_project, mut busy) = run_counts(&d);
-    let mut in_project = *per_project.get(project).unwrap_or(&0);
-    let admission_on = d.config().daemon.admission.enabled;
-    let live: Vec<super::runs::RunInfo> = if admission_on {
-        d.runs_lock().values().cloned().collect()
-    } else {
-        Vec::new()
-    };
-    let mut admission = super::admission::Admission::new(&d, &live);
-    let mut judged = Judged::new();
-    let mut no_slot = false;
     for task in ready {
         if d.is_shutting_down() {
             break;
@@ -357,21 +436,22 @@ async fn start_ready(
         let may_reserve = task.priority == crate::blackboard::Priority::Urgent
             || (reserve_for_high && task.priority == crate::blackboard::Priority::High);
         let extra = if may_reserve { reserved } else { 0 };
-        if no_slot || running >= max_global + extra || in_project >= project_cap + extra {
-            let (running, cap) = if running >= max_global + extra {
-                (running, max_global + extra)
+        if st.no_slot || st.running >= max_global + extra || st.in_project >= project_cap + extra {
+            let (running, cap) = if st.running >= max_global + extra {
+                (st.running, max_global + extra)
             } else {
-                (in_project, project_cap + extra)
+                (st.in_project, project_cap + extra)
             };
-            judged.insert(task.id.clone(), vec![WaitingFor::RunSlots { running, cap }]);
+            st.judged
+                .insert(task.id.clone(), vec![WaitingFor::RunSlots { running, cap }]);
             // The rest only get their reason (no more starts this tick).
-            no_slot = no_slot || !may_reserve;
+            st.no_slot = st.no_slot || !may_reserve;
             continue;
         }
         let team = Team {
             agents: &d.agents().agents,
             allowed: proj.settings.agents.as_deref(),
-            busy: &busy,
+            busy: &st.busy,
             max_per_agent: cfg.max_per_agent as usize,
             held: |agent: &str| d.runtime_health().held(project, agent, bb.now()),
         };
@@ -397,14 +477,16 @@ async fn start_ready(
             // Nobody at all: the board's reason says which (an unknown
             // assignee, a kind no agent takes).
             if !why.is_empty() {
-                judged.insert(task.id.clone(), why);
+                st.judged.insert(task.id.clone(), why);
             }
             continue;
         };
-        if admission_on {
-            if let super::admission::Verdict::Hold(reason) = admission.judge(bb, &task, agent).await
+        if st.admission_on {
+            if let super::admission::Verdict::Hold(reason) =
+                st.admission.judge(bb, &task, agent).await
             {
-                judged.insert(task.id.clone(), vec![WaitingFor::Quota(reason)]);
+                st.judged
+                    .insert(task.id.clone(), vec![WaitingFor::Quota(reason)]);
                 continue;
             }
         }
@@ -421,21 +503,10 @@ async fn start_ready(
             Err(e) if e.is_conflict() => continue,
             Err(e) => return Err(e.into()),
         };
-        start_run(&d, bb, &claimed, agent, RunKind::Work, timeout).await;
-        *busy.entry(agent.id.clone()).or_insert(0) += 1;
-        running += 1;
-        in_project += 1;
+        start_run(d, bb, &claimed, agent, RunKind::Work, timeout).await;
+        *st.busy.entry(agent.id.clone()).or_insert(0) += 1;
+        st.running += 1;
+        st.in_project += 1;
     }
-    for held in admission.finish(project) {
-        tracing::info!(project, task = %held.task, reason = %held.reason, "task held for quota");
-        bb.record_event(
-            EventLevel::Attention,
-            "task.held",
-            Some(&held.task),
-            &Actor::daemon(),
-            json!({ "reason": held.reason, "lane": held.lane, "agent": held.agent }),
-        )
-        .await?;
-    }
-    Ok(judged)
+    Ok(())
 }
