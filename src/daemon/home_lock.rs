@@ -175,7 +175,8 @@ mod tests {
     fn deleting_the_lock_file_does_not_free_the_home() {
         let dir = tempfile::tempdir().unwrap();
         let home = Home::new(dir.path());
-        let _first = HomeLock::acquire(&home).expect("first lock");
+        let first = HomeLock::acquire(&home).expect("first lock");
+        first.record(&home).expect("the PID recorded");
         let pid = std::fs::read_to_string(home.daemon_lock_file()).unwrap();
         assert_eq!(
             pid.trim(),
