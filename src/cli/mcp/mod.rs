@@ -27,6 +27,7 @@
 //! `moziplus bb` takes there too: the same results, kinds and messages.
 
 mod board;
+mod refusal;
 mod through_daemon;
 
 use rmcp::handler::server::{router::tool::ToolRouter, tool::ToolCallContext, wrapper::Parameters};
@@ -41,7 +42,8 @@ use rmcp::{ErrorData, RoleServer};
 use serde::Deserialize;
 use serde_json::json;
 
-pub use board::{Board, ErrorKind, Refusal};
+pub use board::Board;
+pub use refusal::{ErrorKind, Refusal};
 
 use crate::blackboard::{CommentType, Verdict};
 use crate::home::Home;

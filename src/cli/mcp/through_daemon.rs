@@ -16,7 +16,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::board::{ErrorKind, Refusal};
+use super::refusal::{ErrorKind, Refusal};
 use super::{
     CommentInput, DecideInput, DecisionWaitInput, ExperienceAddInput, FailInput, HeartbeatInput,
     OutputInput, ReadInput, ReviewInput, TaskInput,
@@ -227,7 +227,7 @@ pub async fn call(api: &str, call: BbCall) -> Result<Value, Refusal> {
                 )
             })?
             .map_err(|e| Refusal::new(ErrorKind::Error, e))?;
-    if answer.code == crate::cli::EXIT_OK {
+    if answer.code == crate::cli::output::EXIT_OK {
         return serde_json::from_str(&answer.stdout).map_err(|e| {
             Refusal::new(
                 ErrorKind::Error,
@@ -240,8 +240,8 @@ pub async fn call(api: &str, call: BbCall) -> Result<Value, Refusal> {
         answer.code,
     ) {
         (Some(kind), _) => kind,
-        (None, crate::cli::EXIT_CONFLICT) => ErrorKind::Conflict,
-        (None, crate::cli::EXIT_USAGE) => ErrorKind::Invalid,
+        (None, crate::cli::output::EXIT_CONFLICT) => ErrorKind::Conflict,
+        (None, crate::cli::output::EXIT_USAGE) => ErrorKind::Invalid,
         (None, _) => ErrorKind::Error,
     };
     let message = answer.stderr.trim();
