@@ -219,3 +219,79 @@ fn pause_and_resume_reach_the_running_daemon() {
         ],
     );
 }
+
+/// `moziplus logs T-n --follow` prints what the run has written, keeps
+/// printing what it writes next, and exits by itself (0) when the run ends.
+#[test]
+fn logs_follow_prints_the_run_as_it_writes_and_ends_with_it() {
+    use std::io::BufRead;
+    let h = TestHome::with_config("daemon:\n  tick_interval: 1\n", "");
+    let script = h.script(
+        "talk.sh",
+        "#!/bin/bash\necho 'first line'\nwhile [ ! -e \"$MOZI_HOME/go-on\" ]; do sleep 0.1; done\necho 'second line'\nexec \"$MOZI_BIN\" bb done \"$MOZI_TASK\"\n",
+    );
+    std::fs::write(
+        h.path().join("config/agents.yaml"),
+        format!(
+            "agents:\n  - id: w\n    runtime: command\n    command: [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    h.create_project("p");
+    let task = h.create_task("p", "talk", &[]);
+    let d = Daemon::start(&h);
+    wait_for(Duration::from_secs(30), "the run", || {
+        h.bb_ok("p", &["read", &task]).contains("working")
+    });
+    let mut follow = h
+        .command()
+        .args(["logs", &task, "-p", "p", "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = |want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains(want) => return,
+                Ok(_) => {}
+                Err(e) => panic!("no {want:?} from logs --follow: {e}"),
+            }
+        }
+    };
+    until("first line");
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "logs --follow ended while the run goes on"
+    );
+    std::fs::write(h.path().join("go-on"), "").unwrap();
+    until("second line");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = follow.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logs --follow did not end with the run"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(h.bb_ok("p", &["read", &task]).contains("done"));
+    assert!(d.stop().success());
+}

@@ -116,14 +116,24 @@ struct Serve {
     child: Option<Child>,
     port: u16,
     demo: bool,
+    env: Vec<(String, String)>,
 }
 
 impl Serve {
     fn start(home: &TestHome, port: u16, demo: bool) -> Serve {
+        Serve::start_env(home, port, demo, &[])
+    }
+
+    /// [`Serve::start`] with extra environment variables (a provider's key).
+    fn start_env(home: &TestHome, port: u16, demo: bool, env: &[(&str, &str)]) -> Serve {
         let mut s = Serve {
             child: None,
             port,
             demo,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         s.spawn(home);
         s
@@ -136,6 +146,7 @@ impl Serve {
             .open(home.path().join("daemon.log"))
             .unwrap();
         let mut cmd = home.command();
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.args(["serve", "--bind", &format!("127.0.0.1:{}", self.port)]);
         if self.demo {
             cmd.arg("--demo");
@@ -450,6 +461,33 @@ fn a_held_back_task_says_why_on_its_card() {
     let mut serve = Serve::start(&home, free_port(), false);
     run_script(&tools, &home, &mut serve, "waiting_reason.mjs", "live");
     let shot = screenshot_dir().join("waiting-reason-held-back.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
+}
+
+/// Issue 26, item 3: a provider outage shows on the overview, not only on
+/// the Gateway tab. The provider `down` points at a port nothing listens on
+/// (it stands in for an unreachable NVIDIA); two failed calls open its
+/// breaker, and the overview's banner names it with the breaker's reason.
+#[test]
+fn an_open_breaker_shows_on_the_overview() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let refused = free_port();
+    let home = TestHome::with_config(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  breaker: {{ failure_threshold: 2, open_seconds: 600 }}\n  retry: {{ max_retries: 0 }}\n  providers:\n    - name: down\n      base_url: http://127.0.0.1:{refused}/v1\n      api_key_env: DOWN_TEST_KEY\n"
+        ),
+        "",
+    );
+    home.create_project("live");
+    let mut serve = Serve::start_env(&home, free_port(), false, &[("DOWN_TEST_KEY", "k")]);
+    run_script(&tools, &home, &mut serve, "provider_down.mjs", "live");
+    serve.stop();
+    let shot = screenshot_dir().join("overview-provider-down.png");
     assert!(
         std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
         "the screenshot {} was written",

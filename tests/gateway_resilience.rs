@@ -67,7 +67,7 @@ async fn persistent_upstream_429_is_reported_as_upstream_limit() {
     let fake = FakeUpstream::start().await;
     let mut cfg = config(vec![provider("nv", &fake.base_url, true)]);
     cfg.retry.max_retries = 1;
-    let (url, _gw, _) = start(cfg).await;
+    let (url, gw, _) = start(cfg).await;
     let (status, retry_after, source, body) =
         error_of(post_json(&chat_url(&url), &chat("nv/status-429", "x"), &[]).await).await;
     assert_eq!(
@@ -89,6 +89,20 @@ async fn persistent_upstream_429_is_reported_as_upstream_limit() {
         400
     );
     assert_eq!(fake.state.hits_for("status-400"), 1);
+    // The status counts what happened (issue 26: errors read 0 while the
+    // gateway retried): two requests, one retry, two errors, none ok.
+    let counted = gw
+        .status()
+        .providers
+        .into_iter()
+        .find(|p| p.name == "nv")
+        .expect("provider nv in the status")
+        .requests;
+    assert_eq!(
+        (counted.total, counted.ok, counted.errors, counted.retries),
+        (2, 0, 2, 1),
+        "{counted:?}"
+    );
 }
 
 fn breaker_config(primary: &str, backup: &str) -> GatewayConfig {

@@ -104,12 +104,14 @@ export function useThrottled(key: string, ms = 400): string {
 }
 
 /** Re-renders every `ms` so relative times stay true. */
-export function useClock(ms = 5000) {
-  const [, set] = useState(0);
+/** Re-renders every `ms`; returns how many times it has (a fetch key). */
+export function useClock(ms = 5000): number {
+  const [n, set] = useState(0);
   useEffect(() => {
     const t = window.setInterval(() => set((n) => n + 1), ms);
     return () => window.clearInterval(t);
   }, [ms]);
+  return n;
 }
 
 // ---- presentation ----

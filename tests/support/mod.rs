@@ -260,6 +260,20 @@ impl Daemon {
         wait_for(Duration::from_secs(30), "daemon /health", || {
             d.get("/health").is_some_and(|(c, _)| c == 200)
         });
+        // `/health` answers before the first tick has run; readiness needs
+        // one (`ticker_alive`). On a loaded host the first tick can come
+        // seconds later, and a test that read readiness at once saw 503.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let ticked = d
+                .get("/api/daemon/status")
+                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .is_some_and(|s| !s["last_tick"].is_null() || s["ticker_running"] == false);
+            if ticked {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         d
     }
 

@@ -10,8 +10,10 @@ export function Overview() {
   // Task counts, runs and open decisions change with these kinds; liveness
   // beats change none of them.
   const rev = useThrottled(useEventRev(changesOverview), 1000);
-  useClock(5000);
-  const status = useFetch(`s${rev}`, () => get<DaemonStatus>('/api/daemon/status'));
+  // The status (last tick, degraded) is read again every 5 s too: ticks
+  // write no event, and "last tick 31s ago" at a 1 s interval misled.
+  const clock = useClock(5000);
+  const status = useFetch(`s${rev}-${clock}`, () => get<DaemonStatus>('/api/daemon/status'));
   const sessions = useFetch(`x${rev}`, () => get<{ active: ActiveRun[] }>('/api/daemon/sessions'));
   const projects = useFetch(`p${rev}`, () =>
     get<{ projects: Project[] }>('/api/projects').then((r) => r.projects).catch(() => null),
@@ -189,7 +191,14 @@ export function Overview() {
 
 function changesOverview(ev: BbEvent): boolean {
   if (ACTIVITY.has(ev.kind)) return false;
-  return ev.kind.startsWith('task.') || ev.kind.startsWith('session.') || ev.kind.startsWith('decision.');
+  // `provider.degraded` / `provider.recovered` change the status's
+  // `degraded` list: the banner must follow without a reload.
+  return (
+    ev.kind.startsWith('task.') ||
+    ev.kind.startsWith('session.') ||
+    ev.kind.startsWith('decision.') ||
+    ev.kind.startsWith('provider.')
+  );
 }
 
 interface ProjectLine {
