@@ -13,7 +13,7 @@ use std::fmt;
 
 use super::team::{NeverStarts, TeamView};
 use super::{ProjectService, ServiceResult};
-use crate::blackboard::{rfc3339, BbError, Millis, Task, TaskLine, TaskStatus, WaitFacts};
+use crate::blackboard::{rfc3339, Millis, Task, TaskLine, TaskStatus, WaitFacts};
 use crate::wire::{DaemonWaits, ListedTask, Wait, WaitReason};
 
 /// One reason a task is not moving.
@@ -277,21 +277,15 @@ impl ProjectService {
 
     /// Why each of `ready` (the summary's ready tasks) waits, by id: ready
     /// by the board, a task may still wait for a team that cannot take it
-    /// or for the daemon. Each is read by its id (the summary's ready query
-    /// is not run twice); one gone since is left out.
+    /// or for the daemon. They are read by their ids in one query (the
+    /// summary's ready query is not run twice); one gone since is left out.
     pub async fn ready_waits(
         &self,
         ready: &[TaskLine],
         daemon: &DaemonSide,
     ) -> ServiceResult<BTreeMap<String, Vec<Wait>>> {
-        let mut tasks = Vec::with_capacity(ready.len());
-        for line in ready {
-            match self.bb.task(&line.id).await {
-                Ok(t) => tasks.push(t),
-                Err(BbError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let ids: Vec<&str> = ready.iter().map(|l| l.id.as_str()).collect();
+        let tasks = self.bb.tasks_by_ids(&ids).await?;
         self.waits(&tasks, daemon).await
     }
 
