@@ -1,4 +1,4 @@
-//! Online backups (SPEC §11): a `moziplus backup` child process taken while 8
+//! Online backups: a `moziplus backup` child process taken while 8
 //! writers commit as fast as they can yields a sound snapshot holding every row
 //! committed before it started, in a transactionally consistent state; `restore`
 //! brings exactly that state back; `--keep` prunes old snapshots.

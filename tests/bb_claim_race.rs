@@ -1,6 +1,6 @@
 //! 64 real `moziplus bb claim` processes race for one task, round after round.
 //!
-//! Proves SPEC §3 "claim is atomic: of any number of concurrent claimers exactly
+//! Proves "claim is atomic: of any number of concurrent claimers exactly
 //! one wins; the others get a clear 'already claimed by X' answer (exit code
 //! distinct from errors)" and that lock contention never surfaces to the user
 //! as `database is locked`.

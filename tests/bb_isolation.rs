@@ -1,4 +1,4 @@
-//! Physical isolation of projects (SPEC §1): one project's missing, garbage,
+//! Physical isolation of projects: one project's missing, garbage,
 //! locked or too-new `blackboard.db` never affects commands on another, and
 //! commands on the broken one fail with a message naming the file and what is
 //! wrong with it — without "repairing" it behind the user's back.

@@ -1,4 +1,4 @@
-//! The daemon's HTTP surface so far: status shape (SPEC §6), ticker control,
+//! The daemon's HTTP surface so far: status shape, ticker control,
 //! sessions, health/readiness, metrics, and JSON errors for unknown routes.
 
 mod support;

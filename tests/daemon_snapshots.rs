@@ -1,4 +1,4 @@
-//! Automatic online snapshots (SPEC §11): the daemon snapshots every project
+//! Automatic online snapshots: the daemon snapshots every project
 //! soon after it starts when none is recent, keeps to `backup.keep`, does not
 //! snapshot again after a restart within the interval, and `interval_minutes:
 //! 0` turns it off. The snapshots are real databases holding the rows.

@@ -1,4 +1,4 @@
-//! Experiences → distill task → skill (SPEC §9).
+//! Experiences → distill task → skill.
 //!
 //! Library level on a `ManualClock`: exactly one distill task per tag under
 //! concurrent creators on two connections pools (two daemons) and across a

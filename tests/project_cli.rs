@@ -1,4 +1,4 @@
-//! The admin CLI (SPEC §4): `project create|list|show|archive|restore` and
+//! The admin CLI: `project create|list|show|archive|restore` and
 //! `doctor`, through the real binary on a throw-away home.
 
 mod support;
