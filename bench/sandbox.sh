@@ -10,8 +10,12 @@
 # socket: the database is hidden) and prints that too; both go to the
 # session log (stderr), read after the run.
 #
+# PERMS=workspace runs the same agent unsandboxed (its `bb done` then opens
+# the database itself), for the cost of the sandbox alone.
+#
 #   bench/sandbox.sh [path/to/moziplus] [N]
 set -euo pipefail
+PERMS=${PERMS:-sandbox}
 BIN=${1:-target/release/moziplus}
 N=${2:-20}
 BIN=$(readlink -f "$BIN")
@@ -29,7 +33,7 @@ t1=$(date +%s%N)
 echo "BBDONE $((t1 - t0))" >&2
 EOF
 chmod +x "$HOME_DIR/agent.sh"
-printf 'agents:\n  - id: boxed\n    runtime: command\n    permissions: sandbox\n    command: ["%s"]\n' "$HOME_DIR/agent.sh" > "$HOME_DIR/config/agents.yaml"
+printf 'agents:\n  - id: boxed\n    runtime: command\n    permissions: %s\n    command: ["%s"]\n' "$PERMS" "$HOME_DIR/agent.sh" > "$HOME_DIR/config/agents.yaml"
 mz() { "$BIN" --home "$HOME_DIR" "$@"; }
 mz project create --id p --name p >/dev/null
 REPO="$HOME_DIR/projects/p/repo"
@@ -46,9 +50,9 @@ for _ in $(seq 600); do
   [ "$done_count" -ge "$N" ] && break
   sleep 0.5
 done
-python3 - "$DB" "$HOME_DIR" <<'EOF'
+python3 - "$DB" "$PERMS" <<'EOF'
 import glob, re, sqlite3, statistics, sys
-db, home = sys.argv[1], sys.argv[2]
+db, perms = sys.argv[1], sys.argv[2]
 con = sqlite3.connect(db)
 start, bbdone = [], []
 for task, claimed, log in con.execute(
@@ -64,7 +68,7 @@ def show(name, xs):
     xs.sort()
     print(f"  {name:<44} n={len(xs)} median {statistics.median(xs):7.2f} ms  "
           f"p95 {xs[int(round((len(xs)-1)*0.95))]:7.2f} ms  max {xs[-1]:7.2f} ms")
-print("sandbox: permissions: sandbox, command agent, git workspace")
-show("claim -> agent exec'd inside the sandbox", start)
-show("bb done through the daemon, from inside", bbdone)
+print(f"sandbox: permissions: {perms}, command agent, git workspace")
+show(f"claim -> agent exec'd ({perms})", start)
+show(f"bb done ({'through the daemon, from inside' if perms == 'sandbox' else 'on the database'})", bbdone)
 EOF

@@ -2,17 +2,17 @@
 //! sandboxed run (`runtime::sandbox`), later an agent on another host.
 //!
 //! The caller presents its run key (`Authorization: Bearer mozi-<token>`,
-//! as for the gateway); only a run in flight has one. The daemon runs
-//! `moziplus bb` for it with the run's own identity — project, task, agent,
-//! session and token taken from the daemon's record of the run, never from
-//! the request — so the same identity rules as a local `bb` apply: the
-//! session token is checked, `--agent` cannot name anyone else, and the
-//! project is the run's (a second `--project` or `--home` is a usage
-//! error). A file argument would be read on the daemon's side of the
+//! as for the gateway); only a run in flight has one. The daemon runs the
+//! `moziplus bb` command line itself, on the project's open blackboard
+//! (`daemon::board_calls`: the CLI's parser and verbs, no child process),
+//! with the run's own identity — project, task, agent, session and token
+//! taken from the daemon's record of the run, never from the request — so
+//! the same identity rules as a local `bb` apply: the session token is
+//! checked, `--agent` cannot name anyone else, and the project is the
+//! run's (another `--project` or a `--home` is a usage error). A file argument would be read on the daemon's side of the
 //! sandbox, so `--file` takes only `-` (the client sends the file's text as
 //! `stdin`).
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -25,7 +25,9 @@ use utoipa_axum::routes;
 
 use super::extract::ApiJson;
 use crate::api::error::ApiError;
+use crate::daemon::board_calls::BoardCall;
 use crate::daemon::Daemon;
+use crate::service::RunIdentity;
 
 pub fn router() -> OpenApiRouter<Daemon> {
     OpenApiRouter::new().routes(routes!(run_bb))
@@ -63,28 +65,6 @@ pub struct RunBbAnswer {
     pub kind: Option<String>,
 }
 
-/// Set on the `bb` the daemon runs for a run: a refused command exits with
-/// one of [`KIND_EXITS`], which also names its kind.
-pub const KIND_EXIT_ENV: &str = "MOZI_BB_KIND_EXIT";
-
-/// The exit codes of a refusal under [`KIND_EXIT_ENV`]: (code, kind, the
-/// exit code `bb` gives it otherwise).
-pub const KIND_EXITS: [(i32, &str, i32); 5] = [
-    (64, "not_found", 1),
-    (65, "conflict", 3),
-    (66, "forbidden", 1),
-    (67, "invalid", 1),
-    (68, "error", 1),
-];
-
-/// The public exit code and the kind of a child's exit code.
-fn public_exit(code: i32) -> (i32, Option<String>) {
-    match KIND_EXITS.iter().find(|(c, _, _)| *c == code) {
-        Some((_, kind, public)) => (*public, Some(kind.to_string())),
-        None => (code, None),
-    }
-}
-
 /// Runs `moziplus bb` as the run that presents its key.
 #[utoipa::path(post, path = "/api/runs/bb", tag = "runs", request_body = RunBb,
     responses((status = 200, body = RunBbAnswer), (status = 401), (status = 403), (status = 400)))]
@@ -103,10 +83,10 @@ async fn run_bb(
             "this key is no run in flight: only a running agent may use /api/runs/bb",
         ));
     };
-    let (kind, deadline_ms) = {
+    let deadline_ms = {
         let runs = d.runs_lock();
         match runs.get(&run.session_id) {
-            Some(info) => (info.kind, info.deadline_ms),
+            Some(info) => info.deadline_ms,
             None => {
                 return Err(ApiError::forbidden(format!(
                     "session {} has ended",
@@ -120,66 +100,38 @@ async fn run_bb(
             "--file {bad:?} refused: through the daemon a file is sent as stdin (`--file -`); `moziplus bb` does this itself"
         )));
     }
-    let mut cmd = tokio::process::Command::new(d.exe());
-    cmd.arg("--home")
-        .arg(d.home().root())
-        .args(["bb", "--project", &run.project])
-        .args(&body.args)
-        .env_clear()
-        .env(
-            "PATH",
-            crate::secrets::env_var("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()),
-        )
-        .env("MOZI_HOME", d.home().root())
-        .env("MOZI_PROJECT", &run.project)
-        .env("MOZI_TASK", &run.task)
-        .env("MOZI_AGENT", &run.agent)
-        .env("MOZI_SESSION", &run.session_id)
-        .env("MOZI_SESSION_TOKEN", token)
-        .env(KIND_EXIT_ENV, "1")
-        .env(
-            "MOZI_RUN_KIND",
-            match kind {
-                crate::daemon::runs::RunKind::Work => "work",
-                crate::daemon::runs::RunKind::Review => "review",
-            },
-        )
-        .stdin(if body.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| ApiError::internal(format!("cannot run {}: {e}", d.exe().display())))?;
-    if let (Some(text), Some(mut stdin)) = (body.stdin, child.stdin.take()) {
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = stdin.write_all(text.as_bytes()).await;
-            let _ = stdin.shutdown().await;
-        });
-    }
+    let Some(calls) = d.board_calls().cloned() else {
+        return Err(ApiError::unavailable(
+            "this daemon runs no board for runs (it was not started by `moziplus serve`)",
+        ));
+    };
+    let service = super::extract::project_service(&d, &run.project).await?;
+    let call = BoardCall {
+        service,
+        args: body.args,
+        stdin: body.stdin.unwrap_or_default().into_bytes(),
+        identity: RunIdentity {
+            agent: Some(run.agent),
+            session: Some(run.session_id),
+            token: Some(token.to_string()),
+        },
+        task: run.task,
+    };
     let left_ms = (deadline_ms - chrono::Utc::now().timestamp_millis()).max(1_000) as u64;
     let limit = Duration::from_millis(left_ms).min(Duration::from_secs(MAX_BB_SECS));
-    let out = match tokio::time::timeout(limit, child.wait_with_output()).await {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => return Err(ApiError::internal(format!("moziplus bb failed: {e}"))),
-        Err(_) => {
-            return Err(ApiError::unavailable(format!(
+    let answer = tokio::time::timeout(limit, calls(call))
+        .await
+        .map_err(|_| {
+            ApiError::unavailable(format!(
                 "moziplus bb took longer than {} s",
                 limit.as_secs()
-            )))
-        }
-    };
-    let (code, kind) = public_exit(out.status.code().unwrap_or(1));
+            ))
+        })?;
     Ok(Json(RunBbAnswer {
-        code,
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        kind,
+        code: answer.code,
+        stdout: answer.stdout,
+        stderr: answer.stderr,
+        kind: answer.kind.map(str::to_string),
     }))
 }
 
@@ -202,14 +154,6 @@ fn file_argument(args: &[String]) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_kind_exit_becomes_the_public_code_and_its_kind() {
-        assert_eq!(public_exit(66), (1, Some("forbidden".into())));
-        assert_eq!(public_exit(65), (3, Some("conflict".into())));
-        assert_eq!(public_exit(2), (2, None));
-        assert_eq!(public_exit(0), (0, None));
-    }
 
     #[test]
     fn only_stdin_passes_as_a_file() {

@@ -68,7 +68,7 @@ struct SetArgs {
 }
 
 pub async fn run(home: &Home, args: BudgetArgs) -> anyhow::Result<()> {
-    let out = Printer { json: args.json };
+    let out = Printer::new(args.json);
     let daemon = matches!(holder(home), Holder::Process(_));
     let bind = args.bind.as_deref();
     match &args.verb {

@@ -333,6 +333,14 @@ fn report(e: &anyhow::Error) -> i32 {
     }) {
         return EXIT_OK;
     }
+    let (code, line) = refusal(e);
+    eprintln!("{line}");
+    code
+}
+
+/// An error's exit code and the line that says it (`moziplus: conflict: …`
+/// for a conflict, `moziplus: error: …` otherwise).
+fn refusal(e: &anyhow::Error) -> (i32, String) {
     let conflict = e.chain().any(|c| {
         c.downcast_ref::<crate::service::ServiceError>()
             .is_some_and(|s| s.is_conflict())
@@ -340,25 +348,11 @@ fn report(e: &anyhow::Error) -> i32 {
                 .is_some_and(|b| b.is_conflict())
     });
     let message = chain_message(e);
-    let code = if conflict {
-        eprintln!("moziplus: conflict: {message}");
-        EXIT_CONFLICT
+    if conflict {
+        (EXIT_CONFLICT, format!("moziplus: conflict: {message}"))
     } else {
-        eprintln!("moziplus: error: {message}");
-        EXIT_ERROR
-    };
-    // The daemon's `bb` for a run (`api::runs`): the exit code names the
-    // refusal's kind too, which the run's MCP tools report.
-    if std::env::var_os(crate::api::runs::KIND_EXIT_ENV).is_some() {
-        let kind = mcp::ErrorKind::of_error(e);
-        if let Some((c, _, _)) = crate::api::runs::KIND_EXITS
-            .iter()
-            .find(|(_, k, _)| *k == kind.as_str())
-        {
-            return *c;
-        }
+        (EXIT_ERROR, format!("moziplus: error: {message}"))
     }
-    code
 }
 
 /// `moziplus inbox push`.

@@ -66,7 +66,7 @@ pub async fn backup(home: &Home, args: BackupArgs) -> anyhow::Result<()> {
             Err(e) => failed.push(format!("{id}: {e}")),
         }
     }
-    Printer { json: args.json }.emit(&done, || {
+    Printer::new(args.json).emit(&done, || {
         done.iter()
             .map(|s| format!("{}: {} ({} bytes)\n", s.project, s.path.display(), s.bytes))
             .collect()
@@ -516,7 +516,7 @@ async fn check_never_starting(home: &Home, id: &ProjectId, checks: &mut Checks) 
 /// Prints the findings (text or `--json`); fails when a required one failed.
 fn print_checks(checks: &[Check], json: bool) -> anyhow::Result<()> {
     let failed = checks.iter().filter(|c| c.required && !c.ok).count();
-    Printer { json }.emit(&checks, || {
+    Printer::new(json).emit(&checks, || {
         let mut s: String = checks
             .iter()
             .map(|c| {

@@ -5,6 +5,7 @@ use std::io::Write;
 use serde::Serialize;
 
 use crate::blackboard::TaskLine;
+use crate::locks::Recover;
 
 /// Exit code for success.
 pub const EXIT_OK: i32 = 0;
@@ -15,20 +16,73 @@ pub const EXIT_USAGE: i32 = 2;
 /// Exit code for conflicts: claimed by someone else, not ready, already decided.
 pub const EXIT_CONFLICT: i32 = 3;
 
-/// Prints either JSON (`--json`) or the text a person reads.
-#[derive(Debug, Clone, Copy)]
+/// Prints either JSON (`--json`) or the text a person reads: to this
+/// process's standard output, or into a [`Capture`] (a run's `bb` that the
+/// daemon runs for it: `cli::bb::for_run`).
+#[derive(Debug, Clone)]
 pub struct Printer {
     pub json: bool,
+    capture: Option<Capture>,
+}
+
+/// What a command printed, kept instead of written: standard output and
+/// standard error.
+#[derive(Debug, Clone, Default)]
+pub struct Capture {
+    out: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    err: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Capture {
+    /// What was printed to standard output and to standard error.
+    pub fn taken(&self) -> (String, String) {
+        let take = |b: &std::sync::Mutex<Vec<u8>>| {
+            String::from_utf8_lossy(&std::mem::take(&mut *b.locked())).into_owned()
+        };
+        (take(&self.out), take(&self.err))
+    }
 }
 
 impl Printer {
+    /// Prints to this process's standard output.
+    pub fn new(json: bool) -> Printer {
+        Printer {
+            json,
+            capture: None,
+        }
+    }
+
+    /// Prints into `capture`.
+    pub fn captured(json: bool, capture: Capture) -> Printer {
+        Printer {
+            json,
+            capture: Some(capture),
+        }
+    }
+
     /// Prints `value` as JSON, or `text()` otherwise.
     pub fn emit<T: Serialize>(
         &self,
         value: &T,
         text: impl FnOnce() -> String,
     ) -> anyhow::Result<()> {
-        self.write(&mut std::io::stdout().lock(), value, text)
+        match &self.capture {
+            Some(c) => self.write(&mut *c.out.locked(), value, text),
+            None => self.write(&mut std::io::stdout().lock(), value, text),
+        }
+    }
+
+    /// A line for the person beside the output (standard error): a hint,
+    /// the next page.
+    pub fn note(&self, line: &str) {
+        match &self.capture {
+            Some(c) => {
+                let mut err = c.err.locked();
+                err.extend_from_slice(line.as_bytes());
+                err.push(b'\n');
+            }
+            None => eprintln!("{line}"),
+        }
     }
 
     fn write<T: Serialize>(

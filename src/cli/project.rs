@@ -78,7 +78,7 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
                 },
             )
             .await?;
-            Printer { json }.emit(&entry, || {
+            Printer::new(json).emit(&entry, || {
                 format!(
                     "created project {} at {}",
                     entry.id,
@@ -88,7 +88,7 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
         }
         ProjectCmd::List { json } => {
             let entries = registry::load(home)?;
-            Printer { json }.emit(&entries, || {
+            Printer::new(json).emit(&entries, || {
                 if entries.is_empty() {
                     return "(no projects; create one with `moziplus project create --id ID --name NAME`)".into();
                 }
@@ -121,7 +121,7 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
             };
             let value = json!({ "project": entry, "tasks_summary": counts, "db_size_bytes": size,
                                 "path": if entry.status == ProjectStatus::Active { home.project_dir(&id) } else { home.archived_project_dir(&id) } });
-            Printer { json }.emit(&value, || {
+            Printer::new(json).emit(&value, || {
                 let mut s = format!(
                     "{} — {}\n  status: {}\n  created: {}\n  agents: {}\n",
                     entry.id,

@@ -188,7 +188,7 @@ pub async fn run(home: &Home, args: ScheduleArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("which project? pass --project ID (or set MOZI_PROJECT)"))?;
     let project = ProjectId::parse(&project)?;
     let service = ProjectService::open(home, &project, OpenMode::CLI).await?;
-    let result = verb(&service, args.verb, Printer { json: args.json }).await;
+    let result = verb(&service, args.verb, Printer::new(args.json)).await;
     service.close().await;
     result
 }

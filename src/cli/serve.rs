@@ -125,6 +125,9 @@ pub async fn run(home: &Home, args: ServeArgs) -> anyhow::Result<()> {
     )
     .map_err(|e| anyhow::anyhow!("gateway: `{}` {}", e.key, e.reason))?;
     daemon.set_gateway(gateway);
+    daemon.set_board_calls(std::sync::Arc::new(|call| {
+        Box::pin(super::bb::for_run(call))
+    }));
     let handles = daemon.start().await?;
     tracing::info!(%addr, home = %home.root().display(), "moziplus serving; dashboard at http://{addr}/");
     println!(

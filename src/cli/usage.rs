@@ -40,7 +40,7 @@ pub async fn run(home: &Home, args: UsageArgs) -> anyhow::Result<()> {
     }
     projects.sort_by(|a, b| a.0.cmp(&b.0));
     let report = usage_report(since, &projects);
-    Printer { json: args.json }.emit(&report, || text(&report))
+    Printer::new(args.json).emit(&report, || text(&report))
 }
 
 fn table(title: &str, rows: &[UsageRow]) -> String {

@@ -26,6 +26,7 @@
 //! `kill_grace` seconds after SIGTERM, then SIGKILL; databases close last.
 
 pub mod admission;
+pub mod board_calls;
 pub mod budget_book;
 pub mod control;
 pub mod demo_project;
@@ -123,6 +124,8 @@ struct Inner {
     /// Per-run API keys (`mozi-<token>`) → the run, for the gateway.
     run_keys: Mutex<HashMap<String, RunKey>>,
     gateway: std::sync::OnceLock<crate::gateway::Gateway>,
+    /// A run's `bb` command lines (`POST /api/runs/bb`), set by `serve`.
+    board_calls: std::sync::OnceLock<board_calls::BoardCalls>,
     wake: Notify,
     /// Manual ticks, answered by the ticker loop (`ticker::run`), so a
     /// manual tick never overlaps another; the loop takes the receiver.
@@ -252,6 +255,7 @@ impl Daemon {
                 runs: Mutex::new(HashMap::new()),
                 run_keys: Mutex::new(HashMap::new()),
                 gateway: std::sync::OnceLock::new(),
+                board_calls: std::sync::OnceLock::new(),
                 wake: Notify::new(),
                 tick_requests,
                 tick_receiver: Mutex::new(Some(tick_receiver)),
@@ -459,6 +463,15 @@ impl Daemon {
     }
     pub fn set_gateway(&self, gw: crate::gateway::Gateway) {
         let _ = self.inner.gateway.set(gw);
+    }
+    /// Hands over what runs a run's `bb` command lines (`serve` does, with
+    /// the CLI's parser and verbs; see [`board_calls`]).
+    pub fn set_board_calls(&self, calls: board_calls::BoardCalls) {
+        let _ = self.inner.board_calls.set(calls);
+    }
+    /// What runs a run's `bb` command lines, once `serve` has set it.
+    pub fn board_calls(&self) -> Option<&board_calls::BoardCalls> {
+        self.inner.board_calls.get()
     }
     // The run keys are read on every gateway call: a panic elsewhere while
     // the lock was held (a map of whole entries; no half-written state) must

@@ -117,7 +117,7 @@ pub(super) async fn run(cx: &mut Cx, verb: DecisionVerbs) -> anyhow::Result<()> 
         }
         DecisionVerbs::Decision(v) => v,
     };
-    let (svc, out) = (&cx.service, cx.out);
+    let (svc, out) = (&cx.service, cx.out.clone());
     match verb {
         DecisionVerb::Approve { id, rationale } => settle(cx, id, true, &rationale).await,
         DecisionVerb::Reject { id, rationale } => settle(cx, id, false, &rationale).await,

@@ -31,10 +31,11 @@ use anyhow::anyhow;
 use clap::{Args, Subcommand};
 
 use super::early::{self, BbHint, EarlyBlackboard};
-use super::output::Printer;
+use super::output::{Capture, Printer};
 use super::project_config::ProjectConfig;
 use crate::blackboard::{ids, Actor};
 use crate::config::{Config, ProjectSettings};
+use crate::daemon::board_calls::{BoardAnswer, BoardCall};
 use crate::home::Home;
 use crate::registry::{self, ProjectId};
 use crate::service::{Notifier, ProjectService, RunIdentity, ServiceError};
@@ -151,19 +152,115 @@ pub async fn run(home: &Home, args: BbArgs, early: Option<EarlyBlackboard>) -> a
     let mut cx = Cx {
         service,
         agent_flag: args.agent,
+        identity: RunIdentity::from_env(),
         config: Some(config),
         actor: None,
-        out: Printer { json: args.json },
+        out: Printer::new(args.json),
+        stdin: None,
     };
-    let result = match args.verb {
-        Verb::Read(v) => read::run(&mut cx, v).await,
-        Verb::Task(v) => task::run(&mut cx, v).await,
-        Verb::Record(v) => record::run(&mut cx, v).await,
-        Verb::Decision(v) => decision::run(&mut cx, v).await,
-        Verb::Experience(v) => record::experience(&mut cx, v).await,
-    };
+    let result = dispatch(&mut cx, args.verb).await;
     cx.service.into_blackboard().close().await;
     result
+}
+
+async fn dispatch(cx: &mut Cx, verb: Verb) -> anyhow::Result<()> {
+    match verb {
+        Verb::Read(v) => read::run(cx, v).await,
+        Verb::Task(v) => task::run(cx, v).await,
+        Verb::Record(v) => record::run(cx, v).await,
+        Verb::Decision(v) => decision::run(cx, v).await,
+        Verb::Experience(v) => record::experience(cx, v).await,
+    }
+}
+
+/// A run's `bb` command line, run inside the daemon on the project's open
+/// blackboard (`daemon::board_calls`): parsed as `moziplus bb` parses it,
+/// with the run's task where a local `bb` reads `$MOZI_TASK` and the run's
+/// identity where it reads the environment, and answered with what the
+/// command would have printed and its exit code.
+pub async fn for_run(call: BoardCall) -> BoardAnswer {
+    let capture = Capture::default();
+    let answer = |code: i32, kind: Option<&'static str>| {
+        let (stdout, stderr) = capture.taken();
+        BoardAnswer {
+            code,
+            stdout,
+            stderr,
+            kind,
+        }
+    };
+    let args = match parse_for_run(&call.args, &call.task) {
+        Ok(args) => args,
+        Err(e) => {
+            // Usage errors and --help, rendered as clap renders them.
+            let text = e.render().to_string();
+            let (stdout, stderr) = if e.use_stderr() {
+                (String::new(), text)
+            } else {
+                (text, String::new())
+            };
+            return BoardAnswer {
+                code: e.exit_code(),
+                stdout,
+                stderr,
+                kind: None,
+            };
+        }
+    };
+    if let Some(p) = args
+        .project
+        .as_deref()
+        .filter(|p| *p != call.service.project().as_str())
+    {
+        return BoardAnswer {
+            code: super::output::EXIT_USAGE,
+            stdout: String::new(),
+            stderr: format!(
+                "moziplus: error: --project {p:?} refused: a run's board is its own project's ({})\n",
+                call.service.project()
+            ),
+            kind: None,
+        };
+    }
+    let mut cx = Cx {
+        service: call.service,
+        agent_flag: args.agent,
+        identity: call.identity,
+        config: None,
+        actor: None,
+        out: Printer::captured(args.json, capture.clone()),
+        stdin: Some(call.stdin),
+    };
+    match dispatch(&mut cx, args.verb).await {
+        Ok(()) => answer(super::output::EXIT_OK, None),
+        Err(e) => {
+            let (code, line) = super::refusal(&e);
+            cx.out.note(&line);
+            answer(code, Some(super::mcp::ErrorKind::of_error(&e).as_str()))
+        }
+    }
+}
+
+/// Parses a run's `bb` arguments: `$MOZI_TASK` and `$MOZI_PROJECT` are
+/// the daemon's environment here, not the run's, so the arguments that
+/// default to them lose that default, and a task id defaults to `task`
+/// (no longer required: clap does not count a default as given).
+fn parse_for_run(args: &[String], task: &str) -> Result<BbArgs, clap::Error> {
+    use clap::{ArgMatches, Command, FromArgMatches};
+    fn for_run(cmd: Command, task: &str) -> Command {
+        cmd.mut_args(|a| match a.get_env().and_then(|e| e.to_str()) {
+            Some("MOZI_TASK") => a.env(None).required(false).default_value(task.to_string()),
+            Some(_) => a.env(None),
+            None => a,
+        })
+        .mut_subcommands(|c| for_run(c, task))
+    }
+    let cmd = for_run(
+        BbArgs::augment_args(Command::new("moziplus bb").no_binary_name(true)),
+        task,
+    );
+    let matches: ArgMatches = cmd.try_get_matches_from(args)?;
+    BbArgs::from_arg_matches(&matches)
 }
 
 /// What a verb works with besides its arguments.
@@ -172,9 +269,14 @@ struct Cx {
     agent_flag: Option<String>,
     /// Taken by the one verb that reads it.
     config: Option<ProjectConfig>,
+    /// Who the environment says is calling (a run's record, in the daemon).
+    identity: RunIdentity,
     /// Resolved on first use (reads need no identity).
     actor: Option<Actor>,
     out: Printer,
+    /// What `--file -` reads: `None` is this process's standard input; a
+    /// run's `bb` in the daemon gets what its client sent.
+    stdin: Option<Vec<u8>>,
 }
 
 impl Cx {
@@ -185,7 +287,7 @@ impl Cx {
         }
         let actor = self
             .service
-            .authenticate(&RunIdentity::from_env(), self.agent_flag.as_deref())
+            .authenticate(&self.identity, self.agent_flag.as_deref())
             .await?;
         self.actor = Some(actor.clone());
         Ok(actor)
@@ -195,5 +297,43 @@ impl Cx {
     fn config(&mut self) -> anyhow::Result<(Config, ProjectSettings)> {
         let config = self.config.take().unwrap_or(ProjectConfig::OnDemand);
         config.get(self.service.home(), self.service.project())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<BbArgs, clap::Error> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        parse_for_run(&args, "T-0007")
+    }
+
+    fn task_of(args: &BbArgs) -> Option<&str> {
+        match &args.verb {
+            Verb::Task(task::TaskVerb::Heartbeat { t, .. }) => Some(&t.task),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn a_runs_command_line_acts_on_its_own_task_unless_it_names_one() {
+        let args = parse(&["heartbeat", "--json"]).expect("parses");
+        assert_eq!(task_of(&args), Some("T-0007"));
+        assert!(args.json);
+        let args = parse(&["heartbeat", "T-0042"]).expect("parses");
+        assert_eq!(task_of(&args), Some("T-0042"));
+        // The daemon's own environment is never the run's.
+        assert_eq!(args.project, None);
+    }
+
+    #[test]
+    fn a_runs_bad_command_line_is_a_usage_error() {
+        let e = parse(&["heartbeat", "--no-such-flag"]).expect_err("refused");
+        assert_eq!(e.exit_code(), crate::cli::output::EXIT_USAGE);
+        assert!(e.render().to_string().contains("--no-such-flag"));
+        let help = parse(&["done", "--help"]).expect_err("help is not a command");
+        assert_eq!(help.exit_code(), 0);
+        assert!(!help.use_stderr());
     }
 }

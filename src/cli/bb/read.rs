@@ -78,7 +78,7 @@ pub(super) enum EventsAction {
 }
 
 pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
-    let (svc, out) = (&cx.service, cx.out);
+    let (svc, out) = (&cx.service, cx.out.clone());
     match verb {
         ReadVerb::Read { task: None, limit } => {
             let s = svc.summary(limit).await?;
@@ -181,7 +181,7 @@ pub(super) async fn run(cx: &mut Cx, verb: ReadVerb) -> anyhow::Result<()> {
                 .collect();
             out.emit(&wire, || events_text(&events, counts))?;
             if let Some(hint) = more_hint {
-                eprintln!("{hint}");
+                out.note(&hint);
             }
             Ok(())
         }

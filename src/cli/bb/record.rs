@@ -135,7 +135,7 @@ pub(super) async fn experience(cx: &mut Cx, verb: ExperienceVerb) -> anyhow::Res
 
 pub(super) async fn run(cx: &mut Cx, verb: RecordVerb) -> anyhow::Result<()> {
     let actor = cx.actor().await?;
-    let (svc, out) = (&cx.service, cx.out);
+    let (svc, out) = (&cx.service, cx.out.clone());
     match verb {
         RecordVerb::Output {
             t,
@@ -152,10 +152,19 @@ pub(super) async fn run(cx: &mut Cx, verb: RecordVerb) -> anyhow::Result<()> {
                 None => None,
                 Some(src) => Some(NewArtifact {
                     name,
-                    source: if src.as_os_str() == "-" {
-                        ArtifactSource::Stdin
-                    } else {
-                        ArtifactSource::File(src)
+                    source: match (src.as_os_str() == "-", cx.stdin.take()) {
+                        (true, None) => ArtifactSource::Stdin,
+                        (true, Some(given)) => ArtifactSource::Bytes(given),
+                        (false, None) => ArtifactSource::File(src),
+                        // In the daemon a path would be read on its side
+                        // of the sandbox: the client sends the file.
+                        (false, Some(_)) => {
+                            return Err(ServiceError::Invalid(format!(
+                                "--file {} refused: through the daemon a file is sent as stdin (`--file -`)",
+                                src.display()
+                            ))
+                            .into())
+                        }
                     },
                 }),
             };

@@ -144,7 +144,7 @@ fn non_empty(v: Vec<String>) -> Vec<String> {
 /// into the project service (over 100 lines only because of the arms).
 pub(super) async fn run(cx: &mut Cx, verb: TaskVerb) -> anyhow::Result<()> {
     let actor = cx.actor().await?;
-    let (svc, out) = (&cx.service, cx.out);
+    let (svc, out) = (&cx.service, cx.out.clone());
     match verb {
         TaskVerb::Create {
             title,

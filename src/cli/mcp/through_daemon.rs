@@ -7,9 +7,8 @@
 //! name anyone else, the project is the run's.
 //!
 //! A success is what `bb --json` printed; a refusal is the message `bb`
-//! printed with the kind the daemon read from its exit code (`api::runs`
-//! runs it with `KIND_EXIT_ENV`: a code per kind), the kinds a local
-//! server gives; a usage error is `invalid`. A `file` is read here, inside
+//! printed with its kind as the daemon's `bb` names it (`cli::bb::for_run`),
+//! the kinds a local server gives; a usage error is `invalid`. A `file` is read here, inside
 //! the sandbox, as the agent sees it, and sent as `bb output --file -`.
 
 use std::path::Path;
