@@ -371,7 +371,7 @@ pub async fn create_project(home: &Home, new: NewProject) -> Result<ProjectEntry
     // What agents leave (logs, briefs, outputs) is the owner's only.
     crate::home::create_private_dir_all(&home.artifacts_dir(id))?;
     let mut project_yaml = String::from(
-        "# Per-project overrides (see README: Configuration).\n\
+        "# Per-project overrides (see docs/CONFIGURATION.md, \"project.yaml\").\n\
          # max_global_agents: 3        # project-level cap on concurrent agents\n\
          # context:                    # rendered into every brief of this project\n\
          #   repo: /path/to/checkout\n",

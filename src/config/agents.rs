@@ -100,8 +100,8 @@ pub struct AgentDef {
     pub roles: Vec<String>,
     /// What the agent's tools may do (`auto`, the default: `sandbox` where
     /// bubblewrap makes one, else `workspace`; or `sandbox`, `workspace`,
-    /// `full`); each adapter maps it to its CLI's own flags (README
-    /// "Runtimes"). `auto` is resolved when the team loads
+    /// `full`); each adapter maps it to its CLI's own flags
+    /// (docs/RUNTIMES.md, "Permissions"). `auto` is resolved when the team loads
     /// ([`AgentsFile::resolve_permissions`]), never seen by an adapter.
     #[serde(default)]
     pub permissions: Permissions,

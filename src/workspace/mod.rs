@@ -1,4 +1,4 @@
-//! Where a task's runs work (README "Workspaces").
+//! Where a task's runs work (docs/CONFIGURATION.md, "Workspaces").
 //!
 //! `project.yaml` `workspace:` names a folder (absolute, or relative to the
 //! project folder):
