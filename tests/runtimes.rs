@@ -956,7 +956,8 @@ fn claude_code_works_a_task_through_the_gateway() {
 /// (`mcp__moziplus__done`) instead of the shell: the adapter registers
 /// `moziplus mcp` with `--mcp-config --strict-mcp-config`, and the server
 /// takes the run's identity from Claude Code's environment (the tool call
-/// names no task and no agent).
+/// names no task and no agent). The run is sandboxed (the default), so the
+/// tool reaches the board through the daemon (`POST /api/runs/bb`).
 #[test]
 fn claude_code_finishes_a_task_through_the_mcp_tool() {
     let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
@@ -994,6 +995,13 @@ fn claude_code_finishes_a_task_through_the_mcp_tool() {
         session_logs(&db)
     );
     assert_eq!(task_status(&db, &t), "done", "{}", session_logs(&db));
+    // With no `permissions:` the run was sandboxed (bubblewrap is installed
+    // by scripts/test.sh), so the MCP server reached the board through the
+    // daemon's socket: the database was hidden from it.
+    let sandbox: serde_json::Value =
+        serde_json::from_str(&query_strings(&db, "SELECT sandbox FROM session")[0])
+            .expect("the session records its sandbox");
+    assert_eq!(sandbox["mode"], "sandbox", "{sandbox}");
     // The board moved through the MCP tool, as the run's agent; the shell
     // was never offered a command.
     assert_eq!(
