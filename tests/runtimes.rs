@@ -970,7 +970,11 @@ fn claude_code_finishes_a_task_through_the_mcp_tool() {
         "agents:\n  - id: cc\n    runtime: claude-code\n    model: fake/scripted-model\n",
     );
     home.create_project("p");
-    let env = cli_env(&home, &claude, &llm);
+    let mut env = cli_env(&home, &claude, &llm);
+    env.push((
+        REAL_DEFAULT_PERMISSIONS.0,
+        REAL_DEFAULT_PERMISSIONS.1.to_string(),
+    ));
     let t = home.create_task("p", "finish through MCP", &[]);
     let daemon = start_with_env(&home, &env);
     let db = home.db("p");
@@ -995,9 +999,10 @@ fn claude_code_finishes_a_task_through_the_mcp_tool() {
         session_logs(&db)
     );
     assert_eq!(task_status(&db, &t), "done", "{}", session_logs(&db));
-    // With no `permissions:` the run was sandboxed (bubblewrap is installed
-    // by scripts/test.sh), so the MCP server reached the board through the
-    // daemon's socket: the database was hidden from it.
+    // With no `permissions:` (the shipped default, not the suite's) the run
+    // was sandboxed (bubblewrap is installed by scripts/test.sh), so the MCP
+    // server reached the board through the daemon's socket: the database
+    // was hidden from it.
     let sandbox: serde_json::Value =
         serde_json::from_str(&query_strings(&db, "SELECT sandbox FROM session")[0])
             .expect("the session records its sandbox");
