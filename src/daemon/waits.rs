@@ -188,16 +188,18 @@ pub fn stuck_text(stuck: &BTreeMap<String, Vec<Wait>>) -> String {
 
 /// What the daemon serving `home` published for `project` (for `bb`,
 /// which runs without it): stopped when no daemon holds the home; a file
-/// written by another process than the holder is not read.
+/// written by a process that is gone is not read (a daemon holds the home
+/// for its whole life, so a live writer is the holder). The holder's PID is
+/// not asked for: the kernel's lock table is slow to read
+/// ([`super::home_lock::is_held`]).
 pub fn published(home: &Home, project: &ProjectId) -> DaemonSide {
-    let pid = match super::home_lock::holder(home) {
-        super::home_lock::Holder::Free => return DaemonSide::Stopped,
-        super::home_lock::Holder::Process(pid) => pid,
-    };
+    if !super::home_lock::is_held(home) {
+        return DaemonSide::Stopped;
+    }
     let judged = std::fs::read(home.daemon_waits_file(project))
         .ok()
         .and_then(|b| serde_json::from_slice::<DaemonWaits>(&b).ok())
-        .filter(|w| pid.is_none_or(|p| p == w.pid));
+        .filter(|w| super::home_lock::alive(w.pid));
     match judged {
         Some(w) if w.paused => DaemonSide::Paused,
         judged => DaemonSide::Running(judged),
