@@ -205,3 +205,50 @@ pub fn published(home: &Home, project: &ProjectId) -> DaemonSide {
         judged => DaemonSide::Running(judged),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `bb` reads of the daemon: stopped without a holder; with one,
+    /// the waits file only when its writer is alive (a file left by a
+    /// daemon that is gone is stale), paused when it says so.
+    #[test]
+    fn published_reads_the_waits_of_a_live_writer_only_while_the_home_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let project = ProjectId::parse("shop").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let stale = DaemonWaits {
+            pid: gone,
+            unjudged: vec![WaitingFor::Paused.to_wire()],
+            ..DaemonWaits::default()
+        };
+        write_file(&home, &project, &stale).unwrap();
+        assert_eq!(published(&home, &project), DaemonSide::Stopped);
+
+        let _held = super::super::home_lock::HomeLock::acquire(&home).unwrap();
+        assert_eq!(
+            published(&home, &project),
+            DaemonSide::Running(None),
+            "a file whose writer is gone is not read"
+        );
+        let live = DaemonWaits {
+            pid: std::process::id(),
+            ..stale.clone()
+        };
+        write_file(&home, &project, &live).unwrap();
+        assert_eq!(
+            published(&home, &project),
+            DaemonSide::Running(Some(live.clone()))
+        );
+        let paused = DaemonWaits {
+            paused: true,
+            ..live
+        };
+        write_file(&home, &project, &paused).unwrap();
+        assert_eq!(published(&home, &project), DaemonSide::Paused);
+    }
+}
