@@ -29,6 +29,9 @@
 # Usage: bench/bb_cli.sh [RUNS]        (default 300 runs per command)
 # Env:   CARGO_TARGET_DIR (default: <repo>/target), BIN=path measures that
 #        moziplus binary instead of building one (A/B of two builds),
+#        BIN_B=path adds a second binary's claim and read to the SAME run
+#        (interleaved with the others, on its own copy of the seeded home)
+#        and prints B/A of the medians,
 #        KEEP=1 keeps the temp home,
 #        HOLD_OPEN=1 keeps one extra connection open on the database during the
 #        measurement, as a running `moziplus serve` will: the WAL then persists
@@ -91,6 +94,14 @@ DB_SQLITE="$WORK/floor-sqlite3.db"
 DB_PY="$WORK/floor-python3.db"
 cp "$DB" "$DB_SQLITE"
 cp "$DB" "$DB_PY"
+HOMEDIR_B="$WORK/home-b"
+DB_B="$HOMEDIR_B/projects/bench/blackboard.db"
+B_COMMANDS=()
+if [ -n "${BIN_B:-}" ]; then
+    cp -a "$HOMEDIR" "$HOMEDIR_B"
+    B_COMMANDS=("$BIN_B --home $HOMEDIR_B bb --project bench claim T-1{n} --agent bench"
+                "$BIN_B --home $HOMEDIR_B bb --project bench read")
+fi
 
 NOW_SQL="CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)"
 # The statement moziplus' claim_task runs (crates/store/src/tasks.rs), as text;
@@ -118,7 +129,7 @@ if [ "${HOLD_OPEN:-0}" = 1 ]; then
     "$PY" -c "import sqlite3, sys, time
 cs = [sqlite3.connect(f) for f in sys.argv[1:]]
 for c in cs: c.execute('SELECT COUNT(*) FROM task').fetchall()
-time.sleep(3600)" "$DB" "$DB_SQLITE" "$DB_PY" &
+time.sleep(3600)" "$DB" "$DB_SQLITE" "$DB_PY" ${BIN_B:+"$DB_B"} &
     HOLDER_PID=$!
     trap 'kill "$HOLDER_PID" 2>/dev/null; [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"' EXIT
     # Wait until it has the WAL index open before the first measured run.
@@ -129,14 +140,15 @@ fi
 
 LAST=$((99 + RUNS))
 JSON="$WORK/hyperfine.json"
-echo "hyperfine: 5 commands x $RUNS runs, interleaved…" >&2
+echo "hyperfine: $((5 + ${#B_COMMANDS[@]})) commands x $RUNS runs, interleaved…" >&2
 hyperfine -N --style none --runs 1 --parameter-scan n 100 "$LAST" \
     --export-json "$JSON" \
     "$BIN --home $HOMEDIR bb --project bench claim T-1{n} --agent bench" \
     "sqlite3 -cmd '.timeout 5000' -cmd 'PRAGMA synchronous=NORMAL' $DB_SQLITE \"$(claim_sql "'T-2{n}'")\"" \
     "$PY $PY_FLAGS -c \"$PY_CODE\" $DB_PY \"$(claim_sql '?')\" T-3{n}" \
     "$BIN --home $HOMEDIR bb --project bench read" \
-    "$BIN --version"
+    "$BIN --version" \
+    ${B_COMMANDS[@]+"${B_COMMANDS[@]}"}
 
 # Every claim run claimed its own task, and only moziplus wrote events.
 WORKING=0
@@ -146,14 +158,22 @@ done
 EVENTS="$(sqlite3 "$DB" "SELECT COUNT(*) FROM event WHERE kind = 'task.claimed'")"
 echo "tasks now working in the three copies: $WORKING (want $((3 * RUNS))); task.claimed events: $EVENTS (want $RUNS)" >&2
 [ "$WORKING" -eq $((3 * RUNS)) ] && [ "$EVENTS" -eq "$RUNS" ] || { echo "a claim run did not claim its task" >&2; exit 1; }
+if [ -n "${BIN_B:-}" ]; then
+    WORKING_B="$(sqlite3 "$DB_B" "SELECT COUNT(*) FROM task WHERE status = 'working'")"
+    [ "$WORKING_B" -eq "$RUNS" ] || { echo "a claim run of BIN_B did not claim its task ($WORKING_B of $RUNS)" >&2; exit 1; }
+fi
 
 [ -n "$HOLDER_PID" ] && echo "mode: HOLD_OPEN=1 (database held open by another connection)" || echo "mode: cold (no other connection to the database)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+[ -n "${BIN_B:-}" ] && echo "A: $BIN; B: $BIN_B"
 echo "versions: $("$BIN" --version), sqlite3 $(sqlite3 --version | cut -d' ' -f1), $("$PY" --version) ($PY $PY_FLAGS), $(hyperfine --version)"
-python3 - "$JSON" <<'PY'
+python3 - "$JSON" "${BIN_B:+b}" <<'PY'
 import json, statistics, sys
 names = ["moziplus bb claim", "sqlite3 UPDATE…RETURNING", "python3 sqlite3 UPDATE…RETURNING",
          "moziplus bb read (10k tasks)", "moziplus --version (process start-up)"]
+with_b = sys.argv[2] == "b"
+if with_b:
+    names += ["B: moziplus bb claim", "B: moziplus bb read (10k tasks)"]
 results = json.load(open(sys.argv[1]))["results"]
 times = {n: [] for n in names}
 for i, r in enumerate(results):          # parameter by parameter, commands in order
@@ -168,9 +188,12 @@ for n, t in times.items():
     q = statistics.quantiles(ms, n=10)
     print(f"| {n} | {med[n]:.2f} ms | {statistics.mean(ms):.2f} ± {statistics.stdev(ms):.2f} ms"
           f" | {q[0]:.2f} ms | {q[-1]:.2f} ms | {len(ms)} |")
-claim, floor, py, read, _ = (med[n] for n in names)
+claim, floor, py, read, _ = (med[n] for n in names[:5])
 print()
 print(f"claim: moziplus / sqlite3 = {claim / floor:.2f}x, moziplus / python3 = {claim / py:.2f}x")
 print(f"targets: claim median {claim:.2f} ms (< 5 ms: {'met' if claim < 5 else 'MISSED'}), "
       f"read median {read:.2f} ms (< 10 ms: {'met' if read < 10 else 'MISSED'})")
+if with_b:
+    print(f"B/A medians: claim {med['B: moziplus bb claim'] / claim:.2f}x, "
+          f"read {med['B: moziplus bb read (10k tasks)'] / read:.2f}x")
 PY

@@ -495,6 +495,61 @@ fn an_open_breaker_shows_on_the_overview() {
     );
 }
 
+/// A fake provider on loopback that answers every request 429 with
+/// `Retry-After: 1` (it stands in for NVIDIA at its limit); returns its port.
+fn always_429() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0; length];
+            let _ = std::io::Read::read_exact(&mut reader, &mut body);
+            let answer = r#"{"error":{"message":"Too Many Requests","type":"rate_limit"}}"#;
+            let _ = write!(
+                conn,
+                "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\nretry-after: 1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                answer.len()
+            );
+        }
+    });
+    port
+}
+
+/// Issue 26, item 3: the limiter's retreat showed "429 ratio —". The
+/// provider `nv` (limited) answers every call 429; after two calls the
+/// Gateway page shows the retreat's 429 share with its counts.
+#[test]
+fn the_gateway_page_shows_a_retreats_429_share() {
+    let Some(tools) = tools() else { return };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let nv = always_429();
+    let home = TestHome::with_config(
+        &format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  retry: {{ max_retries: 0 }}\n  providers:\n    - name: nv\n      base_url: http://127.0.0.1:{nv}/v1\n      api_key_env: NV_TEST_KEY\n      limited: true\n"
+        ),
+        "",
+    );
+    home.create_project("live");
+    let mut serve = Serve::start_env(&home, free_port(), false, &[("NV_TEST_KEY", "k")]);
+    run_script(&tools, &home, &mut serve, "retreat_ratio.mjs", "live");
+    serve.stop();
+    let shot = screenshot_dir().join("gateway-retreat-ratio.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
+}
+
 /// Issue 26, item 5: the Agents tab. `ghost` runs a program that does not
 /// exist (held back after its first run), `slow` prints a line and sleeps
 /// (running, with that line as its activity); `asker` proposes a decision

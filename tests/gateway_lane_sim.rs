@@ -652,6 +652,32 @@ async fn a_key_pool_spreads_calls_and_parks_an_exhausted_key() {
         .as_deref()
         .is_some_and(|r| r.contains("daily")));
     assert_eq!(parked.keys[1].parked_for_seconds, 0.0);
+    // The pool's retreat share sums its keys' (key 0's daily-quota 429
+    // cut its rate; parked keys count too).
+    let tallies: Vec<_> = parked
+        .keys
+        .iter()
+        .filter_map(|k| k.bucket.retreat_429.clone())
+        .collect();
+    assert!(
+        parked.keys[0].bucket.retreat_429.is_some(),
+        "{:?}",
+        parked.keys[0]
+    );
+    let pool = parked
+        .bucket
+        .retreat_429
+        .clone()
+        .expect("the pool's retreat share");
+    assert_eq!(
+        (pool.answers, pool.answers_429),
+        (
+            tallies.iter().map(|t| t.answers).sum::<u64>(),
+            tallies.iter().map(|t| t.answers_429).sum::<u64>()
+        ),
+        "{tallies:?}"
+    );
+    assert!(pool.answers_429 >= 1, "{pool:?}");
     // Key 1 alone from minute 2 to 4 (~80), then both again to minute 6.
     assert!(total[1] - first_two[1] >= 120, "{total:?}");
     assert!(

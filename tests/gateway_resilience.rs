@@ -718,3 +718,121 @@ async fn a_models_listing_keeps_every_provider_when_one_drops_its_pooled_connect
         "{anthropic}"
     );
 }
+
+/// `GET /api/gateway/status` of a gateway served at `url`, as JSON.
+async fn status_json(url: &str) -> Value {
+    reqwest::get(format!("{url}/api/gateway/status"))
+        .await
+        .expect("status answers")
+        .json()
+        .await
+        .expect("status is JSON")
+}
+
+/// Issue 26, item 3: the limiter's retreat showed "429 ratio —". The 429
+/// share covered only the last 60 s of answers, and a retreat outlasts a
+/// minute (the rate climbs back in steps of 20–60 s, and a `Retry-After`
+/// pause sends nothing at all), so while the rate was still below its start
+/// the 429s that cut it had dropped out and the share read "no answers".
+/// The fake upstream stands in for NVIDIA answering 429 (with
+/// `Retry-After: 1`); the gateway is real, over loopback. The minute is
+/// passed on tokio's paused clock, with no call in flight.
+#[tokio::test]
+async fn a_retreats_429_share_stays_shown_while_the_rate_is_below_its_start() {
+    let fake = FakeUpstream::start().await;
+    let mut cfg = config(vec![provider("nv", &fake.base_url, true)]);
+    cfg.limiter.rate_per_minute = 40.0;
+    cfg.limiter.capacity = 10.0;
+    cfg.retry.max_retries = 1;
+    let (url, _gw, _) = start(cfg).await;
+    for i in 0..3 {
+        let resp = post_json(&chat_url(&url), &chat("nv/echo", &format!("ok{i}")), &[]).await;
+        assert_eq!(resp.status(), 200);
+    }
+    // NVIDIA answers 429 twice: the first attempt and its retry.
+    let (status, _, source, _) =
+        error_of(post_json(&chat_url(&url), &chat("nv/status-429", "busy"), &[]).await).await;
+    assert_eq!((status, source.as_deref()), (429, Some("upstream")));
+    assert_eq!(fake.state.hits_for("status-429"), 2);
+
+    let nv = |s: &Value| -> Value {
+        s["providers"]
+            .as_array()
+            .expect("providers")
+            .iter()
+            .find(|p| p["name"] == "nv")
+            .expect("provider nv in the status")
+            .clone()
+    };
+    let during = nv(&status_json(&url).await);
+    let bucket = &during["lane"]["bucket"];
+    let rate = bucket["effective_rate_per_minute"].as_f64().unwrap();
+    assert!(rate < 40.0, "the 429 cut the rate: {bucket}");
+    assert_eq!(bucket["retreat_state"], "retreat", "{bucket}");
+    // Five answers, two of them 429: in the last minute and in the retreat
+    // (the minute before its first cut, then every answer since).
+    assert_eq!(
+        bucket["ratio_429_last_minute"].as_f64(),
+        Some(0.4),
+        "{bucket}"
+    );
+    let tally = &bucket["retreat_429"];
+    assert_eq!(
+        (
+            tally["answers"].as_u64(),
+            tally["answers_429"].as_u64(),
+            tally["ratio_429"].as_f64()
+        ),
+        (Some(5), Some(2), Some(0.4)),
+        "{bucket}"
+    );
+    assert!(tally["ended_seconds_ago"].is_null(), "{tally}");
+    // The counters tell the same: four requests, three ok, one error after
+    // one retry.
+    let counted = &during["requests"];
+    assert_eq!(
+        (
+            counted["total"].as_u64(),
+            counted["ok"].as_u64(),
+            counted["errors"].as_u64(),
+            counted["retries"].as_u64()
+        ),
+        (Some(4), Some(3), Some(1), Some(1)),
+        "{counted}"
+    );
+
+    // A minute and a second later, nothing sent meanwhile: the rate is still
+    // below its start, the last minute holds no answer, and the retreat's
+    // share still says why.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_secs(61)).await;
+    tokio::time::resume();
+    let after = nv(&status_json(&url).await);
+    let bucket = &after["lane"]["bucket"];
+    let rate = bucket["effective_rate_per_minute"].as_f64().unwrap();
+    assert!(rate < 40.0, "still retreated a minute later: {bucket}");
+    assert_ne!(bucket["retreat_state"], "normal", "{bucket}");
+    assert!(
+        bucket["ratio_429_last_minute"].is_null(),
+        "no answer in the last minute: {bucket}"
+    );
+    let tally = &bucket["retreat_429"];
+    assert_eq!(
+        (
+            tally["answers"].as_u64(),
+            tally["answers_429"].as_u64(),
+            tally["ratio_429"].as_f64()
+        ),
+        (Some(5), Some(2), Some(0.4)),
+        "the retreat's 429s are still shown: {bucket}"
+    );
+    assert!(
+        tally["began_seconds_ago"].as_f64().unwrap() >= 61.0,
+        "{tally}"
+    );
+    assert!(tally["ended_seconds_ago"].is_null(), "{tally}");
+    assert_eq!(
+        after["requests"], during["requests"],
+        "nothing counted meanwhile"
+    );
+}

@@ -285,3 +285,77 @@ providers:
     );
     assert_eq!(masked, "****", "not one character of the key");
 }
+
+/// The retreat's 429 share (issue 26, item 3): the minute before the first
+/// cut and every answer since, kept while the rate is below its base (long
+/// after the last minute's share has emptied), frozen when the rate is back,
+/// and replaced by the next retreat's.
+#[tokio::test(start_paused = true)]
+async fn a_retreats_429_share_lasts_until_the_rate_is_back_and_the_next_one_starts_afresh() {
+    let mut bucket = AdaptiveBucket::new(LimiterConfig::default(), Instant::now());
+    assert!(bucket.snapshot(Instant::now()).retreat_429.is_none());
+    for _ in 0..3 {
+        bucket.record_response(Instant::now(), false, None);
+        advance(Duration::from_secs(1)).await;
+    }
+    assert!(
+        bucket.snapshot(Instant::now()).retreat_429.is_none(),
+        "answers without a 429 are no retreat"
+    );
+    bucket.record_response(Instant::now(), true, None);
+    advance(Duration::from_secs(1)).await;
+    bucket.record_response(Instant::now(), true, None);
+    bucket.record_response(Instant::now(), false, None);
+    let t = bucket.snapshot(Instant::now()).retreat_429.unwrap();
+    assert_eq!(
+        (t.answers, t.answers_429, t.ended_seconds_ago),
+        (6, 2, None)
+    );
+    assert!((t.ratio_429 - 2.0 / 6.0).abs() < 1e-9, "{t:?}");
+
+    // Two minutes on, the rate still below its base: the last minute is
+    // empty, the retreat's share is not.
+    advance(Duration::from_secs(120)).await;
+    bucket.evaluate(Instant::now());
+    let s = bucket.snapshot(Instant::now());
+    assert!(
+        s.effective_rate_per_minute < s.base_rate_per_minute,
+        "{s:?}"
+    );
+    assert_eq!(s.ratio_429_last_minute, None);
+    let t = s.retreat_429.unwrap();
+    assert_eq!(
+        (t.answers, t.answers_429, t.ended_seconds_ago),
+        (6, 2, None)
+    );
+    assert!(t.began_seconds_ago >= 120.0, "{t:?}");
+
+    // Back at the base: the tally stops counting and says since when.
+    for _ in 0..40 {
+        advance(Duration::from_secs(60)).await;
+        bucket.evaluate(Instant::now());
+        if bucket.state() == RetreatState::Normal {
+            break;
+        }
+    }
+    assert_eq!(bucket.state(), RetreatState::Normal);
+    advance(Duration::from_secs(5)).await;
+    bucket.record_response(Instant::now(), false, None);
+    let t = bucket.snapshot(Instant::now()).retreat_429.unwrap();
+    assert_eq!(
+        (t.answers, t.answers_429),
+        (6, 2),
+        "frozen once over: {t:?}"
+    );
+    assert_eq!(t.ended_seconds_ago, Some(5.0));
+
+    // The next retreat counts afresh: its last minute (one answer, then the
+    // 429 that cuts).
+    bucket.record_response(Instant::now(), true, None);
+    let t = bucket.snapshot(Instant::now()).retreat_429.unwrap();
+    assert_eq!(
+        (t.answers, t.answers_429, t.ended_seconds_ago),
+        (2, 1, None)
+    );
+    assert_eq!(t.began_seconds_ago, 0.0);
+}

@@ -1266,9 +1266,11 @@ export interface components {
             /**
              * Format: double
              * @description Share of the responses of the last 60 s that were 429 (`None`
-             *     without responses).
+             *     without responses: none in the last minute, e.g. during a
+             *     `Retry-After` pause; see `retreat_429` for the retreat's share).
              */
             ratio_429_last_minute?: number | null;
+            retreat_429?: null | components["schemas"]["RetreatTally"];
             /**
              * @description Responses of the last 60 s that were not 429: what the provider
              *     served.
@@ -2145,6 +2147,39 @@ export interface components {
          * @enum {string}
          */
         RetreatState: "normal" | "retreat" | "recover";
+        /**
+         * @description The 429s of the latest retreat: the answers of the minute before its
+         *     first cut and every answer since, until the rate was back at its base.
+         */
+        RetreatTally: {
+            /**
+             * Format: double
+             * @description Seconds since the first cut of this retreat.
+             */
+            began_seconds_ago: number;
+            /**
+             * Format: double
+             * @description Seconds since the rate was back at its base (`None`: the retreat is
+             *     still on, the rate below its base).
+             */
+            ended_seconds_ago?: number | null;
+            /**
+             * Format: int64
+             * @description Answers counted (the minute before the first cut, then every one
+             *     until the end).
+             */
+            answers: number;
+            /**
+             * Format: int64
+             * @description Those that were 429.
+             */
+            answers_429: number;
+            /**
+             * Format: double
+             * @description `answers_429 / answers`.
+             */
+            ratio_429: number;
+        };
         Review: {
             /** Format: int64 */
             id: number;

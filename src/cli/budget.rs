@@ -20,7 +20,7 @@ use crate::config::budgets::{
 };
 use crate::config::{BudgetLimit, Config};
 use crate::daemon::gateway_hooks::budgets::{budget_list, seed_project, Budgets};
-use crate::daemon::home_lock::{holder, Holder};
+use crate::daemon::home_lock::is_held;
 use crate::home::Home;
 use crate::registry::{self, ProjectId, ProjectStatus};
 use crate::wire::budgets::{BudgetChange, BudgetChanged, BudgetLine, BudgetList};
@@ -69,7 +69,7 @@ struct SetArgs {
 
 pub async fn run(home: &Home, args: BudgetArgs) -> anyhow::Result<()> {
     let out = Printer::new(args.json);
-    let daemon = matches!(holder(home), Holder::Process(_));
+    let daemon = is_held(home);
     let bind = args.bind.as_deref();
     match &args.verb {
         BudgetVerb::List => {

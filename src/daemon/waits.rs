@@ -188,18 +188,67 @@ pub fn stuck_text(stuck: &BTreeMap<String, Vec<Wait>>) -> String {
 
 /// What the daemon serving `home` published for `project` (for `bb`,
 /// which runs without it): stopped when no daemon holds the home; a file
-/// written by another process than the holder is not read.
+/// written by a process that is gone is not read (a daemon holds the home
+/// for its whole life, so a live writer is the holder). The holder's PID is
+/// not asked for: the kernel's lock table is slow to read
+/// ([`super::home_lock::is_held`]).
 pub fn published(home: &Home, project: &ProjectId) -> DaemonSide {
-    let pid = match super::home_lock::holder(home) {
-        super::home_lock::Holder::Free => return DaemonSide::Stopped,
-        super::home_lock::Holder::Process(pid) => pid,
-    };
+    if !super::home_lock::is_held(home) {
+        return DaemonSide::Stopped;
+    }
     let judged = std::fs::read(home.daemon_waits_file(project))
         .ok()
         .and_then(|b| serde_json::from_slice::<DaemonWaits>(&b).ok())
-        .filter(|w| pid.is_none_or(|p| p == w.pid));
+        .filter(|w| super::home_lock::alive(w.pid));
     match judged {
         Some(w) if w.paused => DaemonSide::Paused,
         judged => DaemonSide::Running(judged),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `bb` reads of the daemon: stopped without a holder; with one,
+    /// the waits file only when its writer is alive (a file left by a
+    /// daemon that is gone is stale), paused when it says so.
+    #[test]
+    fn published_reads_the_waits_of_a_live_writer_only_while_the_home_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path());
+        let project = ProjectId::parse("shop").unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let gone = child.id();
+        child.wait().unwrap();
+        let stale = DaemonWaits {
+            pid: gone,
+            unjudged: vec![WaitingFor::Paused.to_wire()],
+            ..DaemonWaits::default()
+        };
+        write_file(&home, &project, &stale).unwrap();
+        assert_eq!(published(&home, &project), DaemonSide::Stopped);
+
+        let _held = super::super::home_lock::HomeLock::acquire(&home).unwrap();
+        assert_eq!(
+            published(&home, &project),
+            DaemonSide::Running(None),
+            "a file whose writer is gone is not read"
+        );
+        let live = DaemonWaits {
+            pid: std::process::id(),
+            ..stale.clone()
+        };
+        write_file(&home, &project, &live).unwrap();
+        assert_eq!(
+            published(&home, &project),
+            DaemonSide::Running(Some(live.clone()))
+        );
+        let paused = DaemonWaits {
+            paused: true,
+            ..live
+        };
+        write_file(&home, &project, &paused).unwrap();
+        assert_eq!(published(&home, &project), DaemonSide::Paused);
     }
 }

@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::config::{secs, Concurrency, FullPolicy, GatewayConfig, LimiterConfig};
-use crate::limiter::{AdaptiveBucket, BucketSnapshot, RetreatState};
+use crate::limiter::{AdaptiveBucket, BucketSnapshot, RetreatState, RetreatTally};
 use crate::metrics;
 use crate::queue::{Entry, Priority, PriorityQueue, Wake};
 use moziplus_locks::Recover;
@@ -348,6 +348,7 @@ impl LaneState {
             retreat_state: state,
             ratio_429_last_minute: (samples > 0)
                 .then(|| (samples - accepted) as f64 / samples as f64),
+            retreat_429: pool_retreat(snaps.iter().filter_map(|(_, s)| s.retreat_429.as_ref())),
             accepted_last_minute: accepted,
             ceiling_per_minute: None,
             samples,
@@ -359,6 +360,24 @@ impl LaneState {
                 .unwrap_or(0.0),
         }
     }
+}
+
+/// The keys' latest retreats as one: every key's answers and 429s, from the
+/// earliest beginning; still on while any key's is.
+fn pool_retreat<'a>(tallies: impl Iterator<Item = &'a RetreatTally>) -> Option<RetreatTally> {
+    tallies.cloned().reduce(|a, b| {
+        let (answers, answers_429) = (a.answers + b.answers, a.answers_429 + b.answers_429);
+        RetreatTally {
+            began_seconds_ago: a.began_seconds_ago.max(b.began_seconds_ago),
+            ended_seconds_ago: a
+                .ended_seconds_ago
+                .zip(b.ended_seconds_ago)
+                .map(|(x, y)| x.min(y)),
+            answers,
+            answers_429,
+            ratio_429: answers_429 as f64 / answers.max(1) as f64,
+        }
+    })
 }
 
 struct LaneInner {

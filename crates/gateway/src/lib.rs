@@ -85,7 +85,7 @@ pub use hooks::{
     NoopHooks, RunAttribution, TokenUsage,
 };
 pub use lane::{LaneSettings, RateLane};
-pub use limiter::RetreatState;
+pub use limiter::{RetreatState, RetreatTally};
 pub use metrics::install_prometheus_recorder;
 pub use queue::Priority;
 pub use state::Gateway;

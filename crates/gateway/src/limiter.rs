@@ -29,6 +29,16 @@
 //! `recover_step_per_minute` each `probe_interval` near it.
 //! So a lane settles within a few percent of a provider's real limit and
 //! returns to its base quickly when the 429s stop.
+//!
+//! # The 429 share
+//! Two figures, because a retreat outlasts a minute: the share of the last
+//! 60 s of answers (`ratio_429_last_minute`, `None` when none came — during
+//! a `Retry-After` pause or a quiet spell), and the retreat's own tally
+//! ([`RetreatTally`]): the answers of the minute before the first cut (what
+//! the cut was judged on) and every answer since, until the rate is back at
+//! its base. It stays shown after that until the next retreat begins, so the
+//! 429s that cut the rate never drop out of sight while it is below its
+//! base.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -63,6 +73,47 @@ impl RetreatState {
     }
 }
 
+/// The 429s of the latest retreat: the answers of the minute before its
+/// first cut and every answer since, until the rate was back at its base.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct RetreatTally {
+    /// Seconds since the first cut of this retreat.
+    pub began_seconds_ago: f64,
+    /// Seconds since the rate was back at its base (`None`: the retreat is
+    /// still on, the rate below its base).
+    pub ended_seconds_ago: Option<f64>,
+    /// Answers counted (the minute before the first cut, then every one
+    /// until the end).
+    pub answers: u64,
+    /// Those that were 429.
+    pub answers_429: u64,
+    /// `answers_429 / answers`.
+    pub ratio_429: f64,
+}
+
+/// The running tally behind a [`RetreatTally`].
+#[derive(Debug, Clone, Copy)]
+struct Tally {
+    began: Instant,
+    ended: Option<Instant>,
+    answers: u64,
+    refused: u64,
+}
+
+impl Tally {
+    fn view(&self, now: Instant) -> RetreatTally {
+        RetreatTally {
+            began_seconds_ago: now.saturating_duration_since(self.began).as_secs_f64(),
+            ended_seconds_ago: self
+                .ended
+                .map(|e| now.saturating_duration_since(e).as_secs_f64()),
+            answers: self.answers,
+            answers_429: self.refused,
+            ratio_429: self.refused as f64 / self.answers.max(1) as f64,
+        }
+    }
+}
+
 /// Point-in-time view of a bucket, for status and metrics.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BucketSnapshot {
@@ -78,8 +129,13 @@ pub struct BucketSnapshot {
     /// Adaptive state.
     pub retreat_state: RetreatState,
     /// Share of the responses of the last 60 s that were 429 (`None`
-    /// without responses).
+    /// without responses: none in the last minute, e.g. during a
+    /// `Retry-After` pause; see `retreat_429` for the retreat's share).
     pub ratio_429_last_minute: Option<f64>,
+    /// The latest retreat's 429s: the minute before its first cut and every
+    /// answer since, until the rate was back at its base (`None` before the
+    /// first retreat).
+    pub retreat_429: Option<RetreatTally>,
     /// Responses of the last 60 s that were not 429: what the provider
     /// served.
     pub accepted_last_minute: usize,
@@ -113,6 +169,8 @@ pub struct AdaptiveBucket {
     last_cut: Option<Instant>,
     ceiling: Option<f64>,
     paused_until: Option<Instant>,
+    /// The latest retreat's answers (see the module docs, "The 429 share").
+    retreat: Option<Tally>,
 }
 
 impl AdaptiveBucket {
@@ -133,6 +191,7 @@ impl AdaptiveBucket {
             last_cut: None,
             ceiling: None,
             paused_until: None,
+            retreat: None,
             cfg,
         }
     }
@@ -218,6 +277,10 @@ impl AdaptiveBucket {
             let until = now + ra.min(secs(self.cfg.max_retry_after));
             self.paused_until = Some(self.paused_until.map_or(until, |p| p.max(until)));
         }
+        if let Some(t) = self.retreat.as_mut().filter(|t| t.ended.is_none()) {
+            t.answers += 1;
+            t.refused += u64::from(was_429);
+        }
         if was_429 {
             self.last_429 = Some(now);
             // Answers to requests sent before the last cut say nothing new.
@@ -270,6 +333,17 @@ impl AdaptiveBucket {
         self.state = RetreatState::Retreat;
         self.last_change = now;
         self.last_cut = Some(now);
+        if self.retreat.is_none_or(|t| t.ended.is_some()) {
+            // A new retreat: judged on the last minute's answers (this 429
+            // among them), which its tally starts with.
+            let refused = self.samples.iter().filter(|(_, bad)| *bad).count();
+            self.retreat = Some(Tally {
+                began: now,
+                ended: None,
+                answers: self.samples.len() as u64,
+                refused: refused as u64,
+            });
+        }
     }
 
     /// Apply the recovery rules. Called on every response and periodically
@@ -322,6 +396,16 @@ impl AdaptiveBucket {
         } else {
             RetreatState::Recover
         };
+        if self.state == RetreatState::Normal {
+            self.end_retreat(now);
+        }
+    }
+
+    /// The rate is back at its base: the retreat's tally stops counting.
+    fn end_retreat(&mut self, now: Instant) {
+        if let Some(t) = self.retreat.as_mut().filter(|t| t.ended.is_none()) {
+            t.ended = Some(now);
+        }
     }
 
     /// Change the base rate at runtime. In `normal` the effective rate
@@ -369,6 +453,7 @@ impl AdaptiveBucket {
             effective_rate_per_minute: (self.rate_per_min * 100.0).round() / 100.0,
             retreat_state: self.state,
             ratio_429_last_minute: self.ratio_last_minute(),
+            retreat_429: self.retreat.map(|t| t.view(now)),
             accepted_last_minute: self.accepted_last_minute(),
             ceiling_per_minute: self.ceiling.map(|c| (c * 100.0).round() / 100.0),
             samples: self.samples.len(),

@@ -147,6 +147,8 @@ export function Gateway() {
 function ProviderCard({ p }: { p: ProviderStatus }) {
   const b = p.lane?.bucket;
   const ratio = b?.ratio_429_last_minute;
+  // The latest retreat's 429 share: it outlasts the last minute's.
+  const rt = b?.retreat_429;
   return (
     <div class="provider" data-provider={p.name}>
       <div class="item-head">
@@ -170,7 +172,15 @@ function ProviderCard({ p }: { p: ProviderStatus }) {
           <dl class="stats compact">
             <div><dt>Requests available</dt><dd>{b.tokens.toFixed(1)} / {b.capacity}</dd></div>
             <div><dt>Rate</dt><dd>{b.effective_rate_per_minute.toFixed(1)} <small>/ {b.base_rate_per_minute} per min</small></dd></div>
-            <div><dt>429 ratio (1 min)</dt><dd>{ratio === null || ratio === undefined ? 'no answers yet' : `${(ratio * 100).toFixed(1)}%`}</dd></div>
+            <div><dt>429 ratio (1 min)</dt><dd>{ratio === null || ratio === undefined ? 'no answers in the last minute' : `${(ratio * 100).toFixed(1)}%`}</dd></div>
+            {rt && (
+              <div data-role="retreat-429" title="the answers of the minute before the first cut and every answer since, until the rate was back at its base">
+                <dt>429 ratio ({rt.ended_seconds_ago == null ? 'this retreat' : 'last retreat'})</dt>
+                <dd>
+                  {(rt.ratio_429 * 100).toFixed(1)}% <small>{rt.answers_429} of {rt.answers} answers since {countdown(rt.began_seconds_ago)} ago{rt.ended_seconds_ago == null ? '' : `, over ${countdown(rt.ended_seconds_ago)} ago`}</small>
+                </dd>
+              </div>
+            )}
             <div><dt>In flight</dt><dd title={p.lane.concurrency_reason}>{p.lane.in_flight} / {p.lane.concurrency}</dd></div>
             <div><dt>Answer time</dt><dd>{p.lane.answer_time_seconds == null ? '—' : `${p.lane.answer_time_seconds.toFixed(1)} s`}</dd></div>
             <div><dt>Queue</dt><dd>{p.lane.queue_len} / {p.lane.queue_max}</dd></div>
