@@ -71,6 +71,13 @@ try() { # name, command: "open" if it worked, "closed" if not
 }
 echo "work" > work.txt
 git add work.txt && git commit -q -m "work of $MOZI_TASK" && echo "commit=ok" >> $r
+GIT_COMMON=$(cd "$(git rev-parse --git-common-dir)" && pwd)
+try move_main "git update-ref refs/heads/main HEAD"
+try write_repo_head "echo 'ref: refs/heads/elsewhere' > '$GIT_COMMON/HEAD'"
+try write_repo_config "git config --file '$GIT_COMMON/config' core.hooksPath /tmp"
+try write_hook "echo 'touch /tmp/pwn' > '$GIT_COMMON/hooks/post-commit'"
+try write_packed_refs "echo x >> '$GIT_COMMON/packed-refs' || { test ! -e '$GIT_COMMON/packed-refs' && touch '$GIT_COMMON/packed-refs'; }"
+try commit_again "echo more > more.txt && git add more.txt && git commit -q -m more"
 try write_home "echo x > '$MOZI_HOME/escaped'"
 try write_root "echo x > /escaped"
 try write_other_db "echo x >> '$MOZI_HOME/projects/q/blackboard.db'"
@@ -106,6 +113,7 @@ exec "$MOZI_BIN" bb done
 #[test]
 fn a_sandboxed_agent_commits_in_its_worktree_and_reaches_nothing_else() {
     let (home, repo) = sandboxed_home(CONFIG, ESCAPE_AGENT);
+    let main_before = git(&repo, &["rev-parse", "main"]);
     home.create_project("q");
     // Another task's worktree, next to this one.
     let other = home.project_dir("p").join("worktrees/T-9999");
@@ -163,10 +171,29 @@ fn a_sandboxed_agent_commits_in_its_worktree_and_reaches_nothing_else() {
         "api_other_project",
         "api_daemon_stop",
         "api_sessions",
+        "move_main",
+        "write_repo_head",
+        "write_repo_config",
+        "write_hook",
+        "write_packed_refs",
     ] {
         assert_eq!(line(closed), "closed", "{closed} must fail:\n{report}");
     }
-    for open in ["write_tmp_outside", "gateway", "bb_list", "bb_comment"] {
+    // The repository's own branch did not move; the run's branch did,
+    // twice (its refs folder is the one place of `refs/` it may write).
+    assert_eq!(git(&repo, &["rev-parse", "main"]), main_before);
+    assert_eq!(
+        git(&repo, &["show", &format!("{branch}:more.txt")]),
+        "more",
+        "{report}"
+    );
+    for open in [
+        "write_tmp_outside",
+        "gateway",
+        "bb_list",
+        "bb_comment",
+        "commit_again",
+    ] {
         assert_eq!(line(open), "open", "{open} must work:\n{report}");
     }
     let pids: usize = line("pids").parse().unwrap();

@@ -3,8 +3,10 @@
 //! The contract, the same for every runtime:
 //!
 //! * **read-write**: the task's workspace (for a git worktree also the
-//!   repository's `.git`, without its `config` and `hooks`, which stay
-//!   read-only), the run's `TMPDIR`, the agent's state folder
+//!   repository's `.git`, fenced by [`git_fence`]: objects can be added and
+//!   the run's own branch moved; the other refs, `HEAD`, the index, the
+//!   configuration, the hooks and the other worktrees stay read-only), the
+//!   run's `TMPDIR`, the agent's state folder
 //!   `runtimes/<runtime>/<agent>/`, and `sandbox.read_write`;
 //! * **read-only**: the system (`/usr`, `/etc` without its secrets, `/opt`),
 //!   the toolchains the run needs (every absolute `PATH` folder, the CLI's
@@ -74,6 +76,21 @@ pub struct SandboxPlan {
     pub user_home: Option<PathBuf>,
     /// `sandbox.allow_hosts`: what the proxy lets through.
     pub allow_hosts: Vec<String>,
+    /// Inside a git worktree's read-write repository, what stays
+    /// read-only and what the run's own branch writes ([`git_fence`]).
+    pub git_fence: Option<GitFence>,
+}
+
+/// A worktree's shared `.git`, fenced: the run can add objects and move
+/// its own branch, not the repository's other refs, its `HEAD`, index,
+/// configuration, hooks or the other worktrees.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq)]
+pub struct GitFence {
+    /// Bound read-only over the read-write `.git`.
+    pub read_only: Vec<PathBuf>,
+    /// Bound read-write again inside those: the folder of the run's branch
+    /// ref and of its reflog, and its worktree's own admin folder.
+    pub read_write: Vec<PathBuf>,
 }
 
 impl SandboxPlan {
@@ -346,6 +363,61 @@ pub fn git_common_dir(workspace: &Path) -> Option<PathBuf> {
     common.canonicalize().ok()
 }
 
+/// The fence of the worktree at `workspace` inside its repository's
+/// shared `.git` (`common`, as [`git_common_dir`] found it): read-only
+/// `config` and `hooks` (they run code in the daemon's own git calls),
+/// `refs`, `logs`, `packed-refs`, `HEAD`, `index` and `worktrees`;
+/// read-write again the folder holding the run's branch ref
+/// (`refs/heads/mozi/<project>`: a ref is written as a lock file renamed
+/// into place, so its folder must be writable, which leaves the project's
+/// other task branches movable, never `main` or another project's), the
+/// same folder of `logs/` (the branch's reflog), and the worktree's admin
+/// folder (its `HEAD`, index and logs). Those folders are created when
+/// missing (a packed ref has no loose file). `None` when the worktree's
+/// branch cannot be read (a detached checkout: nothing to move).
+pub fn git_fence(workspace: &Path, common: &Path) -> Option<GitFence> {
+    let text = std::fs::read_to_string(workspace.join(".git")).ok()?;
+    let admin = PathBuf::from(text.strip_prefix("gitdir:")?.trim())
+        .canonicalize()
+        .ok()?;
+    let head = std::fs::read_to_string(admin.join("HEAD")).ok()?;
+    let branch = head.strip_prefix("ref:")?.trim();
+    let folder = Path::new(branch).parent()?;
+    if !folder.starts_with("refs/heads")
+        || folder.components().any(|c| {
+            matches!(
+                c,
+                std::path::Component::ParentDir | std::path::Component::RootDir
+            )
+        })
+    {
+        return None;
+    }
+    let own_refs = common.join(folder);
+    let own_logs = common.join("logs").join(folder);
+    for dir in [&own_refs, &own_logs] {
+        std::fs::create_dir_all(dir).ok()?;
+    }
+    let read_only = [
+        "config",
+        "hooks",
+        "refs",
+        "logs",
+        "packed-refs",
+        "HEAD",
+        "index",
+        "worktrees",
+    ]
+    .iter()
+    .map(|part| common.join(part))
+    .filter(|p| p.exists())
+    .collect();
+    Some(GitFence {
+        read_only,
+        read_write: vec![own_refs, own_logs, admin],
+    })
+}
+
 /// Wraps `launch` in bubblewrap: the program becomes `bwrap`, which runs
 /// `moziplus sandbox-init` (the network forwarder) inside, which execs the
 /// CLI. The environment is the launch's own plus `MOZI_API`.
@@ -373,19 +445,16 @@ pub fn wrap(launch: Launch, plan: &SandboxPlan, bwrap: &Path, exe: &Path) -> Lau
             Mount::ReadWrite(_) => args.extend(["--bind".into(), p.clone(), p]),
         }
     }
-    // A git worktree's repository: `config` and `hooks` run code in the
-    // daemon's own git calls, so they stay read-only.
-    for ws in plan.read_write.iter().filter_map(|p| {
-        p.file_name()
-            .is_some_and(|n| n == ".git")
-            .then_some(p.clone())
-    }) {
-        for part in ["config", "hooks"] {
-            let p = ws.join(part);
-            if p.exists() {
-                let p = p.display().to_string();
-                args.extend(["--ro-bind".into(), p.clone(), p]);
-            }
+    // A git worktree's repository: read-only over the read-write `.git`,
+    // then the run's own branch read-write again (see `git_fence`).
+    if let Some(fence) = &plan.git_fence {
+        for p in &fence.read_only {
+            let p = p.display().to_string();
+            args.extend(["--ro-bind".into(), p.clone(), p]);
+        }
+        for p in &fence.read_write {
+            let p = p.display().to_string();
+            args.extend(["--bind".into(), p.clone(), p]);
         }
     }
     args.extend([
@@ -539,6 +608,7 @@ mod tests {
             listen: "127.0.0.1:9".into(),
             user_home: Some("/root".into()),
             allow_hosts: vec!["github.com".into()],
+            git_fence: None,
         };
         let launch = Launch {
             program: "claude".into(),
@@ -600,5 +670,68 @@ mod tests {
         assert!(plan
             .describe()
             .contains("other hosts through the proxy: github.com"));
+    }
+
+    #[test]
+    fn a_worktrees_fence_leaves_only_its_own_branch_writable() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = dir.path().join("repo");
+        let git = |cwd: &Path, args: &[&str]| {
+            let out = std::process::Command::new("git")
+                .current_dir(cwd)
+                .args(["-c", "user.email=t@t", "-c", "user.name=t"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "git {args:?}: {out:?}");
+        };
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        git(&repo, &["commit", "-q", "--allow-empty", "-m", "base"]);
+        let ws = dir.path().join("ws");
+        let ws_text = ws.display().to_string();
+        git(
+            &repo,
+            &["worktree", "add", "-q", "-b", "mozi/p/T-0001", &ws_text],
+        );
+        // The branch packed: its loose ref and folder are gone.
+        git(&repo, &["pack-refs", "--all"]);
+        let common = git_common_dir(&ws).expect("a worktree");
+        let fence = git_fence(&ws, &common).expect("a branch");
+        for part in [
+            "config",
+            "hooks",
+            "refs",
+            "logs",
+            "HEAD",
+            "worktrees",
+            "packed-refs",
+        ] {
+            assert!(
+                fence.read_only.contains(&common.join(part)),
+                "{part} read-only: {fence:?}"
+            );
+        }
+        let admin = common.join("worktrees/ws");
+        assert_eq!(
+            fence.read_write,
+            [
+                common.join("refs/heads/mozi/p"),
+                common.join("logs/refs/heads/mozi/p"),
+                admin.canonicalize().unwrap(),
+            ]
+        );
+        assert!(
+            common.join("refs/heads/mozi/p").is_dir(),
+            "the branch's folder is made again for its next ref"
+        );
+        // A detached checkout (a review's) has no branch to move.
+        let review = dir.path().join("review");
+        let review_text = review.display().to_string();
+        git(
+            &repo,
+            &["worktree", "add", "-q", "--detach", &review_text, "main"],
+        );
+        assert_eq!(git_fence(&review, &common), None);
     }
 }

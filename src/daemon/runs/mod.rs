@@ -364,8 +364,14 @@ fn run_sandbox(sb: &crate::runtime::sandbox::SandboxPlan) -> crate::wire::RunSan
     crate::wire::RunSandbox {
         mode: crate::wire::RunMode::Sandbox,
         is_unsafe: false,
-        read_write: paths(&sb.read_write),
-        read_only: paths(&sb.read_only),
+        read_write: paths(&sb.read_write)
+            .into_iter()
+            .chain(sb.git_fence.iter().flat_map(|f| paths(&f.read_write)))
+            .collect(),
+        read_only: paths(&sb.read_only)
+            .into_iter()
+            .chain(sb.git_fence.iter().flat_map(|f| paths(&f.read_only)))
+            .collect(),
         network: Some(sb.inside_addr()),
         allow_hosts: sb.allow_hosts.clone(),
     }
@@ -487,10 +493,12 @@ fn sandbox_plan(
     } else {
         read_write.push(workspace.path.clone());
     }
+    let mut git_fence = None;
     if let Some(git) = sandbox::git_common_dir(&workspace.path) {
         if workspace.read_only {
             read_only.push(git);
         } else {
+            git_fence = sandbox::git_fence(&workspace.path, &git);
             read_write.push(git);
         }
     }
@@ -509,6 +517,7 @@ fn sandbox_plan(
         listen: d.config().server.bind.clone(),
         user_home,
         allow_hosts: cfg.allow_hosts.clone(),
+        git_fence,
     }
 }
 
