@@ -373,8 +373,10 @@ pub fn git_common_dir(workspace: &Path) -> Option<PathBuf> {
 /// other task branches movable, never `main` or another project's), the
 /// same folder of `logs/` (the branch's reflog), and the worktree's admin
 /// folder (its `HEAD`, index and logs). Those folders are created when
-/// missing (a packed ref has no loose file). `None` when the worktree's
-/// branch cannot be read (a detached checkout: nothing to move).
+/// missing (a packed ref has no loose file), and so are `hooks` and an
+/// empty `packed-refs`, which the run could otherwise create. `None` when
+/// the worktree's branch cannot be read (a detached checkout: nothing to
+/// move).
 pub fn git_fence(workspace: &Path, common: &Path) -> Option<GitFence> {
     let text = std::fs::read_to_string(workspace.join(".git")).ok()?;
     let admin = PathBuf::from(text.strip_prefix("gitdir:")?.trim())
@@ -395,8 +397,24 @@ pub fn git_fence(workspace: &Path, common: &Path) -> Option<GitFence> {
     }
     let own_refs = common.join(folder);
     let own_logs = common.join("logs").join(folder);
-    for dir in [&own_refs, &own_logs] {
+    for dir in [&own_refs, &own_logs, &common.join("hooks")] {
         std::fs::create_dir_all(dir).ok()?;
+    }
+    // A file missing now could be created by the run inside the writable
+    // `.git`: a `packed-refs` naming refs, a hook the daemon's next git
+    // call runs. An empty `packed-refs` is a valid one (and `hooks` was
+    // made above).
+    let packed = common.join("packed-refs");
+    if !packed.exists() {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&packed)
+        {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
     }
     let read_only = [
         "config",
@@ -725,6 +743,27 @@ mod tests {
             common.join("refs/heads/mozi/p").is_dir(),
             "the branch's folder is made again for its next ref"
         );
+        // A repository without `packed-refs` gets an empty one (valid for
+        // git), which the fence then holds read-only.
+        let fresh = dir.path().join("fresh");
+        std::fs::create_dir_all(&fresh).unwrap();
+        git(&fresh, &["init", "-q", "-b", "main"]);
+        git(&fresh, &["commit", "-q", "--allow-empty", "-m", "base"]);
+        let fresh_ws = dir.path().join("fresh-ws");
+        let fresh_text = fresh_ws.display().to_string();
+        git(
+            &fresh,
+            &["worktree", "add", "-q", "-b", "mozi/p/T-0002", &fresh_text],
+        );
+        let fresh_common = git_common_dir(&fresh_ws).expect("a worktree");
+        assert!(!fresh_common.join("packed-refs").exists());
+        let fence = git_fence(&fresh_ws, &fresh_common).expect("a branch");
+        assert_eq!(
+            std::fs::read(fresh_common.join("packed-refs")).unwrap(),
+            b""
+        );
+        assert!(fence.read_only.contains(&fresh_common.join("packed-refs")));
+        git(&fresh, &["branch", "--list", "main"]);
         // A detached checkout (a review's) has no branch to move.
         let review = dir.path().join("review");
         let review_text = review.display().to_string();

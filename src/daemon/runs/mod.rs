@@ -360,7 +360,8 @@ async fn append_to_log(log: &std::fs::File, session_id: &str, line: &str) {
 
 /// The sandbox as the session's detail shows it.
 fn run_sandbox(sb: &crate::runtime::sandbox::SandboxPlan) -> crate::wire::RunSandbox {
-    let paths = |v: &[PathBuf]| v.iter().map(|p| p.display().to_string()).collect();
+    let paths =
+        |v: &[PathBuf]| -> Vec<String> { v.iter().map(|p| p.display().to_string()).collect() };
     crate::wire::RunSandbox {
         mode: crate::wire::RunMode::Sandbox,
         is_unsafe: false,
