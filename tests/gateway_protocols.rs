@@ -29,18 +29,9 @@ use support::post_json;
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/drive.py");
 
-/// The venv's python with both SDKs, or `None` (skip) outside CI.
+/// The venv's python with both SDKs (`support::test_tool`).
 fn python() -> Option<String> {
-    match std::env::var("MOZI_TEST_PYTHON") {
-        Ok(p) if !p.trim().is_empty() => Some(p),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "MOZI_TEST_PYTHON is not set: scripts/test.sh installs the openai and anthropic SDKs into .tools/sdk-venv and exports it"
-        ),
-        _ => {
-            eprintln!("skipping: MOZI_TEST_PYTHON is not set (run scripts/test.sh, which installs the SDKs)");
-            None
-        }
-    }
+    support::test_tool("MOZI_TEST_PYTHON").map(|p| p.display().to_string())
 }
 
 /// Run SDK scenarios (comma-separated) against `url`; returns their results.

@@ -20,18 +20,9 @@ const CONFIG: &str =
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcp/drive.py");
 
-/// The venv's python with the `mcp` package; under CI a missing one fails.
+/// The venv's python with the `mcp` package (`test_tool`).
 fn python() -> Option<PathBuf> {
-    match std::env::var_os("MOZI_TEST_MCP_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var_os("CI").is_some() => panic!(
-            "MOZI_TEST_MCP_PYTHON is not set: scripts/test.sh installs the mcp package into .tools/mcp-venv and exports it"
-        ),
-        _ => {
-            eprintln!("skipping: MOZI_TEST_MCP_PYTHON is not set (run scripts/test.sh, which installs the MCP SDK)");
-            None
-        }
-    }
+    test_tool("MOZI_TEST_MCP_PYTHON")
 }
 
 fn task_status(db: &Path, id: &str) -> String {

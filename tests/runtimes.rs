@@ -102,22 +102,6 @@ fn replay_events(port: u16, project: &str, levels: &str, until: &str, limit: Dur
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// A tool path exported by scripts/test.sh; under CI a missing one fails.
-fn tool(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "{var} is not set: run the suite through scripts/test.sh, which installs the CLIs"
-            )
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test.sh installs the CLIs and sets it)");
-            None
-        }
-    }
-}
-
 #[test]
 fn an_agent_sees_only_the_allow_listed_environment() {
     let home = TestHome::with_config(CONFIG, "");
@@ -679,7 +663,7 @@ fn assert_worked_through_the_gateway(
 
 #[test]
 fn openclaw_works_a_task_through_the_gateway() {
-    let Some(openclaw) = tool("MOZI_TEST_OPENCLAW") else {
+    let Some(openclaw) = test_tool("MOZI_TEST_OPENCLAW") else {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
@@ -732,7 +716,7 @@ fn openclaw_works_a_task_through_the_gateway() {
 
 #[test]
 fn codex_works_a_task_through_the_gateway() {
-    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+    let Some(codex) = test_tool("MOZI_TEST_CODEX") else {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
@@ -785,7 +769,7 @@ fn codex_works_a_task_through_the_gateway() {
 /// result, on top of the ~110 tokens the first call used).
 #[test]
 fn codex_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
-    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+    let Some(codex) = test_tool("MOZI_TEST_CODEX") else {
         return;
     };
     hits_its_task_budget_mid_run(&codex, "codex");
@@ -795,7 +779,7 @@ fn codex_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
 /// the real Claude Code (Anthropic Messages through the gateway).
 #[test]
 fn claude_code_hits_its_task_budget_mid_run_and_the_task_is_blocked() {
-    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+    let Some(claude) = test_tool("MOZI_TEST_CLAUDE") else {
         return;
     };
     hits_its_task_budget_mid_run(&claude, "claude-code");
@@ -914,7 +898,7 @@ fn hits_its_task_budget_mid_run(cli: &Path, runtime: &str) {
 
 #[test]
 fn claude_code_works_a_task_through_the_gateway() {
-    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+    let Some(claude) = test_tool("MOZI_TEST_CLAUDE") else {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
@@ -960,7 +944,7 @@ fn claude_code_works_a_task_through_the_gateway() {
 /// tool reaches the board through the daemon (`POST /api/runs/bb`).
 #[test]
 fn claude_code_finishes_a_task_through_the_mcp_tool() {
-    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+    let Some(claude) = test_tool("MOZI_TEST_CLAUDE") else {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
@@ -1034,7 +1018,8 @@ fn claude_code_finishes_a_task_through_the_mcp_tool() {
 
 #[test]
 fn a_cli_reporting_an_error_in_its_json_fails_the_run() {
-    let (Some(codex), Some(claude)) = (tool("MOZI_TEST_CODEX"), tool("MOZI_TEST_CLAUDE")) else {
+    let (Some(codex), Some(claude)) = (test_tool("MOZI_TEST_CODEX"), test_tool("MOZI_TEST_CLAUDE"))
+    else {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);
@@ -1195,7 +1180,7 @@ fn a_sandboxed_cli_commits_and_runs_commands(runtime: &str, cli: &Path, tool_nam
 
 #[test]
 fn claude_code_in_the_sandbox_commits_and_runs_commands() {
-    let Some(claude) = tool("MOZI_TEST_CLAUDE") else {
+    let Some(claude) = test_tool("MOZI_TEST_CLAUDE") else {
         return;
     };
     a_sandboxed_cli_commits_and_runs_commands("claude-code", &claude, "Bash");
@@ -1203,7 +1188,7 @@ fn claude_code_in_the_sandbox_commits_and_runs_commands() {
 
 #[test]
 fn codex_in_the_sandbox_commits_and_runs_commands() {
-    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+    let Some(codex) = test_tool("MOZI_TEST_CODEX") else {
         return;
     };
     a_sandboxed_cli_commits_and_runs_commands("codex", &codex, "shell");
@@ -1211,7 +1196,7 @@ fn codex_in_the_sandbox_commits_and_runs_commands() {
 
 #[test]
 fn openclaw_exec_in_the_sandbox_commits_and_cannot_write_outside() {
-    let Some(openclaw) = tool("MOZI_TEST_OPENCLAW") else {
+    let Some(openclaw) = test_tool("MOZI_TEST_OPENCLAW") else {
         return;
     };
     a_sandboxed_cli_commits_and_runs_commands("openclaw", &openclaw, "exec");

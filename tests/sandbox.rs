@@ -638,21 +638,6 @@ fn a_home_too_deep_for_the_socket_runs_default_agents_with_workspace_and_says_wh
     );
 }
 
-/// The venv's python with the official MCP SDK (`scripts/test.sh`); under
-/// CI a missing one fails.
-fn mcp_python() -> Option<PathBuf> {
-    match std::env::var_os("MOZI_TEST_MCP_PYTHON") {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!("MOZI_TEST_MCP_PYTHON is not set: run scripts/test.sh")
-        }
-        _ => {
-            eprintln!("skipping: MOZI_TEST_MCP_PYTHON is not set (run scripts/test.sh)");
-            None
-        }
-    }
-}
-
 /// The official MCP client (tests/mcp/drive.py, `sandbox` scenario) runs
 /// as a sandboxed command agent and drives `moziplus mcp` inside the
 /// sandbox: the database is hidden there, so every tool goes through the
@@ -660,7 +645,7 @@ fn mcp_python() -> Option<PathBuf> {
 /// finishes its task with the `done` tool.
 #[test]
 fn a_sandboxed_agent_finishes_its_task_with_the_mcp_tools() {
-    let Some(py) = mcp_python() else {
+    let Some(py) = test_tool("MOZI_TEST_MCP_PYTHON") else {
         return;
     };
     // The venv as it is on disk (its folder shown read-only inside), and

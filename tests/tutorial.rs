@@ -122,22 +122,6 @@ fn normalized(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A tool path exported by scripts/test.sh; under CI a missing one fails.
-fn tool(var: &str) -> Option<PathBuf> {
-    match std::env::var_os(var) {
-        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
-        _ if std::env::var_os("CI").is_some() => {
-            panic!(
-                "{var} is not set: run the suite through scripts/test.sh, which installs the CLIs"
-            )
-        }
-        _ => {
-            eprintln!("skipping: {var} is not set (scripts/test.sh installs the CLIs and sets it)");
-            None
-        }
-    }
-}
-
 /// The user's machine: a temporary folder holding the user's `HOME` and a
 /// `bin/` with `moziplus` (the binary under test), and the environment of
 /// a fresh terminal.
@@ -258,7 +242,7 @@ fn the_readme_tutorial_works_as_written() {
         shape, SHAPE,
         "README.md's tutorial markers changed shape ({blocks:#?}); update tests/tutorial.rs with it"
     );
-    let Some(codex) = tool("MOZI_TEST_CODEX") else {
+    let Some(codex) = test_tool("MOZI_TEST_CODEX") else {
         return;
     };
     let llm = scripted_llm::ScriptedLlm::start(BIN);

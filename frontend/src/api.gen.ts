@@ -2203,11 +2203,14 @@ export interface components {
             stdin?: string | null;
         };
         /**
-         * @description What the command printed and its exit code (`0` ok, `1` error, `2`
-         *     usage, `3` conflict).
+         * @description What the command line printed and how it ended, as a `moziplus bb`
+         *     process would have: the answer of `POST /api/runs/bb`.
          */
         RunBbAnswer: {
-            /** Format: int32 */
+            /**
+             * Format: int32
+             * @description `0` ok, `1` error, `2` usage, `3` conflict.
+             */
             code: number;
             stdout: string;
             stderr: string;

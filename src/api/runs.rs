@@ -18,7 +18,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -51,19 +51,9 @@ pub struct RunBb {
     pub stdin: Option<String>,
 }
 
-/// What the command printed and its exit code (`0` ok, `1` error, `2`
-/// usage, `3` conflict).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct RunBbAnswer {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    /// A refusal's kind (`not_found`, `conflict`, `forbidden`, `invalid`,
-    /// `error`), as the MCP tools name it; absent on success and on a
-    /// usage error.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kind: Option<String>,
-}
+/// What the command printed and how it ended (one type for the daemon
+/// that runs it and the client that reads it).
+pub use crate::daemon::board_calls::RunBbAnswer;
 
 /// Runs `moziplus bb` as the run that presents its key.
 #[utoipa::path(post, path = "/api/runs/bb", tag = "runs", request_body = RunBb,
@@ -116,6 +106,10 @@ async fn run_bb(
             token: Some(token.to_string()),
         },
         task: run.task,
+        config: d
+            .projects()
+            .get(&run.project)
+            .map(|slot| (slot.config, slot.settings)),
     };
     let left_ms = (deadline_ms - chrono::Utc::now().timestamp_millis()).max(1_000) as u64;
     let limit = Duration::from_millis(left_ms).min(Duration::from_secs(MAX_BB_SECS));
@@ -127,12 +121,7 @@ async fn run_bb(
                 limit.as_secs()
             ))
         })?;
-    Ok(Json(RunBbAnswer {
-        code: answer.code,
-        stdout: answer.stdout,
-        stderr: answer.stderr,
-        kind: answer.kind.map(str::to_string),
-    }))
+    Ok(Json(answer))
 }
 
 /// A `--file` value other than `-`, if any.

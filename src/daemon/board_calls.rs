@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::config::{Config, ProjectSettings};
 use crate::service::{ProjectService, RunIdentity};
 
 /// One `bb` command line of a run in flight.
@@ -28,22 +29,28 @@ pub struct BoardCall {
     /// The run's task: what a verb without a task id acts on (a local
     /// `bb`'s `$MOZI_TASK`).
     pub task: String,
+    /// The project's configuration as the daemon holds it (a claim's
+    /// allowed agents, a heartbeat's lease), so no call reads the YAML files
+    /// again; `None` when the project is not open here (then it is read
+    /// off the runtime, on a blocking thread).
+    pub config: Option<(Config, ProjectSettings)>,
 }
 
 /// What the command line printed and how it ended, as a `moziplus bb`
-/// process would have.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BoardAnswer {
+/// process would have: the answer of `POST /api/runs/bb`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct RunBbAnswer {
     /// `0` ok, `1` error, `2` usage, `3` conflict.
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
     /// A refusal's kind (`not_found`, `conflict`, `forbidden`, `invalid`,
-    /// `error`), as the MCP tools name it; `None` on success and on a
+    /// `error`), as the MCP tools name it; absent on success and on a
     /// usage error.
-    pub kind: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
 }
 
 /// Runs a [`BoardCall`].
 pub type BoardCalls =
-    Arc<dyn Fn(BoardCall) -> Pin<Box<dyn Future<Output = BoardAnswer> + Send>> + Send + Sync>;
+    Arc<dyn Fn(BoardCall) -> Pin<Box<dyn Future<Output = RunBbAnswer> + Send>> + Send + Sync>;

@@ -463,3 +463,19 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A tool path `scripts/test.sh` installs and exports in `var` (an agent
+/// CLI, an SDK's python): `None` (the test skips, saying so) outside it,
+/// and a failure under CI, where every tool must be there.
+pub fn test_tool(var: &str) -> Option<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) if !p.is_empty() => Some(PathBuf::from(p)),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{var} is not set: run the suite through scripts/test.sh, which installs it")
+        }
+        _ => {
+            eprintln!("skipping: {var} is not set (scripts/test.sh installs the tool and sets it)");
+            None
+        }
+    }
+}

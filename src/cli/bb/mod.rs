@@ -35,7 +35,7 @@ use super::output::{Capture, Printer};
 use super::project_config::ProjectConfig;
 use crate::blackboard::{ids, Actor};
 use crate::config::{Config, ProjectSettings};
-use crate::daemon::board_calls::{BoardAnswer, BoardCall};
+use crate::daemon::board_calls::{BoardCall, RunBbAnswer};
 use crate::home::Home;
 use crate::registry::{self, ProjectId};
 use crate::service::{Notifier, ProjectService, RunIdentity, ServiceError};
@@ -178,15 +178,15 @@ async fn dispatch(cx: &mut Cx, verb: Verb) -> anyhow::Result<()> {
 /// with the run's task where a local `bb` reads `$MOZI_TASK` and the run's
 /// identity where it reads the environment, and answered with what the
 /// command would have printed and its exit code.
-pub async fn for_run(call: BoardCall) -> BoardAnswer {
+pub async fn for_run(call: BoardCall) -> RunBbAnswer {
     let capture = Capture::default();
-    let answer = |code: i32, kind: Option<&'static str>| {
+    let answer = |code: i32, kind: Option<&str>| {
         let (stdout, stderr) = capture.taken();
-        BoardAnswer {
+        RunBbAnswer {
             code,
             stdout,
             stderr,
-            kind,
+            kind: kind.map(str::to_string),
         }
     };
     let args = match parse_for_run(&call.args, &call.task) {
@@ -199,7 +199,7 @@ pub async fn for_run(call: BoardCall) -> BoardAnswer {
             } else {
                 (text, String::new())
             };
-            return BoardAnswer {
+            return RunBbAnswer {
                 code: e.exit_code(),
                 stdout,
                 stderr,
@@ -212,7 +212,7 @@ pub async fn for_run(call: BoardCall) -> BoardAnswer {
         .as_deref()
         .filter(|p| *p != call.service.project().as_str())
     {
-        return BoardAnswer {
+        return RunBbAnswer {
             code: super::output::EXIT_USAGE,
             stdout: String::new(),
             stderr: format!(
@@ -222,11 +222,26 @@ pub async fn for_run(call: BoardCall) -> BoardAnswer {
             kind: None,
         };
     }
+    let config = match call.config {
+        Some(loaded) => ProjectConfig::Loaded(Box::new(Ok(loaded))),
+        // Not open in the daemon: read on a blocking thread, never on the
+        // runtime.
+        None if args.verb.needs_config() => {
+            let (home, project) = (call.service.home().clone(), call.service.project().clone());
+            match tokio::task::spawn_blocking(move || ProjectConfig::load_now(&home, &project))
+                .await
+            {
+                Ok(loaded) => loaded,
+                Err(_) => ProjectConfig::OnDemand,
+            }
+        }
+        None => ProjectConfig::OnDemand,
+    };
     let mut cx = Cx {
         service: call.service,
         agent_flag: args.agent,
         identity: call.identity,
-        config: None,
+        config: Some(config),
         actor: None,
         out: Printer::captured(args.json, capture.clone()),
         stdin: Some(call.stdin),
