@@ -107,4 +107,27 @@ export MOZI_TEST_MCP_PYTHON="$PWD/$MCP_VENV/bin/python"
 
 # --workspace: the crates under crates/ (store, gateway, locks) too; a
 # `--test NAME` or `--lib` still selects as before, across the workspace.
+# PostgreSQL (Debian's server) for the store's second backend: a private
+# cluster for this run only, in a temporary folder every user can reach,
+# started as an unprivileged user (initdb refuses root, and CI runs as
+# root), listening on its Unix socket only, stopped when the tests end.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "test.sh: installing postgresql (apt-get)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+fi
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+PG_DIR=$(mktemp -d /tmp/moziplus-pg-XXXXXX)
+chmod 755 "$PG_DIR"
+pg() { "$@"; }
+if [ "$(id -u)" = 0 ]; then
+  id -u mozipg >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin mozipg
+  chown mozipg "$PG_DIR"
+  pg() { runuser -u mozipg -- "$@"; }
+fi
+pg "$PG_BIN/initdb" -D "$PG_DIR/data" -A trust -U postgres --no-sync >/dev/null
+pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
+  -o "-k $PG_DIR -c listen_addresses= -c fsync=off -c max_connections=200" start >/dev/null
+trap 'pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
+export MOZI_TEST_PG_URL="postgres://postgres@localhost/postgres?host=$PG_DIR"
+
 cargo test --locked --workspace "$@"

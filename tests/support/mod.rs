@@ -10,6 +10,7 @@
 mod db;
 mod http;
 mod out;
+mod pg;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 pub use db::{block_on, dump, query_i64, query_strings, raw_connection, raw_pool, Dump};
 pub use http::{bearer, dechunk, free_port, http, parse_response, post_json};
 pub use out::{wait_child, Out, CHILD_TIMEOUT};
+pub use pg::PgDatabase;
 
 /// The `moziplus` binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_moziplus");

@@ -1,0 +1,86 @@
+//! The suite's PostgreSQL: a private cluster `scripts/test.sh` starts for
+//! the run (`MOZI_TEST_PG_URL`, over its Unix socket). Each test gets a
+//! database of its own, dropped when the test ends.
+
+use std::process::Command;
+
+/// A database of one test on the suite's PostgreSQL.
+pub struct PgDatabase {
+    /// Its connection URL (`postgres://…/<name>?host=<socket folder>`).
+    pub url: String,
+    pub name: String,
+    admin: String,
+}
+
+impl PgDatabase {
+    /// A fresh database named after `label` (and this process, so
+    /// parallel test binaries never meet); `None` outside scripts/test.sh,
+    /// and a failure under CI, where the server must be there.
+    pub fn create(label: &str) -> Option<PgDatabase> {
+        let admin = match std::env::var("MOZI_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some() => panic!(
+                "MOZI_TEST_PG_URL is not set: run the suite through scripts/test.sh, which starts PostgreSQL"
+            ),
+            _ => {
+                eprintln!("skipping: MOZI_TEST_PG_URL is not set (scripts/test.sh starts PostgreSQL and sets it)");
+                return None;
+            }
+        };
+        let name: String = format!("t_{}_{label}", std::process::id())
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        psql(&admin, &format!("DROP DATABASE IF EXISTS {name}"));
+        psql(&admin, &format!("CREATE DATABASE {name}"));
+        let url = with_database(&admin, &name);
+        Some(PgDatabase { url, name, admin })
+    }
+
+    /// Runs `sql` in this database with `psql`; its output, unaligned.
+    pub fn psql(&self, sql: &str) -> String {
+        psql(&self.url, sql)
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([self.admin.as_str(), "-Atqc"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// `url` with its database replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
+}
+
+fn psql(url: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atqc", sql])
+        .output()
+        .expect("psql runs (scripts/test.sh installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
