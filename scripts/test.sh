@@ -130,4 +130,20 @@ pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
 trap 'pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
 export MOZI_TEST_PG_URL="postgres://postgres@localhost/postgres?host=$PG_DIR"
 
-cargo test --locked --workspace "$@"
+status=0
+cargo test --locked --workspace "$@" || status=$?
+
+# The store's second backend: the service's tests again, every test home's
+# blackboards in a PostgreSQL database of its own (tests/support:
+# MOZI_TEST_BACKEND=postgres). Only on a whole-suite run (no test selected).
+PG_PASS=(--test waiting_for --test schedules --test review_protocol --test heartbeat_policy
+  --test daemon_admission --test daemon_budget --test api_events)
+selected=0
+for a in "$@"; do
+  case "$a" in --test|--lib|--bench|--doc|--bin|-p|--package) selected=1 ;; -*) ;; *) selected=1 ;; esac
+done
+if [ "$selected" = 0 ] && [ -z "${MOZI_TEST_BACKEND:-}" ]; then
+  echo "test.sh: the service's tests on PostgreSQL"
+  MOZI_TEST_BACKEND=postgres cargo test --locked -p moziplus --no-fail-fast "${PG_PASS[@]}" || status=$?
+fi
+exit "$status"

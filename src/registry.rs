@@ -11,7 +11,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::blackboard::{ids, BbError, Blackboard, OpenMode, TaskStatus};
+use crate::blackboard::{ids, BbError, OpenMode, TaskStatus};
 use crate::home::Home;
 /// Project ids are part of the on-disk layout, so [`Home`]'s module defines
 /// them; re-exported here where projects are managed.
@@ -380,12 +380,9 @@ pub async fn create_project(home: &Home, new: NewProject) -> Result<ProjectEntry
         project_yaml.push_str(&format!("agents: [{}]\n", new.agents.join(", ")));
     }
     std::fs::write(home.project_config_file(id), project_yaml)?;
-    let bb = Blackboard::open(
-        &home.blackboard_file(id),
-        id.as_str(),
-        OpenMode::Create { max_connections: 1 },
-    )
-    .await?;
+    let bb = home
+        .open_blackboard(id, OpenMode::Create { max_connections: 1 })
+        .await?;
     bb.close().await;
     let entry = ProjectEntry {
         id: id.to_string(),
@@ -427,7 +424,7 @@ pub async fn archive_project(home: &Home, id: &ProjectId) -> Result<(), Registry
     if entry.status == ProjectStatus::Archived {
         return Err(RegistryError::Archived(id.to_string()));
     }
-    let bb = Blackboard::open(&home.blackboard_file(id), id.as_str(), OpenMode::CLI).await?;
+    let bb = home.open_blackboard(id, OpenMode::CLI).await?;
     let working = bb
         .list_tasks(&crate::blackboard::TaskFilter {
             statuses: vec![TaskStatus::Working],

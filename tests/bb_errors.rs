@@ -365,6 +365,7 @@ fn start_session(h: &TestHome, id: &str, task: &str, agent: &str) -> String {
             command: "test".into(),
             log_path: None,
             sandbox: None,
+            daemon: None,
         })
         .await
         .unwrap();

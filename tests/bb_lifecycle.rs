@@ -687,6 +687,7 @@ async fn every_change_writes_exactly_one_event() {
         command: "x".into(),
         log_path: None,
         sandbox: None,
+        daemon: None,
     };
     step!("session.started", b.bb.create_session(&session));
     step!(

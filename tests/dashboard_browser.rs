@@ -395,6 +395,7 @@ fn seed_ledger(home: &TestHome, task: &str) {
                 command: "seeded".into(),
                 log_path: None,
                 sandbox: None,
+                daemon: None,
             })
             .await
             .unwrap();

@@ -65,6 +65,7 @@ async fn rig(home: TestHome, budgets: &str) -> Rig {
         command: "true".into(),
         log_path: None,
         sandbox: None,
+        daemon: None,
     })
     .await
     .unwrap();

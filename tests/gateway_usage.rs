@@ -75,6 +75,7 @@ fn every_usage_reported_concurrently_is_booked_after_a_graceful_shutdown() {
                     command: "true".into(),
                     log_path: None,
                     sandbox: None,
+                    daemon: None,
                 })
                 .await
                 .unwrap();
@@ -242,6 +243,7 @@ fn each_response_is_priced_from_the_usage_the_gateway_saw_and_the_cli_cost_stays
             command: "true".into(),
             log_path: None,
             sandbox: None,
+            daemon: None,
         })
         .await
         .unwrap();

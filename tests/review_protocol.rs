@@ -177,7 +177,7 @@ fn a_low_confidence_approval_is_escalated_and_the_senior_decides() {
     });
     let escalated = query_i64(
         &db,
-        &format!("SELECT COUNT(*) FROM event WHERE task_id = '{task}' AND kind = 'review.escalated' AND json_extract(payload, '$.doubtful[0]') = 'r2'"),
+        &format!("SELECT COUNT(*) FROM event WHERE task_id = '{task}' AND kind = 'review.escalated' AND payload LIKE '%\"doubtful\":[\"r2\"%'"),
     );
     assert_eq!(escalated, 1, "one escalation, naming the doubtful reviewer");
     let obs = query_strings(

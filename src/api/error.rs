@@ -103,7 +103,7 @@ impl From<crate::blackboard::BbError> for ApiError {
             E::Conflict(_) | E::IllegalTransition { .. } => ApiError::conflict(message),
             E::Invalid(_) => ApiError::bad_request(message),
             E::Forbidden(_) => ApiError::forbidden(message),
-            E::SchemaTooNew { .. } | E::Corrupt { .. } | E::Missing { .. } => {
+            E::SchemaTooNew { .. } | E::Corrupt { .. } | E::Missing { .. } | E::Unavailable(_) => {
                 ApiError::unavailable(message)
             }
             E::Db(_) | E::Migrate(_) | E::Io(_) => ApiError::internal(message),

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
-use crate::blackboard::{Blackboard, OpenMode};
+use crate::blackboard::OpenMode;
 use crate::brief::{render_task_brief, BriefEngine, BriefKind, BriefRequest};
 use crate::config::agents::AgentsFile;
 use crate::config::agents::Permissions;
@@ -48,13 +48,10 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
     });
     let protocols = Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
     let engine = BriefEngine::load(home)?;
-    let bb = Blackboard::open(
-        &home.blackboard_file(&project),
-        project.as_str(),
-        OpenMode::CLI,
-    )
-    .await
-    .with_context(|| format!("project {project}"))?;
+    let bb = home
+        .open_blackboard(&project, OpenMode::CLI)
+        .await
+        .with_context(|| format!("project {project}"))?;
     let result = async {
         let task = bb.task(&args.task).await?;
         let agent = match args.agent {

@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 
 use super::daemon_ctl::daemon_address;
 use super::output::Printer;
-use crate::blackboard::{Blackboard, OpenMode, SystemClock};
+use crate::blackboard::{OpenMode, SystemClock};
 use crate::config::agents::AgentsFile;
 use crate::config::budgets::{
     change_override, check_limit, load_overrides, save_overrides, BudgetKey,
@@ -217,7 +217,8 @@ async fn offline_list(home: &Home) -> anyhow::Result<BudgetList> {
         }
         let id = ProjectId::parse(&entry.id)?;
         if budgets.book.enabled() {
-            let bb = Blackboard::open(&home.blackboard_file(&id), id.as_str(), OpenMode::CLI)
+            let bb = home
+                .open_blackboard(&id, OpenMode::CLI)
                 .await
                 .with_context(|| format!("project {id}"))?;
             seed_project(&budgets.book, id.as_str(), &bb)

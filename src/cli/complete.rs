@@ -9,7 +9,7 @@
 
 use clap::{Args, ValueEnum};
 
-use crate::blackboard::{Blackboard, OpenMode, TaskFilter, TaskStatus};
+use crate::blackboard::{OpenMode, TaskFilter, TaskStatus};
 use crate::config::agents::AgentsFile;
 use crate::home::Home;
 
@@ -62,7 +62,7 @@ pub async fn run(home: &Home, args: CompleteIdsArgs) -> anyhow::Result<()> {
 
 async fn open_tasks(home: &Home, project: &str) -> anyhow::Result<Vec<String>> {
     let id = crate::registry::active_project(home, project)?;
-    let bb = Blackboard::open(&home.blackboard_file(&id), id.as_str(), OpenMode::CLI).await?;
+    let bb = home.open_blackboard(&id, OpenMode::CLI).await?;
     let filter = TaskFilter {
         statuses: vec![
             TaskStatus::Pending,

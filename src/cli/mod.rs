@@ -18,6 +18,7 @@ mod project_config;
 mod remote;
 mod schedule;
 mod serve;
+mod store;
 mod usage;
 
 use std::path::PathBuf;
@@ -60,6 +61,9 @@ pub enum Command {
     Backup(ops::BackupArgs),
     /// Restore a project's blackboard from a snapshot.
     Restore(ops::RestoreArgs),
+    /// The store itself: `store copy` moves blackboards between SQLite files and PostgreSQL.
+    #[command(subcommand)]
+    Store(store::StoreCmd),
     /// Check configuration, permissions, databases and agent commands.
     Doctor(ops::DoctorArgs),
     /// Append JSON lines (from the arguments, or stdin) to the daemon's inbox.
@@ -144,7 +148,7 @@ pub fn main() -> i32 {
     let Ok(parser) = parser else {
         return run(Cli::parse_from(args));
     };
-    let rt = match runtime(true) {
+    let rt = match runtime(timers_only(&Home::resolve(hint.home.as_deref()))) {
         Ok(rt) => rt,
         Err(code) => return code,
     };
@@ -206,20 +210,27 @@ pub fn run(cli: Cli) -> i32 {
     if bb {
         cap_malloc_arenas(1);
     }
-    match runtime(bb) {
+    match runtime(bb && timers_only(&Home::resolve(cli.home.as_deref()))) {
         Ok(rt) => run_on(rt, cli, None),
         Err(code) => code,
     }
 }
 
+/// Whether a blackboard call in `home` needs only timers: SQLite's I/O
+/// happens on sqlx's connection thread; PostgreSQL's is a socket on the
+/// runtime.
+fn timers_only(home: &Home) -> bool {
+    matches!(home.store(), Ok(crate::home::StoreLocation::Files))
+}
+
 /// The runtime a command runs on. The CLI does little concurrent work: a
 /// current-thread runtime starts in microseconds, which matters for a command
-/// called many times per run. An agent's blackboard call (`bb_only`) needs
-/// only timers: SQLite's I/O happens on sqlx's connection thread, so there is
-/// no epoll, eventfd or signal pipe to set up.
-fn runtime(bb_only: bool) -> Result<tokio::runtime::Runtime, i32> {
+/// called many times per run. An agent's blackboard call on files
+/// (`timers`, see [`timers_only`]) has no epoll, eventfd or signal pipe to
+/// set up.
+fn runtime(timers: bool) -> Result<tokio::runtime::Runtime, i32> {
     let mut builder = tokio::runtime::Builder::new_current_thread();
-    if bb_only {
+    if timers {
         builder.enable_time();
     } else {
         builder.enable_all();
@@ -247,6 +258,7 @@ fn run_on(rt: tokio::runtime::Runtime, cli: Cli, early: Option<early::EarlyBlack
             Command::Brief(cmd) => brief::run(&home, cmd).await,
             Command::Backup(args) => ops::backup(&home, args).await,
             Command::Restore(args) => ops::restore(&home, args).await,
+            Command::Store(cmd) => store::run(cmd).await,
             Command::Doctor(args) => ops::doctor(&home, args).await,
             Command::Inbox(args) => inbox_push(&home, args),
             Command::Pause(args) => {

@@ -48,7 +48,24 @@ pub struct DoctorArgs {
     json: bool,
 }
 
+/// Backups and restores are of blackboard files; on PostgreSQL they are
+/// the database's own, and the command says so instead of pretending.
+fn refuse_on_postgres(home: &Home, verb: &str) -> anyhow::Result<()> {
+    if let crate::home::StoreLocation::Postgres(url) = home.store()? {
+        anyhow::bail!(
+            "`moziplus {verb}` works on blackboard files, and this home's blackboards are in \
+             PostgreSQL ({}): use the database's own tools, e.g. `pg_dump --format=custom \
+             --file moziplus.dump '<url>'` and `pg_restore --clean --dbname '<url>' \
+             moziplus.dump` (each project is the schema p_<id>), or `moziplus store copy \
+             --from <url> --to <folder>` for SQLite files",
+            crate::blackboard::postgres::redacted(&url)
+        );
+    }
+    Ok(())
+}
+
 pub async fn backup(home: &Home, args: BackupArgs) -> anyhow::Result<()> {
+    refuse_on_postgres(home, "backup")?;
     let ids: Vec<ProjectId> = match &args.project {
         Some(p) => vec![registry::active_project(home, p)?],
         None => registry::load(home)?
@@ -78,6 +95,7 @@ pub async fn backup(home: &Home, args: BackupArgs) -> anyhow::Result<()> {
 }
 
 pub async fn restore(home: &Home, args: RestoreArgs) -> anyhow::Result<()> {
+    refuse_on_postgres(home, "restore")?;
     let id = registry::active_project(home, &args.project)?;
     let snapshot = match (args.from, args.latest) {
         (Some(f), _) => f,
@@ -458,17 +476,20 @@ async fn check_project(
         }
     }
     let path = home.blackboard_file(id);
+    let on_files = matches!(home.store(), Ok(crate::home::StoreLocation::Files));
     let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
-    checks.push(
-        &format!("project {id} permissions"),
-        matches!(mode, Ok(m) if m & 0o077 == 0),
-        true,
-        match mode {
-            Ok(m) => format!("{} mode {:o}", path.display(), m),
-            Err(err) => format!("{}: {err}", path.display()),
-        },
-    );
-    let (ok, detail) = match Blackboard::open(&path, id.as_str(), OpenMode::CLI).await {
+    if on_files {
+        checks.push(
+            &format!("project {id} permissions"),
+            matches!(mode, Ok(m) if m & 0o077 == 0),
+            true,
+            match mode {
+                Ok(m) => format!("{} mode {:o}", path.display(), m),
+                Err(err) => format!("{}: {err}", path.display()),
+            },
+        );
+    }
+    let (ok, detail) = match home.open_blackboard(id, OpenMode::CLI).await {
         Ok(bb) => {
             if let Some(d) = daemon {
                 check_review_staffing(d, &bb, id, allowed.as_deref(), checks).await;

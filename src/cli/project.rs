@@ -5,7 +5,7 @@ use clap::Subcommand;
 use serde_json::json;
 
 use super::output::Printer;
-use crate::blackboard::{Blackboard, OpenMode};
+use crate::blackboard::OpenMode;
 use crate::home::Home;
 use crate::registry::{self, NewProject, ProjectId, ProjectStatus};
 
@@ -109,7 +109,8 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
             let id = ProjectId::parse(&id)?;
             let entry = registry::find(home, &id)?;
             let (counts, size) = if entry.status == ProjectStatus::Active {
-                let bb = Blackboard::open(&home.blackboard_file(&id), id.as_str(), OpenMode::CLI)
+                let bb = home
+                    .open_blackboard(&id, OpenMode::CLI)
                     .await
                     .with_context(|| format!("project {id}"))?;
                 let counts = bb.status_counts().await?;

@@ -6,7 +6,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::output::Printer;
-use crate::blackboard::{Blackboard, OpenMode};
+use crate::blackboard::OpenMode;
 use crate::home::Home;
 use crate::registry::{self, ProjectId, ProjectStatus};
 use crate::wire::usage::{usage_report, UsageReport, UsageRow};
@@ -31,7 +31,8 @@ pub async fn run(home: &Home, args: UsageArgs) -> anyhow::Result<()> {
             continue;
         }
         let id = ProjectId::parse(&entry.id)?;
-        let bb = Blackboard::open(&home.blackboard_file(&id), id.as_str(), OpenMode::CLI)
+        let bb = home
+            .open_blackboard(&id, OpenMode::CLI)
             .await
             .with_context(|| format!("project {id}"))?;
         let lines = bb.usage_lines(since, i64::MAX).await?;

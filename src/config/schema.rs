@@ -27,6 +27,40 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Caps on what runs spend, enforced by the gateway on every call.
     pub budgets: super::budgets::BudgetsConfig,
+    /// Where the blackboards live (read by `Home::store`).
+    pub store: StoreConfig,
+}
+
+/// `store:` — where every project's blackboard lives: unset, a SQLite file
+/// per project under `projects/`; `postgres://…` (or `{ url: postgres://… }`),
+/// one PostgreSQL database with a schema per project, shared by every
+/// daemon pointed at it. `MOZI_STORE__URL` overrides it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(from = "StoreSetting")]
+pub struct StoreConfig {
+    pub url: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum StoreSetting {
+    Url(String),
+    Table(StoreTable),
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct StoreTable {
+    url: Option<String>,
+}
+
+impl From<StoreSetting> for StoreConfig {
+    fn from(s: StoreSetting) -> StoreConfig {
+        match s {
+            StoreSetting::Url(url) => StoreConfig { url: Some(url) },
+            StoreSetting::Table(t) => StoreConfig { url: t.url },
+        }
+    }
 }
 
 /// `sandbox:` — extra paths shown inside every sandboxed run

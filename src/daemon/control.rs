@@ -9,8 +9,8 @@
 use tokio::sync::mpsc;
 
 use super::{
-    event_pump, gateway_history, inbox_consumer, provider_watch, recovery, runs, snapshots, ticker,
-    webhooks, Daemon, DaemonError, TickRequest,
+    cluster, event_pump, gateway_history, inbox_consumer, provider_watch, recovery, runs,
+    snapshots, ticker, webhooks, Daemon, DaemonError, TickRequest,
 };
 use crate::locks::Recover;
 use std::sync::atomic::Ordering;
@@ -41,11 +41,21 @@ impl Daemon {
     /// join handles; [`Daemon::shutdown`] stops them.
     pub async fn start(&self) -> Result<Vec<tokio::task::JoinHandle<()>>, DaemonError> {
         self.projects().refresh(self).await?;
+        match cluster::join(self).await {
+            Ok(Some(m)) => {
+                tracing::info!(daemon = m.cluster.id(), "joined the store's cluster");
+                let _ = self.inner.membership.set(m);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(DaemonError::Store(e)),
+        }
         recovery::recover(self).await;
         Ok(vec![
             tokio::spawn(inbox_consumer::run(self.clone())),
             tokio::spawn(ticker::run(self.clone(), self.take_tick_requests()?)),
             tokio::spawn(snapshots::run(self.clone())),
+            tokio::spawn(cluster::run(self.clone())),
+            tokio::spawn(cluster::listen(self.clone())),
             tokio::spawn(event_pump::run(self.clone())),
             tokio::spawn(webhooks::run(self.clone())),
             tokio::spawn(provider_watch::run(self.clone())),

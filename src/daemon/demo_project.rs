@@ -5,7 +5,7 @@
 //! a home without `config/agents.yaml` or `config/review_protocols/` gets the
 //! bundled ones ([`ensure_demo_config`]).
 
-use crate::blackboard::{Actor, Blackboard, NewTask, OpenMode, Priority};
+use crate::blackboard::{Actor, NewTask, OpenMode, Priority};
 use crate::home::Home;
 use crate::registry::{self, NewProject, ProjectId, RegistryError};
 
@@ -82,12 +82,9 @@ pub async fn ensure_demo(home: &Home) -> Result<Vec<String>, RegistryError> {
         }
         Err(e) => return Err(e),
     }
-    let bb = Blackboard::open(
-        &home.blackboard_file(&id),
-        id.as_str(),
-        OpenMode::Create { max_connections: 1 },
-    )
-    .await?;
+    let bb = home
+        .open_blackboard(&id, OpenMode::Create { max_connections: 1 })
+        .await?;
     let counts = bb.status_counts().await?;
     let open: i64 = ["pending", "working", "review", "blocked"]
         .iter()

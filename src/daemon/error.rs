@@ -19,4 +19,7 @@ pub enum DaemonError {
     Brief(#[from] crate::brief::BriefError),
     #[error("skills: {0}")]
     Skill(#[from] crate::skills::SkillError),
+    /// The store (PostgreSQL) could not be joined at start.
+    #[error("store: {0}")]
+    Store(String),
 }

@@ -82,11 +82,15 @@ async fn pump(
     for slot in d.projects().snapshot() {
         let Some(bb) = &slot.bb else { continue };
         let project = slot.id.as_str();
-        let stamp = file_stamp(bb.path());
-        if only_changed && stamps.get(project) == Some(&stamp) {
-            continue;
+        // A file's stamp tells whether anything was written; a PostgreSQL
+        // board has no file, so it is read every time.
+        if bb.backend() == crate::blackboard::Backend::Sqlite {
+            let stamp = file_stamp(bb.path());
+            if only_changed && stamps.get(project) == Some(&stamp) {
+                continue;
+            }
+            stamps.insert(project.to_string(), stamp);
         }
-        stamps.insert(project.to_string(), stamp);
         loop {
             let after = hub.head_of(project);
             let events = match bb.events_after(after, BATCH).await {

@@ -28,6 +28,7 @@
 pub mod admission;
 pub mod board_calls;
 pub mod budget_book;
+pub mod cluster;
 pub mod control;
 pub mod demo_project;
 pub mod error;
@@ -126,6 +127,9 @@ struct Inner {
     gateway: std::sync::OnceLock<crate::gateway::Gateway>,
     /// A run's `bb` command lines (`POST /api/runs/bb`), set by `serve`.
     board_calls: std::sync::OnceLock<board_calls::BoardCalls>,
+    /// This daemon's place among the daemons of a PostgreSQL store
+    /// (`cluster`), set at start; unset on files.
+    membership: std::sync::OnceLock<cluster::Membership>,
     wake: Notify,
     /// Manual ticks, answered by the ticker loop (`ticker::run`), so a
     /// manual tick never overlaps another; the loop takes the receiver.
@@ -256,6 +260,7 @@ impl Daemon {
                 run_keys: Mutex::new(HashMap::new()),
                 gateway: std::sync::OnceLock::new(),
                 board_calls: std::sync::OnceLock::new(),
+                membership: std::sync::OnceLock::new(),
                 wake: Notify::new(),
                 tick_requests,
                 tick_receiver: Mutex::new(Some(tick_receiver)),
@@ -491,6 +496,24 @@ impl Daemon {
     }
 
     /// Asks for a tick as soon as possible (coalesced).
+    /// This daemon's membership of its store's cluster (PostgreSQL only).
+    pub fn membership(&self) -> Option<&cluster::Membership> {
+        self.inner.membership.get()
+    }
+
+    /// Whether this daemon does the cluster's singleton duties now.
+    pub fn leadership(&self) -> cluster::Leadership {
+        match self.membership() {
+            None => cluster::Leadership::Alone,
+            Some(m) => m.leadership(),
+        }
+    }
+
+    /// This daemon's cluster id (`host:pid:start`), on PostgreSQL.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.membership().map(|m| m.cluster.id().to_string())
+    }
+
     pub fn wake(&self) {
         self.inner.wake.notify_one();
         self.inner.events.wake();

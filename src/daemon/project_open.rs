@@ -6,7 +6,7 @@
 
 use super::projects::{ProjectSet, ProjectSlot, RefreshPlan};
 use super::{Daemon, DaemonError};
-use crate::blackboard::{Actor, Blackboard, ObservationLevel, OpenMode};
+use crate::blackboard::{Actor, ObservationLevel, OpenMode};
 use crate::config::{Config, ProjectSettings};
 use crate::registry::ProjectId;
 
@@ -60,8 +60,13 @@ async fn open_slot(d: &Daemon, id: &ProjectId) -> ProjectSlot {
         return slot;
     }
     let path = d.home().blackboard_file(id);
-    let missing = !path.exists();
-    match Blackboard::open(&path, id.as_str(), OpenMode::Create { max_connections: 4 }).await {
+    let on_files = matches!(d.home().store(), Ok(crate::home::StoreLocation::Files));
+    let missing = on_files && !path.exists();
+    match d
+        .home()
+        .open_blackboard(id, OpenMode::Create { max_connections: 4 })
+        .await
+    {
         Ok(bb) => {
             if missing {
                 let _ = bb

@@ -81,6 +81,14 @@ impl OpenProject {
     pub fn bb(&self) -> &Blackboard {
         self.service.blackboard()
     }
+
+    /// This project for the cluster leader's duties (`ProjectService::fenced`).
+    pub fn fenced(&self, holder: &str, epoch: i64) -> OpenProject {
+        OpenProject {
+            service: self.service.fenced(holder, epoch),
+            ..self.clone()
+        }
+    }
 }
 
 /// Consecutive failed ticks after which a project counts as a problem.

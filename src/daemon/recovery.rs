@@ -33,7 +33,9 @@ pub async fn recover(d: &Daemon) {
             continue;
         };
         let bb = service.blackboard().clone();
-        let sessions = match bb.running_sessions().await {
+        // In a store's cluster only the sessions of daemons that are gone
+        // (and of none) are left over; the others are live daemons' runs.
+        let sessions = match left_sessions(d, &bb).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(project = %slot.id, error = %e, "recovery: cannot list sessions");
@@ -72,68 +74,24 @@ pub async fn recover(d: &Daemon) {
                 let _ = tokio::task::spawn_blocking(move || kill_session_processes(&id)).await;
                 Outcome::Killed
             };
-            // Whose is the task now? Only this session's own claim is given
-            // back (held by its agent, no later session on the task); a task
-            // this session already finished (`bb done` before the daemon
-            // died) makes the session a success.
-            let newest = bb
-                .sessions_for_task(&s.task_id)
-                .await
-                .ok()
-                .and_then(|v| v.last().map(|l| l.id.clone()));
-            let task = bb.task(&s.task_id).await.ok();
-            let ours = task.as_ref().filter(|t| {
-                t.claimed_by.as_deref() == Some(s.agent.as_str())
-                    && newest.as_deref() == Some(s.id.as_str())
-            });
-            let finished =
-                ours.is_some_and(|t| matches!(t.status, TaskStatus::Review | TaskStatus::Done));
-            let outcome = if finished {
-                Outcome::Succeeded
+            let why = if live.is_empty() {
+                "its processes are gone"
             } else {
-                outcome
+                "its processes were killed"
             };
-            let why = format!(
-                "session {} of {} was left running by a previous daemon ({}); {}",
-                s.id,
-                s.agent,
-                if live.is_empty() {
-                    "its processes are gone"
-                } else {
-                    "its processes were killed"
-                },
-                if finished {
-                    "it had finished its task".to_string()
-                } else {
-                    outcome.to_string()
-                }
-            );
-            tracing::warn!(project = %slot.id, session = %s.id, %outcome, "recovery");
-            let _ = bb
-                .end_session(
-                    &s.id,
-                    outcome,
-                    None,
-                    Some(serde_json::json!({ "recovered": true })),
-                )
-                .await;
-            let _ = bb
-                .add_observation(
-                    ObservationLevel::Warn,
-                    &Actor::daemon(),
-                    Some(&s.task_id),
-                    &why,
-                )
-                .await;
-            if let Some(t) = ours.filter(|t| t.status == TaskStatus::Working) {
-                if let Some(claim) = t.claim() {
-                    let _ = service
-                        .give_back(&t.id, &claim, Setback::RunLost, &why)
-                        .await;
-                }
-            }
+            settle(
+                &service,
+                &s,
+                outcome,
+                &format!("was left running by a previous daemon ({why})"),
+            )
+            .await;
         }
-        give_back_stranded_claims(d, &service).await;
+        // In a cluster another daemon may be between its claim and its
+        // session row: its claim is not stranded. Leases cover that case.
+        if d.membership().is_none() {
+            give_back_stranded_claims(d, &service, None).await;
+        }
         super::worktrees::recover_workspaces(d, &bb).await;
     }
 }
@@ -143,7 +101,11 @@ pub async fn recover(d: &Daemon) {
 /// by a configured agent with no running session. Nothing will work on it or
 /// renew its lease, so it goes back now, same round, instead of when its lease
 /// runs out. Claims by people (names that are no configured agent) stay.
-async fn give_back_stranded_claims(d: &Daemon, service: &ProjectService) {
+///
+/// With `min_age` (the cluster leader's duty) only claims older than that
+/// go back: a live daemon writes its session row milliseconds after its
+/// claim, so an older claim with no run is one its daemon died holding.
+async fn give_back_stranded_claims(d: &Daemon, service: &ProjectService, min_age: Option<i64>) {
     let bb = service.blackboard();
     let working = match bb
         .list_tasks(&crate::blackboard::TaskFilter {
@@ -167,6 +129,9 @@ async fn give_back_stranded_claims(d: &Daemon, service: &ProjectService) {
         if d.agents().agent(holder).is_none() {
             continue;
         }
+        if min_age.is_some_and(|age| t.claimed_at.is_none_or(|at| at > bb.now() - age)) {
+            continue;
+        }
         let running = bb
             .sessions_for_task(&t.id)
             .await
@@ -183,5 +148,118 @@ async fn give_back_stranded_claims(d: &Daemon, service: &ProjectService) {
         let _ = service
             .give_back(&t.id, &claim, Setback::RunLost, &why)
             .await;
+    }
+}
+
+/// The running sessions a starting daemon ends: all of them on files (one
+/// daemon per home); in a store's cluster, those of daemons no longer seen.
+async fn left_sessions(
+    d: &Daemon,
+    bb: &crate::blackboard::Blackboard,
+) -> crate::blackboard::BbResult<Vec<crate::blackboard::Session>> {
+    match d.membership() {
+        None => bb.running_sessions().await,
+        Some(m) => {
+            let alive = m.cluster.alive(super::cluster::ALIVE).await?;
+            bb.running_sessions_not_of(&alive).await
+        }
+    }
+}
+
+/// The leader's duty in a store's cluster: the runs of daemons not seen
+/// for [`super::cluster::ALIVE`] (killed, host down) are lost, and their
+/// tasks go back to `pending` in the same round, as a restarted daemon's
+/// own would. A late `bb done` from such a run is refused: its session
+/// has ended.
+pub async fn give_back_runs_of_gone_daemons(d: &Daemon, service: &ProjectService) {
+    let Some(m) = d.membership() else { return };
+    let bb = service.blackboard();
+    let gone = match left_sessions(d, bb).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(project = bb.project(), error = %e, "cluster: cannot list the runs of gone daemons");
+            return;
+        }
+    };
+    for s in gone {
+        if s.started_at > bb.now() - super::cluster::ALIVE.as_millis() as i64 {
+            // Too young to judge: its daemon may not have beaten yet.
+            continue;
+        }
+        tracing::warn!(project = bb.project(), session = %s.id, leader = m.cluster.id(), "cluster: a gone daemon's run is given back");
+        settle(
+            service,
+            &s,
+            Outcome::Lost,
+            "was left running by a daemon that is gone (not seen for 10 s)",
+        )
+        .await;
+    }
+    give_back_stranded_claims(d, service, Some(super::cluster::ALIVE.as_millis() as i64)).await;
+}
+
+/// Ends a session nobody supervises any more with `outcome` (or as a
+/// success if it had finished its task), says so on the task, and gives
+/// back its claim if the claim is still this session's.
+async fn settle(
+    service: &ProjectService,
+    s: &crate::blackboard::Session,
+    outcome: Outcome,
+    what: &str,
+) {
+    let bb = service.blackboard();
+    // Whose is the task now? Only this session's own claim is given
+    // back (held by its agent, no later session on the task); a task
+    // this session already finished (`bb done` before the daemon
+    // died) makes the session a success.
+    let newest = bb
+        .sessions_for_task(&s.task_id)
+        .await
+        .ok()
+        .and_then(|v| v.last().map(|l| l.id.clone()));
+    let task = bb.task(&s.task_id).await.ok();
+    let ours = task.as_ref().filter(|t| {
+        t.claimed_by.as_deref() == Some(s.agent.as_str())
+            && newest.as_deref() == Some(s.id.as_str())
+    });
+    let finished = ours.is_some_and(|t| matches!(t.status, TaskStatus::Review | TaskStatus::Done));
+    let outcome = if finished {
+        Outcome::Succeeded
+    } else {
+        outcome
+    };
+    let why = format!(
+        "session {} of {} {what}; {}",
+        s.id,
+        s.agent,
+        if finished {
+            "it had finished its task".to_string()
+        } else {
+            outcome.to_string()
+        }
+    );
+    tracing::warn!(project = bb.project(), session = %s.id, %outcome, "recovery");
+    let _ = bb
+        .end_session(
+            &s.id,
+            outcome,
+            None,
+            Some(serde_json::json!({ "recovered": true })),
+        )
+        .await;
+    let _ = bb
+        .add_observation(
+            ObservationLevel::Warn,
+            &Actor::daemon(),
+            Some(&s.task_id),
+            &why,
+        )
+        .await;
+    if let Some(t) = ours.filter(|t| t.status == TaskStatus::Working) {
+        if let Some(claim) = t.claim() {
+            let _ = service
+                .give_back(&t.id, &claim, Setback::RunLost, &why)
+                .await;
+        }
     }
 }

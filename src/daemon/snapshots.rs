@@ -7,6 +7,7 @@
 //! schedule is read from the files themselves, so a daemon restarted every few
 //! minutes still snapshots on time and never twice in an interval. A failure
 //! is logged, counted and written to the project as a `warn` observation.
+//! On PostgreSQL there are no files to snapshot: the loop does nothing.
 
 use std::time::{Duration, SystemTime};
 
@@ -25,6 +26,12 @@ const FIRST_CHECK_AFTER: Duration = Duration::from_secs(2);
 pub async fn run(d: Daemon) {
     let cfg = d.config().backup.clone();
     if cfg.interval_minutes == 0 {
+        return;
+    }
+    if let Ok(crate::home::StoreLocation::Postgres(_)) = d.home().store() {
+        // Snapshots are of blackboard files; PostgreSQL's backups are its
+        // own (`pg_dump`, README "Many hosts").
+        tracing::info!("blackboards are in PostgreSQL: no automatic snapshots (use pg_dump)");
         return;
     }
     let interval = Duration::from_secs(u64::from(cfg.interval_minutes) * 60);

@@ -74,6 +74,12 @@ pub fn base(
     for (k, v) in pairs {
         set(&mut env, k, v);
     }
+    // The run's `bb` opens the store the daemon's is in. A sandboxed run
+    // reaches the board through the daemon instead, and the sandbox drops
+    // this (`sandbox::wrap`): the URL may carry the database's password.
+    if let Some(url) = daemon_env("MOZI_STORE__URL").filter(|u| !u.is_empty()) {
+        set(&mut env, "MOZI_STORE__URL", url);
+    }
     if let Some(m) = super::model_of(run.agent) {
         set(&mut env, "MOZI_MODEL", m);
     }

@@ -497,6 +497,9 @@ pub fn wrap(launch: Launch, plan: &SandboxPlan, bwrap: &Path, exe: &Path) -> Lau
     ]);
     args.extend(launch.args.iter().cloned());
     let mut e = launch.env.clone();
+    // The board is the daemon's, through MOZI_API; the store's URL (and
+    // any password in it) stays outside.
+    e.retain(|(k, _)| k != "MOZI_STORE__URL");
     env::set(&mut e, "MOZI_API", SOCKET_INSIDE);
     proxy_env(&mut e, plan);
     Launch {

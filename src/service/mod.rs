@@ -123,7 +123,7 @@ impl ProjectService {
     /// daemon (the CLI, the MCP server): its writes wake a running daemon
     /// through the wake socket.
     pub async fn open(home: &Home, project: &ProjectId, mode: OpenMode) -> ServiceResult<Self> {
-        let bb = Blackboard::open(&home.blackboard_file(project), project.as_str(), mode).await?;
+        let bb = home.open_blackboard(project, mode).await?;
         let notifier = Notifier::wake_socket(home, project);
         Ok(ProjectService::new(
             bb,
@@ -147,6 +147,15 @@ impl ProjectService {
     }
     pub fn home(&self) -> &Home {
         &self.home
+    }
+
+    /// This service for the cluster leader's duties: its writes require the
+    /// leader's lease at `epoch` (see `Blackboard::fenced`).
+    pub fn fenced(&self, holder: &str, epoch: i64) -> ProjectService {
+        ProjectService {
+            bb: self.bb.fenced(holder, epoch),
+            ..self.clone()
+        }
     }
 
     /// Hands the store back (to close it).

@@ -60,6 +60,13 @@ where
 
 /// One integer from a query on a blackboard.
 pub fn query_i64(db: &Path, sql: &str) -> i64 {
+    if let Some((url, schema)) = super::pg::store_of(db) {
+        let out = super::pg::psql_in(&url, &schema, sql);
+        return out
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{sql}: not an integer: {out:?}"));
+    }
     with_db(db, |mut conn| async move {
         sqlx::query_scalar::<_, i64>(sql)
             .fetch_one(&mut conn)
@@ -70,6 +77,10 @@ pub fn query_i64(db: &Path, sql: &str) -> i64 {
 
 /// A column of strings from a query on a blackboard.
 pub fn query_strings(db: &Path, sql: &str) -> Vec<String> {
+    if let Some((url, schema)) = super::pg::store_of(db) {
+        let out = super::pg::psql_in(&url, &schema, sql);
+        return out.lines().map(str::to_string).collect();
+    }
     with_db(db, |mut conn| async move {
         sqlx::query_scalar::<_, String>(sql)
             .fetch_all(&mut conn)
@@ -114,7 +125,34 @@ impl Dump {
 }
 
 /// Dumps a database file: `table|quote(col1)|quote(col2)…` for every row.
+///
+/// On PostgreSQL (a home of the suite's second pass) the project's schema:
+/// `table|<the row as PostgreSQL writes it>`, comparable with itself only.
 pub async fn dump(db: &Path) -> Dump {
+    if let Some((url, schema)) = super::pg::store_of(db) {
+        let mut lines = BTreeSet::new();
+        let version =
+            super::pg::psql_in(&url, &schema, "SELECT max(version) FROM _sqlx_migrations");
+        lines.insert(format!("pragma|user_version={version}"));
+        let tables = super::pg::psql_in(
+            &url,
+            &schema,
+            &format!(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}' \
+                 AND table_name <> '_sqlx_migrations' ORDER BY 1"
+            ),
+        );
+        let every_row = tables
+            .lines()
+            .map(|t| format!("SELECT '{t}|' || replace(r::text, chr(10), '\\n') FROM \"{t}\" r"))
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
+        if !every_row.is_empty() {
+            let rows = super::pg::psql_in(&url, &schema, &every_row);
+            lines.extend(rows.lines().map(str::to_string));
+        }
+        return Dump(lines);
+    }
     let mut conn = raw_connection(db).await;
     let mut lines = BTreeSet::new();
     let version: i64 = sqlx::query_scalar("PRAGMA user_version")

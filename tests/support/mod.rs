@@ -11,6 +11,7 @@ mod db;
 mod http;
 mod out;
 mod pg;
+mod sse;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +21,7 @@ pub use db::{block_on, dump, query_i64, query_strings, raw_connection, raw_pool,
 pub use http::{bearer, dechunk, free_port, http, parse_response, post_json};
 pub use out::{wait_child, Out, CHILD_TIMEOUT};
 pub use pg::PgDatabase;
+pub use sse::{Frame, Sse};
 
 /// The `moziplus` binary cargo built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_moziplus");
@@ -35,8 +37,41 @@ pub fn scrub_env(cmd: &mut Command) {
 }
 
 /// A temporary moziplus home, deleted when dropped.
+///
+/// With `MOZI_TEST_BACKEND=postgres` (the suite's second pass over the
+/// service's tests, `scripts/test.sh`), the home's blackboards live in a
+/// database of its own on the suite's PostgreSQL (`MOZI_STORE__URL` on
+/// every command), dropped with the home.
 pub struct TestHome {
     dir: tempfile::TempDir,
+    store: Option<pg::PgDatabase>,
+}
+
+/// The home's store for this pass: a fresh PostgreSQL database, or files.
+fn test_store(dir: &tempfile::TempDir) -> Option<pg::PgDatabase> {
+    if std::env::var("MOZI_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let label = dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    let db = pg::PgDatabase::create(&label);
+    assert!(
+        db.is_some(),
+        "MOZI_TEST_BACKEND=postgres needs MOZI_TEST_PG_URL"
+    );
+    db
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        if self.store.is_some() {
+            pg::forget_home(self.path());
+        }
+    }
 }
 
 impl Default for TestHome {
@@ -49,23 +84,26 @@ impl TestHome {
     /// An empty home: the binary creates `config/` and `projects/` as it
     /// needs them.
     pub fn new() -> TestHome {
-        TestHome {
-            dir: tempfile::Builder::new()
-                .prefix("moziplus-test-")
-                .tempdir()
-                .expect("temp dir"),
-        }
+        Self::with_prefix("moziplus-test-")
     }
 
     /// An empty home whose folder name starts with `prefix` (a long one
     /// makes a long home path).
     pub fn with_prefix(prefix: &str) -> TestHome {
-        TestHome {
-            dir: tempfile::Builder::new()
-                .prefix(prefix)
-                .tempdir()
-                .expect("temp dir"),
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("temp dir");
+        let store = test_store(&dir);
+        if let Some(db) = &store {
+            pg::register_home(dir.path(), &db.url);
         }
+        TestHome { dir, store }
+    }
+
+    /// The PostgreSQL database this home's blackboards are in, if any.
+    pub fn store_db(&self) -> Option<&pg::PgDatabase> {
+        self.store.as_ref()
     }
 
     /// A home with `config/default.yaml` and `config/agents.yaml` as given
@@ -107,6 +145,9 @@ impl TestHome {
         scrub_env(&mut c);
         c.env("MOZI_SANDBOX__DEFAULT_PERMISSIONS", "workspace");
         c.env("MOZI_HOME", self.path());
+        if let Some(db) = &self.store {
+            c.env("MOZI_STORE__URL", &db.url);
+        }
         c.arg("--home").arg(self.path());
         c.current_dir(self.path());
         c.stdin(Stdio::null());

@@ -84,3 +84,75 @@ fn psql(url: &str, sql: &str) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// The homes whose blackboards are on PostgreSQL in this process (home
+/// folder → database URL), so the helpers that read a blackboard by its
+/// file path (`query_i64`, `query_strings`) read the project's schema instead.
+static HOMES: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+    std::sync::Mutex::new(Vec::new());
+
+pub(super) fn register_home(home: &std::path::Path, url: &str) {
+    HOMES
+        .lock()
+        .unwrap()
+        .push((home.to_path_buf(), url.to_string()));
+}
+
+pub(super) fn forget_home(home: &std::path::Path) {
+    HOMES.lock().unwrap().retain(|(h, _)| h != home);
+}
+
+/// For `<home>/projects/<id>/blackboard.db` of a home on PostgreSQL: its
+/// database URL and the project's schema.
+pub(super) fn store_of(db: &std::path::Path) -> Option<(String, String)> {
+    let project = db.parent()?;
+    let home = project.parent()?.parent()?;
+    let url = HOMES
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|(h, _)| h == home)
+        .map(|(_, u)| u.clone())?;
+    let id = project.file_name()?.to_string_lossy();
+    Some((url, format!("p_{id}")))
+}
+
+/// `sql` in `schema` of the database at `url`: its rows, one per line,
+/// columns separated by `|`.
+///
+/// The tests' SQL is SQLite's; its one JSON function, `json_extract(x,
+/// '$.key')`, is spelled for PostgreSQL here.
+pub(super) fn psql_in(url: &str, schema: &str, sql: &str) -> String {
+    let sql = &sqlite_json_to_pg(sql);
+    let out = Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-Atq"])
+        .arg("-c")
+        .arg(format!("SET search_path TO \"{schema}\""))
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .expect("psql runs (scripts/test.sh installs PostgreSQL)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} in {schema}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+}
+
+/// `json_extract(x, '$.key')` → `(CAST(x AS jsonb) ->> 'key')`.
+fn sqlite_json_to_pg(sql: &str) -> String {
+    let mut out = String::new();
+    let mut rest = sql;
+    while let Some(i) = rest.find("json_extract(") {
+        out.push_str(&rest[..i]);
+        let args = &rest[i + "json_extract(".len()..];
+        let Some(end) = args.find(')') else { break };
+        let (col, path) = args[..end].split_once(',').expect("json_extract(x, path)");
+        let key = path.trim().trim_matches('\'').trim_start_matches("$.");
+        out.push_str(&format!("(CAST({} AS jsonb) ->> '{key}')", col.trim()));
+        rest = &args[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -4,9 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sqlx::SqlitePool;
-
 use crate::clock::{Clock, SystemClock};
+use crate::db::{Backend, Pool, Tx};
 use crate::error::{BbError, BbResult};
 use crate::model::Millis;
 use crate::open::{self, OpenMode};
@@ -35,7 +34,7 @@ pub const TABLES: &[&str] = &[
 /// An open project blackboard.
 #[derive(Debug, Clone)]
 pub struct Blackboard {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: Pool,
     path: Arc<PathBuf>,
     project: Arc<str>,
     clock: Arc<dyn Clock>,
@@ -43,6 +42,9 @@ pub struct Blackboard {
     keeps_wal: bool,
     /// See [`open::FileIdentity`].
     identity: Option<Arc<open::FileIdentity>>,
+    /// The leader's lease this handle's writes require (holder, epoch):
+    /// see [`Blackboard::fenced`].
+    fence: Option<Arc<(String, i64)>>,
 }
 
 impl Blackboard {
@@ -63,10 +65,35 @@ impl Blackboard {
             identity,
         } = open::open_pool(path, mode).await?;
         Ok(Blackboard {
-            pool,
+            pool: Pool::Sqlite(pool),
             keeps_wal,
             identity: identity.map(Arc::new),
+            fence: None,
             path: Arc::new(path.to_path_buf()),
+            project: Arc::from(project),
+            clock,
+        })
+    }
+
+    /// Opens `project`'s blackboard in the PostgreSQL database at `url`
+    /// (its schema made and migrated if needed; see [`crate::postgres`]).
+    pub async fn open_postgres(
+        url: &str,
+        project: &str,
+        max_connections: u32,
+        clock: Arc<dyn Clock>,
+    ) -> BbResult<Blackboard> {
+        let pool = crate::postgres::open_pool(url, project, max_connections).await?;
+        Ok(Blackboard {
+            pool: Pool::Postgres(pool),
+            keeps_wal: false,
+            identity: None,
+            fence: None,
+            path: Arc::new(PathBuf::from(format!(
+                "{} schema {}",
+                crate::postgres::redacted(url),
+                crate::postgres::schema_of(project)
+            ))),
             project: Arc::from(project),
             clock,
         })
@@ -91,11 +118,87 @@ impl Blackboard {
         }
     }
 
-    /// Starts a write transaction (`BEGIN IMMEDIATE`) after
-    /// [`Blackboard::check_file`].
-    pub(crate) async fn begin_write(&self) -> BbResult<sqlx::Transaction<'static, sqlx::Sqlite>> {
+    /// Starts a write transaction after [`Blackboard::check_file`]: SQLite's
+    /// `BEGIN IMMEDIATE` takes the file's write lock up front; on
+    /// PostgreSQL the same comes from a transaction-scoped advisory lock
+    /// named after the project's schema, so a project's writers queue as
+    /// they do on a file and other projects never wait.
+    pub(crate) async fn begin_write(&self) -> BbResult<Tx> {
         self.check_file()?;
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+        let lock = match self.backend() {
+            Backend::Sqlite => "",
+            Backend::Postgres => {
+                "SELECT count(*) FROM (SELECT pg_advisory_xact_lock(hashtext(current_schema()))) AS l"
+            }
+        };
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE", lock).await?;
+        if let Some(fence) = &self.fence {
+            // Held FOR SHARE until this transaction ends: a new leader's
+            // takeover waits for it, and a deposed one finds no row.
+            let held: Option<i64> = sqlx::query_scalar(&format!(
+                "SELECT epoch FROM moziplus.lease WHERE name = ? AND holder = ? AND epoch = ?
+                   AND expires_at > {} FOR SHARE",
+                crate::cluster::DB_NOW
+            ))
+            .bind(crate::cluster::LEADER)
+            .bind(&fence.0)
+            .bind(fence.1)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if held.is_none() {
+                return Err(BbError::Conflict(format!(
+                    "daemon {} no longer leads (its lease of epoch {} is over): the leader's \
+                     duty is refused",
+                    fence.0, fence.1
+                )));
+            }
+        }
+        Ok(tx)
+    }
+
+    /// Commits a write transaction. On PostgreSQL it first queues a
+    /// notification on channel [`crate::cluster::CHANNEL`] carrying the
+    /// project's id, delivered to every daemon's listener when (and only
+    /// if) the transaction commits: their ticker and event pump wake.
+    pub(crate) async fn commit(&self, mut tx: Tx) -> BbResult<()> {
+        if self.backend() == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM (SELECT pg_notify(?, ?)) AS n")
+                .bind(crate::cluster::CHANNEL)
+                .bind(self.project.as_ref())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// This blackboard for the leader's duties: every write transaction
+    /// first checks, on PostgreSQL, that `holder` still holds the leader's
+    /// lease at `epoch`, and is refused otherwise (a deposed leader writes
+    /// nothing). On SQLite, with one daemon, there is no lease to check.
+    pub fn fenced(&self, holder: &str, epoch: i64) -> Blackboard {
+        let mut bb = self.clone();
+        if bb.backend() == Backend::Postgres {
+            bb.fence = Some(Arc::new((holder.to_string(), epoch)));
+        }
+        bb
+    }
+
+    /// The engine this blackboard is on.
+    pub fn backend(&self) -> Backend {
+        self.pool.backend()
+    }
+
+    /// Refuses what only an SQLite file can do (`what`) on PostgreSQL.
+    fn file_only(&self, what: &str) -> BbResult<()> {
+        match self.backend() {
+            Backend::Sqlite => Ok(()),
+            Backend::Postgres => Err(BbError::Invalid(format!(
+                "{what} works on a blackboard file; project {} is on PostgreSQL, whose own tools \
+                 (pg_dump, pg_restore, amcheck) do this",
+                self.project
+            ))),
+        }
     }
 
     pub fn project(&self) -> &str {
@@ -146,6 +249,9 @@ impl Blackboard {
 
     /// `PRAGMA quick_check` — `Ok(())` when the file is sound.
     pub async fn quick_check(&self) -> BbResult<()> {
+        if self.backend() == Backend::Postgres {
+            return Ok(());
+        }
         let res: String = sqlx::query_scalar("PRAGMA quick_check")
             .fetch_one(&self.pool)
             .await?;
@@ -162,6 +268,7 @@ impl Blackboard {
     /// Writes a consistent snapshot of the live database to `dest` with
     /// `VACUUM INTO` (a read transaction: writers keep going).
     pub async fn snapshot_to(&self, dest: &Path) -> BbResult<()> {
+        self.file_only("a snapshot")?;
         let dest_str = dest
             .to_str()
             .ok_or_else(|| BbError::Invalid(format!("{}: path is not UTF-8", dest.display())))?;
@@ -175,6 +282,9 @@ impl Blackboard {
     /// Folds the WAL into the main file (`wal_checkpoint(TRUNCATE)`), so the
     /// file alone holds everything (before it is archived or copied).
     pub async fn checkpoint(&self) -> BbResult<()> {
+        if self.backend() == Backend::Postgres {
+            return Ok(());
+        }
         sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await?;
@@ -186,41 +296,40 @@ impl Blackboard {
     /// contents or the new, never a mix. Returns the rows copied.
     pub async fn replace_contents_from(&self, source: &Path) -> BbResult<u64> {
         self.check_file()?;
+        self.file_only("a restore")?;
         let mut conn = self.pool.acquire().await?;
         sqlx::query("ATTACH DATABASE ? AS snap")
             .bind(source.to_string_lossy().to_string())
-            .execute(&mut *conn)
+            .execute(&mut conn)
             .await?;
         let copied: BbResult<u64> = async {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut conn).await?;
             sqlx::query("PRAGMA defer_foreign_keys = ON")
-                .execute(&mut *conn)
+                .execute(&mut conn)
                 .await?;
             for t in TABLES.iter().rev() {
                 sqlx::query(&format!("DELETE FROM main.{t}"))
-                    .execute(&mut *conn)
+                    .execute(&mut conn)
                     .await?;
             }
             let mut rows = 0;
             for t in TABLES {
                 rows += sqlx::query(&format!("INSERT INTO main.{t} SELECT * FROM snap.{t}"))
-                    .execute(&mut *conn)
+                    .execute(&mut conn)
                     .await?
                     .rows_affected();
             }
             // Event ids stay monotonic: AUTOINCREMENT's sqlite_sequence still
             // remembers the highest id ever used, so SSE resumption never
             // sees an old id reused.
-            sqlx::query("COMMIT").execute(&mut *conn).await?;
+            sqlx::query("COMMIT").execute(&mut conn).await?;
             Ok(rows)
         }
         .await;
         if copied.is_err() {
-            let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+            let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
         }
-        let _ = sqlx::query("DETACH DATABASE snap")
-            .execute(&mut *conn)
-            .await;
+        let _ = sqlx::query("DETACH DATABASE snap").execute(&mut conn).await;
         copied
     }
 }

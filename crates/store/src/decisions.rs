@@ -26,7 +26,7 @@ pub struct NewDecision {
     pub expires_at: Option<Millis>,
 }
 
-pub(super) fn decision_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Decision> {
+pub(super) fn decision_from_row(r: &sqlx::any::AnyRow) -> BbResult<Decision> {
     Ok(Decision::from_row(r)?)
 }
 

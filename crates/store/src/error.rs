@@ -34,6 +34,10 @@ pub enum BbError {
     Corrupt { path: PathBuf, detail: String },
     #[error("{path}: no blackboard here ({detail})")]
     Missing { path: PathBuf, detail: String },
+    /// The store's server cannot be reached (PostgreSQL down or
+    /// restarting): nothing was written; the same call may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Db(#[from] sqlx::Error),
     #[error("migration failed: {0}")]

@@ -1,8 +1,8 @@
 //! The append-only event log: every state change writes one row in the same
 //! transaction as the change itself, so the log and the state never disagree.
 
+use crate::db::Conn;
 use serde_json::Value;
-use sqlx::SqliteConnection;
 
 use crate::actor::Actor;
 use crate::board::Blackboard;
@@ -41,7 +41,7 @@ pub struct AlertCounts {
 
 /// Appends one event inside the caller's transaction; returns its id.
 pub(super) async fn emit(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     now: Millis,
     level: EventLevel,
     kind: &str,
@@ -64,7 +64,7 @@ pub(super) async fn emit(
     Ok(id)
 }
 
-fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<StoredEvent> {
+fn stored_from_row(row: &sqlx::any::AnyRow) -> BbResult<StoredEvent> {
     use sqlx::Row;
     Ok(StoredEvent {
         event: event_from_row(row)?,
@@ -73,7 +73,7 @@ fn stored_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<StoredEvent> {
     })
 }
 
-pub(super) fn event_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Event> {
+pub(super) fn event_from_row(row: &sqlx::any::AnyRow) -> BbResult<Event> {
     crate::rows::read::<crate::rows::EventRow, Event>(row)
 }
 

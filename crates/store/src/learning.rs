@@ -32,11 +32,12 @@ impl Blackboard {
             return Ok(Vec::new());
         }
         let tags_json = serde_json::to_string(tags).expect("strings serialize");
+        let tags_of = self.backend().json_each("?1");
         let rows = sqlx::query(&format!(
             "SELECT {EXPERIENCE_COLUMNS} FROM experience e
              WHERE e.status = 'active'
                AND EXISTS (SELECT 1 FROM experience_tag x WHERE x.experience_id = e.id
-                           AND x.tag IN (SELECT value FROM json_each(?1)))
+                           AND x.tag IN (SELECT value FROM {tags_of}))
              ORDER BY e.times_referenced DESC, e.id DESC LIMIT ?2"
         ))
         .bind(tags_json)
@@ -55,10 +56,11 @@ impl Blackboard {
         }
         let now = self.now();
         let ids_json = serde_json::to_string(ids).expect("ints serialize");
-        sqlx::query(
+        sqlx::query(&format!(
             "UPDATE experience SET times_referenced = times_referenced + 1, last_referenced_at = ?1
-             WHERE id IN (SELECT value FROM json_each(?2))",
-        )
+             WHERE id IN (SELECT CAST(value AS BIGINT) FROM {})",
+            self.backend().json_each("?2")
+        ))
         .bind(now)
         .bind(ids_json)
         .execute(&self.pool)

@@ -23,7 +23,7 @@ macro_rules! write_tx {
         let $now = $bb.now();
         let mut $tx = $bb.begin_write().await?;
         let value = $body;
-        $tx.commit().await?;
+        $bb.commit($tx).await?;
         Ok(value)
     }};
 }
@@ -44,6 +44,9 @@ macro_rules! change_task {
 mod actor;
 mod board;
 mod clock;
+pub mod cluster;
+mod copy;
+mod db;
 mod decisions;
 mod error;
 mod events;
@@ -54,6 +57,7 @@ mod lifecycle;
 pub mod model;
 mod open;
 mod pages;
+pub mod postgres;
 mod records;
 mod rounds;
 mod rows;
@@ -68,6 +72,8 @@ mod vocabulary;
 pub use actor::{Actor, ActorKind};
 pub use board::{Blackboard, TABLES};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use copy::RowCounts;
+pub use db::Backend;
 pub use decisions::NewDecision;
 pub use error::{BbError, BbResult};
 pub use events::{AlertCounts, EventQuery, StoredEvent, ALERT_LEVELS};

@@ -47,7 +47,7 @@ impl Blackboard {
         write_tx!(self, |tx, now| {
             if let Some(key) = key {
                 let fresh = sqlx::query(
-                    "INSERT OR IGNORE INTO inbox_applied (key, applied_at) VALUES (?, ?)",
+                    "INSERT INTO inbox_applied (key, applied_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                 )
                 .bind(key)
                 .bind(now)
@@ -87,7 +87,7 @@ impl Blackboard {
                 )));
             }
             let inserted = sqlx::query(
-                "INSERT OR IGNORE INTO dependency (task_id, depends_on, created_at) VALUES (?, ?, ?)",
+                "INSERT INTO dependency (task_id, depends_on, created_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
             )
             .bind(task)
             .bind(depends_on)
@@ -125,9 +125,10 @@ impl Blackboard {
         write_tx!(self, |tx, now| {
             // The claimed task comes back from the UPDATE itself: one statement
             // (one round trip to the connection's thread) less per claim.
+            let greatest = self.backend().greatest();
             let claimed = sqlx::query(&format!(
                 "UPDATE task SET status = 'working', claimed_by = ?1,
-                     claimed_at = MAX(?2, COALESCE(claimed_at, 0) + 1),
+                     claimed_at = {greatest}(?2, COALESCE(claimed_at, 0) + 1),
                      updated_at = ?2, lease_expires_at = ?3, not_before = NULL
                  WHERE id = ?4 AND status = 'pending'
                    AND (not_before IS NULL OR not_before <= ?2)
@@ -330,10 +331,11 @@ impl Blackboard {
             .await?;
             if task.status == TaskStatus::Failed && to == TaskStatus::Pending {
                 // Reopening a failed task grants it one more round.
-                sqlx::query(
-                    "UPDATE task SET round = round + 1, max_rounds = MAX(max_rounds, round + 1),
+                sqlx::query(&format!(
+                    "UPDATE task SET round = round + 1, max_rounds = {}(max_rounds, round + 1),
                      finished_at = NULL WHERE id = ?",
-                )
+                    self.backend().greatest()
+                ))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::board::Blackboard;
+use crate::db::Backend;
 use crate::error::BbResult;
 use crate::model::{Observation, ObservationLevel, Priority, Task, TaskStatus};
 use crate::records::observation_from_row;
@@ -117,16 +118,21 @@ impl Blackboard {
         for b in &binds {
             total = total.bind(b);
         }
-        let total = total.fetch_one(&mut *conn).await?;
+        let total = total.fetch_one(&mut conn).await?;
 
         let keyset = if q.after.is_some() {
             " AND (t.priority, t.seq) > (?, ?)"
         } else {
             ""
         };
+        // SQLite's rowid is the table's own key; PostgreSQL has the unique seq.
+        let key = match self.backend() {
+            Backend::Sqlite => "rowid",
+            Backend::Postgres => "seq",
+        };
         let sql = format!(
-            "SELECT {TASK_COLUMNS}, t.seq FROM task t WHERE t.rowid IN (
-                 SELECT t.rowid FROM task t WHERE {cond}{keyset}
+            "SELECT {TASK_COLUMNS}, t.seq FROM task t WHERE t.{key} IN (
+                 SELECT t.{key} FROM task t WHERE {cond}{keyset}
                  ORDER BY t.priority, t.seq LIMIT ?)
              ORDER BY t.priority, t.seq"
         );
@@ -137,7 +143,7 @@ impl Blackboard {
         if let Some((p, s)) = q.after {
             query = query.bind(p).bind(s);
         }
-        let rows = query.bind(q.limit + 1).fetch_all(&mut *conn).await?;
+        let rows = query.bind(q.limit + 1).fetch_all(&mut conn).await?;
         let more = rows.len() as i64 > q.limit;
         let mut tasks = Vec::with_capacity(rows.len());
         let mut last = None;
@@ -163,7 +169,8 @@ impl Blackboard {
         let ids = serde_json::to_string(ids)
             .map_err(|e| crate::error::BbError::Invalid(e.to_string()))?;
         let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM task t WHERE t.id IN (SELECT value FROM json_each(?))"
+            "SELECT {TASK_COLUMNS} FROM task t WHERE t.id IN (SELECT value FROM {})",
+            self.backend().json_each("?")
         ))
         .bind(ids)
         .fetch_all(&self.pool)

@@ -38,29 +38,29 @@ pub(super) fn check_body(what: &str, body: &str) -> BbResult<()> {
     Ok(())
 }
 
-fn comment_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Comment> {
+fn comment_from_row(r: &sqlx::any::AnyRow) -> BbResult<Comment> {
     Ok(Comment::from_row(r)?)
 }
 
-fn output_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Output> {
+fn output_from_row(r: &sqlx::any::AnyRow) -> BbResult<Output> {
     Ok(Output::from_row(r)?)
 }
 
-fn review_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Review> {
+fn review_from_row(r: &sqlx::any::AnyRow) -> BbResult<Review> {
     Ok(Review::from_row(r)?)
 }
 
-pub(super) fn observation_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Observation> {
+pub(super) fn observation_from_row(r: &sqlx::any::AnyRow) -> BbResult<Observation> {
     Ok(Observation::from_row(r)?)
 }
 
-pub(super) fn experience_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Experience> {
+pub(super) fn experience_from_row(r: &sqlx::any::AnyRow) -> BbResult<Experience> {
     crate::rows::read::<crate::rows::ExperienceRow, Experience>(r)
 }
 
 pub(super) const EXPERIENCE_COLUMNS: &str = "e.id, e.task_id, e.agent, e.lesson, e.times_referenced,
     e.last_referenced_at, e.status, e.created_at,
-    (SELECT group_concat(tag, ',') FROM (SELECT tag FROM experience_tag WHERE experience_id = e.id ORDER BY tag)) AS tags";
+    (SELECT string_agg(tag, ',' ORDER BY tag) FROM experience_tag WHERE experience_id = e.id) AS tags";
 
 impl Blackboard {
     /// Adds a comment to a task (any actor, any task state).
@@ -103,7 +103,7 @@ impl Blackboard {
     pub async fn comments(&self, task: &str, limit: i64) -> BbResult<Vec<Comment>> {
         check_task_id(task)?;
         let rows = sqlx::query(
-            "SELECT * FROM (SELECT * FROM comment WHERE task_id = ? ORDER BY id DESC LIMIT ?)
+            "SELECT * FROM (SELECT * FROM comment WHERE task_id = ? ORDER BY id DESC LIMIT ?) AS c
              ORDER BY id",
         )
         .bind(task)

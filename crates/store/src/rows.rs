@@ -202,9 +202,9 @@ impl TryFrom<EventRow> for Event {
 }
 
 /// Reads a `T` from a row with its derived `FromRow`, then converts it.
-pub(super) fn read<R, T>(row: &sqlx::sqlite::SqliteRow) -> BbResult<T>
+pub(super) fn read<R, T>(row: &sqlx::any::AnyRow) -> BbResult<T>
 where
-    R: for<'r> FromRow<'r, sqlx::sqlite::SqliteRow>,
+    R: for<'r> FromRow<'r, sqlx::any::AnyRow>,
     T: TryFrom<R>,
     BbError: From<<T as TryFrom<R>>::Error>,
 {

@@ -9,8 +9,9 @@
 //! is the service's rule (`service::schedules`); the store only asks it, under
 //! the lock, about the last instance's state (the overlap policy).
 
+use crate::db::Conn;
 use serde_json::json;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use crate::actor::Actor;
 use crate::board::Blackboard;
@@ -134,7 +135,7 @@ fn split(list: String) -> Vec<String> {
         .collect()
 }
 
-fn schedule_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Schedule> {
+fn schedule_from_row(row: &sqlx::any::AnyRow) -> BbResult<Schedule> {
     let bad = |what: &str, e: String| BbError::Invalid(format!("stored schedule {what}: {e}"));
     let cron: Option<String> = row.try_get("cron")?;
     let interval: Option<i64> = row.try_get("interval_ms")?;
@@ -181,7 +182,7 @@ const FIRING_SELECT: &str = "SELECT f.schedule_id, f.scheduled_at, f.recorded_at
      f.slots, f.task_id, t.status AS task_status \
      FROM schedule_firing f LEFT JOIN task t ON t.id = f.task_id";
 
-fn firing_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Firing> {
+fn firing_from_row(row: &sqlx::any::AnyRow) -> BbResult<Firing> {
     let reason: String = row.try_get("reason")?;
     let status: Option<String> = row.try_get("task_status")?;
     Ok(Firing {
@@ -198,7 +199,7 @@ fn firing_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Firing> {
     })
 }
 
-async fn fetch_schedule(conn: &mut SqliteConnection, id: &str) -> BbResult<Schedule> {
+async fn fetch_schedule(conn: &mut Conn, id: &str) -> BbResult<Schedule> {
     let row = sqlx::query(&format!(
         "SELECT {SCHEDULE_COLUMNS} FROM schedule WHERE id = ?"
     ))
@@ -213,7 +214,7 @@ async fn fetch_schedule(conn: &mut SqliteConnection, id: &str) -> BbResult<Sched
 }
 
 /// The last slot of `id` that created a task, with that task.
-async fn last_instance(conn: &mut SqliteConnection, id: &str) -> BbResult<Option<Task>> {
+async fn last_instance(conn: &mut Conn, id: &str) -> BbResult<Option<Task>> {
     let task_id: Option<String> = sqlx::query_scalar(
         "SELECT task_id FROM schedule_firing WHERE schedule_id = ? AND task_id IS NOT NULL
          ORDER BY recorded_at DESC, scheduled_at DESC LIMIT 1",
@@ -229,7 +230,7 @@ async fn last_instance(conn: &mut SqliteConnection, id: &str) -> BbResult<Option
 }
 
 async fn write_schedule(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     def: &ScheduleDef,
     source: ScheduleSource,
     anchor_at: Millis,
@@ -240,8 +241,14 @@ async fn write_schedule(
         Recurrence::Cron(c) => (Some(c.as_str()), None),
         Recurrence::Interval(ms) => (None, Some(*ms)),
     };
+    // SQLite's `INSERT OR REPLACE`, spelled for both engines: the old row
+    // goes (and its firings with it, by the foreign key), the new one comes.
+    sqlx::query("DELETE FROM schedule WHERE id = ?")
+        .bind(&def.id)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query(&format!(
-        "INSERT OR REPLACE INTO schedule ({SCHEDULE_COLUMNS})
+        "INSERT INTO schedule ({SCHEDULE_COLUMNS})
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(&def.id)
@@ -497,12 +504,12 @@ impl Blackboard {
                 return Ok(FiringResult::AlreadyRecorded);
             }
             let fresh = sqlx::query(
-                "INSERT OR IGNORE INTO schedule_firing (schedule_id, scheduled_at, manual, recorded_at, reason)
-                 VALUES (?, ?, ?, ?, 'missed')",
+                "INSERT INTO schedule_firing (schedule_id, scheduled_at, manual, recorded_at, reason)
+                 VALUES (?, ?, ?, ?, 'missed') ON CONFLICT DO NOTHING",
             )
             .bind(id)
             .bind(scheduled_at)
-            .bind(manual)
+            .bind(manual as i64)
             .bind(now)
             .execute(&mut *tx)
             .await?
@@ -551,7 +558,7 @@ impl Blackboard {
             .bind(task.as_ref().map(|t| t.id.as_str()))
             .bind(id)
             .bind(scheduled_at)
-            .bind(manual)
+            .bind(manual as i64)
             .execute(&mut *tx)
             .await?;
             let payload = json!({

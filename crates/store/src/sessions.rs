@@ -7,6 +7,7 @@ use sqlx::Row;
 
 use crate::actor::Actor;
 use crate::board::Blackboard;
+use crate::db::Backend;
 use crate::error::{BbError, BbResult};
 use crate::events::emit;
 use crate::model::{EventLevel, Millis, Outcome, Session};
@@ -25,6 +26,9 @@ pub struct NewSession {
     pub log_path: Option<String>,
     /// What the run may touch and reach (JSON, the daemon's description).
     pub sandbox: Option<serde_json::Value>,
+    /// The cluster id of the daemon that runs it (`None`: a daemon alone
+    /// on its files).
+    pub daemon: Option<String>,
 }
 
 /// Hex SHA-256 of a session token.
@@ -40,7 +44,7 @@ pub fn new_token() -> String {
     hex::encode(bytes)
 }
 
-fn session_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<Session> {
+fn session_from_row(r: &sqlx::any::AnyRow) -> BbResult<Session> {
     crate::rows::read::<crate::rows::SessionRow, Session>(r)
 }
 
@@ -55,8 +59,8 @@ impl Blackboard {
             let task = fetch_task(&mut tx, &new.task_id).await?;
             let row = sqlx::query(&format!(
                 "INSERT INTO session (id, task_id, agent, token_hash, command, round, started_at, log_path,
-                     sandbox)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
+                     sandbox, daemon)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {SESSION_COLUMNS}"
             ))
             .bind(&new.id)
             .bind(&new.task_id)
@@ -67,6 +71,7 @@ impl Blackboard {
             .bind(now)
             .bind(&new.log_path)
             .bind(new.sandbox.as_ref().map(|v| v.to_string()))
+            .bind(&new.daemon)
             .fetch_one(&mut *tx)
             .await?;
             let session = session_from_row(&row)?;
@@ -102,11 +107,18 @@ impl Blackboard {
     /// outside file).
     pub async fn set_session_log_file(&self, id: &str, dev: u64, ino: u64) -> BbResult<()> {
         self.check_file()?;
-        sqlx::query(
-            "UPDATE session SET detail = json_set(COALESCE(detail, '{}'), '$.log_file',
-                 json_object('dev', ?, 'ino', ?))
-             WHERE id = ?",
-        )
+        let detail = match self.backend() {
+            Backend::Sqlite => {
+                "json_set(COALESCE(detail, '{}'), '$.log_file', json_object('dev', ?1, 'ino', ?2))"
+            }
+            Backend::Postgres => {
+                "CAST(jsonb_set(CAST(COALESCE(detail, '{}') AS jsonb), '{log_file}',
+                                jsonb_build_object('dev', ?1, 'ino', ?2)) AS TEXT)"
+            }
+        };
+        sqlx::query(&format!(
+            "UPDATE session SET detail = {detail} WHERE id = ?3"
+        ))
         .bind(dev as i64)
         .bind(ino as i64)
         .bind(id)
@@ -124,17 +136,26 @@ impl Blackboard {
         detail: Option<serde_json::Value>,
     ) -> BbResult<bool> {
         write_tx!(self, |tx, now| {
-            let row = sqlx::query(
+            // The run's detail, keeping the log file the start recorded.
+            let merged = match self.backend() {
+                Backend::Sqlite => {
+                    "CASE WHEN ?4 IS NULL THEN detail
+                          WHEN detail -> '$.log_file' IS NULL THEN ?4
+                          ELSE json_set(?4, '$.log_file', json(detail -> '$.log_file')) END"
+                }
+                Backend::Postgres => {
+                    "CASE WHEN CAST(?4 AS TEXT) IS NULL THEN detail
+                          WHEN CAST(detail AS jsonb) -> 'log_file' IS NULL THEN ?4
+                          ELSE CAST(jsonb_set(CAST(?4 AS jsonb), '{log_file}',
+                                              CAST(detail AS jsonb) -> 'log_file') AS TEXT) END"
+                }
+            };
+            let row = sqlx::query(&format!(
                 // Numbered throughout: sqlx counts a bare `?` on its own, so a
                 // bare one after `?4` would take the fourth value again.
-                "UPDATE session SET ended_at = ?1, outcome = ?2, exit_code = ?3,
-                     detail = CASE
-                         WHEN ?4 IS NULL THEN detail
-                         WHEN detail -> '$.log_file' IS NULL THEN ?4
-                         ELSE json_set(?4, '$.log_file', json(detail -> '$.log_file'))
-                     END
-                 WHERE id = ?5 AND ended_at IS NULL RETURNING task_id, agent",
-            )
+                "UPDATE session SET ended_at = ?1, outcome = ?2, exit_code = ?3, detail = {merged}
+                 WHERE id = ?5 AND ended_at IS NULL RETURNING task_id, agent"
+            ))
             .bind(now)
             .bind(outcome.as_str())
             .bind(exit_code)
@@ -268,6 +289,22 @@ impl Blackboard {
         rows.iter().map(session_from_row).collect()
     }
 
+    /// Running sessions of no daemon in `alive` (cluster ids): the runs of
+    /// daemons that are gone, and those no daemon recorded.
+    pub async fn running_sessions_not_of(&self, alive: &[String]) -> BbResult<Vec<Session>> {
+        let alive = serde_json::to_string(alive).expect("strings serialize");
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE ended_at IS NULL
+               AND (daemon IS NULL OR daemon NOT IN (SELECT value FROM {}))
+             ORDER BY started_at",
+            self.backend().json_each("?")
+        ))
+        .bind(alive)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_from_row).collect()
+    }
+
     pub async fn sessions_for_task(&self, task: &str) -> BbResult<Vec<Session>> {
         let rows = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM session WHERE task_id = ? ORDER BY started_at"
@@ -345,11 +382,11 @@ impl Blackboard {
     pub async fn agent_days(&self, since: Millis) -> BbResult<Vec<AgentDay>> {
         let mut conn = self.pool.acquire().await?;
         let rows = sqlx::query(
-            "SELECT agent, COUNT(*), COALESCE(SUM(prompt_tokens + completion_tokens), 0)
+            "SELECT agent, COUNT(*), CAST(COALESCE(SUM(prompt_tokens + completion_tokens), 0) AS BIGINT)
              FROM session WHERE started_at >= ? GROUP BY agent ORDER BY agent",
         )
         .bind(since)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         let mut days: Vec<AgentDay> = Vec::new();
         for r in rows {
@@ -360,16 +397,17 @@ impl Blackboard {
                 last_error: None,
             });
         }
-        let errors = sqlx::query(
+        let errors = sqlx::query(&format!(
             "SELECT s.agent, s.ended_at, s.task_id, s.outcome,
-                    COALESCE(json_extract(s.detail, '$.error'), '')
+                    COALESCE({}, '')
              FROM (SELECT DISTINCT agent FROM session) a
              JOIN session s ON s.id = (SELECT x.id FROM session x
                             WHERE x.agent = a.agent AND x.outcome IS NOT NULL AND x.outcome <> 'succeeded'
                             ORDER BY x.ended_at DESC LIMIT 1)
              ORDER BY s.agent",
-        )
-        .fetch_all(&mut *conn)
+            self.backend().json_text("s.detail", "error")
+        ))
+        .fetch_all(&mut conn)
         .await?;
         for r in errors {
             let agent: String = r.try_get(0)?;

@@ -70,7 +70,7 @@ pub struct TaskFilter {
     pub offset: i64,
 }
 
-fn line_from_row(r: &sqlx::sqlite::SqliteRow) -> BbResult<TaskLine> {
+fn line_from_row(r: &sqlx::any::AnyRow) -> BbResult<TaskLine> {
     Ok(TaskLine::from_row(r)?)
 }
 
@@ -96,7 +96,7 @@ impl Blackboard {
         ))
         .bind(self.now())
         .bind(limit)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?
         .iter()
         .map(line_from_row)
@@ -106,7 +106,7 @@ impl Blackboard {
              ORDER BY t.priority, t.seq LIMIT ?"
         ))
         .bind(limit)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?
         .iter()
         .map(line_from_row)
@@ -117,7 +117,7 @@ impl Blackboard {
                         (SELECT COUNT(*) FROM session WHERE ended_at IS NULL),
                         (SELECT COALESCE(MAX(id), 0) FROM event)",
             )
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut conn)
             .await?;
         Ok(BoardSummary {
             project: self.project().to_string(),
@@ -158,14 +158,17 @@ impl Blackboard {
             i64,
         ) = sqlx::query_as(
             "SELECT
-                   EXISTS (SELECT 1 FROM task WHERE status = 'working' AND lease_expires_at <= ?1),
-                   EXISTS (SELECT 1 FROM decision WHERE status = 'proposed' AND expires_at <= ?1),
+                   CASE WHEN EXISTS (SELECT 1 FROM task WHERE status = 'working' AND lease_expires_at <= ?1)
+                        THEN 1 ELSE 0 END,
+                   CASE WHEN EXISTS (SELECT 1 FROM decision WHERE status = 'proposed' AND expires_at <= ?1)
+                        THEN 1 ELSE 0 END,
                    (SELECT COUNT(*) FROM task WHERE status = 'review'),
                    (SELECT COUNT(*) FROM task WHERE status IN ('pending', 'working', 'review')),
                    (SELECT COALESCE(MAX(id), 0) FROM event),
                    (SELECT COUNT(*) FROM task WHERE status = 'working'),
-                   EXISTS (SELECT 1 FROM task t JOIN dependency d ON d.task_id = t.id
-                           WHERE t.status = 'pending' AND t.updated_at <= ?2)",
+                   CASE WHEN EXISTS (SELECT 1 FROM task t JOIN dependency d ON d.task_id = t.id
+                                     WHERE t.status = 'pending' AND t.updated_at <= ?2)
+                        THEN 1 ELSE 0 END",
         )
         .bind(self.now())
         .bind(self.now() - 3_600_000)
@@ -221,13 +224,14 @@ impl Blackboard {
         let ids = serde_json::to_string(ids)
             .map_err(|e| crate::error::BbError::Invalid(e.to_string()))?;
         let mut conn = self.pool.acquire().await?;
-        let deps = sqlx::query(
+        let of_ids = self.backend().json_each("?");
+        let deps = sqlx::query(&format!(
             "SELECT d.task_id, dt.id, dt.status FROM dependency d JOIN task dt ON dt.id = d.depends_on
-             WHERE d.task_id IN (SELECT value FROM json_each(?)) AND dt.status <> 'done'
-             ORDER BY d.task_id, dt.seq",
-        )
+             WHERE d.task_id IN (SELECT value FROM {of_ids}) AND dt.status <> 'done'
+             ORDER BY d.task_id, dt.seq"
+        ))
         .bind(&ids)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         for r in deps {
             let status: String = r.try_get(2)?;
@@ -240,24 +244,25 @@ impl Blackboard {
                 .or_default()
                 .push((r.try_get(1)?, status));
         }
-        let blocked = sqlx::query(
-            "SELECT e.task_id, COALESCE(json_extract(e.payload, '$.reason'), '') FROM event e
+        let blocked = sqlx::query(&format!(
+            "SELECT e.task_id, COALESCE({}, '') FROM event e
              WHERE e.id IN (SELECT MAX(x.id) FROM event x
-                            WHERE x.task_id IN (SELECT value FROM json_each(?)) AND x.kind = 'task.blocked'
+                            WHERE x.task_id IN (SELECT value FROM {of_ids}) AND x.kind = 'task.blocked'
                             GROUP BY x.task_id)",
-        )
+            self.backend().json_text("e.payload", "reason")
+        ))
         .bind(&ids)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         for r in blocked {
             facts.blocked_reason.insert(r.try_get(0)?, r.try_get(1)?);
         }
-        let decisions = sqlx::query(
+        let decisions = sqlx::query(&format!(
             "SELECT task_id, id FROM decision
-             WHERE status = 'proposed' AND task_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-        )
+             WHERE status = 'proposed' AND task_id IN (SELECT value FROM {of_ids}) ORDER BY id"
+        ))
         .bind(&ids)
-        .fetch_all(&mut *conn)
+        .fetch_all(&mut conn)
         .await?;
         for r in decisions {
             facts
@@ -276,14 +281,15 @@ impl Blackboard {
         &self,
         before: crate::model::Millis,
     ) -> BbResult<Vec<DependencyWait>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT t.id, t.assignee, t.updated_at, dt.id, COALESCE(dt.claimed_by, dt.assignee)
              FROM task t JOIN dependency d ON d.task_id = t.id JOIN task dt ON dt.id = d.depends_on
              WHERE t.status = 'pending' AND dt.status <> 'done' AND t.updated_at <= ?
                AND NOT EXISTS (SELECT 1 FROM event e WHERE e.task_id = dt.id AND e.kind = 'task.dependency_wait'
-                               AND json_extract(e.payload, '$.waiting') = t.id)
+                               AND {} = t.id)
              ORDER BY t.seq",
-        )
+            self.backend().json_text("e.payload", "waiting")
+        ))
         .bind(before)
         .fetch_all(&self.pool)
         .await?;

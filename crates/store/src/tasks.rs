@@ -5,8 +5,9 @@
 //! [`apply_give_back`]. The lifecycle itself is in `lifecycle.rs` (what
 //! agents and operators do) and `rounds.rs` (how rounds end otherwise).
 
+use crate::db::Conn;
 use serde_json::json;
-use sqlx::{Row, SqliteConnection};
+use sqlx::Row;
 
 use crate::actor::Actor;
 use crate::error::{BbError, BbResult};
@@ -57,9 +58,9 @@ macro_rules! task_columns {
             "claimed_at, ",
             $t,
             "finished_at, ",
-            "(SELECT group_concat(tag, ',') FROM (SELECT tag FROM task_tag WHERE task_id = ",
+            "(SELECT string_agg(tag, ',' ORDER BY tag) FROM task_tag WHERE task_id = ",
             $t,
-            "id ORDER BY tag)) AS tags"
+            "id) AS tags"
         )
     };
 }
@@ -69,7 +70,7 @@ pub(super) const TASK_COLUMNS: &str = task_columns!("t.");
 /// table alias.
 pub(super) const TASK_RETURNING: &str = task_columns!("task.");
 
-pub(super) fn task_from_row(row: &sqlx::sqlite::SqliteRow) -> BbResult<Task> {
+pub(super) fn task_from_row(row: &sqlx::any::AnyRow) -> BbResult<Task> {
     crate::rows::read::<crate::rows::TaskRow, Task>(row)
 }
 
@@ -167,7 +168,7 @@ pub fn validate_new_task(new: &NewTask) -> BbResult<()> {
 /// caller's `BEGIN IMMEDIATE` transaction. Every way a task is created goes
 /// through here.
 pub(super) async fn insert_task(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     now: Millis,
     new: &NewTask,
     actor: &Actor,
@@ -261,7 +262,7 @@ pub(super) async fn insert_task(
     fetch_task(conn, &id).await
 }
 
-pub(super) async fn fetch_task(conn: &mut SqliteConnection, id: &str) -> BbResult<Task> {
+pub(super) async fn fetch_task(conn: &mut Conn, id: &str) -> BbResult<Task> {
     check_task_id(id)?;
     let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM task t WHERE t.id = ?"))
         .bind(id)
@@ -278,7 +279,7 @@ pub(super) async fn fetch_task(conn: &mut SqliteConnection, id: &str) -> BbResul
 
 /// Ids of `task`'s dependencies that are not `done`, with their statuses.
 pub(super) async fn unfinished_dependencies(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     task: &str,
 ) -> BbResult<Vec<(String, String)>> {
     let rows = sqlx::query(
@@ -296,11 +297,7 @@ pub(super) async fn unfinished_dependencies(
 
 /// Whether adding `task → depends_on` would close a cycle: true when `task` is
 /// already reachable from `depends_on` along dependency edges.
-pub(super) async fn would_cycle(
-    conn: &mut SqliteConnection,
-    task: &str,
-    depends_on: &str,
-) -> BbResult<bool> {
+pub(super) async fn would_cycle(conn: &mut Conn, task: &str, depends_on: &str) -> BbResult<bool> {
     if task == depends_on {
         return Ok(true);
     }
@@ -322,7 +319,7 @@ pub(super) async fn would_cycle(
 /// Writes a transition and its event; the caller has checked legality.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn write_status(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     now: Millis,
     task: &Task,
     to: TaskStatus,
@@ -365,7 +362,7 @@ pub(super) async fn write_status(
 }
 
 pub(super) async fn system_comment(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     now: Millis,
     task: &str,
     author: &str,
@@ -385,7 +382,7 @@ pub(super) async fn system_comment(
 }
 
 pub(super) async fn observe(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     now: Millis,
     level: ObservationLevel,
     source: &str,
@@ -436,7 +433,7 @@ pub struct GiveBack {
 /// with one event, a system comment and, for `failed`, an alert
 /// observation; a same-round give-back is written in `holder`'s name.
 pub(super) async fn apply_give_back(
-    conn: &mut SqliteConnection,
+    conn: &mut Conn,
     now: Millis,
     task: &Task,
     actor: &Actor,

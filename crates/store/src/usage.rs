@@ -74,12 +74,12 @@ impl Blackboard {
                          unpriced, prompt_tokens, completion_tokens, cached_tokens, cost)
                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                      ON CONFLICT (session_id, provider, model, bucket_start) DO UPDATE SET
-                         responses = responses + excluded.responses,
-                         unpriced = unpriced + excluded.unpriced,
-                         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                         completion_tokens = completion_tokens + excluded.completion_tokens,
-                         cached_tokens = cached_tokens + excluded.cached_tokens,
-                         cost = cost + excluded.cost",
+                         responses = llm_usage.responses + excluded.responses,
+                         unpriced = llm_usage.unpriced + excluded.unpriced,
+                         prompt_tokens = llm_usage.prompt_tokens + excluded.prompt_tokens,
+                         completion_tokens = llm_usage.completion_tokens + excluded.completion_tokens,
+                         cached_tokens = llm_usage.cached_tokens + excluded.cached_tokens,
+                         cost = llm_usage.cost + excluded.cost",
                 )
                 .bind(&b.session_id)
                 .bind(&b.provider)
@@ -101,7 +101,7 @@ impl Blackboard {
     /// `(task, prompt + completion tokens, USD)`.
     pub async fn task_spend(&self) -> BbResult<Vec<(String, i64, f64)>> {
         let rows = sqlx::query(
-            "SELECT task_id, SUM(prompt_tokens + completion_tokens), SUM(gateway_cost)
+            "SELECT task_id, CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT), SUM(gateway_cost)
              FROM session GROUP BY task_id HAVING SUM(prompt_tokens + completion_tokens) > 0",
         )
         .fetch_all(&self.pool)
@@ -116,17 +116,18 @@ impl Blackboard {
     /// `task.blocked` reason starts with `budget:`), with the agent of
     /// their latest run: `(task, agent)`.
     pub async fn budget_blocked_tasks(&self) -> BbResult<Vec<(String, Option<String>)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query(&format!(
             "SELECT t.id,
                     (SELECT s.agent FROM session s WHERE s.task_id = t.id
                      ORDER BY s.started_at DESC, s.id DESC LIMIT 1)
              FROM task t
              WHERE t.status = 'blocked'
-               AND (SELECT json_extract(e.payload, '$.reason') FROM event e
+               AND (SELECT {} FROM event e
                     WHERE e.task_id = t.id AND e.kind = 'task.blocked'
                     ORDER BY e.id DESC LIMIT 1) LIKE 'budget:%'
              ORDER BY t.id",
-        )
+            self.backend().json_text("e.payload", "reason")
+        ))
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())

@@ -545,6 +545,7 @@ async fn record_session(
             command,
             log_path: Some(plan.log_path.display().to_string()),
             sandbox: sandbox.and_then(|s| serde_json::to_value(s).ok()),
+            daemon: d.cluster_id(),
         })
         .await;
     let Err(e) = session else { return true };

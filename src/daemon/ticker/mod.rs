@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::cluster::Leadership;
 use super::projects::{OpenProject, ProjectSlot};
 use super::runs::{run_counts, start_run, RunKind};
 pub use super::tick_error::TickError;
@@ -167,20 +168,35 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     // One cheap query says what else is worth doing.
     let probe = bb.tick_probe().await?;
 
-    // 1. Leases and approvals that ran out.
-    if probe.leases_due {
-        for (task, status) in service.expire_leases().await? {
-            tracing::info!(project, task, %status, "lease expired");
-        }
-    }
-    if probe.decisions_due {
-        service.expire_decisions().await?;
-    }
+    // The cluster's singleton duties are the leader's (a daemon alone on
+    // its files is its own leader), done through a fenced blackboard: if
+    // the lease ran out meanwhile, their writes are refused.
+    let lead = match d.leadership() {
+        Leadership::Alone => Some(proj.clone()),
+        Leadership::Leader { id, epoch } => Some(proj.fenced(&id, epoch)),
+        Leadership::Follower => None,
+    };
 
-    // 1b. Schedules: record every due slot (its task, or why it was
-    // skipped) before the ready tasks are read, so a fired task can start
-    // in this tick.
-    super::schedules::fire_due(d, proj).await?;
+    if let Some(lp) = &lead {
+        // 1. Leases and approvals that ran out.
+        if probe.leases_due {
+            for (task, status) in lp.service.expire_leases().await? {
+                tracing::info!(project, task, %status, "lease expired");
+            }
+        }
+        if probe.decisions_due {
+            lp.service.expire_decisions().await?;
+        }
+        // 1a. Runs of daemons that are gone go back (a store's cluster only).
+        if probe.working > 0 {
+            super::recovery::give_back_runs_of_gone_daemons(d, &lp.service).await;
+        }
+
+        // 1b. Schedules: record every due slot (its task, or why it was
+        // skipped) before the ready tasks are read, so a fired task can
+        // start in this tick.
+        super::schedules::fire_due(d, lp).await?;
+    }
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.
     if probe.in_review > 0 {
@@ -198,16 +214,18 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     // 2c. Experience: lessons unreferenced for `expire_days` are
     // deprecated; a tag with `distill_threshold` active lessons gets one
     // distill task (the blackboard guarantees one, even across ticks).
-    let exp = &proj.config.experience;
-    let expired = bb.expire_experiences(exp.expire_days).await?;
-    if !expired.is_empty() {
-        tracing::info!(project, ?expired, "experiences deprecated");
-    }
-    if !crate::skills::distill::create_distill_tasks(bb, exp)
-        .await?
-        .is_empty()
-    {
-        d.wake();
+    if let Some(lp) = &lead {
+        let exp = &lp.config.experience;
+        let expired = lp.bb().expire_experiences(exp.expire_days).await?;
+        if !expired.is_empty() {
+            tracing::info!(project, ?expired, "experiences deprecated");
+        }
+        if !crate::skills::distill::create_distill_tasks(lp.bb(), exp)
+            .await?
+            .is_empty()
+        {
+            d.wake();
+        }
     }
 
     // 2d. Worktrees of tasks that ended (no I/O when there are none).
@@ -262,7 +280,10 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     }
 
     // 4. Zombie detection: outstanding work but nothing happened.
-    detect_zombie(d, proj, probe.open, probe.last_event_id).await
+    match &lead {
+        Some(lp) => detect_zombie(d, lp, probe.open, probe.last_event_id).await,
+        None => Ok(()),
+    }
 }
 
 /// Counts ticks with open tasks but no new event; at

@@ -1,0 +1,192 @@
+//! This daemon as one of several on a PostgreSQL store
+//! (`blackboard::cluster`): it beats every [`BEAT`], takes or renews the
+//! leader's lease for [`LEASE`], and the ticker asks [`Leadership`] before
+//! the cluster's singleton duties (expiring leases and approvals, schedules,
+//! lessons, zombie alerts, giving back the runs of daemons that are gone).
+//! The leader does them through a fenced blackboard: if its lease ran out
+//! meanwhile, their writes are refused.
+//!
+//! On SQLite files there is one daemon per home and no cluster: it does
+//! every duty ([`Leadership::Alone`]).
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use super::Daemon;
+use crate::blackboard::cluster::{Beat, Cluster};
+use crate::home::StoreLocation;
+
+/// How often a daemon says it is alive and renews (or tries to take) the lease.
+pub const BEAT: Duration = Duration::from_secs(2);
+/// How long a lease lasts unrenewed: a dead leader's successor takes over
+/// within it (plus one beat).
+pub const LEASE: Duration = Duration::from_secs(10);
+/// A daemon not seen for this long is gone; its runs are given back.
+pub const ALIVE: Duration = Duration::from_secs(10);
+
+/// Who does the cluster's singleton duties, as this daemon sees it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leadership {
+    /// Alone on its files: every duty is this daemon's.
+    Alone,
+    /// Holds the leader's lease at this epoch.
+    Leader { id: String, epoch: i64 },
+    /// Another daemon leads.
+    Follower,
+}
+
+impl Leadership {
+    pub fn leads(&self) -> bool {
+        !matches!(self, Leadership::Follower)
+    }
+}
+
+/// This daemon's membership.
+#[derive(Debug)]
+pub struct Membership {
+    pub cluster: Cluster,
+    /// The store's URL (for the listener's own connection).
+    url: String,
+    pub host: String,
+    /// The epoch of the lease it holds, 0 when it does not lead.
+    epoch: AtomicI64,
+}
+
+/// The host's name (`/proc/sys/kernel/hostname`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Joins the store's cluster when the blackboards are on PostgreSQL;
+/// `Ok(None)` on files.
+pub async fn join(d: &Daemon) -> Result<Option<Membership>, String> {
+    let StoreLocation::Postgres(url) = d.home().store().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let host = host_name();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_millis());
+    let id = format!("{host}:{}:{started}", std::process::id());
+    let cluster = Cluster::join(&url, &id).await.map_err(|e| e.to_string())?;
+    let m = Membership {
+        cluster,
+        url,
+        host,
+        epoch: AtomicI64::new(0),
+    };
+    beat_once(d, &m).await;
+    Ok(Some(m))
+}
+
+impl Membership {
+    pub fn leadership(&self) -> Leadership {
+        match self.epoch.load(Ordering::Acquire) {
+            0 => Leadership::Follower,
+            epoch => Leadership::Leader {
+                id: self.cluster.id().to_string(),
+                epoch,
+            },
+        }
+    }
+}
+
+/// One beat: alive, and the lease taken or renewed (or not).
+async fn beat_once(d: &Daemon, m: &Membership) {
+    let agents: Vec<String> = d.agents().agents.iter().map(|a| a.id.clone()).collect();
+    let bind = d.config().server.bind.to_string();
+    let runs = d.runs().len() as i64;
+    let beat = Beat {
+        host: &m.host,
+        pid: i64::from(std::process::id()),
+        bind: &bind,
+        agents: &agents,
+        runs,
+    };
+    if let Err(e) = m.cluster.beat(&beat).await {
+        tracing::warn!(error = %e, "cluster: cannot record this daemon's beat");
+    }
+    let was = m.epoch.load(Ordering::Acquire);
+    let now = match m.cluster.lead(LEASE).await {
+        Ok(epoch) => epoch.unwrap_or(0),
+        Err(e) => {
+            // Unknown: do not act as leader on a lease that may be gone.
+            tracing::warn!(error = %e, "cluster: cannot renew or take the lease");
+            0
+        }
+    };
+    m.epoch.store(now, Ordering::Release);
+    if now != was {
+        if now != 0 {
+            tracing::info!(
+                epoch = now,
+                daemon = m.cluster.id(),
+                "cluster: this daemon leads"
+            );
+            d.wake();
+        } else {
+            tracing::info!(daemon = m.cluster.id(), "cluster: another daemon leads");
+        }
+    }
+}
+
+/// The beat loop; on shutdown the daemon leaves (its lease ends at once).
+pub async fn run(d: Daemon) {
+    let Some(m) = d.membership() else { return };
+    let mut stop = d.shutdown_signal();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(BEAT) => beat_once(&d, m).await,
+            _ = stop.changed() => break,
+        }
+        if *stop.borrow() {
+            break;
+        }
+    }
+    m.epoch.store(0, Ordering::Release);
+    if let Err(e) = m.cluster.leave().await {
+        tracing::warn!(error = %e, "cluster: cannot record this daemon's stop");
+    }
+}
+
+/// Wake-ups from the other daemons: every committed write on the store
+/// notifies channel `moziplus` (`Blackboard::commit`); this daemon's ticker
+/// and event pump wake at once. The poll of both stays the fallback: a
+/// notification lost while the connection was down costs at most one poll.
+pub async fn listen(d: Daemon) {
+    let Some(m) = d.membership() else { return };
+    let mut stop = d.shutdown_signal();
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect(&m.url).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster: cannot listen for other daemons' writes; polling");
+                tokio::select! {
+                    _ = tokio::time::sleep(BEAT) => continue,
+                    _ = stop.changed() => return,
+                }
+            }
+        };
+        if let Err(e) = listener.listen(crate::blackboard::cluster::CHANNEL).await {
+            tracing::warn!(error = %e, "cluster: cannot listen for other daemons' writes; polling");
+            tokio::select! {
+                _ = tokio::time::sleep(BEAT) => continue,
+                _ = stop.changed() => return,
+            }
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => d.wake(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cluster: the listener's connection failed; reconnecting");
+                        break;
+                    }
+                },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+}
