@@ -129,6 +129,9 @@ pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
   -o "-k $PG_DIR -c listen_addresses= -c fsync=off -c max_connections=200" start >/dev/null
 trap 'pg "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$PG_DIR"' EXIT
 export MOZI_TEST_PG_URL="postgres://postgres@localhost/postgres?host=$PG_DIR"
+# For the tests that stop and restart a server of their own.
+export MOZI_TEST_PG_BIN="$PG_BIN"
+if [ "$(id -u)" = 0 ]; then export MOZI_TEST_PG_USER=mozipg; fi
 
 status=0
 cargo test --locked --workspace "$@" || status=$?

@@ -38,15 +38,6 @@ impl std::fmt::Display for ProjectId {
 #[error("invalid project id {0:?}: use 1-64 of a-z, 0-9, '_' or '-', starting with a letter or digit (ids become folder names)")]
 pub struct InvalidProjectId(pub String);
 
-/// Where a home's blackboards live ([`Home::store`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreLocation {
-    /// `projects/<id>/blackboard.db`, one SQLite file per project.
-    Files,
-    /// One PostgreSQL database (its URL), a schema per project.
-    Postgres(String),
-}
-
 /// Paths of one moziplus home. Cheap to clone; holds no open handles.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Home {
@@ -140,89 +131,6 @@ impl Home {
         self.project_dir(id).join("blackboard.db")
     }
 
-    /// Where this home's blackboards live: `MOZI_STORE__URL` if set, else
-    /// `store:` in `config/default.yaml` (a URL, or a mapping with `url`),
-    /// else files under `projects/`. Read on every open, so every front
-    /// door and every daemon on a store agree without a restart order.
-    pub fn store(&self) -> Result<StoreLocation, crate::blackboard::BbError> {
-        let url = match std::env::var("MOZI_STORE__URL") {
-            Ok(url) if !url.trim().is_empty() => Some(url),
-            _ => self.configured_store_url()?,
-        };
-        match url {
-            None => Ok(StoreLocation::Files),
-            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
-                Ok(StoreLocation::Postgres(u.trim().to_string()))
-            }
-            Some(u) => Err(crate::blackboard::BbError::Invalid(format!(
-                "store URL {}: only postgres:// URLs are supported (leave `store:` out for \
-                 files under projects/)",
-                crate::blackboard::postgres::redacted(&u)
-            ))),
-        }
-    }
-
-    fn configured_store_url(&self) -> Result<Option<String>, crate::blackboard::BbError> {
-        let path = self.default_config_file();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        if !text.contains("store") {
-            return Ok(None);
-        }
-        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-            .map_err(|e| crate::blackboard::BbError::Invalid(format!("{}: {e}", path.display())))?;
-        Ok(match value.get("store") {
-            Some(serde_yaml_ng::Value::String(url)) => Some(url.clone()),
-            Some(m) => m.get("url").and_then(|u| u.as_str()).map(str::to_string),
-            None => None,
-        })
-    }
-
-    /// Opens `project`'s blackboard wherever [`Home::store`] says it lives.
-    pub async fn open_blackboard(
-        &self,
-        project: &ProjectId,
-        mode: crate::blackboard::OpenMode,
-    ) -> crate::blackboard::BbResult<crate::blackboard::Blackboard> {
-        self.open_blackboard_with_clock(
-            project,
-            mode,
-            std::sync::Arc::new(crate::blackboard::SystemClock),
-        )
-        .await
-    }
-
-    /// [`Home::open_blackboard`] with the clock it reads.
-    pub async fn open_blackboard_with_clock(
-        &self,
-        project: &ProjectId,
-        mode: crate::blackboard::OpenMode,
-        clock: std::sync::Arc<dyn crate::blackboard::Clock>,
-    ) -> crate::blackboard::BbResult<crate::blackboard::Blackboard> {
-        use crate::blackboard::{Blackboard, OpenMode};
-        match self.store()? {
-            StoreLocation::Files => {
-                Blackboard::open_with_clock(
-                    &self.blackboard_file(project),
-                    project.as_str(),
-                    mode,
-                    clock,
-                )
-                .await
-            }
-            StoreLocation::Postgres(url) => {
-                let connections = match mode {
-                    OpenMode::Existing { max_connections }
-                    | OpenMode::Create { max_connections } => max_connections,
-                    OpenMode::Agent => 1,
-                };
-                Blackboard::open_postgres(&url, project.as_str(), connections, clock).await
-            }
-        }
-    }
     pub fn project_config_file(&self, id: &ProjectId) -> PathBuf {
         self.project_dir(id).join("config").join("project.yaml")
     }

@@ -380,9 +380,7 @@ pub async fn create_project(home: &Home, new: NewProject) -> Result<ProjectEntry
         project_yaml.push_str(&format!("agents: [{}]\n", new.agents.join(", ")));
     }
     std::fs::write(home.project_config_file(id), project_yaml)?;
-    let bb = home
-        .open_blackboard(id, OpenMode::Create { max_connections: 1 })
-        .await?;
+    let bb = open_blackboard(home, id, OpenMode::Create { max_connections: 1 }).await?;
     bb.close().await;
     let entry = ProjectEntry {
         id: id.to_string(),
@@ -424,7 +422,7 @@ pub async fn archive_project(home: &Home, id: &ProjectId) -> Result<(), Registry
     if entry.status == ProjectStatus::Archived {
         return Err(RegistryError::Archived(id.to_string()));
     }
-    let bb = home.open_blackboard(id, OpenMode::CLI).await?;
+    let bb = open_blackboard(home, id, OpenMode::CLI).await?;
     let working = bb
         .list_tasks(&crate::blackboard::TaskFilter {
             statuses: vec![TaskStatus::Working],
@@ -560,5 +558,100 @@ mod tests {
         std::fs::write(home.registry_file(), "projects: [\n").unwrap();
         let err = load(&home).unwrap_err().to_string();
         assert!(err.contains("_registry.yaml"), "{err}");
+    }
+}
+
+/// Where a home's blackboards live ([`store`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `projects/<id>/blackboard.db`, one SQLite file per project.
+    Files,
+    /// One PostgreSQL database (its URL), a schema per project.
+    Postgres(String),
+}
+
+/// Where this home's blackboards live: `MOZI_STORE__URL` if set, else
+/// `store:` in `config/default.yaml` (a URL, or a mapping with `url`),
+/// else files under `projects/`. Read on every open, so every front
+/// door and every daemon on a store agree without a restart order.
+pub fn store(home: &Home) -> Result<StoreLocation, crate::blackboard::BbError> {
+    let url = match std::env::var("MOZI_STORE__URL") {
+        Ok(url) if !url.trim().is_empty() => Some(url),
+        _ => configured_store_url(home)?,
+    };
+    match url {
+        None => Ok(StoreLocation::Files),
+        Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
+            Ok(StoreLocation::Postgres(u.trim().to_string()))
+        }
+        Some(u) => Err(crate::blackboard::BbError::Invalid(format!(
+            "store URL {}: only postgres:// URLs are supported (leave `store:` out for \
+             files under projects/)",
+            crate::blackboard::postgres::redacted(&u)
+        ))),
+    }
+}
+
+fn configured_store_url(home: &Home) -> Result<Option<String>, crate::blackboard::BbError> {
+    let path = home.default_config_file();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    if !text.contains("store") {
+        return Ok(None);
+    }
+    let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| crate::blackboard::BbError::Invalid(format!("{}: {e}", path.display())))?;
+    Ok(match value.get("store") {
+        Some(serde_yaml_ng::Value::String(url)) => Some(url.clone()),
+        Some(m) => m.get("url").and_then(|u| u.as_str()).map(str::to_string),
+        None => None,
+    })
+}
+
+/// Opens `project`'s blackboard wherever [`store`] says it lives.
+pub async fn open_blackboard(
+    home: &Home,
+    project: &ProjectId,
+    mode: crate::blackboard::OpenMode,
+) -> crate::blackboard::BbResult<crate::blackboard::Blackboard> {
+    open_blackboard_with_clock(
+        home,
+        project,
+        mode,
+        std::sync::Arc::new(crate::blackboard::SystemClock),
+    )
+    .await
+}
+
+/// [`open_blackboard`] with the clock it reads.
+pub async fn open_blackboard_with_clock(
+    home: &Home,
+    project: &ProjectId,
+    mode: crate::blackboard::OpenMode,
+    clock: std::sync::Arc<dyn crate::blackboard::Clock>,
+) -> crate::blackboard::BbResult<crate::blackboard::Blackboard> {
+    use crate::blackboard::{Blackboard, OpenMode};
+    match store(home)? {
+        StoreLocation::Files => {
+            Blackboard::open_with_clock(
+                &home.blackboard_file(project),
+                project.as_str(),
+                mode,
+                clock,
+            )
+            .await
+        }
+        StoreLocation::Postgres(url) => {
+            let connections = match mode {
+                OpenMode::Existing { max_connections } | OpenMode::Create { max_connections } => {
+                    max_connections
+                }
+                OpenMode::Agent => 1,
+            };
+            Blackboard::open_postgres(&url, project.as_str(), connections, clock).await
+        }
     }
 }

@@ -251,6 +251,8 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
     block_on(async {
         let mut conn = raw_connection(&h.db("a")).await;
         for sql in [
+            "DROP INDEX session_daemon_running",
+            "ALTER TABLE session DROP COLUMN daemon",
             "ALTER TABLE session DROP COLUMN sandbox",
             "DROP TABLE event_ack",
             "DROP INDEX event_alert",
@@ -286,6 +288,7 @@ fn a_blackboard_of_an_older_schema_gets_every_later_migration() {
         "llm_calls",
         "llm_wait_ms",
         "sandbox",
+        "daemon",
     ] {
         assert!(columns.iter().any(|n| n == c), "{c} missing: {columns:?}");
     }

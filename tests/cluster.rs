@@ -3,10 +3,13 @@
 //! (its own `agents.yaml`), all pointed at one database with
 //! `MOZI_STORE__URL`. Killed with SIGKILL, as a host that dies.
 
+#[path = "support/fake_upstream.rs"]
+mod fake_upstream;
 mod support;
 
 use std::time::{Duration, Instant};
 
+use fake_upstream::FakeUpstream;
 use support::*;
 
 const AGENTS: &str = "agents:
@@ -29,7 +32,11 @@ struct Host {
 
 impl Host {
     fn new(url: &str) -> Host {
-        let home = TestHome::with_config(DEFAULTS, AGENTS);
+        Host::with_defaults(url, DEFAULTS)
+    }
+
+    fn with_defaults(url: &str, defaults: &str) -> Host {
+        let home = TestHome::with_config(defaults, AGENTS);
         let out = home.run_env(
             &["project", "create", "--id", "p", "--name", "P"],
             &[("MOZI_STORE__URL", url)],
@@ -241,4 +248,150 @@ fn a_write_through_one_daemon_appears_on_anothers_event_stream() {
     let (median, p99) = (delays[50], delays[98]);
     eprintln!("write through A → B's stream: median {median:?}, p99 {p99:?}");
     assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
+}
+
+/// The NVIDIA lane holds across daemons: three daemons, 60 calls at once
+/// (20 through each daemon's gateway) to a limited provider — a fake
+/// standing in for NVIDIA, which the tests cannot reach — and at most 40
+/// (± 1) reach it in the first minute. Alone, each daemon's lane would
+/// let 40 through: 120.
+#[test]
+fn three_daemons_share_one_nvidia_lane() {
+    let Some(db) = PgDatabase::create("cluster_lane") else {
+        return;
+    };
+    let url = db.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeUpstream::start());
+    let defaults = format!(
+        "daemon:\n  tick_interval: 1\ngateway:\n  limiter: {{ rate_per_minute: 40, capacity: 1 }}\n  queue: {{ request_timeout: 120 }}\n  providers:\n    - name: nvidia\n      base_url: {}\n      limited: true\n",
+        fake.base_url
+    );
+    let mut hosts: Vec<Host> = (0..3)
+        .map(|_| Host::with_defaults(&url, &defaults))
+        .collect();
+    for h in hosts.iter_mut() {
+        h.start(&url);
+    }
+    let ports: Vec<u16> = hosts
+        .iter()
+        .map(|h| h.daemon.as_ref().unwrap().port)
+        .collect();
+    let started = Instant::now();
+    rt.block_on(async {
+        let calls = (0..60).map(|i| {
+            let port = ports[i % 3];
+            async move {
+                post_json(
+                    &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                    &serde_json::json!({
+                        "model": "nvidia/echo",
+                        "messages": [{"role": "user", "content": format!("call {i}")}],
+                    }),
+                    &[],
+                )
+                .await
+                .status()
+            }
+        });
+        // The first minute; the calls still waiting are dropped with it.
+        let _ = tokio::time::timeout(
+            Duration::from_secs(60).saturating_sub(started.elapsed()),
+            futures_util::future::join_all(calls),
+        )
+        .await;
+    });
+    let hits = fake.state.hits();
+    eprintln!("calls that reached the provider in the first minute: {hits}");
+    assert!(
+        (39..=41).contains(&hits),
+        "{hits} calls reached the provider in the first minute"
+    );
+}
+
+/// PostgreSQL stops in the middle of a run (a server of this test's own,
+/// so the suite's shared one keeps serving the other tests) and comes back:
+/// the daemon keeps its run, says `store unreachable` on `/health/ready`
+/// meanwhile, reconnects, and the run's `bb done` lands: the task is done,
+/// one session, succeeded, nothing lost.
+#[test]
+fn a_postgresql_restart_in_the_middle_of_a_run_loses_nothing() {
+    let Some(server) = PrivateServer::start() else {
+        return;
+    };
+    let url = server.url.clone();
+    let agents = "agents:
+  - id: w
+    runtime: command
+    command: [\"sh\", \"-c\", \"sleep 12; moziplus bb comment --agent w --body 'after the restart' && moziplus bb done --agent w\"]
+";
+    let home = TestHome::with_config(DEFAULTS, agents);
+    let env = [("MOZI_STORE__URL", url.as_str())];
+    assert_eq!(
+        home.run_env(&["project", "create", "--id", "p", "--name", "P"], &env)
+            .code,
+        0
+    );
+    let task = home.run_env(
+        &[
+            "bb",
+            "--project",
+            "p",
+            "create",
+            "--title",
+            "through a restart",
+        ],
+        &env,
+    );
+    let task = task.stdout.trim().to_string();
+    let d = Daemon::start_env(&home, &env);
+    let status = |h: &TestHome| {
+        h.run_env(&["bb", "--project", "p", "read", &task, "--json"], &env)
+            .json()["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    wait_for(Duration::from_secs(20), "the run to start", || {
+        status(&home) == "working"
+    });
+
+    server.stop();
+    wait_for(
+        Duration::from_secs(15),
+        "readiness to say the store is unreachable",
+        || {
+            d.get("/health/ready")
+                .is_some_and(|(code, body)| code == 503 && body.contains("store unreachable"))
+        },
+    );
+    server.start_again();
+
+    wait_for(Duration::from_secs(60), "the task to be done", || {
+        status(&home) == "done"
+    });
+    let read_json = || {
+        home.run_env(&["bb", "--project", "p", "read", &task, "--json"], &env)
+            .json()
+    };
+    wait_for(Duration::from_secs(15), "the run to end", || {
+        !read_json()["sessions"][0]["ended_at"].is_null()
+    });
+    let sessions = read_json();
+    let runs = sessions["sessions"].as_array().map_or(0, Vec::len);
+    assert_eq!(runs, 1, "one run, kept through the restart: {sessions}");
+    assert_eq!(
+        sessions["sessions"][0]["outcome"], "succeeded",
+        "{sessions}"
+    );
+    let read = home
+        .run_env(&["bb", "--project", "p", "read", &task], &env)
+        .stdout;
+    assert!(
+        read.contains("after the restart"),
+        "the comment written after the restart is there: {read}"
+    );
+    wait_for(Duration::from_secs(15), "readiness again", || {
+        d.get("/health/ready").is_some_and(|(code, _)| code == 200)
+    });
 }

@@ -19,7 +19,7 @@ use std::sync::mpsc;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::{free_port, http, wait_for, TestHome, BIN};
+use support::{free_port, http, wait_for, Daemon, PgDatabase, TestHome, BIN};
 
 /// One browser at a time: two cores are shared with the rest of the suite.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -621,4 +621,44 @@ fn the_task_panel_shows_each_runs_sandbox_and_marks_full_unsafe() {
             shot.display()
         );
     }
+}
+
+/// Two daemons on one PostgreSQL store (the suite's real server): the
+/// overview shows the cluster — both daemons, their agents and runs, the
+/// one that leads, and when each was last seen (`cluster_view.mjs`,
+/// `overview-cluster.png`).
+#[test]
+fn the_overview_lists_the_clusters_daemons() {
+    let Some(tools) = tools() else { return };
+    let Some(db) = PgDatabase::create("cluster_view") else {
+        return;
+    };
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let agents = "agents:\n  - id: w\n    runtime: command\n    command: [\"true\"]\n";
+    let homes: Vec<TestHome> = (0..2)
+        .map(|_| {
+            let h = TestHome::with_config("daemon:\n  tick_interval: 1\n", agents);
+            let out = h.run_env(
+                &["project", "create", "--id", "live", "--name", "Live"],
+                &[("MOZI_STORE__URL", &db.url)],
+            );
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            h
+        })
+        .collect();
+    let _other = Daemon::start_env(&homes[1], &[("MOZI_STORE__URL", &db.url)]);
+    let mut serve = Serve::start_env(
+        &homes[0],
+        free_port(),
+        false,
+        &[("MOZI_STORE__URL", &db.url)],
+    );
+    run_script(&tools, &homes[0], &mut serve, "cluster_view.mjs", "live");
+    serve.stop();
+    let shot = screenshot_dir().join("overview-cluster.png");
+    assert!(
+        std::fs::metadata(&shot).is_ok_and(|m| m.len() > 0),
+        "the screenshot {} was written",
+        shot.display()
+    );
 }

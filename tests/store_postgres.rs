@@ -249,3 +249,48 @@ fn backup_on_postgresql_names_pg_dump() {
         out.stderr
     );
 }
+
+/// `moziplus doctor` checks the store: on PostgreSQL, reachable (with the
+/// password hidden), the project schemas, and the cluster's daemons; an
+/// unreachable server is a failed check naming what to fix.
+#[test]
+fn doctor_checks_the_store_and_its_daemons() {
+    let Some(db) = PgDatabase::create("doctor") else {
+        return;
+    };
+    let h = TestHome::new();
+    let env = [("MOZI_STORE__URL", db.url.as_str())];
+    assert_eq!(
+        h.run_env(&["project", "create", "--id", "p", "--name", "P"], &env)
+            .code,
+        0
+    );
+    let out = h.run_env(&["doctor"], &env);
+    assert!(
+        out.stdout.contains("store") && out.stdout.contains("reachable; 1 project schema(s)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("no daemon is running on this store"),
+        "{}",
+        out.stdout
+    );
+    let files = h.run(&["doctor"]);
+    assert!(
+        files.stdout.contains("SQLite files under projects/"),
+        "{}",
+        files.stdout
+    );
+    let down = h.run_env(
+        &["doctor"],
+        &[("MOZI_STORE__URL", "postgres://mozi:s3cret@127.0.0.1:9/none")],
+    );
+    assert_ne!(down.code, 0);
+    assert!(down.stdout.contains("unreachable"), "{}", down.stdout);
+    assert!(
+        !down.stdout.contains("s3cret"),
+        "the password is hidden: {}",
+        down.stdout
+    );
+}

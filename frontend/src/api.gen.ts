@@ -1375,6 +1375,35 @@ export interface components {
             soft_threshold: number;
             budgets: components["schemas"]["BudgetLine"][];
         };
+        /** @description One daemon of the cluster. */
+        ClusterDaemon: {
+            id: string;
+            host: string;
+            /** Format: int64 */
+            pid: number;
+            /** @description Its `server.bind`. */
+            bind: string;
+            /** @description The agents of its `agents.yaml`. */
+            agents: string[];
+            /**
+             * Format: int64
+             * @description Runs in flight at its last beat.
+             */
+            runs: number;
+            /** @description Its last beat (RFC 3339, UTC). */
+            last_seen: string;
+            /** @description Seen in the last 10 s and not stopped. */
+            alive: boolean;
+            /** @description Holds the leader's lease. */
+            leader: boolean;
+        };
+        /** @description The daemons of one PostgreSQL store, as of this daemon's last beat. */
+        ClusterStatus: {
+            /** @description This daemon's id (`host:pid:start`). */
+            this_daemon: string;
+            /** @description Every daemon seen in the last day, alive ones first. */
+            daemons: components["schemas"]["ClusterDaemon"][];
+        };
         Comment: {
             /** Format: int64 */
             id: number;
@@ -1455,6 +1484,7 @@ export interface components {
             unusable_review_protocols: components["schemas"]["UnusableProtocol"][];
             /** @description The concurrency limits in force. */
             limits: components["schemas"]["Limits"];
+            cluster?: null | components["schemas"]["ClusterStatus"];
         };
         Decision: {
             /** Format: int64 */

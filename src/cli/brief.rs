@@ -48,8 +48,7 @@ pub async fn run(home: &Home, cmd: BriefCmd) -> anyhow::Result<()> {
     });
     let protocols = Protocols::load(&home.review_protocols_dir(), &config.review, &agents)?;
     let engine = BriefEngine::load(home)?;
-    let bb = home
-        .open_blackboard(&project, OpenMode::CLI)
+    let bb = crate::registry::open_blackboard(home, &project, OpenMode::CLI)
         .await
         .with_context(|| format!("project {project}"))?;
     let result = async {

@@ -217,8 +217,7 @@ async fn offline_list(home: &Home) -> anyhow::Result<BudgetList> {
         }
         let id = ProjectId::parse(&entry.id)?;
         if budgets.book.enabled() {
-            let bb = home
-                .open_blackboard(&id, OpenMode::CLI)
+            let bb = crate::registry::open_blackboard(home, &id, OpenMode::CLI)
                 .await
                 .with_context(|| format!("project {id}"))?;
             seed_project(&budgets.book, id.as_str(), &bb)

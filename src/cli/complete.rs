@@ -62,7 +62,7 @@ pub async fn run(home: &Home, args: CompleteIdsArgs) -> anyhow::Result<()> {
 
 async fn open_tasks(home: &Home, project: &str) -> anyhow::Result<Vec<String>> {
     let id = crate::registry::active_project(home, project)?;
-    let bb = home.open_blackboard(&id, OpenMode::CLI).await?;
+    let bb = crate::registry::open_blackboard(home, &id, OpenMode::CLI).await?;
     let filter = TaskFilter {
         statuses: vec![
             TaskStatus::Pending,

@@ -111,7 +111,7 @@ pub async fn open(hint: &BbHint) -> Option<EarlyBlackboard> {
 
 /// Opens a project's blackboard for one `moziplus bb` command.
 pub async fn open_blackboard(home: &Home, project: &ProjectId) -> anyhow::Result<Blackboard> {
-    home.open_blackboard(project, OpenMode::Agent)
+    crate::registry::open_blackboard(home, project, OpenMode::Agent)
         .await
         .with_context(|| format!("project {project}"))
 }
@@ -240,7 +240,9 @@ mod tests {
                 .unwrap();
             for (id, tasks) in [("right", 1), ("wrong", 0)] {
                 let project = ProjectId::parse(id).unwrap();
-                let bb = home.open_blackboard(&project, OpenMode::CLI).await.unwrap();
+                let bb = crate::registry::open_blackboard(&home, &project, OpenMode::CLI)
+                    .await
+                    .unwrap();
                 let found = bb.list_tasks(&TaskFilter::default()).await.unwrap();
                 assert_eq!(found.len(), tasks, "tasks in project {id}");
                 bb.close().await;

@@ -35,7 +35,7 @@ pub async fn run(home: &Home, args: LogsArgs) -> anyhow::Result<()> {
         .project
         .ok_or_else(|| anyhow::anyhow!("which project? pass --project ID (or set MOZI_PROJECT)"))?;
     let id = crate::registry::active_project(home, &project)?;
-    let bb = home.open_blackboard(&id, OpenMode::CLI).await?;
+    let bb = crate::registry::open_blackboard(home, &id, OpenMode::CLI).await?;
     let result = print_log(
         home,
         &id,

@@ -220,7 +220,10 @@ pub fn run(cli: Cli) -> i32 {
 /// happens on sqlx's connection thread; PostgreSQL's is a socket on the
 /// runtime.
 fn timers_only(home: &Home) -> bool {
-    matches!(home.store(), Ok(crate::home::StoreLocation::Files))
+    matches!(
+        crate::registry::store(home),
+        Ok(crate::registry::StoreLocation::Files)
+    )
 }
 
 /// The runtime a command runs on. The CLI does little concurrent work: a

@@ -51,7 +51,7 @@ pub struct DoctorArgs {
 /// Backups and restores are of blackboard files; on PostgreSQL they are
 /// the database's own, and the command says so instead of pretending.
 fn refuse_on_postgres(home: &Home, verb: &str) -> anyhow::Result<()> {
-    if let crate::home::StoreLocation::Postgres(url) = home.store()? {
+    if let crate::registry::StoreLocation::Postgres(url) = crate::registry::store(home)? {
         anyhow::bail!(
             "`moziplus {verb}` works on blackboard files, and this home's blackboards are in \
              PostgreSQL ({}): use the database's own tools, e.g. `pg_dump --format=custom \
@@ -159,6 +159,7 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
     check_home_and_team(home, &mut checks);
     check_home_lock(home, &mut checks);
     let daemon = check_serve_start(home, &mut checks);
+    check_store(home, &mut checks).await;
     match registry::load(home) {
         Ok(entries) if entries.is_empty() => checks.push(
             "registry",
@@ -185,6 +186,82 @@ pub async fn doctor(home: &Home, args: DoctorArgs) -> anyhow::Result<()> {
         Err(e) => checks.push("registry", false, true, e.to_string()),
     }
     print_checks(&checks.0, args.json)
+}
+
+/// Where the blackboards live; on PostgreSQL: reachable, its cluster's
+/// daemons (alive ones, the leader) as the store records them.
+async fn check_store(home: &Home, checks: &mut Checks) {
+    let url = match registry::store(home) {
+        Ok(registry::StoreLocation::Files) => {
+            checks.push("store", true, true, "SQLite files under projects/".into());
+            return;
+        }
+        Ok(registry::StoreLocation::Postgres(url)) => url,
+        Err(e) => {
+            checks.push("store", false, true, e.to_string());
+            return;
+        }
+    };
+    let shown = crate::blackboard::postgres::redacted(&url);
+    let cluster = match crate::blackboard::cluster::Cluster::join(&url, "doctor").await {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push("store", false, true, format!("PostgreSQL at {shown}: {e}"));
+            return;
+        }
+    };
+    let projects = crate::blackboard::postgres::projects(&url)
+        .await
+        .unwrap_or_default();
+    checks.push(
+        "store",
+        true,
+        true,
+        format!(
+            "PostgreSQL at {shown}, reachable; {} project schema(s), migrated on open to version {}",
+            projects.len(),
+            crate::blackboard::LATEST_SCHEMA_VERSION
+        ),
+    );
+    match cluster.daemons(crate::daemon::cluster::ALIVE).await {
+        Ok(daemons) => {
+            let alive: Vec<String> = daemons
+                .iter()
+                .filter(|d| d.alive)
+                .map(|d| {
+                    format!(
+                        "{}{} ({} runs, agents: {})",
+                        d.id,
+                        if d.leader { " [leader]" } else { "" },
+                        d.runs,
+                        if d.agents.is_empty() {
+                            "none".to_string()
+                        } else {
+                            d.agents.join(",")
+                        }
+                    )
+                })
+                .collect();
+            let leader = daemons.iter().any(|d| d.leader);
+            checks.push(
+                "cluster",
+                leader || alive.is_empty(),
+                false,
+                if alive.is_empty() {
+                    "no daemon is running on this store".to_string()
+                } else if !leader {
+                    format!(
+                        "{} daemon(s) alive but none holds the leader's lease yet: {}",
+                        alive.len(),
+                        alive.join("; ")
+                    )
+                } else {
+                    format!("{} daemon(s) alive: {}", alive.len(), alive.join("; "))
+                },
+            );
+        }
+        Err(e) => checks.push("cluster", false, false, e.to_string()),
+    }
 }
 
 /// The home, its configuration, agents.yaml and each runtime's binary.
@@ -476,7 +553,10 @@ async fn check_project(
         }
     }
     let path = home.blackboard_file(id);
-    let on_files = matches!(home.store(), Ok(crate::home::StoreLocation::Files));
+    let on_files = matches!(
+        crate::registry::store(home),
+        Ok(crate::registry::StoreLocation::Files)
+    );
     let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
     if on_files {
         checks.push(
@@ -489,7 +569,7 @@ async fn check_project(
             },
         );
     }
-    let (ok, detail) = match home.open_blackboard(id, OpenMode::CLI).await {
+    let (ok, detail) = match crate::registry::open_blackboard(home, id, OpenMode::CLI).await {
         Ok(bb) => {
             if let Some(d) = daemon {
                 check_review_staffing(d, &bb, id, allowed.as_deref(), checks).await;

@@ -109,8 +109,7 @@ pub async fn run(home: &Home, cmd: ProjectCmd) -> anyhow::Result<()> {
             let id = ProjectId::parse(&id)?;
             let entry = registry::find(home, &id)?;
             let (counts, size) = if entry.status == ProjectStatus::Active {
-                let bb = home
-                    .open_blackboard(&id, OpenMode::CLI)
+                let bb = crate::registry::open_blackboard(home, &id, OpenMode::CLI)
                     .await
                     .with_context(|| format!("project {id}"))?;
                 let counts = bb.status_counts().await?;

@@ -31,8 +31,7 @@ pub async fn run(home: &Home, args: UsageArgs) -> anyhow::Result<()> {
             continue;
         }
         let id = ProjectId::parse(&entry.id)?;
-        let bb = home
-            .open_blackboard(&id, OpenMode::CLI)
+        let bb = crate::registry::open_blackboard(home, &id, OpenMode::CLI)
             .await
             .with_context(|| format!("project {id}"))?;
         let lines = bb.usage_lines(since, i64::MAX).await?;

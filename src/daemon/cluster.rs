@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use super::Daemon;
 use crate::blackboard::cluster::{Beat, Cluster};
-use crate::home::StoreLocation;
+use crate::locks::Recover;
+use crate::registry::StoreLocation;
 
 /// How often a daemon says it is alive and renews (or tries to take) the lease.
 pub const BEAT: Duration = Duration::from_secs(2);
@@ -45,11 +46,14 @@ impl Leadership {
 #[derive(Debug)]
 pub struct Membership {
     pub cluster: Cluster,
-    /// The store's URL (for the listener's own connection).
-    url: String,
     pub host: String,
     /// The epoch of the lease it holds, 0 when it does not lead.
     epoch: AtomicI64,
+    /// Why the last beat failed (the store unreachable), `None` after a
+    /// beat that was written.
+    failed: std::sync::Mutex<Option<String>>,
+    /// The cluster's daemons as of the last beat (status, dashboard).
+    seen: std::sync::Mutex<Vec<crate::blackboard::cluster::DaemonSeen>>,
 }
 
 /// The host's name (`/proc/sys/kernel/hostname`).
@@ -62,7 +66,9 @@ fn host_name() -> String {
 /// Joins the store's cluster when the blackboards are on PostgreSQL;
 /// `Ok(None)` on files.
 pub async fn join(d: &Daemon) -> Result<Option<Membership>, String> {
-    let StoreLocation::Postgres(url) = d.home().store().map_err(|e| e.to_string())? else {
+    let StoreLocation::Postgres(url) =
+        crate::registry::store(d.home()).map_err(|e| e.to_string())?
+    else {
         return Ok(None);
     };
     let host = host_name();
@@ -73,15 +79,41 @@ pub async fn join(d: &Daemon) -> Result<Option<Membership>, String> {
     let cluster = Cluster::join(&url, &id).await.map_err(|e| e.to_string())?;
     let m = Membership {
         cluster,
-        url,
         host,
         epoch: AtomicI64::new(0),
+        failed: std::sync::Mutex::new(None),
+        seen: std::sync::Mutex::new(Vec::new()),
     };
     beat_once(d, &m).await;
     Ok(Some(m))
 }
 
 impl Membership {
+    /// `store unreachable: …` while the last beat could not be written.
+    pub fn store_problem(&self) -> Option<String> {
+        self.failed
+            .locked()
+            .as_ref()
+            .map(|e| format!("store unreachable: {e}; runs in flight go on, writes are retried"))
+    }
+
+    /// The runs of the other alive daemons per agent, as of their last
+    /// beats (at most one beat old): `max_per_agent` holds across hosts.
+    pub fn others_agent_runs(&self) -> Vec<(String, i64)> {
+        let me = self.cluster.id();
+        self.seen
+            .locked()
+            .iter()
+            .filter(|d| d.alive && d.id != me)
+            .flat_map(|d| d.agent_runs.clone())
+            .collect()
+    }
+
+    /// The cluster's daemons as of the last beat, alive ones first.
+    pub fn daemons(&self) -> Vec<crate::blackboard::cluster::DaemonSeen> {
+        self.seen.locked().clone()
+    }
+
     pub fn leadership(&self) -> Leadership {
         match self.epoch.load(Ordering::Acquire) {
             0 => Leadership::Follower,
@@ -97,17 +129,27 @@ impl Membership {
 async fn beat_once(d: &Daemon, m: &Membership) {
     let agents: Vec<String> = d.agents().agents.iter().map(|a| a.id.clone()).collect();
     let bind = d.config().server.bind.to_string();
-    let runs = d.runs().len() as i64;
+    let running = d.runs();
+    let mut agent_runs: Vec<(String, i64)> = Vec::new();
+    for r in &running {
+        match agent_runs.iter_mut().find(|(a, _)| *a == r.agent) {
+            Some((_, n)) => *n += 1,
+            None => agent_runs.push((r.agent.clone(), 1)),
+        }
+    }
     let beat = Beat {
         host: &m.host,
         pid: i64::from(std::process::id()),
         bind: &bind,
         agents: &agents,
-        runs,
+        runs: running.len() as i64,
+        agent_runs: &agent_runs,
     };
-    if let Err(e) = m.cluster.beat(&beat).await {
+    let beat = m.cluster.beat(&beat).await;
+    if let Err(e) = &beat {
         tracing::warn!(error = %e, "cluster: cannot record this daemon's beat");
     }
+    *m.failed.locked() = beat.err().map(|e| e.to_string());
     let was = m.epoch.load(Ordering::Acquire);
     let now = match m.cluster.lead(LEASE).await {
         Ok(epoch) => epoch.unwrap_or(0),
@@ -118,6 +160,9 @@ async fn beat_once(d: &Daemon, m: &Membership) {
         }
     };
     m.epoch.store(now, Ordering::Release);
+    if let Ok(seen) = m.cluster.daemons(ALIVE).await {
+        *m.seen.locked() = seen;
+    }
     if now != was {
         if now != 0 {
             tracing::info!(
@@ -159,8 +204,8 @@ pub async fn listen(d: Daemon) {
     let Some(m) = d.membership() else { return };
     let mut stop = d.shutdown_signal();
     loop {
-        let mut listener = match sqlx::postgres::PgListener::connect(&m.url).await {
-            Ok(l) => l,
+        let mut wakeups = match m.cluster.wakeups().await {
+            Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cluster: cannot listen for other daemons' writes; polling");
                 tokio::select! {
@@ -169,19 +214,12 @@ pub async fn listen(d: Daemon) {
                 }
             }
         };
-        if let Err(e) = listener.listen(crate::blackboard::cluster::CHANNEL).await {
-            tracing::warn!(error = %e, "cluster: cannot listen for other daemons' writes; polling");
-            tokio::select! {
-                _ = tokio::time::sleep(BEAT) => continue,
-                _ = stop.changed() => return,
-            }
-        }
         loop {
             tokio::select! {
-                n = listener.recv() => match n {
+                n = wakeups.next() => match n {
                     Ok(_) => d.wake(),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cluster: the listener's connection failed; reconnecting");
+                        tracing::warn!(error = %e, "cluster: the listener's connection failed; listening again");
                         break;
                     }
                 },

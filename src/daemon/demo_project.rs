@@ -82,8 +82,7 @@ pub async fn ensure_demo(home: &Home) -> Result<Vec<String>, RegistryError> {
         }
         Err(e) => return Err(e),
     }
-    let bb = home
-        .open_blackboard(&id, OpenMode::Create { max_connections: 1 })
+    let bb = crate::registry::open_blackboard(home, &id, OpenMode::Create { max_connections: 1 })
         .await?;
     let counts = bb.status_counts().await?;
     let open: i64 = ["pending", "working", "review", "blocked"]

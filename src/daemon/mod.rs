@@ -435,6 +435,19 @@ impl Daemon {
                 retry_at_ms: p.since_ms,
             }
         }));
+        // The store of a cluster: a beat that could not be written means
+        // the daemons cannot see each other or claim work.
+        if let Some(reason) = self.membership().and_then(|m| m.store_problem()) {
+            problems.push(crate::runtime::health::Problem {
+                project: String::new(),
+                agent: String::new(),
+                runtime: "store".into(),
+                reason,
+                failures: 0,
+                since_ms: chrono::Utc::now().timestamp_millis(),
+                retry_at_ms: chrono::Utc::now().timestamp_millis(),
+            });
+        }
         problems
     }
 

@@ -60,11 +60,12 @@ async fn open_slot(d: &Daemon, id: &ProjectId) -> ProjectSlot {
         return slot;
     }
     let path = d.home().blackboard_file(id);
-    let on_files = matches!(d.home().store(), Ok(crate::home::StoreLocation::Files));
+    let on_files = matches!(
+        crate::registry::store(d.home()),
+        Ok(crate::registry::StoreLocation::Files)
+    );
     let missing = on_files && !path.exists();
-    match d
-        .home()
-        .open_blackboard(id, OpenMode::Create { max_connections: 4 })
+    match crate::registry::open_blackboard(d.home(), id, OpenMode::Create { max_connections: 4 })
         .await
     {
         Ok(bb) => {

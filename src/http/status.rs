@@ -46,6 +46,38 @@ pub struct DaemonStatus {
     pub unusable_review_protocols: Vec<UnusableProtocol>,
     /// The concurrency limits in force.
     pub limits: Limits,
+    /// The daemons sharing this daemon's PostgreSQL store; `null` on files
+    /// (one daemon per home).
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// The daemons of one PostgreSQL store, as of this daemon's last beat.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterStatus {
+    /// This daemon's id (`host:pid:start`).
+    pub this_daemon: String,
+    /// Every daemon seen in the last day, alive ones first.
+    pub daemons: Vec<ClusterDaemon>,
+}
+
+/// One daemon of the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterDaemon {
+    pub id: String,
+    pub host: String,
+    pub pid: i64,
+    /// Its `server.bind`.
+    pub bind: String,
+    /// The agents of its `agents.yaml`.
+    pub agents: Vec<String>,
+    /// Runs in flight at its last beat.
+    pub runs: i64,
+    /// Its last beat (RFC 3339, UTC).
+    pub last_seen: String,
+    /// Seen in the last 10 s and not stopped.
+    pub alive: bool,
+    /// Holds the leader's lease.
+    pub leader: bool,
 }
 
 /// One project in the status: its counts when its blackboard is open, the
@@ -259,6 +291,24 @@ impl DaemonStatus {
                 max_global_agents: config.daemon.max_global_agents,
                 max_per_agent: config.daemon.max_per_agent,
             },
+            cluster: d.membership().map(|m| ClusterStatus {
+                this_daemon: m.cluster.id().to_string(),
+                daemons: m
+                    .daemons()
+                    .into_iter()
+                    .map(|x| ClusterDaemon {
+                        id: x.id,
+                        host: x.host,
+                        pid: x.pid,
+                        bind: x.bind,
+                        agents: x.agents,
+                        runs: x.runs,
+                        last_seen: crate::blackboard::rfc3339(x.last_seen),
+                        alive: x.alive,
+                        leader: x.leader,
+                    })
+                    .collect(),
+            }),
         }
     }
 }

@@ -123,7 +123,7 @@ impl ProjectService {
     /// daemon (the CLI, the MCP server): its writes wake a running daemon
     /// through the wake socket.
     pub async fn open(home: &Home, project: &ProjectId, mode: OpenMode) -> ServiceResult<Self> {
-        let bb = home.open_blackboard(project, mode).await?;
+        let bb = crate::registry::open_blackboard(home, project, mode).await?;
         let notifier = Notifier::wake_socket(home, project);
         Ok(ProjectService::new(
             bb,

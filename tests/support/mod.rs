@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub use db::{block_on, dump, query_i64, query_strings, raw_connection, raw_pool, Dump};
 pub use http::{bearer, dechunk, free_port, http, parse_response, post_json};
 pub use out::{wait_child, Out, CHILD_TIMEOUT};
-pub use pg::PgDatabase;
+pub use pg::{PgDatabase, PrivateServer};
 pub use sse::{Frame, Sse};
 
 /// The `moziplus` binary cargo built for these tests.

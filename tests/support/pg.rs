@@ -156,3 +156,138 @@ fn sqlite_json_to_pg(sql: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// A PostgreSQL server of one test's own (the tests that stop and restart
+/// it cannot use the suite's shared one): `initdb` into a temporary
+/// folder, listening on a socket there only, stopped and removed on drop.
+pub struct PrivateServer {
+    dir: std::path::PathBuf,
+    bin: std::path::PathBuf,
+    user: Option<String>,
+    /// `postgres://postgres@localhost/postgres?host=<dir>`.
+    pub url: String,
+}
+
+impl PrivateServer {
+    /// `None` outside scripts/test.sh (a failure under CI).
+    pub fn start() -> Option<PrivateServer> {
+        let bin = match std::env::var("MOZI_TEST_PG_BIN") {
+            Ok(b) if !b.is_empty() => std::path::PathBuf::from(b),
+            _ if std::env::var_os("CI").is_some() => {
+                panic!("MOZI_TEST_PG_BIN is not set: run the suite through scripts/test.sh")
+            }
+            _ => return None,
+        };
+        let user = std::env::var("MOZI_TEST_PG_USER")
+            .ok()
+            .filter(|u| !u.is_empty());
+        let dir = tempfile::Builder::new()
+            .prefix("moziplus-pg-own-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        if let Some(u) = &user {
+            let ok = Command::new("chown").arg(u).arg(&dir).status().unwrap();
+            assert!(ok.success(), "chown {u} {}", dir.display());
+        }
+        let server = PrivateServer {
+            url: format!(
+                "postgres://postgres@localhost/postgres?host={}",
+                dir.display()
+            ),
+            dir,
+            bin,
+            user,
+        };
+        let data = server.dir.join("data");
+        server.run(&[
+            "initdb",
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        server.pg_ctl("start");
+        Some(server)
+    }
+
+    fn run(&self, args: &[&str]) {
+        let program = self.bin.join(args[0]);
+        let mut cmd = match &self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let out = cmd
+            .args(&args[1..])
+            .output()
+            .expect("PostgreSQL's programs run");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, verb: &str) {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        let options = format!(
+            "-k {} -c listen_addresses= -c fsync=off",
+            self.dir.display()
+        );
+        let mut args = vec![
+            "pg_ctl",
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+        ];
+        if verb != "stop" {
+            args.extend(["-o", &options]);
+        } else {
+            args.extend(["-m", "fast"]);
+        }
+        args.push(verb);
+        self.run(&args);
+    }
+
+    /// Stops the server (connections are closed).
+    pub fn stop(&self) {
+        self.pg_ctl("stop");
+    }
+
+    /// Starts it again.
+    pub fn start_again(&self) {
+        self.pg_ctl("start");
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let data = self.dir.join("data");
+        let program = self.bin.join("pg_ctl");
+        let mut cmd = match &self.user {
+            Some(u) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", u, "--"]).arg(&program);
+                c
+            }
+            None => Command::new(&program),
+        };
+        let _ = cmd
+            .args(["-D", data.to_str().unwrap(), "-m", "immediate", "stop"])
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

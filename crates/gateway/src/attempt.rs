@@ -134,7 +134,10 @@ pub(super) async fn attempts(
             metrics::retry(name);
             if let Some(lane) = provider.lane.as_ref().filter(|_| route.limited) {
                 let wait = deadline.saturating_duration_since(Instant::now());
-                match lane.acquire(call.priority, wait).await {
+                match lane
+                    .acquire_shared(gw.hooks.as_ref(), call.priority, wait)
+                    .await
+                {
                     Ok(p) => permit = Some(p),
                     Err(_) => break,
                 }

@@ -191,6 +191,21 @@ pub trait GatewayHooks: Send + Sync + 'static {
         Box::pin(async { ApprovalStatus::Proposed })
     }
 
+    /// A limited provider's rate shared with the other daemons of a cluster
+    /// (one store, several hosts): asked after the lane granted a call,
+    /// before it is sent. `Ok(Duration::ZERO)` sends it; `Ok(wait)` asks
+    /// again after `wait` (another daemon took the cluster's token); the
+    /// default (one daemon) always sends. `rate_per_minute` and `burst` are
+    /// the lane's own, for all its keys.
+    fn shared_grant(
+        &self,
+        _provider: &str,
+        _rate_per_minute: f64,
+        _burst: u32,
+    ) -> BoxFuture<'static, Duration> {
+        Box::pin(async { Duration::ZERO })
+    }
+
     /// The daemon is stopping: finish what the hooks hold (usage reports
     /// not yet booked) while the daemon's stores are still open. Called
     /// once by [`Gateway::shutdown`](crate::Gateway::shutdown); later

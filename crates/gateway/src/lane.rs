@@ -382,6 +382,9 @@ fn pool_retreat<'a>(tallies: impl Iterator<Item = &'a RetreatTally>) -> Option<R
 
 struct LaneInner {
     provider: String,
+    /// The whole pool's rate and burst (every key's), for the share a
+    /// cluster's daemons hold together ([`RateLane::shared_terms`]).
+    shared: (f64, u32),
     state: Mutex<LaneState>,
     notify: Arc<Notify>,
     next_id: AtomicU64,
@@ -551,6 +554,7 @@ impl RateLane {
         } else {
             settings.keys.clone()
         };
+        let pool = names.len() as f64;
         let keys = names
             .into_iter()
             .map(|name| KeyState {
@@ -563,6 +567,10 @@ impl RateLane {
             .collect();
         let inner = Arc::new(LaneInner {
             provider: provider.to_string(),
+            shared: (
+                settings.limiter.rate_per_minute * pool,
+                (settings.limiter.capacity * pool).round().max(1.0) as u32,
+            ),
             state: Mutex::new(LaneState {
                 keys,
                 queue: PriorityQueue::new(),
@@ -585,6 +593,38 @@ impl RateLane {
         });
         tokio::spawn(dispatch(Arc::downgrade(&inner), notify));
         RateLane { inner }
+    }
+
+    /// The whole pool's base rate per minute and burst.
+    pub fn shared_terms(&self) -> (f64, u32) {
+        self.inner.shared
+    }
+
+    /// [`RateLane::acquire`], then the cluster's share of the provider's
+    /// rate (`GatewayHooks::shared_grant`; always granted for a daemon
+    /// alone), within the same `wait`. The permit is held while the
+    /// cluster's token is awaited; if the wait runs out it is dropped
+    /// unsent, which gives its local token back.
+    pub async fn acquire_shared(
+        &self,
+        hooks: &dyn crate::hooks::GatewayHooks,
+        priority: Priority,
+        wait: Duration,
+    ) -> Result<LanePermit, Admission> {
+        let deadline = Instant::now() + wait;
+        let permit = self.acquire(priority, wait).await?;
+        let (rate, burst) = self.inner.shared;
+        loop {
+            let w = hooks.shared_grant(&self.inner.provider, rate, burst).await;
+            if w.is_zero() {
+                return Ok(permit);
+            }
+            if Instant::now() + w > deadline {
+                drop(permit);
+                return Err(Admission::TimedOut { retry_after: w });
+            }
+            tokio::time::sleep(w).await;
+        }
     }
 
     /// Wait up to `wait` for a token and a slot, served strictly by priority

@@ -114,7 +114,10 @@ async fn pipeline(
             if call.priority == Priority::Low {
                 wait = wait.min(secs(settings.low_priority_timeout));
             }
-            match lane.acquire(call.priority, wait).await {
+            match lane
+                .acquire_shared(gw.hooks.as_ref(), call.priority, wait)
+                .await
+            {
                 Ok(p) => Some(p),
                 Err(Admission::TimedOut { retry_after })
                     if call.priority == Priority::Low && degrade_steps < 8 =>

@@ -11,6 +11,7 @@ CREATE TABLE daemon (
     bind        TEXT NOT NULL DEFAULT '',
     agents      TEXT NOT NULL DEFAULT '',  -- comma-separated agent ids of its agents.yaml
     runs        BIGINT NOT NULL DEFAULT 0, -- runs in flight at its last beat
+    agent_runs  TEXT NOT NULL DEFAULT '',  -- of them, per agent: `agent=n,…`
     started_at  BIGINT NOT NULL,
     last_seen   BIGINT NOT NULL,
     stopped_at  BIGINT

@@ -45,6 +45,8 @@ pub struct DaemonSeen {
     pub bind: String,
     pub agents: Vec<String>,
     pub runs: i64,
+    /// Of its runs, how many each agent has.
+    pub agent_runs: Vec<(String, i64)>,
     pub started_at: Millis,
     pub last_seen: Millis,
     /// Seen within the liveness window asked for, and not stopped.
@@ -61,6 +63,8 @@ pub struct Beat<'a> {
     pub bind: &'a str,
     pub agents: &'a [String],
     pub runs: i64,
+    /// Runs in flight per agent.
+    pub agent_runs: &'a [(String, i64)],
 }
 
 /// The leader's lease as it stands.
@@ -78,6 +82,19 @@ pub struct LeaseRow {
 pub struct Cluster {
     pool: PgPool,
     id: String,
+    url: String,
+}
+
+/// Notifications of the store's committed writes ([`CHANNEL`]), on a
+/// connection of their own.
+pub struct Wakeups(sqlx::postgres::PgListener);
+
+impl Wakeups {
+    /// The next write's project id; an error when the connection failed
+    /// (listen again).
+    pub async fn next(&mut self) -> BbResult<String> {
+        Ok(self.0.recv().await?.payload().to_string())
+    }
 }
 
 impl Cluster {
@@ -116,7 +133,17 @@ impl Cluster {
         Ok(Cluster {
             pool,
             id: id.to_string(),
+            url: url.to_string(),
         })
+    }
+
+    /// Listens for every committed write of the store.
+    pub async fn wakeups(&self) -> BbResult<Wakeups> {
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .map_err(|e| unreachable(&self.url, e))?;
+        listener.listen(CHANNEL).await?;
+        Ok(Wakeups(listener))
     }
 
     /// This daemon's id.
@@ -127,10 +154,11 @@ impl Cluster {
     /// Records this daemon as alive now, with what it says of itself.
     pub async fn beat(&self, b: &Beat<'_>) -> BbResult<()> {
         sqlx::query(&format!(
-            "INSERT INTO daemon (id, host, pid, bind, agents, runs, started_at, last_seen)
-             VALUES ($1, $2, $3, $4, $5, $6, {DB_NOW}, {DB_NOW})
+            "INSERT INTO daemon (id, host, pid, bind, agents, runs, agent_runs, started_at, last_seen)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, {DB_NOW}, {DB_NOW})
              ON CONFLICT (id) DO UPDATE SET bind = excluded.bind, agents = excluded.agents,
-                 runs = excluded.runs, last_seen = excluded.last_seen, stopped_at = NULL"
+                 runs = excluded.runs, agent_runs = excluded.agent_runs,
+                 last_seen = excluded.last_seen, stopped_at = NULL"
         ))
         .bind(&self.id)
         .bind(b.host)
@@ -138,6 +166,13 @@ impl Cluster {
         .bind(b.bind)
         .bind(b.agents.join(","))
         .bind(b.runs)
+        .bind(
+            b.agent_runs
+                .iter()
+                .map(|(a, n)| format!("{a}={n}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -188,7 +223,8 @@ impl Cluster {
         let rows = sqlx::query(&format!(
             "SELECT d.id, d.host, d.pid, d.bind, d.agents, d.runs, d.started_at, d.last_seen,
                     d.stopped_at IS NULL AND d.last_seen > {DB_NOW} - $1,
-                    COALESCE(l.holder = d.id AND l.expires_at > {DB_NOW}, false)
+                    COALESCE(l.holder = d.id AND l.expires_at > {DB_NOW}, false),
+                    d.agent_runs
              FROM daemon d LEFT JOIN lease l ON l.name = $2
              WHERE d.last_seen > {DB_NOW} - 86400000
              ORDER BY 9 DESC, d.host, d.id"
@@ -211,6 +247,14 @@ impl Cluster {
                     .map(str::to_string)
                     .collect(),
                 runs: r.get(5),
+                agent_runs: r
+                    .get::<String, _>(10)
+                    .split(',')
+                    .filter_map(|p| {
+                        let (a, n) = p.split_once('=')?;
+                        Some((a.to_string(), n.parse().ok()?))
+                    })
+                    .collect(),
                 started_at: r.get(6),
                 last_seen: r.get(7),
                 alive: r.get(8),

@@ -57,7 +57,10 @@ pub(crate) async fn open_pool(url: &str, project: &str, max_connections: u32) ->
     let pool = PgPoolOptions::new()
         .max_connections(max_connections.max(1))
         .min_connections(0)
-        .acquire_timeout(Duration::from_secs(30))
+        // A server that is down is said so within seconds (the CLI, doctor,
+        // readiness); a daemon's writes fail retryably and its next tick or
+        // beat tries again.
+        .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Some(Duration::from_secs(60)))
         .after_connect(move |conn, _meta| {
             let set_path = set_path.clone();

@@ -136,6 +136,8 @@ export function Overview() {
         )}
       </Section>
 
+      {s?.cluster && <Cluster c={s.cluster} />}
+
       <Section title="Active sessions">
         <ErrorBox error={sessions.error} what="sessions" />
         {sessions.data && sessions.data.active.length === 0 && <Empty>No agent is running.</Empty>}
@@ -186,6 +188,46 @@ export function Overview() {
         </div>
       </Section>
     </div>
+  );
+}
+
+// The daemons sharing this daemon's PostgreSQL store (README, "Many hosts").
+function Cluster({ c }: { c: NonNullable<DaemonStatus['cluster']> }) {
+  const alive = c.daemons.filter((d) => d.alive).length;
+  return (
+    <Section title={`Cluster · ${alive} daemon${alive === 1 ? '' : 's'} alive`}>
+      <div class="table-wrap">
+        <table data-testid="cluster">
+          <thead>
+            <tr>
+              <th>Host</th>
+              <th>Daemon</th>
+              <th>Agents</th>
+              <th>Runs</th>
+              <th>Role</th>
+              <th>Last seen</th>
+            </tr>
+          </thead>
+          <tbody>
+            {c.daemons.map((d) => (
+              <tr key={d.id} data-daemon={d.id} class={d.alive ? '' : 'muted'}>
+                <td>{d.host}</td>
+                <td>
+                  <code>{d.id}</code>
+                  {d.id === c.this_daemon && <small> (this one)</small>}
+                </td>
+                <td>{d.agents.length > 0 ? d.agents.join(', ') : '—'}</td>
+                <td>{d.runs}</td>
+                <td data-role>
+                  {d.leader ? <Badge kind="ok">leader</Badge> : d.alive ? 'member' : <Badge kind="warn">gone</Badge>}
+                </td>
+                <td title={d.last_seen}>{ago(d.last_seen)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      </div>
+    </Section>
   );
 }
 

@@ -7,6 +7,7 @@ pub mod budgets;
 pub mod usage;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
@@ -354,6 +355,30 @@ impl GatewayHooks for DaemonHooks {
     fn admission(&self) -> Option<crate::gateway::status::AdmissionStatus> {
         let enabled = self.daemon.config().daemon.admission.enabled;
         Some(self.daemon.quota().status(enabled))
+    }
+
+    fn shared_grant(
+        &self,
+        provider: &str,
+        rate_per_minute: f64,
+        burst: u32,
+    ) -> BoxFuture<'static, Duration> {
+        let Some(cluster) = self.daemon.membership().map(|m| m.cluster.clone()) else {
+            return Box::pin(async { Duration::ZERO });
+        };
+        let lane = provider.to_string();
+        Box::pin(async move {
+            let interval = Duration::from_secs_f64(60.0 / rate_per_minute.max(0.001));
+            match cluster.grant(&lane, interval, burst).await {
+                Ok(wait_ms) => Duration::from_millis(wait_ms.max(0) as u64),
+                Err(e) => {
+                    // The store is unreachable: each daemon's own lane
+                    // still limits, and the provider's 429s retreat it.
+                    tracing::warn!(provider = %lane, error = %e, "cluster rate lane unreachable; the local lane alone limits");
+                    Duration::ZERO
+                }
+            }
+        })
     }
 
     fn shutdown(&self) -> BoxFuture<'static, ()> {

@@ -31,13 +31,25 @@ use setbacks::*;
 use supervise::*;
 
 /// Counts of runs by project and by agent (for the limits).
+///
+/// The per-agent counts are the cluster's on a shared store: this daemon's
+/// runs plus the other daemons' as of their last beats, so `max_per_agent`
+/// holds across hosts (within one beat); the total and the per-project
+/// counts are this host's (`max_global_agents` is per host).
 pub fn run_counts(d: &Daemon) -> (usize, HashMap<String, usize>, HashMap<String, usize>) {
+    let others = d
+        .membership()
+        .map(|m| m.others_agent_runs())
+        .unwrap_or_default();
     let runs = d.runs_lock();
     let mut per_project = HashMap::new();
     let mut per_agent = HashMap::new();
     for r in runs.values() {
         *per_project.entry(r.project.clone()).or_insert(0) += 1;
         *per_agent.entry(r.agent.clone()).or_insert(0) += 1;
+    }
+    for (agent, n) in others {
+        *per_agent.entry(agent).or_insert(0) += n.max(0) as usize;
     }
     (runs.len(), per_project, per_agent)
 }

@@ -1,0 +1,193 @@
+//! The store on PostgreSQL, as several daemons use it. Needs a PostgreSQL
+//! server: `MOZI_BENCH_PG_URL` (an admin URL; the bench makes and drops its
+//! own database). `scripts/test.sh` starts one for the suite; for a bench:
+//! `MOZI_BENCH_PG_URL=postgres://postgres@localhost/postgres?host=/tmp/pg cargo bench --bench cluster`.
+//!
+//! - **limiter grant**: one `Cluster::grant` (the shared NVIDIA lane's GCRA
+//!   row), round trip, 2,000 times: median and p99 (target p99 < 2 ms);
+//! - **claims per second, 3 daemons**: three handles on one project (each
+//!   its own pool, as three daemons have), claiming 3,000 tasks at once
+//!   (target ≥ 500/s);
+//! - **a tick over 100 projects × 1,000 tasks**: what the ticker reads of
+//!   each project on every tick (`tick_probe`, then the ready page), for
+//!   all 100 projects, 8 at a time as the ticker does (target < 50 ms).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moziplus::blackboard::cluster::Cluster;
+use moziplus::blackboard::{Actor, Blackboard, NewTask, SystemClock};
+
+fn percentile(xs: &mut [Duration], p: f64) -> Duration {
+    xs.sort();
+    xs[((xs.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = std::process::Command::new("psql")
+        .args([url, "-v", "ON_ERROR_STOP=1", "-qc", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "{sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.rsplit_once('/').map(|(b, _)| b).unwrap_or(base);
+    if query.is_empty() {
+        format!("{base}/{name}")
+    } else {
+        format!("{base}/{name}?{query}")
+    }
+}
+
+async fn board(url: &str, project: &str, connections: u32) -> Blackboard {
+    Blackboard::open_postgres(url, project, connections, Arc::new(SystemClock))
+        .await
+        .expect("open on PostgreSQL")
+}
+
+async fn create_tasks(bb: &Blackboard, n: usize) {
+    let op = Actor::operator("bench");
+    for i in 0..n {
+        bb.create_task(
+            NewTask {
+                title: format!("t{i}"),
+                ..Default::default()
+            },
+            &op,
+        )
+        .await
+        .expect("create");
+    }
+}
+
+async fn limiter_grant(url: &str) {
+    let cluster = Cluster::join(url, "bench").await.expect("join");
+    let mut xs = Vec::with_capacity(2000);
+    for _ in 0..2000 {
+        let t = Instant::now();
+        // A rate no bench reaches: every grant is a grant.
+        let wait = cluster
+            .grant("bench", Duration::from_micros(1), 1_000_000)
+            .await
+            .expect("grant");
+        xs.push(t.elapsed());
+        assert_eq!(wait, 0);
+    }
+    println!(
+        "limiter grant round trip: median {:.3} ms, p99 {:.3} ms (target p99 < 2 ms)",
+        percentile(&mut xs, 0.5).as_secs_f64() * 1000.0,
+        percentile(&mut xs, 0.99).as_secs_f64() * 1000.0
+    );
+}
+
+async fn claims_per_second(url: &str) {
+    const TASKS: usize = 3000;
+    let setup = board(url, "claims", 4).await;
+    create_tasks(&setup, TASKS).await;
+    setup.close().await;
+    let next = Arc::new(AtomicUsize::new(1));
+    let mut daemons = Vec::new();
+    for d in 0..3 {
+        daemons.push(board(url, "claims", 4).await);
+        let _ = d;
+    }
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for (d, bb) in daemons.into_iter().enumerate() {
+        for lane in 0..4 {
+            let bb = bb.clone();
+            let next = next.clone();
+            handles.push(tokio::spawn(async move {
+                let agent = Actor::session(format!("w{d}-{lane}"));
+                let mut claimed = 0usize;
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i > TASKS {
+                        break claimed;
+                    }
+                    let id = format!("T-{i:04}");
+                    if bb.claim_task(&id, &agent, 600_000).await.is_ok() {
+                        claimed += 1;
+                    }
+                }
+            }));
+        }
+    }
+    let mut total = 0;
+    for h in handles {
+        total += h.await.unwrap();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    assert_eq!(total, TASKS, "every task claimed once");
+    println!(
+        "claims, 3 daemons x 4 connections on one project: {total} in {secs:.2} s = {:.0}/s (target >= 500/s)",
+        total as f64 / secs
+    );
+}
+
+async fn tick_over_projects(url: &str) {
+    const PROJECTS: usize = 100;
+    const TASKS: usize = 1000;
+    let first = board(url, "p000", 2).await;
+    create_tasks(&first, TASKS).await;
+    let mut boards = vec![first.clone()];
+    for p in 1..PROJECTS {
+        let bb = board(url, &format!("p{p:03}"), 2).await;
+        first.copy_into(&bb, false).await.expect("copy");
+        boards.push(bb);
+    }
+    let mut xs = Vec::new();
+    for _ in 0..15 {
+        let t = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(8));
+        let mut set = tokio::task::JoinSet::new();
+        for bb in &boards {
+            let bb = bb.clone();
+            let permit = sem.clone().acquire_owned().await.unwrap();
+            set.spawn(async move {
+                let probe = bb.tick_probe().await.expect("probe");
+                if probe.open > 0 {
+                    let ready = bb.ready_tasks(40, 0).await.expect("ready");
+                    assert!(!ready.is_empty());
+                }
+                drop(permit);
+            });
+        }
+        while set.join_next().await.is_some() {}
+        xs.push(t.elapsed());
+    }
+    println!(
+        "a tick's reads over {PROJECTS} projects x {TASKS} tasks: median {:.1} ms, max {:.1} ms (target < 50 ms)",
+        percentile(&mut xs, 0.5).as_secs_f64() * 1000.0,
+        percentile(&mut xs, 1.0).as_secs_f64() * 1000.0
+    );
+}
+
+fn main() {
+    let Ok(admin) = std::env::var("MOZI_BENCH_PG_URL") else {
+        println!("cluster bench skipped: set MOZI_BENCH_PG_URL to a PostgreSQL admin URL");
+        return;
+    };
+    let name = format!("bench_cluster_{}", std::process::id());
+    psql(&admin, &format!("CREATE DATABASE {name}"));
+    let url = with_database(&admin, &name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        limiter_grant(&url).await;
+        claims_per_second(&url).await;
+        tick_over_projects(&url).await;
+    });
+    drop(rt);
+    psql(&admin, &format!("DROP DATABASE {name} WITH (FORCE)"));
+}
