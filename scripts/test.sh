@@ -140,7 +140,7 @@ cargo test --locked --workspace "$@" || status=$?
 # blackboards in a PostgreSQL database of its own (tests/support:
 # MOZI_TEST_BACKEND=postgres). Only on a whole-suite run (no test selected).
 PG_PASS=(--test waiting_for --test schedules --test review_protocol --test heartbeat_policy
-  --test daemon_admission --test daemon_budget --test api_events)
+  --test daemon_admission --test daemon_budget --test api_events --test mcp_server)
 selected=0
 for a in "$@"; do
   case "$a" in --test|--lib|--bench|--doc|--bin|-p|--package) selected=1 ;; -*) ;; *) selected=1 ;; esac

@@ -82,14 +82,18 @@ async fn pump(
     for slot in d.projects().snapshot() {
         let Some(bb) = &slot.bb else { continue };
         let project = slot.id.as_str();
-        // A file's stamp tells whether anything was written; a PostgreSQL
-        // board has no file, so it is read every time.
+        // A file's stamp tells whether anything was written. A PostgreSQL
+        // board has no file: its writes wake the hub (LISTEN/NOTIFY), so a
+        // plain poll skips it and the full read every FULL_READ is the
+        // fallback for a notification lost while the listener reconnected.
         if bb.backend() == crate::blackboard::Backend::Sqlite {
             let stamp = file_stamp(bb.path());
             if only_changed && stamps.get(project) == Some(&stamp) {
                 continue;
             }
             stamps.insert(project.to_string(), stamp);
+        } else if only_changed {
+            continue;
         }
         loop {
             let after = hub.head_of(project);

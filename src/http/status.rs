@@ -261,7 +261,9 @@ impl DaemonStatus {
                 Some(bb) => match bb.status_counts().await {
                     Ok(counts) => {
                         entry.tasks_summary = Some(counts);
-                        entry.db_size_bytes = Some(bb.size_bytes());
+                        // A file's size; a PostgreSQL schema has none to show.
+                        entry.db_size_bytes = (bb.backend() == crate::blackboard::Backend::Sqlite)
+                            .then(|| bb.size_bytes());
                     }
                     Err(e) => entry.error = Some(e.to_string()),
                 },

@@ -30,12 +30,19 @@ pub const IDENTITY_ENV: [&str; 6] = [
 /// address it names as `Host`.
 pub const SANDBOX_ENV: [&str; 3] = ["MOZI_API", "MOZI_RUN_KEY", "MOZI_GATEWAY"];
 
+/// The store's URL when the daemon's is set by environment (a run outside
+/// the sandbox opens the board itself; README, "Many hosts").
+pub const STORE_ENV: &str = "MOZI_STORE__URL";
+
 /// The variables a registration hands on to the server: the identity, and
-/// for an agent with `permissions: sandbox` the way to the daemon.
+/// for an agent with `permissions: sandbox` the way to the daemon, else the
+/// store's URL (never into a sandbox: it may carry the database password).
 pub fn handed_on(run: &RunContext<'_>) -> Vec<&'static str> {
     let mut names = IDENTITY_ENV.to_vec();
     if run.agent.permissions == crate::config::agents::Permissions::Sandbox {
         names.extend(SANDBOX_ENV);
+    } else {
+        names.push(STORE_ENV);
     }
     names
 }

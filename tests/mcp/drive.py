@@ -18,12 +18,14 @@ from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
 IDENTITY = ["MOZI_HOME", "MOZI_PROJECT", "MOZI_TASK", "MOZI_AGENT", "MOZI_SESSION", "MOZI_SESSION_TOKEN"]
+# Outside a sandbox the store's URL too, when the daemon's is set by environment.
+STORE = ["MOZI_STORE__URL"]
 # What a sandboxed run's server needs to reach the daemon (runtime::mcp::SANDBOX_ENV).
 SANDBOX = ["MOZI_API", "MOZI_RUN_KEY", "MOZI_GATEWAY"]
 
 
 def server(**override):
-    env = {k: os.environ[k] for k in IDENTITY + SANDBOX if k in os.environ}
+    env = {k: os.environ[k] for k in IDENTITY + STORE + SANDBOX if k in os.environ}
     env.update(override)
     return StdioServerParameters(command=os.environ["MOZI_BIN"], args=["mcp"], env=env)
 

@@ -83,9 +83,12 @@ impl Blackboard {
         max_connections: u32,
         clock: Arc<dyn Clock>,
     ) -> BbResult<Blackboard> {
-        let pool = crate::postgres::open_pool(url, project, max_connections).await?;
+        let (pool, use_schema) = crate::postgres::open_pool(url, project, max_connections).await?;
         Ok(Blackboard {
-            pool: Pool::Postgres(pool),
+            pool: Pool::Postgres {
+                pool,
+                use_schema: use_schema.into(),
+            },
             keeps_wal: false,
             identity: None,
             fence: None,

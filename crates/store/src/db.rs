@@ -64,28 +64,38 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
     Sqlite(SqlitePool),
-    Postgres(PgPool),
+    /// The process's one pool for the store (every project shares it, so a
+    /// daemon with many projects holds a few connections, not a few per
+    /// project), and the statement that points a connection at this
+    /// project's schema, run on every acquire.
+    Postgres {
+        pool: PgPool,
+        use_schema: std::sync::Arc<str>,
+    },
 }
 
 impl Pool {
     pub(crate) fn backend(&self) -> Backend {
         match self {
             Pool::Sqlite(_) => Backend::Sqlite,
-            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Postgres { .. } => Backend::Postgres,
         }
     }
 
     pub(crate) async fn acquire(&self) -> sqlx::Result<Conn> {
         Ok(match self {
             Pool::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
-            Pool::Postgres(p) => Conn::Postgres(p.acquire().await?),
+            Pool::Postgres { pool, use_schema } => {
+                Conn::Postgres(acquire_in_schema(pool, use_schema).await?)
+            }
         })
     }
 
     pub(crate) async fn close(&self) {
         match self {
             Pool::Sqlite(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
+            // Shared by every project of the process: it stays open.
+            Pool::Postgres { .. } => {}
         }
     }
 
@@ -105,6 +115,23 @@ impl Pool {
         }
         Ok(tx)
     }
+}
+
+/// A connection of the store's shared pool, pointed at one project's
+/// schema (`use_schema`, run with the simple protocol: no statement is
+/// prepared per project).
+fn acquire_in_schema(
+    pool: &PgPool,
+    use_schema: &str,
+) -> BoxFuture<'static, sqlx::Result<PoolConnection<Postgres>>> {
+    let pool = pool.clone();
+    let use_schema = use_schema.to_string();
+    async move {
+        let mut c = pool.acquire().await?;
+        <&mut sqlx::PgConnection as Executor>::execute(&mut *c, sqlx::raw_sql(&use_schema)).await?;
+        Ok(c)
+    }
+    .boxed()
 }
 
 /// A connection borrowed from a [`Pool`].

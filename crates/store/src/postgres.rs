@@ -1,12 +1,13 @@
 //! Opening a project's blackboard on PostgreSQL: one database for the
 //! whole home, one schema per project (`p_<id>`).
 //!
-//! Why a schema per project and not a project column: a project's pool sets
-//! its `search_path` to the project's schema when it connects, so every
-//! statement of the store runs unchanged and no statement can name another
-//! project's rows — the same isolation a file per project gives. The
-//! migrations (`migrations-pg/`, mirroring `migrations/` number for number)
-//! run inside each schema.
+//! Why a schema per project and not a project column: every connection a
+//! project's blackboard takes from the process's pool is first pointed at
+//! the project's schema (`search_path`), so every statement of the store
+//! runs unchanged and no statement can name another project's rows — the
+//! same isolation a file per project gives. The migrations
+//! (`migrations-pg/`, mirroring `migrations/` number for number) run inside
+//! each schema.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -47,64 +48,110 @@ pub(crate) fn unreachable(url: &str, e: impl std::fmt::Display) -> BbError {
     ))
 }
 
-/// The project's pool, its schema created and migrated if needed.
-pub(crate) async fn open_pool(url: &str, project: &str, max_connections: u32) -> BbResult<PgPool> {
+/// The process's pool for the store at `url`: one for every project (see
+/// `db::Pool::Postgres`), made on first use with at least `max_connections`
+/// (and never fewer than 8: a daemon ticks 8 projects at once).
+async fn shared_pool(url: &str, max_connections: u32) -> BbResult<PgPool> {
+    static POOLS: std::sync::Mutex<Vec<(String, PgPool)>> = std::sync::Mutex::new(Vec::new());
+    if let Some(p) = POOLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|(u, p)| u == url && !p.is_closed())
+        .map(|(_, p)| p.clone())
+    {
+        return Ok(p);
+    }
     let options = PgConnectOptions::from_str(url)
         .map_err(|e| BbError::Invalid(format!("store URL {}: {e}", redacted(url))))?
-        .application_name("moziplus");
-    let schema = schema_of(project);
-    let set_path = format!("SET search_path TO \"{schema}\"");
+        .application_name("moziplus")
+        // The store's statements are the same few on every connection: a
+        // generic plan each, not a custom plan per execution.
+        .options([("plan_cache_mode", "force_generic_plan")]);
     let pool = PgPoolOptions::new()
-        .max_connections(max_connections.max(1))
+        .max_connections(max_connections.max(8))
         .min_connections(0)
         // A server that is down is said so within seconds (the CLI, doctor,
         // readiness); a daemon's writes fail retryably and its next tick or
         // beat tries again.
         .acquire_timeout(Duration::from_secs(5))
         .idle_timeout(Some(Duration::from_secs(60)))
-        .after_connect(move |conn, _meta| {
-            let set_path = set_path.clone();
-            Box::pin(async move {
-                sqlx::query(&set_path).execute(&mut *conn).await?;
-                Ok(())
-            })
-        })
-        .connect_with(options.clone())
+        .connect_with(options)
         .await
         .map_err(|e| unreachable(url, e))?;
-    // The common case, one query: the schema exists at this version.
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
-            .fetch_one(&pool)
-            .await
-            .ok()
-            .flatten();
-    if version == Some(LATEST_SCHEMA_VERSION) {
-        return Ok(pool);
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    pools.retain(|(u, p)| u != url || !p.is_closed());
+    if let Some((_, p)) = pools.iter().find(|(u, _)| u == url) {
+        return Ok(p.clone());
     }
-    {
-        // Two daemons may open a new project at once: the schema is made
-        // under a lock, so neither trips over the other's CREATE.
-        let mut conn = options.connect().await.map_err(|e| unreachable(url, e))?;
-        let mut tx = conn.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('moziplus:schemas'))::text")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        conn.close().await?;
-    }
-    MIGRATOR.run(&pool).await.map_err(|e| match e {
-        sqlx::migrate::MigrateError::VersionMissing(v) => BbError::SchemaTooNew {
-            path: format!("{} schema {schema}", redacted(url)).into(),
-            found: v,
-            known: LATEST_SCHEMA_VERSION,
-        },
-        other => BbError::Migrate(other),
-    })?;
+    pools.push((url.to_string(), pool.clone()));
     Ok(pool)
+}
+
+/// The store's pool and the statement that points a connection at
+/// `project`'s schema; the schema made and migrated first if needed.
+pub(crate) async fn open_pool(
+    url: &str,
+    project: &str,
+    max_connections: u32,
+) -> BbResult<(PgPool, String)> {
+    let pool = shared_pool(url, max_connections).await?;
+    let schema = schema_of(project);
+    let use_schema = format!("SET search_path TO \"{schema}\"");
+    let conn = pool.acquire().await.map_err(|e| unreachable(url, e))?;
+    prepare_schema(conn, schema, use_schema.clone(), redacted(url)).await?;
+    Ok((pool, use_schema))
+}
+
+/// Points `conn` at `schema`, and makes and migrates the schema unless it
+/// is at this binary's version (one query in the common case). Boxed: its
+/// future is `Send` for every lifetime the daemon's tasks need.
+fn prepare_schema(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Postgres>,
+    schema: String,
+    use_schema: String,
+    shown: String,
+) -> futures_util::future::BoxFuture<'static, BbResult<()>> {
+    Box::pin(async move {
+        sqlx::query(&use_schema)
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?;
+        let version: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&mut *conn)
+                .await
+                .ok()
+                .flatten();
+        if version == Some(LATEST_SCHEMA_VERSION) {
+            return Ok(());
+        }
+        {
+            // Two daemons may open a new project at once: the schema is made
+            // under a lock, so neither trips over the other's CREATE.
+            let mut tx = conn.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('moziplus:schemas'))::text")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        sqlx::query(&use_schema)
+            .persistent(false)
+            .execute(&mut *conn)
+            .await?;
+        MIGRATOR.run_direct(&mut *conn).await.map_err(|e| match e {
+            sqlx::migrate::MigrateError::VersionMissing(v) => BbError::SchemaTooNew {
+                path: format!("{shown} schema {schema}").into(),
+                found: v,
+                known: LATEST_SCHEMA_VERSION,
+            },
+            other => BbError::Migrate(other),
+        })?;
+        Ok(())
+    })
 }
 
 /// The projects whose blackboards are in the database at `url` (its

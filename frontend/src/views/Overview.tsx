@@ -310,7 +310,8 @@ function ProjectCard({ p }: { p: ProjectLine }) {
       <div class="meta">
         <span>{p.activeAgents} running</span>
         {p.decisions ? <span class="attn">{p.decisions} awaiting approval</span> : null}
-        <span>{fmtBytes(p.dbSize)}</span>
+        {/* A blackboard file's size; a PostgreSQL schema reports none. */}
+        {p.dbSize ? <span>{fmtBytes(p.dbSize)}</span> : null}
       </div>
     </Link>
   );
