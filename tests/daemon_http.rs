@@ -27,7 +27,8 @@ fn status_control_sessions_metrics_and_errors() {
 
     let s = d.status();
     // The document's keys, exactly as the untyped `json!` status wrote them
-    // before it became `DaemonStatus` (the typed structs must not change them).
+    // before it became `DaemonStatus` (the typed structs must not change them),
+    // plus `cluster` (issue 30: `null` on files).
     let keys = |v: &serde_json::Value| -> Vec<String> {
         let mut k: Vec<String> = v
             .as_object()
@@ -42,6 +43,7 @@ fn status_control_sessions_metrics_and_errors() {
         keys(&s),
         [
             "active_sessions",
+            "cluster",
             "degraded",
             "gateway",
             "inbox",
