@@ -579,7 +579,13 @@ pub fn store(home: &Home) -> Result<StoreLocation, crate::blackboard::BbError> {
         Ok(url) if !url.trim().is_empty() => Some(url),
         _ => configured_store_url(home)?,
     };
-    match url {
+    store_at(url)
+}
+
+/// The location a `store:` URL names (`None`: files). The daemon reads it
+/// from the configuration it loaded at start, not from the file again.
+pub fn store_at(url: Option<String>) -> Result<StoreLocation, crate::blackboard::BbError> {
+    match url.filter(|u| !u.trim().is_empty()) {
         None => Ok(StoreLocation::Files),
         Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => {
             Ok(StoreLocation::Postgres(u.trim().to_string()))
@@ -633,8 +639,19 @@ pub async fn open_blackboard_with_clock(
     mode: crate::blackboard::OpenMode,
     clock: std::sync::Arc<dyn crate::blackboard::Clock>,
 ) -> crate::blackboard::BbResult<crate::blackboard::Blackboard> {
+    open_blackboard_at(&store(home)?, home, project, mode, clock).await
+}
+
+/// [`open_blackboard_with_clock`] where the store's location is known.
+pub async fn open_blackboard_at(
+    location: &StoreLocation,
+    home: &Home,
+    project: &ProjectId,
+    mode: crate::blackboard::OpenMode,
+    clock: std::sync::Arc<dyn crate::blackboard::Clock>,
+) -> crate::blackboard::BbResult<crate::blackboard::Blackboard> {
     use crate::blackboard::{Blackboard, OpenMode};
-    match store(home)? {
+    match location {
         StoreLocation::Files => {
             Blackboard::open_with_clock(
                 &home.blackboard_file(project),
@@ -651,7 +668,7 @@ pub async fn open_blackboard_with_clock(
                 }
                 OpenMode::Agent => 1,
             };
-            Blackboard::open_postgres(&url, project.as_str(), connections, clock).await
+            Blackboard::open_postgres(url, project.as_str(), connections, clock).await
         }
     }
 }

@@ -66,9 +66,7 @@ fn host_name() -> String {
 /// Joins the store's cluster when the blackboards are on PostgreSQL;
 /// `Ok(None)` on files.
 pub async fn join(d: &Daemon) -> Result<Option<Membership>, String> {
-    let StoreLocation::Postgres(url) =
-        crate::registry::store(d.home()).map_err(|e| e.to_string())?
-    else {
+    let StoreLocation::Postgres(url) = d.store_location().map_err(|e| e.to_string())? else {
         return Ok(None);
     };
     let host = host_name();

@@ -522,6 +522,14 @@ impl Daemon {
         }
     }
 
+    /// Where the blackboards live, from the configuration loaded at start
+    /// (`store:` or `MOZI_STORE__URL`): no file is read again.
+    pub fn store_location(
+        &self,
+    ) -> Result<crate::registry::StoreLocation, crate::blackboard::BbError> {
+        crate::registry::store_at(self.config().store.url.clone())
+    }
+
     /// This daemon's cluster id (`host:pid:start`), on PostgreSQL.
     pub fn cluster_id(&self) -> Option<String> {
         self.membership().map(|m| m.cluster.id().to_string())

@@ -60,13 +60,22 @@ async fn open_slot(d: &Daemon, id: &ProjectId) -> ProjectSlot {
         return slot;
     }
     let path = d.home().blackboard_file(id);
-    let on_files = matches!(
-        crate::registry::store(d.home()),
-        Ok(crate::registry::StoreLocation::Files)
-    );
-    let missing = on_files && !path.exists();
-    match crate::registry::open_blackboard(d.home(), id, OpenMode::Create { max_connections: 4 })
-        .await
+    let location = match d.store_location() {
+        Ok(l) => l,
+        Err(e) => {
+            slot.error = Some(e.to_string());
+            return slot;
+        }
+    };
+    let missing = location == crate::registry::StoreLocation::Files && !path.exists();
+    match crate::registry::open_blackboard_at(
+        &location,
+        d.home(),
+        id,
+        OpenMode::Create { max_connections: 4 },
+        std::sync::Arc::new(crate::blackboard::SystemClock),
+    )
+    .await
     {
         Ok(bb) => {
             if missing {

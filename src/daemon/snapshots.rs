@@ -28,7 +28,7 @@ pub async fn run(d: Daemon) {
     if cfg.interval_minutes == 0 {
         return;
     }
-    if let Ok(crate::registry::StoreLocation::Postgres(_)) = crate::registry::store(d.home()) {
+    if let Ok(crate::registry::StoreLocation::Postgres(_)) = d.store_location() {
         // Snapshots are of blackboard files; PostgreSQL's backups are its
         // own (`pg_dump`, README "Many hosts").
         tracing::info!("blackboards are in PostgreSQL: no automatic snapshots (use pg_dump)");

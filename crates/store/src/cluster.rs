@@ -263,17 +263,6 @@ impl Cluster {
             .collect())
     }
 
-    /// Ids of the daemons alive within `window`.
-    pub async fn alive(&self, window: Duration) -> BbResult<Vec<String>> {
-        Ok(self
-            .daemons(window)
-            .await?
-            .into_iter()
-            .filter(|d| d.alive)
-            .map(|d| d.id)
-            .collect())
-    }
-
     /// A clean stop: this daemon is marked stopped, and its lease (if it
     /// holds it) ends now, so another daemon leads at its next beat.
     pub async fn leave(&self) -> BbResult<()> {

@@ -226,6 +226,16 @@ pub(crate) fn numbered(sql: &str) -> String {
 
 type Row = Either<AnyQueryResult, AnyRow>;
 
+/// The rows a future gathered, handed on as a stream.
+fn gathered<'e>(
+    rows: impl std::future::Future<Output = sqlx::Result<Vec<Row>>> + Send + 'e,
+) -> BoxStream<'e, sqlx::Result<Row>> {
+    stream::once(rows)
+        .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
+        .try_flatten()
+        .boxed()
+}
+
 impl<'c> Executor<'c> for &'c mut Conn {
     type Database = Any;
 
@@ -253,10 +263,7 @@ impl<'c> Executor<'c> for &'c mut Conn {
                         .try_collect::<Vec<_>>()
                         .await
                 };
-                stream::once(rows)
-                    .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
-                    .try_flatten()
-                    .boxed()
+                gathered(rows)
             }
         }
     }
@@ -339,10 +346,7 @@ impl<'p> Executor<'p> for &'_ Pool {
             let mut conn = pool.acquire().await?;
             (&mut conn).fetch_many(query).try_collect::<Vec<_>>().await
         };
-        stream::once(rows)
-            .map_ok(|rows| stream::iter(rows.into_iter().map(Ok)))
-            .try_flatten()
-            .boxed()
+        gathered(rows)
     }
 
     fn fetch_optional<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, sqlx::Result<Option<AnyRow>>>
