@@ -36,7 +36,11 @@ impl Host {
     }
 
     fn with_defaults(url: &str, defaults: &str) -> Host {
-        let home = TestHome::with_config(defaults, AGENTS);
+        Host::with(url, defaults, AGENTS)
+    }
+
+    fn with(url: &str, defaults: &str, agents: &str) -> Host {
+        let home = TestHome::with_config(defaults, agents);
         let out = home.run_env(
             &["project", "create", "--id", "p", "--name", "P"],
             &[("MOZI_STORE__URL", url)],
@@ -205,6 +209,94 @@ fn three_daemons_finish_300_tasks_through_kills_with_one_run_at_a_time() {
         "{by_daemon} daemons ran tasks"
     );
     eprintln!("takeovers: {takeovers:?}");
+}
+
+/// The most runs of project `p` that were in flight at one moment (by the
+/// sessions' start and end).
+fn most_at_once(db: &PgDatabase) -> i64 {
+    db.psql(
+        "SELECT COALESCE(MAX(c), 0) FROM (SELECT (SELECT COUNT(*) FROM p_p.session b
+             WHERE b.started_at <= a.started_at
+               AND (b.ended_at IS NULL OR b.ended_at > a.started_at)) AS c
+         FROM p_p.session a) AS x",
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Two or three daemons with the same agent, tasks for all of them, every
+/// daemon started at once: `max_per_agent` holds across the hosts at the
+/// moment each run starts (a place in the store taken before the claim),
+/// not as of the other daemons' last beats; and `cluster.max_agents` caps
+/// the runs of every daemon together, while each host alone would allow
+/// more.
+#[test]
+fn max_per_agent_and_cluster_max_agents_hold_across_daemons() {
+    const SLOW: &str = "agents:
+  - id: s
+    runtime: command
+    command: [\"sh\", \"-c\", \"sleep 1.5; moziplus bb done --agent s\"]
+";
+    let run = |label: &str, daemons: usize, tasks: usize, defaults: &str| -> Option<i64> {
+        let db = PgDatabase::create(label)?;
+        let url = db.url.clone();
+        let mut hosts: Vec<Host> = (0..daemons)
+            .map(|_| Host::with(&url, defaults, SLOW))
+            .collect();
+        for i in 1..=tasks {
+            let created = hosts[0].home.run_env(
+                &[
+                    "bb",
+                    "--project",
+                    "p",
+                    "create",
+                    "--title",
+                    &format!("t{i}"),
+                ],
+                &[("MOZI_STORE__URL", &url)],
+            );
+            assert_eq!(created.code, 0, "{}", created.stderr);
+        }
+        for h in hosts.iter_mut() {
+            h.start(&url);
+        }
+        wait_for(Duration::from_secs(120), "every task done", || {
+            done(&db) == tasks as i64
+        });
+        let daemons_used = db.psql("SELECT COUNT(DISTINCT daemon) FROM p_p.session");
+        assert!(
+            daemons_used.parse::<usize>().unwrap() >= 2,
+            "{label}: the runs were spread over {daemons_used} daemon(s)"
+        );
+        // Every place was given back with its run.
+        wait_for(Duration::from_secs(10), "places given back", || {
+            db.psql("SELECT COUNT(*) FROM moziplus.slot") == "0"
+        });
+        Some(most_at_once(&db))
+    };
+    let Some(one_each) = run(
+        "per_agent",
+        2,
+        6,
+        "daemon:\n  tick_interval: 1\n  max_global_agents: 6\n  max_per_agent: 1\n",
+    ) else {
+        return;
+    };
+    assert_eq!(
+        one_each, 1,
+        "max_per_agent 1: runs of agent s overlapped across the daemons"
+    );
+    let capped = run(
+        "cluster_max",
+        3,
+        12,
+        "daemon:\n  tick_interval: 1\n  max_global_agents: 6\n  max_per_agent: 10\ncluster:\n  max_agents: 2\n",
+    )
+    .expect("the suite's PostgreSQL");
+    assert_eq!(
+        capped, 2,
+        "cluster.max_agents 2 over three daemons of 6 slots each"
+    );
 }
 
 /// A write through one daemon's API reaches another daemon's event stream

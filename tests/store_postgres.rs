@@ -294,3 +294,93 @@ fn doctor_checks_the_store_and_its_daemons() {
         down.stdout
     );
 }
+
+/// A process's connections to the store are shared by all its projects
+/// and parked under the schema they last served (`postgres::Connections`):
+/// however the statements of many projects interleave, are cancelled
+/// mid-way or steal each other's connections, each runs in its own
+/// project's schema, and the process holds no more connections than its
+/// pool allows.
+#[test]
+fn shared_connections_keep_every_statement_in_its_own_project() {
+    use moziplus::blackboard::{Actor, Blackboard, NewTask, SystemClock};
+    let Some(pg) = PgDatabase::create("parking") else {
+        return;
+    };
+    const PROJECTS: usize = 20;
+    const TASKS: usize = 30;
+    let url = pg.url.clone();
+    let (finished, cancelled) = block_on(async move {
+        let mut boards = Vec::new();
+        for p in 0..PROJECTS {
+            let clock = std::sync::Arc::new(SystemClock);
+            boards.push(
+                Blackboard::open_postgres(&url, &format!("p{p:02}"), 8, clock)
+                    .await
+                    .expect("open"),
+            );
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..TASKS {
+            for (p, bb) in boards.iter().enumerate() {
+                let bb = bb.clone();
+                set.spawn(async move {
+                    let op = Actor::operator("test");
+                    let create = bb.create_task(
+                        NewTask {
+                            title: format!("p{p:02}-{i}"),
+                            ..Default::default()
+                        },
+                        &op,
+                    );
+                    if i % 3 == 0 {
+                        // Cancelled wherever it is: its connection must not
+                        // serve anyone as it is.
+                        tokio::time::timeout(std::time::Duration::from_micros(300), create)
+                            .await
+                            .map(|r| r.expect("create"))
+                            .is_ok()
+                    } else {
+                        // The reads in between move connections around.
+                        let _ = bb.tick_probe().await.expect("probe");
+                        create.await.expect("create");
+                        true
+                    }
+                });
+            }
+        }
+        let (mut finished, mut cancelled) = (0, 0);
+        while let Some(done) = set.join_next().await {
+            if done.unwrap() {
+                finished += 1
+            } else {
+                cancelled += 1
+            }
+        }
+        (finished, cancelled)
+    });
+    assert_eq!(finished + cancelled, PROJECTS * TASKS);
+    for p in 0..PROJECTS {
+        let foreign = pg.psql(&format!(
+            "SELECT count(*) FROM \"p_p{p:02}\".task WHERE title NOT LIKE 'p{p:02}-%'"
+        ));
+        assert_eq!(foreign, "0", "project p{p:02} holds another project's task");
+        let own: usize = pg
+            .psql(&format!("SELECT count(*) FROM \"p_p{p:02}\".task"))
+            .parse()
+            .unwrap();
+        // Every create not cancelled landed; a cancelled one may have too.
+        assert!(
+            (TASKS * 2 / 3..=TASKS).contains(&own),
+            "project p{p:02} has {own} tasks"
+        );
+    }
+    let most = pg.psql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'moziplus' \
+         AND datname = current_database()",
+    );
+    assert!(
+        most.parse::<i64>().unwrap() <= 8,
+        "{most} connections left open by a pool of 8"
+    );
+}

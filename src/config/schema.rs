@@ -29,6 +29,19 @@ pub struct Config {
     pub budgets: super::budgets::BudgetsConfig,
     /// Where the blackboards live (read by `Home::store`).
     pub store: StoreConfig,
+    /// Limits of every daemon on one PostgreSQL store together.
+    pub cluster: ClusterConfig,
+}
+
+/// `cluster:` — what holds across every daemon on one PostgreSQL store
+/// (see `store:`); on SQLite files there is one daemon and it is unused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Runs at once across every daemon (unset: only each host's
+    /// `daemon.max_global_agents`). Each daemon counts its own setting:
+    /// give every host the same value.
+    pub max_agents: Option<u32>,
 }
 
 /// `store:` — where every project's blackboard lives: unset, a SQLite file

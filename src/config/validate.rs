@@ -14,6 +14,13 @@ impl Config {
         super::allow_hosts::AllowHosts::parse(&self.sandbox.allow_hosts)
             .map_err(|e| ("sandbox.allow_hosts".to_string(), e))?;
         self.budgets.validate()?;
+        if let Some(max) = self.cluster.max_agents {
+            check(
+                (1..=100_000).contains(&max),
+                "cluster.max_agents",
+                format!("must be between 1 and 100000, got {max}"),
+            )?;
+        }
         self.gateway
             .validate()
             .map_err(|e| (e.key.clone(), e.reason.clone()))?;

@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use super::Daemon;
-use crate::blackboard::cluster::{Beat, Cluster};
+use crate::blackboard::cluster::{Beat, Cluster, SlotAnswer, SlotAsk};
+use crate::blackboard::BbResult;
 use crate::locks::Recover;
 use crate::registry::StoreLocation;
 
@@ -24,6 +25,28 @@ pub const BEAT: Duration = Duration::from_secs(2);
 pub const LEASE: Duration = Duration::from_secs(10);
 /// A daemon not seen for this long is gone; its runs are given back.
 pub const ALIVE: Duration = Duration::from_secs(10);
+
+/// The kind of the place a run takes in the store before its claim.
+const RUN_SLOT: &str = "run";
+/// A place taken this recently is kept even if its run is not in this
+/// daemon's list yet (its start is under way).
+const SLOT_GRACE: Duration = Duration::from_secs(30);
+
+/// Whether the cluster has room for one more run of an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Room {
+    /// A place is taken for the run: give it back with
+    /// [`Membership::free_run_slot`] if the run does not start.
+    Taken,
+    /// The agent's runs across the cluster are at `max_per_agent`.
+    AgentBusy { running: i64 },
+    /// The cluster's runs are at `cluster.max_agents`.
+    Full { running: i64, cap: u32 },
+}
+
+fn run_key(project: &str, task: &str, agent: &str) -> String {
+    format!("{project}/{task}/{agent}")
+}
 
 /// Who does the cluster's singleton duties, as this daemon sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +130,48 @@ impl Membership {
             .collect()
     }
 
+    /// Takes the cluster's place for a run of `agent` on `task`, if the
+    /// alive daemons' runs leave room under `max_per_agent` (across every
+    /// host) and `cluster.max_agents`. Asked just before the claim, so two
+    /// daemons starting runs of one agent at once are counted one after
+    /// the other.
+    pub async fn take_run_slot(
+        &self,
+        project: &str,
+        task: &str,
+        agent: &str,
+        max_per_agent: u32,
+        max_agents: Option<u32>,
+    ) -> BbResult<Room> {
+        let key = run_key(project, task, agent);
+        let ask = SlotAsk {
+            kind: RUN_SLOT,
+            key: &key,
+            group: agent,
+            group_max: Some(i64::from(max_per_agent)),
+            kind_max: max_agents.map(i64::from),
+        };
+        let answer = self.cluster.take_slot(&ask, ALIVE).await?;
+        tracing::debug!(key, ?answer, "cluster: run place asked");
+        Ok(match answer {
+            SlotAnswer::Taken => Room::Taken,
+            SlotAnswer::GroupFull { held } => Room::AgentBusy { running: held },
+            SlotAnswer::KindFull { held } => Room::Full {
+                running: held,
+                cap: max_agents.unwrap_or(0),
+            },
+        })
+    }
+
+    /// Gives back a run's place (the run ended, or did not start). Best
+    /// effort: a place left behind goes at the next beat.
+    pub async fn free_run_slot(&self, project: &str, task: &str, agent: &str) {
+        let key = run_key(project, task, agent);
+        if let Err(e) = self.cluster.free_slot(RUN_SLOT, &key).await {
+            tracing::warn!(error = %e, key, "cluster: cannot give back a run's place; the next beat does");
+        }
+    }
+
     /// The cluster's daemons as of the last beat, alive ones first.
     pub fn daemons(&self) -> Vec<crate::blackboard::cluster::DaemonSeen> {
         self.seen.locked().clone()
@@ -146,6 +211,15 @@ async fn beat_once(d: &Daemon, m: &Membership) {
     let beat = m.cluster.beat(&beat).await;
     if let Err(e) = &beat {
         tracing::warn!(error = %e, "cluster: cannot record this daemon's beat");
+    }
+    // Places of runs that are over (a give-back that failed, a start that
+    // never came) go; the places of runs in flight stay.
+    let keys: Vec<String> = running
+        .iter()
+        .map(|r| run_key(&r.project, &r.task_id, &r.agent))
+        .collect();
+    if let Err(e) = m.cluster.keep_slots(RUN_SLOT, &keys, SLOT_GRACE).await {
+        tracing::warn!(error = %e, "cluster: cannot tidy this daemon's run places");
     }
     *m.failed.locked() = beat.err().map(|e| e.to_string());
     let was = m.epoch.load(Ordering::Acquire);

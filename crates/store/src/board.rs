@@ -83,11 +83,13 @@ impl Blackboard {
         max_connections: u32,
         clock: Arc<dyn Clock>,
     ) -> BbResult<Blackboard> {
-        let (pool, use_schema) = crate::postgres::open_pool(url, project, max_connections).await?;
+        let (conns, schema, use_schema) =
+            crate::postgres::open_pool(url, project, max_connections).await?;
         Ok(Blackboard {
             pool: Pool::Postgres {
-                pool,
-                use_schema: use_schema.into(),
+                conns,
+                schema,
+                use_schema,
             },
             keeps_wal: false,
             identity: None,

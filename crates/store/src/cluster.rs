@@ -12,7 +12,10 @@
 //!   ([`crate::Blackboard::fenced`]): a deposed leader's transaction finds
 //!   the row no longer its own and is refused.
 //! - a **rate lane** is one GCRA row (`rate_lane`): each grant is one
-//!   `UPDATE … RETURNING`, whichever daemon asks.
+//!   `UPDATE … RETURNING`, whichever daemon asks;
+//! - a **slot** is a place counted across the alive daemons (`slot`): a run
+//!   of an agent takes one before its claim, so the per-agent and cluster
+//!   run limits hold at the moment of the start.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -75,6 +78,36 @@ pub struct LeaseRow {
     pub expires_at: Millis,
     /// `expires_at` is still ahead by the database's clock.
     pub valid: bool,
+}
+
+/// A place asked of [`Cluster::take_slot`].
+#[derive(Debug, Clone)]
+pub struct SlotAsk<'a> {
+    /// What is counted (`run`).
+    pub kind: &'a str,
+    /// What it is for; this daemon asking again for a key it holds keeps
+    /// its place (another daemon's place for the same key counts).
+    pub key: &'a str,
+    /// Counted under (a run: its agent).
+    pub group: &'a str,
+    /// At most this many of `kind` in `group`.
+    pub group_max: Option<i64>,
+    /// At most this many of `kind` in all.
+    pub kind_max: Option<i64>,
+}
+
+/// The answer of [`Cluster::take_slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotAnswer {
+    Taken,
+    /// `held` of the group's places are taken by alive daemons.
+    GroupFull {
+        held: i64,
+    },
+    /// `held` of the kind's places are taken.
+    KindFull {
+        held: i64,
+    },
 }
 
 /// A daemon's handle on the cluster.
@@ -263,6 +296,95 @@ impl Cluster {
             .collect())
     }
 
+    /// Takes a place of `ask.kind` for `ask.key` if the alive daemons'
+    /// places leave room under both limits: one transaction, under a lock
+    /// of the kind, so two daemons asking at once are counted one after
+    /// the other.
+    pub async fn take_slot(&self, ask: &SlotAsk<'_>, alive: Duration) -> BbResult<SlotAnswer> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('moziplus:slot:' || $1))::text")
+            .bind(ask.kind)
+            .execute(&mut *tx)
+            .await?;
+        // A later statement than the lock: it sees every place taken
+        // before the lock was granted.
+        let (in_group, in_all): (i64, i64) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FILTER (WHERE s.grp = $2), COUNT(*)
+             FROM slot s JOIN daemon d ON d.id = s.daemon
+             WHERE s.kind = $1 AND NOT (s.key = $3 AND s.daemon = $5)
+               AND d.stopped_at IS NULL AND d.last_seen > {DB_NOW} - $4"
+        ))
+        .bind(ask.kind)
+        .bind(ask.group)
+        .bind(ask.key)
+        .bind(alive.as_millis() as i64)
+        .bind(&self.id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if ask.group_max.is_some_and(|max| in_group >= max) {
+            return Ok(SlotAnswer::GroupFull { held: in_group });
+        }
+        if ask.kind_max.is_some_and(|max| in_all >= max) {
+            return Ok(SlotAnswer::KindFull { held: in_all });
+        }
+        sqlx::query(&format!(
+            "INSERT INTO slot (kind, key, grp, daemon, since) VALUES ($1, $2, $3, $4, {DB_NOW})
+             ON CONFLICT (kind, key, daemon) DO UPDATE SET grp = excluded.grp,
+                 since = excluded.since"
+        ))
+        .bind(ask.kind)
+        .bind(ask.key)
+        .bind(ask.group)
+        .bind(&self.id)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SlotAnswer::Taken)
+    }
+
+    /// Gives back this daemon's place `key` of `kind`.
+    pub async fn free_slot(&self, kind: &str, key: &str) -> BbResult<()> {
+        sqlx::query("DELETE FROM slot WHERE kind = $1 AND key = $2 AND daemon = $3")
+            .bind(kind)
+            .bind(key)
+            .bind(&self.id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Keeps of this daemon's places of `kind` only those in `keys` (and
+    /// any taken in the last `grace`: a start still under way); the places
+    /// of daemons gone for a day go too.
+    pub async fn keep_slots(&self, kind: &str, keys: &[String], grace: Duration) -> BbResult<()> {
+        sqlx::query(&format!(
+            "DELETE FROM slot s WHERE s.kind = $1 AND (
+                 (s.daemon = $2 AND s.since < {DB_NOW} - $3 AND NOT (s.key = ANY($4)))
+                 OR NOT EXISTS (SELECT 1 FROM daemon d WHERE d.id = s.daemon
+                                AND d.last_seen > {DB_NOW} - 86400000))"
+        ))
+        .bind(kind)
+        .bind(&self.id)
+        .bind(grace.as_millis() as i64)
+        .bind(keys)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The places of `kind` held by alive daemons, per group.
+    pub async fn slots(&self, kind: &str, alive: Duration) -> BbResult<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(&format!(
+            "SELECT s.grp, COUNT(*) FROM slot s JOIN daemon d ON d.id = s.daemon
+             WHERE s.kind = $1 AND d.stopped_at IS NULL AND d.last_seen > {DB_NOW} - $2
+             GROUP BY s.grp ORDER BY s.grp"
+        ))
+        .bind(kind)
+        .bind(alive.as_millis() as i64)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// A clean stop: this daemon is marked stopped, and its lease (if it
     /// holds it) ends now, so another daemon leads at its next beat.
     pub async fn leave(&self) -> BbResult<()> {
@@ -272,6 +394,10 @@ impl Cluster {
         .bind(&self.id)
         .execute(&self.pool)
         .await?;
+        sqlx::query("DELETE FROM slot WHERE daemon = $1")
+            .bind(&self.id)
+            .execute(&self.pool)
+            .await?;
         sqlx::query(&format!(
             "UPDATE lease SET expires_at = {DB_NOW} WHERE name = $1 AND holder = $2"
         ))

@@ -22,8 +22,10 @@ use futures_util::stream::{self, BoxStream};
 use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use sqlx::any::{AnyQueryResult, AnyRow, AnyStatement, AnyTypeInfo};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Describe, Either, Execute, Executor, PgPool, Postgres, Sqlite, SqlitePool};
+use sqlx::{Any, Describe, Either, Execute, Executor, Sqlite, SqlitePool};
 use sqlx_core::any::AnyConnectionBackend;
+
+use crate::postgres::{Connections, PgConn};
 
 /// Which engine a blackboard is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,12 +66,13 @@ impl Backend {
 #[derive(Debug, Clone)]
 pub(crate) enum Pool {
     Sqlite(SqlitePool),
-    /// The process's one pool for the store (every project shares it, so a
-    /// daemon with many projects holds a few connections, not a few per
-    /// project), and the statement that points a connection at this
-    /// project's schema, run on every acquire.
+    /// The process's connections to the store (every project shares them,
+    /// so a daemon with many projects holds a few connections, not a few
+    /// per project), this project's schema, and the statement that points
+    /// a connection at it (see [`Connections`]).
     Postgres {
-        pool: PgPool,
+        conns: std::sync::Arc<Connections>,
+        schema: std::sync::Arc<str>,
         use_schema: std::sync::Arc<str>,
     },
 }
@@ -85,9 +88,11 @@ impl Pool {
     pub(crate) async fn acquire(&self) -> sqlx::Result<Conn> {
         Ok(match self {
             Pool::Sqlite(p) => Conn::Sqlite(p.acquire().await?),
-            Pool::Postgres { pool, use_schema } => {
-                Conn::Postgres(acquire_in_schema(pool, use_schema).await?)
-            }
+            Pool::Postgres {
+                conns,
+                schema,
+                use_schema,
+            } => Conn::Postgres(acquire_in_schema(conns, schema, use_schema).await?),
         })
     }
 
@@ -108,6 +113,9 @@ impl Pool {
             Conn::Sqlite(_) => Some(Cow::Borrowed(begin)),
             Conn::Postgres(_) => None,
         };
+        // Inside a transaction it is not parked (see `Connections`) until
+        // the commit.
+        conn.set_clean(false);
         conn.backend().begin(statement).await?;
         let mut tx = Tx { conn, open: true };
         if !lock.is_empty() {
@@ -117,31 +125,38 @@ impl Pool {
     }
 }
 
-/// A connection of the store's shared pool, pointed at one project's
-/// schema (`use_schema`, run with the simple protocol: no statement is
-/// prepared per project).
+/// A connection of the store's, pointed at one project's schema (boxed:
+/// the future is `Send` for every lifetime the daemon's tasks need).
 fn acquire_in_schema(
-    pool: &PgPool,
+    conns: &std::sync::Arc<Connections>,
+    schema: &std::sync::Arc<str>,
     use_schema: &str,
-) -> BoxFuture<'static, sqlx::Result<PoolConnection<Postgres>>> {
-    let pool = pool.clone();
-    let use_schema = use_schema.to_string();
-    async move {
-        let mut c = pool.acquire().await?;
-        <&mut sqlx::PgConnection as Executor>::execute(&mut *c, sqlx::raw_sql(&use_schema)).await?;
-        Ok(c)
-    }
-    .boxed()
+) -> BoxFuture<'static, sqlx::Result<PgConn>> {
+    let (conns, schema, use_schema) = (conns.clone(), schema.clone(), use_schema.to_string());
+    async move { conns.acquire(&schema, &use_schema).await }.boxed()
+}
+
+/// Whether a connection whose statement ended with `r` can serve the next
+/// one as it is: a statement the server refused leaves it usable, a lost
+/// socket or a protocol error does not.
+fn still_usable<T>(r: &sqlx::Result<T>) -> bool {
+    matches!(r, Ok(_) | Err(sqlx::Error::Database(_)))
 }
 
 /// A connection borrowed from a [`Pool`].
 #[derive(Debug)]
 pub(crate) enum Conn {
     Sqlite(PoolConnection<Sqlite>),
-    Postgres(PoolConnection<Postgres>),
+    Postgres(PgConn),
 }
 
 impl Conn {
+    fn set_clean(&mut self, clean: bool) {
+        if let Conn::Postgres(c) = self {
+            c.clean = clean;
+        }
+    }
+
     fn backend(&mut self) -> &mut dyn AnyConnectionBackend {
         match self {
             Conn::Sqlite(c) => &mut **c,
@@ -162,6 +177,7 @@ impl Tx {
     pub(crate) async fn commit(mut self) -> sqlx::Result<()> {
         self.conn.backend().commit().await?;
         self.open = false;
+        self.conn.set_clean(true);
         Ok(())
     }
 }
@@ -170,6 +186,7 @@ impl Drop for Tx {
     fn drop(&mut self) {
         if self.open {
             self.conn.backend().start_rollback();
+            self.conn.set_clean(false);
         }
     }
 }
@@ -259,9 +276,13 @@ impl<'c> Executor<'c> for &'c mut Conn {
                 // gathered before they are handed on (the store's queries
                 // are bounded, and collected by their callers anyway).
                 let rows = async move {
-                    AnyConnectionBackend::fetch_many(&mut **c, &sql, persistent, arguments)
+                    let outside_tx = c.clean;
+                    c.clean = false;
+                    let r = AnyConnectionBackend::fetch_many(&mut **c, &sql, persistent, arguments)
                         .try_collect::<Vec<_>>()
-                        .await
+                        .await;
+                    c.clean = outside_tx && still_usable(&r);
+                    r
                 };
                 gathered(rows)
             }
@@ -288,8 +309,13 @@ impl<'c> Executor<'c> for &'c mut Conn {
             Conn::Postgres(c) => {
                 let sql = numbered(query.sql());
                 async move {
-                    AnyConnectionBackend::fetch_optional(&mut **c, &sql, persistent, arguments)
-                        .await
+                    let outside_tx = c.clean;
+                    c.clean = false;
+                    let r =
+                        AnyConnectionBackend::fetch_optional(&mut **c, &sql, persistent, arguments)
+                            .await;
+                    c.clean = outside_tx && still_usable(&r);
+                    r
                 }
                 .boxed()
             }
@@ -308,9 +334,13 @@ impl<'c> Executor<'c> for &'c mut Conn {
             Conn::Sqlite(c) => AnyConnectionBackend::prepare_with(&mut **c, sql, parameters),
             Conn::Postgres(c) => async move {
                 let sql = numbered(sql);
-                let statement =
-                    AnyConnectionBackend::prepare_with(&mut **c, &sql, parameters).await?;
-                Ok(sqlx::Statement::to_owned(&statement))
+                let outside_tx = c.clean;
+                c.clean = false;
+                let r = AnyConnectionBackend::prepare_with(&mut **c, &sql, parameters)
+                    .await
+                    .map(|s| sqlx::Statement::to_owned(&s));
+                c.clean = outside_tx && still_usable(&r);
+                r
             }
             .boxed(),
         }
@@ -324,7 +354,11 @@ impl<'c> Executor<'c> for &'c mut Conn {
             Conn::Sqlite(c) => AnyConnectionBackend::describe(&mut **c, sql),
             Conn::Postgres(c) => async move {
                 let sql = numbered(sql);
-                AnyConnectionBackend::describe(&mut **c, &sql).await
+                let outside_tx = c.clean;
+                c.clean = false;
+                let r = AnyConnectionBackend::describe(&mut **c, &sql).await;
+                c.clean = outside_tx && still_usable(&r);
+                r
             }
             .boxed(),
         }

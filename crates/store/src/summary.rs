@@ -55,6 +55,11 @@ pub struct TickProbe {
     /// Some pending task with dependencies has waited at least an hour (the
     /// shortest dependency-wait threshold of any category).
     pub long_waits: bool,
+    /// Schedules defined (enabled or not): none, and there is nothing to
+    /// fire.
+    pub schedules: i64,
+    /// Lessons in force: none, and none can expire or be distilled.
+    pub active_lessons: i64,
 }
 
 /// Filters for `bb list` and the task API.
@@ -148,15 +153,18 @@ impl Blackboard {
     /// one indexed query: whether leases or proposals are due, how many tasks
     /// are in review and open, and the newest event id.
     pub async fn tick_probe(&self) -> BbResult<TickProbe> {
-        let (leases_due, decisions_due, in_review, open, last_event_id, working, long_waits): (
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-            i64,
-        ) = sqlx::query_as(
+        #[allow(clippy::type_complexity)]
+        let (
+            leases_due,
+            decisions_due,
+            in_review,
+            open,
+            last_event_id,
+            working,
+            long_waits,
+            schedules,
+            active_lessons,
+        ): (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
             "SELECT
                    CASE WHEN EXISTS (SELECT 1 FROM task WHERE status = 'working' AND lease_expires_at <= ?1)
                         THEN 1 ELSE 0 END,
@@ -168,7 +176,9 @@ impl Blackboard {
                    (SELECT COUNT(*) FROM task WHERE status = 'working'),
                    CASE WHEN EXISTS (SELECT 1 FROM task t JOIN dependency d ON d.task_id = t.id
                                      WHERE t.status = 'pending' AND t.updated_at <= ?2)
-                        THEN 1 ELSE 0 END",
+                        THEN 1 ELSE 0 END,
+                   (SELECT COUNT(*) FROM schedule),
+                   (SELECT COUNT(*) FROM experience WHERE status = 'active')",
         )
         .bind(self.now())
         .bind(self.now() - 3_600_000)
@@ -182,6 +192,8 @@ impl Blackboard {
             last_event_id,
             working,
             long_waits: long_waits != 0,
+            schedules,
+            active_lessons,
         })
     }
 

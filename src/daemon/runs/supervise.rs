@@ -272,6 +272,10 @@ pub(super) async fn supervise(
         tracing::warn!(project = %info.project, task = %info.task_id, session = %info.session_id, agent = %info.agent, outcome = %outcome, "run ended without success");
     }
     d.runs_lock().remove(&info.session_id);
+    if let Some(m) = d.membership() {
+        m.free_run_slot(&info.project, &info.task_id, &info.agent)
+            .await;
+    }
     d.set_activity(&info.session_id, String::new());
     d.remove_run_keys(&info.session_id);
     // The task may have ended with this run: its worktree goes now.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use super::cluster::Leadership;
+use super::cluster::{Leadership, Membership, Room};
 use super::projects::{OpenProject, ProjectSlot};
 use super::runs::{run_counts, start_run, RunKind};
 pub use super::tick_error::TickError;
@@ -195,7 +195,11 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
         // 1b. Schedules: record every due slot (its task, or why it was
         // skipped) before the ready tasks are read, so a fired task can
         // start in this tick.
-        super::schedules::fire_due(d, lp).await?;
+        if probe.schedules > 0 {
+            super::schedules::fire_due(d, lp).await?;
+        } else {
+            d.set_schedule_due(project, None);
+        }
     }
 
     // 2. Reviews: conclude rounds that have a verdict; route the others.
@@ -214,7 +218,7 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     // 2c. Experience: lessons unreferenced for `expire_days` are
     // deprecated; a tag with `distill_threshold` active lessons gets one
     // distill task (the blackboard guarantees one, even across ticks).
-    if let Some(lp) = &lead {
+    if let Some(lp) = lead.as_ref().filter(|_| probe.active_lessons > 0) {
         let exp = &lp.config.experience;
         let expired = lp.bb().expire_experiences(exp.expire_days).await?;
         if !expired.is_empty() {
@@ -283,6 +287,25 @@ async fn tick_project(d: &Daemon, proj: &OpenProject) -> Result<(), TickError> {
     match &lead {
         Some(lp) => detect_zombie(d, lp, probe.open, probe.last_event_id).await,
         None => Ok(()),
+    }
+}
+
+/// Gives back the cluster place of a run that did not start (its runtime
+/// missing, its workspace refused): a run that did is in the daemon's list,
+/// and its supervisor gives the place back when it ends.
+pub(super) async fn free_unless_running(
+    d: &Daemon,
+    m: &Membership,
+    project: &str,
+    task: &str,
+    agent: &str,
+) {
+    let running = d
+        .runs_lock()
+        .values()
+        .any(|r| r.project == project && r.task_id == task && r.agent == agent);
+    if !running {
+        m.free_run_slot(project, task, agent).await;
     }
 }
 
@@ -511,6 +534,41 @@ async fn start_page(
                 continue;
             }
         }
+        // On a store shared by several daemons, the run's place across the
+        // cluster first: the per-agent and cluster limits at this moment,
+        // not as of the other daemons' last beats.
+        let membership = d.membership();
+        if let Some(m) = membership {
+            let max_agents = d.config().cluster.max_agents;
+            match m
+                .take_run_slot(project, &task.id, &agent.id, cfg.max_per_agent, max_agents)
+                .await?
+            {
+                Room::Taken => {}
+                Room::AgentBusy { running } => {
+                    tracing::debug!(project, task = %task.id, agent = %agent.id, running, "agent busy across the cluster");
+                    st.judged.insert(
+                        task.id.clone(),
+                        vec![WaitingFor::AgentBusy {
+                            agents: vec![agent.id.clone()],
+                            max_per_agent: cfg.max_per_agent as usize,
+                        }],
+                    );
+                    continue;
+                }
+                Room::Full { running, cap } => {
+                    st.judged.insert(
+                        task.id.clone(),
+                        vec![WaitingFor::RunSlots {
+                            running: running as usize,
+                            cap: cap as usize,
+                        }],
+                    );
+                    st.no_slot = true;
+                    continue;
+                }
+            }
+        }
         // Claim for the agent; the lease outlives the run's own timeout so
         // the supervisor, not lease expiry, ends a slow run.
         let holder = Actor {
@@ -521,10 +579,20 @@ async fn start_page(
         let allowed = proj.settings.agents.as_deref();
         let claimed = match service.claim(&task.id, &holder, lease_secs, allowed).await {
             Ok(t) => t,
-            Err(e) if e.is_conflict() => continue,
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                if let Some(m) = membership {
+                    m.free_run_slot(project, &task.id, &agent.id).await;
+                }
+                if e.is_conflict() {
+                    continue;
+                }
+                return Err(e.into());
+            }
         };
         start_run(d, bb, &claimed, agent, RunKind::Work, timeout).await;
+        if let Some(m) = membership {
+            free_unless_running(d, m, project, &claimed.id, &agent.id).await;
+        }
         *st.busy.entry(agent.id.clone()).or_insert(0) += 1;
         st.running += 1;
         st.in_project += 1;

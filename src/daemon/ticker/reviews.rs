@@ -438,12 +438,31 @@ async fn start_reviewer(
     else {
         return Ok(false);
     };
+    // On a store shared by several daemons: the reviewer's place across
+    // the cluster (see `ticker::start_page`).
+    if let Some(m) = d.membership() {
+        let room = m
+            .take_run_slot(
+                slot.id.as_str(),
+                &task.id,
+                &agent.id,
+                slot.config.daemon.max_per_agent,
+                d.config().cluster.max_agents,
+            )
+            .await?;
+        if room != super::super::cluster::Room::Taken {
+            return Ok(false);
+        }
+    }
     // Session row → spawn → supervision in a task the tick's time limit
     // cannot cancel (see step 3 of `ticker::tick_project`).
     let (d, bb, task) = (d.clone(), bb.clone(), task.clone());
     let timeout = slot.config.daemon.task_timeout;
     tokio::spawn(async move {
         start_run(&d, &bb, &task, &agent, RunKind::Review, timeout).await;
+        if let Some(m) = d.membership() {
+            super::free_unless_running(&d, m, bb.project(), &task.id, &agent.id).await;
+        }
         drop(guard);
     })
     .await?;
