@@ -401,6 +401,70 @@ fn three_daemons_share_one_nvidia_lane() {
     );
 }
 
+/// The lane's in-flight limit holds across daemons: three daemons, each
+/// lane allowing 2 calls in flight, 12 slow calls at once spread over them
+/// (to a fake provider standing in for NVIDIA, which counts the calls it
+/// holds at once): never more than 2 reach it at the same time, where each
+/// lane alone would let 6 through, and every call is answered.
+#[test]
+fn three_daemons_share_one_lanes_calls_in_flight() {
+    let Some(db) = PgDatabase::create("cluster_flight") else {
+        return;
+    };
+    let url = db.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeUpstream::start());
+    let defaults = format!(
+        "daemon:\n  tick_interval: 1\ngateway:\n  limiter: {{ rate_per_minute: 6000, capacity: 100 }}\n  queue: {{ concurrency: 2, request_timeout: 120 }}\n  providers:\n    - name: nvidia\n      base_url: {}\n      limited: true\n",
+        fake.base_url
+    );
+    let mut hosts: Vec<Host> = (0..3)
+        .map(|_| Host::with_defaults(&url, &defaults))
+        .collect();
+    for h in hosts.iter_mut() {
+        h.start(&url);
+    }
+    let ports: Vec<u16> = hosts
+        .iter()
+        .map(|h| h.daemon.as_ref().unwrap().port)
+        .collect();
+    let statuses = rt.block_on(async {
+        let calls = (0..12).map(|i| {
+            let port = ports[i % 3];
+            async move {
+                post_json(
+                    &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                    &serde_json::json!({
+                        "model": "nvidia/slow-1000",
+                        "messages": [{"role": "user", "content": format!("call {i}")}],
+                    }),
+                    &[],
+                )
+                .await
+                .status()
+            }
+        });
+        futures_util::future::join_all(calls).await
+    });
+    assert!(
+        statuses.iter().all(|s| s.as_u16() == 200),
+        "every call answered: {statuses:?}"
+    );
+    let most = fake
+        .state
+        .max_in_flight
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        most, 2,
+        "calls in flight at once at the provider, over three daemons of 2 each"
+    );
+    assert_eq!(fake.state.hits(), 12);
+    // Every call's place was given back.
+    wait_for(Duration::from_secs(10), "places given back", || {
+        db.psql("SELECT COUNT(*) FROM moziplus.slot") == "0"
+    });
+}
+
 /// PostgreSQL stops in the middle of a run (a server of this test's own,
 /// so the suite's shared one keeps serving the other tests) and comes back:
 /// the daemon keeps its run, says `store unreachable` on `/health/ready`

@@ -44,6 +44,58 @@ pub enum Room {
     Full { running: i64, cap: u32 },
 }
 
+/// The kind of the place an LLM call to a limited provider takes while in
+/// flight (`GatewayHooks::shared_flight`).
+const FLIGHT_SLOT: &str = "flight";
+/// A call's place older than this is dropped at a beat (its give-back
+/// failed): no call through the gateway lasts this long.
+const FLIGHT_GRACE: Duration = Duration::from_secs(30 * 60);
+
+/// A call's place among the cluster's calls in flight to one provider;
+/// given back when dropped.
+pub struct FlightPlace {
+    cluster: Cluster,
+    key: String,
+}
+
+impl Drop for FlightPlace {
+    fn drop(&mut self) {
+        let (cluster, key) = (self.cluster.clone(), std::mem::take(&mut self.key));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = cluster.free_slot(FLIGHT_SLOT, &key).await {
+                    tracing::warn!(error = %e, key, "cluster: cannot give back a call's place; a later beat does");
+                }
+            });
+        }
+    }
+}
+
+/// Takes a place for one call to `provider` if the alive daemons have
+/// fewer than `limit` calls in flight to it; `None` when they have not.
+pub async fn take_flight_place(
+    cluster: &Cluster,
+    provider: &str,
+    limit: u32,
+) -> BbResult<Option<FlightPlace>> {
+    static NEXT: AtomicI64 = AtomicI64::new(1);
+    let key = format!("{provider}/{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let ask = SlotAsk {
+        kind: FLIGHT_SLOT,
+        key: &key,
+        group: provider,
+        group_max: Some(i64::from(limit.max(1))),
+        kind_max: None,
+    };
+    Ok(match cluster.take_slot(&ask, ALIVE).await? {
+        SlotAnswer::Taken => Some(FlightPlace {
+            cluster: cluster.clone(),
+            key,
+        }),
+        _ => None,
+    })
+}
+
 fn run_key(project: &str, task: &str, agent: &str) -> String {
     format!("{project}/{task}/{agent}")
 }
@@ -220,6 +272,9 @@ async fn beat_once(d: &Daemon, m: &Membership) {
         .collect();
     if let Err(e) = m.cluster.keep_slots(RUN_SLOT, &keys, SLOT_GRACE).await {
         tracing::warn!(error = %e, "cluster: cannot tidy this daemon's run places");
+    }
+    if let Err(e) = m.cluster.keep_slots(FLIGHT_SLOT, &[], FLIGHT_GRACE).await {
+        tracing::warn!(error = %e, "cluster: cannot tidy this daemon's call places");
     }
     *m.failed.locked() = beat.err().map(|e| e.to_string());
     let was = m.epoch.load(Ordering::Acquire);

@@ -206,6 +206,16 @@ pub trait GatewayHooks: Send + Sync + 'static {
         Box::pin(async { Duration::ZERO })
     }
 
+    /// A place among the calls a cluster's daemons have in flight to a
+    /// limited provider together, at most `limit` (the lane's own limit
+    /// now): asked after the lane granted a call, before the shared rate.
+    /// [`SharedFlight::Go`] carries the place, held until the call is
+    /// over; [`SharedFlight::Wait`] asks again after the wait. The default
+    /// (one daemon) always goes.
+    fn shared_flight(&self, _provider: &str, _limit: u32) -> BoxFuture<'static, SharedFlight> {
+        Box::pin(async { SharedFlight::Go(None) })
+    }
+
     /// The daemon is stopping: finish what the hooks hold (usage reports
     /// not yet booked) while the daemon's stores are still open. Called
     /// once by [`Gateway::shutdown`](crate::Gateway::shutdown); later
@@ -214,6 +224,15 @@ pub trait GatewayHooks: Send + Sync + 'static {
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         Box::pin(async {})
     }
+}
+
+/// The answer of [`GatewayHooks::shared_flight`].
+pub enum SharedFlight {
+    /// Send: the place (if any) is given back when it is dropped, with the
+    /// call's permit.
+    Go(Option<Box<dyn std::any::Any + Send + Sync>>),
+    /// Every place is taken: ask again after this long.
+    Wait(Duration),
 }
 
 /// Hooks that attribute nothing, record nothing and refuse approvals (the

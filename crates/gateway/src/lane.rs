@@ -423,6 +423,9 @@ pub struct LanePermit {
     granted_at: Instant,
     /// Time spent in the queue.
     pub queue_wait: Duration,
+    /// The call's place among a cluster's calls in flight
+    /// (`GatewayHooks::shared_flight`), given back when dropped.
+    cluster_place: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl std::fmt::Debug for LanePermit {
@@ -444,6 +447,7 @@ impl LanePermit {
             answered: false,
             granted_at: Instant::now(),
             queue_wait: Duration::ZERO,
+            cluster_place: None,
         }
     }
 
@@ -600,9 +604,10 @@ impl RateLane {
         self.inner.shared
     }
 
-    /// [`RateLane::acquire`], then the cluster's share of the provider's
-    /// rate (`GatewayHooks::shared_grant`; always granted for a daemon
-    /// alone), within the same `wait`. The permit is held while the
+    /// [`RateLane::acquire`], then a place among the cluster's calls in
+    /// flight (`GatewayHooks::shared_flight`) and the cluster's share of
+    /// the provider's rate (`GatewayHooks::shared_grant`; both always
+    /// granted for a daemon alone), within the same `wait`. The permit is held while the
     /// cluster's token is awaited; if the wait runs out it is dropped
     /// unsent, which gives its local token back.
     pub async fn acquire_shared(
@@ -612,7 +617,25 @@ impl RateLane {
         wait: Duration,
     ) -> Result<LanePermit, Admission> {
         let deadline = Instant::now() + wait;
-        let permit = self.acquire(priority, wait).await?;
+        let mut permit = self.acquire(priority, wait).await?;
+        // The cluster's calls in flight first (at most this lane's limit
+        // over every daemon), then the cluster's rate.
+        let limit = self.inner.lock().limit(Instant::now()) as u32;
+        loop {
+            match hooks.shared_flight(&self.inner.provider, limit).await {
+                crate::hooks::SharedFlight::Go(place) => {
+                    permit.cluster_place = place;
+                    break;
+                }
+                crate::hooks::SharedFlight::Wait(w) => {
+                    if Instant::now() + w > deadline {
+                        drop(permit);
+                        return Err(Admission::TimedOut { retry_after: w });
+                    }
+                    tokio::time::sleep(w).await;
+                }
+            }
+        }
         let (rate, burst) = self.inner.shared;
         loop {
             let w = hooks.shared_grant(&self.inner.provider, rate, burst).await;

@@ -82,7 +82,7 @@ pub use error::{GatewayError, LimitSource};
 pub use handlers::error_for_path;
 pub use hooks::{
     ApprovalRequest, ApprovalStatus, BudgetRefusal, CallEstimate, FailedAttempt, GatewayHooks,
-    NoopHooks, RunAttribution, TokenUsage,
+    NoopHooks, RunAttribution, SharedFlight, TokenUsage,
 };
 pub use lane::{LaneSettings, RateLane};
 pub use limiter::{RetreatState, RetreatTally};

@@ -381,6 +381,30 @@ impl GatewayHooks for DaemonHooks {
         })
     }
 
+    fn shared_flight(
+        &self,
+        provider: &str,
+        limit: u32,
+    ) -> BoxFuture<'static, crate::gateway::SharedFlight> {
+        use crate::gateway::SharedFlight;
+        let Some(cluster) = self.daemon.membership().map(|m| m.cluster.clone()) else {
+            return Box::pin(async { SharedFlight::Go(None) });
+        };
+        let lane = provider.to_string();
+        Box::pin(async move {
+            match crate::daemon::cluster::take_flight_place(&cluster, &lane, limit).await {
+                Ok(Some(place)) => SharedFlight::Go(Some(Box::new(place))),
+                // Every place is taken: calls take seconds, so a look every
+                // 200 ms loses little of a place given back.
+                Ok(None) => SharedFlight::Wait(Duration::from_millis(200)),
+                Err(e) => {
+                    tracing::warn!(provider = %lane, error = %e, "cluster in-flight places unreachable; the local lane alone limits");
+                    SharedFlight::Go(None)
+                }
+            }
+        })
+    }
+
     fn shutdown(&self) -> BoxFuture<'static, ()> {
         let usage = self.usage.clone();
         Box::pin(async move { usage.close().await })
