@@ -372,19 +372,6 @@ impl Cluster {
         Ok(())
     }
 
-    /// The places of `kind` held by alive daemons, per group.
-    pub async fn slots(&self, kind: &str, alive: Duration) -> BbResult<Vec<(String, i64)>> {
-        Ok(sqlx::query_as(&format!(
-            "SELECT s.grp, COUNT(*) FROM slot s JOIN daemon d ON d.id = s.daemon
-             WHERE s.kind = $1 AND d.stopped_at IS NULL AND d.last_seen > {DB_NOW} - $2
-             GROUP BY s.grp ORDER BY s.grp"
-        ))
-        .bind(kind)
-        .bind(alive.as_millis() as i64)
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
     /// A clean stop: this daemon is marked stopped, and its lease (if it
     /// holds it) ends now, so another daemon leads at its next beat.
     pub async fn leave(&self) -> BbResult<()> {
