@@ -342,6 +342,49 @@ fn a_write_through_one_daemon_appears_on_anothers_event_stream() {
     assert!(p99 < Duration::from_millis(100), "p99 {p99:?}");
 }
 
+/// Three daemons on the store at `url` whose gateways send `nvidia/…` to
+/// the fake provider at `base_url` as a limited lane with `lane` (the
+/// `limiter:` and `queue:` lines); their hosts (which stop the daemons when
+/// dropped) and API ports.
+fn three_lane_daemons(url: &str, base_url: &str, lane: &str) -> (Vec<Host>, Vec<u16>) {
+    let defaults = format!(
+        "daemon:\n  tick_interval: 1\ngateway:\n{lane}  providers:\n    - name: nvidia\n      base_url: {base_url}\n      limited: true\n"
+    );
+    let mut hosts: Vec<Host> = (0..3)
+        .map(|_| Host::with_defaults(url, &defaults))
+        .collect();
+    for h in hosts.iter_mut() {
+        h.start(url);
+    }
+    let ports = hosts
+        .iter()
+        .map(|h| h.daemon.as_ref().unwrap().port)
+        .collect();
+    (hosts, ports)
+}
+
+/// `n` chat calls to `model` at once, spread over the daemons at `ports`;
+/// their statuses.
+async fn calls_at_once(ports: &[u16], n: usize, model: &str) -> Vec<u16> {
+    let calls = (0..n).map(|i| {
+        let port = ports[i % ports.len()];
+        async move {
+            post_json(
+                &format!("http://127.0.0.1:{port}/v1/chat/completions"),
+                &serde_json::json!({
+                    "model": model,
+                    "messages": [{"role": "user", "content": format!("call {i}")}],
+                }),
+                &[],
+            )
+            .await
+            .status()
+            .as_u16()
+        }
+    });
+    futures_util::future::join_all(calls).await
+}
+
 /// The NVIDIA lane holds across daemons: three daemons, 60 calls at once
 /// (20 through each daemon's gateway) to a limited provider — a fake
 /// standing in for NVIDIA, which the tests cannot reach — and at most 40
@@ -355,41 +398,17 @@ fn three_daemons_share_one_nvidia_lane() {
     let url = db.url.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(FakeUpstream::start());
-    let defaults = format!(
-        "daemon:\n  tick_interval: 1\ngateway:\n  limiter: {{ rate_per_minute: 40, capacity: 1 }}\n  queue: {{ request_timeout: 120 }}\n  providers:\n    - name: nvidia\n      base_url: {}\n      limited: true\n",
-        fake.base_url
+    let (_hosts, ports) = three_lane_daemons(
+        &url,
+        &fake.base_url,
+        "  limiter: { rate_per_minute: 40, capacity: 1 }\n  queue: { request_timeout: 120 }\n",
     );
-    let mut hosts: Vec<Host> = (0..3)
-        .map(|_| Host::with_defaults(&url, &defaults))
-        .collect();
-    for h in hosts.iter_mut() {
-        h.start(&url);
-    }
-    let ports: Vec<u16> = hosts
-        .iter()
-        .map(|h| h.daemon.as_ref().unwrap().port)
-        .collect();
     let started = Instant::now();
     rt.block_on(async {
-        let calls = (0..60).map(|i| {
-            let port = ports[i % 3];
-            async move {
-                post_json(
-                    &format!("http://127.0.0.1:{port}/v1/chat/completions"),
-                    &serde_json::json!({
-                        "model": "nvidia/echo",
-                        "messages": [{"role": "user", "content": format!("call {i}")}],
-                    }),
-                    &[],
-                )
-                .await
-                .status()
-            }
-        });
         // The first minute; the calls still waiting are dropped with it.
         let _ = tokio::time::timeout(
             Duration::from_secs(60).saturating_sub(started.elapsed()),
-            futures_util::future::join_all(calls),
+            calls_at_once(&ports, 60, "nvidia/echo"),
         )
         .await;
     });
@@ -414,40 +433,14 @@ fn three_daemons_share_one_lanes_calls_in_flight() {
     let url = db.url.clone();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let fake = rt.block_on(FakeUpstream::start());
-    let defaults = format!(
-        "daemon:\n  tick_interval: 1\ngateway:\n  limiter: {{ rate_per_minute: 6000, capacity: 100 }}\n  queue: {{ concurrency: 2, request_timeout: 120 }}\n  providers:\n    - name: nvidia\n      base_url: {}\n      limited: true\n",
-        fake.base_url
+    let (_hosts, ports) = three_lane_daemons(
+        &url,
+        &fake.base_url,
+        "  limiter: { rate_per_minute: 6000, capacity: 100 }\n  queue: { concurrency: 2, request_timeout: 120 }\n",
     );
-    let mut hosts: Vec<Host> = (0..3)
-        .map(|_| Host::with_defaults(&url, &defaults))
-        .collect();
-    for h in hosts.iter_mut() {
-        h.start(&url);
-    }
-    let ports: Vec<u16> = hosts
-        .iter()
-        .map(|h| h.daemon.as_ref().unwrap().port)
-        .collect();
-    let statuses = rt.block_on(async {
-        let calls = (0..12).map(|i| {
-            let port = ports[i % 3];
-            async move {
-                post_json(
-                    &format!("http://127.0.0.1:{port}/v1/chat/completions"),
-                    &serde_json::json!({
-                        "model": "nvidia/slow-1000",
-                        "messages": [{"role": "user", "content": format!("call {i}")}],
-                    }),
-                    &[],
-                )
-                .await
-                .status()
-            }
-        });
-        futures_util::future::join_all(calls).await
-    });
+    let statuses = rt.block_on(calls_at_once(&ports, 12, "nvidia/slow-1000"));
     assert!(
-        statuses.iter().all(|s| s.as_u16() == 200),
+        statuses.iter().all(|s| *s == 200),
         "every call answered: {statuses:?}"
     );
     let most = fake
