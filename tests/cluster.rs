@@ -24,6 +24,13 @@ const DEFAULTS: &str = "daemon:
   max_per_agent: 6
 ";
 
+/// Held by the tests that must not share the 2 cores with each other.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A host: its home and, while it runs, its daemon.
 struct Host {
     home: TestHome,
@@ -232,6 +239,9 @@ fn most_at_once(db: &PgDatabase) -> i64 {
 /// more.
 #[test]
 fn max_per_agent_and_cluster_max_agents_hold_across_daemons() {
+    // Not beside the other short tests of daemons under load: the stream's
+    // latency is measured, and 2 cores are shared.
+    let _serial = serial();
     const SLOW: &str = "agents:
   - id: s
     runtime: command
@@ -309,6 +319,9 @@ fn max_per_agent_and_cluster_max_agents_hold_across_daemons() {
 /// until the other daemon's stream carries it; p99 under 100 ms.
 #[test]
 fn a_write_through_one_daemon_appears_on_anothers_event_stream() {
+    // Not beside the other short tests of daemons under load: the stream's
+    // latency is measured, and 2 cores are shared.
+    let _serial = serial();
     let Some(db) = PgDatabase::create("cluster_events") else {
         return;
     };
@@ -432,6 +445,9 @@ fn three_daemons_share_one_nvidia_lane() {
 /// lane alone would let 6 through, and every call is answered.
 #[test]
 fn three_daemons_share_one_lanes_calls_in_flight() {
+    // Not beside the other short tests of daemons under load: the stream's
+    // latency is measured, and 2 cores are shared.
+    let _serial = serial();
     let Some(db) = PgDatabase::create("cluster_flight") else {
         return;
     };
