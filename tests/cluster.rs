@@ -565,3 +565,127 @@ fn a_postgresql_restart_in_the_middle_of_a_run_loses_nothing() {
         d.get("/health/ready").is_some_and(|(code, _)| code == 200)
     });
 }
+
+/// An agent that makes LLM calls through its daemon's gateway with its run
+/// key, half a second apart, until one is refused; then it waits (its
+/// daemon ends it).
+const SPENDER: &str = r#"#!/usr/bin/env python3
+import json, os, sys, time, urllib.error, urllib.request
+base = os.environ["OPENAI_BASE_URL"].rstrip("/")
+for i in range(60):
+    req = urllib.request.Request(
+        base + "/chat/completions",
+        data=json.dumps({"model": "fake/echo", "max_tokens": 10,
+                         "messages": [{"role": "user", "content": "hi"}]}).encode(),
+        headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=30).read()
+    except urllib.error.HTTPError as e:
+        print(f"call {i}: HTTP {e.code} {e.read().decode()}", file=sys.stderr, flush=True)
+        break
+    time.sleep(0.5)
+time.sleep(120)
+"#;
+
+/// A budget holds over every daemon together: two daemons, each with an
+/// agent of its own that spends through its own daemon's gateway (15
+/// tokens reserved and used per call, to a fake provider standing in for
+/// NVIDIA), under one project's day cap of 150 tokens. The provider gets
+/// 10 calls in all, not 10 per daemon; both tasks end blocked for budget;
+/// both daemons' budget lists show the shared spend; the soft threshold is
+/// reported once, not once per daemon; and no reservation is left held.
+#[test]
+fn a_projects_budget_holds_across_daemons() {
+    let _serial = serial();
+    let Some(db) = PgDatabase::create("cluster_budget") else {
+        return;
+    };
+    let url = db.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeUpstream::start());
+    let defaults = format!(
+        "daemon:\n  tick_interval: 1\n  retry_backoff: [1]\n\
+         budgets:\n  projects: {{p: {{day: {{tokens: 150}}}}}}\n\
+         gateway:\n  providers:\n    - name: fake\n      base_url: {}\n",
+        fake.base_url
+    );
+    let mut hosts: Vec<Host> = ["a", "b"]
+        .iter()
+        .map(|agent| {
+            let host = Host::with(&url, &defaults, "agents: []\n");
+            let script = host.home.script("spender.py", SPENDER);
+            std::fs::write(
+                host.home.path().join("config/agents.yaml"),
+                format!(
+                    "agents:\n  - id: {agent}\n    runtime: command\n    command: [\"{}\"]\n",
+                    script.display()
+                ),
+            )
+            .unwrap();
+            host
+        })
+        .collect();
+    let tasks: Vec<String> = ["a", "b"]
+        .iter()
+        .map(|agent| {
+            let out = hosts[0].home.run_env(
+                &[
+                    "bb",
+                    "--project",
+                    "p",
+                    "create",
+                    "--title",
+                    "spend",
+                    "--assignee",
+                    agent,
+                    "--force",
+                ],
+                &[("MOZI_STORE__URL", &url)],
+            );
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            out.stdout.trim().to_string()
+        })
+        .collect();
+    for h in hosts.iter_mut() {
+        h.start(&url);
+    }
+    wait_for(
+        Duration::from_secs(90),
+        "both tasks blocked for budget",
+        || {
+            let blocked = db.psql("SELECT COUNT(*) FROM p_p.task WHERE status = 'blocked'");
+            blocked == "2"
+                && hosts
+                    .iter()
+                    .all(|h| agent_processes(h.home.path()).is_empty())
+        },
+    );
+    let hits = fake.state.hits();
+    assert_eq!(
+        hits, 10,
+        "150 tokens at 15 a call: the provider got {hits} calls through the two daemons"
+    );
+    for (h, task) in hosts.iter().zip(&tasks) {
+        let reason = db.psql(&format!(
+            "SELECT payload FROM p_p.event WHERE task_id = '{task}' AND kind = 'task.blocked'
+             ORDER BY id DESC LIMIT 1"
+        ));
+        assert!(reason.contains("budget"), "{task}: {reason}");
+        let d = h.daemon.as_ref().unwrap();
+        let (code, body) = d.get("/api/budgets").unwrap();
+        assert_eq!(code, 200, "{body}");
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let line = list["budgets"]
+            .as_array()
+            .and_then(|b| b.iter().find(|l| l["budget"] == "project:p:day"))
+            .unwrap_or_else(|| panic!("no project:p:day in {list}"));
+        assert_eq!(line["used_tokens"], 150, "{line}");
+        assert_eq!(line["held_tokens"], 0, "{line}");
+    }
+    let warned = db.psql("SELECT COUNT(*) FROM p_p.event WHERE kind = 'budget.soft_threshold'");
+    assert_eq!(warned, "1", "the soft threshold is reported once");
+    wait_for(Duration::from_secs(10), "no reservation held", || {
+        db.psql("SELECT COUNT(*) FROM moziplus.budget_hold") == "0"
+    });
+}

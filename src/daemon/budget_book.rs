@@ -59,6 +59,35 @@ impl Scope {
         }
     }
 
+    /// Its name and window start in the store shared by several daemons
+    /// (`blackboard::cluster::BudgetWindow`): `project-day:alpha` and the
+    /// day's start, `task:alpha/T-0001` and 0.
+    pub fn key(&self) -> (String, Millis) {
+        match self {
+            Scope::Task(p, t) => (format!("task:{p}/{t}"), 0),
+            Scope::AgentDay(a, s) => (format!("agent-day:{a}"), *s),
+            Scope::ProjectDay(p, s) => (format!("project-day:{p}"), *s),
+            Scope::ProjectMonth(p, s) => (format!("project-month:{p}"), *s),
+            Scope::HomeDay(s) => ("home-day".to_string(), *s),
+        }
+    }
+
+    /// The scope of a [`Scope::key`]; `None` for a name it never gives.
+    pub fn from_key(name: &str, start: Millis) -> Option<Scope> {
+        let (kind, rest) = name.split_once(':').unwrap_or((name, ""));
+        Some(match kind {
+            "task" => {
+                let (p, t) = rest.split_once('/')?;
+                Scope::Task(p.to_string(), t.to_string())
+            }
+            "agent-day" => Scope::AgentDay(rest.to_string(), start),
+            "project-day" => Scope::ProjectDay(rest.to_string(), start),
+            "project-month" => Scope::ProjectMonth(rest.to_string(), start),
+            "home-day" if rest.is_empty() => Scope::HomeDay(start),
+            _ => return None,
+        })
+    }
+
     /// The window's start (ms), `None` for a task (no window).
     pub fn window_start(&self) -> Option<Millis> {
         match self {
@@ -273,7 +302,7 @@ impl BudgetBook {
     }
 
     /// The budgets a call of `payer` at `at` falls under, with their limits.
-    fn scopes(&self, payer: Payer<'_>, at: Millis) -> Vec<(Scope, Option<BudgetLimit>)> {
+    pub fn scopes(&self, payer: Payer<'_>, at: Millis) -> Vec<(Scope, Option<BudgetLimit>)> {
         let c = self.config();
         let (day, month) = (self.day_start(at), self.month_start(at));
         let mut out = Vec::with_capacity(5);
@@ -355,29 +384,56 @@ impl BudgetBook {
         for (scope, limit) in scopes {
             let s = state.spend.entry(scope.clone()).or_default();
             s.spent.add(used);
-            let Some(limit) = limit else { continue };
             if s.warned {
                 continue;
             }
-            let over_tokens = limit
-                .tokens
-                .filter(|max| s.spent.tokens as f64 >= soft * *max as f64)
-                .map(|max| ("tokens", s.spent.tokens as f64, max as f64));
-            let over_usd = limit
-                .usd
-                .filter(|max| s.spent.usd >= soft * max)
-                .map(|max| ("USD", s.spent.usd, max));
-            if let Some((unit, spent, limit)) = over_tokens.or(over_usd) {
+            if let Some(c) = limit.and_then(|l| crossing(scope, l, s.spent, soft)) {
                 s.warned = true;
-                crossed.push(SoftCrossing {
-                    scope,
-                    unit,
-                    spent,
-                    limit,
-                });
+                crossed.push(c);
             }
         }
         crossed
+    }
+
+    /// An empty book with this one's limits, windows and clock (to read a
+    /// ledger into, [`BudgetBook::rows`]).
+    pub fn like(&self) -> BudgetBook {
+        BudgetBook {
+            config: RwLock::new(self.config()),
+            enabled: AtomicBool::new(self.enabled()),
+            offset_ms: self.offset_ms,
+            reset_hour: self.reset_hour,
+            state: Mutex::new(State::default()),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// Every budget window with spend, and what it spent.
+    pub fn rows(&self) -> Vec<(Scope, Amount)> {
+        let mut out: Vec<(Scope, Amount)> = self
+            .state()
+            .spend
+            .iter()
+            .filter(|(_, s)| s.spent != Amount::default())
+            .map(|(k, s)| (k.clone(), s.spent))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    /// Takes the spend and holds of the given windows as they are (the
+    /// store shared by several daemons knows them better than this book).
+    pub fn load(&self, windows: Vec<(Scope, Amount, Amount)>) {
+        let mut state = self.state();
+        // A window whose holds all ended is not among them.
+        for s in state.spend.values_mut() {
+            s.held = Amount::default();
+        }
+        for (scope, spent, held) in windows {
+            let s = state.spend.entry(scope).or_default();
+            s.spent = spent;
+            s.held = held;
+        }
     }
 
     /// Adds spend booked before this book existed (the stored ledger) to
@@ -436,6 +492,32 @@ impl BudgetBook {
     pub fn windows(&self, at: Millis) -> (Millis, Millis) {
         (self.day_start(at), self.month_start(at))
     }
+}
+
+/// The soft threshold `spent` has reached in `scope` of `limit`, if any:
+/// tokens first, then USD.
+pub fn crossing(
+    scope: Scope,
+    limit: BudgetLimit,
+    spent: Amount,
+    soft: f64,
+) -> Option<SoftCrossing> {
+    let over_tokens = limit
+        .tokens
+        .filter(|max| spent.tokens as f64 >= soft * *max as f64)
+        .map(|max| ("tokens", spent.tokens as f64, max as f64));
+    let over_usd = limit
+        .usd
+        .filter(|max| spent.usd >= soft * max)
+        .map(|max| ("USD", spent.usd, max));
+    over_tokens
+        .or(over_usd)
+        .map(|(unit, spent, limit)| SoftCrossing {
+            scope,
+            unit,
+            spent,
+            limit,
+        })
 }
 
 /// Whether `worst` fits beside what every limited scope has spent and
@@ -678,5 +760,25 @@ mod tests {
             (tokens(0), tokens(15)),
             "the hold in flight stays"
         );
+    }
+
+    /// The names of the store shared by several daemons read back as the
+    /// scopes they came from; names it never gives read as nothing.
+    #[test]
+    fn scope_keys_read_back_as_their_scopes() {
+        let day = T0 - 36_000_000;
+        for scope in [
+            Scope::Task("alpha".into(), "T-0001".into()),
+            Scope::AgentDay("worker".into(), day),
+            Scope::ProjectDay("alpha".into(), day),
+            Scope::ProjectMonth("alpha".into(), day),
+            Scope::HomeDay(day),
+        ] {
+            let (name, start) = scope.key();
+            assert_eq!(Scope::from_key(&name, start), Some(scope.clone()), "{name}");
+        }
+        assert_eq!(Scope::from_key("task:no-slash", 0), None);
+        assert_eq!(Scope::from_key("week:alpha", 0), None);
+        assert_eq!(Scope::from_key("home-day:x", 0), None);
     }
 }

@@ -276,6 +276,10 @@ async fn beat_once(d: &Daemon, m: &Membership) {
     if let Err(e) = m.cluster.keep_slots(FLIGHT_SLOT, &[], FLIGHT_GRACE).await {
         tracing::warn!(error = %e, "cluster: cannot tidy this daemon's call places");
     }
+    // Budget holds whose release was lost (no call lasts this long).
+    if let Err(e) = m.cluster.tidy_budget_holds(FLIGHT_GRACE).await {
+        tracing::warn!(error = %e, "cluster: cannot tidy this daemon's budget holds");
+    }
     *m.failed.locked() = beat.err().map(|e| e.to_string());
     let was = m.epoch.load(Ordering::Acquire);
     let now = match m.cluster.lead(LEASE).await {

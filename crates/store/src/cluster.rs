@@ -15,7 +15,11 @@
 //!   `UPDATE … RETURNING`, whichever daemon asks;
 //! - a **slot** is a place counted across the alive daemons (`slot`): a run
 //!   of an agent takes one before its claim, so the per-agent and cluster
-//!   run limits hold at the moment of the start.
+//!   run limits hold at the moment of the start;
+//! - a **budget** window's spend and the worst cases held by calls in
+//!   flight (`budget_spend`, `budget_hold`): a call's reservation is
+//!   checked against every daemon's spend and holds in one transaction
+//!   ([`Cluster::reserve_budget`], in `cluster_budgets`).
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,6 +30,8 @@ use sqlx::{PgPool, Row};
 use crate::error::{BbError, BbResult};
 use crate::model::Millis;
 use crate::postgres::{redacted, unreachable};
+
+pub use crate::cluster_budgets::{BudgetAnswer, BudgetUse, BudgetWindow};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-cluster");
 
@@ -113,8 +119,8 @@ pub enum SlotAnswer {
 /// A daemon's handle on the cluster.
 #[derive(Debug, Clone)]
 pub struct Cluster {
-    pool: PgPool,
-    id: String,
+    pub(crate) pool: PgPool,
+    pub(crate) id: String,
     url: String,
 }
 
@@ -381,10 +387,12 @@ impl Cluster {
         .bind(&self.id)
         .execute(&self.pool)
         .await?;
-        sqlx::query("DELETE FROM slot WHERE daemon = $1")
-            .bind(&self.id)
-            .execute(&self.pool)
-            .await?;
+        for table in ["slot", "budget_hold"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE daemon = $1"))
+                .bind(&self.id)
+                .execute(&self.pool)
+                .await?;
+        }
         sqlx::query(&format!(
             "UPDATE lease SET expires_at = {DB_NOW} WHERE name = $1 AND holder = $2"
         ))

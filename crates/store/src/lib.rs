@@ -45,6 +45,7 @@ mod actor;
 mod board;
 mod clock;
 pub mod cluster;
+mod cluster_budgets;
 mod copy;
 mod db;
 mod decisions;

@@ -9,17 +9,32 @@
 //! `<home>/budgets.json` before they take effect and win over `budgets:` of
 //! the configuration; a change then unblocks the tasks blocked for budget
 //! that have room again for the call that was refused.
+//!
+//! On a PostgreSQL store shared by several daemons the spend and the
+//! reservations live in the store instead (`blackboard::cluster`,
+//! `budget_spend` and `budget_hold`), so a cap holds over every host
+//! together: each call's worst case is reserved there in one transaction
+//! against every daemon's spend and holds, and its spend and release are
+//! written there, in order, by one writer task ([`SharedWrite`]). Each
+//! project's stored ledger is added to the shared spend once for the whole
+//! cluster. While the store is unreachable, this daemon's own book limits
+//! its calls.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
+use tokio::sync::mpsc;
+
+use crate::blackboard::cluster::{BudgetAnswer, BudgetWindow, Cluster};
 use crate::blackboard::usage::UsageLine;
-use crate::blackboard::{rfc3339, Actor, Blackboard, Clock, TaskStatus};
+use crate::blackboard::{rfc3339, Actor, Blackboard, Clock, Millis, TaskStatus};
 use crate::config::budgets::{change_override, save_overrides, BudgetKey, BudgetOverride};
 use crate::config::{BudgetLimit, BudgetsConfig};
 pub use crate::daemon::budget_book::SoftCrossing;
-use crate::daemon::budget_book::{Amount, BudgetBook, Payer, Refusal, Scope};
+use crate::daemon::budget_book::{crossing, Amount, BudgetBook, Payer, Refusal, Scope};
+use crate::daemon::cluster::ALIVE;
 use crate::daemon::Daemon;
 use crate::gateway::{CallEstimate, RunAttribution, TokenUsage};
 use crate::locks::Recover;
@@ -42,7 +57,37 @@ pub struct Budgets {
     /// The worst case of each task's last refused call: a change unblocks
     /// the task when that call would fit.
     refused: Mutex<HashMap<(String, String), Amount>>,
+    /// Projects whose ledger is known to be in the store's shared spend.
+    shared_seeded: Mutex<HashSet<String>>,
+    /// The next id of a reservation held in the store ([`SHARED_HOLD`]).
+    next_hold: AtomicU64,
+    /// The writer of spends and releases to the store, in order.
+    writes: OnceLock<mpsc::UnboundedSender<SharedWrite>>,
 }
+
+/// Reservations held in the store carry this bit in their id (the book's
+/// own ids never reach it), so a release finds where its hold is.
+const SHARED_HOLD: u64 = 1 << 62;
+
+/// How long a spend the store refused is tried again (a restart of the
+/// database) before it is given up and logged.
+const SPEND_RETRY: Duration = Duration::from_secs(60);
+
+/// A write to the store's shared budgets, done in the order of the calls'
+/// ends (a call's spend is booked before its hold is released).
+#[derive(Debug)]
+pub enum SharedWrite {
+    /// What a call of a run used.
+    Spend(RunAttribution, Amount),
+    /// A call's reservation ended.
+    Release(u64),
+    /// Answers once every write sent before it is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// How long a reservation waits for this daemon's earlier spends and
+/// releases to reach the store.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 fn payer(a: &RunAttribution) -> Payer<'_> {
     Payer {
@@ -67,6 +112,176 @@ impl Budgets {
             base: config,
             overrides: tokio::sync::Mutex::new(overrides),
             refused: Mutex::new(HashMap::new()),
+            shared_seeded: Mutex::new(HashSet::new()),
+            next_hold: AtomicU64::new(1),
+            writes: OnceLock::new(),
+        }
+    }
+
+    /// Starts the writer of the store's shared budgets (used only when the
+    /// daemon is one of a cluster; call inside a tokio runtime).
+    pub fn start_shared_writes(self: &Arc<Self>, daemon: Daemon) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if self.writes.set(tx).is_ok() {
+            tokio::spawn(shared_writes(daemon, self.clone(), rx));
+        }
+    }
+
+    fn send(&self, write: SharedWrite) {
+        match self.writes.get() {
+            Some(tx) if tx.send(write).is_ok() => {}
+            _ => tracing::warn!("budgets: the store's writer is gone; a call's spend or release is not booked in the shared budgets"),
+        }
+    }
+
+    /// Adds the stored ledger of every open project not yet in the store's
+    /// shared spend (once for the whole cluster: the first daemon to ask
+    /// adds it).
+    async fn ensure_shared_seeded(&self, daemon: &Daemon, cluster: &Cluster) -> Result<(), String> {
+        let known = |id: &str| self.shared_seeded.locked().contains(id);
+        let open = daemon.projects().snapshot();
+        if open.iter().all(|s| s.bb.is_none() || known(s.id.as_str())) {
+            return Ok(());
+        }
+        let _guard = self.seeding.lock().await;
+        for slot in daemon.projects().snapshot() {
+            let id = slot.id.to_string();
+            let Some(bb) = slot.bb.filter(|_| !known(&id)) else {
+                continue;
+            };
+            if !cluster
+                .budget_seeded(&id)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let ledger = self.book.like();
+                seed_project(&ledger, &id, &bb).await?;
+                let rows: Vec<(String, Millis, i64, f64)> = ledger
+                    .rows()
+                    .into_iter()
+                    .map(|(scope, a)| {
+                        let (name, start) = scope.key();
+                        (
+                            name,
+                            start,
+                            i64::try_from(a.tokens).unwrap_or(i64::MAX),
+                            a.usd,
+                        )
+                    })
+                    .collect();
+                let added = cluster
+                    .seed_budget(&id, &rows)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                tracing::debug!(project = %id, added, "budgets: the project's ledger is in the shared spend");
+            }
+            self.shared_seeded.locked().insert(id);
+        }
+        Ok(())
+    }
+
+    /// Reserves `worst` in the store's shared budgets.
+    async fn reserve_shared(
+        &self,
+        daemon: &Daemon,
+        cluster: &Cluster,
+        a: &RunAttribution,
+        worst: Amount,
+    ) -> Result<Option<u64>, Refusal> {
+        let scopes = self.book.scopes(payer(a), self.book.now());
+        if scopes.iter().all(|(_, l)| l.is_none()) {
+            return Ok(None);
+        }
+        if let Err(e) = self.ensure_shared_seeded(daemon, cluster).await {
+            tracing::warn!(error = %e, "budgets: cannot add a project's stored spend to the shared budgets; counting from now");
+        }
+        // This daemon's calls that ended before this one was asked are
+        // booked and released first: a run's next call must not find its
+        // last call's hold still there (nor miss its spend).
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(SharedWrite::Flush(tx));
+        if tokio::time::timeout(FLUSH_WAIT, rx).await.is_err() {
+            tracing::warn!("budgets: earlier calls' spends are still on their way to the store");
+        }
+        let keys: Vec<(String, Millis)> = scopes.iter().map(|(s, _)| s.key()).collect();
+        let windows: Vec<BudgetWindow<'_>> = keys
+            .iter()
+            .zip(&scopes)
+            .map(|((name, start), (_, limit))| BudgetWindow {
+                scope: name,
+                start: *start,
+                max_tokens: limit
+                    .and_then(|l| l.tokens)
+                    .map(|t| i64::try_from(t).unwrap_or(i64::MAX)),
+                max_usd: limit.and_then(|l| l.usd),
+            })
+            .collect();
+        let id = SHARED_HOLD | self.next_hold.fetch_add(1, Ordering::Relaxed);
+        let tokens = i64::try_from(worst.tokens).unwrap_or(i64::MAX);
+        match cluster
+            .reserve_budget(id as i64, &windows, tokens, worst.usd, ALIVE)
+            .await
+        {
+            Ok(BudgetAnswer::Held) => Ok(Some(id)),
+            Ok(BudgetAnswer::Over {
+                index,
+                unit,
+                used,
+                limit,
+            }) => Err(Refusal {
+                scope: scopes[index].0.clone(),
+                unit,
+                used,
+                limit,
+                needed: if unit == "USD" {
+                    worst.usd
+                } else {
+                    worst.tokens as f64
+                },
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "budgets: the store's shared budgets are unreachable; this daemon's own count limits the call");
+                self.book.reserve(payer(a), worst)
+            }
+        }
+    }
+
+    /// Takes the store's shared spend and holds of the windows in force
+    /// into the book (for the list and the unblocking).
+    async fn refresh_shared(&self, daemon: &Daemon) {
+        let Some(m) = daemon.membership() else { return };
+        if let Err(e) = self.ensure_shared_seeded(daemon, &m.cluster).await {
+            tracing::warn!(error = %e, "budgets: cannot add a project's stored spend to the shared budgets");
+        }
+        let (day, month) = self.book.windows(self.book.now());
+        match m.cluster.budget_use(day.min(month), ALIVE).await {
+            Ok(rows) => self.book.load(
+                rows.into_iter()
+                    .filter_map(|u| {
+                        let amount = |tokens: i64, usd: f64| Amount {
+                            tokens: u64::try_from(tokens).unwrap_or(0),
+                            usd,
+                        };
+                        Some((
+                            Scope::from_key(&u.scope, u.start)?,
+                            amount(u.spent_tokens, u.spent_usd),
+                            amount(u.held_tokens, u.held_usd),
+                        ))
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "budgets: cannot read the shared budgets; showing this daemon's own count")
+            }
+        }
+    }
+
+    /// Ends a call's reservation, wherever it is held.
+    pub fn release(&self, id: u64) {
+        if id & SHARED_HOLD != 0 {
+            self.send(SharedWrite::Release(id));
+        } else {
+            self.book.release(id);
         }
     }
 
@@ -125,9 +340,14 @@ impl Budgets {
         a: &RunAttribution,
         e: &CallEstimate,
     ) -> Result<Option<u64>, Refusal> {
-        self.ensure_seeded(daemon, &a.project).await;
         let worst = self.worst_case(e);
-        let result = self.book.reserve(payer(a), worst);
+        let result = match daemon.membership() {
+            Some(m) => self.reserve_shared(daemon, &m.cluster, a, worst).await,
+            None => {
+                self.ensure_seeded(daemon, &a.project).await;
+                self.book.reserve(payer(a), worst)
+            }
+        };
         if let (Err(_), Some(task)) = (&result, &a.task) {
             self.refused
                 .locked()
@@ -162,7 +382,8 @@ impl Budgets {
                 ));
             }
             let config = self.base.with_overrides(&next);
-            if !self.book.enabled() && config.has_limits() {
+            // The shared spend of a cluster is booked with budgets or without.
+            if !self.book.enabled() && config.has_limits() && daemon.membership().is_none() {
                 // The book booked nothing while no budget was set: it is
                 // refilled from the ledgers.
                 let _guard = self.seeding.lock().await;
@@ -182,6 +403,10 @@ impl Budgets {
     /// unchanged. Returns them (`<project>/<task>`).
     pub async fn unblock(&self, daemon: &Daemon) -> Vec<String> {
         let mut out = Vec::new();
+        let shared = daemon.membership().is_some();
+        if shared && self.book.enabled() {
+            self.refresh_shared(daemon).await;
+        }
         for slot in daemon.projects().snapshot() {
             let Some(bb) = slot.bb else { continue };
             let project = slot.id.to_string();
@@ -195,7 +420,7 @@ impl Budgets {
             if blocked.is_empty() {
                 continue;
             }
-            if self.book.enabled() {
+            if self.book.enabled() && !shared {
                 self.ensure_seeded(daemon, &project).await;
             }
             for (task, agent) in blocked {
@@ -235,7 +460,9 @@ impl Budgets {
     /// ledgers of the open projects first).
     pub async fn list(&self, daemon: &Daemon) -> BudgetList {
         if self.book.enabled() {
-            if let Some(first) = daemon.projects().snapshot().first() {
+            if daemon.membership().is_some() {
+                self.refresh_shared(daemon).await;
+            } else if let Some(first) = daemon.projects().snapshot().first() {
                 self.ensure_seeded(daemon, first.id.as_str()).await;
             }
         }
@@ -261,15 +488,110 @@ impl Budgets {
         line(&self.book, &overrides, key)
     }
 
-    /// What a response used, into the budgets of its run; the soft
-    /// thresholds it crossed.
+    /// What a response used, into the budgets of its run (this daemon's
+    /// book); the soft thresholds it crossed.
     pub fn spend(&self, a: &RunAttribution, usage: &TokenUsage) -> Vec<SoftCrossing> {
-        let used = Amount {
-            tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
-            usd: usage.cost_usd.unwrap_or(0.0),
-        };
-        self.book.spend(payer(a), used)
+        self.book.spend(payer(a), used(usage))
     }
+
+    /// What a response used, in a cluster: into the store's shared spend
+    /// (with budgets or without, so budgets set later count it) by the
+    /// writer, which reports the soft thresholds; this daemon's book keeps
+    /// its own count for when the store is unreachable.
+    pub fn spend_shared(&self, a: &RunAttribution, usage: &TokenUsage) {
+        let used = used(usage);
+        if self.book.enabled() {
+            self.book.spend(payer(a), used);
+        }
+        self.send(SharedWrite::Spend(a.clone(), used));
+    }
+}
+
+fn used(usage: &TokenUsage) -> Amount {
+    Amount {
+        tokens: usage.prompt_tokens.saturating_add(usage.completion_tokens),
+        usd: usage.cost_usd.unwrap_or(0.0),
+    }
+}
+
+/// The writer of the store's shared budgets: spends and releases in the
+/// order the calls ended. A spend the store refuses is tried again for
+/// [`SPEND_RETRY`] (a database restart); a release that fails is left to
+/// the beat, which drops this daemon's stale holds.
+async fn shared_writes(
+    daemon: Daemon,
+    budgets: Arc<Budgets>,
+    mut rx: mpsc::UnboundedReceiver<SharedWrite>,
+) {
+    while let Some(write) = rx.recv().await {
+        let Some(m) = daemon.membership() else {
+            continue;
+        };
+        match write {
+            SharedWrite::Flush(done) => {
+                let _ = done.send(());
+            }
+            SharedWrite::Release(id) => {
+                if let Err(e) = m.cluster.release_budget(id as i64).await {
+                    tracing::warn!(error = %e, "budgets: cannot release a call's reservation in the store; a later beat drops it");
+                }
+            }
+            SharedWrite::Spend(a, used) => {
+                let deadline = tokio::time::Instant::now() + SPEND_RETRY;
+                loop {
+                    match spend_shared(&daemon, &budgets, &m.cluster, &a, used).await {
+                        Ok(()) => break,
+                        Err(e) if tokio::time::Instant::now() < deadline => {
+                            tracing::warn!(error = %e, "budgets: cannot book a call's spend in the store; trying again");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, project = %a.project, tokens = used.tokens, usd = used.usd, "budgets: a call's spend is not in the shared budgets (the store refused it for a minute)");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Books one call's spend in the store's windows of its run, and reports
+/// each soft threshold it crossed if this daemon is the first to mark it.
+async fn spend_shared(
+    daemon: &Daemon,
+    budgets: &Budgets,
+    cluster: &Cluster,
+    a: &RunAttribution,
+    used: Amount,
+) -> Result<(), String> {
+    budgets.ensure_shared_seeded(daemon, cluster).await?;
+    let scopes = budgets.book.scopes(payer(a), budgets.book.now());
+    let keys: Vec<(String, Millis)> = scopes.iter().map(|(s, _)| s.key()).collect();
+    let tokens = i64::try_from(used.tokens).unwrap_or(i64::MAX);
+    let after = cluster
+        .spend_budget(&keys, tokens, used.usd)
+        .await
+        .map_err(|e| e.to_string())?;
+    let soft = budgets.book.config().soft_threshold;
+    for ((scope, limit), (tokens, usd)) in scopes.into_iter().zip(after) {
+        let spent = Amount {
+            tokens: u64::try_from(tokens).unwrap_or(0),
+            usd,
+        };
+        let (name, start) = scope.key();
+        let Some(c) = limit.and_then(|l| crossing(scope, l, spent, soft)) else {
+            continue;
+        };
+        match cluster.warn_budget(&name, start).await {
+            Ok(true) => crate::daemon::gateway_hooks::soft_threshold(daemon, a, c),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "budgets: cannot mark a soft threshold in the store")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The list of every budget in force: each entry (configuration or

@@ -69,6 +69,7 @@ impl DaemonHooks {
             clock.clone(),
         ));
         daemon.set_budgets(budgets.clone());
+        budgets.start_shared_writes(daemon.clone());
         Arc::new(DaemonHooks {
             daemon,
             usage: Arc::new(usage),
@@ -136,56 +137,54 @@ fn priority(p: TaskPriority) -> Priority {
     }
 }
 
-impl DaemonHooks {
-    /// A budget passed its soft threshold (once per window): a
-    /// `budget.soft_threshold` event (level attention: the webhooks get it)
-    /// and a warning observation on the run's project and task.
-    fn soft_threshold(&self, a: &RunAttribution, c: budgets::SoftCrossing) {
-        let text = format!(
-            "budget {} passed {:.0}% of its limit: {} of {} {}",
-            c.scope.name(),
-            self.daemon.config().budgets.soft_threshold * 100.0,
-            c.spent,
-            c.limit,
-            c.unit
-        );
-        tracing::warn!(budget = %c.scope.name(), spent = c.spent, limit = c.limit, unit = c.unit, "a budget passed its soft threshold");
-        let Some(bb) = self.daemon.projects().get(&a.project).and_then(|s| s.bb) else {
-            return;
-        };
-        let payload = serde_json::json!({
-            "budget": c.scope.name(),
-            "unit": c.unit,
-            "spent": c.spent,
-            "limit": c.limit,
-            "agent": a.agent,
-            "session": a.session_id,
-        });
-        let task = a.task.clone();
-        // On the request path: the writes must not hold the answer up.
-        tokio::spawn(async move {
-            let event = bb
-                .record_event(
-                    EventLevel::Attention,
-                    "budget.soft_threshold",
-                    task.as_deref(),
-                    &Actor::daemon(),
-                    payload,
-                )
-                .await;
-            let observation = bb
-                .add_observation(
-                    crate::blackboard::ObservationLevel::Warn,
-                    &Actor::daemon(),
-                    task.as_deref(),
-                    &text,
-                )
-                .await;
-            if let Err(e) = event.map(|_| ()).and(observation.map(|_| ())) {
-                tracing::warn!(error = %e, "cannot record a budget's soft threshold");
-            }
-        });
-    }
+/// A budget passed its soft threshold (once per window): a
+/// `budget.soft_threshold` event (level attention: the webhooks get it)
+/// and a warning observation on the run's project and task.
+pub(crate) fn soft_threshold(daemon: &Daemon, a: &RunAttribution, c: budgets::SoftCrossing) {
+    let text = format!(
+        "budget {} passed {:.0}% of its limit: {} of {} {}",
+        c.scope.name(),
+        daemon.config().budgets.soft_threshold * 100.0,
+        c.spent,
+        c.limit,
+        c.unit
+    );
+    tracing::warn!(budget = %c.scope.name(), spent = c.spent, limit = c.limit, unit = c.unit, "a budget passed its soft threshold");
+    let Some(bb) = daemon.projects().get(&a.project).and_then(|s| s.bb) else {
+        return;
+    };
+    let payload = serde_json::json!({
+        "budget": c.scope.name(),
+        "unit": c.unit,
+        "spent": c.spent,
+        "limit": c.limit,
+        "agent": a.agent,
+        "session": a.session_id,
+    });
+    let task = a.task.clone();
+    // On the request path: the writes must not hold the answer up.
+    tokio::spawn(async move {
+        let event = bb
+            .record_event(
+                EventLevel::Attention,
+                "budget.soft_threshold",
+                task.as_deref(),
+                &Actor::daemon(),
+                payload,
+            )
+            .await;
+        let observation = bb
+            .add_observation(
+                crate::blackboard::ObservationLevel::Warn,
+                &Actor::daemon(),
+                task.as_deref(),
+                &text,
+            )
+            .await;
+        if let Err(e) = event.map(|_| ()).and(observation.map(|_| ())) {
+            tracing::warn!(error = %e, "cannot record a budget's soft threshold");
+        }
+    });
 }
 
 impl GatewayHooks for DaemonHooks {
@@ -236,9 +235,11 @@ impl GatewayHooks for DaemonHooks {
             cached_tokens: usage.cached_tokens,
             cost_usd: usage.cost_usd,
         });
-        if self.budgets.book.enabled() {
+        if self.daemon.membership().is_some() {
+            self.budgets.spend_shared(attribution, usage);
+        } else if self.budgets.book.enabled() {
             for crossing in self.budgets.spend(attribution, usage) {
-                self.soft_threshold(attribution, crossing);
+                soft_threshold(&self.daemon, attribution, crossing);
             }
         }
     }
@@ -290,7 +291,7 @@ impl GatewayHooks for DaemonHooks {
     }
 
     fn release(&self, _attribution: &RunAttribution, reservation: u64) {
-        self.budgets.book.release(reservation);
+        self.budgets.release(reservation);
     }
 
     /// The daemon's log names the run, task and provider, and the run's
