@@ -595,6 +595,9 @@ time.sleep(120)
 /// 10 calls in all, not 10 per daemon; both tasks end blocked for budget;
 /// both daemons' budget lists show the shared spend; the soft threshold is
 /// reported once, not once per daemon; and no reservation is left held.
+/// Then the cap is raised to 300 through one daemon (`moziplus budget
+/// set`): both tasks are unblocked, the other daemon takes the new cap at
+/// once, and the provider gets 10 calls more, 20 in all.
 #[test]
 fn a_projects_budget_holds_across_daemons() {
     let _serial = serial();
@@ -688,4 +691,65 @@ fn a_projects_budget_holds_across_daemons() {
     wait_for(Duration::from_secs(10), "no reservation held", || {
         db.psql("SELECT COUNT(*) FROM moziplus.budget_hold") == "0"
     });
+
+    // Raised through the second daemon: the first runs its task under the
+    // new cap too (a reservation made with the old one is refused as
+    // stale, and asked again).
+    let bind = format!("127.0.0.1:{}", hosts[1].daemon.as_ref().unwrap().port);
+    let out = hosts[1].home.run(&[
+        "budget",
+        "--json",
+        "--bind",
+        &bind,
+        "set",
+        "project:p:day",
+        "--tokens",
+        "300",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let changed: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut unblocked: Vec<String> = changed["unblocked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap().to_string())
+        .collect();
+    unblocked.sort();
+    let mut expected: Vec<String> = tasks.iter().map(|t| format!("p/{t}")).collect();
+    expected.sort();
+    assert_eq!(unblocked, expected, "{changed}");
+    wait_for(Duration::from_secs(90), "both tasks blocked again", || {
+        db.psql("SELECT COUNT(*) FROM p_p.task WHERE status = 'blocked'") == "2"
+            && fake.state.hits() >= 20
+            && hosts
+                .iter()
+                .all(|h| agent_processes(h.home.path()).is_empty())
+    });
+    assert_eq!(fake.state.hits(), 20, "300 tokens at 15 a call");
+    // Each task's run was refused under the new cap, whichever daemon ran
+    // it (a daemon on the old cap would have refused at 150).
+    for task in &tasks {
+        let reason = db.psql(&format!(
+            "SELECT payload FROM p_p.event WHERE task_id = '{task}' AND kind = 'task.blocked'
+             ORDER BY id DESC LIMIT 1"
+        ));
+        assert!(reason.contains("limit of 300 tokens"), "{task}: {reason}");
+    }
+    for h in &hosts {
+        let (_, body) = h.daemon.as_ref().unwrap().get("/api/budgets").unwrap();
+        let list: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let line = list["budgets"]
+            .as_array()
+            .and_then(|b| b.iter().find(|l| l["budget"] == "project:p:day"))
+            .unwrap_or_else(|| panic!("no project:p:day in {list}"));
+        assert_eq!(
+            (&line["source"], &line["limit_tokens"], &line["used_tokens"]),
+            (
+                &serde_json::json!("override"),
+                &serde_json::json!(300),
+                &serde_json::json!(300)
+            ),
+            "{line}"
+        );
+    }
 }

@@ -387,23 +387,26 @@ pub fn load_overrides(path: &Path) -> Result<Vec<BudgetOverride>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let file: OverridesFile = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: {e}; fix or remove the file (it holds the budgets set with `moziplus budget set`)",
-            path.display()
-        )
-    })?;
+    parse_overrides(&text, &path.display().to_string()).map_err(|e| {
+        format!("{e}; fix or remove the file (it holds the budgets set with `moziplus budget set`)")
+    })
+}
+
+/// Reads overrides in the form of `budgets.json` (from `origin`, named in
+/// the errors).
+pub fn parse_overrides(text: &str, origin: &str) -> Result<Vec<BudgetOverride>, String> {
+    let file: OverridesFile = serde_json::from_str(text).map_err(|e| format!("{origin}: {e}"))?;
     file.overrides
         .into_iter()
         .enumerate()
         .map(|(i, o)| {
             let key = BudgetKey::parse(&o.budget)
-                .map_err(|e| format!("{}: overrides[{i}]: {e}", path.display()))?;
+                .map_err(|e| format!("{origin}: overrides[{i}]: {e}"))?;
             let limit = BudgetLimit {
                 tokens: o.tokens,
                 usd: o.usd,
             };
-            check_limit(&limit).map_err(|e| format!("{}: overrides[{i}]: {e}", path.display()))?;
+            check_limit(&limit).map_err(|e| format!("{origin}: overrides[{i}]: {e}"))?;
             Ok(BudgetOverride { key, limit })
         })
         .collect()
@@ -412,6 +415,16 @@ pub fn load_overrides(path: &Path) -> Result<Vec<BudgetOverride>, String> {
 /// Writes the overrides (0600, replaced atomically: a reader sees the old
 /// file or the new one).
 pub fn save_overrides(path: &Path, overrides: &[BudgetOverride]) -> std::io::Result<()> {
+    let mut text = overrides_json(overrides).map_err(std::io::Error::other)?;
+    text.push('\n');
+    let tmp = path.with_extension("json.tmp");
+    let _ = std::fs::remove_file(&tmp);
+    crate::home::write_private_file(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The overrides in the form of `budgets.json`.
+pub fn overrides_json(overrides: &[BudgetOverride]) -> Result<String, serde_json::Error> {
     let file = OverridesFile {
         overrides: overrides
             .iter()
@@ -422,12 +435,7 @@ pub fn save_overrides(path: &Path, overrides: &[BudgetOverride]) -> std::io::Res
             })
             .collect(),
     };
-    let mut text = serde_json::to_string_pretty(&file).map_err(std::io::Error::other)?;
-    text.push('\n');
-    let tmp = path.with_extension("json.tmp");
-    let _ = std::fs::remove_file(&tmp);
-    crate::home::write_private_file(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    serde_json::to_string_pretty(&file)
 }
 
 /// `overrides` with `key` set to `limit` (`None`: the override removed).

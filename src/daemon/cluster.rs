@@ -276,6 +276,12 @@ async fn beat_once(d: &Daemon, m: &Membership) {
     if let Err(e) = m.cluster.keep_slots(FLIGHT_SLOT, &[], FLIGHT_GRACE).await {
         tracing::warn!(error = %e, "cluster: cannot tidy this daemon's call places");
     }
+    // The run-time budgets another daemon changed.
+    if let Some(budgets) = d.budgets() {
+        if let Err(e) = budgets.adopt_shared_limits(&m.cluster).await {
+            tracing::warn!(error = %e, "cluster: cannot read the cluster's run-time budgets");
+        }
+    }
     // Budget holds whose release was lost (no call lasts this long).
     if let Err(e) = m.cluster.tidy_budget_holds(FLIGHT_GRACE).await {
         tracing::warn!(error = %e, "cluster: cannot tidy this daemon's budget holds");

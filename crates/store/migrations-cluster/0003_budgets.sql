@@ -39,3 +39,13 @@ CREATE TABLE budget_seeded (
     project TEXT PRIMARY KEY,
     at      BIGINT NOT NULL
 );
+
+-- The budgets changed at run time (`moziplus budget set|clear`), for every
+-- daemon: one row, the list as JSON (the form of `<home>/budgets.json`),
+-- and a version raised by each change. A reservation made with an older
+-- version is refused as stale, and its daemon reads the list again first.
+CREATE TABLE budget_limits (
+    one      BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+    version  BIGINT NOT NULL,
+    value    TEXT NOT NULL
+);

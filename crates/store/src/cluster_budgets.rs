@@ -31,6 +31,9 @@ pub struct BudgetWindow<'a> {
 pub enum BudgetAnswer {
     /// The worst case is held in every window.
     Held,
+    /// The limits asked with are not the cluster's: the budgets changed
+    /// at run time are at `version` now (read them, ask again).
+    Stale { version: i64 },
     /// The call would take window `index` (of those asked) past its
     /// limit in `unit` (`tokens` or `USD`): `used` is its spend plus what
     /// calls in flight hold.
@@ -61,6 +64,9 @@ impl Cluster {
     /// `alive`). One transaction under one lock of the cluster's budgets,
     /// so two daemons racing for the last of a budget are counted one
     /// after the other.
+    ///
+    /// `limits` is the version of the run-time budgets
+    /// ([`Cluster::budget_limits`]) the windows' limits were taken from.
     pub async fn reserve_budget(
         &self,
         hold: i64,
@@ -68,6 +74,7 @@ impl Cluster {
         tokens: i64,
         usd: f64,
         alive: Duration,
+        limits: i64,
     ) -> BbResult<BudgetAnswer> {
         let scopes: Vec<&str> = windows.iter().map(|w| w.scope).collect();
         let starts: Vec<i64> = windows.iter().map(|w| w.start).collect();
@@ -79,7 +86,8 @@ impl Cluster {
         // committed before the lock was granted.
         let rows = sqlx::query(&format!(
             "SELECT COALESCE(s.tokens, 0), COALESCE(s.usd, 0),
-                    COALESCE(h.tokens, 0)::BIGINT, COALESCE(h.usd, 0)
+                    COALESCE(h.tokens, 0)::BIGINT, COALESCE(h.usd, 0),
+                    (SELECT COALESCE(MAX(version), 0) FROM budget_limits)
              FROM unnest($1::TEXT[], $2::BIGINT[]) WITH ORDINALITY AS w(scope, start, i)
              LEFT JOIN budget_spend s ON s.scope = w.scope AND s.start = w.start
              LEFT JOIN LATERAL (
@@ -97,6 +105,11 @@ impl Cluster {
         .bind(alive.as_millis() as i64)
         .fetch_all(&mut *tx)
         .await?;
+        if let Some(version) = rows.first().map(|r| r.get::<i64, _>(4)) {
+            if version != limits {
+                return Ok(BudgetAnswer::Stale { version });
+            }
+        }
         for (index, (w, row)) in windows.iter().zip(&rows).enumerate() {
             let (spent_tokens, spent_usd): (i64, f64) = (row.get(0), row.get(1));
             let (held_tokens, held_usd): (i64, f64) = (row.get(2), row.get(3));
@@ -296,5 +309,40 @@ impl Cluster {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// The budgets changed at run time, for every daemon: (version, the
+    /// list as JSON); `None` before any daemon published them.
+    pub async fn budget_limits(&self) -> BbResult<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT version, value FROM budget_limits")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Changes the budgets of every daemon: `change` gets the list in force
+    /// (`None` before any was published) and returns the next one, under
+    /// a lock of the row, so two changes at once are made one after the
+    /// other. Returns the new version.
+    pub async fn change_budget_limits<F>(&self, change: F) -> BbResult<i64>
+    where
+        F: FnOnce(Option<&str>) -> String,
+    {
+        let mut tx = self.pool.begin().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT value FROM budget_limits FOR UPDATE")
+                .fetch_optional(&mut *tx)
+                .await?;
+        let next = change(current.as_deref());
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO budget_limits AS l (one, version, value) VALUES (TRUE, 1, $1)
+             ON CONFLICT (one) DO UPDATE SET version = l.version + 1, value = excluded.value
+             RETURNING version",
+        )
+        .bind(&next)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(version)
     }
 }

@@ -21,7 +21,7 @@
 //! its calls.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,8 +29,10 @@ use tokio::sync::mpsc;
 
 use crate::blackboard::cluster::{BudgetAnswer, BudgetWindow, Cluster};
 use crate::blackboard::usage::UsageLine;
-use crate::blackboard::{rfc3339, Actor, Blackboard, Clock, Millis, TaskStatus};
-use crate::config::budgets::{change_override, save_overrides, BudgetKey, BudgetOverride};
+use crate::blackboard::{rfc3339, Actor, BbResult, Blackboard, Clock, Millis, TaskStatus};
+use crate::config::budgets::{
+    change_override, overrides_json, parse_overrides, save_overrides, BudgetKey, BudgetOverride,
+};
 use crate::config::{BudgetLimit, BudgetsConfig};
 pub use crate::daemon::budget_book::SoftCrossing;
 use crate::daemon::budget_book::{crossing, Amount, BudgetBook, Payer, Refusal, Scope};
@@ -63,7 +65,13 @@ pub struct Budgets {
     next_hold: AtomicU64,
     /// The writer of spends and releases to the store, in order.
     writes: OnceLock<mpsc::UnboundedSender<SharedWrite>>,
+    /// The version of the cluster's run-time budgets in force here (-1:
+    /// not read yet).
+    limits_version: AtomicI64,
 }
+
+/// Where the cluster's run-time budgets are, in errors.
+const SHARED_LIMITS: &str = "the store's budgets (table moziplus.budget_limits)";
 
 /// Reservations held in the store carry this bit in their id (the book's
 /// own ids never reach it), so a release finds where its hold is.
@@ -115,6 +123,7 @@ impl Budgets {
             shared_seeded: Mutex::new(HashSet::new()),
             next_hold: AtomicU64::new(1),
             writes: OnceLock::new(),
+            limits_version: AtomicI64::new(-1),
         }
     }
 
@@ -203,10 +212,53 @@ impl Budgets {
         if tokio::time::timeout(FLUSH_WAIT, rx).await.is_err() {
             tracing::warn!("budgets: earlier calls' spends are still on their way to the store");
         }
+        if self.limits_version.load(Ordering::Acquire) < 0 {
+            if let Err(e) = self.adopt_shared_limits(cluster).await {
+                tracing::warn!(error = %e, "budgets: cannot read the cluster's run-time budgets");
+            }
+        }
+        let mut scopes = scopes;
+        // A change of the run-time budgets between the limits read here
+        // and the reservation: read them again and ask again.
+        for _ in 0..3 {
+            let version = self.limits_version.load(Ordering::Acquire);
+            match self
+                .try_reserve_shared(cluster, &scopes, worst, version)
+                .await
+            {
+                Ok(Some(answer)) => return answer,
+                Ok(None) => {
+                    if let Err(e) = self.adopt_shared_limits(cluster).await {
+                        tracing::warn!(error = %e, "budgets: cannot read the cluster's run-time budgets");
+                        break;
+                    }
+                    scopes = self.book.scopes(payer(a), self.book.now());
+                    if scopes.iter().all(|(_, l)| l.is_none()) {
+                        return Ok(None);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "budgets: the store's shared budgets are unreachable; this daemon's own count limits the call");
+                    break;
+                }
+            }
+        }
+        self.book.reserve(payer(a), worst)
+    }
+
+    /// One reservation in the store with the limits of `version`: `None`
+    /// when the cluster's run-time budgets are at another version.
+    async fn try_reserve_shared(
+        &self,
+        cluster: &Cluster,
+        scopes: &[(Scope, Option<BudgetLimit>)],
+        worst: Amount,
+        version: i64,
+    ) -> BbResult<Option<Result<Option<u64>, Refusal>>> {
         let keys: Vec<(String, Millis)> = scopes.iter().map(|(s, _)| s.key()).collect();
         let windows: Vec<BudgetWindow<'_>> = keys
             .iter()
-            .zip(&scopes)
+            .zip(scopes)
             .map(|((name, start), (_, limit))| BudgetWindow {
                 scope: name,
                 start: *start,
@@ -218,17 +270,18 @@ impl Budgets {
             .collect();
         let id = SHARED_HOLD | self.next_hold.fetch_add(1, Ordering::Relaxed);
         let tokens = i64::try_from(worst.tokens).unwrap_or(i64::MAX);
-        match cluster
-            .reserve_budget(id as i64, &windows, tokens, worst.usd, ALIVE)
-            .await
-        {
-            Ok(BudgetAnswer::Held) => Ok(Some(id)),
-            Ok(BudgetAnswer::Over {
+        let answer = cluster
+            .reserve_budget(id as i64, &windows, tokens, worst.usd, ALIVE, version)
+            .await?;
+        Ok(match answer {
+            BudgetAnswer::Held => Some(Ok(Some(id))),
+            BudgetAnswer::Stale { .. } => None,
+            BudgetAnswer::Over {
                 index,
                 unit,
                 used,
                 limit,
-            }) => Err(Refusal {
+            } => Some(Err(Refusal {
                 scope: scopes[index].0.clone(),
                 unit,
                 used,
@@ -238,12 +291,46 @@ impl Budgets {
                 } else {
                     worst.tokens as f64
                 },
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "budgets: the store's shared budgets are unreachable; this daemon's own count limits the call");
-                self.book.reserve(payer(a), worst)
+            })),
+        })
+    }
+
+    /// Takes the cluster's run-time budgets if they changed since last
+    /// read (a beat, a stale reservation, a list). A daemon that finds none
+    /// in the store publishes its own (`<home>/budgets.json`); once there,
+    /// the store's win over every host's file.
+    pub async fn adopt_shared_limits(&self, cluster: &Cluster) -> Result<(), String> {
+        let mut overrides = self.overrides.lock().await;
+        let stored = cluster.budget_limits().await.map_err(|e| e.to_string())?;
+        let (version, text) = match stored {
+            Some(v) => v,
+            None => {
+                let own = overrides_json(&overrides).map_err(|e| e.to_string())?;
+                cluster
+                    .change_budget_limits(|current| current.map_or(own, str::to_string))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                cluster
+                    .budget_limits()
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or_else(|| format!("{SHARED_LIMITS}: empty after it was written"))?
             }
+        };
+        if version == self.limits_version.load(Ordering::Acquire) {
+            return Ok(());
         }
+        let list = parse_overrides(&text, SHARED_LIMITS)?;
+        self.book.set_limits(self.base.with_overrides(&list));
+        if *overrides != list {
+            tracing::info!(
+                version,
+                "budgets: the cluster's run-time budgets are in force"
+            );
+        }
+        *overrides = list;
+        self.limits_version.store(version, Ordering::Release);
+        Ok(())
     }
 
     /// Takes the store's shared spend and holds of the windows in force
@@ -366,7 +453,9 @@ impl Budgets {
         key: &BudgetKey,
         limit: Option<BudgetLimit>,
     ) -> Result<Vec<String>, String> {
-        {
+        if let Some(m) = daemon.membership() {
+            self.change_shared(daemon, &m.cluster, key, limit).await?;
+        } else {
             let mut overrides = self.overrides.lock().await;
             let next = change_override(&overrides, key, limit);
             let path = daemon.home().budget_overrides_file();
@@ -382,8 +471,7 @@ impl Budgets {
                 ));
             }
             let config = self.base.with_overrides(&next);
-            // The shared spend of a cluster is booked with budgets or without.
-            if !self.book.enabled() && config.has_limits() && daemon.membership().is_none() {
+            if !self.book.enabled() && config.has_limits() {
                 // The book booked nothing while no budget was set: it is
                 // refilled from the ledgers.
                 let _guard = self.seeding.lock().await;
@@ -396,6 +484,54 @@ impl Budgets {
         }
         tracing::info!(budget = %key, tokens = ?limit.and_then(|l| l.tokens), usd = ?limit.and_then(|l| l.usd), "budget changed");
         Ok(self.unblock(daemon).await)
+    }
+
+    /// A change of the cluster's run-time budgets: made in the store (on
+    /// the list in force there), then here; the home's `budgets.json` gets
+    /// a copy.
+    async fn change_shared(
+        &self,
+        daemon: &Daemon,
+        cluster: &Cluster,
+        key: &BudgetKey,
+        limit: Option<BudgetLimit>,
+    ) -> Result<(), String> {
+        let mut overrides = self.overrides.lock().await;
+        let own = overrides.clone();
+        let mut next: Option<Vec<BudgetOverride>> = None;
+        let version = cluster
+            .change_budget_limits(|current| {
+                let list = match current.map(|t| parse_overrides(t, SHARED_LIMITS)) {
+                    Some(Ok(list)) => list,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "budgets: the store's run-time budgets do not parse; this daemon's replace them");
+                        own
+                    }
+                    None => own,
+                };
+                let list = change_override(&list, key, limit);
+                let text = overrides_json(&list).unwrap_or_else(|_| "{\"overrides\": []}".into());
+                next = Some(list);
+                text
+            })
+            .await
+            .map_err(|e| format!("cannot store the budget in {SHARED_LIMITS}: {e}"))?;
+        let next = next.unwrap_or_default();
+        self.book.set_limits(self.base.with_overrides(&next));
+        self.limits_version.store(version, Ordering::Release);
+        let path = daemon.home().budget_overrides_file();
+        let copy = next.clone();
+        match tokio::task::spawn_blocking(move || save_overrides(&path, &copy)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "budgets: cannot keep the home's copy of the run-time budgets")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "budgets: cannot keep the home's copy of the run-time budgets")
+            }
+        }
+        *overrides = next;
+        Ok(())
     }
 
     /// Moves every task blocked for budget whose refused call would now
@@ -459,6 +595,11 @@ impl Budgets {
     /// Every budget in force with its use (the book is filled from the
     /// ledgers of the open projects first).
     pub async fn list(&self, daemon: &Daemon) -> BudgetList {
+        if let Some(m) = daemon.membership() {
+            if let Err(e) = self.adopt_shared_limits(&m.cluster).await {
+                tracing::warn!(error = %e, "budgets: cannot read the cluster's run-time budgets");
+            }
+        }
         if self.book.enabled() {
             if daemon.membership().is_some() {
                 self.refresh_shared(daemon).await;
