@@ -384,3 +384,142 @@ fn shared_connections_keep_every_statement_in_its_own_project() {
         "{most} connections left open by a pool of 8"
     );
 }
+
+/// The budgets the cluster's daemons share (`moziplus.budget_*`), straight
+/// on the store: three daemons' handles (each its own pool) race 60
+/// reservations each for one window capped at 1,000 tokens, 10 tokens
+/// apiece: exactly 100 are held, whatever the interleaving. A gone
+/// daemon's holds stop counting; a spend adds up; a reservation made with
+/// limits of another version is refused as stale; a project's ledger is
+/// added once however many daemons ask at once.
+#[test]
+fn budget_reservations_across_daemons_never_pass_a_cap() {
+    use moziplus::blackboard::cluster::{Beat, BudgetAnswer, BudgetWindow, Cluster};
+    use std::time::Duration;
+    let Some(pg) = PgDatabase::create("budgets") else {
+        return;
+    };
+    let url = pg.url.clone();
+    const ALIVE: Duration = Duration::from_secs(10);
+    let window = |max: i64| BudgetWindow {
+        scope: "project-day:p",
+        start: 1000,
+        max_tokens: Some(max),
+        max_usd: None,
+    };
+    let pg = &pg;
+    block_on(async move {
+        let mut daemons = Vec::new();
+        for id in ["d1", "d2", "d3"] {
+            let c = Cluster::join(&url, id).await.expect("join");
+            c.beat(&Beat {
+                host: "h",
+                ..Default::default()
+            })
+            .await
+            .expect("beat");
+            daemons.push(c);
+        }
+        let mut set = tokio::task::JoinSet::new();
+        for (d, c) in daemons.iter().enumerate() {
+            for i in 0..60 {
+                let c = c.clone();
+                set.spawn(async move {
+                    let w = [window(1000)];
+                    let answer = c.reserve_budget(i, &w, 10, 0.0, ALIVE, 0).await;
+                    (d, answer.expect("reserve"))
+                });
+            }
+        }
+        let mut held = [0; 3];
+        let mut over = 0;
+        while let Some(r) = set.join_next().await {
+            match r.unwrap() {
+                (d, BudgetAnswer::Held) => held[d] += 1,
+                (_, BudgetAnswer::Over { unit, limit, .. }) => {
+                    assert_eq!((unit, limit), ("tokens", 1000.0));
+                    over += 1
+                }
+                (_, other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(held.iter().sum::<i32>(), 100, "held per daemon {held:?}");
+        assert_eq!(over, 80);
+        let uses = daemons[0].budget_use(0, ALIVE).await.unwrap();
+        assert_eq!(
+            (uses[0].spent_tokens, uses[0].held_tokens),
+            (0, 1000),
+            "{uses:?}"
+        );
+
+        // The third daemon stops without giving its holds back (a crash):
+        // they stop counting, and their room is anyone's.
+        let gone = held[2];
+        pg.psql("UPDATE moziplus.daemon SET stopped_at = 1 WHERE id = 'd3'");
+        let w = [window(1000)];
+        for i in 0..gone {
+            let answer = daemons[0]
+                .reserve_budget(1000 + i64::from(i), &w, 10, 0.0, ALIVE, 0)
+                .await
+                .unwrap();
+            assert_eq!(
+                answer,
+                BudgetAnswer::Held,
+                "room {i} of the gone daemon's {gone}"
+            );
+        }
+        assert!(matches!(
+            daemons[0]
+                .reserve_budget(2000, &w, 10, 0.0, ALIVE, 0)
+                .await
+                .unwrap(),
+            BudgetAnswer::Over { .. }
+        ));
+
+        // A call ends: its spend is booked, its hold released.
+        let spent = daemons[0]
+            .spend_budget(&[("project-day:p".to_string(), 1000)], 7, 0.5)
+            .await
+            .unwrap();
+        assert_eq!(spent, vec![(7, 0.5)]);
+        daemons[0].release_budget(0).await.unwrap();
+        let uses = daemons[0].budget_use(0, ALIVE).await.unwrap();
+        assert_eq!((uses[0].spent_tokens, uses[0].held_tokens), (7, 990));
+        // The soft threshold is marked once.
+        assert!(daemons[0].warn_budget("project-day:p", 1000).await.unwrap());
+        assert!(!daemons[1].warn_budget("project-day:p", 1000).await.unwrap());
+
+        // The run-time budgets changed: limits of version 0 are stale.
+        let v = daemons[1]
+            .change_budget_limits(|_| "{\"overrides\": []}".to_string())
+            .await
+            .unwrap();
+        assert_eq!(v, 1);
+        assert_eq!(
+            daemons[0]
+                .reserve_budget(3000, &w, 1, 0.0, ALIVE, 0)
+                .await
+                .unwrap(),
+            BudgetAnswer::Stale { version: 1 }
+        );
+
+        // Three daemons seeding one project at once: its ledger is added
+        // once.
+        let rows = vec![("project-day:q".to_string(), 1000, 40, 0.0)];
+        let mut set = tokio::task::JoinSet::new();
+        for c in &daemons {
+            let (c, rows) = (c.clone(), rows.clone());
+            set.spawn(async move { c.seed_budget("q", &rows).await.unwrap() });
+        }
+        let mut firsts = 0;
+        while let Some(first) = set.join_next().await {
+            firsts += usize::from(first.unwrap());
+        }
+        assert_eq!(firsts, 1);
+        assert!(daemons[2].budget_seeded("q").await.unwrap());
+    });
+    assert_eq!(
+        pg.psql("SELECT tokens FROM moziplus.budget_spend WHERE scope = 'project-day:q'"),
+        "40"
+    );
+}
