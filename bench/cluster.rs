@@ -10,7 +10,8 @@
 //!   (target ≥ 500/s);
 //! - **a tick over 100 projects × 1,000 tasks** (10 ready each, the rest
 //!   done, as `bench/tick.rs` on files): a real `ticker::tick` of a daemon
-//!   whose home's blackboards are on PostgreSQL (target < 50 ms).
+//!   whose home's blackboards are on PostgreSQL, after 60 ticks of warm-up
+//!   (target < 50 ms).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -178,8 +179,23 @@ fn tick_over_projects(rt: &tokio::runtime::Runtime, url: &str) {
             ),
         );
     }
+    // The statistics of a settled store (autovacuum's analyze of the bulk
+    // load would otherwise land mid-measure).
+    psql(url, "VACUUM ANALYZE");
     let d = Daemon::new(home, vec![]).unwrap();
     rt.block_on(d.projects().refresh(&d)).unwrap();
+    // The first ticks: each connection meets each project's probe and page
+    // once and plans them (8 connections x 100 projects); a daemon ticks
+    // every few seconds for hours, so the figure is the ticks after these.
+    let mut first = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        rt.block_on(ticker::tick(&d));
+        first.push(t.elapsed());
+    }
+    for _ in 0..40 {
+        rt.block_on(ticker::tick(&d));
+    }
     let mut xs = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
@@ -187,9 +203,10 @@ fn tick_over_projects(rt: &tokio::runtime::Runtime, url: &str) {
         xs.push(t.elapsed());
     }
     println!(
-        "tick over {PROJECTS} projects x {TASKS} tasks (10 ready each), PostgreSQL: median {:.1} ms, max {:.1} ms (target < 50 ms)",
+        "tick over {PROJECTS} projects x {TASKS} tasks (10 ready each), PostgreSQL: median {:.1} ms, max {:.1} ms (target < 50 ms); the first 20 ticks: median {:.1} ms",
         percentile(&mut xs, 0.5).as_secs_f64() * 1000.0,
-        percentile(&mut xs, 1.0).as_secs_f64() * 1000.0
+        percentile(&mut xs, 1.0).as_secs_f64() * 1000.0,
+        percentile(&mut first, 0.5).as_secs_f64() * 1000.0
     );
 }
 

@@ -12,7 +12,7 @@ use crate::error::{BbError, BbResult};
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The schema version this binary writes (the highest migration number).
-pub const LATEST_SCHEMA_VERSION: i64 = 9;
+pub const LATEST_SCHEMA_VERSION: i64 = 10;
 
 /// How to open a blackboard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

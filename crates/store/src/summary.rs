@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use sqlx::{FromRow, Row};
 
 use crate::board::Blackboard;
+use crate::db::Backend;
 use crate::error::BbResult;
 use crate::model::{BoardSummary, DependencyRef, Task, TaskDetail, TaskLine, TaskStatus};
 use crate::tasks::{fetch_task, task_from_row, TASK_COLUMNS};
@@ -164,8 +165,12 @@ impl Blackboard {
             long_waits,
             schedules,
             active_lessons,
-        ): (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(
-            "SELECT
+        ): (i64, i64, i64, i64, i64, i64, i64, i64, i64) = sqlx::query_as(match self.backend() {
+            // The same statement, as a function of the project's schema
+            // (migrations-pg/0010): its plan stays cached on a connection
+            // that serves other projects in between.
+            Backend::Postgres => "SELECT * FROM tick_probe(?1, ?2)",
+            Backend::Sqlite => "SELECT
                    CASE WHEN EXISTS (SELECT 1 FROM task WHERE status = 'working' AND lease_expires_at <= ?1)
                         THEN 1 ELSE 0 END,
                    CASE WHEN EXISTS (SELECT 1 FROM decision WHERE status = 'proposed' AND expires_at <= ?1)
@@ -179,7 +184,7 @@ impl Blackboard {
                         THEN 1 ELSE 0 END,
                    (SELECT COUNT(*) FROM schedule),
                    (SELECT COUNT(*) FROM experience WHERE status = 'active')",
-        )
+        })
         .bind(self.now())
         .bind(self.now() - 3_600_000)
         .fetch_one(&self.pool)
@@ -364,15 +369,21 @@ impl Blackboard {
     /// after the first `skip` (a tick reads the next page when the first
     /// page's tasks could not start).
     pub async fn ready_tasks(&self, limit: i64, skip: i64) -> BbResult<Vec<Task>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {TASK_COLUMNS} FROM task t WHERE {READY_CONDITION}
-             ORDER BY t.priority, t.seq LIMIT ?2 OFFSET ?3"
-        ))
-        .bind(self.now())
-        .bind(limit)
-        .bind(skip)
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = match self.backend() {
+            // The same statement as a function of the project's schema
+            // (migrations-pg/0010), as the probe.
+            Backend::Postgres => "SELECT * FROM ready_tasks(?1, ?2, ?3)".to_string(),
+            Backend::Sqlite => format!(
+                "SELECT {TASK_COLUMNS} FROM task t WHERE {READY_CONDITION}
+                 ORDER BY t.priority, t.seq LIMIT ?2 OFFSET ?3"
+            ),
+        };
+        let rows = sqlx::query(&sql)
+            .bind(self.now())
+            .bind(limit)
+            .bind(skip)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(task_from_row).collect()
     }
 
