@@ -5,6 +5,9 @@
 //!
 //! - **limiter grant**: one `Cluster::grant` (the shared NVIDIA lane's GCRA
 //!   row), round trip, 2,000 times: median and p99 (target p99 < 2 ms);
+//! - **budget reservation**: one call's worst case reserved in five budget
+//!   windows of the store (`Cluster::reserve_budget`), then its spend and
+//!   release, 2,000 times: median and p99 (target p99 < 5 ms);
 //! - **claims per second, 3 daemons**: three handles on one project (each
 //!   its own pool, as three daemons have), claiming 3,000 tasks at once
 //!   (target ≥ 500/s);
@@ -85,6 +88,59 @@ async fn limiter_grant(url: &str) {
         "limiter grant round trip: median {:.3} ms, p99 {:.3} ms (target p99 < 2 ms)",
         percentile(&mut xs, 0.5).as_secs_f64() * 1000.0,
         percentile(&mut xs, 0.99).as_secs_f64() * 1000.0
+    );
+}
+
+/// One call's budget in the store shared by the daemons: its worst case
+/// reserved in five windows (`Cluster::reserve_budget`), then its spend
+/// booked and its hold released, as `gateway_hooks::budgets` does per LLM
+/// call; 2,000 calls one after another.
+async fn budget_reservation(url: &str) {
+    use moziplus::blackboard::cluster::{Beat, BudgetAnswer, BudgetWindow};
+    let cluster = Cluster::join(url, "bench-budget").await.expect("join");
+    cluster
+        .beat(&Beat {
+            host: "bench",
+            ..Default::default()
+        })
+        .await
+        .expect("beat");
+    let names = [
+        ("task:p/T-0001", 0),
+        ("agent-day:w", 1),
+        ("project-day:p", 1),
+        ("project-month:p", 1),
+        ("home-day", 1),
+    ];
+    let windows: Vec<BudgetWindow<'_>> = names
+        .iter()
+        .map(|(scope, start)| BudgetWindow {
+            scope,
+            start: *start,
+            max_tokens: Some(i64::MAX / 2),
+            max_usd: None,
+        })
+        .collect();
+    let keys: Vec<(String, i64)> = names.iter().map(|(s, t)| (s.to_string(), *t)).collect();
+    let (mut reserve, mut settle) = (Vec::with_capacity(2000), Vec::with_capacity(2000));
+    for i in 0..2000 {
+        let t = Instant::now();
+        let answer = cluster
+            .reserve_budget(i, &windows, 1500, 0.0, Duration::from_secs(10), 0)
+            .await
+            .expect("reserve");
+        reserve.push(t.elapsed());
+        assert_eq!(answer, BudgetAnswer::Held);
+        let t = Instant::now();
+        cluster.spend_budget(&keys, 1200, 0.0).await.expect("spend");
+        cluster.release_budget(i).await.expect("release");
+        settle.push(t.elapsed());
+    }
+    println!(
+        "budget reservation in the store (5 windows): median {:.3} ms, p99 {:.3} ms (target p99 < 5 ms); spend + release: median {:.3} ms",
+        percentile(&mut reserve, 0.5).as_secs_f64() * 1000.0,
+        percentile(&mut reserve, 0.99).as_secs_f64() * 1000.0,
+        percentile(&mut settle, 0.5).as_secs_f64() * 1000.0
     );
 }
 
@@ -225,6 +281,7 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         limiter_grant(&url).await;
+        budget_reservation(&url).await;
         claims_per_second(&url).await;
     });
     tick_over_projects(&rt, &url);
