@@ -57,7 +57,14 @@ impl Host {
     }
 
     fn start(&mut self, url: &str) {
-        self.daemon = Some(Daemon::start_env(&self.home, &[("MOZI_STORE__URL", url)]));
+        self.start_with(url, &[]);
+    }
+
+    /// Started with more environment (the provider keys' variables).
+    fn start_with(&mut self, url: &str, env: &[(&str, &str)]) {
+        let mut all = vec![("MOZI_STORE__URL", url)];
+        all.extend_from_slice(env);
+        self.daemon = Some(Daemon::start_env(&self.home, &all));
     }
 
     fn pid(&self) -> Option<i32> {
@@ -436,6 +443,77 @@ fn three_daemons_share_one_nvidia_lane() {
         (39..=41).contains(&hits),
         "{hits} calls reached the provider in the first minute"
     );
+}
+
+/// A key's own rate holds across daemons, whatever each host calls it: one
+/// daemon has a pool of one key (`NV_A`), the other a pool of three
+/// (`NV_B1` to `NV_B3`) whose first is the same key under another name and
+/// whose others have spent their daily quota (the fake provider, standing
+/// in for NVIDIA, answers 429 saying so). Each key may
+/// send 120 calls a minute; the pools' shared rate alone would let the two
+/// daemons send more than that through the one key both still have. 40
+/// calls at once through each daemon: in the first 20 s the shared key
+/// sent at most 41 (its rate plus its burst of one); with the pools' rate
+/// alone it sent 45.
+#[test]
+fn a_key_shared_by_two_daemons_keeps_its_own_rate() {
+    let Some(db) = PgDatabase::create("cluster_key") else {
+        return;
+    };
+    let url = db.url.clone();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt.block_on(FakeUpstream::start());
+    let lane = |keys: &str| {
+        format!(
+            "daemon:\n  tick_interval: 1\ngateway:\n  limiter: {{ rate_per_minute: 120, capacity: 1 }}\n  queue: {{ request_timeout: 120 }}\n  providers:\n    - name: nvidia\n      base_url: {}\n      limited: true\n{keys}",
+            fake.base_url
+        )
+    };
+    fake.state
+        .spent_keys
+        .lock()
+        .unwrap()
+        .extend(["k-spent".to_string(), "k-spent-2".to_string()]);
+    let mut one = Host::with_defaults(&url, &lane("      api_key_env: NV_A\n"));
+    let mut two = Host::with_defaults(&url, &lane("      api_key_envs: [NV_B1, NV_B2, NV_B3]\n"));
+    one.start_with(&url, &[("NV_A", "k-one")]);
+    two.start_with(
+        &url,
+        &[
+            ("NV_B1", "k-one"),
+            ("NV_B2", "k-spent"),
+            ("NV_B3", "k-spent-2"),
+        ],
+    );
+    let ports = [
+        one.daemon.as_ref().unwrap().port,
+        two.daemon.as_ref().unwrap().port,
+    ];
+    let started = Instant::now();
+    rt.block_on(async {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(20).saturating_sub(started.elapsed()),
+            calls_at_once(&ports, 80, "nvidia/echo"),
+        )
+        .await;
+    });
+    let by_key = |key: &str| {
+        fake.state
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.authorization.as_deref() == Some(&format!("Bearer {key}")))
+            .count()
+    };
+    let (shared, spent) = (by_key("k-one"), by_key("k-spent") + by_key("k-spent-2"));
+    eprintln!("in the first 20 s: k-one {shared}, the spent keys {spent} (refused)");
+    assert!(shared <= 41, "the shared key sent {shared} calls in 20 s");
+    assert!(
+        shared >= 30,
+        "the shared key sent only {shared} calls in 20 s"
+    );
+    assert!(spent >= 2, "the spent keys were not tried: {spent}");
 }
 
 /// The lane's in-flight limit holds across daemons: three daemons, each

@@ -61,6 +61,9 @@ pub struct FakeState {
     pub seen: Mutex<Vec<Seen>>,
     pub per_model: Mutex<HashMap<String, usize>>,
     pub force_status: Mutex<Option<u16>>,
+    /// Keys whose daily quota is spent: every call with one (`Bearer
+    /// <key>`) gets a 429 saying so, as NVIDIA answers.
+    pub spent_keys: Mutex<Vec<String>>,
     pub limit_per_minute: Mutex<Option<usize>>,
     window: Mutex<VecDeque<Instant>>,
     pub in_flight: AtomicUsize,
@@ -218,6 +221,14 @@ async fn chat(State(state): State<Arc<FakeState>>, headers: HeaderMap, body: Byt
     let guard = InFlight::enter(&state);
     if let Some(status) = *state.force_status.lock().unwrap() {
         return error(status, "forced outage");
+    }
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if state.spent_keys.lock().unwrap().iter().any(|k| k == bearer) {
+        return error(429, "daily quota exceeded for this key");
     }
     if let Some(wait) = over_limit(&state) {
         let mut resp = error(429, "fake upstream per-minute limit");

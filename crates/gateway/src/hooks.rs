@@ -195,8 +195,11 @@ pub trait GatewayHooks: Send + Sync + 'static {
     /// (one store, several hosts): asked after the lane granted a call,
     /// before it is sent. `Ok(Duration::ZERO)` sends it; `Ok(wait)` asks
     /// again after `wait` (another daemon took the cluster's token); the
-    /// default (one daemon) always sends. `rate_per_minute` and `burst` are
-    /// the lane's own, for all its keys.
+    /// default (one daemon) always sends. Asked twice per call: `provider`
+    /// itself, with the rate and burst of all the lane's keys together,
+    /// then `<provider>#<key fingerprint>` with one key's own
+    /// ([`crate::lane::key_fingerprint`]), so a key two daemons both send
+    /// with keeps its own rate.
     fn shared_grant(
         &self,
         _provider: &str,

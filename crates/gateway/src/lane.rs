@@ -72,6 +72,22 @@ pub struct LaneSettings {
     /// Names of the pool's keys (their environment variables), at least
     /// one; an empty list is a pool of one unnamed key.
     pub keys: Vec<String>,
+    /// Each key's fingerprint (in the order of `keys`; [`key_fingerprint`]
+    /// of its value): the name of its own rate row when several daemons
+    /// share the lane, the same on every host whatever the variable is
+    /// called there. Missing ones fall back to the key's name.
+    pub key_ids: Vec<String>,
+}
+
+/// A key's fingerprint: the first 16 hex digits of its value's SHA-256
+/// (the value itself never leaves the process).
+pub fn key_fingerprint(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(secret.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl LaneSettings {
@@ -86,6 +102,7 @@ impl LaneSettings {
             answer_time_prior: secs(config.queue.answer_time_prior),
             policy: config.queue.full_policy,
             keys,
+            key_ids: Vec::new(),
         }
     }
 }
@@ -385,6 +402,9 @@ struct LaneInner {
     /// The whole pool's rate and burst (every key's), for the share a
     /// cluster's daemons hold together ([`RateLane::shared_terms`]).
     shared: (f64, u32),
+    /// Each key's rate and burst, and its row's name among a cluster's
+    /// shared rates (`<provider>#<fingerprint>`), by key index.
+    key_rows: (f64, u32, Vec<String>),
     state: Mutex<LaneState>,
     notify: Arc<Notify>,
     next_id: AtomicU64,
@@ -559,6 +579,18 @@ impl RateLane {
             settings.keys.clone()
         };
         let pool = names.len() as f64;
+        let key_rows = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let id = settings
+                    .key_ids
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| name.clone());
+                format!("{provider}#{id}")
+            })
+            .collect();
         let keys = names
             .into_iter()
             .map(|name| KeyState {
@@ -574,6 +606,11 @@ impl RateLane {
             shared: (
                 settings.limiter.rate_per_minute * pool,
                 (settings.limiter.capacity * pool).round().max(1.0) as u32,
+            ),
+            key_rows: (
+                settings.limiter.rate_per_minute,
+                settings.limiter.capacity.round().max(1.0) as u32,
+                key_rows,
             ),
             state: Mutex::new(LaneState {
                 keys,
@@ -636,18 +673,31 @@ impl RateLane {
                 }
             }
         }
+        // Then the rate of the whole pool, and the rate of the key this
+        // permit sends with: a key has its own limit at the provider, and
+        // another daemon may be sending with it too.
         let (rate, burst) = self.inner.shared;
-        loop {
-            let w = hooks.shared_grant(&self.inner.provider, rate, burst).await;
-            if w.is_zero() {
-                return Ok(permit);
+        let (key_rate, key_burst, rows) = &self.inner.key_rows;
+        let key_row = rows.get(permit.key).cloned();
+        let pool_row = self.inner.provider.clone();
+        for (row, rate, burst) in [
+            (Some(pool_row), rate, burst),
+            (key_row, *key_rate, *key_burst),
+        ] {
+            let Some(row) = row else { continue };
+            loop {
+                let w = hooks.shared_grant(&row, rate, burst).await;
+                if w.is_zero() {
+                    break;
+                }
+                if Instant::now() + w > deadline {
+                    drop(permit);
+                    return Err(Admission::TimedOut { retry_after: w });
+                }
+                tokio::time::sleep(w).await;
             }
-            if Instant::now() + w > deadline {
-                drop(permit);
-                return Err(Admission::TimedOut { retry_after: w });
-            }
-            tokio::time::sleep(w).await;
         }
+        Ok(permit)
     }
 
     /// Wait up to `wait` for a token and a slot, served strictly by priority

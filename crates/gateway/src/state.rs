@@ -178,7 +178,17 @@ impl Gateway {
                 .collect();
             let lane = p.limited.then(|| {
                 let names = keys.iter().map(|k| k.env.clone()).collect();
-                RateLane::new(&p.name, LaneSettings::from_config(&config, names))
+                let mut settings = LaneSettings::from_config(&config, names);
+                settings.key_ids = keys
+                    .iter()
+                    .map(|k| {
+                        k.secret.as_ref().map_or_else(
+                            || format!("env:{}", k.env),
+                            |s| crate::lane::key_fingerprint(s.expose()),
+                        )
+                    })
+                    .collect();
+                RateLane::new(&p.name, settings)
             });
             providers.push(ProviderRuntime {
                 cfg: p.clone(),
