@@ -644,6 +644,65 @@ fn a_postgresql_restart_in_the_middle_of_a_run_loses_nothing() {
     });
 }
 
+/// PostgreSQL stops for longer than a daemon's liveness window (10 s)
+/// while one of two daemons runs a task, then comes back: every daemon's
+/// last beat is then old, but no daemon judges another gone before it has
+/// itself beaten for a whole window again, so the run is kept (not given
+/// back and started a second time beside the first) and its `bb done`
+/// lands: one session, succeeded.
+#[test]
+fn a_store_outage_longer_than_the_liveness_window_gives_back_no_run() {
+    let Some(server) = PrivateServer::start() else {
+        return;
+    };
+    let url = server.url.clone();
+    let agents = "agents:
+  - id: w
+    runtime: command
+    command: [\"sh\", \"-c\", \"sleep 25; moziplus bb done --agent w\"]
+";
+    let mut hosts: Vec<Host> = (0..2).map(|_| Host::with(&url, DEFAULTS, agents)).collect();
+    let env = [("MOZI_STORE__URL", url.as_str())];
+    let created = hosts[0].home.run_env(
+        &[
+            "bb",
+            "--project",
+            "p",
+            "create",
+            "--title",
+            "through an outage",
+        ],
+        &env,
+    );
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    let task = created.stdout.trim().to_string();
+    hosts[0].start(&url);
+    std::thread::sleep(Duration::from_secs(3));
+    hosts[1].start(&url);
+    let read = |h: &Host| {
+        h.home
+            .run_env(&["bb", "--project", "p", "read", &task, "--json"], &env)
+            .json()
+    };
+    wait_for(Duration::from_secs(20), "the run to start", || {
+        read(&hosts[0])["status"] == "working"
+    });
+    server.stop();
+    std::thread::sleep(Duration::from_secs(14));
+    server.start_again();
+    wait_for(Duration::from_secs(90), "the task to be done", || {
+        read(&hosts[0])["status"] == "done"
+    });
+    let detail = read(&hosts[0]);
+    let sessions = detail["sessions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(
+        sessions.len(),
+        1,
+        "one run, kept through the outage: {detail}"
+    );
+    assert_eq!(sessions[0]["outcome"], "succeeded", "{detail}");
+}
+
 /// An agent that makes LLM calls through its daemon's gateway with its run
 /// key, half a second apart, until one is refused; then it waits (its
 /// daemon ends it).

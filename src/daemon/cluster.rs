@@ -100,6 +100,33 @@ fn run_key(project: &str, task: &str, agent: &str) -> String {
     format!("{project}/{task}/{agent}")
 }
 
+/// Whether this daemon may judge other daemons gone: only after its own
+/// beats have been written without a break for a whole liveness window
+/// and a beat ([`ALIVE`] + [`BEAT`]). After the store was unreachable,
+/// every daemon's last beat is old at once; the others get that window to
+/// beat again before their runs are given back as lost (a run given back
+/// while its process still works would be run a second time beside it).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Steadiness {
+    since: Option<tokio::time::Instant>,
+}
+
+impl Steadiness {
+    /// A beat was written (`ok`) or not, at `now`.
+    pub fn record(&mut self, ok: bool, now: tokio::time::Instant) {
+        match (ok, self.since) {
+            (true, None) => self.since = Some(now),
+            (true, Some(_)) => {}
+            (false, _) => self.since = None,
+        }
+    }
+
+    pub fn may_judge_others(&self, now: tokio::time::Instant) -> bool {
+        self.since
+            .is_some_and(|t| now.duration_since(t) >= ALIVE + BEAT)
+    }
+}
+
 /// Who does the cluster's singleton duties, as this daemon sees it now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Leadership {
@@ -127,6 +154,8 @@ pub struct Membership {
     /// Why the last beat failed (the store unreachable), `None` after a
     /// beat that was written.
     failed: std::sync::Mutex<Option<String>>,
+    /// Since when this daemon's beats have been written without a break.
+    steady: std::sync::Mutex<Steadiness>,
     /// The cluster's daemons as of the last beat (status, dashboard).
     seen: std::sync::Mutex<Vec<crate::blackboard::cluster::DaemonSeen>>,
 }
@@ -155,6 +184,7 @@ pub async fn join(d: &Daemon) -> Result<Option<Membership>, String> {
         host,
         epoch: AtomicI64::new(0),
         failed: std::sync::Mutex::new(None),
+        steady: std::sync::Mutex::new(Steadiness::default()),
         seen: std::sync::Mutex::new(Vec::new()),
     };
     beat_once(d, &m).await;
@@ -224,6 +254,14 @@ impl Membership {
         }
     }
 
+    /// Whether this daemon's view of the others is to be trusted for
+    /// giving back their runs ([`Steadiness`]).
+    pub fn may_judge_others(&self) -> bool {
+        self.steady
+            .locked()
+            .may_judge_others(tokio::time::Instant::now())
+    }
+
     /// The cluster's daemons as of the last beat, alive ones first.
     pub fn daemons(&self) -> Vec<crate::blackboard::cluster::DaemonSeen> {
         self.seen.locked().clone()
@@ -286,6 +324,9 @@ async fn beat_once(d: &Daemon, m: &Membership) {
     if let Err(e) = m.cluster.tidy_budget_holds(FLIGHT_GRACE).await {
         tracing::warn!(error = %e, "cluster: cannot tidy this daemon's budget holds");
     }
+    m.steady
+        .locked()
+        .record(beat.is_ok(), tokio::time::Instant::now());
     *m.failed.locked() = beat.err().map(|e| e.to_string());
     let was = m.epoch.load(Ordering::Acquire);
     let now = match m.cluster.lead(LEASE).await {
@@ -363,5 +404,37 @@ pub async fn listen(d: Daemon) {
                 _ = stop.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A daemon judges others gone only after a whole window of its own
+    /// beats: not right after it joined, not right after the store came
+    /// back, and not while its beats fail.
+    #[tokio::test(start_paused = true)]
+    async fn others_are_judged_only_after_a_window_of_steady_beats() {
+        let mut s = Steadiness::default();
+        let t0 = tokio::time::Instant::now();
+        assert!(!s.may_judge_others(t0), "before any beat");
+        s.record(true, t0);
+        assert!(!s.may_judge_others(t0 + ALIVE), "one window after joining");
+        s.record(true, t0 + BEAT);
+        assert!(s.may_judge_others(t0 + ALIVE + BEAT));
+        // The store goes away, and comes back 14 s later.
+        let down = t0 + Duration::from_secs(30);
+        s.record(false, down);
+        assert!(!s.may_judge_others(down + BEAT), "while beats fail");
+        let back = down + Duration::from_secs(14);
+        s.record(true, back);
+        assert!(
+            !s.may_judge_others(back + BEAT),
+            "right after the store came back every other daemon looks gone"
+        );
+        s.record(true, back + BEAT);
+        assert!(!s.may_judge_others(back + ALIVE));
+        assert!(s.may_judge_others(back + ALIVE + BEAT));
     }
 }

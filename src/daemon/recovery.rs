@@ -35,7 +35,7 @@ pub async fn recover(d: &Daemon) {
         let bb = service.blackboard().clone();
         // In a store's cluster only the sessions of daemons that are gone
         // (and of none) are left over; the others are live daemons' runs.
-        let sessions = match left_sessions(d, &bb).await {
+        let sessions = match left_sessions(d, &bb, true).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(project = %slot.id, error = %e, "recovery: cannot list sessions");
@@ -153,13 +153,48 @@ async fn give_back_stranded_claims(d: &Daemon, service: &ProjectService, min_age
 
 /// The running sessions a starting daemon ends: all of them on files (one
 /// daemon per home); in a store's cluster, those of daemons no longer seen.
+/// A daemon judges others by their beats only once its own have been
+/// steady for a window (`Membership::may_judge_others`); before that, a
+/// starting daemon (`at_start`) still ends the sessions of daemons of its
+/// own host whose process is gone, which it knows for certain.
 async fn left_sessions(
     d: &Daemon,
     bb: &crate::blackboard::Blackboard,
+    at_start: bool,
 ) -> crate::blackboard::BbResult<Vec<crate::blackboard::Session>> {
     match d.membership() {
         None => bb.running_sessions().await,
         Some(m) => {
+            if !m.may_judge_others() {
+                // Just joined, or the store just came back: the others
+                // have not had a window to beat yet.
+                if !at_start {
+                    return Ok(Vec::new());
+                }
+                // Every daemon of the view counts as alive but those of
+                // this host whose process is gone.
+                let host = format!("{}:", m.host);
+                let certainly_dead = |id: &str| {
+                    id != m.cluster.id()
+                        && id
+                            .strip_prefix(&host)
+                            .and_then(|rest| rest.split(':').next())
+                            .and_then(|p| p.parse::<u32>().ok())
+                            .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+                };
+                let seen = m.daemons();
+                if !seen.iter().any(|x| x.id == m.cluster.id()) {
+                    // No view of the cluster at all: judge nobody.
+                    return Ok(Vec::new());
+                }
+                let keep: Vec<String> = seen
+                    .into_iter()
+                    .map(|x| x.id)
+                    .filter(|id| !certainly_dead(id))
+                    .chain(std::iter::once(m.cluster.id().to_string()))
+                    .collect();
+                return bb.running_sessions_not_of(&keep).await;
+            }
             // As of this daemon's last beat (joining beats once): no
             // query of the cluster per project and tick.
             let alive: Vec<String> = m
@@ -186,7 +221,7 @@ async fn left_sessions(
 pub async fn give_back_runs_of_gone_daemons(d: &Daemon, service: &ProjectService) {
     let Some(m) = d.membership() else { return };
     let bb = service.blackboard();
-    let gone = match left_sessions(d, bb).await {
+    let gone = match left_sessions(d, bb, false).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(project = bb.project(), error = %e, "cluster: cannot list the runs of gone daemons");
