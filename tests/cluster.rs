@@ -703,6 +703,51 @@ fn a_store_outage_longer_than_the_liveness_window_gives_back_no_run() {
     assert_eq!(sessions[0]["outcome"], "succeeded", "{detail}");
 }
 
+/// A daemon whose run's session another daemon ended (the leader judged
+/// it gone: its beats had not reached the store for a liveness window)
+/// stops that run's process at its next beat: the task went back and may
+/// be running elsewhere already. The session is ended here in the store
+/// as the leader's give-back writes it.
+#[test]
+fn a_run_whose_session_another_daemon_ended_is_stopped() {
+    let Some(db) = PgDatabase::create("cluster_ended") else {
+        return;
+    };
+    let url = db.url.clone();
+    let agents = "agents:
+  - id: w
+    runtime: command
+    command: [\"sh\", \"-c\", \"sleep 120; moziplus bb done --agent w\"]
+";
+    let mut host = Host::with(&url, DEFAULTS, agents);
+    let created = host.home.run_env(
+        &[
+            "bb",
+            "--project",
+            "p",
+            "create",
+            "--title",
+            "ended elsewhere",
+        ],
+        &[("MOZI_STORE__URL", &url)],
+    );
+    assert_eq!(created.code, 0, "{}", created.stderr);
+    host.start(&url);
+    wait_for(Duration::from_secs(20), "the run's process", || {
+        !agent_processes(host.home.path()).is_empty()
+            && db.psql("SELECT COUNT(*) FROM p_p.session WHERE ended_at IS NULL") == "1"
+    });
+    // Older than a beat: the daemon asks about runs past their start.
+    std::thread::sleep(Duration::from_secs(3));
+    db.psql(
+        "UPDATE p_p.session SET ended_at = CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT),
+                outcome = 'lost' WHERE ended_at IS NULL",
+    );
+    wait_for(Duration::from_secs(10), "the run's process stopped", || {
+        agent_processes(host.home.path()).is_empty()
+    });
+}
+
 /// An agent that makes LLM calls through its daemon's gateway with its run
 /// key, half a second apart, until one is refused; then it waits (its
 /// daemon ends it).

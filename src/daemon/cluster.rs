@@ -327,6 +327,9 @@ async fn beat_once(d: &Daemon, m: &Membership) {
     m.steady
         .locked()
         .record(beat.is_ok(), tokio::time::Instant::now());
+    if beat.is_ok() {
+        stop_runs_ended_elsewhere(d).await;
+    }
     *m.failed.locked() = beat.err().map(|e| e.to_string());
     let was = m.epoch.load(Ordering::Acquire);
     let now = match m.cluster.lead(LEASE).await {
@@ -351,6 +354,40 @@ async fn beat_once(d: &Daemon, m: &Membership) {
             d.wake();
         } else {
             tracing::info!(daemon = m.cluster.id(), "cluster: another daemon leads");
+        }
+    }
+}
+
+/// Stops this daemon's runs whose sessions another daemon ended (the
+/// leader judged this daemon gone: its beats did not reach the store for a
+/// liveness window) — their tasks went back and may be running elsewhere
+/// already, and their `bb done` would be refused. Each run's process group
+/// gets SIGTERM; the supervisor books the end as for any run.
+async fn stop_runs_ended_elsewhere(d: &Daemon) {
+    let now = crate::blackboard::Clock::now_ms(&crate::blackboard::SystemClock);
+    for r in d.runs() {
+        // A run's own end is booked by its supervisor a moment before it
+        // leaves the list: only runs older than a beat are asked about.
+        if r.started_at_ms > now - BEAT.as_millis() as i64 {
+            continue;
+        }
+        let Some(bb) = d.projects().get(&r.project).and_then(|s| s.bb) else {
+            continue;
+        };
+        let ended = match bb.session(&r.session_id).await {
+            Ok(s) => s.ended_at.is_some(),
+            Err(e) => {
+                tracing::debug!(session = %r.session_id, error = %e, "cluster: cannot read a run's session");
+                false
+            }
+        };
+        if ended && crate::daemon::process::signal_group(r.pid, nix::sys::signal::Signal::SIGTERM) {
+            tracing::warn!(
+                project = %r.project,
+                task = %r.task_id,
+                session = %r.session_id,
+                "cluster: another daemon ended this run's session (this daemon was judged gone); its process is stopped"
+            );
         }
     }
 }
