@@ -68,6 +68,9 @@ pub struct Budgets {
     /// The version of the cluster's run-time budgets in force here (-1:
     /// not read yet).
     limits_version: AtomicI64,
+    /// The writer is retrying a spend the store refused: reservations do
+    /// not wait for its queue (the store is unreachable anyway).
+    writer_retrying: AtomicBool,
 }
 
 /// Where the cluster's run-time budgets are, in errors.
@@ -124,6 +127,7 @@ impl Budgets {
             next_hold: AtomicU64::new(1),
             writes: OnceLock::new(),
             limits_version: AtomicI64::new(-1),
+            writer_retrying: AtomicBool::new(false),
         }
     }
 
@@ -207,10 +211,14 @@ impl Budgets {
         // This daemon's calls that ended before this one was asked are
         // booked and released first: a run's next call must not find its
         // last call's hold still there (nor miss its spend).
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.send(SharedWrite::Flush(tx));
-        if tokio::time::timeout(FLUSH_WAIT, rx).await.is_err() {
-            tracing::warn!("budgets: earlier calls' spends are still on their way to the store");
+        if !self.writer_retrying.load(Ordering::Acquire) {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            self.send(SharedWrite::Flush(tx));
+            if tokio::time::timeout(FLUSH_WAIT, rx).await.is_err() {
+                tracing::warn!(
+                    "budgets: earlier calls' spends are still on their way to the store"
+                );
+            }
         }
         if self.limits_version.load(Ordering::Acquire) < 0 {
             if let Err(e) = self.adopt_shared_limits(cluster).await {
@@ -673,14 +681,22 @@ async fn shared_writes(
                 let _ = done.send(());
             }
             SharedWrite::Release(id) => {
-                if let Err(e) = m.cluster.release_budget(id as i64).await {
+                let released = m.cluster.release_budget(id as i64).await;
+                budgets
+                    .writer_retrying
+                    .store(released.is_err(), Ordering::Release);
+                if let Err(e) = released {
                     tracing::warn!(error = %e, "budgets: cannot release a call's reservation in the store; a later beat drops it");
                 }
             }
             SharedWrite::Spend(a, used) => {
                 let deadline = tokio::time::Instant::now() + SPEND_RETRY;
                 loop {
-                    match spend_shared(&daemon, &budgets, &m.cluster, &a, used).await {
+                    let done = spend_shared(&daemon, &budgets, &m.cluster, &a, used).await;
+                    budgets
+                        .writer_retrying
+                        .store(done.is_err(), Ordering::Release);
+                    match done {
                         Ok(()) => break,
                         Err(e) if tokio::time::Instant::now() < deadline => {
                             tracing::warn!(error = %e, "budgets: cannot book a call's spend in the store; trying again");
