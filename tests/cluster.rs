@@ -748,28 +748,6 @@ fn a_run_whose_session_another_daemon_ended_is_stopped() {
     });
 }
 
-/// An agent that makes LLM calls through its daemon's gateway with its run
-/// key, half a second apart, until one is refused; then it waits (its
-/// daemon ends it).
-const SPENDER: &str = r#"#!/usr/bin/env python3
-import json, os, sys, time, urllib.error, urllib.request
-base = os.environ["OPENAI_BASE_URL"].rstrip("/")
-for i in range(60):
-    req = urllib.request.Request(
-        base + "/chat/completions",
-        data=json.dumps({"model": "fake/echo", "max_tokens": 10,
-                         "messages": [{"role": "user", "content": "hi"}]}).encode(),
-        headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"},
-    )
-    try:
-        urllib.request.urlopen(req, timeout=30).read()
-    except urllib.error.HTTPError as e:
-        print(f"call {i}: HTTP {e.code} {e.read().decode()}", file=sys.stderr, flush=True)
-        break
-    time.sleep(0.5)
-time.sleep(120)
-"#;
-
 /// A budget holds over every daemon together: two daemons, each with an
 /// agent of its own that spends through its own daemon's gateway (15
 /// tokens reserved and used per call, to a fake provider standing in for
@@ -799,7 +777,7 @@ fn a_projects_budget_holds_across_daemons() {
         .iter()
         .map(|agent| {
             let host = Host::with(&url, &defaults, "agents: []\n");
-            let script = host.home.script("spender.py", SPENDER);
+            let script = host.home.script("spender.py", &spending_agent(0.5));
             std::fs::write(
                 host.home.path().join("config/agents.yaml"),
                 format!(

@@ -13,27 +13,6 @@ use std::time::Duration;
 use serde_json::Value;
 use support::*;
 
-/// Calls the gateway until refused, then keeps running (as an agent busy
-/// with other work would): the daemon must end it.
-const AGENT: &str = r#"#!/usr/bin/env python3
-import json, os, sys, time, urllib.error, urllib.request
-base = os.environ["OPENAI_BASE_URL"].rstrip("/")
-for i in range(50):
-    req = urllib.request.Request(
-        base + "/chat/completions",
-        data=json.dumps({"model": "fake/echo", "max_tokens": 10,
-                         "messages": [{"role": "user", "content": "hi"}]}).encode(),
-        headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"},
-    )
-    try:
-        urllib.request.urlopen(req, timeout=30).read()
-        print(f"call {i}: ok", flush=True)
-    except urllib.error.HTTPError as e:
-        print(f"call {i}: HTTP {e.code} {e.read().decode()}", file=sys.stderr, flush=True)
-        break
-time.sleep(120)
-"#;
-
 /// Waits until `task` is `blocked`, the provider got `hits` calls and no
 /// agent process is left.
 fn wait_blocked(home: &TestHome, fake: &fake_upstream::FakeUpstream, task: &str, hits: usize) {
@@ -86,7 +65,7 @@ fn raising_a_budget_at_run_time_unblocks_the_task_in_the_same_round_and_survives
         fake.base_url
     );
     let home = TestHome::with_config(&config, "");
-    let script = home.script("agent.py", AGENT);
+    let script = home.script("agent.py", &spending_agent(0.0));
     home.command_worker(&script);
     home.create_project("p");
     let task = home.create_task("p", "spends", &["--max-rounds", "3"]);
@@ -221,7 +200,7 @@ fn a_run_refused_for_budget_ends_and_its_task_is_blocked_without_spending_a_roun
         fake.base_url
     );
     let home = TestHome::with_config(&config, "");
-    let script = home.script("agent.py", AGENT);
+    let script = home.script("agent.py", &spending_agent(0.0));
     home.command_worker(&script);
     home.create_project("p");
     let task = home.create_task("p", "spends", &["--max-rounds", "3"]);

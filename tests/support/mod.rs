@@ -522,3 +522,32 @@ pub fn test_tool(var: &str) -> Option<PathBuf> {
         }
     }
 }
+
+/// A `command` agent (Python) that calls its daemon's gateway with its run
+/// key (`fake/echo`, `max_tokens` 10: 15 tokens reserved and used per call
+/// against the suite's fake provider), `pause_secs` apart, until a call is
+/// refused; then it keeps running, as an agent busy with other work would
+/// (its daemon must end it).
+pub fn spending_agent(pause_secs: f64) -> String {
+    format!(
+        r#"#!/usr/bin/env python3
+import json, os, sys, time, urllib.error, urllib.request
+base = os.environ["OPENAI_BASE_URL"].rstrip("/")
+for i in range(60):
+    req = urllib.request.Request(
+        base + "/chat/completions",
+        data=json.dumps({{"model": "fake/echo", "max_tokens": 10,
+                         "messages": [{{"role": "user", "content": "hi"}}]}}).encode(),
+        headers={{"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"], "Content-Type": "application/json"}},
+    )
+    try:
+        urllib.request.urlopen(req, timeout=30).read()
+        print(f"call {{i}}: ok", flush=True)
+    except urllib.error.HTTPError as e:
+        print(f"call {{i}}: HTTP {{e.code}} {{e.read().decode()}}", file=sys.stderr, flush=True)
+        break
+    time.sleep({pause_secs})
+time.sleep(120)
+"#
+    )
+}
